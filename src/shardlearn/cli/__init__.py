@@ -1,0 +1,35 @@
+"""The ``shardlearn`` command.
+
+Each sub-module registers its commands on :data:`app` through a ``register(app)`` function;
+this module only assembles them and turns library errors into one-line messages (exit 1).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from shardlearn.cli._common import run_app
+
+app = typer.Typer(
+    name="shardlearn",
+    help=(
+        "Distributed machine learning for large classification datasets.\n\n"
+        "Example: shardlearn demo"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per command family; each exposes register(app).
+_COMMAND_MODULES = ("data",)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"shardlearn.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Entry point of the ``shardlearn`` console script."""
+    run_app(app)

@@ -1,0 +1,51 @@
+"""The package's public surface."""
+
+from __future__ import annotations
+
+import pytest
+
+import shardlearn as sl
+from shardlearn._validation import Interval, Options, validate_params
+from shardlearn.base import BaseEstimator, clone
+
+
+class _Toy(BaseEstimator):
+    _parameter_constraints = {
+        "C": [Interval("float", 0, None, "neither")],
+        "kind": [Options(("a", "b"))],
+    }
+
+    def __init__(self, C: float = 1.0, kind: str = "a") -> None:
+        self.C = C
+        self.kind = kind
+
+
+def test_version_is_exposed() -> None:
+    assert sl.__version__.count(".") == 2
+
+
+def test_unknown_attribute_names_itself() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        _ = sl.no_such_thing
+
+
+def test_clone_copies_params_not_state() -> None:
+    toy = _Toy(C=2.0, kind="b")
+    toy.coef_ = 1
+    copy = clone(toy)
+    assert copy.get_params() == {"C": 2.0, "kind": "b"}
+    assert not hasattr(copy, "coef_")
+
+
+def test_set_params_rejects_unknown_names_with_suggestion() -> None:
+    with pytest.raises(ValueError, match="Did you mean 'C'"):
+        _Toy().set_params(CC=3)
+
+
+def test_validation_message_has_one_shape() -> None:
+    with pytest.raises(
+        ValueError, match=r"The 'C' parameter of _Toy must be a float > 0\. Got -1\."
+    ):
+        _Toy(C=-1)._validate_params()
+    with pytest.raises(ValueError, match=r"The 'kind' parameter of X must be one of 'a', 'b'"):
+        validate_params("X", {"kind": "c"}, _Toy._parameter_constraints)
