@@ -1,0 +1,42 @@
+"""Engines run shardlearn's parallel work: ``local`` worker processes or a Ray cluster.
+
+>>> from shardlearn.engine import engine
+>>> with engine("local", workers=1) as eng:
+...     eng.submit(pow, 2, 10).result()
+1024
+
+See :mod:`shardlearn.engine.base` for the interface and :mod:`shardlearn.engine.graph` for the
+task-graph scheduler. Ray is imported only when a Ray engine is created.
+"""
+
+from __future__ import annotations
+
+from shardlearn.engine.base import (
+    DEFAULT_MAX_RETRIES,
+    ENGINE_ENV,
+    Engine,
+    Resources,
+    WorkerGroup,
+    WorkerState,
+    assign_by_bytes,
+    create_engine,
+    engine,
+    engine_from_cli,
+    get_engine,
+    tree_combine,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "ENGINE_ENV",
+    "Engine",
+    "Resources",
+    "WorkerGroup",
+    "WorkerState",
+    "assign_by_bytes",
+    "create_engine",
+    "engine",
+    "engine_from_cli",
+    "get_engine",
+    "tree_combine",
+]

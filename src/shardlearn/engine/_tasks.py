@@ -1,0 +1,165 @@
+"""A pool of stateless task processes behind ``LocalEngine.submit``.
+
+One dispatcher thread owns the processes. It keeps a FIFO queue of submitted tasks, sends the
+next task to any idle process, and waits (``multiprocessing.connection.wait``) on the busy
+processes' pipes and sentinels plus a wake-up pipe that ``submit`` writes to. A process that
+dies while running a task is replaced and the task re-queued, up to ``max_retries`` times;
+then the task's future raises :class:`~shardlearn.exceptions.WorkerLost`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any
+
+from shardlearn.engine._process import Dead, WorkerProcess
+from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
+
+__all__ = ["TaskPool"]
+
+
+@dataclass
+class _Task:
+    future: Future
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    attempts: int = 0
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.fn, "__qualname__", self.fn))
+
+
+class TaskPool:
+    """``size`` task processes started on demand; see the module docstring."""
+
+    def __init__(self, size: int, max_retries: int) -> None:
+        self.size = size
+        self.max_retries = max_retries
+        self._queue: deque[_Task] = deque()
+        self._lock = threading.Lock()
+        self._procs: list[WorkerProcess | None] = [None] * size
+        self._running: dict[int, tuple[_Task, int]] = {}
+        self._wake_read, self._wake_write = os.pipe()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="shardlearn-tasks", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise EngineError("This engine is closed; create a new one.")
+            self._queue.append(_Task(future, fn, args, kwargs))
+        self._wake()
+        return future
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake()
+        self._thread.join()
+        for proc in self._procs:
+            if proc is not None:
+                proc.stop(graceful=not self._running)
+        for task, _ in self._running.values():
+            task.future.set_exception(EngineError("The engine was closed while the task ran."))
+        for task in self._queue:
+            task.future.cancel()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except OSError:  # closed meanwhile
+            pass
+
+    # -- dispatcher thread --------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+            self._dispatch()
+            handles: dict[Any, int] = {}
+            for slot in self._running:
+                proc = self._procs[slot]
+                handles[proc.conn] = slot  # type: ignore[union-attr]
+                handles[proc.sentinel] = slot  # type: ignore[union-attr]
+            ready = wait([self._wake_read, *handles])
+            if self._wake_read in ready:
+                os.read(self._wake_read, 4096)
+            for slot in sorted({handles[h] for h in ready if h in handles}):
+                self._poll(slot)
+
+    def _dispatch(self) -> None:
+        for slot in range(self.size):
+            if slot in self._running:
+                continue
+            with self._lock:
+                task = self._queue.popleft() if self._queue else None
+            if task is None:
+                return
+            if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
+                continue  # cancelled before it started
+            self._start(slot, task)
+
+    def _start(self, slot: int, task: _Task) -> None:
+        try:
+            if self._procs[slot] is None:
+                self._procs[slot] = WorkerProcess(slot, self.size)
+            call_id = self._procs[slot].send("call", task.fn, task.args, task.kwargs)  # type: ignore[union-attr]
+        except Dead:
+            self._lost(slot, task)
+            return
+        except Exception as error:  # e.g. an argument that cannot be pickled
+            task.future.set_exception(
+                TaskFailed(f"{task.name}: cannot send the task to a worker: {error!r}")
+            )
+            return
+        self._running[slot] = (task, call_id)
+
+    def _poll(self, slot: int) -> None:
+        task, call_id = self._running[slot]
+        try:
+            reply = self._procs[slot].try_receive(call_id)  # type: ignore[union-attr]
+        except Dead:
+            del self._running[slot]
+            self._lost(slot, task)
+            return
+        if reply is None:
+            return
+        del self._running[slot]
+        status, value, tb = reply
+        if status == "ok":
+            task.future.set_result(value)
+        else:
+            task.future.set_exception(TaskFailed(value, remote_traceback=tb))
+
+    def _lost(self, slot: int, task: _Task) -> None:
+        proc = self._procs[slot]
+        pid = proc.pid if proc is not None else 0
+        if proc is not None:
+            proc.stop(graceful=False)
+        self._procs[slot] = None
+        task.attempts += 1
+        if task.attempts > self.max_retries:
+            task.future.set_exception(
+                WorkerLost(
+                    f"Task {task.name!r}: its worker process (pid {pid}) died {task.attempts} "
+                    f"times; giving up after max_retries={self.max_retries}."
+                )
+            )
+            return
+        with self._lock:
+            self._queue.appendleft(task)
