@@ -1,0 +1,201 @@
+"""What an artifact records about a model, and how a stored type name becomes a class again.
+
+The descriptive part of ``model.json`` is gathered here from the model itself (its hook
+metadata, ``classes_``, input schema, parameters) plus what the caller knows (metrics,
+dataset manifest hash, engine, parent model). Optional attributes a trained model may carry
+and that are recorded when present: ``training_info_`` (dict: ``engine``, ``workers``,
+``dataset_manifest_sha256``, ...) and ``metrics_`` (dict).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+
+from shardlearn.exceptions import ArtifactError
+
+__all__ = ["describe_model", "jsonable", "resolve_model_class"]
+
+# Libraries whose version matters for reproducing a model; recorded when imported.
+_LIBRARIES = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "pyarrow": "pyarrow",
+    "sklearn": "scikit-learn",
+    "xgboost": "xgboost",
+    "torch": "torch",
+    "safetensors": "safetensors",
+    "ray": "ray",
+}
+_TRAINING_KEYS = ("engine", "workers")
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps`` default: numpy scalars and arrays, tuples/sets, objects with to_dict."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, type):
+        return value.__name__
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _to_json(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=jsonable))
+    except (TypeError, ValueError) as error:
+        raise ArtifactError(f"cannot store the {what} in model.json: {error}") from None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, shardlearn and the imported numeric libraries."""
+    import shardlearn
+
+    versions = {"python": platform.python_version(), "shardlearn": shardlearn.__version__}
+    for module, dist in _LIBRARIES.items():
+        if module in sys.modules:
+            versions[dist] = str(getattr(sys.modules[module], "__version__", "unknown"))
+    return versions
+
+
+def _estimator(model: Any) -> Any:
+    for name in ("estimator_", "estimator"):
+        inner = getattr(model, name, None)
+        if inner is not None and not isinstance(inner, str):
+            return inner
+    return model
+
+
+def _preprocessor(model: Any) -> Any:
+    if hasattr(model, "input_schema") and not hasattr(model, "classes_"):
+        return model  # a bare Preprocessor
+    for name in ("preprocessor_", "preprocessor"):
+        inner = getattr(model, name, None)
+        if inner is not None and hasattr(inner, "input_schema"):
+            return inner
+    return None
+
+
+def _categories(preprocessor: Any) -> dict[str, list]:
+    found = getattr(preprocessor, "categories_", None)
+    if isinstance(found, dict):
+        return {str(k): list(v) for k, v in found.items()}
+    return {}
+
+
+def input_schema(model: Any) -> dict[str, Any] | None:
+    """The raw input columns the model expects: name, kind, dtype and known categories."""
+    preprocessor = _preprocessor(model)
+    if preprocessor is not None:
+        try:
+            schema = preprocessor.input_schema
+        except Exception:  # noqa: BLE001 - an unfitted preprocessor has no schema yet
+            schema = None
+        if schema is not None:
+            described = _to_json(schema, "input schema")
+            label = described.get("label")
+            described["columns"] = [
+                c for c in described.get("columns", []) if c.get("name") != label
+            ]
+            categories = _categories(preprocessor)
+            for column in described["columns"]:
+                if column.get("name") in categories:
+                    column["categories"] = categories[column["name"]]
+            return described
+    names = getattr(_estimator(model), "feature_names_in_", None)
+    if names is None:
+        n_features = getattr(_estimator(model), "n_features_in_", None)
+        if n_features is None:
+            return None
+        names = [f"x{i}" for i in range(int(n_features))]
+    columns = [{"name": str(n), "kind": "numeric", "dtype": "float32"} for n in names]
+    return {"columns": columns, "label": None}
+
+
+def _params(model: Any) -> dict[str, Any]:
+    if not hasattr(model, "get_params"):
+        return {}
+    params = model.get_params(deep=True)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if hasattr(value, "get_params"):
+            out[key] = type(value).__name__
+            continue
+        try:
+            out[key] = json.loads(json.dumps(value, default=jsonable))
+        except (TypeError, ValueError):
+            out[key] = repr(value)
+    return out
+
+
+def describe_model(model: Any, hook_meta: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The descriptive part of ``model.json`` (everything but the format header and files)."""
+    training = dict(getattr(_estimator(model), "training_info_", None) or {})
+    training.update(getattr(model, "training_info_", None) or {})
+    lineage = dict(info.get("lineage") or {})
+    dataset_hash = lineage.pop("dataset_manifest_sha256", None) or training.pop(
+        "dataset_manifest_sha256", None
+    )
+    for key in _TRAINING_KEYS:
+        if key in lineage:
+            training[key] = lineage.pop(key)
+    classes = getattr(model, "classes_", None)
+    metrics = info.get("metrics") or getattr(model, "metrics_", None)
+    cls = type(model)
+    described = {
+        "model": {"type": cls.__name__, "module": cls.__module__, "meta": hook_meta},
+        "classes": None if classes is None else list(np.asarray(classes).tolist()),
+        "input_schema": input_schema(model),
+        "metrics": metrics,
+        "dataset_manifest_sha256": dataset_hash,
+        "training": training,
+        "lineage": {"params": _params(model), **lineage},
+        "library_versions": library_versions(),
+    }
+    return _to_json(described, "model metadata")
+
+
+_SPECIAL_CLASSES = {
+    "Pipeline": "shardlearn.models",
+    "Preprocessor": "shardlearn.preprocess",
+}
+
+
+def resolve_model_class(type_name: str, module: str | None = None) -> type:
+    """The class for a stored type name, without importing anything outside shardlearn.
+
+    Registered model classes are found with ``model_class_by_type``; ``Pipeline`` and
+    ``Preprocessor`` come from their packages. ``module`` is imported first only when it is a
+    shardlearn module (so its ``register_model`` decorators run).
+    """
+    from shardlearn.models import _registry
+
+    if module and (module == "shardlearn" or module.startswith("shardlearn.")):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ArtifactError(
+                f"the artifact needs {module} to rebuild {type_name}, which failed to import: "
+                f"{error}"
+            ) from None
+    if type_name in _SPECIAL_CLASSES:
+        package = importlib.import_module(_SPECIAL_CLASSES[type_name])
+        return getattr(package, type_name)
+    importlib.import_module("shardlearn.models")
+    try:
+        cls = _registry.model_class_by_type(type_name)
+    except ValueError as error:
+        raise ArtifactError(f"cannot load this artifact: {error}") from None
+    if not hasattr(cls, "_from_artifact"):
+        raise ArtifactError(f"{type_name} cannot be loaded: it has no _from_artifact() hook")
+    return cls

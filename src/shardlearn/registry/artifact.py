@@ -1,0 +1,470 @@
+"""The model artifact: a directory that can be shared and loaded safely (no pickle, ever).
+
+Layout::
+
+    model.json      format header, descriptive metadata, sha256 and size of every other file
+    arrays.npz      numeric arrays (``np.savez``; read back with ``allow_pickle=False``)
+    files/NAME      native files a model brings (XGBoost UBJSON, torch safetensors)
+    meta.json       only in encrypted artifacts: the descriptive metadata, encrypted
+    signature       optional ``hmac-sha256:<hex>`` over the exact bytes of ``model.json``
+
+``model.json`` of a plain artifact::
+
+    {"format": "shardlearn-model", "format_version": 1, "created_at": "...",
+     "model": {"type": "LogisticRegression", "module": "...", "meta": {...hook metadata...}},
+     "classes": [...], "input_schema": {"columns": [...], "label": ...},
+     "metrics": {...} | null, "dataset_manifest_sha256": "..." | null,
+     "training": {"engine": ..., "workers": ...}, "lineage": {...},
+     "library_versions": {...}, "encryption": null,
+     "files": {"arrays.npz": {"sha256": "...", "bytes": 123}, "files/booster.ubj": {...}}}
+
+In an encrypted artifact every payload file (``arrays.npz``, ``files/*``, ``meta.json``) is
+AES-256-GCM ciphertext and ``model.json`` keeps only the header (format, creation time,
+encryption, file hashes); everything descriptive moves into the encrypted ``meta.json``.
+
+Models take part through two hooks (see the Models contract): ``model._to_artifact() ->
+(meta, arrays, files)`` and ``cls._from_artifact(meta, arrays, files)``. Classes are found by
+type name in :mod:`shardlearn.models._registry`; nothing in an artifact can name arbitrary
+code to import.
+
+Reading checks, in order: ``model.json`` exists; the signature when a signing key is set (an
+unsigned artifact is then refused); no unlisted files; every listed file's sha256; decryption.
+Any failure is an :class:`~shardlearn.exceptions.ArtifactError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shardlearn.exceptions import ArtifactError
+from shardlearn.registry import crypto
+from shardlearn.registry._meta import describe_model, jsonable, resolve_model_class
+
+__all__ = [
+    "ARRAYS_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_JSON",
+    "SIGNATURE_FILE",
+    "Artifact",
+    "is_artifact",
+    "load",
+    "read_artifact",
+    "save",
+]
+
+FORMAT = "shardlearn-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+ARRAYS_FILE = "arrays.npz"
+SIGNATURE_FILE = "signature"
+META_FILE = "meta.json"
+FILES_DIR = "files"
+_HEADER_KEYS = ("format", "format_version", "created_at", "encryption", "files")
+_NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class Artifact:
+    """A verified, decrypted artifact read from disk.
+
+    Attributes
+    ----------
+    path : Path
+        The artifact directory.
+    header : dict
+        The parsed ``model.json``.
+    meta : dict
+        The descriptive metadata (``model``, ``classes``, ``input_schema``, ``metrics``, ...).
+    arrays : dict of str to ndarray
+    files : dict of str to bytes
+        Native files by the name the model gave them.
+    signed, signature_verified, encrypted : bool
+    """
+
+    path: Path
+    header: dict[str, Any]
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    files: dict[str, bytes] = field(repr=False)
+    signed: bool = False
+    signature_verified: bool = False
+    encrypted: bool = False
+
+    @property
+    def model_type(self) -> str:
+        """The model's class name, e.g. ``"LogisticRegression"``."""
+        return str(self.meta["model"]["type"])
+
+    @property
+    def classes(self) -> list[Any]:
+        """The class labels in the order of the model's ``classes_``."""
+        return list(self.meta.get("classes") or [])
+
+    @property
+    def input_schema(self) -> dict[str, Any] | None:
+        """The input columns (name, kind, dtype, categories) the model expects."""
+        return self.meta.get("input_schema")
+
+    def to_model(self) -> Any:
+        """Rebuild the model with its class's ``_from_artifact`` hook."""
+        model = self.meta["model"]
+        cls = resolve_model_class(model["type"], model.get("module"))
+        try:
+            return cls._from_artifact(model.get("meta", {}), dict(self.arrays), dict(self.files))
+        except ArtifactError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure means a bad artifact
+            raise ArtifactError(
+                f"cannot rebuild {model['type']} from {self.path}: {type(error).__name__}: {error}"
+            ) from error
+
+
+def _check_name(name: str) -> str:
+    parts = name.split("/")
+    if not all(_NAME_PART.match(p) and p not in (".", "..") for p in parts):
+        raise ArtifactError(
+            f"invalid artifact file name {name!r}: use letters, digits, '.', '_', '-' "
+            "and '/' between parts"
+        )
+    return name
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    clean: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        _check_name(name)
+        if not isinstance(value, np.ndarray):
+            raise ArtifactError(
+                f"artifact array {name!r} is a {type(value).__name__}, not a numpy array; "
+                "convert sparse matrices to their data/indices/indptr arrays"
+            )
+        if value.dtype.hasobject:
+            raise ArtifactError(
+                f"artifact array {name!r} has dtype object, which would need pickle; "
+                "store strings as np.asarray(values, dtype=str) or in the metadata"
+            )
+        clean[name] = value
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **clean)
+    return buffer.getvalue()
+
+
+def _resolve_keys(sign: Any, encrypt: Any) -> tuple[bytes | None, bytes | None]:
+    """``None`` = use a configured key if any; ``True`` = a key is required; ``False`` = off."""
+    sign_key = None
+    if sign is not False:
+        explicit = sign if isinstance(sign, bytes | str) else None
+        sign_key = crypto.signing_key(explicit)
+        if sign is True and sign_key is None:
+            raise ArtifactError(
+                f"sign=True but no signing key is set: export {crypto.SIGNING_KEY_ENV} "
+                f"or {crypto.SIGNING_KEY_FILE_ENV}"
+            )
+    enc_key = None
+    if encrypt is not False:
+        explicit = encrypt if isinstance(encrypt, bytes | str) else None
+        enc_key = crypto.encryption_key(explicit)
+        if encrypt is True and enc_key is None:
+            raise ArtifactError(
+                f"encrypt=True but no encryption key is set: export {crypto.ENCRYPTION_KEY_ENV} "
+                f"or {crypto.ENCRYPTION_KEY_FILE_ENV}"
+            )
+    return sign_key, enc_key
+
+
+def _payload(model: Any, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Descriptive metadata and the payload files (name -> plain bytes) of ``model``."""
+    hook = getattr(model, "_to_artifact", None)
+    if hook is None:
+        raise ArtifactError(
+            f"{type(model).__name__} cannot be saved: it has no _to_artifact() hook"
+        )
+    meta, arrays, files = hook()
+    described = describe_model(model, meta, info)
+    payload = {ARRAYS_FILE: _npz_bytes(dict(arrays))}
+    for name, data in dict(files).items():
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ArtifactError(f"artifact file {name!r} must be bytes, not {type(data).__name__}")
+        payload[f"{FILES_DIR}/{_check_name(name)}"] = bytes(data)
+    return described, payload
+
+
+def save(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    sign: bool | bytes | str | None = None,
+    encrypt: bool | bytes | str | None = None,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as an artifact directory at ``path`` (atomically) and return the path.
+
+    Parameters
+    ----------
+    model : estimator, Pipeline or Preprocessor
+        Anything with the ``_to_artifact`` hook.
+    path : path
+        The artifact directory to create.
+    sign : bool, bytes or str, optional
+        ``None`` signs when a signing key is configured (``SHARDLEARN_SIGNING_KEY`` /
+        ``SHARDLEARN_SIGNING_KEY_FILE``); ``True`` requires one; ``False`` never signs; a
+        bytes/str value is the key itself.
+    encrypt : bool, bytes or str, optional
+        Same, for AES-256-GCM encryption (``SHARDLEARN_ENCRYPTION_KEY`` / ``..._FILE``).
+    metrics : dict, optional
+        Evaluation metrics to record (e.g. ``report.to_dict()["metrics"]``).
+    lineage : dict, optional
+        ``dataset_manifest_sha256``, ``parent`` (``"name:version"``), ``engine``, ``workers``
+        and anything else worth recording; ``params`` is filled in from the model.
+    overwrite : bool, default False
+        Replace an existing artifact at ``path``.
+
+    Examples
+    --------
+    >>> sl.save(model, "models/loans-lr")          # doctest: +SKIP
+    >>> model = sl.load("models/loans-lr")          # doctest: +SKIP
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
+    sign_key, enc_key = _resolve_keys(sign, encrypt)
+    meta, payload = _payload(model, {"metrics": metrics, "lineage": lineage or {}})
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "encryption": None,
+    }
+    if enc_key is not None:
+        header["encryption"] = {
+            "algorithm": "AES-256-GCM",
+            "key_fingerprint": crypto.key_fingerprint(enc_key),
+        }
+        payload[META_FILE] = json.dumps(meta, sort_keys=True).encode()
+        payload = {n: crypto.encrypt_bytes(d, enc_key, n) for n, d in payload.items()}
+    else:
+        header.update(meta)
+    header["files"] = {
+        n: {"sha256": crypto.sha256_bytes(d), "bytes": len(d)} for n, d in sorted(payload.items())
+    }
+    model_json = json.dumps(header, indent=2, sort_keys=True, default=jsonable).encode()
+    _write_atomically(target, payload, model_json, sign_key, overwrite)
+    return target
+
+
+def _write_atomically(
+    target: Path, payload: dict[str, bytes], model_json: bytes, key: bytes | None, overwrite: bool
+) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir()
+        for name, data in payload.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        (tmp / MODEL_JSON).write_bytes(model_json)
+        if key is not None:
+            (tmp / SIGNATURE_FILE).write_bytes(crypto.sign(model_json, key))
+        if target.exists() and overwrite:
+            trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+            target.rename(trash)
+            tmp.rename(target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_artifact(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a directory holding a ``model.json``."""
+    return (Path(path) / MODEL_JSON).is_file()
+
+
+def _check_signature(root: Path, model_json: bytes, key: bytes | None, required: bool) -> bool:
+    signature_path = root / SIGNATURE_FILE
+    if not signature_path.is_file():
+        if required:
+            raise ArtifactError(
+                f"{root} is unsigned (no {SIGNATURE_FILE} file) but a signing key is configured; "
+                "refusing to load it. Re-save it with the key, or unset the key"
+            )
+        return False
+    if key is not None and not crypto.signature_matches(
+        model_json, signature_path.read_bytes(), key
+    ):
+        raise ArtifactError(
+            f"signature check failed for {root}: {MODEL_JSON} or {SIGNATURE_FILE} was modified, "
+            "or it was signed with another key"
+        )
+    return key is not None
+
+
+def _check_files(root: Path, listed: dict[str, Any]) -> dict[str, bytes]:
+    allowed = {MODEL_JSON, SIGNATURE_FILE, *listed}
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = file.relative_to(root).as_posix()
+        if relative not in allowed:
+            raise ArtifactError(f"unexpected file {relative} in {root}: not listed in {MODEL_JSON}")
+    contents: dict[str, bytes] = {}
+    for name, entry in listed.items():
+        file = root / _check_name(name)
+        if not file.is_file():
+            raise ArtifactError(f"{name} is missing from {root}")
+        data = file.read_bytes()
+        if crypto.sha256_bytes(data) != entry.get("sha256"):
+            raise ArtifactError(
+                f"{name} in {root} is corrupt or was modified: its sha256 does not match "
+                f"{MODEL_JSON}"
+            )
+        contents[name] = data
+    return contents
+
+
+def _parse_header(root: Path, model_json: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(model_json)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{root / MODEL_JSON} is not valid JSON: {error}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ArtifactError(f"{root / MODEL_JSON} is not a shardlearn model artifact")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{root} has artifact format version {header.get('format_version')}; this "
+            f"shardlearn reads version {FORMAT_VERSION}. Upgrade shardlearn or re-save the model"
+        )
+    if not isinstance(header.get("files"), dict):
+        raise ArtifactError(f"{root / MODEL_JSON} has no valid 'files' list")
+    return header
+
+
+def _decrypt(root: Path, header: dict, contents: dict[str, bytes], key: bytes | None) -> dict:
+    info = header["encryption"]
+    if key is None:
+        raise ArtifactError(
+            f"{root} is encrypted: set {crypto.ENCRYPTION_KEY_ENV} or "
+            f"{crypto.ENCRYPTION_KEY_FILE_ENV} to the key it was saved with"
+        )
+    expected = info.get("key_fingerprint")
+    if expected and expected != crypto.key_fingerprint(key):
+        raise ArtifactError(
+            f"wrong encryption key for {root}: it was encrypted with the key whose fingerprint "
+            f"is {expected}, the configured key's fingerprint is {crypto.key_fingerprint(key)}"
+        )
+    return {name: crypto.decrypt_bytes(data, key, name) for name, data in contents.items()}
+
+
+def read_artifact(
+    path: str | os.PathLike[str],
+    *,
+    signing_key: bytes | str | None = None,
+    encryption_key: bytes | str | None = None,
+    require_signature: bool | None = None,
+) -> Artifact:
+    """Read, verify and decrypt the artifact at ``path``.
+
+    Parameters
+    ----------
+    path : path
+        An artifact directory.
+    signing_key, encryption_key : bytes or str, optional
+        Keys to use instead of the configured ones (environment variables / key files).
+    require_signature : bool, optional
+        Refuse unsigned artifacts. Defaults to ``True`` exactly when a signing key is set.
+
+    Raises
+    ------
+    ArtifactError
+        Naming the file at fault: missing, unsigned, tampered, unlisted or undecryptable.
+    """
+    root = Path(path)
+    if not is_artifact(root):
+        raise ArtifactError(f"{root} is not a model artifact: no {MODEL_JSON} in it")
+    model_json = (root / MODEL_JSON).read_bytes()
+    key = crypto.signing_key(signing_key)
+    required = key is not None if require_signature is None else require_signature
+    if required and key is None:
+        raise ArtifactError(f"a signature is required to load {root} but no signing key is set")
+    verified = _check_signature(root, model_json, key, required)
+    header = _parse_header(root, model_json)
+    contents = _check_files(root, header["files"])
+    encrypted = bool(header.get("encryption"))
+    meta = {k: v for k, v in header.items() if k not in _HEADER_KEYS}
+    if encrypted:
+        contents = _decrypt(root, header, contents, crypto.encryption_key(encryption_key))
+        meta = json.loads(contents.pop(META_FILE, b"{}"))
+    if "model" not in meta:
+        raise ArtifactError(f"{root / MODEL_JSON} does not say which model it holds")
+    arrays = _read_npz(root, contents.pop(ARRAYS_FILE, None))
+    prefix = f"{FILES_DIR}/"
+    files = {n[len(prefix) :]: d for n, d in contents.items() if n.startswith(prefix)}
+    return Artifact(
+        path=root,
+        header=header,
+        meta=meta,
+        arrays=arrays,
+        files=files,
+        signed=(root / SIGNATURE_FILE).is_file(),
+        signature_verified=verified,
+        encrypted=encrypted,
+    )
+
+
+def _read_npz(root: Path, data: bytes | None) -> dict[str, np.ndarray]:
+    if data is None:
+        return {}
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        raise ArtifactError(f"{ARRAYS_FILE} in {root} cannot be read safely: {error}") from None
+
+
+def load(
+    path_or_ref: str | os.PathLike[str],
+    *,
+    signing_key: bytes | str | None = None,
+    encryption_key: bytes | str | None = None,
+) -> Any:
+    """Load a model from an artifact path or a registry reference.
+
+    Parameters
+    ----------
+    path_or_ref : str or path
+        An artifact directory, or ``"ROOT/NAME@STAGE"``, ``"ROOT/NAME:VERSION"``,
+        ``"ROOT/NAME"`` (latest version) with ROOT a registry directory (default ``models``
+        when only ``NAME@STAGE`` is given).
+    signing_key, encryption_key : bytes or str, optional
+        Keys to use instead of the configured ones.
+
+    Examples
+    --------
+    >>> model = sl.load("models/loans@production")   # doctest: +SKIP
+    """
+    path = resolve_path(path_or_ref)
+    artifact = read_artifact(path, signing_key=signing_key, encryption_key=encryption_key)
+    return artifact.to_model()
+
+
+def resolve_path(path_or_ref: str | os.PathLike[str]) -> Path:
+    """The artifact directory for a path or a registry reference (see :func:`load`)."""
+    if is_artifact(path_or_ref):
+        return Path(path_or_ref)
+    from shardlearn.registry.store import resolve_reference
+
+    return resolve_reference(str(path_or_ref))
