@@ -15,3 +15,64 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+# -- engines (owner: engine) -------------------------------------------------------------------
+ENGINE_PARAMS = [pytest.param("local"), pytest.param("ray", marks=pytest.mark.ray)]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """ONE real local Ray cluster (``ray.init(num_cpus=2)``) shared by the whole session.
+
+    Started on first use (Ray takes a few seconds to start) and shut down at the end of the
+    session. Tests normally get it through ``engine_name`` / ``any_engine``; skips when the
+    ``ray`` extra is not installed.
+    """
+    import os
+    import warnings
+
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        # Ray workers must import test modules to unpickle module-level test functions;
+        # pytest imports them by directory (rootdir-less "prepend" mode), so pass those along.
+        tests_dir = Path(__file__).resolve().parent
+        test_dirs = sorted({str(p.parent) for p in tests_dir.rglob("test_*.py")})
+        previous = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([*test_dirs, *filter(None, [previous])])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray's own start-up FutureWarnings
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(params=ENGINE_PARAMS)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    """``"local"`` then ``"ray"``: parametrises a test over both engines.
+
+    For ``"ray"`` the session Ray cluster (:func:`ray_cluster`) is started first, so
+    ``shardlearn.engine.engine(engine_name, workers=2)`` connects to it instead of starting
+    another one. Ray runs are marked ``ray`` (deselect with ``-m "not ray"``).
+    """
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+    return request.param
+
+
+@pytest.fixture
+def any_engine(engine_name: str):
+    """A 2-worker engine of each kind, current (``get_engine()``) for the test, closed after.
+
+    Use it in every engine-dependent test::
+
+        def test_fit_matches_sklearn(any_engine):
+            model = LogisticRegression().fit(dataset)     # runs on any_engine
+            group = any_engine.workers(2)                  # or use it explicitly
+
+    Functions sent to workers must be module-level (importable) functions.
+    """
+    from shardlearn.engine import engine
+
+    with engine(engine_name, workers=2) as eng:
+        yield eng
