@@ -1,0 +1,319 @@
+"""Writing a dataset: one Parquet writer per shard, staged, then committed with the manifest.
+
+Layout while writing (``OUT`` is the dataset directory)::
+
+    OUT/.staging-<token>/train/part-00000.parquet   one ParquetWriter per (split, shard)
+    OUT/.staging-<token>/_rejects/rejects-00000.parquet
+
+Rows are buffered per shard and flushed as a row group once a shard's buffer holds
+``flush_bytes``, so peak memory is about ``batch + shards × flush_bytes`` whatever the input
+size. :meth:`DatasetWriter.commit` moves the staged directories into place and writes
+``manifest.json`` last; a crash at any earlier point leaves no manifest, so nothing that looks
+like a complete dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from shardlearn import __version__
+from shardlearn.data.dataset import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Dataset,
+    join_uri,
+    resolve_filesystem,
+    sha256_of,
+)
+from shardlearn.data.partition import SPLITS, Partitioner
+from shardlearn.data.schema import Schema
+from shardlearn.exceptions import DataError
+
+__all__ = ["DatasetWriter", "REJECTS_SCHEMA", "prepare_output"]
+
+STAGING_PREFIX = ".staging-"
+# A shard's buffered rows are written as one row group once they reach this size: large enough
+# for efficient Parquet, small enough that (splits × partitions) buffers stay well under 1 GB.
+DEFAULT_FLUSH_BYTES = 8 << 20
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string()),
+        pa.field("line", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("raw", pa.string()),
+    ]
+)
+_DATA_ENTRIES = {*SPLITS, "_rejects", MANIFEST_NAME}
+
+
+def prepare_output(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str]:
+    """Check that ``out`` may be written; remove staging leftovers of crashed runs.
+
+    An existing dataset is replaced only with ``overwrite``; the replacement happens at commit,
+    so the old dataset stays intact if the new ingest fails.
+    """
+    filesystem, path = resolve_filesystem(out)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        raise DataError(f"Output {out!r} is a file; give a directory for the dataset.")
+    if info.type == pafs.FileType.Directory:
+        entries = filesystem.get_file_info(pafs.FileSelector(path))
+        names = {e.base_name for e in entries}
+        if MANIFEST_NAME in names and not overwrite:
+            raise DataError(
+                f"A dataset already exists at {out!r}; pass --overwrite (overwrite=True) to "
+                "replace it."
+            )
+        foreign = {n for n in names if not n.startswith(STAGING_PREFIX)} - _DATA_ENTRIES
+        if foreign and not overwrite:
+            raise DataError(
+                f"Output directory {out!r} is not empty and is not a dataset (it holds "
+                f"{', '.join(sorted(foreign)[:3])}); choose another --out or pass --overwrite."
+            )
+        for entry in entries:
+            if entry.base_name.startswith(STAGING_PREFIX):
+                filesystem.delete_dir(entry.path)
+    return filesystem, path
+
+
+@dataclass
+class _ShardBuffer:
+    split: int
+    index: int
+    path: str
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.RecordBatch] = field(default_factory=list)
+    pending_bytes: int = 0
+    rows: int = 0
+    class_counts: Counter = field(default_factory=Counter)
+
+
+class DatasetWriter:
+    """Stages shards and rejects for one dataset, then commits them with the manifest.
+
+    Parameters
+    ----------
+    out : str
+        Dataset directory (local path or pyarrow.fs URI).
+    schema : Schema
+        Columns of the shards.
+    partitioner : Partitioner
+        Decides the split and shard of every row.
+    overwrite : bool
+        Replace an existing dataset at ``out``.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        schema: Schema,
+        partitioner: Partitioner,
+        overwrite: bool = False,
+        flush_bytes: int = DEFAULT_FLUSH_BYTES,
+    ) -> None:
+        self.out = out
+        self.schema = schema
+        self.arrow_schema = schema.to_arrow()
+        self.partitioner = partitioner
+        self.flush_bytes = flush_bytes
+        self.filesystem, self.root = prepare_output(out, overwrite)
+        self.staging = join_uri(self.root, STAGING_PREFIX + secrets.token_hex(6))
+        self.filesystem.create_dir(self.staging, recursive=True)
+        self._buffers: dict[tuple[int, int], _ShardBuffer] = {}
+        self._rejects: pq.ParquetWriter | None = None
+        self.rows_written = 0
+        self.rows_rejected = 0
+        self.reject_reasons: Counter = Counter()
+        self.class_totals: Counter = Counter()
+        self._class_values: dict[str, Any] = {}
+
+    # -- rows ------------------------------------------------------------------------------
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Partition ``batch`` (already validated, in schema order) into the shard buffers."""
+        if batch.num_rows == 0:
+            return
+        split, shard = self.partitioner.assign(batch, self.rows_written)
+        cells = split.astype(np.int64) * self.partitioner.partitions + shard
+        order = np.argsort(cells, kind="stable")
+        sorted_cells = cells[order]
+        batch = batch.take(pa.array(order))
+        starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
+        ends = np.r_[starts[1:], len(sorted_cells)]
+        for begin, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            cell = int(sorted_cells[begin])
+            divmod_cell = divmod(cell, self.partitioner.partitions)
+            self._add(divmod_cell, batch.slice(begin, end - begin))
+        self.rows_written += batch.num_rows
+
+    def _add(self, cell: tuple[int, int], rows: pa.RecordBatch) -> None:
+        buffer = self._buffers.get(cell)
+        if buffer is None:
+            split, index = cell
+            path = f"{SPLITS[split]}/part-{index:05d}.parquet"
+            buffer = self._buffers[cell] = _ShardBuffer(split, index, path)
+        buffer.pending.append(rows)
+        buffer.pending_bytes += rows.nbytes
+        buffer.rows += rows.num_rows
+        label = self.schema.label
+        if label is not None:
+            for item in pc.value_counts(rows.column(label)).to_pylist():
+                key = str(item["values"])
+                self._class_values.setdefault(key, item["values"])
+                buffer.class_counts[key] += item["counts"]
+                self.class_totals[key] += item["counts"]
+        if buffer.pending_bytes >= self.flush_bytes:
+            self._flush(buffer)
+
+    def _flush(self, buffer: _ShardBuffer) -> None:
+        if not buffer.pending:
+            return
+        if buffer.writer is None:
+            target = join_uri(self.staging, buffer.path)
+            self.filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            buffer.writer = pq.ParquetWriter(
+                target, self.arrow_schema, filesystem=self.filesystem, compression="snappy"
+            )
+        buffer.writer.write_table(pa.Table.from_batches(buffer.pending, self.arrow_schema))
+        buffer.pending = []
+        buffer.pending_bytes = 0
+
+    def reject(self, rejects: pa.Table) -> None:
+        """Append rejected rows (columns of :data:`REJECTS_SCHEMA`)."""
+        if rejects.num_rows == 0:
+            return
+        if self._rejects is None:
+            target = join_uri(self.staging, "_rejects/rejects-00000.parquet")
+            self.filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            self._rejects = pq.ParquetWriter(target, REJECTS_SCHEMA, filesystem=self.filesystem)
+        self._rejects.write_table(rejects.cast(REJECTS_SCHEMA))
+        self.rows_rejected += rejects.num_rows
+        for item in pc.value_counts(rejects.column("reason")).to_pylist():
+            self.reject_reasons[item["values"]] += item["counts"]
+
+    # -- finishing ---------------------------------------------------------------------------
+    def abort(self) -> None:
+        """Close everything and delete the staged files (no dataset is left behind)."""
+        for buffer in self._buffers.values():
+            if buffer.writer is not None:
+                buffer.writer.close()
+        if self._rejects is not None:
+            self._rejects.close()
+        try:
+            self.filesystem.delete_dir(self.staging)
+        except (FileNotFoundError, OSError):
+            pass
+        self._buffers.clear()
+
+    def _close_shards(self) -> list[dict[str, Any]]:
+        entries = []
+        for cell in sorted(self._buffers):
+            buffer = self._buffers[cell]
+            self._flush(buffer)
+            if buffer.writer is None:
+                continue
+            buffer.writer.close()
+            staged = join_uri(self.staging, buffer.path)
+            entries.append(
+                {
+                    "split": SPLITS[buffer.split],
+                    "index": buffer.index,
+                    "path": buffer.path,
+                    "rows": buffer.rows,
+                    "bytes": self.filesystem.get_file_info(staged).size,
+                    "sha256": sha256_of(self.filesystem, staged),
+                    "class_counts": dict(sorted(buffer.class_counts.items())),
+                }
+            )
+        return entries
+
+    def classes(self) -> list[Any]:
+        """The label's distinct non-null values, sorted, as native Python values."""
+        values = [v for k, v in self._class_values.items() if v is not None]
+        try:
+            return sorted(values)
+        except TypeError:
+            return sorted(values, key=str)
+
+    def commit(self, extra: dict[str, Any] | None = None) -> Dataset:
+        """Close the shards, move them into place and write the manifest last."""
+        shards = self._close_shards()
+        if self._rejects is not None:
+            self._rejects.close()
+            self._rejects = None
+        manifest = self._manifest(shards, extra or {})
+        fs, root = self.filesystem, self.root
+        old_manifest = join_uri(root, MANIFEST_NAME)
+        if fs.get_file_info(old_manifest).type != pafs.FileType.NotFound:
+            fs.delete_file(old_manifest)  # the old dataset stops looking complete first
+        for name in (*SPLITS, "_rejects"):
+            target = join_uri(root, name)
+            if fs.get_file_info(target).type != pafs.FileType.NotFound:
+                fs.delete_dir(target)
+            staged = join_uri(self.staging, name)
+            if fs.get_file_info(staged).type == pafs.FileType.Directory:
+                fs.move(staged, target)
+        fs.delete_dir(self.staging)
+        temporary = join_uri(root, f".{MANIFEST_NAME}.tmp")
+        with fs.open_output_stream(temporary) as stream:
+            stream.write(json.dumps(manifest, indent=2, default=_json_default).encode())
+        fs.move(temporary, old_manifest)
+        return Dataset.open(self.out)
+
+    def _manifest(self, shards: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+        fractions = dict(zip(SPLITS, self.partitioner.fractions, strict=True))
+        rows_read = extra.pop("rows_read", self.rows_written + self.rows_rejected)
+        reasons = [{"reason": r, "count": n} for r, n in self.reject_reasons.most_common()]
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "created_by": f"shardlearn {__version__}",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "schema": self.schema.to_dict(),
+            "label": self.schema.label,
+            "classes": self.classes(),
+            "class_counts": {str(c): self.class_totals[str(c)] for c in self.classes()},
+            "strategy": self.partitioner.strategy,
+            "seed": self.partitioner.seed,
+            "partitions": self.partitioner.partitions,
+            "split_fractions": fractions,
+            "splits": [s for s in SPLITS if any(e["split"] == s for e in shards)],
+            "rows_read": int(rows_read),
+            "rows_written": self.rows_written,
+            "rows_rejected": self.rows_rejected,
+            "rejects": {
+                "path": "_rejects/rejects-00000.parquet" if self.rows_rejected else None,
+                "reasons": reasons,
+            },
+            **extra,
+            "shards": shards,
+        }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"Cannot store {type(value).__name__} in the manifest.")
+
+
+def check_label(schema: Schema, label: str | None, names: Sequence[str]) -> None:
+    """Raise a SchemaError naming the valid columns when ``label`` is not one of them."""
+    from shardlearn._validation import unknown_name_message
+    from shardlearn.exceptions import SchemaError
+
+    if label is not None and label not in names:
+        raise SchemaError(unknown_name_message("label column", label, names))

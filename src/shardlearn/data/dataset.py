@@ -1,0 +1,297 @@
+"""A dataset on storage: Parquet shards per split plus ``manifest.json``.
+
+The manifest is the dataset: it is written last by ingest, so a directory without one is not a
+dataset (an interrupted ingest leaves none). :class:`Dataset` only reads; it works on a local
+path or on any ``pyarrow.fs`` URI (``s3://bucket/loans``, ``file:///data/loans``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from shardlearn._validation import unknown_name_message
+from shardlearn.data.partition import SPLITS
+from shardlearn.data.schema import Schema
+from shardlearn.exceptions import DataError
+
+__all__ = ["MANIFEST_NAME", "Dataset", "FORMAT_VERSION", "Shard", "resolve_filesystem"]
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "shardlearn-dataset"
+FORMAT_VERSION = 1
+_HASH_CHUNK = 1 << 22
+
+
+def resolve_filesystem(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and in-filesystem path of a local path or a ``pyarrow.fs`` URI."""
+    text = os.fspath(uri)
+    if "://" in text:
+        try:
+            return pafs.FileSystem.from_uri(text)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
+            raise DataError(f"Cannot open {text!r}: {error}") from None
+    return pafs.LocalFileSystem(), os.path.abspath(text)
+
+
+def join_uri(root: str, relative: str) -> str:
+    """``root`` + ``/`` + ``relative`` for paths and URIs alike."""
+    return root.rstrip("/") + "/" + relative.lstrip("/")
+
+
+def sha256_of(filesystem: pafs.FileSystem, path: str) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with filesystem.open_input_stream(path) as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One Parquet file of one split.
+
+    Parameters
+    ----------
+    split : str
+        ``"train"``, ``"valid"`` or ``"test"``.
+    index : int
+        Shard number within the split (shard-level k-fold: fold i = shards with index ≡ i).
+    path : str
+        Path relative to the dataset root, e.g. ``"train/part-00003.parquet"``.
+    uri : str
+        Absolute local path or URI of the file; workers read the shard from here.
+    rows : int
+        Number of rows.
+    bytes : int
+        File size.
+    sha256 : str
+        Hex digest of the file, checked by ``shardlearn describe --verify``.
+    class_counts : dict of str to int
+        Rows per class, keyed by ``str(class)``.
+    """
+
+    split: str
+    index: int
+    path: str
+    uri: str
+    rows: int
+    bytes: int
+    sha256: str
+    class_counts: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+
+    def _open(self) -> pq.ParquetFile:
+        filesystem, path = resolve_filesystem(self.uri)
+        try:
+            return pq.ParquetFile(filesystem.open_input_file(path))
+        except FileNotFoundError:
+            raise DataError(
+                f"Shard {self.path!r} is missing at {self.uri!r}; the dataset is incomplete."
+            ) from None
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """The whole shard as a table (optionally only ``columns``)."""
+        with self._open() as parquet:
+            return parquet.read(columns=columns)
+
+    def iter_batches(
+        self, batch_size: int = 65536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of at most ``batch_size`` rows."""
+        with self._open() as parquet:
+            yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Manifest entry (without ``uri``, which depends on where the dataset lives)."""
+        return {
+            "split": self.split,
+            "index": self.index,
+            "path": self.path,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "class_counts": dict(self.class_counts),
+        }
+
+
+class Dataset:
+    """A sharded dataset written by :func:`shardlearn.ingest` or :func:`write_dataset`.
+
+    Parameters
+    ----------
+    uri : str
+        The dataset directory: a local path or a ``pyarrow.fs`` URI.
+    manifest : dict
+        The parsed ``manifest.json``. Use :meth:`open` rather than this constructor.
+
+    Examples
+    --------
+    >>> ds = Dataset.open("data/loans")                       # doctest: +SKIP
+    >>> ds.classes, ds.splits, ds.num_rows("train")           # doctest: +SKIP
+    (['no', 'yes'], ['train', 'valid', 'test'], 800000)
+    >>> for batch in ds.iter_batches("train"):               # doctest: +SKIP
+    ...     ...
+    """
+
+    def __init__(self, uri: str, manifest: dict[str, Any], manifest_sha256: str = "") -> None:
+        self.uri = uri
+        self.manifest = manifest
+        self.manifest_sha256 = (
+            manifest_sha256
+            or hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        )
+        self.schema = Schema.from_dict(manifest["schema"])
+        self.label: str | None = manifest.get("label")
+        self.classes: list[Any] = list(manifest.get("classes", []))
+
+    @classmethod
+    def open(cls, uri: str | os.PathLike[str]) -> Dataset:
+        """Open the dataset at a local path or ``pyarrow.fs`` URI."""
+        filesystem, path = resolve_filesystem(uri)
+        text = os.fspath(uri)
+        root = text.rstrip("/") if "://" in text else path
+        manifest_path = join_uri(path, MANIFEST_NAME)
+        try:
+            with filesystem.open_input_stream(manifest_path) as stream:
+                raw = stream.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise DataError(
+                f"No dataset at {text!r}: {MANIFEST_NAME} is missing. Create one with "
+                "`shardlearn ingest` (an interrupted ingest leaves no manifest)."
+            ) from None
+        try:
+            manifest = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{MANIFEST_NAME} of {text!r} is not valid JSON: {error}") from None
+        if manifest.get("format") != FORMAT_NAME:
+            raise DataError(f"{text!r} does not hold a shardlearn dataset manifest.")
+        if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+            raise DataError(
+                f"Dataset {text!r} has format version {manifest['format_version']}; this "
+                f"shardlearn reads up to {FORMAT_VERSION}. Upgrade shardlearn."
+            )
+        return cls(root, manifest, hashlib.sha256(raw).hexdigest())
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.uri!r}, rows={self.num_rows()}, splits={self.splits}, "
+            f"label={self.label!r}, classes={len(self.classes)})"
+        )
+
+    @cached_property
+    def _shards(self) -> list[Shard]:
+        return [
+            Shard(
+                split=entry["split"],
+                index=int(entry["index"]),
+                path=entry["path"],
+                uri=join_uri(self.uri, entry["path"]),
+                rows=int(entry["rows"]),
+                bytes=int(entry["bytes"]),
+                sha256=entry["sha256"],
+                class_counts={str(k): int(v) for k, v in entry.get("class_counts", {}).items()},
+            )
+            for entry in self.manifest["shards"]
+        ]
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits that hold rows, in the order train, valid, test."""
+        present = {s.split for s in self._shards}
+        return [s for s in SPLITS if s in present]
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            if split in SPLITS:
+                raise DataError(
+                    f"Dataset {self.uri!r} has no {split!r} split; it has {', '.join(self.splits)}."
+                )
+            raise DataError(unknown_name_message("split", split, self.splits))
+
+    def shards(self, split: str | None = "train") -> list[Shard]:
+        """The shards of ``split`` ordered by index (``None``: every shard)."""
+        if split is None:
+            return list(self._shards)
+        self._check_split(split)
+        return [s for s in self._shards if s.split == split]
+
+    def num_rows(self, split: str | None = None) -> int:
+        """Rows in ``split`` (``None``: all splits)."""
+        return sum(s.rows for s in self.shards(split))
+
+    def class_counts(self, split: str | None = None) -> dict[str, int]:
+        """Rows per class (keys are ``str(class)``) in ``split`` or the whole dataset."""
+        totals = {str(c): 0 for c in self.classes}
+        for shard in self.shards(split):
+            for key, value in shard.class_counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def read(self, split: str = "train", columns: list[str] | None = None) -> pa.Table:
+        """All shards of ``split`` concatenated (small data only)."""
+        tables = [shard.read(columns) for shard in self.shards(split)]
+        if not tables:
+            arrow = self.schema.to_arrow()
+            if columns is not None:
+                arrow = pa.schema([arrow.field(c) for c in columns])
+            return arrow.empty_table()
+        return pa.concat_tables(tables)
+
+    def iter_batches(
+        self, split: str = "train", batch_size: int = 65536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of every shard of ``split``, shard by shard."""
+        for shard in self.shards(split):
+            yield from shard.iter_batches(batch_size=batch_size, columns=columns)
+
+    def to_pandas(self, split: str = "train") -> Any:
+        """``split`` as a pandas DataFrame (needs pandas; small data only)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "Dataset.to_pandas needs pandas: pip install pandas (or 'shardlearn[bench]')."
+            ) from None
+        return self.read(split).to_pandas()
+
+    @property
+    def rejects_uri(self) -> str | None:
+        """URI of the rejected-rows file, or None when no row was rejected."""
+        path = self.manifest.get("rejects", {}).get("path")
+        return join_uri(self.uri, path) if path else None
+
+    def read_rejects(self) -> pa.Table | None:
+        """The rejected rows (source, line, reason, raw), or None when there are none."""
+        uri = self.rejects_uri
+        if uri is None:
+            return None
+        filesystem, path = resolve_filesystem(uri)
+        with filesystem.open_input_file(path) as handle:
+            return pq.read_table(handle)
+
+    def verify(self) -> list[str]:
+        """Re-hash every shard; return one message per missing or changed shard."""
+        problems = []
+        for shard in self.shards(None):
+            filesystem, path = resolve_filesystem(shard.uri)
+            try:
+                digest = sha256_of(filesystem, path)
+            except FileNotFoundError:
+                problems.append(f"{shard.path}: missing")
+                continue
+            if digest != shard.sha256:
+                problems.append(
+                    f"{shard.path}: sha256 {digest[:12]}… does not match the manifest's "
+                    f"{shard.sha256[:12]}…"
+                )
+        return problems
