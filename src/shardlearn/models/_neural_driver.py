@@ -1,0 +1,137 @@
+"""The driver side of neural-network training: rendezvous, epoch loop, progress, weights.
+
+The driver never touches a tensor. It asks every worker what it holds (:func:`probe`), picks
+the device and backend, chooses a free port for the rendezvous, sets every rank up once,
+calls one epoch at a time (the model and optimiser stay on the workers), shows the epoch's
+loss and valid accuracy, decides early stopping, and finally collects the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from shardlearn.exceptions import EngineError
+from shardlearn.models._neural_worker import probe, teardown
+from shardlearn.models.neural_ddp import ddp_epoch, ddp_result, ddp_setup
+from shardlearn.models.neural_pipeline import pipeline_epoch, pipeline_result, pipeline_setup
+
+__all__ = ["train_on_group"]
+
+# Seconds a rank waits for the others at the rendezvous and in collectives before failing.
+RENDEZVOUS_TIMEOUT = 300
+_MODES = {
+    "data": (ddp_setup, ddp_epoch, ddp_result),
+    "pipeline": (pipeline_setup, pipeline_epoch, pipeline_result),
+}
+
+
+def free_port() -> int:
+    """A TCP port free on this machine right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_device(requested: str, infos: list[dict]) -> str:
+    """ "cuda" when requested or when "auto" and every worker has a GPU; else "cpu"."""
+    every_gpu = all(info["cuda"] for info in infos)
+    if requested == "cuda" and not every_gpu:
+        missing = [rank for rank, info in enumerate(infos) if not info["cuda"]]
+        raise EngineError(
+            f"device='cuda' but worker(s) {missing} have no GPU visible to torch. "
+            "Use device='auto' or 'cpu'."
+        )
+    return "cuda" if requested != "cpu" and every_gpu else "cpu"
+
+
+def _rendezvous(group: Any, device: str) -> dict | None:
+    if group.size == 1:
+        return None
+    # The workers of the local engine run on this machine; the rendezvous is on loopback.
+    return {
+        "address": "127.0.0.1",
+        "port": free_port(),
+        "backend": "nccl" if device == "cuda" else "gloo",
+        "timeout": RENDEZVOUS_TIMEOUT,
+    }
+
+
+def train_on_group(estimator: Any, group: Any, spec: dict, splits: list[str]) -> tuple:
+    """Train on ``group``; return ``(weights as numpy arrays, per-epoch reports)``.
+
+    ``spec`` is the estimator's training spec without the layouts, device and rendezvous,
+    which are filled in here.
+    """
+    mode = estimator.parallelism
+    if mode == "pipeline" and estimator.stages > group.size:
+        raise ValueError(
+            f"{type(estimator).__name__}(parallelism='pipeline', stages={estimator.stages}) "
+            f"needs at least {estimator.stages} workers; the engine gives {group.size}. "
+            f"Use engine('local', workers={estimator.stages}) or fewer stages."
+        )
+    infos = group.run(probe, spec["data"], splits)
+    layouts = {split: [info["layouts"][split] for info in infos] for split in splits}
+    if not any(rows for rank in layouts["train"] for _, rows in rank):
+        raise EngineError("The workers hold no training rows; nothing to train on.")
+    device = choose_device(estimator.device, infos)
+    spec = {**spec, "layouts": layouts, "device": device, "rendezvous": _rendezvous(group, device)}
+    setup, epoch_fn, result = _MODES[mode]
+    try:
+        group.run(setup, spec)
+        history = _epoch_loop(estimator, group, epoch_fn, spec["fit_id"])
+        parts = group.run(result, spec["fit_id"], estimator.early_stopping)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            group.run(teardown, spec["fit_id"])
+        raise
+    weights: dict = {}
+    for part in parts:
+        weights.update(part or {})
+    return weights, history
+
+
+def _epoch_loop(estimator: Any, group: Any, epoch_fn: Any, fit_id: str) -> list[dict]:
+    history: list[dict] = []
+    stale = 0
+    with _progress(estimator) as update:
+        for epoch in range(estimator.epochs):
+            report = group.run(epoch_fn, fit_id, epoch)[0]
+            history.append(report)
+            update(epoch, report)
+            if not estimator.early_stopping or report["valid_loss"] is None:
+                continue
+            stale = 0 if report["improved"] else stale + 1
+            if stale >= estimator.n_iter_no_change:
+                break
+    return history
+
+
+@contextlib.contextmanager
+def _progress(estimator: Any) -> Iterator[Any]:
+    """A rich progress bar over epochs; yields ``update(epoch, report)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not estimator.verbose,
+    )
+    name = type(estimator).__name__
+    with progress:
+        task = progress.add_task(f"{name} epochs", total=estimator.epochs, info="")
+
+        def update(epoch: int, report: dict) -> None:
+            info = f"loss {report['loss']:.4f}"
+            if report["valid_accuracy"] is not None:
+                info += f"  valid acc {report['valid_accuracy']:.4f}"
+            progress.update(task, completed=epoch + 1, info=info)
+
+        yield update

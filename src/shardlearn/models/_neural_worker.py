@@ -1,0 +1,150 @@
+"""Worker-side pieces shared by data-parallel and pipeline training: data, rendezvous, optimiser.
+
+These functions run inside a worker (``fn(state, ...)`` through ``WorkerGroup.run``). They are
+impure on purpose: ``torch.distributed`` keeps one global process group per process, which is
+created by :func:`init_distributed`, kept alive between calls in ``state.cache`` and destroyed
+by :func:`teardown`.
+
+A *training spec* (a plain dict built by the driver) says what to train: ``fit_id``, ``arch``,
+``seed``, ``batch_size``, optimiser settings, ``device``, ``data`` (where rows come from) and
+``layouts`` (per split, per rank, the (shard index, rows) list of every block), which fixes the
+global row index of every row (see :mod:`shardlearn.models._torch`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import numpy as np
+
+from shardlearn.exceptions import DataError
+from shardlearn.models._torch import require_torch, to_dense_float32
+
+__all__ = [
+    "init_distributed",
+    "load_rows",
+    "make_optimizer",
+    "probe",
+    "teardown",
+]
+
+CACHE_KEY = "shardlearn.neural"
+
+
+def _split_shards(state: Any, split: str) -> list:
+    return [shard for shard in state.shards if shard.split == split]
+
+
+def load_rows(state: Any, split: str, data: dict) -> tuple[np.ndarray, np.ndarray, Any]:
+    """This worker's rows of ``split``: ``(X float32, y int64, sample_weight or None)``.
+
+    ``data["kind"]`` is ``"block"`` (the preprocessed feature block of
+    :func:`shardlearn.preprocess.load_block`) or ``"images"`` (pixels read from the shards by
+    :func:`shardlearn.data.images.read_image_rows`).
+    """
+    key = (CACHE_KEY, "rows", split, repr(sorted(data.items())))
+    cached = state.cache.get(key)
+    if cached is not None:
+        return cached
+    if not _split_shards(state, split):
+        rows = (np.empty((0, data["n_features"]), np.float32), np.empty(0, np.int64), None)
+    elif data["kind"] == "images":
+        from shardlearn.data.images import read_image_rows
+
+        X, y = read_image_rows(
+            _split_shards(state, split), data["column"], data["label"], data["classes"]
+        )
+        rows = (X, y, None)
+    else:
+        from shardlearn.preprocess import load_block
+
+        block = load_block(state, split)
+        weight = block.sample_weight
+        rows = (
+            to_dense_float32(block.X),
+            np.asarray(block.y, dtype=np.int64),
+            None if weight is None else np.asarray(weight, dtype=np.float32),
+        )
+    state.cache[key] = rows
+    return rows
+
+
+def probe(state: Any, data: dict, splits: list[str]) -> dict:
+    """Load this worker's rows and describe them: per split the (shard index, rows) layout.
+
+    Also says whether a GPU is visible, so the driver can choose nccl or gloo.
+    """
+    torch = require_torch()
+    layouts: dict[str, list[tuple[int, int]]] = {}
+    n_features = None
+    for split in splits:
+        X, y, _ = load_rows(state, split, data)
+        layout = [(shard.index, shard.rows) for shard in _split_shards(state, split)]
+        expected = sum(rows for _, rows in layout)
+        if X.shape[0] != expected or y.shape[0] != expected:
+            raise DataError(
+                f"Worker {state.rank} loaded {X.shape[0]} rows of split {split!r} but its "
+                f"shards hold {expected}; the dataset's manifest does not match its shards."
+            )
+        layouts[split] = layout
+        if X.shape[0]:
+            n_features = int(X.shape[1])
+    return {"layouts": layouts, "cuda": bool(torch.cuda.is_available()), "n_features": n_features}
+
+
+def init_distributed(state: Any, rendezvous: dict | None) -> None:
+    """Join the process group described by ``rendezvous`` (address, port, backend, timeout).
+
+    ``None`` (a single worker) joins nothing. A group left over from an interrupted fit in
+    this process is destroyed first: torch allows one default group per process.
+    """
+    torch = require_torch()
+    if state.size > 1:
+        # Two cores are shared by every worker; more intra-op threads only oversubscribe them.
+        torch.set_num_threads(1)
+    if rendezvous is None:
+        return
+    dist = torch.distributed
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    dist.init_process_group(
+        backend=rendezvous["backend"],
+        init_method=f"tcp://{rendezvous['address']}:{rendezvous['port']}",
+        rank=state.rank,
+        world_size=state.size,
+        timeout=datetime.timedelta(seconds=rendezvous["timeout"]),
+    )
+
+
+def teardown(state: Any, fit_id: str) -> None:
+    """Forget the fit's model and leave the process group (run on every worker)."""
+    torch = require_torch()
+    state.cache.pop((CACHE_KEY, fit_id), None)
+    if state.size > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def make_optimizer(parameters: Any, spec: dict) -> Any:
+    """The optimiser named by ``spec["optimizer"]`` over ``parameters``."""
+    optim = require_torch().optim
+    params = list(parameters)
+    if spec["optimizer"] == "sgd":
+        return optim.SGD(
+            params,
+            lr=spec["learning_rate"],
+            momentum=spec["momentum"],
+            weight_decay=spec["weight_decay"],
+        )
+    return optim.Adam(params, lr=spec["learning_rate"], weight_decay=spec["weight_decay"])
+
+
+def numpy_state(module: Any) -> dict[str, np.ndarray]:
+    """A module's parameters and buffers as numpy arrays (for transport to the driver)."""
+    return {name: t.detach().cpu().numpy().copy() for name, t in module.state_dict().items()}
+
+
+def seed_dropout(seed: int, rank: int, epoch: int) -> None:
+    """Seed torch's global generator per rank and epoch (dropout masks differ by rank)."""
+    state = np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)
+    require_torch().manual_seed(int(state[0] % 2**63))

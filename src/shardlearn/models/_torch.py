@@ -1,0 +1,244 @@
+"""torch plumbing shared by the neural-network trainers: import, networks, weights, data order.
+
+Everything torch-related is imported lazily through :func:`require_torch`, so importing
+``shardlearn.models`` never imports torch; a missing extra is an ImportError naming the
+``pip install`` that fixes it.
+
+A network is described by an *architecture*: a json-able dict (``kind`` "mlp" or "convnet"
+plus its sizes) from which :func:`build_network` builds the same ``torch.nn.Sequential`` on
+every process. Built under ``torch.manual_seed(seed)``, the initial weights are identical on
+every rank, in the single-process reference and in every pipeline stage (each stage builds the
+whole network, then keeps its own slice, whose parameter names stay the global ones).
+
+Data order. The rows of a split have a *global index*: shards sorted by shard index, rows in
+shard order. Epoch ``e`` visits the rows in the order of ``epoch_permutation(seed, e, n)``;
+step ``t`` is the global batch ``perm[t * B:(t + 1) * B]``. The order depends neither on how
+many workers there are nor on which worker owns which shard, which is what lets distributed
+training equal single-process training step for step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TORCH_EXTRA_HINT",
+    "block_slices",
+    "build_network",
+    "epoch_permutation",
+    "global_layout",
+    "load_weights",
+    "require_torch",
+    "save_weights",
+    "stage_ranges",
+    "step_rows",
+    "to_dense_float32",
+]
+
+TORCH_EXTRA_HINT = "pip install 'shardlearn[torch]'"
+
+ACTIVATIONS = ("relu", "tanh", "logistic", "gelu")
+# Seeds are mixed with a fixed tag so the epoch order is independent of torch's own seeding.
+_ORDER_TAG = 0x5EED
+
+
+def require_torch() -> Any:
+    """Import and return ``torch``; raise an ImportError naming the extra when it is missing."""
+    try:
+        import torch
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "Neural networks need PyTorch, which is not installed. "
+            f"Install the torch extra: {TORCH_EXTRA_HINT} (CPU wheel: pip install torch==2.13.0)."
+        ) from error
+    return torch
+
+
+def _activation(name: str) -> Any:
+    nn = require_torch().nn
+    return {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid, "gelu": nn.GELU}[name]()
+
+
+def _dense_blocks(sizes: Sequence[int], n_classes: int, activation: str, dropout: float) -> list:
+    """``Linear -> activation [-> Dropout]`` per hidden layer, then the output ``Linear``."""
+    nn = require_torch().nn
+    modules: list = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        modules += [nn.Linear(fan_in, fan_out), _activation(activation)]
+        if dropout > 0:
+            modules.append(nn.Dropout(dropout))
+    modules.append(nn.Linear(sizes[-1], n_classes))
+    return modules
+
+
+def _conv_modules(arch: dict) -> tuple[list, int]:
+    """The convolutional front of a ConvNet and the width of its flattened output."""
+    nn = require_torch().nn
+    channels, height, width = arch["image_shape"]
+    modules: list = [nn.Unflatten(1, (channels, height, width))]
+    kernel = arch["kernel_size"]
+    for out_channels in arch["channels"]:
+        modules += [
+            nn.Conv2d(channels, out_channels, kernel, padding=kernel // 2),
+            _activation(arch["activation"]),
+        ]
+        channels = out_channels
+        if arch["pool"] and min(height, width) >= 4:
+            modules.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+    modules.append(nn.Flatten())
+    return modules, channels * height * width
+
+
+def build_network(arch: dict, seed: int) -> Any:
+    """Build the ``torch.nn.Sequential`` described by ``arch`` with weights seeded by ``seed``.
+
+    Parameters
+    ----------
+    arch : dict
+        ``{"kind": "mlp", "n_features", "hidden", "activation", "dropout", "n_classes"}`` or
+        ``{"kind": "convnet", "image_shape": [C, H, W], "channels", "kernel_size", "pool",
+        "hidden", "activation", "dropout", "n_classes"}``.
+    seed : int
+        Seed of the initial weights; the same seed gives the same network on every process.
+    """
+    torch = require_torch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if arch["kind"] == "mlp":
+            sizes = [arch["n_features"], *arch["hidden"]]
+            modules = _dense_blocks(sizes, arch["n_classes"], arch["activation"], arch["dropout"])
+        else:
+            modules, width = _conv_modules(arch)
+            modules += _dense_blocks(
+                [width, *arch["hidden"]], arch["n_classes"], arch["activation"], arch["dropout"]
+            )
+        return torch.nn.Sequential(*modules)
+
+
+def block_slices(network: Any) -> list[tuple[int, int]]:
+    """Module index ranges that a pipeline may cut between: one per layer with weights.
+
+    Each range starts at a module with parameters and runs up to the next one, so that an
+    activation, pooling or dropout stays with the layer it follows.
+    """
+    starts = [i for i, module in enumerate(network) if any(True for _ in module.parameters())]
+    starts[0] = 0
+    ends = [*starts[1:], len(network)]
+    return list(zip(starts, ends, strict=True))
+
+
+def stage_ranges(network: Any, stages: int) -> list[tuple[int, int]]:
+    """Split ``network`` into ``stages`` contiguous module ranges, balanced by parameter count.
+
+    Raises ``ValueError`` when the network has fewer weighted layers than ``stages``.
+    """
+    blocks = block_slices(network)
+    if stages > len(blocks):
+        raise ValueError(
+            f"stages={stages} is more than the {len(blocks)} layers with weights in this "
+            "network; use fewer stages or more hidden layers."
+        )
+    weights = [sum(p.numel() for m in network[a:b] for p in m.parameters()) for a, b in blocks]
+    cuts = _balanced_cuts(weights, stages)
+    bounds = [0, *cuts, len(blocks)]
+    return [(blocks[bounds[i]][0], blocks[bounds[i + 1] - 1][1]) for i in range(stages)]
+
+
+def _balanced_cuts(weights: list[int], stages: int) -> list[int]:
+    """Cut points (block indices) giving each of ``stages`` parts about equal weight."""
+    total = float(sum(weights))
+    cuts: list[int] = []
+    running = 0.0
+    for i, weight in enumerate(weights[:-1]):
+        running += weight
+        remaining_blocks = len(weights) - (i + 1)
+        remaining_cuts = stages - 1 - len(cuts)
+        if remaining_cuts == 0:
+            break
+        # Cut when this part reached its share, or when every later block must start a stage.
+        if running >= total * (len(cuts) + 1) / stages or remaining_blocks == remaining_cuts:
+            cuts.append(i + 1)
+    return cuts
+
+
+def save_weights(state_dict: dict, metadata: dict[str, Any]) -> bytes:
+    """Weights as safetensors bytes; ``metadata`` values are stored as JSON strings."""
+    from safetensors.torch import save
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
+    return save(tensors, metadata={key: json.dumps(value) for key, value in metadata.items()})
+
+
+def load_weights(blob: bytes) -> tuple[dict, dict[str, Any]]:
+    """Inverse of :func:`save_weights`: ``(state_dict, metadata)``. Never unpickles."""
+    require_torch()
+    from safetensors.torch import load
+
+    tensors = load(blob)
+    metadata: dict[str, Any] = {}
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    for key, value in header.get("__metadata__", {}).items():
+        metadata[key] = json.loads(value)
+    return tensors, metadata
+
+
+def epoch_permutation(seed: int, epoch: int, n_rows: int) -> np.ndarray:
+    """The order (global row indices) in which epoch ``epoch`` visits ``n_rows`` rows."""
+    return np.random.default_rng([_ORDER_TAG, seed, epoch]).permutation(n_rows)
+
+
+def global_layout(rank_shards: list[list[tuple[int, int]]]) -> list[np.ndarray]:
+    """Global row indices of every rank's block.
+
+    Parameters
+    ----------
+    rank_shards : list of list of (shard index, rows)
+        Per rank, its shards of one split in the order its block concatenates them.
+
+    Returns
+    -------
+    list of ndarray
+        Per rank, the global index of each row of its block.
+    """
+    by_index = sorted((index, rows) for shards in rank_shards for index, rows in shards)
+    offsets: dict[int, int] = {}
+    position = 0
+    for index, rows in by_index:
+        offsets[index] = position
+        position += rows
+    return [
+        np.concatenate(
+            [np.arange(offsets[i], offsets[i] + rows, dtype=np.int64) for i, rows in shards]
+            or [np.empty(0, dtype=np.int64)]
+        )
+        for shards in rank_shards
+    ]
+
+
+def step_rows(global_ids: np.ndarray, perm: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """For one epoch: per global step, the positions in this rank's block of that step's rows.
+
+    Rows come out in the order the permutation visits them, so a rank that owns every row
+    reproduces the single-process batches exactly.
+    """
+    n_rows = perm.shape[0]
+    position = np.empty(n_rows, dtype=np.int64)
+    position[perm] = np.arange(n_rows, dtype=np.int64)
+    mine = position[global_ids]
+    order = np.argsort(mine, kind="stable")
+    steps = -(-n_rows // batch_size)
+    bounds = np.searchsorted(mine[order], np.arange(steps + 1, dtype=np.int64) * batch_size)
+    return [order[bounds[t] : bounds[t + 1]] for t in range(steps)]
+
+
+def to_dense_float32(X: Any) -> np.ndarray:
+    """A dense C-contiguous float32 copy (CSR blocks are densified for torch)."""
+    if hasattr(X, "toarray"):
+        X = X.toarray()
+    return np.ascontiguousarray(X, dtype=np.float32)

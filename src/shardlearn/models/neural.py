@@ -1,0 +1,501 @@
+"""Neural-network classifiers trained across a WorkerGroup with torch.
+
+:class:`MLPClassifier` (tabular) and :class:`ConvNetClassifier` (images) share one driver:
+
+* ``parallelism="data"`` — torch DistributedDataParallel, one rank per worker, each rank on
+  its own shards (:mod:`shardlearn.models.neural_ddp`);
+* ``parallelism="pipeline"`` — the layers split over ``stages`` workers, micro-batches on a
+  GPipe schedule (:mod:`shardlearn.models.neural_pipeline`).
+
+The driver probes the workers (rows per shard, GPUs), picks the backend (nccl when every
+worker has a GPU, else gloo) and a free port, sets every rank up once, then runs one
+``group.run`` per epoch so that it can show the epoch's loss and valid accuracy and stop early;
+the weights and optimiser state stay on the workers in between. Both modes equal single-process
+training with the same global ``batch_size`` and seed (see the module docstrings).
+
+torch is imported only inside functions: ``import shardlearn.models`` never imports it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+import numpy as np
+
+from shardlearn._validation import Interval, Options, Type
+from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.exceptions import ArtifactError, DataError
+from shardlearn.models._base import ClassifierMixin, _to_json
+from shardlearn.models._neural_driver import train_on_group
+from shardlearn.models._registry import register_model
+from shardlearn.models._torch import (
+    ACTIVATIONS,
+    build_network,
+    load_weights,
+    require_torch,
+    save_weights,
+)
+
+__all__ = ["ConvNetClassifier", "MLPClassifier"]
+
+WEIGHTS_FILE = "weights.safetensors"
+# Rows per forward pass in predict_proba: bounds memory, does not change results.
+PREDICT_CHUNK = 8192
+
+_SIZES = [Type((tuple, list), "a tuple of positive ints")]
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "hidden_layer_sizes": _SIZES,
+    "activation": [Options(ACTIVATIONS)],
+    "dropout": [Interval("real", 0, 1, "left")],
+    "batch_size": [Interval("int", 1, None)],
+    "epochs": [Interval("int", 1, None)],
+    "learning_rate": [Interval("real", 0, None, "neither")],
+    "optimizer": [Options(("adam", "sgd"))],
+    "momentum": [Interval("real", 0, 1, "left")],
+    "weight_decay": [Interval("real", 0, None)],
+    "early_stopping": [Type(bool)],
+    "n_iter_no_change": [Interval("int", 1, None)],
+    "tol": [Interval("real", 0, None)],
+    "device": [Options(("auto", "cpu", "cuda"))],
+    "random_state": [Interval("int", 0, None), Type(type(None))],
+    "parallelism": [Options(("data", "pipeline"))],
+    "stages": [Interval("int", 1, None)],
+    "micro_batches": [Interval("int", 1, None)],
+    "verbose": [Type(bool)],
+}
+
+
+def _check_sizes(owner: str, name: str, sizes: Any) -> list[int]:
+    sizes = list(sizes)
+    if not all(
+        isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in sizes
+    ):
+        raise ValueError(
+            f"The {name!r} parameter of {owner} must be a tuple of positive ints. Got {sizes!r}."
+        )
+    return [int(s) for s in sizes]
+
+
+class _NeuralClassifier(ClassifierMixin, BaseEstimator):
+    """Shared fit/predict/artifact logic; subclasses describe their architecture."""
+
+    _parameter_constraints: ClassVar[dict[str, list]] = _COMMON_CONSTRAINTS
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        engine: Any = None,
+        sample_weight: Any = None,
+        preprocessor: Any = None,
+    ) -> Any:
+        """Train on a Dataset (``y=None``) or arrays, on ``engine`` (default: the current one).
+
+        Parameters
+        ----------
+        X : Dataset, ndarray or csr_matrix
+            Training data. A dataset's "valid" split drives early stopping.
+        y : array-like, optional
+            Labels for array input.
+        engine : Engine, str or None
+            Where to train; one rank per worker of the engine's default group.
+        sample_weight : array-like, optional
+            Per-row weights (array input), multiplying each row's loss.
+        preprocessor : Preprocessor, optional
+            For a Dataset: the (fitted or unfitted) preprocessor producing the features.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        require_torch()
+        X, data = self._training_input(X)
+        from shardlearn.models._fitting import prepare_training
+
+        kwargs = {"preprocessor": preprocessor} if preprocessor is not None else {}
+        with prepare_training(
+            self, X, y, engine=engine, sample_weight=sample_weight, **kwargs
+        ) as ctx:
+            arch = self._architecture(ctx.n_features, len(ctx.classes))
+            data = {**data, "n_features": int(ctx.n_features)}
+            spec = self._spec(arch, data)
+            weights, history = train_on_group(self, ctx.group, spec, list(ctx.splits))
+        self.classes_ = np.asarray(ctx.classes)
+        self.n_features_in_ = int(ctx.n_features)
+        self.feature_names_in_ = list(ctx.feature_names)
+        self.architecture_ = arch
+        self.state_dict_ = weights
+        self.loss_curve_ = [h["loss"] for h in history]
+        self.validation_scores_ = [
+            h["valid_accuracy"] for h in history if h["valid_accuracy"] is not None
+        ]
+        self.n_iter_ = len(history)
+        self._network = None
+        return self
+
+    def _training_input(self, X: Any) -> tuple[Any, dict]:
+        """The input to hand to prepare_training and how workers read it."""
+        return X, {"kind": "block"}
+
+    def _architecture(self, n_features: int, n_classes: int) -> dict:
+        raise NotImplementedError
+
+    def _spec(self, arch: dict, data: dict) -> dict:
+        seed = self.random_state
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
+        return {
+            "fit_id": uuid.uuid4().hex,
+            "arch": arch,
+            "seed": int(seed),
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "learning_rate": float(self.learning_rate),
+            "momentum": float(self.momentum),
+            "weight_decay": float(self.weight_decay),
+            "tol": float(self.tol),
+            "stages": self.stages if self.parallelism == "pipeline" else 1,
+            "micro_batches": self.micro_batches,
+            "data": data,
+        }
+
+    # ---------------------------------------------------------------- prediction
+    def _net(self) -> Any:
+        check_is_fitted(self)
+        if getattr(self, "_network", None) is None:
+            torch = require_torch()
+            net = build_network(self.architecture_, 0)
+            net.load_state_dict(
+                {k: torch.from_numpy(np.asarray(v)) for k, v in self.state_dict_.items()}
+            )
+            self._network = net.eval()
+        return self._network
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (columns in the order of ``classes_``), computed locally."""
+        X = self._check_predict_input(self._prediction_input(X))
+        torch = require_torch()
+        from shardlearn.models._torch import to_dense_float32
+
+        net = self._net()
+        out = []
+        with torch.no_grad():
+            for start in range(0, X.shape[0], PREDICT_CHUNK):
+                chunk = to_dense_float32(X[start : start + PREDICT_CHUNK])
+                out.append(torch.softmax(net(torch.from_numpy(chunk)), dim=1).double().numpy())
+        return np.concatenate(out) if out else np.empty((0, len(self.classes_)))
+
+    def _prediction_input(self, X: Any) -> Any:
+        return X
+
+    # ---------------------------------------------------------------- artifacts
+    def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
+        """Metadata (params, classes, architecture, curves) and the safetensors weights."""
+        check_is_fitted(self)
+        torch = require_torch()
+        meta = {
+            "type": type(self).__name__,
+            "params": {k: _to_json(v) for k, v in self.get_params(deep=False).items()},
+            "architecture": self.architecture_,
+            "attributes": {
+                "classes_": _to_json(self.classes_),
+                "n_features_in_": self.n_features_in_,
+                "feature_names_in_": list(self.feature_names_in_),
+                "loss_curve_": _to_json(self.loss_curve_),
+                "validation_scores_": _to_json(self.validation_scores_),
+                "n_iter_": self.n_iter_,
+            },
+        }
+        tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state_dict_.items()}
+        blob = save_weights(tensors, {"type": meta["type"], "architecture": self.architecture_})
+        return meta, {}, {WEIGHTS_FILE: blob}
+
+    @classmethod
+    def _from_artifact(cls, meta: dict, arrays: dict, files: dict[str, bytes]) -> Any:
+        """Rebuild a fitted model from :meth:`_to_artifact` output (weights via safetensors)."""
+        if meta.get("type") != cls.__name__:
+            raise ArtifactError(f"Artifact holds a {meta.get('type')!r}, not a {cls.__name__}.")
+        if WEIGHTS_FILE not in files:
+            raise ArtifactError(f"{cls.__name__} artifact is missing {WEIGHTS_FILE}.")
+        tensors, weights_meta = load_weights(files[WEIGHTS_FILE])
+        if weights_meta.get("architecture") != meta.get("architecture"):
+            raise ArtifactError(
+                f"{WEIGHTS_FILE} was saved for a different architecture than model.json says."
+            )
+        params = dict(meta.get("params", {}))
+        for name in ("hidden_layer_sizes", "channels", "image_shape"):
+            if isinstance(params.get(name), list):
+                params[name] = tuple(params[name])
+        model = cls(**params)
+        attributes = meta.get("attributes", {})
+        model.classes_ = np.asarray(attributes["classes_"])
+        model.n_features_in_ = int(attributes["n_features_in_"])
+        model.feature_names_in_ = list(attributes["feature_names_in_"])
+        model.loss_curve_ = list(attributes.get("loss_curve_", []))
+        model.validation_scores_ = list(attributes.get("validation_scores_", []))
+        model.n_iter_ = int(attributes.get("n_iter_", 0))
+        model.architecture_ = meta["architecture"]
+        model.state_dict_ = {k: v.numpy() for k, v in tensors.items()}
+        model._network = None
+        return model
+
+
+@register_model("mlp")
+class MLPClassifier(_NeuralClassifier):
+    """A multi-layer perceptron trained data-parallel (DDP) or pipeline-parallel with torch.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Width of each hidden layer.
+    activation : {"relu", "tanh", "logistic", "gelu"}, default="relu"
+    dropout : float in [0, 1), default=0.0
+        Dropout after every hidden layer.
+    batch_size : int, default=256
+        The GLOBAL batch: rows per optimiser step summed over all workers.
+    epochs : int, default=20
+        Maximum passes over the training rows.
+    learning_rate : float, default=1e-3
+    optimizer : {"adam", "sgd"}, default="adam"
+    momentum : float, default=0.9
+        SGD momentum (ignored by Adam).
+    weight_decay : float, default=0.0
+        L2 penalty applied by the optimiser.
+    early_stopping : bool, default=True
+        With a "valid" split: stop after ``n_iter_no_change`` epochs without the valid loss
+        improving by ``tol``, and keep the best epoch's weights.
+    n_iter_no_change : int, default=5
+    tol : float, default=1e-4
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        "auto" uses the GPUs (nccl) when every worker has one, else the CPU (gloo).
+    random_state : int or None, default=None
+        Seed of the initial weights and of the data order.
+    parallelism : {"data", "pipeline"}, default="data"
+        "data": every worker holds the whole model and trains on its own shards (DDP).
+        "pipeline": the layers are split over ``stages`` workers (for models too big for one).
+    stages : int, default=2
+        Pipeline stages (``parallelism="pipeline"`` only); at most the number of workers.
+    micro_batches : int, default=4
+        Micro-batches per global batch on the pipeline schedule.
+    verbose : bool, default=True
+        Show a progress bar with each epoch's loss and valid accuracy.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> X, y = make_classification(n_samples=200, random_state=0)
+    >>> model = MLPClassifier(hidden_layer_sizes=(16,), epochs=5, random_state=0,
+    ...                       verbose=False).fit(X, y, engine="local")
+    >>> model.predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, ...] = (100,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_size: int = 256,
+        epochs: int = 20,
+        learning_rate: float = 1e-3,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        early_stopping: bool = True,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-4,
+        device: str = "auto",
+        random_state: int | None = None,
+        parallelism: str = "data",
+        stages: int = 2,
+        micro_batches: int = 4,
+        verbose: bool = True,
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.parallelism = parallelism
+        self.stages = stages
+        self.micro_batches = micro_batches
+        self.verbose = verbose
+
+    def _architecture(self, n_features: int, n_classes: int) -> dict:
+        return {
+            "kind": "mlp",
+            "n_features": int(n_features),
+            "hidden": _check_sizes(
+                type(self).__name__, "hidden_layer_sizes", self.hidden_layer_sizes
+            ),
+            "activation": self.activation,
+            "dropout": float(self.dropout),
+            "n_classes": int(n_classes),
+        }
+
+
+@register_model("convnet")
+class ConvNetClassifier(_NeuralClassifier):
+    """A small configurable CNN on the same distributed machinery as :class:`MLPClassifier`.
+
+    ``Conv2d -> activation [-> MaxPool2d(2)]`` per entry of ``channels``, then dense hidden
+    layers and the output layer. Images are fed as rows of ``C * H * W`` pixels.
+
+    Parameters
+    ----------
+    image_shape : tuple of int or None, default=None
+        ``(C, H, W)`` or ``(H, W)``. Inferred from 3-D ``(n, H, W)`` / 4-D ``(n, C, H, W)``
+        arrays and from image datasets written by :func:`shardlearn.data.images.ingest_images`;
+        required for flat 2-D pixel arrays.
+    channels : tuple of int, default=(16, 32)
+        Output channels of each convolution.
+    kernel_size : int, default=3
+        Square kernel; padding keeps the spatial size.
+    pool : bool, default=True
+        2x2 max-pooling after each convolution (skipped once a side is below 4 pixels).
+    hidden_layer_sizes : tuple of int, default=(64,)
+        Dense layers after the convolutions.
+    **others
+        ``activation`` ... ``verbose``: as in :class:`MLPClassifier`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> digits = load_digits()
+    >>> model = ConvNetClassifier(epochs=2, random_state=0, verbose=False)
+    >>> model = model.fit(digits.images / 16.0, digits.target, engine="local")
+    >>> model.predict(digits.images[:2] / 16.0).shape
+    (2,)
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **_COMMON_CONSTRAINTS,
+        "image_shape": [Type((tuple, list), "a tuple (C, H, W) or (H, W)"), Type(type(None))],
+        "channels": _SIZES,
+        "kernel_size": [Interval("int", 1, None)],
+        "pool": [Type(bool)],
+    }
+
+    def __init__(
+        self,
+        image_shape: tuple[int, ...] | None = None,
+        channels: tuple[int, ...] = (16, 32),
+        kernel_size: int = 3,
+        pool: bool = True,
+        hidden_layer_sizes: tuple[int, ...] = (64,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_size: int = 64,
+        epochs: int = 20,
+        learning_rate: float = 1e-3,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        early_stopping: bool = True,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-4,
+        device: str = "auto",
+        random_state: int | None = None,
+        parallelism: str = "data",
+        stages: int = 2,
+        micro_batches: int = 4,
+        verbose: bool = True,
+    ) -> None:
+        self.image_shape = image_shape
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.pool = pool
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.parallelism = parallelism
+        self.stages = stages
+        self.micro_batches = micro_batches
+        self.verbose = verbose
+
+    def _declared_shape(self) -> list[int] | None:
+        if self.image_shape is None:
+            return None
+        shape = _check_sizes(type(self).__name__, "image_shape", self.image_shape)
+        if len(shape) not in (2, 3):
+            raise ValueError(
+                f"The 'image_shape' parameter of {type(self).__name__} must be (C, H, W) or "
+                f"(H, W). Got {self.image_shape!r}."
+            )
+        return [1, *shape] if len(shape) == 2 else shape
+
+    def _training_input(self, X: Any) -> tuple[Any, dict]:
+        from shardlearn.models._fitting import is_dataset
+
+        self._input_shape = self._declared_shape()
+        if is_dataset(X):
+            from shardlearn.data.images import image_info
+
+            info = image_info(X)
+            if info is None:
+                return X, {"kind": "block"}
+            self._input_shape = list(info["shape"])
+            return X, {
+                "kind": "images",
+                "column": info["column"],
+                "label": X.label,
+                "classes": list(X.classes),
+            }
+        if hasattr(X, "ndim") and X.ndim in (3, 4):
+            self._input_shape = [1, *X.shape[1:]] if X.ndim == 3 else list(X.shape[1:])
+            X = np.asarray(X).reshape(X.shape[0], -1)
+        return X, {"kind": "block"}
+
+    def _prediction_input(self, X: Any) -> Any:
+        if hasattr(X, "ndim") and X.ndim in (3, 4):
+            return np.asarray(X).reshape(X.shape[0], -1)
+        return X
+
+    def _architecture(self, n_features: int, n_classes: int) -> dict:
+        shape = self._input_shape
+        owner = type(self).__name__
+        if shape is None:
+            raise DataError(
+                f"{owner}: cannot tell the image shape of flat rows of {n_features} pixels; "
+                "pass image_shape=(C, H, W) or arrays of shape (n, H, W) / (n, C, H, W)."
+            )
+        if int(np.prod(shape)) != n_features:
+            raise DataError(
+                f"{owner}: image_shape {tuple(shape)} holds {int(np.prod(shape))} pixels but "
+                f"the rows have {n_features} features."
+            )
+        return {
+            "kind": "convnet",
+            "image_shape": [int(s) for s in shape],
+            "channels": _check_sizes(owner, "channels", self.channels),
+            "kernel_size": int(self.kernel_size),
+            "pool": bool(self.pool),
+            "hidden": _check_sizes(owner, "hidden_layer_sizes", self.hidden_layer_sizes),
+            "activation": self.activation,
+            "dropout": float(self.dropout),
+            "n_classes": int(n_classes),
+        }
