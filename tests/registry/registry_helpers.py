@@ -103,12 +103,15 @@ def fitted_model(seed: int = 0) -> CentroidClassifier:
     return CentroidClassifier(temperature=2.0).fit(X, y)
 
 
-def register_many(root: str, name: str, count: int, seed: int, start: Any) -> list[int]:
-    """Child-process body of the concurrency test: wait for ``start``, register ``count`` times."""
+def register_many(root: str, name: str, count: int, seed: int, start: Any, results: Any) -> None:
+    """Child-process body of the concurrency test: wait for ``start``, register ``count`` times,
+    put the version numbers it got on ``results``."""
     from shardlearn.registry import Registry
 
     install()
     model = fitted_model(seed)
     registry = Registry(root)
     start.wait()
-    return [registry.register(model, name, metrics={"seed": seed}).version for _ in range(count)]
+    results.put(
+        [registry.register(model, name, metrics={"seed": seed}).version for _ in range(count)]
+    )
