@@ -1,0 +1,66 @@
+"""Distributed evaluation: mergeable accumulators, metric functions and reports.
+
+``evaluate(model, dataset)`` predicts every shard of a split where it lives, folds the
+predictions into an :class:`EvaluationAccumulator` per worker, merges them on the driver and
+returns a :class:`Report` (``to_dict``, ``to_json``, ``to_html``). The metric functions take
+accumulators, so one code path serves evaluation and the metrics trainers record
+(:func:`score_summary`).
+"""
+
+from __future__ import annotations
+
+from shardlearn.metrics.accumulators import (
+    CalibrationBins,
+    ConfusionMatrix,
+    EvaluationAccumulator,
+    LossSums,
+    ScoreHistogram,
+)
+from shardlearn.metrics.functions import (
+    Area,
+    UndefinedMetricWarning,
+    accuracy,
+    accuracy_interval,
+    average_precision,
+    balanced_accuracy,
+    brier_score,
+    calibration_curve,
+    cohen_kappa,
+    log_loss,
+    matthews_corrcoef,
+    pr_curve,
+    precision_recall_fscore,
+    roc_auc,
+    roc_curve,
+    score_summary,
+    summarize,
+    support,
+    wilson_interval,
+)
+
+__all__ = [
+    "Area",
+    "CalibrationBins",
+    "ConfusionMatrix",
+    "EvaluationAccumulator",
+    "LossSums",
+    "ScoreHistogram",
+    "UndefinedMetricWarning",
+    "accuracy",
+    "accuracy_interval",
+    "average_precision",
+    "balanced_accuracy",
+    "brier_score",
+    "calibration_curve",
+    "cohen_kappa",
+    "log_loss",
+    "matthews_corrcoef",
+    "pr_curve",
+    "precision_recall_fscore",
+    "roc_auc",
+    "roc_curve",
+    "score_summary",
+    "summarize",
+    "support",
+    "wilson_interval",
+]
