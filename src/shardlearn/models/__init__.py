@@ -6,5 +6,19 @@ Optional extras (torch) are imported only when their model is used.
 from __future__ import annotations
 
 from shardlearn.models._registry import MODELS, model_class, model_class_by_type
+from shardlearn.models.bayes import GaussianNB, MultinomialNB
+from shardlearn.models.linear import LinearSVC, LogisticRegression
+from shardlearn.models.pipeline import Pipeline
+from shardlearn.models.sgd import SGDClassifier
 
-__all__ = ["MODELS", "model_class", "model_class_by_type"]
+__all__ = [
+    "MODELS",
+    "GaussianNB",
+    "LinearSVC",
+    "LogisticRegression",
+    "MultinomialNB",
+    "Pipeline",
+    "SGDClassifier",
+    "model_class",
+    "model_class_by_type",
+]

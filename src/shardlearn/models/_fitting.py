@@ -1,0 +1,478 @@
+"""Shared fitting glue: turn a Dataset or in-memory arrays into a WorkerGroup with blocks.
+
+Every distributed trainer starts with :func:`prepare_training`::
+
+    with prepare_training(estimator, X, y, engine=engine) as ctx:
+        stats = ctx.group.reduce(my_worker_fn, ...)     # my_worker_fn(state, ...)
+
+and its worker functions read their rows with :func:`training_block`::
+
+    def my_worker_fn(state, ...):
+        block = training_block(state, "train")          # FeatureBlock(X, y, sample_weight, ...)
+
+``training_block`` is the one loader for both sources (a worker never needs to know which):
+
+* a :class:`~shardlearn.data.Dataset` — the shards are assigned to the workers and each worker
+  calls :func:`shardlearn.preprocess.load_block` with the fitted preprocessor in
+  ``state.context["preprocessor"]`` (a bare estimator gets :class:`NumericColumns`, which passes
+  the numeric columns through);
+* arrays (``fit(X, y)``, dense or CSR) — written once to a temporary directory, one ``.npy`` part
+  per worker (labels already encoded as class indices), described by :class:`Shard` records so
+  the engine assigns and reassigns them like Parquet shards.
+
+Blocks are cached in ``state.cache``; after a WorkerLost the replacement worker's cache is empty
+and the block is rebuilt from ``state.shards`` and ``state.context`` on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from shardlearn.exceptions import DataError, SchemaError
+
+__all__ = [
+    "NumericColumns",
+    "TrainingContext",
+    "encode_labels",
+    "is_dataset",
+    "prepare_training",
+    "training_block",
+]
+
+ARRAY_SOURCE = "arrays"
+DATASET_SOURCE = "dataset"
+_CACHE_KEY = "shardlearn.models.block"
+# Numeric storage types a bare estimator may use directly.
+_NUMERIC_KINDS = ("numeric", "boolean")
+
+
+@dataclass
+class TrainingContext:
+    """A WorkerGroup whose workers can load their training (and validation) blocks.
+
+    Attributes
+    ----------
+    group : WorkerGroup
+        Workers with their shards assigned and ``context`` populated.
+    classes : ndarray
+        Class labels (native values, sorted); the block's ``y`` holds indices into it.
+    n_features : int
+        Columns of a block.
+    feature_names : list of str
+        Name of every block column.
+    splits : tuple of str
+        Splits the workers can load (``"train"``, and ``"valid"`` when the dataset has one).
+    preprocessor : object or None
+        The fitted preprocessor (None for array input).
+    dataset : Dataset or None
+        The dataset trained on (None for array input).
+    """
+
+    group: Any
+    classes: np.ndarray
+    n_features: int
+    feature_names: list[str]
+    splits: tuple[str, ...] = ("train",)
+    preprocessor: Any = None
+    dataset: Any = None
+    _owns_group: bool = True
+    _tmpdir: str | None = None
+    _closers: list[Any] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def close(self) -> None:
+        """Close the worker group (and the engine if this context created it)."""
+        if self._owns_group and self.group is not None:
+            self.group.close()
+            self.group = None
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> TrainingContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NumericColumns:
+    """A pass-through "preprocessor" for a bare estimator: the numeric columns, as float64.
+
+    It has the small interface :func:`shardlearn.preprocess.load_block` needs (``transform``,
+    ``input_columns``, ``label_``, ``feature_names_out_``, ``fingerprint``).
+
+    Parameters
+    ----------
+    columns : list of str
+        Input columns, in block column order.
+    label : str or None
+        The label column.
+    """
+
+    def __init__(self, columns: list[str], label: str | None = None) -> None:
+        self.columns = list(columns)
+        self.label_ = label
+        self.input_columns = list(columns)
+        self.feature_names_out_ = list(columns)
+        self.n_features_out_ = len(columns)
+        digest = hashlib.sha256(json.dumps([self.columns, label]).encode()).hexdigest()
+        self.fingerprint = "numeric-" + digest[:16]
+
+    def transform(self, batch: Any) -> np.ndarray:
+        """The named columns of a pyarrow Table/RecordBatch, DataFrame or dict, as float64."""
+        return table_to_matrix(batch, self.columns)
+
+
+def table_to_matrix(batch: Any, columns: list[str]) -> np.ndarray:
+    """Stack ``columns`` of a table-like object into a float64 matrix (missing -> SchemaError)."""
+    out = np.empty((_num_rows(batch), len(columns)))
+    for j, name in enumerate(columns):
+        try:
+            values = batch[name]
+        except (KeyError, IndexError):
+            raise SchemaError(
+                f"Input is missing the column {name!r}; the model was fitted on "
+                f"{', '.join(columns)}."
+            ) from None
+        if hasattr(values, "to_numpy"):
+            values = values.to_numpy(zero_copy_only=False) if _is_arrow(values) else values
+            values = values.to_numpy() if hasattr(values, "to_numpy") else values
+        out[:, j] = np.asarray(values, dtype=np.float64)
+    return out
+
+
+def _is_arrow(values: Any) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
+def _num_rows(batch: Any) -> int:
+    if hasattr(batch, "num_rows"):
+        return int(batch.num_rows)
+    if hasattr(batch, "shape"):
+        return int(batch.shape[0])
+    first = next(iter(batch.values()))
+    return len(first)
+
+
+def is_dataset(X: Any) -> bool:
+    """Whether ``X`` is a :class:`shardlearn.data.Dataset` (without importing data eagerly)."""
+    return hasattr(X, "shards") and hasattr(X, "schema") and hasattr(X, "manifest")
+
+
+def encode_labels(y: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted classes and int64 indices of ``y``; fewer than two classes is a DataError."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{owner}: y must be 1-D (one label per row); got shape {y.shape}.")
+    classes, indices = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        found = repr(classes[0].item()) if classes.size else "none"
+        raise DataError(
+            f"{owner} needs at least two classes in the label; found only {found}. "
+            "Check the label column or the split you train on."
+        )
+    return classes, indices.astype(np.int64)
+
+
+def encode_with_classes(y: Any, classes: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of ``y`` in the given ``classes``; a label outside them is a DataError."""
+    classes = np.asarray(classes)
+    y = np.asarray(y)
+    order = np.argsort(classes, kind="stable")
+    positions = np.searchsorted(classes[order], y)
+    positions = np.clip(positions, 0, classes.size - 1)
+    found = classes[order][positions] == y
+    if not np.all(found):
+        raise DataError(
+            f"{owner}: labels {np.unique(y[~found]).tolist()} are not among the model's classes "
+            f"{classes.tolist()}."
+        )
+    return classes, order[positions].astype(np.int64)
+
+
+def check_finite(X: Any, owner: str) -> None:
+    """DataError when ``X`` holds NaN or infinity (names the first bad column)."""
+    values = X.data if sp.issparse(X) else X
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        if sp.issparse(X):
+            bad = X.indices[~np.isfinite(X.data)][0]
+        else:
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=0))[0])
+        raise DataError(
+            f"{owner}: the features contain NaN or infinity (first in column {bad}). "
+            "Impute or drop them, e.g. with Pipeline(Preprocessor.auto(schema), model)."
+        )
+
+
+def prepare_training(
+    estimator: Any,
+    X: Any,
+    y: Any = None,
+    *,
+    engine: Any = None,
+    sample_weight: Any = None,
+    preprocessor: Any = None,
+    classes: Any = None,
+) -> TrainingContext:
+    """Start the workers for a fit and give each one its shards.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        The estimator being fitted (its name is used in error messages).
+    X : Dataset, ndarray or csr_matrix
+        A dataset (``y`` must be None), or a feature matrix.
+    y : array-like, optional
+        Labels for array input.
+    engine : Engine, str or None
+        Explicit engine, else the current one (see :func:`shardlearn.engine.get_engine`).
+    sample_weight : array-like, optional
+        Per-row weights for array input.
+    preprocessor : Preprocessor, optional
+        For dataset input: fitted on the workers' train shards unless already fitted. Without
+        one, the dataset's numeric feature columns are used directly.
+    classes : array-like, optional
+        Fix the classes (``partial_fit``, warm start on new data): labels are encoded against
+        them and a batch may hold fewer than two of them.
+
+    Returns
+    -------
+    TrainingContext
+        Close it (or use it as a context manager) to release the workers.
+    """
+    owner = type(estimator).__name__
+    if is_dataset(X):
+        if y is not None:
+            raise DataError(f"{owner}.fit: pass y only with arrays; a Dataset carries its label.")
+        if sample_weight is not None and not isinstance(sample_weight, str):
+            raise DataError(
+                f"{owner}.fit: for a Dataset, sample_weight names a weight column "
+                "(sample_weight='w'); arrays of weights go with array input."
+            )
+        return _prepare_dataset(owner, X, engine, preprocessor, classes, sample_weight)
+    if preprocessor is not None:
+        raise DataError(f"{owner}.fit: a preprocessor needs a Dataset, not arrays.")
+    if y is None:
+        raise DataError(f"{owner}.fit(X, y): y is required when X is an array.")
+    return _prepare_arrays(owner, X, y, engine, sample_weight, classes)
+
+
+def _open_group(engine: Any) -> tuple[Any, list[Any]]:
+    from shardlearn.engine import get_engine
+
+    # get_engine shares engines created from a name and closes them at exit: never close here.
+    return get_engine(engine).workers(), []
+
+
+def _prepare_dataset(
+    owner: str, ds: Any, engine: Any, preprocessor: Any, fixed_classes: Any, weight_column: Any
+) -> TrainingContext:
+    if weight_column is not None and weight_column not in ds.schema.names:
+        raise SchemaError(
+            f"{owner}.fit: sample_weight column {weight_column!r} is not in the dataset; "
+            f"columns: {', '.join(ds.schema.names)}."
+        )
+    if preprocessor is None:
+        preprocessor = _numeric_passthrough(owner, ds, weight_column)
+    train_shards = ds.shards("train")
+    if not train_shards or ds.num_rows("train") == 0:
+        raise DataError(f"{owner}: the dataset at {ds.uri} has no training rows.")
+    splits = ("train", "valid") if "valid" in ds.splits and ds.shards("valid") else ("train",)
+    shards = [shard for split in splits for shard in ds.shards(split)]
+    classes = np.asarray(ds.classes if fixed_classes is None else fixed_classes)
+    unknown = sorted(set(map(str, ds.classes)) - set(map(str, classes.tolist())))
+    if unknown:
+        raise DataError(
+            f"{owner}: the dataset at {ds.uri} has labels {unknown} that the model does not "
+            f"know; its classes are {classes.tolist()}."
+        )
+    if classes.size < 2:
+        raise DataError(
+            f"{owner} needs at least two classes in the label; the dataset at {ds.uri} has "
+            f"only {list(ds.classes)}."
+        )
+    group, closers = _open_group(engine)
+    ctx = TrainingContext(group, classes, 0, [], splits, preprocessor, ds, _closers=closers)
+    try:
+        group.assign(shards)
+        group.put("source", DATASET_SOURCE)
+        group.put("classes", classes.tolist())
+        if weight_column is not None:
+            group.put("weight_column", weight_column)
+        if not hasattr(preprocessor, "feature_names_out_"):
+            # _schema records the input columns' kinds on the fitted preprocessor (serving).
+            preprocessor.fit_group(group, split="train", _schema=ds.schema)
+        group.put("preprocessor", preprocessor)
+    except BaseException:
+        ctx.close()
+        raise
+    ctx.feature_names = list(preprocessor.feature_names_out_)
+    ctx.n_features = len(ctx.feature_names)
+    return ctx
+
+
+def _numeric_passthrough(owner: str, ds: Any, weight_column: Any) -> NumericColumns:
+    features = [c for c in ds.schema.feature_columns if c.name != weight_column]
+    other = [c.name for c in features if c.kind not in _NUMERIC_KINDS]
+    if other:
+        raise SchemaError(
+            f"{owner} trains on numeric features only, but the dataset has non-numeric columns "
+            f"({', '.join(other)}). Use shardlearn.Pipeline(Preprocessor.auto(ds.schema), "
+            f"{owner}(...)) to encode them."
+        )
+    return NumericColumns([c.name for c in features], ds.schema.label)
+
+
+def _prepare_arrays(
+    owner: str, X: Any, y: Any, engine: Any, sample_weight: Any, fixed_classes: Any
+) -> TrainingContext:
+    X = _as_matrix(owner, X)
+    if fixed_classes is None:
+        classes, y_idx = encode_labels(y, owner)
+    else:
+        classes, y_idx = encode_with_classes(y, fixed_classes, owner)
+    if y_idx.shape[0] != X.shape[0]:
+        raise DataError(f"{owner}: X has {X.shape[0]} rows but y has {y_idx.shape[0]}.")
+    weights = None
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight, dtype=np.float64).ravel()
+        if weights.shape[0] != X.shape[0] or not np.isfinite(weights).all() or weights.min() < 0:
+            raise DataError(
+                f"{owner}: sample_weight must hold {X.shape[0]} finite non-negative values."
+            )
+    check_finite(X, owner)
+    group, closers = _open_group(engine)
+    tmpdir = tempfile.mkdtemp(prefix="shardlearn-fit-")
+    names = [f"x{j}" for j in range(X.shape[1])]
+    ctx = TrainingContext(group, classes, X.shape[1], names, _tmpdir=tmpdir, _closers=closers)
+    try:
+        shards = _write_parts(Path(tmpdir), X, y_idx, weights, group.size)
+        group.assign(shards)
+        group.put("source", ARRAY_SOURCE)
+        group.put("classes", classes.tolist())
+        group.put("n_features", int(X.shape[1]))
+    except BaseException:
+        ctx.close()
+        raise
+    return ctx
+
+
+def _as_matrix(owner: str, X: Any) -> Any:
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if not np.issubdtype(X.dtype, np.floating):
+            X = X.astype(np.float64)
+        X.sort_indices()
+        return X
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise DataError(f"{owner}: X must be 2-D (rows x features); got shape {X.shape}.")
+    if X.dtype == object or not np.issubdtype(X.dtype, np.number):
+        raise DataError(f"{owner}: X must be numeric; got dtype {X.dtype}.")
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    return np.ascontiguousarray(X)
+
+
+def _write_parts(root: Path, X: Any, y: np.ndarray, weights: Any, n_parts: int) -> list[Any]:
+    from shardlearn.data import Shard
+
+    (root / "train").mkdir(parents=True)
+    bounds = np.linspace(0, X.shape[0], max(1, n_parts) + 1).astype(int)
+    shards = []
+    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        rel = f"train/part-{index:05d}"
+        base = root / rel
+        part = X[start:stop]
+        arrays = {"y": y[start:stop]}
+        if weights is not None:
+            arrays["w"] = weights[start:stop]
+        if sp.issparse(part):
+            arrays |= {"data": part.data, "indices": part.indices, "indptr": part.indptr}
+            arrays["shape"] = np.asarray(part.shape, dtype=np.int64)
+        else:
+            arrays["X"] = part
+        nbytes = 0
+        for key, value in arrays.items():
+            np.save(f"{base}.{key}.npy", value, allow_pickle=False)
+            nbytes += value.nbytes
+        counts = np.bincount(arrays["y"], minlength=0)
+        shards.append(
+            Shard(
+                split="train",
+                index=index,
+                path=rel,
+                uri=str(base),
+                rows=int(stop - start),
+                bytes=int(nbytes),
+                sha256="",
+                class_counts={str(k): int(v) for k, v in enumerate(counts) if v},
+            )
+        )
+    return shards
+
+
+def _load_array_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    def load(key: str) -> np.ndarray:
+        return np.load(f"{uri}.{key}.npy", allow_pickle=False)
+
+    if Path(f"{uri}.X.npy").exists():
+        X = load("X")
+    else:
+        X = sp.csr_matrix((load("data"), load("indices"), load("indptr")), shape=load("shape"))
+    w = load("w") if Path(f"{uri}.w.npy").exists() else None
+    return X, load("y"), w
+
+
+def _stack(parts: list[Any]) -> Any:
+    if len(parts) == 1:
+        return parts[0]
+    if sp.issparse(parts[0]):
+        return sp.vstack(parts, format="csr")
+    return np.concatenate(parts)
+
+
+def training_block(state: Any, split: str = "train") -> Any:
+    """This worker's rows of ``split`` as a FeatureBlock, built once and cached.
+
+    Works for dataset and array input alike (see the module docstring). Safe to call on a
+    replacement worker: the block is rebuilt from ``state.shards`` and ``state.context``.
+    """
+    from shardlearn.preprocess import FeatureBlock, load_block
+
+    key = (_CACHE_KEY, split)
+    block = state.cache.get(key)
+    if block is not None:
+        return block
+    if state.context.get("source") == ARRAY_SOURCE:
+        parts = [_load_array_part(s.uri) for s in state.shards if s.split == split]
+        n_features = int(state.context.get("n_features", 0))
+        names = [f"x{j}" for j in range(n_features)]
+        if parts:
+            X = _stack([p[0] for p in parts])
+            y = np.concatenate([p[1] for p in parts])
+            weights = [p[2] for p in parts]
+            w = None if weights[0] is None else np.concatenate(weights)
+        else:
+            X, y, w = np.empty((0, n_features)), np.empty(0, dtype=np.int64), None
+        block = FeatureBlock(X, y, w, names)
+    else:
+        block = load_block(state, split)
+    state.cache[key] = block
+    return block

@@ -1,0 +1,380 @@
+"""Distributed L2-regularised linear classifiers: LogisticRegression and LinearSVC.
+
+Both minimise, with driver-side L-BFGS (:mod:`shardlearn.models._lbfgs`), the objective
+scikit-learn's lbfgs solver minimises (``sklearn/linear_model/_linear_loss.py``)::
+
+    f(W, b) = sum_i s_i * loss(x_i W^T + b, y_i) / S + 0.5 / (C * S) * ||W||^2,   S = sum_i s_i
+
+with ``s_i`` = sample weight x class weight and the intercept ``b`` not penalised. One function
+evaluation = the weights sent to every worker, each worker's loss and gradient sums over its
+cached block (:func:`shardlearn.models._losses.block_loss_gradient`), a tree-sum
+(``WorkerGroup.reduce``). A first pass collects class counts (for ``class_weight="balanced"``)
+and checks that the features are finite.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from shardlearn._validation import Interval, Options, Type
+from shardlearn.base import BaseEstimator
+from shardlearn.exceptions import DataError
+from shardlearn.models._base import ClassifierMixin
+from shardlearn.models._fitting import TrainingContext, prepare_training, training_block
+from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs
+from shardlearn.models._losses import LOSSES, block_loss_gradient, decision_scores
+from shardlearn.models._registry import register_model
+
+__all__ = ["LinearSVC", "LogisticRegression", "class_statistics", "resolve_class_weight"]
+
+_PROBLEM_KEY = "shardlearn.linear.problem"
+_PREPARED_KEY = "shardlearn.linear.prepared"
+
+
+# ------------------------------------------------------------------ worker functions
+def _class_statistics_worker(state: Any, n_classes: int) -> np.ndarray:
+    """[rows per class, weight per class, number of non-finite feature values]."""
+    block = training_block(state, "train")
+    y = np.asarray(block.y, dtype=np.int64)
+    w = block.sample_weight
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.bincount(y, weights=w, minlength=n_classes) if w is not None else counts.copy()
+    values = block.X.data if hasattr(block.X, "tocsr") else block.X
+    values = np.asarray(values)
+    nonfinite = float(values.size - np.count_nonzero(np.isfinite(values)))
+    return np.concatenate((counts, weights, [nonfinite]))
+
+
+def _prepared(state: Any) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """The block with its loss-encoded target and combined weights, cached per problem."""
+    problem = state.context[_PROBLEM_KEY]
+    cached = state.cache.get(_PREPARED_KEY)
+    if cached is not None and cached[0] == problem["token"]:
+        return cached[1:]
+    block = training_block(state, "train")
+    y = np.asarray(block.y, dtype=np.int64)
+    loss = LOSSES[problem["loss"]]
+    target = loss.encode(y, problem["n_outputs"])
+    class_weight = np.asarray(problem["class_weight"])
+    weights = None
+    if block.sample_weight is not None or not np.all(class_weight == 1.0):
+        weights = class_weight[y]
+        if block.sample_weight is not None:
+            weights = weights * np.asarray(block.sample_weight, dtype=np.float64)
+    state.cache[_PREPARED_KEY] = (problem["token"], block, target, weights)
+    return block, target, weights
+
+
+def _loss_gradient_worker(state: Any, x: np.ndarray) -> np.ndarray:
+    """Loss and gradient sums of this worker's block at the flat parameter vector ``x``."""
+    problem = state.context[_PROBLEM_KEY]
+    block, target, weights = _prepared(state)
+    coef, intercept = _unpack(x, problem["n_outputs"], problem["n_features"])
+    return block_loss_gradient(
+        LOSSES[problem["loss"]],
+        block.X,
+        target,
+        weights,
+        coef,
+        intercept,
+        problem["fit_intercept"],
+    )
+
+
+# ------------------------------------------------------------------ driver helpers
+def _unpack(x: np.ndarray, n_outputs: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    size = n_outputs * n_features
+    coef = x[:size].reshape(n_outputs, n_features)
+    intercept = x[size:] if x.size > size else np.zeros(n_outputs)
+    return coef, intercept
+
+
+def class_statistics(ctx: TrainingContext, owner: str) -> dict[str, np.ndarray]:
+    """Rows and weight per class over all workers; DataError on NaN/inf or a single class."""
+    k = ctx.n_classes
+    stats = ctx.group.reduce(_class_statistics_worker, k)
+    counts, weights = stats[:k], stats[k : 2 * k]
+    if stats[2 * k] > 0:
+        raise DataError(
+            f"{owner}: {int(stats[2 * k])} feature values are NaN or infinite. Impute or drop "
+            "them first, e.g. with Pipeline(Preprocessor.auto(dataset.schema), model)."
+        )
+    present = np.flatnonzero(counts)
+    if present.size < 2:
+        found = repr(ctx.classes[present[0]].item()) if present.size else "none"
+        raise DataError(
+            f"{owner} needs at least two classes in the training rows; found only {found}."
+        )
+    return {"counts": counts, "weights": weights}
+
+
+def resolve_class_weight(class_weight: Any, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-class multipliers: None -> ones, "balanced" -> S / (K * S_k), dict -> by label."""
+    k = len(classes)
+    if class_weight is None:
+        return np.ones(k)
+    if class_weight == "balanced":
+        with np.errstate(divide="ignore"):
+            balanced = weights.sum() / (k * weights)
+        return np.where(weights > 0, balanced, 1.0)
+    out = np.ones(k)
+    by_text = {str(key): value for key, value in class_weight.items()}
+    for i, label in enumerate(classes.tolist()):
+        if label in class_weight:
+            out[i] = float(class_weight[label])
+        elif str(label) in by_text:
+            out[i] = float(by_text[str(label)])
+    unknown = set(by_text) - {str(c) for c in classes.tolist()}
+    if unknown:
+        raise DataError(
+            f"class_weight names classes {sorted(unknown)} that are not in the label; "
+            f"classes: {classes.tolist()}."
+        )
+    return out
+
+
+class _LinearClassifier(ClassifierMixin, BaseEstimator):
+    """Shared L-BFGS fitting for the linear models; subclasses choose the loss."""
+
+    _multiclass_loss: ClassVar[str] = ""
+    _binary_loss: ClassVar[str] = ""
+    _predict_from_proba: ClassVar[bool] = True
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        engine: Any = None,
+        sample_weight: Any = None,
+        callback: Callable[[IterationInfo], None] | None = None,
+    ) -> Any:
+        """Fit on a Dataset (distributed over the engine's workers) or on arrays.
+
+        Parameters
+        ----------
+        X : Dataset, ndarray or csr_matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), optional
+            Labels, for array input only.
+        engine : Engine or str, optional
+            Engine to train on; default: the current engine.
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights (array input).
+        callback : callable, optional
+            Called on the driver after every L-BFGS iteration with an ``IterationInfo``
+            (iteration, loss, gradient norm); the CLI draws its progress bar with it.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        with prepare_training(self, X, y, engine=engine, sample_weight=sample_weight) as ctx:
+            return self._fit_context(ctx, callback=callback)
+
+    def _fit_context(
+        self, ctx: TrainingContext, callback: Callable[[IterationInfo], None] | None = None
+    ) -> Any:
+        """Fit on a prepared :class:`TrainingContext` (used by ``fit`` and by Pipeline)."""
+        self._validate_params()
+        owner = type(self).__name__
+        stats = class_statistics(ctx, owner)
+        class_weight = resolve_class_weight(self.class_weight, ctx.classes, stats["weights"])
+        weight_sum = float(np.dot(class_weight, stats["weights"]))
+        binary = ctx.n_classes == 2
+        loss = self._binary_loss if binary else self._multiclass_loss
+        n_outputs = 1 if binary else ctx.n_classes
+        p = ctx.n_features
+        ctx.group.put(
+            _PROBLEM_KEY,
+            {
+                "token": uuid.uuid4().hex,
+                "loss": loss,
+                "n_outputs": n_outputs,
+                "n_features": p,
+                "fit_intercept": bool(self.fit_intercept),
+                "class_weight": class_weight.tolist(),
+            },
+        )
+        l2 = 1.0 / (self.C * weight_sum)
+        size = n_outputs * p
+
+        def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+            sums = ctx.group.reduce(_loss_gradient_worker, x)
+            grad = sums[1 : 1 + x.size] / weight_sum
+            coef = x[:size]
+            grad[:size] += l2 * coef
+            value = sums[0] / weight_sum + 0.5 * l2 * float(coef @ coef)
+            return value, grad
+
+        x0 = self._initial_point(ctx, n_outputs, p)
+        result = minimize_lbfgs(
+            evaluate, x0, max_iter=self.max_iter, tol=self.tol, callback=callback, owner=owner
+        )
+        coef, intercept = _unpack(result.x, n_outputs, p)
+        self.classes_ = np.asarray(ctx.classes)
+        self.coef_ = coef.copy()
+        self.intercept_ = intercept.copy() if self.fit_intercept else np.zeros(n_outputs)
+        self.n_features_in_ = p
+        self.feature_names_in_ = list(ctx.feature_names)
+        self.n_iter_ = int(result.n_iter)
+        self.loss_ = float(result.loss)
+        self.grad_norm_ = float(result.grad_norm)
+        self.converged_ = bool(result.converged)
+        return self
+
+    def _initial_point(self, ctx: TrainingContext, n_outputs: int, p: int) -> np.ndarray:
+        size = n_outputs * p + (n_outputs if self.fit_intercept else 0)
+        x0 = np.zeros(size)
+        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (n_outputs, p):
+            x0[: n_outputs * p] = self.coef_.ravel()
+            if self.fit_intercept:
+                x0[n_outputs * p :] = self.intercept_
+        return x0
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores ``X coef_^T + intercept_``: shape (n,) for two classes, else (n, K)."""
+        X = self._check_predict_input(X)
+        scores = decision_scores(X, self.coef_, self.intercept_)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+
+_COMMON_CONSTRAINTS = {
+    "C": [Interval("real", 0, None, closed="neither")],
+    "fit_intercept": [Type(bool)],
+    "max_iter": [Interval("int", 0, None, closed="left")],
+    "tol": [Interval("real", 0, None, closed="left")],
+    "class_weight": [Options(("balanced",)), Type(dict), Type(type(None))],
+    "warm_start": [Type(bool)],
+}
+
+
+@register_model("logistic")
+class LogisticRegression(_LinearClassifier):
+    """L2-regularised logistic regression trained with distributed L-BFGS.
+
+    Two classes give a binary model (``coef_`` of shape (1, p)); more give a multinomial
+    (softmax) model (``coef_`` of shape (K, p)). The optimum is scikit-learn's lbfgs optimum
+    for the same data, weights and parameters.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Inverse regularisation strength (> 0).
+    fit_intercept : bool, default=True
+        Fit an (unpenalised) intercept.
+    max_iter : int, default=100
+        L-BFGS iterations; reaching it raises a ConvergenceWarning.
+    tol : float, default=1e-4
+        Stop when the largest absolute (projected) gradient entry is below ``tol``.
+    class_weight : dict, "balanced" or None, default=None
+        Multiplies each row's weight by its class weight; "balanced" uses
+        ``S / (n_classes * S_k)`` with ``S_k`` the total weight of class k.
+    warm_start : bool, default=False
+        Start from the previous ``coef_``/``intercept_`` when refitting.
+
+    Attributes
+    ----------
+    classes_, coef_, intercept_, n_features_in_, feature_names_in_, n_iter_,
+    loss_ (final objective), grad_norm_ (final gradient infinity-norm), converged_
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shardlearn.models import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
+    >>> LogisticRegression().fit(X, y, engine="local").predict(X).tolist()  # doctest: +SKIP
+    [0, 0, 1, 1]
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = dict(_COMMON_CONSTRAINTS)
+    _binary_loss = "binary_logistic"
+    _multiclass_loss = "multinomial"
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        fit_intercept: bool = True,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        class_weight: dict | str | None = None,
+        warm_start: bool = False,
+    ) -> None:
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            positive = _sigmoid(scores)
+            return np.column_stack((1.0 - positive, positive))
+        scores = scores - scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=1, keepdims=True)
+        return scores
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+
+@register_model("linear_svc")
+class LinearSVC(_LinearClassifier):
+    """Linear support vector classifier (squared hinge, L2) trained with distributed L-BFGS.
+
+    Minimises ``0.5 ||W||^2 + C * sum_i s_i max(0, 1 - t_i z_i)^2`` (divided by ``C * S``,
+    which has the same optimum), one-vs-rest for more than two classes, intercept not
+    penalised. With ``fit_intercept=False`` this is scikit-learn's ``LinearSVC`` objective
+    (``loss="squared_hinge"``); scikit-learn's liblinear also penalises the intercept.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+    fit_intercept : bool, default=True
+    max_iter : int, default=1000
+    tol : float, default=1e-4
+    class_weight : dict, "balanced" or None, default=None
+    warm_start : bool, default=False
+
+    Attributes
+    ----------
+    classes_, coef_, intercept_, n_features_in_, feature_names_in_, n_iter_, loss_,
+    grad_norm_, converged_
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = dict(_COMMON_CONSTRAINTS)
+    _binary_loss = "squared_hinge"
+    _multiclass_loss = "squared_hinge"
+    _predict_from_proba = False
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        class_weight: dict | str | None = None,
+        warm_start: bool = False,
+    ) -> None:
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z)

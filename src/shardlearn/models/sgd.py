@@ -1,0 +1,340 @@
+"""Parallel mini-batch SGD with parameter averaging: SGDClassifier (log loss, hinge).
+
+One epoch = the current weights sent to every worker, each worker runs SGD over its own
+shuffled block (mini-batches, L2 shrinkage ``w *= 1 - eta * alpha`` per step), and the driver
+replaces the weights with the row-weighted average of the workers' results (parameter
+averaging, as in Zinkevich et al. 2010). Multi-class problems are one-vs-rest, like
+scikit-learn's ``SGDClassifier``. The step counter ``t_`` persists, so ``partial_fit`` and
+``warm_start`` continue the learning-rate schedule where the previous call stopped.
+
+Stopping follows scikit-learn: after ``n_iter_no_change`` epochs whose mean training loss did
+not improve by ``tol`` on the best one, or after ``max_iter`` epochs (ConvergenceWarning).
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import expit
+
+from shardlearn._validation import Interval, Options, Type
+from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.exceptions import ConvergenceWarning, DataError
+from shardlearn.models._base import ClassifierMixin
+from shardlearn.models._fitting import TrainingContext, prepare_training, training_block
+from shardlearn.models._lbfgs import IterationInfo
+from shardlearn.models._losses import decision_scores
+from shardlearn.models._registry import register_model
+from shardlearn.models.linear import class_statistics, resolve_class_weight
+
+__all__ = ["SGDClassifier"]
+
+_PROBLEM_KEY = "shardlearn.sgd.problem"
+_PREPARED_KEY = "shardlearn.sgd.prepared"
+
+
+def _loss_and_derivative(loss: str, Z: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output loss and dloss/dz for targets T in {-1, +1}."""
+    margin = T * Z
+    if loss == "hinge":
+        return np.maximum(0.0, 1.0 - margin), np.where(margin < 1.0, -T, 0.0)
+    return np.logaddexp(0.0, -margin), -T * expit(-margin)
+
+
+def _learning_rate(problem: dict, t: float) -> float:
+    schedule = problem["learning_rate"]
+    if schedule == "optimal":
+        return 1.0 / (problem["alpha"] * (problem["t0"] + t))
+    if schedule == "invscaling":
+        return problem["eta0"] / (t + 1.0) ** problem["power_t"]
+    return problem["eta0"]
+
+
+def _prepared(state: Any) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    problem = state.context[_PROBLEM_KEY]
+    cached = state.cache.get(_PREPARED_KEY)
+    if cached is not None and cached[0] == problem["token"]:
+        return cached[1:]
+    block = training_block(state, "train")
+    y = np.asarray(block.y, dtype=np.int64)
+    k = problem["n_outputs"]
+    if k == 1:
+        T = np.where(y == 1, 1.0, -1.0)[:, None]
+    else:
+        T = np.full((y.size, k), -1.0)
+        T[np.arange(y.size), y] = 1.0
+    class_weight = np.asarray(problem["class_weight"])
+    weights = class_weight[y] if y.size else np.ones(0)
+    if block.sample_weight is not None:
+        weights = weights * np.asarray(block.sample_weight, dtype=np.float64)
+    if np.all(weights == 1.0):
+        weights = None
+    state.cache[_PREPARED_KEY] = (problem["token"], block, T, weights)
+    return block, T, weights
+
+
+def _sgd_epoch_worker(state: Any, x: np.ndarray, t: float, epoch: int) -> np.ndarray:
+    """One SGD epoch over this worker's block from ``x``; returns row-weighted sums."""
+    problem = state.context[_PROBLEM_KEY]
+    block, T, weights = _prepared(state)
+    X = block.X
+    n, p, k = X.shape[0], problem["n_features"], problem["n_outputs"]
+    W = x[: k * p].reshape(k, p).copy()
+    b = x[k * p :].copy()
+    rng = np.random.default_rng([problem["seed"], epoch, state.rank])
+    order = rng.permutation(n)
+    loss_sum, steps, size = 0.0, 0, problem["batch_size"]
+    for start in range(0, n, size):
+        rows = np.sort(order[start : start + size])
+        Xb = X[rows]
+        Xb = Xb.astype(np.float64) if Xb.dtype != np.float64 else Xb
+        Z = np.asarray(Xb @ W.T) + b
+        value, R = _loss_and_derivative(problem["loss"], Z, T[rows])
+        if weights is not None:
+            value, R = value * weights[rows, None], R * weights[rows, None]
+        loss_sum += float(value.sum())
+        eta = _learning_rate(problem, t + steps)
+        W *= 1.0 - eta * problem["alpha"]
+        W -= (eta / rows.size) * np.asarray(Xb.T @ R).T
+        if problem["fit_intercept"]:
+            b -= (eta / rows.size) * R.sum(axis=0)
+        steps += 1
+    return np.concatenate((n * W.ravel(), n * b, [n, n * steps, loss_sum]))
+
+
+@register_model("sgd")
+class SGDClassifier(ClassifierMixin, BaseEstimator):
+    """Linear classifier trained by parallel mini-batch SGD with parameter averaging.
+
+    Parameters
+    ----------
+    loss : {"hinge", "log_loss"}, default="hinge"
+        Linear SVM or logistic regression.
+    alpha : float, default=1e-4
+        L2 regularisation strength (also sets the "optimal" learning rate).
+    max_iter : int, default=1000
+        Maximum epochs (passes over the data).
+    tol : float or None, default=1e-3
+        Stop when the epoch loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+    n_iter_no_change : int, default=5
+    learning_rate : {"optimal", "invscaling", "constant"}, default="optimal"
+        ``1 / (alpha (t0 + t))``, ``eta0 / (t + 1)^power_t`` or ``eta0``; t counts steps.
+    eta0 : float, default=0.01
+    power_t : float, default=0.5
+    batch_size : int, default=32
+        Rows per SGD step on each worker.
+    fit_intercept : bool, default=True
+    class_weight : dict, "balanced" or None, default=None
+    warm_start : bool, default=False
+        Continue from the previous weights and step counter when ``fit`` is called again.
+    random_state : int, default=0
+        Seed of the per-epoch shuffles.
+
+    Attributes
+    ----------
+    classes_, coef_, intercept_, n_iter_ (epochs of the last fit), t_ (steps so far),
+    loss_ (last epoch's mean loss), n_features_in_, feature_names_in_
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "loss": [Options(("hinge", "log_loss"))],
+        "alpha": [Interval("real", 0, None, closed="neither")],
+        "max_iter": [Interval("int", 1, None)],
+        "tol": [Interval("real", 0, None), Type(type(None))],
+        "n_iter_no_change": [Interval("int", 1, None)],
+        "learning_rate": [Options(("optimal", "invscaling", "constant"))],
+        "eta0": [Interval("real", 0, None, closed="neither")],
+        "power_t": [Interval("real", 0, None)],
+        "batch_size": [Interval("int", 1, None)],
+        "fit_intercept": [Type(bool)],
+        "class_weight": [Options(("balanced",)), Type(dict), Type(type(None))],
+        "warm_start": [Type(bool)],
+        "random_state": [Interval("int", 0, None)],
+    }
+    _predict_from_proba: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        loss: str = "hinge",
+        alpha: float = 1e-4,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
+        n_iter_no_change: int = 5,
+        learning_rate: str = "optimal",
+        eta0: float = 0.01,
+        power_t: float = 0.5,
+        batch_size: int = 32,
+        fit_intercept: bool = True,
+        class_weight: dict | str | None = None,
+        warm_start: bool = False,
+        random_state: int = 0,
+    ) -> None:
+        self.loss = loss
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.batch_size = batch_size
+        self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.random_state = random_state
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        engine: Any = None,
+        sample_weight: Any = None,
+        callback: Callable[[IterationInfo], None] | None = None,
+    ) -> SGDClassifier:
+        """Train for up to ``max_iter`` epochs (from the previous weights with warm_start)."""
+        self._validate_params()
+        classes = self.classes_ if self._continuing() else None
+        with prepare_training(
+            self, X, y, engine=engine, sample_weight=sample_weight, classes=classes
+        ) as ctx:
+            return self._fit_context(ctx, callback=callback)
+
+    def partial_fit(
+        self,
+        X: Any,
+        y: Any = None,
+        classes: Any = None,
+        *,
+        engine: Any = None,
+        sample_weight: Any = None,
+    ) -> SGDClassifier:
+        """One epoch over new data, continuing from the current weights.
+
+        The first call on arrays needs ``classes`` (every label the model will ever see).
+        """
+        self._validate_params()
+        if hasattr(self, "classes_"):
+            classes = self.classes_
+        elif classes is None and y is not None:
+            raise DataError(
+                "SGDClassifier.partial_fit: pass classes=[...] (all labels the model will see) "
+                "on the first call."
+            )
+        with prepare_training(
+            self, X, y, engine=engine, sample_weight=sample_weight, classes=classes
+        ) as ctx:
+            return self._run(ctx, epochs=1, start_fresh=not hasattr(self, "coef_"))
+
+    def _continuing(self) -> bool:
+        return bool(self.warm_start) and hasattr(self, "coef_")
+
+    def _fit_context(
+        self, ctx: TrainingContext, callback: Callable[[IterationInfo], None] | None = None
+    ) -> SGDClassifier:
+        self._validate_params()
+        return self._run(ctx, self.max_iter, not self._continuing(), callback)
+
+    def _run(
+        self,
+        ctx: TrainingContext,
+        epochs: int,
+        start_fresh: bool,
+        callback: Callable[[IterationInfo], None] | None = None,
+    ) -> SGDClassifier:
+        stats = class_statistics(ctx, "SGDClassifier") if start_fresh else None
+        weights = stats["weights"] if stats else np.ones(ctx.n_classes)
+        class_weight = resolve_class_weight(self.class_weight, ctx.classes, weights)
+        k = 1 if ctx.n_classes == 2 else ctx.n_classes
+        p = ctx.n_features
+        if not start_fresh and self.coef_.shape != (k, p):
+            raise DataError(
+                f"SGDClassifier: the model has {self.coef_.shape[1]} features but the new data "
+                f"has {p}; continue training only on data with the same preprocessing."
+            )
+        x = (
+            np.zeros(k * p + k)
+            if start_fresh
+            else np.concatenate((self.coef_.ravel(), self.intercept_))
+        )
+        t = 0.0 if start_fresh else float(self.t_)
+        first_epoch = 0 if start_fresh else int(getattr(self, "epochs_", 0))
+        ctx.group.put(_PROBLEM_KEY, self._problem(k, p, class_weight))
+        best, stale, done = np.inf, 0, 0
+        for epoch in range(epochs):
+            sums = ctx.group.reduce(_sgd_epoch_worker, x, t, first_epoch + epoch)
+            rows, steps, loss_sum = sums[-3], sums[-2], sums[-1]
+            x = sums[: k * p + k] / rows
+            t += steps / rows
+            done += 1
+            mean_loss = loss_sum / rows
+            if callback is not None:
+                callback(IterationInfo(done, float(mean_loss), float("nan")))
+            if self.tol is not None and epochs > 1:
+                stale = stale + 1 if mean_loss > best - self.tol else 0
+                best = min(best, mean_loss)
+                if stale >= self.n_iter_no_change:
+                    break
+        else:
+            if self.tol is not None and epochs > 1:
+                warnings.warn(
+                    f"SGDClassifier reached max_iter={epochs} epochs before the loss stopped "
+                    "improving; increase max_iter.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+        self.classes_ = np.asarray(ctx.classes)
+        self.coef_ = x[: k * p].reshape(k, p).copy()
+        self.intercept_ = x[k * p :].copy()
+        self.t_ = t
+        self.epochs_ = first_epoch + done
+        self.n_iter_ = done
+        self.loss_ = float(mean_loss)
+        self.n_features_in_ = p
+        self.feature_names_in_ = list(ctx.feature_names)
+        return self
+
+    def _problem(self, k: int, p: int, class_weight: np.ndarray) -> dict:
+        # scikit-learn's "optimal" schedule starts at t0 chosen so that the first step has the
+        # size of a typical weight (Bottou's heuristic, sklearn/linear_model/_sgd_fast).
+        typical_w = np.sqrt(1.0 / np.sqrt(self.alpha))
+        return {
+            "token": uuid.uuid4().hex,
+            "loss": self.loss,
+            "n_outputs": k,
+            "n_features": p,
+            "alpha": float(self.alpha),
+            "learning_rate": self.learning_rate,
+            "eta0": float(self.eta0),
+            "power_t": float(self.power_t),
+            "t0": 1.0 / (self.alpha * typical_w),
+            "batch_size": int(self.batch_size),
+            "fit_intercept": bool(self.fit_intercept),
+            "class_weight": class_weight.tolist(),
+            "seed": int(self.random_state),
+        }
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores ``X coef_^T + intercept_``: shape (n,) for two classes, else (n, K)."""
+        check_is_fitted(self, "coef_")
+        X = self._check_predict_input(X)
+        scores = decision_scores(X, self.coef_, self.intercept_)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities (``loss="log_loss"`` only); one-vs-rest scores normalised per row."""
+        if self.loss != "log_loss":
+            raise AttributeError(
+                f"predict_proba is available for loss='log_loss' only (this model uses "
+                f"loss={self.loss!r}); use decision_function."
+            )
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            positive = expit(scores)
+            return np.column_stack((1.0 - positive, positive))
+        prob = expit(scores)
+        return prob / prob.sum(axis=1, keepdims=True)
