@@ -25,12 +25,17 @@ from shardlearn.engine.base import (
     get_engine,
     tree_combine,
 )
+from shardlearn.engine.graph import RunReport, Task, TaskGraph, TaskRef
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "ENGINE_ENV",
     "Engine",
     "Resources",
+    "RunReport",
+    "Task",
+    "TaskGraph",
+    "TaskRef",
     "WorkerGroup",
     "WorkerState",
     "assign_by_bytes",
