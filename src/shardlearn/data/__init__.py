@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 from shardlearn.data.dataset import Dataset, Shard
-from shardlearn.data.ingest import write_dataset
+from shardlearn.data.ingest import ingest, write_dataset
 from shardlearn.data.partition import SPLITS
 from shardlearn.data.schema import KINDS, Column, Schema
 
-__all__ = ["KINDS", "SPLITS", "Column", "Dataset", "Schema", "Shard", "write_dataset"]
+__all__ = ["KINDS", "SPLITS", "Column", "Dataset", "Schema", "Shard", "ingest", "write_dataset"]

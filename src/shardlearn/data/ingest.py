@@ -7,7 +7,6 @@ Both partition rows with the same partitioners and write through the same staged
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,13 +14,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardlearn._validation import unknown_name_message
+from shardlearn.data._convert import DEFAULT_NA_VALUES
+from shardlearn.data._ingest_run import IngestRun, warn_single_class
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.dataset import Dataset
-from shardlearn.data.partition import make_partitioner
+from shardlearn.data.partition import make_partitioner, parse_split, parse_strategy
+from shardlearn.data.readers import ReaderOptions, expand_sources
 from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
 from shardlearn.exceptions import DataError, SchemaError
 
-__all__ = ["write_dataset"]
+__all__ = ["ingest", "write_dataset"]
 
 BATCH_ROWS = 65536
 
@@ -65,17 +67,6 @@ def schema_for_table(
             kind = kind_of_type(dtype)
         columns.append(Column(field.name, kind, type_name(dtype)))  # type: ignore[arg-type]
     return Schema(tuple(columns), label)
-
-
-def warn_single_class(classes: Sequence[Any], label: str) -> None:
-    """Warn (but go on) when the label has fewer than two classes."""
-    if len(classes) < 2:
-        warnings.warn(
-            f"The label column {label!r} has a single class ({classes[0]!r}); a classifier "
-            "cannot be trained on it. The dataset is written anyway.",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def write_dataset(
@@ -160,3 +151,124 @@ def write_dataset(
     except BaseException:
         writer.abort()
         raise
+
+
+def ingest(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    label: str | None,
+    out: str | os.PathLike[str],
+    partitions: int = 8,
+    strategy: str = "random",
+    split: Sequence[float] | str = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    overwrite: bool = False,
+    *,
+    format: str | None = None,
+    delimiter: str | None = None,
+    header: bool = True,
+    columns: Sequence[str] | None = None,
+    na_values: Sequence[str] | None = None,
+    schema: Schema | str | os.PathLike[str] | None = None,
+    kinds: Mapping[str, str] | None = None,
+    label_strip: str | None = None,
+    max_reject_rate: float = 0.05,
+    trim: bool = True,
+    block_size: int | None = None,
+    progress: bool = False,
+) -> Dataset:
+    """Read CSV/TSV, JSON Lines or Parquet files into a sharded, validated dataset.
+
+    Rows are streamed batch by batch (memory does not grow with the input). A row that cannot
+    be parsed to the schema, has the wrong number of fields or no label is written to
+    ``_rejects/`` with its file, line and reason; ``rows_read == rows_written + rows_rejected``
+    is recorded in the manifest.
+
+    Parameters
+    ----------
+    source : str, path or list of them
+        Files or globs; ``.gz``, ``.zst`` and ``.bz2`` are decompressed on the fly.
+    label : str or None
+        Label column.
+    out : str or path
+        Dataset directory (local path or pyarrow.fs URI).
+    partitions : int, default 8
+        Shards per split.
+    strategy : str, default "random"
+        ``random``, ``stratified``, ``hash:COL`` or ``range:COL``.
+    split : tuple of float or str, default (0.8, 0.1, 0.1)
+        Fractions for train, valid, test.
+    seed : int, default 0
+        The same seed and input give the same dataset.
+    overwrite : bool, default False
+        Replace an existing dataset at ``out``.
+    format : {"csv", "tsv", "jsonl", "parquet"}, optional
+        Input format; inferred from the extension by default.
+    delimiter : str, optional
+        Field separator for CSV (default ``,``; tab for TSV).
+    header : bool, default True
+        Whether text files start with a header line; with ``False`` give ``columns``.
+    columns : list of str, optional
+        Column names for files without a header.
+    na_values : list of str, optional
+        Strings read as missing (default: "", NA, N/A, NaN, null, None, ?, - and variants).
+    schema : Schema or path to a YAML schema, optional
+        Column kinds and types; inferred from a sample of the first file by default.
+    kinds : mapping, optional
+        Override inferred kinds, e.g. ``{"zip": "categorical"}``.
+    label_strip : str, optional
+        Characters stripped from the end of label values, e.g. ``"."`` for Adult's test file,
+        whose labels are written ``>50K.``.
+    max_reject_rate : float, default 0.05
+        Fail (and write nothing) when a larger fraction of the rows is rejected.
+    trim : bool, default True
+        Strip whitespace around text values (``"a, b"`` reads ``b``).
+    block_size : int, optional
+        Bytes per read block (default 4 MiB); bounds memory.
+    progress : bool, default False
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    Dataset
+
+    Examples
+    --------
+    >>> ds = ingest("loans.csv", label="default", out="data/loans",
+    ...             strategy="stratified")                             # doctest: +SKIP
+    >>> ds.manifest["rows_rejected"]                                   # doctest: +SKIP
+    12
+    """
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+        raise SchemaError(f"The number of partitions must be an int >= 1. Got {partitions!r}.")
+    if not 0.0 <= float(max_reject_rate) <= 1.0:
+        raise SchemaError(f"max_reject_rate must be between 0 and 1. Got {max_reject_rate!r}.")
+    fractions = parse_split(split)
+    parse_strategy(strategy)
+    if not header and not columns:
+        raise SchemaError("Files without a header need column names: pass --columns a,b,...")
+    options = ReaderOptions(
+        format=format,
+        delimiter=delimiter,
+        header=header,
+        columns=tuple(columns) if columns else None,
+        na_values=tuple(DEFAULT_NA_VALUES if na_values is None else na_values),
+        **({"block_size": int(block_size)} if block_size else {}),
+    )
+    run = IngestRun(
+        paths=expand_sources(source),
+        options=options,
+        label=label,
+        out=os.fspath(out),
+        partitions=partitions,
+        strategy=strategy,
+        fractions=fractions,
+        seed=int(seed),
+        overwrite=overwrite,
+        schema=schema,
+        kinds=dict(kinds or {}),
+        label_strip=label_strip,
+        max_reject_rate=float(max_reject_rate),
+        trim=trim,
+        progress=progress,
+    )
+    return run.execute()

@@ -1,0 +1,222 @@
+"""From raw values to typed columns: schema inference from a sample, conversion with rejects.
+
+Readers deliver every CSV/JSON column as strings. :func:`infer_schema` picks a type and a kind
+per column from a sample; :func:`convert_batch` casts a batch to the schema. Casting is
+vectorised with a fast path (one Arrow cast per column, which succeeds on clean data) and a
+slow path only for a column whose cast failed: trim, map missing-value markers to null, test
+every value against the type's grammar, and mark the rest invalid. An invalid value makes its
+row a reject whose reason names the column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
+
+__all__ = ["DEFAULT_NA_VALUES", "Converted", "convert_batch", "infer_schema"]
+
+# "?" is how UCI files (Adult, ...) write a missing value; pandas' defaults plus that.
+DEFAULT_NA_VALUES: tuple[str, ...] = (
+    "", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "?", "-",
+)  # fmt: skip
+
+# Share of a sample's values that may fail to parse without changing the inferred type.
+INFER_TOLERANCE = 0.02
+_INT = r"^[+-]?\d+$"
+_FLOAT = r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|Inf|INF|infinity|nan|NaN)$"
+_DATETIME = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+_TRUE = ("true", "True", "TRUE", "t", "T", "yes", "Yes", "YES")
+_FALSE = ("false", "False", "FALSE", "f", "F", "no", "No", "NO")
+_BOOL_WORDS = ("true", "True", "TRUE", "false", "False", "FALSE")
+_GRAMMARS = {"int": _INT, "float": _FLOAT, "datetime": _DATETIME}
+
+
+def _family(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return "int"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "float"
+    if pa.types.is_temporal(dtype):
+        return "datetime"
+    if pa.types.is_boolean(dtype):
+        return "bool"
+    return "string"
+
+
+def _clean(values: pa.Array, na_values: pa.Array, trim: bool) -> pa.Array:
+    """Trim whitespace (optional) and turn missing-value markers into nulls."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values
+    if trim:
+        values = pc.utf8_trim_whitespace(values)
+    missing = pc.is_in(values, value_set=na_values)
+    if pc.any(missing).as_py():
+        values = pc.if_else(missing, pa.scalar(None, values.type), values)
+    return values
+
+
+def infer_type(values: pa.Array) -> pa.DataType:
+    """The narrowest type every non-null (already cleaned) string in ``values`` parses as."""
+    present = pc.drop_null(values)
+    if len(present) == 0:
+        return pa.string()
+    floats = pc.sum(pc.match_substring_regex(present, _FLOAT)).as_py() or 0
+    # A few bad values do not make a numeric column text: they become rejects.
+    if floats >= len(present) * (1.0 - INFER_TOLERANCE):
+        ints = pc.sum(pc.match_substring_regex(present, _INT)).as_py() or 0
+        return pa.int64() if ints == floats else pa.float64()
+    if pc.all(pc.is_in(present, value_set=pa.array(_BOOL_WORDS))).as_py():
+        return pa.bool_()
+    if pc.all(pc.match_substring_regex(present, _DATETIME)).as_py():
+        try:
+            pc.cast(present, pa.timestamp("us"))
+            return pa.timestamp("us")
+        except pa.ArrowInvalid:
+            pass
+    return pa.string()
+
+
+def infer_schema(
+    sample: pa.Table,
+    label: str | None,
+    na_values: Sequence[str],
+    trim: bool = True,
+    kinds: dict[str, str] | None = None,
+) -> Schema:
+    """Infer a type and a kind per column of a sample of string (or typed) columns.
+
+    The label keeps its values' type (int64 labels stay integers) and is ``categorical``.
+    """
+    kinds = dict(kinds or {})
+    na = pa.array(list(na_values), pa.string())
+    columns = []
+    for name in sample.column_names:
+        raw = sample.column(name).combine_chunks()
+        if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+            values = _clean(raw.cast(pa.string()), na, trim)
+            dtype = infer_type(values)
+        else:
+            values, dtype = raw, raw.type
+        if name == label:
+            kind = "categorical"
+        elif name in kinds:
+            kind = kinds[name]
+        else:
+            kind = infer_kind(values) if _family(dtype) == "string" else kind_of_type(dtype)
+        columns.append(Column(name, kind, type_name(dtype)))  # type: ignore[arg-type]
+    return Schema(tuple(columns), label)
+
+
+@dataclass
+class Converted:
+    """A batch cast to the schema plus, per row, the reason it was rejected (or None)."""
+
+    batch: pa.RecordBatch
+    bad: np.ndarray  # bool per row
+    reasons: np.ndarray  # object per row: str where bad
+
+
+def _slow_cast(values: pa.Array, dtype: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast what parses, null the rest; return (typed values, invalid mask)."""
+    family = _family(dtype)
+    present = pc.is_valid(values)
+    if family == "bool":
+        lowered = values
+        truthy = pc.is_in(lowered, value_set=pa.array(_TRUE))
+        falsy = pc.is_in(lowered, value_set=pa.array(_FALSE))
+        valid = pc.or_(truthy, falsy)
+        typed = pc.if_else(valid, truthy, pa.scalar(None, pa.bool_()))
+    else:
+        valid = (
+            pc.match_substring_regex(values, _GRAMMARS[family]) if family in _GRAMMARS else present
+        )
+        kept = pc.if_else(valid, values, pa.scalar(None, values.type))
+        try:
+            typed = pc.cast(kept, dtype)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            typed, valid = _cast_one_by_one(kept, dtype, valid)
+    invalid = pc.and_(present, pc.invert(pc.fill_null(valid, False)))
+    return typed, invalid.to_numpy(zero_copy_only=False)
+
+
+def _cast_one_by_one(
+    values: pa.Array, dtype: pa.DataType, valid: pa.Array
+) -> tuple[pa.Array, pa.Array]:
+    """Last resort for values that match the grammar but still fail (int overflow, 2024-13-01)."""
+    out, ok = [], []
+    for value, is_valid in zip(values.to_pylist(), valid.to_pylist(), strict=True):
+        if value is None or not is_valid:
+            out.append(None)
+            ok.append(bool(is_valid))
+            continue
+        try:
+            out.append(pc.cast(pa.array([value]), dtype)[0].as_py())
+            ok.append(True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            out.append(None)
+            ok.append(False)
+    return pa.array(out, dtype), pa.array(ok, pa.bool_())
+
+
+def _convert_column(
+    raw: pa.Array, column: Column, na_values: pa.Array, trim: bool
+) -> tuple[pa.Array, np.ndarray | None]:
+    dtype = column.arrow_type
+    if _family(dtype) == "string" and pa.types.is_string(raw.type):
+        return _clean(raw, na_values, trim), None
+    if raw.type == dtype:
+        return raw, None
+    is_text = pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)
+    if not is_text:
+        try:
+            return pc.cast(raw, dtype), None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raw = pc.cast(raw, pa.string())
+    if _family(dtype) == "string":
+        return _clean(raw, na_values, trim).cast(dtype), None
+    try:
+        # Fast path: clean data casts in one call (CSV readers already nulled the markers).
+        return pc.cast(raw, dtype), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    return _slow_cast(_clean(raw, na_values, trim), dtype)
+
+
+def convert_batch(
+    batch: pa.RecordBatch | pa.Table,
+    schema: Schema,
+    na_values: Sequence[str],
+    trim: bool = True,
+    label_strip: str | None = None,
+) -> Converted:
+    """Cast ``batch`` to ``schema``; rows with an unparseable value or no label are marked bad."""
+    na = pa.array(list(na_values), pa.string())
+    rows = batch.num_rows
+    bad = np.zeros(rows, dtype=bool)
+    reasons = np.full(rows, None, dtype=object)
+    arrays = []
+    for column in schema.columns:
+        raw = batch.column(column.name)
+        if isinstance(raw, pa.ChunkedArray):
+            raw = raw.combine_chunks()
+        if column.name == schema.label and label_strip and pa.types.is_string(raw.type):
+            raw = pc.utf8_rtrim(_clean(raw, na, trim), characters=label_strip)
+        typed, invalid = _convert_column(raw, column, na, trim)
+        if invalid is not None and invalid.any():
+            newly = invalid & ~bad
+            reasons[newly] = f"column {column.name!r}: not a valid {column.dtype} value"
+            bad |= invalid
+        arrays.append(typed)
+    if schema.label is not None:
+        position = schema.names.index(schema.label)
+        no_label = arrays[position].is_null().to_numpy(zero_copy_only=False) & ~bad
+        if no_label.any():
+            reasons[no_label] = "missing label"
+            bad |= no_label
+    return Converted(pa.RecordBatch.from_arrays(arrays, schema=schema.to_arrow()), bad, reasons)

@@ -1,0 +1,312 @@
+"""One ingest, start to finish: sample → schema → (key sample) → stream, validate, write → commit.
+
+The order matters for the guarantees: the output is checked before any work, every row read is
+counted exactly once as written or rejected, the reject rate is checked before anything is
+moved into place, and the manifest is the last thing written (by the DatasetWriter).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shardlearn._validation import unknown_name_message
+from shardlearn.data._convert import convert_batch, infer_schema
+from shardlearn.data._writer import REJECTS_SCHEMA, DatasetWriter
+from shardlearn.data.dataset import Dataset
+from shardlearn.data.partition import _SAMPLE_SALT, make_partitioner, parse_strategy, row_hashes
+from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader
+from shardlearn.data.schema import Schema, load_schema_file
+from shardlearn.exceptions import DataError, SchemaError
+
+__all__ = ["IngestRun", "warn_single_class"]
+
+SAMPLE_ROWS = 20_000  # rows of the first file(s) used to infer types and kinds
+RANGE_SAMPLE_ROWS = 50_000  # key values kept (bottom-k by hash) to place range boundaries
+
+
+def warn_single_class(classes: Sequence[Any], label: str) -> None:
+    """Warn (but go on) when the label has fewer than two classes."""
+    if len(classes) < 2:
+        warnings.warn(
+            f"The label column {label!r} has a single class ({classes[0]!r}); a classifier "
+            "cannot be trained on it. The dataset is written anyway.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows whose every field is missing (blank lines): dropped, not counted as rows."""
+    if batch.num_rows == 0 or batch.num_columns == 0:
+        return np.zeros(batch.num_rows, dtype=bool)
+    blank = batch.column(0).is_null().to_numpy(zero_copy_only=False)
+    if not blank.any():
+        return blank
+    for column in batch.columns[1:]:
+        blank &= column.is_null().to_numpy(zero_copy_only=False)
+    return blank
+
+
+@dataclass
+class IngestRun:
+    """State of one ingest; :meth:`execute` runs it."""
+
+    paths: list[str]
+    options: ReaderOptions
+    label: str | None
+    out: str
+    partitions: int
+    strategy: str
+    fractions: tuple[float, float, float]
+    seed: int
+    overwrite: bool
+    schema: Schema | str | os.PathLike[str] | None
+    kinds: dict[str, str]
+    label_strip: str | None
+    max_reject_rate: float
+    trim: bool
+    progress: bool
+    rows_read: int = 0
+    blank_lines: int = 0
+    _progress_state: dict[str, Any] = field(default_factory=dict)
+
+    # -- schema ---------------------------------------------------------------------------------
+    def _sample(self) -> tuple[pa.Table, list[str]]:
+        batches: list[pa.RecordBatch] = []
+        names: list[str] = []
+        rows = 0
+        for path in self.paths:
+            reader = SourceReader(path, self.options)
+            for raw in reader.batches():
+                names = names or reader.column_names
+                keep = ~_blank_rows(raw.batch)
+                batches.append(raw.batch.filter(pa.array(keep)))
+                rows += int(keep.sum())
+                if rows >= SAMPLE_ROWS:
+                    break
+            names = names or getattr(reader, "column_names", [])
+            if rows >= SAMPLE_ROWS:
+                break
+        if rows == 0:
+            raise DataError(
+                f"No data rows in {', '.join(map(repr, self.paths[:3]))}: the input holds only "
+                "a header (or blank lines)."
+            )
+        return pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS), names
+
+    def _resolve_schema(self) -> Schema:
+        sample, names = self._sample()
+        if self.label is not None and self.label not in names:
+            raise SchemaError(unknown_name_message("label column", self.label, names))
+        if self.schema is None:
+            schema = infer_schema(sample, self.label, self.options.na_values, self.trim, self.kinds)
+        elif isinstance(self.schema, Schema):
+            schema = self.schema.with_label(self.label)
+        else:
+            schema = load_schema_file(self.schema, names).with_label(self.label)
+        _, key = parse_strategy(self.strategy)
+        if key is not None and key not in schema:
+            raise SchemaError(unknown_name_message("partitioning column", key, schema.names))
+        return schema
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _raw_batches(self, schema: Schema) -> Iterator[RawBatch]:
+        for path in self.paths:
+            reader = SourceReader(path, self.options)
+            self._progress_state["reader"] = reader
+            checked = False
+            for raw in reader.batches():
+                if not checked:
+                    missing = [n for n in schema.names if n not in reader.column_names]
+                    if missing:
+                        raise SchemaError(
+                            f"{path!r} lacks column(s) {', '.join(map(repr, missing))} that "
+                            f"the schema (from {self.paths[0]!r}) has."
+                        )
+                    checked = True
+                yield raw
+            self._progress_state["done_bytes"] = (
+                self._progress_state.get("done_bytes", 0) + reader.size
+            )
+
+    def _range_sample(self, schema: Schema, column: str) -> pa.Array:
+        """A uniform sample of the key (bottom-k by row hash), one extra pass over the input."""
+        keep_values: pa.Array | None = None
+        keep_hashes = np.zeros(0, dtype=np.uint64)
+        seen = 0
+        single = Schema((schema[column],), None)
+        for raw in self._raw_batches(schema):
+            values = convert_batch(
+                raw.batch.select([column]), single, self.options.na_values, self.trim
+            ).batch.column(0)
+            hashes = row_hashes(self.seed, _SAMPLE_SALT, seen, len(values))
+            seen += len(values)
+            merged = pa.concat_arrays([keep_values, values]) if keep_values is not None else values
+            all_hashes = np.concatenate([keep_hashes, hashes])
+            order = np.argsort(all_hashes, kind="stable")[:RANGE_SAMPLE_ROWS]
+            keep_values, keep_hashes = merged.take(pa.array(order)), all_hashes[order]
+        return keep_values if keep_values is not None else pa.array([], schema[column].arrow_type)
+
+    # -- the run ---------------------------------------------------------------------------------
+    def execute(self) -> Dataset:
+        schema = self._resolve_schema()
+        name, key = parse_strategy(self.strategy)
+        range_sample = self._range_sample(schema, key) if name == "range" and key else None
+        partitioner = make_partitioner(
+            self.strategy,
+            label=self.label,
+            partitions=self.partitions,
+            split=self.fractions,
+            seed=self.seed,
+            column_names=schema.names,
+            range_sample=range_sample,
+        )
+        writer = DatasetWriter(self.out, schema, partitioner, overwrite=self.overwrite)
+        try:
+            with self._progress_bar() as advance:
+                for raw in self._raw_batches(schema):
+                    self._process(raw, schema, writer)
+                    advance()
+            self._check_result(writer)
+            if self.label is not None:
+                warn_single_class(writer.classes(), self.label)
+            return writer.commit(self._extra())
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _process(self, raw: RawBatch, schema: Schema, writer: DatasetWriter) -> None:
+        blank = _blank_rows(raw.batch)
+        batch, lines = raw.batch, raw.lines
+        if blank.any():
+            self.blank_lines += int(blank.sum())
+            batch, lines = batch.filter(pa.array(~blank)), lines[~blank]
+        converted = convert_batch(
+            batch.select(schema.names),
+            schema,
+            self.options.na_values,
+            self.trim,
+            self.label_strip,
+        )
+        self.rows_read += batch.num_rows + len(raw.invalid)
+        bad = converted.bad
+        if raw.invalid:
+            line, reason, text = zip(*raw.invalid, strict=True)
+            writer.reject(_rejects_table(raw.source, line, reason, text))
+        if bad.any():
+            delimiter = self.options.delimiter or ("\t" if raw.source.endswith("tsv") else ",")
+            writer.reject(_bad_rows_table(raw.source, batch, schema, lines, converted, delimiter))
+            writer.write(converted.batch.filter(pa.array(~bad)))
+        else:
+            writer.write(converted.batch)
+
+    def _check_result(self, writer: DatasetWriter) -> None:
+        if writer.rows_written == 0:
+            raise DataError(
+                f"No valid rows: all {self.rows_read} rows were rejected "
+                f"({_top_reasons(writer)}). Nothing was written."
+            )
+        rate = writer.rows_rejected / max(self.rows_read, 1)
+        if rate > self.max_reject_rate:
+            raise DataError(
+                f"{writer.rows_rejected} of {self.rows_read} rows ({rate:.2%}) were rejected, "
+                f"more than the allowed {self.max_reject_rate:.2%} (--max-reject-rate); "
+                f"top reasons: {_top_reasons(writer)}. Nothing was written."
+            )
+
+    def _extra(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read,
+            "blank_lines": self.blank_lines,
+            "sources": list(self.paths),
+            "read_options": {
+                "format": self.options.format,
+                "delimiter": self.options.delimiter,
+                "header": self.options.header,
+                "na_values": list(self.options.na_values),
+                "label_strip": self.label_strip,
+                "trim": self.trim,
+            },
+        }
+
+    @contextmanager
+    def _progress_bar(self) -> Iterator[Any]:
+        if not self.progress:
+            yield lambda: None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        total = sum(SourceReader(p, self.options).size for p in self.paths)
+        bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        state = self._progress_state
+        started = time.monotonic()
+        with bar:
+            task = bar.add_task("ingest", total=total or None)
+
+            def advance() -> None:
+                reader = state.get("reader")
+                position = reader.position if reader is not None else 0
+                bar.update(
+                    task,
+                    completed=state.get("done_bytes", 0) + position,
+                    description=f"ingest {self.rows_read:,} rows",
+                )
+
+            yield advance
+        state["seconds"] = time.monotonic() - started
+
+
+def _rejects_table(
+    source: str, lines: Sequence[int], reasons: Sequence[str], texts: Sequence[str]
+) -> pa.Table:
+    return pa.table(
+        {
+            "source": pa.array([source] * len(lines), pa.string()),
+            "line": pa.array(lines, pa.int64()),
+            "reason": pa.array(reasons, pa.string()),
+            "raw": pa.array(texts, pa.string()),
+        },
+        schema=REJECTS_SCHEMA,
+    )
+
+
+def _bad_rows_table(
+    source: str,
+    batch: pa.RecordBatch,
+    schema: Schema,
+    lines: np.ndarray,
+    converted: Any,
+    delimiter: str,
+) -> pa.Table:
+    mask = pa.array(converted.bad)
+    raw = batch.select(schema.names).filter(mask)
+    strings = [pc.fill_null(c.cast(pa.string()), "") for c in raw.columns]
+    text = pc.binary_join_element_wise(*strings, delimiter) if strings else pa.array([""] * 0)
+    return _rejects_table(
+        source,
+        lines[converted.bad].tolist(),
+        converted.reasons[converted.bad].tolist(),
+        text.to_pylist(),
+    )
+
+
+def _top_reasons(writer: DatasetWriter, count: int = 3) -> str:
+    return "; ".join(f"{reason} ({n})" for reason, n in writer.reject_reasons.most_common(count))

@@ -1,0 +1,424 @@
+"""Streaming readers for CSV/TSV, JSON Lines and Parquet, with source line numbers.
+
+Every reader yields :class:`RawBatch` objects: a record batch of raw values (strings for text
+formats, so that unparseable values become rejects instead of aborting the read), the 1-based
+source line of every row, and the rows the parser itself refused (wrong number of fields,
+broken quoting, invalid JSON) with their line numbers. Memory is bounded by the block size.
+
+CSV line numbers: pyarrow's streaming reader runs single-threaded here so that its
+``invalid_row_handler`` reports physical line numbers; blank lines are kept as rows (and dropped
+later) so that every physical line is either a row or an invalid-row report, which makes the
+line of every row computable. Values with embedded newlines are not supported (a quote left
+open swallows the following lines, which are reported as rejects line by line).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from shardlearn.data.dataset import resolve_filesystem
+from shardlearn.exceptions import DataError, SchemaError
+
+__all__ = [
+    "FORMATS",
+    "RawBatch",
+    "ReaderOptions",
+    "SourceReader",
+    "detect_format",
+    "expand_sources",
+]
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".data": "csv",
+    ".test": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+DEFAULT_BLOCK_SIZE = 4 << 20
+_JSON_CHUNK_LINES = 20000
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """How to read the input files (shared by every file of one ingest)."""
+
+    format: str | None = None
+    delimiter: str | None = None
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+    na_values: tuple[str, ...] = ()
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+
+@dataclass
+class RawBatch:
+    """Raw rows of one source with their line numbers, plus the rows the parser refused."""
+
+    source: str
+    batch: pa.RecordBatch
+    lines: np.ndarray
+    invalid: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, text)
+
+
+def expand_sources(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Expand globs; every pattern must match and every named file must exist."""
+    if isinstance(sources, str | os.PathLike):
+        sources = [sources]
+    if not sources:
+        raise DataError("No input given; pass at least one file or glob.")
+    paths: list[str] = []
+    for source in map(os.fspath, sources):
+        if "://" in source:
+            filesystem, path = resolve_filesystem(source)
+            if filesystem.get_file_info(path).type != pafs.FileType.File:
+                raise DataError(f"Input file {source!r} does not exist.")
+            paths.append(source)
+        elif glob.has_magic(source):
+            matched = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+            if not matched:
+                raise DataError(f"The pattern {source!r} matches no file.")
+            paths.extend(matched)
+        elif os.path.isdir(source):
+            raise DataError(
+                f"Input {source!r} is a directory; give files or a glob like DIR/*.csv."
+            )
+        elif not os.path.isfile(source):
+            raise DataError(f"Input file {source!r} does not exist.")
+        else:
+            paths.append(source)
+    return paths
+
+
+def _split_extension(path: str) -> tuple[str, str | None]:
+    base = path.lower()
+    compression = None
+    for suffix, name in _COMPRESSIONS.items():
+        if base.endswith(suffix):
+            compression, base = name, base[: -len(suffix)]
+            break
+    return os.path.splitext(base)[1], compression
+
+
+def detect_format(path: str, explicit: str | None) -> str:
+    """The format of ``path``: ``explicit`` if given, else from its extension."""
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise SchemaError(f"Unknown format {explicit!r}; use one of {', '.join(FORMATS)}.")
+        return explicit
+    extension, _ = _split_extension(path)
+    if extension in _EXTENSIONS:
+        return _EXTENSIONS[extension]
+    raise SchemaError(
+        f"Cannot tell the format of {path!r} from its extension; pass --format "
+        f"({', '.join(FORMATS)})."
+    )
+
+
+class _CountingStream(io.RawIOBase):
+    """Reports how many (compressed) bytes have been consumed, for progress bars."""
+
+    def __init__(self, raw: pa.NativeFile) -> None:
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class SourceReader:
+    """Streams one input file as :class:`RawBatch` objects.
+
+    Parameters
+    ----------
+    path : str
+        Local path or pyarrow.fs URI; ``.gz``/``.zst``/``.bz2`` are decompressed on the fly.
+    options : ReaderOptions
+        Format, delimiter, header and missing-value markers.
+    """
+
+    def __init__(self, path: str, options: ReaderOptions) -> None:
+        self.path = path
+        self.options = options
+        self.format = detect_format(path, options.format)
+        self.filesystem, self._fs_path = resolve_filesystem(path)
+        self.size = self.filesystem.get_file_info(self._fs_path).size or 0
+        self._raw: pa.NativeFile | None = None
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file consumed so far (for progress)."""
+        try:
+            return int(self._raw.tell()) if self._raw is not None else 0
+        except (OSError, ValueError):
+            return 0
+
+    def _open_stream(self) -> pa.NativeFile:
+        self._raw = self.filesystem.open_input_stream(self._fs_path)
+        _, compression = _split_extension(self.path)
+        if compression is None:
+            return self._raw
+        return pa.CompressedInputStream(self._raw, compression)
+
+    def batches(self) -> Iterator[RawBatch]:
+        """Every row of the file, batch by batch."""
+        reader = {"csv": self._csv, "tsv": self._csv, "jsonl": self._jsonl}.get(
+            self.format, self._parquet
+        )
+        yield from reader()
+
+    # -- CSV -------------------------------------------------------------------------------
+    def _csv(self) -> Iterator[RawBatch]:
+        options = self.options
+        self._delimiter = options.delimiter or ("\t" if self.format == "tsv" else ",")
+        names = list(options.columns) if options.columns else None
+        self._raw_names = names or self._csv_header(self._delimiter)
+        self.column_names = names or [n.strip() for n in self._raw_names]
+        _check_unique(self.column_names, self.path)
+        invalid: list[tuple[int, str]] = []
+        try:
+            reader = self._open_csv(self._open_stream(), invalid, header=not names)
+        except pa.ArrowInvalid as error:
+            raise DataError(
+                f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
+            ) from None
+        yield from self._csv_batches(reader, invalid, first_line=1 if names else 2, offset=0)
+
+    def _open_csv(
+        self, stream: pa.NativeFile, invalid: list[tuple[int, str]], header: bool
+    ) -> pacsv.CSVStreamingReader:
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            invalid.append((int(row.number or 0), row.text))
+            return "skip"
+
+        return pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(
+                use_threads=False,
+                block_size=self.options.block_size,
+                column_names=None if header else self._raw_names,
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=self._delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_all_strings(self._raw_names),
+                null_values=list(self.options.na_values),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+
+    def _csv_header(self, delimiter: str) -> list[str]:
+        """The raw header names (a throw-away reader: its parse of the first block is ignored)."""
+        try:
+            reader = pacsv.open_csv(
+                self._open_stream(),
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 16),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, invalid_row_handler=lambda row: "skip"
+                ),
+            )
+        except pa.ArrowInvalid as error:
+            if "Empty CSV file" in str(error):
+                raise DataError(f"Input file {self.path!r} is empty.") from None
+            raise DataError(
+                f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
+            ) from None
+        names = list(reader.schema.names)
+        reader.close()
+        return names
+
+    def _csv_batches(
+        self,
+        reader: pacsv.CSVStreamingReader,
+        invalid: list[tuple[int, str]],
+        first_line: int,
+        offset: int,
+    ) -> Iterator[RawBatch]:
+        """Batches with physical line numbers (``offset`` is added: re-parsed fragments)."""
+        names = self.column_names
+        rows_before = 0
+        spans_seen = 0
+        valid_before = np.zeros(0, dtype=np.int64)  # per invalid span: valid rows before it
+        consumed = np.zeros(0, dtype=np.int64)  # cumulative physical lines of invalid spans
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                batch = None
+            except pa.ArrowInvalid as error:
+                raise DataError(f"Cannot parse {self.path!r}: {error}") from None
+            fresh = invalid[spans_seen:]
+            spans_seen = len(invalid)
+            valid_before, consumed = _extend_spans(valid_before, consumed, fresh, first_line)
+            reports: list[tuple[int, str, str]] = []
+            recovered: list[RawBatch] = []
+            for line, text in fresh:
+                reports.extend(_explain_invalid(line + offset, text, len(names)))
+                if "\n" in text:
+                    recovered.extend(self._reparse(text.split("\n", 1)[1], line + offset + 1))
+            if batch is None:
+                batch = pa.RecordBatch.from_arrays(
+                    [pa.array([], pa.string()) for _ in names], names=names
+                )
+            g = np.arange(rows_before, rows_before + batch.num_rows, dtype=np.int64)
+            skipped = np.searchsorted(valid_before, g, side="right")
+            extra = np.concatenate([[0], consumed])[skipped]  # physical lines of earlier spans
+            lines = first_line + g + extra + offset
+            rows_before += batch.num_rows
+            renamed = pa.RecordBatch.from_arrays(batch.columns, names=names)
+            if renamed.num_rows or reports:
+                yield RawBatch(self.path, renamed, lines, reports)
+            yield from recovered
+            if batch.num_rows == 0 and not fresh:
+                break
+        reader.close()
+
+    def _reparse(self, text: str, first_line: int) -> list[RawBatch]:
+        """Rows after an unclosed quote: parse them again on their own (they may be fine)."""
+        invalid: list[tuple[int, str]] = []
+        reader = self._open_csv(pa.BufferReader(text.encode()), invalid, header=False)
+        return list(self._csv_batches(reader, invalid, first_line=1, offset=first_line - 1))
+
+    # -- JSON Lines ----------------------------------------------------------------------------
+    def _jsonl(self) -> Iterator[RawBatch]:
+        stream = self._open_stream()
+        text = io.TextIOWrapper(io.BufferedReader(_CountingStream(stream)), encoding="utf-8")
+        line_number = 0
+        chunk: list[str] = []
+        start = 1
+        for line in text:
+            line_number += 1
+            chunk.append(line)
+            if len(chunk) >= _JSON_CHUNK_LINES:
+                yield self._json_chunk(chunk, start)
+                start, chunk = line_number + 1, []
+        if chunk:
+            yield self._json_chunk(chunk, start)
+        if line_number == 0:
+            raise DataError(f"Input file {self.path!r} is empty.")
+
+    def _json_chunk(self, lines: list[str], start: int) -> RawBatch:
+        records, numbers, reports = [], [], []
+        for offset, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                reports.append((start + offset, f"invalid JSON: {error.msg}", line.rstrip("\n")))
+                continue
+            if not isinstance(record, dict):
+                reports.append((start + offset, "not a JSON object", line.rstrip("\n")))
+                continue
+            records.append(record)
+            numbers.append(start + offset)
+        names = self.options.columns or _json_names(records)
+        if not hasattr(self, "column_names"):
+            self.column_names = list(names)
+        names = self.column_names
+        arrays = [pa.array([_json_text(r.get(n)) for r in records], pa.string()) for n in names]
+        batch = pa.RecordBatch.from_arrays(arrays, names=names)
+        return RawBatch(self.path, batch, np.asarray(numbers, dtype=np.int64), reports)
+
+    # -- Parquet -------------------------------------------------------------------------------
+    def _parquet(self) -> Iterator[RawBatch]:
+        try:
+            parquet = pq.ParquetFile(self.filesystem.open_input_file(self._fs_path))
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(f"Cannot read {self.path!r} as Parquet: {error}") from None
+        self.column_names = list(parquet.schema_arrow.names)
+        row = 1
+        with parquet:
+            for batch in parquet.iter_batches(batch_size=65536):
+                lines = np.arange(row, row + batch.num_rows, dtype=np.int64)
+                row += batch.num_rows
+                yield RawBatch(self.path, batch, lines, [])
+
+    def read_header(self) -> list[str]:
+        """Column names of the file without reading it all."""
+        for _ in self.batches():
+            break
+        return list(getattr(self, "column_names", []))
+
+
+def _all_strings(names: Sequence[str]) -> dict[str, pa.DataType]:
+    return {name: pa.string() for name in names}
+
+
+def _check_unique(names: Sequence[str], path: str) -> None:
+    seen = set()
+    for name in names:
+        if not name:
+            raise SchemaError(f"{path!r} has an empty column name in its header.")
+        if name in seen:
+            raise SchemaError(f"{path!r} has the column {name!r} twice in its header.")
+        seen.add(name)
+
+
+def _extend_spans(
+    valid_before: np.ndarray, consumed: np.ndarray, fresh: list[tuple[int, str]], first_line: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Record invalid spans (start line, physical line count) for the line-number mapping."""
+    if not fresh:
+        return valid_before, consumed
+    total = int(consumed[-1]) if len(consumed) else 0
+    starts, sums = list(valid_before), list(consumed)
+    for line, text in fresh:
+        # Valid rows before this span = lines before it that are neither header nor invalid.
+        starts.append(line - first_line - total)
+        total += text.count("\n") + 1
+        sums.append(total)
+    return np.asarray(starts, dtype=np.int64), np.asarray(sums, dtype=np.int64)
+
+
+def _explain_invalid(line: int, text: str, expected: int) -> list[tuple[int, str, str]]:
+    """The reject for a row the CSV parser refused (its first physical line only: the lines an
+    unclosed quote swallowed are parsed again on their own)."""
+    first = text.split("\n", 1)[0]
+    if "\n" in text or first.count('"') % 2:
+        return [(line, "broken quoting: a quote is not closed on this line", first)]
+    return [(line, f"wrong number of fields (expected {expected})", text)]
+
+
+def _json_names(records: list[dict]) -> list[str]:
+    names: dict[str, None] = {}
+    for record in records[:1000]:
+        names.update(dict.fromkeys(record))
+    return list(names)
+
+
+def _json_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
