@@ -2,8 +2,229 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from shardlearn.cli._common import console, fail
+
+DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output"
+INGEST_EPILOG = (
+    "Example: shardlearn ingest 'data/loans-*.csv.gz' --label default --out data/loans "
+    "--partitions 16 --strategy stratified --split 0.8,0.1,0.1"
+)
+DESCRIBE_EPILOG = "Example: shardlearn describe data/loans --verify"
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()] or None
+
+
+def _ingest_summary(ds: Any) -> None:
+    m = ds.manifest
+    console.print(
+        f"[bold]{ds.uri}[/]: rows_read={m['rows_read']:,} = rows_written={m['rows_written']:,}"
+        f" + rows_rejected={m['rows_rejected']:,}",
+        highlight=False,
+    )
+    table = Table("split", "shards", "rows", *[str(c) for c in ds.classes][:8], box=None)
+    for split in ds.splits:
+        counts = ds.class_counts(split)
+        table.add_row(
+            split,
+            str(len(ds.shards(split))),
+            f"{ds.num_rows(split):,}",
+            *[f"{counts.get(str(c), 0):,}" for c in ds.classes][:8],
+        )
+    console.print(table)
+    for item in m["rejects"]["reasons"][:3]:
+        console.print(f"  rejected {item['count']:,}: {item['reason']}", highlight=False)
+
+
+def ingest_command(
+    sources: list[str] = typer.Argument(
+        ..., help="Input files or globs (csv, tsv, jsonl, parquet; .gz/.zst)."
+    ),
+    label: str = typer.Option(..., "--label", help="Label column."),
+    out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
+    partitions: int = typer.Option(8, "--partitions", min=1, help="Shards per split."),
+    strategy: str = typer.Option(
+        "random", "--strategy", help="random | stratified | hash:COL | range:COL."
+    ),
+    split: str = typer.Option("0.8,0.1,0.1", "--split", help="Train,valid,test fractions."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the partitioner."),
+    format: str | None = typer.Option(
+        None, "--format", help="csv | tsv | jsonl | parquet (default: from the extension)."
+    ),
+    delimiter: str | None = typer.Option(
+        None, "--delimiter", help="Field separator (default , or tab for tsv)."
+    ),
+    no_header: bool = typer.Option(
+        False, "--no-header", help="Text files have no header line (give --columns)."
+    ),
+    columns: str | None = typer.Option(
+        None, "--columns", help="Column names, comma-separated, for --no-header."
+    ),
+    na_values: str | None = typer.Option(
+        None, "--na-values", help="Comma-separated strings read as missing (replaces the defaults)."
+    ),
+    schema: Path | None = typer.Option(
+        None, "--schema", help="YAML schema (columns with name, kind, dtype)."
+    ),
+    label_strip: str | None = typer.Option(
+        None, "--label-strip", help="Characters stripped from the end of labels, e.g. '.'."
+    ),
+    max_reject_rate: float = typer.Option(
+        0.05,
+        "--max-reject-rate",
+        min=0.0,
+        max=1.0,
+        help="Fail when more rows than this are rejected.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+) -> None:
+    """Ingest files into a sharded, validated dataset (Parquet shards + manifest)."""
+    from shardlearn.data import ingest
+
+    ds = ingest(
+        sources,
+        label=label,
+        out=str(out),
+        partitions=partitions,
+        strategy=strategy,
+        split=split,
+        seed=seed,
+        overwrite=overwrite,
+        format=format,
+        delimiter=delimiter,
+        header=not no_header,
+        columns=_split_list(columns),
+        na_values=None if na_values is None else na_values.split(","),
+        schema=str(schema) if schema else None,
+        label_strip=label_strip,
+        max_reject_rate=max_reject_rate,
+        progress=not as_json,
+    )
+    if as_json:
+        console.print_json(json.dumps(_describe_dict(ds, verify=None)))
+    else:
+        _ingest_summary(ds)
+
+
+def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
+    m = ds.manifest
+    result = {
+        "uri": ds.uri,
+        "manifest_sha256": ds.manifest_sha256,
+        "label": ds.label,
+        "classes": ds.classes,
+        "schema": ds.schema.to_dict(),
+        "strategy": m["strategy"],
+        "seed": m["seed"],
+        "splits": {s: {"rows": ds.num_rows(s), "shards": len(ds.shards(s)),
+                       "class_counts": ds.class_counts(s)} for s in ds.splits},
+        "rows_read": m["rows_read"],
+        "rows_written": m["rows_written"],
+        "rows_rejected": m["rows_rejected"],
+        "reject_reasons": m["rejects"]["reasons"],
+        "shards": [s.to_dict() for s in ds.shards(None)],
+    }  # fmt: skip
+    if verify is not None:
+        result["verify"] = {"ok": not verify, "problems": verify}
+    return result
+
+
+def _print_description(ds: Any) -> None:
+    m = ds.manifest
+    console.print(f"[bold]{ds.uri}[/]  manifest sha256 {ds.manifest_sha256[:16]}…", highlight=False)
+    console.print(
+        f"label [bold]{ds.label}[/], {len(ds.classes)} classes; strategy {m['strategy']}, "
+        f"seed {m['seed']}; rows_read {m['rows_read']:,} = written {m['rows_written']:,} "
+        f"+ rejected {m['rows_rejected']:,}",
+        highlight=False,
+    )
+    schema = Table("column", "kind", "dtype", title="schema", box=None, title_justify="left")
+    for column in ds.schema:
+        schema.add_row(column.name + (" (label)" if column.name == ds.label else ""),
+                       column.kind, column.dtype)  # fmt: skip
+    console.print(schema)
+    shown = [str(c) for c in ds.classes][:6]
+    shards = Table("split", "shard", "rows", "bytes", *shown, title="shards", box=None,
+                   title_justify="left")  # fmt: skip
+    for shard in ds.shards(None):
+        shards.add_row(shard.split, str(shard.index), f"{shard.rows:,}", f"{shard.bytes:,}",
+                       *[f"{shard.class_counts.get(c, 0):,}" for c in shown])  # fmt: skip
+    console.print(shards)
+    if len(ds.classes) > len(shown):
+        console.print(f"({len(ds.classes) - len(shown)} more classes: see --json)")
+    if m["rejects"]["reasons"]:
+        rejects = Table("rejected", "reason", title="top reject reasons", box=None,
+                        title_justify="left")  # fmt: skip
+        for item in m["rejects"]["reasons"][:5]:
+            rejects.add_row(f"{item['count']:,}", item["reason"])
+        console.print(rejects)
+
+
+def describe_command(
+    path: str = typer.Argument(..., help="Dataset directory or URI."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Re-hash every shard; exit 1 on a mismatch."
+    ),
+) -> None:
+    """Show a dataset's schema, splits, shards and rejects."""
+    from shardlearn.data import Dataset
+
+    ds = Dataset.open(path)
+    problems = ds.verify() if verify else None
+    if as_json:
+        console.print_json(json.dumps(_describe_dict(ds, problems)))
+    else:
+        _print_description(ds)
+        if problems == []:
+            console.print(f"verified: all {len(ds.shards(None))} shards match the manifest")
+    if problems:
+        for problem in problems[:20]:
+            console.print(f"[red]mismatch[/] {problem}", highlight=False)
+        raise fail(f"{len(problems)} shard(s) do not match the manifest of {path}.")
+
+
+def demo_command(
+    rows: int = typer.Option(200_000, "--rows", min=100, help="Loan applications to generate."),
+    out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generator and the partitioner."),
+    partitions: int = typer.Option(8, "--partitions", min=1, help="Shards per split."),
+) -> None:
+    """Generate loan applications (CSV) and ingest them as a stratified dataset."""
+    from shardlearn.data import ingest
+    from shardlearn.data.demo import LABEL, write_loans_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "loans.csv"
+    with console.status(f"generating {rows:,} loan applications"):
+        write_loans_csv(csv_path, rows, seed)
+    console.print(f"wrote {csv_path} ({csv_path.stat().st_size / 1e6:.1f} MB)")
+    ds = ingest(
+        str(csv_path),
+        label=LABEL,
+        out=str(out / "dataset"),
+        partitions=partitions,
+        strategy="stratified",
+        seed=seed,
+        overwrite=True,
+        progress=True,
+    )
+    _ingest_summary(ds)
 
 
 def register(app: typer.Typer) -> None:
     """Add the dataset commands to ``app``."""
+    app.command("demo", epilog=DEMO_EPILOG)(demo_command)
+    app.command("ingest", epilog=INGEST_EPILOG)(ingest_command)
+    app.command("describe", epilog=DESCRIBE_EPILOG)(describe_command)
