@@ -177,7 +177,7 @@ class SourceReader:
             return 0
 
     def _open_stream(self) -> pa.NativeFile:
-        self._raw = self.filesystem.open_input_stream(self._fs_path)
+        self._raw = self.filesystem.open_input_stream(self._fs_path, compression=None)
         _, compression = _split_extension(self.path)
         if compression is None:
             return self._raw
