@@ -1,0 +1,207 @@
+"""Feature blocks: a worker's shards of one split, transformed and kept in worker memory.
+
+:func:`load_block` reads every shard of ``split`` that the worker owns, transforms it with the
+fitted preprocessor in ``state.context["preprocessor"]``, maps labels to class indices with
+``state.context["classes"]`` and caches the block in ``state.cache`` -- keyed by split, the
+preprocessor's fingerprint, the classes and the shard list, so a new preprocessor or a
+reassigned shard set never sees a stale block, and a replacement worker (empty cache) rebuilds it.
+
+Out-of-core: :func:`iter_blocks` yields the cached block when it fits in the memory budget and
+streams one block per shard (never cached) when it does not. Iterating either way visits the
+same rows in the same order with the same values. The budget, in bytes, is the ``budget``
+argument, else ``state.context["block_budget"]``, else ``$SHARDLEARN_BLOCK_BUDGET``, else a
+quarter of the machine's memory divided by the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from shardlearn.exceptions import DataError, EngineError
+
+__all__ = ["BUDGET_ENV", "FeatureBlock", "block_budget", "iter_blocks", "load_block"]
+
+BUDGET_ENV = "SHARDLEARN_BLOCK_BUDGET"
+#: Share of physical memory the feature blocks of all workers may use by default.
+DEFAULT_MEMORY_SHARE = 0.25
+
+
+@dataclass
+class FeatureBlock:
+    """Features, labels and weights of some rows.
+
+    Attributes
+    ----------
+    X : ndarray of float32, shape (rows, features), or CSR matrix of float32
+    y : ndarray of int64 or None
+        Class indices (positions in the dataset's ``classes``); None without labels.
+    sample_weight : ndarray of float64 or None
+    feature_names : list of str
+    """
+
+    X: np.ndarray | sp.csr_matrix
+    y: np.ndarray | None
+    sample_weight: np.ndarray | None
+    feature_names: list[str]
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows."""
+        return int(self.X.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        x = self.X
+        size = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes if sp.issparse(x) else x.nbytes
+        for extra in (self.y, self.sample_weight):
+            size += 0 if extra is None else extra.nbytes
+        return int(size)
+
+    @classmethod
+    def concatenate(cls, blocks: list[FeatureBlock], feature_names: list[str]) -> FeatureBlock:
+        """Rows of ``blocks`` stacked in order (an empty list gives a 0-row block)."""
+        if not blocks:
+            return cls(np.zeros((0, len(feature_names)), np.float32), None, None, feature_names)
+        if len(blocks) == 1:
+            return blocks[0]
+        xs = [b.X for b in blocks]
+        x = sp.vstack(xs, format="csr") if sp.issparse(xs[0]) else np.concatenate(xs)
+        return cls(
+            x,
+            _stack([b.y for b in blocks]),
+            _stack([b.sample_weight for b in blocks]),
+            feature_names,
+        )
+
+
+def _stack(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if any(p is None for p in parts) else np.concatenate(parts)
+
+
+def _context(state: Any) -> tuple[Any, list | None]:
+    pre = state.context.get("preprocessor")
+    if pre is None:
+        raise EngineError(
+            "No fitted preprocessor on this worker: call group.put('preprocessor', pre) "
+            "before load_block/iter_blocks."
+        )
+    return pre, state.context.get("classes")
+
+
+def _class_indices(labels: pa.ChunkedArray, classes: list, label: str) -> np.ndarray:
+    if labels.null_count:
+        raise DataError(f"Label column {label!r} has {labels.null_count} missing values.")
+    value_set = pa.array(classes)
+    if labels.type != value_set.type:
+        try:
+            labels = pc.cast(labels, value_set.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(
+                f"Label column {label!r} holds {labels.type} values; classes are {classes!r}."
+            ) from None
+    index = pc.index_in(labels, value_set=value_set)
+    if index.null_count:
+        unknown = pc.filter(labels, pc.is_null(index))[0].as_py()
+        raise DataError(
+            f"Label {unknown!r} in column {label!r} is not one of the classes {classes!r}."
+        )
+    return index.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _shard_block(shard: Any, pre: Any, classes: list | None, state: Any) -> FeatureBlock:
+    label = state.context.get("label", pre.label_)
+    weight = state.context.get("weight_column")
+    wanted = list(pre.input_columns) + [c for c in (label, weight) if c]
+    table = shard.read(columns=None)
+    present = [c for c in wanted if c in table.column_names]
+    table = table.select(present)
+    y = None
+    if classes is not None and label and label in table.column_names:
+        y = _class_indices(table.column(label), classes, label)
+    sample_weight = None
+    if weight:
+        if weight not in table.column_names:
+            raise DataError(f"Sample-weight column {weight!r} is not in shard {shard.path}.")
+        sample_weight = pc.cast(table.column(weight), pa.float64()).to_numpy(zero_copy_only=False)
+    return FeatureBlock(pre.transform(table), y, sample_weight, pre.feature_names_out_)
+
+
+def _own_shards(state: Any, split: str) -> list:
+    return sorted((s for s in state.shards if s.split == split), key=lambda s: s.index)
+
+
+def _cache_key(state: Any, split: str, pre: Any, classes: list | None) -> tuple:
+    shards = tuple(s.path for s in _own_shards(state, split))
+    extra = (state.context.get("label"), state.context.get("weight_column"))
+    return ("feature_block", split, pre.fingerprint, repr(classes), shards, extra)
+
+
+def load_block(state: Any, split: str) -> FeatureBlock:
+    """The feature block of all of this worker's shards of ``split`` (cached in the worker).
+
+    Parameters
+    ----------
+    state : WorkerState
+        Needs ``state.context["preprocessor"]`` (fitted) and, for labels,
+        ``state.context["classes"]``; optional ``"label"`` and ``"weight_column"``.
+    split : str
+        "train", "valid" or "test".
+    """
+    pre, classes = _context(state)
+    key = _cache_key(state, split, pre, classes)
+    block = state.cache.get(key)
+    if block is None:
+        for old in [k for k in state.cache if isinstance(k, tuple) and k[:2] == key[:2]]:
+            del state.cache[old]  # a block for an older preprocessor or shard set
+        blocks = [_shard_block(s, pre, classes, state) for s in _own_shards(state, split)]
+        block = FeatureBlock.concatenate(blocks, pre.feature_names_out_)
+        state.cache[key] = block
+    return block
+
+
+def block_budget(state: Any, budget: int | None = None) -> int:
+    """The memory budget in bytes for this worker's feature blocks (see module notes)."""
+    if budget is not None:
+        return int(budget)
+    if state.context.get("block_budget") is not None:
+        return int(state.context["block_budget"])
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ValueError(
+                f"${BUDGET_ENV} must be a number of bytes, e.g. 2000000000; got {env!r}."
+            ) from None
+    import psutil
+
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, state.size))
+
+
+def iter_blocks(state: Any, split: str, budget: int | None = None) -> Iterator[FeatureBlock]:
+    """This worker's rows of ``split`` as blocks: one cached block, or shard by shard.
+
+    When the estimated block (:meth:`Preprocessor.estimated_nbytes`) exceeds the budget the
+    shards are read and transformed one at a time on every pass and nothing is cached.
+    """
+    pre, classes = _context(state)
+    key = _cache_key(state, split, pre, classes)
+    if key in state.cache:
+        yield state.cache[key]
+        return
+    shards = _own_shards(state, split)
+    rows = sum(s.rows for s in shards)
+    if pre.estimated_nbytes(rows) <= block_budget(state, budget):
+        yield load_block(state, split)
+        return
+    for shard in shards:
+        yield _shard_block(shard, pre, classes, state)

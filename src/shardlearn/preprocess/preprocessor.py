@@ -1,0 +1,487 @@
+"""The Preprocessor: per-column specs, grouped into mergeable transformers, fitted across shards.
+
+A spec maps each input column to a kind (``numeric``, ``categorical``, ``text``, ``boolean``,
+``datetime`` or ``drop``) and that kind's options. Columns with the same kind and options share
+one transformer (28 numeric columns are one vectorised :class:`NumericTransformer`); the output
+features follow the order in which each transformer's first column appears in the spec.
+
+Distributed fit (:meth:`Preprocessor.fit_group`): every worker partially fits one copy per
+shard of its ``state.shards``; the driver merges the copies in shard-index order with a pairwise
+tree and finalizes. Because the merge order depends only on the shards -- never on which worker
+read them -- the fitted state is identical for any number of workers and either engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from shardlearn._validation import Interval, Options, Type, unknown_name_message
+from shardlearn.base import BaseEstimator
+from shardlearn.exceptions import DataError, NotFittedError, SchemaError, SpecError
+from shardlearn.preprocess._base import ColumnTransformer
+from shardlearn.preprocess._batch import as_table
+from shardlearn.preprocess.boolean import BooleanEncoder
+from shardlearn.preprocess.categorical import CategoricalEncoder, HashingEncoder
+from shardlearn.preprocess.datetime import DatetimeEncoder
+from shardlearn.preprocess.numeric import NumericTransformer
+from shardlearn.preprocess.text import TextVectorizer
+
+__all__ = ["KINDS", "Preprocessor"]
+
+KINDS = ("numeric", "categorical", "text", "boolean", "datetime", "drop")
+TRANSFORMERS: dict[str, type[ColumnTransformer]] = {
+    cls.__name__: cls
+    for cls in (
+        NumericTransformer,
+        CategoricalEncoder,
+        HashingEncoder,
+        TextVectorizer,
+        DatetimeEncoder,
+        BooleanEncoder,
+    )
+}
+#: Above this many output features a block that contains sparse (hashed/text) features is CSR.
+MAX_DENSE_FEATURES = 4096
+STATE_FORMAT = 1
+
+
+def _transformer_for(name: str, spec: dict[str, Any]) -> tuple[type[ColumnTransformer], dict]:
+    """The transformer class and its options for one column's spec."""
+    options = dict(spec)
+    kind = options.pop("kind", None)
+    if kind not in KINDS:
+        raise SpecError(f"Column {name!r}: " + unknown_name_message("kind", str(kind), KINDS))
+    if kind == "categorical":
+        encoding = options.pop("encoding", "onehot")
+        if encoding not in ("onehot", "hash"):
+            raise SpecError(
+                f"Column {name!r}: unknown categorical encoding {encoding!r}. Valid: hash, onehot."
+            )
+        cls = CategoricalEncoder if encoding == "onehot" else HashingEncoder
+    else:
+        cls = {
+            "numeric": NumericTransformer,
+            "text": TextVectorizer,
+            "boolean": BooleanEncoder,
+            "datetime": DatetimeEncoder,
+        }[kind]
+    valid = [p for p in cls._param_names() if p != "columns"]
+    for key in options:
+        if key not in valid:
+            raise SpecError(
+                f"Column {name!r} ({kind}): "
+                + unknown_name_message(f"option of {cls.__name__}", key, valid)
+            )
+    try:
+        cls(columns=[name], **options)._validate_params()
+    except ValueError as exc:
+        raise SpecError(f"Column {name!r}: {exc}") from None
+    return cls, options
+
+
+def _normalise_spec(columns: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if not isinstance(columns, dict):
+        raise SpecError(
+            "'columns' must map column names to a kind or a dict such as "
+            f"{{'kind': 'numeric', 'scale': 'robust'}}; got {type(columns).__name__}."
+        )
+    out = {}
+    for name, spec in columns.items():
+        if isinstance(spec, str):
+            spec = {"kind": spec}
+        if not isinstance(spec, dict):
+            raise SpecError(f"Column {name!r}: expected a kind name or a dict, got {spec!r}.")
+        out[str(name)] = dict(spec)
+    return out
+
+
+def _tree_merge(parts: list[Any]) -> Any:
+    """Merge neighbours pairwise until one is left (order-preserving, balanced)."""
+    while len(parts) > 1:
+        merged = [parts[i].merge(parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        parts = merged + ([parts[-1]] if len(parts) % 2 else [])
+    return parts[0]
+
+
+def _fit_shards(state: Any, pre: Preprocessor, split: str) -> list[tuple[int, Preprocessor]]:
+    """Worker side of :meth:`Preprocessor.fit_group`: one partial fit per shard of ``split``."""
+    partials = []
+    columns = pre.input_columns
+    for shard in state.shards:
+        if shard.split != split:
+            continue
+        partial = pre._unfitted_copy()
+        partial._start()
+        for batch in shard.iter_batches(columns=columns):
+            partial.partial_fit(batch)
+        partials.append((shard.index, partial))
+    return partials
+
+
+class Preprocessor(BaseEstimator):
+    """Per-column preprocessing fitted across shards; see the module notes.
+
+    Parameters
+    ----------
+    columns : dict
+        Column name -> kind name or a dict ``{"kind": ..., **options}``. Options per kind:
+        numeric -> :class:`NumericTransformer` (``impute``, ``fill_value``, ``add_indicator``,
+        ``scale``, ``clip``, ``sketch_k``); categorical -> ``encoding`` ("onehot" or "hash")
+        plus :class:`CategoricalEncoder` (``top_k``, ``max_tracked``) or
+        :class:`HashingEncoder` (``n_features``, ``alternate_sign``) options; text ->
+        :class:`TextVectorizer`; datetime -> :class:`DatetimeEncoder`; boolean; drop.
+    label : str or None, default None
+        The label column (never a feature); taken from the dataset's schema when None.
+    output : {"auto", "dense", "sparse"}, default "auto"
+        ``auto`` gives CSR when hashed/text features make the block wider than
+        ``max_dense_features``, dense float32 otherwise.
+    max_dense_features : int, default 4096
+
+    Examples
+    --------
+    >>> pre = Preprocessor({"age": "numeric", "job": {"kind": "categorical", "top_k": 1}})
+    >>> pre = pre.fit({"age": [30.0, 50.0], "job": ["a", "b"]})
+    >>> pre.feature_names_out_
+    ['age', 'job=b', 'job=__other__']
+    >>> pre.transform({"age": [40.0], "job": ["never seen"]}).tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "columns": [Type(dict, "a dict")],
+        "label": [Type(str), Type(type(None))],
+        "output": [Options(("auto", "dense", "sparse"))],
+        "max_dense_features": [Interval("int", 1, None)],
+    }
+
+    def __init__(
+        self,
+        columns: dict[str, Any],
+        label: str | None = None,
+        output: str = "auto",
+        max_dense_features: int = MAX_DENSE_FEATURES,
+    ) -> None:
+        self.columns = columns
+        self.label = label
+        self.output = output
+        self.max_dense_features = max_dense_features
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def auto(cls, schema: Any, **options: Any) -> Preprocessor:
+        """One spec per feature column of ``schema`` by its kind.
+
+        ``options`` are per-kind defaults, e.g. ``auto(schema, numeric={"scale": "robust"},
+        categorical={"top_k": 50})``.
+        """
+        unknown = [k for k in options if k not in KINDS]
+        if unknown:
+            raise SpecError(unknown_name_message("kind", unknown[0], KINDS))
+        columns = {
+            col.name: {"kind": col.kind, **options.get(col.kind, {})}
+            for col in schema.feature_columns
+        }
+        return cls(columns=columns, label=schema.label)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | str | Path, schema: Any = None) -> Preprocessor:
+        """A Preprocessor from a dict or a YAML/JSON file.
+
+        Keys: ``columns`` (as the parameter), optional ``label``, ``output``,
+        ``max_dense_features``, and ``auto: true`` to add every other feature column of
+        ``schema`` by its kind (``defaults`` holds per-kind options for those).
+        """
+        if isinstance(spec, str | Path):
+            spec = _read_spec_file(Path(spec))
+        if not isinstance(spec, dict):
+            raise SpecError(f"A preprocessing spec must be a mapping; got {type(spec).__name__}.")
+        allowed = ("columns", "label", "output", "max_dense_features", "auto", "defaults")
+        for key in spec:
+            if key not in allowed:
+                raise SpecError(unknown_name_message("preprocessing spec key", key, allowed))
+        columns = _normalise_spec(spec.get("columns", {}))
+        label = spec.get("label")
+        if spec.get("auto"):
+            if schema is None:
+                raise SpecError("'auto: true' in a preprocessing spec needs the dataset schema.")
+            base = cls.auto(schema, **spec.get("defaults", {}))
+            columns = {**base.columns, **columns}
+            label = label or schema.label
+        extra = {k: spec[k] for k in ("output", "max_dense_features") if k in spec}
+        pre = cls(columns=columns, label=label, **extra)
+        pre._build()
+        return pre
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Input columns the preprocessor reads (every column not marked ``drop``)."""
+        return [n for n, s in _normalise_spec(self.columns).items() if s.get("kind") != "drop"]
+
+    def _build(self) -> list[ColumnTransformer]:
+        """Validate the spec and group its columns into transformers."""
+        self._validate_params()
+        groups: dict[tuple, tuple[type[ColumnTransformer], dict, list[str]]] = {}
+        for name, spec in _normalise_spec(self.columns).items():
+            if name == self.label:
+                raise SpecError(f"Column {name!r} is the label; it cannot also be a feature.")
+            if spec.get("kind") == "drop":
+                continue
+            cls, options = _transformer_for(name, spec)
+            key = (cls.__name__, json.dumps(options, sort_keys=True, default=str))
+            groups.setdefault(key, (cls, options, []))[2].append(name)
+        return [cls(columns=names, **options) for cls, options, names in groups.values()]
+
+    def _unfitted_copy(self) -> Preprocessor:
+        return type(self)(**copy.deepcopy(self.get_params(deep=False)))
+
+    def _start(self) -> None:
+        if not hasattr(self, "_parts"):
+            self._parts = self._build()
+
+    # -- fitting -------------------------------------------------------------------------
+    def partial_fit(self, batch: Any) -> Self:
+        """Accumulate statistics of one batch (Arrow, pandas or a dict of columns)."""
+        self._start()
+        table = as_table(batch)
+        for part in self._parts:
+            part.partial_fit(table)
+        return self
+
+    def merge(self, other: Preprocessor) -> Self:
+        """Fold another partial fit of the same spec into this one (associative)."""
+        if other.get_params() != self.get_params():
+            raise ValueError("Cannot merge Preprocessors with different parameters.")
+        self._start()
+        other._start()
+        for mine, theirs in zip(self._parts, other._parts, strict=True):
+            mine.merge(theirs)
+        return self
+
+    def finalize(self) -> Self:
+        """Turn the merged statistics into the fitted state; returns ``self``."""
+        self._start()
+        self.transformers_ = [part.finalize() for part in self._parts]
+        del self._parts
+        self._set_outputs()
+        if not hasattr(self, "label_"):
+            self.label_ = self.label
+        if not hasattr(self, "input_schema"):
+            self.input_schema = None
+        return self
+
+    def _set_outputs(self) -> None:
+        names: list[str] = []
+        for t in self.transformers_:
+            names += t.feature_names_out_
+        self.feature_names_out_ = names
+        self.n_features_out_ = len(names)
+        wide = any(t.sparse_output for t in self.transformers_) and (
+            self.n_features_out_ > self.max_dense_features
+        )
+        self.sparse_ = self.output == "sparse" or (self.output == "auto" and wide)
+        self._fingerprint = None
+
+    def fit(self, data: Any, engine: Any = None, split: str = "train") -> Self:
+        """Fit on a Dataset (distributed over ``engine``'s workers) or on one in-memory batch.
+
+        Parameters
+        ----------
+        data : Dataset or table-like
+            A :class:`shardlearn.data.Dataset` is fitted shard by shard on a WorkerGroup of
+            ``engine`` (explicit > current context > ``$SHARDLEARN_ENGINE`` > local); an Arrow
+            table, DataFrame or dict of columns is fitted in this process.
+        engine : Engine, str or None
+        split : str, default "train"
+        """
+        for name in ("transformers_", "_parts", "label_"):
+            self.__dict__.pop(name, None)
+        if not (hasattr(data, "shards") and hasattr(data, "schema")):
+            self.partial_fit(data).finalize()
+            self.input_schema = _infer_schema(self, as_table(data))
+            return self
+        from shardlearn.engine import get_engine
+
+        self.label_ = self.label if self.label is not None else data.schema.label
+        self._check_against_schema(data.schema)
+        shards = data.shards(split)
+        if not shards:
+            raise DataError(f"Dataset {data.uri} has no shards in split {split!r}.")
+        with get_engine(engine).workers() as group:
+            group.assign(shards)
+            return self.fit_group(group, split=split, _schema=data.schema)
+
+    def fit_group(self, group: Any, split: str = "train", _schema: Any = None) -> Self:
+        """Fit on an existing WorkerGroup whose shards are assigned; returns ``self``."""
+        self.__dict__.pop("transformers_", None)
+        self.__dict__.pop("_parts", None)
+        template = self._unfitted_copy()
+        template._build()  # a bad spec fails here, before any worker starts
+        partials = [p for worker in group.run(_fit_shards, template, split) for p in worker]
+        if not partials:
+            raise DataError(f"No worker holds a shard of split {split!r}; assign shards first.")
+        partials.sort(key=lambda pair: pair[0])
+        merged = _tree_merge([partial for _, partial in partials])
+        self._parts = merged._parts
+        self.finalize()
+        self.input_schema = _subschema(_schema, self.input_columns) if _schema is not None else None
+        return self
+
+    def _check_against_schema(self, schema: Any) -> None:
+        names = set(schema.names)
+        missing = [c for c in self.input_columns if c not in names]
+        if missing:
+            raise SchemaError(
+                f"The preprocessor expects column {missing[0]!r}, which the dataset does not "
+                f"have. Dataset columns: {', '.join(schema.names)}."
+            )
+
+    # -- transform -----------------------------------------------------------------------
+    def transform(self, batch: Any) -> np.ndarray | sp.csr_matrix:
+        """Float32 features of ``batch``: dense ``(rows, n_features_out_)`` or CSR."""
+        if not hasattr(self, "transformers_"):
+            raise NotFittedError(
+                "This Preprocessor is not fitted yet. Call 'fit' (or partial_fit/finalize)."
+            )
+        table = as_table(batch)
+        blocks = [t._transform(table) for t in self.transformers_]
+        if self.sparse_:
+            return sp.hstack(
+                [sp.csr_matrix(b) for b in blocks] or [sp.csr_matrix((table.num_rows, 0))],
+                format="csr",
+                dtype=np.float32,
+            )
+        dense = [b.toarray() if sp.issparse(b) else b for b in blocks]
+        if len(dense) == 1:
+            return np.ascontiguousarray(dense[0], dtype=np.float32)
+        if not dense:
+            return np.zeros((table.num_rows, 0), dtype=np.float32)
+        return np.hstack(dense).astype(np.float32, copy=False)
+
+    def fit_transform(self, data: Any) -> np.ndarray | sp.csr_matrix:
+        """Fit on an in-memory batch and transform it."""
+        return self.fit(data).transform(data)
+
+    def estimated_nbytes(self, rows: int) -> int:
+        """Estimated bytes of the feature block of ``rows`` rows (for memory budgets)."""
+        if not self.sparse_:
+            return rows * self.n_features_out_ * 4
+        nonzeros = 0.0
+        for t in self.transformers_:
+            if isinstance(t, TextVectorizer):
+                nonzeros += t.mean_nonzeros_
+            elif isinstance(t, HashingEncoder | CategoricalEncoder):
+                nonzeros += len(t.columns)
+            else:
+                nonzeros += t.n_features_out_
+        return int(rows * (nonzeros * 8 + 4))  # CSR: float32 value + int32 index, row pointers
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the fitted state (cache key for feature blocks)."""
+        if getattr(self, "_fingerprint", None) is None:
+            meta, arrays = self.get_state()
+            digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+            for name in sorted(arrays):
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    # -- plain state ---------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted preprocessor as (JSON-able metadata, named NumPy arrays); no pickle."""
+        if not hasattr(self, "transformers_"):
+            raise NotFittedError("This Preprocessor is not fitted yet; there is no state.")
+        meta: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "params": self.get_params(deep=False),
+            "label": self.label_,
+            "input_schema": None if self.input_schema is None else self.input_schema.to_dict(),
+            "transformers": [],
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for i, t in enumerate(self.transformers_):
+            t_meta, t_arrays = t.get_state()
+            meta["transformers"].append(t_meta)
+            arrays.update({f"transformer{i}.{k}": v for k, v in t_arrays.items()})
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Preprocessor:
+        """Rebuild a fitted preprocessor from :meth:`get_state` output."""
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"Unsupported preprocessor state format {meta.get('format')!r}; this version "
+                f"reads format {STATE_FORMAT}."
+            )
+        pre = cls(**meta["params"])
+        transformers = []
+        for i, t_meta in enumerate(meta["transformers"]):
+            t_cls = TRANSFORMERS.get(t_meta["type"])
+            if t_cls is None:
+                raise ValueError(
+                    unknown_name_message("transformer type", t_meta["type"], TRANSFORMERS)
+                )
+            prefix = f"transformer{i}."
+            t_arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            transformers.append(t_cls.from_state(t_meta, t_arrays))
+        pre.transformers_ = transformers
+        pre.label_ = meta["label"]
+        schema = meta.get("input_schema")
+        if schema is not None:
+            from shardlearn.data import Schema
+
+            schema = Schema.from_dict(schema)
+        pre.input_schema = schema
+        pre._set_outputs()
+        return pre
+
+    def _to_artifact(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
+        meta, arrays = self.get_state()
+        return meta, arrays, {}
+
+    @classmethod
+    def _from_artifact(
+        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], files: dict[str, bytes]
+    ) -> Preprocessor:
+        return cls.from_state(meta, arrays)
+
+
+def _read_spec_file(path: Path) -> Any:
+    if not path.is_file():
+        raise SpecError(f"Preprocessing spec file {str(path)!r} does not exist.")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except (ValueError, Exception) as exc:  # yaml.YAMLError and json.JSONDecodeError
+        raise SpecError(f"Cannot parse preprocessing spec {str(path)!r}: {exc}") from None
+
+
+def _subschema(schema: Any, names: list[str]) -> Any:
+    from shardlearn.data import Schema
+
+    return Schema(columns=tuple(schema[name] for name in names), label=None)
+
+
+def _infer_schema(pre: Preprocessor, table: Any) -> Any:
+    """The input schema of a preprocessor fitted on an in-memory table."""
+    from shardlearn.data import Schema
+
+    spec = _normalise_spec(pre.columns)
+    columns = pre.input_columns
+    kinds = {name: spec[name]["kind"] for name in columns}
+    try:
+        return Schema.from_arrow(table.select(columns).schema, kinds=kinds)
+    except SchemaError:
+        return None  # a column type the data layer cannot name; the schema is informative only
