@@ -10,8 +10,8 @@
 When a worker process dies during a call, the group starts a replacement with the same rank,
 replays its shard assignment and every ``put``, and retries that worker's part of the call, up
 to ``max_retries`` times; then it raises :class:`~shardlearn.exceptions.WorkerLost`. A closed
-group hands its (still healthy) processes back to the engine, which reuses them for the next
-group, so a sequence of ``fit`` calls pays the process start-up only once.
+group hands its (still healthy) processes to a shared idle pool, which serves the next
+group (of any local engine), so a sequence of ``fit`` calls pays the process start-up once.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ from shardlearn.engine.base import (
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
 
 __all__ = ["InProcessGroup", "LocalEngine", "ProcessGroup"]
+
+#: Idle worker processes shared by every local engine of this interpreter. Starting a process
+#: costs a second or more (interpreter + imports); resetting an idle one costs a round trip.
+#: They are reaped at interpreter exit (``_process.stop_all``) or by their parent watchdog.
+_IDLE: list[WorkerProcess] = []
+_IDLE_LOCK = threading.Lock()
+_MAX_IDLE = 8
 
 
 def _task_failed(summary: str, tb: str) -> TaskFailed:
@@ -248,7 +255,6 @@ class LocalEngine(Engine):
             raise EngineError(f"max_retries must be an integer >= 0. Got {max_retries!r}.")
         self.max_retries = max_retries
         self.cpus_per_worker = 1.0
-        self._idle: list[WorkerProcess] = []
         self._groups: list[ProcessGroup] = []
         self._pool: TaskPool | None = None
         self._lock = threading.Lock()
@@ -308,15 +314,11 @@ class LocalEngine(Engine):
         self._groups.clear()
         if self._pool is not None:
             self._pool.close()
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for proc in idle:
-            proc.stop()
 
     # -- process recycling --------------------------------------------------------------------
     def _acquire(self, rank: int, size: int) -> WorkerProcess:
-        with self._lock:
-            proc = self._idle.pop() if self._idle else None
+        with _IDLE_LOCK:
+            proc = _IDLE.pop() if _IDLE else None
         if proc is not None:
             try:
                 status, _, _ = proc.call("reset", rank, size)
@@ -328,10 +330,10 @@ class LocalEngine(Engine):
         return WorkerProcess(rank, size)
 
     def _release(self, proc: WorkerProcess) -> None:
-        with self._lock:
-            keep = not self._closed and proc.process.is_alive() and len(self._idle) < 64
+        with _IDLE_LOCK:
+            keep = proc.process.is_alive() and len(_IDLE) < _MAX_IDLE
             if keep:
-                self._idle.append(proc)
+                _IDLE.append(proc)
         if not keep:
             proc.stop()
 

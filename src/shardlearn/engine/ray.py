@@ -83,9 +83,18 @@ class _Actor:
         args, kwargs = _split(kw_names, values)
         return _worker.call_guarded(fn, (self.state, *args), kwargs)
 
+    def reset(self, rank: int, size: int) -> int:
+        self.state = WorkerState(rank=rank, size=size)
+        return os.getpid()
+
     def pid(self) -> int:
         return os.getpid()
 
+
+#: Actors reused across groups and engines of this driver (only resource-free ones).
+_IDLE: list[Any] = []
+_MAX_IDLE_ACTORS = 16
+_DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}
 
 _remote_task = ray.remote(_call_task)
 _RemoteActor = ray.remote(_Actor)
@@ -133,7 +142,7 @@ class RayGroup(WorkerGroup):
     def __init__(self, engine: RayEngine, size: int, resources: Resources | None) -> None:
         self.size = size
         self._engine = engine
-        self._options: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}
+        self._options: dict[str, Any] = dict(_DEFAULT_ACTOR_OPTIONS)
         if resources is not None:
             self._options.update(num_cpus=resources.cpus, num_gpus=resources.gpus)
             if resources.memory:
@@ -192,15 +201,12 @@ class RayGroup(WorkerGroup):
             return
         self._closed = True
         for actor in self.actors:
-            try:
-                ray.kill(actor)
-            except Exception:  # already dead or Ray shut down: nothing left to stop
-                pass
+            self._engine._release_actor(self._options, actor)
         self.actors = []
 
     # -- machinery ----------------------------------------------------------------------------
     def _start(self, rank: int) -> Any:
-        return _RemoteActor.options(**self._options).remote(rank, self.size)
+        return self._engine._acquire_actor(self._options, rank, self.size)
 
     def _call_each(self, call: Callable[[int], Any], what: str) -> list[Any]:
         if self._closed:
@@ -227,11 +233,8 @@ class RayGroup(WorkerGroup):
         return results
 
     def _replace(self, rank: int) -> None:
-        try:
-            ray.kill(self.actors[rank])
-        except Exception:  # it is already dead, which is why we are here
-            pass
-        actor = self._start(rank)
+        _kill(self.actors[rank])
+        actor = _RemoteActor.options(**self._options).remote(rank, self.size)
         self.actors[rank] = actor
         replay = [actor.assign.remote(self._shards[rank])]
         replay += [actor.put.remote(name, value) for name, value in self._context.items()]
@@ -335,12 +338,41 @@ class RayEngine(Engine):
         for group in self._groups:
             group.close()
         self._groups.clear()
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._started_ray:
+            while _IDLE:
+                _kill(_IDLE.pop())
+            if ray.is_initialized():
+                ray.shutdown()
+
+    # -- actor recycling: starting an actor costs a process start, resetting one does not ----
+    def _acquire_actor(self, options: dict[str, Any], rank: int, size: int) -> Any:
+        while options == _DEFAULT_ACTOR_OPTIONS and _IDLE:
+            actor = _IDLE.pop()
+            try:
+                ray.get(actor.reset.remote(rank, size))
+                return actor
+            except Exception:  # it died while idle (or Ray restarted): start a fresh one
+                _kill(actor)
+        return _RemoteActor.options(**options).remote(rank, size)
+
+    def _release_actor(self, options: dict[str, Any], actor: Any) -> None:
+        # Only actors that hold no resources are kept: an idle actor then costs nothing but
+        # memory, and it dies with the driver (it is not detached).
+        if options == _DEFAULT_ACTOR_OPTIONS and len(_IDLE) < _MAX_IDLE_ACTORS:
+            _IDLE.append(actor)
+        else:
+            _kill(actor)
 
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError("This engine is closed; create a new one with engine('ray').")
+
+
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor)
+    except Exception:  # already dead, or Ray was shut down: nothing left to stop
+        pass
 
 
 def _as_future(ref: Any, name: str) -> Future:
