@@ -87,38 +87,52 @@ def _preprocessor(model: Any) -> Any:
 
 
 def _categories(preprocessor: Any) -> dict[str, list]:
-    found = getattr(preprocessor, "categories_", None)
-    if isinstance(found, dict):
-        return {str(k): list(v) for k, v in found.items()}
-    return {}
+    """Known categories per column, from one-hot encoders (``columns`` + ``categories_``)."""
+    found: dict[str, list] = {}
+    for transformer in getattr(preprocessor, "transformers_", None) or []:
+        columns = getattr(transformer, "columns", None)
+        categories = getattr(transformer, "categories_", None)
+        if isinstance(categories, list) and columns and len(columns) == len(categories):
+            for name, values in zip(columns, categories, strict=True):
+                found[str(name)] = [jsonable(v) if isinstance(v, np.generic) else v for v in values]
+    return found
+
+
+def _spec_columns(preprocessor: Any) -> list[dict[str, Any]]:
+    """Input columns from the preprocessor's spec, when it has no recorded input schema."""
+    spec = getattr(preprocessor, "columns", None) or {}
+    columns = []
+    for name in getattr(preprocessor, "input_columns", []):
+        entry = spec.get(name, {})
+        kind = entry if isinstance(entry, str) else entry.get("kind", "numeric")
+        columns.append({"name": str(name), "kind": kind})
+    return columns
 
 
 def input_schema(model: Any) -> dict[str, Any] | None:
     """The raw input columns the model expects: name, kind, dtype and known categories."""
     preprocessor = _preprocessor(model)
     if preprocessor is not None:
-        try:
-            schema = preprocessor.input_schema
-        except Exception:  # noqa: BLE001 - an unfitted preprocessor has no schema yet
-            schema = None
+        schema = getattr(preprocessor, "input_schema", None)
         if schema is not None:
             described = _to_json(schema, "input schema")
-            label = described.get("label")
-            described["columns"] = [
-                c for c in described.get("columns", []) if c.get("name") != label
-            ]
-            categories = _categories(preprocessor)
-            for column in described["columns"]:
-                if column.get("name") in categories:
-                    column["categories"] = categories[column["name"]]
-            return described
-    names = getattr(_estimator(model), "feature_names_in_", None)
+        else:
+            described = {"columns": _spec_columns(preprocessor), "label": None}
+        label = described.get("label") or getattr(preprocessor, "label_", None)
+        described["columns"] = [c for c in described.get("columns", []) if c.get("name") != label]
+        categories = _categories(preprocessor)
+        for column in described["columns"]:
+            if column.get("name") in categories:
+                column["categories"] = categories[column["name"]]
+        return described
+    estimator = _estimator(model)
+    names = getattr(estimator, "feature_names_in_", None)
     if names is None:
-        n_features = getattr(_estimator(model), "n_features_in_", None)
+        n_features = getattr(estimator, "n_features_in_", None)
         if n_features is None:
             return None
         names = [f"x{i}" for i in range(int(n_features))]
-    columns = [{"name": str(n), "kind": "numeric", "dtype": "float32"} for n in names]
+    columns = [{"name": str(n), "kind": "numeric", "dtype": "float64"} for n in names]
     return {"columns": columns, "label": None}
 
 
