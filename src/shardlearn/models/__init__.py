@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from shardlearn.models._registry import MODELS, model_class, model_class_by_type
 from shardlearn.models.bayes import GaussianNB, MultinomialNB
+from shardlearn.models.boosting import GradientBoostingClassifier
+from shardlearn.models.forest import ExtraTreesClassifier, RandomForestClassifier
 from shardlearn.models.linear import LinearSVC, LogisticRegression
 from shardlearn.models.pipeline import Pipeline
 from shardlearn.models.sgd import SGDClassifier
 
 __all__ = [
     "MODELS",
+    "ExtraTreesClassifier",
     "GaussianNB",
+    "GradientBoostingClassifier",
     "LinearSVC",
     "LogisticRegression",
     "MultinomialNB",
     "Pipeline",
+    "RandomForestClassifier",
     "SGDClassifier",
     "model_class",
     "model_class_by_type",

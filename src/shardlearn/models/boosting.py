@@ -1,0 +1,524 @@
+"""Distributed gradient boosting on XGBoost's own collective: GradientBoostingClassifier.
+
+One pinned call per worker: each worker builds a ``QuantileDMatrix`` from its own rows, joins
+XGBoost's communicator (the driver runs the tracker) and trains with ``tree_method="hist"``;
+XGBoost allreduces the quantile sketch once and the gradient histograms every level, so every
+worker grows the same trees. The protocol, checkpoints and failure handling are described in
+:mod:`shardlearn.models._xgb_collective`.
+
+Like LightGBM's ``dask.py``, the driver strips cluster-only settings (thread counts, tracker
+address) after training: the fitted model is a plain XGBoost booster, stored in artifacts as
+XGBoost's UBJSON (``booster.save_raw("ubj")``), never pickled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from shardlearn._validation import Interval, Options, Type, unknown_name_message, validate_params
+from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.exceptions import ArtifactError, DataError, WorkerLost
+from shardlearn.models._base import ClassifierMixin
+from shardlearn.models._fitting import TrainingContext, prepare_training
+from shardlearn.models._registry import register_model
+
+__all__ = ["BoostingProgress", "GradientBoostingClassifier"]
+
+_BOOSTER_FILE = "booster.ubj"
+#: How often a chunk is restarted after lost workers before the fit gives up.
+MAX_RESTARTS = 3
+
+# Extra XGBoost tree-booster parameters accepted through ``xgb_params`` (validated here so a
+# bad value is a Python error naming the parameter, not a C++ trace from XGBoost).
+_EXTRA_PARAMS: dict[str, list] = {
+    "max_leaves": [Interval("int", 0, None)],
+    "grow_policy": [Options(("depthwise", "lossguide"))],
+    "max_delta_step": [Interval("real", 0, None)],
+    "colsample_bylevel": [Interval("real", 0, 1, "right")],
+    "colsample_bynode": [Interval("real", 0, 1, "right")],
+    "scale_pos_weight": [Interval("real", 0, None, "neither")],
+    "num_parallel_tree": [Interval("int", 1, None)],
+    "max_cat_to_onehot": [Interval("int", 1, None)],
+    "monotone_constraints": [Type((str, tuple, list, dict))],
+    "interaction_constraints": [Type((str, list))],
+    "base_score": [Interval("real", 0, 1, "neither")],
+    "max_cached_hist_node": [Interval("int", 1, None)],
+    "nthread": [Interval("int", 1, None)],
+    "verbosity": [Interval("int", 0, 3)],
+}
+# Parameters the estimator sets itself, and where to set them instead.
+_RESERVED = {
+    "objective": "it is chosen from the classes (binary:logistic or multi:softprob)",
+    "num_class": "it is the number of classes in the label",
+    "tree_method": "distributed training uses 'hist'",
+    "eta": "use learning_rate",
+    "lambda": "use reg_lambda",
+    "alpha": "use reg_alpha",
+    "min_split_loss": "use gamma",
+    "seed": "use random_state",
+    "random_state": "use random_state",
+    "n_estimators": "use n_estimators",
+    "num_boost_round": "use n_estimators",
+    "eval_metric": "use eval_metric",
+    "device": "only CPU training is supported by the distributed trainer",
+}
+_METRICS = {
+    "binary": ("logloss", "error", "auc", "aucpr"),
+    "multiclass": ("mlogloss", "merror", "auc"),
+}
+# Settings that describe the cluster a model was trained on, not the model.
+_CLUSTER_ONLY = ("nthread",)
+
+
+@dataclass
+class BoostingProgress:
+    """What a ``fit(callback=...)`` receives after every checkpoint.
+
+    Attributes
+    ----------
+    rounds : int
+        Boosting rounds done so far.
+    total : int
+        ``n_estimators``.
+    scores : dict
+        The latest value of every validation metric (empty without a valid split).
+    restarts : int
+        Chunks restarted after a lost worker so far.
+    """
+
+    rounds: int
+    total: int
+    scores: dict[str, float] = field(default_factory=dict)
+    restarts: int = 0
+
+
+def _tracker_host(group: Any) -> str:
+    """The driver address workers can reach: this node's IP on Ray, loopback otherwise."""
+    if type(group).__module__.startswith("shardlearn.engine.ray"):
+        import ray.util
+
+        return str(ray.util.get_node_ip_address())
+    return "127.0.0.1"
+
+
+@register_model("xgboost")
+class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
+    """Gradient-boosted trees trained with XGBoost's collective across the workers.
+
+    Parameters
+    ----------
+    n_estimators : int, default=100
+        Boosting rounds (trees per class for multiclass).
+    learning_rate : float, default=0.3
+    max_depth : int, default=6
+    min_child_weight : float, default=1.0
+    subsample : float, default=1.0
+        Row fraction sampled per round (on every worker).
+    colsample_bytree : float, default=1.0
+    reg_lambda : float, default=1.0
+        L2 regularisation of leaf weights.
+    reg_alpha : float, default=0.0
+    gamma : float, default=0.0
+        Minimum loss reduction to split.
+    max_bin : int, default=256
+        Histogram bins per feature (global quantile sketch).
+    early_stopping_rounds : int or None, default=None
+        Stop when the last ``eval_metric`` on the dataset's valid split has not improved for
+        this many rounds; the model keeps the rounds up to the best one.
+    eval_metric : str or None, default=None
+        ``logloss``/``error``/``auc``/``aucpr`` (binary) or ``mlogloss``/``merror``/``auc``
+        (multiclass); default: log loss.
+    checkpoint_interval : int, default=10
+        Rounds between checkpoints; a lost worker costs at most this many rounds.
+    random_state : int, default=0
+    xgb_params : dict or None, default=None
+        Further XGBoost tree-booster parameters (``max_leaves``, ``grow_policy``,
+        ``scale_pos_weight``, ``colsample_bynode``, ``nthread``...), validated before training.
+
+    Attributes
+    ----------
+    booster_ : xgboost.Booster
+        The plain fitted booster (no cluster settings).
+    classes_, n_features_in_, feature_names_in_
+    n_estimators_ : int
+        Rounds in the model (fewer than ``n_estimators`` after early stopping).
+    best_iteration_, best_score_ : int, float or None
+        With early stopping: the best round (0-based) and its validation score.
+    evals_result_ : dict
+        Validation metric history, ``{"valid": {metric: [values...]}}``.
+    feature_importances_ : ndarray
+        Total gain per feature, normalised to sum to 1.
+    split_importances_ : ndarray
+        Number of splits on each feature.
+    params_ : dict
+        The XGBoost parameters trained with, cluster-only ones removed.
+    restarts_ : int
+        Chunks restarted after a lost worker.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shardlearn.engine import engine
+    >>> X = np.random.default_rng(0).normal(size=(300, 4)); y = (X[:, 0] > 0).astype(int)
+    >>> with engine("local", workers=1):
+    ...     model = GradientBoostingClassifier(n_estimators=5).fit(X, y)
+    >>> model.predict_proba(X[:2]).shape
+    (2, 2)
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_estimators": [Interval("int", 1, None)],
+        "learning_rate": [Interval("real", 0, None, "neither")],
+        "max_depth": [Interval("int", 0, None)],
+        "min_child_weight": [Interval("real", 0, None)],
+        "subsample": [Interval("real", 0, 1, "right")],
+        "colsample_bytree": [Interval("real", 0, 1, "right")],
+        "reg_lambda": [Interval("real", 0, None)],
+        "reg_alpha": [Interval("real", 0, None)],
+        "gamma": [Interval("real", 0, None)],
+        "max_bin": [Interval("int", 2, None)],
+        "early_stopping_rounds": [Interval("int", 1, None), Type(type(None))],
+        "eval_metric": [Options(_METRICS["binary"] + _METRICS["multiclass"]), Type(type(None))],
+        "checkpoint_interval": [Interval("int", 1, None)],
+        "random_state": [Interval("int", 0, None)],
+        "xgb_params": [Type(dict, "a dict of XGBoost parameters"), Type(type(None))],
+    }
+
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        *,
+        learning_rate: float = 0.3,
+        max_depth: int = 6,
+        min_child_weight: float = 1.0,
+        subsample: float = 1.0,
+        colsample_bytree: float = 1.0,
+        reg_lambda: float = 1.0,
+        reg_alpha: float = 0.0,
+        gamma: float = 0.0,
+        max_bin: int = 256,
+        early_stopping_rounds: int | None = None,
+        eval_metric: str | None = None,
+        checkpoint_interval: int = 10,
+        random_state: int = 0,
+        xgb_params: dict | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.reg_alpha = reg_alpha
+        self.gamma = gamma
+        self.max_bin = max_bin
+        self.early_stopping_rounds = early_stopping_rounds
+        self.eval_metric = eval_metric
+        self.checkpoint_interval = checkpoint_interval
+        self.random_state = random_state
+        self.xgb_params = xgb_params
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        owner = type(self).__name__
+        extra = dict(self.xgb_params or {})
+        for name in extra:
+            if not isinstance(name, str):
+                raise ValueError(f"{owner}: xgb_params keys must be strings. Got {name!r}.")
+            if name in _RESERVED:
+                raise ValueError(f"{owner}: xgb_params may not set {name!r}: {_RESERVED[name]}.")
+            if name not in _EXTRA_PARAMS:
+                raise ValueError(
+                    f"{owner}: "
+                    + unknown_name_message("XGBoost parameter in xgb_params", name, _EXTRA_PARAMS)
+                )
+        validate_params(f"{owner} (xgb_params)", extra, _EXTRA_PARAMS)
+
+    def _booster_params(self, n_classes: int, nthread: int) -> dict[str, Any]:
+        """XGBoost parameters for ``n_classes``; checks the metric fits the problem."""
+        kind = "binary" if n_classes == 2 else "multiclass"
+        if self.eval_metric is not None and self.eval_metric not in _METRICS[kind]:
+            raise ValueError(
+                f"The 'eval_metric' parameter of {type(self).__name__} must be one of "
+                f"{', '.join(map(repr, _METRICS[kind]))} for a {kind} problem. "
+                f"Got {self.eval_metric!r}."
+            )
+        params: dict[str, Any] = {
+            "objective": "binary:logistic" if kind == "binary" else "multi:softprob",
+            "tree_method": "hist",
+            "eta": self.learning_rate,
+            "max_depth": self.max_depth,
+            "min_child_weight": self.min_child_weight,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "lambda": self.reg_lambda,
+            "alpha": self.reg_alpha,
+            "gamma": self.gamma,
+            "max_bin": self.max_bin,
+            "seed": self.random_state,
+            "eval_metric": self.eval_metric or ("logloss" if kind == "binary" else "mlogloss"),
+            "nthread": nthread,
+        }
+        if kind == "multiclass":
+            params["num_class"] = n_classes
+        params.update(self.xgb_params or {})
+        return params
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        engine: Any = None,
+        sample_weight: Any = None,
+        callback: Callable[[BoostingProgress], None] | None = None,
+    ) -> Any:
+        """Train on a Dataset (one XGBoost worker per engine worker) or on arrays.
+
+        Parameters
+        ----------
+        X : Dataset, ndarray or csr_matrix of shape (n_samples, n_features)
+            With a Dataset that has a valid split, it is evaluated every round (and used for
+            early stopping).
+        y : array-like of shape (n_samples,), optional
+            Labels, for array input only.
+        engine : Engine or str, optional
+            Engine to train on; default: the current engine.
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights (array input) or a weight column name (Dataset).
+        callback : callable, optional
+            Called on the driver with a :class:`BoostingProgress` after every checkpoint.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        with prepare_training(self, X, y, engine=engine, sample_weight=sample_weight) as ctx:
+            return self._fit_context(ctx, callback=callback)
+
+    def _fit_context(
+        self, ctx: TrainingContext, callback: Callable[[BoostingProgress], None] | None = None
+    ) -> Any:
+        """Fit on a prepared :class:`TrainingContext` (used by ``fit`` and by Pipeline)."""
+        from shardlearn.models import _xgb_collective as coll
+
+        self._validate_params()
+        probes = ctx.group.run(coll.ping_worker, None, ctx.splits)
+        use_valid = self._check_rows(ctx, probes)
+        nthread = max(1, (os.cpu_count() or 1) // ctx.group.size)
+        params = self._booster_params(ctx.n_classes, nthread)
+        run = _BoostRun(ctx.group, coll, params, use_valid, ctx.splits)
+        stopping = {"rounds": self.early_stopping_rounds} if self.early_stopping_rounds else None
+        run.train(self.n_estimators, self.checkpoint_interval, stopping, callback)
+        self._set_fitted(ctx, run, params)
+        return self
+
+    def _check_rows(self, ctx: TrainingContext, probes: list[dict]) -> bool:
+        """DataError for a single class; whether there is a valid split to evaluate on."""
+        owner = type(self).__name__
+        counts = np.zeros(ctx.n_classes)
+        for probe in probes:
+            counts[: len(probe["counts"])] += probe["counts"]
+        if np.count_nonzero(counts) < 2:
+            raise DataError(f"{owner} needs at least two classes in the training rows.")
+        valid_rows = sum(p["valid_rows"] for p in probes)
+        if self.early_stopping_rounds is not None and valid_rows == 0:
+            raise DataError(
+                f"{owner}: early_stopping_rounds={self.early_stopping_rounds} needs a valid "
+                "split; ingest the data with a valid fraction (e.g. split=(0.8, 0.1, 0.1)) or "
+                "set early_stopping_rounds=None."
+            )
+        return valid_rows > 0
+
+    def _set_fitted(self, ctx: TrainingContext, run: _BoostRun, params: dict) -> None:
+        import xgboost as xgb
+
+        booster = xgb.Booster(model_file=bytearray(run.model or b""))
+        best = (run.stopping or {}).get("best_iteration")
+        if best is not None:
+            booster = booster[: best + 1]
+        self._booster = booster
+        self.best_iteration_ = best
+        self.best_score_ = (run.stopping or {}).get("best_score")
+        self.n_estimators_ = int(booster.num_boosted_rounds())
+        self.evals_result_ = run.history
+        self.restarts_ = run.restarts
+        self.params_ = {k: v for k, v in params.items() if k not in _CLUSTER_ONLY}
+        self.classes_ = np.asarray(ctx.classes)
+        self.n_features_in_ = ctx.n_features
+        self.feature_names_in_ = list(ctx.feature_names)
+        self._set_importances()
+
+    def _set_importances(self) -> None:
+        p = self.n_features_in_
+        gain, splits = np.zeros(p), np.zeros(p)
+        for kind, out in (("total_gain", gain), ("weight", splits)):
+            for name, value in self._booster.get_score(importance_type=kind).items():
+                out[int(name[1:])] = float(value)
+        total = gain.sum()
+        self.feature_importances_ = gain / total if total > 0 else gain
+        self.split_importances_ = splits
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    def booster_(self) -> Any:
+        """The fitted ``xgboost.Booster``."""
+        check_is_fitted(self)
+        return self._booster
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        import xgboost as xgb
+
+        X = self._check_predict_input(X)
+        if sp.issparse(X):
+            raw = self._booster.predict(xgb.DMatrix(X))
+        else:
+            raw = self._booster.inplace_predict(X)
+        raw = np.asarray(raw, dtype=np.float64)
+        if len(self.classes_) == 2:
+            return np.column_stack((1.0 - raw, raw))
+        return raw.reshape(X.shape[0], len(self.classes_))
+
+    def importances(self) -> dict[str, dict[str, float]]:
+        """Feature importances of both kinds, by feature name.
+
+        Returns
+        -------
+        dict
+            ``{"gain": {feature: share of the total gain}, "split": {feature: splits}}``.
+        """
+        check_is_fitted(self)
+        names = list(self.feature_names_in_)
+        return {
+            "gain": dict(zip(names, map(float, self.feature_importances_), strict=True)),
+            "split": dict(zip(names, map(float, self.split_importances_), strict=True)),
+        }
+
+    # ------------------------------------------------------------------ artifact hooks
+    def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
+        """Metadata and importances, plus the booster as XGBoost UBJSON."""
+        meta, arrays, files = super()._to_artifact()
+        files[_BOOSTER_FILE] = bytes(self._booster.save_raw("ubj"))
+        return meta, arrays, files
+
+    @classmethod
+    def _from_artifact(
+        cls, meta: dict, arrays: dict[str, np.ndarray], files: dict[str, bytes]
+    ) -> Any:
+        """Rebuild a fitted model from :meth:`_to_artifact` output."""
+        import xgboost as xgb
+
+        if _BOOSTER_FILE not in files:
+            raise ArtifactError(f"The artifact has no {_BOOSTER_FILE}; it is not a booster.")
+        model = super()._from_artifact(meta, arrays, files)
+        model._booster = xgb.Booster(model_file=bytearray(files[_BOOSTER_FILE]))
+        return model
+
+
+class _BoostRun:
+    """The driver's loop: sessions, chunks, checkpoints and restarts after lost workers."""
+
+    def __init__(
+        self, group: Any, coll: Any, params: dict, use_valid: bool, splits: tuple[str, ...]
+    ) -> None:
+        self.group, self.coll, self.params = group, coll, params
+        self.use_valid, self.splits = use_valid, splits
+        self.host = _tracker_host(group)
+        self.model: bytes | None = None  # the checkpoint
+        self.rounds = 0
+        self.history: dict[str, dict[str, list[float]]] = {}
+        self.stopping: dict[str, Any] | None = None
+        self.restarts = 0
+        self.session: str | None = None
+        self.total = 0
+
+    def _failed(self, what: str, results: list[dict]) -> None:
+        self.restarts += 1
+        self.session = None
+        if self.restarts > MAX_RESTARTS:
+            errors = "; ".join(r.get("error", r["status"]) for r in results if r["status"] != "ok")
+            raise WorkerLost(
+                f"XGBoost {what} failed {self.restarts} times because workers were lost; giving "
+                f"up after {MAX_RESTARTS} restarts. Last errors: {errors}"
+            )
+
+    def _ensure_session(self) -> bool:
+        """Make sure every worker holds this session's matrices; False if building failed."""
+        if self.session is not None:
+            probes = self.group.run(self.coll.ping_worker, self.session, self.splits)
+            if all(p["has_session"] for p in probes):
+                return True
+        session = self.coll.new_session()
+        rendezvous = self.coll.Rendezvous(self.group.size, self.host)
+        results = self.group.run(
+            self.coll.build_worker,
+            session,
+            rendezvous.worker_args,
+            int(self.params["max_bin"]),
+            self.use_valid,
+        )
+        if any(r["status"] != "ok" for r in results):
+            self._failed("setup", results)
+            return False
+        rendezvous.close()
+        self.session = session
+        return True
+
+    def train(
+        self,
+        total: int,
+        interval: int,
+        stopping: dict | None,
+        callback: Callable[[BoostingProgress], None] | None,
+    ) -> None:
+        self.stopping = stopping
+        self.total = total
+        while self.rounds < total:
+            if not self._ensure_session():
+                continue
+            chunk = min(interval, total - self.rounds)
+            rendezvous = self.coll.Rendezvous(self.group.size, self.host)
+            results = self.group.run(
+                self.coll.boost_worker,
+                self.session,
+                rendezvous.worker_args,
+                self.params,
+                chunk,
+                self.model,
+                self.stopping,
+            )
+            if any(r["status"] != "ok" for r in results):
+                self._failed("training", results)
+                continue
+            rendezvous.close()
+            if self._checkpoint(results[0], chunk, callback):
+                return
+
+    def _checkpoint(self, lead: dict, chunk: int, callback: Callable | None) -> bool:
+        """Keep rank 0's booster as the checkpoint; True when early stopping fired."""
+        self.model = lead["model"]
+        done = chunk
+        scores: dict[str, float] = {}
+        for name, metrics in lead["history"].items():
+            target = self.history.setdefault(name, {})
+            for metric, values in metrics.items():
+                target.setdefault(metric, []).extend(float(v) for v in values)
+                scores[metric] = float(values[-1])
+                done = len(values)
+        self.rounds += done
+        self.stopping = lead["stopping"]
+        if callback is not None:
+            callback(BoostingProgress(self.rounds, self.total, scores, self.restarts))
+        stop = self.stopping
+        return bool(stop and stop["since_best"] >= stop["rounds"])
