@@ -1,0 +1,116 @@
+"""``shardlearn serve``: the HTTP prediction service, and ``serve token`` to manage tokens."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from shardlearn.cli._common import console
+
+serve_app = typer.Typer(
+    help=(
+        "Serve registered models over HTTP.\n\n"
+        "Example:\n\n"
+        "  shardlearn serve token create --token-file models/tokens\n\n"
+        "  shardlearn serve --registry models --model loans@production --port 8000"
+    ),
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+token_app = typer.Typer(
+    help="Create and list bearer tokens.\n\nExample: shardlearn serve token create --name ci",
+    no_args_is_help=True,
+)
+serve_app.add_typer(token_app, name="token")
+
+_TOKEN_FILE_HELP = "Token file (hashed tokens). Default: REGISTRY/tokens."
+
+
+@serve_app.callback()
+def serve(
+    ctx: typer.Context,
+    registry: Path = typer.Option(Path("models"), help="Model registry directory."),
+    model: list[str] = typer.Option(
+        [], "--model", help="NAME, NAME@STAGE or NAME:VERSION; repeat for several. Default: all."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, help="Server processes."),
+    token_file: Path | None = typer.Option(None, help=_TOKEN_FILE_HELP),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve WITHOUT authentication."),
+    max_rows: int = typer.Option(10_000, min=1, help="Rows per request (413 past it)."),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, min=1, help="Body size limit (413)."),
+    batch_wait_ms: float = typer.Option(2.0, min=0.0, help="Micro-batching wait; 0 disables."),
+    reject_extra: bool = typer.Option(False, help="422 for columns the model does not know."),
+    reload_interval: float = typer.Option(2.0, min=0.0, help="Seconds between registry checks."),
+) -> None:
+    """Serve the registry's models (runs until Ctrl-C)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from shardlearn.serve import ServeConfig, create_app
+    from shardlearn.serve._factory import CONFIG_ENV, config_to_env
+
+    config = ServeConfig(
+        registry=str(registry),
+        models=list(model),
+        token_file=str(token_file) if token_file else None,
+        auth=not no_auth,
+        max_rows=max_rows,
+        max_body_bytes=max_body_bytes,
+        batch_wait_ms=batch_wait_ms,
+        reject_extra=reject_extra,
+        reload_interval=reload_interval,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(config)  # fails here, once, on a missing token file or empty registry
+    console.print(f"Serving {registry} on http://{host}:{port} (docs: /openapi.json)")
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+        return
+    os.environ[CONFIG_ENV] = config_to_env(config)
+    uvicorn.run(
+        "shardlearn.serve._factory:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="info",
+    )
+
+
+@token_app.command("create")
+def token_create(
+    registry: Path = typer.Option(Path("models"), help="Model registry directory."),
+    token_file: Path | None = typer.Option(None, help=_TOKEN_FILE_HELP),
+    name: str = typer.Option("default", help="A name to recognise the token by."),
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from shardlearn.serve import TokenStore
+
+    path = token_file or registry / "tokens"
+    token = TokenStore(path).create(name)
+    console.print(f"Token {name!r} stored (hashed) in {path}. It is shown only now:")
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    registry: Path = typer.Option(Path("models"), help="Model registry directory."),
+    token_file: Path | None = typer.Option(None, help=_TOKEN_FILE_HELP),
+) -> None:
+    """List the names of stored tokens (never the tokens)."""
+    from shardlearn.serve import TokenStore
+
+    for token_name in TokenStore(token_file or registry / "tokens").names():
+        typer.echo(token_name)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to ``app``."""
+    app.add_typer(serve_app, name="serve")

@@ -1,0 +1,259 @@
+"""The ASGI application: prediction, model listing, health, readiness and metrics.
+
+``create_app(ServeConfig(...))`` returns a FastAPI app; ``shardlearn serve`` runs it under
+uvicorn. Bad input is always a 4xx whose body names the field and the row; a 5xx means a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shardlearn import __version__
+from shardlearn.exceptions import ShardlearnError
+from shardlearn.registry import Registry
+from shardlearn.serve.auth import TokenStore
+from shardlearn.serve.batching import MicroBatcher
+from shardlearn.serve.host import ModelHost, ServedModel
+from shardlearn.serve.schemas import (
+    InputProblem,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    records_to_table,
+)
+from shardlearn.serve.telemetry import BodyLimit, Telemetry
+
+__all__ = ["ServeConfig", "create_app"]
+
+log = logging.getLogger("shardlearn.serve")
+
+
+@dataclass
+class ServeConfig:
+    """Settings of one prediction server.
+
+    Parameters
+    ----------
+    registry : path-like
+        The model registry directory.
+    models : list of str
+        References to serve (``NAME``, ``NAME@STAGE``, ``NAME:VERSION``); empty = every model.
+    token_file : path-like, optional
+        Hashed bearer tokens (``shardlearn serve token create``); default ``REGISTRY/tokens``.
+    auth : bool
+        Require a bearer token on ``/v1`` and ``/metrics`` (default True).
+    max_body_bytes, max_rows : int
+        Request limits; past either the answer is 413.
+    batch_wait_ms : float
+        How long a request waits for others to be predicted with (0 disables micro-batching).
+    reject_extra : bool
+        Answer 422 for columns the model does not know instead of ignoring them.
+    reload_interval : float
+        Seconds between checks of the registry for newly promoted versions (0 disables).
+    """
+
+    registry: str | Path
+    models: list[str] = field(default_factory=list)
+    token_file: str | Path | None = None
+    auth: bool = True
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_rows: int = 10_000
+    batch_wait_ms: float = 2.0
+    reject_extra: bool = False
+    reload_interval: float = 2.0
+
+    @property
+    def tokens_path(self) -> Path:
+        return Path(self.token_file) if self.token_file else Path(self.registry) / "tokens"
+
+
+def _load_tokens(config: ServeConfig) -> TokenStore | None:
+    if not config.auth:
+        log.warning("authentication is OFF (--no-auth): anyone who can reach the port can predict")
+        return None
+    store = TokenStore(config.tokens_path)
+    if not len(store):
+        raise ShardlearnError(
+            f"no tokens in {config.tokens_path}: create one with "
+            f"`shardlearn serve token create --token-file {config.tokens_path}` "
+            "(or pass --no-auth to serve without authentication)"
+        )
+    return store
+
+
+_BEARER = HTTPBearer(auto_error=False, description="A token from `shardlearn serve token`.")
+
+
+class _Authorize:
+    """The auth dependency: 401 without a bearer token, 403 with a wrong one."""
+
+    def __init__(self, tokens: TokenStore | None) -> None:
+        self.tokens = tokens
+
+    async def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
+        if self.tokens is None:
+            return
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise InputProblem(
+                "missing bearer token: send 'Authorization: Bearer TOKEN'", status=401
+            )
+        if not self.tokens.verify(credentials.credentials):
+            raise InputProblem("the bearer token is not valid for this server", status=403)
+
+
+def _info(model: ServedModel) -> ModelInfo:
+    return ModelInfo(
+        name=model.name,
+        version=model.version,
+        reference=model.reference,
+        model_type=model.model_type,
+        stage=model.stage,
+        classes=model.classes,
+        input_schema=model.input_schema,
+        metrics=model.metrics,
+    )
+
+
+def _problem_response(problem: InputProblem) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return JSONResponse(problem.to_dict(), status_code=problem.status, headers=headers)
+
+
+def _validation_response(_: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0] if error.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    row = next((int(p) for p in location if p.isdigit()), None)
+    field_name = next((p for p in reversed(location) if not p.isdigit()), None)
+    message = f"{first.get('msg', 'invalid request')}" + (
+        f" at {'.'.join(location)}" if location else ""
+    )
+    return JSONResponse({"error": message, "field": field_name, "row": row}, status_code=422)
+
+
+async def _reload_loop(host: ModelHost, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(host.refresh)
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """Build the prediction service for ``config``.
+
+    Models are loaded at start-up (``/readyz`` answers 503 until they are); the token file is
+    read once, here, so a server without tokens fails at once instead of refusing every request.
+    """
+    tokens = _load_tokens(config)
+    host = ModelHost(Registry(config.registry), config.models)
+    batcher = MicroBatcher(max_wait=config.batch_wait_ms / 1000.0)
+    telemetry = Telemetry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(host.load_all)
+        await batcher.start()
+        reloader = (
+            asyncio.create_task(_reload_loop(host, config.reload_interval))
+            if config.reload_interval > 0
+            else None
+        )
+        try:
+            yield
+        finally:
+            if reloader is not None:
+                reloader.cancel()
+            await batcher.stop()
+
+    app = FastAPI(
+        title="shardlearn prediction service",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_exception_handler(InputProblem, lambda _, e: _problem_response(e))
+    app.add_exception_handler(RequestValidationError, _validation_response)
+    authorized = [Depends(_Authorize(tokens))]
+    app.state.host = host
+    _add_health_routes(app, host)
+    _add_model_routes(app, host, batcher, telemetry, config, authorized)
+
+    @app.get("/metrics", dependencies=authorized, response_class=Response)
+    async def metrics() -> Response:
+        return Response(telemetry.exposition(), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    return app
+
+
+def _add_health_routes(app: FastAPI, host: ModelHost) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if host.ready:
+            return JSONResponse({"status": "ready", "models": sorted(host.references)})
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+
+def _add_model_routes(
+    app: FastAPI,
+    host: ModelHost,
+    batcher: MicroBatcher,
+    telemetry: Telemetry,
+    config: ServeConfig,
+    authorized: list,
+) -> None:
+    def served(name: str) -> ServedModel:
+        model = host.get(name)
+        if model is None:
+            known = ", ".join(sorted(host.references)) or "none"
+            raise InputProblem(f"no model named {name!r} is served (served: {known})", status=404)
+        return model
+
+    @app.get("/v1/models", dependencies=authorized)
+    async def list_models() -> list[ModelInfo]:
+        return [_info(model) for model in host.served()]
+
+    @app.get("/v1/models/{name}", dependencies=authorized)
+    async def describe(name: str) -> ModelInfo:
+        return _info(served(name))
+
+    @app.post("/v1/models/{name}/predict", dependencies=authorized)
+    async def predict(name: str, body: PredictRequest, proba: bool = True) -> PredictResponse:
+        started = time.perf_counter()
+        model = served(name)
+        try:
+            if model.input_schema is None:
+                raise InputProblem(f"model {name!r} has no input schema; re-save it", status=409)
+            table = records_to_table(
+                body, model.input_schema, max_rows=config.max_rows, reject_extra=config.reject_extra
+            )
+            result = await batcher.infer(model, table)
+        except InputProblem as problem:
+            telemetry.error(name, "bad_input" if problem.status < 500 else "server")
+            telemetry.observe(name, problem.status, time.perf_counter() - started)
+            raise
+        telemetry.observe(name, 200, time.perf_counter() - started, rows=table.num_rows)
+        return PredictResponse(
+            model=model.name,
+            version=model.version,
+            classes=model.classes,
+            predictions=result.labels.tolist(),
+            probabilities=None if result.proba is None or not proba else result.proba.tolist(),
+        )

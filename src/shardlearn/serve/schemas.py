@@ -1,0 +1,191 @@
+"""Request and response bodies, and validation of records against a model's input schema.
+
+A request is either ``{"records": [{column: value, ...}, ...]}`` or
+``{"columns": [...], "data": [[...], ...]}``. Validation is strict about what would otherwise
+make a wrong prediction (a missing column, a value of the wrong type) and lenient about what
+training already handles (a missing value becomes null and is imputed; an unseen category goes
+to the "other" bucket). Every problem names the field and the row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "InputProblem",
+    "ModelInfo",
+    "PredictRequest",
+    "PredictResponse",
+    "records_to_table",
+]
+
+
+class PredictRequest(BaseModel):
+    """Rows to predict: ``records`` (a list of objects) or ``columns`` plus ``data``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[dict[str, Any]] | None = Field(
+        default=None, description="One object per row, keyed by column name."
+    )
+    columns: list[str] | None = Field(default=None, description="Column names for `data`.")
+    data: list[list[Any]] | None = Field(default=None, description="Rows, in `columns` order.")
+
+
+class PredictResponse(BaseModel):
+    """Predicted labels and class probabilities, in the order of ``classes``."""
+
+    model: str
+    version: int
+    classes: list[Any]
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+
+
+class ModelInfo(BaseModel):
+    """A served model: its reference, version, classes, input schema and metrics."""
+
+    name: str
+    version: int
+    reference: str
+    model_type: str
+    stage: str | None = None
+    classes: list[Any]
+    input_schema: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass
+class InputProblem(Exception):
+    """A request that cannot be predicted; becomes a 4xx naming the field and the row."""
+
+    message: str
+    field: str | None = None
+    row: int | None = None
+    status: int = 422
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.message, "field": self.field, "row": self.row}
+
+
+_ARROW_TYPES = {
+    "numeric": pa.float64(),
+    "categorical": pa.string(),
+    "text": pa.string(),
+    "boolean": pa.bool_(),
+    "datetime": pa.timestamp("us"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _convert(value: Any, kind: str, column: str, row: int) -> Any:
+    if value is None:
+        return None
+    if kind == "numeric":
+        if _is_number(value):
+            return float(value)
+        raise InputProblem(f"column {column!r} expects a finite number, got {value!r}", column, row)
+    if kind in ("categorical", "text"):
+        if isinstance(value, str):
+            return value
+        raise InputProblem(f"column {column!r} expects a string, got {value!r}", column, row)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise InputProblem(f"column {column!r} expects true or false, got {value!r}", column, row)
+    if kind == "datetime":
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        raise InputProblem(
+            f"column {column!r} expects an ISO-8601 date-time string, got {value!r}", column, row
+        )
+    raise InputProblem(f"column {column!r} has an unsupported kind {kind!r}", column, row, 500)
+
+
+def _rows(request: PredictRequest) -> tuple[list[str] | None, list[Any]]:
+    if request.records is not None and (request.columns is not None or request.data is not None):
+        raise InputProblem("send either 'records' or 'columns' with 'data', not both")
+    if request.records is not None:
+        return None, request.records
+    if request.columns is None or request.data is None:
+        raise InputProblem("send 'records', or both 'columns' and 'data'")
+    if len(set(request.columns)) != len(request.columns):
+        raise InputProblem("'columns' lists a column twice", "columns")
+    for row, values in enumerate(request.data):
+        if len(values) != len(request.columns):
+            raise InputProblem(
+                f"row has {len(values)} values but 'columns' names {len(request.columns)}",
+                "data",
+                row,
+            )
+    return request.columns, request.data
+
+
+def records_to_table(
+    request: PredictRequest,
+    schema: dict[str, Any],
+    *,
+    max_rows: int,
+    reject_extra: bool = False,
+) -> pa.Table:
+    """Validate a request against ``schema`` and build the model's input table.
+
+    Raises
+    ------
+    InputProblem
+        A missing column, a value of the wrong type, an unknown column (with
+        ``reject_extra``), no rows, or more than ``max_rows`` rows (status 413).
+    """
+    columns, rows = _rows(request)
+    if not rows:
+        raise InputProblem("the request has no rows", "records" if columns is None else "data")
+    if len(rows) > max_rows:
+        raise InputProblem(
+            f"{len(rows)} rows exceed the limit of {max_rows} per request; split the request",
+            status=413,
+        )
+    expected = [(c["name"], c["kind"]) for c in schema["columns"]]
+    names = {name for name, _ in expected}
+    if columns is not None:
+        _check_columns(columns, names, reject_extra, row=None)
+        position = {name: i for i, name in enumerate(columns)}
+        arrays = {
+            name: [_convert(r[position[name]], kind, name, i) for i, r in enumerate(rows)]
+            for name, kind in expected
+        }
+    else:
+        for i, record in enumerate(rows):
+            _check_columns(record, names, reject_extra, row=i)
+        arrays = {
+            name: [_convert(r[name], kind, name, i) for i, r in enumerate(rows)]
+            for name, kind in expected
+        }
+    return pa.table(
+        {name: pa.array(arrays[name], type=_ARROW_TYPES[kind]) for name, kind in expected}
+    )
+
+
+def _check_columns(given: Any, names: set[str], reject_extra: bool, row: int | None) -> None:
+    for name in sorted(names):
+        if name not in given:
+            raise InputProblem(f"missing column {name!r}", name, row)
+    if reject_extra:
+        extra = sorted(set(given) - names)
+        if extra:
+            raise InputProblem(
+                f"unknown column {extra[0]!r}; this model takes {', '.join(sorted(names))}",
+                extra[0],
+                row,
+            )

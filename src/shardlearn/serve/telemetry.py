@@ -1,0 +1,146 @@
+"""Prometheus metrics and the access log (which never contains payloads)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["ACCESS_LOG", "BodyLimit", "Telemetry"]
+
+ACCESS_LOG = logging.getLogger("shardlearn.serve.access")
+
+# Latency buckets in seconds: sub-millisecond to a few seconds.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Telemetry:
+    """Request, latency, row and error metrics per model, on a private Prometheus registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "shardlearn_requests_total",
+            "Prediction requests by model and HTTP status.",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "shardlearn_errors_total",
+            "Prediction requests that failed, by model and reason.",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "shardlearn_predicted_rows_total",
+            "Rows predicted, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shardlearn_request_latency_seconds",
+            "Prediction request latency by model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, model: str, status: int, seconds: float, rows: int = 0) -> None:
+        """Record one prediction request."""
+        self.requests.labels(model, str(status)).inc()
+        self.latency.labels(model).observe(seconds)
+        if rows:
+            self.rows.labels(model).inc(rows)
+
+    def error(self, model: str, reason: str) -> None:
+        """Record one failed request."""
+        self.errors.labels(model, reason).inc()
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Any]
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 once a request body passes ``max_bytes``, and log access.
+
+    The limit is enforced while the body streams in, so a client cannot make the server hold a
+    huge body in memory by omitting or lying in ``Content-Length``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_seen: list[int] = []
+
+        async def send_logged(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(message["status"])
+            await send(message)
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send_logged)
+        else:
+            await self._call_limited(scope, receive, send_logged)
+        ACCESS_LOG.info(
+            '%s "%s %s" %s %.1fms',
+            (scope.get("client") or ("-",))[0],
+            scope["method"],
+            scope["path"],
+            status_seen[0] if status_seen else "-",
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _call_limited(self, scope: dict, receive: Callable, send: Callable) -> None:
+        received = 0
+        rejected = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Answer now; the app sees a disconnect and its own answer is dropped.
+                    rejected = True
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    async def _reject(self, send: Callable) -> None:
+        body = (
+            b'{"error": "request body exceeds the limit of %d bytes; split the request",'
+            b' "field": null, "row": null}' % self.max_bytes
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

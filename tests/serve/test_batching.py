@@ -1,0 +1,47 @@
+"""Micro-batching: concurrent requests share one prediction call and get their own rows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from shardlearn.serve.batching import MicroBatcher
+from shardlearn.serve.host import Inference, ServedModel
+
+from .conftest import loan_table, train_model
+
+
+class CountingModel(ServedModel):
+    """A served real model that counts how often it is asked to predict."""
+
+    calls: list[int]
+
+    def infer(self, table):  # type: ignore[no-untyped-def]
+        self.calls.append(table.num_rows)
+        return super().infer(table)
+
+
+def test_concurrent_requests_are_predicted_in_fewer_calls(tmp_path: Path) -> None:
+    model = train_model(300, seed=4, tmp=tmp_path)
+    served = CountingModel("loans", 1, "loans", "Pipeline", None, model, model.classes_.tolist())
+    object.__setattr__(served, "calls", [])
+    table = loan_table(50, seed=5).drop_columns(["default"])
+
+    async def run() -> list[Inference]:
+        batcher = MicroBatcher(max_wait=0.05)
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.infer(served, table.slice(i, 1)) for i in range(table.num_rows))
+            )
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(run())
+    assert len(served.calls) < table.num_rows
+    assert sum(served.calls) == table.num_rows
+    got = np.vstack([r.proba for r in results])
+    np.testing.assert_array_equal(got, model.predict_proba(table))
+    assert [r.labels[0] for r in results] == model.predict(table).tolist()
