@@ -31,6 +31,7 @@ def _ingest_summary(ds: Any) -> None:
         f"[bold]{ds.uri}[/]: rows_read={m['rows_read']:,} = rows_written={m['rows_written']:,}"
         f" + rows_rejected={m['rows_rejected']:,}",
         highlight=False,
+        soft_wrap=True,
     )
     table = Table("split", "shards", "rows", *[str(c) for c in ds.classes][:8], box=None)
     for split in ds.splits:
@@ -112,7 +113,7 @@ def ingest_command(
         progress=not as_json,
     )
     if as_json:
-        console.print_json(json.dumps(_describe_dict(ds, verify=None)))
+        typer.echo(json.dumps(_describe_dict(ds, verify=None), indent=2))
     else:
         _ingest_summary(ds)
 
@@ -142,12 +143,17 @@ def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
 
 def _print_description(ds: Any) -> None:
     m = ds.manifest
-    console.print(f"[bold]{ds.uri}[/]  manifest sha256 {ds.manifest_sha256[:16]}…", highlight=False)
+    console.print(
+        f"[bold]{ds.uri}[/]  manifest sha256 {ds.manifest_sha256[:16]}…",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(
         f"label [bold]{ds.label}[/], {len(ds.classes)} classes; strategy {m['strategy']}, "
         f"seed {m['seed']}; rows_read {m['rows_read']:,} = written {m['rows_written']:,} "
         f"+ rejected {m['rows_rejected']:,}",
         highlight=False,
+        soft_wrap=True,
     )
     schema = Table("column", "kind", "dtype", title="schema", box=None, title_justify="left")
     for column in ds.schema:
@@ -184,14 +190,14 @@ def describe_command(
     ds = Dataset.open(path)
     problems = ds.verify() if verify else None
     if as_json:
-        console.print_json(json.dumps(_describe_dict(ds, problems)))
+        typer.echo(json.dumps(_describe_dict(ds, problems), indent=2))
     else:
         _print_description(ds)
         if problems == []:
             console.print(f"verified: all {len(ds.shards(None))} shards match the manifest")
     if problems:
         for problem in problems[:20]:
-            console.print(f"[red]mismatch[/] {problem}", highlight=False)
+            console.print(f"[red]mismatch[/] {problem}", highlight=False, soft_wrap=True)
         raise fail(f"{len(problems)} shard(s) do not match the manifest of {path}.")
 
 

@@ -105,15 +105,19 @@ class IngestRun:
         return pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS), names
 
     def _resolve_schema(self) -> Schema:
-        sample, names = self._sample()
+        if self.schema is not None and self.options.columns:
+            # Nothing to learn from a sample: the input is read exactly once (pipes work too).
+            names, sample = list(self.options.columns), None
+        else:
+            sample, names = self._sample()
         if self.label is not None and self.label not in names:
             raise SchemaError(unknown_name_message("label column", self.label, names))
-        if self.schema is None:
+        if sample is not None and self.schema is None:
             schema = infer_schema(sample, self.label, self.options.na_values, self.trim, self.kinds)
         elif isinstance(self.schema, Schema):
             schema = self.schema.with_label(self.label)
         else:
-            schema = load_schema_file(self.schema, names).with_label(self.label)
+            schema = load_schema_file(str(self.schema), names).with_label(self.label)
         _, key = parse_strategy(self.strategy)
         if key is not None and key not in schema:
             raise SchemaError(unknown_name_message("partitioning column", key, schema.names))

@@ -94,7 +94,7 @@ def expand_sources(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[
                 raise DataError(f"Input file {source!r} does not exist.")
             paths.append(source)
         elif glob.has_magic(source):
-            matched = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+            matched = sorted(p for p in glob.glob(source, recursive=True) if not os.path.isdir(p))
             if not matched:
                 raise DataError(f"The pattern {source!r} matches no file.")
             paths.extend(matched)
@@ -102,7 +102,7 @@ def expand_sources(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[
             raise DataError(
                 f"Input {source!r} is a directory; give files or a glob like DIR/*.csv."
             )
-        elif not os.path.isfile(source):
+        elif not os.path.exists(source):  # not isfile: named pipes are fine inputs
             raise DataError(f"Input file {source!r} does not exist.")
         else:
             paths.append(source)
@@ -177,7 +177,11 @@ class SourceReader:
             return 0
 
     def _open_stream(self) -> pa.NativeFile:
-        self._raw = self.filesystem.open_input_stream(self._fs_path, compression=None)
+        if isinstance(self.filesystem, pafs.LocalFileSystem) and not os.path.isfile(self._fs_path):
+            # A named pipe cannot seek, which pyarrow's own file streams insist on.
+            self._raw = pa.PythonFile(open(self._fs_path, "rb"), mode="r")  # noqa: SIM115
+        else:
+            self._raw = self.filesystem.open_input_stream(self._fs_path, compression=None)
         _, compression = _split_extension(self.path)
         if compression is None:
             return self._raw
