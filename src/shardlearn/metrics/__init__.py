@@ -16,6 +16,7 @@ from shardlearn.metrics.accumulators import (
     LossSums,
     ScoreHistogram,
 )
+from shardlearn.metrics.evaluate import evaluate
 from shardlearn.metrics.functions import (
     Area,
     UndefinedMetricWarning,
@@ -37,13 +38,16 @@ from shardlearn.metrics.functions import (
     support,
     wilson_interval,
 )
+from shardlearn.metrics.report import Comparison, Report, compare
 
 __all__ = [
     "Area",
     "CalibrationBins",
+    "Comparison",
     "ConfusionMatrix",
     "EvaluationAccumulator",
     "LossSums",
+    "Report",
     "ScoreHistogram",
     "UndefinedMetricWarning",
     "accuracy",
@@ -52,7 +56,9 @@ __all__ = [
     "balanced_accuracy",
     "brier_score",
     "calibration_curve",
+    "compare",
     "cohen_kappa",
+    "evaluate",
     "log_loss",
     "matthews_corrcoef",
     "pr_curve",

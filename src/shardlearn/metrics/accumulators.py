@@ -139,6 +139,9 @@ def _check_inputs(
 class ConfusionMatrix:
     """Weighted confusion matrix: ``matrix[i, j]`` = weight of rows of class i predicted j.
 
+    Merges build new arrays instead of adding in place: arrays that come back from Ray's
+    object store are read-only.
+
     Parameters
     ----------
     n_classes : int
@@ -153,13 +156,13 @@ class ConfusionMatrix:
         """Add a batch of true and predicted class indices with their weights."""
         k = self.n_classes
         flat = y_true * k + y_pred
-        self.matrix += np.bincount(flat, weights=weight, minlength=k * k).reshape(k, k)
+        self.matrix = self.matrix + np.bincount(flat, weights=weight, minlength=k * k).reshape(k, k)
         return self
 
     def merge(self, other: ConfusionMatrix) -> Self:
         """Add ``other`` (same classes) into this matrix."""
         _check_same(self, other, "n_classes")
-        self.matrix += other.matrix
+        self.matrix = self.matrix + other.matrix
         return self
 
 
@@ -184,7 +187,7 @@ class LossSums:
         diff = proba.astype(np.float64)  # astype copies, so proba is left untouched
         diff[rows, y_true] -= 1.0
         self.brier += float(np.dot(weight, np.einsum("ij,ij->i", diff, diff)))
-        self.weight += float(weight.sum())
+        self.weight = self.weight + float(weight.sum())
         self.weight_squared += float(np.dot(weight, weight))
         self.rows += int(y_true.shape[0])
         return self
@@ -193,7 +196,7 @@ class LossSums:
         """Add ``other``'s sums into these."""
         self.log_loss += other.log_loss
         self.brier += other.brier
-        self.weight += other.weight
+        self.weight = self.weight + other.weight
         self.weight_squared += other.weight_squared
         self.rows += other.rows
         return self
@@ -224,18 +227,20 @@ class CalibrationBins:
         flat = np.searchsorted(self.edges[1:-1], p) + np.arange(k) * b
         w = np.broadcast_to(weight[:, None], p.shape)
         size = k * b
-        self.weight += np.bincount(flat.ravel(), w.ravel(), size).reshape(k, b)
-        self.proba_sum += np.bincount(flat.ravel(), (w * p).ravel(), size).reshape(k, b)
+        self.weight = self.weight + np.bincount(flat.ravel(), w.ravel(), size).reshape(k, b)
+        self.proba_sum = self.proba_sum + np.bincount(flat.ravel(), (w * p).ravel(), size).reshape(
+            k, b
+        )
         true_flat = flat[np.arange(y_true.shape[0]), y_true]
-        self.positive += np.bincount(true_flat, weight, size).reshape(k, b)
+        self.positive = self.positive + np.bincount(true_flat, weight, size).reshape(k, b)
         return self
 
     def merge(self, other: CalibrationBins) -> Self:
         """Add ``other``'s bins (same classes and bins) into these."""
         _check_same(self, other, "n_classes", "bins")
-        self.weight += other.weight
-        self.proba_sum += other.proba_sum
-        self.positive += other.positive
+        self.weight = self.weight + other.weight
+        self.proba_sum = self.proba_sum + other.proba_sum
+        self.positive = self.positive + other.positive
         return self
 
 
