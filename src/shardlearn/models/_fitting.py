@@ -313,6 +313,7 @@ def _prepare_dataset(
         group.assign(shards)
         group.put("source", DATASET_SOURCE)
         group.put("classes", classes.tolist())
+        group.put("label", ds.schema.label)
         if weight_column is not None:
             group.put("weight_column", weight_column)
         if not hasattr(preprocessor, "feature_names_out_"):
@@ -474,5 +475,9 @@ def training_block(state: Any, split: str = "train") -> Any:
         block = FeatureBlock(X, y, w, names)
     else:
         block = load_block(state, split)
+        if block.y is None:
+            if block.X.shape[0]:
+                raise DataError(f"The {split!r} rows have no label column; cannot train on them.")
+            block = FeatureBlock(block.X, np.empty(0, np.int64), None, block.feature_names)
     state.cache[key] = block
     return block

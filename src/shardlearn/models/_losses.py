@@ -118,6 +118,12 @@ def chunk_rows_for(n_features: int) -> int:
     return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, n_features)))
 
 
+def _sparse_chunk_rows(X: sp.csr_matrix) -> int:
+    """Rows per CSR chunk: about CHUNK_BYTES of stored values, whatever the width."""
+    per_row = 12.0 * X.nnz / max(1, X.shape[0])  # float64 value + int32 index
+    return max(MIN_CHUNK_ROWS, int(CHUNK_BYTES / max(per_row, 1.0)))
+
+
 def block_loss_gradient(
     loss: Loss,
     X: Matrix,
@@ -155,8 +161,8 @@ def block_loss_gradient(
     grad_coef = np.zeros((K, p))
     grad_intercept = np.zeros(K)
     total = 0.0
-    step = chunk_rows_for(p)
     dense = not sp.issparse(X)
+    step = chunk_rows_for(p) if dense else _sparse_chunk_rows(X)
     buffer = np.empty((min(step, n), p)) if dense and X.dtype != np.float64 else None
     coef_t = np.ascontiguousarray(coef.T)
     for start in range(0, n, step):
@@ -186,7 +192,7 @@ def decision_scores(X: Matrix, coef: np.ndarray, intercept: np.ndarray) -> np.nd
     """Scores ``X W^T + b`` of shape (n, K) in float64, chunked like the kernels."""
     n, p = X.shape
     out = np.empty((n, coef.shape[0]))
-    step = chunk_rows_for(p)
+    step = _sparse_chunk_rows(X) if sp.issparse(X) else chunk_rows_for(p)
     coef_t = np.ascontiguousarray(coef.T, dtype=np.float64)
     for start in range(0, n, step):
         chunk = X[start : start + step]

@@ -1,0 +1,261 @@
+"""LogisticRegression and LinearSVC against scikit-learn's optimum on the same data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+from sklearn import linear_model, svm
+from sklearn.datasets import make_classification
+
+from shardlearn.base import clone
+from shardlearn.data import write_dataset
+from shardlearn.engine import engine
+from shardlearn.exceptions import ConvergenceWarning, DataError, SchemaError, WorkerLost
+from shardlearn.models import LinearSVC, LogisticRegression, Pipeline
+from shardlearn.models._lbfgs import minimize_lbfgs
+
+TIGHT = {"tol": 1e-9, "max_iter": 5000}
+
+
+def _data(n_classes: int, n: int = 600, p: int = 12, seed: int = 0):
+    X, y = make_classification(
+        n_samples=n,
+        n_features=p,
+        n_informative=min(p, max(4, n_classes)),
+        n_redundant=0,
+        n_classes=n_classes,
+        n_clusters_per_class=1,
+        random_state=seed,
+    )
+    return X.astype(np.float32), y
+
+
+def _sklearn(X, y, **params):
+    # float32 values are exact in float64: both minimise the same float64 objective.
+    X = X.astype(np.float64) if sp.issparse(X) else np.asarray(X, np.float64)
+    return linear_model.LogisticRegression(**params).fit(X, y)
+
+
+def _assert_same_model(ours, ref, X, rtol=1e-4):
+    scale = np.abs(ref.coef_).max()
+    assert np.abs(ours.coef_ - ref.coef_).max() <= rtol * scale
+    assert np.abs(ours.intercept_ - ref.intercept_).max() <= rtol * max(scale, 1.0)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+
+
+def test_binary_logistic_matches_sklearn_lbfgs_on_both_engines(any_engine):
+    X, y = _data(2)
+    ours = LogisticRegression(C=0.5, **TIGHT).fit(X, y)
+    ref = _sklearn(X, y, C=0.5, **TIGHT)
+    assert ours.coef_.shape == (1, X.shape[1])
+    _assert_same_model(ours, ref, X)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+    assert ours.grad_norm_ <= TIGHT["tol"] * 10
+
+
+@pytest.mark.parametrize("n_classes", [3, 26])
+def test_multinomial_logistic_matches_sklearn_lbfgs(n_classes):
+    X, y = _data(n_classes, n=60 * n_classes, p=16, seed=n_classes)
+    with engine("local", workers=2):
+        ours = LogisticRegression(**TIGHT).fit(X, y)
+    ref = _sklearn(X, y, **TIGHT)
+    assert ours.coef_.shape == (n_classes, X.shape[1])
+    _assert_same_model(ours, ref, X)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
+def test_class_weight_balanced_and_sample_weights_match_sklearn():
+    X, y = _data(3, n=500)
+    keep = (y != 2) | (np.arange(y.size) % 4 == 0)  # make class 2 rare
+    X, y = X[keep], y[keep]
+    weights = np.random.default_rng(1).uniform(0.2, 3.0, size=y.size)
+    with engine("local", workers=2):
+        ours = LogisticRegression(class_weight="balanced", **TIGHT).fit(X, y, sample_weight=weights)
+    ref = linear_model.LogisticRegression(class_weight="balanced", **TIGHT).fit(
+        X.astype(np.float64), y, sample_weight=weights
+    )
+    _assert_same_model(ours, ref, X)
+
+
+def test_no_intercept_matches_sklearn():
+    X, y = _data(2)
+    with engine("local", workers=1):
+        ours = LogisticRegression(fit_intercept=False, **TIGHT).fit(X, y)
+    ref = _sklearn(X, y, fit_intercept=False, **TIGHT)
+    _assert_same_model(ours, ref, X)
+    assert np.all(ours.intercept_ == 0.0)
+
+
+def test_one_two_and_four_workers_give_the_same_model():
+    X, y = _data(3, n=400)
+    coefs = []
+    for workers in (1, 2, 4):
+        with engine("local", workers=workers):
+            coefs.append(LogisticRegression(**TIGHT).fit(X, y).coef_)
+    np.testing.assert_allclose(coefs[1], coefs[0], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(coefs[2], coefs[0], rtol=1e-7, atol=1e-9)
+
+
+def test_sparse_text_sms_spam_matches_sklearn(shared_datasets, tmp_path, any_engine):
+    from shardlearn.preprocess import Preprocessor
+
+    lines = (shared_datasets / "sms_spam" / "SMSSpamCollection").read_text("latin-1")
+    rows = [line.split("\t", 1) for line in lines.splitlines() if "\t" in line]
+    table = pa.table({"label": [r[0] for r in rows], "text": [r[1] for r in rows]})
+    ds = write_dataset(table, tmp_path / "sms", label="label", partitions=4, kinds={"text": "text"})
+    pre = Preprocessor({"text": {"kind": "text", "n_features": 4096}}, output="sparse")
+    model = Pipeline(pre, LogisticRegression(C=10.0, **TIGHT)).fit(ds)
+    X = model.preprocessor.transform(ds.read("train"))
+    assert sp.issparse(X)
+    y = np.asarray(ds.read("train").column("label").to_pylist())
+    ref = _sklearn(X, y, C=10.0, **TIGHT)
+    _assert_same_model(model.estimator, ref, X)
+    np.testing.assert_array_equal(model.predict(ds.read("train")), ref.predict(X))
+    assert list(model.classes_) == ["ham", "spam"]
+
+
+def test_bare_estimator_uses_numeric_columns_of_a_dataset(tmp_path):
+    X, y = _data(2, n=300, p=4)
+    table = pa.table({f"f{j}": X[:, j].astype(np.float64) for j in range(4)} | {"y": y})
+    ds = write_dataset(table, tmp_path / "num", label="y", partitions=3)
+    with engine("local", workers=2):
+        ours = LogisticRegression(**TIGHT).fit(ds)
+    ref = _sklearn(X, y, **TIGHT)
+    _assert_same_model(ours, ref, X)
+    assert ours.feature_names_in_ == ["f0", "f1", "f2", "f3"]
+    np.testing.assert_array_equal(ours.predict(table), ref.predict(X))
+
+
+def test_bare_estimator_on_non_numeric_dataset_suggests_a_pipeline(tmp_path):
+    table = pa.table({"x": [1.0, 2.0, 3.0, 4.0], "city": ["a", "b", "a", "b"], "y": [0, 1, 0, 1]})
+    ds = write_dataset(table, tmp_path / "mixed", label="y", partitions=1)
+    with pytest.raises(SchemaError, match=r"city.*Pipeline\(Preprocessor.auto"):
+        LogisticRegression().fit(ds, engine="local")
+
+
+def _worker_pid(state):
+    return os.getpid()
+
+
+def test_worker_killed_mid_fit_still_yields_the_same_model():
+    X, y = _data(3, n=600)
+    with engine("local", workers=2) as eng:
+        reference = LogisticRegression(**TIGHT).fit(X, y)
+        with eng.workers(2) as group:
+            pids = group.run(_worker_pid)
+        killed = []
+
+        def kill_at_third_iteration(info):
+            if info.iteration == 3 and not killed:
+                os.kill(pids[1], signal.SIGKILL)
+                killed.append(pids[1])
+
+        model = LogisticRegression(**TIGHT).fit(X, y, callback=kill_at_third_iteration)
+        with eng.workers(2) as group:
+            after = group.run(_worker_pid)
+    assert killed and killed[0] not in after  # the worker really died and was replaced
+    np.testing.assert_array_equal(model.coef_, reference.coef_)
+    assert model.n_iter_ == reference.n_iter_
+
+
+def test_lbfgs_resumes_from_checkpoint_when_the_engine_gives_up():
+    target = np.arange(1.0, 11.0)
+    scales = np.logspace(0, 3, 10)  # ill-conditioned, so L-BFGS needs many iterations
+    calls = {"n": 0}
+    seen = []
+
+    def evaluate(x):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise WorkerLost("worker 1 died 4 times")
+        diff = x - target
+        return float(scales @ (diff * diff)), 2 * scales * diff
+
+    result = minimize_lbfgs(
+        evaluate, np.zeros(10), max_iter=500, tol=1e-8, callback=lambda i: seen.append(i.iteration)
+    )
+    np.testing.assert_allclose(result.x, target, rtol=1e-7)
+    assert result.resumes == 1
+    assert seen == list(range(1, len(seen) + 1))  # iterations continue across the resume
+
+
+def test_max_iter_reached_warns_convergence():
+    X, y = _data(3)
+    with engine("local", workers=1), pytest.warns(ConvergenceWarning, match="max_iter=3"):
+        model = LogisticRegression(max_iter=3).fit(X, y)
+    assert model.n_iter_ == 3
+    assert not model.converged_
+
+
+def test_linear_svc_matches_sklearn_squared_hinge():
+    for n_classes in (2, 3):
+        X, y = _data(n_classes, n=400)
+        with engine("local", workers=2):
+            ours = LinearSVC(C=0.1, fit_intercept=False, **TIGHT).fit(X, y)
+        ref = svm.LinearSVC(C=0.1, fit_intercept=False, dual=False, tol=1e-10, max_iter=100000)
+        ref.fit(X.astype(np.float64), y)
+        assert ours.coef_.shape == ref.coef_.shape
+        scale = np.abs(ref.coef_).max()
+        assert np.abs(ours.coef_ - ref.coef_).max() <= 1e-4 * scale
+        np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+
+
+def test_artifact_round_trip_predicts_the_same():
+    X, y = _data(3)
+    with engine("local", workers=1):
+        model = LogisticRegression(C=2.0).fit(X, np.array(["a", "b", "c"])[y])
+    meta, arrays, files = model._to_artifact()
+    restored = LogisticRegression._from_artifact(meta, arrays, files)
+    assert restored.get_params() == model.get_params()
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+    assert all(a.dtype != object for a in arrays.values())
+
+
+def test_get_params_set_params_and_clone():
+    model = LogisticRegression(C=3.0, class_weight="balanced")
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and copy is not model
+    with pytest.raises(ValueError, match=r"Unknown parameter .*'Cc'.*Did you mean 'C'"):
+        model.set_params(Cc=1.0)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("C", [0, -1.0])
+def test_non_positive_C_is_a_clear_error(C):
+    X, y = _data(2, n=50)
+    with pytest.raises(ValueError, match=r"'C' parameter of LogisticRegression must be"):
+        LogisticRegression(C=C).fit(X, y)
+
+
+def test_a_single_class_is_a_clear_error():
+    X, _ = _data(2, n=50)
+    with pytest.raises(DataError, match="at least two classes.*found only 1"):
+        LogisticRegression().fit(X, np.ones(50, dtype=int), engine="local")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_features_are_a_clear_error(bad):
+    X, y = _data(2, n=50)
+    X[7, 3] = bad
+    with pytest.raises(DataError, match="NaN or infinity"):
+        LogisticRegression().fit(X, y)
+
+
+def test_nan_in_a_dataset_reaching_the_trainer_is_a_clear_error(tmp_path):
+    table = pa.table({"x": [1.0, float("nan"), 3.0, 4.0], "y": [0, 1, 0, 1]})
+    ds = write_dataset(table, tmp_path / "nan", label="y", partitions=2)
+    with engine("local", workers=1), pytest.raises(DataError, match="NaN or infinite"):
+        LogisticRegression().fit(ds)
+
+
+def test_no_warning_when_converged():
+    X, y = _data(2, n=200)
+    with engine("local", workers=1), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LogisticRegression().fit(X, y)
