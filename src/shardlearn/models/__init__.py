@@ -10,16 +10,19 @@ from shardlearn.models.bayes import GaussianNB, MultinomialNB
 from shardlearn.models.boosting import GradientBoostingClassifier
 from shardlearn.models.forest import ExtraTreesClassifier, RandomForestClassifier
 from shardlearn.models.linear import LinearSVC, LogisticRegression
+from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # torch imported lazily
 from shardlearn.models.pipeline import Pipeline
 from shardlearn.models.sgd import SGDClassifier
 
 __all__ = [
     "MODELS",
+    "ConvNetClassifier",
     "ExtraTreesClassifier",
     "GaussianNB",
     "GradientBoostingClassifier",
     "LinearSVC",
     "LogisticRegression",
+    "MLPClassifier",
     "MultinomialNB",
     "Pipeline",
     "RandomForestClassifier",
