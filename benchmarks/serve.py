@@ -1,0 +1,262 @@
+"""Prediction-service throughput and latency: shardlearn serve vs a minimal Flask app.
+
+Both serve a logistic regression trained on the same generated loan data (shardlearn: its
+Pipeline from the registry; Flask: scikit-learn's ColumnTransformer + LogisticRegression, the
+usual "small Flask app around predict"). The load generator is ``wrk`` (Debian package) when
+installed, else a bounded asyncio httpx loop. Each server is a single process on 127.0.0.1;
+the load generator shares the same 2 cores, which costs both servers alike.
+
+    python benchmarks/serve.py            # 30 s per case
+    python benchmarks/serve.py --quick    # 5 s per case
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from shardlearn.data import write_dataset
+from shardlearn.data.demo import LABEL, generate_loans
+from shardlearn.engine import engine
+from shardlearn.models import LogisticRegression, Pipeline
+from shardlearn.preprocess import Preprocessor
+from shardlearn.registry import Registry
+from shardlearn.serve import TokenStore
+
+TRAIN_ROWS = 50_000
+CONNECTIONS = 32
+FLASK_APP = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, pandas as pd
+    from flask import Flask, request, jsonify
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = pd.read_parquet(sys.argv[1])
+    label = sys.argv[3]
+    numeric = [c for c in frame.columns if c != label and frame[c].dtype.kind in "if"]
+    categorical = [c for c in frame.columns if c != label and c not in numeric]
+    model = make_pipeline(
+        ColumnTransformer([
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]),
+        LogisticRegression(max_iter=1000),
+    ).fit(frame.drop(columns=[label]).fillna({c: "missing" for c in categorical}), frame[label])
+    app = Flask(__name__)
+
+    @app.post("/predict")
+    def predict():
+        rows = pd.DataFrame(request.get_json()["records"])
+        proba = model.predict_proba(rows.fillna({c: "missing" for c in categorical}))
+        labels = model.classes_[np.argmax(proba, axis=1)]
+        return jsonify(predictions=labels.tolist(), probabilities=proba.tolist())
+
+    app.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
+    """
+)
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = io.open("{body}"):read("*a")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), errors))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start in {timeout:.0f} s")
+
+
+def load_wrk(url: str, body: bytes, token: str, seconds: int, tmp: Path) -> dict:
+    (tmp / "body.json").write_bytes(body)
+    script = tmp / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=tmp / "body.json", token=token))
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script), url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in output.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, p50, p99, errors = (int(v) for v in line.split()[1:])
+    return {
+        "requests_per_s": requests / (duration_us / 1e6),
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+        "errors": errors,
+    }
+
+
+def load_httpx(url: str, body: bytes, token: str, seconds: int) -> dict:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def worker(client: httpx.AsyncClient, stop: float, latencies: list, errors: list):
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            response = await client.post(url, content=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                errors.append(response.status_code)
+
+    async def run() -> tuple[list, list, float]:
+        latencies: list[float] = []
+        errors: list[int] = []
+        started = time.monotonic()
+        limits = httpx.Limits(max_connections=CONNECTIONS)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            stop = started + seconds
+            await asyncio.gather(
+                *(worker(client, stop, latencies, errors) for _ in range(CONNECTIONS))
+            )
+        return latencies, errors, time.monotonic() - started
+
+    latencies, errors, elapsed = asyncio.run(run())
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(latencies, 50) * 1000),
+        "p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "errors": len(errors),
+    }
+
+
+def measure(url: str, body: bytes, token: str, seconds: int, tmp: Path) -> dict:
+    if shutil.which("wrk"):
+        return {"generator": "wrk", **load_wrk(url, body, token, seconds, tmp)}
+    return {"generator": "httpx", **load_httpx(url, body, token, seconds)}
+
+
+def train_and_register(tmp: Path) -> tuple[Registry, str, Path]:
+    table = generate_loans(TRAIN_ROWS, seed=0)
+    dataset = write_dataset(table, tmp / "data", LABEL, partitions=2)
+    with engine("local", workers=1):
+        model = Pipeline(Preprocessor.auto(dataset.schema), LogisticRegression()).fit(dataset)
+    registry = Registry(tmp / "models")
+    registry.promote("loans", registry.register(model, "loans").version, "production")
+    token = TokenStore(tmp / "models" / "tokens").create("bench")
+    parquet = tmp / "train.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, parquet)
+    return registry, token, parquet
+
+
+def start(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def bodies() -> dict[str, bytes]:
+    records = generate_loans(100, seed=1).drop_columns([LABEL]).to_pylist()
+    return {
+        "1 row": json.dumps({"records": records[:1]}).encode(),
+        "100 rows": json.dumps({"records": records}).encode(),
+    }
+
+
+def run_server(name: str, command: list[str], url: str, health: str, token: str, args, tmp):
+    process = start(command)
+    try:
+        wait_until_up(health, process)
+        results = {}
+        for size, body in bodies().items():
+            results[size] = measure(url, body, token, args.seconds, tmp)
+            rows = 1 if size == "1 row" else 100
+            results[size]["predictions_per_s"] = results[size]["requests_per_s"] * rows
+            print(f"  {name:<10} {size:>8}: {json.dumps(results[size])}", flush=True)
+        return results
+    finally:
+        stop(process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 s per case instead of 30 s")
+    parser.add_argument("--seconds", type=int, default=None)
+    args = parser.parse_args()
+    args.seconds = args.seconds or (5 if args.quick else 30)
+    with tempfile.TemporaryDirectory(prefix="shardlearn-bench-serve-") as name:
+        tmp = Path(name)
+        registry, token, parquet = train_and_register(tmp)
+        port = free_port()
+        shardlearn = run_server(
+            "shardlearn",
+            [sys.executable, "-c", "from shardlearn.cli import main; main()", "serve",
+             "--registry", str(registry.root), "--port", str(port)],
+            f"http://127.0.0.1:{port}/v1/models/loans/predict",
+            f"http://127.0.0.1:{port}/healthz",
+            token, args, tmp,
+        )  # fmt: skip
+        (tmp / "flask_app.py").write_text(FLASK_APP)
+        port = free_port()
+        flask = run_server(
+            "flask",
+            [sys.executable, str(tmp / "flask_app.py"), str(parquet), str(port), LABEL],
+            f"http://127.0.0.1:{port}/predict",
+            f"http://127.0.0.1:{port}/predict",
+            token, args, tmp,
+        )  # fmt: skip
+    print_table(shardlearn, flask, args.seconds)
+
+
+def print_table(shardlearn: dict, flask: dict, seconds: int) -> None:
+    generator = shardlearn["1 row"]["generator"]
+    print(
+        f"\nServing a logistic model, {seconds} s per case, {CONNECTIONS} connections "
+        f"({generator}), {os.cpu_count()} cores shared with the load generator\n"
+    )
+    print("| request | server | predictions/s | p50 ms | p99 ms | errors | vs Flask |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for size in ("1 row", "100 rows"):
+        for name, result in (("shardlearn", shardlearn[size]), ("Flask", flask[size])):
+            ratio = result["predictions_per_s"] / flask[size]["predictions_per_s"]
+            print(
+                f"| {size} | {name} | {result['predictions_per_s']:,.0f} | "
+                f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['errors']} | "
+                f"{ratio:.2f}× |"
+            )
+
+
+if __name__ == "__main__":
+    main()
