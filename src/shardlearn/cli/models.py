@@ -1,0 +1,308 @@
+"""``shardlearn models ...`` (the registry) and ``shardlearn predict`` (batch prediction)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from shardlearn.cli._common import console, fail
+
+_REGISTRY_HELP = "Model registry directory (env SHARDLEARN_MODELS)."
+
+models_app = typer.Typer(
+    help=(
+        "Registered models: list, show, promote, verify, delete, export.\n\n"
+        "Example:\n\n"
+        "  shardlearn models list\n\n"
+        "  shardlearn models promote loans 3 production"
+    ),
+    no_args_is_help=True,
+)
+
+
+def _registry_option() -> Any:
+    return typer.Option(
+        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help=_REGISTRY_HELP
+    )
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str))
+
+
+def _metric_text(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return ""
+    shown = [
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in metrics.items()
+        if isinstance(v, int | float | str)
+    ]
+    return ", ".join(shown[:4])
+
+
+@models_app.command("list")
+def list_models(
+    name: str | None = typer.Argument(None, help="Only this model's versions."),
+    registry: Path = _registry_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List registered versions.
+
+    Example: shardlearn models list loans --registry models
+    """
+    from shardlearn.registry import Registry
+
+    versions = Registry(registry).list(name)
+    if as_json:
+        _print_json([mv.to_dict() for mv in versions])
+        return
+    if not versions:
+        console.print(
+            f"No models in {registry}. Register one with `shardlearn train ... --register NAME`."
+        )
+        return
+    show_flags = any(mv.signed or mv.encrypted for mv in versions)
+    table = Table("name", "ver", "stage", "type", "created (UTC)", "metrics")
+    if show_flags:
+        table.add_column("integrity")
+    for mv in versions:
+        row = [
+            mv.name, str(mv.version), mv.stage or "", mv.model_type,
+            mv.created_at[:16].replace("T", " "), _metric_text(mv.metrics),
+        ]  # fmt: skip
+        if show_flags:
+            row.append(
+                "+".join(f for f, on in (("signed", mv.signed), ("enc", mv.encrypted)) if on)
+            )
+        table.add_row(*row)
+    console.print(table)
+
+
+def _read(ref: str, registry: Path) -> tuple[Any, Any]:
+    """(ModelVersion or None, Artifact) for a registry reference or an artifact path."""
+    from shardlearn.registry import Registry, is_artifact, read_artifact
+
+    if is_artifact(ref):
+        return None, read_artifact(ref)
+    reg = Registry(registry)
+    return reg.resolve(ref), reg.read(ref)
+
+
+@models_app.command("show")
+def show(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION, NAME@STAGE or an artifact path."),
+    registry: Path = _registry_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one version: type, classes, inputs, metrics, lineage, integrity.
+
+    Example: shardlearn models show loans@production
+    """
+    mv, artifact = _read(ref, registry)
+    info = {
+        **(mv.to_dict() if mv else {"path": str(artifact.path)}),
+        "model_type": artifact.model_type,
+        "classes": artifact.classes,
+        "input_columns": [c["name"] for c in (artifact.input_schema or {}).get("columns", [])],
+        "metrics": artifact.meta.get("metrics"),
+        "dataset_manifest_sha256": artifact.meta.get("dataset_manifest_sha256"),
+        "training": artifact.meta.get("training"),
+        "library_versions": artifact.meta.get("library_versions"),
+        "created_at": artifact.header.get("created_at"),
+        "signed": artifact.signed,
+        "signature_verified": artifact.signature_verified,
+        "encrypted": artifact.encrypted,
+        "files": artifact.header.get("files"),
+    }
+    if as_json:
+        _print_json(info)
+        return
+    table = Table("field", "value", show_header=False)
+    for key, value in info.items():
+        if key in ("lineage", "files", "library_versions") and isinstance(value, dict):
+            value = json.dumps(value, default=str)
+        table.add_row(key, "" if value is None else str(value))
+    console.print(table)
+
+
+@models_app.command("promote")
+def promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., help="Version number."),
+    stage: str = typer.Argument(..., help="staging, production or archived."),
+    registry: Path = _registry_option(),
+    keep_production: bool = typer.Option(
+        False, help="Do not archive the current production version."
+    ),
+) -> None:
+    """Move a version to a stage; a new production version archives the previous one.
+
+    Example: shardlearn models promote loans 3 production
+    """
+    from shardlearn.registry import Registry
+
+    mv = Registry(registry).promote(name, version, stage, archive_existing=not keep_production)
+    console.print(f"{mv.ref} is now in {mv.stage}")
+
+
+@models_app.command("verify")
+def verify(
+    ref: str | None = typer.Argument(None, help="A version or artifact path. Default: all."),
+    registry: Path = _registry_option(),
+) -> None:
+    """Check signatures and file hashes (exit 1 if any artifact fails).
+
+    Example: SHARDLEARN_SIGNING_KEY=... shardlearn models verify
+    """
+    from shardlearn.registry import Registry, is_artifact, read_artifact
+
+    if ref is not None and is_artifact(ref):
+        artifact = read_artifact(ref)
+        state = "signature ok" if artifact.signature_verified else "hashes ok (not signed)"
+        console.print(f"{ref}: {state}")
+        return
+    results = Registry(registry).verify(ref)
+    failures = 0
+    for mv, error in results:
+        if error is None:
+            state = "signature ok" if mv.signed else "hashes ok (unsigned)"
+            console.print(f"[green]ok[/]    {mv.ref}  {state}", highlight=False)
+        else:
+            failures += 1
+            console.print(f"[red]FAIL[/]  {mv.ref}  {error}", highlight=False)
+    if failures:
+        raise fail(f"{failures} of {len(results)} artifacts failed verification")
+    console.print(f"{len(results)} artifacts verified")
+
+
+@models_app.command("delete")
+def delete(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int | None = typer.Argument(None, help="Version. Default: every version."),
+    registry: Path = _registry_option(),
+    force: bool = typer.Option(False, "--force", help="Also delete a production version."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a version (or every version of a model).
+
+    Example: shardlearn models delete loans 2 --yes
+    """
+    from shardlearn.registry import Registry
+
+    what = f"{name}:{version}" if version is not None else f"every version of {name}"
+    if not yes and not typer.confirm(f"Delete {what}?"):
+        raise typer.Exit(1)
+    deleted = Registry(registry).delete(name, version, force=force)
+    console.print(f"Deleted {name} version(s) {', '.join(map(str, deleted))}")
+
+
+@models_app.command("register")
+def register_artifact(
+    path: Path = typer.Argument(..., help="An artifact directory (from shardlearn.save)."),
+    name: str = typer.Argument(..., help="Model name."),
+    registry: Path = _registry_option(),
+    stage: str | None = typer.Option(None, help="Promote the new version to this stage."),
+) -> None:
+    """Copy a saved artifact into the registry as the next version of NAME.
+
+    Example: shardlearn models register out/model loans --stage staging
+    """
+    from shardlearn.registry import Registry
+
+    mv = Registry(registry).add_artifact(path, name, stage=stage)
+    console.print(f"Registered {mv.ref}" + (f" ({mv.stage})" if mv.stage else ""))
+
+
+@models_app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION, NAME@STAGE or an artifact path."),
+    out: Path = typer.Option(..., "--out", help="Output file (.onnx) or directory (artifact)."),
+    format: str = typer.Option("onnx", "--format", help="onnx or artifact."),
+    registry: Path = _registry_option(),
+    estimator_only: bool = typer.Option(
+        False, help="For a Pipeline: export only the classifier (input = preprocessed features)."
+    ),
+) -> None:
+    """Export a model: ONNX (linear models, naive Bayes) or a copy of the artifact.
+
+    Example: shardlearn models export loans@production --format onnx --out loans.onnx
+    """
+    _, artifact = _read(ref, registry)
+    if format == "artifact":
+        if out.exists():
+            raise fail(f"{out} already exists")
+        shutil.copytree(artifact.path, out)
+        console.print(f"Copied {artifact.path} to {out}")
+        return
+    if format != "onnx":
+        raise fail(f"unknown export format {format!r}: choose onnx or artifact")
+    from shardlearn.registry.onnx import export_onnx
+
+    export_onnx(artifact.to_model(), out, estimator_only=estimator_only)
+    console.print(f"Wrote {out}")
+
+
+@models_app.command("keygen")
+def keygen() -> None:
+    """Print a new random 256-bit key (for SHARDLEARN_SIGNING_KEY / SHARDLEARN_ENCRYPTION_KEY).
+
+    Example: shardlearn models keygen > signing.key
+    """
+    from shardlearn.registry import generate_key
+
+    typer.echo(generate_key())
+
+
+def predict(
+    model: str = typer.Argument(..., help="NAME@STAGE, NAME:VERSION, REGISTRY/NAME or a path."),
+    source: list[str] = typer.Argument(
+        ..., help="A dataset directory, or CSV/Parquet/JSONL files."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output Parquet file."),
+    registry: Path = _registry_option(),
+    proba: bool = typer.Option(False, "--proba", help="Add one proba_<class> column per class."),
+    id_column: str | None = typer.Option(None, "--id", help="Input column copied to the output."),
+    split: list[str] = typer.Option([], "--split", help="Dataset splits to predict. Default: all."),
+    engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
+    workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
+    batch_size: int = typer.Option(65536, min=1, help="Rows per batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Predict every row of a dataset or of raw files into a Parquet file.
+
+    Example: shardlearn predict loans@production new.csv --out preds.parquet --proba --id id
+    """
+    from shardlearn.engine import engine as use_engine
+    from shardlearn.engine import engine_from_cli
+    from shardlearn.registry import Registry, is_artifact, load
+    from shardlearn.registry.predict import predict_batch
+
+    fitted = load(model) if is_artifact(model) or "/" in model else Registry(registry).load(model)
+    inputs: Any = source[0] if len(source) == 1 else source
+    with use_engine(engine_from_cli(engine, workers)) as eng:
+        summary = predict_batch(
+            fitted, inputs, out, proba=proba, id_column=id_column, splits=split or None,
+            engine=eng, batch_size=batch_size,
+        )  # fmt: skip
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    console.print(
+        f"rows_in={summary.rows_in} rows_predicted={summary.rows_predicted} "
+        f"rows_rejected={summary.rows_rejected} -> {summary.out}",
+        highlight=False,
+    )
+    if summary.rejects is not None:
+        console.print(f"rejected rows (with reasons): {summary.rejects}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``models ...`` and ``predict`` to ``app``."""
+    app.add_typer(models_app, name="models")
+    app.command("predict")(predict)
