@@ -28,6 +28,7 @@ from shardlearn.exceptions import GraphCycleError, ResourceError, TaskFailed
 
 __all__ = [
     "ENGINE_CHECKS",
+    "announce_and_wait",
     "check_engine",
     "fake_shards",
     "kill_worker",
@@ -425,3 +426,15 @@ def check_engine(engine: Engine, workdir: str | os.PathLike[str] | None = None) 
             folder = Path(scratch) / name
             folder.mkdir()
             check(engine, folder)
+
+
+def announce_and_wait(workdir: str, name: str, *inputs: Any) -> str:
+    """Write ``workdir/<name>.pid`` and then wait (up to a few minutes) to be stopped.
+
+    For tests that interrupt or kill a running computation at a known point.
+    """
+    (Path(workdir) / f"{name}.pid").write_text(str(os.getpid()))
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return name

@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from shardlearn.exceptions import ShardlearnError
 
-__all__ = ["DEBUG_ENV", "console", "err_console", "fail", "run_app"]
+__all__ = [
+    "DEBUG_ENV",
+    "EngineOption",
+    "WorkersOption",
+    "console",
+    "engine_context",
+    "err_console",
+    "fail",
+    "run_app",
+]
 
 console = Console()
 err_console = Console(stderr=True)
 
 DEBUG_ENV = "SHARDLEARN_DEBUG"
+
+# Shared --engine / --workers options (engine owner). Use them as parameter annotations:
+#     def train(..., engine: EngineOption = None, workers: WorkersOption = None):
+#         with engine_context(engine, workers) as eng: ...
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Where to compute: local, ray or ray:ADDRESS (default: $SHARDLEARN_ENGINE or local).",
+        show_default=False,
+    ),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Number of workers (default: the number of CPUs; 1 runs in this process).",
+        show_default=False,
+    ),
+]
+
+
+@contextlib.contextmanager
+def engine_context(spec: str | None, workers: int | None) -> Iterator[Any]:
+    """The engine chosen by ``--engine``/``--workers``, current for the block, closed after."""
+    from shardlearn.engine import engine, engine_from_cli
+
+    with engine_from_cli(spec, workers) as eng, engine(eng):
+        yield eng
 
 
 def fail(message: str) -> typer.Exit:

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import multiprocessing
 import os
+import socket
+import subprocess
+import sys
 import threading
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from shardlearn.engine._worker import worker_main
 from shardlearn.exceptions import EngineError
 
 __all__ = ["Dead", "WorkerProcess", "next_call_id", "stop_all"]
 
-_CONTEXT = multiprocessing.get_context("spawn")
 _LIVE: set[WorkerProcess] = set()
 _LIVE_LOCK = threading.Lock()
 _CALL_IDS = itertools.count(1)
 
 #: Seconds a worker gets to exit on its own before it is terminated, then killed.
 _STOP_GRACE = 1.0
+
+# The worker is a fresh interpreter running this module function: unlike multiprocessing's
+# "spawn" it does not re-run the user's main script (which, without an ``if __name__ ==
+# "__main__"`` guard, would start engines again). The script is imported only when a function
+# defined in it is sent to the worker -- see ``import_main`` in ``_worker``.
+_BOOT = "from shardlearn.engine._worker import main_from_fd; main_from_fd()"
 
 
 def next_call_id() -> int:
@@ -41,36 +47,62 @@ class Dead(Exception):
 
 
 class WorkerProcess:
-    """A spawned process running :func:`~shardlearn.engine._worker.worker_main`."""
+    """A worker interpreter running :func:`~shardlearn.engine._worker.main_from_fd`."""
 
     def __init__(self, rank: int, size: int) -> None:
-        parent_conn, child_conn = _CONTEXT.Pipe(duplex=True)
-        self.process = _CONTEXT.Process(
-            target=worker_main,
-            args=(child_conn, os.getpid(), rank, size),
-            name=f"shardlearn-worker-{rank}",
-            daemon=False,  # workers may start their own processes (torch, nested engines)
-        )
+        parent_sock, child_sock = socket.socketpair()
+        child_fd = child_sock.fileno()
         try:
-            self.process.start()
-        except Exception as error:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    str(child_fd),
+                    str(os.getpid()),
+                    str(rank),
+                    str(size),
+                ],
+                pass_fds=(child_fd,),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as error:
+            parent_sock.close()
             raise EngineError(f"Could not start a local worker process: {error}") from error
-        child_conn.close()
-        self.conn = parent_conn
-        self.busy_with: int | None = None
+        finally:
+            child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        self.main_imported = False
+        try:  # a waitable handle that fires when the process exits (Linux >= 5.3)
+            self._pidfd: int | None = os.pidfd_open(self.process.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
         with _LIVE_LOCK:
             _LIVE.add(self)
+        main = sys.modules.get("__main__")
+        main_path = getattr(main, "__file__", None) if main is not None else None
+        # Not waited for: the reply is skipped as stale, the next call waits for the start-up.
+        self.send("init", list(sys.path), os.getcwd(), main_path)
 
     @property
     def pid(self) -> int:
         return int(self.process.pid or 0)
 
     @property
-    def sentinel(self) -> int:
-        return self.process.sentinel
+    def sentinel(self) -> Any:
+        """Something ``multiprocessing.connection.wait`` can wait on for the process's exit."""
+        return self._pidfd if self._pidfd is not None else self.conn
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
 
     def send(self, kind: str, *payload: Any) -> int:
         """Send one message; returns its call id. Raises :class:`Dead` on a broken pipe."""
+        if kind in ("run", "call") and not self.main_imported:
+            if getattr(payload[0], "__module__", None) == "__main__":
+                # The function lives in the user's script: the worker must import it first.
+                self.main_imported = True
+                self.send("import_main")
         call_id = next_call_id()
         self.send_bytes(ForkingPickler.dumps((kind, call_id, *payload)))
         return call_id
@@ -99,8 +131,8 @@ class WorkerProcess:
             except (OSError, EOFError) as error:
                 raise Dead(str(error)) from error
             if not has_data:
-                if not self.process.is_alive():
-                    raise Dead(f"worker process {self.pid} exited ({self.process.exitcode})")
+                if not self.is_alive():
+                    raise Dead(f"worker process {self.pid} exited ({self.process.returncode})")
                 return None
             try:
                 reply_id, status, value, tb = self.conn.recv()
@@ -119,24 +151,33 @@ class WorkerProcess:
 
     def stop(self, graceful: bool = True) -> None:
         """Stop the process: ask politely when idle, otherwise terminate; always reap it."""
-        if graceful and self.process.is_alive():
+        if graceful and self.is_alive():
             try:
                 self.conn.send_bytes(ForkingPickler.dumps(("close", 0)))
-                self.process.join(_STOP_GRACE)
+                self._join()
             except (OSError, EOFError, BrokenPipeError):
                 pass
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(_STOP_GRACE)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(_STOP_GRACE)
-        try:
-            self.conn.close()
-        except OSError:
-            pass
+        for action in (self.process.terminate, self.process.kill):
+            if self.is_alive():
+                try:
+                    action()
+                except OSError:  # exited meanwhile
+                    pass
+                self._join()
+        for close in (self.conn.close, lambda: os.close(self._pidfd) if self._pidfd else None):
+            try:
+                close()
+            except OSError:
+                pass
+        self._pidfd = None
         with _LIVE_LOCK:
             _LIVE.discard(self)
+
+    def _join(self) -> None:
+        try:
+            self.process.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def stop_all() -> None:

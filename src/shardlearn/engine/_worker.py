@@ -1,8 +1,12 @@
 """The loop every ``local`` worker process runs, and the call wrapper shared with Ray.
 
-A worker process is started with the ``spawn`` method and talks to its driver over one
-``multiprocessing`` pipe. Messages are tuples ``(kind, call_id, *payload)``; every message gets
-exactly one reply ``(call_id, status, value, traceback_text)`` with status ``"ok"`` or
+A worker process is a fresh interpreter (``python -c ...main_from_fd()``) that talks to its
+driver over one socket wrapped in a ``multiprocessing`` Connection. Its first message,
+``init``, carries the driver's ``sys.path``, working directory and main script path. The main
+script is imported (as ``__mp_main__``, like multiprocessing does) only when a function defined
+in it is sent, so a script without an ``if __name__ == "__main__":`` guard still works as long as
+it only uses library functions. Messages are tuples ``(kind, call_id, *payload)``; every
+message gets exactly one reply ``(call_id, status, value, traceback_text)`` with status ``"ok"`` or
 ``"error"``, so the driver can always tell a stale reply from the one it waits for.
 
 Workers must never outlive their driver: they ignore SIGINT (the driver handles Ctrl-C and
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -30,6 +35,16 @@ WATCHDOG_INTERVAL = 0.2
 #: Set in worker processes: nested ``get_engine()`` calls then default to in-process work
 #: instead of spawning processes from processes.
 IN_WORKER = False
+
+#: True while a worker imports the user's main script; starting an engine then is an error.
+IMPORTING_MAIN = False
+
+_MAIN_HINT = (
+    "Functions sent to workers must be importable: define them at module level, and put the "
+    "code of a script that defines them under `if __name__ == '__main__':`."
+)
+_main_path: str | None = None
+_main_error = ""
 
 
 def call_guarded(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[str, Any, str]:
@@ -75,7 +90,48 @@ def _handle(message: tuple, state: WorkerState) -> tuple[str, Any, str]:
         return "ok", None, ""
     if kind == "ping":
         return "ok", os.getpid(), ""
+    if kind == "init":
+        return _init(*message[2:])
+    if kind == "import_main":
+        return _import_main()
     return "error", f"unknown message kind {kind!r}", ""
+
+
+def _init(sys_path: list[str], cwd: str, main_path: str | None) -> tuple[str, Any, str]:
+    global _main_path
+    sys.path[:] = list(dict.fromkeys([*sys_path, *sys.path]))
+    try:
+        os.chdir(cwd)
+    except OSError:  # the driver's directory is gone; stay where we are
+        pass
+    _main_path = main_path
+    return "ok", None, ""
+
+
+def _import_main() -> tuple[str, Any, str]:
+    global IMPORTING_MAIN, _main_error
+    if not _main_path:
+        return "ok", None, ""
+    import multiprocessing.spawn
+
+    IMPORTING_MAIN = True
+    try:
+        multiprocessing.spawn.import_main_path(_main_path)
+        return "ok", None, ""
+    except BaseException as error:  # noqa: BLE001 - a script may even call sys.exit()
+        _main_error = f" Importing {_main_path} in the worker failed: {error!r}."
+        return "error", _main_error, traceback.format_exc()
+    finally:
+        IMPORTING_MAIN = False
+
+
+def main_from_fd() -> None:
+    """Entry point of a worker interpreter: ``argv = [fd, parent_pid, rank, size]``."""
+    from multiprocessing.connection import Connection
+
+    fd, parent_pid, rank, size = (int(arg) for arg in sys.argv[1:5])
+    os.set_inheritable(fd, False)  # processes this worker starts must not hold the driver link
+    worker_main(Connection(fd), parent_pid, rank, size)
 
 
 def worker_main(conn: Any, parent_pid: int, rank: int, size: int) -> None:
@@ -91,7 +147,8 @@ def worker_main(conn: Any, parent_pid: int, rank: int, size: int) -> None:
         except (EOFError, OSError):
             break
         except Exception as error:  # an argument that cannot be unpickled here
-            conn.send((-1, "error", f"cannot receive the call: {error!r}", traceback.format_exc()))
+            summary = f"cannot receive the call: {error!r}. {_MAIN_HINT}{_main_error}"
+            conn.send((-1, "error", summary, traceback.format_exc()))
             continue
         if message[0] == "close":
             break

@@ -336,6 +336,13 @@ def create_engine(
     """Create an engine from ``"local"``, ``"ray"`` or ``"ray:ADDRESS"`` (caller closes it)."""
     if not isinstance(spec, str):
         raise EngineError(f"An engine is named by a string like 'local' or 'ray'. Got {spec!r}.")
+    from shardlearn.engine import _worker
+
+    if _worker.IMPORTING_MAIN:
+        raise EngineError(
+            "Your script started an engine while a worker imported it (to find a function "
+            "defined in it). Put the script's code under `if __name__ == '__main__':`."
+        )
     name, spec_address = _parse_spec(spec)
     if name == "local":
         if address is not None:

@@ -331,7 +331,7 @@ class LocalEngine(Engine):
 
     def _release(self, proc: WorkerProcess) -> None:
         with _IDLE_LOCK:
-            keep = proc.process.is_alive() and len(_IDLE) < _MAX_IDLE
+            keep = proc.is_alive() and len(_IDLE) < _MAX_IDLE
             if keep:
                 _IDLE.append(proc)
         if not keep:
