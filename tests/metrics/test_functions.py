@@ -205,3 +205,20 @@ def test_bad_input_is_a_data_error_that_says_what_to_fix(y, proba, match) -> Non
 def test_negative_weights_are_rejected() -> None:
     with pytest.raises(DataError, match="sample_weight must be finite and >= 0"):
         EvaluationAccumulator(2).update(np.array([0, 1]), np.full((2, 2), 0.5), np.array([1, -1]))
+
+
+def test_top_label_calibration_and_ece_equal_sklearn_on_confidence() -> None:
+    from sklearn.calibration import calibration_curve as sk_calibration_curve
+
+    from shardlearn.metrics import expected_calibration_error
+
+    y, proba, _ = predictions(2500, 4, seed=9)
+    acc = EvaluationAccumulator(4).update(y, proba)
+    correct = (np.argmax(proba, axis=1) == y).astype(int)
+    confidence = proba.max(axis=1)
+    observed, predicted, weight = calibration_curve(acc.calibration, -1)
+    ref_observed, ref_predicted = sk_calibration_curve(correct, confidence, n_bins=10)
+    np.testing.assert_allclose(observed, ref_observed, rtol=EXACT)
+    np.testing.assert_allclose(predicted, ref_predicted, rtol=EXACT)
+    expected = np.dot(weight, np.abs(ref_observed - ref_predicted)) / 2500
+    assert expected_calibration_error(acc.calibration) == pytest.approx(expected, rel=EXACT)

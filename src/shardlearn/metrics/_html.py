@@ -29,8 +29,8 @@ header p { margin: 0; color: #bcccdc; font-size: 13px; }
 main { padding: 20px 32px 32px 32px; max-width: 1280px; }
 h2 { font-size: 17px; margin: 26px 0 10px 0; color: #243b53; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { background: #fff; border: 1px solid #d9e2ec; border-radius: 6px; padding: 10px 14px;
-        min-width: 128px; }
+.card { background: #fff; border: 1px solid #d9e2ec; border-radius: 6px; padding: 10px 12px;
+        flex: 1 1 104px; }
 .card .name { font-size: 12px; color: #627d98; }
 .card .value { font-size: 22px; font-weight: 600; margin-top: 2px; }
 .card .note { font-size: 11px; color: #829ab1; margin-top: 2px; }
@@ -124,6 +124,8 @@ def _cards(report: Report) -> str:
         if key == "accuracy":
             low, high = metrics["accuracy_interval_95"]
             note = f"95% CI {_number(low, 3)} – {_number(high, 3)}"
+        elif key == "expected_calibration_error":
+            note = "top label, 10 bins"
         elif key in ("roc_auc", "pr_auc"):
             bound = metrics[f"{key}_error_bound"]
             note = "exact" if bound == 0 else f"± {bound:.1e} (binned)"
@@ -140,6 +142,17 @@ def _cards(report: Report) -> str:
 def _count(value: float) -> Any:
     """A weight that is a whole number (no sample weights) shown as an int."""
     return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+
+
+def _average_area(report: Report, key: str, average: str) -> float | None:
+    """The macro / weighted area over classes (None for micro, which is not computed)."""
+    if average == "weighted":
+        return report.metrics[f"{key}_weighted"]
+    if average == "macro":
+        values = [row[key] for row in report.metrics["per_class"]]
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return sum(values) / len(values) if values else None
+    return None
 
 
 def _per_class(report: Report) -> str:
@@ -166,12 +179,8 @@ def _per_class(report: Report) -> str:
                 m[f"precision_{average}"],
                 m[f"recall_{average}"],
                 m[f"f1_{average}"],
-                m["roc_auc_weighted"]
-                if average == "weighted"
-                else (m["roc_auc"] if average == "macro" else None),
-                m["pr_auc_weighted"]
-                if average == "weighted"
-                else (m["pr_auc"] if average == "macro" else None),
+                _average_area(report, "roc_auc", average),
+                _average_area(report, "pr_auc", average),
             ]
         )
     return _table(headers, [*rows, *averages])

@@ -55,8 +55,7 @@ def confusion_png(matrix: Sequence[Sequence[float]], classes: Sequence[Any]) -> 
     k = counts.shape[0]
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    side = min(9.0, max(4.8, 0.32 * k + 3.0))
-    figure = _figure((side + 0.8, side))
+    figure = _figure()
     axes = figure.add_subplot()
     image = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
@@ -71,7 +70,13 @@ def confusion_png(matrix: Sequence[Sequence[float]], classes: Sequence[Any]) -> 
             for j in range(k):
                 colour = "white" if share[i, j] > 0.55 else "#1f2933"
                 axes.text(
-                    j, i, f"{counts[i, j]:.6g}", ha="center", va="center", color=colour, fontsize=9
+                    j,
+                    i,
+                    f"{counts[i, j]:.6g}",
+                    ha="center",
+                    va="center",
+                    color=colour,
+                    fontsize=9 if k <= 6 else 7,
                 )
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
@@ -119,12 +124,12 @@ def pr_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
             linewidth=1.8,
             label=f"{_short(name)} (AP {curve['ap']:.3f})",
         )
-    axes.legend(loc="lower left", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     return _png(figure)
 
 
 def calibration_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """Reliability diagram: ``{"predicted": [...], "observed": [...]}`` per class."""
+    """Reliability diagram: ``{"predicted": [...], "observed": [...]}`` per curve."""
     figure, axes = _curve_axes("Calibration", "mean predicted probability", "observed frequency")
     axes.plot(
         [0, 1], [0, 1], linestyle="--", color="#9aa5b1", linewidth=1, label="perfectly calibrated"

@@ -203,36 +203,43 @@ class LossSums:
 
 
 class CalibrationBins:
-    """Per class, uniform probability bins as ``sklearn.calibration.calibration_curve`` uses.
+    """Uniform probability bins as ``sklearn.calibration.calibration_curve`` uses them.
 
+    Row ``k < K`` is class k against the rest; the last row (index ``-1``) is top-label
+    confidence: the highest probability of each row, a "positive" when that class is the true
+    one (the reliability diagram and expected calibration error of multiclass models).
     ``weight[k, b]``, ``proba_sum[k, b]`` and ``positive[k, b]``: total weight, weighted sum of
-    the predicted probability of class k and weight of rows of class k in bin b.
+    the probability and weight of positives in bin b.
     """
 
     def __init__(self, n_classes: int, bins: int = DEFAULT_CALIBRATION_BINS) -> None:
+        if not isinstance(bins, int | np.integer) or bins < 1:
+            raise ValueError(f"The number of calibration bins must be an int >= 1. Got {bins!r}.")
         self.n_classes = n_classes
-        self.bins = bins
-        self.edges = np.linspace(0.0, 1.0, bins + 1)
-        shape = (n_classes, bins)
+        self.bins = int(bins)
+        self.edges = np.linspace(0.0, 1.0, self.bins + 1)
+        shape = (n_classes + 1, self.bins)
         self.weight = np.zeros(shape)
         self.proba_sum = np.zeros(shape)
         self.positive = np.zeros(shape)
 
     def update(self, y_true: np.ndarray, proba: np.ndarray, weight: np.ndarray) -> Self:
         """Add a batch of class indices, probabilities (n, K) and weights."""
-        k, b = self.n_classes, self.bins
-        p = proba.astype(np.float64)
+        rows_, k, b = np.arange(y_true.shape[0]), self.n_classes + 1, self.bins
+        predicted = np.argmax(proba, axis=1)
+        p = np.column_stack([proba, proba[rows_, predicted]]).astype(np.float64)
         # searchsorted on the inner edges: a score equal to an edge goes to the lower bin,
         # exactly as calibration_curve(strategy="uniform") does.
         flat = np.searchsorted(self.edges[1:-1], p) + np.arange(k) * b
         w = np.broadcast_to(weight[:, None], p.shape)
         size = k * b
-        self.weight = self.weight + np.bincount(flat.ravel(), w.ravel(), size).reshape(k, b)
-        self.proba_sum = self.proba_sum + np.bincount(flat.ravel(), (w * p).ravel(), size).reshape(
-            k, b
-        )
-        true_flat = flat[np.arange(y_true.shape[0]), y_true]
-        self.positive = self.positive + np.bincount(true_flat, weight, size).reshape(k, b)
+        weight_sum = np.bincount(flat.ravel(), w.ravel(), size)
+        proba_sum = np.bincount(flat.ravel(), (w * p).ravel(), size)
+        positive = np.bincount(flat[rows_, y_true], weight, size)
+        positive += np.bincount(flat[:, -1], weight * (predicted == y_true), size)
+        self.weight = self.weight + weight_sum.reshape(k, b)
+        self.proba_sum = self.proba_sum + proba_sum.reshape(k, b)
+        self.positive = self.positive + positive.reshape(k, b)
         return self
 
     def merge(self, other: CalibrationBins) -> Self:

@@ -40,6 +40,7 @@ __all__ = [
     "brier_score",
     "calibration_curve",
     "cohen_kappa",
+    "expected_calibration_error",
     "log_loss",
     "matthews_corrcoef",
     "pr_curve",
@@ -365,8 +366,9 @@ def average_precision(
 def calibration_curve(bins: CalibrationBins, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fraction of positives, mean predicted probability and weight per non-empty bin.
 
-    The first two equal ``sklearn.calibration.calibration_curve(y == k, proba[:, k],
-    n_bins=bins.bins)``.
+    For a class ``k`` the first two equal ``sklearn.calibration.calibration_curve(y == k,
+    proba[:, k], n_bins=bins.bins)``; ``k = -1`` gives the top-label (confidence) curve:
+    accuracy against mean highest probability.
     """
     weight = bins.weight[k]
     nonzero = weight > 0
@@ -375,6 +377,14 @@ def calibration_curve(bins: CalibrationBins, k: int) -> tuple[np.ndarray, np.nda
         bins.proba_sum[k][nonzero] / weight[nonzero],
         weight[nonzero],
     )
+
+
+def expected_calibration_error(bins: CalibrationBins) -> float:
+    """Top-label ECE: weighted mean over bins of |accuracy - mean highest probability|."""
+    observed, predicted, weight = calibration_curve(bins, -1)
+    if weight.sum() == 0:
+        return math.nan
+    return float(np.dot(weight, np.abs(observed - predicted)) / weight.sum())
 
 
 def _areas(acc: EvaluationAccumulator, zero_division: Any) -> dict[str, Any]:
@@ -441,6 +451,7 @@ def summarize(
     result.update(areas)
     result["log_loss"] = log_loss(acc.losses)
     result["brier"] = brier_score(acc.losses, acc.n_classes)
+    result["expected_calibration_error"] = expected_calibration_error(acc.calibration)
     result["cohen_kappa"] = cohen_kappa(cm)
     result["mcc"] = matthews_corrcoef(cm)
     result["per_class"] = [

@@ -41,6 +41,7 @@ HEADLINE = (
     ("brier", "Brier score"),
     ("mcc", "MCC"),
     ("cohen_kappa", "Cohen's kappa"),
+    ("expected_calibration_error", "Calibration error"),
 )
 LOWER_IS_BETTER = {"log_loss", "brier"}
 LEADERBOARD = (
@@ -164,7 +165,11 @@ class Report:
                 zip(("recall", "precision"), _thin(recall_full, precision_full), strict=True)
             )
             pr[name]["ap"] = areas[k]["pr_auc"]
-            observed, predicted, weight = calibration_curve(acc.calibration, k)
+        # Two classes: the positive class's reliability curve. More: the top-label curve
+        # (accuracy against confidence); ten one-vs-rest curves on one axis are unreadable.
+        k, name = (1, str(self.classes[1])) if len(self.classes) == 2 else (-1, "top label")
+        observed, predicted, weight = calibration_curve(acc.calibration, k)
+        if weight.size:
             calibration[name] = dict(
                 zip(
                     ("observed", "predicted", "weight"),
