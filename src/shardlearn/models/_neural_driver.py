@@ -9,12 +9,15 @@ loss and valid accuracy, decides early stopping, and finally collects the weight
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from shardlearn.exceptions import EngineError
 from shardlearn.models._neural_worker import probe, teardown
+from shardlearn.models._torch import build_network, stage_ranges
 from shardlearn.models.neural_ddp import ddp_epoch, ddp_result, ddp_setup
 from shardlearn.models.neural_pipeline import pipeline_epoch, pipeline_result, pipeline_setup
 
@@ -59,13 +62,18 @@ def _rendezvous(group: Any, device: str) -> dict | None:
     }
 
 
-def train_on_group(estimator: Any, group: Any, spec: dict, splits: list[str]) -> tuple:
+def train_on_group(
+    estimator: Any, group: Any, spec: dict, splits: list[str], callback: Any = None
+) -> tuple:
     """Train on ``group``; return ``(weights as numpy arrays, per-epoch reports)``.
 
     ``spec`` is the estimator's training spec without the layouts, device and rendezvous,
     which are filled in here.
     """
     mode = estimator.parallelism
+    if mode == "pipeline":
+        # Fails early, on the driver, when the network has fewer weighted layers than stages.
+        stage_ranges(build_network(spec["arch"], 0), estimator.stages)
     if mode == "pipeline" and estimator.stages > group.size:
         raise ValueError(
             f"{type(estimator).__name__}(parallelism='pipeline', stages={estimator.stages}) "
@@ -81,7 +89,7 @@ def train_on_group(estimator: Any, group: Any, spec: dict, splits: list[str]) ->
     setup, epoch_fn, result = _MODES[mode]
     try:
         group.run(setup, spec)
-        history = _epoch_loop(estimator, group, epoch_fn, spec["fit_id"])
+        history = _epoch_loop(estimator, group, epoch_fn, spec["fit_id"], callback)
         parts = group.run(result, spec["fit_id"], estimator.early_stopping)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -93,7 +101,9 @@ def train_on_group(estimator: Any, group: Any, spec: dict, splits: list[str]) ->
     return weights, history
 
 
-def _epoch_loop(estimator: Any, group: Any, epoch_fn: Any, fit_id: str) -> list[dict]:
+def _epoch_loop(
+    estimator: Any, group: Any, epoch_fn: Any, fit_id: str, callback: Any
+) -> list[dict]:
     history: list[dict] = []
     stale = 0
     with _progress(estimator) as update:
@@ -101,6 +111,15 @@ def _epoch_loop(estimator: Any, group: Any, epoch_fn: Any, fit_id: str) -> list[
             report = group.run(epoch_fn, fit_id, epoch)[0]
             history.append(report)
             update(epoch, report)
+            if callback is not None:
+                callback(
+                    SimpleNamespace(
+                        iteration=epoch + 1,
+                        loss=report["loss"],
+                        grad_norm=math.nan,
+                        valid_accuracy=report["valid_accuracy"],
+                    )
+                )
             if not estimator.early_stopping or report["valid_loss"] is None:
                 continue
             stale = 0 if report["improved"] else stale + 1

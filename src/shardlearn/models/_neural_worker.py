@@ -33,15 +33,15 @@ CACHE_KEY = "shardlearn.neural"
 
 
 def _split_shards(state: Any, split: str) -> list:
-    return [shard for shard in state.shards if shard.split == split]
+    """This worker's shards of ``split`` in block order (by shard index, like load_block)."""
+    return sorted((s for s in state.shards if s.split == split), key=lambda s: s.index)
 
 
 def load_rows(state: Any, split: str, data: dict) -> tuple[np.ndarray, np.ndarray, Any]:
     """This worker's rows of ``split``: ``(X float32, y int64, sample_weight or None)``.
 
-    ``data["kind"]`` is ``"block"`` (the preprocessed feature block of
-    :func:`shardlearn.preprocess.load_block`) or ``"images"`` (pixels read from the shards by
-    :func:`shardlearn.data.images.read_image_rows`).
+    The rows are the feature block of :func:`shardlearn.models._fitting.training_block`
+    (preprocessed dataset rows or array parts), densified to float32 for torch.
     """
     key = (CACHE_KEY, "rows", split, repr(sorted(data.items())))
     cached = state.cache.get(key)
@@ -49,17 +49,10 @@ def load_rows(state: Any, split: str, data: dict) -> tuple[np.ndarray, np.ndarra
         return cached
     if not _split_shards(state, split):
         rows = (np.empty((0, data["n_features"]), np.float32), np.empty(0, np.int64), None)
-    elif data["kind"] == "images":
-        from shardlearn.data.images import read_image_rows
-
-        X, y = read_image_rows(
-            _split_shards(state, split), data["column"], data["label"], data["classes"]
-        )
-        rows = (X, y, None)
     else:
-        from shardlearn.preprocess import load_block
+        from shardlearn.models._fitting import training_block
 
-        block = load_block(state, split)
+        block = training_block(state, split)
         weight = block.sample_weight
         rows = (
             to_dense_float32(block.X),

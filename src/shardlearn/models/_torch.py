@@ -94,6 +94,29 @@ def _conv_modules(arch: dict) -> tuple[list, int]:
     return modules, channels * height * width
 
 
+_SCALE_CLASS: list = []
+
+
+def _scale(factor: float) -> Any:
+    """A parameter-free module multiplying its input by ``factor`` (e.g. 1/255 for pixels)."""
+    if not _SCALE_CLASS:
+        nn = require_torch().nn
+
+        class Scale(nn.Module):
+            def __init__(self, factor: float) -> None:
+                super().__init__()
+                self.factor = factor
+
+            def forward(self, x: Any) -> Any:
+                return x * self.factor
+
+            def extra_repr(self) -> str:
+                return f"factor={self.factor}"
+
+        _SCALE_CLASS.append(Scale)
+    return _SCALE_CLASS[0](factor)
+
+
 def build_network(arch: dict, seed: int) -> Any:
     """Build the ``torch.nn.Sequential`` described by ``arch`` with weights seeded by ``seed``.
 
@@ -102,7 +125,8 @@ def build_network(arch: dict, seed: int) -> Any:
     arch : dict
         ``{"kind": "mlp", "n_features", "hidden", "activation", "dropout", "n_classes"}`` or
         ``{"kind": "convnet", "image_shape": [C, H, W], "channels", "kernel_size", "pool",
-        "hidden", "activation", "dropout", "n_classes"}``.
+        "hidden", "activation", "dropout", "n_classes"}``; optional ``input_scale`` multiplies
+        the input first (1/255 for raw pixels).
     seed : int
         Seed of the initial weights; the same seed gives the same network on every process.
     """
@@ -117,6 +141,8 @@ def build_network(arch: dict, seed: int) -> Any:
             modules += _dense_blocks(
                 [width, *arch["hidden"]], arch["n_classes"], arch["activation"], arch["dropout"]
             )
+        if arch.get("input_scale") is not None:
+            modules.insert(0, _scale(float(arch["input_scale"])))
         return torch.nn.Sequential(*modules)
 
 

@@ -19,6 +19,7 @@ torch is imported only inside functions: ``import shardlearn.models`` never impo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -113,17 +114,30 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         require_torch()
-        X, data = self._training_input(X)
+        X, data = self._training_input(X, scale_pixels=preprocessor is None)
         from shardlearn.models._fitting import prepare_training
 
         kwargs = {"preprocessor": preprocessor} if preprocessor is not None else {}
         with prepare_training(
             self, X, y, engine=engine, sample_weight=sample_weight, **kwargs
         ) as ctx:
-            arch = self._architecture(ctx.n_features, len(ctx.classes))
-            data = {**data, "n_features": int(ctx.n_features)}
-            spec = self._spec(arch, data)
-            weights, history = train_on_group(self, ctx.group, spec, list(ctx.splits))
+            return self._fit_context(ctx, data=data)
+
+    def _fit_context(
+        self, ctx: Any, callback: Callable | None = None, data: dict | None = None
+    ) -> Any:
+        """Train on a prepared TrainingContext (used by ``fit`` and by ``Pipeline``).
+
+        ``callback``, when given, receives after every epoch an object with ``iteration``,
+        ``loss``, ``grad_norm`` (NaN: not computed) and ``valid_accuracy``.
+        """
+        self._validate_params()
+        require_torch()
+        if data is None:
+            _, data = self._training_input(None, scale_pixels=False)
+        arch = self._architecture(ctx.n_features, len(ctx.classes))
+        spec = self._spec(arch, {**data, "n_features": int(ctx.n_features)})
+        weights, history = train_on_group(self, ctx.group, spec, list(ctx.splits), callback)
         self.classes_ = np.asarray(ctx.classes)
         self.n_features_in_ = int(ctx.n_features)
         self.feature_names_in_ = list(ctx.feature_names)
@@ -137,7 +151,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         self._network = None
         return self
 
-    def _training_input(self, X: Any) -> tuple[Any, dict]:
+    def _training_input(self, X: Any, scale_pixels: bool) -> tuple[Any, dict]:
         """The input to hand to prepare_training and how workers read it."""
         return X, {"kind": "block"}
 
@@ -448,24 +462,20 @@ class ConvNetClassifier(_NeuralClassifier):
             )
         return [1, *shape] if len(shape) == 2 else shape
 
-    def _training_input(self, X: Any) -> tuple[Any, dict]:
+    def _training_input(self, X: Any, scale_pixels: bool) -> tuple[Any, dict]:
         from shardlearn.models._fitting import is_dataset
 
         self._input_shape = self._declared_shape()
+        self._input_scale = None
         if is_dataset(X):
             from shardlearn.data.images import image_info
 
             info = image_info(X)
-            if info is None:
-                return X, {"kind": "block"}
-            self._input_shape = list(info["shape"])
-            return X, {
-                "kind": "images",
-                "column": info["column"],
-                "label": X.label,
-                "classes": list(X.classes),
-            }
-        if hasattr(X, "ndim") and X.ndim in (3, 4):
+            if info is not None:
+                self._input_shape = list(info["shape"])
+                # Raw 0..255 pixel columns (no preprocessor): the network scales them itself.
+                self._input_scale = 1.0 / 255.0 if scale_pixels else None
+        elif hasattr(X, "ndim") and X.ndim in (3, 4):
             self._input_shape = [1, *X.shape[1:]] if X.ndim == 3 else list(X.shape[1:])
             X = np.asarray(X).reshape(X.shape[0], -1)
         return X, {"kind": "block"}
@@ -498,4 +508,5 @@ class ConvNetClassifier(_NeuralClassifier):
             "activation": self.activation,
             "dropout": float(self.dropout),
             "n_classes": int(n_classes),
+            "input_scale": self._input_scale,
         }

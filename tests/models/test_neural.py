@@ -1,0 +1,250 @@
+"""Neural networks: DDP and pipeline parallelism equal single-process torch; CNN on digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from shardlearn.engine import engine  # noqa: E402
+from shardlearn.exceptions import ArtifactError, DataError, EngineError  # noqa: E402
+from shardlearn.models._torch import epoch_permutation  # noqa: E402
+from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # noqa: E402
+
+N_ROWS, N_FEATURES, N_CLASSES, BATCH = 240, 8, 3, 32
+HIDDEN = (16, 8, 12)  # four weighted layers: enough for three pipeline stages
+
+
+@pytest.fixture(scope="module")
+def tabular() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=N_ROWS,
+        n_features=N_FEATURES,
+        n_informative=5,
+        n_classes=N_CLASSES,
+        random_state=0,
+    )
+    return X.astype(np.float32), y
+
+
+def reference_weights(X, y, *, optimizer, lr, epochs, seed, hidden=HIDDEN) -> dict:
+    """Plain single-process torch: same initial weights, same global batches, mean loss.
+
+    The data order is the library's documented one: epoch ``e`` visits the rows (for array
+    input, in their original order) in the order of ``epoch_permutation(seed, e, n)``, in
+    consecutive global batches of ``batch_size`` rows.
+    """
+    torch.manual_seed(seed)
+    sizes = [X.shape[1], *hidden]
+    layers: list = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.Tanh()]
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], N_CLASSES))
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for epoch in range(epochs):
+        order = epoch_permutation(seed, epoch, X.shape[0])
+        for start in range(0, X.shape[0], BATCH):
+            rows = order[start : start + BATCH]
+            opt.zero_grad()
+            logits = net(torch.from_numpy(X[rows]))
+            torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[rows])).backward()
+            opt.step()
+    return {name: t.detach().numpy() for name, t in net.state_dict().items()}
+
+
+def _mlp(**params) -> MLPClassifier:
+    defaults = dict(
+        hidden_layer_sizes=HIDDEN,
+        activation="tanh",
+        batch_size=BATCH,
+        epochs=1,
+        random_state=7,
+        early_stopping=False,
+        verbose=False,
+    )
+    return MLPClassifier(**{**defaults, **params})
+
+
+def _max_difference(model: MLPClassifier, reference: dict) -> float:
+    assert sorted(model.state_dict_) == sorted(reference)
+    return max(float(np.abs(model.state_dict_[k] - reference[k]).max()) for k in reference)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.01)])
+def test_single_process_fit_equals_plain_torch(tabular, optimizer, lr):
+    X, y = tabular
+    reference = reference_weights(X, y, optimizer=optimizer, lr=lr, epochs=2, seed=7)
+    with engine("local", workers=1):
+        model = _mlp(optimizer=optimizer, learning_rate=lr, epochs=2).fit(X, y)
+    assert _max_difference(model, reference) < 1e-5
+
+
+def test_ddp_two_workers_equals_single_process_after_one_epoch(tabular, engine_name):
+    X, y = tabular
+    with engine(engine_name, workers=2):
+        for optimizer, lr in [("sgd", 0.1), ("adam", 0.01)]:
+            reference = reference_weights(X, y, optimizer=optimizer, lr=lr, epochs=1, seed=7)
+            model = _mlp(optimizer=optimizer, learning_rate=lr).fit(X, y)
+            assert _max_difference(model, reference) < 1e-5, optimizer
+            # The weights really moved: the comparison is not between two initialisations.
+            initial = reference_weights(X, y, optimizer=optimizer, lr=0.0, epochs=0, seed=7)
+            assert _max_difference(model, initial) > 1e-3
+
+
+def test_pipeline_two_and_three_stages_equal_single_process(tabular, engine_name):
+    X, y = tabular
+    epochs = 2  # 2 x ceil(240 / 32) = 16 optimiser steps
+    reference = reference_weights(X, y, optimizer="adam", lr=0.01, epochs=epochs, seed=7)
+    with engine(engine_name, workers=3):
+        for stages in (2, 3):  # with 2 stages the third worker only feeds its rows
+            model = _mlp(
+                parallelism="pipeline",
+                stages=stages,
+                micro_batches=3,
+                learning_rate=0.01,
+                epochs=epochs,
+            ).fit(X, y)
+            assert _max_difference(model, reference) < 1e-5, stages
+            assert model.n_iter_ == epochs
+
+
+def test_convnet_reaches_95_percent_on_digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    X_train, X_test, y_train, y_test = train_test_split(
+        digits.images / 16.0,
+        digits.target,
+        test_size=0.25,
+        random_state=0,
+        stratify=digits.target,
+    )
+    with engine("local", workers=2):
+        model = ConvNetClassifier(epochs=12, random_state=0, verbose=False).fit(X_train, y_train)
+    assert model.architecture_["image_shape"] == [1, 8, 8]
+    assert model.score(X_test, y_test) >= 0.95
+
+
+def test_convnet_on_an_ingested_image_dataset_with_early_stopping(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from shardlearn.data.images import ingest_images
+
+    digits = load_digits()
+    ds = ingest_images(
+        (digits.images, digits.target),
+        tmp_path / "digits",
+        max_value=16,
+        partitions=2,
+        split=(0.7, 0.15, 0.15),
+        seed=0,
+    )
+    with engine("local", workers=1):
+        model = ConvNetClassifier(
+            epochs=40, n_iter_no_change=2, tol=0.05, random_state=0, verbose=False
+        ).fit(ds)
+    assert model.architecture_["input_scale"] == pytest.approx(1 / 255)
+    # Early stopping on the valid split stopped well before the 40 epochs.
+    assert 3 <= model.n_iter_ < 40
+    assert len(model.validation_scores_) == model.n_iter_
+    test = ds.read("test")
+    X_test = np.column_stack([test.column(c).to_numpy() for c in model.feature_names_in_])
+    y_test = test.column("label").to_numpy()
+    assert model.score(X_test.astype(np.float64), y_test) >= 0.9
+
+
+def test_pipeline_with_preprocessor_on_mixed_columns(tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+    from shardlearn.models import Pipeline
+    from shardlearn.preprocess import Preprocessor
+
+    rng = np.random.default_rng(0)
+    n = 300
+    color = rng.choice(["red", "green", "blue"], n)
+    size = rng.normal(size=n)
+    label = np.where((color == "red") ^ (size > 0), "yes", "no")
+    table = pa.table({"color": color, "size": size, "label": label})
+    ds = write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0.8, 0.2, 0))
+    with engine("local", workers=1):
+        pipe = Pipeline(
+            Preprocessor.auto(ds.schema),
+            MLPClassifier(
+                hidden_layer_sizes=(16,),
+                epochs=60,
+                learning_rate=0.02,
+                random_state=0,
+                verbose=False,
+            ),
+        ).fit(ds)
+    assert np.mean(pipe.predict(table) == label) > 0.9
+
+
+def test_artifact_round_trip_uses_safetensors_and_predicts_identically(tabular):
+    X, y = tabular
+    with engine("local", workers=1):
+        model = _mlp(epochs=3).fit(X, y)
+    meta, arrays, files = model._to_artifact()
+    json.dumps(meta)  # model.json must be plain JSON
+    assert set(files) == {"weights.safetensors"} and arrays == {}
+    from safetensors.torch import load
+
+    assert sorted(load(files["weights.safetensors"])) == sorted(model.state_dict_)
+    restored = MLPClassifier._from_artifact(json.loads(json.dumps(meta)), arrays, files)
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+    assert restored.get_params() == model.get_params()
+    tampered = dict(meta, architecture={**meta["architecture"], "hidden": [4]})
+    with pytest.raises(ArtifactError, match="different architecture"):
+        MLPClassifier._from_artifact(tampered, arrays, files)
+
+
+def test_bad_parameters_and_input_are_clear_errors(tabular):
+    X, y = tabular
+    with pytest.raises(ValueError, match="'learning_rate' parameter of MLPClassifier"):
+        MLPClassifier(learning_rate=0).fit(X, y, engine="local")
+    with pytest.raises(ValueError, match="tuple of positive ints"):
+        with engine("local", workers=1):
+            MLPClassifier(hidden_layer_sizes=(8, 0), verbose=False).fit(X, y)
+    with engine("local", workers=1):
+        with pytest.raises(ValueError, match="needs at least 3 workers"):
+            _mlp(parallelism="pipeline", stages=3).fit(X, y)
+        with pytest.raises(ValueError, match="more than the 2 layers"):
+            _mlp(hidden_layer_sizes=(4,), parallelism="pipeline", stages=3).fit(X, y)
+        with pytest.raises(EngineError, match="no GPU"):
+            _mlp(device="cuda").fit(X, y)
+        with pytest.raises(DataError, match="image_shape"):
+            ConvNetClassifier(verbose=False).fit(X, y)
+        with pytest.raises(DataError, match="holds 9 pixels"):
+            ConvNetClassifier(image_shape=(3, 3), verbose=False).fit(X, y)
+
+
+def test_models_registered_and_torch_not_imported_by_models_package():
+    code = (
+        "import sys, shardlearn.models as m; from shardlearn.models import _registry as r; "
+        "print(r.MODELS['mlp'].__name__, r.MODELS['convnet'].__name__, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["MLPClassifier", "ConvNetClassifier", "False"]
+
+
+def test_missing_torch_is_an_import_error_naming_the_extra():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from shardlearn.models.neural import MLPClassifier\n"
+        "try:\n    MLPClassifier().fit([[0.0], [1.0]], [0, 1], engine='local')\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'shardlearn[torch]'" in out.stdout
