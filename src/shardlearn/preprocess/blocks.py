@@ -117,22 +117,80 @@ def _class_indices(labels: pa.ChunkedArray, classes: list, label: str) -> np.nda
     return index.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _shard_block(shard: Any, pre: Any, classes: list | None, state: Any) -> FeatureBlock:
+def _read_columns(state: Any, pre: Any) -> tuple[list[str], str | None, str | None]:
     label = state.context.get("label", pre.label_)
     weight = state.context.get("weight_column")
-    wanted = list(pre.input_columns) + [c for c in (label, weight) if c]
-    table = shard.read(columns=None)
-    present = [c for c in wanted if c in table.column_names]
-    table = table.select(present)
-    y = None
-    if classes is not None and label and label in table.column_names:
-        y = _class_indices(table.column(label), classes, label)
-    sample_weight = None
-    if weight:
-        if weight not in table.column_names:
-            raise DataError(f"Sample-weight column {weight!r} is not in shard {shard.path}.")
-        sample_weight = pc.cast(table.column(weight), pa.float64()).to_numpy(zero_copy_only=False)
-    return FeatureBlock(pre.transform(table), y, sample_weight, pre.feature_names_out_)
+    return list(pre.input_columns), label, weight
+
+
+def _transform_shards(shards: list, pre: Any, classes: list | None, state: Any) -> FeatureBlock:
+    """One block of ``shards`` in order, transformed batch by batch.
+
+    A dense block is preallocated from the row counts in the manifest and filled in place, so
+    peak memory is the block plus one batch, never two copies of the block.
+    """
+    columns, label, weight = _read_columns(state, pre)
+    rows = sum(s.rows for s in shards)
+    sparse = getattr(pre, "sparse_", False)
+    dense: np.ndarray | None = None  # allocated at the first batch, in its dtype
+    sparse_parts, labels, weights, start = [], [], [], 0
+    labelled = classes is not None and bool(label)
+    for shard in shards:
+        for batch in _shard_batches(shard, columns, label, weight):
+            table = pa.Table.from_batches([batch])
+            x = pre.transform(table)
+            if sparse or sp.issparse(x):
+                sparse_parts.append(sp.csr_matrix(x))
+            else:
+                if dense is None:
+                    dense = np.empty((rows, x.shape[1]), dtype=x.dtype)
+                dense[start : start + table.num_rows] = x
+            start += table.num_rows
+            if labelled and label not in table.column_names:
+                labelled = False  # unlabelled rows (new data): the block carries no labels
+            if labelled:
+                labels.append(_class_indices(table.column(label), classes, label))
+            if weight:
+                weights.append(_weights(table, weight, shard))
+    if start != rows:
+        raise DataError(f"Shards hold {start} rows but the manifest says {rows}.")
+    if sparse_parts:
+        x = _stack_sparse(sparse_parts, pre.n_features_out_)
+    elif dense is not None:
+        x = dense
+    else:  # no rows at all
+        x = np.zeros((0, pre.n_features_out_), dtype=np.float32)
+        x = sp.csr_matrix(x) if sparse else x
+    y = (
+        np.concatenate(labels)
+        if labels
+        else (np.empty(0, np.int64) if not rows and classes else None)
+    )
+    sample_weight = np.concatenate(weights) if weights else None
+    if y is not None and len(y) != rows:
+        y = None  # some shards are unlabelled: the block has no labels
+    return FeatureBlock(x, y, sample_weight, pre.feature_names_out_)
+
+
+def _shard_batches(shard: Any, columns: list[str], label: str | None, weight: str | None):
+    wanted = columns + [c for c in (label, weight) if c and c not in columns]
+    try:
+        yield from shard.iter_batches(columns=wanted)
+    except (KeyError, pa.ArrowInvalid):
+        # An unlabelled shard (e.g. new data to score) has no label column: read the features.
+        yield from shard.iter_batches(columns=columns + ([weight] if weight else []))
+
+
+def _weights(table: pa.Table, weight: str, shard: Any) -> np.ndarray:
+    if weight not in table.column_names:
+        raise DataError(f"Sample-weight column {weight!r} is not in shard {shard.path}.")
+    return pc.cast(table.column(weight), pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _stack_sparse(parts: list[sp.csr_matrix], width: int) -> sp.csr_matrix:
+    if not parts:
+        return sp.csr_matrix((0, width), dtype=np.float32)
+    return sp.vstack(parts, format="csr", dtype=np.float32)
 
 
 def _own_shards(state: Any, split: str) -> list:
@@ -162,8 +220,7 @@ def load_block(state: Any, split: str) -> FeatureBlock:
     if block is None:
         for old in [k for k in state.cache if isinstance(k, tuple) and k[:2] == key[:2]]:
             del state.cache[old]  # a block for an older preprocessor or shard set
-        blocks = [_shard_block(s, pre, classes, state) for s in _own_shards(state, split)]
-        block = FeatureBlock.concatenate(blocks, pre.feature_names_out_)
+        block = _transform_shards(_own_shards(state, split), pre, classes, state)
         state.cache[key] = block
     return block
 
@@ -187,6 +244,12 @@ def block_budget(state: Any, budget: int | None = None) -> int:
     return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, state.size))
 
 
+def _estimated_nbytes(pre: Any, rows: int) -> int:
+    if hasattr(pre, "estimated_nbytes"):
+        return int(pre.estimated_nbytes(rows))
+    return rows * pre.n_features_out_ * 8  # a duck-typed preprocessor: assume float64 dense
+
+
 def iter_blocks(state: Any, split: str, budget: int | None = None) -> Iterator[FeatureBlock]:
     """This worker's rows of ``split`` as blocks: one cached block, or shard by shard.
 
@@ -200,8 +263,8 @@ def iter_blocks(state: Any, split: str, budget: int | None = None) -> Iterator[F
         return
     shards = _own_shards(state, split)
     rows = sum(s.rows for s in shards)
-    if pre.estimated_nbytes(rows) <= block_budget(state, budget):
+    if _estimated_nbytes(pre, rows) <= block_budget(state, budget):
         yield load_block(state, split)
         return
     for shard in shards:
-        yield _shard_block(shard, pre, classes, state)
+        yield _transform_shards([shard], pre, classes, state)

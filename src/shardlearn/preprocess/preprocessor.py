@@ -250,6 +250,8 @@ class Preprocessor(BaseEstimator):
         """Accumulate statistics of one batch (Arrow, pandas or a dict of columns)."""
         self._start()
         table = as_table(batch)
+        if getattr(self, "_arrow_schema", None) is None and table.num_columns:
+            self._arrow_schema = table.select(self.input_columns).schema
         for part in self._parts:
             part.partial_fit(table)
         return self
@@ -262,6 +264,8 @@ class Preprocessor(BaseEstimator):
         other._start()
         for mine, theirs in zip(self._parts, other._parts, strict=True):
             mine.merge(theirs)
+        if getattr(self, "_arrow_schema", None) is None:
+            self._arrow_schema = getattr(other, "_arrow_schema", None)
         return self
 
     def finalize(self) -> Self:
@@ -309,6 +313,8 @@ class Preprocessor(BaseEstimator):
         from shardlearn.engine import get_engine
 
         self.label_ = self.label if self.label is not None else data.schema.label
+        if self.label_ in self.input_columns:
+            raise SpecError(f"Column {self.label_!r} is the label; it cannot also be a feature.")
         self._check_against_schema(data.schema)
         shards = data.shards(split)
         if not shards:
@@ -329,8 +335,12 @@ class Preprocessor(BaseEstimator):
         partials.sort(key=lambda pair: pair[0])
         merged = _tree_merge([partial for _, partial in partials])
         self._parts = merged._parts
+        self.__dict__.pop("input_schema", None)
         self.finalize()
-        self.input_schema = _subschema(_schema, self.input_columns) if _schema is not None else None
+        if _schema is not None:
+            self.input_schema = _subschema(_schema, self.input_columns)
+        elif getattr(merged, "_arrow_schema", None) is not None:
+            self.input_schema = _infer_schema(self, merged._arrow_schema.empty_table())
         return self
 
     def _check_against_schema(self, schema: Any) -> None:

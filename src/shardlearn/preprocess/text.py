@@ -118,15 +118,19 @@ class TextVectorizer(ColumnTransformer):
     def _accumulate(self, table: pa.Table) -> None:
         for j, name in enumerate(self.columns):
             counts = self._counts(table, name)
-            self._stats.df[j] += np.bincount(counts.indices, minlength=self.n_features)
+            # Never in place: arrays that came back from a Ray worker are read-only.
+            self._stats.df[j] = self._stats.df[j] + np.bincount(
+                counts.indices, minlength=self.n_features
+            )
             self._stats.nonzeros += counts.nnz
         self._stats.documents += table.num_rows
 
     def _merge_stats(self, other: _DocStats) -> None:
         self._stats.documents += other.documents
         self._stats.nonzeros += other.nonzeros
-        for mine, theirs in zip(self._stats.df, other.df, strict=True):
-            mine += theirs
+        self._stats.df = [
+            mine + theirs for mine, theirs in zip(self._stats.df, other.df, strict=True)
+        ]
 
     def _finalize(self) -> None:
         n = self._stats.documents

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from _helpers import assert_state_close, fit_merged, split_rows
+from _preprocess_helpers import assert_state_close, fit_merged, split_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction import FeatureHasher

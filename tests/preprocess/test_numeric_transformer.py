@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from _helpers import assert_state_close, fit_merged, split_rows
+from _preprocess_helpers import assert_state_close, fit_merged, split_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.impute import MissingIndicator, SimpleImputer
