@@ -1,0 +1,231 @@
+"""GradientBoostingClassifier against single-process XGBoost on the same data."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pytest
+import xgboost as xgb
+from sklearn.datasets import make_classification
+from sklearn.metrics import roc_auc_score
+
+from shardlearn.data import write_dataset
+from shardlearn.engine import engine
+from shardlearn.exceptions import DataError
+from shardlearn.models import MODELS, GradientBoostingClassifier, Pipeline
+from shardlearn.models.boosting import BoostingProgress
+from shardlearn.preprocess import Preprocessor
+
+PARAMS = {"n_estimators": 20, "max_depth": 4, "learning_rate": 0.1, "reg_lambda": 1.0}
+
+
+def _data(n_classes: int = 2, n: int = 12000, seed: int = 0):
+    X, y = make_classification(
+        n_samples=n,
+        n_features=10,
+        n_informative=6,
+        n_classes=n_classes,
+        flip_y=0.05,
+        random_state=seed,
+    )
+    X = X.astype(np.float32)
+    # A large test half keeps the AUC comparison about the models, not about sampling noise.
+    cut = n // 2
+    return X[:cut], y[:cut], X[cut:], y[cut:]
+
+
+def _reference(X, y, n_classes: int, **extra) -> xgb.Booster:
+    params = {
+        "tree_method": "hist",
+        "max_depth": PARAMS["max_depth"],
+        "eta": PARAMS["learning_rate"],
+        "lambda": PARAMS["reg_lambda"],
+        "nthread": 1,
+        **extra,
+    }
+    if n_classes == 2:
+        params["objective"] = "binary:logistic"
+    else:
+        params |= {"objective": "multi:softprob", "num_class": n_classes}
+    return xgb.train(params, xgb.QuantileDMatrix(X, y), PARAMS["n_estimators"])
+
+
+def _auc(y, proba) -> float:
+    if proba.ndim == 2 and proba.shape[1] == 2:
+        proba = proba[:, 1]
+    return float(roc_auc_score(y, proba, multi_class="ovr"))
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_binary_gbdt_matches_single_process_xgboost(engine_name, workers):
+    X, y, X_test, y_test = _data()
+    with engine(engine_name, workers=workers):
+        model = GradientBoostingClassifier(**PARAMS, checkpoint_interval=7).fit(X, y)
+    ref = _reference(X, y, 2)
+    ours_auc = _auc(y_test, model.predict_proba(X_test))
+    ref_auc = _auc(y_test, ref.predict(xgb.DMatrix(X_test)))
+    assert abs(ours_auc - ref_auc) <= 0.002
+    assert model.n_estimators_ == ref.num_boosted_rounds() == PARAMS["n_estimators"]
+    assert len(model.booster_.get_dump()) == len(ref.get_dump())
+
+
+def test_multiclass_gbdt_matches_single_process_xgboost(engine_name):
+    X, y, X_test, y_test = _data(n_classes=3)
+    with engine(engine_name, workers=2):
+        model = GradientBoostingClassifier(**PARAMS).fit(X, y)
+    ref = _reference(X, y, 3)
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (len(y_test), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    ref_auc = _auc(y_test, ref.predict(xgb.DMatrix(X_test)))
+    assert abs(_auc(y_test, proba) - ref_auc) <= 0.002
+    # One tree per class and round, as in XGBoost.
+    assert len(model.booster_.get_dump()) == len(ref.get_dump()) == 3 * PARAMS["n_estimators"]
+
+
+def test_one_worker_equals_xgboost_exactly():
+    X, y, X_test, _ = _data()
+    with engine("local", workers=1):
+        model = GradientBoostingClassifier(**PARAMS, checkpoint_interval=6).fit(X, y)
+    ref = _reference(X, y, 2)
+    np.testing.assert_allclose(
+        model.predict_proba(X_test)[:, 1], ref.predict(xgb.DMatrix(X_test)), rtol=1e-6
+    )
+
+
+def test_early_stopping_uses_the_valid_split_and_keeps_the_best_round(tmp_path):
+    X, y = make_classification(3000, 8, n_informative=3, flip_y=0.3, random_state=1)
+    table = pa.table({f"f{j}": X[:, j] for j in range(X.shape[1])} | {"label": y})
+    ds = write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0.7, 0.3, 0))
+    progress: list[BoostingProgress] = []
+    with engine("local", workers=2):
+        pipeline = Pipeline(
+            Preprocessor.auto(ds.schema),
+            GradientBoostingClassifier(
+                n_estimators=300,
+                learning_rate=0.5,
+                max_depth=6,
+                early_stopping_rounds=5,
+                checkpoint_interval=10,
+            ),
+        ).fit(ds, callback=progress.append)
+    model = pipeline.estimator
+    history = model.evals_result_["valid"]["logloss"]
+    assert model.best_iteration_ == int(np.argmin(history))
+    assert model.n_estimators_ == model.best_iteration_ + 1
+    assert len(history) == model.best_iteration_ + 1 + 5  # stopped after 5 bad rounds
+    assert len(history) < 300
+    assert progress[-1].rounds == len(history)
+    # The same early stopping in single-process XGBoost on the same rows.
+    train, valid = ds.read("train").to_pandas(), ds.read("valid").to_pandas()
+    features = [f"f{j}" for j in range(X.shape[1])]
+    dtrain = xgb.QuantileDMatrix(train[features].to_numpy(np.float32), train["label"])
+    dvalid = xgb.QuantileDMatrix(valid[features].to_numpy(np.float32), valid["label"], ref=dtrain)
+    ref = xgb.train(
+        {"objective": "binary:logistic", "tree_method": "hist", "eta": 0.5, "max_depth": 6},
+        dtrain,
+        300,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=5,
+        verbose_eval=False,
+    )
+    assert abs(model.best_iteration_ - ref.best_iteration) <= 2
+
+
+def _worker_processes() -> list[psutil.Process]:
+    return [
+        child for child in psutil.Process().children() if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+def _kill_once_busy(proc: psutil.Process, killed: threading.Event) -> None:
+    """Kill ``proc`` as soon as it has used CPU time, i.e. while it is boosting."""
+    start = sum(proc.cpu_times()[:2])
+    deadline = time.monotonic() + 60
+    while sum(proc.cpu_times()[:2]) < start + 0.2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    killed.set()
+
+
+def test_worker_killed_mid_boosting_training_completes_from_checkpoint():
+    X, y, X_test, _ = _data(n=6000)
+    params = {**PARAMS, "n_estimators": 40, "checkpoint_interval": 10}
+    killed = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def kill_a_worker(progress: BoostingProgress) -> None:
+        if threads:
+            return
+        victim = _worker_processes()[-1]
+        threads.append(threading.Thread(target=_kill_once_busy, args=(victim, killed)))
+        threads[0].start()
+
+    with engine("local", workers=2):
+        model = GradientBoostingClassifier(**params).fit(X, y, callback=kill_a_worker)
+        undisturbed = GradientBoostingClassifier(**params).fit(X, y)
+    threads[0].join()
+    assert killed.is_set()
+    assert model.n_estimators_ == 40
+    # Resuming from the checkpoint rebuilds the same sketch: the same model as without a kill.
+    np.testing.assert_allclose(
+        model.predict_proba(X_test), undisturbed.predict_proba(X_test), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"max_depth": -1}, "'max_depth' parameter of GradientBoostingClassifier"),
+        ({"learning_rate": 0}, "'learning_rate' parameter of GradientBoostingClassifier"),
+        ({"subsample": 1.5}, "'subsample' parameter"),
+        ({"eval_metric": "rmse"}, "'eval_metric' parameter"),
+        ({"xgb_params": {"max_leafs": 4}}, "Did you mean 'max_leaves'"),
+        ({"xgb_params": {"objective": "reg:squarederror"}}, "may not set 'objective'"),
+        ({"xgb_params": {"eta": 0.1}}, "use learning_rate"),
+        ({"xgb_params": {"grow_policy": "best"}}, "'grow_policy' parameter"),
+        ({"eval_metric": "mlogloss"}, "for a binary problem"),
+    ],
+)
+def test_bad_params_are_clear_errors_naming_the_param(params, message):
+    X, y, _, _ = _data(n=200)
+    with engine("local", workers=1), pytest.raises(ValueError, match=message) as info:
+        GradientBoostingClassifier(n_estimators=2, **params).fit(X, y)
+    assert "XGBoostError" not in repr(info.value)
+
+
+def test_early_stopping_without_a_valid_split_is_a_data_error():
+    X, y, _, _ = _data(n=200)
+    with engine("local", workers=1), pytest.raises(DataError, match="needs a valid split"):
+        GradientBoostingClassifier(n_estimators=2, early_stopping_rounds=3).fit(X, y)
+
+
+def test_artifact_is_ubjson_and_round_trips_without_cluster_settings():
+    X, y, X_test, _ = _data(n=800)
+    with engine("local", workers=1):
+        model = GradientBoostingClassifier(n_estimators=5).fit(X, y)
+    meta, arrays, files = model._to_artifact()
+    assert set(files) == {"booster.ubj"}
+    assert files["booster.ubj"][:1] == b"{"  # UBJSON object marker, not a pickle
+    assert "nthread" not in meta["attributes"]["params_"]
+    restored = GradientBoostingClassifier._from_artifact(meta, arrays, files)
+    np.testing.assert_array_equal(restored.predict_proba(X_test), model.predict_proba(X_test))
+
+
+def test_importances_gain_and_split_counts():
+    X, y, _, _ = _data(n=1000)
+    with engine("local", workers=1):
+        model = GradientBoostingClassifier(n_estimators=10).fit(X, y)
+    both = model.importances()
+    assert set(both) == {"gain", "split"}
+    assert sum(both["gain"].values()) == pytest.approx(1.0)
+    assert np.allclose(model.feature_importances_.sum(), 1.0)
+    assert sum(both["split"].values()) == sum(tree.count("<") for tree in model.booster_.get_dump())
+
+
+def test_registered_as_xgboost():
+    assert MODELS["xgboost"] is GradientBoostingClassifier
