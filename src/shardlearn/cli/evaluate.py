@@ -1,0 +1,219 @@
+"""``shardlearn evaluate`` and ``shardlearn compare``: metrics, HTML reports, leaderboards."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from shardlearn.cli._common import console, err_console
+
+_MODEL_HELP = "NAME@STAGE, NAME:VERSION, REGISTRY/NAME or an artifact directory."
+_MAX_CLASS_ROWS = 30
+
+
+def _load_model(reference: str, registry: Path) -> Any:
+    from shardlearn.registry import Registry, is_artifact, load
+
+    if is_artifact(reference) or "/" in reference:
+        return load(reference)
+    return Registry(registry).load(reference)
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show metric warnings as one yellow line each instead of Python's warning format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for warning in caught:
+        text = str(warning.message)
+        if text not in seen:
+            seen.add(text)
+            err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _metrics_table(report: Any) -> Table:
+    m = report.metrics
+    low, high = m["accuracy_interval_95"]
+    table = Table(title=f"{report.title} — {m['rows']:,} rows", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("note", style="dim")
+    auc_note = "exact" if m["roc_auc_error_bound"] == 0 else f"± {m['roc_auc_error_bound']:.1e}"
+    ap_note = "exact" if m["pr_auc_error_bound"] == 0 else f"± {m['pr_auc_error_bound']:.1e}"
+    if len(report.classes) > 2:
+        auc_note, ap_note = f"macro one-vs-rest, {auc_note}", f"macro one-vs-rest, {ap_note}"
+    rows = [
+        ("accuracy", m["accuracy"], f"95% CI {_fmt(low)} – {_fmt(high)}"),
+        ("balanced accuracy", m["balanced_accuracy"], ""),
+        ("F1 macro / weighted", m["f1_macro"], f"weighted {_fmt(m['f1_weighted'])}"),
+        ("precision macro", m["precision_macro"], ""),
+        ("recall macro", m["recall_macro"], ""),
+        ("ROC-AUC", m["roc_auc"], auc_note),
+        ("PR-AUC", m["pr_auc"], ap_note),
+        ("log loss", m["log_loss"], ""),
+        ("Brier score", m["brier"], ""),
+        ("calibration error", m["expected_calibration_error"], "top label"),
+        ("Cohen's kappa", m["cohen_kappa"], ""),
+        ("MCC", m["mcc"], ""),
+    ]
+    for name, value, note in rows:
+        table.add_row(name, _fmt(value), note)
+    return table
+
+
+def _class_table(report: Any) -> Table:
+    table = Table(title="Per class", title_justify="left")
+    for name in ("class", "support", "precision", "recall", "F1", "ROC-AUC", "PR-AUC"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for row in report.metrics["per_class"][:_MAX_CLASS_ROWS]:
+        support = row["support"]
+        table.add_row(
+            str(row["class"]),
+            f"{support:,.0f}" if float(support).is_integer() else f"{support:,.2f}",
+            *(_fmt(row[k]) for k in ("precision", "recall", "f1", "roc_auc", "pr_auc")),
+        )
+    hidden = len(report.metrics["per_class"]) - _MAX_CLASS_ROWS
+    if hidden > 0:
+        table.caption = f"{hidden} more classes in --json / --report"
+    return table
+
+
+def _write_json(data: dict[str, Any], target: str) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False)
+    if target == "-":
+        typer.echo(text)
+    else:
+        Path(target).write_text(text + "\n")
+        err_console.print(f"metrics written to {target}", highlight=False)
+
+
+def _evaluate_each(
+    models: list[str], registry: Path, dataset: str, split: str, engine: str | None,
+    workers: int | None, batch_size: int, on_report: Callable[[str, Any], None],
+) -> None:  # fmt: skip
+    from shardlearn.data import Dataset
+    from shardlearn.engine import engine as use_engine
+    from shardlearn.engine import engine_from_cli
+    from shardlearn.metrics import evaluate
+
+    fitted = [_load_model(reference, registry) for reference in models]
+    data = Dataset.open(dataset)
+    with use_engine(engine_from_cli(engine, workers)) as eng:
+        for reference, model in zip(models, fitted, strict=True):
+            with _warnings_as_lines():
+                report = evaluate(
+                    model, data, split=split, engine=eng, batch_size=batch_size,
+                    title=f"Evaluation of {reference}",
+                )  # fmt: skip
+            report.model.setdefault("name", reference)
+            on_report(reference, report)
+
+
+def evaluate_command(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    dataset: str = typer.Argument(..., help="Dataset directory or URI."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate."),
+    report_path: Path | None = typer.Option(None, "--report", help="Write the HTML report here."),
+    json_path: str | None = typer.Option(
+        None, "--json", help="Write every metric as JSON to this file ('-': stdout)."
+    ),
+    registry: Path = typer.Option(
+        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help="Model registry directory."
+    ),
+    engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
+    workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
+    batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per batch."),
+) -> None:
+    """Evaluate a model on a dataset split: metrics table, HTML report, JSON.
+
+    Example: shardlearn evaluate loans@production data/loans --report report.html
+    """
+    reports: list[Any] = []
+    _evaluate_each(
+        [model], registry, dataset, split, engine, workers, batch_size,
+        lambda _name, report: reports.append(report),
+    )  # fmt: skip
+    report = reports[0]
+    if json_path != "-":
+        console.print(_metrics_table(report))
+        console.print(_class_table(report))
+    if report_path is not None:
+        report.to_html(report_path)
+        err_console.print(f"report written to {report_path}", highlight=False)
+    if json_path is not None:
+        _write_json(report.to_dict(), json_path)
+
+
+def compare_command(
+    models: list[str] = typer.Argument(..., help=f"One or more models: {_MODEL_HELP}"),
+    dataset: str = typer.Argument(..., help="Dataset directory or URI (the last argument)."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate."),
+    sort_by: str = typer.Option("roc_auc", "--sort-by", help="Leaderboard metric."),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="Write the leaderboard and comparison plot as HTML here."
+    ),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Write the comparison plot (PNG)."),
+    json_path: str | None = typer.Option(
+        None, "--json", help="Write the leaderboard as JSON to this file ('-': stdout)."
+    ),
+    registry: Path = typer.Option(
+        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help="Model registry directory."
+    ),
+    engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
+    workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
+    batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per batch."),
+) -> None:
+    """Evaluate several models on the same split and rank them.
+
+    Example: shardlearn compare loans:1 loans:2 loans@production data/loans --report cmp.html
+    """
+    from shardlearn.metrics import compare
+    from shardlearn.metrics.report import LEADERBOARD
+
+    if sort_by not in LEADERBOARD:
+        raise typer.BadParameter(f"must be one of {', '.join(LEADERBOARD)}", param_hint="--sort-by")
+    reports: dict[str, Any] = {}
+    _evaluate_each(
+        models, registry, dataset, split, engine, workers, batch_size,
+        lambda name, report: reports.__setitem__(name, report),
+    )  # fmt: skip
+    board = compare(reports, sort_by=sort_by)
+    if json_path != "-":
+        table = Table(title=f"Leaderboard by {sort_by} ({split} split)", title_justify="left")
+        for column in ("rank", "model", *LEADERBOARD):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for row in board.rows:
+            table.add_row(str(row["rank"]), row["model"], *(_fmt(row[m]) for m in LEADERBOARD))
+        console.print(table)
+    if plot_path is not None:
+        plot_path.write_bytes(board.plot_png())
+        err_console.print(f"plot written to {plot_path}", highlight=False)
+    if report_path is not None:
+        board.to_html(report_path)
+        err_console.print(f"report written to {report_path}", highlight=False)
+    if json_path is not None:
+        _write_json(board.to_dict(), json_path)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate`` and ``compare`` to ``app``."""
+    app.command("evaluate")(evaluate_command)
+    app.command("compare")(compare_command)
