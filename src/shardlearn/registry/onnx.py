@@ -100,9 +100,13 @@ def _probabilities(g: _Graph, X: str, model: Any, kind: str) -> tuple[str, str]:
         return "probabilities", _binary_from_positive(g, g.op("Sigmoid", scores))
     if kind == "LogisticRegression":
         return "probabilities", g.op("Softmax", scores, axis=1)
-    positive = g.op("Sigmoid", scores)  # SGD one-vs-rest, normalised per row
-    total = g.op("ReduceSum", positive, g.const(np.array([1], dtype=np.int64)), keepdims=1)
-    return "probabilities", g.op("Div", positive, total)
+    # SGD one-vs-rest: sigmoid(z_k) / sum_j sigmoid(z_j), computed as a softmax of the stable
+    # log-sigmoid min(z, 0) - log(1 + exp(-|z|)), so very negative scores cannot underflow
+    # every sigmoid of a row to 0 and divide 0 by 0.
+    damped = g.op("Exp", g.op("Neg", g.op("Abs", scores)))
+    log1p = g.op("Log", g.op("Add", g.const(np.array(1.0)), damped))
+    log_sigmoid = g.op("Sub", g.op("Min", scores, g.const(np.array(0.0))), log1p)
+    return "probabilities", g.op("Softmax", log_sigmoid, axis=1)
 
 
 def _naive_bayes_jll(g: _Graph, X: str, model: Any, kind: str) -> str:
