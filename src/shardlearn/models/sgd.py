@@ -1,11 +1,15 @@
 """Parallel mini-batch SGD with parameter averaging: SGDClassifier (log loss, hinge).
 
 One epoch = the current weights sent to every worker, each worker runs SGD over its own
-shuffled block (mini-batches, L2 shrinkage ``w *= 1 - eta * alpha`` per step), and the driver
-replaces the weights with the row-weighted average of the workers' results (parameter
-averaging, as in Zinkevich et al. 2010). Multi-class problems are one-vs-rest, like
-scikit-learn's ``SGDClassifier``. The step counter ``t_`` persists, so ``partial_fit`` and
-``warm_start`` continue the learning-rate schedule where the previous call stopped.
+shuffled block, and the driver replaces the weights with the row-weighted average of the
+workers' results (parameter averaging, as in Zinkevich et al. 2010). A step applies the summed
+gradient of ``batch_size`` rows and the L2 shrinkage of as many per-row steps, with the learning
+rate of scikit-learn's per-row schedule (``t`` counts rows), so ``batch_size=1`` is plain SGD.
+With ``average=True`` (default) a worker returns the mean of its iterates over the epoch
+(Polyak-Ruppert averaging), which removes most of SGD's noise at no extra pass. Multi-class
+problems are one-vs-rest, like scikit-learn's ``SGDClassifier``. The step counter ``t_``
+persists, so ``partial_fit`` and ``warm_start`` continue the learning-rate schedule where the
+previous call stopped.
 
 Stopping follows scikit-learn: after ``n_iter_no_change`` epochs whose mean training loss did
 not improve by ``tol`` on the best one, or after ``max_iter`` epochs (ConvergenceWarning).
@@ -88,6 +92,7 @@ def _sgd_epoch_worker(state: Any, x: np.ndarray, t: float, epoch: int) -> np.nda
     rng = np.random.default_rng([problem["seed"], epoch, state.rank])
     order = rng.permutation(n)
     loss_sum, steps, size = 0.0, 0, problem["batch_size"]
+    W_sum, b_sum, n_avg = np.zeros_like(W), np.zeros_like(b), 0
     for start in range(0, n, size):
         rows = np.sort(order[start : start + size])
         Xb = X[rows]
@@ -98,11 +103,17 @@ def _sgd_epoch_worker(state: Any, x: np.ndarray, t: float, epoch: int) -> np.nda
             value, R = value * weights[rows, None], R * weights[rows, None]
         loss_sum += float(value.sum())
         eta = _learning_rate(problem, t + steps)
-        W *= 1.0 - eta * problem["alpha"]
-        W -= (eta / rows.size) * np.asarray(Xb.T @ R).T
+        W *= (1.0 - eta * problem["alpha"]) ** rows.size
+        W -= eta * np.asarray(Xb.T @ R).T
         if problem["fit_intercept"]:
-            b -= (eta / rows.size) * R.sum(axis=0)
-        steps += 1
+            b -= eta * R.sum(axis=0)
+        steps += rows.size
+        if problem["average"]:
+            W_sum += W
+            b_sum += b
+            n_avg += 1
+    if n_avg:
+        W, b = W_sum / n_avg, b_sum / n_avg
     return np.concatenate((n * W.ravel(), n * b, [n, n * steps, loss_sum]))
 
 
@@ -122,7 +133,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         Stop when the epoch loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     n_iter_no_change : int, default=5
     learning_rate : {"optimal", "invscaling", "constant"}, default="optimal"
-        ``1 / (alpha (t0 + t))``, ``eta0 / (t + 1)^power_t`` or ``eta0``; t counts steps.
+        ``1 / (alpha (t0 + t))``, ``eta0 / (t + 1)^power_t`` or ``eta0``; t counts rows seen.
     eta0 : float, default=0.01
     power_t : float, default=0.5
     batch_size : int, default=32
@@ -133,10 +144,12 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         Continue from the previous weights and step counter when ``fit`` is called again.
     random_state : int, default=0
         Seed of the per-epoch shuffles.
+    average : bool, default=True
+        Return the average of each epoch's iterates (ASGD) instead of the last iterate.
 
     Attributes
     ----------
-    classes_, coef_, intercept_, n_iter_ (epochs of the last fit), t_ (steps so far),
+    classes_, coef_, intercept_, n_iter_ (epochs of the last fit), t_ (rows seen so far),
     loss_ (last epoch's mean loss), n_features_in_, feature_names_in_
     """
 
@@ -154,6 +167,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         "class_weight": [Options(("balanced",)), Type(dict), Type(type(None))],
         "warm_start": [Type(bool)],
         "random_state": [Interval("int", 0, None)],
+        "average": [Type(bool)],
     }
     _predict_from_proba: ClassVar[bool] = False
 
@@ -172,6 +186,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         class_weight: dict | str | None = None,
         warm_start: bool = False,
         random_state: int = 0,
+        average: bool = True,
     ) -> None:
         self.loss = loss
         self.alpha = alpha
@@ -186,6 +201,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.warm_start = warm_start
         self.random_state = random_state
+        self.average = average
 
     def fit(
         self,
@@ -316,6 +332,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
             "fit_intercept": bool(self.fit_intercept),
             "class_weight": class_weight.tolist(),
             "seed": int(self.random_state),
+            "average": bool(self.average),
         }
 
     def decision_function(self, X: Any) -> np.ndarray:
