@@ -50,7 +50,8 @@ def column(table: pa.Table, name: str) -> pa.ChunkedArray:
 
 def numeric_matrix(table: pa.Table, names: list[str]) -> np.ndarray:
     """A float64 ``(rows, len(names))`` matrix; nulls and NaN become NaN."""
-    out = np.empty((table.num_rows, len(names)), dtype=np.float64)
+    # Column-major: each column is one contiguous write, and per-column reductions stream.
+    out = np.empty((len(names), table.num_rows), dtype=np.float64).T
     for j, name in enumerate(names):
         values = column(table, name)
         if pa.types.is_boolean(values.type):

@@ -142,9 +142,10 @@ class NumericTransformer(ColumnTransformer):
         x = numeric_matrix(table, self.columns)
         present = ~np.isnan(x)
         count = present.sum(axis=0).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, np.nansum(x, axis=0) / np.where(count > 0, count, 1), 0.0)
-        m2 = np.nansum((x - mean) ** 2, axis=0)
+        zeroed = np.where(present, x, 0.0)
+        mean = zeroed.sum(axis=0) / np.where(count > 0, count, 1)
+        deviation = np.where(present, x - mean, 0.0)
+        m2 = np.einsum("ij,ij->j", deviation, deviation)
         batch = _Stats(
             count=count,
             mean=mean,
@@ -240,7 +241,7 @@ class NumericTransformer(ColumnTransformer):
         x /= self.scale_
         if self.clip is not None:
             np.clip(x, -self.clip, self.clip, out=x)
-        out = x.astype(np.float32)
+        out = x.astype(np.float32, order="C")
         if self.indicator_columns_:
             index = [self.columns.index(c) for c in self.indicator_columns_]
             out = np.hstack([out, missing[:, index].astype(np.float32)])

@@ -14,6 +14,7 @@ read them -- the fitted state is identical for any number of workers and either 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -72,7 +73,7 @@ def _transformer_for(name: str, spec: dict[str, Any]) -> tuple[type[ColumnTransf
             "boolean": BooleanEncoder,
             "datetime": DatetimeEncoder,
         }[kind]
-    valid = [p for p in cls._param_names() if p != "columns"]
+    valid = _option_names(cls)
     for key in options:
         if key not in valid:
             raise SpecError(
@@ -84,6 +85,11 @@ def _transformer_for(name: str, spec: dict[str, Any]) -> tuple[type[ColumnTransf
     except ValueError as exc:
         raise SpecError(f"Column {name!r}: {exc}") from None
     return cls, options
+
+
+@functools.cache
+def _option_names(cls: type[ColumnTransformer]) -> list[str]:
+    return [p for p in cls._param_names() if p != "columns"]
 
 
 def _normalise_spec(columns: dict[str, Any]) -> dict[str, dict[str, Any]]:
