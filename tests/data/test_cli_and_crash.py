@@ -157,7 +157,7 @@ def test_ingest_killed_mid_way_leaves_no_manifest(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         fd = _open_fifo_for_writing(fifo, proc)
-        rows = np.arange(1_500_000)
+        rows = np.arange(2_000_000)  # well over one 8 MB row group
         chunk = "\n".join(f"{i},{i % 97}.5,{'ab'[i % 2]}" for i in rows.tolist()) + "\n"
         _write_all(fd, chunk.encode())
         staged = _wait_for_shard_file(out, proc)

@@ -7,12 +7,16 @@ moved into place, and the manifest is the last thing written (by the DatasetWrit
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from queue import Empty, Full, Queue
 from typing import Any
 
 import numpy as np
@@ -32,6 +36,8 @@ __all__ = ["IngestRun", "warn_single_class"]
 
 SAMPLE_ROWS = 20_000  # rows of the first file(s) used to infer types and kinds
 RANGE_SAMPLE_ROWS = 50_000  # key values kept (bottom-k by hash) to place range boundaries
+# Batches cast in parallel (Arrow compute releases the GIL); results are used in input order.
+CONVERT_THREADS = 2
 
 
 def warn_single_class(classes: Sequence[Any], label: str) -> None:
@@ -43,6 +49,75 @@ def warn_single_class(classes: Sequence[Any], label: str) -> None:
             UserWarning,
             stacklevel=4,
         )
+
+
+def pipelined_map(
+    function: Callable[[Any], Any],
+    items: Iterator[Any],
+    workers: int = CONVERT_THREADS,
+    depth: int = 2 * CONVERT_THREADS,
+) -> Iterator[Any]:
+    """``map(function, items)`` with ``items`` drawn on a reader thread and ``function`` run
+    on ``workers`` threads; results come back in input order.
+
+    Parsing, conversion and the caller's own work overlap (Arrow releases the GIL); at most
+    ``depth`` items are in flight, which bounds memory. A result is handed over as soon as it
+    is ready, even while the reader waits for more input. Errors are re-raised here.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="shardlearn-convert") as pool:
+
+        def produce() -> None:
+            try:
+                for item in items:
+                    if not put((pool.submit(function, item), None)):
+                        return
+                put((done, None))
+            except BaseException as error:  # handed to the consumer, which re-raises it
+                put((done, error))
+
+        thread = threading.Thread(target=produce, name="shardlearn-read", daemon=True)
+        thread.start()
+        try:
+            while True:
+                future, error = queue.get()
+                if error is not None:
+                    raise error
+                if future is done:
+                    return
+                yield future.result()
+        finally:
+            stop.set()
+            # A reader blocked on a pipe cannot be interrupted; it is a daemon, so stop waiting.
+            deadline = time.monotonic() + 5.0
+            while thread.is_alive() and time.monotonic() < deadline:
+                try:
+                    entry = queue.get_nowait()
+                    if isinstance(entry[0], Future):
+                        entry[0].cancel()
+                except Empty:
+                    thread.join(timeout=0.1)
+
+
+@dataclass
+class _Prepared:
+    raw: RawBatch
+    batch: pa.RecordBatch
+    lines: np.ndarray
+    converted: Any
+    blank: int
 
 
 def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
@@ -178,8 +253,9 @@ class IngestRun:
         writer = DatasetWriter(self.out, schema, partitioner, overwrite=self.overwrite)
         try:
             with self._progress_bar() as advance:
-                for raw in self._raw_batches(schema):
-                    self._process(raw, schema, writer)
+                convert = functools.partial(self._convert, schema=schema)
+                for prepared in pipelined_map(convert, self._raw_batches(schema)):
+                    self._process(prepared, schema, writer)
                     advance()
             self._check_result(writer)
             if self.label is not None:
@@ -189,11 +265,11 @@ class IngestRun:
             writer.abort()
             raise
 
-    def _process(self, raw: RawBatch, schema: Schema, writer: DatasetWriter) -> None:
+    def _convert(self, raw: RawBatch, schema: Schema) -> _Prepared:
+        """Validation and casting of one batch; runs on the conversion threads."""
         blank = _blank_rows(raw.batch)
         batch, lines = raw.batch, raw.lines
         if blank.any():
-            self.blank_lines += int(blank.sum())
             batch, lines = batch.filter(pa.array(~blank)), lines[~blank]
         converted = convert_batch(
             batch.select(schema.names),
@@ -202,6 +278,14 @@ class IngestRun:
             self.trim,
             self.label_strip,
         )
+        return _Prepared(raw, batch, lines, converted, int(blank.sum()))
+
+    def _process(self, prepared: _Prepared, schema: Schema, writer: DatasetWriter) -> None:
+        """Rejects and partitioning of one converted batch, in input order (calling thread)."""
+        raw, batch, lines, converted = (
+            prepared.raw, prepared.batch, prepared.lines, prepared.converted
+        )  # fmt: skip
+        self.blank_lines += prepared.blank
         self.rows_read += batch.num_rows + len(raw.invalid)
         bad = converted.bad
         if raw.invalid:

@@ -1,0 +1,137 @@
+"""Ingest throughput and memory: ``shardlearn ingest`` vs ``pyarrow.csv.read_csv``.
+
+Generates wide CSV files (28 numeric + 4 categorical columns + a binary label; deterministic
+for a seed) under ``benchmarks/_data`` (git-ignored), then measures, in one run on the same
+files, each in a fresh process:
+
+- shardlearn ``ingest`` (validation, stratified-free random partitioning into 8 shards per
+  split, Parquet shards, rejects, manifest) — the whole pipeline, file to dataset;
+- ``pyarrow.csv.read_csv`` of the same file into memory (parse only, multi-threaded; the peer).
+
+Reported: wall seconds, MB/s of CSV, rows/s, peak RSS, and the ratio shardlearn / pyarrow.
+Targets (issue 2): throughput >= 70% of pyarrow's, peak RSS < 1.5 GB at every size.
+
+Usage::
+
+    python benchmarks/ingest.py            # 5M and 20M rows (about 1.3 GB and 5.3 GB of CSV)
+    python benchmarks/ingest.py --quick    # 500k rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+DATA = Path(__file__).resolve().parent / "_data"
+CHUNK_ROWS = 500_000
+N_NUMERIC = 28
+CATEGORIES = {
+    "cat_a": [f"a{i}" for i in range(5)],
+    "cat_b": [f"b{i}" for i in range(20)],
+    "cat_c": [f"c{i}" for i in range(100)],
+    "cat_d": [f"d{i}" for i in range(1000)],
+}
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> Path:
+    """Write ``rows`` rows deterministically (skipped when the file already has them)."""
+    marker = path.with_suffix(".rows")
+    if path.exists() and marker.exists() and marker.read_text() == str(rows):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = pacsv.WriteOptions(include_header=True, quoting_style="none")
+    with pa.OSFile(str(path), "wb") as sink:
+        for chunk, start in enumerate(range(0, rows, CHUNK_ROWS)):
+            count = min(CHUNK_ROWS, rows - start)
+            rng = np.random.default_rng([seed, chunk])
+            numeric = np.round(rng.normal(size=(count, N_NUMERIC)) * 100, 3)
+            columns = {f"x{i:02d}": numeric[:, i] for i in range(N_NUMERIC)}
+            for name, values in CATEGORIES.items():
+                weights = 1.0 / np.arange(1, len(values) + 1)
+                columns[name] = np.array(values)[
+                    rng.choice(len(values), count, p=weights / weights.sum())
+                ]
+            columns["label"] = (numeric[:, 0] + numeric[:, 1] * numeric[:, 2] / 100 > 0).astype(
+                np.int64
+            )
+            pacsv.write_csv(pa.table(columns), sink, options)
+            options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    marker.write_text(str(rows))
+    return path
+
+
+_SHARDLEARN = """
+import json, resource, sys, time
+from shardlearn.data import ingest
+start = time.perf_counter()
+ds = ingest(sys.argv[1], "label", sys.argv[2], partitions=8, overwrite=True)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "rows": ds.num_rows(),
+                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+_PYARROW = """
+import json, resource, sys, time
+import pyarrow.csv as pacsv
+start = time.perf_counter()
+table = pacsv.read_csv(sys.argv[1])
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "rows": table.num_rows,
+                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def measure(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh interpreter (clean peak RSS) and parse its JSON line."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small size (500k rows)")
+    parser.add_argument("--rows", type=int, nargs="*", help="row counts to measure")
+    args = parser.parse_args()
+    sizes = args.rows or ([500_000] if args.quick else [5_000_000, 20_000_000])
+    results = []
+    for rows in sizes:
+        started = time.perf_counter()
+        path = generate(DATA / f"wide-{rows}.csv", rows)
+        mb = path.stat().st_size / 1e6
+        print(f"# {rows:,} rows, {mb:,.0f} MB ({time.perf_counter() - started:.0f} s to generate)",
+              file=sys.stderr)  # fmt: skip
+        with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+            ours = measure(_SHARDLEARN, str(path), str(Path(tmp) / "ds"))
+        peer = measure(_PYARROW, str(path))
+        results.append((rows, mb, ours, peer))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, pyarrow {pa.__version__}\n"
+    )
+    print("| rows | CSV MB | tool | seconds | MB/s | rows/s | peak RSS | throughput vs pyarrow |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for rows, mb, ours, peer in results:
+        for name, r in (("shardlearn ingest", ours), ("pyarrow.csv.read_csv", peer)):
+            ratio = peer["seconds"] / r["seconds"]
+            print(
+                f"| {rows:,} | {mb:,.0f} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.0f} "
+                f"| {rows / r['seconds'] / 1e6:.2f}M | {r['rss'] / 2**30:.2f} GiB | {ratio:.0%} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
