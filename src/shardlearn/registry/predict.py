@@ -148,8 +148,13 @@ class Predictor:
         if self.id_column:
             columns[self.id_column] = ids
         if valid.num_rows:
-            columns["prediction"] = pa.array(np.asarray(self.model.predict(valid)))
-            probabilities = self.model.predict_proba(valid) if self.proba else None
+            model, inputs = self.model, valid
+            if hasattr(model, "preprocessor") and hasattr(model, "estimator"):
+                # A Pipeline: transform once, then the classifier's predict and predict_proba
+                # (exactly what Pipeline.predict/predict_proba do, without transforming twice).
+                model, inputs = model.estimator, model.preprocessor.transform(valid)
+            columns["prediction"] = pa.array(np.asarray(model.predict(inputs)))
+            probabilities = model.predict_proba(inputs) if self.proba else None
         else:
             columns["prediction"] = pa.array(self.classes[:0])
             probabilities = np.zeros((0, len(self.classes)))
