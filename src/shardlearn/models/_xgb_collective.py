@@ -123,6 +123,7 @@ def _is_comm_failure(message: str) -> bool:
 
 
 def _communicator(state: Any, worker_args: dict[str, Any]) -> Any:
+    """Join the collective as ``state.rank`` (the tracker sorts workers by task id)."""
     from xgboost import collective
 
     return collective.CommunicatorContext(
