@@ -84,6 +84,20 @@ class Pipeline(BaseEstimator):
                 )
         if y is not None:
             raise DataError("Pipeline.fit: a Dataset carries its label; do not pass y.")
+        return self._fit_dataset(data, engine, callback)
+
+    def _fit_dataset(
+        self,
+        data: Any,
+        engine: Any,
+        callback: Callable | None,
+        after: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Fit on a Dataset; ``after(ctx)`` runs on the still-open training context.
+
+        Returns ``self``, or ``after``'s result when given (the CLI scores the cached blocks
+        this way without reading the shards again).
+        """
         continuing = getattr(self.estimator, "warm_start", False) and hasattr(
             self.estimator, "classes_"
         )
@@ -96,9 +110,9 @@ class Pipeline(BaseEstimator):
         )
         with ctx:
             self.estimator._fit_context(ctx, callback=callback)
-        self.preprocessor = ctx.preprocessor
-        self.classes_ = self.estimator.classes_
-        return self
+            self.preprocessor = ctx.preprocessor
+            self.classes_ = self.estimator.classes_
+            return self if after is None else after(ctx)
 
     def _table_to_dataset(self, table: Any, y: Any, out: str, engine: Any) -> Any:
         import pyarrow as pa
