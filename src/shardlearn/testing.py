@@ -33,6 +33,7 @@ __all__ = [
     "fake_shards",
     "kill_worker",
     "wait_for_file",
+    "write_atomic",
 ]
 
 #: Seconds a check waits for a worker to reach a synchronisation point before giving up.
@@ -42,6 +43,13 @@ SYNC_TIMEOUT = 120.0
 def _expect(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader never sees a half-written file (write, then rename)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def fake_shards(sizes: list[int]) -> list[Any]:
@@ -135,7 +143,7 @@ def _die_once(state: WorkerState, workdir: str) -> dict:
     marker = Path(workdir) / "attempted"
     if state.rank == 0 and not marker.exists():
         marker.write_text(str(os.getpid()))
-        (Path(workdir) / "started").write_text(str(os.getpid()))
+        write_atomic(Path(workdir) / "started", str(os.getpid()))
         deadline = time.monotonic() + SYNC_TIMEOUT
         while time.monotonic() < deadline:  # killed from outside long before this ends
             time.sleep(0.01)
@@ -149,7 +157,7 @@ def _task_dies_once(workdir: str, value: int) -> int:
     marker = Path(workdir) / "task-attempted"
     if not marker.exists():
         marker.write_text(str(os.getpid()))
-        (Path(workdir) / "task-started").write_text(str(os.getpid()))
+        write_atomic(Path(workdir) / "task-started", str(os.getpid()))
         deadline = time.monotonic() + SYNC_TIMEOUT
         while time.monotonic() < deadline:
             time.sleep(0.01)
@@ -433,7 +441,7 @@ def announce_and_wait(workdir: str, name: str, *inputs: Any) -> str:
 
     For tests that interrupt or kill a running computation at a known point.
     """
-    (Path(workdir) / f"{name}.pid").write_text(str(os.getpid()))
+    write_atomic(Path(workdir) / f"{name}.pid", str(os.getpid()))
     deadline = time.monotonic() + SYNC_TIMEOUT
     while time.monotonic() < deadline:
         time.sleep(0.01)

@@ -10,18 +10,23 @@ resources of the running tasks, never above the engine's capacity).
 from __future__ import annotations
 
 import heapq
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+import threading
+from collections import deque
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from shardlearn.engine._cache import ResultCache
 from shardlearn.engine._progress import GraphProgress
 from shardlearn.engine.base import Engine, Resources
-from shardlearn.exceptions import EngineError, ShardlearnError, TaskFailed, WorkerLost
+from shardlearn.exceptions import ShardlearnError, TaskFailed, WorkerLost
 
 if TYPE_CHECKING:
     from shardlearn.engine.graph import RunReport, TaskGraph
 
 __all__ = ["Scheduler"]
+
+#: Seconds between two redraws of the progress bar.
+_PROGRESS_INTERVAL = 0.1
 
 
 class Scheduler:
@@ -59,6 +64,13 @@ class Scheduler:
         self.failures: list[tuple[str, BaseException]] = []
         self.cancelled: set[str] = set()
         self.finished = 0
+        # Driving state (see _drive): finished futures not yet processed, who drives, the end.
+        self.lock = threading.Lock()
+        self.done: deque[Future] = deque()
+        self.driving = False
+        self.stopped = False
+        self.fatal: BaseException | None = None
+        self.all_done = threading.Event()
 
     # -- planning -----------------------------------------------------------------------------
     def _plan(self) -> None:
@@ -95,25 +107,53 @@ class Scheduler:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, bar: GraphProgress) -> dict[str, Any]:
         self._plan()
+        self._drive(None)  # start the first tasks from this thread
         try:
-            while self.ready or self.running:
-                self._start_ready()
+            # Progress is redrawn here; the scheduling itself happens in _drive.
+            while not self.all_done.wait(_PROGRESS_INTERVAL):
                 self._show(bar)
-                if not self.running:
-                    if self.ready:  # pragma: no cover - prevented by the capacity check
-                        raise EngineError("The scheduler could not start any ready task.")
-                    break
-                done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: self.index[self.running[f]]):
-                    self._finish(future)
-            self._show(bar)
         except BaseException:
-            for future in self.running:
+            self.stopped = True
+            for future in list(self.running):
                 future.cancel()
             raise
+        self._show(bar)
+        if self.fatal is not None:
+            raise self.fatal
         if self.failures:
             self._raise_first_failure()
         return {key: self.results[key] for key in self.wanted_order}
+
+    def _drive(self, future: Future | None) -> None:
+        """Process finished futures and start ready tasks; one thread drives at a time.
+
+        Called with None to start, then as the done-callback of every task future -- in
+        whichever thread completes it (the local task pool's dispatcher, Ray's callback
+        thread). Starting the next task right there saves a thread hand-off per task. A
+        callback that arrives while another thread drives only queues its future.
+        """
+        with self.lock:
+            if future is not None:
+                self.done.append(future)
+            if self.driving:
+                return
+            self.driving = True
+        try:
+            while True:
+                if not self.stopped:
+                    self._start_ready()
+                with self.lock:
+                    if not self.done:
+                        self.driving = False
+                        if not self.running:
+                            self.all_done.set()
+                        return
+                    future = self.done.popleft()
+                self._finish(future)
+        except BaseException as error:  # a scheduler bug must not vanish in a callback thread
+            self.fatal = error
+            self.driving = False
+            self.all_done.set()
 
     def _show(self, bar: GraphProgress) -> None:
         cached = len(self.report.cached)
@@ -148,7 +188,8 @@ class Scheduler:
             future = Future()
             future.set_exception(error)
         self.report.started.append(key)
-        self.running[future] = key
+        with self.lock:
+            self.running[future] = key
         self.in_use = self.in_use + task.resources
         peak = self.report.peak
         self.report.peak = Resources(
@@ -156,9 +197,11 @@ class Scheduler:
             max(peak.gpus, self.in_use.gpus),
             max(peak.memory, self.in_use.memory),
         )
+        future.add_done_callback(self._drive)
 
     def _finish(self, future: Future) -> None:
-        key = self.running.pop(future)
+        with self.lock:
+            key = self.running.pop(future)
         task = self.tasks[key]
         self.in_use = self.in_use - task.resources
         if task.exclusive:

@@ -255,6 +255,7 @@ class LocalEngine(Engine):
             raise EngineError(f"max_retries must be an integer >= 0. Got {max_retries!r}.")
         self.max_retries = max_retries
         self.cpus_per_worker = 1.0
+        self._capacity = Resources(cpus=float(self.n_workers), gpus=0.0, memory=_total_memory())
         self._groups: list[ProcessGroup] = []
         self._pool: TaskPool | None = None
         self._lock = threading.Lock()
@@ -267,7 +268,7 @@ class LocalEngine(Engine):
 
     @property
     def capacity(self) -> Resources:
-        return Resources(cpus=float(self.n_workers), gpus=0.0, memory=_total_memory())
+        return self._capacity
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, resources: Resources | None = None, **kw: Any

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import operator
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -53,6 +54,9 @@ __all__ = ["BROADCAST_THRESHOLD", "RayEngine", "RayGroup"]
 
 #: Payloads larger than this (bytes) are stored once with ``ray.put`` and shared by reference.
 BROADCAST_THRESHOLD = 1 << 20
+
+#: Seconds a cluster capacity answer is reused.
+_CAPACITY_TTL = 5.0
 
 
 def _call_task(fn: Callable[..., Any], kw_names: tuple[str, ...], *values: Any) -> tuple:
@@ -267,6 +271,7 @@ class RayEngine(Engine):
         if not isinstance(max_retries, int) or max_retries < 0:
             raise EngineError(f"max_retries must be an integer >= 0. Got {max_retries!r}.")
         self.max_retries = max_retries
+        self._capacity: tuple[float, Resources] | None = None
         self._started_ray = False
         if not ray.is_initialized():
             options: dict[str, Any] = {"address": address} if address else {}
@@ -290,12 +295,18 @@ class RayEngine(Engine):
 
     @property
     def capacity(self) -> Resources:
-        total = ray.cluster_resources()
-        return Resources(
-            cpus=float(total.get("CPU", 0.0)),
-            gpus=float(total.get("GPU", 0.0)),
-            memory=int(total.get("memory", 0)),
-        )
+        # Asking the cluster costs a round trip to Ray's control store, so the answer is reused
+        # for a few seconds (clusters do grow and shrink, but not per task).
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[0] > _CAPACITY_TTL:
+            total = ray.cluster_resources()
+            resources = Resources(
+                cpus=float(total.get("CPU", 0.0)),
+                gpus=float(total.get("GPU", 0.0)),
+                memory=int(total.get("memory", 0)),
+            )
+            self._capacity = (now, resources)
+        return self._capacity[1]
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, resources: Resources | None = None, **kw: Any
