@@ -39,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn.exceptions import ArtifactError
-from shardlearn.registry import crypto
+from shardlearn.registry import _remote, crypto
 from shardlearn.registry._meta import describe_model, jsonable, resolve_model_class
 
 __all__ = [
@@ -81,8 +82,8 @@ class Artifact:
 
     Attributes
     ----------
-    path : Path
-        The artifact directory.
+    path : Path or str
+        The artifact directory (the URI for an artifact read from a ``pyarrow.fs`` URI).
     header : dict
         The parsed ``model.json``.
     meta : dict
@@ -93,7 +94,7 @@ class Artifact:
     signed, signature_verified, encrypted : bool
     """
 
-    path: Path
+    path: Path | str
     header: dict[str, Any]
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(repr=False)
@@ -210,15 +211,16 @@ def save(
     metrics: dict[str, Any] | None = None,
     lineage: dict[str, Any] | None = None,
     overwrite: bool = False,
-) -> Path:
+) -> Path | str:
     """Write ``model`` as an artifact directory at ``path`` (atomically) and return the path.
 
     Parameters
     ----------
     model : estimator, Pipeline or Preprocessor
         Anything with the ``_to_artifact`` hook.
-    path : path
-        The artifact directory to create.
+    path : path or str
+        The artifact directory to create: a local path or a ``pyarrow.fs`` URI such as
+        ``s3://bucket/models/loans-lr`` (written locally, then uploaded with model.json last).
     sign : bool, bytes or str, optional
         ``None`` signs when a signing key is configured (``SHARDLEARN_SIGNING_KEY`` /
         ``SHARDLEARN_SIGNING_KEY_FILE``); ``True`` requires one; ``False`` never signs; a
@@ -238,6 +240,9 @@ def save(
     >>> sl.save(model, "models/loans-lr")          # doctest: +SKIP
     >>> model = sl.load("models/loans-lr")          # doctest: +SKIP
     """
+    if _remote.is_uri(path):
+        return _save_remote(model, str(path), overwrite=overwrite, sign=sign, encrypt=encrypt,
+                            metrics=metrics, lineage=lineage)  # fmt: skip
     target = Path(path)
     if target.exists() and not overwrite:
         raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
@@ -266,6 +271,17 @@ def save(
     return target
 
 
+def _save_remote(model: Any, uri: str, *, overwrite: bool, **options: Any) -> str:
+    if _remote.remote_exists(uri):
+        if not overwrite:
+            raise ArtifactError(f"{uri} already exists; pass overwrite=True to replace it")
+        _remote.remove(uri)
+    with tempfile.TemporaryDirectory(prefix="shardlearn-save-") as tmp:
+        local = save(model, Path(tmp) / "artifact", **options)
+        _remote.upload(Path(local), uri)
+    return uri
+
+
 def _write_atomically(
     target: Path, payload: dict[str, bytes], model_json: bytes, key: bytes | None, overwrite: bool
 ) -> None:
@@ -292,7 +308,9 @@ def _write_atomically(
 
 
 def is_artifact(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a directory holding a ``model.json``."""
+    """Whether ``path`` is a directory (or ``pyarrow.fs`` URI) holding a ``model.json``."""
+    if _remote.is_uri(path):
+        return _remote.remote_exists(str(path))
     return (Path(path) / MODEL_JSON).is_file()
 
 
@@ -392,6 +410,16 @@ def read_artifact(
     ArtifactError
         Naming the file at fault: missing, unsigned, tampered, unlisted or undecryptable.
     """
+    if _remote.is_uri(path):
+        with _remote.downloaded(str(path)) as local:
+            artifact = read_artifact(
+                local,
+                signing_key=signing_key,
+                encryption_key=encryption_key,
+                require_signature=require_signature,
+            )
+        artifact.path = str(path)
+        return artifact
     root = Path(path)
     if not is_artifact(root):
         raise ArtifactError(f"{root} is not a model artifact: no {MODEL_JSON} in it")
@@ -446,9 +474,10 @@ def load(
     Parameters
     ----------
     path_or_ref : str or path
-        An artifact directory, or ``"ROOT/NAME@STAGE"``, ``"ROOT/NAME:VERSION"``,
-        ``"ROOT/NAME"`` (latest version) with ROOT a registry directory (default ``models``
-        when only ``NAME@STAGE`` is given).
+        An artifact directory or ``pyarrow.fs`` URI (``s3://bucket/models/loans-lr``), or
+        a registry reference: ``"ROOT/NAME@STAGE"``, ``"ROOT/NAME:VERSION"``, ``"ROOT/NAME"``
+        (latest version) with ROOT a registry directory (default ``$SHARDLEARN_MODELS`` or
+        ``models`` when only ``NAME@STAGE`` is given).
     signing_key, encryption_key : bytes or str, optional
         Keys to use instead of the configured ones.
 
@@ -461,8 +490,10 @@ def load(
     return artifact.to_model()
 
 
-def resolve_path(path_or_ref: str | os.PathLike[str]) -> Path:
-    """The artifact directory for a path or a registry reference (see :func:`load`)."""
+def resolve_path(path_or_ref: str | os.PathLike[str]) -> Path | str:
+    """The artifact directory for a path, a URI or a registry reference (see :func:`load`)."""
+    if _remote.is_uri(path_or_ref):
+        return str(path_or_ref)
     if is_artifact(path_or_ref):
         return Path(path_or_ref)
     from shardlearn.registry.store import resolve_reference

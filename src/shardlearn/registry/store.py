@@ -175,6 +175,12 @@ class Registry:
     """
 
     def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
+        if "://" in os.fspath(root):
+            raise ArtifactError(
+                f"a registry needs a local or mounted directory for its SQLite index, not "
+                f"{os.fspath(root)!r}; artifacts themselves can live at URIs: "
+                "shardlearn.save(model, 's3://bucket/models/NAME') and shardlearn.load(URI)"
+            )
         self.root = Path(root)
 
     def __repr__(self) -> str:
