@@ -5,6 +5,10 @@ next task to any idle process, and waits (``multiprocessing.connection.wait``) o
 processes' pipes and sentinels plus a wake-up pipe that ``submit`` writes to. A process that
 dies while running a task is replaced and the task re-queued, up to ``max_retries`` times;
 then the task's future raises :class:`~shardlearn.exceptions.WorkerLost`.
+
+When more tasks wait than there are idle processes, each process also gets one task queued
+behind the one it runs (like ``ProcessPoolExecutor``), so it starts the next task without a
+round trip through the driver.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from shardlearn.engine._process import Dead, WorkerProcess
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
 
 __all__ = ["TaskPool"]
+
+#: Tasks sent to one process at a time: the running one plus one queued in its pipe.
+_DEPTH = 2
 
 
 @dataclass
@@ -46,7 +53,7 @@ class TaskPool:
         self._queue: deque[_Task] = deque()
         self._lock = threading.Lock()
         self._procs: list[WorkerProcess | None] = [None] * size
-        self._running: dict[int, tuple[_Task, int]] = {}
+        self._running: dict[int, deque[tuple[_Task, int]]] = {}
         self._wake_read, self._wake_write = os.pipe()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="shardlearn-tasks", daemon=True)
@@ -71,8 +78,9 @@ class TaskPool:
         for proc in self._procs:
             if proc is not None:
                 proc.stop(graceful=not self._running)
-        for task, _ in self._running.values():
-            task.future.set_exception(EngineError("The engine was closed while the task ran."))
+        for outstanding in self._running.values():
+            for task, _ in outstanding:
+                task.future.set_exception(EngineError("The engine was closed while it ran."))
         for task in self._queue:
             task.future.cancel()
         os.close(self._wake_read)
@@ -103,16 +111,17 @@ class TaskPool:
                 self._poll(slot)
 
     def _dispatch(self) -> None:
-        for slot in range(self.size):
-            if slot in self._running:
-                continue
-            with self._lock:
-                task = self._queue.popleft() if self._queue else None
-            if task is None:
-                return
-            if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
-                continue  # cancelled before it started
-            self._start(slot, task)
+        for depth in range(1, _DEPTH + 1):  # idle processes first, then queue behind
+            for slot in range(self.size):
+                if len(self._running.get(slot, ())) >= depth:
+                    continue
+                with self._lock:
+                    task = self._queue.popleft() if self._queue else None
+                if task is None:
+                    return
+                if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
+                    continue  # cancelled before it started
+                self._start(slot, task)
 
     def _start(self, slot: int, task: _Task) -> None:
         try:
@@ -120,46 +129,56 @@ class TaskPool:
                 self._procs[slot] = WorkerProcess(slot, self.size)
             call_id = self._procs[slot].send("call", task.fn, task.args, task.kwargs)  # type: ignore[union-attr]
         except Dead:
-            self._lost(slot, task)
+            self._running.setdefault(slot, deque()).append((task, 0))
+            self._lost(slot)
             return
         except Exception as error:  # e.g. an argument that cannot be pickled
             task.future.set_exception(
                 TaskFailed(f"{task.name}: cannot send the task to a worker: {error!r}")
             )
             return
-        self._running[slot] = (task, call_id)
+        self._running.setdefault(slot, deque()).append((task, call_id))
 
     def _poll(self, slot: int) -> None:
-        task, call_id = self._running[slot]
-        try:
-            reply = self._procs[slot].try_receive(call_id)  # type: ignore[union-attr]
-        except Dead:
-            del self._running[slot]
-            self._lost(slot, task)
-            return
-        if reply is None:
-            return
+        outstanding = self._running[slot]
+        while outstanding:
+            task, call_id = outstanding[0]
+            try:
+                reply = self._procs[slot].try_receive(call_id)  # type: ignore[union-attr]
+            except Dead:
+                self._lost(slot)
+                return
+            if reply is None:
+                return
+            outstanding.popleft()
+            status, value, tb = reply
+            if status == "ok":
+                task.future.set_result(value)
+            else:
+                task.future.set_exception(TaskFailed(value, remote_traceback=tb))
         del self._running[slot]
-        status, value, tb = reply
-        if status == "ok":
-            task.future.set_result(value)
-        else:
-            task.future.set_exception(TaskFailed(value, remote_traceback=tb))
 
-    def _lost(self, slot: int, task: _Task) -> None:
+    def _lost(self, slot: int) -> None:
+        """The process of ``slot`` died: its running task counts an attempt, all are re-queued."""
         proc = self._procs[slot]
         pid = proc.pid if proc is not None else 0
         if proc is not None:
             proc.stop(graceful=False)
         self._procs[slot] = None
-        task.attempts += 1
-        if task.attempts > self.max_retries:
-            task.future.set_exception(
+        outstanding = list(self._running.pop(slot, ()))
+        if not outstanding:
+            return
+        head = outstanding[0][0]
+        head.attempts += 1
+        retry = [task for task, _ in outstanding[1:]]
+        if head.attempts > self.max_retries:
+            head.future.set_exception(
                 WorkerLost(
-                    f"Task {task.name!r}: its worker process (pid {pid}) died {task.attempts} "
+                    f"Task {head.name!r}: its worker process (pid {pid}) died {head.attempts} "
                     f"times; giving up after max_retries={self.max_retries}."
                 )
             )
-            return
+        else:
+            retry.insert(0, head)
         with self._lock:
-            self._queue.appendleft(task)
+            self._queue.extendleft(reversed(retry))
