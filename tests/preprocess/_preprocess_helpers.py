@@ -24,6 +24,10 @@ def fit_merged(make, pieces: list[pa.Table]):
 def assert_state_close(a, b, rtol: float = 1e-9) -> None:
     meta_a, arrays_a = a.get_state()
     meta_b, arrays_b = b.get_state()
+    # Arrow type names may differ between a dataset's schema and the same data read back
+    # (Parquet stores timestamp[s] as timestamp[ms]); the fitted statistics may not.
+    meta_a.pop("input_schema", None)
+    meta_b.pop("input_schema", None)
     assert meta_a == meta_b
     assert arrays_a.keys() == arrays_b.keys()
     for name in arrays_a:

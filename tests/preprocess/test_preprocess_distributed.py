@@ -62,6 +62,10 @@ def _mixed_table(rows: int = 600, seed: int = 0) -> pa.Table:
             "age": rng.integers(18, 90, rows),
             "city": rng.choice(["paris", "rome", "oslo", "lima", "kiev"], rows),
             "note": [" ".join(rng.choice(words, rng.integers(0, 5))) for _ in range(rows)],
+            "when": pa.array(
+                np.datetime64("2020-01-01") + rng.integers(0, 10**8, rows).astype("timedelta64[s]")
+            ),
+            "vip": pa.array(rng.integers(0, 2, rows).astype(np.int8)),
             "label": rng.choice(["bad", "good"], rows),
         }
     )
@@ -70,7 +74,9 @@ def _mixed_table(rows: int = 600, seed: int = 0) -> pa.Table:
 @pytest.fixture(scope="module")
 def mixed_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed") / "ds"
-    return write_dataset(_mixed_table(), out, label="label", partitions=5, kinds={"note": "text"})
+    return write_dataset(
+        _mixed_table(), out, label="label", partitions=5, kinds={"note": "text", "vip": "boolean"}
+    )
 
 
 def _spec(ds):
