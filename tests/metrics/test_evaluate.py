@@ -143,6 +143,12 @@ def test_bad_models_and_data_get_clear_errors(in_process, tmp_path) -> None:
         evaluate(ScoreColumnModel(CLASSES), ds, split="train")
     with pytest.raises(DataError, match="weight column 'nope'"):
         evaluate(ScoreColumnModel(CLASSES), ds, weight_column="nope")
+    with pytest.raises(ValueError, match="number of score bins must be >= 1"):
+        evaluate(ScoreColumnModel(CLASSES), ds, bins=0)
+    with pytest.raises(ValueError, match="calibration bins must be an int >= 1"):
+        evaluate(ScoreColumnModel(CLASSES), ds, calibration_bins=0)
+    with pytest.raises(ValueError, match="'batch_size' parameter must be an int >= 1"):
+        evaluate(ScoreColumnModel(CLASSES), ds, batch_size=0)
     # Raised on a worker: the engine reports it as TaskFailed with the original message.
     with pytest.raises(ShardlearnError, match="predict_proba returned shape"):
         evaluate(ScoreColumnModel(CLASSES, columns=2), ds)

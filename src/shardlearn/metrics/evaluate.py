@@ -94,6 +94,18 @@ def _dataset_summary(dataset: Any, split: str, shards: Sequence[Any]) -> dict[st
     }
 
 
+def _open_dataset(dataset: Any, weight_column: str | None) -> Any:
+    from shardlearn.data import Dataset
+
+    if not isinstance(dataset, Dataset):
+        dataset = Dataset.open(dataset)
+    if dataset.label is None:
+        raise DataError(f"Dataset {dataset.uri!r} has no label column; it cannot be evaluated.")
+    if weight_column is not None and weight_column not in dataset.schema.names:
+        raise DataError(f"The weight column {weight_column!r} is not in dataset {dataset.uri!r}.")
+    return dataset
+
+
 def _class_indices(labels: pa.ChunkedArray, value_set: pa.Array, label: str) -> np.ndarray:
     """Position of each label in ``value_set``; an unknown or missing label is a DataError."""
     if labels.null_count:
@@ -207,20 +219,16 @@ def evaluate(
     >>> report = evaluate(model, "data/loans", split="test")     # doctest: +SKIP
     >>> report["roc_auc"], report.to_html("report.html")          # doctest: +SKIP
     """
-    from shardlearn.data import Dataset
     from shardlearn.engine import get_engine
 
     model_classes = _check_model(model)
-    if not isinstance(dataset, Dataset):
-        dataset = Dataset.open(dataset)
-    if dataset.label is None:
-        raise DataError(f"Dataset {dataset.uri!r} has no label column; it cannot be evaluated.")
-    if weight_column is not None and weight_column not in dataset.schema.names:
-        raise DataError(f"The weight column {weight_column!r} is not in dataset {dataset.uri!r}.")
+    dataset = _open_dataset(dataset, weight_column)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r}.")
     shards = dataset.shards(split)
     classes, model_columns = _class_order(list(dataset.classes), model_classes)
+    # Checks bins and calibration_bins here, not as a failed task on every worker.
+    EvaluationAccumulator(len(classes), bins, calibration_bins)
     config = {
         "label": dataset.label,
         "weight_column": weight_column,
