@@ -135,9 +135,8 @@ def test_delete_keeps_production_unless_forced(registry, centroid_model):
         registry.delete("iris", 2)
     assert registry.delete("iris", force=True) == [2]
     assert registry.names() == []
-    # Numbers are never reused: the next version continues after the deleted ones? No:
-    # a fully deleted name starts again, since nothing refers to its old versions.
-    assert registry.register(centroid_model, "iris").version == 1
+    # Numbers are never reused, so "iris:2" can never come to mean another model.
+    assert registry.register(centroid_model, "iris").version == 3
 
 
 def test_verify_finds_tampered_and_replaced_artifacts(registry, centroid_model, tmp_path):

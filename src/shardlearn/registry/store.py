@@ -15,6 +15,9 @@ index and the directories never disagree and no version number is handed out twi
 numbers are one more than the larger of the indexed maximum and any directory already on disk,
 so a directory left by a crash between rename and commit is never overwritten.
 
+Version numbers are never reused, not even after a version is deleted: ``NAME:3`` always
+means the same model.
+
 Stages: a version is in no stage until promoted to ``staging``, ``production`` or
 ``archived``. Promoting a version to production archives the previous production version of
 that name (unless ``archive_existing=False``). ``NAME@STAGE`` names the newest version in
@@ -31,13 +34,12 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shardlearn.exceptions import ArtifactError
 from shardlearn.registry import crypto
+from shardlearn.registry._version import STAGES, ModelVersion, check_name, check_stage, now
 from shardlearn.registry.artifact import MODEL_JSON, Artifact, is_artifact, read_artifact, save
 
 __all__ = [
@@ -53,10 +55,8 @@ DEFAULT_ROOT = "models"
 ROOT_ENV = "SHARDLEARN_MODELS"
 INDEX_FILE = "index.sqlite"
 INCOMING_DIR = ".incoming"
-STAGES = ("staging", "production", "archived")
 # Writers hold the lock for milliseconds; a generous timeout rides out bursts of registrations.
 BUSY_TIMEOUT_SECONDS = 120.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REF = re.compile(r"^(?P<name>[^@:]+?)(?:(?::(?P<version>[^@:]+))|(?:@(?P<stage>[^@:]+)))?$")
 
 _SCHEMA = """
@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS versions (
     description TEXT,
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stage_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -88,74 +92,6 @@ _COLUMNS = (
     "name, version, path, model_type, stage, created_at, metrics, lineage, artifact_sha256, "
     "signed, encrypted, description"
 )
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version of a model.
-
-    Attributes
-    ----------
-    name : str
-    version : int
-    path : Path
-        The artifact directory.
-    model_type : str
-    stage : str or None
-        ``"staging"``, ``"production"``, ``"archived"`` or ``None``.
-    created_at : str
-        ISO-8601 UTC time of registration.
-    metrics : dict or None
-    lineage : dict
-        ``dataset_manifest_sha256``, ``params``, ``parent`` (``"name:version"``), ...
-    artifact_sha256 : str
-        sha256 of the artifact's ``model.json`` (which pins every other file).
-    signed, encrypted : bool
-    description : str or None
-    """
-
-    name: str
-    version: int
-    path: Path
-    model_type: str
-    stage: str | None
-    created_at: str
-    metrics: dict[str, Any] | None
-    lineage: dict[str, Any]
-    artifact_sha256: str
-    signed: bool
-    encrypted: bool
-    description: str | None = None
-
-    @property
-    def ref(self) -> str:
-        """``"NAME:VERSION"``."""
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field."""
-        out = asdict(self)
-        out["path"] = str(self.path)
-        return out
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ArtifactError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(starting with a letter or digit, at most 128 characters)"
-        )
-    return name
-
-
-def _check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise ArtifactError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
-    return stage
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Registry:
@@ -254,13 +190,24 @@ class Registry:
         (indexed,) = connection.execute(
             "SELECT COALESCE(MAX(version), 0) FROM versions WHERE name = ?", (name,)
         ).fetchone()
+        (issued,) = connection.execute(
+            "SELECT COALESCE(MAX(last_version), 0) FROM names WHERE name = ?", (name,)
+        ).fetchone()
         directory = self.root / name
         on_disk = (
             [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
             if (directory.is_dir())
             else []
         )
-        return max([int(indexed), *on_disk]) + 1
+        # Never hand out a number twice, not even one whose version was deleted: a reference
+        # such as "loans:3" must always mean the same model.
+        version = max([int(indexed), int(issued), *on_disk]) + 1
+        connection.execute(
+            "INSERT INTO names (name, last_version) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version",
+            (name, version),
+        )
+        return version
 
     def register(
         self,
@@ -300,9 +247,9 @@ class Registry:
         ModelVersion
             With ``.version`` the new version number.
         """
-        _check_name(name)
+        check_name(name)
         if stage is not None:
-            _check_stage(stage)
+            check_stage(stage)
         lineage = dict(lineage or {})
         if parent is not None:
             lineage["parent"] = self.resolve(parent).ref
@@ -327,9 +274,9 @@ class Registry:
         The artifact is verified first (signature and hashes), so a tampered artifact never
         enters the registry.
         """
-        _check_name(name)
+        check_name(name)
         if stage is not None:
-            _check_stage(stage)
+            check_stage(stage)
         read_artifact(path)
         incoming = self.root / INCOMING_DIR / uuid.uuid4().hex
         incoming.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +299,7 @@ class Registry:
         lineage.update({k: v for k, v in (meta.get("training") or {}).items()})
         row = {
             "model_type": artifact.model_type,
-            "created_at": _now(),
+            "created_at": now(),
             "metrics": json.dumps(meta["metrics"]) if meta.get("metrics") else None,
             "lineage": json.dumps(lineage),
             "artifact_sha256": crypto.sha256_bytes(header_bytes),
@@ -392,7 +339,7 @@ class Registry:
         """Every version (of ``name``, or of all names), ordered by name then version."""
         if name is None:
             return self._query("ORDER BY name, version")
-        return self._query("WHERE name = ? ORDER BY version", (_check_name(name),))
+        return self._query("WHERE name = ? ORDER BY version", (check_name(name),))
 
     def get(
         self, name: str, version: int | None = None, *, stage: str | None = None
@@ -417,7 +364,7 @@ class Registry:
                 raise ArtifactError(f"{name} has no version {version} (versions: {numbers})")
             return found[0]
         if stage is not None:
-            found = [mv for mv in versions if mv.stage == _check_stage(stage)]
+            found = [mv for mv in versions if mv.stage == check_stage(stage)]
             if not found:
                 raise ArtifactError(
                     f"{name} has no version in stage {stage!r}; promote one with "
@@ -484,7 +431,7 @@ class Registry:
         )
         connection.execute(
             "INSERT INTO stage_events (name, version, stage, previous, at) VALUES (?,?,?,?,?)",
-            (name, version, stage, previous, _now()),
+            (name, version, stage, previous, now()),
         )
 
     def promote(
@@ -500,7 +447,7 @@ class Registry:
         archive_existing : bool, default True
             When promoting to production, move the current production version to archived.
         """
-        _check_stage(stage)
+        check_stage(stage)
         self.get(name, version)
         with self._connect(write=True) as connection:
             self._set_stage(connection, name, int(version), stage, archive_existing)
