@@ -2,18 +2,19 @@
 
 Each function returns PNG bytes; the report embeds them as base64 ``data:`` URIs so the HTML
 file stands alone. Figures only read plain lists and arrays (the report's curves), so they
-can be redrawn from a saved report dict.
+can be redrawn from a saved report dict. matplotlib is imported on first use.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "calibration_png",
@@ -33,6 +34,10 @@ MAX_TICK_LABELS = 30
 
 
 def _figure(size: tuple[float, float] = FIGURE_SIZE) -> Figure:
+    # Imported here: trainers import shardlearn.metrics for score_summary and never plot.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
