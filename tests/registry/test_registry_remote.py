@@ -71,3 +71,12 @@ def test_tampered_remote_file_is_named_with_the_uri(centroid_model, s3_uri):
 def test_registry_root_must_be_local():
     with pytest.raises(ArtifactError, match="local or mounted directory for its SQLite index"):
         Registry("s3://bucket/models")
+
+
+def test_registry_adds_an_artifact_from_a_uri(centroid_model, s3_uri, tmp_path):
+    uri = s3_uri("team/shared")
+    save(centroid_model, uri)
+    registry = Registry(tmp_path / "models")
+    mv = registry.add_artifact(uri, "shared", stage="staging")
+    assert (mv.version, mv.stage, mv.model_type) == (1, "staging", "CentroidClassifier")
+    assert registry.load("shared@staging").temperature == centroid_model.temperature

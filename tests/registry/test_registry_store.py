@@ -12,7 +12,7 @@ import registry_helpers
 
 import shardlearn as sl
 from shardlearn.exceptions import ArtifactError
-from shardlearn.registry import Registry, load
+from shardlearn.registry import Registry, crypto, load
 
 
 @pytest.fixture
@@ -208,3 +208,13 @@ def test_two_processes_registering_fifty_versions_each_lose_nothing(tmp_path):
             assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         registry_helpers.uninstall()
+
+
+def test_register_with_explicit_keys_and_load_them_back(registry, centroid_model):
+    sign_key, encryption_key = "e" * 32, crypto.generate_key()
+    mv = registry.register(centroid_model, "iris", sign=sign_key, encrypt=encryption_key)
+    assert mv.signed and mv.encrypted and mv.model_type == "CentroidClassifier"
+    with pytest.raises(ArtifactError, match="is encrypted"):
+        registry.load("iris:1")
+    loaded = registry.load("iris:1", signing_key=sign_key, encryption_key=encryption_key)
+    assert loaded.temperature == centroid_model.temperature

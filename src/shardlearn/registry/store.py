@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from shardlearn.exceptions import ArtifactError
-from shardlearn.registry import crypto
+from shardlearn.registry import _remote, crypto
 from shardlearn.registry._version import STAGES, ModelVersion, check_name, check_stage, now
 from shardlearn.registry.artifact import MODEL_JSON, Artifact, is_artifact, read_artifact, save
 
@@ -255,8 +255,12 @@ class Registry:
             lineage["parent"] = self.resolve(parent).ref
         incoming = self.root / INCOMING_DIR / uuid.uuid4().hex
         save(model, incoming, sign=sign, encrypt=encrypt, metrics=metrics, lineage=lineage)
+        keys = {  # explicit keys given to save are needed to read the artifact back
+            "signing_key": sign if isinstance(sign, bytes | str) else None,
+            "encryption_key": encrypt if isinstance(encrypt, bytes | str) else None,
+        }
         try:
-            return self._index_artifact(incoming, name, stage, description)
+            return self._index_artifact(incoming, name, stage, description, keys)
         finally:
             if incoming.exists():
                 shutil.rmtree(incoming, ignore_errors=True)
@@ -268,8 +272,10 @@ class Registry:
         *,
         stage: str | None = None,
         description: str | None = None,
+        signing_key: bytes | str | None = None,
+        encryption_key: bytes | str | None = None,
     ) -> ModelVersion:
-        """Copy an existing artifact directory into the registry as the next version of ``name``.
+        """Copy an existing artifact (directory or URI) into the registry as the next version.
 
         The artifact is verified first (signature and hashes), so a tampered artifact never
         enters the registry.
@@ -277,21 +283,27 @@ class Registry:
         check_name(name)
         if stage is not None:
             check_stage(stage)
-        read_artifact(path)
+        keys = {"signing_key": signing_key, "encryption_key": encryption_key}
         incoming = self.root / INCOMING_DIR / uuid.uuid4().hex
         incoming.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(path, incoming)
+        if _remote.is_uri(path):
+            with _remote.downloaded(str(path)) as local:
+                read_artifact(local, **keys)
+                shutil.copytree(local, incoming)
+        else:
+            read_artifact(path, **keys)
+            shutil.copytree(path, incoming)
         try:
-            return self._index_artifact(incoming, name, stage, description)
+            return self._index_artifact(incoming, name, stage, description, keys)
         finally:
             if incoming.exists():
                 shutil.rmtree(incoming, ignore_errors=True)
 
     def _index_artifact(
-        self, incoming: Path, name: str, stage: str | None, description: str | None
+        self, incoming: Path, name: str, stage: str | None, description: str | None, keys: dict
     ) -> ModelVersion:
         header_bytes = (incoming / MODEL_JSON).read_bytes()
-        artifact = read_artifact(incoming, require_signature=False)
+        artifact = read_artifact(incoming, require_signature=False, **keys)
         meta = artifact.meta
         lineage = dict(meta.get("lineage") or {})
         if meta.get("dataset_manifest_sha256"):
