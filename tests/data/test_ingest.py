@@ -36,12 +36,11 @@ def _ids(ds: Dataset) -> list[int]:
 
 
 def _rejects(ds: Dataset) -> list[tuple[int, str]]:
+    """(line, reason) of every reject, by line (the file is in processing order)."""
     table = ds.read_rejects()
-    return (
-        []
-        if table is None
-        else list(zip(table["line"].to_pylist(), table["reason"].to_pylist(), strict=True))
-    )
+    if table is None:
+        return []
+    return sorted(zip(table["line"].to_pylist(), table["reason"].to_pylist(), strict=True))
 
 
 def _reconciled(ds: Dataset) -> bool:
@@ -313,3 +312,26 @@ def test_shards_are_readable_by_batches(tmp_path: Path) -> None:
     sizes = [b.num_rows for b in ds.iter_batches("valid", batch_size=9)]
     assert sum(sizes) == ds.num_rows("valid") and max(sizes) <= 9
     assert np.isclose(ds.num_rows("train"), 50, atol=15)
+
+
+@pytest.mark.parametrize("block_size", [512, 4096, 1 << 20])
+def test_typed_fast_path_falls_back_to_text_mid_file(tmp_path: Path, block_size: int) -> None:
+    # Numeric columns are parsed typed until a value of another type appears; from there the
+    # file is re-read as text. Rows must still be written once or rejected once, with the
+    # right lines, wherever the blocks end.
+    rows = _clean_rows(1500)
+    broken = {700: "700,abc,rome,no", 701: "701,1.0", 1200: "1200,9e,oslo,yes", 1400: ""}
+    for index, text in broken.items():
+        rows[index] = text
+    rows[300] = "300,1.0,rome"  # a refused row before the switch
+    source = _csv(tmp_path / "in.csv", rows)
+    ds = ingest(source, "label", tmp_path / "ds", partitions=3, block_size=block_size)
+    assert _ids(ds) == sorted(set(range(1500)) - {300, 700, 701, 1200, 1400})
+    assert _rejects(ds) == [
+        (302, "wrong number of fields (expected 4)"),
+        (702, "column 'amount': not a valid float64 value"),
+        (703, "wrong number of fields (expected 4)"),
+        (1202, "column 'amount': not a valid float64 value"),
+    ]
+    assert ds.manifest["blank_lines"] == 1
+    assert _reconciled(ds)

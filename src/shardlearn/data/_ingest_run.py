@@ -200,8 +200,14 @@ class IngestRun:
 
     # -- reading ---------------------------------------------------------------------------------
     def _raw_batches(self, schema: Schema) -> Iterator[RawBatch]:
+        fast_types = {
+            c.name: c.arrow_type
+            for c in schema.columns
+            if pa.types.is_integer(c.arrow_type) or pa.types.is_floating(c.arrow_type)
+        }
         for path in self.paths:
             reader = SourceReader(path, self.options)
+            reader.fast_types = fast_types
             self._progress_state["reader"] = reader
             checked = False
             for raw in reader.batches():

@@ -147,6 +147,10 @@ class DatasetWriter:
             for f in self.arrow_schema
             if not (pa.types.is_floating(f.type) or pa.types.is_temporal(f.type))
         ]
+        # Snappy barely shrinks float64 noise but costs time; compress everything else.
+        self._compression = {
+            f.name: "none" if pa.types.is_floating(f.type) else "snappy" for f in self.arrow_schema
+        }
         self.rows_written = 0
         self.rows_rejected = 0
         self.reject_reasons: Counter = Counter()
@@ -165,13 +169,30 @@ class DatasetWriter:
         batch = batch.take(pa.array(order))
         starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
         ends = np.r_[starts[1:], len(sorted_cells)]
-        for begin, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            cell = int(sorted_cells[begin])
-            divmod_cell = divmod(cell, self.partitioner.partitions)
-            self._add(divmod_cell, batch.slice(begin, end - begin))
+        counts = self._class_counts_by_cell(batch, sorted_cells, starts)
+        for position, (begin, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            cell = divmod(int(sorted_cells[begin]), self.partitioner.partitions)
+            self._add(cell, batch.slice(begin, end - begin), counts[position])
         self.rows_written += batch.num_rows
 
-    def _add(self, cell: tuple[int, int], rows: pa.RecordBatch) -> None:
+    def _class_counts_by_cell(
+        self, batch: pa.RecordBatch, sorted_cells: np.ndarray, starts: np.ndarray
+    ) -> list[dict[str, int]]:
+        """Per run of equal cells: {str(class): rows}, with one dictionary encode per batch."""
+        if self.schema.label is None:
+            return [{} for _ in starts]
+        encoded = pc.dictionary_encode(batch.column(self.schema.label))
+        values = encoded.dictionary.to_pylist()
+        keys = [str(v) for v in values]
+        for key, value in zip(keys, values, strict=True):
+            self._class_values.setdefault(key, value)
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(sorted_cells)]))
+        table = np.bincount(run * len(keys) + codes, minlength=len(starts) * len(keys))
+        table = table.reshape(len(starts), len(keys))
+        return [{keys[k]: int(n) for k, n in enumerate(row.tolist()) if n} for row in table]
+
+    def _add(self, cell: tuple[int, int], rows: pa.RecordBatch, counts: dict[str, int]) -> None:
         buffer = self._buffers.get(cell)
         if buffer is None:
             split, index = cell
@@ -180,13 +201,8 @@ class DatasetWriter:
         buffer.pending.append(rows)
         buffer.pending_bytes += rows.nbytes
         buffer.rows += rows.num_rows
-        label = self.schema.label
-        if label is not None:
-            for item in pc.value_counts(rows.column(label)).to_pylist():
-                key = str(item["values"])
-                self._class_values.setdefault(key, item["values"])
-                buffer.class_counts[key] += item["counts"]
-                self.class_totals[key] += item["counts"]
+        buffer.class_counts.update(counts)
+        self.class_totals.update(counts)
         if buffer.pending_bytes >= self.flush_bytes:
             self._flush(buffer)
 
@@ -209,7 +225,7 @@ class DatasetWriter:
                 target,
                 self.arrow_schema,
                 filesystem=self.filesystem,
-                compression="snappy",
+                compression=self._compression,
                 use_dictionary=self._dictionary_columns,
             )
         buffer.writer.write_table(table)

@@ -167,6 +167,9 @@ class SourceReader:
         self.filesystem, self._fs_path = resolve_filesystem(path)
         self.size = self.filesystem.get_file_info(self._fs_path).size or 0
         self._raw: pa.NativeFile | None = None
+        # Columns the CSV parser may type directly (numeric ones): much faster than text plus a
+        # cast; the first unparseable value switches the rest of the file to text.
+        self.fast_types: dict[str, pa.DataType] = {}
 
     @property
     def position(self) -> int:
@@ -202,17 +205,42 @@ class SourceReader:
         self._raw_names = names or self._csv_header(self._delimiter)
         self.column_names = names or [n.strip() for n in self._raw_names]
         _check_unique(self.column_names, self.path)
+        typed = {
+            raw: self.fast_types[name]
+            for raw, name in zip(self._raw_names, self.column_names, strict=True)
+            if name in self.fast_types
+        }
         invalid: list[tuple[int, str]] = []
         try:
-            reader = self._open_csv(self._open_stream(), invalid, header=not names)
+            reader = self._open_csv(self._open_stream(), invalid, not names, typed)
         except pa.ArrowInvalid as error:
-            raise DataError(
-                f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
-            ) from None
-        yield from self._csv_batches(reader, invalid, first_line=1 if names else 2, offset=0)
+            if not (typed and "CSV conversion error" in str(error)):
+                raise DataError(
+                    f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
+                ) from None
+            # The first block already holds a value of another type: read it all as text.
+            invalid, typed = [], {}
+            reader = self._open_csv(self._open_stream(), invalid, not names, typed)
+        progress: dict[str, int] = {}
+        try:
+            yield from self._csv_batches(
+                reader, invalid, 1 if names else 2, 0, progress, strict=bool(typed)
+            )
+        except _TypedParseFailed:
+            # A numeric column holds something else: from the first line not yet delivered,
+            # read every column as text so that the bad values become rejects.
+            restart = progress["done"] + 1
+            stream = _SkipLines(self._open_stream(), restart - 1)
+            invalid = []
+            reader = self._open_csv(pa.PythonFile(stream, mode="r"), invalid, False, {})
+            yield from self._csv_batches(reader, invalid, 1, restart - 1, {})
 
     def _open_csv(
-        self, stream: pa.NativeFile, invalid: list[tuple[int, str]], header: bool
+        self,
+        stream: pa.NativeFile,
+        invalid: list[tuple[int, str]],
+        header: bool,
+        typed: dict[str, pa.DataType],
     ) -> pacsv.CSVStreamingReader:
         def on_invalid(row: pacsv.InvalidRow) -> str:
             invalid.append((int(row.number or 0), row.text))
@@ -229,7 +257,7 @@ class SourceReader:
                 delimiter=self._delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types=_all_strings(self._raw_names),
+                column_types=_all_strings(self._raw_names) | typed,
                 null_values=list(self.options.na_values),
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
@@ -262,29 +290,36 @@ class SourceReader:
         invalid: list[tuple[int, str]],
         first_line: int,
         offset: int,
+        progress: dict[str, int],
+        strict: bool = False,
     ) -> Iterator[RawBatch]:
-        """Batches with physical line numbers (``offset`` is added: re-parsed fragments)."""
+        """Batches with physical line numbers (``offset`` is added: re-parsed fragments).
+
+        A refused row is reported with the first batch whose rows come after it (or at the
+        end), so ``progress["done"]`` — the last line delivered in full — never passes a line
+        whose fate is unknown. With ``strict`` a conversion error raises _TypedParseFailed.
+        """
         names = self.column_names
-        rows_before = 0
-        spans_seen = 0
+        rows_before = reported = 0
         valid_before = np.zeros(0, dtype=np.int64)  # per invalid span: valid rows before it
         consumed = np.zeros(0, dtype=np.int64)  # cumulative physical lines of invalid spans
+        known = 0
+        progress["done"] = offset + first_line - 1
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 batch = None
             except pa.ArrowInvalid as error:
+                reader.close()
+                if strict and "CSV conversion error" in str(error):
+                    raise _TypedParseFailed() from None
                 raise DataError(f"Cannot parse {self.path!r}: {error}") from None
-            fresh = invalid[spans_seen:]
-            spans_seen = len(invalid)
-            valid_before, consumed = _extend_spans(valid_before, consumed, fresh, first_line)
-            reports: list[tuple[int, str, str]] = []
-            recovered: list[RawBatch] = []
-            for line, text in fresh:
-                reports.extend(_explain_invalid(line + offset, text, len(names)))
-                if "\n" in text:
-                    recovered.extend(self._reparse(text.split("\n", 1)[1], line + offset + 1))
+            valid_before, consumed = _extend_spans(
+                valid_before, consumed, invalid[known:], first_line
+            )
+            known = len(invalid)
+            end_of_file = batch is None
             if batch is None:
                 batch = pa.RecordBatch.from_arrays(
                     [pa.array([], pa.string()) for _ in names], names=names
@@ -294,19 +329,34 @@ class SourceReader:
             extra = np.concatenate([[0], consumed])[skipped]  # physical lines of earlier spans
             lines = first_line + g + extra + offset
             rows_before += batch.num_rows
+            last = int(lines[-1]) if len(lines) else None
+            if batch.num_rows:
+                due = [span for span in invalid[reported:known] if span[0] + offset < last]
+            else:
+                due = invalid[reported:known]
+            reported += len(due)
+            reports: list[tuple[int, str, str]] = []
+            recovered: list[RawBatch] = []
+            for line, text in due:
+                reports.extend(_explain_invalid(line + offset, text, len(names)))
+                progress["done"] = max(progress["done"], line + offset + text.count("\n"))
+                if "\n" in text:
+                    recovered.extend(self._reparse(text.split("\n", 1)[1], line + offset + 1))
+            if last is not None:
+                progress["done"] = max(progress["done"], last)
             renamed = pa.RecordBatch.from_arrays(batch.columns, names=names)
             if renamed.num_rows or reports:
                 yield RawBatch(self.path, renamed, lines, reports)
             yield from recovered
-            if batch.num_rows == 0 and not fresh:
+            if end_of_file:
                 break
         reader.close()
 
     def _reparse(self, text: str, first_line: int) -> list[RawBatch]:
         """Rows after an unclosed quote: parse them again on their own (they may be fine)."""
         invalid: list[tuple[int, str]] = []
-        reader = self._open_csv(pa.BufferReader(text.encode()), invalid, header=False)
-        return list(self._csv_batches(reader, invalid, first_line=1, offset=first_line - 1))
+        reader = self._open_csv(pa.BufferReader(text.encode()), invalid, False, {})
+        return list(self._csv_batches(reader, invalid, 1, first_line - 1, {}))
 
     # -- JSON Lines ----------------------------------------------------------------------------
     def _jsonl(self) -> Iterator[RawBatch]:
@@ -368,6 +418,43 @@ class SourceReader:
         for _ in self.batches():
             break
         return list(getattr(self, "column_names", []))
+
+
+class _TypedParseFailed(Exception):
+    """Internal: a typed CSV read hit a value of another type (never escapes this module)."""
+
+
+class _SkipLines(io.RawIOBase):
+    """A stream that starts after the first ``count`` physical lines of ``raw``."""
+
+    _CHUNK = 1 << 20
+
+    def __init__(self, raw: pa.NativeFile, count: int) -> None:
+        self.raw = raw
+        self.pending = b""
+        while count > 0:
+            chunk = raw.read(self._CHUNK)
+            if not chunk:
+                break
+            newlines = chunk.count(b"\n")
+            if newlines < count:
+                count -= newlines
+                continue
+            position = -1
+            for _ in range(count):
+                position = chunk.index(b"\n", position + 1)
+            self.pending, count = chunk[position + 1 :], 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self.pending:
+            self.pending = self.raw.read(max(len(buffer), self._CHUNK))
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
 
 
 def _all_strings(names: Sequence[str]) -> dict[str, pa.DataType]:
