@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import registry_helpers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import shardlearn as sl
 from shardlearn.data import write_dataset
@@ -213,3 +215,43 @@ def test_model_given_as_a_registry_reference(pipeline, tmp_path):
     assert summary.rows_predicted == 20
     got = pq.read_table(tmp_path / "p.parquet").column("prediction").to_pylist()
     assert got == pipeline.predict(_table(n=20, seed=9)).tolist()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cells=st.lists(
+        st.one_of(
+            st.floats(-50, 50, allow_nan=False).map(lambda v: f"{v:.4f}"),
+            st.sampled_from(["", "abc", "inf", "-inf", "1e400", "NaN", " 7 "]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    batch_size=st.integers(1, 25),
+)
+def test_counts_reconcile_and_order_holds_for_any_mix_of_rows(
+    centroid_model, tmp_path_factory, cells, batch_size
+):
+    """Property: every input row is predicted or rejected, once, in input order."""
+    tmp = tmp_path_factory.mktemp("prop")
+    lines = ["row,f0,f1,f2,f3"] + [f"{i},{c},1.0,2.0,3.0" for i, c in enumerate(cells)]
+    (tmp / "in.csv").write_text("\n".join(lines) + "\n")
+    summary = predict_batch(
+        centroid_model, tmp / "in.csv", tmp / "p.parquet", id_column="row", batch_size=batch_size
+    )
+    assert summary.rows_in == len(cells) == summary.rows_predicted + summary.rows_rejected
+    predicted = [int(r) for r in pq.read_table(tmp / "p.parquet").column("row").to_pylist()]
+    rejected = []
+    if summary.rejects is not None:
+        rejected = pq.read_table(summary.rejects).column("row").to_pylist()
+    assert predicted == sorted(predicted) and rejected == sorted(rejected)
+    assert sorted(predicted + rejected) == list(range(len(cells)))
+    for i, cell in enumerate(cells):
+        try:
+            value = float(cell)
+            valid = np.isfinite(value)
+        except ValueError:
+            valid = False
+        assert (i in predicted) == bool(valid), (i, cell)
