@@ -9,6 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
+from _preprocess_helpers import assert_state_close, fit_merged, split_rows
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -160,3 +163,36 @@ def test_merge_of_partial_fits_equals_one_fit():
     merged = parts[0].merge(parts[1]).merge(parts[2].merge(parts[3])).finalize()
     whole = Preprocessor(spec).fit(table)
     np.testing.assert_allclose(merged.transform(table), whole.transform(table), rtol=1e-6)
+
+
+@st.composite
+def mixed_tables(draw):
+    rows = draw(st.integers(0, 40))
+    number = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.none())
+    word = st.sampled_from(["red", "green", "blue", "", None])
+    table = pa.table(
+        {
+            "x": pa.array(draw(st.lists(number, min_size=rows, max_size=rows)), pa.float64()),
+            "c": pa.array(draw(st.lists(word, min_size=rows, max_size=rows)), pa.string()),
+            "t": pa.array(draw(st.lists(word, min_size=rows, max_size=rows)), pa.string()),
+        }
+    )
+    return table, draw(st.lists(st.integers(0, rows), max_size=4))
+
+
+MIXED_SPEC = {
+    "x": {"kind": "numeric", "impute": "median", "scale": "robust", "add_indicator": True},
+    "c": {"kind": "categorical", "top_k": 2},
+    "t": {"kind": "text", "n_features": 16, "sublinear_tf": True},
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(mixed_tables())
+def test_merged_shard_fits_of_a_mixed_spec_equal_one_fit(data):
+    table, cuts = data
+    merged = fit_merged(lambda: Preprocessor(MIXED_SPEC), split_rows(table, cuts))
+    whole = Preprocessor(MIXED_SPEC).fit(table)
+    assert_state_close(merged, whole)
+    if table.num_rows:
+        np.testing.assert_array_equal(merged.transform(table), whole.transform(table))
