@@ -324,7 +324,8 @@ def check_resources_never_oversubscribed(engine: Engine, workdir: Path) -> None:
     for _, _, delta in sorted(events):
         in_use += delta
         _expect(in_use <= capacity + 1e-9, f"{in_use} cpus in use > capacity {capacity}")
-    _expect(graph.last_run.peak.cpus <= capacity, "the scheduler's own peak exceeds capacity")
+    if not engine.enforces_resources:  # otherwise tasks may wait, submitted, on the engine
+        _expect(graph.last_run.peak.cpus <= capacity, "the scheduler's own peak > capacity")
 
 
 def check_failure_cancels_dependents(engine: Engine, workdir: Path) -> None:

@@ -27,6 +27,9 @@ _LIVE: set[WorkerProcess] = set()
 _LIVE_LOCK = threading.Lock()
 _CALL_IDS = itertools.count(1)
 
+#: Socket buffer size asked for (the kernel caps it at net.core.[rw]mem_max).
+_SOCKET_BUFFER = 4 << 20
+
 #: Seconds a worker gets to exit on its own before it is terminated, then killed.
 _STOP_GRACE = 1.0
 
@@ -51,6 +54,10 @@ class WorkerProcess:
 
     def __init__(self, rank: int, size: int) -> None:
         parent_sock, child_sock = socket.socketpair()
+        for sock in (parent_sock, child_sock):
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                # Large buffers: megabyte results then move in a few system calls.
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         child_fd = child_sock.fileno()
         try:
             self.process = subprocess.Popen(

@@ -44,6 +44,13 @@ class Scheduler:
         self.tasks = graph.tasks
         self.engine = engine
         self.capacity = engine.capacity
+        # What may be submitted at once. An engine that enforces resources itself (Ray) gets
+        # one capacity's worth of tasks ahead, queued on its side, so a finishing task is
+        # followed at once instead of after a round trip to this scheduler.
+        ahead = 2 if engine.enforces_resources else 1
+        self.limit = Resources(
+            self.capacity.cpus * ahead, self.capacity.gpus * ahead, self.capacity.memory * ahead
+        )
         self.wanted = set(wanted)
         self.wanted_order = list(dict.fromkeys(wanted))
         self.cache = cache
@@ -171,7 +178,7 @@ class Scheduler:
             task = self.tasks[key]
             if task.exclusive and self.running:
                 return
-            if self.running and not (self.in_use + task.resources).fits(self.capacity):
+            if self.running and not (self.in_use + task.resources).fits(self.limit):
                 return
             heapq.heappop(self.ready)
             self._submit(key)

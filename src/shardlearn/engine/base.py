@@ -260,11 +260,15 @@ class Engine(abc.ABC):
         Default size of :meth:`workers`.
     max_retries : int
         How often a call is retried on a fresh worker after a worker died.
+    enforces_resources : bool
+        Capability flag: True when the engine itself never runs more tasks than their
+        resources allow (Ray). The scheduler may then hand it tasks ahead of time.
     """
 
     name: str
     n_workers: int
     max_retries: int = DEFAULT_MAX_RETRIES
+    enforces_resources: bool = False
 
     @property
     @abc.abstractmethod

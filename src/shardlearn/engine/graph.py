@@ -16,7 +16,9 @@ The scheduler (:meth:`TaskGraph.run`) is written once against ``Engine.submit``:
 3. *States.* Each task is waiting (on dependencies), ready, running, finished, failed or
    cancelled. Ready tasks sit in a heap ordered by (higher ``priority`` first, then insertion
    order). The head of the heap starts as soon as its resources fit into what the running
-   tasks leave free; tasks never overtake the head, so a large task cannot starve.
+   tasks leave free; tasks never overtake the head, so a large task cannot starve. (An engine
+   that enforces resources itself, Ray, is handed up to one capacity's worth of tasks ahead,
+   which it queues until their resources are free.)
    An ``exclusive`` task waits until nothing runs and then runs alone.
 4. *Memory.* A result is dropped as soon as every task that consumes it has finished, unless
    it is a requested output.
@@ -87,7 +89,7 @@ class RunReport:
     cancelled: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
-    peak: Resources = field(default_factory=lambda: Resources(0, 0, 0))
+    peak: Resources = field(default_factory=lambda: Resources(0, 0, 0))  # of submitted tasks
 
 
 def _collect_refs(value: Any, found: list[str]) -> None:

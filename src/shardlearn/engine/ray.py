@@ -261,6 +261,7 @@ class RayEngine(Engine):
     """
 
     name = "ray"
+    enforces_resources = True  # Ray queues a task until its num_cpus/num_gpus/memory are free
 
     def __init__(
         self,
