@@ -131,7 +131,9 @@ def test_convnet_reaches_95_percent_on_digits():
         stratify=digits.target,
     )
     with engine("local", workers=2):
-        model = ConvNetClassifier(epochs=12, random_state=0, verbose=False).fit(X_train, y_train)
+        model = ConvNetClassifier(
+            epochs=15, batch_size=32, learning_rate=3e-3, random_state=0, verbose=False
+        ).fit(X_train, y_train)
     assert model.architecture_["image_shape"] == [1, 8, 8]
     assert model.score(X_test, y_test) >= 0.95
 

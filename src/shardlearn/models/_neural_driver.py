@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -108,7 +109,9 @@ def _epoch_loop(
     stale = 0
     with _progress(estimator) as update:
         for epoch in range(estimator.epochs):
-            report = group.run(epoch_fn, fit_id, epoch)[0]
+            started = time.perf_counter()
+            report = {**group.run(epoch_fn, fit_id, epoch)[0]}
+            report["seconds"] = time.perf_counter() - started
             history.append(report)
             update(epoch, report)
             if callback is not None:

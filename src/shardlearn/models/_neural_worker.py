@@ -93,9 +93,11 @@ def init_distributed(state: Any, rendezvous: dict | None) -> None:
     this process is destroyed first: torch allows one default group per process.
     """
     torch = require_torch()
-    if state.size > 1:
-        # Two cores are shared by every worker; more intra-op threads only oversubscribe them.
-        torch.set_num_threads(1)
+    # One intra-op thread per worker: workers share the machine's cores, and torch's thread
+    # pool on a busy core is slower than one thread by an order of magnitude for small layers.
+    # The in-process worker (size 1) restores the caller's setting in teardown().
+    state.cache.setdefault((CACHE_KEY, "threads"), torch.get_num_threads())
+    torch.set_num_threads(1)
     if rendezvous is None:
         return
     dist = torch.distributed
@@ -114,6 +116,9 @@ def teardown(state: Any, fit_id: str) -> None:
     """Forget the fit's model and leave the process group (run on every worker)."""
     torch = require_torch()
     state.cache.pop((CACHE_KEY, fit_id), None)
+    threads = state.cache.pop((CACHE_KEY, "threads"), None)
+    if state.size == 1 and threads is not None:
+        torch.set_num_threads(threads)
     if state.size > 1 and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

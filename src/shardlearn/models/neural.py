@@ -148,6 +148,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
             h["valid_accuracy"] for h in history if h["valid_accuracy"] is not None
         ]
         self.n_iter_ = len(history)
+        self.epoch_seconds_ = [h["seconds"] for h in history]
         self._network = None
         return self
 
@@ -222,6 +223,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
                 "loss_curve_": _to_json(self.loss_curve_),
                 "validation_scores_": _to_json(self.validation_scores_),
                 "n_iter_": self.n_iter_,
+                "epoch_seconds_": _to_json(self.epoch_seconds_),
             },
         }
         tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state_dict_.items()}
@@ -252,6 +254,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         model.loss_curve_ = list(attributes.get("loss_curve_", []))
         model.validation_scores_ = list(attributes.get("validation_scores_", []))
         model.n_iter_ = int(attributes.get("n_iter_", 0))
+        model.epoch_seconds_ = list(attributes.get("epoch_seconds_", []))
         model.architecture_ = meta["architecture"]
         model.state_dict_ = {k: v.numpy() for k, v in tensors.items()}
         model._network = None

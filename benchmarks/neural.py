@@ -1,0 +1,140 @@
+"""Neural-network training speed and accuracy: shardlearn MLP (1 and 2 workers) vs scikit-learn.
+
+One run, same machine, same data: synthetic tabular classification (deterministic for a seed;
+``--rows`` rows, 20 features, 4 classes, 10% held out for testing). Measured:
+
+- shardlearn ``MLPClassifier`` (torch) with 1 worker (in-process, torch limited to one
+  thread so that one worker means one core) and with 2 workers (DistributedDataParallel over
+  gloo, one thread per worker), the same global batch, seed and epochs;
+- scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs).
+
+Reported per trainer: seconds per epoch (the median of the epochs after the first, which pays
+for warm-up), epochs/s, total fit seconds (incl. start-up), test accuracy, and the speed ratio
+to scikit-learn. The closing note gives the scaling efficiency of 2 workers
+(``epochs/s(2) / (2 * epochs/s(1))``).
+
+Usage::
+
+    python benchmarks/neural.py            # 1M rows, 4 epochs
+    python benchmarks/neural.py --quick    # 100k rows, 3 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+HIDDEN = (64, 64)
+BATCH = 1024
+LEARNING_RATE = 1e-3
+N_FEATURES = 20
+N_CLASSES = 4
+
+
+def make_data(rows: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """A deterministic non-linear task: labels from a random two-layer teacher network."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, N_FEATURES)).astype(np.float32)
+    w1 = rng.normal(size=(N_FEATURES, 32)) / np.sqrt(N_FEATURES)
+    w2 = rng.normal(size=(32, N_CLASSES))
+    logits = np.tanh(X @ w1) @ w2 + 0.3 * rng.normal(size=(rows, N_CLASSES))
+    y = logits.argmax(axis=1)
+    cut = int(rows * 0.9)
+    return X[:cut], y[:cut], X[cut:], y[cut:]
+
+
+def bench_shardlearn(data: tuple, workers: int, epochs: int) -> dict:
+    import torch
+
+    from shardlearn.engine import engine
+    from shardlearn.models import MLPClassifier
+
+    X, y, X_test, y_test = data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # in-process worker: one core, like each of the 2 workers
+    try:
+        model = MLPClassifier(
+            hidden_layer_sizes=HIDDEN,
+            batch_size=BATCH,
+            epochs=epochs,
+            learning_rate=LEARNING_RATE,
+            early_stopping=False,
+            random_state=0,
+            verbose=False,
+        )
+        start = time.perf_counter()
+        with engine("local", workers=workers):
+            model.fit(X, y)
+        total = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    per_epoch = statistics.median(model.epoch_seconds_[1:] or model.epoch_seconds_)
+    accuracy = float(np.mean(model.predict(X_test) == y_test))
+    return {"seconds_per_epoch": per_epoch, "total": total, "accuracy": accuracy}
+
+
+def bench_sklearn(data: tuple, epochs: int) -> dict:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    X, y, X_test, y_test = data
+    model = MLPClassifier(
+        hidden_layer_sizes=HIDDEN,
+        batch_size=BATCH,
+        max_iter=epochs,
+        learning_rate_init=LEARNING_RATE,
+        random_state=0,
+        tol=0.0,
+        n_iter_no_change=epochs + 1,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    total = time.perf_counter() - start
+    accuracy = float(np.mean(model.predict(X_test) == y_test))
+    return {"seconds_per_epoch": total / model.n_iter_, "total": total, "accuracy": accuracy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="100k rows, 3 epochs")
+    args = parser.parse_args()
+    rows, epochs = (100_000, 3) if args.quick else (args.rows, args.epochs)
+    data = make_data(rows)
+    print(
+        f"# {rows:,} rows x {N_FEATURES} features, {N_CLASSES} classes, MLP {HIDDEN}, "
+        f"global batch {BATCH}, {epochs} epochs; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores"
+    )
+    results = {
+        "scikit-learn MLPClassifier": bench_sklearn(data, epochs),
+        "shardlearn MLP, 1 worker": bench_shardlearn(data, 1, epochs),
+        "shardlearn MLP, 2 workers (DDP)": bench_shardlearn(data, 2, epochs),
+    }
+    base = results["scikit-learn MLPClassifier"]["seconds_per_epoch"]
+    print("| trainer | s/epoch | epochs/s | fit s (total) | test accuracy | vs scikit-learn |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['seconds_per_epoch']:.2f} | {1 / r['seconds_per_epoch']:.3f} | "
+            f"{r['total']:.1f} | {r['accuracy']:.4f} | {base / r['seconds_per_epoch']:.2f}x |"
+        )
+    one = 1 / results["shardlearn MLP, 1 worker"]["seconds_per_epoch"]
+    two = 1 / results["shardlearn MLP, 2 workers (DDP)"]["seconds_per_epoch"]
+    print(
+        f"\nScaling efficiency, 2 workers vs 1: {two / (2 * one):.0%} "
+        f"(speed-up {two / one:.2f}x on {os.cpu_count()} cores)."
+    )
+
+
+if __name__ == "__main__":
+    main()
