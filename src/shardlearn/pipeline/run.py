@@ -1,0 +1,174 @@
+"""Compile a :class:`~shardlearn.pipeline.spec.PipelineSpec` into one TaskGraph and run it.
+
+Each stage becomes one task whose arguments are its options and the results of the stages it
+reads (TaskRefs), so the graph's dependencies are the spec's. Stage functions run on the
+driver, in threads, through :class:`DriverEngine`: they are orchestration (an L-BFGS loop, an
+XGBoost tracker, an evaluation merge) whose heavy work already runs on the real engine's worker
+groups. The real engine's capacity still gates them: a stage asking for ``cpus: 2`` starts only
+when two CPUs are free, so independent stages (three models side by side) run concurrently as
+far as the engine has room, and never oversubscribe it.
+
+Every finished stage's result is stored in ``WORKDIR/.cache`` (the task graph's result cache,
+keyed by the stage's options and its upstream results), so ``--resume`` after a crash or
+Ctrl-C skips what already finished. A run without ``--resume`` starts from a clean cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from shardlearn.engine import Engine, Resources, TaskGraph, get_engine
+from shardlearn.engine.graph import TaskRef
+from shardlearn.exceptions import SpecError, TaskFailed
+from shardlearn.pipeline.spec import STAGE_TYPES, PipelineSpec, StageSpec
+from shardlearn.pipeline.stages import STAGE_FUNCTIONS
+
+__all__ = ["DriverEngine", "PipelineResult", "compile_graph", "run_pipeline"]
+
+CACHE_DIR = ".cache"
+# Stage functions mostly wait on worker groups; more threads than stages is never needed.
+MAX_DRIVER_THREADS = 32
+
+
+class DriverEngine(Engine):
+    """Runs tasks as threads of the driver, within the capacity of another engine."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.n_workers = inner.n_workers
+        self._threads = ThreadPoolExecutor(MAX_DRIVER_THREADS, thread_name_prefix="stage")
+
+    @property
+    def capacity(self) -> Resources:
+        return self.inner.capacity
+
+    def submit(
+        self, fn: Any, /, *args: Any, resources: Resources | None = None, **kw: Any
+    ) -> Future:
+        self.check_fits(resources or Resources(), f"Stage {getattr(fn, '__name__', fn)!r}")
+        return self._threads.submit(_guarded, fn, args, kw)
+
+    def workers(self, n: int | None = None, resources: Resources | None = None) -> Any:
+        return self.inner.workers(n, resources)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=True)
+
+
+def _guarded(fn: Any, args: tuple, kwargs: dict) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except Exception as error:
+        raise TaskFailed(f"{type(error).__name__}: {error}", traceback.format_exc()) from error
+
+
+@dataclass
+class PipelineResult:
+    """Results of a run: per stage, what it returned; which stages were reused from the cache."""
+
+    spec: PipelineSpec
+    results: dict[str, dict[str, Any]]
+    cached: list[str]
+    seconds: float
+
+
+def _resources(stage: StageSpec, default_cpus: float) -> Resources:
+    requested = dict(stage.resources)
+    requested.setdefault("cpus", default_cpus)
+    return Resources(**requested)
+
+
+def _default_cpus(stage: StageSpec, capacity: Resources) -> float:
+    # Trainers and evaluators use worker groups; lighter stages take a fraction of a CPU so
+    # they never wait behind them.
+    if stage.type in ("train", "search", "compare", "evaluate", "predict"):
+        return min(1.0, capacity.cpus)
+    return min(0.5, capacity.cpus)
+
+
+def _arguments(spec: PipelineSpec, stage: StageSpec, refs: dict[str, TaskRef]) -> dict[str, Any]:
+    """The upstream results a stage function takes, as TaskRefs (or literal paths)."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return refs.get(value, value) if isinstance(value, str) else value
+
+    names = {"dataset": "dataset", "model": "model", "models": "models", "input": "source"}
+    return {
+        names[key]: resolve(stage.options[key])
+        for key in ("dataset", "model", "models", "input")
+        if key in stage.options and key in _reference_keys(stage)
+    }
+
+
+def _reference_keys(stage: StageSpec) -> tuple[str, ...]:
+    return STAGE_TYPES[stage.type]["refs"]
+
+
+def compile_graph(spec: PipelineSpec, capacity: Resources) -> TaskGraph:
+    """One task per stage, with the spec's dependencies, priorities, resources and retries."""
+    graph = TaskGraph()
+    refs: dict[str, TaskRef] = {name: graph.ref(name) for name in spec.stages}
+    for name, stage in spec.stages.items():
+        if stage.type not in STAGE_FUNCTIONS:
+            raise SpecError(f"stage {name!r}: stage type {stage.type!r} is not available yet.")
+        referenced = set(stage.references)
+        graph.add(
+            name,
+            STAGE_FUNCTIONS[stage.type],
+            name,
+            stage.options,
+            str(spec.workdir),
+            depends_on=[d for d in stage.depends_on if d not in referenced],
+            priority=stage.priority,
+            resources=_resources(stage, _default_cpus(stage, capacity)),
+            retries=stage.retries,
+            **_arguments(spec, stage, refs),
+        )
+    return graph
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    *,
+    resume: bool = False,
+    engine: Engine | str | None = None,
+    progress: bool | None = None,
+) -> PipelineResult:
+    """Run every stage of ``spec``; with ``resume``, reuse stages finished by an earlier run.
+
+    Parameters
+    ----------
+    spec : PipelineSpec
+    resume : bool, default False
+        Keep ``WORKDIR/.cache`` and skip stages whose results are in it.
+    engine : Engine or str, optional
+        The engine worker groups run on; default the current one.
+    progress : bool, optional
+        Show the task graph's progress bar (default: when stderr is a terminal).
+    """
+    cache = spec.workdir / CACHE_DIR
+    if not resume and cache.exists():
+        shutil.rmtree(cache)
+    spec.workdir.mkdir(parents=True, exist_ok=True)
+    inner = get_engine(engine)
+    graph = compile_graph(spec, inner.capacity)
+    started = time.perf_counter()
+    driver = DriverEngine(inner)
+    try:
+        results = graph.run(driver, outputs=list(spec.stages), cache_dir=cache, progress=progress)
+    finally:
+        driver.close()
+    return PipelineResult(
+        spec=spec,
+        results=results,
+        cached=sorted({*graph.last_run.cached, *graph.last_run.skipped}),
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,211 @@
+"""What each stage type does. Every stage is a module-level function returning a small JSON-able
+dict, so the task graph can cache it and ``--resume`` can skip it.
+
+Heavy work happens inside, on the current engine's worker groups; the stage functions
+themselves run on the driver (see :mod:`shardlearn.pipeline.run`). A stage reads its upstream
+stages' results: a dataset stage gives ``{"dataset": uri}``, a model stage (train, compare,
+register) gives ``{"model": path}``; a plain string is taken as a path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from shardlearn.exceptions import SpecError
+
+__all__ = ["STAGE_FUNCTIONS"]
+
+
+def _dataset_uri(value: Any) -> str:
+    if isinstance(value, dict):
+        if "dataset" not in value:
+            raise SpecError(f"expected a dataset (an ingest stage or a path); got {value!r}")
+        return str(value["dataset"])
+    return str(value)
+
+
+def _model_path(value: Any) -> str:
+    if isinstance(value, dict):
+        if "model" not in value:
+            raise SpecError(f"expected a model (a train, compare or register stage); got {value!r}")
+        return str(value["model"])
+    return str(value)
+
+
+def _out(options: dict[str, Any], workdir: str, *parts: str) -> Path:
+    path = Path(options["out"]) if options.get("out") else Path(workdir, *parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_ingest(name: str, options: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """``ingest``: source files → a sharded dataset (replacing an earlier run's)."""
+    from shardlearn.data import ingest
+
+    keys = ("partitions", "strategy", "split", "seed", "format", "max_reject_rate",
+            "delimiter", "na_values", "header", "columns", "label_strip", "kinds")  # fmt: skip
+    dataset = ingest(
+        options["source"],
+        options["label"],
+        _out(options, workdir, "data", name),
+        overwrite=True,
+        **{k: options[k] for k in keys if k in options},
+    )
+    manifest = dataset.manifest
+    return {
+        "dataset": str(dataset.uri),
+        "rows_read": manifest.get("rows_read"),
+        "rows_written": manifest.get("rows_written"),
+        "rows_rejected": manifest.get("rows_rejected"),
+    }
+
+
+def _preprocessor(options: dict[str, Any], schema: Any) -> Any:
+    from shardlearn.preprocess import Preprocessor
+
+    spec = options.get("preprocessing")
+    if spec is None:
+        return Preprocessor.auto(schema)
+    return Preprocessor.from_spec({"auto": True, **spec}, schema=schema)
+
+
+def run_train(name: str, options: dict[str, Any], workdir: str, dataset: Any) -> dict[str, Any]:
+    """``train``: a Pipeline of preprocessing + the named model, saved as an artifact."""
+    from shardlearn.data import Dataset
+    from shardlearn.models import Pipeline, model_class
+    from shardlearn.registry import save
+
+    data = Dataset.open(_dataset_uri(dataset))
+    params = dict(options.get("params") or {})
+    try:
+        estimator = model_class(str(options["model"]))(**params)
+    except TypeError as error:
+        raise SpecError(f"stage {name!r}.params: {error}") from None
+    started = time.perf_counter()
+    model = Pipeline(_preprocessor(options, data.schema), estimator).fit(data)
+    seconds = time.perf_counter() - started
+    out = _out(options, workdir, "models", name)
+    lineage = {"dataset_manifest_sha256": data.manifest_sha256, "pipeline_stage": name}
+    save(model, out, overwrite=True, lineage=lineage)
+    return {"model": str(out), "model_name": options["model"], "seconds": round(seconds, 3)}
+
+
+def _evaluate(model_path: str, dataset_uri: str, split: str) -> Any:
+    from shardlearn.metrics import evaluate
+    from shardlearn.registry import load
+
+    return evaluate(load(model_path), dataset_uri, split=split)
+
+
+def run_evaluate(
+    name: str, options: dict[str, Any], workdir: str, model: Any, dataset: Any
+) -> dict[str, Any]:
+    """``evaluate``: metrics of one model on one split, with an HTML report."""
+    report = _evaluate(_model_path(model), _dataset_uri(dataset), options.get("split", "test"))
+    html = _out({"out": options.get("report")}, workdir, "reports", f"{name}.html")
+    report.to_html(html)
+    html.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return {"model": _model_path(model), "report": str(html), "metrics": _numbers(report.metrics)}
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def run_compare(
+    name: str, options: dict[str, Any], workdir: str, models: list[Any], dataset: Any
+) -> dict[str, Any]:
+    """``compare``: evaluate several models on the same split; a leaderboard and the best one."""
+    from shardlearn.metrics import compare
+
+    split = options.get("split", "test")
+    names = list(options["models"])
+    reports = {}
+    reports_dir = Path(workdir, "reports")
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    for stage_name, model in zip(names, models, strict=True):
+        report = _evaluate(_model_path(model), _dataset_uri(dataset), split)
+        report.to_html(reports_dir / f"{stage_name}.html")
+        reports[stage_name] = report
+    comparison = compare(reports, sort_by=options.get("metric", "roc_auc"))
+    html = _out({"out": options.get("report")}, workdir, "reports", f"{name}.html")
+    comparison.to_html(html)
+    best = comparison.rows[0]["model"]
+    paths = dict(zip(names, (_model_path(m) for m in models), strict=True))
+    return {
+        "model": paths[best],
+        "best": best,
+        "metric": comparison.sort_by,
+        "leaderboard": comparison.to_dict()["leaderboard"],
+        "report": str(html),
+    }
+
+
+def run_register(name: str, options: dict[str, Any], workdir: str, model: Any) -> dict[str, Any]:
+    """``register``: add the model artifact to a registry, optionally promoting it."""
+    from shardlearn.registry import Registry
+
+    registry = Registry(options.get("registry") or Path(workdir, "registry"))
+    version = registry.add_artifact(
+        _model_path(model),
+        str(options["name"]),
+        stage=options.get("stage"),
+        description=options.get("description"),
+    )
+    return {
+        "model": str(version.path),
+        "reference": version.ref,
+        "registry": str(registry.root),
+        "stage": version.stage,
+    }
+
+
+def run_predict(
+    name: str, options: dict[str, Any], workdir: str, model: Any, source: Any
+) -> dict[str, Any]:
+    """``predict``: batch predictions of a dataset (or raw files) into one Parquet file."""
+    from shardlearn.registry.predict import predict_batch
+
+    out = _out(options, workdir, "predictions", f"{name}.parquet")
+    split = options.get("split")
+    is_dataset = isinstance(source, dict)
+    summary = predict_batch(
+        _model_path(model),
+        _dataset_uri(source) if is_dataset else str(source),
+        out,
+        proba=bool(options.get("proba", True)),
+        id_column=options.get("id"),
+        splits=[split] if split and is_dataset else None,
+    )
+    return {"output": str(out), **_numbers(summary.to_dict())}
+
+
+def run_export(name: str, options: dict[str, Any], workdir: str, model: Any) -> dict[str, Any]:
+    """``export``: the model as ONNX (linear models and naive Bayes)."""
+    from shardlearn.registry import load
+    from shardlearn.registry.onnx import export_onnx
+
+    fmt = options.get("format", "onnx")
+    if fmt != "onnx":
+        raise SpecError(f"stage {name!r}.format: only 'onnx' is supported. Got {fmt!r}.")
+    out = _out(options, workdir, "export", f"{name}.onnx")
+    export_onnx(load(_model_path(model)), out, estimator_only=True)
+    return {"output": str(out)}
+
+
+STAGE_FUNCTIONS = {
+    "ingest": run_ingest,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "compare": run_compare,
+    "register": run_register,
+    "predict": run_predict,
+    "export": run_export,
+}
