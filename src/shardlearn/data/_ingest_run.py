@@ -36,6 +36,7 @@ __all__ = ["IngestRun", "warn_single_class"]
 
 SAMPLE_ROWS = 20_000  # rows of the first file(s) used to infer types and kinds
 RANGE_SAMPLE_ROWS = 50_000  # key values kept (bottom-k by hash) to place range boundaries
+RELEASE_EVERY = 16  # batches between returning freed memory to the OS
 # Batches cast in parallel (Arrow compute releases the GIL); results are used in input order.
 CONVERT_THREADS = 2
 
@@ -260,9 +261,16 @@ class IngestRun:
         try:
             with self._progress_bar() as advance:
                 convert = functools.partial(self._convert, schema=schema)
-                for prepared in pipelined_map(convert, self._raw_batches(schema)):
+                pool = pa.default_memory_pool()
+                for count, prepared in enumerate(
+                    pipelined_map(convert, self._raw_batches(schema)), start=1
+                ):
                     self._process(prepared, schema, writer)
                     advance()
+                    if count % RELEASE_EVERY == 0:
+                        # Batches are allocated on one thread and freed on another; without
+                        # this the allocator keeps the freed pages and RSS creeps up.
+                        pool.release_unused()
             self._check_result(writer)
             if self.label is not None:
                 warn_single_class(writer.classes(), self.label)

@@ -166,17 +166,18 @@ class DatasetWriter:
         cells = split.astype(np.int64) * self.partitioner.partitions + shard
         order = np.argsort(cells, kind="stable")
         sorted_cells = cells[order]
-        batch = batch.take(pa.array(order))
         starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
         ends = np.r_[starts[1:], len(sorted_cells)]
-        counts = self._class_counts_by_cell(batch, sorted_cells, starts)
+        counts = self._class_counts_by_cell(batch, order, sorted_cells, starts)
         for position, (begin, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             cell = divmod(int(sorted_cells[begin]), self.partitioner.partitions)
-            self._add(cell, batch.slice(begin, end - begin), counts[position])
+            # A take, not a slice of one shared sorted batch: a slice would keep the whole
+            # batch alive in a slowly filling shard buffer, and memory would grow with input.
+            self._add(cell, batch.take(pa.array(order[begin:end])), counts[position])
         self.rows_written += batch.num_rows
 
     def _class_counts_by_cell(
-        self, batch: pa.RecordBatch, sorted_cells: np.ndarray, starts: np.ndarray
+        self, batch: pa.RecordBatch, order: np.ndarray, sorted_cells: np.ndarray, starts: np.ndarray
     ) -> list[dict[str, int]]:
         """Per run of equal cells: {str(class): rows}, with one dictionary encode per batch."""
         if self.schema.label is None:
@@ -186,7 +187,7 @@ class DatasetWriter:
         keys = [str(v) for v in values]
         for key, value in zip(keys, values, strict=True):
             self._class_values.setdefault(key, value)
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)[order]
         run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(sorted_cells)]))
         table = np.bincount(run * len(keys) + codes, minlength=len(starts) * len(keys))
         table = table.reshape(len(starts), len(keys))
