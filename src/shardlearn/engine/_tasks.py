@@ -6,9 +6,12 @@ processes' pipes and sentinels plus a wake-up pipe that ``submit`` writes to. A 
 dies while running a task is replaced and the task re-queued, up to ``max_retries`` times;
 then the task's future raises :class:`~shardlearn.exceptions.WorkerLost`.
 
-When more tasks wait than there are idle processes, each process also gets one task queued
-behind the one it runs (like ``ProcessPoolExecutor``), so it starts the next task without a
-round trip through the driver.
+The pool enforces resources: the tasks *running* (the first task sent to each process) never
+need more than the pool's capacity together. A task starts on an idle process when it fits next
+to the running ones. Otherwise it may be queued behind a running task that needs at least as
+much as it does (like ``ProcessPoolExecutor``'s queued calls): it inherits that task's budget
+when it starts, so the total cannot grow, and the process moves on without a round trip through
+the driver. Tasks leave the queue in order; the first one that cannot be placed waits.
 """
 
 from __future__ import annotations
@@ -23,12 +26,10 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from shardlearn.engine._process import Dead, WorkerProcess
+from shardlearn.engine.base import Resources
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
 
 __all__ = ["TaskPool"]
-
-#: Tasks sent to one process at a time: the running one plus one queued in its pipe.
-_DEPTH = 2
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple
     kwargs: dict
+    resources: Resources
     attempts: int = 0
 
     @property
@@ -47,9 +49,10 @@ class _Task:
 class TaskPool:
     """``size`` task processes started on demand; see the module docstring."""
 
-    def __init__(self, size: int, max_retries: int) -> None:
+    def __init__(self, size: int, max_retries: int, capacity: Resources) -> None:
         self.size = size
         self.max_retries = max_retries
+        self.capacity = capacity
         self._queue: deque[_Task] = deque()
         self._lock = threading.Lock()
         self._procs: list[WorkerProcess | None] = [None] * size
@@ -59,12 +62,14 @@ class TaskPool:
         self._thread = threading.Thread(target=self._loop, name="shardlearn-tasks", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, resources: Resources
+    ) -> Future:
         future: Future = Future()
         with self._lock:
             if self._closed:
                 raise EngineError("This engine is closed; create a new one.")
-            self._queue.append(_Task(future, fn, args, kwargs))
+            self._queue.append(_Task(future, fn, args, kwargs, resources))
         self._wake()
         return future
 
@@ -111,17 +116,33 @@ class TaskPool:
                 self._poll(slot)
 
     def _dispatch(self) -> None:
-        for depth in range(1, _DEPTH + 1):  # idle processes first, then queue behind
+        while True:
+            with self._lock:
+                task = self._queue[0] if self._queue else None
+            if task is None:
+                return
+            slot = self._place(task)
+            if slot is None:
+                return  # the first task waits for resources; later ones wait behind it
+            with self._lock:
+                self._queue.popleft()
+            if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
+                continue  # cancelled before it started
+            self._start(slot, task)
+
+    def _place(self, task: _Task) -> int | None:
+        """A process for ``task`` (see the module docstring), or None if it must wait."""
+        heads = [queue[0][0].resources for queue in self._running.values() if queue]
+        in_use = sum(heads, Resources(0, 0, 0))
+        if not heads or (in_use + task.resources).fits(self.capacity):
             for slot in range(self.size):
-                if len(self._running.get(slot, ())) >= depth:
-                    continue
-                with self._lock:
-                    task = self._queue.popleft() if self._queue else None
-                if task is None:
-                    return
-                if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
-                    continue  # cancelled before it started
-                self._start(slot, task)
+                if not self._running.get(slot):
+                    return slot
+        for slot in range(self.size):
+            queue = self._running.get(slot)
+            if queue and len(queue) == 1 and task.resources.fits(queue[0][0].resources):
+                return slot
+        return None
 
     def _start(self, slot: int, task: _Task) -> None:
         try:

@@ -248,6 +248,7 @@ class LocalEngine(Engine):
     """
 
     name = "local"
+    enforces_resources = True  # the task pool never runs more than its capacity at once
 
     def __init__(self, workers: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
         self.n_workers = _resolve_workers(workers)
@@ -287,8 +288,8 @@ class LocalEngine(Engine):
             return future
         with self._lock:
             if self._pool is None:
-                self._pool = TaskPool(self.n_workers, self.max_retries)
-        return self._pool.submit(fn, args, kw)
+                self._pool = TaskPool(self.n_workers, self.max_retries, self.capacity)
+        return self._pool.submit(fn, args, kw, resources or Resources())
 
     def workers(self, n: int | None = None, resources: Resources | None = None) -> WorkerGroup:
         self._check_open()
