@@ -17,8 +17,8 @@ The scheduler (:meth:`TaskGraph.run`) is written once against ``Engine.submit``:
    cancelled. Ready tasks sit in a heap ordered by (higher ``priority`` first, then insertion
    order). The head of the heap starts as soon as its resources fit into what the running
    tasks leave free; tasks never overtake the head, so a large task cannot starve. (An engine
-   that enforces resources itself, Ray, is handed up to one capacity's worth of tasks ahead,
-   which it queues until their resources are free.)
+   that enforces resources itself -- Ray, the local task pool -- is handed up to one capacity's
+   worth of tasks ahead, which it queues until their resources are free.)
    An ``exclusive`` task waits until nothing runs and then runs alone.
 4. *Memory.* A result is dropped as soon as every task that consumes it has finished, unless
    it is a requested output.
