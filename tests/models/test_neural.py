@@ -212,6 +212,26 @@ def test_artifact_round_trip_uses_safetensors_and_predicts_identically(tabular):
         MLPClassifier._from_artifact(tampered, arrays, files)
 
 
+def test_saved_and_loaded_through_the_registry_format(tabular, tmp_path):
+    from sklearn.datasets import load_digits
+
+    from shardlearn.registry import load, save
+
+    digits = load_digits()
+    with engine("local", workers=1):
+        model = ConvNetClassifier(
+            channels=(4,), hidden_layer_sizes=(8,), epochs=1, random_state=0, verbose=False
+        ).fit(digits.images, digits.target)
+    save(model, tmp_path / "convnet")
+    stored = sorted(p.name for p in (tmp_path / "convnet").rglob("*") if p.is_file())
+    assert "weights.safetensors" in stored
+    restored = load(tmp_path / "convnet")
+    assert type(restored) is ConvNetClassifier
+    np.testing.assert_array_equal(
+        restored.predict_proba(digits.images[:50]), model.predict_proba(digits.images[:50])
+    )
+
+
 def test_bad_parameters_and_input_are_clear_errors(tabular):
     X, y = tabular
     with pytest.raises(ValueError, match="'learning_rate' parameter of MLPClassifier"):

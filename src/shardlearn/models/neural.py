@@ -301,6 +301,28 @@ class MLPClassifier(_NeuralClassifier):
     verbose : bool, default=True
         Show a progress bar with each epoch's loss and valid accuracy.
 
+    Attributes
+    ----------
+    classes_, n_features_in_, feature_names_in_
+        As for every classifier.
+    architecture_ : dict
+        The network description (saved in the artifact next to the weights).
+    state_dict_ : dict of str to ndarray
+        The trained weights (the best valid epoch's with early stopping).
+    loss_curve_, validation_scores_, epoch_seconds_ : list of float
+        Per epoch: mean training loss, valid accuracy (when there is a valid split) and
+        wall seconds.
+    n_iter_ : int
+        Epochs run.
+
+    Notes
+    -----
+    Both kinds of parallelism give the same weights as single-process torch with the same
+    global ``batch_size`` and seed (up to float rounding; with ``dropout=0``): epoch ``e``
+    visits the rows (by global index: shards by index, rows in shard order) in the order of
+    one seeded permutation, and every step is one global batch however the rows are spread
+    over the workers. Dropout masks are drawn per worker, so with dropout the runs differ.
+
     Examples
     --------
     >>> from sklearn.datasets import make_classification
