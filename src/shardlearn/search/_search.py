@@ -1,0 +1,359 @@
+"""The search driver: strategy waves -> task graphs -> leaderboard -> refit of the best.
+
+Each wave a strategy hands out becomes one :class:`~shardlearn.engine.TaskGraph` whose nodes
+are trials (:func:`~shardlearn.search._trial.run_trial`), each requesting one CPU, so the
+scheduler runs as many at once as the engine has room for, higher priorities (promoted ASHA
+rungs) first. With an ``out`` directory the graph's result cache lives in ``out/cache``: an
+interrupted search, started again with the same arguments, loads every finished trial from it
+instead of running it, and the strategies (all deterministic given their seed and the results)
+walk the same path. ``out`` also holds ``search.json`` (the settings, checked on resume),
+``log.jsonl`` (per wave: trials started and loaded from cache), ``leaderboard.parquet`` /
+``.csv``, ``result.json`` and the refitted best model (``best_model/``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shardlearn.engine import Resources, TaskGraph, get_engine
+from shardlearn.exceptions import SpecError
+from shardlearn.search._trial import LOWER_IS_BETTER, budget_param, run_trial
+from shardlearn.search.space import ModelSpace, parse_space
+from shardlearn.search.strategies import make_strategy
+
+__all__ = ["SearchResult", "parse_duration", "search"]
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search` found.
+
+    Attributes
+    ----------
+    leaderboard : list of dict
+        One row per configuration (its highest rung), best first: ``rank``, ``trial``,
+        ``model``, ``params``, ``rung``, ``budget``, ``score`` (mean over folds), ``score_std``,
+        ``status``, ``error``, ``seconds``.
+    trials : list of dict
+        Every trial result, rungs included, in completion order.
+    best_params, best_model_name, best_score
+        The top configuration.
+    best_model : Pipeline or None
+        The best configuration refitted on train + valid (None for an objective search).
+    test_metrics : dict
+        The refitted model's metrics on the test split (empty without one).
+    model_path : str or None
+        Where the refitted model was saved (``out/best_model``).
+    """
+
+    leaderboard: list[dict[str, Any]]
+    trials: list[dict[str, Any]]
+    metric: str
+    best_params: dict[str, Any] | None = None
+    best_model_name: str | None = None
+    best_score: float | None = None
+    best_model: Any = None
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    model_path: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (``model`` is the saved artifact path)."""
+        return {
+            "model": self.model_path,
+            "best_model": self.best_model_name,
+            "best_params": self.best_params,
+            "best_score": self.best_score,
+            "metric": self.metric,
+            "test_metrics": self.test_metrics,
+            "leaderboard": self.leaderboard,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def parse_duration(value: float | str | None) -> float | None:
+    """``90``, ``"90s"``, ``"10m"``, ``"1.5h"`` -> seconds."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        if value is not None and value <= 0:
+            raise SpecError(f"time_budget must be > 0 seconds. Got {value!r}.")
+        return None if value is None else float(value)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise SpecError(f"time_budget must look like 90, 90s, 10m or 1.5h. Got {value!r}.")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _score_key(metric: str) -> Callable[[dict[str, Any]], float]:
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    return lambda r: sign * r["score"] if r["score"] is not None else float("-inf")
+
+
+def _budget_values(spaces: list[ModelSpace], kind: str) -> dict[str, int | None]:
+    """The full budget of each model: its budget parameter's fixed or default value."""
+    from shardlearn.models._registry import model_class
+
+    out: dict[str, int | None] = {}
+    for space in spaces:
+        name = budget_param(space.model, kind) if space.model else None
+        if name is None:
+            out[space.model] = None
+            continue
+        value = space.params.get(name, model_class(space.model)().get_params().get(name))
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(
+                f"{space.model}: {name!r} is the budget of successive halving, so it must be "
+                f"one integer (the full budget), not {value!r}; or use budget='rows'."
+            )
+        out[space.model] = value
+    return out
+
+
+def _leaderboard(results: list[dict[str, Any]], key: Callable) -> list[dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for result in results:
+        old = latest.get(result["trial"])
+        if old is None or result["rung"] >= old["rung"]:
+            latest[result["trial"]] = result
+    columns = ("trial", "model", "params", "rung", "budget", "score", "score_std", "status")
+    rows = [
+        {**{c: r.get(c) for c in columns}, "error": r.get("error"), "seconds": r.get("seconds")}
+        for r in latest.values()
+    ]
+    rows.sort(key=lambda r: (r["status"] != "ok", -r["rung"], -key(r), r["trial"]))
+    return [{"rank": i + 1, **r} for i, r in enumerate(rows)]
+
+
+class _Output:
+    """The ``out`` directory: settings check, wave log, leaderboard files."""
+
+    def __init__(self, out: str | Path | None, settings: dict[str, Any]) -> None:
+        self.root = Path(out) if out is not None else None
+        if self.root is None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "search.json"
+        if path.exists():
+            previous = json.loads(path.read_text())
+            if previous != settings:
+                changed = sorted(k for k in settings if previous.get(k) != settings[k])
+                raise SpecError(
+                    f"{self.root} holds a different search (changed: {', '.join(changed)}); "
+                    "resume with the same arguments, or choose another out directory."
+                )
+        else:
+            path.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return None if self.root is None else self.root / "cache"
+
+    def log(self, wave: int, report: Any) -> None:
+        if self.root is None:
+            return
+        entry = {"wave": wave, "started": report.started, "cached": report.cached}
+        with open(self.root / "log.jsonl", "a") as stream:
+            stream.write(json.dumps(entry) + "\n")
+
+    def write(self, leaderboard: list[dict[str, Any]], summary: dict[str, Any] | None) -> None:
+        if self.root is None:
+            return
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        rows = [{**r, "params": json.dumps(r["params"], sort_keys=True)} for r in leaderboard]
+        table = pa.Table.from_pylist(rows) if rows else pa.table({"rank": pa.array([], pa.int64())})
+        pq.write_table(table, self.root / "leaderboard.parquet")
+        pcsv.write_csv(table, self.root / "leaderboard.csv")
+        if summary is not None:
+            (self.root / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _run_wave(
+    eng: Any, wave: list[dict[str, Any]], context: dict, objective: Any, output: _Output, n: int
+) -> list[dict[str, Any]]:
+    graph = TaskGraph()
+    for spec in wave:
+        priority = spec.pop("priority", 0)
+        key = f"{spec['trial']}-r{spec['rung']}"
+        graph.add(key, run_trial, context, spec, objective, priority=priority,
+                  resources=Resources(cpus=1))  # fmt: skip
+    results = graph.run(eng, cache_dir=output.cache_dir, progress=False)
+    output.log(n, graph.last_run)
+    return [results[key] for key in graph.tasks]
+
+
+def _refit(dataset: Any, model: str, params: dict, eng: Any, out: Path | None) -> tuple:
+    from shardlearn.metrics import evaluate
+    from shardlearn.models import Pipeline
+    from shardlearn.models._registry import model_class
+    from shardlearn.preprocess import Preprocessor
+    from shardlearn.search.cv import refit_view
+
+    view = refit_view(dataset)
+    fitted = Pipeline(Preprocessor.auto(view.schema), model_class(model)(**params))
+    fitted.fit(view, engine=eng)
+    metrics: dict[str, Any] = {}
+    if "test" in dataset.splits:
+        metrics = dict(evaluate(fitted, dataset, split="test", engine=eng).metrics)
+    path = None
+    if out is not None:
+        from shardlearn.registry import save
+
+        path = str(save(fitted, out / "best_model", metrics=metrics, overwrite=True))
+    return fitted, metrics, path
+
+
+def _settings(dataset: Any, spaces: list[ModelSpace], **kw: Any) -> dict[str, Any]:
+    space = {s.model: {k: repr(v) for k, v in s.params.items()} for s in spaces}
+    return json.loads(json.dumps({"dataset": dataset, "space": space, **kw}, default=repr))
+
+
+def search(
+    dataset: Any = None,
+    models: str | list[str] | None = None,
+    space: dict[str, Any] | None = None,
+    *,
+    strategy: str = "random",
+    trials: int | None = 20,
+    cv: int | None = None,
+    metric: str = "roc_auc",
+    engine: Any = None,
+    out: str | Path | None = None,
+    time_budget: float | str | None = None,
+    seed: int = 0,
+    objective: Callable[[dict[str, Any], Any], float] | None = None,
+    budget: str = "auto",
+    eta: int = 3,
+    rungs: int = 3,
+    refit: bool = True,
+    callback: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> SearchResult:
+    """Search hyperparameters, each trial a task-graph node, scored by shard-level CV.
+
+    Parameters
+    ----------
+    dataset : Dataset or str
+        The dataset (path/URI). Not used with ``objective``.
+    models : str or list of str
+        CLI model names (``"logistic"``, ``"xgboost"``...); several make one joint search.
+    space : dict
+        ``{param: distribution | list | value}``, or keyed by model name
+        (see :mod:`shardlearn.search.space`). Names are checked against the models.
+    strategy : {"grid", "random", "halving", "asha", "tpe"}
+    trials : int
+        Configurations to try (ignored by ``grid``).
+    cv : int, optional
+        Folds of shard-level cross-validation; ``None`` scores on the valid split.
+    metric : str, default "roc_auc"
+        A metric of :func:`shardlearn.metrics.evaluate` (log_loss and brier are minimised).
+    engine : Engine or str, optional
+        Where trials run, one CPU each, concurrently as capacity allows.
+    out : path, optional
+        Results (Parquet, CSV, JSON), the refitted model and the resumable trial cache.
+    time_budget : float or str, optional
+        Start no new wave of trials after this long (``"10m"``).
+    seed : int
+    objective : callable, optional
+        ``objective(params, budget_fraction) -> float`` to maximise instead of a model
+        (module-level, so workers can import it).
+    budget : str, default "auto"
+        What halving/ASHA rungs scale: ``"rows"`` (a fraction of the training shards), a
+        parameter name, or ``"auto"`` (boosting rounds / trees / ``max_iter`` by model).
+    eta, rungs : int
+        Successive halving keeps the top ``1/eta`` per rung, over ``rungs`` budgets.
+    refit : bool, default True
+        Refit the best configuration on train + valid and evaluate it on test.
+    callback : callable, optional
+        Called with the leaderboard after every wave (live displays).
+
+    Returns
+    -------
+    SearchResult
+
+    Examples
+    --------
+    >>> from shardlearn.search import search, loguniform                 # doctest: +SKIP
+    >>> result = search("data/adult", models="logistic",
+    ...                 space={"C": loguniform(1e-3, 1e2)}, trials=20, cv=5)   # doctest: +SKIP
+    >>> result.best_params, result.test_metrics["roc_auc"]               # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    names = [models] if isinstance(models, str) else (list(models) if models else None)
+    if objective is None and names is None:
+        raise SpecError("search needs models=['logistic', ...] (or an objective function).")
+    if objective is None and dataset is None:
+        raise SpecError("search needs a dataset to fit the models on.")
+    if objective is None and metric in ("", None):
+        raise SpecError("search needs a metric, e.g. metric='roc_auc'.")
+    spaces = parse_space(space, names if objective is None else None)
+    deadline = parse_duration(time_budget)
+    key = _score_key(metric)
+    plan = make_strategy(strategy, spaces, trials, seed, key, eta, rungs)
+    halving = strategy in ("halving", "asha")
+    full = _budget_values(spaces, budget) if halving and objective is None else {}
+    uri = None
+    if dataset is not None:
+        from shardlearn.data import Dataset
+
+        dataset = dataset if hasattr(dataset, "manifest") else Dataset.open(dataset)
+        uri = dataset.uri
+        if cv:
+            from shardlearn.search.cv import shard_folds
+
+            shard_folds(dataset, cv)  # a clear error before any trial starts
+    context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget}
+    settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
+                         seed=seed, budget=budget, eta=eta, rungs=rungs,
+                         objective=None if objective is None else repr(objective))  # fmt: skip
+    output = _Output(out, settings)
+    eng = get_engine(engine)
+    slots = max(1, int(eng.capacity.cpus))
+    # One graph for a fixed candidate list; waves only when something must happen in between.
+    fixed = strategy in ("grid", "random") and deadline is None and callback is None
+    results: list[dict[str, Any]] = []
+    wave_number = 0
+    while True:
+        if deadline is not None and time.perf_counter() - started > deadline:
+            break
+        wave = plan.next_wave(None if fixed else slots * (1 if strategy == "tpe" else 2))
+        if not wave:
+            break
+        for spec in wave:
+            if spec.get("budget") is not None and full.get(spec["model"]) is not None:
+                spec["budget_value"] = max(1, round(spec["budget"] * full[spec["model"]]))
+        done = _run_wave(eng, wave, context, objective, output, wave_number)
+        wave_number += 1
+        plan.tell(done)
+        results.extend(done)
+        if callback is not None:
+            callback(_leaderboard(results, key))
+    return _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output,
+                   started)  # fmt: skip
+
+
+def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started):
+    board = _leaderboard(results, key)
+    result = SearchResult(board, results, metric)
+    best = board[0] if board and board[0]["status"] == "ok" else None
+    if best is not None:
+        result.best_params = dict(best["params"])
+        result.best_model_name = best["model"]
+        result.best_score = best["score"]
+        name = budget_param(best["model"], budget) if best["model"] else None
+        if name is not None and full.get(best["model"]) is not None:
+            result.best_params[name] = full[best["model"]]
+        if refit and objective is None and dataset is not None:
+            fitted, metrics, path = _refit(
+                dataset, best["model"], result.best_params, eng, output.root
+            )
+            result.best_model, result.test_metrics, result.model_path = fitted, metrics, path
+    result.seconds = time.perf_counter() - started
+    output.write(board, result.to_dict())
+    return result
