@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # One module per command family; each exposes register(app).
-_COMMAND_MODULES = ("data", "serve", "models", "run", "evaluate", "train")
+_COMMAND_MODULES = ("data", "serve", "models", "run", "evaluate", "train", "search")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"shardlearn.cli.{_name}").register(app)
