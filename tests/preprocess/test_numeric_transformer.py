@@ -103,6 +103,12 @@ def test_clip_bounds_scaled_values():
     assert out.max() == 1.0 and out.min() >= -1.0
 
 
+def test_huge_scaled_values_saturate_at_the_float32_limit():
+    table = pa.table({"x": [0.0, 0.0, 1e-30, 1e-30, 1e20]})
+    out = NumericTransformer(columns=["x"], scale="robust").fit(table).transform(table)
+    assert np.isfinite(out).all() and out.max() == np.finfo(np.float32).max
+
+
 def test_constant_and_all_missing_columns_give_finite_output():
     table = pa.table({"const": [7.0] * 5, "empty": pa.array([None] * 5, pa.float64())})
     for scale in SCALERS:

@@ -30,6 +30,7 @@ __all__ = ["NumericTransformer"]
 IMPUTE = ("mean", "median", "most_frequent", "constant")
 SCALE = ("standard", "minmax", "robust", None)
 _EPS = np.finfo(np.float64).eps
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -239,8 +240,10 @@ class NumericTransformer(ColumnTransformer):
         x = np.where(missing, self.impute_values_, x)
         x -= self.center_
         x /= self.scale_
-        if self.clip is not None:
-            np.clip(x, -self.clip, self.clip, out=x)
+        # Saturate instead of overflowing to inf: blocks are float32 (a near-zero IQR or range
+        # can scale an ordinary value past 3.4e38).
+        limit = self.clip if self.clip is not None else _FLOAT32_MAX
+        np.clip(x, -limit, limit, out=x)
         out = x.astype(np.float32, order="C")
         if self.indicator_columns_:
             index = [self.columns.index(c) for c in self.indicator_columns_]
