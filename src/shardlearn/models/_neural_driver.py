@@ -107,7 +107,8 @@ def _epoch_loop(
 ) -> list[dict]:
     history: list[dict] = []
     stale = 0
-    with _progress(estimator) as update:
+    # A caller that passes a callback (the CLI) shows its own progress; one bar is enough.
+    with _progress(estimator, show=estimator.verbose and callback is None) as update:
         for epoch in range(estimator.epochs):
             started = time.perf_counter()
             report = {**group.run(epoch_fn, fit_id, epoch)[0]}
@@ -132,7 +133,7 @@ def _epoch_loop(
 
 
 @contextlib.contextmanager
-def _progress(estimator: Any) -> Iterator[Any]:
+def _progress(estimator: Any, show: bool) -> Iterator[Any]:
     """A rich progress bar over epochs; yields ``update(epoch, report)``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -144,7 +145,7 @@ def _progress(estimator: Any) -> Iterator[Any]:
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
-        disable=not estimator.verbose,
+        disable=not show,
     )
     name = type(estimator).__name__
     with progress:
