@@ -77,8 +77,9 @@ from shardlearn.data import ingest
 start = time.perf_counter()
 ds = ingest(sys.argv[1], "label", sys.argv[2], partitions=8, overwrite=True)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rows": ds.num_rows(),
-                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": seconds, "rows": ds.num_rows(), "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss": usage.ru_maxrss * 1024}))
 """
 _PYARROW = """
 import json, resource, sys, time
@@ -86,8 +87,10 @@ import pyarrow.csv as pacsv
 start = time.perf_counter()
 table = pacsv.read_csv(sys.argv[1])
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rows": table.num_rows,
-                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+rows = table.num_rows
+print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss": usage.ru_maxrss * 1024}))
 """
 
 
@@ -118,18 +121,24 @@ def main() -> None:
             ours = measure(_SHARDLEARN, str(path), str(Path(tmp) / "ds"))
         peer = measure(_PYARROW, str(path))
         results.append((rows, mb, ours, peer))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, pyarrow {pa.__version__}\n"
+        f"{platform.python_version()}, pyarrow {pa.__version__}; load average at the end "
+        f"{load:.1f} (other processes share the cores: compare the ratio, not the MB/s)\n"
     )
-    print("| rows | CSV MB | tool | seconds | MB/s | rows/s | peak RSS | throughput vs pyarrow |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "| rows | CSV MB | tool | wall s | MB/s | rows/s | CPU s | peak RSS "
+        "| throughput vs pyarrow |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for rows, mb, ours, peer in results:
         for name, r in (("shardlearn ingest", ours), ("pyarrow.csv.read_csv", peer)):
             ratio = peer["seconds"] / r["seconds"]
             print(
                 f"| {rows:,} | {mb:,.0f} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.0f} "
-                f"| {rows / r['seconds'] / 1e6:.2f}M | {r['rss'] / 2**30:.2f} GiB | {ratio:.0%} |"
+                f"| {rows / r['seconds'] / 1e6:.2f}M | {r['cpu']:.0f} | {r['rss'] / 2**30:.2f} GiB "
+                f"| {ratio:.0%} |"
             )
 
 
