@@ -114,6 +114,38 @@ def test_existing_out_needs_overwrite(capsys, dataset, tmp_path):
     assert code == 1 and "--overwrite" in err
 
 
+def test_preprocess_spec_file_replaces_auto(capsys, dataset, tmp_path):
+    spec = tmp_path / "pre.yaml"
+    spec.write_text("auto: true\ndefaults:\n  numeric: {scale: minmax}\n")
+    out = tmp_path / "nb"
+    code, stdout, err = _run(
+        capsys,
+        "train",
+        dataset[0],
+        "--model",
+        "multinomial_nb",
+        "--preprocess",
+        str(spec),
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    code, _, err = _run(
+        capsys,
+        "train",
+        dataset[0],
+        "--model",
+        "multinomial_nb",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "nb2"),
+    )
+    assert code == 1 and "non-negative" in err and "minmax" in err
+
+
 def test_params_are_parsed_as_yaml_scalars():
     assert parse_params(
         ["C=0.5", "max_iter=10", "fit_intercept=false", "class_weight=balanced", "tol=null"]

@@ -45,7 +45,13 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _build_model(ds: Any, model_name: str, params: dict[str, Any], warm_start: str | None) -> Any:
+def _build_model(
+    ds: Any,
+    model_name: str,
+    params: dict[str, Any],
+    warm_start: str | None,
+    preprocess: Path | None = None,
+) -> Any:
     from shardlearn.models import Pipeline
     from shardlearn.models._registry import model_class
     from shardlearn.preprocess import Preprocessor
@@ -73,6 +79,8 @@ def _build_model(ds: Any, model_name: str, params: dict[str, Any], warm_start: s
         raise fail(str(error)) from None
     estimator = cls()
     _set_params(estimator, params)
+    if preprocess is not None:
+        return Pipeline(Preprocessor.from_spec(preprocess, schema=ds.schema), estimator)
     return Pipeline(Preprocessor.auto(ds.schema), estimator)
 
 
@@ -123,7 +131,7 @@ def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[s
         }
 
     start = time.perf_counter()
-    if show_progress:
+    if show_progress and total is not None:  # iterative models only
         with _progress() as progress:
             callback = _IterationProgress(progress, total)
             scores = model._fit_dataset(ds, eng, callback, after=score)
@@ -159,6 +167,11 @@ def train(
     warm_start: str = typer.Option(
         None, "--warm-start", help="Continue training this saved model on DATASET."
     ),
+    preprocess: Path = typer.Option(
+        None,
+        "--preprocess",
+        help="Preprocessing spec (YAML/JSON, see Preprocessor.from_spec); default: auto.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -174,7 +187,7 @@ def train(
     if out.exists() and not overwrite:
         raise fail(f"{out} already exists; pass --overwrite to replace it.")
     ds = Dataset.open(dataset)
-    model = _build_model(ds, model_name, parse_params(param), warm_start)
+    model = _build_model(ds, model_name, parse_params(param), warm_start, preprocess)
     with engine(engine_from_cli(engine_spec, workers)) as eng:
         summary = _fit_and_score(model, ds, eng, show_progress=not as_json)
         lineage = {

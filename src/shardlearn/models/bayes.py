@@ -271,8 +271,8 @@ class MultinomialNB(_NaiveBayes):
         if stats[-1] > 0:
             raise DataError(
                 f"{owner} needs non-negative features (counts or frequencies); "
-                f"{int(stats[-1])} values are negative. Use count or TF-IDF features without "
-                "centring, or GaussianNB."
+                f"{int(stats[-1])} values are negative. Use count or TF-IDF features and scale "
+                "numeric columns without centring (scale 'minmax'), or use GaussianNB."
             )
         self.feature_count_ = stats[: k * p].reshape(k, p)
         self.class_count_ = stats[k * p : k * p + k]
