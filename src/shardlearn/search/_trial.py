@@ -12,12 +12,16 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 __all__ = ["LOWER_IS_BETTER", "budget_param", "run_trial"]
+
+#: Distinct warning messages kept per trial.
+MAX_WARNINGS = 5
 
 #: Metrics where smaller is better; every other metric is maximised.
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_calibration_error"})
@@ -101,10 +105,16 @@ def run_trial(
     result = {**spec, "status": "ok", "score": None, "score_std": None, "fold_scores": []}
     result["error"] = None
     try:
-        if objective is not None:
-            scores = [float(objective(dict(spec["params"]), spec.get("budget")))]
-        else:
-            scores = _fit_and_score(context, spec)
+        # Warnings (convergence, ill-defined side metrics) are recorded with the trial rather
+        # than raised or printed once per trial and fold.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if objective is not None:
+                scores = [float(objective(dict(spec["params"]), spec.get("budget")))]
+            else:
+                scores = _fit_and_score(context, spec)
+        messages = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
+        result["warnings"] = list(messages)[:MAX_WARNINGS]
         if not all(math.isfinite(s) for s in scores):
             raise ValueError(f"the score is not finite: {scores}")
         result["fold_scores"] = scores

@@ -1,0 +1,105 @@
+"""Strategies on synthetic objectives: halving/ASHA promotions, TPE vs random, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shardlearn.engine import engine
+from shardlearn.search import search, uniform
+from tests.search._objectives import fails_when_x_is_large, linear_in_x, negative_branin
+
+ETA = 3
+RUNGS = 3
+
+
+def _run(strategy, objective, space, trials, seed=0, eng=None, **kw):
+    if eng is not None:
+        return search(objective=objective, space=space, strategy=strategy, trials=trials,
+                      seed=seed, engine=eng, eta=ETA, rungs=RUNGS, **kw)  # fmt: skip
+    with engine("local", workers=1) as local:
+        return _run(strategy, objective, space, trials, seed, local, **kw)
+
+
+def _by_rung(result):
+    rungs: list[list[dict]] = [[] for _ in range(RUNGS)]
+    for trial in result.trials:
+        rungs[trial["rung"]].append(trial)
+    return rungs
+
+
+def test_successive_halving_keeps_the_top_third_per_rung():
+    result = _run("halving", linear_in_x, {"x": uniform(0, 1)}, trials=27)
+    rungs = _by_rung(result)
+    assert [len(r) for r in rungs] == [27, 9, 3]
+    for lower, upper in zip(rungs, rungs[1:], strict=False):
+        best = sorted(lower, key=lambda t: t["score"], reverse=True)[: len(lower) // ETA]
+        assert {t["trial"] for t in upper} == {t["trial"] for t in best}
+    assert [t["budget"] for t in rungs[2]] == [1.0] * 3
+    xs = [t["params"]["x"] for t in rungs[0]]
+    assert result.best_params["x"] == max(xs)
+
+
+def test_asha_promotes_only_the_top_of_what_has_finished():
+    result = _run("asha", linear_in_x, {"x": uniform(0, 1)}, trials=27)
+    finished: list[list[dict]] = [[] for _ in range(RUNGS)]
+    # Replay the results in completion order: a promotion to rung k+1 must be in the top
+    # 1/eta of rung k's results that had finished before it started.
+    seen = set()
+    for trial in result.trials:
+        rung = trial["rung"]
+        if rung > 0:
+            before = sorted(finished[rung - 1], key=lambda t: t["score"], reverse=True)
+            top = {t["trial"] for t in before[: len(before) // ETA]}
+            assert trial["trial"] in top or trial["trial"] in seen
+        seen.add(trial["trial"])
+        finished[rung].append(trial)
+    xs = [t["params"]["x"] for t in finished[0]]
+    assert len(xs) == 27
+    # The best configuration climbs to the full budget and wins.
+    assert result.leaderboard[0]["rung"] == RUNGS - 1
+    assert result.best_params["x"] == max(xs)
+    assert 0 < len(finished[2]) < len(finished[1]) < 27
+
+
+def test_tpe_beats_random_search_on_branin_on_average():
+    space = {"x": uniform(-5, 10), "y": uniform(0, 15)}
+    best = {"tpe": [], "random": []}
+    for seed in range(4):
+        for strategy in best:
+            result = _run(strategy, negative_branin, space, trials=40, seed=seed)
+            best[strategy].append(result.best_score)
+    assert np.mean(best["tpe"]) > np.mean(best["random"])
+
+
+def test_a_failing_trial_is_recorded_and_the_search_finishes(any_engine):
+    result = _run("random", fails_when_x_is_large, {"x": uniform(0, 1)}, trials=8,
+                  eng=any_engine)  # fmt: skip
+    failed = [row for row in result.leaderboard if row["status"] == "error"]
+    ok = [row for row in result.leaderboard if row["status"] == "ok"]
+    assert len(failed) + len(ok) == 8 and failed and ok
+    assert all("RuntimeError: x=" in row["error"] for row in failed)
+    assert all(row["params"]["x"] > 0.5 for row in failed)
+    assert result.leaderboard[: len(ok)] == ok  # failures rank last
+    assert result.best_params["x"] == max(row["params"]["x"] for row in ok)
+
+
+def test_grid_search_on_both_engines_runs_every_point(any_engine, tmp_path):
+    result = _run("grid", linear_in_x, {"x": [0.1, 0.4, 0.2, 0.3]}, trials=None,
+                  eng=any_engine, out=tmp_path / "out")  # fmt: skip
+    assert [row["params"]["x"] for row in result.leaderboard] == [0.4, 0.3, 0.2, 0.1]
+    assert (tmp_path / "out" / "leaderboard.parquet").is_file()
+    again = _run("grid", linear_in_x, {"x": [0.1, 0.4, 0.2, 0.3]}, trials=None,
+                 eng=any_engine, out=tmp_path / "out")  # fmt: skip
+    assert again.leaderboard == result.leaderboard
+
+
+@pytest.mark.parametrize("strategy", ["random", "halving", "asha", "tpe"])
+def test_strategies_are_reproducible_with_a_seed(strategy):
+    first = _run(strategy, linear_in_x, {"x": uniform(0, 1)}, trials=9, seed=3)
+    second = _run(strategy, linear_in_x, {"x": uniform(0, 1)}, trials=9, seed=3)
+
+    def without_times(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert without_times(first.leaderboard) == without_times(second.leaderboard)
