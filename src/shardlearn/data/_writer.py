@@ -18,7 +18,6 @@ import json
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -360,12 +359,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(f"Cannot store {type(value).__name__} in the manifest.")
-
-
-def check_label(schema: Schema, label: str | None, names: Sequence[str]) -> None:
-    """Raise a SchemaError naming the valid columns when ``label`` is not one of them."""
-    from shardlearn._validation import unknown_name_message
-    from shardlearn.exceptions import SchemaError
-
-    if label is not None and label not in names:
-        raise SchemaError(unknown_name_message("label column", label, names))

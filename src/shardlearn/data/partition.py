@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -359,14 +358,6 @@ def range_boundaries(sample: pa.Array | pa.ChunkedArray, partitions: int) -> np.
         return values[:0]
     positions = (np.arange(1, partitions) * len(values)) // partitions
     return values[positions]
-
-
-@dataclass(frozen=True)
-class StrategySpec:
-    """A parsed ``--strategy`` value."""
-
-    name: str
-    column: str | None
 
 
 def make_partitioner(

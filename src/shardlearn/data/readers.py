@@ -413,12 +413,6 @@ class SourceReader:
                 row += batch.num_rows
                 yield RawBatch(self.path, batch, lines, [])
 
-    def read_header(self) -> list[str]:
-        """Column names of the file without reading it all."""
-        for _ in self.batches():
-            break
-        return list(getattr(self, "column_names", []))
-
 
 class _TypedParseFailed(Exception):
     """Internal: a typed CSV read hit a value of another type (never escapes this module)."""
