@@ -189,6 +189,9 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            # Warm-up: a fresh Ray keeps starting worker processes for a while, which would
+            # slow whichever side is measured first.
+            ray.get([ray.remote(sleep_task).remote(TASK_SECONDS) for _ in range(n_tasks)])
             try:
                 results["ray"] = {
                     "shardlearn": bench_shardlearn("ray", n_tasks, repeats),
