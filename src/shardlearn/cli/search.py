@@ -73,21 +73,22 @@ def search(
     from shardlearn.search import search as run_search
 
     space_dict = load_space(space) if space is not None else {}
-    live = Live(leaderboard_table([], metric), console=console, auto_refresh=False)
+    # Started on the first finished wave, so a bad argument prints only its error.
+    live = Live(console=console, auto_refresh=False)
 
     def show(rows: list[dict[str, Any]]) -> None:
+        if not live.is_started:
+            live.start()
         live.update(leaderboard_table(rows, metric), refresh=True)
 
     with engine(engine_from_cli(engine_spec, workers)) as eng:
-        if as_json:
+        try:
             result = run_search(dataset, model, space_dict, strategy=strategy, trials=trials,
                                 cv=cv, metric=metric, engine=eng, out=out, budget=budget,
-                                time_budget=time_budget, seed=seed)  # fmt: skip
-        else:
-            with live:
-                result = run_search(dataset, model, space_dict, strategy=strategy, trials=trials,
-                                    cv=cv, metric=metric, engine=eng, out=out, budget=budget,
-                                    time_budget=time_budget, seed=seed, callback=show)  # fmt: skip
+                                time_budget=time_budget, seed=seed,
+                                callback=None if as_json else show)  # fmt: skip
+        finally:
+            live.stop()
     summary = result.to_dict()
     if register_name and result.best_model is not None:
         from shardlearn.registry import Registry
