@@ -6,7 +6,8 @@ One run, same machine, same data: synthetic tabular classification (deterministi
 - shardlearn ``MLPClassifier`` (torch) with 1 worker (in-process, torch limited to one
   thread so that one worker means one core) and with 2 workers (DistributedDataParallel over
   gloo, one thread per worker), the same global batch, seed and epochs;
-- scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs).
+- scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs; BLAS
+  limited to one thread, the same one core as shardlearn's single worker).
 
 Reported per trainer: seconds per epoch (the median of the epochs after the first, which pays
 for warm-up), epochs/s, total fit seconds (incl. start-up), test accuracy, and the speed ratio
@@ -82,6 +83,7 @@ def bench_shardlearn(data: tuple, workers: int, epochs: int) -> dict:
 def bench_sklearn(data: tuple, epochs: int) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     X, y, X_test, y_test = data
     model = MLPClassifier(
@@ -94,7 +96,9 @@ def bench_sklearn(data: tuple, epochs: int) -> dict:
         n_iter_no_change=epochs + 1,
     )
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    # One BLAS thread: the same one core per trainer as shardlearn's single worker (and a
+    # BLAS thread pool on a busy 2-core machine only slows small matrix products down).
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, y)
     total = time.perf_counter() - start

@@ -118,6 +118,31 @@ def test_pipeline_two_and_three_stages_equal_single_process(tabular, engine_name
             assert model.n_iter_ == epochs
 
 
+def test_worker_killed_between_epochs_resumes_from_the_checkpoint(tabular):
+    import os
+    import signal
+
+    from shardlearn.models._fitting import prepare_training
+
+    X, y = tabular
+    with engine("local", workers=2):
+        for mode in ({}, {"parallelism": "pipeline", "stages": 2}):
+            uninterrupted = _mlp(epochs=3, **mode).fit(X, y)
+            model = _mlp(epochs=3, **mode)
+            with prepare_training(model, X, y) as ctx:
+                killed = []
+
+                def kill_worker_after_first_epoch(info, ctx=ctx, killed=killed):
+                    if info.iteration == 1:
+                        os.kill(ctx.group.pids[1], signal.SIGKILL)
+                        killed.append(True)
+
+                model._fit_context(ctx, callback=kill_worker_after_first_epoch)
+            assert killed and model.restarts_ == 1 and model.n_iter_ == 3
+            # Same data order and seeds after the restart: the very same weights.
+            assert _max_difference(model, uninterrupted.state_dict_) == 0.0, mode
+
+
 def test_convnet_reaches_95_percent_on_digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from shardlearn.exceptions import EngineError
-from shardlearn.models._neural_worker import probe, teardown
+from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
+from shardlearn.models._neural_worker import checkpoint, has_run, probe, teardown
 from shardlearn.models._torch import build_network, stage_ranges
 from shardlearn.models.neural_ddp import ddp_epoch, ddp_result, ddp_setup
 from shardlearn.models.neural_pipeline import pipeline_epoch, pipeline_result, pipeline_setup
@@ -26,6 +26,8 @@ __all__ = ["train_on_group"]
 
 # Seconds a rank waits for the others at the rendezvous and in collectives before failing.
 RENDEZVOUS_TIMEOUT = 300
+# Times a fit re-forms its process group after losing a worker before giving up.
+MAX_RESTARTS = 3
 _MODES = {
     "data": (ddp_setup, ddp_epoch, ddp_result),
     "pipeline": (pipeline_setup, pipeline_epoch, pipeline_result),
@@ -87,31 +89,70 @@ def train_on_group(
         raise EngineError("The workers hold no training rows; nothing to train on.")
     device = choose_device(estimator.device, infos)
     spec = {**spec, "layouts": layouts, "device": device, "rendezvous": _rendezvous(group, device)}
-    setup, epoch_fn, result = _MODES[mode]
+    session = _Session(group, spec, mode)
     try:
-        group.run(setup, spec)
-        history = _epoch_loop(estimator, group, epoch_fn, spec["fit_id"], callback)
-        parts = group.run(result, spec["fit_id"], estimator.early_stopping)
+        session.start()
+        history = _epoch_loop(estimator, session, callback)
+        parts = group.run(session.result, spec["fit_id"], estimator.early_stopping)
     except BaseException:
         with contextlib.suppress(Exception):
             group.run(teardown, spec["fit_id"])
         raise
+    estimator.restarts_ = session.restarts
     weights: dict = {}
     for part in parts:
         weights.update(part or {})
     return weights, history
 
 
-def _epoch_loop(
-    estimator: Any, group: Any, epoch_fn: Any, fit_id: str, callback: Any
-) -> list[dict]:
+class _Session:
+    """The workers' side of one fit, as seen from the driver: set up, epochs, recovery.
+
+    After every epoch the driver keeps a checkpoint (weights and optimiser state of rank 0,
+    or of every pipeline stage). When a worker dies, the engine replaces it; the replacement
+    has no model, so the epoch fails. The session then tears the process group down, joins
+    a new one on a new port, restores the checkpoint on every rank and runs the epoch again.
+    The data order and dropout seeds depend only on (seed, epoch, rank), so the resumed fit
+    gives the same model as an uninterrupted one.
+    """
+
+    def __init__(self, group: Any, spec: dict, mode: str) -> None:
+        self.group, self.spec = group, spec
+        self.setup, self.epoch_fn, self.result = _MODES[mode]
+        self.checkpoint: list | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.group.run(self.setup, self.spec)
+
+    def epoch(self, epoch: int) -> dict:
+        fit_id = self.spec["fit_id"]
+        while True:
+            try:
+                report = self.group.run(self.epoch_fn, fit_id, epoch)[0]
+                self.checkpoint = self.group.run(checkpoint, fit_id)
+                return report
+            except (TaskFailed, WorkerLost):
+                if self.restarts >= MAX_RESTARTS or all(self.group.run(has_run, fit_id)):
+                    raise  # no worker was replaced: a real error, not a lost worker
+            self.restarts += 1
+            with contextlib.suppress(Exception):
+                self.group.run(teardown, fit_id)
+            rendezvous = self.spec["rendezvous"]
+            if rendezvous is not None:
+                rendezvous = {**rendezvous, "port": free_port()}
+            self.spec = {**self.spec, "rendezvous": rendezvous, "resume": self.checkpoint}
+            self.start()
+
+
+def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> list[dict]:
     history: list[dict] = []
     stale = 0
     # A caller that passes a callback (the CLI) shows its own progress; one bar is enough.
     with _progress(estimator, show=estimator.verbose and callback is None) as update:
         for epoch in range(estimator.epochs):
             started = time.perf_counter()
-            report = {**group.run(epoch_fn, fit_id, epoch)[0]}
+            report = {**session.epoch(epoch)}
             report["seconds"] = time.perf_counter() - started
             history.append(report)
             update(epoch, report)

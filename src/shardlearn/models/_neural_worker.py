@@ -146,3 +146,58 @@ def seed_dropout(seed: int, rank: int, epoch: int) -> None:
     """Seed torch's global generator per rank and epoch (dropout masks differ by rank)."""
     state = np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)
     require_torch().manual_seed(int(state[0] % 2**63))
+
+
+def _to_numpy(value: Any) -> Any:
+    """Tensors inside an optimiser state dict -> numpy arrays (for transport)."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, dict):
+        return {key: _to_numpy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_numpy(item) for item in value]
+    return value
+
+
+def _to_tensor(torch: Any, value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {key: _to_tensor(torch, item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_tensor(torch, item) for item in value]
+    return value
+
+
+def checkpoint(state: Any, fit_id: str) -> dict | None:
+    """This rank's part of the driver-side checkpoint (None when it holds nothing unique).
+
+    Data parallel: rank 0's weights and optimiser state (every rank holds the same). Pipeline:
+    each stage's own. Also the early-stopping state, so a resumed fit keeps its best epoch.
+    """
+    run = state.cache.get((CACHE_KEY, fit_id))
+    if run is None or run["module"] is None or (run["replicated"] and state.rank != 0):
+        return None
+    return {
+        "weights": numpy_state(run["module"]),
+        "optimizer": _to_numpy(run["optimizer"].state_dict()),
+        "best": run["best"],
+        "best_loss": run["best_loss"],
+    }
+
+
+def restore(state: Any, run: dict, parts: list | None) -> None:
+    """Load this rank's part of a checkpoint (see :func:`checkpoint`) into a fresh run."""
+    if not parts or run["module"] is None:
+        return
+    part = parts[0] if run["replicated"] else parts[state.rank]
+    torch = require_torch()
+    weights = {name: torch.from_numpy(array.copy()) for name, array in part["weights"].items()}
+    run["module"].load_state_dict(weights)
+    run["optimizer"].load_state_dict(_to_tensor(torch, part["optimizer"]))
+    run["best"], run["best_loss"] = part["best"], part["best_loss"]
+
+
+def has_run(state: Any, fit_id: str) -> bool:
+    """Whether this worker still holds the fit's state (False after it was replaced)."""
+    return (CACHE_KEY, fit_id) in state.cache

@@ -29,6 +29,7 @@ from shardlearn.models._neural_worker import (
     load_rows,
     make_optimizer,
     numpy_state,
+    restore,
     seed_dropout,
     teardown,
 )
@@ -76,7 +77,10 @@ def ddp_setup(state: Any, spec: dict) -> None:
         "n_rows": {split: sum(len(r) for r in per_rank) for split, per_rank in ids.items()},
         "best_loss": math.inf,
         "best": None,
+        "module": net,
+        "replicated": True,
     }
+    restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
 
 
 def fetch_run(state: Any, fit_id: str) -> dict:

@@ -34,6 +34,7 @@ from shardlearn.models._neural_worker import (
     load_rows,
     make_optimizer,
     numpy_state,
+    restore,
     seed_dropout,
     teardown,
 )
@@ -93,7 +94,10 @@ def pipeline_setup(state: Any, spec: dict) -> None:
         "n_rows": n_rows,
         "best_loss": math.inf,
         "best": None,
+        "module": stage,
+        "replicated": False,
     }
+    restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
 
 
 def _exchange(
