@@ -21,6 +21,12 @@ def _rows(state):
     return X, block.y, w
 
 
+def _count_blocks(state):
+    from shardlearn.models._fitting import iter_training_blocks
+
+    return sum(1 for _ in iter_training_blocks(state, "train"))
+
+
 def _rebuild_after_cache_loss(state):
     first = training_block(state, "train")
     state.cache.clear()  # what a replacement worker sees
@@ -104,3 +110,26 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         prepare_training(model, ds, sample_weight="nope")
     with pytest.raises(DataError, match="a Dataset carries its label"):
         prepare_training(model, ds, [0, 1])
+
+
+def test_out_of_core_streaming_gives_the_same_models(tmp_path, monkeypatch):
+    from shardlearn.models import GaussianNB, SGDClassifier
+
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {"a": rng.normal(size=400), "b": rng.normal(size=400), "y": rng.integers(0, 3, 400)}
+    )
+    ds = write_dataset(table, tmp_path / "ds", label="y", partitions=4)
+    tight = {"tol": 1e-9, "max_iter": 5000}
+    with engine("local", workers=1):
+        in_memory = LogisticRegression(**tight).fit(ds)
+        nb_memory = GaussianNB().fit(ds)
+        monkeypatch.setenv("SHARDLEARN_BLOCK_BUDGET", "1")  # every shard streamed, per pass
+        streamed = LogisticRegression(**tight).fit(ds)
+        nb_streamed = GaussianNB().fit(ds)
+        sgd = SGDClassifier(max_iter=3, tol=None).fit(ds)
+        with prepare_training(LogisticRegression(), ds) as ctx:
+            assert ctx.group.run(_count_blocks) == [4]  # really streamed, shard by shard
+    np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=1e-7)
+    np.testing.assert_allclose(nb_streamed.var_, nb_memory.var_, rtol=1e-10)
+    assert sgd.n_iter_ == 3 and sgd.coef_.shape == (3, 2)

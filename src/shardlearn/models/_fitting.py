@@ -44,6 +44,7 @@ __all__ = [
     "TrainingContext",
     "encode_labels",
     "is_dataset",
+    "iter_training_blocks",
     "prepare_training",
     "training_block",
 ]
@@ -474,10 +475,41 @@ def training_block(state: Any, split: str = "train") -> Any:
             X, y, w = np.empty((0, n_features)), np.empty(0, dtype=np.int64), None
         block = FeatureBlock(X, y, w, names)
     else:
-        block = load_block(state, split)
-        if block.y is None:
-            if block.X.shape[0]:
-                raise DataError(f"The {split!r} rows have no label column; cannot train on them.")
-            block = FeatureBlock(block.X, np.empty(0, np.int64), None, block.feature_names)
+        block = _with_labels(load_block(state, split), split)
     state.cache[key] = block
     return block
+
+
+def _with_labels(block: Any, split: str) -> Any:
+    from shardlearn.preprocess import FeatureBlock
+
+    if block.y is None:
+        if block.X.shape[0]:
+            raise DataError(f"The {split!r} rows have no label column; cannot train on them.")
+        block = FeatureBlock(block.X, np.empty(0, np.int64), None, block.feature_names)
+    return block
+
+
+def iter_training_blocks(state: Any, split: str = "train") -> Any:
+    """This worker's rows of ``split``: the cached block, or shard by shard when it is too big.
+
+    Out-of-core: when the dataset's block would exceed the worker's memory budget
+    (:func:`shardlearn.preprocess.block_budget`), the shards are streamed on every pass
+    (:func:`shardlearn.preprocess.iter_blocks`) and nothing is cached. Array input is always
+    one cached block. A pass over the yielded blocks visits every row once.
+    """
+    if state.context.get("source") == ARRAY_SOURCE or (_CACHE_KEY, split) in state.cache:
+        yield training_block(state, split)
+        return
+    from shardlearn.preprocess import iter_blocks
+
+    blocks = iter_blocks(state, split)
+    first = next(blocks, None)
+    rest = next(blocks, None)
+    if rest is None:  # it fitted in memory: load_block cached it; keep our labelled view too
+        yield training_block(state, split)
+        return
+    yield _with_labels(first, split)
+    yield _with_labels(rest, split)
+    for block in blocks:
+        yield _with_labels(block, split)

@@ -25,7 +25,7 @@ from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, prepare_training, training_block
+from shardlearn.models._fitting import TrainingContext, iter_training_blocks, prepare_training
 from shardlearn.models._losses import chunk_rows_for
 from shardlearn.models._registry import register_model
 
@@ -65,8 +65,15 @@ def _merge_gaussian(a: dict, b: dict) -> dict:
 
 
 def _gaussian_worker(state: Any, n_classes: int) -> dict:
-    """Per-class weighted moments and unweighted overall moments of this worker's block."""
-    block = training_block(state, "train")
+    """Per-class weighted moments and unweighted overall moments of this worker's rows."""
+    stats: dict | None = None
+    for block in iter_training_blocks(state, "train"):
+        part = _gaussian_block(block, n_classes)
+        stats = part if stats is None else _merge_gaussian(stats, part)
+    return stats
+
+
+def _gaussian_block(block: Any, n_classes: int) -> dict:
     X, y, w = block.X, np.asarray(block.y, dtype=np.int64), block.sample_weight
     p = X.shape[1]
     per_class = np.zeros((3, n_classes, p))
@@ -90,7 +97,14 @@ def _gaussian_worker(state: Any, n_classes: int) -> dict:
 # ------------------------------------------------------------------ Multinomial statistics
 def _multinomial_worker(state: Any, n_classes: int) -> np.ndarray:
     """[feature counts (K*p), class weights (K), non-finite values, negative values]."""
-    block = training_block(state, "train")
+    total = None
+    for block in iter_training_blocks(state, "train"):
+        part = _multinomial_block(block, n_classes)
+        total = part if total is None else total + part
+    return total
+
+
+def _multinomial_block(block: Any, n_classes: int) -> np.ndarray:
     X, y, w = block.X, np.asarray(block.y, dtype=np.int64), block.sample_weight
     p = X.shape[1]
     counts = np.zeros((n_classes, p))

@@ -24,7 +24,7 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, prepare_training, training_block
+from shardlearn.models._fitting import TrainingContext, iter_training_blocks, prepare_training
 from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs
 from shardlearn.models._losses import LOSSES, block_loss_gradient, decision_scores
 from shardlearn.models._registry import register_model
@@ -38,51 +38,63 @@ _PREPARED_KEY = "shardlearn.linear.prepared"
 # ------------------------------------------------------------------ worker functions
 def _class_statistics_worker(state: Any, n_classes: int) -> np.ndarray:
     """[rows per class, weight per class, number of non-finite feature values]."""
-    block = training_block(state, "train")
-    y = np.asarray(block.y, dtype=np.int64)
-    w = block.sample_weight
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = np.bincount(y, weights=w, minlength=n_classes) if w is not None else counts.copy()
-    values = block.X.data if hasattr(block.X, "tocsr") else block.X
-    values = np.asarray(values)
-    nonfinite = float(values.size - np.count_nonzero(np.isfinite(values)))
-    return np.concatenate((counts, weights, [nonfinite]))
+    out = np.zeros(2 * n_classes + 1)
+    for block in iter_training_blocks(state, "train"):
+        y = np.asarray(block.y, dtype=np.int64)
+        w = block.sample_weight
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        out[:n_classes] += counts
+        out[n_classes : 2 * n_classes] += (
+            np.bincount(y, weights=w, minlength=n_classes) if w is not None else counts
+        )
+        values = np.asarray(block.X.data if hasattr(block.X, "tocsr") else block.X)
+        out[-1] += float(values.size - np.count_nonzero(np.isfinite(values)))
+    return out
 
 
-def _prepared(state: Any) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    """The block with its loss-encoded target and combined weights, cached per problem."""
-    problem = state.context[_PROBLEM_KEY]
-    cached = state.cache.get(_PREPARED_KEY)
-    if cached is not None and cached[0] == problem["token"]:
-        return cached[1:]
-    block = training_block(state, "train")
+def _prepare_block(problem: dict, block: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The loss-encoded target and the combined (sample x class) weights of a block."""
     y = np.asarray(block.y, dtype=np.int64)
-    loss = LOSSES[problem["loss"]]
-    target = loss.encode(y, problem["n_outputs"])
+    target = LOSSES[problem["loss"]].encode(y, problem["n_outputs"])
     class_weight = np.asarray(problem["class_weight"])
     weights = None
     if block.sample_weight is not None or not np.all(class_weight == 1.0):
         weights = class_weight[y]
         if block.sample_weight is not None:
             weights = weights * np.asarray(block.sample_weight, dtype=np.float64)
-    state.cache[_PREPARED_KEY] = (problem["token"], block, target, weights)
-    return block, target, weights
+    return target, weights
+
+
+def _prepared_blocks(state: Any) -> Any:
+    """Each block with its target and weights; prepared once for a cached block."""
+    problem = state.context[_PROBLEM_KEY]
+    cached = state.cache.get(_PREPARED_KEY)
+    for block in iter_training_blocks(state, "train"):
+        # Identity check: a streamed (out-of-core) block is a new object on every pass.
+        if cached is not None and cached[0] == problem["token"] and cached[1] is block:
+            yield block, cached[2], cached[3]
+            continue
+        target, weights = _prepare_block(problem, block)
+        state.cache[_PREPARED_KEY] = cached = (problem["token"], block, target, weights)
+        yield block, target, weights
 
 
 def _loss_gradient_worker(state: Any, x: np.ndarray) -> np.ndarray:
-    """Loss and gradient sums of this worker's block at the flat parameter vector ``x``."""
+    """Loss and gradient sums of this worker's rows at the flat parameter vector ``x``."""
     problem = state.context[_PROBLEM_KEY]
-    block, target, weights = _prepared(state)
     coef, intercept = _unpack(x, problem["n_outputs"], problem["n_features"])
-    return block_loss_gradient(
-        LOSSES[problem["loss"]],
-        block.X,
-        target,
-        weights,
-        coef,
-        intercept,
-        problem["fit_intercept"],
-    )
+    total = np.zeros(1 + x.size if problem["fit_intercept"] else 1 + x.size + coef.shape[0])
+    for block, target, weights in _prepared_blocks(state):
+        total += block_loss_gradient(
+            LOSSES[problem["loss"]],
+            block.X,
+            target,
+            weights,
+            coef,
+            intercept,
+            problem["fit_intercept"],
+        )
+    return total
 
 
 # ------------------------------------------------------------------ driver helpers

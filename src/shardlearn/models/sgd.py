@@ -29,7 +29,7 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import ConvergenceWarning, DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, prepare_training, training_block
+from shardlearn.models._fitting import TrainingContext, iter_training_blocks, prepare_training
 from shardlearn.models._lbfgs import IterationInfo
 from shardlearn.models._losses import decision_scores
 from shardlearn.models._registry import register_model
@@ -58,12 +58,8 @@ def _learning_rate(problem: dict, t: float) -> float:
     return problem["eta0"]
 
 
-def _prepared(state: Any) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    problem = state.context[_PROBLEM_KEY]
-    cached = state.cache.get(_PREPARED_KEY)
-    if cached is not None and cached[0] == problem["token"]:
-        return cached[1:]
-    block = training_block(state, "train")
+def _prepare_block(problem: dict, block: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Targets in {-1, +1} per output and combined (sample x class) weights of a block."""
     y = np.asarray(block.y, dtype=np.int64)
     k = problem["n_outputs"]
     if k == 1:
@@ -75,46 +71,72 @@ def _prepared(state: Any) -> tuple[Any, np.ndarray, np.ndarray | None]:
     weights = class_weight[y] if y.size else np.ones(0)
     if block.sample_weight is not None:
         weights = weights * np.asarray(block.sample_weight, dtype=np.float64)
-    if np.all(weights == 1.0):
-        weights = None
-    state.cache[_PREPARED_KEY] = (problem["token"], block, T, weights)
-    return block, T, weights
+    return T, (None if np.all(weights == 1.0) else weights)
 
 
-def _sgd_epoch_worker(state: Any, x: np.ndarray, t: float, epoch: int) -> np.ndarray:
-    """One SGD epoch over this worker's block from ``x``; returns row-weighted sums."""
+def _prepared_blocks(state: Any) -> Any:
+    """Each block with its targets and weights; prepared once for a cached block."""
     problem = state.context[_PROBLEM_KEY]
-    block, T, weights = _prepared(state)
-    X = block.X
-    n, p, k = X.shape[0], problem["n_features"], problem["n_outputs"]
-    W = x[: k * p].reshape(k, p).copy()
-    b = x[k * p :].copy()
-    rng = np.random.default_rng([problem["seed"], epoch, state.rank])
-    order = rng.permutation(n)
-    loss_sum, steps, size = 0.0, 0, problem["batch_size"]
-    W_sum, b_sum, n_avg = np.zeros_like(W), np.zeros_like(b), 0
-    for start in range(0, n, size):
+    cached = state.cache.get(_PREPARED_KEY)
+    for block in iter_training_blocks(state, "train"):
+        # Identity check: a streamed (out-of-core) block is a new object on every pass.
+        if cached is not None and cached[0] == problem["token"] and cached[1] is block:
+            yield block, cached[2], cached[3]
+            continue
+        T, weights = _prepare_block(problem, block)
+        state.cache[_PREPARED_KEY] = cached = (problem["token"], block, T, weights)
+        yield block, T, weights
+
+
+class _EpochState:
+    """Weights, step count and running sums of one worker's epoch (across its blocks)."""
+
+    def __init__(self, x: np.ndarray, k: int, p: int, t: float) -> None:
+        self.W = x[: k * p].reshape(k, p).copy()
+        self.b = x[k * p :].copy()
+        self.t = t
+        self.rows = 0
+        self.loss_sum = 0.0
+        self.W_sum, self.b_sum, self.n_avg = np.zeros_like(self.W), np.zeros_like(self.b), 0
+
+
+def _sgd_block(problem: dict, s: _EpochState, X: Any, T: np.ndarray, weights: Any, rng) -> None:
+    """SGD steps over one block in a random order, updating ``s`` in place."""
+    order = rng.permutation(X.shape[0])
+    size = problem["batch_size"]
+    for start in range(0, X.shape[0], size):
         rows = np.sort(order[start : start + size])
         Xb = X[rows]
         Xb = Xb.astype(np.float64) if Xb.dtype != np.float64 else Xb
-        Z = np.asarray(Xb @ W.T) + b
+        Z = np.asarray(Xb @ s.W.T) + s.b
         value, R = _loss_and_derivative(problem["loss"], Z, T[rows])
         if weights is not None:
             value, R = value * weights[rows, None], R * weights[rows, None]
-        loss_sum += float(value.sum())
-        eta = _learning_rate(problem, t + steps)
-        W *= (1.0 - eta * problem["alpha"]) ** rows.size
-        W -= eta * np.asarray(Xb.T @ R).T
+        s.loss_sum += float(value.sum())
+        eta = _learning_rate(problem, s.t)
+        s.W *= (1.0 - eta * problem["alpha"]) ** rows.size
+        s.W -= eta * np.asarray(Xb.T @ R).T
         if problem["fit_intercept"]:
-            b -= eta * R.sum(axis=0)
-        steps += rows.size
+            s.b -= eta * R.sum(axis=0)
+        s.t += rows.size
         if problem["average"]:
-            W_sum += W
-            b_sum += b
-            n_avg += 1
-    if n_avg:
-        W, b = W_sum / n_avg, b_sum / n_avg
-    return np.concatenate((n * W.ravel(), n * b, [n, n * steps, loss_sum]))
+            s.W_sum += s.W
+            s.b_sum += s.b
+            s.n_avg += 1
+    s.rows += X.shape[0]
+
+
+def _sgd_epoch_worker(state: Any, x: np.ndarray, t: float, epoch: int) -> np.ndarray:
+    """One SGD epoch over this worker's rows from ``x``; returns row-weighted sums."""
+    problem = state.context[_PROBLEM_KEY]
+    k, p = problem["n_outputs"], problem["n_features"]
+    s = _EpochState(x, k, p, t)
+    for index, (block, T, weights) in enumerate(_prepared_blocks(state)):
+        seed = [problem["seed"], epoch, state.rank] + ([index] if index else [])
+        _sgd_block(problem, s, block.X, T, weights, np.random.default_rng(seed))
+    W, b = (s.W_sum / s.n_avg, s.b_sum / s.n_avg) if s.n_avg else (s.W, s.b)
+    n, steps = s.rows, s.t - t
+    return np.concatenate((n * W.ravel(), n * b, [n, n * steps, s.loss_sum]))
 
 
 @register_model("sgd")
