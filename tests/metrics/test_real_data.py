@@ -33,4 +33,6 @@ def test_adult_pipeline_metrics_equal_sklearn_on_its_predictions(
     proba = np.asarray(model.predict_proba(test.drop_columns(["Y"])), dtype=np.float64)
     assert report.metrics["rows"] == test.num_rows > 6000
     assert_matches_sklearn(report.metrics, y, proba)
+    assert report.model["estimator"] == estimator.__name__
+    assert report.title == f"Evaluation of Pipeline({estimator.__name__})"
     assert report.metrics["roc_auc"] > 0.8  # the model learned something: the check is not vacuous

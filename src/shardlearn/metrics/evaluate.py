@@ -59,21 +59,33 @@ def _class_order(
     return classes, [classes.index(c) for c in model_classes]
 
 
+def _simple_params(estimator: Any) -> dict[str, Any]:
+    if not hasattr(estimator, "get_params"):
+        return {}
+    return {
+        k: v if isinstance(v, int | float | str | bool | type(None)) else repr(v)
+        for k, v in sorted(estimator.get_params(deep=False).items())
+    }
+
+
 def _model_summary(model: Any, model_classes: list[Any]) -> dict[str, Any]:
+    """Type, parameters and classes; a Pipeline shows its classifier's parameters."""
     summary: dict[str, Any] = {"type": type(model).__name__}
     estimator = getattr(model, "estimator", None)
     if estimator is not None and not isinstance(estimator, str):
-        summary["estimator"] = repr(estimator)
-    if hasattr(model, "get_params"):
-        params = model.get_params(deep=False)
-        summary["params"] = {
-            k: v if isinstance(v, int | float | str | bool | type(None)) else repr(v)
-            for k, v in sorted(params.items())
-        }
+        summary["estimator"] = type(estimator).__name__
+        summary["params"] = _simple_params(estimator)
+        preprocessor = getattr(model, "preprocessor", None)
+        names = getattr(preprocessor, "feature_names_out_", None)
+        if preprocessor is not None:
+            summary["preprocessor"] = type(preprocessor).__name__ + (
+                f" ({len(names)} features out)" if names is not None else ""
+            )
+    else:
+        summary["params"] = _simple_params(model)
     summary["classes"] = model_classes
-    for name in ("n_features_in_",):
-        if hasattr(model, name):
-            summary[name.rstrip("_")] = int(getattr(model, name))
+    if hasattr(model, "n_features_in_"):
+        summary["n_features_in"] = int(model.n_features_in_)
     return summary
 
 

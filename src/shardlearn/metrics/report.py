@@ -125,7 +125,10 @@ class Report:
         self.dataset = dict(dataset or {})
         self.model = dict(model or {})
         self.evaluation = dict(evaluation or {})
-        self.title = title or f"Evaluation of {self.model.get('type', 'a model')}"
+        kind = self.model.get("type", "a model")
+        if self.model.get("estimator"):
+            kind = f"{kind}({self.model['estimator']})"
+        self.title = title or f"Evaluation of {kind}"
         self.created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         self.metrics = summarize(accumulator, self.classes)
         self.curves = self._curves()
