@@ -35,9 +35,8 @@ def test_promoted_version_is_served_while_requests_run(tmp_path: Path) -> None:
             while not stop.is_set():
                 response = client.post("/v1/models/loans/predict", json={"records": records})
                 body = response.json()
-                answers.append(
-                    (response.status_code, body.get("version"), body.get("probabilities"))
-                )
+                version = body.get("version")
+                answers.append((response.status_code, version, body.get("probabilities")))
                 if len(answers) >= WARM_UP_REQUESTS:
                     warmed.set()
                 if version == 2:
