@@ -161,3 +161,27 @@ def test_evaluate_opens_a_dataset_path_and_returns_a_report(in_process, tmp_path
     report = quiet(evaluate, ScoreColumnModel(CLASSES), str(tmp_path / "ds"))
     assert isinstance(report, Report)
     assert report.dataset["uri"].endswith("ds")
+
+
+def test_margin_models_are_evaluated_from_decision_function(tmp_path):
+    """LinearSVC has no predict_proba: ranking metrics come from its decision function."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from shardlearn.engine import engine
+    from shardlearn.models import LinearSVC
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3))
+    y = np.where(x @ [1.0, -2.0, 0.5] + rng.normal(0, 0.5, 600) > 0, "yes", "no")
+    table = pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
+    dataset = write_dataset(table, tmp_path / "ds", "y", partitions=3, split=(0.5, 0.0, 0.5))
+    with engine("local", workers=1):
+        model = LinearSVC().fit(dataset)
+        report = evaluate(model, dataset, split="test")
+    test = dataset.read("test")
+    features = np.column_stack([test.column(c).to_numpy() for c in "abc"])
+    truth = test.column("y").to_numpy(zero_copy_only=False)
+    assert report["accuracy"] == pytest.approx(accuracy_score(truth, model.predict(features)))
+    margins = model.decision_function(features)
+    assert report["roc_auc"] == pytest.approx(roc_auc_score(truth == "yes", margins), abs=1e-12)
+    assert "decision_function" in report.evaluation["scores"]

@@ -36,9 +36,12 @@ def _plain_list(values: Any) -> list[Any]:
 
 
 def _check_model(model: Any) -> list[Any]:
-    if not callable(getattr(model, "predict_proba", None)):
+    if not callable(getattr(model, "predict_proba", None)) and not callable(
+        getattr(model, "decision_function", None)
+    ):
         raise TypeError(
-            f"evaluate() needs a classifier with predict_proba; {type(model).__name__} has none."
+            f"evaluate() needs a classifier with predict_proba or decision_function; "
+            f"{type(model).__name__} has neither."
         )
     classes = getattr(model, "classes_", None)
     if classes is None:
@@ -136,6 +139,24 @@ def _class_indices(labels: pa.ChunkedArray, value_set: pa.Array, label: str) -> 
     return index.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def scores_of(model: Any, table: pa.Table) -> np.ndarray:
+    """Class scores: ``predict_proba``, or for a margin model (LinearSVC, hinge SGD) its
+    ``decision_function`` squashed by a sigmoid (binary) or softmax (multiclass).
+
+    The squashing keeps the ranking, so accuracy, the confusion matrix and ROC/PR curves are
+    exact; log loss, Brier and calibration then describe these scores, not calibrated
+    probabilities (the report says so).
+    """
+    if callable(getattr(model, "predict_proba", None)):
+        return np.asarray(model.predict_proba(table))
+    margins = np.asarray(model.decision_function(table), dtype=np.float64)
+    if margins.ndim == 1:
+        positive = 1.0 / (1.0 + np.exp(-margins))
+        return np.column_stack([1.0 - positive, positive])
+    shifted = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def _evaluate_worker(state: Any, split: str) -> tuple[EvaluationAccumulator, list[dict[str, Any]]]:
     """On a worker: predict this worker's shards of ``split`` and accumulate, shard by shard."""
     config = state.context["evaluation"]
@@ -158,10 +179,10 @@ def _evaluate_worker(state: Any, split: str) -> tuple[EvaluationAccumulator, lis
             if weight_column is not None:
                 weight = table.column(weight_column).to_numpy().astype(np.float64)
                 dropped.append(weight_column)
-            proba = np.asarray(model.predict_proba(table.drop_columns(dropped)))
+            proba = scores_of(model, table.drop_columns(dropped))
             if proba.ndim != 2 or proba.shape[1] != len(columns):
                 raise DataError(
-                    f"The model's predict_proba returned shape {proba.shape}; expected "
+                    f"The model's scores have shape {proba.shape}; expected "
                     f"({table.num_rows}, {len(columns)}), one column per entry of classes_."
                 )
             if columns != list(range(n_classes)):
@@ -265,6 +286,12 @@ def evaluate(
         "seconds": round(seconds, 3),
         "batch_size": batch_size,
         "score_bins": accumulator.scores.bins,
+        "scores": (
+            "predict_proba"
+            if callable(getattr(model, "predict_proba", None))
+            else "decision_function (sigmoid/softmax): log loss and Brier are not of "
+            "calibrated probabilities"
+        ),
         "per_shard": sorted(per_shard, key=lambda s: s["shard"]),
     }
     return Report(
