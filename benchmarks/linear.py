@@ -55,6 +55,7 @@ LABELS = {
     "dask-ml": "dask-ml LogisticRegression (2 workers)",
 }
 PEER_TOLS = (1e-4, 1e-6, 1e-8)
+H2O_PORT = 54391
 
 
 # ------------------------------------------------------------------ data
@@ -254,17 +255,27 @@ class H2O:
     def __init__(self) -> None:
         import h2o
 
-        h2o.init(nthreads=THREADS, max_mem_size="6G", verbose=False)
+        # Our own port: h2o.init would otherwise join (and later shut down) another H2O
+        # cluster already running on the default port.
+        h2o.init(nthreads=THREADS, max_mem_size="6G", verbose=False, port=H2O_PORT)
         h2o.no_progress()
         self.h2o = h2o
         self.frame = None
 
     def load(self, X, y) -> None:
-        import pandas as pd
+        import tempfile
 
+        import pyarrow as pa
+        from pyarrow import csv
+
+        # H2O's own parser reads a CSV file far faster than uploading a Python object.
         names = [f"x{j}" for j in range(X.shape[1])]
-        frame = pd.DataFrame(X, columns=names).assign(label=y.astype(str))
-        self.frame = self.h2o.H2OFrame(frame)
+        columns = {name: X[:, j] for j, name in enumerate(names)}
+        table = pa.table(columns | {"label": np.where(y == 1, "yes", "no")})
+        with tempfile.TemporaryDirectory(prefix="sl-bench-h2o-") as tmp:
+            path = f"{tmp}/train.csv"
+            csv.write_csv(table, path)
+            self.frame = self.h2o.import_file(path)
         self.frame["label"] = self.frame["label"].asfactor()
         self.names = names
 
@@ -466,7 +477,11 @@ def main() -> None:
             label = f"{name} ({X.shape[0]:,} x {X.shape[1]})"
             target_opt, reference_seconds = run_sklearn_reference(X, y)
             target = target_opt + GAP
-            by_peer = {peer: measure_peer(peer, X, y, target, eng) for peer in peers}
+            by_peer = {}
+            for peer in peers:
+                by_peer[peer] = measure_peer(peer, X, y, target, eng)
+                shown = {k: v for k, v in by_peer[peer].items() if k not in ("coef",)}
+                print(f"  {label} {peer}: {shown}", flush=True)
             floor = gradient_pass(X, y, eng)
             results[label] = {"peers": by_peer, "floor": floor, "reference": reference_seconds}
             print()
