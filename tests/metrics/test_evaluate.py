@@ -135,7 +135,7 @@ def test_model_columns_in_another_order_are_mapped_to_the_dataset_classes(
 def test_bad_models_and_data_get_clear_errors(in_process, tmp_path) -> None:
     table = prediction_table(50, seed=6)
     ds = write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0, 0, 1))
-    with pytest.raises(TypeError, match="needs a classifier with predict_proba"):
+    with pytest.raises(TypeError, match="needs a classifier with predict_proba or decision_function"):
         evaluate(object(), ds)
     with pytest.raises(NotFittedError, match="not fitted yet"):
         evaluate(TableLogisticRegression(["x1"]), ds)
@@ -150,7 +150,7 @@ def test_bad_models_and_data_get_clear_errors(in_process, tmp_path) -> None:
     with pytest.raises(ValueError, match="'batch_size' parameter must be an int >= 1"):
         evaluate(ScoreColumnModel(CLASSES), ds, batch_size=0)
     # Raised on a worker: the engine reports it as TaskFailed with the original message.
-    with pytest.raises(ShardlearnError, match="predict_proba returned shape"):
+    with pytest.raises(ShardlearnError, match="scores have shape"):
         evaluate(ScoreColumnModel(CLASSES, columns=2), ds)
 
 
