@@ -34,8 +34,8 @@ _BUDGET_PARAMS = {
     "sgd": "max_iter",
     "logistic": "max_iter",
     "linear_svc": "max_iter",
-    "mlp": "max_iter",
-    "convnet": "max_iter",
+    "mlp": "epochs",
+    "convnet": "epochs",
 }
 
 
