@@ -161,3 +161,16 @@ def test_text_columns_are_recognised(tmp_path: Path) -> None:
     )
     ds = write_dataset(table, tmp_path / "ds", "y", partitions=1)
     assert ds.schema["desc"].kind == "text"
+
+
+def test_boolean_columns_round_trip_through_the_schema(tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import Dataset, write_dataset
+
+    table = pa.table({"flag": [True, False, None, True], "y": ["a", "b", "a", "b"]})
+    write_dataset(table, tmp_path / "ds", "y", partitions=1)
+    dataset = Dataset.open(tmp_path / "ds")
+    assert dataset.schema["flag"].kind == "boolean"
+    assert dataset.schema["flag"].arrow_type == pa.bool_()
+    assert dataset.read("train").column("flag").null_count == 1

@@ -194,7 +194,8 @@ def arrow_type(name: str) -> pa.DataType:
         "str": "string",
         "utf8": "string",
         "large_string": "string",
-        "boolean": "bool",
+        "boolean": "bool_",
+        "bool": "bool_",  # pyarrow names the type bool but the factory bool_
         "float": "float64",
         "double": "float64",
         "date32[day]": "date32",
