@@ -65,7 +65,7 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary (``model`` is the saved artifact path)."""
-        return {
+        summary = {
             "model": self.model_path,
             "best_model": self.best_model_name,
             "best_params": self.best_params,
@@ -75,6 +75,14 @@ class SearchResult:
             "leaderboard": self.leaderboard,
             "seconds": round(self.seconds, 3),
         }
+        # Metric values may be numpy scalars or arrays: make the summary plain JSON.
+        return json.loads(json.dumps(summary, default=_plain_json))
+
+
+def _plain_json(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
 
 
 def parse_duration(value: float | str | None) -> float | None:
@@ -172,7 +180,7 @@ class _Output:
         pq.write_table(table, self.root / "leaderboard.parquet")
         pcsv.write_csv(table, self.root / "leaderboard.csv")
         if summary is not None:
-            (self.root / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+            (self.root / "result.json").write_text(json.dumps(summary, indent=2))
 
 
 def _run_wave(
