@@ -101,3 +101,13 @@ def test_halving_scales_boosting_rounds_and_refits_with_the_full_budget(split_da
     assert result.best_params["n_estimators"] == 9
     assert result.best_model.estimator.n_estimators == 9
     assert 0.5 < result.test_metrics["roc_auc"] <= 1
+
+
+def test_time_budgets_read_like_durations():
+    from shardlearn.search import parse_duration
+
+    assert [parse_duration(v) for v in (90, "90s", "10m", "1.5h", None)] == [
+        90.0, 90.0, 600.0, 5400.0, None,
+    ]  # fmt: skip
+    with pytest.raises(SpecError, match="10m"):
+        parse_duration("ten minutes")

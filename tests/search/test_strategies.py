@@ -103,3 +103,11 @@ def test_strategies_are_reproducible_with_a_seed(strategy):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert without_times(first.leaderboard) == without_times(second.leaderboard)
+
+
+def test_time_budget_stops_starting_new_waves():
+    # With one CPU a wave holds two trials; a budget that is over at once leaves only the
+    # first wave (which always runs, so there is a result).
+    result = _run("random", linear_in_x, {"x": uniform(0, 1)}, trials=20, time_budget=1e-9)
+    assert len(result.trials) == 2
+    assert result.best_params is not None

@@ -328,8 +328,8 @@ def search(
     results: list[dict[str, Any]] = []
     wave_number = 0
     while True:
-        if deadline is not None and time.perf_counter() - started > deadline:
-            break
+        if wave_number and deadline is not None and time.perf_counter() - started > deadline:
+            break  # the first wave always runs, so a search always has a result
         wave = plan.next_wave(None if fixed else slots * (1 if strategy == "tpe" else 2))
         if not wave:
             break
