@@ -315,7 +315,7 @@ class DatasetWriter:
                 fs.delete_dir(target)
             staged = join_uri(self.staging, name)
             if fs.get_file_info(staged).type == pafs.FileType.Directory:
-                fs.move(staged, target)
+                _move_dir(fs, staged, target)
         fs.delete_dir(self.staging)
         temporary = join_uri(root, f".{MANIFEST_NAME}.tmp")
         with fs.open_output_stream(temporary) as stream:
@@ -359,3 +359,15 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(f"Cannot store {type(value).__name__} in the manifest.")
+
+
+def _move_dir(fs: pafs.FileSystem, source: str, target: str) -> None:
+    """Move a directory; object stores (S3, GCS) cannot rename one, so move file by file."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.move(source, target)
+        return
+    for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
+        if info.type == pafs.FileType.File:
+            destination = target + info.path[len(source.rstrip("/")) :]
+            fs.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+            fs.move(info.path, destination)

@@ -44,8 +44,16 @@ def resolve_filesystem(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, st
 
 
 def join_uri(root: str, relative: str) -> str:
-    """``root`` + ``/`` + ``relative`` for paths and URIs alike."""
-    return root.rstrip("/") + "/" + relative.lstrip("/")
+    """``root`` + ``/`` + ``relative`` for paths and URIs alike.
+
+    A URI's query string (``s3://b/ds?endpoint_override=host:9000&scheme=http``) holds
+    filesystem options, so it stays at the end: ``s3://b/ds/train/x.parquet?endpoint_...``.
+    """
+    query = ""
+    if "://" in root and "?" in root:
+        root, query = root.split("?", 1)
+        query = "?" + query
+    return root.rstrip("/") + "/" + relative.lstrip("/") + query
 
 
 def sha256_of(filesystem: pafs.FileSystem, path: str) -> str:

@@ -339,7 +339,17 @@ def _raw_files(source: Any) -> list[Path]:
 
 
 def _is_dataset(source: Any) -> bool:
-    return not isinstance(source, list | tuple) and (Path(source) / "manifest.json").is_file()
+    if isinstance(source, list | tuple):
+        return False
+    if "://" in os.fspath(source):  # a dataset on object storage (s3://...): ask its filesystem
+        import pyarrow.fs as pafs
+
+        from shardlearn.data.dataset import join_uri, resolve_filesystem
+
+        filesystem, path = resolve_filesystem(source)
+        info = filesystem.get_file_info(join_uri(path, "manifest.json"))
+        return info.type == pafs.FileType.File
+    return (Path(source) / "manifest.json").is_file()
 
 
 # -- the driver ----------------------------------------------------------------------------
