@@ -24,7 +24,6 @@ Usage: ``python benchmarks/trees.py [--quick | --full] [--peers xgboost,lightgbm
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -304,7 +303,11 @@ def main() -> None:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset")
     parser.add_argument("--sets", default="airline,generated", help="airline and/or generated")
     parser.add_argument("--json", help="write the raw results here")
+    parser.add_argument("--report", help="print the tables of an earlier --json file and exit")
     args = parser.parse_args()
+    if args.report:
+        report(json.loads(Path(args.report).read_text()))
+        return
     peers = [p for p in args.peers.split(",") if p]
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
@@ -326,15 +329,20 @@ def main() -> None:
                 continue
             print(f"[{name}] {peer} ...", file=sys.stderr, flush=True)
             rows.append(measure(peer, data))
-        results[name] = rows
+            print(f"[{name}] {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+            results[name] = rows
+            if args.json:  # written after every peer, so a long run keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results)
+
+
+def report(results: dict[str, list[dict]]) -> None:
+    for name, rows in results.items():
         print(table(name, rows) + "\n", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     print(f"Machine: {machine}; {TREES} trees, depth {DEPTH}, learning rate {RATE}.")
     for note in summary(results):
         print("- " + note)
-    if args.json:
-        with contextlib.suppress(OSError):
-            Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
