@@ -86,6 +86,9 @@ def _preprocessed(table, label: str, positive) -> tuple[np.ndarray, np.ndarray]:
     }
     pre = Preprocessor(columns, output="dense").fit(features)
     X = np.ascontiguousarray(pre.transform(features), dtype=np.float32)
+    # Constant columns (an empty "other" bucket) are dropped for every peer: dask-ml refuses
+    # them and H2O drops them silently.
+    X = np.ascontiguousarray(X[:, X.std(axis=0) > 0])
     y = np.asarray(pc.equal(table.column(label), positive).to_numpy(zero_copy_only=False))
     return X, y.astype(np.int64)
 
@@ -296,7 +299,7 @@ class H2O:
         glm.train(x=self.names, y="label", training_frame=self.frame)
         seconds = time.perf_counter() - start
         coefs = glm.coef()
-        coef = np.array([coefs[name] for name in self.names])
+        coef = np.array([coefs.get(name, 0.0) for name in self.names])  # dropped: 0
         return {"seconds": seconds, "coef": coef, "intercept": float(coefs["Intercept"])}
 
     def close(self) -> None:
