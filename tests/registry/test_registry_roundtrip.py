@@ -58,12 +58,14 @@ def _make(name: str):
 
 
 def _outputs(model, X) -> dict[str, np.ndarray]:
-    out = {"predict": np.asarray(model.predict(X))}
-    for method in ("predict_proba", "decision_function"):
+    out = {}
+    # A transformer (PCA) has no predict: its transform is what must round-trip.
+    for method in ("predict", "predict_proba", "decision_function", "transform"):
         try:
             out[method] = np.asarray(getattr(model, method)(X))
         except (AttributeError, NotImplementedError):
             pass
+    assert out, f"{type(model).__name__} has neither predict nor transform"
     return out
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from shardlearn.models._registry import MODELS, model_class, model_class_by_type
 from shardlearn.models.bayes import GaussianNB, MultinomialNB
 from shardlearn.models.boosting import GradientBoostingClassifier
+from shardlearn.models.cluster import KMeans
+from shardlearn.models.decomposition import PCA
 from shardlearn.models.forest import ExtraTreesClassifier, RandomForestClassifier
 from shardlearn.models.linear import LinearSVC, LogisticRegression
 from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # torch imported lazily
@@ -20,10 +22,12 @@ __all__ = [
     "ExtraTreesClassifier",
     "GaussianNB",
     "GradientBoostingClassifier",
+    "KMeans",
     "LinearSVC",
     "LogisticRegression",
     "MLPClassifier",
     "MultinomialNB",
+    "PCA",
     "Pipeline",
     "RandomForestClassifier",
     "SGDClassifier",
