@@ -14,6 +14,7 @@ from shardlearn.models.forest import ExtraTreesClassifier, RandomForestClassifie
 from shardlearn.models.linear import LinearSVC, LogisticRegression
 from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # torch imported lazily
 from shardlearn.models.pipeline import Pipeline
+from shardlearn.models.semi_supervised import SelfTrainingClassifier
 from shardlearn.models.sgd import SGDClassifier
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Pipeline",
     "RandomForestClassifier",
     "SGDClassifier",
+    "SelfTrainingClassifier",
     "model_class",
     "model_class_by_type",
 ]

@@ -1,0 +1,264 @@
+"""Self-training: a classifier that pseudo-labels the unlabelled rows it is confident about.
+
+One fit (after scikit-learn's ``SelfTrainingClassifier``, with re-labelling):
+
+1. The unlabelled rows are written once to a WorkerGroup of their own (their shards stay on
+   the workers for the whole fit).
+2. Round r: the base classifier is trained (distributed, like any shardlearn classifier) on
+   the labelled rows plus the rows pseudo-labelled in round r-1; the fitted model is put on
+   the unlabelled group and every worker predicts its shards and returns the rows whose
+   highest class probability is at least ``threshold``, with that class.
+3. It stops after ``max_rounds`` rounds, or when a round adds no new confident rows.
+
+Unlike scikit-learn, a row's pseudo-label is recomputed each round from the current model
+(nothing is kept in ``state.cache`` between rounds, so a replacement worker simply predicts
+its shards again). ``history_`` records per round the pseudo-labelled rows, the rows added
+compared with the previous round and, with ``validation_data``, the accuracy on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from shardlearn._validation import Interval, Type
+from shardlearn.base import BaseEstimator, check_is_fitted, clone
+from shardlearn.exceptions import ArtifactError, DataError
+from shardlearn.models._base import ClassifierMixin, _to_json
+from shardlearn.models._fitting import is_dataset
+from shardlearn.models._registry import model_class, model_class_by_type, register_model
+from shardlearn.models.cluster import dense_blocks, prepare_unsupervised
+
+__all__ = ["SelfTrainingClassifier", "unlabelled_mask"]
+
+_MODEL_KEY = "shardlearn.self_training.model"
+_EST = "estimator/"
+
+
+def unlabelled_mask(y: Any) -> np.ndarray:
+    """True where a label is missing: None, NaN, or -1 (scikit-learn's convention)."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        return y == -1
+    if y.dtype.kind == "f":
+        return np.isnan(y) | (y == -1)
+    return np.array([v is None or v != v or (isinstance(v, int) and v == -1) for v in y])
+
+
+def _pseudo_label_worker(state: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """This worker's rows predicted with probability >= threshold, and their class index."""
+    model = state.context[_MODEL_KEY]
+    rows, labels = [], []
+    for X, _w in dense_blocks(state):
+        if X.shape[0] == 0:
+            continue
+        proba = model.predict_proba(X)
+        keep = proba.max(1) >= threshold
+        rows.append(X[keep])
+        labels.append(proba.argmax(1)[keep])
+    if not rows:
+        return np.empty((0, 0)), np.empty(0, dtype=np.int64)
+    return np.vstack(rows), np.concatenate(labels)
+
+
+def _concat_pseudo(a: tuple, b: tuple) -> tuple:
+    if a[0].shape[0] == 0:
+        return b
+    if b[0].shape[0] == 0:
+        return a
+    return np.vstack([a[0], b[0]]), np.concatenate([a[1], b[1]])
+
+
+@register_model("self_training")
+class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
+    """Self-training around any probabilistic shardlearn classifier.
+
+    Parameters
+    ----------
+    base : str or classifier, default="logistic"
+        The base classifier: a registered model name (``shardlearn train --model`` names) or an
+        unfitted estimator with ``predict_proba``.
+    threshold : float, default=0.9
+        Rows predicted with at least this probability are pseudo-labelled.
+    max_rounds : int, default=5
+        Training rounds after the first fit on the labelled rows.
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        The base classifier fitted in the last round.
+    classes_, n_features_in_, feature_names_in_
+    history_ : list of dict
+        Per round: ``round``, ``rows_pseudo_labelled``, ``rows_added``, ``valid_accuracy``.
+    n_rounds_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shardlearn.models import SelfTrainingClassifier
+    >>> X = np.array([[0.0], [0.2], [2.8], [3.0]]); y = np.array([0, -1, -1, 1])
+    >>> SelfTrainingClassifier(threshold=0.5).fit(X, y).predict(X)  # doctest: +SKIP
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "base": [Type(str), Type(BaseEstimator, "a shardlearn classifier")],
+        "threshold": [Interval("real", 0, 1, closed="right")],
+        "max_rounds": [Interval("int", 0, None, closed="left")],
+    }
+
+    def __init__(self, base: Any = "logistic", threshold: float = 0.9, max_rounds: int = 5):
+        self.base = base
+        self.threshold = threshold
+        self.max_rounds = max_rounds
+
+    def _new_base(self) -> Any:
+        base = model_class(self.base)() if isinstance(self.base, str) else clone(self.base)
+        if not hasattr(base, "predict_proba"):
+            raise DataError(
+                f"SelfTrainingClassifier needs a base with predict_proba; "
+                f"{type(base).__name__} has none (use e.g. base='logistic')."
+            )
+        return base
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        engine: Any = None,
+        validation_data: tuple[Any, Any] | None = None,
+        **_ignored: Any,
+    ) -> SelfTrainingClassifier:
+        """Fit on arrays; rows whose label is None, NaN or -1 are unlabelled.
+
+        Parameters
+        ----------
+        X : ndarray or csr_matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        engine : Engine or str, optional
+        validation_data : (X_valid, y_valid), optional
+            Scored after every round into ``history_``.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if is_dataset(X) or y is None:
+            raise DataError(
+                "SelfTrainingClassifier.fit takes arrays X, y (None/NaN/-1 = unlabelled); "
+                "for a Dataset, transform it with a fitted Preprocessor first."
+            )
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
+        missing = unlabelled_mask(y)
+        y = np.asarray(y)
+        if missing.shape[0] != X.shape[0]:
+            raise DataError(f"SelfTrainingClassifier: X has {X.shape[0]} rows but y has {len(y)}.")
+        if missing.all():
+            raise DataError("SelfTrainingClassifier: every row is unlabelled; label some rows.")
+        X_lab, y_lab = X[~missing], y[~missing]
+        if y_lab.dtype == object:
+            y_lab = np.asarray(y_lab.tolist())
+        self.history_: list[dict] = []
+        model = self._new_base().fit(X_lab, y_lab, engine=engine)
+        self._record(0, 0, 0, model, validation_data)
+        if missing.any() and self.max_rounds > 0:
+            with prepare_unsupervised(self, X[missing], engine=engine) as ctx:
+                model = self._rounds(ctx, model, X_lab, y_lab, engine, validation_data)
+        self.estimator_ = model
+        self.classes_ = np.asarray(model.classes_)
+        self.n_features_in_ = int(X.shape[1])
+        self.feature_names_in_ = list(getattr(model, "feature_names_in_", []))
+        self.n_rounds_ = len(self.history_) - 1
+        return self
+
+    def _rounds(
+        self, ctx: Any, model: Any, X_lab: np.ndarray, y_lab: np.ndarray, engine: Any, valid: Any
+    ) -> Any:
+        previous = 0
+        for round_index in range(1, self.max_rounds + 1):
+            ctx.group.put(_MODEL_KEY, model)
+            rows, labels = ctx.group.reduce(
+                _pseudo_label_worker, float(self.threshold), combine=_concat_pseudo
+            )
+            if rows.shape[0] == previous and round_index > 1:
+                break  # the same confident set as the last round: the model would not change
+            if rows.shape[0] == 0:
+                break
+            X_round = np.vstack([X_lab, rows])
+            y_round = np.concatenate([y_lab, np.asarray(model.classes_)[labels]])
+            model = self._new_base().fit(X_round, y_round, engine=engine)
+            self._record(round_index, rows.shape[0], rows.shape[0] - previous, model, valid)
+            previous = rows.shape[0]
+        return model
+
+    def _record(self, index: int, rows: int, added: int, model: Any, valid: Any) -> None:
+        score = None
+        if valid is not None:
+            score = float(np.mean(model.predict(valid[0]) == np.asarray(valid[1])))
+        self.history_.append(
+            {
+                "round": index,
+                "rows_pseudo_labelled": int(rows),
+                "rows_added": int(added),
+                "valid_accuracy": score,
+            }
+        )
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of the final base model."""
+        check_is_fitted(self)
+        return self.estimator_.predict_proba(X)
+
+    # ------------------------------------------------------------------ artifact hooks
+    def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
+        """The base model's artifact under ``estimator/`` plus params and history."""
+        check_is_fitted(self)
+        est_meta, est_arrays, est_files = self.estimator_._to_artifact()
+        base = self.base
+        if not isinstance(base, str):
+            base = {"type": type(base).__name__, "params": _to_json(base.get_params(deep=False))}
+        meta = {
+            "type": type(self).__name__,
+            "params": {"base": base, "threshold": self.threshold, "max_rounds": self.max_rounds},
+            "estimator": {"type": type(self.estimator_).__name__, "meta": est_meta},
+            "attributes": {
+                "classes_": _to_json(self.classes_),
+                "history_": self.history_,
+                "n_rounds_": self.n_rounds_,
+                "n_features_in_": self.n_features_in_,
+                "feature_names_in_": self.feature_names_in_,
+            },
+        }
+        arrays = {_EST + k: v for k, v in est_arrays.items()}
+        files = {_EST + k: v for k, v in est_files.items()}
+        return meta, arrays, files
+
+    @classmethod
+    def _from_artifact(
+        cls, meta: dict, arrays: dict[str, np.ndarray], files: dict[str, bytes]
+    ) -> SelfTrainingClassifier:
+        """Rebuild a fitted model from :meth:`_to_artifact` output."""
+        if meta.get("type") != cls.__name__:
+            raise ArtifactError(f"Artifact holds a {meta.get('type')!r}, not a {cls.__name__}.")
+        params = dict(meta["params"])
+        if isinstance(params["base"], dict):
+            base_cls = model_class_by_type(params["base"]["type"])
+            params["base"] = base_cls(**params["base"]["params"])
+        model = cls(**params)
+
+        def part(source: dict) -> dict:
+            return {k[len(_EST) :]: v for k, v in source.items() if k.startswith(_EST)}
+
+        est_cls = model_class_by_type(meta["estimator"]["type"])
+        model.estimator_ = est_cls._from_artifact(
+            meta["estimator"]["meta"], part(arrays), part(files)
+        )
+        attributes = meta["attributes"]
+        model.classes_ = np.asarray(attributes["classes_"])
+        model.history_ = list(attributes["history_"])
+        model.n_rounds_ = int(attributes["n_rounds_"])
+        model.n_features_in_ = int(attributes["n_features_in_"])
+        model.feature_names_in_ = list(attributes["feature_names_in_"])
+        return model
