@@ -100,3 +100,46 @@ def test_bad_input_gets_clear_errors(two_moons_like):
             SelfTrainingClassifier().fit(X)
         with pytest.raises(ValueError, match="model"):
             SelfTrainingClassifier("no_such_model").fit(X, hidden)
+
+
+def _run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    from shardlearn.cli import app
+    from shardlearn.cli._common import run_app
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_app(app, list(args))
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+@pytest.fixture
+def shop(tmp_path):
+    rng = np.random.default_rng(0)
+    income = rng.normal(50.0, 10.0, 300)
+    city = rng.choice(["north", "south"], 300)
+    y = np.where(income + 8.0 * (city == "north") + rng.normal(0, 5, 300) > 55, "yes", "no")
+    table = pa.table({"income": income, "city": city, "bought": y})
+    write_dataset(table, tmp_path / "shop", label="bought", partitions=2, split=(0.8, 0.2))
+    return str(tmp_path / "shop"), table
+
+
+def test_cli_trains_self_training_around_a_named_base(capsys, shop, tmp_path):
+    path, table = shop
+    out = tmp_path / "st"
+    code, stdout, err = _run_cli(
+        capsys, "train", path, "--model", "self_training", "--param", "base=logistic",
+        "--workers", "1", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    model = sl.load(out)
+    assert type(model.estimator) is SelfTrainingClassifier
+    assert type(model.estimator.estimator_) is LogisticRegression
+    assert model.estimator.history_[0]["round"] == 0
+    assert float(np.mean(model.predict(table) == table["bought"].to_numpy())) > 0.75
+
+
+@pytest.mark.parametrize("name", ["kmeans", "pca"])
+def test_cli_train_says_clustering_and_pca_are_python_only_for_now(capsys, shop, tmp_path, name):
+    code, _, err = _run_cli(capsys, "train", shop[0], "--model", name, "--out", str(tmp_path / "m"))
+    assert code == 1
+    assert "is not a classifier" in err and "fit it from Python" in err

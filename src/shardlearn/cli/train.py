@@ -77,6 +77,11 @@ def _build_model(
         cls = model_class(model_name)
     except ValueError as error:
         raise fail(str(error)) from None
+    if getattr(cls, "_estimator_type", "classifier") != "classifier":  # KMeans, PCA
+        raise fail(
+            f"{model_name} is not a classifier and 'shardlearn train' trains classifiers; fit "
+            f"it from Python for now: {cls.__name__}(...).fit(shardlearn.Dataset.open(DATASET))."
+        )
     estimator = cls()
     _set_params(estimator, params)
     if preprocess is not None:

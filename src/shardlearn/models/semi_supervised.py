@@ -173,6 +173,24 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         self.n_rounds_ = len(self.history_) - 1
         return self
 
+    def _fit_context(self, ctx: Any, callback: Any = None) -> SelfTrainingClassifier:
+        """Fit on a prepared Dataset context (``Pipeline``, ``shardlearn train``).
+
+        A Dataset has no unlabelled rows yet (ingest rejects rows without a label), so this
+        trains the base on every row: round 0 of the history only.
+        """
+        self._validate_params()
+        model = self._new_base()
+        model._fit_context(ctx, callback=callback)
+        self.history_ = []
+        self._record(0, 0, 0, model, None)
+        self.estimator_ = model
+        self.classes_ = np.asarray(model.classes_)
+        self.n_features_in_ = int(ctx.n_features)
+        self.feature_names_in_ = list(ctx.feature_names)
+        self.n_rounds_ = 0
+        return self
+
     def _rounds(
         self, ctx: Any, model: Any, X_lab: np.ndarray, y_lab: np.ndarray, engine: Any, valid: Any
     ) -> Any:
