@@ -125,3 +125,32 @@ def test_plain_s3_uris_use_the_aws_environment_variables(s3_endpoint, tmp_path, 
 def test_a_missing_bucket_is_a_clear_error(s3_endpoint):
     with pytest.raises(DataError, match=r"No dataset at 's3://nowhere/jobs.*manifest.json"):
         Dataset.open(f"s3://nowhere/jobs?endpoint_override={s3_endpoint}&scheme=http")
+
+
+@pytest.fixture(scope="module")
+def s3_dataset(s3_endpoint, tmp_path_factory):
+    _bucket(s3_endpoint, "shared")
+    source = write_csv(tmp_path_factory.mktemp("s3src") / "jobs.csv", n=200, seed=3)
+    uri = f"s3://shared/jobs?endpoint_override={s3_endpoint}&scheme=http"
+    return ingest(source, "label", uri, partitions=4, split=(1.0, 0.0, 0.0), seed=0)
+
+
+def test_each_engine_reads_its_shards_straight_from_s3(any_engine, s3_dataset):
+    shards = s3_dataset.shards("train")
+    with any_engine.workers(2) as group:
+        group.assign(shards)
+        reads = [r for worker in group.run(read_own_shards) for r in worker]
+        owned = {s.path: rank for rank, part in enumerate(group.shards) for s in part}
+    assert sorted(owned) == sorted(r["path"] for r in reads) == sorted(s.path for s in shards)
+    for read in reads:
+        assert read["rank"] == owned[read["path"]] and read["pid"] != os.getpid()
+    # What the workers read is exactly what the driver reads, shard by shard.
+    expected = {s.path: read_own_shards(_DriverState(s))[0]["digest"] for s in shards}
+    assert {r["path"]: r["digest"] for r in reads} == expected
+
+
+class _DriverState:
+    """The one attribute read_own_shards needs, for reading a shard in this process."""
+
+    def __init__(self, shard):
+        self.shards, self.rank = [shard], -1
