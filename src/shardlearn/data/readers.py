@@ -201,6 +201,9 @@ class SourceReader:
     def _csv(self) -> Iterator[RawBatch]:
         options = self.options
         self._delimiter = options.delimiter or ("\t" if self.format == "tsv" else ",")
+        # TSV has no quoting (IANA text/tab-separated-values): a '"' is data. Parsing it as a
+        # quote would silently join the lines up to the next '"' into one row.
+        self._quote: str | bool = False if self.format == "tsv" else '"'
         names = list(options.columns) if options.columns else None
         self._raw_names = names or self._csv_header(self._delimiter)
         self.column_names = names or [n.strip() for n in self._raw_names]
@@ -254,7 +257,10 @@ class SourceReader:
                 column_names=None if header else self._raw_names,
             ),
             parse_options=pacsv.ParseOptions(
-                delimiter=self._delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
+                delimiter=self._delimiter,
+                quote_char=self._quote,
+                invalid_row_handler=on_invalid,
+                ignore_empty_lines=False,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=_all_strings(self._raw_names) | typed,
@@ -271,7 +277,9 @@ class SourceReader:
                 self._open_stream(),
                 read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 16),
                 parse_options=pacsv.ParseOptions(
-                    delimiter=delimiter, invalid_row_handler=lambda row: "skip"
+                    delimiter=delimiter,
+                    quote_char=self._quote,
+                    invalid_row_handler=lambda row: "skip",
                 ),
             )
         except pa.ArrowInvalid as error:
