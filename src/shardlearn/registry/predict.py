@@ -251,8 +251,10 @@ def _raw_format(path: Path) -> str:
 def _csv_batches(path: Path, predictor: Predictor, batch_size: int) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pacsv
 
-    delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
-    header = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+    tsv = ".tsv" in [s.lower() for s in path.suffixes]
+    # TSV has no quoting: a '"' is data (as in ingest).
+    parse = pacsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
+    header = pacsv.open_csv(path, parse_options=parse)
     predictor.check(header.schema.names, str(path))
     header.close()
     # Every needed column is read as text and converted by the validator: type inference on
@@ -260,7 +262,7 @@ def _csv_batches(path: Path, predictor: Predictor, batch_size: int) -> Iterator[
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=1 << 22),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter),
+        parse_options=parse,
         convert_options=pacsv.ConvertOptions(
             include_columns=predictor.needed,
             column_types={name: pa.string() for name in predictor.needed},
