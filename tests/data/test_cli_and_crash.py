@@ -95,18 +95,6 @@ def test_cli_max_reject_rate_exit_1_and_no_dataset(tmp_path: Path) -> None:
     assert not (tmp_path / "ds" / "manifest.json").exists()
 
 
-def test_cli_demo_generates_and_ingests(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--rows", "3000", "--out", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
-    ds = Dataset.open(tmp_path / "demo" / "dataset")
-    m = ds.manifest
-    assert m["rows_read"] == 3000 == m["rows_written"] + m["rows_rejected"]
-    assert 0 < m["rows_rejected"] < 60
-    assert ds.classes == ["no", "yes"] and m["strategy"] == "stratified"
-    assert ds.schema["description"].kind == "text"
-    assert ds.schema["income"].kind == "numeric"
-
-
 def _open_fifo_for_writing(path: Path, proc: subprocess.Popen) -> int:
     """Open the FIFO once the ingest process opened it for reading (fails fast if it died)."""
     deadline = time.monotonic() + 120

@@ -9,9 +9,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from shardlearn.cli._common import console, fail
+from shardlearn.cli._common import EngineOption, WorkersOption, console, engine_context, fail
 
-DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output"
+DEMO_ROWS = 1_000_000
+DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output --workers 2"
 INGEST_EPILOG = (
     "Example: shardlearn ingest 'data/loans-*.csv.gz' --label default --out data/loans "
     "--partitions 16 --strategy stratified --split 0.8,0.1,0.1"
@@ -202,31 +203,30 @@ def describe_command(
 
 
 def demo_command(
-    rows: int = typer.Option(200_000, "--rows", min=100, help="Loan applications to generate."),
+    rows: int = typer.Option(DEMO_ROWS, "--rows", min=100, help="Loan applications to generate."),
     out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator and the partitioner."),
     partitions: int = typer.Option(8, "--partitions", min=1, help="Shards per split."),
+    engine: EngineOption = None,
+    workers: WorkersOption = None,
 ) -> None:
-    """Generate loan applications (CSV) and ingest them as a stratified dataset."""
-    from shardlearn.data import ingest
-    from shardlearn.data.demo import LABEL, write_loans_csv
+    """Run the whole flow on generated loan applications.
 
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "loans.csv"
-    with console.status(f"generating {rows:,} loan applications"):
-        write_loans_csv(csv_path, rows, seed)
-    console.print(f"wrote {csv_path} ({csv_path.stat().st_size / 1e6:.1f} MB)")
-    ds = ingest(
-        str(csv_path),
-        label=LABEL,
-        out=str(out / "dataset"),
-        partitions=partitions,
-        strategy="stratified",
-        seed=seed,
-        overwrite=True,
-        progress=True,
-    )
-    _ingest_summary(ds)
+    Generates the loans CSV, then runs the loan pipeline (examples/loans.yaml): ingest ->
+    logistic regression, random forest and XGBoost side by side -> compare on the test split ->
+    register the best -> batch predictions.
+    """
+    from shardlearn.cli.run import print_summary
+    from shardlearn.pipeline.demo import run_demo
+
+    with engine_context(engine, workers) as eng:
+        console.print(
+            f"Generating {rows:,} loan applications in {out}, then running the loan pipeline "
+            f"on the {eng.name} engine with {eng.n_workers} workers"
+        )
+        result = run_demo(rows, out, seed=seed, partitions=partitions)
+    print_summary(result)
+    console.print(f"HTML report: {result.results['leaderboard']['report']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -58,12 +58,13 @@ def run(
             f"with {eng.n_workers} workers; output in {spec.workdir}"
         )
         result = run_pipeline(spec, resume=resume, engine=eng, progress=True)
-    _summary(result)
+    print_summary(result)
     if json_out is not None:
         json_out.write_text(json.dumps(result.results, indent=2, default=str))
 
 
-def _summary(result: Any) -> None:
+def print_summary(result: Any) -> None:
+    """Stage results, the leaderboard and how to serve the registered model."""
     table = Table(title=f"{result.spec.name}: {result.seconds:.1f} s")
     table.add_column("stage")
     table.add_column("type")
