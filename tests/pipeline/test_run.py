@@ -149,3 +149,23 @@ def test_killed_run_resumes_only_unfinished_stages_and_gives_the_same_model(
         _predictions(Path(reference.results["release"]["registry"]), table),
         rtol=1e-6,
     )
+
+
+def test_search_stage_feeds_its_best_model_to_register(loans_csv: Path, tmp_path: Path) -> None:
+    raw = {
+        "workdir": str(tmp_path),
+        "stages": {
+            "data": {"type": "ingest", "source": str(loans_csv), "label": "default",
+                     "partitions": 2, "strategy": "stratified"},
+            "tune": {"type": "search", "dataset": "data", "models": ["logistic"],
+                     "space": {"C": [0.01, 1.0]}, "strategy": "grid", "metric": "roc_auc"},
+            "release": {"type": "register", "model": "tune", "name": "loans"},
+        },
+    }  # fmt: skip
+    with engine("local", workers=1):
+        result = run_pipeline(parse_spec(raw), progress=False)
+    tuned = result.results["tune"]
+    assert tuned["best_params"]["C"] in (0.01, 1.0)
+    assert len(tuned["leaderboard"]) == 2
+    registered = load(f"{result.results['release']['registry']}/loans:1")
+    assert list(registered.classes_) == ["no", "yes"]

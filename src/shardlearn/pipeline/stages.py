@@ -100,6 +100,24 @@ def _evaluate(model_path: str, dataset_uri: str, split: str) -> Any:
     return evaluate(load(model_path), dataset_uri, split=split)
 
 
+def run_search(name: str, options: dict[str, Any], workdir: str, dataset: Any) -> dict[str, Any]:
+    """``search``: hyperparameter search with shard-level CV; the best model refitted and saved."""
+    from shardlearn.search import search
+
+    result = search(
+        _dataset_uri(dataset),
+        models=list(options["models"]),
+        space=options.get("space") or {},
+        strategy=options.get("strategy", "random"),
+        trials=int(options.get("trials", 20)),
+        cv=options.get("cv"),
+        metric=options.get("metric", "roc_auc"),
+        seed=int(options.get("seed", 0)),
+        out=str(_out(options, workdir, "search", name)),
+    )
+    return result.to_dict()
+
+
 def run_evaluate(
     name: str, options: dict[str, Any], workdir: str, model: Any, dataset: Any
 ) -> dict[str, Any]:
@@ -203,6 +221,7 @@ def run_export(name: str, options: dict[str, Any], workdir: str, model: Any) -> 
 STAGE_FUNCTIONS = {
     "ingest": run_ingest,
     "train": run_train,
+    "search": run_search,
     "evaluate": run_evaluate,
     "compare": run_compare,
     "register": run_register,
