@@ -135,7 +135,7 @@ def test_model_columns_in_another_order_are_mapped_to_the_dataset_classes(
 def test_bad_models_and_data_get_clear_errors(in_process, tmp_path) -> None:
     table = prediction_table(50, seed=6)
     ds = write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0, 0, 1))
-    with pytest.raises(TypeError, match="needs a classifier with predict_proba or decision_function"):
+    with pytest.raises(TypeError, match="predict_proba or decision_function"):
         evaluate(object(), ds)
     with pytest.raises(NotFittedError, match="not fitted yet"):
         evaluate(TableLogisticRegression(["x1"]), ds)
