@@ -150,3 +150,23 @@ def test_params_are_parsed_as_yaml_scalars():
     assert parse_params(
         ["C=0.5", "max_iter=10", "fit_intercept=false", "class_weight=balanced", "tol=null"]
     ) == {"C": 0.5, "max_iter": 10, "fit_intercept": False, "class_weight": "balanced", "tol": None}
+
+
+def test_register_adds_the_trained_model_to_the_registry(capsys, dataset, tmp_path):
+    from shardlearn.registry import Registry, load
+
+    path, table = dataset
+    registry = tmp_path / "models"
+    for _ in range(2):
+        code, stdout, err = _run(
+            capsys, "train", path, "--model", "gaussian_nb", "--workers", "1",
+            "--out", str(tmp_path / "nb"), "--overwrite", "--register", "shop",
+            "--registry", str(registry),
+        )  # fmt: skip
+        assert code == 0, err
+    assert "Registered shop:2" in stdout
+    versions = Registry(registry).list("shop")
+    assert [v.version for v in versions] == [1, 2]
+    np.testing.assert_array_equal(
+        load(f"{registry}/shop:2").predict(table), load(tmp_path / "nb").predict(table)
+    )

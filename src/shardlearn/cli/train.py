@@ -178,6 +178,12 @@ def train(
         help="Preprocessing spec (YAML/JSON, see Preprocessor.from_spec); default: auto.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    register_as: str = typer.Option(
+        None, "--register", help="Also add the model to the registry under this name."
+    ),
+    registry: Path = typer.Option(
+        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help="Registry for --register."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train a classifier on DATASET and save it to --out.
@@ -211,11 +217,17 @@ def train(
         "iterations": getattr(estimator, "n_iter_", None),
         "out": str(out),
     }
+    if register_as is not None:
+        from shardlearn.registry import Registry
+
+        summary["registered"] = Registry(registry).add_artifact(out, register_as).ref
     if as_json:
         console.print_json(json.dumps(summary, default=str))
         return
     console.print(_summary_table(model, summary))
     console.print(f"Saved to [bold]{out}[/]")
+    if register_as is not None:
+        console.print(f"Registered [bold]{summary['registered']}[/] in {registry}")
 
 
 def register(app: typer.Typer) -> None:
