@@ -128,21 +128,33 @@ class _Session:
     def epoch(self, epoch: int) -> dict:
         fit_id = self.spec["fit_id"]
         while True:
-            try:
-                report = self.group.run(self.epoch_fn, fit_id, epoch)[0]
-                self.checkpoint = self.group.run(checkpoint, fit_id)
-                return report
-            except (TaskFailed, WorkerLost):
-                if self.restarts >= MAX_RESTARTS or all(self.group.run(has_run, fit_id)):
-                    raise  # no worker was replaced: a real error, not a lost worker
-            self.restarts += 1
-            with contextlib.suppress(Exception):
-                self.group.run(teardown, fit_id)
-            rendezvous = self.spec["rendezvous"]
-            if rendezvous is not None:
-                rendezvous = {**rendezvous, "port": free_port()}
-            self.spec = {**self.spec, "rendezvous": rendezvous, "resume": self.checkpoint}
-            self.start()
+            # A worker replaced since the last epoch has no model: restart before entering a
+            # collective, where the healthy ranks would otherwise wait for it until gloo's
+            # timeout.
+            if all(self.group.run(has_run, fit_id)):
+                try:
+                    report = self.group.run(self.epoch_fn, fit_id, epoch)[0]
+                    self.checkpoint = self.group.run(checkpoint, fit_id)
+                    return report
+                except (TaskFailed, WorkerLost):
+                    if self.restarts >= MAX_RESTARTS or all(self.group.run(has_run, fit_id)):
+                        raise  # no worker was replaced: a real error, not a lost worker
+            elif self.restarts >= MAX_RESTARTS:
+                raise WorkerLost(
+                    f"Workers were lost {self.restarts + 1} times during one fit; giving up."
+                )
+            self._restart()
+
+    def _restart(self) -> None:
+        """Tear the process group down and rejoin on a new port from the last checkpoint."""
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            self.group.run(teardown, self.spec["fit_id"])
+        rendezvous = self.spec["rendezvous"]
+        if rendezvous is not None:
+            rendezvous = {**rendezvous, "port": free_port()}
+        self.spec = {**self.spec, "rendezvous": rendezvous, "resume": self.checkpoint}
+        self.start()
 
 
 def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> list[dict]:
