@@ -138,7 +138,9 @@ def test_early_stopping_uses_the_valid_split_and_keeps_the_best_round(tmp_path):
 
 def _worker_processes() -> list[psutil.Process]:
     return [
-        child for child in psutil.Process().children() if "spawn_main" in " ".join(child.cmdline())
+        child
+        for child in psutil.Process().children()
+        if "shardlearn.engine._worker" in " ".join(child.cmdline())
     ]
 
 
