@@ -30,6 +30,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "encode_labels",
     "is_dataset",
     "iter_training_blocks",
+    "prepared_training_blocks",
     "prepare_training",
     "training_block",
 ]
@@ -513,3 +515,24 @@ def iter_training_blocks(state: Any, split: str = "train") -> Any:
     yield _with_labels(rest, split)
     for block in blocks:
         yield _with_labels(block, split)
+
+
+def prepared_training_blocks(
+    state: Any, problem_key: str, cache_key: str, prepare: Callable[[dict, Any], tuple]
+) -> Any:
+    """Each train block with ``prepare(problem, block)`` (targets, weights, ...), computed once
+    per cached block and problem; a streamed (out-of-core) block is prepared on every pass.
+
+    ``problem`` is ``state.context[problem_key]`` and must carry a ``"token"`` that changes
+    whenever what ``prepare`` computes would change.
+    """
+    problem = state.context[problem_key]
+    cached = state.cache.get(cache_key)
+    for block in iter_training_blocks(state, "train"):
+        # Identity check: a streamed block is a new object on every pass.
+        if cached is not None and cached[0] == problem["token"] and cached[1] is block:
+            yield (block, *cached[2])
+            continue
+        prepared = prepare(problem, block)
+        state.cache[cache_key] = cached = (problem["token"], block, prepared)
+        yield (block, *prepared)

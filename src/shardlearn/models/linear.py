@@ -24,7 +24,12 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, iter_training_blocks, prepare_training
+from shardlearn.models._fitting import (
+    TrainingContext,
+    iter_training_blocks,
+    prepare_training,
+    prepared_training_blocks,
+)
 from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs
 from shardlearn.models._losses import LOSSES, block_loss_gradient, decision_scores
 from shardlearn.models._registry import register_model
@@ -66,17 +71,8 @@ def _prepare_block(problem: dict, block: Any) -> tuple[np.ndarray, np.ndarray | 
 
 
 def _prepared_blocks(state: Any) -> Any:
-    """Each block with its target and weights; prepared once for a cached block."""
-    problem = state.context[_PROBLEM_KEY]
-    cached = state.cache.get(_PREPARED_KEY)
-    for block in iter_training_blocks(state, "train"):
-        # Identity check: a streamed (out-of-core) block is a new object on every pass.
-        if cached is not None and cached[0] == problem["token"] and cached[1] is block:
-            yield block, cached[2], cached[3]
-            continue
-        target, weights = _prepare_block(problem, block)
-        state.cache[_PREPARED_KEY] = cached = (problem["token"], block, target, weights)
-        yield block, target, weights
+    """Each block with its targets and weights; prepared once for a cached block."""
+    return prepared_training_blocks(state, _PROBLEM_KEY, _PREPARED_KEY, _prepare_block)
 
 
 def _loss_gradient_worker(state: Any, x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,11 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import ConvergenceWarning, DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, iter_training_blocks, prepare_training
+from shardlearn.models._fitting import (
+    TrainingContext,
+    prepare_training,
+    prepared_training_blocks,
+)
 from shardlearn.models._lbfgs import IterationInfo
 from shardlearn.models._losses import decision_scores
 from shardlearn.models._registry import register_model
@@ -76,16 +80,7 @@ def _prepare_block(problem: dict, block: Any) -> tuple[np.ndarray, np.ndarray | 
 
 def _prepared_blocks(state: Any) -> Any:
     """Each block with its targets and weights; prepared once for a cached block."""
-    problem = state.context[_PROBLEM_KEY]
-    cached = state.cache.get(_PREPARED_KEY)
-    for block in iter_training_blocks(state, "train"):
-        # Identity check: a streamed (out-of-core) block is a new object on every pass.
-        if cached is not None and cached[0] == problem["token"] and cached[1] is block:
-            yield block, cached[2], cached[3]
-            continue
-        T, weights = _prepare_block(problem, block)
-        state.cache[_PREPARED_KEY] = cached = (problem["token"], block, T, weights)
-        yield block, T, weights
+    return prepared_training_blocks(state, _PROBLEM_KEY, _PREPARED_KEY, _prepare_block)
 
 
 class _EpochState:
