@@ -16,9 +16,25 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 import warnings
 
 import numpy as np
+
+# Ray marks a removed node dead only after its health check times out.
+NODE_DEATH_TIMEOUT = 120
+
+
+def _alive_once_settled(expected: int) -> int:
+    """Alive nodes, once Ray's view has caught up with a removal (or the timeout passed)."""
+    import ray
+
+    deadline = time.monotonic() + NODE_DEATH_TIMEOUT
+    while True:
+        alive = len([n for n in ray.nodes() if n["Alive"]])
+        if alive <= expected or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
 
 
 def node_of(state) -> str:
@@ -102,7 +118,7 @@ def main(dataset_dir: str, out_path: str) -> None:
             model = _fit(eng, dataset, kill=kill)
             result["killed_coef"] = model.estimator.coef_.tolist()
             result["killed"] = {k: kill.get(k) for k in ("done", "victim", "head")}
-            result["alive_after"] = len([n for n in ray.nodes() if n["Alive"]])
+            result["alive_after"] = _alive_once_settled(result["alive_nodes"] - 1)
     finally:
         ray.shutdown()
         cluster.shutdown()
