@@ -86,3 +86,8 @@ def test_shared_cli_options():
     assert usage.exit_code == 2
     bad = runner.invoke(_cli(), ["--engine", "spark"])
     assert isinstance(bad.exception, EngineError)
+
+
+def test_passing_the_engine_context_manager_says_how_to_use_it():
+    with pytest.raises(EngineError, match="with engine"):
+        get_engine(engine("local", workers=1))

@@ -422,6 +422,12 @@ def get_engine(explicit: Engine | str | None = None) -> Engine:
         from shardlearn.engine import _worker
 
         explicit = "local:in-worker" if _worker.IN_WORKER else os.environ.get(ENGINE_ENV, "local")
+    if isinstance(explicit, contextlib.AbstractContextManager):
+        raise EngineError(
+            "engine= got the context manager engine(...), not an Engine: write "
+            "`with engine('local', workers=2) as eng:` and pass engine=eng, or pass "
+            "create_engine('local', workers=2), or just run inside the `with` block."
+        )
     if not isinstance(explicit, str):
         raise EngineError(
             f"engine must be an Engine, 'local', 'ray' or 'ray:ADDRESS'. Got {explicit!r}."
