@@ -75,6 +75,27 @@ def test_show_promote_and_stage_reference(registry, capsys):
     assert info["metrics"] == {"accuracy": 0.875}
 
 
+def test_show_ranks_a_forest_features_by_gain(tmp_path, capsys):
+    with engine("local", workers=1):
+        pre = Preprocessor({"x": "numeric", "color": "categorical"}, label="y")
+        forest = sl.RandomForestClassifier(n_estimators=4, max_depth=3, random_state=0)
+        model = sl.Pipeline(pre, forest).fit(_table(200), "y")
+    path = str(tmp_path / "forest")
+    sl.save(model, path)
+    code, out, _ = _cli(capsys, "models", "show", path, "--json")
+    ranked = json.loads(out)["feature_importances"]
+    gains = model.estimator.importances()["gain"]
+    assert [row["feature"] for row in ranked] == sorted(gains, key=lambda f: -gains[f])
+    assert ranked[0]["gain"] == pytest.approx(max(gains.values()))
+    code, out, _ = _cli(capsys, "models", "show", path)
+    assert code == 0 and f"top {len(ranked)} features" in out and ranked[0]["feature"] in out
+
+
+def test_show_of_a_linear_model_has_no_importances(registry, capsys):
+    code, out, _ = _cli(capsys, "models", "show", "colors:1", "--json")
+    assert code == 0 and json.loads(out)["feature_importances"] is None
+
+
 def test_unknown_reference_is_one_line_and_exit_1(registry, capsys):
     code, _, err = _cli(capsys, "models", "show", "colors:9")
     assert code == 1 and "colors has no version 9" in err and "Traceback" not in err

@@ -120,8 +120,9 @@ def show(
         "encrypted": artifact.encrypted,
         "files": artifact.header.get("files"),
     }
+    importances = _top_importances(artifact)
     if as_json:
-        _print_json(info)
+        _print_json({**info, "feature_importances": importances})
         return
     table = Table("field", "value", show_header=False)
     for key, value in info.items():
@@ -129,6 +130,25 @@ def show(
             value = json.dumps(value, default=str)
         table.add_row(key, "" if value is None else str(value))
     console.print(table)
+    if importances:
+        ranked = Table("feature", "gain", "splits", title=f"top {len(importances)} features")
+        for row in importances:
+            ranked.add_row(row["feature"], f"{row['gain']:.4f}", f"{row['splits']:.0f}")
+        console.print(ranked)
+
+
+def _top_importances(artifact: Any, top: int = 15) -> list[dict[str, Any]] | None:
+    """The tree model's features ranked by gain (None for models without importances)."""
+    model = artifact.to_model()
+    estimator = getattr(model, "estimator", model)
+    if not hasattr(estimator, "importances"):
+        return None
+    scores = estimator.importances()
+    ranked = sorted(scores["gain"], key=lambda name: -scores["gain"][name])[:top]
+    return [
+        {"feature": name, "gain": scores["gain"][name], "splits": scores["split"][name]}
+        for name in ranked
+    ]
 
 
 @models_app.command("promote")
