@@ -24,6 +24,7 @@ up to floating-point summation order).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,7 +41,13 @@ from shardlearn.models._fitting import (
 )
 from shardlearn.models._registry import register_model
 
-__all__ = ["KMeans", "UnsupervisedMixin", "dense_blocks", "prepare_unsupervised"]
+__all__ = [
+    "KMeans",
+    "LloydIteration",
+    "UnsupervisedMixin",
+    "dense_blocks",
+    "prepare_unsupervised",
+]
 
 _CENTRES_KEY = "shardlearn.kmeans.centres"
 # k-means|| needs O(log cost) rounds; 5 is what Bahmani et al. found sufficient in practice.
@@ -48,6 +55,20 @@ _MAX_ROUNDS = 5
 # Weighted Lloyd steps on the k-means|| candidates after k-means++ (cheap, on the driver).
 _CANDIDATE_LLOYD_STEPS = 30
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class LloydIteration:
+    """What a KMeans progress callback receives after every Lloyd iteration.
+
+    ``inertia`` is that of the centres the iteration started from; ``center_shift`` is the
+    squared distance the centres then moved (compared with the scaled ``tol``).
+    """
+
+    run: int
+    iteration: int
+    inertia: float
+    center_shift: float
 
 
 # ------------------------------------------------------------------ shared unsupervised glue
@@ -321,7 +342,11 @@ def _kmeans_parallel(
 
 
 def _lloyd(
-    ctx: TrainingContext, centres: np.ndarray, max_iter: int, tol: float
+    ctx: TrainingContext,
+    centres: np.ndarray,
+    max_iter: int,
+    tol: float,
+    report: Any = None,
 ) -> tuple[np.ndarray, float, int]:
     """Distributed Lloyd iterations; returns (centres, inertia for them, iterations)."""
     k, p = centres.shape
@@ -334,6 +359,8 @@ def _lloyd(
         new = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-300)[:, None], centres)
         shift = float(((new - centres) ** 2).sum())
         centres = new
+        if report is not None:
+            report(n_iter, float(stats[-1]), shift)
         if shift <= tol:
             break
     ctx.group.put(_CENTRES_KEY, centres)
@@ -451,7 +478,13 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
             centres = self._initial_centres(
                 ctx, k, seed + 7919 * run, summary["row"] if run == 0 else None
             )
-            result = _lloyd(ctx, centres, self.max_iter, tol)
+            report = None
+            if callback is not None:
+
+                def report(i: int, inertia: float, shift: float, run: int = run) -> None:
+                    callback(LloydIteration(run, i, inertia, shift))
+
+            result = _lloyd(ctx, centres, self.max_iter, tol, report)
             if best is None or result[1] < best[1]:
                 best = result
         self.cluster_centers_, self.inertia_, self.n_iter_ = best  # type: ignore[misc]
@@ -473,6 +506,10 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
         if first is None:  # another n_init run: the first centre under its own seed
             first = ctx.group.reduce(_summary_worker, seed, combine=_merge_summaries)["row"]
         return _kmeans_parallel(ctx, k, seed, float(self.oversampling_factor), first)
+
+    def get_feature_names_out(self) -> list[str]:
+        """Names of the :meth:`transform` columns: ``kmeans0`` ... (as scikit-learn)."""
+        return [f"kmeans{i}" for i in range(self.n_clusters)]
 
     def transform(self, X: Any) -> np.ndarray:
         """Euclidean distance of every row to every centre, shape (n, n_clusters)."""

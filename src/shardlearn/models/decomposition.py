@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shardlearn._validation import Interval, Type
-from shardlearn.base import BaseEstimator
+from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import DataError
 from shardlearn.models._fitting import TrainingContext
 from shardlearn.models._registry import register_model
@@ -156,6 +156,11 @@ class PCA(UnsupervisedMixin, BaseEstimator):
             return int(chosen)
         ratio = np.cumsum(values) / values.sum()
         return int(min(np.searchsorted(ratio, chosen, side="right") + 1, limit))
+
+    def get_feature_names_out(self) -> list[str]:
+        """Names of the :meth:`transform` columns: ``pca0`` ... (as scikit-learn)."""
+        check_is_fitted(self, "n_components_")
+        return [f"pca{i}" for i in range(self.n_components_)]
 
     def transform(self, X: Any) -> np.ndarray:
         """Project rows on the components (divided by their std when ``whiten``)."""

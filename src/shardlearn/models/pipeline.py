@@ -1,44 +1,136 @@
-"""Pipeline: a Preprocessor and a classifier trained together, used as one model.
+"""Pipeline: a Preprocessor, optional transformers (PCA) and a final estimator, as one model.
 
 ``Pipeline(Preprocessor.auto(ds.schema), LogisticRegression()).fit(ds)`` starts one
 WorkerGroup, fits the preprocessor on the workers' train shards (merged partial statistics),
-broadcasts it, and trains the classifier on the same workers' cached feature blocks: the shards
-are read once. ``predict(table)`` transforms raw records with the fitted preprocessor and calls
-the classifier, locally.
+broadcasts it, and trains the classifier on the same workers' cached feature blocks.
+
+``Pipeline(Preprocessor.auto(ds.schema), PCA(n_components=10), LogisticRegression())`` adds
+steps between them, like scikit-learn's ``make_pipeline``. On the same workers: the PCA is
+fitted on the preprocessed blocks (merged moments), then a :class:`FeatureChain` -- the fitted
+preprocessor followed by the fitted PCA -- replaces the preprocessor in the workers' context.
+Every trainer loads its blocks through ``state.context["preprocessor"]``
+(:func:`shardlearn.preprocess.load_block`), so the classifier then trains on the projected
+blocks, built on the workers. Why a chain and not "transform the cached block in place": a
+replacement worker (after WorkerLost) and an out-of-core pass rebuild their blocks from the
+context, and must get the projected features too. The price is one more read of the shards.
+
+The final estimator may also be a :class:`~shardlearn.models.KMeans` (``predict`` gives cluster
+ids) or a :class:`~shardlearn.models.PCA` (``transform`` gives projections, no ``predict``).
+``predict(table)`` and friends apply every step locally.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from shardlearn.base import BaseEstimator, check_is_fitted
-from shardlearn.exceptions import ArtifactError, DataError
+from shardlearn.base import BaseEstimator
+from shardlearn.exceptions import ArtifactError, DataError, NotFittedError
 from shardlearn.models._fitting import is_dataset, prepare_training
 
-__all__ = ["Pipeline"]
+__all__ = ["FeatureChain", "Pipeline"]
 
 _PRE = "preprocessor/"
 _EST = "estimator/"
+_STEP = "transformers/{}/"
+
+
+def step_feature_names(transformer: Any) -> list[str]:
+    """Output feature names of a fitted transformer step (``pca0``, ``pca1``, ...)."""
+    names = getattr(transformer, "get_feature_names_out", None)
+    if callable(names):
+        return [str(n) for n in names()]
+    width = int(transformer.transform(np.zeros((1, transformer.n_features_in_))).shape[1])
+    return [f"{type(transformer).__name__.lower()}{i}" for i in range(width)]
+
+
+class FeatureChain:
+    """A fitted preprocessor followed by fitted transformers, as one feature map.
+
+    It has the small interface :func:`shardlearn.preprocess.load_block` needs
+    (``transform``, ``input_columns``, ``label_``, ``feature_names_out_``,
+    ``n_features_out_``, ``fingerprint``), so a WorkerGroup given it as
+    ``"preprocessor"`` builds its feature blocks with every step applied.
+
+    Parameters
+    ----------
+    preprocessor : Preprocessor
+        Fitted.
+    transformers : list
+        Fitted transformers (``transform(X)`` on the previous step's output).
+    """
+
+    sparse_ = False
+
+    def __init__(self, preprocessor: Any, transformers: list[Any]) -> None:
+        self.preprocessor = preprocessor
+        self.transformers = list(transformers)
+        self.label_ = getattr(preprocessor, "label_", None)
+        self.input_columns = list(preprocessor.input_columns)
+        self.feature_names_out_ = (
+            step_feature_names(self.transformers[-1])
+            if self.transformers
+            else list(preprocessor.feature_names_out_)
+        )
+        self.n_features_out_ = len(self.feature_names_out_)
+        digest = hashlib.sha256(str(preprocessor.fingerprint).encode())
+        for step in self.transformers:
+            _meta, arrays, _files = step._to_artifact()
+            for name in sorted(arrays):
+                digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
+        self.fingerprint = "chain-" + digest.hexdigest()[:16]
+
+    def transform(self, batch: Any) -> Any:
+        """Raw records -> preprocessed features -> every transformer, in order."""
+        X = self.preprocessor.transform(batch)
+        for step in self.transformers:
+            X = step.transform(X)
+        return X
+
+    def estimated_nbytes(self, rows: int) -> int:
+        """Bytes of a dense float64 block of ``rows`` rows (the projections are dense)."""
+        return int(rows) * self.n_features_out_ * 8
+
+
+def _forget_training_blocks(state: Any) -> None:
+    """Drop this worker's cached training blocks: the features they hold are out of date.
+
+    ``training_block`` caches by split only (under ``_fitting._CACHE_KEY``); the next call
+    rebuilds the block from the new ``state.context["preprocessor"]``.
+    """
+    from shardlearn.models._fitting import _CACHE_KEY
+
+    for key in [k for k in state.cache if isinstance(k, tuple) and k and k[0] == _CACHE_KEY]:
+        del state.cache[key]
+
+
+def _is_fitted(step: Any) -> bool:
+    return hasattr(step, "n_features_in_")
 
 
 class Pipeline(BaseEstimator):
-    """Preprocessing followed by a classifier.
+    """Preprocessing, optional transformers, then a final estimator.
 
     Parameters
     ----------
     preprocessor : Preprocessor
         Fitted on the training shards during :meth:`fit` (unless already fitted).
-    estimator : classifier
-        Any shardlearn classifier.
+    *steps : estimators
+        Zero or more transformers (e.g. :class:`~shardlearn.models.PCA`) followed by the
+        final estimator: any shardlearn classifier, or ``KMeans`` / ``PCA``.
+    transformers : sequence, default ()
+        Keyword form of the middle steps (what :meth:`get_params` and ``clone`` use).
+    estimator : estimator, optional
+        Keyword form of the final step.
 
     Attributes
     ----------
     classes_ : ndarray
-        The classifier's classes.
+        The classifier's classes (absent when the final step is KMeans or PCA).
 
     Examples
     --------
@@ -47,13 +139,31 @@ class Pipeline(BaseEstimator):
     >>> model = sl.Pipeline(sl.Preprocessor.auto(ds.schema),
     ...                     sl.LogisticRegression(C=1.0)).fit(ds)        # doctest: +SKIP
     >>> model.predict(ds.read("test"))                                   # doctest: +SKIP
+    >>> reduced = sl.Pipeline(sl.Preprocessor.auto(ds.schema), sl.PCA(n_components=10),
+    ...                       sl.LogisticRegression()).fit(ds)           # doctest: +SKIP
     """
 
-    _estimator_type = "classifier"
-
-    def __init__(self, preprocessor: Any, estimator: Any) -> None:
+    def __init__(
+        self,
+        preprocessor: Any,
+        *steps: Any,
+        transformers: Any = (),
+        estimator: Any = None,
+    ) -> None:
+        if steps and (estimator is not None or tuple(transformers)):
+            raise TypeError(
+                "Pipeline takes its steps either positionally, Pipeline(pre, PCA(), model), "
+                "or as transformers=/estimator= keywords, not both."
+            )
+        if steps:
+            transformers, estimator = steps[:-1], steps[-1]
         self.preprocessor = preprocessor
+        self.transformers = tuple(transformers)
         self.estimator = estimator
+
+    @property
+    def _estimator_type(self) -> str:
+        return getattr(self.estimator, "_estimator_type", "classifier")
 
     def fit(
         self,
@@ -63,7 +173,7 @@ class Pipeline(BaseEstimator):
         engine: Any = None,
         callback: Callable | None = None,
     ) -> Pipeline:
-        """Fit preprocessing and classifier on a Dataset, or on an in-memory table.
+        """Fit every step on a Dataset, or on an in-memory table.
 
         Parameters
         ----------
@@ -75,7 +185,7 @@ class Pipeline(BaseEstimator):
             labels themselves.
         engine : Engine or str, optional
         callback : callable, optional
-            Passed to the classifier's iterations (progress bars).
+            Passed to the final estimator's iterations (progress bars).
         """
         if not is_dataset(data):
             with tempfile.TemporaryDirectory(prefix="shardlearn-pipeline-") as tmp:
@@ -85,6 +195,18 @@ class Pipeline(BaseEstimator):
         if y is not None:
             raise DataError("Pipeline.fit: a Dataset carries its label; do not pass y.")
         return self._fit_dataset(data, engine, callback)
+
+    def _check_steps(self) -> None:
+        if self.estimator is None:
+            raise DataError(
+                "Pipeline needs a final estimator, e.g. Pipeline(pre, LogisticRegression())."
+            )
+        for step in self.transformers:
+            if not (callable(getattr(step, "transform", None)) and hasattr(step, "_fit_context")):
+                raise DataError(
+                    "Pipeline steps between the preprocessor and the final estimator must be "
+                    f"shardlearn transformers such as PCA; got {type(step).__name__}."
+                )
 
     def _fit_dataset(
         self,
@@ -98,6 +220,7 @@ class Pipeline(BaseEstimator):
         Returns ``self``, or ``after``'s result when given (the CLI scores the cached blocks
         this way without reading the shards again).
         """
+        self._check_steps()
         continuing = getattr(self.estimator, "warm_start", False) and hasattr(
             self.estimator, "classes_"
         )
@@ -109,10 +232,23 @@ class Pipeline(BaseEstimator):
             classes=self.estimator.classes_ if continuing else None,
         )
         with ctx:
+            self._fit_transformers(ctx)
             self.estimator._fit_context(ctx, callback=callback)
             self.preprocessor = ctx.preprocessor
-            self.classes_ = self.estimator.classes_
+            if hasattr(self.estimator, "classes_"):
+                self.classes_ = self.estimator.classes_
             return self if after is None else after(ctx)
+
+    def _fit_transformers(self, ctx: Any) -> None:
+        """Fit each middle step on the current blocks, then give the workers the chain."""
+        for index, step in enumerate(self.transformers):
+            if not _is_fitted(step):
+                step._fit_context(ctx)
+            chain = FeatureChain(ctx.preprocessor, list(self.transformers[: index + 1]))
+            ctx.group.run(_forget_training_blocks)
+            ctx.group.put("preprocessor", chain)
+            ctx.feature_names = list(chain.feature_names_out_)
+            ctx.n_features = chain.n_features_out_
 
     def _table_to_dataset(self, table: Any, y: Any, out: str, engine: Any) -> Any:
         import pyarrow as pa
@@ -136,42 +272,75 @@ class Pipeline(BaseEstimator):
         return write_dataset(table, f"{out}/data", label=label, partitions=workers)
 
     # ------------------------------------------------------------------ prediction
-    def _features(self, data: Any) -> Any:
-        check_is_fitted(self)
-        return self.preprocessor.transform(data)
+    def _check_fitted(self) -> None:
+        estimator = self.estimator
+        if estimator is None or not (_is_fitted(estimator) or hasattr(estimator, "classes_")):
+            raise NotFittedError("This Pipeline is not fitted yet. Call 'fit' before using it.")
+
+    def transform_features(self, data: Any) -> Any:
+        """What the final estimator sees: raw records through the preprocessor and every
+        transformer step (local, no engine)."""
+        self._check_fitted()
+        X = self.preprocessor.transform(data)
+        for step in self.transformers:
+            X = step.transform(X)
+        return X
+
+    def _final(self, method: str, hint: str) -> Callable:
+        self._check_fitted()
+        function = getattr(self.estimator, method, None)
+        if not callable(function):
+            raise DataError(f"{type(self.estimator).__name__} has no {method}(); {hint}")
+        return function
 
     def predict(self, data: Any) -> np.ndarray:
-        """Predicted labels for raw records (pyarrow Table/RecordBatch, DataFrame, dict)."""
-        return self.estimator.predict(self._features(data))
+        """Predicted labels (a classifier) or cluster ids (KMeans) for raw records."""
+        hint = "it is a transformer: use model.transform(records) for its projections."
+        return self._final("predict", hint)(self.transform_features(data))
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """Class probabilities for raw records, columns in the order of ``classes_``."""
-        return self.estimator.predict_proba(self._features(data))
+        hint = "only classifiers give probabilities; use predict()."
+        return self._final("predict_proba", hint)(self.transform_features(data))
 
     def decision_function(self, data: Any) -> np.ndarray:
         """The classifier's scores for raw records."""
-        return self.estimator.decision_function(self._features(data))
+        hint = "only classifiers give scores; use predict()."
+        return self._final("decision_function", hint)(self.transform_features(data))
 
-    def score(self, data: Any, y: Any) -> float:
-        """Accuracy on raw records."""
+    def transform(self, data: Any) -> np.ndarray:
+        """The final step's ``transform``: PCA projections, or KMeans distances to centres."""
+        hint = "it is a classifier: use predict() or predict_proba()."
+        return self._final("transform", hint)(self.transform_features(data))
+
+    def score(self, data: Any, y: Any = None) -> float:
+        """Accuracy on raw records (classifiers); the final step's ``score`` otherwise."""
+        if self._estimator_type != "classifier":
+            hint = "it has no score."
+            return float(self._final("score", hint)(self.transform_features(data)))
         return float(np.mean(self.predict(data) == np.asarray(y)))
 
     # ------------------------------------------------------------------ artifact hooks
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
-        """Both parts' artifacts, arrays and files prefixed ``preprocessor/``, ``estimator/``."""
-        check_is_fitted(self)
-        pre_meta, pre_arrays, pre_files = self.preprocessor._to_artifact()
-        est_meta, est_arrays, est_files = self.estimator._to_artifact()
+        """Every part's artifact; arrays and files prefixed ``preprocessor/``,
+        ``transformers/<i>/`` and ``estimator/``."""
+        self._check_fitted()
+        parts = [(_PRE, self.preprocessor)]
+        parts += [(_STEP.format(i), step) for i, step in enumerate(self.transformers)]
+        parts.append((_EST, self.estimator))
+        described, arrays, files = [], {}, {}
+        for prefix, part in parts:
+            part_meta, part_arrays, part_files = part._to_artifact()
+            described.append({"type": type(part).__name__, "meta": part_meta})
+            arrays |= {prefix + k: v for k, v in part_arrays.items()}
+            files |= {prefix + k: v for k, v in part_files.items()}
         meta = {
             "type": "Pipeline",
-            "preprocessor": {"type": type(self.preprocessor).__name__, "meta": pre_meta},
-            "estimator": {"type": type(self.estimator).__name__, "meta": est_meta},
-            "classes": est_meta.get("attributes", {}).get("classes_"),
+            "preprocessor": described[0],
+            "transformers": described[1:-1],
+            "estimator": described[-1],
+            "classes": described[-1]["meta"].get("attributes", {}).get("classes_"),
         }
-        arrays = {_PRE + k: v for k, v in pre_arrays.items()}
-        arrays |= {_EST + k: v for k, v in est_arrays.items()}
-        files = {_PRE + k: v for k, v in pre_files.items()}
-        files |= {_EST + k: v for k, v in est_files.items()}
         return meta, arrays, files
 
     @classmethod
@@ -188,13 +357,20 @@ class Pipeline(BaseEstimator):
         def part(prefix: str, source: dict) -> dict:
             return {k[len(prefix) :]: v for k, v in source.items() if k.startswith(prefix)}
 
+        def build(prefix: str, described: dict) -> Any:
+            part_cls = model_class_by_type(described["type"])
+            return part_cls._from_artifact(
+                described["meta"], part(prefix, arrays), part(prefix, files)
+            )
+
         pre = Preprocessor._from_artifact(
             meta["preprocessor"]["meta"], part(_PRE, arrays), part(_PRE, files)
         )
-        est_cls = model_class_by_type(meta["estimator"]["type"])
-        est = est_cls._from_artifact(
-            meta["estimator"]["meta"], part(_EST, arrays), part(_EST, files)
-        )
-        model = cls(pre, est)
-        model.classes_ = est.classes_
+        steps = [
+            build(_STEP.format(i), described)
+            for i, described in enumerate(meta.get("transformers") or [])
+        ]
+        model = cls(pre, transformers=tuple(steps), estimator=build(_EST, meta["estimator"]))
+        if hasattr(model.estimator, "classes_"):
+            model.classes_ = model.estimator.classes_
         return model

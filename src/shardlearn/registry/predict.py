@@ -121,10 +121,17 @@ class Predictor:
         self.columns: list[dict[str, Any]] = list(schema["columns"])
         # A Pipeline imputes missing values; a bare estimator cannot.
         self.allow_missing = hasattr(model, "preprocessor")
-        self.classes = np.asarray(model.classes_)
-        if proba and not hasattr(model, "predict_proba"):
+        final = getattr(model, "estimator", model)
+        if not callable(getattr(final, "predict", None)):
             raise DataError(
-                f"{type(model).__name__} has no predict_proba; drop --proba to get predictions"
+                f"{type(final).__name__} makes no predictions (it is a transformer); use "
+                "shardlearn.load(MODEL).transform(table) in Python for its projections"
+            )
+        # A clustering model (KMeans) has no classes_: its predictions are cluster ids.
+        self.classes = np.asarray(getattr(model, "classes_", np.zeros(0, np.int64)))
+        if proba and not callable(getattr(final, "predict_proba", None)):
+            raise DataError(
+                f"{type(final).__name__} has no predict_proba; drop --proba to get predictions"
             )
 
     @property
@@ -149,10 +156,11 @@ class Predictor:
             columns[self.id_column] = ids
         if valid.num_rows:
             model, inputs = self.model, valid
-            if hasattr(model, "preprocessor") and hasattr(model, "estimator"):
-                # A Pipeline: transform once, then the classifier's predict and predict_proba
-                # (exactly what Pipeline.predict/predict_proba do, without transforming twice).
-                model, inputs = model.estimator, model.preprocessor.transform(valid)
+            if hasattr(model, "transform_features") and hasattr(model, "estimator"):
+                # A Pipeline: transform once (preprocessor and any PCA step), then the final
+                # estimator's predict and predict_proba (exactly what Pipeline.predict and
+                # predict_proba do, without transforming twice).
+                model, inputs = model.estimator, model.transform_features(valid)
             columns["prediction"] = pa.array(np.asarray(model.predict(inputs)))
             probabilities = model.predict_proba(inputs) if self.proba else None
         else:
