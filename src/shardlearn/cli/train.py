@@ -1,10 +1,15 @@
-"""``shardlearn train``: preprocess and train a classifier on a dataset, save the model.
+"""``shardlearn train``: preprocess and train a model on a dataset, save it.
 
 The model is ``Pipeline(Preprocessor.auto(schema), MODEL(**params))`` fitted on the train
 split over the chosen engine, scored on the workers' cached train and valid blocks, and saved
 with :func:`shardlearn.registry.save` (a signed-if-configured artifact directory, no pickle).
+``--pca N`` puts ``PCA(n_components=N)`` between the preprocessor and the model.
 ``--warm-start MODEL`` continues a saved model (its fitted preprocessor and its weights) on a
 new dataset.
+
+``--model kmeans`` and ``--model pca`` fit the same pipeline with the labels ignored; their
+summary is the clustering (inertia, iterations, cluster sizes) or the explained variance per
+component instead of accuracy.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,12 +51,35 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+# Wide enough that the KMeans / PCA titles (their key numbers) stay on one line.
+_MIN_TABLE_WIDTH = 84
+
+
+def _parse_pca(value: str | None) -> int | float | None:
+    """``--pca 10`` -> 10 components; ``--pca 0.95`` -> the fraction of variance to keep."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if number.is_integer() and number >= 1:
+        return int(number)
+    if 0 < number < 1:
+        return number
+    raise fail(
+        f"--pca expects a number of components (an integer >= 1) or a fraction of variance in "
+        f"(0, 1), e.g. --pca 10 or --pca 0.95. Got {value!r}."
+    )
+
+
 def _build_model(
     ds: Any,
     model_name: str,
     params: dict[str, Any],
     warm_start: str | None,
     preprocess: Path | None = None,
+    pca: int | float | None = None,
 ) -> Any:
     from shardlearn.models import Pipeline
     from shardlearn.models._registry import model_class
@@ -71,22 +100,32 @@ def _build_model(
                 f"{warm_start} holds a bare {type(model).__name__} without its preprocessor; "
                 "--warm-start needs a model saved by 'shardlearn train'."
             )
+        if pca is not None:
+            raise fail("--pca cannot be combined with --warm-start (the saved model's steps stay).")
         _set_params(estimator, {**params, "warm_start": True})
         return model
     try:
         cls = model_class(model_name)
     except ValueError as error:
         raise fail(str(error)) from None
-    if getattr(cls, "_estimator_type", "classifier") != "classifier":  # KMeans, PCA
-        raise fail(
-            f"{model_name} is not a classifier and 'shardlearn train' trains classifiers; fit "
-            f"it from Python for now: {cls.__name__}(...).fit(shardlearn.Dataset.open(DATASET))."
-        )
     estimator = cls()
     _set_params(estimator, params)
-    if preprocess is not None:
-        return Pipeline(Preprocessor.from_spec(preprocess, schema=ds.schema), estimator)
-    return Pipeline(Preprocessor.auto(ds.schema), estimator)
+    steps = []
+    if pca is not None:
+        from shardlearn.models import PCA
+
+        steps.append(PCA(n_components=pca))
+        _set_params(steps[0], {})
+    pre = (
+        Preprocessor.auto(ds.schema)
+        if preprocess is None
+        else Preprocessor.from_spec(preprocess, schema=ds.schema)
+    )
+    return Pipeline(pre, *steps, estimator)
+
+
+def _is_classifier(model: Any) -> bool:
+    return getattr(model.estimator, "_estimator_type", "classifier") == "classifier"
 
 
 def _set_params(estimator: Any, params: dict[str, Any]) -> None:
@@ -124,9 +163,62 @@ def _progress() -> Progress:
     )
 
 
+class _LloydProgress:
+    """A rich progress bar over KMeans' Lloyd iterations showing inertia and centre shift."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("k-means", total=total, loss="", grad="")
+
+    def __call__(self, info: Any) -> None:
+        self.progress.update(
+            self.task,
+            description=f"k-means run {info.run + 1}" if info.run else "k-means",
+            completed=info.iteration,
+            loss=f"inertia {info.inertia:.6g}",
+            grad=f"shift {info.center_shift:.2e}",
+        )
+
+
+def _fit_unsupervised(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[str, Any]:
+    """Fit a KMeans / PCA pipeline with a progress bar (Lloyd iterations, or one pass)."""
+    estimator = model.estimator
+    start = time.perf_counter()
+    if not show_progress:
+        model._fit_dataset(ds, eng, None)
+    elif hasattr(estimator, "n_clusters"):
+        with _progress() as progress:
+            model._fit_dataset(ds, eng, _LloydProgress(progress, int(estimator.max_iter)))
+    else:
+        with _progress() as progress:
+            task = progress.add_task("PCA: mean and covariance", total=1, loss="", grad="")
+            model._fit_dataset(ds, eng, None)
+            progress.update(task, completed=1)
+    summary: dict[str, Any] = {"seconds": time.perf_counter() - start, "splits": {}}
+    if hasattr(estimator, "cluster_centers_"):
+        sizes = np.asarray(estimator.cluster_sizes_)
+        summary |= {
+            "inertia": float(estimator.inertia_),
+            "cluster_sizes": sizes.tolist(),
+            "rows": float(sizes.sum()) if sizes.dtype.kind == "f" else int(sizes.sum()),
+        }
+    else:
+        ratio = np.asarray(estimator.explained_variance_ratio_)
+        summary |= {
+            "n_components": int(estimator.n_components_),
+            "rows": int(estimator.n_samples_),
+            "explained_variance": np.asarray(estimator.explained_variance_).tolist(),
+            "explained_variance_ratio": ratio.tolist(),
+            "cumulative_explained_variance_ratio": np.cumsum(ratio).tolist(),
+        }
+    return summary
+
+
 def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[str, Any]:
     from shardlearn.models._scoring import accuracy_and_f1, block_confusion
 
+    if not _is_classifier(model):
+        return _fit_unsupervised(model, ds, eng, show_progress)
     total = model.estimator.get_params(deep=False).get("max_iter")
 
     def score(ctx: Any) -> dict[str, Any]:
@@ -145,10 +237,51 @@ def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[s
     return {"seconds": time.perf_counter() - start, "splits": scores}
 
 
-def _summary_table(model: Any, summary: dict[str, Any]) -> Table:
+def _kmeans_table(model: Any, summary: dict[str, Any]) -> Table:
     estimator = model.estimator
     table = Table(
-        title=f"{type(estimator).__name__} — trained in {summary['seconds']:.2f} s",
+        title=f"KMeans — {estimator.n_clusters} clusters, fitted in {summary['seconds']:.2f} s; "
+        f"inertia {summary['inertia']:.6g} after {estimator.n_iter_} iterations",
+        title_justify="left",
+        min_width=_MIN_TABLE_WIDTH,
+    )
+    for column in ("cluster", "rows", "share"):
+        table.add_column(column, justify="right")
+    total = max(summary["rows"], 1)
+    for index, size in enumerate(summary["cluster_sizes"]):
+        table.add_row(str(index), f"{size:,}", f"{size / total:.1%}")
+    return table
+
+
+def _pca_table(model: Any, summary: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"PCA — {summary['n_components']} components from {summary['rows']:,} rows, "
+        f"fitted in {summary['seconds']:.2f} s",
+        title_justify="left",
+        min_width=_MIN_TABLE_WIDTH,
+    )
+    for column in ("component", "explained variance", "ratio", "cumulative"):
+        table.add_column(column, justify="right")
+    rows = zip(
+        summary["explained_variance"],
+        summary["explained_variance_ratio"],
+        summary["cumulative_explained_variance_ratio"],
+        strict=True,
+    )
+    for index, (variance, ratio, cumulative) in enumerate(rows):
+        table.add_row(f"pca{index}", f"{variance:.6g}", f"{ratio:.4f}", f"{cumulative:.4f}")
+    return table
+
+
+def _summary_table(model: Any, summary: dict[str, Any]) -> Table:
+    estimator = model.estimator
+    if "inertia" in summary:
+        return _kmeans_table(model, summary)
+    if "explained_variance_ratio" in summary:
+        return _pca_table(model, summary)
+    steps = "".join(f"{type(step).__name__} → " for step in model.transformers)
+    table = Table(
+        title=f"{steps}{type(estimator).__name__} — trained in {summary['seconds']:.2f} s",
         title_justify="left",
     )
     for column in ("split", "rows", "accuracy", "F1 (macro)"):
@@ -161,7 +294,11 @@ def _summary_table(model: Any, summary: dict[str, Any]) -> Table:
 def train(
     dataset: str = typer.Argument(..., help="Dataset directory or URI (from shardlearn ingest)."),
     model_name: str = typer.Option(
-        "logistic", "--model", "-m", help="logistic, linear_svc, gaussian_nb, multinomial_nb, sgd…"
+        "logistic",
+        "--model",
+        "-m",
+        help="logistic, linear_svc, gaussian_nb, multinomial_nb, sgd…, or kmeans / pca "
+        "(labels ignored).",
     ),
     param: list[str] = typer.Option(
         [], "--param", "-p", help="Model parameter KEY=VALUE (repeatable), e.g. C=0.5."
@@ -177,6 +314,11 @@ def train(
         "--preprocess",
         help="Preprocessing spec (YAML/JSON, see Preprocessor.from_spec); default: auto.",
     ),
+    pca: str = typer.Option(
+        None,
+        "--pca",
+        help="Put PCA before the model: N components, or a fraction of variance such as 0.95.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     register_as: str = typer.Option(
         None, "--register", help="Also add the model to the registry under this name."
@@ -186,7 +328,7 @@ def train(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Train a classifier on DATASET and save it to --out.
+    """Train a model on DATASET and save it to --out.
 
     Example: shardlearn train data/adult --model logistic --param C=0.5 --workers 2
     --out models/adult-lr
@@ -198,7 +340,9 @@ def train(
     if out.exists() and not overwrite:
         raise fail(f"{out} already exists; pass --overwrite to replace it.")
     ds = Dataset.open(dataset)
-    model = _build_model(ds, model_name, parse_params(param), warm_start, preprocess)
+    model = _build_model(
+        ds, model_name, parse_params(param), warm_start, preprocess, _parse_pca(pca)
+    )
     with engine(engine_from_cli(engine_spec, workers)) as eng:
         summary = _fit_and_score(model, ds, eng, show_progress=not as_json)
         lineage = {
@@ -208,12 +352,12 @@ def train(
             "workers": eng.n_workers,
             "parent": warm_start,
         }
-    metrics = {f"{split}_{k}": v for split, m in summary["splits"].items() for k, v in m.items()}
-    save(model, out, metrics=metrics, lineage=lineage, overwrite=overwrite)
+    save(model, out, metrics=_saved_metrics(summary), lineage=lineage, overwrite=overwrite)
     estimator = model.estimator
     summary |= {
         "model": type(estimator).__name__,
         "params": estimator.get_params(deep=False),
+        "steps": [type(step).__name__ for step in model.transformers],
         "iterations": getattr(estimator, "n_iter_", None),
         "out": str(out),
     }
@@ -230,6 +374,19 @@ def train(
         console.print(f"Registered [bold]{summary['registered']}[/] in {registry}")
 
 
+def _saved_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The metrics recorded in the artifact (shown by ``shardlearn models show``)."""
+    if "inertia" in summary:
+        return {"train_inertia": summary["inertia"], "train_rows": summary["rows"]}
+    if "explained_variance_ratio" in summary:
+        ratio = summary["cumulative_explained_variance_ratio"]
+        return {"explained_variance_ratio_total": ratio[-1] if ratio else 0.0}
+    return {f"{split}_{k}": v for split, m in summary["splits"].items() for k, v in m.items()}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train`` to ``app``."""
-    app.command("train", help=f"Train a classifier on a dataset and save it.\n\n{EXAMPLE}")(train)
+    app.command(
+        "train",
+        help=f"Train a classifier (or kmeans / pca) on a dataset and save it.\n\n{EXAMPLE}",
+    )(train)

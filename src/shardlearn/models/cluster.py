@@ -347,8 +347,9 @@ def _lloyd(
     max_iter: int,
     tol: float,
     report: Any = None,
-) -> tuple[np.ndarray, float, int]:
-    """Distributed Lloyd iterations; returns (centres, inertia for them, iterations)."""
+) -> tuple[np.ndarray, float, int, np.ndarray]:
+    """Distributed Lloyd iterations; returns (centres, their inertia, iterations, cluster
+    weights)."""
     k, p = centres.shape
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
@@ -364,8 +365,8 @@ def _lloyd(
         if shift <= tol:
             break
     ctx.group.put(_CENTRES_KEY, centres)
-    inertia = float(ctx.group.reduce(_lloyd_worker)[-1])
-    return centres, inertia, n_iter
+    final = ctx.group.reduce(_lloyd_worker)
+    return centres, float(final[-1]), n_iter, final[k * p : k * p + k]
 
 
 @register_model("kmeans")
@@ -398,6 +399,8 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
         Sum of (weighted) squared distances of the rows to their closest centre.
     n_iter_ : int
         Lloyd iterations of the kept run.
+    cluster_sizes_ : ndarray of shape (n_clusters,)
+        Training rows closest to each centre (their total weight with sample weights).
     n_features_in_, feature_names_in_
 
     Examples
@@ -473,7 +476,7 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
         mean = summary["sum"] / summary["weight"]
         variance = summary["sumsq"] / summary["weight"] - mean**2
         tol = float(self.tol * np.mean(np.maximum(variance, 0.0)))
-        best: tuple[np.ndarray, float, int] | None = None
+        best: tuple[np.ndarray, float, int, np.ndarray] | None = None
         for run in range(self.n_init):
             centres = self._initial_centres(
                 ctx, k, seed + 7919 * run, summary["row"] if run == 0 else None
@@ -487,7 +490,10 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
             result = _lloyd(ctx, centres, self.max_iter, tol, report)
             if best is None or result[1] < best[1]:
                 best = result
-        self.cluster_centers_, self.inertia_, self.n_iter_ = best  # type: ignore[misc]
+        self.cluster_centers_, self.inertia_, self.n_iter_, sizes = best  # type: ignore[misc]
+        self.cluster_sizes_ = (
+            np.rint(sizes).astype(np.int64) if summary["weight"] == summary["n"] else sizes
+        )
         self.n_features_in_ = int(ctx.n_features)
         self.feature_names_in_ = list(ctx.feature_names)
         return self
