@@ -15,7 +15,8 @@ DEMO_ROWS = 1_000_000
 DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output --workers 2"
 INGEST_EPILOG = (
     "Example: shardlearn ingest 'data/loans-*.csv.gz' --label default --out data/loans "
-    "--partitions 16 --strategy stratified --split 0.8,0.1,0.1"
+    "--partitions 16 --strategy stratified --split 0.8,0.1,0.1  (add --allow-unlabeled to keep "
+    "rows without a label in an 'unlabeled' split, for self-training)"
 )
 DESCRIBE_EPILOG = "Example: shardlearn describe data/loans --verify"
 
@@ -26,11 +27,16 @@ def _split_list(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] or None
 
 
+def _unlabeled_note(m: dict[str, Any]) -> str:
+    unlabeled = int(m.get("rows_unlabeled", 0))
+    return f" (of which unlabeled {unlabeled:,})" if unlabeled else ""
+
+
 def _ingest_summary(ds: Any) -> None:
     m = ds.manifest
     console.print(
         f"[bold]{ds.uri}[/]: rows_read={m['rows_read']:,} = rows_written={m['rows_written']:,}"
-        f" + rows_rejected={m['rows_rejected']:,}",
+        f"{_unlabeled_note(m)} + rows_rejected={m['rows_rejected']:,}",
         highlight=False,
         soft_wrap=True,
     )
@@ -42,6 +48,13 @@ def _ingest_summary(ds: Any) -> None:
             str(len(ds.shards(split))),
             f"{ds.num_rows(split):,}",
             *[f"{counts.get(str(c), 0):,}" for c in ds.classes][:8],
+        )
+    if ds.has_unlabeled:
+        table.add_row(
+            "unlabeled",
+            str(len(ds.shards("unlabeled"))),
+            f"{ds.rows_unlabeled:,}",
+            *["-" for _ in ds.classes][:8],
         )
     console.print(table)
     for item in m["rejects"]["reasons"][:3]:
@@ -89,6 +102,11 @@ def ingest_command(
         help="Fail when more rows than this are rejected.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+    allow_unlabeled: bool = typer.Option(
+        False,
+        "--allow-unlabeled",
+        help="Keep rows with a missing label in an 'unlabeled' split instead of rejecting them.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
 ) -> None:
     """Ingest files into a sharded, validated dataset (Parquet shards + manifest)."""
@@ -112,11 +130,16 @@ def ingest_command(
         label_strip=label_strip,
         max_reject_rate=max_reject_rate,
         progress=not as_json,
+        allow_unlabeled=allow_unlabeled,
     )
     if as_json:
         typer.echo(json.dumps(_describe_dict(ds, verify=None), indent=2))
     else:
         _ingest_summary(ds)
+
+
+def _all_splits(ds: Any) -> list[str]:
+    return [*ds.splits, *(["unlabeled"] if ds.has_unlabeled else [])]
 
 
 def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
@@ -130,9 +153,10 @@ def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
         "strategy": m["strategy"],
         "seed": m["seed"],
         "splits": {s: {"rows": ds.num_rows(s), "shards": len(ds.shards(s)),
-                       "class_counts": ds.class_counts(s)} for s in ds.splits},
+                       "class_counts": ds.class_counts(s)} for s in _all_splits(ds)},
         "rows_read": m["rows_read"],
         "rows_written": m["rows_written"],
+        "rows_unlabeled": int(m.get("rows_unlabeled", 0)),
         "rows_rejected": m["rows_rejected"],
         "reject_reasons": m["rejects"]["reasons"],
         "shards": [s.to_dict() for s in ds.shards(None)],
@@ -151,8 +175,8 @@ def _print_description(ds: Any) -> None:
     )
     console.print(
         f"label [bold]{ds.label}[/], {len(ds.classes)} classes; strategy {m['strategy']}, "
-        f"seed {m['seed']}; rows_read {m['rows_read']:,} = written {m['rows_written']:,} "
-        f"+ rejected {m['rows_rejected']:,}",
+        f"seed {m['seed']}; rows_read {m['rows_read']:,} = written {m['rows_written']:,}"
+        f"{_unlabeled_note(m)} + rejected {m['rows_rejected']:,}",
         highlight=False,
         soft_wrap=True,
     )

@@ -194,8 +194,13 @@ def convert_batch(
     na_values: Sequence[str],
     trim: bool = True,
     label_strip: str | None = None,
+    allow_unlabeled: bool = False,
 ) -> Converted:
-    """Cast ``batch`` to ``schema``; rows with an unparseable value or no label are marked bad."""
+    """Cast ``batch`` to ``schema``; rows with an unparseable value or no label are marked bad.
+
+    With ``allow_unlabeled`` a row whose only problem is a missing label is kept (its label is
+    null); a row with an unparseable value is still bad, label or not.
+    """
     na = pa.array(list(na_values), pa.string())
     rows = batch.num_rows
     bad = np.zeros(rows, dtype=bool)
@@ -213,7 +218,7 @@ def convert_batch(
             reasons[newly] = f"column {column.name!r}: not a valid {column.dtype} value"
             bad |= invalid
         arrays.append(typed)
-    if schema.label is not None:
+    if schema.label is not None and not allow_unlabeled:
         position = schema.names.index(schema.label)
         no_label = arrays[position].is_null().to_numpy(zero_copy_only=False) & ~bad
         if no_label.any():

@@ -152,6 +152,7 @@ class IngestRun:
     max_reject_rate: float
     trim: bool
     progress: bool
+    allow_unlabeled: bool = False
     rows_read: int = 0
     blank_lines: int = 0
     _progress_state: dict[str, Any] = field(default_factory=dict)
@@ -257,7 +258,13 @@ class IngestRun:
             column_names=schema.names,
             range_sample=range_sample,
         )
-        writer = DatasetWriter(self.out, schema, partitioner, overwrite=self.overwrite)
+        writer = DatasetWriter(
+            self.out,
+            schema,
+            partitioner,
+            overwrite=self.overwrite,
+            allow_unlabeled=self.allow_unlabeled,
+        )
         try:
             with self._progress_bar() as advance:
                 convert = functools.partial(self._convert, schema=schema)
@@ -291,6 +298,7 @@ class IngestRun:
             self.options.na_values,
             self.trim,
             self.label_strip,
+            allow_unlabeled=self.allow_unlabeled,
         )
         return _Prepared(raw, batch, lines, converted, int(blank.sum()))
 
@@ -317,6 +325,12 @@ class IngestRun:
             raise DataError(
                 f"No valid rows: all {self.rows_read} rows were rejected "
                 f"({_top_reasons(writer)}). Nothing was written."
+            )
+        if writer.rows_written == writer.rows_unlabeled:
+            raise DataError(
+                f"No labelled rows: all {writer.rows_unlabeled} rows kept by --allow-unlabeled "
+                f"have no {self.label!r} label, so there is nothing to train on. Check the "
+                "label column. Nothing was written."
             )
         rate = writer.rows_rejected / max(self.rows_read, 1)
         if rate > self.max_reject_rate:

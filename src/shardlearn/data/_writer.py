@@ -38,7 +38,7 @@ from shardlearn.data.dataset import (
     resolve_filesystem,
     sha256_of,
 )
-from shardlearn.data.partition import SPLITS, Partitioner
+from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT, Partitioner
 from shardlearn.data.schema import Schema
 from shardlearn.exceptions import DataError
 
@@ -59,7 +59,10 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("raw", pa.string()),
     ]
 )
-_DATA_ENTRIES = {*SPLITS, "_rejects", MANIFEST_NAME}
+# Split directories by index: the partitioner's 0..2, then the unlabeled rows' own split.
+_SPLIT_DIRS = (*SPLITS, UNLABELED_SPLIT)
+_UNLABELED_INDEX = len(SPLITS)
+_DATA_ENTRIES = {*_SPLIT_DIRS, "_rejects", MANIFEST_NAME}
 
 
 def prepare_output(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str]:
@@ -117,6 +120,9 @@ class DatasetWriter:
         Decides the split and shard of every row.
     overwrite : bool
         Replace an existing dataset at ``out``.
+    allow_unlabeled : bool
+        Rows whose label is null go to the ``unlabeled`` split (instead of being an error);
+        they count in ``rows_written`` and ``rows_unlabeled``, never in a class.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class DatasetWriter:
         partitioner: Partitioner,
         overwrite: bool = False,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
+        allow_unlabeled: bool = False,
     ) -> None:
         self.out = out
         self.schema = schema
@@ -150,7 +157,9 @@ class DatasetWriter:
         self._compression = {
             f.name: "none" if pa.types.is_floating(f.type) else "snappy" for f in self.arrow_schema
         }
-        self.rows_written = 0
+        self.allow_unlabeled = bool(allow_unlabeled and schema.label is not None)
+        self.rows_written = 0  # labelled + unlabeled rows
+        self.rows_unlabeled = 0
         self.rows_rejected = 0
         self.reject_reasons: Counter = Counter()
         self.class_totals: Counter = Counter()
@@ -158,22 +167,53 @@ class DatasetWriter:
 
     # -- rows ------------------------------------------------------------------------------
     def write(self, batch: pa.RecordBatch) -> None:
-        """Partition ``batch`` (already validated, in schema order) into the shard buffers."""
+        """Partition ``batch`` (already validated, in schema order) into the shard buffers.
+
+        With ``allow_unlabeled``, rows without a label are partitioned apart (their own row
+        numbering), so the labelled rows land exactly where they would if the unlabeled ones
+        had been rejected; the unlabeled rows keep the partitioner's shard and go to the
+        ``unlabeled`` split.
+        """
         if batch.num_rows == 0:
             return
-        split, shard = self.partitioner.assign(batch, self.rows_written)
+        label = self.schema.label
+        if label is not None and batch.column(label).null_count:
+            if not self.allow_unlabeled:
+                raise DataError(
+                    f"{batch.column(label).null_count} rows have no {label!r} label; reject "
+                    "them, or keep them with allow_unlabeled=True (--allow-unlabeled)."
+                )
+            missing = batch.column(label).is_null()
+            self._write_rows(batch.filter(pc.invert(missing)), unlabeled=False)
+            self._write_rows(batch.filter(missing), unlabeled=True)
+        else:
+            self._write_rows(batch, unlabeled=False)
+
+    def _write_rows(self, batch: pa.RecordBatch, unlabeled: bool) -> None:
+        if batch.num_rows == 0:
+            return
+        labelled_so_far = self.rows_written - self.rows_unlabeled
+        start = self.rows_unlabeled if unlabeled else labelled_so_far
+        split, shard = self.partitioner.assign(batch, start)
+        if unlabeled:
+            split = np.full(batch.num_rows, _UNLABELED_INDEX, dtype=np.int64)
         cells = split.astype(np.int64) * self.partitioner.partitions + shard
         order = np.argsort(cells, kind="stable")
         sorted_cells = cells[order]
         starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
         ends = np.r_[starts[1:], len(sorted_cells)]
-        counts = self._class_counts_by_cell(batch, order, sorted_cells, starts)
+        if unlabeled:
+            counts: list[dict[str, int]] = [{} for _ in starts]
+        else:
+            counts = self._class_counts_by_cell(batch, order, sorted_cells, starts)
         for position, (begin, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             cell = divmod(int(sorted_cells[begin]), self.partitioner.partitions)
             # A take, not a slice of one shared sorted batch: a slice would keep the whole
             # batch alive in a slowly filling shard buffer, and memory would grow with input.
             self._add(cell, batch.take(pa.array(order[begin:end])), counts[position])
         self.rows_written += batch.num_rows
+        if unlabeled:
+            self.rows_unlabeled += batch.num_rows
 
     def _class_counts_by_cell(
         self, batch: pa.RecordBatch, order: np.ndarray, sorted_cells: np.ndarray, starts: np.ndarray
@@ -196,7 +236,7 @@ class DatasetWriter:
         buffer = self._buffers.get(cell)
         if buffer is None:
             split, index = cell
-            path = f"{SPLITS[split]}/part-{index:05d}.parquet"
+            path = f"{_SPLIT_DIRS[split]}/part-{index:05d}.parquet"
             buffer = self._buffers[cell] = _ShardBuffer(split, index, path)
         buffer.pending.append(rows)
         buffer.pending_bytes += rows.nbytes
@@ -279,7 +319,7 @@ class DatasetWriter:
             staged = join_uri(self.staging, buffer.path)
             entries.append(
                 {
-                    "split": SPLITS[buffer.split],
+                    "split": _SPLIT_DIRS[buffer.split],
                     "index": buffer.index,
                     "path": buffer.path,
                     "rows": buffer.rows,
@@ -309,7 +349,7 @@ class DatasetWriter:
         old_manifest = join_uri(root, MANIFEST_NAME)
         if fs.get_file_info(old_manifest).type != pafs.FileType.NotFound:
             fs.delete_file(old_manifest)  # the old dataset stops looking complete first
-        for name in (*SPLITS, "_rejects"):
+        for name in (*_SPLIT_DIRS, "_rejects"):
             target = join_uri(root, name)
             if fs.get_file_info(target).type != pafs.FileType.NotFound:
                 fs.delete_dir(target)
@@ -344,6 +384,8 @@ class DatasetWriter:
             "rows_read": int(rows_read),
             "rows_written": self.rows_written,
             "rows_rejected": self.rows_rejected,
+            # Part of rows_written (rows_read == rows_written + rows_rejected still holds).
+            "rows_unlabeled": self.rows_unlabeled,
             "rejects": {
                 "path": "_rejects/rejects-00000.parquet" if self.rows_rejected else None,
                 "reasons": reasons,

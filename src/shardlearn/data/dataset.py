@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shardlearn._validation import unknown_name_message
-from shardlearn.data.partition import SPLITS
+from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT
 from shardlearn.data.schema import Schema
 from shardlearn.exceptions import DataError
 
@@ -72,7 +72,7 @@ class Shard:
     Parameters
     ----------
     split : str
-        ``"train"``, ``"valid"`` or ``"test"``.
+        ``"train"``, ``"valid"``, ``"test"``, or ``"unlabeled"`` (rows without a label).
     index : int
         Shard number within the split (shard-level k-fold: fold i = shards with index ≡ i).
     path : str
@@ -214,27 +214,49 @@ class Dataset:
 
     @property
     def splits(self) -> list[str]:
-        """The splits that hold rows, in the order train, valid, test."""
+        """The labelled splits that hold rows, in the order train, valid, test.
+
+        The ``unlabeled`` split (``ingest --allow-unlabeled``) is never listed here: everything
+        that trains or evaluates on ``splits`` sees labelled rows only. See :attr:`has_unlabeled`.
+        """
         present = {s.split for s in self._shards}
         return [s for s in SPLITS if s in present]
 
+    @property
+    def has_unlabeled(self) -> bool:
+        """Whether the dataset holds rows without a label (the ``unlabeled`` split)."""
+        return any(s.split == UNLABELED_SPLIT and s.rows for s in self._shards)
+
+    @property
+    def rows_unlabeled(self) -> int:
+        """Rows without a label (0 unless ingested with ``--allow-unlabeled``)."""
+        return sum(s.rows for s in self._shards if s.split == UNLABELED_SPLIT)
+
     def _check_split(self, split: str) -> None:
+        if split == UNLABELED_SPLIT:
+            if not any(s.split == UNLABELED_SPLIT for s in self._shards):
+                raise DataError(
+                    f"Dataset {self.uri!r} has no {UNLABELED_SPLIT!r} split: it holds no rows "
+                    "without a label (ingest with --allow-unlabeled to keep such rows)."
+                )
+            return
         if split not in self.splits:
             if split in SPLITS:
                 raise DataError(
                     f"Dataset {self.uri!r} has no {split!r} split; it has {', '.join(self.splits)}."
                 )
-            raise DataError(unknown_name_message("split", split, self.splits))
+            known = self.splits + ([UNLABELED_SPLIT] if self.has_unlabeled else [])
+            raise DataError(unknown_name_message("split", split, known))
 
     def shards(self, split: str | None = "train") -> list[Shard]:
-        """The shards of ``split`` ordered by index (``None``: every shard)."""
+        """The shards of ``split`` ordered by index (``None``: every shard, unlabeled too)."""
         if split is None:
             return list(self._shards)
         self._check_split(split)
         return [s for s in self._shards if s.split == split]
 
     def num_rows(self, split: str | None = None) -> int:
-        """Rows in ``split`` (``None``: all splits)."""
+        """Rows in ``split`` (``None``: all splits, unlabeled rows included)."""
         return sum(s.rows for s in self.shards(split))
 
     def class_counts(self, split: str | None = None) -> dict[str, int]:

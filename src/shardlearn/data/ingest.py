@@ -80,6 +80,7 @@ def write_dataset(
     overwrite: bool = False,
     *,
     kinds: Mapping[str, str] | None = None,
+    allow_unlabeled: bool = False,
 ) -> Dataset:
     """Write an in-memory table as a sharded dataset.
 
@@ -90,7 +91,8 @@ def write_dataset(
     out : str or path
         Dataset directory: local path or ``pyarrow.fs`` URI.
     label : str or None
-        Label column; rows with a missing label are an error here (ingest rejects them).
+        Label column; rows with a missing label are an error here (ingest rejects them)
+        unless ``allow_unlabeled``.
     partitions : int, default 8
         Shards per split.
     split : tuple of float or str, default (1.0, 0.0, 0.0)
@@ -103,6 +105,8 @@ def write_dataset(
         Replace an existing dataset at ``out``.
     kinds : mapping, optional
         Column kinds that override the inferred ones, e.g. ``{"description": "text"}``.
+    allow_unlabeled : bool, default False
+        Rows with a missing label go to the ``unlabeled`` split (see :func:`ingest`).
 
     Returns
     -------
@@ -122,10 +126,12 @@ def write_dataset(
         raise SchemaError(unknown_name_message("label column", label, table.column_names))
     if table.num_rows == 0:
         raise DataError("write_dataset got an empty table; there are no rows to write.")
-    if label is not None and table.column(label).null_count:
+    if allow_unlabeled and label is not None and table.column(label).null_count == table.num_rows:
+        raise DataError(f"The label column {label!r} has no values; there is nothing to train on.")
+    if label is not None and table.column(label).null_count and not allow_unlabeled:
         raise DataError(
             f"The label column {label!r} has {table.column(label).null_count} missing values; "
-            "drop those rows first."
+            "drop those rows first, or keep them with allow_unlabeled=True."
         )
     schema = schema_for_table(table, label, kinds)
     table = table.cast(schema.to_arrow())
@@ -140,12 +146,14 @@ def write_dataset(
         column_names=table.column_names,
         range_sample=table.column(key) if name == "range" and key in table.column_names else None,
     )
-    writer = DatasetWriter(os.fspath(out), schema, partitioner, overwrite=overwrite)
+    writer = DatasetWriter(
+        os.fspath(out), schema, partitioner, overwrite=overwrite, allow_unlabeled=allow_unlabeled
+    )
     try:
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
             writer.write(batch)
         if label is not None:
-            classes = pc.unique(table.column(label)).to_pylist()
+            classes = pc.unique(pc.drop_null(table.column(label))).to_pylist()
             warn_single_class(classes, label)
         return writer.commit({"sources": ["<in-memory table>"]})
     except BaseException:
@@ -175,6 +183,7 @@ def ingest(
     trim: bool = True,
     block_size: int | None = None,
     progress: bool = False,
+    allow_unlabeled: bool = False,
 ) -> Dataset:
     """Read CSV/TSV, JSON Lines or Parquet files into a sharded, validated dataset.
 
@@ -226,6 +235,12 @@ def ingest(
         Bytes per read block (default 4 MiB); bounds memory.
     progress : bool, default False
         Show a progress bar on stderr.
+    allow_unlabeled : bool, default False
+        Keep rows whose label is missing (null or empty) instead of rejecting them: they go to
+        a split of their own, ``unlabeled`` (``ds.shards("unlabeled")``), never to
+        train/valid/test and never into a class count. ``rows_written`` includes them and the
+        manifest records ``rows_unlabeled``. A row with an unparseable value is still
+        rejected. Used by self-training (:class:`shardlearn.models.SelfTrainingClassifier`).
 
     Returns
     -------
@@ -246,6 +261,8 @@ def ingest(
     parse_strategy(strategy)
     if not header and not columns:
         raise SchemaError("Files without a header need column names: pass --columns a,b,...")
+    if allow_unlabeled and label is None:
+        raise SchemaError("allow_unlabeled (--allow-unlabeled) needs a label column (--label).")
     options = ReaderOptions(
         format=format,
         delimiter=delimiter,
@@ -270,5 +287,6 @@ def ingest(
         max_reject_rate=float(max_reject_rate),
         trim=trim,
         progress=progress,
+        allow_unlabeled=bool(allow_unlabeled),
     )
     return run.execute()

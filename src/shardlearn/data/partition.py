@@ -33,6 +33,7 @@ from shardlearn.exceptions import SchemaError
 
 __all__ = [
     "SPLITS",
+    "UNLABELED_SPLIT",
     "HashPartitioner",
     "Partitioner",
     "RandomPartitioner",
@@ -45,6 +46,10 @@ __all__ = [
 ]
 
 SPLITS: tuple[str, str, str] = ("train", "valid", "test")
+#: Rows kept without a label (``ingest --allow-unlabeled``) form this split of their own; it is
+#: never one of :data:`SPLITS`, so nothing that trains or evaluates on labelled splits sees it.
+#: Its shards are numbered like any split's (the partitioner picks the shard, not the split).
+UNLABELED_SPLIT = "unlabeled"
 STRATEGIES = ("random", "stratified", "hash:COL", "range:COL")
 
 # Salts separate the independent hash streams drawn from one seed.

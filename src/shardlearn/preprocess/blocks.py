@@ -146,7 +146,7 @@ def _transform_shards(shards: list, pre: Any, classes: list | None, state: Any) 
                     dense = np.empty((rows, x.shape[1]), dtype=x.dtype)
                 dense[start : start + table.num_rows] = x
             start += table.num_rows
-            if labelled and label not in table.column_names:
+            if labelled and (label not in table.column_names or _no_labels(table, label)):
                 labelled = False  # unlabelled rows (new data): the block carries no labels
             if labelled:
                 labels.append(_class_indices(table.column(label), classes, label))
@@ -170,6 +170,12 @@ def _transform_shards(shards: list, pre: Any, classes: list | None, state: Any) 
     if y is not None and len(y) != rows:
         y = None  # some shards are unlabelled: the block has no labels
     return FeatureBlock(x, y, sample_weight, pre.feature_names_out_)
+
+
+def _no_labels(table: pa.Table, label: str) -> bool:
+    """A label column that is entirely null: the ``unlabeled`` split of a dataset."""
+    column = table.column(label)
+    return table.num_rows > 0 and column.null_count == table.num_rows
 
 
 def _shard_batches(shard: Any, columns: list[str], label: str | None, weight: str | None):
