@@ -1,4 +1,10 @@
-"""``shardlearn evaluate`` and ``shardlearn compare``: metrics, HTML reports, leaderboards."""
+"""``shardlearn evaluate`` and ``shardlearn compare``: metrics, HTML reports, leaderboards.
+
+A clustering model (KMeans, or a Pipeline ending in one) is evaluated with
+:func:`shardlearn.metrics.evaluate_clustering` instead: inertia, a sampled silhouette, cluster
+sizes and, when the dataset has labels, the adjusted Rand index and normalized mutual
+information.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from shardlearn.cli._common import console, err_console
+from shardlearn.cli._common import console, err_console, fail
 
 _MODEL_HELP = "NAME@STAGE, NAME:VERSION, REGISTRY/NAME or an artifact directory."
 _MAX_CLASS_ROWS = 30
+# The silhouette sample (see shardlearn.metrics.clustering.DEFAULT_SILHOUETTE_SAMPLE).
+_SILHOUETTE_SAMPLE = 5000
 
 
 def _load_model(reference: str, registry: Path) -> Any:
@@ -105,16 +113,47 @@ def _write_json(data: dict[str, Any], target: str) -> None:
         err_console.print(f"metrics written to {target}", highlight=False)
 
 
+def _final_step(model: Any) -> Any:
+    final = getattr(model, "estimator", None)
+    return model if final is None or isinstance(final, str) else final
+
+
+def _is_clustering(model: Any) -> bool:
+    return hasattr(_final_step(model), "cluster_centers_")
+
+
+def _refuse_non_classifiers(reference: str, model: Any) -> None:
+    """Clear errors for what the classifier evaluation cannot score (evaluate_command handles
+    a single clustering model itself)."""
+    final = _final_step(model)
+    if _is_clustering(model):
+        raise fail(
+            f"{reference} is a clustering model ({type(final).__name__}); compare ranks "
+            "classifiers. Evaluate it alone: shardlearn evaluate MODEL DATASET."
+        )
+    if getattr(final, "_estimator_type", "classifier") == "transformer" and not _is_clustering(
+        model
+    ):
+        raise fail(
+            f"{reference} is a {type(final).__name__} (a transformer): it has no predictions to "
+            "evaluate. Its explained variance is in 'shardlearn models show'."
+        )
+
+
 def _evaluate_each(
     models: list[str], registry: Path, dataset: str, split: str, engine: str | None,
     workers: int | None, batch_size: int, on_report: Callable[[str, Any], None],
+    fitted: list[Any] | None = None,
 ) -> None:  # fmt: skip
     from shardlearn.data import Dataset
     from shardlearn.engine import engine as use_engine
     from shardlearn.engine import engine_from_cli
     from shardlearn.metrics import evaluate
 
-    fitted = [_load_model(reference, registry) for reference in models]
+    if fitted is None:
+        fitted = [_load_model(reference, registry) for reference in models]
+    for reference, model in zip(models, fitted, strict=True):
+        _refuse_non_classifiers(reference, model)
     data = Dataset.open(dataset)
     with use_engine(engine_from_cli(engine, workers)) as eng:
         for reference, model in zip(models, fitted, strict=True):
@@ -141,15 +180,32 @@ def evaluate_command(
     engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
     batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per batch."),
-) -> None:
+    sample_size: int = typer.Option(
+        _SILHOUETTE_SAMPLE, "--sample-size", min=2,
+        help="Clustering models: rows in the (seeded) silhouette sample.",
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Clustering models: sample seed."),
+) -> None:  # fmt: skip
     """Evaluate a model on a dataset split: metrics table, HTML report, JSON.
+
+    A clustering model (shardlearn train --model kmeans) gets inertia, a sampled silhouette,
+    cluster sizes and, when the dataset has labels, adjusted Rand index and NMI.
 
     Example: shardlearn evaluate loans@production data/loans --report report.html
     """
+    fitted = _load_model(model, registry)
+    if _is_clustering(fitted):
+        if report_path is not None:
+            raise fail("--report writes classifier reports; use --json for a clustering model.")
+        _evaluate_clustering(
+            model, fitted, dataset, split, engine, workers, batch_size, sample_size, seed,
+            json_path,
+        )  # fmt: skip
+        return
     reports: list[Any] = []
     _evaluate_each(
         [model], registry, dataset, split, engine, workers, batch_size,
-        lambda _name, report: reports.append(report),
+        lambda _name, report: reports.append(report), fitted=[fitted],
     )  # fmt: skip
     report = reports[0]
     if json_path != "-":
@@ -158,6 +214,61 @@ def evaluate_command(
     if report_path is not None:
         report.to_html(report_path)
         err_console.print(f"report written to {report_path}", highlight=False)
+    if json_path is not None:
+        _write_json(report.to_dict(), json_path)
+
+
+def _clustering_table(reference: str, report: Any) -> Table:
+    m = report.metrics
+    table = Table(
+        title=f"Clustering of {reference} — {report.dataset['split']} split, {m['rows']:,} rows",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("note", style="dim")
+    sample = f"sample of {m['silhouette_sample_size']:,} rows, seed {m['silhouette_seed']}"
+    label = report.dataset.get("label")
+    against = f"against {label!r}, {m['labelled_rows']:,} labelled rows" if label else "no label"
+    rows = [
+        ("inertia", m["inertia"], "sum of squared distances to the closest centre"),
+        ("mean squared distance", m["mean_squared_distance"], "inertia / rows"),
+        ("silhouette", m["silhouette"], sample),
+        ("adjusted Rand index", m["adjusted_rand_index"], against),
+        ("normalized mutual info", m["normalized_mutual_info"], against),
+    ]
+    for name, value, note in rows:
+        table.add_row(name, _fmt(value), note)
+    return table
+
+
+def _sizes_table(report: Any) -> Table:
+    table = Table(title="Cluster sizes", title_justify="left")
+    for column in ("cluster", "rows", "share"):
+        table.add_column(column, justify="right")
+    total = max(report.metrics["rows"], 1)
+    for index, size in enumerate(report.metrics["cluster_sizes"]):
+        table.add_row(str(index), f"{size:,}", f"{size / total:.1%}")
+    return table
+
+
+def _evaluate_clustering(
+    reference: str, model: Any, dataset: str, split: str, engine: str | None,
+    workers: int | None, batch_size: int, sample_size: int, seed: int, json_path: str | None,
+) -> None:  # fmt: skip
+    from shardlearn.engine import engine as use_engine
+    from shardlearn.engine import engine_from_cli
+    from shardlearn.metrics import evaluate_clustering
+
+    with use_engine(engine_from_cli(engine, workers)) as eng:
+        report = evaluate_clustering(
+            model, dataset, split=split, engine=eng, sample_size=sample_size, seed=seed,
+            batch_size=batch_size,
+        )  # fmt: skip
+    report.model.setdefault("name", reference)
+    if json_path != "-":
+        console.print(_clustering_table(reference, report))
+        console.print(_sizes_table(report))
     if json_path is not None:
         _write_json(report.to_dict(), json_path)
 

@@ -4,7 +4,8 @@
 predictions into an :class:`EvaluationAccumulator` per worker, merges them on the driver and
 returns a :class:`Report` (``to_dict``, ``to_json``, ``to_html``). The metric functions take
 accumulators, so one code path serves evaluation and the metrics trainers record
-(:func:`score_summary`).
+(:func:`score_summary`). Clustering models: :func:`evaluate_clustering` (inertia, sampled
+silhouette, ARI/NMI against the labels).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from shardlearn.metrics.accumulators import (
     LossSums,
     ScoreHistogram,
 )
+from shardlearn.metrics.clustering import ClusteringReport, evaluate_clustering
 from shardlearn.metrics.evaluate import evaluate
 from shardlearn.metrics.functions import (
     Area,
@@ -44,6 +46,7 @@ from shardlearn.metrics.report import Comparison, Report, compare
 __all__ = [
     "Area",
     "CalibrationBins",
+    "ClusteringReport",
     "Comparison",
     "ConfusionMatrix",
     "EvaluationAccumulator",
@@ -60,6 +63,7 @@ __all__ = [
     "compare",
     "cohen_kappa",
     "evaluate",
+    "evaluate_clustering",
     "expected_calibration_error",
     "log_loss",
     "matthews_corrcoef",
