@@ -14,15 +14,23 @@ call (shardlearn: including the hand-off of the arrays to its workers); data con
 Spark/H2O/dask frames is excluded. A peer that fails to start is reported as such.
 
 Second table: seconds per distributed gradient evaluation (one pass over the cached blocks of
-both workers) against the memory-bandwidth floor = bytes of X / streaming-read bandwidth, where
-the bandwidth is measured in the same run by the same two workers summing their own blocks.
+both workers), in both precisions shardlearn uses ("fast": float32 products, the first phase of
+a fit; "exact": float64, the last iterations), against the memory-bandwidth floor = bytes of X /
+streaming-read bandwidth, where the bandwidth is measured in the same run by the same two
+workers reading their own blocks at the same time (the fastest of a flat BLAS dot and a flat
+max over the block, one BLAS thread each, like the gradient pass). Evaluations and reads are
+interleaved and the minimum of the repeats is reported. The driver's round trip (broadcast
+weights, tree-sum the result) is the evaluation time on a 1,000-row problem.
 
 Datasets: synthetic dense rows x 100 float32 generated deterministically in 1M-row chunks
 (10M rows by default, 200k with ``--quick``); Adult; KDD Cup 99 10% (normal vs attack), both
 preprocessed once with ``Preprocessor.auto`` (standardised numerics, one-hot categoricals).
 
 Usage: ``python benchmarks/linear.py [--quick] [--rows N] [--peers sklearn,spark,...]
-[--datasets synthetic,adult,kdd] [--json out.json]``
+[--datasets synthetic,adult,kdd] [--micro] [--json out.json]``, e.g.
+``python benchmarks/linear.py --rows 2000000`` (all peers) or
+``python benchmarks/linear.py --rows 200000 --peers shardlearn,sklearn --datasets synthetic``.
+``--micro`` skips the fits and prints only the gradient-pass table.
 """
 
 from __future__ import annotations
@@ -373,55 +381,78 @@ def _until_target(fit, X, y, target: float) -> dict:
 
 
 # ------------------------------------------------------------------ gradient pass vs floor
-def _sum_worker(state) -> float:
+def _read_worker(state) -> float:
+    """Streaming read of this worker's block: a flat BLAS dot and a flat max, one thread."""
+    from threadpoolctl import threadpool_limits
+
     from shardlearn.models._fitting import training_block
 
-    X = training_block(state, "train").X
+    flat = np.ascontiguousarray(training_block(state, "train").X).reshape(-1)
+    with threadpool_limits(1, user_api="blas"):
+        start = time.perf_counter()
+        np.dot(flat, flat)
+        dot = time.perf_counter() - start
+        start = time.perf_counter()
+        flat.max()
+        return min(dot, time.perf_counter() - start)
+
+
+def _evaluation_seconds(ctx, x: np.ndarray, precision: str) -> float:
+    from shardlearn.models.linear import _loss_gradient_worker
+
     start = time.perf_counter()
-    X.sum(axis=0)
+    ctx.group.reduce(_loss_gradient_worker, x, precision)
     return time.perf_counter() - start
 
 
-def gradient_pass(X, y, eng, repeats: int = 5) -> dict:
-    """Seconds per distributed loss+gradient evaluation and per streaming read of X."""
+def _bench_problem(ctx, n_features: int) -> None:
+    from shardlearn.models.linear import _PROBLEM_KEY, _class_statistics_worker
+
+    problem = {
+        "token": f"bench-{time.perf_counter_ns()}",
+        "loss": "binary_logistic",
+        "n_outputs": 1,
+        "n_features": n_features,
+        "fit_intercept": True,
+        "class_weight": [1.0, 1.0],
+    }
+    ctx.group.put(_PROBLEM_KEY, problem)
+    ctx.group.reduce(_class_statistics_worker, 2)  # load the blocks
+
+
+def gradient_pass(X, y, eng, repeats: int = 7) -> dict:
+    """Seconds per distributed loss+gradient evaluation (both precisions), per streaming read
+    of X by the same workers, and per driver round trip (a 1,000-row problem)."""
     from shardlearn.models import LogisticRegression
     from shardlearn.models._fitting import prepare_training
-    from shardlearn.models.linear import (
-        _PROBLEM_KEY,
-        _class_statistics_worker,
-        _loss_gradient_worker,
-    )
 
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=X.shape[1] + 1) / np.sqrt(X.shape[1])
+    with prepare_training(LogisticRegression(), X[:1000], y[:1000], engine=eng) as ctx:
+        _bench_problem(ctx, X.shape[1])
+        _evaluation_seconds(ctx, x, "fast")
+        round_trip = min(_evaluation_seconds(ctx, x, "fast") for _ in range(20))
     with prepare_training(LogisticRegression(), X, y, engine=eng) as ctx:
-        ctx.group.put(
-            _PROBLEM_KEY,
-            {
-                "token": "bench",
-                "loss": "binary_logistic",
-                "n_outputs": 1,
-                "n_features": X.shape[1],
-                "fit_intercept": True,
-                "class_weight": [1.0, 1.0],
-            },
-        )
-        x = np.zeros(X.shape[1] + 1)
-        ctx.group.reduce(_class_statistics_worker, 2)  # load the blocks
-        ctx.group.reduce(_loss_gradient_worker, x)
-        evaluations, reads = [], []
+        _bench_problem(ctx, X.shape[1])
+        times: dict[str, list[float]] = {"fast": [], "exact": [], "read": []}
+        for precision in ("fast", "exact"):
+            _evaluation_seconds(ctx, x, precision)  # warm: kernels and buffers built
         for _ in range(repeats):
-            start = time.perf_counter()
-            ctx.group.reduce(_loss_gradient_worker, x)
-            evaluations.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            ctx.group.run(_sum_worker)
-            reads.append(time.perf_counter() - start)
-    evaluation, read = min(evaluations), min(reads)
+            for precision in ("fast", "exact"):
+                times[precision].append(_evaluation_seconds(ctx, x, precision))
+            times["read"].append(max(ctx.group.run(_read_worker)))
+    read = min(times["read"])
+    fast, exact = min(times["fast"]), min(times["exact"])
     return {
         "bytes": X.nbytes,
-        "evaluation_seconds": evaluation,
+        "evaluation_seconds": fast,
+        "exact_evaluation_seconds": exact,
         "read_seconds": read,
+        "round_trip_seconds": round_trip,
         "bandwidth_gbs": X.nbytes / read / 1e9,
-        "fraction_of_floor": read / evaluation,
+        "fraction_of_floor": read / fast,
+        "exact_fraction_of_floor": read / exact,
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -447,15 +478,18 @@ def table(name: str, rows: dict[str, dict], reference_seconds: float) -> str:
 
 def floor_table(rows: dict[str, dict]) -> str:
     lines = [
-        "| dataset | X bytes | s / gradient evaluation | s / streaming read (floor) | "
-        "read bandwidth | fraction of floor |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| dataset | X bytes | s / evaluation, fast (float32) | fraction of floor | "
+        "s / evaluation, exact (float64) | fraction of floor | s / streaming read (floor) | "
+        "read bandwidth | driver round trip | load average |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['bytes'] / 1e6:.0f} MB | {r['evaluation_seconds']:.4f} | "
-            f"{r['read_seconds']:.4f} | {r['bandwidth_gbs']:.1f} GB/s | "
-            f"{100 * r['fraction_of_floor']:.0f}% |"
+            f"{100 * r['fraction_of_floor']:.0f}% | {r['exact_evaluation_seconds']:.4f} | "
+            f"{100 * r['exact_fraction_of_floor']:.0f}% | {r['read_seconds']:.4f} | "
+            f"{r['bandwidth_gbs']:.1f} GB/s | {1e3 * r['round_trip_seconds']:.1f} ms | "
+            f"{r['load_average']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -463,21 +497,44 @@ def floor_table(rows: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k synthetic rows")
-    parser.add_argument("--rows", type=int, default=None, help="synthetic rows (10M default)")
-    parser.add_argument("--peers", default=",".join(PEERS))
-    parser.add_argument("--datasets", default="synthetic,adult,kdd")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--rows", type=int, default=None, help="synthetic rows, e.g. --rows 2000000 (default 10M)"
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated libraries to fit, from {','.join(PEERS)} (default: all); "
+        "e.g. --peers shardlearn,sklearn",
+    )
+    parser.add_argument(
+        "--datasets",
+        default="synthetic,adult,kdd",
+        help="comma-separated datasets from synthetic,adult,kdd (default: all)",
+    )
+    parser.add_argument(
+        "--micro",
+        action="store_true",
+        help="only the gradient-pass table (seconds per evaluation vs the bandwidth floor)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    unknown = sorted(set(args.peers.split(",")) - set(PEERS) - {""})
+    if unknown:
+        parser.error(f"unknown peers {unknown}; choose from {','.join(PEERS)}")
     rows = args.rows or (200_000 if args.quick else 10_000_000)
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     from shardlearn.engine import engine
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, python {sys.version.split()[0]}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
     results: dict = {}
     with engine("local", workers=THREADS) as eng:
         for name in args.datasets.split(","):
             X, y = synthetic(rows) if name == "synthetic" else DATASETS[name]()
             label = f"{name} ({X.shape[0]:,} x {X.shape[1]})"
+            if args.micro:
+                results[label] = {"floor": gradient_pass(X, y, eng)}
+                continue
             target_opt, reference_seconds = run_sklearn_reference(X, y)
             target = target_opt + GAP
             by_peer = {}
@@ -489,6 +546,7 @@ def main() -> None:
             results[label] = {"peers": by_peer, "floor": floor, "reference": reference_seconds}
             print()
             print(table(label, by_peer, reference_seconds))
+            print(f"load average: {os.getloadavg()[0]:.2f}")
             sys.stdout.flush()
     print()
     print("Gradient pass against the memory-bandwidth floor (2 workers, float32 blocks):")

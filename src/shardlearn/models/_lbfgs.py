@@ -8,6 +8,13 @@ workers and tree-sums their loss and gradient. After each accepted iteration the
 from the checkpoint with the iterations that remain, instead of from zero. scipy does not expose
 the L-BFGS curvature pairs, so a resumed run rebuilds its history; it converges to the same
 optimum because the objective is convex.
+
+Two phases, when the caller offers a cheaper approximate evaluation (``fast_evaluate``, e.g.
+float32 products): L-BFGS runs on it until the gradient is below ``fast_gtol`` (or its line
+search stalls on the approximation's rounding noise), then restarts from that point on the exact
+``evaluate`` to the requested ``tol``. The second phase rebuilds its curvature history, which
+costs a few iterations; the result is the exact objective's optimum, and the convergence test
+and the reported loss and gradient norm always come from exact evaluations.
 """
 
 from __future__ import annotations
@@ -93,6 +100,8 @@ def minimize_lbfgs(
     tol: float,
     callback: Callable[[IterationInfo], None] | None = None,
     owner: str = "LogisticRegression",
+    fast_evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
+    fast_gtol: float = 0.0,
 ) -> LbfgsResult:
     """Minimise a smooth convex objective evaluated by the workers.
 
@@ -110,10 +119,41 @@ def minimize_lbfgs(
         Called with an :class:`IterationInfo` after every iteration.
     owner : str
         Estimator name used in the convergence warning.
+    fast_evaluate : callable, optional
+        A cheaper approximation of ``evaluate`` for the first phase (see the module docstring).
+    fast_gtol : float
+        Gradient tolerance of the first phase (never below ``tol``).
     """
     checkpoint = Checkpoint(x=np.asarray(x0, dtype=np.float64).copy())
     evaluator = _Evaluator(evaluate)
-    resumes = 0
+    resumes = [0]
+    if fast_evaluate is not None:
+        fast = _Evaluator(fast_evaluate)
+        _run_phase(fast, checkpoint, max_iter, max(tol, fast_gtol), callback, resumes)
+    result = _run_phase(evaluator, checkpoint, max_iter, tol, callback, resumes)
+    loss, grad_norm = evaluator.info_at(result.x)
+    n_iter = min(checkpoint.n_iter, max_iter)
+    converged = result.status == 0 or (result.status != 1 and grad_norm <= tol)
+    if result.status == 1 or n_iter >= max_iter and not result.status == 0:
+        warnings.warn(
+            f"{owner} did not converge in max_iter={max_iter} iterations (gradient norm "
+            f"{grad_norm:.3g} > tol={tol:g}). Increase max_iter or scale the features.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return LbfgsResult(result.x, n_iter, loss, grad_norm, converged, resumes[0])
+
+
+def _run_phase(
+    evaluator: _Evaluator,
+    checkpoint: Checkpoint,
+    max_iter: int,
+    gtol: float,
+    callback: Callable[[IterationInfo], None] | None,
+    resumes: list[int],
+) -> optimize.OptimizeResult:
+    """scipy L-BFGS-B from the checkpoint until ``gtol`` or the iteration budget; on
+    WorkerLost, resume from the checkpoint (at most MAX_RESUMES times per fit)."""
 
     def on_iteration(intermediate_result: optimize.OptimizeResult) -> None:
         x = intermediate_result.x
@@ -135,23 +175,15 @@ def minimize_lbfgs(
                 options={
                     "maxiter": max(remaining, 0),
                     "maxls": MAX_LINE_SEARCH,
-                    "gtol": tol,
+                    "gtol": gtol,
                     "ftol": FTOL,
                 },
             )
-            break
         except WorkerLost:
-            resumes += 1
-            if resumes > MAX_RESUMES:
+            resumes[0] += 1
+            if resumes[0] > MAX_RESUMES:
                 raise
-    loss, grad_norm = evaluator.info_at(result.x)
-    n_iter = min(checkpoint.n_iter, max_iter)
-    converged = result.status == 0 or (result.status != 1 and grad_norm <= tol)
-    if result.status == 1 or n_iter >= max_iter and not result.status == 0:
-        warnings.warn(
-            f"{owner} did not converge in max_iter={max_iter} iterations (gradient norm "
-            f"{grad_norm:.3g} > tol={tol:g}). Increase max_iter or scale the features.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    return LbfgsResult(result.x, n_iter, loss, grad_norm, converged, resumes)
+            continue
+        # The next phase (if any) starts where this one ended.
+        checkpoint.x = np.asarray(result.x, dtype=np.float64).copy()
+        return result
