@@ -157,3 +157,16 @@ def test_feature_chain_fingerprint_changes_with_the_fitted_step(dataset):
     assert chain_a.fingerprint != chain_b.fingerprint
     assert chain_a.fingerprint != a.preprocessor.fingerprint
     assert chain_a.feature_names_out_ == ["pca0", "pca1", "pca2"]
+
+
+def test_pca_pipeline_on_both_engines_equals_the_one_worker_fit(dataset, any_engine):
+    model = Pipeline(
+        Preprocessor.auto(dataset.schema), PCA(n_components=3), LogisticRegression(**TIGHT)
+    ).fit(dataset)
+    reference = _fit_pca_logistic(dataset, 1)
+    np.testing.assert_allclose(
+        model.transformers[0].components_, reference.transformers[0].components_, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        model.estimator.coef_, reference.estimator.coef_, rtol=1e-6, atol=1e-8
+    )
