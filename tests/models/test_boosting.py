@@ -87,6 +87,14 @@ def test_multiclass_gbdt_matches_single_process_xgboost(engine_name):
     assert len(model.booster_.get_dump()) == len(ref.get_dump()) == 3 * PARAMS["n_estimators"]
 
 
+def test_a_distributed_fit_prints_nothing_to_the_terminal(capfd):
+    X, y, _, _ = _data(n=2000)
+    with engine("local", workers=2):
+        GradientBoostingClassifier(n_estimators=3, max_depth=2).fit(X, y)
+    out, _ = capfd.readouterr()  # workers share the test's file descriptors
+    assert "got rank" not in out and out == ""
+
+
 def test_one_worker_equals_xgboost_exactly():
     X, y, X_test, _ = _data()
     with engine("local", workers=1):

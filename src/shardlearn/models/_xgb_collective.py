@@ -28,8 +28,11 @@ worker process, which is why they run as one pinned call per worker and never co
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -122,13 +125,24 @@ def _is_comm_failure(message: str) -> bool:
     return any(marker in lowered for marker in _COMM_MARKERS)
 
 
-def _communicator(state: Any, worker_args: dict[str, Any]) -> Any:
-    """Join the collective as ``state.rank`` (the tracker sorts workers by task id)."""
+@contextlib.contextmanager
+def _communicator(state: Any, worker_args: dict[str, Any]) -> Iterator[None]:
+    """Join the collective as ``state.rank`` (the tracker sorts workers by task id).
+
+    XGBoost prints "Task N got rank N" through Python's stdout when a worker joins; that
+    line is swallowed so a fit does not write to the user's terminal.
+    """
     from xgboost import collective
 
-    return collective.CommunicatorContext(
+    context = collective.CommunicatorContext(
         **worker_args, dmlc_task_id=f"{state.rank:06d}", dmlc_timeout=COMM_TIMEOUT
     )
+    with contextlib.redirect_stdout(io.StringIO()):
+        context.__enter__()
+    try:
+        yield
+    finally:
+        context.__exit__(None, None, None)
 
 
 def build_worker(
