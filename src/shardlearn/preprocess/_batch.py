@@ -11,7 +11,12 @@ import pyarrow.compute as pc
 
 from shardlearn.exceptions import SchemaError
 
-__all__ = ["as_table", "column", "numeric_matrix", "string_values"]
+__all__ = ["SMALL_BATCH_ROWS", "as_table", "column", "numeric_matrix", "string_values"]
+
+#: Batches up to this many rows take the small-batch paths (plain Python lookups instead of
+#: Arrow kernels, one CSR built directly instead of a stack of blocks): below it the fixed cost
+#: per Arrow/scipy call dominates, above it their vectorised loops win. Same output either way.
+SMALL_BATCH_ROWS = 512
 
 
 def as_table(batch: Any) -> pa.Table:
@@ -40,6 +45,11 @@ def _as_array(values: Any) -> pa.Array | pa.ChunkedArray:
 
 def column(table: pa.Table, name: str) -> pa.ChunkedArray:
     """Column ``name`` of ``table``; a missing column is a SchemaError listing the present ones."""
+    # The field lookup is done in C; ``table.column_names`` builds a list of every name, which
+    # dominated small-batch transforms. -1 also means "twice": the slow path reports that.
+    index = table.schema.get_field_index(name)
+    if index >= 0:
+        return table.column(index)
     if name not in table.column_names:
         raise SchemaError(
             f"Input is missing column {name!r} that the preprocessor was configured with. "
@@ -57,7 +67,8 @@ def numeric_matrix(table: pa.Table, names: list[str]) -> np.ndarray:
         if pa.types.is_boolean(values.type):
             values = pc.cast(values, pa.int8())
         try:
-            values = pc.cast(values, pa.float64())
+            if not pa.types.is_float64(values.type):  # a float64 cast would be a no-op call
+                values = pc.cast(values, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise SchemaError(
                 f"Column {name!r} is configured as numeric but holds {values.type} values that "

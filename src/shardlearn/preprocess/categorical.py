@@ -27,7 +27,7 @@ from sklearn.utils import murmurhash3_32
 
 from shardlearn._validation import Interval, Type
 from shardlearn.preprocess._base import ColumnTransformer
-from shardlearn.preprocess._batch import column, string_values
+from shardlearn.preprocess._batch import SMALL_BATCH_ROWS, column, string_values
 
 __all__ = ["CategoricalEncoder", "HashingEncoder", "OTHER"]
 
@@ -120,16 +120,31 @@ class CategoricalEncoder(ColumnTransformer):
             names += [f"{name}={c}" for c in categories] + [f"{name}={OTHER}"]
         self.feature_names_out_ = names
 
+    def _positions(self) -> list[dict[str, int]]:
+        """Per column, category -> its index among the column's features (built once)."""
+        cached = self.__dict__.get("_positions_cache")
+        if cached is None or cached[0] is not self.categories_:
+            positions = [{c: i for i, c in enumerate(cats)} for cats in self.categories_]
+            cached = self._positions_cache = (self.categories_, positions)
+        return cached[1]
+
     def codes(self, table: pa.Table) -> np.ndarray:
         """Output column index per (row, input column): shape ``(rows, len(columns))``."""
-        out = np.empty((table.num_rows, len(self.columns)), dtype=np.int64)
+        rows = table.num_rows
+        out = np.empty((rows, len(self.columns)), dtype=np.int64)
         offset = 0
-        for j, (name, categories) in enumerate(zip(self.columns, self.categories_, strict=True)):
-            position = {c: i for i, c in enumerate(categories)}
-            other = len(categories)
-            codes, dictionary = _dictionary_codes(column(table, name))
-            lookup = np.array([position.get(v, other) for v in dictionary] + [other], np.int64)
-            out[:, j] = offset + lookup[codes]  # code -1 (null) picks the trailing `other`
+        for j, (name, position) in enumerate(zip(self.columns, self._positions(), strict=True)):
+            other = len(position)
+            values = column(table, name)
+            if rows <= SMALL_BATCH_ROWS and pa.types.is_string(values.type):
+                # A few rows: a dict lookup per value beats dictionary-encoding the column.
+                # Null (None) and unseen strings both miss the dict and land in `other`.
+                found = [position.get(v, other) for v in values.to_pylist()]
+                out[:, j] = offset + np.array(found, dtype=np.int64)
+            else:
+                codes, dictionary = _dictionary_codes(values)
+                lookup = np.array([position.get(v, other) for v in dictionary] + [other], np.int64)
+                out[:, j] = offset + lookup[codes]  # code -1 (null) picks the trailing `other`
             offset += other + 1
         return out
 
