@@ -34,7 +34,10 @@ def test_concurrent_requests_are_predicted_in_fewer_calls(tmp_path: Path) -> Non
         await batcher.start()
         try:
             return await asyncio.gather(
-                *(batcher.infer(served, table.slice(i, 1)) for i in range(table.num_rows))
+                *(
+                    batcher.infer(served, table.slice(i, 1).to_pydict())
+                    for i in range(table.num_rows)
+                )
             )
         finally:
             await batcher.stop()

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from shardlearn.exceptions import ArtifactError
 from shardlearn.registry import Registry
+from shardlearn.serve.schemas import columns_to_table
 
 __all__ = ["Inference", "ModelHost", "ServedModel"]
 
@@ -52,6 +53,10 @@ class ServedModel:
     classes: list[Any] = field(default_factory=list)
     input_schema: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+
+    def infer_columns(self, columns: dict[str, list[Any]]) -> Inference:
+        """:meth:`infer` on validated columns (see :func:`~.schemas.records_to_columns`)."""
+        return self.infer(columns_to_table(columns, self.input_schema))
 
     def infer(self, table: pa.Table) -> Inference:
         """Labels, and probabilities when the model has them, for the rows of ``table``."""
