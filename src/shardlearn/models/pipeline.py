@@ -112,6 +112,34 @@ def _is_fitted(step: Any) -> bool:
     return hasattr(step, "n_features_in_")
 
 
+class _IfFinalHas:
+    """A Pipeline method that exists only when the final step has it (scikit-learn's
+    ``available_if``): ``hasattr(pipe, "predict_proba")`` is False for a LinearSVC, KMeans or
+    PCA pipeline, so callers that probe for a method (evaluation, serving) take their other path.
+    """
+
+    def __init__(self, function: Callable, hint: str) -> None:
+        self.function = function
+        self.hint = hint
+        self.__doc__ = function.__doc__
+        self.__name__ = function.__name__
+
+    def __get__(self, pipeline: Any, owner: type | None = None) -> Any:
+        if pipeline is None:
+            return self.function
+        final = pipeline.estimator
+        if not callable(getattr(final, self.__name__, None)):
+            raise AttributeError(
+                f"{type(final).__name__} has no {self.__name__}(), so neither has this Pipeline; "
+                f"{self.hint}"
+            )
+        return self.function.__get__(pipeline, owner)
+
+
+def _if_final_has(hint: str) -> Callable[[Callable], _IfFinalHas]:
+    return lambda function: _IfFinalHas(function, hint)
+
+
 class Pipeline(BaseEstimator):
     """Preprocessing, optional transformers, then a final estimator.
 
@@ -286,38 +314,32 @@ class Pipeline(BaseEstimator):
             X = step.transform(X)
         return X
 
-    def _final(self, method: str, hint: str) -> Callable:
-        self._check_fitted()
-        function = getattr(self.estimator, method, None)
-        if not callable(function):
-            raise DataError(f"{type(self.estimator).__name__} has no {method}(); {hint}")
-        return function
-
+    @_if_final_has("it is a transformer: use model.transform(records) for its projections.")
     def predict(self, data: Any) -> np.ndarray:
         """Predicted labels (a classifier) or cluster ids (KMeans) for raw records."""
-        hint = "it is a transformer: use model.transform(records) for its projections."
-        return self._final("predict", hint)(self.transform_features(data))
+        return self.estimator.predict(self.transform_features(data))
 
+    @_if_final_has("use predict() (or decision_function() for a margin classifier).")
     def predict_proba(self, data: Any) -> np.ndarray:
         """Class probabilities for raw records, columns in the order of ``classes_``."""
-        hint = "only classifiers give probabilities; use predict()."
-        return self._final("predict_proba", hint)(self.transform_features(data))
+        return self.estimator.predict_proba(self.transform_features(data))
 
+    @_if_final_has("use predict().")
     def decision_function(self, data: Any) -> np.ndarray:
         """The classifier's scores for raw records."""
-        hint = "only classifiers give scores; use predict()."
-        return self._final("decision_function", hint)(self.transform_features(data))
+        return self.estimator.decision_function(self.transform_features(data))
 
+    @_if_final_has("it is a classifier: use predict() or predict_proba().")
     def transform(self, data: Any) -> np.ndarray:
         """The final step's ``transform``: PCA projections, or KMeans distances to centres."""
-        hint = "it is a classifier: use predict() or predict_proba()."
-        return self._final("transform", hint)(self.transform_features(data))
+        return self.estimator.transform(self.transform_features(data))
 
     def score(self, data: Any, y: Any = None) -> float:
         """Accuracy on raw records (classifiers); the final step's ``score`` otherwise."""
         if self._estimator_type != "classifier":
-            hint = "it has no score."
-            return float(self._final("score", hint)(self.transform_features(data)))
+            if not callable(getattr(self.estimator, "score", None)):
+                raise DataError(f"{type(self.estimator).__name__} has no score().")
+            return float(self.estimator.score(self.transform_features(data)))
         return float(np.mean(self.predict(data) == np.asarray(y)))
 
     # ------------------------------------------------------------------ artifact hooks
