@@ -137,11 +137,16 @@ def test_train_pca_shows_explained_variance_and_predict_points_at_transform(
         np.cumsum(ref.explained_variance_ratio_),
         atol=1e-6,
     )
+    registry = str(tmp_path / "registry")
     code, stdout, err = _run(
-        capsys, "train", blobs, "--model", "pca", "--out", str(tmp_path / "p2")
-    )
+        capsys, "train", blobs, "--model", "pca", "--out", str(tmp_path / "p2"),
+        "--register", "blobs-pca", "--registry", registry,
+    )  # fmt: skip
     assert code == 0, err
     assert "cumulative" in stdout and "pca0" in stdout
+    code, stdout, err = _run(capsys, "models", "show", "blobs-pca", "--registry", registry)
+    assert code == 0, err
+    assert "explained_variance_ratio_total" in stdout
     source = tmp_path / "new.parquet"
     pq.write_table(Dataset.open(blobs).read("test"), source)
     code, _, err = _run(
