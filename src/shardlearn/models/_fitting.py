@@ -22,6 +22,12 @@ and its worker functions read their rows with :func:`training_block`::
 
 Blocks are cached in ``state.cache``; after a WorkerLost the replacement worker's cache is empty
 and the block is rebuilt from ``state.shards`` and ``state.context`` on first use.
+
+Extra training rows: when ``state.context[EXTRA_TRAIN_ROWS]`` is a ``(function, token)`` pair,
+``function(state)`` (module-level) returns a FeatureBlock of labelled rows that the "train" block
+gets appended (self-training's pseudo-labelled rows, computed on the worker that owns the
+unlabelled shards). ``token`` changes whenever those rows would; the rows are rebuilt lazily
+from the context like everything else, so a replacement worker gets them too.
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ import scipy.sparse as sp
 from shardlearn.exceptions import DataError, SchemaError
 
 __all__ = [
+    "EXTRA_TRAIN_ROWS",
     "NumericColumns",
     "TrainingContext",
     "encode_labels",
+    "extra_training_rows",
     "is_dataset",
     "iter_training_blocks",
     "prepared_training_blocks",
@@ -54,6 +62,7 @@ __all__ = [
 ARRAY_SOURCE = "arrays"
 DATASET_SOURCE = "dataset"
 _CACHE_KEY = "shardlearn.models.block"
+EXTRA_TRAIN_ROWS = "shardlearn.models.extra_train_rows"
 # Numeric storage types a bare estimator may use directly.
 _NUMERIC_KINDS = ("numeric", "boolean")
 
@@ -461,8 +470,9 @@ def training_block(state: Any, split: str = "train") -> Any:
     from shardlearn.preprocess import FeatureBlock, load_block
 
     key = (_CACHE_KEY, split)
+    token = _extra_token(state, split)
     block = state.cache.get(key)
-    if block is not None:
+    if block is not None and state.cache.get((*key, "token")) == token:
         return block
     if state.context.get("source") == ARRAY_SOURCE:
         parts = [_load_array_part(s.uri) for s in state.shards if s.split == split]
@@ -478,8 +488,53 @@ def training_block(state: Any, split: str = "train") -> Any:
         block = FeatureBlock(X, y, w, names)
     else:
         block = _with_labels(load_block(state, split), split)
+    block = _append_rows(block, extra_training_rows(state, split))
     state.cache[key] = block
+    state.cache[(*key, "token")] = token
     return block
+
+
+def _extra_token(state: Any, split: str) -> Any:
+    extra = state.context.get(EXTRA_TRAIN_ROWS) if split == "train" else None
+    return None if extra is None else extra[1]
+
+
+def extra_training_rows(state: Any, split: str = "train") -> Any:
+    """The extra labelled rows for ``split`` (see the module notes), cached per token, or None."""
+    token = _extra_token(state, split)
+    if token is None:
+        return None
+    key = (_CACHE_KEY, split, "extra")
+    cached = state.cache.get(key)
+    if cached is None or cached[0] != token:
+        cached = state.cache[key] = (token, state.context[EXTRA_TRAIN_ROWS][0](state))
+    return cached[1]
+
+
+def _append_rows(block: Any, extra: Any) -> Any:
+    """``block`` followed by ``extra``; weights are kept (ones for the side that has none)."""
+    from shardlearn.preprocess import FeatureBlock
+
+    if extra is None or extra.n_rows == 0:
+        return block
+    if (block.sample_weight is None) != (extra.sample_weight is None):
+        block, extra = (
+            FeatureBlock(
+                b.X,
+                b.y,
+                np.ones(b.n_rows) if b.sample_weight is None else b.sample_weight,
+                b.feature_names,
+            )
+            for b in (block, extra)
+        )
+    X = sp.vstack([block.X, extra.X], format="csr") if sp.issparse(block.X) else None
+    if X is None:
+        X = np.concatenate([block.X, np.asarray(extra.X, dtype=block.X.dtype)])
+    weights = None
+    if block.sample_weight is not None:
+        weights = np.concatenate([block.sample_weight, extra.sample_weight])
+    y = np.concatenate([block.y, np.asarray(extra.y, dtype=np.int64)])
+    return FeatureBlock(X, y, weights, block.feature_names)
 
 
 def _with_labels(block: Any, split: str) -> Any:
@@ -515,6 +570,9 @@ def iter_training_blocks(state: Any, split: str = "train") -> Any:
     yield _with_labels(rest, split)
     for block in blocks:
         yield _with_labels(block, split)
+    extra = extra_training_rows(state, split)
+    if extra is not None and extra.n_rows:
+        yield extra
 
 
 def prepared_training_blocks(

@@ -14,10 +14,21 @@ Unlike scikit-learn, a row's pseudo-label is recomputed each round from the curr
 (nothing is kept in ``state.cache`` between rounds, so a replacement worker simply predicts
 its shards again). ``history_`` records per round the pseudo-labelled rows, the rows added
 compared with the previous round and, with ``validation_data``, the accuracy on it.
+
+From a Dataset (``Pipeline(pre, SelfTrainingClassifier()).fit(ds)``, ``shardlearn train``),
+the unlabelled rows are the dataset's ``unlabeled`` split (``ingest --allow-unlabeled``) and
+never leave the workers: the training group also gets the unlabeled shards; each round the
+model is put on the workers, every worker transforms its unlabeled shards with the fitted
+preprocessor (shard by shard when they exceed the block budget), keeps the rows predicted with
+probability >= ``threshold`` and appends them, with their predicted class, to its own train
+block (:data:`shardlearn.models._fitting.EXTRA_TRAIN_ROWS`); the base is then retrained on the
+group as usual. Only the model and per-round row counts cross the network. The valid score in
+``history_`` comes from the dataset's ``valid`` split, scored on the workers.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,14 +37,20 @@ from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator, check_is_fitted, clone
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json
-from shardlearn.models._fitting import is_dataset
+from shardlearn.models._fitting import EXTRA_TRAIN_ROWS, extra_training_rows, is_dataset
 from shardlearn.models._registry import model_class, model_class_by_type, register_model
 from shardlearn.models.cluster import dense_blocks, prepare_unsupervised
 
 __all__ = ["SelfTrainingClassifier", "unlabelled_mask"]
 
 _MODEL_KEY = "shardlearn.self_training.model"
+_THRESHOLD_KEY = "shardlearn.self_training.threshold"
 _EST = "estimator/"
+_UNLABELED = "unlabeled"  # shardlearn.data's UNLABELED_SPLIT (models never import data eagerly)
+NO_UNLABELED_NOTE = (
+    "the dataset has no unlabeled split (ingest with --allow-unlabeled to keep rows without a "
+    "label), so only the base was trained, on the labelled rows"
+)
 
 
 def unlabelled_mask(y: Any) -> np.ndarray:
@@ -60,6 +77,32 @@ def _pseudo_label_worker(state: Any, threshold: float) -> tuple[np.ndarray, np.n
     if not rows:
         return np.empty((0, 0)), np.empty(0, dtype=np.int64)
     return np.vstack(rows), np.concatenate(labels)
+
+
+def _pseudo_label_shards(state: Any) -> Any:
+    """This worker's unlabeled rows predicted with probability >= threshold, as a labelled
+    FeatureBlock (``y`` = index in the dataset's classes); the EXTRA_TRAIN_ROWS function."""
+    from shardlearn.preprocess import FeatureBlock, iter_blocks
+
+    model = state.context[_MODEL_KEY]
+    threshold = float(state.context[_THRESHOLD_KEY])
+    position = {str(c): i for i, c in enumerate(state.context["classes"])}
+    to_dataset_class = np.array([position[str(c)] for c in model.classes_], dtype=np.int64)
+    kept = []
+    for block in iter_blocks(state, _UNLABELED):  # cached, or shard by shard when too big
+        if block.n_rows == 0:
+            continue
+        proba = model.predict_proba(block.X)
+        rows = np.flatnonzero(proba.max(1) >= threshold)
+        labels = to_dataset_class[proba.argmax(1)[rows]]
+        kept.append(FeatureBlock(block.X[rows], labels, None, block.feature_names))
+    pre = state.context["preprocessor"]
+    return FeatureBlock.concatenate(kept, list(pre.feature_names_out_))
+
+
+def _count_pseudo_labelled(state: Any) -> int:
+    extra = extra_training_rows(state, "train")
+    return 0 if extra is None else extra.n_rows
 
 
 def _concat_pseudo(a: tuple, b: tuple) -> tuple:
@@ -176,19 +219,36 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
     def _fit_context(self, ctx: Any, callback: Any = None) -> SelfTrainingClassifier:
         """Fit on a prepared Dataset context (``Pipeline``, ``shardlearn train``).
 
-        A Dataset has no unlabelled rows yet (ingest rejects rows without a label), so this
-        trains the base on every row: round 0 of the history only.
+        The unlabelled rows are the dataset's ``unlabeled`` split (see the module notes).
+        Without one, only the base is trained (round 0), with a warning and a ``note`` in
+        ``history_``.
         """
         self._validate_params()
+        ds = ctx.dataset
+        unlabeled = ds is not None and bool(getattr(ds, "has_unlabeled", False))
+        if unlabeled:
+            labelled = [shard for split in ctx.splits for shard in ds.shards(split)]
+            ctx.group.assign(labelled + ds.shards(_UNLABELED))
         model = self._new_base()
         model._fit_context(ctx, callback=callback)
         self.history_ = []
-        self._record(0, 0, 0, model, None)
+        self._record_on_group(0, 0, 0, model, ctx)
+        if not unlabeled:
+            warnings.warn(
+                f"SelfTrainingClassifier: {NO_UNLABELED_NOTE}.", UserWarning, stacklevel=3
+            )
+            self.history_[0]["note"] = NO_UNLABELED_NOTE
+        elif self.max_rounds > 0:
+            try:
+                model = self._dataset_rounds(ctx, model, callback)
+            finally:
+                # Later users of the group (the CLI's train score) see the labelled rows only.
+                ctx.group.put(EXTRA_TRAIN_ROWS, None)
         self.estimator_ = model
         self.classes_ = np.asarray(model.classes_)
         self.n_features_in_ = int(ctx.n_features)
         self.feature_names_in_ = list(ctx.feature_names)
-        self.n_rounds_ = 0
+        self.n_rounds_ = len(self.history_) - 1
         return self
 
     def _rounds(
@@ -210,6 +270,33 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
             self._record(round_index, rows.shape[0], rows.shape[0] - previous, model, valid)
             previous = rows.shape[0]
         return model
+
+    def _dataset_rounds(self, ctx: Any, model: Any, callback: Any) -> Any:
+        ctx.group.put(_THRESHOLD_KEY, float(self.threshold))
+        previous = 0
+        for round_index in range(1, self.max_rounds + 1):
+            ctx.group.put(_MODEL_KEY, model)
+            # The round number is the token: every round's pseudo-labels are computed afresh.
+            ctx.group.put(EXTRA_TRAIN_ROWS, (_pseudo_label_shards, round_index))
+            rows = int(ctx.group.reduce(_count_pseudo_labelled))
+            if rows == 0 or (rows == previous and round_index > 1):
+                break  # nothing confident, or the same confident set: the model would not change
+            candidate = self._new_base()
+            candidate._fit_context(ctx, callback=callback)
+            model = candidate
+            self._record_on_group(round_index, rows, rows - previous, model, ctx)
+            previous = rows
+        return model
+
+    def _record_on_group(self, index: int, rows: int, added: int, model: Any, ctx: Any) -> None:
+        """Like :meth:`_record`, with the valid accuracy scored on the workers' valid blocks."""
+        score = None
+        if "valid" in ctx.splits:
+            from shardlearn.models._scoring import accuracy_and_f1, block_confusion
+
+            score = accuracy_and_f1(block_confusion(ctx, model, "valid"))["accuracy"]
+        self._record(index, rows, added, model, None)
+        self.history_[-1]["valid_accuracy"] = score
 
     def _record(self, index: int, rows: int, added: int, model: Any, valid: Any) -> None:
         score = None
