@@ -281,3 +281,20 @@ def test_self_training_from_an_adult_dataset_beats_the_base_on_its_labelled_tent
     # Measured on 16.4k valid rows: base 0.8496 -> self-training 0.8516. Small: logistic
     # regression on 3k labelled Adult rows is close to its full-label accuracy (~0.853).
     assert scores["self_training"] > scores["logistic"]
+
+
+def test_out_of_core_blocks_give_the_same_dataset_history(partly_labelled, monkeypatch):
+    """A 1-byte block budget streams every shard (train and unlabeled): same rounds, same rows."""
+    histories = []
+    for budget in (None, "1"):
+        if budget is not None:
+            monkeypatch.setenv("SHARDLEARN_BLOCK_BUDGET", budget)
+        with engine("local", workers=1):
+            model = _pipeline(partly_labelled, threshold=0.8, max_rounds=2).fit(partly_labelled)
+        histories.append(model.estimator.history_)
+    assert [h["rows_pseudo_labelled"] for h in histories[0]] == [
+        h["rows_pseudo_labelled"] for h in histories[1]
+    ]
+    assert histories[1][-1]["rows_pseudo_labelled"] > 0
+    for streamed, cached in zip(histories[1], histories[0], strict=True):
+        assert streamed["valid_accuracy"] == pytest.approx(cached["valid_accuracy"])
