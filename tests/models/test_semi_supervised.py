@@ -298,3 +298,25 @@ def test_out_of_core_blocks_give_the_same_dataset_history(partly_labelled, monke
     assert histories[1][-1]["rows_pseudo_labelled"] > 0
     for streamed, cached in zip(histories[1], histories[0], strict=True):
         assert streamed["valid_accuracy"] == pytest.approx(cached["valid_accuracy"])
+
+
+def test_a_bare_self_training_classifier_fits_a_numeric_dataset(two_moons_like, tmp_path):
+    X, y, hidden = two_moons_like
+    labels = np.where(hidden == -1, None, np.where(hidden == 1, "b", "a")).tolist()
+    table = pa.table({f"x{j}": X[:, j] for j in range(3)} | {"y": pa.array(labels, pa.string())})
+    ds = write_dataset(table, tmp_path / "moons", label="y", partitions=2, split=(0.7, 0.3),
+                       allow_unlabeled=True)  # fmt: skip
+    with engine("local", workers=2):
+        model = SelfTrainingClassifier(threshold=0.8, max_rounds=2).fit(ds)
+        with pytest.raises(DataError, match="a Dataset carries its label"):
+            SelfTrainingClassifier().fit(ds, hidden)
+    assert model.history_[1]["rows_pseudo_labelled"] > 50
+    assert model.feature_names_in_ == ["x0", "x1", "x2"]
+    assert np.mean(model.predict(X) == np.where(y == 1, "b", "a")) > 0.8
+
+
+def test_a_dataset_with_raw_columns_needs_a_pipeline(partly_labelled):
+    from shardlearn.exceptions import SchemaError
+
+    with engine("local", workers=1), pytest.raises(SchemaError, match="Pipeline"):
+        SelfTrainingClassifier().fit(partly_labelled)

@@ -37,7 +37,12 @@ from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator, check_is_fitted, clone
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json
-from shardlearn.models._fitting import EXTRA_TRAIN_ROWS, extra_training_rows, is_dataset
+from shardlearn.models._fitting import (
+    EXTRA_TRAIN_ROWS,
+    extra_training_rows,
+    is_dataset,
+    prepare_training,
+)
 from shardlearn.models._registry import model_class, model_class_by_type, register_model
 from shardlearn.models.cluster import dense_blocks, prepare_unsupervised
 
@@ -173,12 +178,15 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         validation_data: tuple[Any, Any] | None = None,
         **_ignored: Any,
     ) -> SelfTrainingClassifier:
-        """Fit on arrays; rows whose label is None, NaN or -1 are unlabelled.
+        """Fit on arrays (rows whose label is None, NaN or -1 are unlabelled) or a Dataset.
 
         Parameters
         ----------
-        X : ndarray or csr_matrix of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
+        X : ndarray or csr_matrix of shape (n_samples, n_features), or Dataset
+            A Dataset's ``unlabeled`` split holds its unlabelled rows (numeric feature
+            columns only; use ``Pipeline`` to encode the others).
+        y : array-like of shape (n_samples,), optional
+            For arrays only.
         engine : Engine or str, optional
         validation_data : (X_valid, y_valid), optional
             Scored after every round into ``history_``.
@@ -188,10 +196,17 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        if is_dataset(X) or y is None:
+        if is_dataset(X):
+            if y is not None:
+                raise DataError("SelfTrainingClassifier.fit: a Dataset carries its label; no y.")
+            # A bare estimator uses the numeric columns (a clear error names the others).
+            with prepare_training(self, X, engine=engine) as ctx:
+                return self._fit_context(ctx)
+        if y is None:
             raise DataError(
-                "SelfTrainingClassifier.fit takes arrays X, y (None/NaN/-1 = unlabelled); "
-                "for a Dataset, transform it with a fitted Preprocessor first."
+                "SelfTrainingClassifier.fit takes arrays X, y (None/NaN/-1 = unlabelled), or a "
+                "Dataset with an 'unlabeled' split (ingest --allow-unlabeled); for raw columns "
+                "use shardlearn.Pipeline(Preprocessor.auto(ds.schema), SelfTrainingClassifier())."
             )
         X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
         missing = unlabelled_mask(y)
