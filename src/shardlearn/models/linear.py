@@ -68,9 +68,18 @@ def _class_statistics_worker(state: Any, n_classes: int) -> np.ndarray:
             np.bincount(y, weights=w, minlength=n_classes) if w is not None else counts
         )
         values = np.asarray(block.X.data if hasattr(block.X, "tocsr") else block.X)
-        out[-2] += float(values.size - np.count_nonzero(np.isfinite(values)))
+        out[-2] += _non_finite_count(values)
         out[-1] += float(values.dtype != np.float32)
     return out
+
+
+def _non_finite_count(values: np.ndarray) -> float:
+    """Number of NaN/inf values. A NaN or inf makes the float64 sum non-finite, so a finite
+    sum (one streaming read, no boolean copy of the block) proves there are none; only a
+    non-finite sum (a bad value, or finite values overflowing) needs the exact count."""
+    if np.isfinite(np.add.reduce(values.reshape(-1), dtype=np.float64)):
+        return 0.0
+    return float(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def _prepare_block(problem: dict, block: Any) -> tuple[BlockKernel]:
