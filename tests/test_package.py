@@ -49,3 +49,15 @@ def test_validation_message_has_one_shape() -> None:
         _Toy(C=-1)._validate_params()
     with pytest.raises(ValueError, match=r"The 'kind' parameter of X must be one of 'a', 'b'"):
         validate_params("X", {"kind": "c"}, _Toy._parameter_constraints)
+
+
+@pytest.mark.parametrize("name", sorted(set(sl.__all__) - {"__version__", "engine"}))
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(sl, name).__name__ == name
+
+
+def test_sl_engine_is_callable_after_the_engine_package_was_imported() -> None:
+    import shardlearn.engine as engine_package
+
+    with sl.engine("local", workers=1) as eng:
+        assert engine_package.get_engine() is eng

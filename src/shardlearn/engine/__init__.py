@@ -11,6 +11,10 @@ task-graph scheduler. Ray is imported only when a Ray engine is created.
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from shardlearn.engine.base import (
     DEFAULT_MAX_RETRIES,
     ENGINE_ENV,
@@ -45,3 +49,18 @@ __all__ = [
     "get_engine",
     "tree_combine",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as :func:`engine`.
+
+    Importing ``shardlearn.engine`` binds the package to ``shardlearn.engine``, hiding the
+    top-level ``shardlearn.engine(...)`` function; calling the package does the same thing, so
+    ``sl.engine("local", workers=2)`` works whatever was imported first.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return engine(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
