@@ -92,3 +92,60 @@ def test_serve_command_answers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=STARTUP_TIMEOUT) == 0
+
+
+def test_serve_with_two_workers_authenticates_logs_access_and_hot_reloads(
+    tmp_path: Path,
+) -> None:
+    # The benchmark's configuration: one process per core. Every worker must read the token
+    # file, write the access log (without payloads) and pick up a newly promoted version.
+    registry = Registry(tmp_path / "models")
+    first = registry.register(train_model(200, seed=0, tmp=tmp_path), "loans")
+    registry.promote("loans", first.version, "production")
+    token = TokenStore(registry.root / "tokens").create("tests")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/loans/predict"
+    record = {"income": 48_213.0, "debt_ratio": 0.25, "region": "atlantis"}
+    process = subprocess.Popen(
+        [*SHARDLEARN, "serve", "--registry", str(registry.root), "--port", str(port),
+         "--workers", "2", "--reload-interval", "0.2"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stderr], daemon=True
+    ).start()
+    seen: list[str] = []
+
+    def wait_for_line(text: str, times: int = 1) -> None:
+        while sum(text in line for line in seen) < times:
+            seen.append(lines.get(timeout=STARTUP_TIMEOUT))
+
+    def version() -> int:
+        # A new connection per request, so the two processes both get asked.
+        response = httpx.post(
+            url, json={"records": [record]}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["version"]
+
+    try:
+        wait_for_line("Application startup complete", times=2)  # once per worker
+        assert version() == 1
+        assert httpx.post(url, json={"records": [record]}).status_code == 401
+        wait_for_line('"POST /v1/models/loans/predict" 200')
+        access = [line for line in seen if "shardlearn.serve.access" in line]
+        assert access and not any("atlantis" in line or token in line for line in access)
+
+        second = registry.register(train_model(200, seed=1, tmp=tmp_path, C=0.1), "loans")
+        registry.promote("loans", second.version, "production")
+        answers: list[int] = []
+        while answers[-10:] != [2] * 10 and len(answers) < 5000:
+            answers.append(version())
+        assert answers[-10:] == [2] * 10, f"still answering version 1 after {len(answers)}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=STARTUP_TIMEOUT) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -38,7 +37,9 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    workers: int = typer.Option(1, min=1, help="Server processes."),
+    workers: int = typer.Option(
+        1, min=1, help="Server processes; one per core serves the most requests."
+    ),
     token_file: Path | None = typer.Option(None, help=_TOKEN_FILE_HELP),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve WITHOUT authentication."),
     max_rows: int = typer.Option(10_000, min=1, help="Rows per request (413 past it)."),
@@ -54,6 +55,7 @@ def serve(
 
     from shardlearn.serve import ServeConfig, create_app
     from shardlearn.serve._factory import CONFIG_ENV, config_to_env
+    from shardlearn.serve.telemetry import configure_logging
 
     config = ServeConfig(
         registry=str(registry),
@@ -66,7 +68,7 @@ def serve(
         reject_extra=reject_extra,
         reload_interval=reload_interval,
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     app = create_app(config)  # fails here, once, on a missing token file or empty registry
     console.print(f"Serving {registry} on http://{host}:{port} (docs: /openapi.json)")
     if workers == 1:

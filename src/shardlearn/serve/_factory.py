@@ -14,6 +14,7 @@ from dataclasses import asdict
 from fastapi import FastAPI
 
 from shardlearn.serve.app import ServeConfig, create_app
+from shardlearn.serve.telemetry import configure_logging
 
 __all__ = ["CONFIG_ENV", "app_from_env", "config_to_env"]
 
@@ -27,4 +28,5 @@ def config_to_env(config: ServeConfig) -> str:
 
 def app_from_env() -> FastAPI:
     """The app described by :data:`CONFIG_ENV`."""
+    configure_logging()
     return create_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))

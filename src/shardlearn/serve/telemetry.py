@@ -9,9 +9,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-__all__ = ["ACCESS_LOG", "BodyLimit", "Telemetry"]
+__all__ = ["ACCESS_LOG", "BodyLimit", "Telemetry", "configure_logging"]
 
 ACCESS_LOG = logging.getLogger("shardlearn.serve.access")
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+def configure_logging() -> None:
+    """INFO-level logs (the access log among them) on stderr, in every server process.
+
+    ``shardlearn serve`` calls it, and so does each ``--workers`` process: uvicorn configures
+    only its own loggers there, and without this the access log of a multi-process server
+    would be silently dropped.
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
 
 # Latency buckets in seconds: sub-millisecond to a few seconds.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
