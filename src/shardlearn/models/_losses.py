@@ -55,11 +55,15 @@ PRECISIONS = ("fast", "exact")
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss on the scores ``Z`` (n x K) of one chunk.
+    """A loss on the scores of one chunk, stored output-major: ``Zt`` has shape (K, n).
 
-    ``value_and_derivative(Z, Y, s)`` returns the weighted loss sum (a Python float) and
-    ``s * dloss/dZ`` in the dtype of ``Z``; ``Y`` (see :meth:`encode`) and ``s`` have that
-    dtype too, so nothing is upcast.
+    Output-major because numpy reduces over the outer axis of a C-contiguous array with
+    vectorised row operations, while reductions along a short inner axis (K = 3 classes) are
+    several times slower than the products themselves.
+
+    ``value_and_derivative(Zt, Y, s)`` returns the weighted loss sum (a Python float) and
+    ``s * dloss/dZt`` (K, n) in the dtype of ``Zt``; ``Y`` (see :meth:`encode`, sliced to the
+    chunk's columns) and ``s`` have that dtype too, so nothing is upcast.
     """
 
     name: str
@@ -69,22 +73,25 @@ class Loss:
         raise NotImplementedError
 
     def value_and_derivative(
-        self, Z: np.ndarray, Y: np.ndarray, s: np.ndarray | None
+        self, Zt: np.ndarray, Y: np.ndarray, s: np.ndarray | None
     ) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
 
 def _weighted_sum(values: np.ndarray, s: np.ndarray | None) -> float:
+    """Sum over rows (the last axis) of ``values``, weighted by ``s``."""
+    # In the dtype of the scores: a float32 pairwise sum over one chunk is as accurate as the
+    # float32 scores themselves, and converting to float64 first costs as much as the exp.
     if s is None:
-        return float(values.sum(dtype=np.float64))
-    return float(np.dot(s, values.ravel() if values.ndim > 1 else values))
+        return float(values.sum())
+    return float((values @ s).sum())
 
 
 class _BinaryLogistic(Loss):
     """scikit-learn's HalfBinomialLoss ``log(1 + exp(z)) - y z``, y in {0, 1}.
 
-    Encoded as ``t = 1 - 2y`` in {+1, -1}: the loss is then ``softplus(u)`` with ``u = t z``
-    and its derivative ``t * sigmoid(u)``. With ``e = exp(-|u|)``:
+    Encoded as ``t = 1 - 2y`` in {+1, -1} (shape (1, n)): the loss is then ``softplus(u)``
+    with ``u = t z`` and its derivative ``t * sigmoid(u)``. With ``e = exp(-|u|)``:
     ``softplus(u) = max(u, 0) + log(1 + e)`` and ``sigmoid(u) = 0.5 + sign(u) (1/(1+e) - 0.5)``:
     one exp and one log per row (np.logaddexp and log1p cost several times more). Both
     differ from the exact values by an absolute error of a few ulps of 1, which does not move
@@ -92,10 +99,10 @@ class _BinaryLogistic(Loss):
     """
 
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
-        return np.where(y == 1, -1.0, 1.0)[:, None]
+        return np.where(y == 1, -1.0, 1.0)[None, :]
 
-    def value_and_derivative(self, Z, Y, s):
-        u = Z * Y
+    def value_and_derivative(self, Zt, Y, s):
+        u = Zt * Y
         e = np.abs(u)
         np.negative(e, out=e)
         np.exp(e, out=e)
@@ -108,7 +115,7 @@ class _BinaryLogistic(Loss):
         R += 0.5
         R *= Y
         if s is not None:
-            R *= s[:, None]
+            R *= s
         return _weighted_sum(loss, s), R
 
 
@@ -118,19 +125,18 @@ class _Multinomial(Loss):
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         return y.astype(np.intp)
 
-    def value_and_derivative(self, Z, Y, s):
-        rows = np.arange(Z.shape[0])
-        top = Z.max(axis=1, keepdims=True)
-        R = Z - top
-        picked = R[rows, Y]
+    def value_and_derivative(self, Zt, Y, s):
+        columns = np.arange(Zt.shape[1])
+        R = Zt - Zt.max(axis=0)
+        picked = R[Y, columns]
         np.exp(R, out=R)
-        total = R.sum(axis=1, keepdims=True)
-        loss = np.log(total[:, 0])
+        total = R.sum(axis=0)
+        loss = np.log(total)
         loss -= picked
         R /= total
-        R[rows, Y] -= 1.0
+        R[Y, columns] -= 1.0
         if s is not None:
-            R *= s[:, None]
+            R *= s
         return _weighted_sum(loss, s), R
 
 
@@ -139,21 +145,21 @@ class _SquaredHinge(Loss):
 
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         if n_outputs == 1:
-            return np.where(y == 1, 1.0, -1.0)[:, None]
-        T = np.full((y.shape[0], n_outputs), -1.0)
-        T[np.arange(y.shape[0]), y] = 1.0
+            return np.where(y == 1, 1.0, -1.0)[None, :]
+        T = np.full((n_outputs, y.shape[0]), -1.0)
+        T[y, np.arange(y.shape[0])] = 1.0
         return T
 
-    def value_and_derivative(self, Z, Y, s):
-        margin = Y * Z
+    def value_and_derivative(self, Zt, Y, s):
+        margin = Y * Zt
         np.subtract(1.0, margin, out=margin)
         np.maximum(margin, 0.0, out=margin)
-        loss = (margin * margin).sum(axis=1, dtype=np.float64)
+        loss = margin * margin
         R = margin
         R *= Y
         R *= -2.0
         if s is not None:
-            R *= s[:, None]
+            R *= s
         return _weighted_sum(loss, s), R
 
 
@@ -262,30 +268,40 @@ class BlockKernel:
         """
         dtype = self.compute_dtype(precision)
         K = coef.shape[0]
-        coef_t = np.ascontiguousarray(coef.T, dtype=dtype)
-        bias = intercept.astype(dtype)
+        weights_kp = np.ascontiguousarray(coef, dtype=dtype)
+        bias = intercept.astype(dtype)[:, None]
         Y, weights = self.targets[dtype], self.weights[dtype]
-        grad_coef = np.zeros((self.n_features, K))
+        grad_coef = np.zeros((K, self.n_features))
         grad_intercept = np.zeros(K)
         total = 0.0
-        # One output: matrix-vector products (BLAS gemv) on a 1-D weight vector.
-        vector = coef_t[:, 0] if K == 1 else None
         for index, (start, stop) in enumerate(self.bounds):
             chunk = self._chunk(index, dtype)
-            Z = (chunk @ vector)[:, None] if vector is not None else np.asarray(chunk @ coef_t)
-            Z += bias
+            Zt = self._scores(chunk, weights_kp)
+            Zt += bias
             s = None if weights is None else weights[start:stop]
-            value, R = self.loss.value_and_derivative(Z, Y[start:stop], s)
+            value, Rt = self.loss.value_and_derivative(Zt, Y[..., start:stop], s)
             total += value
-            # X_c^T R while X_c is in cache; for CSR this runs as a CSC product without
-            # materialising X_c^T.
-            if vector is not None:
-                grad_coef[:, 0] += chunk.T @ R[:, 0]
-            else:
-                grad_coef += chunk.T @ R
+            # R^T X_c while X_c is still in cache.
+            grad_coef += self._backward(chunk, Rt)
             if fit_intercept:
-                grad_intercept += R.sum(axis=0, dtype=np.float64)
-        return np.concatenate(([total], grad_coef.T.ravel(), grad_intercept))
+                grad_intercept += Rt.sum(axis=1)
+        return np.concatenate(([total], grad_coef.ravel(), grad_intercept))
+
+    def _scores(self, chunk: Matrix, coef: np.ndarray) -> np.ndarray:
+        """``coef X_c^T`` of shape (K, rows): gemv for one output, gemm otherwise."""
+        if coef.shape[0] == 1:
+            return np.asarray(chunk @ coef[0])[None, :]
+        if self.sparse:
+            return np.ascontiguousarray((chunk @ coef.T).T)
+        return coef @ chunk.T
+
+    def _backward(self, chunk: Matrix, Rt: np.ndarray) -> np.ndarray:
+        """``R^T X_c`` of shape (K, p); for CSR a CSC product, no transposed copy."""
+        if Rt.shape[0] == 1:
+            return np.asarray(chunk.T @ Rt[0])[None, :]
+        if self.sparse:
+            return np.asarray(chunk.T @ Rt.T).T
+        return Rt @ chunk
 
 
 def block_loss_gradient(
