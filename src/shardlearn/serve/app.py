@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 
 from shardlearn import __version__
@@ -101,7 +102,8 @@ _PREDICT_BODY = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-    }
+    },
+    "security": [{"HTTPBearer": []}],  # checked in the handler, see _Authorize.check
 }
 
 
@@ -119,7 +121,12 @@ _BEARER = HTTPBearer(auto_error=False, description="A token from `shardlearn ser
 
 
 class _Authorize:
-    """The auth dependency: 401 without a bearer token, 403 with a wrong one."""
+    """The auth check: 401 without a bearer token, 403 with a wrong one.
+
+    Called as a FastAPI dependency on most routes; the predict route calls :meth:`check`
+    directly with the header (FastAPI's dependency resolution cost more than the prediction
+    of a row), which applies the same parsing as ``HTTPBearer``.
+    """
 
     def __init__(self, tokens: TokenStore | None) -> None:
         self.tokens = tokens
@@ -133,7 +140,21 @@ class _Authorize:
             raise InputProblem(
                 "missing bearer token: send 'Authorization: Bearer TOKEN'", status=401
             )
-        if not self.tokens.verify(credentials.credentials):
+        self._verify(credentials.credentials)
+
+    def check(self, authorization: str | None) -> None:
+        """Raise the 401/403 :class:`InputProblem` unless ``authorization`` holds a token."""
+        if self.tokens is None:
+            return
+        scheme, token = get_authorization_scheme_param(authorization)
+        if not (authorization and scheme and token) or scheme.lower() != "bearer":
+            raise InputProblem(
+                "missing bearer token: send 'Authorization: Bearer TOKEN'", status=401
+            )
+        self._verify(token)
+
+    def _verify(self, token: str) -> None:
+        if self.tokens is not None and not self.tokens.verify(token):
             raise InputProblem("the bearer token is not valid for this server", status=403)
 
 
@@ -216,10 +237,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     )
     app.add_exception_handler(InputProblem, lambda _, e: _problem_response(e))
     app.add_exception_handler(RequestValidationError, _validation_response)
-    authorized = [Depends(_Authorize(tokens))]
+    authorize = _Authorize(tokens)
+    authorized = [Depends(authorize)]
     app.state.host = host
     _add_health_routes(app, host)
-    _add_model_routes(app, host, batcher, telemetry, config, authorized)
+    _add_model_routes(app, host, batcher, telemetry, config, authorize)
 
     @app.get("/metrics", dependencies=authorized, response_class=Response)
     async def metrics() -> Response:
@@ -247,8 +269,10 @@ def _add_model_routes(
     batcher: MicroBatcher,
     telemetry: Telemetry,
     config: ServeConfig,
-    authorized: list,
+    authorize: _Authorize,
 ) -> None:
+    authorized = [Depends(authorize)]
+
     def served(name: str) -> ServedModel:
         model = host.get(name)
         if model is None:
@@ -270,12 +294,12 @@ def _add_model_routes(
     # still describes both bodies (openapi_extra, response_model).
     @app.post(
         "/v1/models/{name}/predict",
-        dependencies=authorized,
         response_model=PredictResponse,
         openapi_extra=_PREDICT_BODY,
     )
     async def predict(name: str, request: Request, proba: bool = True) -> Response:
         started = time.perf_counter()
+        authorize.check(request.headers.get("authorization"))
         model = served(name)
         body = parse_request(await request.body())
         try:
