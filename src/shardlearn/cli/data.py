@@ -16,8 +16,11 @@ DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output --worker
 INGEST_EPILOG = (
     "Example: shardlearn ingest 'data/loans-*.csv.gz' --label default --out data/loans "
     "--partitions 16 --strategy stratified --split 0.8,0.1,0.1  (add --allow-unlabeled to keep "
-    "rows without a label in an 'unlabeled' split, for self-training)"
+    "rows without a label in an 'unlabeled' split, for self-training). Without --label: "
+    "shardlearn ingest points.csv --out data/points  (a dataset without a label, for "
+    "train --model kmeans|pca)"
 )
+NO_LABEL_USE = "a dataset for clustering and PCA: train --model kmeans|pca"
 DESCRIBE_EPILOG = "Example: shardlearn describe data/loans --verify"
 
 
@@ -57,6 +60,8 @@ def _ingest_summary(ds: Any) -> None:
             *["-" for _ in ds.classes][:8],
         )
     console.print(table)
+    if not ds.has_label:
+        console.print(f"no label column: {NO_LABEL_USE}", highlight=False)
     for item in m["rejects"]["reasons"][:3]:
         console.print(f"  rejected {item['count']:,}: {item['reason']}", highlight=False)
 
@@ -65,7 +70,11 @@ def ingest_command(
     sources: list[str] = typer.Argument(
         ..., help="Input files or globs (csv, tsv, jsonl, parquet; .gz/.zst)."
     ),
-    label: str = typer.Option(..., "--label", help="Label column."),
+    label: str | None = typer.Option(
+        None,
+        "--label",
+        help="Label column. Without it the dataset has no label (for clustering and PCA).",
+    ),
     out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
     partitions: int = typer.Option(8, "--partitions", min=1, help="Shards per split."),
     strategy: str = typer.Option(
@@ -148,6 +157,7 @@ def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
         "uri": ds.uri,
         "manifest_sha256": ds.manifest_sha256,
         "label": ds.label,
+        "has_label": ds.has_label,
         "classes": ds.classes,
         "schema": ds.schema.to_dict(),
         "strategy": m["strategy"],
@@ -173,8 +183,13 @@ def _print_description(ds: Any) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    labels = (
+        f"label [bold]{ds.label}[/], {len(ds.classes)} classes"
+        if ds.has_label
+        else f"[bold]no label column[/] ({NO_LABEL_USE})"
+    )
     console.print(
-        f"label [bold]{ds.label}[/], {len(ds.classes)} classes; strategy {m['strategy']}, "
+        f"{labels}; strategy {m['strategy']}, "
         f"seed {m['seed']}; rows_read {m['rows_read']:,} = written {m['rows_written']:,}"
         f"{_unlabeled_note(m)} + rejected {m['rows_rejected']:,}",
         highlight=False,

@@ -223,6 +223,15 @@ class Dataset:
         return [s for s in SPLITS if s in present]
 
     @property
+    def has_label(self) -> bool:
+        """Whether the dataset has a label column (``ingest`` without ``--label``: False).
+
+        A dataset without a label serves clustering and PCA; its train/valid/test splits hold
+        every row, :attr:`classes` is empty and no shard has class counts.
+        """
+        return self.label is not None
+
+    @property
     def has_unlabeled(self) -> bool:
         """Whether the dataset holds rows without a label (the ``unlabeled`` split)."""
         return any(s.split == UNLABELED_SPLIT and s.rows for s in self._shards)

@@ -18,7 +18,12 @@ from shardlearn.data._convert import DEFAULT_NA_VALUES
 from shardlearn.data._ingest_run import IngestRun, warn_single_class
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.dataset import Dataset
-from shardlearn.data.partition import make_partitioner, parse_split, parse_strategy
+from shardlearn.data.partition import (
+    STRATIFIED_NEEDS_LABEL,
+    make_partitioner,
+    parse_split,
+    parse_strategy,
+)
 from shardlearn.data.readers import ReaderOptions, expand_sources
 from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
 from shardlearn.exceptions import DataError, SchemaError
@@ -67,6 +72,21 @@ def schema_for_table(
             kind = kind_of_type(dtype)
         columns.append(Column(field.name, kind, type_name(dtype)))  # type: ignore[arg-type]
     return Schema(tuple(columns), label)
+
+
+def _check_label_options(strategy: str, label: str | None, allow_unlabeled: bool) -> None:
+    """Fail before any row is read when an option needs the label column and there is none."""
+    name, _ = parse_strategy(strategy)
+    if label is not None:
+        return
+    if name == "stratified":
+        raise SchemaError(STRATIFIED_NEEDS_LABEL)
+    if allow_unlabeled:
+        raise SchemaError(
+            "allow_unlabeled (--allow-unlabeled) keeps rows whose label is missing, so it needs "
+            "a label column: pass --label COLUMN, or drop --allow-unlabeled to ingest a dataset "
+            "without a label (for clustering or PCA)."
+        )
 
 
 def write_dataset(
@@ -122,6 +142,7 @@ def write_dataset(
     4
     """
     table = _as_table(table)
+    _check_label_options(strategy, label, allow_unlabeled)
     if label is not None and label not in table.column_names:
         raise SchemaError(unknown_name_message("label column", label, table.column_names))
     if table.num_rows == 0:
@@ -197,7 +218,9 @@ def ingest(
     source : str, path or list of them
         Files or globs; ``.gz``, ``.zst`` and ``.bz2`` are decompressed on the fly.
     label : str or None
-        Label column.
+        Label column. ``None`` makes a dataset without a label (for clustering and PCA):
+        ``Schema.label`` is None, no class counts, and the ``stratified`` strategy and
+        ``allow_unlabeled`` are errors.
     out : str or path
         Dataset directory (local path or pyarrow.fs URI).
     partitions : int, default 8
@@ -258,11 +281,9 @@ def ingest(
     if not 0.0 <= float(max_reject_rate) <= 1.0:
         raise SchemaError(f"max_reject_rate must be between 0 and 1. Got {max_reject_rate!r}.")
     fractions = parse_split(split)
-    parse_strategy(strategy)
+    _check_label_options(strategy, label, allow_unlabeled)
     if not header and not columns:
         raise SchemaError("Files without a header need column names: pass --columns a,b,...")
-    if allow_unlabeled and label is None:
-        raise SchemaError("allow_unlabeled (--allow-unlabeled) needs a label column (--label).")
     options = ReaderOptions(
         format=format,
         delimiter=delimiter,

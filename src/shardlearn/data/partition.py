@@ -365,6 +365,13 @@ def range_boundaries(sample: pa.Array | pa.ChunkedArray, partitions: int) -> np.
     return values[positions]
 
 
+STRATIFIED_NEEDS_LABEL = (
+    "The stratified strategy keeps class proportions, so it needs a label column: pass "
+    "--label COLUMN (label=...), or use --strategy random, hash:COL or range:COL for a dataset "
+    "without a label."
+)
+
+
 def make_partitioner(
     strategy: str,
     *,
@@ -387,7 +394,7 @@ def make_partitioner(
         return RandomPartitioner(partitions, split, seed)
     if name == "stratified":
         if label is None:
-            raise SchemaError("The stratified strategy needs a label column.")
+            raise SchemaError(STRATIFIED_NEEDS_LABEL)
         return StratifiedPartitioner(label, partitions, split, seed)
     if name == "hash":
         return HashPartitioner(str(column), partitions, split, seed)
