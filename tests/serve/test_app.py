@@ -72,6 +72,7 @@ def test_concurrent_single_row_requests_are_each_answered_correctly(served: Serv
         ({}, 401),
         ({"Authorization": "Bearer sl_wrong"}, 403),
         ({"Authorization": "Basic dXNlcjpwYXNz"}, 401),
+        ({"Authorization": "Bearer"}, 401),
     ],
 )
 def test_requests_without_a_valid_token_are_refused(

@@ -48,3 +48,35 @@ def test_concurrent_requests_are_predicted_in_fewer_calls(tmp_path: Path) -> Non
     got = np.vstack([r.proba for r in results])
     np.testing.assert_array_equal(got, model.predict_proba(table))
     assert [r.labels[0] for r in results] == model.predict(table).tolist()
+
+
+def test_a_full_batch_is_predicted_without_waiting_and_stop_cancels_waiters(
+    tmp_path: Path,
+) -> None:
+    model = train_model(300, seed=4, tmp=tmp_path)
+    served = CountingModel("loans", 1, "loans", "Pipeline", None, model, model.classes_.tolist())
+    object.__setattr__(served, "calls", [])
+    rows = [loan_table(1, seed=s).drop_columns(["default"]).to_pydict() for s in range(5)]
+
+    async def run() -> tuple[list[Inference], bool]:
+        # The timer would wait an hour: only reaching max_rows can answer the first four.
+        batcher = MicroBatcher(max_wait=3600, max_rows=4)
+        await batcher.start()
+        full = await asyncio.wait_for(
+            asyncio.gather(*(batcher.infer(served, r) for r in rows[:4])), timeout=120
+        )
+        waiting = asyncio.ensure_future(batcher.infer(served, rows[4]))
+        await asyncio.sleep(0)  # let it join the pending batch
+        await batcher.stop()
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            return full, True
+        return full, False
+
+    full, cancelled = asyncio.run(run())
+    assert served.calls == [4]
+    assert cancelled
+    assert [r.labels[0] for r in full] == [
+        model.predict(loan_table(1, seed=s).drop_columns(["default"]))[0] for s in range(4)
+    ]
