@@ -90,3 +90,56 @@ def test_bad_input_gets_clear_errors(blobs):
         model = KMeans(2, random_state=0).fit(blobs)
     with pytest.raises(SchemaError, match="fitted on 4 features"):
         model.predict(blobs[:, :2])
+
+
+# ------------------------------------------------------------ datasets without a label column
+@pytest.fixture
+def label_free(blobs, tmp_path):
+    """The blobs plus a categorical column, written as a dataset without a label column."""
+    import pyarrow as pa
+
+    columns = {f"f{j}": blobs[:, j] for j in range(blobs.shape[1])}
+    columns["side"] = np.where(blobs[:, 1] > 0, "up", "down")
+    return write_dataset(pa.table(columns), tmp_path / "ds", None, partitions=3, split=(0.8, 0.2))
+
+
+def test_pipeline_kmeans_on_a_label_free_dataset_equals_sklearn_from_the_same_init(label_free):
+    from shardlearn.models import Pipeline
+    from shardlearn.preprocess import Preprocessor
+
+    assert label_free.label is None
+    with engine("local", workers=2):
+        pre = Preprocessor.auto(label_free.schema).fit(label_free)
+        X = np.asarray(pre.transform(label_free.read("train")), dtype=np.float64)
+        init = X[:5].copy()
+        model = Pipeline(pre, KMeans(5, init=init)).fit(label_free)
+    ref = SklearnKMeans(5, init=init, n_init=1).fit(X)
+    kmeans = model.estimator
+    assert kmeans.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+    np.testing.assert_allclose(kmeans.cluster_centers_, ref.cluster_centers_, atol=1e-6)
+    assert sum(kmeans.cluster_sizes_) == label_free.num_rows("train") == X.shape[0]
+    np.testing.assert_array_equal(model.predict(label_free.read("train")), ref.labels_)
+
+
+def test_a_bare_kmeans_fits_a_label_free_dataset_and_a_classifier_refuses_it(label_free):
+    from shardlearn.models import LogisticRegression, Pipeline
+    from shardlearn.preprocess import Preprocessor
+
+    numeric = [f"f{j}" for j in range(4)]
+    with engine("local", workers=1):
+        with pytest.raises(SchemaError, match="non-numeric columns \\(side\\)"):
+            KMeans(5, random_state=0).fit(label_free)  # same rule as for a labelled dataset
+        for classifier in (
+            LogisticRegression(),
+            Pipeline(Preprocessor.auto(label_free.schema), LogisticRegression()),
+        ):
+            with pytest.raises(DataError, match="has no label column; ingest with --label COLUMN"):
+                classifier.fit(label_free)
+    table = label_free.read("train").select(numeric)
+    with engine("local", workers=1):
+        ds = write_dataset(table, label_free.uri + "-numeric", None, partitions=2)
+        model = KMeans(5, init=table.to_pandas().to_numpy()[:5]).fit(ds)
+    ref = SklearnKMeans(5, init=table.to_pandas().to_numpy()[:5], n_init=1).fit(
+        table.to_pandas().to_numpy()
+    )
+    assert model.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)

@@ -172,3 +172,34 @@ def test_pca_pipeline_on_both_engines_equals_the_one_worker_fit(dataset, any_eng
     np.testing.assert_allclose(
         model.estimator.coef_, reference.estimator.coef_, rtol=1e-6, atol=1e-8
     )
+
+
+def test_pca_and_kmeans_on_a_dataset_without_a_label_equal_sklearn(tmp_path):
+    from sklearn.cluster import KMeans as SklearnKMeans
+
+    table = _table().drop_columns(["label"])
+    label_free = write_dataset(table, tmp_path / "nolabel", None, partitions=3, split=(0.8, 0.2))
+    with engine("local", workers=2):
+        pca = Pipeline(Preprocessor.auto(label_free.schema), PCA(3)).fit(label_free)
+        X = np.asarray(pca.preprocessor.transform(label_free.read("train")), dtype=np.float64)
+        ref = decomposition.PCA(3).fit(X)
+        np.testing.assert_allclose(
+            pca.estimator.explained_variance_ratio_, ref.explained_variance_ratio_, rtol=1e-6
+        )
+        Z = ref.transform(X)
+        init = Z[:4].copy()
+        chained = Pipeline(pca.preprocessor, pca.estimator, KMeans(4, init=init)).fit(label_free)
+    km = SklearnKMeans(4, init=init, n_init=1).fit(Z)
+    assert chained.estimator.inertia_ == pytest.approx(km.inertia_, rel=1e-6)
+
+
+def test_pipeline_fit_on_a_table_without_a_label_for_kmeans_but_not_a_classifier():
+    from shardlearn.data.ingest import schema_for_table
+
+    table = _table(200).drop_columns(["label"])
+    schema = schema_for_table(table, None)
+    with engine("local", workers=1):
+        model = Pipeline(Preprocessor.auto(schema), KMeans(3, random_state=0)).fit(table)
+        assert model.predict(table).shape == (200,)
+        with pytest.raises(DataError, match="name the label column with y="):
+            Pipeline(Preprocessor.auto(schema), LogisticRegression()).fit(table)

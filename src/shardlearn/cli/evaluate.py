@@ -229,14 +229,19 @@ def _clustering_table(reference: str, report: Any) -> Table:
     table.add_column("note", style="dim")
     sample = f"sample of {m['silhouette_sample_size']:,} rows, seed {m['silhouette_seed']}"
     label = report.dataset.get("label")
-    against = f"against {label!r}, {m['labelled_rows']:,} labelled rows" if label else "no label"
+    against = f"against {label!r}, {m['labelled_rows']:,} labelled rows" if label else ""
     rows = [
         ("inertia", m["inertia"], "sum of squared distances to the closest centre"),
         ("mean squared distance", m["mean_squared_distance"], "inertia / rows"),
         ("silhouette", m["silhouette"], sample),
-        ("adjusted Rand index", m["adjusted_rand_index"], against),
-        ("normalized mutual info", m["normalized_mutual_info"], against),
     ]
+    if label:  # a dataset without a label column has nothing to compare the clusters with
+        rows += [
+            ("adjusted Rand index", m["adjusted_rand_index"], against),
+            ("normalized mutual info", m["normalized_mutual_info"], against),
+        ]
+    else:
+        table.caption = "The dataset has no label column: no ARI/NMI."
     for name, value, note in rows:
         table.add_row(name, _fmt(value), note)
     return table

@@ -9,7 +9,8 @@ new dataset.
 
 ``--model kmeans`` and ``--model pca`` fit the same pipeline with the labels ignored; their
 summary is the clustering (inertia, iterations, cluster sizes) or the explained variance per
-component instead of accuracy.
+component instead of accuracy. They also train on a dataset without a label column (``ingest``
+without ``--label``); a classifier on such a dataset is a one-line error.
 """
 
 from __future__ import annotations
@@ -343,6 +344,11 @@ def train(
     model = _build_model(
         ds, model_name, parse_params(param), warm_start, preprocess, _parse_pca(pca)
     )
+    if not ds.has_label and _is_classifier(model):
+        raise fail(
+            f"{dataset} has no label column; ingest with --label COLUMN to train "
+            f"{type(model.estimator).__name__} (without a label: --model kmeans or pca)."
+        )
     with engine(engine_from_cli(engine_spec, workers)) as eng:
         summary = _fit_and_score(model, ds, eng, show_progress=not as_json)
         lineage = {

@@ -51,6 +51,10 @@ DEFAULT_SILHOUETTE_SAMPLE = 5000
 DEFAULT_BATCH_SIZE = 65536
 
 
+# Metrics that compare the clusters with the label; a dataset without a label has none of them.
+LABEL_METRICS = ("labelled_rows", "adjusted_rand_index", "normalized_mutual_info")
+
+
 def sample_draws(seed: int, shard_index: int, rows: int) -> np.ndarray:
     """The uniform draws of a shard's rows, in row order (the silhouette sample keys)."""
     return np.random.default_rng([int(seed), int(shard_index)]).random(rows)
@@ -299,7 +303,8 @@ def evaluate_clustering(
     ClusteringReport
         ``metrics``: ``inertia``, ``mean_squared_distance``, ``cluster_sizes``,
         ``silhouette`` (None when the sample holds fewer than 2 clusters),
-        ``adjusted_rand_index`` / ``normalized_mutual_info`` (None without labels).
+        ``adjusted_rand_index`` / ``normalized_mutual_info`` and ``labelled_rows`` (None
+        when the split holds no labelled rows; left out when the dataset has no label column).
 
     Examples
     --------
@@ -334,6 +339,9 @@ def evaluate_clustering(
     else:
         acc, workers = ClusteringAccumulator(centres.shape[0], len(classes), sample_size), 0
     metrics = clustering_metrics(acc, seed)
+    if dataset.label is None:  # no label column: nothing to compare the clusters with
+        for name in LABEL_METRICS:
+            metrics.pop(name)
     final = getattr(model, "estimator", model)
     return ClusteringReport(
         metrics=metrics,

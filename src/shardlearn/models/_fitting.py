@@ -54,6 +54,7 @@ __all__ = [
     "extra_training_rows",
     "is_dataset",
     "iter_training_blocks",
+    "needs_labels",
     "prepared_training_blocks",
     "prepare_training",
     "training_block",
@@ -277,12 +278,47 @@ def prepare_training(
                 f"{owner}.fit: for a Dataset, sample_weight names a weight column "
                 "(sample_weight='w'); arrays of weights go with array input."
             )
-        return _prepare_dataset(owner, X, engine, preprocessor, classes, sample_weight)
+        supervised = needs_labels(estimator)
+        return _prepare_dataset(owner, X, engine, preprocessor, classes, sample_weight, supervised)
     if preprocessor is not None:
         raise DataError(f"{owner}.fit: a preprocessor needs a Dataset, not arrays.")
     if y is None:
         raise DataError(f"{owner}.fit(X, y): y is required when X is an array.")
     return _prepare_arrays(owner, X, y, engine, sample_weight, classes)
+
+
+def needs_labels(estimator: Any) -> bool:
+    """Whether ``estimator`` trains on labels.
+
+    Classifiers do (``_estimator_type == "classifier"``, the default); the unsupervised
+    estimators (KMeans, PCA: ``"transformer"``, or a Pipeline ending in one) do not, so they
+    also fit a dataset without a label column or with a single class.
+    """
+    return getattr(estimator, "_estimator_type", "classifier") == "classifier"
+
+
+def _dataset_classes(owner: str, ds: Any, fixed_classes: Any, supervised: bool) -> np.ndarray:
+    """The classes the workers encode labels with; checks that a classifier can train."""
+    if ds.label is None:
+        if supervised:
+            raise DataError(
+                f"{ds.uri} has no label column; ingest with --label COLUMN (label='COLUMN') to "
+                f"train {owner} on it. A dataset without a label fits KMeans or PCA only."
+            )
+        return np.asarray([])
+    classes = np.asarray(ds.classes if fixed_classes is None else fixed_classes)
+    unknown = sorted(set(map(str, ds.classes)) - set(map(str, classes.tolist())))
+    if unknown:
+        raise DataError(
+            f"{owner}: the dataset at {ds.uri} has labels {unknown} that the model does not "
+            f"know; its classes are {classes.tolist()}."
+        )
+    if supervised and classes.size < 2:
+        raise DataError(
+            f"{owner} needs at least two classes in the label; the dataset at {ds.uri} has "
+            f"only {list(ds.classes)}."
+        )
+    return classes
 
 
 def _open_group(engine: Any) -> tuple[Any, list[Any]]:
@@ -293,8 +329,15 @@ def _open_group(engine: Any) -> tuple[Any, list[Any]]:
 
 
 def _prepare_dataset(
-    owner: str, ds: Any, engine: Any, preprocessor: Any, fixed_classes: Any, weight_column: Any
+    owner: str,
+    ds: Any,
+    engine: Any,
+    preprocessor: Any,
+    fixed_classes: Any,
+    weight_column: Any,
+    supervised: bool = True,
 ) -> TrainingContext:
+    classes = _dataset_classes(owner, ds, fixed_classes, supervised)
     if weight_column is not None and weight_column not in ds.schema.names:
         raise SchemaError(
             f"{owner}.fit: sample_weight column {weight_column!r} is not in the dataset; "
@@ -307,18 +350,6 @@ def _prepare_dataset(
         raise DataError(f"{owner}: the dataset at {ds.uri} has no training rows.")
     splits = ("train", "valid") if "valid" in ds.splits and ds.shards("valid") else ("train",)
     shards = [shard for split in splits for shard in ds.shards(split)]
-    classes = np.asarray(ds.classes if fixed_classes is None else fixed_classes)
-    unknown = sorted(set(map(str, ds.classes)) - set(map(str, classes.tolist())))
-    if unknown:
-        raise DataError(
-            f"{owner}: the dataset at {ds.uri} has labels {unknown} that the model does not "
-            f"know; its classes are {classes.tolist()}."
-        )
-    if classes.size < 2:
-        raise DataError(
-            f"{owner} needs at least two classes in the label; the dataset at {ds.uri} has "
-            f"only {list(ds.classes)}."
-        )
     group, closers = _open_group(engine)
     ctx = TrainingContext(group, classes, 0, [], splits, preprocessor, ds, _closers=closers)
     try:
@@ -487,7 +518,7 @@ def training_block(state: Any, split: str = "train") -> Any:
             X, y, w = np.empty((0, n_features)), np.empty(0, dtype=np.int64), None
         block = FeatureBlock(X, y, w, names)
     else:
-        block = _with_labels(load_block(state, split), split)
+        block = _with_labels(load_block(state, split), split, state)
     block = _append_rows(block, extra_training_rows(state, split))
     state.cache[key] = block
     state.cache[(*key, "token")] = token
@@ -537,9 +568,11 @@ def _append_rows(block: Any, extra: Any) -> Any:
     return FeatureBlock(X, y, weights, block.feature_names)
 
 
-def _with_labels(block: Any, split: str) -> Any:
+def _with_labels(block: Any, split: str, state: Any) -> Any:
     from shardlearn.preprocess import FeatureBlock
 
+    if block.y is None and "label" in state.context and state.context["label"] is None:
+        return block  # a dataset without a label column: only unsupervised fits get here
     if block.y is None:
         if block.X.shape[0]:
             raise DataError(f"The {split!r} rows have no label column; cannot train on them.")
@@ -566,10 +599,10 @@ def iter_training_blocks(state: Any, split: str = "train") -> Any:
     if rest is None:  # it fitted in memory: load_block cached it; keep our labelled view too
         yield training_block(state, split)
         return
-    yield _with_labels(first, split)
-    yield _with_labels(rest, split)
+    yield _with_labels(first, split, state)
+    yield _with_labels(rest, split, state)
     for block in blocks:
-        yield _with_labels(block, split)
+        yield _with_labels(block, split, state)
     extra = extra_training_rows(state, split)
     if extra is not None and extra.n_rows:
         yield extra

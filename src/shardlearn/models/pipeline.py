@@ -210,7 +210,7 @@ class Pipeline(BaseEstimator):
             columns, written once to a temporary dataset.
         y : str or array-like, optional
             For a table: the label column name (default: the preprocessor's label), or the
-            labels themselves.
+            labels themselves. Not needed for KMeans or PCA.
         engine : Engine or str, optional
         callback : callable, optional
             Passed to the final estimator's iterations (progress bars).
@@ -291,7 +291,9 @@ class Pipeline(BaseEstimator):
             table = table.append_column(label, pa.array(np.asarray(y)))
         if label is None:
             label = getattr(self.preprocessor, "label", None)
-        if label is None or label not in table.column_names:
+        # KMeans / PCA need no label: without one the table becomes a label-free dataset.
+        unsupervised = label is None and self._estimator_type != "classifier"
+        if not unsupervised and (label is None or label not in table.column_names):
             raise DataError(
                 "Pipeline.fit(table): name the label column with y='column' (or pass the labels "
                 "as y); the table has " + ", ".join(table.column_names) + "."
