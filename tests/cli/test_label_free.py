@@ -148,3 +148,23 @@ def test_predict_a_label_free_dataset_writes_cluster_ids(capsys, points, kmeans_
     test = Dataset.open(points).read("test")
     np.testing.assert_array_equal(written, load(kmeans_model).predict(test))
     assert len(written) == test.num_rows and set(written.tolist()) <= {0, 1, 2}
+
+
+def test_evaluating_a_classifier_on_a_label_free_dataset_says_why_not(capsys, points, tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+
+    labelled = Dataset.open(points).read("train")
+    labelled = labelled.append_column("side", pa.array(np.where(
+        labelled["a"].to_numpy() > 2.0, "right", "left")))  # fmt: skip
+    write_dataset(labelled, tmp_path / "labelled", "side", partitions=2)
+    out = tmp_path / "lr"
+    code, _, err = _run(capsys, "train", str(tmp_path / "labelled"), "--model", "logistic",
+                        "--workers", "1", "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    for command in (["evaluate", str(out)], ["compare", str(out), str(out)]):
+        code, _, err = _run(capsys, *command, points)
+        assert code == 1
+        assert "has no label column, so a classifier cannot be scored on it" in err
+        assert "--label COLUMN" in err and "shardlearn predict" in err

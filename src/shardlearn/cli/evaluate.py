@@ -155,6 +155,11 @@ def _evaluate_each(
     for reference, model in zip(models, fitted, strict=True):
         _refuse_non_classifiers(reference, model)
     data = Dataset.open(dataset)
+    if not data.has_label:
+        raise fail(
+            f"{dataset} has no label column, so a classifier cannot be scored on it; ingest "
+            "with --label COLUMN, or write its predictions with 'shardlearn predict'."
+        )
     with use_engine(engine_from_cli(engine, workers)) as eng:
         for reference, model in zip(models, fitted, strict=True):
             with _warnings_as_lines():
