@@ -143,3 +143,21 @@ def test_a_bare_kmeans_fits_a_label_free_dataset_and_a_classifier_refuses_it(lab
         table.to_pandas().to_numpy()
     )
     assert model.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:The label column 'y' has a single class")
+def test_kmeans_fits_a_single_class_dataset_that_a_classifier_refuses(blobs, tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.models import LogisticRegression
+
+    columns = {f"f{j}": blobs[:, j] for j in range(blobs.shape[1])}
+    columns["y"] = ["only"] * blobs.shape[0]
+    ds = write_dataset(pa.table(columns), tmp_path / "one", "y", partitions=2)
+    init = blobs[:5].copy()
+    with engine("local", workers=1):
+        model = KMeans(5, init=init).fit(ds)
+        with pytest.raises(DataError, match="at least two classes"):
+            LogisticRegression().fit(ds)
+    ref = SklearnKMeans(5, init=init, n_init=1).fit(blobs)
+    assert model.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
