@@ -103,16 +103,17 @@ def label_free(blobs, tmp_path):
     return write_dataset(pa.table(columns), tmp_path / "ds", None, partitions=3, split=(0.8, 0.2))
 
 
-def test_pipeline_kmeans_on_a_label_free_dataset_equals_sklearn_from_the_same_init(label_free):
+def test_pipeline_kmeans_on_a_label_free_dataset_equals_sklearn_from_the_same_init(
+    label_free, any_engine
+):
     from shardlearn.models import Pipeline
     from shardlearn.preprocess import Preprocessor
 
     assert label_free.label is None
-    with engine("local", workers=2):
-        pre = Preprocessor.auto(label_free.schema).fit(label_free)
-        X = np.asarray(pre.transform(label_free.read("train")), dtype=np.float64)
-        init = X[:5].copy()
-        model = Pipeline(pre, KMeans(5, init=init)).fit(label_free)
+    pre = Preprocessor.auto(label_free.schema).fit(label_free)
+    X = np.asarray(pre.transform(label_free.read("train")), dtype=np.float64)
+    init = X[:5].copy()
+    model = Pipeline(pre, KMeans(5, init=init)).fit(label_free)
     ref = SklearnKMeans(5, init=init, n_init=1).fit(X)
     kmeans = model.estimator
     assert kmeans.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)

@@ -214,7 +214,8 @@ class Dataset:
 
     @property
     def splits(self) -> list[str]:
-        """The labelled splits that hold rows, in the order train, valid, test.
+        """The splits that hold rows, in the order train, valid, test (every row of a dataset
+        without a label column; the labelled rows otherwise).
 
         The ``unlabeled`` split (``ingest --allow-unlabeled``) is never listed here: everything
         that trains or evaluates on ``splits`` sees labelled rows only. See :attr:`has_unlabeled`.
