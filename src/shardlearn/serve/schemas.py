@@ -85,8 +85,17 @@ _ARROW_TYPES = {
 }
 
 
+#: Integers of smaller magnitude convert to a finite float (the largest float is ~2**1024).
+_INT_IN_FLOAT_RANGE = 2**1023
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float's range (JSON allows 1 followed by 400 zeros)
+        return False
 
 
 def _convert(value: Any, kind: str, column: str, row: int) -> Any:
@@ -114,6 +123,28 @@ def _convert(value: Any, kind: str, column: str, row: int) -> Any:
             f"column {column!r} expects an ISO-8601 date-time string, got {value!r}", column, row
         )
     raise InputProblem(f"column {column!r} has an unsupported kind {kind!r}", column, row, 500)
+
+
+def _convert_column(values: list[Any], kind: str, column: str) -> list[Any]:
+    """:func:`_convert` over one column's values, the common cases inlined.
+
+    Row by row as before, so the first bad value reported is the same; plain floats and
+    strings skip the call, which was most of the time of a 100-row request.
+    """
+    if kind == "numeric":
+        out = []
+        for row, value in enumerate(values):
+            kind_of = type(value)
+            if kind_of is float and math.isfinite(value):
+                out.append(value)
+            elif kind_of is int and -_INT_IN_FLOAT_RANGE < value < _INT_IN_FLOAT_RANGE:
+                out.append(float(value))
+            else:
+                out.append(_convert(value, kind, column, row))
+        return out
+    if kind in ("categorical", "text") and all(type(v) is str or v is None for v in values):
+        return values
+    return [_convert(value, kind, column, row) for row, value in enumerate(values)]
 
 
 def _rows(request: PredictRequest) -> tuple[list[str] | None, list[Any]]:
@@ -197,18 +228,13 @@ def records_to_columns(
     if columns is not None:
         _check_columns(columns, names, reject_extra, row=None)
         position = {name: i for i, name in enumerate(columns)}
-        arrays = {
-            name: [_convert(r[position[name]], kind, name, i) for i, r in enumerate(rows)]
+        return {
+            name: _convert_column([r[position[name]] for r in rows], kind, name)
             for name, kind in expected
         }
-    else:
-        for i, record in enumerate(rows):
-            _check_columns(record, names, reject_extra, row=i)
-        arrays = {
-            name: [_convert(r[name], kind, name, i) for i, r in enumerate(rows)]
-            for name, kind in expected
-        }
-    return arrays
+    for i, record in enumerate(rows):
+        _check_columns(record, names, reject_extra, row=i)
+    return {name: _convert_column([r[name] for r in rows], kind, name) for name, kind in expected}
 
 
 def _check_columns(given: Any, names: set[str], reject_extra: bool, row: int | None) -> None:
