@@ -473,13 +473,17 @@ def _write_parts(root: Path, X: Any, y: np.ndarray, weights: Any, n_parts: int) 
 
 
 def _load_array_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    def load(key: str) -> np.ndarray:
-        return np.load(f"{uri}.{key}.npy", allow_pickle=False)
+    def load(key: str, mmap_mode: Any = None) -> np.ndarray:
+        return np.load(f"{uri}.{key}.npy", allow_pickle=False, mmap_mode=mmap_mode)
 
+    # The features are mapped read-only, not read: the driver has just written them, so the
+    # pages are in the page cache and the worker skips a copy of the whole part.
     if Path(f"{uri}.X.npy").exists():
-        X = load("X")
+        X = load("X", "r")
     else:
-        X = sp.csr_matrix((load("data"), load("indices"), load("indptr")), shape=load("shape"))
+        X = sp.csr_matrix(
+            (load("data", "r"), load("indices", "r"), load("indptr")), shape=load("shape")
+        )
     w = load("w") if Path(f"{uri}.w.npy").exists() else None
     return X, load("y"), w
 
