@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -92,6 +93,24 @@ def test_closed_groups_hand_their_processes_to_the_next_group():
             assert set(second.pids) == pids
             second.assign(fake_shards([1]))
             assert second.run(_shard_count) == [1, 0]  # state was reset
+
+
+def _env(state, name):
+    return os.environ.get(name)
+
+
+def test_a_recycled_process_takes_the_drivers_current_environment(monkeypatch):
+    monkeypatch.setenv("SHARDLEARN_TEST_GONE", "old")
+    with engine("local", workers=2) as eng:
+        with eng.workers(2) as first:
+            pids = set(first.pids)
+            assert first.run(_env, "SHARDLEARN_TEST_GONE") == ["old", "old"]
+        monkeypatch.setenv("SHARDLEARN_TEST_NEW", "credentials")  # exported after the start
+        monkeypatch.delenv("SHARDLEARN_TEST_GONE")
+        with eng.workers(2) as second:
+            assert set(second.pids) == pids
+            assert second.run(_env, "SHARDLEARN_TEST_NEW") == ["credentials", "credentials"]
+            assert second.run(_env, "SHARDLEARN_TEST_GONE") == [None, None]
 
 
 def test_bad_arguments_have_clear_errors():

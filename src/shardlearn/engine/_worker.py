@@ -87,6 +87,7 @@ def _handle(message: tuple, state: WorkerState) -> tuple[str, Any, str]:
     if kind == "reset":
         state.rank, state.size = message[2], message[3]
         state.shards, state.context, state.cache = [], {}, {}
+        _adopt_environment(message[4])
         return "ok", None, ""
     if kind == "ping":
         return "ok", os.getpid(), ""
@@ -95,6 +96,15 @@ def _handle(message: tuple, state: WorkerState) -> tuple[str, Any, str]:
     if kind == "import_main":
         return _import_main()
     return "error", f"unknown message kind {kind!r}", ""
+
+
+def _adopt_environment(environment: dict[str, str]) -> None:
+    """Make ``os.environ`` the driver's current one (a recycled worker started earlier)."""
+    for name in set(os.environ) - set(environment):
+        del os.environ[name]
+    for name, value in environment.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _init(sys_path: list[str], cwd: str, main_path: str | None) -> tuple[str, Any, str]:

@@ -323,7 +323,9 @@ class LocalEngine(Engine):
             proc = _IDLE.pop() if _IDLE else None
         if proc is not None:
             try:
-                status, _, _ = proc.call("reset", rank, size)
+                # A recycled process also takes the driver's current environment (credentials
+                # or settings exported since it started), as a fresh one would inherit it.
+                status, _, _ = proc.call("reset", rank, size, dict(os.environ))
                 if status == "ok":
                     return proc
             except Dead:
