@@ -224,3 +224,34 @@ def test_metrics_count_requests_and_errors_per_model(served: Served) -> None:
 def test_openapi_document_describes_predict(served: Served) -> None:
     spec = httpx.get(f"{served.url}/openapi.json").json()
     assert "/v1/models/{name}/predict" in spec["paths"]
+
+
+def _counter(text: str, sample: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(sample + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_the_fast_path_and_the_route_give_the_same_answers(served: Served) -> None:
+    # "?proba=true" is answered by PredictFastPath, "?proba=1" (a spelling it leaves to
+    # FastAPI's parser) by the route: both must give byte-identical bodies and headers.
+    url, records = f"{served.url}/v1/models/loans/predict", rows(3, seed=11)
+    fast = httpx.post(f"{url}?proba=true", json={"records": records}, headers=auth(served))
+    routed = httpx.post(f"{url}?proba=1", json={"records": records}, headers=auth(served))
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    quiet = httpx.post(f"{url}?proba=false", json={"records": records}, headers=auth(served))
+    assert quiet.json()["probabilities"] is None
+    assert quiet.json()["predictions"] == fast.json()["predictions"]
+
+
+def test_a_bad_request_is_counted_once_and_answered_by_the_route(served: Served) -> None:
+    sample = 'shardlearn_errors_total{model="loans",reason="bad_input"}'
+    before = _counter(httpx.get(f"{served.url}/metrics", headers=auth(served)).text, sample)
+    bad = [{**rows(1, seed=12)[0], "income": "lots"}]
+    response = httpx.post(
+        f"{served.url}/v1/models/loans/predict", json={"records": bad}, headers=auth(served)
+    )
+    assert response.status_code == 422 and "income" in response.text
+    after = _counter(httpx.get(f"{served.url}/metrics", headers=auth(served)).text, sample)
+    assert after == before + 1
