@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ __all__ = [
     "announce_and_wait",
     "check_engine",
     "fake_shards",
+    "interruptible",
     "kill_worker",
     "wait_for_file",
     "write_atomic",
@@ -55,6 +57,22 @@ def write_atomic(path: Path, text: str) -> None:
 def fake_shards(sizes: list[int]) -> list[Any]:
     """Stand-ins for ``shardlearn.data.Shard``: the engine only looks at ``.bytes``."""
     return [SimpleNamespace(index=i, bytes=size) for i, size in enumerate(sizes)]
+
+
+_RESTORE_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def interruptible(script: str | os.PathLike[str], *args: str) -> list[str]:
+    """A command running the Python ``script`` with Ctrl-C (SIGINT) raising KeyboardInterrupt.
+
+    A process started in the background by a non-interactive shell (as some CI runners
+    do) ignores SIGINT, and its children inherit that; a test that interrupts a child
+    restores the default first.
+    """
+    return [sys.executable, "-c", _RESTORE_CTRL_C, str(script), *map(str, args)]
 
 
 def wait_for_file(path: Path, timeout: float = SYNC_TIMEOUT) -> None:

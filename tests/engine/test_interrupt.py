@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import textwrap
 
 import psutil
 import pytest
 
-from shardlearn.testing import wait_for_file
+from shardlearn.testing import interruptible, wait_for_file
 
 DRIVER = textwrap.dedent(
     """
@@ -33,7 +32,7 @@ DRIVER = textwrap.dedent(
 def _start_driver(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    driver = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=tmp_path)
+    driver = subprocess.Popen(interruptible(script, tmp_path), cwd=tmp_path)
     try:
         wait_for_file(tmp_path / "a.pid")
         wait_for_file(tmp_path / "b.pid")

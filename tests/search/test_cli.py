@@ -14,7 +14,7 @@ import pytest
 
 from shardlearn.cli import app
 from shardlearn.cli._common import run_app
-from shardlearn.testing import SYNC_TIMEOUT
+from shardlearn.testing import SYNC_TIMEOUT, interruptible
 
 SPACE = """
 logistic:
@@ -87,9 +87,9 @@ def test_sigint_then_resume_reruns_no_finished_trial(split_dataset, tmp_path):
     out = tmp_path / "out"
     grid = [round(10.0 ** (-12 + i / 3), 12) for i in range(30)]
     space = _space(tmp_path, f"var_smoothing: {json.dumps(grid)}\n")
-    command = [str(Path(sys.executable).parent / "shardlearn"), "search", split_dataset.uri,
+    command = interruptible(Path(sys.executable).parent / "shardlearn", "search", split_dataset.uri,
                "--model", "gaussian_nb", "--space", str(space), "--strategy", "grid",
-               "--workers", "1", "--out", str(out)]  # fmt: skip
+               "--workers", "1", "--out", str(out))  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + SYNC_TIMEOUT
