@@ -103,7 +103,8 @@ def test_sigint_then_resume_reruns_no_finished_trial(split_dataset, tmp_path):
         process.wait()
     finished = _finished_trials(out / "cache")
     assert 0 < len(finished) < len(grid)
-    lines_before = len((out / "log.jsonl").read_text().splitlines())
+    log = out / "log.jsonl"  # one line per finished wave: none if the first was interrupted
+    lines_before = len(log.read_text().splitlines()) if log.exists() else 0
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     resumed = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     resumed = resumed[lines_before:]
