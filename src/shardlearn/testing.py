@@ -34,6 +34,7 @@ __all__ = [
     "fake_shards",
     "interruptible",
     "kill_worker",
+    "run_cli",
     "wait_for_file",
     "write_atomic",
 ]
@@ -73,6 +74,23 @@ def interruptible(script: str | os.PathLike[str], *args: str) -> list[str]:
     restores the default first.
     """
     return [sys.executable, "-c", _RESTORE_CTRL_C, str(script), *map(str, args)]
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run ``shardlearn ARGS`` in-process under pytest; returns (exit code, stdout, stderr).
+
+    ``capsys`` is pytest's fixture of that name.
+    """
+    from shardlearn.cli import app
+    from shardlearn.cli._common import run_app
+
+    try:
+        run_app(app, list(args))
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def wait_for_file(path: Path, timeout: float = SYNC_TIMEOUT) -> None:

@@ -10,20 +10,12 @@ import pytest
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.metrics.pairwise import euclidean_distances
 
-from shardlearn.cli import app
-from shardlearn.cli._common import run_app
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.models import PCA, KMeans, LogisticRegression, Pipeline
 from shardlearn.preprocess import Preprocessor
 from shardlearn.registry import save
-
-
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        run_app(app, list(args))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
+from shardlearn.testing import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def test_evaluate_kmeans_json_matches_sklearn(capsys, setup):
     from shardlearn.registry import load
 
     ds, paths = setup
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "evaluate", paths["km"], str(ds.uri), "--json", "-", "--workers", "2",
         "--sample-size", "100000", "--seed", "3",
     )  # fmt: skip
@@ -72,7 +64,7 @@ def test_evaluate_kmeans_json_matches_sklearn(capsys, setup):
 
 def test_evaluate_kmeans_prints_the_tables(capsys, setup):
     ds, paths = setup
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "evaluate", paths["km"], str(ds.uri), "--workers", "1", "--sample-size", "50"
     )
     assert code == 0, err
@@ -83,20 +75,20 @@ def test_evaluate_kmeans_prints_the_tables(capsys, setup):
 
 def test_non_classifier_misuse_is_a_clear_error(capsys, setup):
     ds, paths = setup
-    code, _, err = _run(capsys, "evaluate", paths["pca"], str(ds.uri), "--workers", "1")
+    code, _, err = run_cli(capsys, "evaluate", paths["pca"], str(ds.uri), "--workers", "1")
     assert code == 1 and "PCA (a transformer)" in err
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "evaluate", paths["km"], str(ds.uri), "--report", "r.html", "--workers", "1"
     )
     assert code == 1 and "use --json for a clustering model" in err
-    code, _, err = _run(capsys, "compare", paths["lr"], paths["km"], str(ds.uri))
+    code, _, err = run_cli(capsys, "compare", paths["lr"], paths["km"], str(ds.uri))
     assert code == 1 and "compare ranks classifiers" in err
-    code, _, err = _run(capsys, "evaluate", paths["km"], str(ds.uri), "--sample-size", "1")
+    code, _, err = run_cli(capsys, "evaluate", paths["km"], str(ds.uri), "--sample-size", "1")
     assert code == 2
 
 
 def test_evaluate_classifier_is_unchanged(capsys, setup):
     ds, paths = setup
-    code, stdout, err = _run(capsys, "evaluate", paths["lr"], str(ds.uri), "--workers", "1")
+    code, stdout, err = run_cli(capsys, "evaluate", paths["lr"], str(ds.uri), "--workers", "1")
     assert code == 0, err
     assert "accuracy" in stdout and "Per class" in stdout

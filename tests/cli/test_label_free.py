@@ -16,18 +16,10 @@ from sklearn.decomposition import PCA as SklearnPCA
 from sklearn.metrics import silhouette_score
 from sklearn.metrics.pairwise import euclidean_distances
 
-from shardlearn.cli import app
-from shardlearn.cli._common import run_app
 from shardlearn.data import Dataset
+from shardlearn.testing import run_cli
 
 SHARDLEARN = Path(sys.executable).with_name("shardlearn")
-
-
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        run_app(app, list(args))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +78,7 @@ def test_pca_on_a_label_free_dataset_matches_sklearn(capsys, points, tmp_path):
     from shardlearn.registry import load
 
     out = tmp_path / "pca"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", points, "--model", "pca", "--param", "n_components=2",
         "--workers", "2", "--out", str(out), "--json",
     )  # fmt: skip
@@ -104,7 +96,7 @@ def test_a_classifier_on_a_label_free_dataset_is_a_one_line_error(
     capsys, points, tmp_path, model_name
 ):
     out = tmp_path / "m"
-    code, stdout, err = _run(capsys, "train", points, "--model", model_name, "--out", str(out))
+    code, stdout, err = run_cli(capsys, "train", points, "--model", model_name, "--out", str(out))
     assert code == 1
     assert f"{points} has no label column; ingest with --label COLUMN" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + stdout
@@ -114,7 +106,7 @@ def test_a_classifier_on_a_label_free_dataset_is_a_one_line_error(
 def test_evaluate_kmeans_without_labels_reports_no_ari_nmi(capsys, points, kmeans_model):
     from shardlearn.registry import load
 
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "evaluate", kmeans_model, points, "--json", "-", "--workers", "2",
         "--sample-size", "100000",
     )  # fmt: skip
@@ -131,7 +123,7 @@ def test_evaluate_kmeans_without_labels_reports_no_ari_nmi(capsys, points, kmean
     assert metrics["silhouette"] == pytest.approx(
         silhouette_score(X, distances.argmin(1)), rel=1e-6
     )
-    code, stdout, err = _run(capsys, "evaluate", kmeans_model, points, "--workers", "1")
+    code, stdout, err = run_cli(capsys, "evaluate", kmeans_model, points, "--workers", "1")
     assert code == 0, err
     assert "inertia" in stdout and "silhouette" in stdout and "Cluster sizes" in stdout
     assert "adjusted Rand" not in stdout and "no label column" in stdout
@@ -141,7 +133,7 @@ def test_predict_a_label_free_dataset_writes_cluster_ids(capsys, points, kmeans_
     from shardlearn.registry import load
 
     target = tmp_path / "clusters.parquet"
-    code, _, err = _run(capsys, "predict", kmeans_model, points, "--out", str(target),
+    code, _, err = run_cli(capsys, "predict", kmeans_model, points, "--out", str(target),
                         "--split", "test")  # fmt: skip
     assert code == 0, err
     written = pq.read_table(target).column("prediction").to_numpy()
@@ -160,11 +152,11 @@ def test_evaluating_a_classifier_on_a_label_free_dataset_says_why_not(capsys, po
         labelled["a"].to_numpy() > 2.0, "right", "left")))  # fmt: skip
     write_dataset(labelled, tmp_path / "labelled", "side", partitions=2)
     out = tmp_path / "lr"
-    code, _, err = _run(capsys, "train", str(tmp_path / "labelled"), "--model", "logistic",
+    code, _, err = run_cli(capsys, "train", str(tmp_path / "labelled"), "--model", "logistic",
                         "--workers", "1", "--out", str(out))  # fmt: skip
     assert code == 0, err
     for command in (["evaluate", str(out)], ["compare", str(out), str(out)]):
-        code, _, err = _run(capsys, *command, points)
+        code, _, err = run_cli(capsys, *command, points)
         assert code == 1
         assert "has no label column, so a classifier cannot be scored on it" in err
         assert "--label COLUMN" in err and "shardlearn predict" in err

@@ -6,17 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shardlearn.cli import app
-from shardlearn.cli._common import run_app
 from shardlearn.cli.train import parse_params
 from shardlearn.data import write_dataset
-
-
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        run_app(app, list(args))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
+from shardlearn.testing import run_cli
 
 
 @pytest.fixture
@@ -36,7 +28,7 @@ def test_train_logistic_saves_a_model_that_loads_and_predicts(capsys, dataset, t
 
     path, table = dataset
     out = tmp_path / "model"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys,
         "train",
         path,
@@ -66,11 +58,11 @@ def test_json_summary_and_warm_start_continue_a_saved_sgd_model(capsys, dataset,
     path, _ = dataset
     first, second = tmp_path / "sgd1", tmp_path / "sgd2"
     args = ["--param", "max_iter=2", "--param", "tol=null", "--workers", "1", "--json"]
-    code, stdout, err = _run(capsys, "train", path, "--model", "sgd", *args, "--out", str(first))
+    code, stdout, err = run_cli(capsys, "train", path, "--model", "sgd", *args, "--out", str(first))
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["model"] == "SGDClassifier" and summary["iterations"] == 2
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", path, "--warm-start", str(first), *args, "--out", str(second)
     )
     assert code == 0, err
@@ -80,7 +72,7 @@ def test_json_summary_and_warm_start_continue_a_saved_sgd_model(capsys, dataset,
 
 
 def test_unknown_model_name_lists_the_valid_ones(capsys, dataset, tmp_path):
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "train", dataset[0], "--model", "logreg", "--out", str(tmp_path / "m")
     )
     assert code == 1
@@ -88,7 +80,7 @@ def test_unknown_model_name_lists_the_valid_ones(capsys, dataset, tmp_path):
 
 
 def test_unknown_parameter_name_lists_the_valid_ones(capsys, dataset, tmp_path):
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "train", dataset[0], "--param", "Cc=1", "--out", str(tmp_path / "m")
     )
     assert code == 1
@@ -96,21 +88,23 @@ def test_unknown_parameter_name_lists_the_valid_ones(capsys, dataset, tmp_path):
 
 
 def test_non_positive_C_is_a_clear_error(capsys, dataset, tmp_path):
-    code, _, err = _run(capsys, "train", dataset[0], "--param", "C=0", "--out", str(tmp_path / "m"))
+    code, _, err = run_cli(
+        capsys, "train", dataset[0], "--param", "C=0", "--out", str(tmp_path / "m")
+    )
     assert code == 1
     assert "'C' parameter of LogisticRegression must be a number > 0" in err
 
 
 def test_missing_dataset_path_is_a_one_line_error(capsys, tmp_path):
     missing = tmp_path / "nowhere"
-    code, _, err = _run(capsys, "train", str(missing), "--out", str(tmp_path / "m"))
+    code, _, err = run_cli(capsys, "train", str(missing), "--out", str(tmp_path / "m"))
     assert code == 1
     assert "nowhere" in err and "Traceback" not in err
 
 
 def test_existing_out_needs_overwrite(capsys, dataset, tmp_path):
     (tmp_path / "m").mkdir()
-    code, _, err = _run(capsys, "train", dataset[0], "--out", str(tmp_path / "m"))
+    code, _, err = run_cli(capsys, "train", dataset[0], "--out", str(tmp_path / "m"))
     assert code == 1 and "--overwrite" in err
 
 
@@ -118,7 +112,7 @@ def test_preprocess_spec_file_replaces_auto(capsys, dataset, tmp_path):
     spec = tmp_path / "pre.yaml"
     spec.write_text("auto: true\ndefaults:\n  numeric: {scale: minmax}\n")
     out = tmp_path / "nb"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys,
         "train",
         dataset[0],
@@ -132,7 +126,7 @@ def test_preprocess_spec_file_replaces_auto(capsys, dataset, tmp_path):
         str(out),
     )
     assert code == 0, err
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "train",
         dataset[0],
@@ -158,7 +152,7 @@ def test_register_adds_the_trained_model_to_the_registry(capsys, dataset, tmp_pa
     path, table = dataset
     registry = tmp_path / "models"
     for _ in range(2):
-        code, stdout, err = _run(
+        code, stdout, err = run_cli(
             capsys, "train", path, "--model", "gaussian_nb", "--workers", "1",
             "--out", str(tmp_path / "nb"), "--overwrite", "--register", "shop",
             "--registry", str(registry),

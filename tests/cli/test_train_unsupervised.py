@@ -11,16 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics.pairwise import euclidean_distances
 
-from shardlearn.cli import app
-from shardlearn.cli._common import run_app
 from shardlearn.data import write_dataset
-
-
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        run_app(app, list(args))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
+from shardlearn.testing import run_cli
 
 
 def _blobs(n=360, seed=0):
@@ -46,7 +38,7 @@ def test_train_kmeans_shows_inertia_and_sizes_and_saves_a_loadable_model(capsys,
     from shardlearn.registry import load
 
     out = tmp_path / "km"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", blobs, "--model", "kmeans", "--param", "n_clusters=3",
         "--param", "random_state=0", "--workers", "2", "--out", str(out),
     )  # fmt: skip
@@ -67,7 +59,7 @@ def test_train_kmeans_shows_inertia_and_sizes_and_saves_a_loadable_model(capsys,
 def test_train_kmeans_json_registers_and_models_show_does_not_crash(capsys, blobs, tmp_path):
     registry = tmp_path / "registry"
     args = ["--param", "n_clusters=3", "--param", "random_state=0", "--workers", "1", "--json"]
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", blobs, "--model", "kmeans", *args, "--out", str(tmp_path / "km"),
         "--register", "blobs-km", "--registry", str(registry),
     )  # fmt: skip
@@ -76,7 +68,7 @@ def test_train_kmeans_json_registers_and_models_show_does_not_crash(capsys, blob
     assert summary["model"] == "KMeans" and len(summary["cluster_sizes"]) == 3
     assert sum(summary["cluster_sizes"]) == summary["rows"] and summary["inertia"] > 0
     assert summary["registered"] == "blobs-km:1"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "models", "show", "blobs-km", "--registry", str(registry), "--json"
     )
     assert code == 0, err
@@ -91,7 +83,7 @@ def test_predict_with_a_kmeans_model_writes_cluster_ids(capsys, blobs, tmp_path)
     from shardlearn.registry import load
 
     out = tmp_path / "km"
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "train", blobs, "--model", "kmeans", "--param", "n_clusters=3",
         "--param", "random_state=0", "--workers", "1", "--out", str(out),
     )  # fmt: skip
@@ -100,12 +92,12 @@ def test_predict_with_a_kmeans_model_writes_cluster_ids(capsys, blobs, tmp_path)
     test = Dataset.open(blobs).read("test").drop_columns(["kind"])
     pq.write_table(test, source)
     target = tmp_path / "clusters.parquet"
-    code, _, err = _run(capsys, "predict", str(out), str(source), "--out", str(target))
+    code, _, err = run_cli(capsys, "predict", str(out), str(source), "--out", str(target))
     assert code == 0, err
     written = pq.read_table(target).column("prediction").to_numpy()
     np.testing.assert_array_equal(written, load(out).predict(test))
     assert set(written.tolist()) <= {0, 1, 2}
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "predict", str(out), str(source), "--out", str(tmp_path / "p.parquet"), "--proba"
     )
     assert code == 1 and "KMeans has no predict_proba" in err
@@ -120,7 +112,7 @@ def test_train_pca_shows_explained_variance_and_predict_points_at_transform(
     from shardlearn.registry import load
 
     out = tmp_path / "pca"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", blobs, "--model", "pca", "--param", "n_components=3",
         "--workers", "2", "--json", "--out", str(out),
     )  # fmt: skip
@@ -138,18 +130,18 @@ def test_train_pca_shows_explained_variance_and_predict_points_at_transform(
         atol=1e-6,
     )
     registry = str(tmp_path / "registry")
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", blobs, "--model", "pca", "--out", str(tmp_path / "p2"),
         "--register", "blobs-pca", "--registry", registry,
     )  # fmt: skip
     assert code == 0, err
     assert "cumulative" in stdout and "pca0" in stdout
-    code, stdout, err = _run(capsys, "models", "show", "blobs-pca", "--registry", registry)
+    code, stdout, err = run_cli(capsys, "models", "show", "blobs-pca", "--registry", registry)
     assert code == 0, err
     assert "explained_variance_ratio_total" in stdout
     source = tmp_path / "new.parquet"
     pq.write_table(Dataset.open(blobs).read("test"), source)
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "predict", str(out), str(source), "--out", str(tmp_path / "o.parquet")
     )
     assert code == 1 and "transform" in err and "PCA makes no predictions" in err
@@ -160,7 +152,7 @@ def test_train_logistic_with_pca_option(capsys, blobs, tmp_path):
     from shardlearn.registry import load
 
     out = tmp_path / "lr"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         capsys, "train", blobs, "--model", "gaussian_nb", "--pca", "2", "--workers", "1",
         "--out", str(out),
     )  # fmt: skip
@@ -172,12 +164,12 @@ def test_train_logistic_with_pca_option(capsys, blobs, tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "-3", "1.5", "many"])
 def test_bad_pca_option_is_a_clear_error(capsys, blobs, tmp_path, value):
-    code, _, err = _run(capsys, "train", blobs, "--pca", value, "--out", str(tmp_path / "m"))
+    code, _, err = run_cli(capsys, "train", blobs, "--pca", value, "--out", str(tmp_path / "m"))
     assert code == 1 and "--pca expects a number of components" in err
 
 
 def test_bad_kmeans_parameter_is_a_clear_error(capsys, blobs, tmp_path):
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "train", blobs, "--model", "kmeans", "--param", "n_clusters=0",
         "--out", str(tmp_path / "m"),
     )  # fmt: skip

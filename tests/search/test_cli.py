@@ -10,11 +10,8 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
-from shardlearn.cli import app
-from shardlearn.cli._common import run_app
-from shardlearn.testing import SYNC_TIMEOUT, interruptible
+from shardlearn.testing import SYNC_TIMEOUT, interruptible, run_cli
 
 SPACE = """
 logistic:
@@ -25,10 +22,8 @@ gaussian_nb:
 
 
 def _run(capsys, *args: str) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        run_app(app, list(args))
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out + err
+    code, out, err = run_cli(capsys, *args)
+    return code, out + err
 
 
 def _space(tmp_path: Path, text: str = SPACE) -> Path:
