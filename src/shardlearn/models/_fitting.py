@@ -16,9 +16,10 @@ and its worker functions read their rows with :func:`training_block`::
   calls :func:`shardlearn.preprocess.load_block` with the fitted preprocessor in
   ``state.context["preprocessor"]`` (a bare estimator gets :class:`NumericColumns`, which passes
   the numeric columns through);
-* arrays (``fit(X, y)``, dense or CSR) — written once to a temporary directory, one ``.npy`` part
-  per worker (labels already encoded as class indices), described by :class:`Shard` records so
-  the engine assigns and reassigns them like Parquet shards.
+* arrays (``fit(X, y)``, dense or CSR) — written once to shared memory (or a temporary
+  directory), one ``.npy`` part per worker (labels already encoded as class indices), described
+  by :class:`Shard` records so the engine assigns and reassigns them like Parquet shards (see
+  :mod:`shardlearn.models._handoff`).
 
 Blocks are cached in ``state.cache``; after a WorkerLost the replacement worker's cache is empty
 and the block is rebuilt from ``state.shards`` and ``state.context`` on first use.
@@ -35,16 +36,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from shardlearn.exceptions import DataError, SchemaError
+from shardlearn.models._handoff import hand_off_arrays, load_array_part
 
 __all__ = [
     "EXTRA_TRAIN_ROWS",
@@ -106,7 +106,8 @@ class TrainingContext:
         return len(self.classes)
 
     def close(self) -> None:
-        """Close the worker group (and the engine if this context created it)."""
+        """Close the worker group (and the engine if this context created it); remove the parts
+        that array input was written to."""
         if self._owns_group and self.group is not None:
             self.group.close()
             self.group = None
@@ -193,14 +194,32 @@ def encode_labels(y: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y)
     if y.ndim != 1:
         raise DataError(f"{owner}: y must be 1-D (one label per row); got shape {y.shape}.")
-    classes, indices = np.unique(y, return_inverse=True)
+    codes = _small_int_codes(y)
+    classes, indices = np.unique(y, return_inverse=True) if codes is None else codes
     if classes.size < 2:
         found = repr(classes[0].item()) if classes.size else "none"
         raise DataError(
             f"{owner} needs at least two classes in the label; found only {found}. "
             "Check the label column or the split you train on."
         )
-    return classes, indices.astype(np.int64)
+    return classes, indices.astype(np.int64, copy=False)
+
+
+def _small_int_codes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``np.unique(y, return_inverse=True)`` for small non-negative integer labels, by counting
+    (linear, no sort); None for any other labels."""
+    if not np.issubdtype(y.dtype, np.integer) or y.size == 0:
+        return None
+    low, high = int(y.min()), int(y.max())
+    # The count array is at most about as long as y (or 64k entries): no huge allocations.
+    if low < 0 or high >= max(y.size, 1 << 16):
+        return None
+    present = np.bincount(y.astype(np.intp, copy=False), minlength=high + 1) > 0
+    classes = np.flatnonzero(present)
+    if classes.size == high + 1:  # 0..high all present: the labels are their own indices
+        return classes.astype(y.dtype), y.astype(np.int64)
+    lookup = np.cumsum(present, dtype=np.int64) - 1
+    return classes.astype(y.dtype), lookup[y]
 
 
 def encode_with_classes(y: Any, classes: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -217,20 +236,6 @@ def encode_with_classes(y: Any, classes: Any, owner: str) -> tuple[np.ndarray, n
             f"{classes.tolist()}."
         )
     return classes, order[positions].astype(np.int64)
-
-
-def check_finite(X: Any, owner: str) -> None:
-    """DataError when ``X`` holds NaN or infinity (names the first bad column)."""
-    values = X.data if sp.issparse(X) else X
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        if sp.issparse(X):
-            bad = X.indices[~np.isfinite(X.data)][0]
-        else:
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=0))[0])
-        raise DataError(
-            f"{owner}: the features contain NaN or infinity (first in column {bad}). "
-            "Impute or drop them, e.g. with Pipeline(Preprocessor.auto(schema), model)."
-        )
 
 
 def prepare_training(
@@ -400,13 +405,12 @@ def _prepare_arrays(
             raise DataError(
                 f"{owner}: sample_weight must hold {X.shape[0]} finite non-negative values."
             )
-    check_finite(X, owner)
     group, closers = _open_group(engine)
-    tmpdir = tempfile.mkdtemp(prefix="shardlearn-fit-")
     names = [f"x{j}" for j in range(X.shape[1])]
-    ctx = TrainingContext(group, classes, X.shape[1], names, _tmpdir=tmpdir, _closers=closers)
+    ctx = TrainingContext(group, classes, X.shape[1], names, _closers=closers)
     try:
-        shards = _write_parts(Path(tmpdir), X, y_idx, weights, group.size)
+        # Checks that X is finite (DataError) while writing, before any worker reads a row.
+        ctx._tmpdir, shards = hand_off_arrays(X, y_idx, weights, group.size, owner)
         group.assign(shards)
         group.put("source", ARRAY_SOURCE)
         group.put("classes", classes.tolist())
@@ -434,60 +438,6 @@ def _as_matrix(owner: str, X: Any) -> Any:
     return np.ascontiguousarray(X)
 
 
-def _write_parts(root: Path, X: Any, y: np.ndarray, weights: Any, n_parts: int) -> list[Any]:
-    from shardlearn.data import Shard
-
-    (root / "train").mkdir(parents=True)
-    bounds = np.linspace(0, X.shape[0], max(1, n_parts) + 1).astype(int)
-    shards = []
-    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        rel = f"train/part-{index:05d}"
-        base = root / rel
-        part = X[start:stop]
-        arrays = {"y": y[start:stop]}
-        if weights is not None:
-            arrays["w"] = weights[start:stop]
-        if sp.issparse(part):
-            arrays |= {"data": part.data, "indices": part.indices, "indptr": part.indptr}
-            arrays["shape"] = np.asarray(part.shape, dtype=np.int64)
-        else:
-            arrays["X"] = part
-        nbytes = 0
-        for key, value in arrays.items():
-            np.save(f"{base}.{key}.npy", value, allow_pickle=False)
-            nbytes += value.nbytes
-        counts = np.bincount(arrays["y"], minlength=0)
-        shards.append(
-            Shard(
-                split="train",
-                index=index,
-                path=rel,
-                uri=str(base),
-                rows=int(stop - start),
-                bytes=int(nbytes),
-                sha256="",
-                class_counts={str(k): int(v) for k, v in enumerate(counts) if v},
-            )
-        )
-    return shards
-
-
-def _load_array_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    def load(key: str, mmap_mode: Any = None) -> np.ndarray:
-        return np.load(f"{uri}.{key}.npy", allow_pickle=False, mmap_mode=mmap_mode)
-
-    # The features are mapped read-only, not read: the driver has just written them, so the
-    # pages are in the page cache and the worker skips a copy of the whole part.
-    if Path(f"{uri}.X.npy").exists():
-        X = load("X", "r")
-    else:
-        X = sp.csr_matrix(
-            (load("data", "r"), load("indices", "r"), load("indptr")), shape=load("shape")
-        )
-    w = load("w") if Path(f"{uri}.w.npy").exists() else None
-    return X, load("y"), w
-
-
 def _stack(parts: list[Any]) -> Any:
     if len(parts) == 1:
         return parts[0]
@@ -510,7 +460,7 @@ def training_block(state: Any, split: str = "train") -> Any:
     if block is not None and state.cache.get((*key, "token")) == token:
         return block
     if state.context.get("source") == ARRAY_SOURCE:
-        parts = [_load_array_part(s.uri) for s in state.shards if s.split == split]
+        parts = [load_array_part(s.uri) for s in state.shards if s.split == split]
         n_features = int(state.context.get("n_features", 0))
         names = [f"x{j}" for j in range(n_features)]
         if parts:

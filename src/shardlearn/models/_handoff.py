@@ -1,0 +1,241 @@
+"""Hand-off of in-memory arrays (``fit(X, y)``) to the workers, through files.
+
+:func:`hand_off_arrays` splits the rows into one contiguous part per worker and writes each part
+as ``.npy`` files (features, class indices, weights); :func:`load_array_part` maps a part back
+on the worker. The parts are described by :class:`~shardlearn.data.Shard` records, so the engine
+assigns (and, after a WorkerLost, reassigns) them like Parquet shards; they stay on disk until
+the training context closes and removes the directory.
+
+Where the parts go
+    Shared memory (``/dev/shm``, a tmpfs) when it exists and has room for the parts with a
+    margin (:data:`SHARED_MEMORY_SLACK` times their size plus :data:`SHARED_MEMORY_HEADROOM`,
+    both in free tmpfs space and in available RAM: tmpfs pages cannot be evicted). Writing there
+    is a memory copy, with no disk writeback that would slow the first iterations down, and the
+    workers map the same pages. Otherwise (e.g. Docker's default 64 MB ``/dev/shm``) the default
+    temporary directory (``$TMPDIR``, see :func:`tempfile.gettempdir`). Either way the directory
+    is named ``shardlearn-fit-*``.
+
+How they are written
+    One thread per part (file writes and numpy reductions release the GIL), each writing its
+    part in chunks of :data:`CHUNK_BYTES`. While a chunk is in cache the thread sums it: NaN and
+    infinity propagate through a sum, so a finite sum proves the chunk is finite without a
+    boolean copy of the data. A non-finite sum (a bad value, or finite values overflowing) gets
+    the exact check of that chunk; a real NaN/inf stops every writer and :func:`check_finite`
+    on the whole matrix raises the DataError that names the first bad column.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.lib import format as npy_format
+
+from shardlearn.exceptions import DataError
+
+__all__ = [
+    "PART_DIR_PREFIX",
+    "check_finite",
+    "hand_off_arrays",
+    "load_array_part",
+    "part_directory",
+]
+
+PART_DIR_PREFIX = "shardlearn-fit-"
+SHARED_MEMORY = Path("/dev/shm")
+# Room left in shared memory and RAM besides the parts: other processes (Ray's object store
+# lives in /dev/shm too) must not be starved by a fit.
+SHARED_MEMORY_SLACK = 1.1
+SHARED_MEMORY_HEADROOM = 256 * 2**20
+# Small enough that a chunk is still in the core's cache when it is written after its sum.
+CHUNK_BYTES = 1 << 20
+
+
+def check_finite(X: Any, owner: str) -> None:
+    """DataError when ``X`` holds NaN or infinity (names the first bad column)."""
+    values = X.data if sp.issparse(X) else X
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        if sp.issparse(X):
+            bad = X.indices[~np.isfinite(X.data)][0]
+        else:
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=0))[0])
+        raise DataError(
+            f"{owner}: the features contain NaN or infinity (first in column {bad}). "
+            "Impute or drop them, e.g. with Pipeline(Preprocessor.auto(schema), model)."
+        )
+
+
+def part_directory(nbytes: int) -> str:
+    """A new ``shardlearn-fit-*`` directory for ``nbytes`` of parts (see the module notes)."""
+    root = str(SHARED_MEMORY) if _shared_memory_fits(nbytes) else None
+    return tempfile.mkdtemp(prefix=PART_DIR_PREFIX, dir=root)
+
+
+def _shared_memory_fits(nbytes: int) -> bool:
+    import psutil
+
+    need = nbytes * SHARED_MEMORY_SLACK + SHARED_MEMORY_HEADROOM
+    try:
+        if not (SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK | os.X_OK)):
+            return False
+        free = shutil.disk_usage(SHARED_MEMORY).free
+    except OSError:
+        return False
+    return free >= need and psutil.virtual_memory().available >= need
+
+
+def hand_off_arrays(
+    X: Any, y: np.ndarray, weights: np.ndarray | None, n_parts: int, owner: str
+) -> tuple[str, list[Any]]:
+    """Write the rows as ``n_parts`` parts into a new directory, checking that X is finite.
+
+    Parameters
+    ----------
+    X : ndarray or csr_matrix
+        Float features (a CSR matrix with sorted indices).
+    y : ndarray of int64
+        Class index of every row.
+    weights : ndarray or None
+        Sample weights.
+    n_parts : int
+        Number of parts (contiguous row ranges, sizes differing by at most one row).
+    owner : str
+        Estimator name for error messages.
+
+    Returns
+    -------
+    directory : str
+        The directory holding the parts; the caller removes it when the workers are done.
+    shards : list of Shard
+        One per part, in row order (``uri`` is the part's path without the ``.KEY.npy`` suffix).
+
+    Raises
+    ------
+    DataError
+        When X holds NaN or infinity; the directory is removed then, as on any other error.
+    """
+    extra = y.nbytes + (0 if weights is None else weights.nbytes)
+    matrix = [X.data, X.indices, X.indptr] if sp.issparse(X) else [X]
+    directory = part_directory(sum(a.nbytes for a in matrix) + extra)
+    try:
+        return directory, _write_parts(Path(directory), X, y, weights, n_parts, owner)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _write_parts(
+    root: Path, X: Any, y: np.ndarray, weights: Any, n_parts: int, owner: str
+) -> list[Any]:
+    (root / "train").mkdir(parents=True)
+    bounds = np.linspace(0, X.shape[0], max(1, n_parts) + 1).astype(int)
+    stop = threading.Event()
+    ranges = zip(bounds[:-1], bounds[1:], strict=True)
+    jobs = [(index, int(a), int(b)) for index, (a, b) in enumerate(ranges)]
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(_write_part, root, job, X, y, weights, stop) for job in jobs]
+        try:
+            wait(futures)
+        except BaseException:  # Ctrl-C: let the writers stop before the directory goes
+            stop.set()
+            raise
+    results = [future.result() for future in futures]  # a writer's error is raised here
+    if not all(finite for _, finite in results):
+        check_finite(X, owner)  # raises the DataError naming the first bad column
+    return [shard for shard, _ in results]
+
+
+def _write_part(
+    root: Path, job: tuple[int, int, int], X: Any, y: np.ndarray, weights: Any, stop: Any
+) -> tuple[Any, bool]:
+    """Write rows ``start:stop`` of part ``index``; returns its Shard and whether X was finite."""
+    from shardlearn.data import Shard
+
+    index, start, end = job
+    rel = f"train/part-{index:05d}"
+    base = root / rel
+    arrays = {"y": y[start:end]}
+    if weights is not None:
+        arrays["w"] = weights[start:end]
+    if sp.issparse(X):
+        # Views of the CSR arrays (no copy of the part), with the row pointers rebased.
+        lo, hi = int(X.indptr[start]), int(X.indptr[end])
+        arrays |= {"data": X.data[lo:hi], "indices": X.indices[lo:hi]}
+        arrays["indptr"] = X.indptr[start : end + 1] - X.indptr[start]
+        arrays["shape"] = np.asarray([end - start, X.shape[1]], dtype=np.int64)
+        checked = "data"
+    else:
+        arrays["X"] = X[start:end]
+        checked = "X"
+    finite = True
+    for key, value in arrays.items():
+        finite &= _write_npy(f"{base}.{key}.npy", value, key == checked, stop)
+    counts = np.bincount(arrays["y"], minlength=0)
+    shard = Shard(
+        split="train",
+        index=index,
+        path=rel,
+        uri=str(base),
+        rows=end - start,
+        bytes=int(sum(value.nbytes for value in arrays.values())),
+        sha256="",
+        class_counts={str(k): int(v) for k, v in enumerate(counts) if v},
+    )
+    return shard, finite
+
+
+def _write_npy(path: str, array: np.ndarray, check: bool, stop: Any) -> bool:
+    """Write ``array`` as a ``.npy`` file chunk by chunk; False when ``check`` found NaN/inf.
+
+    A non-finite value sets ``stop``; a set ``stop`` ends the write early (the fit is failing).
+    """
+    array = np.ascontiguousarray(array)
+    flat = array.reshape(-1)
+    check = check and np.issubdtype(array.dtype, np.floating)
+    step = max(1, CHUNK_BYTES // max(1, array.itemsize))
+    with open(path, "wb") as fh:
+        npy_format.write_array_header_1_0(fh, npy_format.header_data_from_array_1_0(array))
+        for first in range(0, flat.size, step):
+            if stop.is_set():
+                return True
+            chunk = flat[first : first + step]
+            if check and not _finite(chunk):
+                stop.set()
+                return False
+            fh.write(memoryview(chunk).cast("B"))
+    return True
+
+
+def _finite(values: np.ndarray) -> bool:
+    """Whether every value is finite: a finite sum proves it; an infinite sum may be an
+    overflow of finite values, so it gets the exact check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = values.sum()
+    return bool(np.isfinite(total) or np.isfinite(values).all())
+
+
+def load_array_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """Features, class indices and weights (or None) of the part written at ``uri``.
+
+    The features are mapped read-only, not read: the driver has just written them, so the pages
+    are in memory (shared memory or the page cache) and the worker skips a copy of the part.
+    """
+
+    def load(key: str, mmap_mode: Any = None) -> np.ndarray:
+        return np.load(f"{uri}.{key}.npy", allow_pickle=False, mmap_mode=mmap_mode)
+
+    if Path(f"{uri}.X.npy").exists():
+        X = load("X", "r")
+    else:
+        X = sp.csr_matrix(
+            (load("data", "r"), load("indices", "r"), load("indptr")), shape=load("shape")
+        )
+    w = load("w") if Path(f"{uri}.w.npy").exists() else None
+    return X, load("y"), w

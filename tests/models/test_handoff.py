@@ -1,0 +1,178 @@
+"""Array hand-off: parts in shared memory (or the temp dir), checked finite, always removed."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from shardlearn.engine import engine
+from shardlearn.exceptions import DataError, TaskFailed
+from shardlearn.models import LogisticRegression, _handoff
+from shardlearn.models._fitting import encode_labels, prepare_training, training_block
+from shardlearn.models._handoff import check_finite
+
+SHM_PARTS = "/dev/shm/" + _handoff.PART_DIR_PREFIX + "*"
+
+
+def _part_dirs() -> set[str]:
+    return set(glob.glob(SHM_PARTS)) | set(
+        glob.glob(os.path.join(tempfile.gettempdir(), _handoff.PART_DIR_PREFIX + "*"))
+    )
+
+
+def _block(state):
+    block = training_block(state, "train")
+    X = block.X.toarray() if sp.issparse(block.X) else np.asarray(block.X)
+    return [s.index for s in state.shards], X, block.y, block.sample_weight
+
+
+def _part_paths(state):
+    return [s.uri for s in state.shards]
+
+
+def _data(n=203, d=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=n) > 0).astype(np.int64)
+    return X, y
+
+
+def _gathered(blocks):
+    """All rows in part order (the parts are contiguous row ranges, one per worker here)."""
+    blocks = sorted(blocks, key=lambda block: block[0])
+    assert [block[0] for block in blocks] == [[0], [1]]
+    return tuple(
+        None if blocks[0][k] is None else np.concatenate([block[k] for block in blocks])
+        for k in (1, 2, 3)
+    )
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_parts_written_in_chunks_reach_the_workers_unchanged(sparse, monkeypatch):
+    monkeypatch.setattr(_handoff, "CHUNK_BYTES", 64)  # many chunks per part
+    X, y = _data()
+    X[X < 0.3] = 0
+    weights = np.random.default_rng(1).uniform(size=len(y))
+    data = sp.csr_matrix(X) if sparse else X
+    with (
+        engine("local", workers=2),
+        prepare_training(LogisticRegression(), data, y, sample_weight=weights) as ctx,
+    ):
+        got_X, got_y, got_w = _gathered(ctx.group.run(_block))
+        uris = [uri for uris in ctx.group.run(_part_paths) for uri in uris]
+    np.testing.assert_array_equal(got_X, X)
+    np.testing.assert_array_equal(got_y, y)
+    np.testing.assert_array_equal(got_w, weights)
+    assert len(uris) == 2
+    if _handoff._shared_memory_fits(X.nbytes):
+        assert all(uri.startswith("/dev/shm/" + _handoff.PART_DIR_PREFIX) for uri in uris)
+    assert not any(os.path.exists(os.path.dirname(os.path.dirname(u))) for u in uris)
+
+
+def test_without_room_in_shared_memory_the_parts_go_to_the_temp_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(_handoff, "SHARED_MEMORY_HEADROOM", 1 << 62)  # no machine has that
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    X, y = _data()
+    with engine("local", workers=2), prepare_training(LogisticRegression(), X, y) as ctx:
+        uris = [uri for uris in ctx.group.run(_part_paths) for uri in uris]
+        written = sorted(p.name for p in tmp_path.glob(_handoff.PART_DIR_PREFIX + "*/train/*"))
+        got_X, got_y, _ = _gathered(ctx.group.run(_block))
+    assert all(uri.startswith(str(tmp_path / _handoff.PART_DIR_PREFIX)) for uri in uris)
+    assert written == [f"part-0000{i}.{key}.npy" for i in (0, 1) for key in ("X", "y")]
+    np.testing.assert_array_equal(got_X, X)
+    np.testing.assert_array_equal(got_y, y)
+    assert list(tmp_path.iterdir()) == []  # removed on close
+
+
+def test_no_shared_memory_without_room_for_the_parts_and_the_margin(tmp_path, monkeypatch):
+    monkeypatch.setattr(_handoff, "SHARED_MEMORY", tmp_path)  # a stand-in with known free space
+    free = shutil.disk_usage(tmp_path).free
+    assert not _handoff._shared_memory_fits(free)  # no room for the margin
+    monkeypatch.setattr(_handoff, "SHARED_MEMORY", tmp_path / "missing")
+    assert not _handoff._shared_memory_fits(1)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_value_in_any_part_is_the_clear_error_and_leaves_nothing(
+    bad, sparse, monkeypatch
+):
+    monkeypatch.setattr(_handoff, "CHUNK_BYTES", 64)
+    X, y = _data(n=400)
+    X[350, 5] = bad  # in the second worker's part, in a later chunk
+    X[390, 2] = bad  # a smaller column further down: the dense message names column 2
+    data = sp.csr_matrix(X) if sparse else X
+    with pytest.raises(DataError) as exact:
+        check_finite(data, "LogisticRegression")
+    before = _part_dirs()
+    with engine("local", workers=2), pytest.raises(DataError) as raised:
+        LogisticRegression().fit(data, y)
+    assert str(raised.value) == str(exact.value)
+    assert f"first in column {5 if sparse else 2}" in str(raised.value)
+    assert _part_dirs() == before
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    X, y = _data(n=100, d=3)
+    X[:, 2] = np.float32(3e38) * np.sign(X[:, 2])  # the float32 sum overflows to +-inf
+    X[:50, 2] = np.float32(3e38)
+    with engine("local", workers=2), prepare_training(LogisticRegression(), X, y) as ctx:
+        got_X, _, _ = _gathered(ctx.group.run(_block))
+    np.testing.assert_array_equal(got_X, X)
+
+
+def _fail(state):
+    training_block(state, "train")
+    raise RuntimeError("worker failure after loading")
+
+
+def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails():
+    X, y = _data()
+    before = _part_dirs()
+    with engine("local", workers=2):
+        LogisticRegression().fit(X, y)
+        assert _part_dirs() == before
+        with pytest.raises(TaskFailed, match="worker failure after loading"):
+            with prepare_training(LogisticRegression(), X, y) as ctx:
+                during = _part_dirs() - before
+                ctx.group.run(_fail)
+    assert len(during) == 1
+    assert _part_dirs() == before
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([3, 0, 7, 3, 7, 9]),  # non-negative ints with gaps
+        np.array([0, 1, 2, 1, 0]),  # 0..k-1: the labels are their own indices
+        np.array([1, 2, 2, 1], dtype=np.uint8),
+        np.array([5, 0, 5, 70000], dtype=np.int32),  # the count array may grow to 64k
+        np.array([9, 3, 3], dtype=np.uint64),
+        np.array([-2, 5, -2, 0, 5]),  # negative
+        np.array([2**40, 1, 2**40]),  # too large to count
+        np.array([2**63 + 1, 2, 2], dtype=np.uint64),
+        np.array(["b", "a", "c", "a"]),
+        np.array([True, False, True]),
+        np.array([0.5, -1.0, 0.5, 2.0]),
+        np.random.default_rng(0).integers(0, 50, 10_000),
+    ],
+    ids=lambda y: f"{y.dtype}-{y.size}",
+)
+def test_encode_labels_matches_numpy_unique(y):
+    classes, indices = encode_labels(y, "M")
+    want_classes, want_indices = np.unique(y, return_inverse=True)
+    assert classes.dtype == want_classes.dtype and indices.dtype == np.int64
+    np.testing.assert_array_equal(classes, want_classes)
+    np.testing.assert_array_equal(indices, want_indices)
+
+
+def test_encode_labels_of_a_single_class_is_a_clear_error():
+    for y in ([4, 4, 4], np.zeros(5, dtype=np.uint8), ["a"]):
+        with pytest.raises(DataError, match="at least two classes"):
+            encode_labels(y, "M")
