@@ -140,7 +140,7 @@ def _write_parts(
     ranges = zip(bounds[:-1], bounds[1:], strict=True)
     jobs = [(index, int(a), int(b)) for index, (a, b) in enumerate(ranges)]
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(_write_part, root, job, X, y, weights, stop) for job in jobs]
+        futures = [pool.submit(_stopping, stop, root, job, X, y, weights) for job in jobs]
         try:
             wait(futures)
         except BaseException:  # Ctrl-C: let the writers stop before the directory goes
@@ -150,6 +150,15 @@ def _write_parts(
     if not all(finite for _, finite in results):
         check_finite(X, owner)  # raises the DataError naming the first bad column
     return [shard for shard, _ in results]
+
+
+def _stopping(stop: Any, *args: Any) -> tuple[Any, bool]:
+    """:func:`_write_part`; a failing writer (e.g. a full disk) stops the others too."""
+    try:
+        return _write_part(*args, stop)
+    except BaseException:
+        stop.set()
+        raise
 
 
 def _write_part(
