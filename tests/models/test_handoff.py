@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import tempfile
+import uuid
 
 import numpy as np
 import pytest
@@ -17,13 +18,19 @@ from shardlearn.models import LogisticRegression, _handoff
 from shardlearn.models._fitting import encode_labels, prepare_training, training_block
 from shardlearn.models._handoff import check_finite
 
-SHM_PARTS = "/dev/shm/" + _handoff.PART_DIR_PREFIX + "*"
+
+@pytest.fixture
+def own_prefix(monkeypatch):
+    """A ``shardlearn-fit-*`` prefix of this test's own: fits running elsewhere on the machine
+    do not show up in its listings."""
+    prefix = f"{_handoff.PART_DIR_PREFIX}test-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setattr(_handoff, "PART_DIR_PREFIX", prefix)
+    return prefix
 
 
-def _part_dirs() -> set[str]:
-    return set(glob.glob(SHM_PARTS)) | set(
-        glob.glob(os.path.join(tempfile.gettempdir(), _handoff.PART_DIR_PREFIX + "*"))
-    )
+def _part_dirs(prefix: str) -> set[str]:
+    roots = ["/dev/shm", tempfile.gettempdir()]
+    return {path for root in roots for path in glob.glob(os.path.join(root, prefix + "*"))}
 
 
 def _block(state):
@@ -101,7 +108,7 @@ def test_no_shared_memory_without_room_for_the_parts_and_the_margin(tmp_path, mo
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_non_finite_value_in_any_part_is_the_clear_error_and_leaves_nothing(
-    bad, sparse, monkeypatch
+    bad, sparse, monkeypatch, own_prefix
 ):
     monkeypatch.setattr(_handoff, "CHUNK_BYTES", 64)
     X, y = _data(n=400)
@@ -110,12 +117,11 @@ def test_a_non_finite_value_in_any_part_is_the_clear_error_and_leaves_nothing(
     data = sp.csr_matrix(X) if sparse else X
     with pytest.raises(DataError) as exact:
         check_finite(data, "LogisticRegression")
-    before = _part_dirs()
     with engine("local", workers=2), pytest.raises(DataError) as raised:
         LogisticRegression().fit(data, y)
     assert str(raised.value) == str(exact.value)
     assert f"first in column {5 if sparse else 2}" in str(raised.value)
-    assert _part_dirs() == before
+    assert _part_dirs(own_prefix) == set()
 
 
 def test_finite_values_whose_sum_overflows_are_accepted():
@@ -132,18 +138,19 @@ def _fail(state):
     raise RuntimeError("worker failure after loading")
 
 
-def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails():
+def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails(own_prefix):
     X, y = _data()
-    before = _part_dirs()
     with engine("local", workers=2):
         LogisticRegression().fit(X, y)
-        assert _part_dirs() == before
+        assert _part_dirs(own_prefix) == set()
         with pytest.raises(TaskFailed, match="worker failure after loading"):
             with prepare_training(LogisticRegression(), X, y) as ctx:
-                during = _part_dirs() - before
+                during = _part_dirs(own_prefix)
                 ctx.group.run(_fail)
     assert len(during) == 1
-    assert _part_dirs() == before
+    if _handoff._shared_memory_fits(X.nbytes):
+        assert all(path.startswith("/dev/shm/") for path in during)
+    assert _part_dirs(own_prefix) == set()
 
 
 @pytest.mark.parametrize(
