@@ -28,6 +28,16 @@ def own_prefix(monkeypatch):
     return prefix
 
 
+@pytest.fixture(params=["temp", "shared"])
+def parts_root(request, monkeypatch):
+    """Where the parts must go: the temp dir by default, /dev/shm when asked for (and there)."""
+    if request.param == "temp":
+        monkeypatch.delenv(_handoff.SHARED_MEMORY_ENV, raising=False)
+        return tempfile.gettempdir()
+    monkeypatch.setenv(_handoff.SHARED_MEMORY_ENV, "1")
+    return str(_handoff.SHARED_MEMORY) if _handoff._shared_memory_fits(0) else tempfile.gettempdir()
+
+
 def _part_dirs(prefix: str) -> set[str]:
     roots = ["/dev/shm", tempfile.gettempdir()]
     return {path for root in roots for path in glob.glob(os.path.join(root, prefix + "*"))}
@@ -61,7 +71,7 @@ def _gathered(blocks):
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-def test_parts_written_in_chunks_reach_the_workers_unchanged(sparse, monkeypatch):
+def test_parts_written_in_chunks_reach_the_workers_unchanged(sparse, monkeypatch, parts_root):
     monkeypatch.setattr(_handoff, "CHUNK_BYTES", 64)  # many chunks per part
     X, y = _data()
     X[X < 0.3] = 0
@@ -77,12 +87,12 @@ def test_parts_written_in_chunks_reach_the_workers_unchanged(sparse, monkeypatch
     np.testing.assert_array_equal(got_y, y)
     np.testing.assert_array_equal(got_w, weights)
     assert len(uris) == 2
-    if _handoff._shared_memory_fits(X.nbytes):
-        assert all(uri.startswith("/dev/shm/" + _handoff.PART_DIR_PREFIX) for uri in uris)
+    assert all(uri.startswith(os.path.join(parts_root, _handoff.PART_DIR_PREFIX)) for uri in uris)
     assert not any(os.path.exists(os.path.dirname(os.path.dirname(u))) for u in uris)
 
 
 def test_without_room_in_shared_memory_the_parts_go_to_the_temp_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(_handoff.SHARED_MEMORY_ENV, "1")
     monkeypatch.setattr(_handoff, "SHARED_MEMORY_HEADROOM", 1 << 62)  # no machine has that
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     X, y = _data()
@@ -108,7 +118,7 @@ def test_no_shared_memory_without_room_for_the_parts_and_the_margin(tmp_path, mo
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_non_finite_value_in_any_part_is_the_clear_error_and_leaves_nothing(
-    bad, sparse, monkeypatch, own_prefix
+    bad, sparse, monkeypatch, own_prefix, parts_root
 ):
     monkeypatch.setattr(_handoff, "CHUNK_BYTES", 64)
     X, y = _data(n=400)
@@ -138,7 +148,7 @@ def _fail(state):
     raise RuntimeError("worker failure after loading")
 
 
-def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails(own_prefix):
+def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails(own_prefix, parts_root):
     X, y = _data()
     with engine("local", workers=2):
         LogisticRegression().fit(X, y)
@@ -148,8 +158,7 @@ def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails(own_prefix):
                 during = _part_dirs(own_prefix)
                 ctx.group.run(_fail)
     assert len(during) == 1
-    if _handoff._shared_memory_fits(X.nbytes):
-        assert all(path.startswith("/dev/shm/") for path in during)
+    assert all(path.startswith(os.path.join(parts_root, own_prefix)) for path in during)
     assert _part_dirs(own_prefix) == set()
 
 
