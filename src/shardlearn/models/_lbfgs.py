@@ -15,6 +15,18 @@ search stalls on the approximation's rounding noise), then restarts from that po
 ``evaluate`` to the requested ``tol``. The second phase rebuilds its curvature history, which
 costs a few iterations; the result is the exact objective's optimum, and the convergence test
 and the reported loss and gradient norm always come from exact evaluations.
+
+Warm start, when the caller offers ``warm_evaluate`` (the objective on a row sample, a
+fraction of the cost of a full pass): L-BFGS first minimises it, and the full phases start from
+its optimum, which on large data is already close to the full optimum, so the expensive full
+passes are spent on the last digits only.
+
+Preconditioning, when the caller passes ``precondition`` (returning a square matrix ``T`` with
+``T T^T`` close to the inverse Hessian, see :func:`whitening`): each phase runs scipy's L-BFGS
+on ``v`` with ``x = x_start + T v``, where the objective is close to an isotropic quadratic, so
+ill-conditioned problems (one-hot features, features on different scales) need several times
+fewer evaluations. Only the optimiser's coordinates change: the objective, the checkpoint, the
+progress callback and the stopping test (``max|grad f(x)| <= gtol``) are all in ``x``.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from scipy import optimize
 
 from shardlearn.exceptions import ConvergenceWarning, WorkerLost
 
-__all__ = ["Checkpoint", "IterationInfo", "LbfgsResult", "minimize_lbfgs"]
+__all__ = ["Checkpoint", "IterationInfo", "LbfgsResult", "minimize_lbfgs", "whitening"]
 
 # scikit-learn's lbfgs options (sklearn/linear_model/_logistic.py): more line-search steps
 # than scipy's default and a function tolerance at float64 resolution, so only gtol stops.
@@ -80,6 +92,8 @@ class _Evaluator:
         self.count = 0
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.last_x is not None and np.array_equal(x, self.last_x):
+            return self.last_f, self.last_g.copy()
         f, g = self.evaluate(x)
         self.count += 1
         self.last_x, self.last_f, self.last_g = x.copy(), float(f), g
@@ -102,6 +116,8 @@ def minimize_lbfgs(
     owner: str = "LogisticRegression",
     fast_evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
     fast_gtol: float = 0.0,
+    precondition: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    warm_evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
 ) -> LbfgsResult:
     """Minimise a smooth convex objective evaluated by the workers.
 
@@ -123,14 +139,28 @@ def minimize_lbfgs(
         A cheaper approximation of ``evaluate`` for the first phase (see the module docstring).
     fast_gtol : float
         Gradient tolerance of the first phase (never below ``tol``).
+    precondition : callable, optional
+        ``precondition(x) -> T`` (see the module docstring), called at ``x0`` and again after
+        the warm start; None (or a None result) runs on ``x`` directly.
+    warm_evaluate : callable, optional
+        The objective on a row sample (see the module docstring): minimised first, to
+        ``fast_gtol``, to find a starting point; its iterations are not reported or counted.
     """
     checkpoint = Checkpoint(x=np.asarray(x0, dtype=np.float64).copy())
     evaluator = _Evaluator(evaluate)
     resumes = [0]
+    transform = precondition(checkpoint.x) if precondition is not None else None
+    if warm_evaluate is not None:
+        warm = Checkpoint(x=checkpoint.x.copy())
+        gtol = max(tol, fast_gtol)
+        _run_phase(_Evaluator(warm_evaluate), warm, max_iter, gtol, None, resumes, transform)
+        checkpoint.x = warm.x
+        transform = precondition(checkpoint.x) if precondition is not None else None
     if fast_evaluate is not None:
         fast = _Evaluator(fast_evaluate)
-        _run_phase(fast, checkpoint, max_iter, max(tol, fast_gtol), callback, resumes)
-    result = _run_phase(evaluator, checkpoint, max_iter, tol, callback, resumes)
+        _run_phase(fast, checkpoint, max_iter, max(tol, fast_gtol), callback, resumes, transform)
+    result = _run_phase(evaluator, checkpoint, max_iter, tol, callback, resumes, transform)
+    result.x = checkpoint.x
     loss, grad_norm = evaluator.info_at(result.x)
     n_iter = min(checkpoint.n_iter, max_iter)
     converged = result.status == 0 or (result.status != 1 and grad_norm <= tol)
@@ -144,6 +174,86 @@ def minimize_lbfgs(
     return LbfgsResult(result.x, n_iter, loss, grad_norm, converged, resumes[0])
 
 
+def whitening(hessian: np.ndarray, floor: float = 1e-10) -> np.ndarray:
+    """A preconditioner ``T = V diag(lambda)^(-1/2)`` from ``hessian = V diag(lambda) V^T``.
+
+    Eigenvalues below ``floor * max(lambda)`` (directions the estimate barely sees, e.g. a
+    feature absent from the rows it was computed on) are raised to that floor, so ``T`` is
+    always finite and ``T T^T`` is the inverse of the floored Hessian.
+    """
+    symmetric = 0.5 * (hessian + hessian.T)
+    values, vectors = np.linalg.eigh(symmetric)
+    top = float(values.max()) if values.size else 1.0
+    values = np.maximum(values, floor * max(top, np.finfo(float).tiny))
+    return vectors / np.sqrt(values)
+
+
+class _Coordinates:
+    """``x = anchor + T v`` for one scipy run (identity when ``T`` is None)."""
+
+    def __init__(self, anchor: np.ndarray, transform: np.ndarray | None) -> None:
+        self.anchor = anchor.copy()
+        self.transform = transform
+
+    def start(self) -> np.ndarray:
+        return self.anchor.copy() if self.transform is None else np.zeros(self.anchor.size)
+
+    def to_x(self, v: np.ndarray) -> np.ndarray:
+        return v if self.transform is None else self.anchor + self.transform @ v
+
+    def objective(self, evaluator: _Evaluator) -> Callable[[np.ndarray], tuple]:
+        if self.transform is None:
+            return evaluator
+
+        def in_v(v: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = evaluator(self.to_x(v))
+            return f, self.transform.T @ g
+
+        return in_v
+
+
+def _accept(
+    evaluator: _Evaluator,
+    checkpoint: Checkpoint,
+    x: np.ndarray,
+    callback: Callable[[IterationInfo], None] | None,
+) -> None:
+    """Record an accepted iterate in the checkpoint and report it."""
+    loss, grad_norm = evaluator.info_at(x)
+    checkpoint.x, checkpoint.n_iter = x.copy(), checkpoint.n_iter + 1
+    checkpoint.loss, checkpoint.grad_norm = loss, grad_norm
+    if callback is not None:
+        callback(IterationInfo(checkpoint.n_iter, loss, grad_norm))
+
+
+def _newton_step(
+    evaluator: _Evaluator,
+    checkpoint: Checkpoint,
+    transform: np.ndarray,
+    gtol: float,
+    callback: Callable[[IterationInfo], None] | None,
+) -> bool:
+    """Try ``x - T T^T g`` (a Newton step with the estimated Hessian) before L-BFGS starts.
+
+    scipy's first step has length one in ``v`` whatever the gradient, which costs line-search
+    evaluations; the Newton step is usually accepted as it is. Kept only if it decreases the
+    objective enough (Armijo); returns whether the gradient test already holds.
+    """
+    f, g = evaluator(checkpoint.x)
+    if np.max(np.abs(g), initial=0.0) <= gtol:
+        return True
+    step = transform @ (transform.T @ g)
+    try:
+        candidate = checkpoint.x - step
+        f_new, g_new = evaluator(candidate)
+    except WorkerLost:
+        return False  # L-BFGS starts from the checkpoint as without the step
+    if not f_new <= f - 1e-4 * float(g @ step):
+        return False
+    _accept(evaluator, checkpoint, candidate, callback)
+    return checkpoint.grad_norm <= gtol
+
+
 def _run_phase(
     evaluator: _Evaluator,
     checkpoint: Checkpoint,
@@ -151,31 +261,35 @@ def _run_phase(
     gtol: float,
     callback: Callable[[IterationInfo], None] | None,
     resumes: list[int],
+    transform: np.ndarray | None = None,
 ) -> optimize.OptimizeResult:
     """scipy L-BFGS-B from the checkpoint until ``gtol`` or the iteration budget; on
     WorkerLost, resume from the checkpoint (at most MAX_RESUMES times per fit)."""
+    if transform is not None and _newton_step(evaluator, checkpoint, transform, gtol, callback):
+        # Converged (scipy makes the same test at its first point).
+        return optimize.OptimizeResult(x=np.zeros(checkpoint.x.size), status=0, success=True)
+    coordinates = _Coordinates(checkpoint.x, transform)
 
     def on_iteration(intermediate_result: optimize.OptimizeResult) -> None:
-        x = intermediate_result.x
-        loss, grad_norm = evaluator.info_at(x)
-        checkpoint.x, checkpoint.n_iter = x.copy(), checkpoint.n_iter + 1
-        checkpoint.loss, checkpoint.grad_norm = loss, grad_norm
-        if callback is not None:
-            callback(IterationInfo(checkpoint.n_iter, loss, grad_norm))
+        x = coordinates.to_x(intermediate_result.x)
+        _accept(evaluator, checkpoint, x, callback)
+        if transform is not None and checkpoint.grad_norm <= gtol:
+            raise StopIteration  # the test is on grad f(x), not on the gradient in v
 
     while True:
         remaining = max_iter - checkpoint.n_iter
         try:
             result = optimize.minimize(
-                evaluator,
-                checkpoint.x,
+                coordinates.objective(evaluator),
+                coordinates.start(),
                 method="L-BFGS-B",
                 jac=True,
                 callback=on_iteration,
                 options={
                     "maxiter": max(remaining, 0),
                     "maxls": MAX_LINE_SEARCH,
-                    "gtol": gtol,
+                    # With a transform the gradient test is done in on_iteration, in x.
+                    "gtol": gtol if transform is None else 0.0,
                     "ftol": FTOL,
                 },
             )
@@ -183,7 +297,8 @@ def _run_phase(
             resumes[0] += 1
             if resumes[0] > MAX_RESUMES:
                 raise
+            coordinates = _Coordinates(checkpoint.x, transform)
             continue
         # The next phase (if any) starts where this one ended.
-        checkpoint.x = np.asarray(result.x, dtype=np.float64).copy()
+        checkpoint.x = np.asarray(coordinates.to_x(result.x), dtype=np.float64).copy()
         return result

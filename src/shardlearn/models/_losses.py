@@ -77,6 +77,14 @@ class Loss:
     ) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
+    def curvature(self, Zt: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Second derivative of the loss in the score, per row (shape (n,)), for one output.
+
+        With it the Hessian of the summed loss is ``X^T diag(s * curvature) X``; losses
+        without a per-row scalar curvature (multinomial) do not implement it.
+        """
+        raise NotImplementedError
+
 
 def _weighted_sum(values: np.ndarray, s: np.ndarray | None) -> float:
     """Sum over rows (the last axis) of ``values``, weighted by ``s``."""
@@ -117,6 +125,11 @@ class _BinaryLogistic(Loss):
         if s is not None:
             R *= s
         return _weighted_sum(loss, s), R
+
+    def curvature(self, Zt, Y):
+        # sigmoid(z) (1 - sigmoid(z)) = e / (1 + e)^2 with e = exp(-|z|), whatever the label.
+        e = np.exp(-np.abs(Zt[0]))
+        return e / np.square(1.0 + e)
 
 
 class _Multinomial(Loss):
@@ -161,6 +174,10 @@ class _SquaredHinge(Loss):
         if s is not None:
             R *= s
         return _weighted_sum(loss, s), R
+
+    def curvature(self, Zt, Y):
+        # The generalised Hessian of max(0, 1 - t z)^2: 2 where the margin is active.
+        return np.where(Y[0] * Zt[0] < 1.0, 2.0, 0.0).astype(Zt.dtype)
 
 
 LOSSES: dict[str, Loss] = {
@@ -260,11 +277,13 @@ class BlockKernel:
         intercept: np.ndarray,
         fit_intercept: bool = True,
         precision: str = "exact",
+        stride: int = 1,
     ) -> np.ndarray:
         """``[loss_sum, grad_coef.ravel(), grad_intercept]`` at ``coef`` (K, p), ``intercept``.
 
         Flat, so partial results from several blocks and workers combine with ``+``; the
-        intercept part is zeros when ``fit_intercept`` is false.
+        intercept part is zeros when ``fit_intercept`` is false. ``stride > 1`` sums over every
+        ``stride``-th chunk only (the row sample :meth:`hessian` uses).
         """
         dtype = self.compute_dtype(precision)
         K = coef.shape[0]
@@ -274,7 +293,8 @@ class BlockKernel:
         grad_coef = np.zeros((K, self.n_features))
         grad_intercept = np.zeros(K)
         total = 0.0
-        for index, (start, stop) in enumerate(self.bounds):
+        for index in range(0, len(self.bounds), max(1, stride)):
+            start, stop = self.bounds[index]
             chunk = self._chunk(index, dtype)
             Zt = self._scores(chunk, weights_kp)
             Zt += bias
@@ -286,6 +306,46 @@ class BlockKernel:
             if fit_intercept:
                 grad_intercept += Rt.sum(axis=1)
         return np.concatenate(([total], grad_coef.ravel(), grad_intercept))
+
+    def hessian(self, coef: np.ndarray, intercept: np.ndarray, stride: int = 1) -> np.ndarray:
+        """Weighted loss Hessian over every ``stride``-th chunk, for one output (K = 1).
+
+        Returns ``[sampled_weight, H.ravel()]`` with ``H`` of shape (p + 1, p + 1): the sum
+        over the sampled rows of ``s_i * curvature_i * [x_i, 1] [x_i, 1]^T`` (the last row and
+        column belong to the intercept), in the block's precision and accumulated in float64.
+        ``sampled_weight`` is the sum of ``s_i`` over those rows, so ``H / sampled_weight``
+        estimates the Hessian of the weighted mean loss.
+        """
+        dtype = self.compute_dtype("fast")
+        weights_kp = np.ascontiguousarray(coef, dtype=dtype)
+        bias = intercept.astype(dtype)[:, None]
+        Y, weights = self.targets[dtype], self.weights[dtype]
+        p = self.n_features
+        H = np.zeros((p + 1, p + 1))
+        sampled = 0.0
+        for index in range(0, len(self.bounds), max(1, stride)):
+            start, stop = self.bounds[index]
+            chunk = self._chunk(index, dtype)
+            Zt = self._scores(chunk, weights_kp)
+            Zt += bias
+            d = self.loss.curvature(Zt, Y[..., start:stop])
+            s = None if weights is None else weights[start:stop]
+            if s is not None:
+                d = d * s
+            sampled += float(stop - start) if s is None else float(s.sum(dtype=np.float64))
+            H[:p, :p] += self._weighted_gram(chunk, d)
+            column = np.asarray(chunk.T @ d, dtype=np.float64).ravel()
+            H[:p, p] += column
+            H[p, :p] += column
+            H[p, p] += float(d.sum(dtype=np.float64))
+        return np.concatenate(([sampled], H.ravel()))
+
+    def _weighted_gram(self, chunk: Matrix, d: np.ndarray) -> np.ndarray:
+        """``X_c^T diag(d) X_c`` (p, p) as float64."""
+        if self.sparse:
+            scaled = chunk.multiply(d[:, None]).tocsr()
+            return np.asarray((chunk.T @ scaled).toarray(), dtype=np.float64)
+        return np.asarray((chunk * d[:, None]).T @ chunk, dtype=np.float64)
 
     def _scores(self, chunk: Matrix, coef: np.ndarray) -> np.ndarray:
         """``coef X_c^T`` of shape (K, rows): gemv for one output, gemm otherwise."""

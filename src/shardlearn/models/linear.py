@@ -26,6 +26,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,12 +36,14 @@ from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
 from shardlearn.models._fitting import (
+    ARRAY_SOURCE,
+    EXTRA_TRAIN_ROWS,
     TrainingContext,
     iter_training_blocks,
     prepare_training,
     prepared_training_blocks,
 )
-from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs
+from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs, whitening
 from shardlearn.models._losses import LOSSES, BlockKernel, decision_scores
 from shardlearn.models._registry import register_model
 
@@ -52,6 +55,13 @@ _PREPARED_KEY = "shardlearn.linear.prepared"
 #: Float32 rounding leaves gradient errors around 1e-7..1e-6 on standardised features; 1e-5
 #: stays well above them, and the objective is then within far less than 1e-4 of the optimum.
 FAST_GTOL = 1e-5
+#: Largest parameter count (features + intercept) preconditioned with the Hessian estimate:
+#: beyond it the dense (p + 1)^2 matrix and its eigendecomposition cost more than they save.
+PRECONDITION_MAX_PARAMETERS = 1024
+#: About this many rows (a stride over each block's cache-sized chunks) estimate the Hessian.
+HESSIAN_ROWS = 100_000
+#: Large data (at least this many times HESSIAN_ROWS rows) first fits the row sample alone.
+WARM_START_MIN_STRIDE = 4
 _BLAS = None
 
 
@@ -59,6 +69,10 @@ _BLAS = None
 def _class_statistics_worker(state: Any, n_classes: int) -> np.ndarray:
     """[rows per class, weight per class, non-finite feature values, non-float32 blocks]."""
     out = np.zeros(2 * n_classes + 2)
+    # Arrays were checked for NaN/inf by the driver as it handed them over (models._handoff).
+    checked = state.context.get("source") == ARRAY_SOURCE and not state.context.get(
+        EXTRA_TRAIN_ROWS
+    )
     for block in iter_training_blocks(state, "train"):
         y = np.asarray(block.y, dtype=np.int64)
         w = block.sample_weight
@@ -68,7 +82,8 @@ def _class_statistics_worker(state: Any, n_classes: int) -> np.ndarray:
             np.bincount(y, weights=w, minlength=n_classes) if w is not None else counts
         )
         values = np.asarray(block.X.data if hasattr(block.X, "tocsr") else block.X)
-        out[-2] += _non_finite_count(values)
+        if not checked:
+            out[-2] += _non_finite_count(values)
         out[-1] += float(values.dtype != np.float32)
     return out
 
@@ -113,18 +128,78 @@ def _blas_threads(state: Any) -> Any:
     return _BLAS.limit(limits=threads, user_api="blas")
 
 
-def _loss_gradient_worker(state: Any, x: np.ndarray, precision: str = "exact") -> np.ndarray:
-    """Loss and gradient sums of this worker's rows at the flat parameter vector ``x``."""
+def _loss_gradient_worker(
+    state: Any, x: np.ndarray, precision: str = "exact", stride: int = 1
+) -> np.ndarray:
+    """Loss and gradient sums of this worker's rows (every ``stride``-th chunk) at ``x``."""
     problem = state.context[_PROBLEM_KEY]
     coef, intercept = _unpack(x, problem["n_outputs"], problem["n_features"])
     total = np.zeros(1 + x.size if problem["fit_intercept"] else 1 + x.size + coef.shape[0])
     with _blas_threads(state):
         for _block, kernel in _prepared_blocks(state):
-            total += kernel.loss_gradient(coef, intercept, problem["fit_intercept"], precision)
+            total += kernel.loss_gradient(
+                coef, intercept, problem["fit_intercept"], precision, stride
+            )
+    return total
+
+
+def _hessian_worker(state: Any, x: np.ndarray, stride: int) -> np.ndarray:
+    """``[sampled weight, H.ravel()]`` of this worker's rows (every ``stride``-th chunk)."""
+    problem = state.context[_PROBLEM_KEY]
+    coef, intercept = _unpack(x, problem["n_outputs"], problem["n_features"])
+    p = problem["n_features"]
+    total = np.zeros(1 + (p + 1) ** 2)
+    with _blas_threads(state):
+        for _block, kernel in _prepared_blocks(state):
+            total += kernel.hessian(coef, intercept, stride)
     return total
 
 
 # ------------------------------------------------------------------ driver helpers
+@dataclass(frozen=True)
+class _HessianSample:
+    """The row sample (every ``stride``-th chunk), its weight and its Hessian estimate."""
+
+    stride: int
+    weight: float
+    hessian: np.ndarray
+
+
+class _HessianSampler:
+    """The objective's Hessian estimated on about HESSIAN_ROWS rows, as an L-BFGS
+    preconditioner (see :mod:`shardlearn.models._lbfgs`); only for one output (binary
+    logistic, binary squared hinge) and at most PRECONDITION_MAX_PARAMETERS parameters."""
+
+    def __init__(self, ctx: TrainingContext, n_rows: int, l2: float, fit_intercept: bool):
+        self.ctx, self.l2, self.fit_intercept = ctx, l2, fit_intercept
+        self.stride = max(1, -(-n_rows // HESSIAN_ROWS))
+        self.enabled = ctx.n_classes == 2 and ctx.n_features + 1 <= PRECONDITION_MAX_PARAMETERS
+        self._last: tuple[np.ndarray, _HessianSample | None] | None = None
+
+    def __call__(self, x: np.ndarray) -> _HessianSample | None:
+        if not self.enabled:
+            return None
+        if self._last is not None and np.array_equal(self._last[0], x):
+            return self._last[1]
+        self._last = (x.copy(), self._estimate(x))
+        return self._last[1]
+
+    def _estimate(self, x: np.ndarray) -> _HessianSample | None:
+        p = self.ctx.n_features
+        sums = self.ctx.group.reduce(_hessian_worker, x, self.stride)
+        if not sums[0] > 0:
+            return None
+        hessian = sums[1:].reshape(p + 1, p + 1) / sums[0]
+        hessian[np.arange(p), np.arange(p)] += self.l2
+        if not self.fit_intercept:
+            hessian = hessian[:p, :p]
+        return _HessianSample(self.stride, float(sums[0]), hessian)
+
+    def transform(self, x: np.ndarray) -> np.ndarray | None:
+        sample = self(x)
+        return None if sample is None else whitening(sample.hessian)
+
+
 def _unpack(x: np.ndarray, n_outputs: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
     size = n_outputs * n_features
     coef = x[:size].reshape(n_outputs, n_features)
@@ -242,15 +317,24 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
         l2 = 1.0 / (self.C * weight_sum)
         size = n_outputs * p
 
-        def evaluate(x: np.ndarray, precision: str = "exact") -> tuple[float, np.ndarray]:
-            sums = ctx.group.reduce(_loss_gradient_worker, x, precision)
-            grad = sums[1 : 1 + x.size] / weight_sum
+        def evaluate(
+            x: np.ndarray, precision: str = "exact", sample: _HessianSample | None = None
+        ) -> tuple[float, np.ndarray]:
+            stride, total = (1, weight_sum) if sample is None else (sample.stride, sample.weight)
+            sums = ctx.group.reduce(_loss_gradient_worker, x, precision, stride)
+            grad = sums[1 : 1 + x.size] / total
             coef = x[:size]
             grad[:size] += l2 * coef
-            value = sums[0] / weight_sum + 0.5 * l2 * float(coef @ coef)
+            value = sums[0] / total + 0.5 * l2 * float(coef @ coef)
             return value, grad
 
         x0 = self._initial_point(ctx, n_outputs, p)
+        sampler = _HessianSampler(ctx, int(stats["counts"].sum()), l2, self.fit_intercept)
+        sample = sampler(x0)
+        precision = "fast" if stats["all_float32"] else "exact"
+        warm = None
+        if sample is not None and sample.stride >= WARM_START_MIN_STRIDE:
+            warm = lambda x: evaluate(x, precision, sample)  # noqa: E731
         fast = (lambda x: evaluate(x, "fast")) if stats["all_float32"] else None
         result = minimize_lbfgs(
             evaluate,
@@ -261,6 +345,8 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
             owner=owner,
             fast_evaluate=fast,
             fast_gtol=FAST_GTOL,
+            precondition=sampler.transform if sample is not None else None,
+            warm_evaluate=warm,
         )
         coef, intercept = _unpack(result.x, n_outputs, p)
         self.classes_ = np.asarray(ctx.classes)
