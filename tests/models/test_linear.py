@@ -18,7 +18,7 @@ from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import ConvergenceWarning, DataError, SchemaError, WorkerLost
 from shardlearn.models import LinearSVC, LogisticRegression, Pipeline
-from shardlearn.models._lbfgs import minimize_lbfgs
+from shardlearn.models._lbfgs import minimize_lbfgs, whitening
 
 TIGHT = {"tol": 1e-9, "max_iter": 5000}
 
@@ -279,3 +279,149 @@ def test_no_warning_when_converged():
     with engine("local", workers=1), warnings.catch_warnings():
         warnings.simplefilter("error")
         LogisticRegression().fit(X, y)
+
+
+# ------------------------------------------------------------------ preconditioned L-BFGS
+def _ill_conditioned_logistic(n=3000, p=8, seed=5):
+    """Binary data whose feature scales span four decades (the case preconditioning is for)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) * np.logspace(-2, 2, p)
+    y = X @ (rng.standard_normal(p) / np.logspace(-2, 2, p)) + rng.logistic(size=n) > 0
+    return X, y.astype(int)
+
+
+def _logistic_objective(X, y, l2=1e-3):
+    t = np.where(y == 1, 1.0, 0.0)
+    Xt = np.hstack([X, np.ones((len(y), 1))])
+
+    def evaluate(x):
+        z = Xt @ x
+        loss = float(np.mean(np.logaddexp(0.0, z) - t * z)) + 0.5 * l2 * float(x[:-1] @ x[:-1])
+        grad = Xt.T @ (1.0 / (1.0 + np.exp(-z)) - t) / len(y)
+        grad[:-1] += l2 * x[:-1]
+        return loss, grad
+
+    def hessian(x):
+        q = 1.0 / (1.0 + np.exp(-(Xt @ x)))
+        H = (Xt * (q * (1 - q))[:, None]).T @ Xt / len(y)
+        H[np.arange(X.shape[1]), np.arange(X.shape[1])] += l2
+        return H
+
+    return evaluate, hessian
+
+
+def _newton_optimum(evaluate, hessian, x):
+    """The optimum by plain Newton iterations (the reference, independent of L-BFGS)."""
+    for _ in range(50):
+        x = x - np.linalg.solve(hessian(x), evaluate(x)[1])
+    return x
+
+
+def _counting(evaluate):
+    calls = {"n": 0}
+
+    def counted(x):
+        calls["n"] += 1
+        return evaluate(x)
+
+    return counted, calls
+
+
+def test_whitening_inverts_the_hessian_and_floors_singular_directions():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6))
+    H = A @ A.T + 0.1 * np.eye(6)
+    T = whitening(H)
+    np.testing.assert_allclose(T @ T.T, np.linalg.inv(H), rtol=1e-8, atol=1e-10)
+    singular = np.diag([4.0, 1.0, 0.0])  # a feature the sample never saw
+    T = whitening(singular)
+    assert np.isfinite(T).all()
+    np.testing.assert_allclose(np.diag(T @ T.T)[:2], [0.25, 1.0])
+
+
+def test_preconditioned_lbfgs_reaches_the_same_optimum_in_fewer_evaluations():
+    X, y = _ill_conditioned_logistic()
+    evaluate, hessian = _logistic_objective(X, y)
+    x0 = np.zeros(X.shape[1] + 1)
+    plain, plain_calls = _counting(evaluate)
+    reference = minimize_lbfgs(plain, x0, max_iter=10_000, tol=1e-9)
+    pre, pre_calls = _counting(evaluate)
+    ours = minimize_lbfgs(
+        pre, x0, max_iter=10_000, tol=1e-9, precondition=lambda x: whitening(hessian(x))
+    )
+    assert ours.converged  # (scipy may stop on ftol: no float64 progress left)
+    optimum = _newton_optimum(evaluate, hessian, reference.x)
+    np.testing.assert_allclose(ours.x, optimum, rtol=1e-6, atol=1e-8)
+    assert ours.loss <= reference.loss + 1e-12
+    assert pre_calls["n"] * 3 <= plain_calls["n"]
+
+
+def test_a_quadratic_with_its_exact_hessian_converges_in_one_newton_step():
+    H = np.diag(np.logspace(0, 4, 5))
+    target = np.arange(1.0, 6.0)
+    seen = []
+
+    def evaluate(x):
+        d = x - target
+        return 0.5 * float(d @ H @ d), H @ d
+
+    result = minimize_lbfgs(
+        evaluate,
+        np.zeros(5),
+        max_iter=100,
+        tol=1e-8,
+        callback=seen.append,
+        precondition=lambda x: whitening(H),
+    )
+    np.testing.assert_allclose(result.x, target, rtol=1e-10)
+    assert [info.iteration for info in seen] == [1]
+    assert result.converged and result.n_iter == 1
+
+
+def test_warm_start_on_a_sample_reports_only_full_objective_iterations():
+    X, y = _ill_conditioned_logistic(n=4000)
+    evaluate, hessian = _logistic_objective(X, y)
+    warm, _ = _logistic_objective(X[::8], y[::8])
+    x0 = np.zeros(X.shape[1] + 1)
+    seen = []
+    result = minimize_lbfgs(
+        evaluate,
+        x0,
+        max_iter=1000,
+        tol=1e-9,
+        callback=seen.append,
+        precondition=lambda x: whitening(hessian(x)),
+        warm_evaluate=warm,
+    )
+    optimum = _newton_optimum(evaluate, hessian, x0)
+    np.testing.assert_allclose(result.x, optimum, rtol=1e-6, atol=1e-8)
+    # Every reported loss is the full objective at that iterate, never the sample's.
+    assert [info.iteration for info in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].loss == pytest.approx(evaluate(result.x)[0], rel=1e-12)
+    assert all(info.loss >= evaluate(optimum)[0] - 1e-12 for info in seen)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_warm_start_on_a_row_sample_matches_sklearn(monkeypatch, workers):
+    """Small sample sizes make this fit take the large-data path: the Hessian on a strided
+    row sample, the optimum of another strided sample as the start, then all rows to tol."""
+    import shardlearn.models.linear as linear
+
+    monkeypatch.setattr(linear, "HESSIAN_MIN_ROWS", 500)
+    monkeypatch.setattr(linear, "HESSIAN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(linear, "WARM_START_ROWS", 2000)
+    samples = []
+    real = linear._warm_start_sample
+
+    def spy(ctx, n_rows):
+        samples.append(real(ctx, n_rows))
+        return samples[-1]
+
+    monkeypatch.setattr(linear, "_warm_start_sample", spy)
+    # 200 float32 columns: a kernel chunk is 1,310 rows, so each worker's block has 16-31.
+    X, y = _data(2, n=40_000, p=200, seed=9)
+    with engine("local", workers=workers):
+        ours = LogisticRegression(C=0.3, **TIGHT).fit(X, y)
+    assert [s.stride for s in samples] == [20]
+    assert 0 < samples[0].weight < 40_000 / 5
+    _assert_same_model(ours, _sklearn(X, y, C=0.3, **TIGHT), X)

@@ -106,3 +106,60 @@ def test_kernel_without_intercept_returns_zero_intercept_gradient():
     kernel = BlockKernel(LOSSES["multinomial"], X, LOSSES["multinomial"].encode(y, 4), s)
     out = kernel.loss_gradient(coef, intercept, False, "exact")
     assert np.all(out[-4:] == 0.0)
+
+
+def _reference_hessian(name, X, y, s, coef, intercept):
+    """``[sum s, H]`` for one output: X~^T diag(s * curvature) X~ with X~ = [X, 1], float64."""
+    X = X.toarray() if sp.issparse(X) else X
+    Xt = np.hstack([X.astype(np.float64), np.ones((X.shape[0], 1))])
+    z = Xt[:, :-1] @ coef[0] + intercept[0]
+    if name == "binary_logistic":
+        curvature = expit(z) * (1.0 - expit(z))
+    else:
+        t = np.where(y == 1, 1.0, -1.0)
+        curvature = np.where(t * z < 1.0, 2.0, 0.0)
+    return s.sum(), (Xt * (s * curvature)[:, None]).T @ Xt
+
+
+@pytest.mark.parametrize("name", ["binary_logistic", "squared_hinge"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_hessian_equals_the_float64_formula_on_the_sampled_chunks(name, sparse, stride):
+    p = 4
+    X, y, s, coef, intercept = _problem(name, 2 * chunk_rows_for(p, 4) + 77, p, seed=3)
+    coef, intercept = coef[:1] * 0.3, intercept[:1]
+    if sparse:
+        X[np.abs(X) < 0.8] = 0.0
+        X = sp.csr_matrix(X)
+    kernel = BlockKernel(LOSSES[name], X, LOSSES[name].encode(y, 1), s)
+    out = kernel.hessian(coef, intercept, stride)
+    sampled = np.concatenate([np.arange(a, b) for a, b in kernel.bounds[::stride]])
+    assert stride == 1 or sampled.size < X.shape[0]
+    weight, H = _reference_hessian(name, X[sampled], y[sampled], s[sampled], coef, intercept)
+    assert out[0] == pytest.approx(weight, rel=1e-7)  # float32 weights, float64 sum
+    # The block is float32, so the products are float32 (accumulated in float64).
+    np.testing.assert_allclose(out[1:].reshape(p + 1, p + 1), H, rtol=1e-4, atol=1e-3)
+
+
+def test_multinomial_has_no_scalar_curvature():
+    with pytest.raises(NotImplementedError):
+        LOSSES["multinomial"].curvature(np.zeros((3, 5)), np.zeros(5, dtype=np.intp))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_strided_pass_equals_a_kernel_on_the_sampled_rows(sparse):
+    p = 3
+    X, y, s, coef, intercept = _problem("binary_logistic", 3 * chunk_rows_for(p, 4) + 5, p)
+    coef, intercept = coef[:1], intercept[:1]
+    if sparse:
+        X[np.abs(X) < 0.8] = 0.0
+        X = sp.csr_matrix(X)
+    loss = LOSSES["binary_logistic"]
+    kernel = BlockKernel(loss, X, loss.encode(y, 1), s)
+    sampled = np.concatenate([np.arange(a, b) for a, b in kernel.bounds[::2]])
+    alone = BlockKernel(loss, X[sampled], loss.encode(y[sampled], 1), s[sampled])
+    np.testing.assert_allclose(
+        kernel.loss_gradient(coef, intercept, True, "exact", stride=2),
+        alone.loss_gradient(coef, intercept, True, "exact"),
+        rtol=1e-12,
+    )

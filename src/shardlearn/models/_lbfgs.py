@@ -155,7 +155,6 @@ def minimize_lbfgs(
         gtol = max(tol, fast_gtol)
         _run_phase(_Evaluator(warm_evaluate), warm, max_iter, gtol, None, resumes, transform)
         checkpoint.x = warm.x
-        transform = precondition(checkpoint.x) if precondition is not None else None
     if fast_evaluate is not None:
         fast = _Evaluator(fast_evaluate)
         _run_phase(fast, checkpoint, max_iter, max(tol, fast_gtol), callback, resumes, transform)

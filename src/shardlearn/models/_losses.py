@@ -340,6 +340,14 @@ class BlockKernel:
             H[p, p] += float(d.sum(dtype=np.float64))
         return np.concatenate(([sampled], H.ravel()))
 
+    def sampled_weight(self, stride: int) -> float:
+        """Total weight of the rows in every ``stride``-th chunk (their count if unweighted)."""
+        weights = self.weights[np.dtype(np.float64)]
+        rows = self.bounds[:: max(1, stride)]
+        if weights is None:
+            return float(sum(stop - start for start, stop in rows))
+        return float(sum(weights[start:stop].sum() for start, stop in rows))
+
     def _weighted_gram(self, chunk: Matrix, d: np.ndarray) -> np.ndarray:
         """``X_c^T diag(d) X_c`` (p, p) as float64."""
         if self.sparse:
