@@ -18,6 +18,17 @@ gradient is small (:data:`FAST_GTOL`) or float32 rounding stops its progress, th
 the requested ``tol``. Each worker limits its BLAS to its share of the cores (one thread for two
 workers on two cores): the workers already run in parallel, and oversubscribed BLAS threads
 only contend.
+
+Fewer passes over the data, for one output (binary logistic regression, binary LinearSVC) with
+at most PRECONDITION_MAX_PARAMETERS parameters: the workers first estimate the objective's
+Hessian at the starting point on a strided row sample (a budget of HESSIAN_MULTIPLY_ADDS, so
+all rows of a mid-sized dataset), and L-BFGS runs in the coordinates that whiten it, starting
+with a Newton step (:mod:`shardlearn.models._lbfgs`). One-hot and unevenly scaled features then
+need several times fewer evaluations (Adult: 12 instead of 64; KDD Cup 99: 55 instead of
+133). Data with at least WARM_START_MIN_STRIDE x WARM_START_ROWS rows first fits a strided
+sample of WARM_START_ROWS rows and starts the full passes from its optimum (2M x 100: the
+target is reached after 2 full-data iterations instead of 5). Every choice changes only the
+path: the optimum and the stopping test are the full float64 objective's, as above.
 """
 
 from __future__ import annotations
