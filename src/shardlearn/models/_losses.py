@@ -29,6 +29,7 @@ every evaluation, so an evaluation allocates only chunk-sized scratch arrays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,21 +286,12 @@ class BlockKernel:
         intercept part is zeros when ``fit_intercept`` is false. ``stride > 1`` sums over every
         ``stride``-th chunk only (the row sample :meth:`hessian` uses).
         """
-        dtype = self.compute_dtype(precision)
         K = coef.shape[0]
-        weights_kp = np.ascontiguousarray(coef, dtype=dtype)
-        bias = intercept.astype(dtype)[:, None]
-        Y, weights = self.targets[dtype], self.weights[dtype]
         grad_coef = np.zeros((K, self.n_features))
         grad_intercept = np.zeros(K)
         total = 0.0
-        for index in range(0, len(self.bounds), max(1, stride)):
-            start, stop = self.bounds[index]
-            chunk = self._chunk(index, dtype)
-            Zt = self._scores(chunk, weights_kp)
-            Zt += bias
-            s = None if weights is None else weights[start:stop]
-            value, Rt = self.loss.value_and_derivative(Zt, Y[..., start:stop], s)
+        for chunk, Zt, Y, s in self._scored_chunks(coef, intercept, precision, stride):
+            value, Rt = self.loss.value_and_derivative(Zt, Y, s)
             total += value
             # R^T X_c while X_c is still in cache.
             grad_coef += self._backward(chunk, Rt)
@@ -316,29 +308,36 @@ class BlockKernel:
         ``sampled_weight`` is the sum of ``s_i`` over those rows, so ``H / sampled_weight``
         estimates the Hessian of the weighted mean loss.
         """
-        dtype = self.compute_dtype("fast")
-        weights_kp = np.ascontiguousarray(coef, dtype=dtype)
-        bias = intercept.astype(dtype)[:, None]
-        Y, weights = self.targets[dtype], self.weights[dtype]
         p = self.n_features
         H = np.zeros((p + 1, p + 1))
         sampled = 0.0
-        for index in range(0, len(self.bounds), max(1, stride)):
-            start, stop = self.bounds[index]
-            chunk = self._chunk(index, dtype)
-            Zt = self._scores(chunk, weights_kp)
-            Zt += bias
-            d = self.loss.curvature(Zt, Y[..., start:stop])
-            s = None if weights is None else weights[start:stop]
+        for chunk, Zt, Y, s in self._scored_chunks(coef, intercept, "fast", stride):
+            d = self.loss.curvature(Zt, Y)
             if s is not None:
                 d = d * s
-            sampled += float(stop - start) if s is None else float(s.sum(dtype=np.float64))
+            sampled += float(Zt.shape[1]) if s is None else float(s.sum(dtype=np.float64))
             H[:p, :p] += self._weighted_gram(chunk, d)
             column = np.asarray(chunk.T @ d, dtype=np.float64).ravel()
             H[:p, p] += column
             H[p, :p] += column
             H[p, p] += float(d.sum(dtype=np.float64))
         return np.concatenate(([sampled], H.ravel()))
+
+    def _scored_chunks(
+        self, coef: np.ndarray, intercept: np.ndarray, precision: str, stride: int
+    ) -> Iterator[tuple[Matrix, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """``(X_c, Z_c^T, targets, weights)`` of every ``stride``-th chunk in ``precision``."""
+        dtype = self.compute_dtype(precision)
+        weights_kp = np.ascontiguousarray(coef, dtype=dtype)
+        bias = intercept.astype(dtype)[:, None]
+        Y, weights = self.targets[dtype], self.weights[dtype]
+        for index in range(0, len(self.bounds), max(1, stride)):
+            start, stop = self.bounds[index]
+            chunk = self._chunk(index, dtype)
+            Zt = self._scores(chunk, weights_kp)
+            Zt += bias
+            s = None if weights is None else weights[start:stop]
+            yield chunk, Zt, Y[..., start:stop], s
 
     def sampled_weight(self, stride: int) -> float:
         """Total weight of the rows in every ``stride``-th chunk (their count if unweighted)."""
