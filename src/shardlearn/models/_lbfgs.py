@@ -140,8 +140,8 @@ def minimize_lbfgs(
     fast_gtol : float
         Gradient tolerance of the first phase (never below ``tol``).
     precondition : callable, optional
-        ``precondition(x) -> T`` (see the module docstring), called at ``x0`` and again after
-        the warm start; None (or a None result) runs on ``x`` directly.
+        ``precondition(x) -> T`` (see the module docstring), called once, at ``x0``; the same
+        ``T`` serves every phase. None (or a None result) runs on ``x`` directly.
     warm_evaluate : callable, optional
         The objective on a row sample (see the module docstring): minimised first, to
         ``fast_gtol``, to find a starting point; its iterations are not reported or counted.
