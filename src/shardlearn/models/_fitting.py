@@ -16,10 +16,10 @@ and its worker functions read their rows with :func:`training_block`::
   calls :func:`shardlearn.preprocess.load_block` with the fitted preprocessor in
   ``state.context["preprocessor"]`` (a bare estimator gets :class:`NumericColumns`, which passes
   the numeric columns through);
-* arrays (``fit(X, y)``, dense or CSR) — written once to shared memory (or a temporary
-  directory), one ``.npy`` part per worker (labels already encoded as class indices), described
-  by :class:`Shard` records so the engine assigns and reassigns them like Parquet shards (see
-  :mod:`shardlearn.models._handoff`).
+* arrays (``fit(X, y)``, dense or CSR) — written once to a temporary directory (shared
+  memory only when asked for), one ``.npy`` part per worker (labels already encoded as class
+  indices), described by :class:`Shard` records so the engine assigns and reassigns them like
+  Parquet shards (see :mod:`shardlearn.models._handoff`).
 
 Blocks are cached in ``state.cache``; after a WorkerLost the replacement worker's cache is empty
 and the block is rebuilt from ``state.shards`` and ``state.context`` on first use.
