@@ -1,4 +1,5 @@
-"""Array hand-off: parts in shared memory (or the temp dir), checked finite, always removed."""
+"""Array hand-off: views shared with in-process workers, or parts written for worker processes
+(to the temp dir, or shared memory when asked for); checked finite, always released."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ import scipy.sparse as sp
 
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError, TaskFailed
-from shardlearn.models import LogisticRegression, _handoff
-from shardlearn.models._fitting import encode_labels, prepare_training, training_block
-from shardlearn.models._handoff import check_finite
+from shardlearn.models import GaussianNB, LogisticRegression, _handoff
+from shardlearn.models._fitting import prepare_training, training_block
+from shardlearn.models._handoff import check_finite, load_array_part
+from shardlearn.models._labels import encode_labels
+
+# Estimators whose array input reaches local workers each way: LogisticRegression asks for
+# threads (its parts are views of the caller's arrays), GaussianNB runs on worker processes
+# (its parts are written to files).
+SHARED, WRITTEN = LogisticRegression, GaussianNB
 
 
 @pytest.fixture
@@ -79,7 +86,7 @@ def test_parts_written_in_chunks_reach_the_workers_unchanged(sparse, monkeypatch
     data = sp.csr_matrix(X) if sparse else X
     with (
         engine("local", workers=2),
-        prepare_training(LogisticRegression(), data, y, sample_weight=weights) as ctx,
+        prepare_training(WRITTEN(), data, y, sample_weight=weights) as ctx,
     ):
         got_X, got_y, got_w = _gathered(ctx.group.run(_block))
         uris = [uri for uris in ctx.group.run(_part_paths) for uri in uris]
@@ -96,7 +103,7 @@ def test_without_room_in_shared_memory_the_parts_go_to_the_temp_dir(tmp_path, mo
     monkeypatch.setattr(_handoff, "SHARED_MEMORY_HEADROOM", 1 << 62)  # no machine has that
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     X, y = _data()
-    with engine("local", workers=2), prepare_training(LogisticRegression(), X, y) as ctx:
+    with engine("local", workers=2), prepare_training(WRITTEN(), X, y) as ctx:
         uris = [uri for uris in ctx.group.run(_part_paths) for uri in uris]
         written = sorted(p.name for p in tmp_path.glob(_handoff.PART_DIR_PREFIX + "*/train/*"))
         got_X, got_y, _ = _gathered(ctx.group.run(_block))
@@ -115,10 +122,11 @@ def test_no_shared_memory_without_room_for_the_parts_and_the_margin(tmp_path, mo
     assert not _handoff._shared_memory_fits(1)
 
 
+@pytest.mark.parametrize("estimator", [SHARED, WRITTEN])
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_non_finite_value_in_any_part_is_the_clear_error_and_leaves_nothing(
-    bad, sparse, monkeypatch, own_prefix, parts_root
+    bad, sparse, estimator, monkeypatch, own_prefix, parts_root
 ):
     monkeypatch.setattr(_handoff, "CHUNK_BYTES", 64)
     X, y = _data(n=400)
@@ -126,21 +134,72 @@ def test_a_non_finite_value_in_any_part_is_the_clear_error_and_leaves_nothing(
     X[390, 2] = bad  # a smaller column further down: the dense message names column 2
     data = sp.csr_matrix(X) if sparse else X
     with pytest.raises(DataError) as exact:
-        check_finite(data, "LogisticRegression")
+        check_finite(data, estimator.__name__)
+    if estimator is WRITTEN and sparse:
+        data = data.toarray()  # GaussianNB takes dense input; the check is the same
+        with pytest.raises(DataError) as exact:
+            check_finite(data, estimator.__name__)
     with engine("local", workers=2), pytest.raises(DataError) as raised:
-        LogisticRegression().fit(data, y)
+        estimator().fit(data, y)
     assert str(raised.value) == str(exact.value)
-    assert f"first in column {5 if sparse else 2}" in str(raised.value)
+    column = 5 if sparse and estimator is SHARED else 2
+    assert f"first in column {column}" in str(raised.value)
     assert _part_dirs(own_prefix) == set()
 
 
-def test_finite_values_whose_sum_overflows_are_accepted():
+@pytest.mark.parametrize("estimator", [SHARED, WRITTEN])
+def test_finite_values_whose_sum_overflows_are_accepted(estimator):
     X, y = _data(n=100, d=3)
     X[:, 2] = np.float32(3e38) * np.sign(X[:, 2])  # the float32 sum overflows to +-inf
     X[:50, 2] = np.float32(3e38)
-    with engine("local", workers=2), prepare_training(LogisticRegression(), X, y) as ctx:
+    with engine("local", workers=2), prepare_training(estimator(), X, y) as ctx:
         got_X, _, _ = _gathered(ctx.group.run(_block))
     np.testing.assert_array_equal(got_X, X)
+
+
+def _block_and_uris(state):
+    block = training_block(state, "train")
+    return block, [shard.uri for shard in state.shards]
+
+
+def _in_part_order(results):
+    """Each worker owns one whole part here; order the blocks by their part's index."""
+    return sorted(results, key=lambda result: [int(uri.rsplit("/", 1)[1]) for uri in result[1]])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_in_process_workers_read_the_callers_arrays_in_place_and_read_only(
+    sparse, workers, own_prefix
+):
+    X, y = _data()
+    X[X < 0.3] = 0
+    weights = np.random.default_rng(1).uniform(size=len(y))
+    data = sp.csr_matrix(X) if sparse else X
+    values = data.data if sparse else data
+    with (
+        engine("local", workers=workers),
+        prepare_training(SHARED(), data, y, sample_weight=weights) as ctx,
+    ):
+        assert ctx.group.shares_memory
+        results = _in_part_order(ctx.group.run(_block_and_uris))
+        assert _part_dirs(own_prefix) == set()  # nothing written
+        for block, _ in results:
+            block_values = block.X.data if sparse else block.X
+            assert np.shares_memory(block_values, values)  # a view, not a copy
+            with pytest.raises(ValueError, match="read-only"):
+                block_values[0] = 1.0
+        got = [np.asarray(b.X.toarray() if sparse else b.X) for b, _ in results]
+        np.testing.assert_array_equal(np.concatenate(got), X)
+        np.testing.assert_array_equal(np.concatenate([b.y for b, _ in results]), y)
+        np.testing.assert_array_equal(
+            np.concatenate([b.sample_weight for b, _ in results]), weights
+        )
+    assert values.flags.writeable  # the caller's own array is untouched
+    uri = results[0][1][0]
+    assert uri.startswith(_handoff.SHARED_PREFIX)
+    with pytest.raises(DataError, match="not in this process"):
+        load_array_part(uri)  # released when the fit ended
 
 
 def _fail(state):
@@ -151,10 +210,10 @@ def _fail(state):
 def test_no_part_directory_is_left_after_a_fit_succeeds_or_fails(own_prefix, parts_root):
     X, y = _data()
     with engine("local", workers=2):
-        LogisticRegression().fit(X, y)
+        WRITTEN().fit(X, y)
         assert _part_dirs(own_prefix) == set()
         with pytest.raises(TaskFailed, match="worker failure after loading"):
-            with prepare_training(LogisticRegression(), X, y) as ctx:
+            with prepare_training(WRITTEN(), X, y) as ctx:
                 during = _part_dirs(own_prefix)
                 ctx.group.run(_fail)
     assert len(during) == 1

@@ -163,20 +163,26 @@ def _worker_pid(state):
     return os.getpid()
 
 
-def test_worker_killed_mid_fit_still_yields_the_same_model():
-    X, y = _data(3, n=600)
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_worker_killed_mid_fit_still_yields_the_same_model(n_classes, tmp_path):
+    # A Dataset trains on worker processes (arrays train on threads of this process), and the
+    # idle processes a closed group hands back are the ones the next fit's group takes.
+    X, y = _data(n_classes, n=600)
+    table = pa.table({f"f{j}": X[:, j].astype(np.float64) for j in range(X.shape[1])} | {"y": y})
+    ds = write_dataset(table, tmp_path / "rows", label="y", partitions=4)
     with engine("local", workers=2) as eng:
-        reference = LogisticRegression(**TIGHT).fit(X, y)
+        reference = LogisticRegression(**TIGHT).fit(ds)
+        assert reference.n_iter_ >= 2
         with eng.workers(2) as group:
             pids = group.run(_worker_pid)
         killed = []
 
-        def kill_at_third_iteration(info):
-            if info.iteration == 3 and not killed:
+        def kill_at_second_iteration(info):
+            if info.iteration == 2 and not killed:
                 os.kill(pids[1], signal.SIGKILL)
                 killed.append(pids[1])
 
-        model = LogisticRegression(**TIGHT).fit(X, y, callback=kill_at_third_iteration)
+        model = LogisticRegression(**TIGHT).fit(ds, callback=kill_at_second_iteration)
         with eng.workers(2) as group:
             after = group.run(_worker_pid)
     assert killed and killed[0] not in after  # the worker really died and was replaced
@@ -425,3 +431,63 @@ def test_warm_start_on_a_row_sample_matches_sklearn(monkeypatch, workers):
     assert [s.stride for s in samples] == [20]
     assert 0 < samples[0].weight < 40_000 / 5
     _assert_same_model(ours, _sklearn(X, y, C=0.3, **TIGHT), X)
+
+
+def test_the_hessian_is_estimated_again_where_each_later_phase_starts():
+    X, y = _ill_conditioned_logistic(n=4000)
+    evaluate, hessian = _logistic_objective(X, y)
+    warm, warm_hessian = _logistic_objective(X[::8], y[::8])
+
+    def fast(x):  # the objective with float32 rounding, like the "fast" passes
+        f, g = evaluate(x)
+        return float(np.float32(f)), g.astype(np.float32).astype(np.float64)
+
+    points = []
+
+    def precondition(x):
+        points.append(x.copy())
+        return whitening(hessian(x))
+
+    x0 = np.zeros(X.shape[1] + 1)
+    result = minimize_lbfgs(
+        evaluate,
+        x0,
+        max_iter=1000,
+        tol=1e-9,
+        precondition=precondition,
+        warm_evaluate=warm,
+        fast_evaluate=fast,
+        fast_gtol=1e-5,
+    )
+    np.testing.assert_allclose(result.x, _newton_optimum(evaluate, hessian, x0), rtol=1e-6)
+    assert len(points) == 3  # at x0, at the sample's optimum, where the float32 phase ended
+    np.testing.assert_array_equal(points[0], x0)
+    assert np.abs(warm(points[1])[1]).max() <= 1e-5  # the sample's optimum
+    assert not np.array_equal(points[1], points[2])
+
+
+def test_every_phase_starts_with_newton_steps_of_one_evaluation_each():
+    # An estimate 30% off: each Newton step closes 1/1.3 of the gap on a quadratic, and scipy's
+    # first step (unit length in the scaled coordinates) is that same step, accepted as it is.
+    H = np.diag(np.logspace(0, 4, 6))
+    target = np.linspace(1.0, 2.0, 6)
+    evaluations = []
+
+    def evaluate(x):
+        evaluations.append(x.copy())
+        d = x - target
+        return 0.5 * float(d @ H @ d), H @ d
+
+    seen = []
+    result = minimize_lbfgs(
+        evaluate,
+        np.zeros(6),
+        max_iter=100,
+        tol=1e-8,
+        callback=lambda info: seen.append(len(evaluations)),
+        precondition=lambda x: whitening(1.3 * H),
+    )
+    np.testing.assert_allclose(result.x, target, rtol=1e-8)
+    # Newton step: the start and the step (2 evaluations); scipy's first iteration: 1 more.
+    assert seen[:2] == [2, 3]
+    np.testing.assert_allclose(evaluations[2], target - (target - evaluations[1]) * 0.3 / 1.3)

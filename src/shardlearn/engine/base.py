@@ -43,6 +43,7 @@ __all__ = [
     "WorkerGroup",
     "WorkerState",
     "assign_by_bytes",
+    "check_prefer",
     "create_engine",
     "engine",
     "engine_from_cli",
@@ -133,6 +134,10 @@ class WorkerState:
     cache : dict
         Anything the worker wants to keep between calls (loaded shards, feature blocks).
         Empty again on a replacement worker after a :class:`~shardlearn.exceptions.WorkerLost`.
+    in_process : bool
+        True when the worker runs in the calling process (the in-process group, or a thread of
+        a ``prefer="threads"`` group): it shares the caller's memory and BLAS thread pools,
+        which its group sizes for it.
     """
 
     rank: int
@@ -140,6 +145,7 @@ class WorkerState:
     shards: list[Any] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    in_process: bool = False
 
 
 def assign_by_bytes(
@@ -203,9 +209,21 @@ def tree_combine(values: Sequence[Any], combine: Callable[[Any, Any], Any] = ope
 
 
 class WorkerGroup(abc.ABC):
-    """``size`` long-lived stateful workers (processes or Ray actors). Also a context manager."""
+    """``size`` long-lived stateful workers (processes, threads or Ray actors).
+
+    Also a context manager.
+
+    Attributes
+    ----------
+    size : int
+        Number of workers.
+    shares_memory : bool
+        Capability flag: True when the workers run in the calling process (threads, or the
+        process itself) and can read the caller's in-memory arrays without a copy.
+    """
 
     size: int
+    shares_memory: bool = False
 
     @abc.abstractmethod
     def assign(self, shards: Sequence[Any]) -> None:
@@ -282,8 +300,16 @@ class Engine(abc.ABC):
         """Run ``fn(*args, **kw)`` as one task; the Future raises TaskFailed or WorkerLost."""
 
     @abc.abstractmethod
-    def workers(self, n: int | None = None, resources: Resources | None = None) -> WorkerGroup:
-        """Start a group of ``n`` (default :attr:`n_workers`) stateful workers."""
+    def workers(
+        self, n: int | None = None, resources: Resources | None = None, prefer: str | None = None
+    ) -> WorkerGroup:
+        """Start a group of ``n`` (default :attr:`n_workers`) stateful workers.
+
+        ``prefer`` is a soft hint, as in joblib: ``"threads"`` asks for workers that share the
+        calling process's memory (see :attr:`WorkerGroup.shares_memory`), for worker functions
+        that release the GIL; an engine that cannot offer them (Ray) returns its usual workers.
+        ``None`` or ``"processes"``: the engine's usual workers.
+        """
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -308,6 +334,19 @@ class Engine(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} n_workers={self.n_workers}>"
+
+
+#: Values of the ``prefer`` hint of :meth:`Engine.workers`.
+PREFER_OPTIONS = ("processes", "threads")
+
+
+def check_prefer(prefer: str | None) -> None:
+    """EngineError for a ``prefer`` hint that is not None or one of :data:`PREFER_OPTIONS`."""
+    if prefer is not None and prefer not in PREFER_OPTIONS:
+        raise EngineError(
+            f"The 'prefer' parameter of workers() must be one of {PREFER_OPTIONS} or None. "
+            f"Got {prefer!r}."
+        )
 
 
 # -- choosing an engine ------------------------------------------------------------------------

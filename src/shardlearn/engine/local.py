@@ -6,6 +6,9 @@
   :class:`~shardlearn.engine.base.WorkerState`. Only shard metadata, broadcast values,
   arguments and results travel through the pipes; workers read their shards themselves.
   ``submit`` uses a separate pool of N task processes (:mod:`shardlearn.engine._tasks`).
+* ``workers(prefer="threads")``: a :class:`~shardlearn.engine._threads.ThreadGroup` of N
+  threads of the calling process, for worker functions that release the GIL and read data
+  that is already in this process's memory (array input): nothing is copied.
 
 When a worker process dies during a call, the group starts a replacement with the same rank,
 replays its shard assignment and every ``put``, and retries that worker's part of the call, up
@@ -30,6 +33,7 @@ import psutil
 from shardlearn.engine import _worker
 from shardlearn.engine._process import Dead, WorkerProcess, next_call_id
 from shardlearn.engine._tasks import TaskPool
+from shardlearn.engine._threads import ThreadGroup, check_worker_function
 from shardlearn.engine.base import (
     DEFAULT_MAX_RETRIES,
     Engine,
@@ -37,6 +41,7 @@ from shardlearn.engine.base import (
     WorkerGroup,
     WorkerState,
     assign_by_bytes,
+    check_prefer,
 )
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
 
@@ -54,17 +59,14 @@ def _task_failed(summary: str, tb: str) -> TaskFailed:
     return TaskFailed(summary, remote_traceback=tb)
 
 
-def _check_callable(fn: Any) -> None:
-    if not callable(fn):
-        raise EngineError(f"Expected a function to run on the workers. Got {fn!r}.")
-
-
 class InProcessGroup(WorkerGroup):
     """A group whose single worker is the calling process (``engine("local", workers=1)``)."""
 
+    shares_memory = True
+
     def __init__(self) -> None:
         self.size = 1
-        self.state = WorkerState(rank=0, size=1)
+        self.state = WorkerState(rank=0, size=1, in_process=True)
         self._closed = False
 
     @property
@@ -78,7 +80,7 @@ class InProcessGroup(WorkerGroup):
         self.state.context[name] = value
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Any]:
-        _check_callable(fn)
+        check_worker_function(fn)
         if self._closed:
             raise EngineError("This worker group is closed; start a new one with eng.workers().")
         try:
@@ -90,7 +92,7 @@ class InProcessGroup(WorkerGroup):
 
     def close(self) -> None:
         self._closed = True
-        self.state = WorkerState(rank=0, size=1)
+        self.state = WorkerState(rank=0, size=1, in_process=True)
 
 
 class ProcessGroup(WorkerGroup):
@@ -136,7 +138,7 @@ class ProcessGroup(WorkerGroup):
         self._call_each(lambda rank: None, raw=self._context[name])
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Any]:
-        _check_callable(fn)
+        check_worker_function(fn)
         return self._call_each(lambda rank: ("run", fn, args, kwargs))
 
     def close(self) -> None:
@@ -257,7 +259,7 @@ class LocalEngine(Engine):
         self.max_retries = max_retries
         self.cpus_per_worker = 1.0
         self._capacity = Resources(cpus=float(self.n_workers), gpus=0.0, memory=_total_memory())
-        self._groups: list[ProcessGroup] = []
+        self._groups: list[WorkerGroup] = []
         self._pool: TaskPool | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -274,7 +276,7 @@ class LocalEngine(Engine):
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, resources: Resources | None = None, **kw: Any
     ) -> Future:
-        _check_callable(fn)
+        check_worker_function(fn)
         self._check_open()
         self.check_fits(resources or Resources(), f"Task {getattr(fn, '__qualname__', fn)!r}")
         if self.in_process:
@@ -291,8 +293,14 @@ class LocalEngine(Engine):
                 self._pool = TaskPool(self.n_workers, self.max_retries, self.capacity)
         return self._pool.submit(fn, args, kw, resources or Resources())
 
-    def workers(self, n: int | None = None, resources: Resources | None = None) -> WorkerGroup:
+    def workers(
+        self, n: int | None = None, resources: Resources | None = None, prefer: str | None = None
+    ) -> WorkerGroup:
+        """A group of ``n`` workers: the calling process for one worker on an in-process
+        engine, threads of the calling process with ``prefer="threads"`` (see
+        :mod:`shardlearn.engine._threads`), else worker processes."""
         self._check_open()
+        check_prefer(prefer)
         size = self.n_workers if n is None else n
         if not isinstance(size, int) or size < 1:
             raise EngineError(f"A worker group needs n >= 1 workers. Got {size!r}.")
@@ -303,7 +311,11 @@ class LocalEngine(Engine):
             )
         if self.in_process and size == 1:
             return InProcessGroup()
-        group = ProcessGroup(self, size)
+        group: WorkerGroup
+        if prefer == "threads":
+            group = ThreadGroup(size, cpus=self.n_workers)
+        else:
+            group = ProcessGroup(self, size)
         self._groups.append(group)
         return group
 

@@ -37,6 +37,7 @@ from shardlearn.engine.base import (
     WorkerGroup,
     WorkerState,
     assign_by_bytes,
+    check_prefer,
     tree_combine,
 )
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
@@ -329,8 +330,13 @@ class RayEngine(Engine):
         ref = _remote_task.options(**options).remote(fn, tuple(kw), *args, *kw.values())
         return _as_future(ref, name)
 
-    def workers(self, n: int | None = None, resources: Resources | None = None) -> WorkerGroup:
+    def workers(
+        self, n: int | None = None, resources: Resources | None = None, prefer: str | None = None
+    ) -> WorkerGroup:
+        """A group of ``n`` actors; ``prefer="threads"`` is ignored (actors never share the
+        driver's memory)."""
         self._check_open()
+        check_prefer(prefer)
         size = self.n_workers if n is None else n
         if not isinstance(size, int) or size < 1:
             raise EngineError(f"A worker group needs n >= 1 workers. Got {size!r}.")

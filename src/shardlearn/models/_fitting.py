@@ -16,10 +16,14 @@ and its worker functions read their rows with :func:`training_block`::
   calls :func:`shardlearn.preprocess.load_block` with the fitted preprocessor in
   ``state.context["preprocessor"]`` (a bare estimator gets :class:`NumericColumns`, which passes
   the numeric columns through);
-* arrays (``fit(X, y)``, dense or CSR) — written once to a temporary directory (shared
-  memory only when asked for), one ``.npy`` part per worker (labels already encoded as class
+* arrays (``fit(X, y)``, dense or CSR) — one part per worker (labels already encoded as class
   indices), described by :class:`Shard` records so the engine assigns and reassigns them like
-  Parquet shards (see :mod:`shardlearn.models._handoff`).
+  Parquet shards (see :mod:`shardlearn.models._handoff`). An estimator whose worker functions
+  release the GIL (class attribute ``_prefer_threads = True``) asks the engine for threads of
+  this process (``workers(prefer="threads")``); when it gets workers that share this process's
+  memory, each part is a read-only view of the caller's arrays, nothing is copied, and the
+  workers check the parts for NaN/inf in parallel before training. Otherwise (worker
+  processes, Ray actors) the parts are written once to a temporary directory.
 
 Blocks are cached in ``state.cache``; after a WorkerLost the replacement worker's cache is empty
 and the block is rebuilt from ``state.shards`` and ``state.context`` on first use.
@@ -44,13 +48,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from shardlearn.exceptions import DataError, SchemaError
-from shardlearn.models._handoff import hand_off_arrays, load_array_part
+from shardlearn.models._handoff import (
+    check_finite,
+    hand_off_arrays,
+    load_array_part,
+    non_finite_parts,
+    release_shared,
+    share_arrays,
+)
+from shardlearn.models._labels import encode_labels, encode_with_classes
 
 __all__ = [
     "EXTRA_TRAIN_ROWS",
     "NumericColumns",
     "TrainingContext",
-    "encode_labels",
     "extra_training_rows",
     "is_dataset",
     "iter_training_blocks",
@@ -189,55 +200,6 @@ def is_dataset(X: Any) -> bool:
     return hasattr(X, "shards") and hasattr(X, "schema") and hasattr(X, "manifest")
 
 
-def encode_labels(y: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted classes and int64 indices of ``y``; fewer than two classes is a DataError."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise DataError(f"{owner}: y must be 1-D (one label per row); got shape {y.shape}.")
-    codes = _small_int_codes(y)
-    classes, indices = np.unique(y, return_inverse=True) if codes is None else codes
-    if classes.size < 2:
-        found = repr(classes[0].item()) if classes.size else "none"
-        raise DataError(
-            f"{owner} needs at least two classes in the label; found only {found}. "
-            "Check the label column or the split you train on."
-        )
-    return classes, indices.astype(np.int64, copy=False)
-
-
-def _small_int_codes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``np.unique(y, return_inverse=True)`` for small non-negative integer labels, by counting
-    (linear, no sort); None for any other labels."""
-    if not np.issubdtype(y.dtype, np.integer) or y.size == 0:
-        return None
-    low, high = int(y.min()), int(y.max())
-    # The count array is at most about as long as y (or 64k entries): no huge allocations.
-    if low < 0 or high >= max(y.size, 1 << 16):
-        return None
-    present = np.bincount(y.astype(np.intp, copy=False), minlength=high + 1) > 0
-    classes = np.flatnonzero(present)
-    if classes.size == high + 1:  # 0..high all present: the labels are their own indices
-        return classes.astype(y.dtype), y.astype(np.int64)
-    lookup = np.cumsum(present, dtype=np.int64) - 1
-    return classes.astype(y.dtype), lookup[y]
-
-
-def encode_with_classes(y: Any, classes: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of ``y`` in the given ``classes``; a label outside them is a DataError."""
-    classes = np.asarray(classes)
-    y = np.asarray(y)
-    order = np.argsort(classes, kind="stable")
-    positions = np.searchsorted(classes[order], y)
-    positions = np.clip(positions, 0, classes.size - 1)
-    found = classes[order][positions] == y
-    if not np.all(found):
-        raise DataError(
-            f"{owner}: labels {np.unique(y[~found]).tolist()} are not among the model's classes "
-            f"{classes.tolist()}."
-        )
-    return classes, order[positions].astype(np.int64)
-
-
 def prepare_training(
     estimator: Any,
     X: Any,
@@ -289,7 +251,7 @@ def prepare_training(
         raise DataError(f"{owner}.fit: a preprocessor needs a Dataset, not arrays.")
     if y is None:
         raise DataError(f"{owner}.fit(X, y): y is required when X is an array.")
-    return _prepare_arrays(owner, X, y, engine, sample_weight, classes)
+    return _prepare_arrays(estimator, X, y, engine, sample_weight, classes)
 
 
 def needs_labels(estimator: Any) -> bool:
@@ -326,11 +288,11 @@ def _dataset_classes(owner: str, ds: Any, fixed_classes: Any, supervised: bool) 
     return classes
 
 
-def _open_group(engine: Any) -> tuple[Any, list[Any]]:
+def _open_group(engine: Any, prefer: str | None = None) -> tuple[Any, list[Any]]:
     from shardlearn.engine import get_engine
 
     # get_engine shares engines created from a name and closes them at exit: never close here.
-    return get_engine(engine).workers(), []
+    return get_engine(engine).workers(prefer=prefer), []
 
 
 def _prepare_dataset(
@@ -389,8 +351,9 @@ def _numeric_passthrough(owner: str, ds: Any, weight_column: Any) -> NumericColu
 
 
 def _prepare_arrays(
-    owner: str, X: Any, y: Any, engine: Any, sample_weight: Any, fixed_classes: Any
+    estimator: Any, X: Any, y: Any, engine: Any, sample_weight: Any, fixed_classes: Any
 ) -> TrainingContext:
+    owner = type(estimator).__name__
     X = _as_matrix(owner, X)
     if fixed_classes is None:
         classes, y_idx = encode_labels(y, owner)
@@ -405,13 +368,21 @@ def _prepare_arrays(
             raise DataError(
                 f"{owner}: sample_weight must hold {X.shape[0]} finite non-negative values."
             )
-    group, closers = _open_group(engine)
+    prefer = "threads" if getattr(estimator, "_prefer_threads", False) else None
+    group, closers = _open_group(engine, prefer)
     names = [f"x{j}" for j in range(X.shape[1])]
     ctx = TrainingContext(group, classes, X.shape[1], names, _closers=closers)
     try:
-        # Checks that X is finite (DataError) while writing, before any worker reads a row.
-        ctx._tmpdir, shards = hand_off_arrays(X, y_idx, weights, group.size, owner)
-        group.assign(shards)
+        if group.shares_memory and prefer == "threads":
+            token, shards = share_arrays(X, y_idx, weights, group.size)
+            ctx._closers.append(lambda: release_shared(token))
+            group.assign(shards)
+            if any(group.run(non_finite_parts)):  # before any worker reads a row
+                check_finite(X, owner)
+        else:
+            # Checks that X is finite (DataError) while writing, before any worker reads a row.
+            ctx._tmpdir, shards = hand_off_arrays(X, y_idx, weights, group.size, owner)
+            group.assign(shards)
         group.put("source", ARRAY_SOURCE)
         group.put("classes", classes.tolist())
         group.put("n_features", int(X.shape[1]))

@@ -1,10 +1,19 @@
-"""Hand-off of in-memory arrays (``fit(X, y)``) to the workers, through files.
+"""Hand-off of in-memory arrays (``fit(X, y)``) to the workers: shared, or through files.
 
-:func:`hand_off_arrays` splits the rows into one contiguous part per worker and writes each part
-as ``.npy`` files (features, class indices, weights); :func:`load_array_part` maps a part back
-on the worker. The parts are described by :class:`~shardlearn.data.Shard` records, so the engine
-assigns (and, after a WorkerLost, reassigns) them like Parquet shards; they stay on disk until
-the training context closes and removes the directory.
+Both ways split the rows into one contiguous part per worker (features, class indices, weights)
+and describe each part by a :class:`~shardlearn.data.Shard` record, so the engine assigns (and,
+after a WorkerLost, reassigns) them like Parquet shards; :func:`load_array_part` gives a worker
+its part back, whichever way it was handed off.
+
+Shared (:func:`share_arrays`), for workers that run in this process (threads, or the process
+itself: ``WorkerGroup.shares_memory``): each part is a read-only view of the caller's arrays,
+registered under a token until :func:`release_shared` (the training context does it when it
+closes). Nothing is copied or written, and no NaN/inf check happens here: the caller checks
+the parts on the workers (:func:`non_finite_parts`), in parallel.
+
+Through files (:func:`hand_off_arrays`), for worker processes: each part is written as ``.npy``
+files and mapped back on the worker; the files stay on disk until the training context closes
+and removes the directory.
 
 Where the parts go
     The default temporary directory (``$TMPDIR``, see :func:`tempfile.gettempdir`): the pages
@@ -39,6 +48,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -52,10 +62,14 @@ from shardlearn.exceptions import DataError
 __all__ = [
     "PART_DIR_PREFIX",
     "SHARED_MEMORY_ENV",
+    "SHARED_PREFIX",
     "check_finite",
     "hand_off_arrays",
     "load_array_part",
+    "non_finite_parts",
     "part_directory",
+    "release_shared",
+    "share_arrays",
 ]
 
 PART_DIR_PREFIX = "shardlearn-fit-"
@@ -68,6 +82,11 @@ SHARED_MEMORY_SLACK = 1.1
 SHARED_MEMORY_HEADROOM = 256 * 2**20
 # Small enough that a chunk is still in the core's cache when it is written after its sum.
 CHUNK_BYTES = 1 << 20
+#: URI prefix of a shared part: ``shared://TOKEN/INDEX``.
+SHARED_PREFIX = "shared://"
+# Parts registered by share_arrays, by token: (X, y, weights) views per part.
+_SHARED: dict[str, list[tuple[Any, np.ndarray, np.ndarray | None]]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def check_finite(X: Any, owner: str) -> None:
@@ -148,10 +167,9 @@ def _write_parts(
     root: Path, X: Any, y: np.ndarray, weights: Any, n_parts: int, owner: str
 ) -> list[Any]:
     (root / "train").mkdir(parents=True)
-    bounds = np.linspace(0, X.shape[0], max(1, n_parts) + 1).astype(int)
     stop = threading.Event()
-    ranges = zip(bounds[:-1], bounds[1:], strict=True)
-    jobs = [(index, int(a), int(b)) for index, (a, b) in enumerate(ranges)]
+    ranges = _part_bounds(X.shape[0], n_parts)
+    jobs = [(index, a, b) for index, (a, b) in enumerate(ranges)]
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         futures = [pool.submit(_stopping, stop, root, job, X, y, weights) for job in jobs]
         try:
@@ -178,8 +196,6 @@ def _write_part(
     root: Path, job: tuple[int, int, int], X: Any, y: np.ndarray, weights: Any, stop: Any
 ) -> tuple[Any, bool]:
     """Write rows ``start:stop`` of part ``index``; returns its Shard and whether X was finite."""
-    from shardlearn.data import Shard
-
     index, start, end = job
     rel = f"train/part-{index:05d}"
     base = root / rel
@@ -199,17 +215,8 @@ def _write_part(
     finite = True
     for key, value in arrays.items():
         finite &= _write_npy(f"{base}.{key}.npy", value, key == checked, stop)
-    counts = np.bincount(arrays["y"], minlength=0)
-    shard = Shard(
-        split="train",
-        index=index,
-        path=rel,
-        uri=str(base),
-        rows=end - start,
-        bytes=int(sum(value.nbytes for value in arrays.values())),
-        sha256="",
-        class_counts={str(k): int(v) for k, v in enumerate(counts) if v},
-    )
+    nbytes = sum(value.nbytes for value in arrays.values())
+    shard = _part_shard(index, str(base), arrays["y"], nbytes)
     return shard, finite
 
 
@@ -243,13 +250,129 @@ def _finite(values: np.ndarray) -> bool:
     return bool(np.isfinite(total) or np.isfinite(values).all())
 
 
-def load_array_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    """Features, class indices and weights (or None) of the part written at ``uri``.
+def share_arrays(
+    X: Any, y: np.ndarray, weights: np.ndarray | None, n_parts: int
+) -> tuple[str, list[Any]]:
+    """Register read-only views of ``n_parts`` contiguous row ranges for in-process workers.
 
-    The features are mapped read-only, not read: the driver has just written them, so the pages
-    are in memory (the page cache or shared memory) and the worker skips a copy of the part.
-    (``MAP_POPULATE``, ``MADV_POPULATE_READ`` or ``MADV_WILLNEED`` made the first pass no faster.)
+    Parameters
+    ----------
+    X : ndarray or csr_matrix
+        Float features (a CSR matrix with sorted indices).
+    y : ndarray of int64
+        Class index of every row.
+    weights : ndarray or None
+        Sample weights.
+    n_parts : int
+        Number of parts (sizes differing by at most one row).
+
+    Returns
+    -------
+    token : str
+        Pass it to :func:`release_shared` when the workers are done.
+    shards : list of Shard
+        One per part, in row order, with ``uri`` ``shared://TOKEN/INDEX``.
     """
+    token = uuid.uuid4().hex
+    parts, shards = [], []
+    for index, (start, end) in enumerate(_part_bounds(X.shape[0], n_parts)):
+        part = (_rows_view(X, start, end), _read_only(y[start:end]), None)
+        if weights is not None:
+            part = (part[0], part[1], _read_only(weights[start:end]))
+        parts.append(part)
+        nbytes = sum(_nbytes(value) for value in part if value is not None)
+        shards.append(_part_shard(index, f"{SHARED_PREFIX}{token}/{index}", part[1], nbytes))
+    with _SHARED_LOCK:
+        _SHARED[token] = parts
+    return token, shards
+
+
+def release_shared(token: str) -> None:
+    """Forget the parts registered under ``token`` (the caller's arrays are untouched)."""
+    with _SHARED_LOCK:
+        _SHARED.pop(token, None)
+
+
+def non_finite_parts(state: Any) -> bool:
+    """Worker function: whether any of this worker's array parts holds NaN or infinity."""
+    for shard in state.shards:
+        X = load_array_part(shard.uri)[0]
+        values = X.data if sp.issparse(X) else X
+        if np.issubdtype(values.dtype, np.floating) and not _finite(values.reshape(-1)):
+            return True
+    return False
+
+
+def _part_shard(index: int, uri: str, y: np.ndarray, nbytes: int) -> Any:
+    """The Shard record of part ``index`` (train split) with class indices ``y``."""
+    from shardlearn.data import Shard
+
+    counts = np.bincount(y, minlength=0)
+    return Shard(
+        split="train",
+        index=index,
+        path=f"train/part-{index:05d}",
+        uri=uri,
+        rows=len(y),
+        bytes=int(nbytes),
+        sha256="",
+        class_counts={str(k): int(v) for k, v in enumerate(counts) if v},
+    )
+
+
+def _part_bounds(n_rows: int, n_parts: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, n_rows, max(1, n_parts) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """A view that cannot be written through (the caller's array stays writeable)."""
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
+def _rows_view(X: Any, start: int, end: int) -> Any:
+    """Rows ``start:end`` of ``X`` as a read-only view (CSR: views of data and indices)."""
+    if not sp.issparse(X):
+        return _read_only(X[start:end])
+    lo, hi = int(X.indptr[start]), int(X.indptr[end])
+    indptr = X.indptr[start : end + 1] - X.indptr[start]
+    data, indices = _read_only(X.data[lo:hi]), _read_only(X.indices[lo:hi])
+    return sp.csr_matrix((data, indices, indptr), shape=(end - start, X.shape[1]), copy=False)
+
+
+def _nbytes(value: Any) -> int:
+    if sp.issparse(value):
+        return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
+    return int(value.nbytes)
+
+
+def _shared_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    token, _, index = uri.removeprefix(SHARED_PREFIX).partition("/")
+    with _SHARED_LOCK:
+        parts = _SHARED.get(token)
+    if parts is None:
+        raise DataError(
+            f"The in-memory array part {uri} is not in this process: shared parts are readable "
+            "only by workers that run in the process that fitted (threads or in-process), and "
+            "only until that fit ends."
+        )
+    return parts[int(index)]
+
+
+def load_array_part(uri: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """Features, class indices and weights (or None) of the part handed off at ``uri``.
+
+    A shared part (``shared://``) is the registered view itself.
+
+    The features of a written part are mapped read-only, not read: the driver has just written
+    them, so the pages are in memory (the page cache or shared memory) and the worker skips a
+    copy of the part. (``MAP_POPULATE``, ``MADV_POPULATE_READ`` or ``MADV_WILLNEED`` made the
+    first pass no faster.)
+    """
+    if uri.startswith(SHARED_PREFIX):
+        return _shared_part(uri)
 
     def load(key: str, mmap_mode: Any = None) -> np.ndarray:
         return np.load(f"{uri}.{key}.npy", allow_pickle=False, mmap_mode=mmap_mode)

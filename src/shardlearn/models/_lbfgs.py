@@ -23,10 +23,16 @@ passes are spent on the last digits only.
 
 Preconditioning, when the caller passes ``precondition`` (returning a square matrix ``T`` with
 ``T T^T`` close to the inverse Hessian, see :func:`whitening`): each phase runs scipy's L-BFGS
-on ``v`` with ``x = x_start + T v``, where the objective is close to an isotropic quadratic, so
-ill-conditioned problems (one-hot features, features on different scales) need several times
-fewer evaluations. Only the optimiser's coordinates change: the objective, the checkpoint, the
-progress callback and the stopping test (``max|grad f(x)| <= gtol``) are all in ``x``.
+on ``v`` with ``x = x_start + c T v``, where the objective is close to an isotropic quadratic,
+so ill-conditioned problems (one-hot features, features on different scales) need several times
+fewer evaluations. ``T`` is estimated at the start of the first phase and again at the start of
+every later phase that starts elsewhere (the curvature of a logistic loss changes as the
+weights grow: a Hessian from the sample's optimum is a far better model near the full optimum
+than one from zero). Each phase first tries the Newton step ``x - T T^T g``; the scale
+``c = |T^T g(x_start)|`` makes scipy's first step, which has unit length in ``v``, that same
+Newton step instead of a step of arbitrary length that its line search must shorten. Only the
+optimiser's coordinates change: the objective, the checkpoint, the progress callback and the
+stopping test (``max|grad f(x)| <= gtol``) are all in ``x``.
 """
 
 from __future__ import annotations
@@ -140,8 +146,9 @@ def minimize_lbfgs(
     fast_gtol : float
         Gradient tolerance of the first phase (never below ``tol``).
     precondition : callable, optional
-        ``precondition(x) -> T`` (see the module docstring), called once, at ``x0``; the same
-        ``T`` serves every phase. None (or a None result) runs on ``x`` directly.
+        ``precondition(x) -> T`` (see the module docstring), called at ``x0`` and at the start
+        of every later phase that starts at another point. None (or a None result) runs on
+        ``x`` directly.
     warm_evaluate : callable, optional
         The objective on a row sample (see the module docstring): minimised first, to
         ``fast_gtol``, to find a starting point; its iterations are not reported or counted.
@@ -149,7 +156,7 @@ def minimize_lbfgs(
     checkpoint = Checkpoint(x=np.asarray(x0, dtype=np.float64).copy())
     evaluator = _Evaluator(evaluate)
     resumes = [0]
-    transform = precondition(checkpoint.x) if precondition is not None else None
+    transform = _Preconditioner(precondition)
     if warm_evaluate is not None:
         warm = Checkpoint(x=checkpoint.x.copy())
         gtol = max(tol, fast_gtol)
@@ -187,12 +194,39 @@ def whitening(hessian: np.ndarray, floor: float = 1e-10) -> np.ndarray:
     return vectors / np.sqrt(values)
 
 
-class _Coordinates:
-    """``x = anchor + T v`` for one scipy run (identity when ``T`` is None)."""
+class _Preconditioner:
+    """The caller's ``precondition``, estimated again only where the point has changed."""
 
-    def __init__(self, anchor: np.ndarray, transform: np.ndarray | None) -> None:
+    def __init__(self, precondition: Callable[[np.ndarray], np.ndarray | None] | None) -> None:
+        self.precondition = precondition
+        self._at: np.ndarray | None = None
+        self._transform: np.ndarray | None = None
+
+    def at(self, x: np.ndarray) -> np.ndarray | None:
+        """``T`` for a phase starting at ``x`` (None without preconditioning)."""
+        if self.precondition is None:
+            return None
+        if self._at is None or not np.array_equal(self._at, x):
+            self._at, self._transform = x.copy(), self.precondition(x)
+        return self._transform
+
+
+class _Coordinates:
+    """``x = anchor + T v`` for one scipy run (identity when ``T`` is None).
+
+    With a transform, ``T`` is scaled by ``|T^T g(anchor)|`` (when ``gradient`` is given) so that
+    scipy's first step, of unit length in ``v`` along ``-T^T g``, is the Newton step.
+    """
+
+    def __init__(
+        self, anchor: np.ndarray, transform: np.ndarray | None, gradient: np.ndarray | None = None
+    ) -> None:
         self.anchor = anchor.copy()
         self.transform = transform
+        if transform is not None and gradient is not None:
+            scale = float(np.linalg.norm(transform.T @ gradient))
+            if np.isfinite(scale) and scale > 0:
+                self.transform = transform * scale
 
     def start(self) -> np.ndarray:
         return self.anchor.copy() if self.transform is None else np.zeros(self.anchor.size)
@@ -253,6 +287,20 @@ def _newton_step(
     return checkpoint.grad_norm <= gtol
 
 
+def _scaled_coordinates(
+    evaluator: _Evaluator, anchor: np.ndarray, transform: np.ndarray | None
+) -> _Coordinates:
+    """Coordinates at ``anchor`` whose first scipy step is the Newton step (see _Coordinates);
+    the gradient at ``anchor`` is usually the last evaluation, so this costs no pass."""
+    if transform is None:
+        return _Coordinates(anchor, None)
+    try:
+        _, gradient = evaluator(anchor)
+    except WorkerLost:
+        return _Coordinates(anchor, transform)  # scipy's first evaluation resumes the fit
+    return _Coordinates(anchor, transform, gradient)
+
+
 def _run_phase(
     evaluator: _Evaluator,
     checkpoint: Checkpoint,
@@ -260,14 +308,15 @@ def _run_phase(
     gtol: float,
     callback: Callable[[IterationInfo], None] | None,
     resumes: list[int],
-    transform: np.ndarray | None = None,
+    preconditioner: _Preconditioner,
 ) -> optimize.OptimizeResult:
     """scipy L-BFGS-B from the checkpoint until ``gtol`` or the iteration budget; on
     WorkerLost, resume from the checkpoint (at most MAX_RESUMES times per fit)."""
+    transform = preconditioner.at(checkpoint.x)
     if transform is not None and _newton_step(evaluator, checkpoint, transform, gtol, callback):
         # Converged (scipy makes the same test at its first point).
         return optimize.OptimizeResult(x=np.zeros(checkpoint.x.size), status=0, success=True)
-    coordinates = _Coordinates(checkpoint.x, transform)
+    coordinates = _scaled_coordinates(evaluator, checkpoint.x, transform)
 
     def on_iteration(intermediate_result: optimize.OptimizeResult) -> None:
         x = coordinates.to_x(intermediate_result.x)
@@ -296,7 +345,7 @@ def _run_phase(
             resumes[0] += 1
             if resumes[0] > MAX_RESUMES:
                 raise
-            coordinates = _Coordinates(checkpoint.x, transform)
+            coordinates = _Coordinates(checkpoint.x, transform)  # no evaluation while failing
             continue
         # The next phase (if any) starts where this one ended.
         checkpoint.x = np.asarray(coordinates.to_x(result.x), dtype=np.float64).copy()

@@ -25,6 +25,12 @@ scikit-learn's ``LinearModelLoss``:
 Losses are strategy objects in :data:`LOSSES` (one per loss), not an if/elif chain. Chunk views,
 per-dtype targets and the float64 conversion buffer are built once per block and reused by
 every evaluation, so an evaluation allocates only chunk-sized scratch arrays.
+
+One output (binary logistic, binary squared hinge) on C-contiguous dense rows takes the fused
+compiled pass of :mod:`shardlearn.models._dense_kernels` instead of the numpy chunk loop: the
+same sums (the same rows for a ``stride``, the same precisions), in one read of the block and
+without holding the GIL. The numpy loop serves the multinomial loss, one-vs-rest outputs, CSR
+blocks and the Hessian estimate.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shardlearn._typing import Matrix
+from shardlearn.models._dense_kernels import FUSED_LOSSES, fused_loss_gradient
 
 __all__ = [
     "LOSSES",
@@ -242,6 +249,10 @@ class BlockKernel:
         bounds = [(a, min(a + step, self.n_rows)) for a in range(0, self.n_rows, step)]
         self.chunks = [_csr_rows(X, a, b) if self.sparse else X[a:b] for a, b in bounds]
         self.bounds = bounds
+        self.chunk_rows = step
+        # One output on C-contiguous dense rows: one compiled pass (models._dense_kernels).
+        fused = not self.sparse and X.flags.c_contiguous and loss.name in FUSED_LOSSES
+        self._fused_rows = np.asarray(X) if fused else None
         self.targets = {np.dtype(np.float64): _targets_as(Y, np.float64)}
         self.weights = {np.dtype(np.float64): sample_weight}
         if self.storage != np.float64:
@@ -287,6 +298,11 @@ class BlockKernel:
         ``stride``-th chunk only (the row sample :meth:`hessian` uses).
         """
         K = coef.shape[0]
+        if self._fused_rows is not None and K == 1:
+            out = self._fused_loss_gradient(coef[0], float(intercept[0]), precision, stride)
+            if not fit_intercept:
+                out[-1] = 0.0
+            return out
         grad_coef = np.zeros((K, self.n_features))
         grad_intercept = np.zeros(K)
         total = 0.0
@@ -298,6 +314,21 @@ class BlockKernel:
             if fit_intercept:
                 grad_intercept += Rt.sum(axis=1)
         return np.concatenate(([total], grad_coef.ravel(), grad_intercept))
+
+    def _fused_loss_gradient(
+        self, coef: np.ndarray, intercept: float, precision: str, stride: int
+    ) -> np.ndarray:
+        dtype = self.compute_dtype(precision)
+        return fused_loss_gradient(
+            self.loss.name,
+            self._fused_rows,
+            self.targets[dtype][0],
+            self.weights[dtype],
+            coef.astype(dtype),
+            intercept,
+            self.chunk_rows,
+            stride,
+        )
 
     def hessian(self, coef: np.ndarray, intercept: np.ndarray, stride: int = 1) -> np.ndarray:
         """Weighted loss Hessian over every ``stride``-th chunk, for one output (K = 1).

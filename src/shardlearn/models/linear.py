@@ -7,9 +7,12 @@ scikit-learn's lbfgs solver minimises (``sklearn/linear_model/_linear_loss.py``)
 
 with ``s_i`` = sample weight x class weight and the intercept ``b`` not penalised. One function
 evaluation = the weights sent to every worker, each worker's loss and gradient sums over its
-cached block (:class:`shardlearn.models._losses.BlockKernel`), a tree-sum
+cached block (:class:`shardlearn.models._losses.BlockKernel`; for one output on dense rows a
+fused compiled pass, :mod:`shardlearn.models._dense_kernels`), a tree-sum
 (``WorkerGroup.reduce``). A first pass collects class counts (for ``class_weight="balanced"``),
-checks that the features are finite and whether every block is float32.
+checks that the features are finite and whether every block is float32. Array input runs on
+worker threads that read the caller's arrays in place (``_prefer_threads``; the passes release
+the GIL); a Dataset runs on the engine's workers, which load and cache their shards.
 
 Precision: on float32 blocks the optimiser first runs on ``"fast"`` evaluations (float32
 products, float64 accumulation; half the memory traffic of float64 and no conversion) until the
@@ -20,14 +23,16 @@ workers on two cores): the workers already run in parallel, and oversubscribed B
 only contend.
 
 Fewer passes over the data, for one output (binary logistic regression, binary LinearSVC) with
-at most PRECONDITION_MAX_PARAMETERS parameters: the workers first estimate the objective's
-Hessian at the starting point on a strided row sample (a budget of HESSIAN_MULTIPLY_ADDS, so
-all rows of a mid-sized dataset), and L-BFGS runs in the coordinates that whiten it, starting
-with a Newton step (:mod:`shardlearn.models._lbfgs`). One-hot and unevenly scaled features then
-need several times fewer evaluations (Adult: 12 instead of 64; KDD Cup 99: 55 instead of
-133). Data with at least WARM_START_MIN_STRIDE x WARM_START_ROWS rows first fits a strided
-sample of WARM_START_ROWS rows and starts the full passes from its optimum (2M x 100: the
-target is reached after 2 full-data iterations instead of 5). Every choice changes only the
+at most PRECONDITION_MAX_PARAMETERS parameters: the workers estimate the objective's Hessian on
+a strided row sample (a budget of HESSIAN_MULTIPLY_ADDS, so all rows of a mid-sized dataset),
+and L-BFGS runs in the coordinates that whiten it, starting each phase with Newton steps
+(:mod:`shardlearn.models._lbfgs`); the estimate is made again where each phase starts. One-hot
+and unevenly scaled features then need several times fewer evaluations (Adult: 12 instead of
+64; KDD Cup 99: 55 instead of 133). Data with at least WARM_START_MIN_STRIDE x WARM_START_ROWS
+rows first fits a strided sample of WARM_START_ROWS rows (the Hessian sample then is that
+sample too) and starts the full passes from its optimum with a Newton step on the Hessian
+estimated there (2M x 100: the target is reached on the second full pass, the first
+iteration). Every choice changes only the
 path: the optimum and the stopping test are the full float64 objective's, as above.
 """
 
@@ -133,9 +138,10 @@ def _prepared_blocks(state: Any) -> Any:
 
 
 def _blas_threads(state: Any) -> Any:
-    """Limit BLAS to this worker's share of the cores while it computes (in-process: no limit)."""
+    """Limit BLAS to this worker's share of the cores while it computes (a worker process only:
+    an in-process worker's group sizes the BLAS pools it shares)."""
     global _BLAS
-    if state.size <= 1:
+    if state.size <= 1 or state.in_process:
         return contextlib.nullcontext()
     from threadpoolctl import ThreadpoolController
 
@@ -195,16 +201,26 @@ def _warm_start_sample(ctx: TrainingContext, n_rows: int) -> _RowSample | None:
 
 
 class _HessianSampler:
-    """The objective's Hessian estimated on a strided row sample (see HESSIAN_MULTIPLY_ADDS),
-    as an L-BFGS preconditioner (see :mod:`shardlearn.models._lbfgs`); only for one output
-    (binary logistic, binary squared hinge) and at most PRECONDITION_MAX_PARAMETERS
-    parameters."""
+    """The objective's Hessian estimated on a strided row sample, as an L-BFGS preconditioner
+    (see :mod:`shardlearn.models._lbfgs`); only for one output (binary logistic, binary
+    squared hinge) and at most PRECONDITION_MAX_PARAMETERS parameters.
 
-    def __init__(self, ctx: TrainingContext, n_rows: int, l2: float, fit_intercept: bool):
+    The sample is the warm start's row sample when the fit has one (its Hessian is then the
+    sample objective's own), else every chunk within HESSIAN_MULTIPLY_ADDS.
+    """
+
+    def __init__(
+        self,
+        ctx: TrainingContext,
+        n_rows: int,
+        l2: float,
+        fit_intercept: bool,
+        sample: _RowSample | None = None,
+    ):
         self.ctx, self.l2, self.fit_intercept = ctx, l2, fit_intercept
         rows = max(HESSIAN_MIN_ROWS, int(HESSIAN_MULTIPLY_ADDS // (ctx.n_features + 1) ** 2))
-        self.stride = max(1, -(-n_rows // rows))
-        self.enabled = ctx.n_classes == 2 and ctx.n_features + 1 <= PRECONDITION_MAX_PARAMETERS
+        self.stride = sample.stride if sample is not None else max(1, -(-n_rows // rows))
+        self.enabled = preconditioned(ctx)
         self._last: tuple[np.ndarray, np.ndarray | None] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray | None:
@@ -230,6 +246,11 @@ class _HessianSampler:
     def transform(self, x: np.ndarray) -> np.ndarray | None:
         hessian = self(x)
         return None if hessian is None else whitening(hessian)
+
+
+def preconditioned(ctx: TrainingContext) -> bool:
+    """Whether a fit on ``ctx`` runs preconditioned L-BFGS (see :class:`_HessianSampler`)."""
+    return ctx.n_classes == 2 and ctx.n_features + 1 <= PRECONDITION_MAX_PARAMETERS
 
 
 def _unpack(x: np.ndarray, n_outputs: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -289,6 +310,9 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
     _multiclass_loss: ClassVar[str] = ""
     _binary_loss: ClassVar[str] = ""
     _predict_from_proba: ClassVar[bool] = True
+    # The worker functions spend their time in numpy/BLAS/numba code that releases the GIL, so
+    # array input trains on threads that read the caller's arrays in place (models._fitting).
+    _prefer_threads: ClassVar[bool] = True
 
     def fit(
         self,
@@ -362,12 +386,14 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
 
         x0 = self._initial_point(ctx, n_outputs, p)
         n_rows = int(stats["counts"].sum())
-        sampler = _HessianSampler(ctx, n_rows, l2, self.fit_intercept)
+        sample = _warm_start_sample(ctx, n_rows) if preconditioned(ctx) else None
+        if sample is not None and not sample.weight > 0:
+            sample = None
+        sampler = _HessianSampler(ctx, n_rows, l2, self.fit_intercept, sample)
         precondition = sampler.transform if sampler(x0) is not None else None
         precision = "fast" if stats["all_float32"] else "exact"
-        sample = _warm_start_sample(ctx, n_rows) if precondition is not None else None
         warm = None
-        if sample is not None and sample.weight > 0:
+        if sample is not None and precondition is not None:
             warm = lambda x: evaluate(x, precision, sample)  # noqa: E731
         fast = (lambda x: evaluate(x, "fast")) if stats["all_float32"] else None
         result = minimize_lbfgs(

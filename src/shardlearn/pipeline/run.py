@@ -54,8 +54,10 @@ class DriverEngine(Engine):
         self.check_fits(resources or Resources(), f"Stage {getattr(fn, '__name__', fn)!r}")
         return self._threads.submit(_guarded, fn, args, kw)
 
-    def workers(self, n: int | None = None, resources: Resources | None = None) -> Any:
-        return self.inner.workers(n, resources)
+    def workers(
+        self, n: int | None = None, resources: Resources | None = None, prefer: str | None = None
+    ) -> Any:
+        return self.inner.workers(n, resources, prefer)
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
