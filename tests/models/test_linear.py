@@ -491,3 +491,31 @@ def test_every_phase_starts_with_newton_steps_of_one_evaluation_each():
     # Newton step: the start and the step (2 evaluations); scipy's first iteration: 1 more.
     assert seen[:2] == [2, 3]
     np.testing.assert_allclose(evaluations[2], target - (target - evaluations[1]) * 0.3 / 1.3)
+
+
+def test_a_run_that_has_not_converged_restarts_with_a_new_estimate():
+    X, y = _ill_conditioned_logistic(n=3000)
+    evaluate, hessian = _logistic_objective(X, y)
+    points, seen = [], []
+
+    def precondition(x):
+        points.append(x.copy())
+        return whitening(hessian(np.zeros_like(x)))  # a poor model away from zero
+
+    x0 = np.zeros(X.shape[1] + 1)
+    result = minimize_lbfgs(
+        evaluate,
+        x0,
+        max_iter=1000,
+        tol=1e-9,
+        callback=seen.append,
+        precondition=precondition,
+        refresh_every=3,
+    )
+    optimum = _newton_optimum(evaluate, hessian, x0)
+    np.testing.assert_allclose(result.x, optimum, rtol=1e-6, atol=1e-8)
+    assert [info.iteration for info in seen] == list(range(1, result.n_iter + 1))
+    # Estimated at x0, then after every 3 scipy iterations (each run starts with a Newton
+    # step: 4 iterations per run) at the point reached, a new one each time.
+    assert len(points) == -(-result.n_iter // 4) >= 2
+    assert len({tuple(point) for point in points}) == len(points)

@@ -28,9 +28,12 @@ so ill-conditioned problems (one-hot features, features on different scales) nee
 fewer evaluations. ``T`` is estimated at the start of the first phase and again at the start of
 every later phase that starts elsewhere (the curvature of a logistic loss changes as the
 weights grow: a Hessian from the sample's optimum is a far better model near the full optimum
-than one from zero). Each phase first tries the Newton step ``x - T T^T g``; the scale
-``c = |T^T g(x_start)|`` makes scipy's first step, which has unit length in ``v``, that same
-Newton step instead of a step of arbitrary length that its line search must shorten. Only the
+than one from zero), and, with ``refresh_every``, a run that has not converged after that many
+iterations restarts from its point with a new estimate (on nearly separable data such as KDD
+Cup 99 the estimate from zero soon describes the objective poorly). Each run first tries the
+Newton step ``x - T T^T g``; the scale ``c = |T^T g(x_start)|`` makes scipy's first step, which
+has unit length in ``v``, that same Newton step instead of a step of arbitrary length that its
+line search must shorten. Only the
 optimiser's coordinates change: the objective, the checkpoint, the progress callback and the
 stopping test (``max|grad f(x)| <= gtol``) are all in ``x``.
 """
@@ -124,6 +127,7 @@ def minimize_lbfgs(
     fast_gtol: float = 0.0,
     precondition: Callable[[np.ndarray], np.ndarray | None] | None = None,
     warm_evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
+    refresh_every: int | None = None,
 ) -> LbfgsResult:
     """Minimise a smooth convex objective evaluated by the workers.
 
@@ -152,11 +156,14 @@ def minimize_lbfgs(
     warm_evaluate : callable, optional
         The objective on a row sample (see the module docstring): minimised first, to
         ``fast_gtol``, to find a starting point; its iterations are not reported or counted.
+    refresh_every : int, optional
+        With ``precondition``: restart a run that has not converged after this many
+        iterations with a new estimate at its point. None: only where a phase starts.
     """
     checkpoint = Checkpoint(x=np.asarray(x0, dtype=np.float64).copy())
     evaluator = _Evaluator(evaluate)
     resumes = [0]
-    transform = _Preconditioner(precondition)
+    transform = _Preconditioner(precondition, refresh_every)
     if warm_evaluate is not None:
         warm = Checkpoint(x=checkpoint.x.copy())
         gtol = max(tol, fast_gtol)
@@ -197,8 +204,13 @@ def whitening(hessian: np.ndarray, floor: float = 1e-10) -> np.ndarray:
 class _Preconditioner:
     """The caller's ``precondition``, estimated again only where the point has changed."""
 
-    def __init__(self, precondition: Callable[[np.ndarray], np.ndarray | None] | None) -> None:
+    def __init__(
+        self,
+        precondition: Callable[[np.ndarray], np.ndarray | None] | None,
+        refresh_every: int | None = None,
+    ) -> None:
         self.precondition = precondition
+        self.refresh_every = refresh_every
         self._at: np.ndarray | None = None
         self._transform: np.ndarray | None = None
 
@@ -311,18 +323,46 @@ def _run_phase(
     preconditioner: _Preconditioner,
 ) -> optimize.OptimizeResult:
     """scipy L-BFGS-B from the checkpoint until ``gtol`` or the iteration budget; on
-    WorkerLost, resume from the checkpoint (at most MAX_RESUMES times per fit)."""
-    transform = preconditioner.at(checkpoint.x)
-    if transform is not None and _newton_step(evaluator, checkpoint, transform, gtol, callback):
-        # Converged (scipy makes the same test at its first point).
-        return optimize.OptimizeResult(x=np.zeros(checkpoint.x.size), status=0, success=True)
+    WorkerLost, resume from the checkpoint (at most MAX_RESUMES times per fit). Preconditioned,
+    a run restarts with a new estimate every ``preconditioner.refresh_every`` iterations."""
+    while True:
+        transform = preconditioner.at(checkpoint.x)
+        if transform is not None and _newton_step(evaluator, checkpoint, transform, gtol, callback):
+            # Converged (scipy makes the same test at its first point).
+            return optimize.OptimizeResult(x=np.zeros(checkpoint.x.size), status=0, success=True)
+        refresh_every = preconditioner.refresh_every if transform is not None else None
+        result, refresh = _run_scipy(
+            evaluator, checkpoint, max_iter, gtol, callback, resumes, transform, refresh_every
+        )
+        if not refresh:
+            return result
+
+
+def _run_scipy(
+    evaluator: _Evaluator,
+    checkpoint: Checkpoint,
+    max_iter: int,
+    gtol: float,
+    callback: Callable[[IterationInfo], None] | None,
+    resumes: list[int],
+    transform: np.ndarray | None,
+    refresh_every: int | None,
+) -> tuple[optimize.OptimizeResult, bool]:
+    """One scipy run from the checkpoint; True when it stopped for a new preconditioner."""
     coordinates = _scaled_coordinates(evaluator, checkpoint.x, transform)
+    first, refresh = checkpoint.n_iter, [False]
 
     def on_iteration(intermediate_result: optimize.OptimizeResult) -> None:
         x = coordinates.to_x(intermediate_result.x)
         _accept(evaluator, checkpoint, x, callback)
-        if transform is not None and checkpoint.grad_norm <= gtol:
+        if transform is None:
+            return
+        if checkpoint.grad_norm <= gtol:
             raise StopIteration  # the test is on grad f(x), not on the gradient in v
+        done = checkpoint.n_iter - first
+        if refresh_every and done >= refresh_every and checkpoint.n_iter < max_iter:
+            refresh[0] = True
+            raise StopIteration
 
     while True:
         remaining = max_iter - checkpoint.n_iter
@@ -347,6 +387,6 @@ def _run_phase(
                 raise
             coordinates = _Coordinates(checkpoint.x, transform)  # no evaluation while failing
             continue
-        # The next phase (if any) starts where this one ended.
+        # The next run or phase (if any) starts where this one ended.
         checkpoint.x = np.asarray(coordinates.to_x(result.x), dtype=np.float64).copy()
-        return result
+        return result, refresh[0]
