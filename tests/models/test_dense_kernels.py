@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy.special import expit
 
-from shardlearn.models._dense_kernels import block_rows_for, fused_loss_gradient
+from shardlearn.models._dense_kernels import FUSED_LOSSES, block_rows_for, fused_loss_gradient
 from shardlearn.models._losses import LOSSES, BlockKernel, chunk_rows_for
 
 NAMES = ["binary_logistic", "squared_hinge"]
@@ -127,3 +130,13 @@ def test_block_kernel_takes_the_fused_pass_only_where_it_applies(name):
         )
     no_intercept = fused.loss_gradient(coef[None, :], np.array([intercept]), False, "exact")
     assert no_intercept[-1] == 0.0
+
+
+def test_the_losses_marked_fused_are_the_compiled_ones():
+    assert {name for name, loss in LOSSES.items() if loss.fused} == set(FUSED_LOSSES)
+
+
+def test_importing_a_linear_model_to_predict_does_not_load_numba():
+    code = "import sys, shardlearn.models.linear; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -45,7 +45,7 @@ def _small_int_codes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     present = np.bincount(y.astype(np.intp, copy=False), minlength=high + 1) > 0
     classes = np.flatnonzero(present)
     if classes.size == high + 1:  # 0..high all present: the labels are their own indices
-        return classes.astype(y.dtype), y.astype(np.int64)
+        return classes.astype(y.dtype), y.astype(np.int64, copy=False)
     lookup = np.cumsum(present, dtype=np.int64) - 1
     return classes.astype(y.dtype), lookup[y]
 

@@ -42,7 +42,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from shardlearn._typing import Matrix
-from shardlearn.models._dense_kernels import FUSED_LOSSES, fused_loss_gradient
 
 __all__ = [
     "LOSSES",
@@ -75,6 +74,8 @@ class Loss:
     """
 
     name: str
+    #: Whether :mod:`shardlearn.models._dense_kernels` has a fused pass for one output.
+    fused = False
 
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         """The target encoding this loss expects, from int64 class indices."""
@@ -113,6 +114,8 @@ class _BinaryLogistic(Loss):
     differ from the exact values by an absolute error of a few ulps of 1, which does not move
     a sum of losses or a gradient.
     """
+
+    fused = True
 
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         return np.where(y == 1, -1.0, 1.0)[None, :]
@@ -163,6 +166,8 @@ class _Multinomial(Loss):
 
 class _SquaredHinge(Loss):
     """One-vs-rest squared hinge ``max(0, 1 - t z)^2`` with t in {-1, +1} per output."""
+
+    fused = True
 
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         if n_outputs == 1:
@@ -251,7 +256,7 @@ class BlockKernel:
         self.bounds = bounds
         self.chunk_rows = step
         # One output on C-contiguous dense rows: one compiled pass (models._dense_kernels).
-        fused = not self.sparse and X.flags.c_contiguous and loss.name in FUSED_LOSSES
+        fused = not self.sparse and X.flags.c_contiguous and loss.fused
         self._fused_rows = np.asarray(X) if fused else None
         self.targets = {np.dtype(np.float64): _targets_as(Y, np.float64)}
         self.weights = {np.dtype(np.float64): sample_weight}
@@ -318,6 +323,10 @@ class BlockKernel:
     def _fused_loss_gradient(
         self, coef: np.ndarray, intercept: float, precision: str, stride: int
     ) -> np.ndarray:
+        # Imported on first use: numba loads in about half a second, which a model that is
+        # only imported to predict should not pay.
+        from shardlearn.models._dense_kernels import fused_loss_gradient
+
         dtype = self.compute_dtype(precision)
         return fused_loss_gradient(
             self.loss.name,
