@@ -31,9 +31,10 @@ and unevenly scaled features then need several times fewer evaluations (Adult: 1
 64; KDD Cup 99: 55 instead of 133). Data with at least WARM_START_MIN_STRIDE x WARM_START_ROWS
 rows first fits a strided sample of WARM_START_ROWS rows (the Hessian sample then is that
 sample too) and starts the full passes from its optimum with a Newton step on the Hessian
-estimated there (2M x 100: the target is reached on the second full pass, the first
-iteration). Every choice changes only the
-path: the optimum and the stopping test are the full float64 objective's, as above.
+estimated there (2M x 100: the benchmark's target is reached on the second full pass, the
+first iteration). A preconditioned run that needs more than REFRESH_ITERATIONS iterations
+restarts with a new estimate. Every choice changes only the path: the optimum and the stopping
+test are the full float64 objective's, as above.
 """
 
 from __future__ import annotations
