@@ -60,7 +60,8 @@ def check_worker_function(fn: Any) -> None:
 
 
 def _blas_limit(threads: int) -> Any:
-    """A context that limits every loaded BLAS library to ``threads`` threads."""
+    """Limit every loaded BLAS library to ``threads`` threads until the returned limiter's
+    ``restore_original_limits()``."""
     global _BLAS_CONTROLLER
     from threadpoolctl import ThreadpoolController
 
@@ -83,8 +84,8 @@ class ThreadGroup(WorkerGroup):
     size : int
         Number of workers.
     cpus : int, optional
-        CPUs the group may use (default: all of this machine's); each worker's BLAS calls get
-        ``cpus // size`` threads.
+        CPUs the group may use (default: all of this machine's); while the group is open, the
+        process's BLAS pools get ``cpus // size`` threads.
 
     Examples
     --------
