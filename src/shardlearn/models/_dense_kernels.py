@@ -12,8 +12,11 @@ to the speed at which memory streams the block.
 Precision follows the caller's weights ``w``: float32 weights give float32 products and per-row
 arithmetic (the ``"fast"`` phase of :mod:`shardlearn.models.linear`); float64 weights read the
 float32 or float64 rows into float64 products (``"exact"``, scikit-learn's objective, no
-conversion buffer). Loss, gradient and intercept sums are accumulated per block in that
-precision and across blocks in float64.
+conversion buffer). The scores are a compiled loop, one row at a time as the rows stream in;
+the back-product ``r^T X_b`` of rows and derivatives of one dtype is BLAS's gemv on the cached
+block (single-threaded: the worker groups size the BLAS pools), of float32 rows and float64
+derivatives a compiled loop that widens the values as it reads them. Loss, gradient and
+intercept sums are accumulated per block in that precision and across blocks in float64.
 
 The logistic loss ``log(1 + e)`` with ``e = exp(-|u|)`` costs one ``exp`` per row; unweighted
 rows take the ``log`` of a product of up to :data:`LOG_GROUP` factors ``1 + e`` in [1, 2]
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 __all__ = ["FUSED_LOSSES", "block_rows_for", "fused_loss_gradient"]
 
@@ -63,22 +67,42 @@ def _scores(X, start, m, w, z):  # pragma: no cover - compiled
         z[i] = total
 
 
-@_jit
 def _add_products(X, start, m, r, out):  # pragma: no cover - compiled
-    """``out = r[:m] @ X[start:start + m]``, four rows per sweep over ``out``."""
-    p = X.shape[1]
-    out[:] = 0
-    i = 0
-    while i + 4 <= m:
-        r0, r1, r2, r3 = r[i], r[i + 1], r[i + 2], r[i + 3]
-        row = start + i
-        for j in range(p):
-            out[j] += r0 * X[row, j] + r1 * X[row + 1, j] + r2 * X[row + 2, j] + r3 * X[row + 3, j]
-        i += 4
-    while i < m:
-        for j in range(p):
-            out[j] += r[i] * X[start + i, j]
-        i += 1
+    """``out = r[:m] @ X[start:start + m]`` (see its overload)."""
+    raise NotImplementedError("called only from compiled code")
+
+
+@overload(_add_products, jit_options={"fastmath": FASTMATH})
+def _add_products_for(X, start, m, r, out):  # pragma: no cover - compiled
+    """Rows and derivatives of one dtype: BLAS (gemv, as fast as the block streams from
+    cache: 0.14 s against 0.18 s for the loop below on 10M x 100 float32 rows, 2 threads).
+    float32 rows with float64 derivatives (the exact pass): a loop, four rows per sweep over
+    ``out``, that widens each value as it reads it."""
+    if X.dtype == r.dtype:
+
+        def blas(X, start, m, r, out):
+            out[:] = np.dot(r[:m], X[start : start + m])
+
+        return blas
+
+    def widening(X, start, m, r, out):
+        p = X.shape[1]
+        out[:] = 0
+        i = 0
+        while i + 4 <= m:
+            r0, r1, r2, r3 = r[i], r[i + 1], r[i + 2], r[i + 3]
+            row = start + i
+            for j in range(p):
+                out[j] += (
+                    r0 * X[row, j] + r1 * X[row + 1, j] + r2 * X[row + 2, j] + r3 * X[row + 3, j]
+                )
+            i += 4
+        while i < m:
+            for j in range(p):
+                out[j] += r[i] * X[start + i, j]
+            i += 1
+
+    return widening
 
 
 @_jit
