@@ -323,7 +323,7 @@ class LocalEngine(Engine):
         if self._closed:
             return
         self._closed = True
-        for group in self._groups:
+        for group in reversed(self._groups):  # thread groups restore BLAS limits last-in first
             group.close()
         self._groups.clear()
         if self._pool is not None:
