@@ -15,6 +15,7 @@ import sys
 import types
 from typing import Any
 
+from shardlearn.engine._threads import limit_blas
 from shardlearn.engine.base import (
     DEFAULT_MAX_RETRIES,
     ENGINE_ENV,
@@ -47,6 +48,7 @@ __all__ = [
     "engine",
     "engine_from_cli",
     "get_engine",
+    "limit_blas",
     "tree_combine",
 ]
 

@@ -47,7 +47,7 @@ from shardlearn.engine import _worker
 from shardlearn.engine.base import WorkerGroup, WorkerState, assign_by_bytes
 from shardlearn.exceptions import EngineError, TaskFailed
 
-__all__ = ["ThreadGroup", "check_worker_function"]
+__all__ = ["ThreadGroup", "check_worker_function", "limit_blas"]
 
 _BLAS_CONTROLLER: Any = None
 _BLAS_LOCK = threading.Lock()
@@ -59,9 +59,12 @@ def check_worker_function(fn: Any) -> None:
         raise EngineError(f"Expected a function to run on the workers. Got {fn!r}.")
 
 
-def _blas_limit(threads: int) -> Any:
-    """Limit every loaded BLAS library to ``threads`` threads until the returned limiter's
-    ``restore_original_limits()``."""
+def limit_blas(threads: int) -> Any:
+    """Limit every loaded BLAS library to ``threads`` threads.
+
+    Returns threadpoolctl's limiter: use it as a context manager, or call its
+    ``restore_original_limits()``. The libraries are scanned once per process.
+    """
     global _BLAS_CONTROLLER
     from threadpoolctl import ThreadpoolController
 
@@ -109,7 +112,7 @@ class ThreadGroup(WorkerGroup):
             max_workers=size, thread_name_prefix="shardlearn-worker"
         )
         self._lock = threading.Lock()
-        self._blas = _blas_limit(self.blas_threads)
+        self._blas = limit_blas(self.blas_threads)
 
     @property
     def shards(self) -> list[list[Any]]:

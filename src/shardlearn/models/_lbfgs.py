@@ -43,11 +43,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import optimize
 
+from shardlearn.engine import limit_blas
 from shardlearn.exceptions import ConvergenceWarning, WorkerLost
 
 __all__ = ["Checkpoint", "IterationInfo", "LbfgsResult", "minimize_lbfgs", "whitening"]
@@ -196,7 +196,7 @@ def whitening(hessian: np.ndarray, floor: float = 1e-10) -> np.ndarray:
     always finite and ``T T^T`` is the inverse of the floored Hessian.
     """
     symmetric = 0.5 * (hessian + hessian.T)
-    with _one_blas_thread():
+    with limit_blas(1):  # the driver's LAPACK on one thread too (see _product)
         values, vectors = np.linalg.eigh(symmetric)
     top = float(values.max()) if values.size else 1.0
     values = np.maximum(values, floor * max(top, np.finfo(float).tiny))
@@ -208,13 +208,6 @@ def _product(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     run a product of 101 x 101 on two threads, and its second thread then spins, waiting for
     more work, on a core the workers need (a 2M-row pass measured 50 ms instead of 32)."""
     return np.einsum("ij,j->i", matrix, vector)
-
-
-def _one_blas_thread() -> Any:
-    """A context that runs the driver's LAPACK calls on one thread (see :func:`_product`)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 class _Preconditioner:

@@ -50,6 +50,7 @@ import numpy as np
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator
+from shardlearn.engine import limit_blas
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
 from shardlearn.models._fitting import (
@@ -91,7 +92,6 @@ REFRESH_ITERATIONS = 20
 #: ... when one estimate costs at most as much as that many passes. A Gram product does about
 #: this many times more multiply-adds per second than a (memory-bound) loss-and-gradient pass.
 GRAM_SPEEDUP = 8
-_BLAS = None
 
 
 # ------------------------------------------------------------------ worker functions
@@ -147,15 +147,9 @@ def _prepared_blocks(state: Any) -> Any:
 def _blas_threads(state: Any) -> Any:
     """Limit BLAS to this worker's share of the cores while it computes (a worker process only:
     an in-process worker's group sizes the BLAS pools it shares)."""
-    global _BLAS
     if state.size <= 1 or state.in_process:
         return contextlib.nullcontext()
-    from threadpoolctl import ThreadpoolController
-
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    threads = max(1, (os.cpu_count() or 1) // state.size)
-    return _BLAS.limit(limits=threads, user_api="blas")
+    return limit_blas(max(1, (os.cpu_count() or 1) // state.size))
 
 
 def _loss_gradient_worker(
@@ -228,18 +222,9 @@ class _HessianSampler:
         rows = max(HESSIAN_MIN_ROWS, int(HESSIAN_MULTIPLY_ADDS // (ctx.n_features + 1) ** 2))
         self.stride = sample.stride if sample is not None else max(1, -(-n_rows // rows))
         self.enabled = preconditioned(ctx)
-        self._last: tuple[np.ndarray, np.ndarray | None] | None = None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray | None:
-        """The Hessian estimate at ``x`` (None when disabled or the sample has no weight)."""
-        if not self.enabled:
-            return None
-        if self._last is not None and np.array_equal(self._last[0], x):
-            return self._last[1]
-        self._last = (x.copy(), self._estimate(x))
-        return self._last[1]
-
-    def _estimate(self, x: np.ndarray) -> np.ndarray | None:
+    def estimate(self, x: np.ndarray) -> np.ndarray | None:
+        """The Hessian estimate at ``x`` (None when the sample has no weight)."""
         p = self.ctx.n_features
         sums = self.ctx.group.reduce(_hessian_worker, x, self.stride)
         if not sums[0] > 0:
@@ -258,7 +243,9 @@ class _HessianSampler:
         return REFRESH_ITERATIONS if estimate <= passes else None
 
     def transform(self, x: np.ndarray) -> np.ndarray | None:
-        hessian = self(x)
+        """The preconditioner at ``x`` (see :func:`~shardlearn.models._lbfgs.whitening`); the
+        optimiser calls it only where the point has changed."""
+        hessian = self.estimate(x)
         return None if hessian is None else whitening(hessian)
 
 
@@ -404,7 +391,7 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
         if sample is not None and not sample.weight > 0:
             sample = None
         sampler = _HessianSampler(ctx, n_rows, l2, self.fit_intercept, sample)
-        precondition = sampler.transform if sampler(x0) is not None else None
+        precondition = sampler.transform if sampler.enabled else None
         precision = "fast" if stats["all_float32"] else "exact"
         warm = None
         if sample is not None and precondition is not None:
