@@ -87,7 +87,7 @@ HESSIAN_MIN_ROWS = 100_000
 WARM_START_ROWS = 100_000
 WARM_START_MIN_STRIDE = 16
 #: A preconditioned run that has not converged after this many iterations starts again with a
-#: new Hessian estimate where it is (KDD Cup 99: 155 iterations to tol=1e-8 become 47) ...
+#: new Hessian estimate where it is (KDD Cup 99: 200 iterations to tol=1e-8 become 45) ...
 REFRESH_ITERATIONS = 20
 #: ... when one estimate costs at most as much as that many passes. A Gram product does about
 #: this many times more multiply-adds per second than a (memory-bound) loss-and-gradient pass.
