@@ -11,7 +11,13 @@
 from __future__ import annotations
 
 from shardlearn.search._search import SearchResult, parse_duration, search
-from shardlearn.search.cv import fold_assignment, fold_views, holdout_view, shard_folds
+from shardlearn.search.cv import (
+    fold_assignment,
+    fold_views,
+    holdout_view,
+    shard_folds,
+    trainer_view,
+)
 from shardlearn.search.space import (
     Distribution,
     ModelSpace,
@@ -40,5 +46,6 @@ __all__ = [
     "randint",
     "search",
     "shard_folds",
+    "trainer_view",
     "uniform",
 ]

@@ -9,6 +9,13 @@ instead of running it, and the strategies (all deterministic given their seed an
 walk the same path. ``out`` also holds ``search.json`` (the settings, checked on resume),
 ``log.jsonl`` (per wave: trials started and loaded from cache), ``leaderboard.parquet`` /
 ``.csv``, ``result.json`` and the refitted best model (``best_model/``).
+
+Selection does not leak: a trial's early stopping watches an inner split of its training shards,
+never the rows it is scored on (:mod:`shardlearn.search.cv`), and records the rounds or epochs
+it kept (its ``early_stopping`` field). The best configuration is refitted on train + valid
+with early stopping off and its budget parameter set to the rounds the trial selected, so the
+refitted model trains as long as the models that were scored; ``SearchResult.refit_params``
+(``refit_params`` in ``result.json``) shows what it was trained with.
 """
 
 from __future__ import annotations
@@ -39,11 +46,16 @@ class SearchResult:
     leaderboard : list of dict
         One row per configuration (its highest rung), best first: ``rank``, ``trial``,
         ``model``, ``params``, ``rung``, ``budget``, ``score`` (mean over folds), ``score_std``,
-        ``status``, ``error``, ``seconds``.
+        ``status``, ``error``, ``seconds``, ``early_stopping`` (see
+        :func:`~shardlearn.search._trial.run_trial`; ``None`` for models that do not stop).
     trials : list of dict
         Every trial result, rungs included, in completion order.
     best_params, best_model_name, best_score
         The top configuration.
+    refit_params : dict or None
+        The parameters the best configuration was refitted with: ``best_params`` with the full
+        budget, early stopping off and, when it stopped early, its budget parameter
+        (``n_estimators``, ``epochs``) set to the rounds selected during the search.
     best_model : Pipeline or None
         The best configuration refitted on train + valid (None for an objective search).
     test_metrics : dict
@@ -58,6 +70,7 @@ class SearchResult:
     best_params: dict[str, Any] | None = None
     best_model_name: str | None = None
     best_score: float | None = None
+    refit_params: dict[str, Any] | None = None
     best_model: Any = None
     test_metrics: dict[str, Any] = field(default_factory=dict)
     model_path: str | None = None
@@ -70,6 +83,7 @@ class SearchResult:
             "best_model": self.best_model_name,
             "best_params": self.best_params,
             "best_score": self.best_score,
+            "refit_params": self.refit_params,
             "metric": self.metric,
             "test_metrics": self.test_metrics,
             "leaderboard": self.leaderboard,
@@ -130,7 +144,12 @@ def _leaderboard(results: list[dict[str, Any]], key: Callable) -> list[dict[str,
             latest[result["trial"]] = result
     columns = ("trial", "model", "params", "rung", "budget", "score", "score_std", "status")
     rows = [
-        {**{c: r.get(c) for c in columns}, "error": r.get("error"), "seconds": r.get("seconds")}
+        {
+            **{c: r.get(c) for c in columns},
+            "error": r.get("error"),
+            "seconds": r.get("seconds"),
+            "early_stopping": r.get("early_stopping"),
+        }
         for r in latest.values()
     ]
     rows.sort(key=lambda r: (r["status"] != "ok", -r["rung"], -key(r), r["trial"]))
@@ -175,7 +194,12 @@ class _Output:
         import pyarrow.csv as pcsv
         import pyarrow.parquet as pq
 
-        rows = [{**r, "params": json.dumps(r["params"], sort_keys=True)} for r in leaderboard]
+        # Nested values as JSON text: one column type whatever each model's record holds.
+        rows = [
+            {**r, "params": json.dumps(r["params"], sort_keys=True),
+             "early_stopping": json.dumps(r.get("early_stopping"), sort_keys=True)}
+            for r in leaderboard
+        ]  # fmt: skip
         table = pa.Table.from_pylist(rows) if rows else pa.table({"rank": pa.array([], pa.int64())})
         pq.write_table(table, self.root / "leaderboard.parquet")
         pcsv.write_csv(table, self.root / "leaderboard.csv")
@@ -316,7 +340,7 @@ def search(
             from shardlearn.search.cv import shard_folds
 
             shard_folds(dataset, cv)  # a clear error before any trial starts
-    context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget}
+    context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed}
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
                          seed=seed, budget=budget, eta=eta, rungs=rungs,
                          objective=None if objective is None else repr(objective))  # fmt: skip
@@ -346,6 +370,18 @@ def search(
                    started)  # fmt: skip
 
 
+def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the refit trains them: early stopping off, the selected budget."""
+    record = best.get("early_stopping")
+    if record is None:
+        return dict(params)
+    # The refit has no valid split: it repeats the rounds selected during the search.
+    refit = {**params, record["switch"]: record["off"]}
+    if record["selected"] is not None:
+        refit[record["param"]] = record["selected"]
+    return refit
+
+
 def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started):
     board = _leaderboard(results, key)
     result = SearchResult(board, results, metric)
@@ -357,9 +393,11 @@ def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, 
         name = budget_param(best["model"], budget) if best["model"] else None
         if name is not None and full.get(best["model"]) is not None:
             result.best_params[name] = full[best["model"]]
+        if objective is None:
+            result.refit_params = _refit_params(best, result.best_params)
         if refit and objective is None and dataset is not None:
             fitted, metrics, path = _refit(
-                dataset, best["model"], result.best_params, eng, output.root
+                dataset, best["model"], result.refit_params, eng, output.root
             )
             result.best_model, result.test_metrics, result.model_path = fitted, metrics, path
     result.seconds = time.perf_counter() - started

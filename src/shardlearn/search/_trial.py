@@ -18,6 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn.search._stopping import (
+    StoppingRule,
+    kept_rounds,
+    selected_rounds,
+    stopping_rule,
+)
+
 __all__ = ["LOWER_IS_BETTER", "budget_param", "run_trial"]
 
 #: Distinct warning messages kept per trial.
@@ -39,6 +46,14 @@ _BUDGET_PARAMS = {
 }
 
 
+#: Why a trial of an early-stopping model trained without it.
+_NO_INNER_SPLIT = (
+    "early stopping off in this trial: a fold has fewer than two non-empty training shards, "
+    "so no inner valid split could be carved without scoring on the watched rows; re-ingest "
+    "with more partitions to stop early"
+)
+
+
 def budget_param(model: str, kind: str) -> str | None:
     """The parameter a budget sets: ``None`` for the ``rows`` budget (a fraction of shards)."""
     if kind == "rows":
@@ -48,15 +63,8 @@ def budget_param(model: str, kind: str) -> str | None:
     return kind
 
 
-def _fit_and_score(context: dict[str, Any], spec: dict[str, Any]) -> list[float]:
-    from shardlearn.data import Dataset
-    from shardlearn.engine import engine
-    from shardlearn.metrics import evaluate
-    from shardlearn.models import Pipeline
-    from shardlearn.models._registry import model_class
-    from shardlearn.preprocess import Preprocessor
-    from shardlearn.search.cv import fold_views, holdout_view
-
+def _trial_params(context: dict[str, Any], spec: dict[str, Any]) -> tuple[dict, float]:
+    """The estimator parameters (budget applied) and the share of training shards to use."""
     params = dict(spec["params"])
     fraction = 1.0
     if spec.get("budget") is not None:
@@ -65,18 +73,64 @@ def _fit_and_score(context: dict[str, Any], spec: dict[str, Any]) -> list[float]
             fraction = float(spec["budget"])
         else:
             params[name] = int(spec["budget_value"])
+    return params, fraction
+
+
+def _fit_views(
+    views: list[Any], rule: StoppingRule | None, seed: int, params: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """Each fold's trainer view, and the start of the trial's early-stopping record.
+
+    When a fold has no inner split to watch, every fold trains without early stopping
+    (``params`` is changed), so the refit can repeat what was scored.
+    """
+    from shardlearn.search.cv import trainer_view
+
+    fits = [trainer_view(view, seed, fold, rule is not None) for fold, view in enumerate(views)]
+    if rule is None:
+        return [fit for fit, _ in fits], None
+    record = {**rule.to_dict(), "watched": [inner for _, inner in fits], "rounds": [],
+              "source": None, "selected": None, "note": None}  # fmt: skip
+    if not all(inner for _, inner in fits):
+        params[rule.switch] = rule.off
+        fits = [trainer_view(view, seed, fold, False) for fold, view in enumerate(views)]
+        record.update(watched=[], note=_NO_INNER_SPLIT)
+    return [fit for fit, _ in fits], record
+
+
+def _fit_and_score(
+    context: dict[str, Any], spec: dict[str, Any]
+) -> tuple[list[float], dict[str, Any] | None]:
+    """Fold scores and the early-stopping record (``None`` when the model does not stop)."""
+    from shardlearn.data import Dataset
+    from shardlearn.engine import engine
+    from shardlearn.metrics import evaluate
+    from shardlearn.models import Pipeline
+    from shardlearn.models._registry import model_class
+    from shardlearn.preprocess import Preprocessor
+    from shardlearn.search.cv import fold_views, holdout_view
+
+    params, fraction = _trial_params(context, spec)
     dataset = Dataset.open(context["dataset"])
     k = context["cv"]
     views = fold_views(dataset, k, fraction) if k else [holdout_view(dataset, fraction)]
+    rule = stopping_rule(model_class(spec["model"])(**params))
+    fit_views, record = _fit_views(views, rule, int(context.get("seed", 0)), params)
     scores = []
     # One in-process worker per trial: concurrent trials share the machine, not one trial.
     with engine("local", workers=1) as eng:
-        for view in views:
+        for view, fit_view in zip(views, fit_views, strict=True):
             estimator = model_class(spec["model"])(**params)
-            model = Pipeline(Preprocessor.auto(view.schema), estimator).fit(view, engine=eng)
+            model = Pipeline(Preprocessor.auto(view.schema), estimator).fit(fit_view, engine=eng)
+            # Scored on the fold's held-out shards, which fit_view does not contain.
             report = evaluate(model, view, split="valid", engine=eng)
             scores.append(float(report.metrics[context["metric"]]))
-    return scores
+            if record is not None and record["watched"]:
+                count, record["source"] = kept_rounds(estimator, rule)
+                record["rounds"].append(count)
+    if record is not None and record["rounds"]:
+        record["selected"] = selected_rounds(record["rounds"])
+    return scores, record
 
 
 def run_trial(
@@ -99,11 +153,17 @@ def run_trial(
     -------
     dict
         ``spec`` plus ``status`` ("ok" or "error"), ``score`` (mean over folds), ``score_std``,
-        ``fold_scores``, ``seconds`` and ``error``.
+        ``fold_scores``, ``seconds``, ``error`` and ``early_stopping``: ``None`` for a model
+        that does not stop early, else ``param`` (the budget parameter), ``switch`` and ``off``
+        (how to turn stopping off), ``watched`` (per fold, the train shard indices its early
+        stopping watched), ``rounds`` (per fold, the rounds or epochs kept), ``source`` (the
+        fitted attribute they were read from), ``selected`` (their median: what the refit
+        trains) and ``note`` (why stopping was off, if it was).
     """
     started = time.perf_counter()
     result = {**spec, "status": "ok", "score": None, "score_std": None, "fold_scores": []}
     result["error"] = None
+    result["early_stopping"] = None
     try:
         # Warnings (convergence, ill-defined side metrics) are recorded with the trial rather
         # than raised or printed once per trial and fold.
@@ -112,7 +172,7 @@ def run_trial(
             if objective is not None:
                 scores = [float(objective(dict(spec["params"]), spec.get("budget")))]
             else:
-                scores = _fit_and_score(context, spec)
+                scores, result["early_stopping"] = _fit_and_score(context, spec)
         messages = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
         result["warnings"] = list(messages)[:MAX_WARNINGS]
         if not all(math.isfinite(s) for s in scores):

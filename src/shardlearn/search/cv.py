@@ -8,6 +8,13 @@ proportions in every shard, a stratified dataset gives stratified folds for free
 
 Preprocessing is part of the model (a :class:`~shardlearn.models.Pipeline`), so it is fitted
 on each fold's training shards only: nothing from the held-out shards leaks into the fit.
+
+The trainer never sees the scored shards at all. A fold view (or the holdout view) says what
+is trained on and what is scored; :func:`trainer_view` is what the trainer is given: the
+fold's training shards only, and -- for an estimator that stops early -- some of them
+(:data:`INNER_FRACTION`, at least one, chosen by the search seed) relabelled as its ``valid``
+split, so early stopping watches rows that are neither trained on nor scored. A fold with a
+single training shard has nothing to carve; the trial then trains without early stopping.
 """
 
 from __future__ import annotations
@@ -20,7 +27,19 @@ import numpy as np
 
 from shardlearn.exceptions import DataError
 
-__all__ = ["fold_assignment", "fold_views", "holdout_view", "refit_view", "shard_folds"]
+__all__ = [
+    "INNER_FRACTION",
+    "fold_assignment",
+    "fold_views",
+    "holdout_view",
+    "inner_shards",
+    "refit_view",
+    "shard_folds",
+    "trainer_view",
+]
+
+#: Share of a fold's training shards held back as the trainer's valid split (early stopping).
+INNER_FRACTION = 0.2
 
 
 def _view(dataset: Any, keep: dict[tuple[str, int], str]) -> Any:
@@ -78,6 +97,44 @@ def holdout_view(dataset: Any, budget_fraction: float = 1.0) -> Any:
     keep = {("train", i): "train" for i in train}
     keep.update({("valid", s.index): "valid" for s in dataset.shards("valid")})
     return _view(dataset, keep)
+
+
+def inner_shards(train: list[int], seed: int, fold: int) -> list[int]:
+    """The training shards a fold's early stopping watches, chosen by ``(seed, fold)``.
+
+    :data:`INNER_FRACTION` of ``train`` rounded, at least one, and always leaving one to train
+    on: none when ``train`` has fewer than two shards.
+    """
+    if len(train) < 2:
+        return []
+    count = min(len(train) - 1, max(1, round(len(train) * INNER_FRACTION)))
+    chosen = np.random.default_rng([seed, fold]).choice(train, count, replace=False)
+    return sorted(int(i) for i in chosen)
+
+
+def trainer_view(view: Any, seed: int, fold: int, early_stopping: bool) -> tuple[Any, list[int]]:
+    """What a fold's trainer is given: its training shards, never the scored ``valid`` ones.
+
+    Parameters
+    ----------
+    view : Dataset
+        A fold view (:func:`fold_views`) or the holdout view (:func:`holdout_view`).
+    seed, fold : int
+        Choose the inner shards (:func:`inner_shards`), so a trial is reproducible.
+    early_stopping : bool
+        Whether the estimator stops early: then inner shards become the ``valid`` split.
+
+    Returns
+    -------
+    (Dataset, list of int)
+        The view to fit on, and the train shard indices relabelled ``valid`` (empty without
+        early stopping, or when the fold has fewer than two non-empty training shards).
+    """
+    train = [s.index for s in view.shards("train")]
+    candidates = [s.index for s in view.shards("train") if s.rows > 0]
+    inner = inner_shards(candidates, seed, fold) if early_stopping else []
+    keep = {("train", i): "valid" if i in inner else "train" for i in train}
+    return _view(view, keep), inner
 
 
 def refit_view(dataset: Any) -> Any:
