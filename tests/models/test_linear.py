@@ -519,3 +519,144 @@ def test_a_run_that_has_not_converged_restarts_with_a_new_estimate():
     # step: 4 iterations per run) at the point reached, a new one each time.
     assert len(points) == -(-result.n_iter // 4) >= 2
     assert len({tuple(point) for point in points}) == len(points)
+
+
+# ------------------------------------------------------------------ LinearSVC class weights
+def _label_sorted(n_classes: int, n: int = 600, seed: int = 3):
+    """Overlapping classes (so every class weight moves the optimum), rows sorted by label:
+    each worker's block then holds one or two classes only."""
+    X, y = make_classification(
+        n_samples=n,
+        n_features=10,
+        n_informative=5,
+        n_redundant=0,
+        n_classes=n_classes,
+        n_clusters_per_class=1,
+        class_sep=0.7,
+        random_state=seed,
+    )
+    order = np.argsort(y, kind="stable")
+    return X[order], y[order]
+
+
+@pytest.mark.parametrize(
+    "class_weight, weighted_rows",
+    [({0: 3.0, 2: 0.5, 3: 2.0}, False), ("balanced", False), ({1: 4.0}, True)],
+)
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_linear_svc_class_weight_is_liblinears_one_vs_rest(
+    class_weight, weighted_rows, fit_intercept
+):
+    # liblinear's OvR gives class k's problem C * class_weight[k] on its own rows and plain C on
+    # the rest. scikit-learn penalises the intercept as the weight of a constant feature of
+    # value intercept_scaling; ours is not penalised, which is that penalty's limit (1e-6 here).
+    X, y = _label_sorted(4)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, y.size) if weighted_rows else None
+    with engine("local", workers=2):
+        ours = LinearSVC(C=0.5, class_weight=class_weight, fit_intercept=fit_intercept, **TIGHT)
+        ours.fit(X, y, sample_weight=weights)
+    ref = svm.LinearSVC(
+        C=0.5,
+        class_weight=class_weight,
+        fit_intercept=fit_intercept,
+        intercept_scaling=100.0,
+        dual=False,
+        tol=1e-12,
+        max_iter=100_000,
+    ).fit(X, y, sample_weight=weights)
+    _assert_same_model(ours, ref, X)
+
+
+# ------------------------------------------------------------------ max_iter is a hard budget
+@pytest.mark.parametrize(
+    "model, n_classes",
+    [(LogisticRegression, 2), (LogisticRegression, 3), (LinearSVC, 2), (LinearSVC, 3)],
+)
+def test_max_iter_is_a_hard_budget(model, n_classes):
+    # float32 rows: the fast phase, the exact phase and (binary) the Newton steps all count.
+    X, y = _data(n_classes)
+    coefs = []
+    for max_iter in (1, 2, 3):
+        seen = []
+        with engine("local", workers=2), pytest.warns(ConvergenceWarning, match="max_iter"):
+            fitted = model(max_iter=max_iter).fit(X, y, callback=seen.append)
+        assert fitted.n_iter_ == max_iter and not fitted.converged_
+        assert [info.iteration for info in seen] == list(range(1, max_iter + 1))
+        coefs.append(fitted.coef_)
+    assert not np.allclose(coefs[0], coefs[1]) and not np.allclose(coefs[1], coefs[2])
+
+
+@pytest.mark.parametrize("model", [LogisticRegression, LinearSVC])
+def test_max_iter_zero_returns_the_starting_point(model):
+    X, y = _data(2)
+    with engine("local", workers=1):
+        with pytest.warns(ConvergenceWarning, match="max_iter=0"):
+            cold = model(max_iter=0).fit(X, y)
+        assert cold.n_iter_ == 0
+        assert np.all(cold.coef_ == 0.0) and np.all(cold.intercept_ == 0.0)
+        warm = model(warm_start=True).fit(X, y)
+        previous = warm.coef_.copy()
+        warm.set_params(max_iter=0)
+        with pytest.warns(ConvergenceWarning, match="max_iter=0"):
+            warm.fit(X[::2], y[::2])
+    np.testing.assert_array_equal(warm.coef_, previous)
+
+
+def test_lbfgs_budget_bounds_every_phase_restart_and_estimate():
+    X, y = _ill_conditioned_logistic(n=4000)
+    evaluate, hessian = _logistic_objective(X, y)
+    warm, _ = _logistic_objective(X[::8], y[::8])
+    calls = {"warm": 0, "fast": 0, "precondition": 0}
+
+    def counted(name, function):
+        def call(x):
+            calls[name] += 1
+            return function(x)
+
+        return call
+
+    def fast(x):  # the objective with float32 rounding, like the "fast" passes
+        f, g = evaluate(x)
+        return float(np.float32(f)), g.astype(np.float32).astype(np.float64)
+
+    def run(max_iter):
+        seen = []
+        result = minimize_lbfgs(
+            evaluate,
+            np.zeros(X.shape[1] + 1),
+            max_iter=max_iter,
+            tol=1e-12,
+            callback=seen.append,
+            precondition=counted("precondition", lambda x: whitening(hessian(np.zeros_like(x)))),
+            warm_evaluate=counted("warm", warm),
+            fast_evaluate=counted("fast", fast),
+            fast_gtol=1e-9,
+            refresh_every=2,
+        )
+        assert result.n_iter == max_iter == len(seen) and not result.converged
+        return result.x
+
+    with pytest.warns(ConvergenceWarning, match="max_iter=0"):
+        np.testing.assert_array_equal(run(0), 0.0)
+    assert calls == {"warm": 0, "fast": 0, "precondition": 0}
+    points = []
+    for max_iter in (1, 2, 3, 7):
+        with pytest.warns(ConvergenceWarning, match=f"max_iter={max_iter}"):
+            points.append(run(max_iter))
+    for a, b in zip(points, points[1:], strict=False):
+        assert not np.allclose(a, b)
+
+
+# ------------------------------------------------------------------ layout and worker count
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_label_sorted_arrays_on_one_two_and_four_workers_match_sklearn(n_classes):
+    X, y = _label_sorted(n_classes, n=800)
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, y.size)
+    ref = linear_model.LogisticRegression(class_weight="balanced", **TIGHT)
+    ref.fit(X, y, sample_weight=weights)
+    svc = svm.LinearSVC(fit_intercept=False, dual=False, tol=1e-12, max_iter=100_000).fit(X, y)
+    for workers in (1, 2, 4):
+        with engine("local", workers=workers):
+            ours = LogisticRegression(class_weight="balanced", **TIGHT)
+            _assert_same_model(ours.fit(X, y, sample_weight=weights), ref, X)
+            _assert_same_model(LinearSVC(fit_intercept=False, **TIGHT).fit(X, y), svc, X)

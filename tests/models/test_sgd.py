@@ -9,7 +9,7 @@ from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
 from shardlearn.engine import engine
-from shardlearn.exceptions import DataError
+from shardlearn.exceptions import ConvergenceWarning, DataError
 from shardlearn.models import SGDClassifier
 
 
@@ -106,3 +106,36 @@ def test_hinge_has_no_predict_proba():
         model = SGDClassifier(max_iter=2, tol=None).fit(X, y)
     with pytest.raises(AttributeError, match="log_loss"):
         model.predict_proba(X)
+
+
+def test_one_vs_rest_class_weight_weights_only_the_positive_class():
+    # scikit-learn's SGDClassifier (like liblinear) fits class k's binary problem with
+    # class_weight[k] on class k's rows and weight 1 on the rest: weighting class 2 leaves the
+    # problems of classes 0 and 1, and with the same seed their coefficients, unchanged.
+    X, y, _, _ = _split(3, n=900)
+    order = np.argsort(y, kind="stable")
+    X, y = X[order], y[order]
+    with engine("local", workers=2):
+        plain = SGDClassifier(loss="log_loss", max_iter=5, tol=None).fit(X, y)
+        weighted = SGDClassifier(loss="log_loss", max_iter=5, tol=None, class_weight={2: 5.0})
+        weighted.fit(X, y)
+    np.testing.assert_allclose(weighted.coef_[:2], plain.coef_[:2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weighted.intercept_[:2], plain.intercept_[:2], rtol=1e-12)
+    assert not np.allclose(weighted.coef_[2], plain.coef_[2])
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_max_iter_is_a_hard_budget_that_warns_with_tol(max_iter):
+    X, y, _, _ = _split(2, n=300)
+    with engine("local", workers=1):
+        with pytest.warns(ConvergenceWarning, match=f"max_iter={max_iter}"):
+            model = SGDClassifier(max_iter=max_iter, tol=1e-3).fit(X, y)
+        assert model.n_iter_ == max_iter
+        model = SGDClassifier(max_iter=max_iter, tol=None).fit(X, y)  # no tol: no warning
+    assert model.n_iter_ == max_iter
+
+
+def test_max_iter_zero_is_refused():
+    X, y, _, _ = _split(2, n=100)
+    with pytest.raises(ValueError, match=r"'max_iter' parameter of SGDClassifier must be"):
+        SGDClassifier(max_iter=0).fit(X, y)

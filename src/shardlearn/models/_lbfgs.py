@@ -36,6 +36,16 @@ has unit length in ``v``, that same Newton step instead of a step of arbitrary l
 line search must shorten. Only the
 optimiser's coordinates change: the objective, the checkpoint, the progress callback and the
 stopping test (``max|grad f(x)| <= gtol``) are all in ``x``.
+
+``max_iter`` is a hard budget: ``n_iter`` counts every accepted step on the full objective
+(Newton steps and L-BFGS iterations, in both precisions, across restarts and resumes) and never
+exceeds it. The optimiser stops scipy from its callback when the budget is spent (scipy's own
+``maxiter`` is not a hard limit: ``maxiter=0`` still takes a step), and a phase, a restart or a
+Newton step with no budget left is not started, so no Hessian is estimated for it either.
+``max_iter=0`` returns the starting point. The warm start's iterations on the row sample are not
+counted in ``n_iter`` (it reports full-objective iterations only) but are bounded by the same
+``max_iter``, so its extra cost is at most ``max_iter`` passes over the sample. Reaching the
+budget without meeting the tolerance raises a ConvergenceWarning.
 """
 
 from __future__ import annotations
@@ -58,6 +68,9 @@ MAX_LINE_SEARCH = 50
 FTOL = 64 * np.finfo(float).eps
 # How many times a fit may resume from its checkpoint after losing workers.
 MAX_RESUMES = 3
+# What a phase that stops outside scipy returns (scipy's status codes: 0 converged, 1 budget).
+_CONVERGED = optimize.OptimizeResult(status=0, success=True)
+_BUDGET_SPENT = optimize.OptimizeResult(status=1, success=False)
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,8 @@ def minimize_lbfgs(
     x0 : ndarray
         Starting point (float64, 1-D).
     max_iter : int
-        Iteration budget across resumes.
+        Iteration budget (see the module docstring), across phases, restarts and resumes;
+        0 returns ``x0``.
     tol : float
         Projected-gradient tolerance (scipy's ``gtol``, as in scikit-learn).
     callback : callable, optional
@@ -156,7 +170,8 @@ def minimize_lbfgs(
         ``x`` directly.
     warm_evaluate : callable, optional
         The objective on a row sample (see the module docstring): minimised first, to
-        ``fast_gtol``, to find a starting point; its iterations are not reported or counted.
+        ``fast_gtol`` and for at most ``max_iter`` iterations, to find a starting point; its
+        iterations are not reported or counted in ``n_iter``.
     refresh_every : int, optional
         With ``precondition``: restart a run that has not converged after this many
         iterations with a new estimate at its point. None: only where a phase starts.
@@ -165,7 +180,7 @@ def minimize_lbfgs(
     evaluator = _Evaluator(evaluate)
     resumes = [0]
     transform = _Preconditioner(precondition, refresh_every)
-    if warm_evaluate is not None:
+    if warm_evaluate is not None and max_iter > 0:
         warm = Checkpoint(x=checkpoint.x.copy())
         gtol = max(tol, fast_gtol)
         _run_phase(_Evaluator(warm_evaluate), warm, max_iter, gtol, None, resumes, transform)
@@ -174,18 +189,18 @@ def minimize_lbfgs(
         fast = _Evaluator(fast_evaluate)
         _run_phase(fast, checkpoint, max_iter, max(tol, fast_gtol), callback, resumes, transform)
     result = _run_phase(evaluator, checkpoint, max_iter, tol, callback, resumes, transform)
-    result.x = checkpoint.x
-    loss, grad_norm = evaluator.info_at(result.x)
-    n_iter = min(checkpoint.n_iter, max_iter)
-    converged = result.status == 0 or (result.status != 1 and grad_norm <= tol)
-    if result.status == 1 or n_iter >= max_iter and not result.status == 0:
+    x = checkpoint.x
+    loss, grad_norm = evaluator.info_at(x)
+    # scipy's status 0 includes its relative-decrease test (FTOL: no float64 progress left).
+    converged = result.status == 0 or grad_norm <= tol
+    if checkpoint.n_iter >= max_iter and not converged:
         warnings.warn(
             f"{owner} did not converge in max_iter={max_iter} iterations (gradient norm "
             f"{grad_norm:.3g} > tol={tol:g}). Increase max_iter or scale the features.",
             ConvergenceWarning,
             stacklevel=3,
         )
-    return LbfgsResult(result.x, n_iter, loss, grad_norm, converged, resumes[0])
+    return LbfgsResult(x, checkpoint.n_iter, loss, grad_norm, converged, resumes[0])
 
 
 def whitening(hessian: np.ndarray, floor: float = 1e-10) -> np.ndarray:
@@ -335,10 +350,14 @@ def _run_phase(
     WorkerLost, resume from the checkpoint (at most MAX_RESUMES times per fit). Preconditioned,
     a run restarts with a new estimate every ``preconditioner.refresh_every`` iterations."""
     while True:
+        if checkpoint.n_iter >= max_iter:
+            return _BUDGET_SPENT  # no estimate, no evaluation: the budget is hard
         transform = preconditioner.at(checkpoint.x)
-        if transform is not None and _newton_step(evaluator, checkpoint, transform, gtol, callback):
-            # Converged (scipy makes the same test at its first point).
-            return optimize.OptimizeResult(x=np.zeros(checkpoint.x.size), status=0, success=True)
+        if transform is not None:
+            if _newton_step(evaluator, checkpoint, transform, gtol, callback):
+                return _CONVERGED  # scipy makes the same test at its first point
+            if checkpoint.n_iter >= max_iter:
+                return _BUDGET_SPENT
         refresh_every = preconditioner.refresh_every if transform is not None else None
         result, refresh = _run_scipy(
             evaluator, checkpoint, max_iter, gtol, callback, resumes, transform, refresh_every
@@ -364,17 +383,21 @@ def _run_scipy(
     def on_iteration(intermediate_result: optimize.OptimizeResult) -> None:
         x = coordinates.to_x(intermediate_result.x)
         _accept(evaluator, checkpoint, x, callback)
+        if checkpoint.n_iter >= max_iter:
+            raise StopIteration  # scipy's maxiter is no hard limit (0 still takes a step)
         if transform is None:
             return
         if checkpoint.grad_norm <= gtol:
             raise StopIteration  # the test is on grad f(x), not on the gradient in v
         done = checkpoint.n_iter - first
-        if refresh_every and done >= refresh_every and checkpoint.n_iter < max_iter:
+        if refresh_every and done >= refresh_every:
             refresh[0] = True
             raise StopIteration
 
     while True:
         remaining = max_iter - checkpoint.n_iter
+        if remaining <= 0:  # spent before a resume
+            return _BUDGET_SPENT, False
         try:
             result = optimize.minimize(
                 coordinates.objective(evaluator),
@@ -383,7 +406,7 @@ def _run_scipy(
                 jac=True,
                 callback=on_iteration,
                 options={
-                    "maxiter": max(remaining, 0),
+                    "maxiter": remaining,
                     "maxls": MAX_LINE_SEARCH,
                     # With a transform the gradient test is done in on_iteration, in x.
                     "gtol": gtol if transform is None else 0.0,

@@ -70,7 +70,9 @@ class Loss:
 
     ``value_and_derivative(Zt, Y, s)`` returns the weighted loss sum (a Python float) and
     ``s * dloss/dZt`` (K, n) in the dtype of ``Zt``; ``Y`` (see :meth:`encode`, sliced to the
-    chunk's columns) and ``s`` have that dtype too, so nothing is upcast.
+    chunk's columns) and ``s`` have that dtype too, so nothing is upcast. ``s`` is one weight
+    per row (n,) or, for losses that sum K separate outputs (one-vs-rest), one weight per
+    output and row (K, n).
     """
 
     name: str
@@ -96,11 +98,13 @@ class Loss:
 
 
 def _weighted_sum(values: np.ndarray, s: np.ndarray | None) -> float:
-    """Sum over rows (the last axis) of ``values``, weighted by ``s``."""
+    """Sum of ``values`` weighted by ``s`` (per row (n,), or per output and row like values)."""
     # In the dtype of the scores: a float32 pairwise sum over one chunk is as accurate as the
     # float32 scores themselves, and converting to float64 first costs as much as the exp.
     if s is None:
         return float(values.sum())
+    if s.ndim == 2:
+        return float(np.einsum("kn,kn->", values, s))
     return float((values @ s).sum())
 
 
@@ -165,7 +169,9 @@ class _Multinomial(Loss):
 
 
 class _SquaredHinge(Loss):
-    """One-vs-rest squared hinge ``max(0, 1 - t z)^2`` with t in {-1, +1} per output."""
+    """One-vs-rest squared hinge ``max(0, 1 - t z)^2`` with t in {-1, +1} per output; its
+    weights may differ per output (liblinear weights only the positive class, see
+    :mod:`shardlearn.models.linear`)."""
 
     fused = True
 
@@ -236,8 +242,9 @@ class BlockKernel:
         The block (float32 or float64).
     Y : ndarray
         ``loss.encode(y, K)`` for the block's class indices.
-    sample_weight : ndarray of shape (n,) or None
-        Per-row weights (class weights already folded in).
+    sample_weight : ndarray of shape (n,) or (K, n), or None
+        Per-row weights (class weights already folded in), or per output and row for a loss
+        that sums separate outputs (the one-vs-rest squared hinge).
     """
 
     def __init__(
@@ -257,6 +264,7 @@ class BlockKernel:
         self.chunk_rows = step
         # One output on C-contiguous dense rows: one compiled pass (models._dense_kernels).
         fused = not self.sparse and X.flags.c_contiguous and loss.fused
+        fused = fused and (sample_weight is None or sample_weight.ndim == 1)
         self._fused_rows = np.asarray(X) if fused else None
         self.targets = {np.dtype(np.float64): _targets_as(Y, np.float64)}
         self.weights = {np.dtype(np.float64): sample_weight}
@@ -376,7 +384,7 @@ class BlockKernel:
             chunk = self._chunk(index, dtype)
             Zt = self._scores(chunk, weights_kp)
             Zt += bias
-            s = None if weights is None else weights[start:stop]
+            s = None if weights is None else weights[..., start:stop]
             yield chunk, Zt, Y[..., start:stop], s
 
     def sampled_weight(self, stride: int) -> float:
@@ -385,7 +393,7 @@ class BlockKernel:
         rows = self.bounds[:: max(1, stride)]
         if weights is None:
             return float(sum(stop - start for start, stop in rows))
-        return float(sum(weights[start:stop].sum() for start, stop in rows))
+        return float(sum(weights[..., start:stop].sum() for start, stop in rows))
 
     def _weighted_gram(self, chunk: Matrix, d: np.ndarray) -> np.ndarray:
         """``X_c^T diag(d) X_c`` (p, p) as float64."""

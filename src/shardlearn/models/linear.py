@@ -5,7 +5,10 @@ scikit-learn's lbfgs solver minimises (``sklearn/linear_model/_linear_loss.py``)
 
     f(W, b) = sum_i s_i * loss(x_i W^T + b, y_i) / S + 0.5 / (C * S) * ||W||^2,   S = sum_i s_i
 
-with ``s_i`` = sample weight x class weight and the intercept ``b`` not penalised. One function
+with ``s_i`` = sample weight x class weight and the intercept ``b`` not penalised (LinearSVC
+with several classes: one-vs-rest outputs weighted as liblinear weights them, see
+:class:`LinearSVC`; ``S`` is then the sample weight total, and any positive ``S`` has the same
+optimum). One function
 evaluation = the weights sent to every worker, each worker's loss and gradient sums over its
 cached block (:class:`shardlearn.models._losses.BlockKernel`; for one output on dense rows a
 fused compiled pass, :mod:`shardlearn.models._dense_kernels`), a tree-sum
@@ -35,6 +38,13 @@ estimated there (2M x 100: the benchmark's target is reached on the second full 
 first iteration). A preconditioned run that needs more than REFRESH_ITERATIONS iterations
 restarts with a new estimate. Every choice changes only the path: the optimum and the stopping
 test are the full float64 objective's, as above.
+
+``max_iter`` is a hard budget on the iterations over all rows (``n_iter_``, see
+:mod:`shardlearn.models._lbfgs`): Newton steps and L-BFGS iterations of both precisions count,
+restarts and Hessian estimates happen only while budget is left, the warm start on the row
+sample runs at most ``max_iter`` iterations on the sample, and ``max_iter=0`` returns the
+starting point (zeros, or the previous model with ``warm_start``). Reaching it without meeting
+``tol`` raises a ConvergenceWarning.
 """
 
 from __future__ import annotations
@@ -65,7 +75,13 @@ from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs, whitening
 from shardlearn.models._losses import LOSSES, BlockKernel, decision_scores
 from shardlearn.models._registry import register_model
 
-__all__ = ["LinearSVC", "LogisticRegression", "class_statistics", "resolve_class_weight"]
+__all__ = [
+    "LinearSVC",
+    "LogisticRegression",
+    "class_statistics",
+    "resolve_class_weight",
+    "row_weights",
+]
 
 _PROBLEM_KEY = "shardlearn.linear.problem"
 _PREPARED_KEY = "shardlearn.linear.prepared"
@@ -130,13 +146,38 @@ def _prepare_block(problem: dict, block: Any) -> tuple[BlockKernel]:
     """The block's loss kernel: loss-encoded targets, combined (sample x class) weights."""
     y = np.asarray(block.y, dtype=np.int64)
     target = LOSSES[problem["loss"]].encode(y, problem["n_outputs"])
-    class_weight = np.asarray(problem["class_weight"])
-    weights = None
-    if block.sample_weight is not None or not np.all(class_weight == 1.0):
-        weights = class_weight[y]
-        if block.sample_weight is not None:
-            weights = weights * np.asarray(block.sample_weight, dtype=np.float64)
+    weights = row_weights(
+        y, block.sample_weight, problem["class_weight"], problem["n_outputs"], problem["ovr"]
+    )
     return (BlockKernel(LOSSES[problem["loss"]], block.X, target, weights),)
+
+
+def row_weights(
+    y: np.ndarray,
+    sample_weight: Any,
+    class_weight: Any,
+    n_outputs: int,
+    one_vs_rest: bool = False,
+) -> np.ndarray | None:
+    """Sample x class weight of each row (n,), or None when every weight is 1.
+
+    ``one_vs_rest`` with several outputs weights as liblinear's (and scikit-learn's SGD)
+    one-vs-rest does: output k's binary problem multiplies its positive rows (class k) by
+    ``class_weight[k]`` and leaves the rest at their sample weight, so the result has one
+    weight per output and row, shape (n_outputs, n).
+    """
+    class_weight = np.asarray(class_weight, dtype=np.float64)
+    weights = None
+    if not np.all(class_weight == 1.0):
+        if one_vs_rest and n_outputs > 1:
+            weights = np.ones((n_outputs, y.size))
+            weights[y, np.arange(y.size)] = class_weight[y]
+        else:
+            weights = class_weight[y]
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        weights = sample_weight if weights is None else weights * sample_weight
+    return weights
 
 
 def _prepared_blocks(state: Any) -> Any:
@@ -311,6 +352,8 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
     _multiclass_loss: ClassVar[str] = ""
     _binary_loss: ClassVar[str] = ""
     _predict_from_proba: ClassVar[bool] = True
+    #: Several classes as separate one-vs-rest outputs with liblinear's class weighting.
+    _one_vs_rest: ClassVar[bool] = False
     # The worker functions spend their time in numpy/BLAS/numba code that releases the GIL, so
     # array input trains on threads that read the caller's arrays in place (models._fitting).
     _prefer_threads: ClassVar[bool] = True
@@ -355,10 +398,15 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
         owner = type(self).__name__
         stats = class_statistics(ctx, owner)
         class_weight = resolve_class_weight(self.class_weight, ctx.classes, stats["weights"])
-        weight_sum = float(np.dot(class_weight, stats["weights"]))
         binary = ctx.n_classes == 2
         loss = self._binary_loss if binary else self._multiclass_loss
         n_outputs = 1 if binary else ctx.n_classes
+        one_vs_rest = self._one_vs_rest and not binary
+        # Any positive constant S gives the same optimum (see the module docstring); one-vs-rest
+        # takes the sample weight total, since its class weights apply to some outputs only.
+        weight_sum = float(
+            stats["weights"].sum() if one_vs_rest else np.dot(class_weight, stats["weights"])
+        )
         p = ctx.n_features
         ctx.group.put(
             _PROBLEM_KEY,
@@ -369,6 +417,7 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
                 "n_features": p,
                 "fit_intercept": bool(self.fit_intercept),
                 "class_weight": class_weight.tolist(),
+                "ovr": one_vs_rest,
             },
         )
         l2 = 1.0 / (self.C * weight_sum)
@@ -463,7 +512,9 @@ class LogisticRegression(_LinearClassifier):
     fit_intercept : bool, default=True
         Fit an (unpenalised) intercept.
     max_iter : int, default=100
-        L-BFGS iterations; reaching it raises a ConvergenceWarning.
+        Hard budget of optimiser iterations over all rows (``n_iter_ <= max_iter``); reaching
+        it before ``tol`` raises a ConvergenceWarning. 0 returns the starting point (zeros, or
+        the previous model with ``warm_start``); scikit-learn's lbfgs takes one step there.
     tol : float, default=1e-4
         Stop when the largest absolute (projected) gradient entry is below ``tol``.
     class_weight : dict, "balanced" or None, default=None
@@ -527,19 +578,36 @@ class LogisticRegression(_LinearClassifier):
 class LinearSVC(_LinearClassifier):
     """Linear support vector classifier (squared hinge, L2) trained with distributed L-BFGS.
 
-    Minimises ``0.5 ||W||^2 + C * sum_i s_i max(0, 1 - t_i z_i)^2`` (divided by ``C * S``,
-    which has the same optimum), one-vs-rest for more than two classes, intercept not
-    penalised. With ``fit_intercept=False`` this is scikit-learn's ``LinearSVC`` objective
-    (``loss="squared_hinge"``); scikit-learn's liblinear also penalises the intercept.
+    Two classes: minimises ``0.5 ||w||^2 + C * sum_i s_i max(0, 1 - t_i z_i)^2`` with
+    ``t_i = +-1`` and ``s_i`` = sample weight x class weight of row i. More classes:
+    one-vs-rest, the sum over classes k of ``0.5 ||w_k||^2 + C * sum_i s_ik max(0, 1 - t_ik
+    z_ik)^2`` with ``s_ik`` = sample weight x ``class_weight[k]`` for the rows of class k and
+    the sample weight alone for the others: liblinear's weighting (its ``train`` gives class
+    k's problem ``Cp = C * class_weight[k]`` and ``Cn = C``). The objective is divided by a
+    constant ``C * S``, which has the same optimum.
+
+    The intercept is not penalised. With ``fit_intercept=False`` this is exactly
+    scikit-learn's ``LinearSVC(loss="squared_hinge")`` objective; with an intercept,
+    scikit-learn's liblinear penalises it as the weight of a constant feature
+    ``intercept_scaling`` (``0.5 b^2 / intercept_scaling^2``), so the models agree in the
+    limit of a large ``intercept_scaling`` (to about 1e-6 relative at 100).
 
     Parameters
     ----------
     C : float, default=1.0
+        Inverse regularisation strength (> 0).
     fit_intercept : bool, default=True
+        Fit an (unpenalised) intercept.
     max_iter : int, default=1000
+        Hard budget of optimiser iterations, as in :class:`LogisticRegression`.
     tol : float, default=1e-4
+        Stop when the largest absolute gradient entry (of the objective divided by ``C S``)
+        is below ``tol``.
     class_weight : dict, "balanced" or None, default=None
+        Class multipliers as above; "balanced" uses ``S / (n_classes * S_k)`` with ``S_k``
+        the total sample weight of class k, as scikit-learn.
     warm_start : bool, default=False
+        Start from the previous ``coef_``/``intercept_`` when refitting.
 
     Attributes
     ----------
@@ -551,6 +619,7 @@ class LinearSVC(_LinearClassifier):
     _binary_loss = "squared_hinge"
     _multiclass_loss = "squared_hinge"
     _predict_from_proba = False
+    _one_vs_rest = True
 
     def __init__(
         self,

@@ -7,12 +7,18 @@ gradient of ``batch_size`` rows and the L2 shrinkage of as many per-row steps, w
 rate of scikit-learn's per-row schedule (``t`` counts rows), so ``batch_size=1`` is plain SGD.
 With ``average=True`` (default) a worker returns the mean of its iterates over the epoch
 (Polyak-Ruppert averaging), which removes most of SGD's noise at no extra pass. Multi-class
-problems are one-vs-rest, like scikit-learn's ``SGDClassifier``. The step counter ``t_``
+problems are one-vs-rest, like scikit-learn's ``SGDClassifier``, with its class weighting:
+output k multiplies the loss of its positive rows (class k) by ``class_weight[k]`` and leaves the
+other rows at their sample weight (two classes: every row by its class's weight). The step
+counter ``t_``
 persists, so ``partial_fit`` and ``warm_start`` continue the learning-rate schedule where the
 previous call stopped.
 
 Stopping follows scikit-learn: after ``n_iter_no_change`` epochs whose mean training loss did
-not improve by ``tol`` on the best one, or after ``max_iter`` epochs (ConvergenceWarning).
+not improve by ``tol`` on the best one, or after ``max_iter`` epochs (``n_iter_``, a hard
+budget), with a ConvergenceWarning when ``tol`` is set (``max_iter=1`` included). ``tol=None``
+runs exactly ``max_iter`` epochs without a warning; ``partial_fit`` runs one epoch and never
+warns.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from shardlearn.models._fitting import (
 from shardlearn.models._lbfgs import IterationInfo
 from shardlearn.models._losses import decision_scores
 from shardlearn.models._registry import register_model
-from shardlearn.models.linear import class_statistics, resolve_class_weight
+from shardlearn.models.linear import class_statistics, resolve_class_weight, row_weights
 
 __all__ = ["SGDClassifier"]
 
@@ -63,7 +69,7 @@ def _learning_rate(problem: dict, t: float) -> float:
 
 
 def _prepare_block(problem: dict, block: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """Targets in {-1, +1} per output and combined (sample x class) weights of a block."""
+    """Targets in {-1, +1} and (sample x class) weights per row and output, shape (n, K)."""
     y = np.asarray(block.y, dtype=np.int64)
     k = problem["n_outputs"]
     if k == 1:
@@ -71,11 +77,11 @@ def _prepare_block(problem: dict, block: Any) -> tuple[np.ndarray, np.ndarray | 
     else:
         T = np.full((y.size, k), -1.0)
         T[np.arange(y.size), y] = 1.0
-    class_weight = np.asarray(problem["class_weight"])
-    weights = class_weight[y] if y.size else np.ones(0)
-    if block.sample_weight is not None:
-        weights = weights * np.asarray(block.sample_weight, dtype=np.float64)
-    return T, (None if np.all(weights == 1.0) else weights)
+    # scikit-learn's one-vs-rest: output k weights only its positive rows by class_weight[k].
+    weights = row_weights(y, block.sample_weight, problem["class_weight"], k, one_vs_rest=True)
+    if weights is not None:
+        weights = weights.T if weights.ndim == 2 else weights[:, None]
+    return T, weights
 
 
 def _prepared_blocks(state: Any) -> Any:
@@ -106,7 +112,7 @@ def _sgd_block(problem: dict, s: _EpochState, X: Any, T: np.ndarray, weights: An
         Z = np.asarray(Xb @ s.W.T) + s.b
         value, R = _loss_and_derivative(problem["loss"], Z, T[rows])
         if weights is not None:
-            value, R = value * weights[rows, None], R * weights[rows, None]
+            value, R = value * weights[rows], R * weights[rows]
         s.loss_sum += float(value.sum())
         eta = _learning_rate(problem, s.t)
         s.W *= (1.0 - eta * problem["alpha"]) ** rows.size
@@ -145,7 +151,8 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
     alpha : float, default=1e-4
         L2 regularisation strength (also sets the "optimal" learning rate).
     max_iter : int, default=1000
-        Maximum epochs (passes over the data).
+        Maximum epochs (passes over the data), >= 1; running all of them with ``tol`` set
+        raises a ConvergenceWarning.
     tol : float or None, default=1e-3
         Stop when the epoch loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     n_iter_no_change : int, default=5
@@ -261,7 +268,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         with prepare_training(
             self, X, y, engine=engine, sample_weight=sample_weight, classes=classes
         ) as ctx:
-            return self._run(ctx, epochs=1, start_fresh=not hasattr(self, "coef_"))
+            return self._run(ctx, 1, not hasattr(self, "coef_"), stop_early=False)
 
     def _continuing(self) -> bool:
         return bool(self.warm_start) and hasattr(self, "coef_")
@@ -270,15 +277,19 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         self, ctx: TrainingContext, callback: Callable[[IterationInfo], None] | None = None
     ) -> SGDClassifier:
         self._validate_params()
-        return self._run(ctx, self.max_iter, not self._continuing(), callback)
+        stop_early = self.tol is not None
+        return self._run(ctx, self.max_iter, not self._continuing(), stop_early, callback)
 
     def _run(
         self,
         ctx: TrainingContext,
         epochs: int,
         start_fresh: bool,
+        stop_early: bool,
         callback: Callable[[IterationInfo], None] | None = None,
     ) -> SGDClassifier:
+        """Up to ``epochs`` epochs; with ``stop_early``, the ``tol`` test and a
+        ConvergenceWarning when all of them ran (as scikit-learn's ``fit``)."""
         stats = class_statistics(ctx, "SGDClassifier") if start_fresh else None
         weights = stats["weights"] if stats else np.ones(ctx.n_classes)
         class_weight = resolve_class_weight(self.class_weight, ctx.classes, weights)
@@ -307,13 +318,13 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
             mean_loss = loss_sum / rows
             if callback is not None:
                 callback(IterationInfo(done, float(mean_loss), float("nan")))
-            if self.tol is not None and epochs > 1:
+            if stop_early:
                 stale = stale + 1 if mean_loss > best - self.tol else 0
                 best = min(best, mean_loss)
                 if stale >= self.n_iter_no_change:
                     break
         else:
-            if self.tol is not None and epochs > 1:
+            if stop_early:
                 warnings.warn(
                     f"SGDClassifier reached max_iter={epochs} epochs before the loss stopped "
                     "improving; increase max_iter.",
