@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 import shardlearn as sl
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.exceptions import DataError, NotFittedError, SchemaError
+from shardlearn.exceptions import ConvergenceWarning, DataError, NotFittedError, SchemaError
 from shardlearn.models import KMeans
 
 
@@ -162,3 +162,158 @@ def test_kmeans_fits_a_single_class_dataset_that_a_classifier_refuses(blobs, tmp
             LogisticRegression().fit(ds)
     ref = SklearnKMeans(5, init=init, n_init=1).fit(blobs)
     assert model.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+# ------------------------------------------------------------ sample weights, centring, budget
+@pytest.fixture(scope="module")
+def small_blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """300 rows in 4 blobs, integer weights 0..3 (a quarter of them 0), and 4 initial centres
+    taken from rows of positive weight."""
+    X, y = make_blobs(300, n_features=3, centers=4, cluster_std=2.5, random_state=1)
+    weights = np.random.default_rng(1).integers(0, 4, X.shape[0]).astype(np.float64)
+    init = X[np.flatnonzero(weights > 0)[:4]].copy()
+    return X, weights, init
+
+
+def _sklearn_tol(X: np.ndarray, weights: np.ndarray, tol: float) -> float:
+    """scikit-learn's ``tol`` that scales to ours: theirs uses the unweighted variance."""
+    mean = weights @ X / weights.sum()
+    weighted_variance = (weights @ (X - mean) ** 2 / weights.sum()).mean()
+    return tol * weighted_variance / np.var(X, axis=0).mean()
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-4, 3e-2])
+def test_weighted_fit_equals_sklearn_weighted_lloyd_from_the_same_start(small_blobs, tol):
+    X, weights, init = small_blobs
+    weights = weights * 0.7  # not integers
+    with engine("local", workers=2):
+        ours = KMeans(4, init=init, tol=tol).fit(X, sample_weight=weights)
+    ref = SklearnKMeans(
+        4, init=init, n_init=1, algorithm="lloyd", tol=_sklearn_tol(X, weights, tol)
+    ).fit(X, sample_weight=weights)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-6)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_array_equal(ours.predict(X), ref.labels_)
+    np.testing.assert_allclose(
+        ours.cluster_sizes_, np.bincount(ref.labels_, weights=weights, minlength=4)
+    )
+    assert ours.score(X, sample_weight=weights) == pytest.approx(ref.score(X, None, weights))
+
+
+def test_integer_weights_equal_repeated_rows(small_blobs):
+    X, weights, init = small_blobs
+    repeated = np.repeat(X, weights.astype(int), axis=0)
+    with engine("local", workers=2):
+        weighted = KMeans(4, init=init).fit(X, sample_weight=weights)
+        copies = KMeans(4, init=init).fit(repeated)
+    np.testing.assert_allclose(weighted.cluster_centers_, copies.cluster_centers_, atol=1e-9)
+    assert weighted.inertia_ == pytest.approx(copies.inertia_, rel=1e-9)
+    assert weighted.n_iter_ == copies.n_iter_
+    np.testing.assert_allclose(weighted.cluster_sizes_, copies.cluster_sizes_)
+
+
+def test_zero_weight_rows_have_no_influence_even_on_the_kmeans_parallel_init(small_blobs):
+    X, weights, _ = small_blobs
+    kept = weights > 0
+    outliers = np.full((20, 3), 1e3) + np.arange(60).reshape(20, 3)  # would be centres if seen
+    padded = np.vstack([X, outliers])
+    padded_weights = np.concatenate([weights, np.zeros(20)])
+    with engine("local", workers=2):
+        with_zeros = KMeans(4, random_state=5).fit(padded, sample_weight=padded_weights)
+        without = KMeans(4, random_state=5).fit(X[kept], sample_weight=weights[kept])
+    np.testing.assert_allclose(with_zeros.cluster_centers_, without.cluster_centers_, atol=1e-9)
+    assert with_zeros.inertia_ == pytest.approx(without.inertia_, rel=1e-9)
+    assert with_zeros.n_iter_ == without.n_iter_
+
+
+def test_weights_are_refused_when_no_cluster_can_be_weighed(small_blobs):
+    X, _, _ = small_blobs
+    with engine("local", workers=1):
+        with pytest.raises(DataError, match="only 3 of the 300 training rows have a positive"):
+            KMeans(4).fit(X, sample_weight=np.r_[np.ones(3), np.zeros(297)])
+        with pytest.raises(DataError, match="sample_weight must hold 300 finite non-negative"):
+            KMeans(4).fit(X, sample_weight=-np.ones(300))
+        with pytest.raises(TypeError, match="class_weight"):
+            KMeans(4).fit(X, class_weight="balanced")
+
+
+def test_an_offset_of_1e8_converges_like_sklearn_and_labels_every_row_to_its_nearest_centre(
+    small_blobs,
+):
+    X, _, init = small_blobs
+    far = X + 1e8
+    with engine("local", workers=2):
+        ours = KMeans(4, init=init + 1e8).fit(far)
+    ref = SklearnKMeans(4, init=init + 1e8, n_init=1, algorithm="lloyd").fit(far)
+    distances = np.sqrt(((far[:, None, :] - ours.cluster_centers_[None]) ** 2).sum(2))
+    assert ours.n_iter_ == ref.n_iter_ < 300
+    np.testing.assert_array_equal(ours.predict(far), distances.argmin(1))
+    np.testing.assert_array_equal(distances.argmin(1), ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=0, atol=1e-6)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+    np.testing.assert_allclose(ours.transform(far), distances, rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 3])
+def test_max_iter_is_a_hard_budget_of_lloyd_steps_with_a_convergence_warning(small_blobs, max_iter):
+    X, weights, init = small_blobs
+    with engine("local", workers=2):
+        with pytest.warns(ConvergenceWarning, match=f"max_iter={max_iter} Lloyd iterations"):
+            ours = KMeans(4, init=init, max_iter=max_iter).fit(X, sample_weight=weights)
+    ref = SklearnKMeans(4, init=init, n_init=1, algorithm="lloyd", max_iter=max_iter).fit(
+        X, sample_weight=weights
+    )
+    assert ours.n_iter_ == ref.n_iter_ == max_iter
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-9)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+def test_a_budget_that_is_just_enough_converges_without_a_warning(small_blobs):
+    X, weights, init = small_blobs
+    ref = SklearnKMeans(4, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(
+        X, sample_weight=weights
+    )
+    with engine("local", workers=1):  # filterwarnings=error: a ConvergenceWarning would fail
+        ours = KMeans(4, init=init, tol=0.0, max_iter=ref.n_iter_).fit(X, sample_weight=weights)
+    assert ours.n_iter_ == ref.n_iter_ > 3
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-9)
+
+
+@pytest.mark.parametrize("order", ["label", "feature"])
+def test_sorted_arrays_on_one_two_and_four_workers_give_sklearns_weighted_centres(
+    small_blobs, order
+):
+    X, weights, init = small_blobs
+    _, labels = make_blobs(300, n_features=3, centers=4, cluster_std=2.5, random_state=1)
+    rows = np.argsort(labels if order == "label" else X[:, 0], kind="stable")
+    ref = SklearnKMeans(4, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(
+        X, sample_weight=weights
+    )
+    for workers in (1, 2, 4):
+        with engine("local", workers=workers):
+            ours = KMeans(4, init=init, tol=0.0).fit(X[rows], sample_weight=weights[rows])
+        np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-9)
+        assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+        assert ours.n_iter_ == ref.n_iter_
+
+
+@pytest.mark.parametrize("strategy", ["range:f0", "hash:y"])
+def test_a_weight_column_of_a_keyed_dataset_gives_sklearns_weighted_centres(
+    small_blobs, tmp_path, strategy
+):
+    import pyarrow as pa
+
+    X, weights, init = small_blobs
+    columns = {f"f{j}": X[:, j] for j in range(3)}
+    columns |= {"w": weights, "y": np.where(X[:, 1] > X[:, 1].mean(), "a", "b")}
+    ds = write_dataset(pa.table(columns), tmp_path / "ds", "y", partitions=4, strategy=strategy)
+    ref = SklearnKMeans(4, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(
+        X, sample_weight=weights
+    )
+    for workers in (1, 2):
+        with engine("local", workers=workers):
+            ours = KMeans(4, init=init, tol=0.0).fit(ds, sample_weight="w")
+        assert ours.feature_names_in_ == ["f0", "f1", "f2"]
+        np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-9)
+        assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)

@@ -2,37 +2,51 @@
 
 Data flow of one fit (every arrow into the driver is a ``WorkerGroup.reduce``):
 
-1. A first pass returns the row count, the per-feature sums and squared sums (for the
-   scikit-learn tolerance scale ``tol * mean(var(X))``) and the row with the smallest
-   *row key* -- the first centre.
+1. A first pass returns a :class:`_Summary` per worker, merged pairwise (Chan et al.'s
+   update): the row count, the total sample weight, the weighted per-feature mean and the
+   weighted sum of squared deviations from it, and the first centre's candidate. The driver
+   sends the mean to the workers, which subtract it from every block before computing a
+   distance (as scikit-learn does: at an offset of 1e8, ``|x|^2 - 2 x.c + |c|^2`` of the raw
+   rows cancels catastrophically and labels rows to the wrong centre). The tolerance is
+   scikit-learn's ``tol * mean(var(X))``, with the variance weighted by ``sample_weight``.
 2. k-means|| (Bahmani et al., 2012): ``log(cost)`` rounds (capped at :data:`_MAX_ROUNDS`);
    in each round every worker keeps each of its rows with probability
-   ``min(1, l * d^2(x) / cost)`` (``l = oversampling_factor * n_clusters``) and returns
-   the kept rows and its part of the new cost. The candidates are then weighted by the number
-   of rows closest to them and reduced to ``n_clusters`` centres on the driver with weighted
-   k-means++ followed by weighted Lloyd steps.
+   ``min(1, l * w * d^2(x) / cost)`` (``l = oversampling_factor * n_clusters``, ``cost`` the
+   weighted sum of ``d^2``) and returns the kept rows. The candidates are then weighted by the
+   sample weight of the rows closest to them and reduced to ``n_clusters`` centres on the
+   driver with weighted k-means++ (scikit-learn's greedy variant) followed by weighted Lloyd
+   steps. The first centre is drawn with probability proportional to the row's weight.
 3. Lloyd: each worker returns per-cluster weighted sums and weights (and its inertia) for the
    current centres; the driver divides, moves the centres, and stops when the squared centre
-   shift is at most the tolerance. A last pass computes ``inertia_`` for the final centres.
+   shift is at most the tolerance, or after ``max_iter`` iterations (ConvergenceWarning). A
+   last pass computes ``inertia_`` for the final centres, which are then moved back by the
+   mean.
+
+A row of weight 0 has no influence: it is never drawn, adds nothing to a sum, a cost or the
+variance. From the same initial centres, integer weights give the same centres as repeated
+rows (up to floating-point summation order).
 
 Why the random draws are *row keys* and not a per-worker generator: the uniform number a row
-is compared with is a hash of ``(random_state, round, row bytes)``, so the same rows are kept
-whatever the number of workers or the shard layout (1, 2 or 4 workers give the same centres,
-up to floating-point summation order).
+is compared with is a hash of ``(random_state, round, row bytes)`` of the raw (uncentred) row,
+so the same rows are kept whatever the number of workers or the shard layout (1, 2 or 4
+workers give the same centres, up to floating-point summation order).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
+import sklearn.base
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
-from shardlearn.exceptions import ArtifactError, DataError, SchemaError
+from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError
 from shardlearn.models._fitting import (
     TrainingContext,
     is_dataset,
@@ -50,6 +64,8 @@ __all__ = [
 ]
 
 _CENTRES_KEY = "shardlearn.kmeans.centres"
+# The weighted mean of the training rows; workers subtract it before any distance.
+_MEAN_KEY = "shardlearn.kmeans.mean"
 # k-means|| needs O(log cost) rounds; 5 is what Bahmani et al. found sufficient in practice.
 _MAX_ROUNDS = 5
 # Weighted Lloyd steps on the k-means|| candidates after k-means++ (cheap, on the driver).
@@ -72,19 +88,29 @@ class LloydIteration:
 
 
 # ------------------------------------------------------------------ shared unsupervised glue
-def prepare_unsupervised(estimator: Any, X: Any, *, engine: Any = None) -> TrainingContext:
+def prepare_unsupervised(
+    estimator: Any, X: Any, *, engine: Any = None, sample_weight: Any = None
+) -> TrainingContext:
     """Workers holding ``X`` (a Dataset, dense array or CSR matrix); labels are not used.
 
     Array input gets a placeholder label (every row in class 0 of a fixed two-class set);
-    a Dataset's label column is ignored.
+    a Dataset's label column is ignored. ``sample_weight`` is an array of row weights for
+    array input, or the name of a weight column for a Dataset.
     """
     if is_dataset(X):
-        return prepare_training(estimator, X, engine=engine)
+        return prepare_training(estimator, X, engine=engine, sample_weight=sample_weight)
     rows = X.shape[0] if hasattr(X, "shape") else len(X)
     if rows == 0:
         raise DataError(f"{type(estimator).__name__}.fit: X has no rows.")
     placeholder = np.zeros(rows, dtype=np.int64)
-    return prepare_training(estimator, X, placeholder, engine=engine, classes=np.array([0, 1]))
+    return prepare_training(
+        estimator,
+        X,
+        placeholder,
+        engine=engine,
+        sample_weight=sample_weight,
+        classes=np.array([0, 1]),
+    )
 
 
 def dense_blocks(state: Any, split: str = "train") -> Any:
@@ -102,26 +128,21 @@ def dense_blocks(state: Any, split: str = "train") -> Any:
         yield X, w
 
 
-class UnsupervisedMixin:
-    """Local input checks and the pickle-free artifact hooks of KMeans and PCA."""
+class UnsupervisedMixin(sklearn.base.TransformerMixin):
+    """Local input checks and the pickle-free artifact hooks of KMeans and PCA.
+
+    scikit-learn's TransformerMixin gives the transformer tags, ``fit_transform`` and
+    ``set_output``.
+    """
 
     _estimator_type: ClassVar[str] = "transformer"
 
     def _check_input(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "n_features_in_")
-        if not (sp.issparse(X) or isinstance(X, np.ndarray | list)):
-            from shardlearn.models._fitting import table_to_matrix
+        from shardlearn.models._base import check_prediction_input
 
-            X = table_to_matrix(X, list(self.feature_names_in_))
-        X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X.reshape(1, -1)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise SchemaError(
-                f"{type(self).__name__} was fitted on {self.n_features_in_} features but the "
-                f"input has {X.shape[-1] if X.ndim else 0}."
-            )
-        return X
+        check_is_fitted(self, "n_features_in_")
+        X = check_prediction_input(self, X)
+        return X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
 
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
         """(JSON metadata with params and fitted scalars, fitted arrays, no extra files)."""
@@ -187,59 +208,126 @@ def _uniform(X: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _sq_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances, shape (n, k), clipped at 0."""
+    """Squared Euclidean distances, shape (n, k), clipped at 0.
+
+    Accurate only when ``X`` and ``centres`` are near the origin (the expansion cancels
+    catastrophically far from it): workers pass centred rows, :func:`_nearest_distances` moves
+    raw rows first.
+    """
     d = (X * X).sum(1)[:, None] - 2.0 * X @ centres.T + (centres * centres).sum(1)[None, :]
     return np.maximum(d, 0.0)
 
 
-# ------------------------------------------------------------------ worker functions
-def _summary_worker(state: Any, seed: int) -> dict:
-    """Rows, weight, feature sums / squared sums, and the row with the smallest key."""
-    out: dict[str, Any] = {"n": 0, "weight": 0.0, "sum": None, "sumsq": None, "key": None}
+def _nearest_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """:func:`_sq_distances` of raw rows, computed around the centres' mean (predict time)."""
+    origin = centres.mean(0)
+    return _sq_distances(X - origin, centres - origin)
+
+
+def _centred_blocks(state: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This worker's training rows minus the global weighted mean, with their weights."""
+    mean = state.context[_MEAN_KEY]
     for X, w in dense_blocks(state):
-        if X.shape[0] == 0:
-            continue
-        out["n"] += X.shape[0]
-        out["weight"] += float(w.sum())
-        out["sum"] = (0.0 if out["sum"] is None else out["sum"]) + (w[:, None] * X).sum(0)
-        out["sumsq"] = (0.0 if out["sumsq"] is None else out["sumsq"]) + (w[:, None] * X * X).sum(0)
-        keys = _row_keys(X, seed)
-        i = int(np.argmin(keys))
-        if out["key"] is None or keys[i] < out["key"]:
-            out["key"], out["row"] = keys[i], X[i].copy()
-    return out
+        yield X - mean, w
 
 
-def _merge_summaries(a: dict, b: dict) -> dict:
-    if a["sum"] is None:
-        return b
-    if b["sum"] is None:
-        return a
-    first = a if a["key"] <= b["key"] else b
-    return {
-        "n": a["n"] + b["n"],
-        "weight": a["weight"] + b["weight"],
-        "sum": a["sum"] + b["sum"],
-        "sumsq": a["sumsq"] + b["sumsq"],
-        "key": first["key"],
-        "row": first["row"],
-    }
+# ------------------------------------------------------------------ worker functions
+@dataclass(frozen=True)
+class _Summary:
+    """One pass of mergeable statistics: ``a + b`` is the summary of both workers' rows.
+
+    ``moments`` is (weighted mean, weighted sum of squared deviations from it) per feature,
+    None while ``weight`` is 0; merged with Chan et al.'s update, so the variance stays exact
+    at any offset. ``first_row`` is the row with the smallest key ``-log(1 - u) / w``: an
+    exponential race, so a row wins with probability ``w / sum(w)`` whatever the layout
+    (Efraimidis and Spirakis, 2006). ``unit_weights``: every weight is 1 (cluster sizes are
+    then counts).
+    """
+
+    unit_weights: bool = True
+    rows: int = 0
+    positive_rows: int = 0
+    weight: float = 0.0
+    moments: tuple[np.ndarray, np.ndarray] | None = None
+    first_key: float = math.inf
+    first_row: np.ndarray | None = None
+
+    @classmethod
+    def of_block(cls, X: np.ndarray, w: np.ndarray, seed: int) -> _Summary:
+        positive = w > 0
+        if not positive.any():
+            return cls(unit_weights=False, rows=X.shape[0])
+        total = float(w.sum())
+        mean = (w @ X) / total
+        deviations = w @ (X - mean) ** 2  # two passes over the block: exact at any offset
+        keys = np.full(X.shape[0], math.inf)
+        keys[positive] = -np.log1p(-_uniform(X[positive], seed)) / w[positive]
+        first = int(np.argmin(keys))
+        return cls(
+            bool((w == 1.0).all()),
+            X.shape[0],
+            int(positive.sum()),
+            total,
+            (mean, deviations),
+            float(keys[first]),
+            X[first].copy(),
+        )
+
+    def __add__(self, other: _Summary) -> _Summary:
+        if self.moments is None or other.moments is None:
+            kept = self if other.moments is None else other
+            return _Summary(
+                self.unit_weights and other.unit_weights,
+                self.rows + other.rows,
+                kept.positive_rows,
+                kept.weight,
+                kept.moments,
+                kept.first_key,
+                kept.first_row,
+            )
+        (mean_a, dev_a), (mean_b, dev_b) = self.moments, other.moments
+        weight = self.weight + other.weight
+        delta = mean_b - mean_a
+        moments = (
+            mean_a + delta * (other.weight / weight),
+            dev_a + dev_b + delta**2 * (self.weight * other.weight / weight),
+        )
+        first = self if self.first_key <= other.first_key else other
+        return _Summary(
+            self.unit_weights and other.unit_weights,
+            self.rows + other.rows,
+            self.positive_rows + other.positive_rows,
+            weight,
+            moments,
+            first.first_key,
+            first.first_row,
+        )
+
+
+def _summary_worker(state: Any, seed: int) -> _Summary:
+    """This worker's :class:`_Summary` (raw rows: the keys and the mean are of raw values)."""
+    summary = _Summary()
+    for X, w in dense_blocks(state):
+        summary = summary + _Summary.of_block(X, w, seed)
+    return summary
 
 
 def _cost_worker(state: Any) -> float:
     """Weighted sum of squared distances to the nearest current centre."""
     centres = state.context[_CENTRES_KEY]
-    return float(sum((w * _sq_distances(X, centres).min(1)).sum() for X, w in dense_blocks(state)))
+    return float(
+        sum((w * _sq_distances(X, centres).min(1)).sum() for X, w in _centred_blocks(state))
+    )
 
 
 def _sample_worker(state: Any, seed: int, ell: float, cost: float) -> list:
-    """Rows kept with probability min(1, ell * d^2 / cost) (row-keyed draws)."""
-    centres = state.context[_CENTRES_KEY]
+    """Raw rows kept with probability min(1, ell * w * d^2 / cost) (row-keyed draws)."""
+    centres, mean = state.context[_CENTRES_KEY], state.context[_MEAN_KEY]
     kept = []
-    for X, _w in dense_blocks(state):
-        d2 = _sq_distances(X, centres).min(1)
-        keep = _uniform(X, seed) < np.minimum(1.0, ell * d2 / cost)
-        kept.extend(X[keep])
+    for X, w in dense_blocks(state):
+        d2 = _sq_distances(X - mean, centres).min(1)
+        keep = _uniform(X, seed) < np.minimum(1.0, ell * w * d2 / cost)
+        kept.extend(X[keep & (w > 0)])
     return kept
 
 
@@ -247,7 +335,7 @@ def _closest_weight_worker(state: Any) -> np.ndarray:
     """Total row weight closest to each candidate centre."""
     centres = state.context[_CENTRES_KEY]
     out = np.zeros(centres.shape[0])
-    for X, w in dense_blocks(state):
+    for X, w in _centred_blocks(state):
         out += np.bincount(_sq_distances(X, centres).argmin(1), weights=w, minlength=out.size)
     return out
 
@@ -257,7 +345,7 @@ def _lloyd_worker(state: Any) -> np.ndarray:
     centres = state.context[_CENTRES_KEY]
     k, p = centres.shape
     sums, weights, inertia = np.zeros((k, p)), np.zeros(k), 0.0
-    for X, w in dense_blocks(state):
+    for X, w in _centred_blocks(state):
         d2 = _sq_distances(X, centres)
         labels = d2.argmin(1)
         inertia += float((w * d2[np.arange(X.shape[0]), labels]).sum())
@@ -310,12 +398,21 @@ def _weighted_lloyd(points: np.ndarray, weights: np.ndarray, centres: np.ndarray
 
 
 def _kmeans_parallel(
-    ctx: TrainingContext, k: int, seed: int, oversampling: float, first: np.ndarray
+    ctx: TrainingContext,
+    k: int,
+    seed: int,
+    oversampling: float,
+    first: np.ndarray,
+    mean: np.ndarray,
 ) -> np.ndarray:
-    """k-means|| candidates on the workers, reduced to ``k`` centres on the driver."""
+    """k-means|| candidates on the workers, reduced to ``k`` centres on the driver.
+
+    ``first`` and the candidates are raw rows (deduplicated exactly); the workers receive
+    them, and the centres are returned, minus ``mean`` (the mean the workers subtract).
+    """
     group = ctx.group
     candidates = first[None, :]
-    group.put(_CENTRES_KEY, candidates)
+    group.put(_CENTRES_KEY, candidates - mean)
     cost = group.reduce(_cost_worker)
     rounds = min(_MAX_ROUNDS, max(1, math.ceil(math.log(cost)))) if cost > 1.0 else 1
     ell = oversampling * k
@@ -328,17 +425,30 @@ def _kmeans_parallel(
         if kept:
             # np.unique sorts: the candidate order does not depend on the worker order.
             candidates = np.unique(np.vstack([candidates, np.asarray(kept)]), axis=0)
-            group.put(_CENTRES_KEY, candidates)
+            group.put(_CENTRES_KEY, candidates - mean)
             cost = group.reduce(_cost_worker)
     if candidates.shape[0] < k:
         raise DataError(
-            f"KMeans: the data has only {candidates.shape[0]} distinct rows, fewer than "
-            f"n_clusters={k}. Lower n_clusters."
+            f"KMeans: the data has only {candidates.shape[0]} distinct rows with a positive "
+            f"sample weight, fewer than n_clusters={k}. Lower n_clusters."
         )
     weights = group.reduce(_closest_weight_worker)
     rng = np.random.default_rng(seed)
-    centres = _weighted_kmeans_pp(candidates, weights, k, rng)
-    return _weighted_lloyd(candidates, weights, centres)
+    centres = _weighted_kmeans_pp(candidates - mean, weights, k, rng)
+    return _weighted_lloyd(candidates - mean, weights, centres)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One Lloyd run: centres (minus the mean), their inertia, iterations done, cluster
+    weights, and whether the last centre shift was within the tolerance."""
+
+    centres: np.ndarray
+    inertia: float
+    n_iter: int
+    sizes: np.ndarray
+    converged: bool
+    shift: float
 
 
 def _lloyd(
@@ -347,14 +457,15 @@ def _lloyd(
     max_iter: int,
     tol: float,
     report: Any = None,
-) -> tuple[np.ndarray, float, int, np.ndarray]:
-    """Distributed Lloyd iterations; returns (centres, their inertia, iterations, cluster
-    weights)."""
+) -> _Run:
+    """At most ``max_iter`` distributed Lloyd iterations from ``centres`` (minus the mean)."""
     k, p = centres.shape
+    shift = math.inf
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
+    while n_iter < max_iter and shift > tol:
         ctx.group.put(_CENTRES_KEY, centres)
         stats = ctx.group.reduce(_lloyd_worker)
+        n_iter += 1
         sums, mass = stats[: k * p].reshape(k, p), stats[k * p : k * p + k]
         # An empty cluster keeps its centre (scikit-learn relocates it; rare with k-means||).
         new = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-300)[:, None], centres)
@@ -362,15 +473,13 @@ def _lloyd(
         centres = new
         if report is not None:
             report(n_iter, float(stats[-1]), shift)
-        if shift <= tol:
-            break
     ctx.group.put(_CENTRES_KEY, centres)
     final = ctx.group.reduce(_lloyd_worker)
-    return centres, float(final[-1]), n_iter, final[k * p : k * p + k]
+    return _Run(centres, float(final[-1]), n_iter, final[k * p : k * p + k], shift <= tol, shift)
 
 
 @register_model("kmeans")
-class KMeans(UnsupervisedMixin, BaseEstimator):
+class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
     """K-means clustering with k-means|| initialisation and distributed Lloyd iterations.
 
     Parameters
@@ -381,10 +490,13 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
         Scalable k-means++ (oversampled rounds on the workers, weighted k-means++ on the
         driver), or the initial centres themselves.
     max_iter : int, default=300
-        Lloyd iterations per run.
+        Lloyd iterations per run, a hard budget: ``n_iter_ <= max_iter``, and a
+        :class:`~shardlearn.exceptions.ConvergenceWarning` when a run stops at it without
+        meeting ``tol``.
     tol : float, default=1e-4
         Stop when the squared centre shift is at most ``tol * mean(feature variance)``
-        (scikit-learn's criterion).
+        (scikit-learn's criterion; the variance is weighted by ``sample_weight``, where
+        scikit-learn's ignores the weights, so that integer weights equal repeated rows).
     random_state : int or None, default=None
         Seed of the k-means|| draws and of the driver's k-means++.
     oversampling_factor : float, default=2.0
@@ -398,10 +510,20 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
     inertia_ : float
         Sum of (weighted) squared distances of the rows to their closest centre.
     n_iter_ : int
-        Lloyd iterations of the kept run.
+        Lloyd iterations of the kept run (at most ``max_iter``).
     cluster_sizes_ : ndarray of shape (n_clusters,)
         Training rows closest to each centre (their total weight with sample weights).
     n_features_in_, feature_names_in_
+
+    Notes
+    -----
+    Distances and the tolerance are computed on rows minus their weighted mean, as
+    scikit-learn does, so data far from the origin (an offset of 1e8) converges as it would
+    at the origin. From the same initial centres, a fit equals scikit-learn's
+    ``KMeans(init=centres, n_init=1, algorithm="lloyd")`` with the same ``sample_weight``
+    (up to floating-point summation order), except that an empty cluster keeps its centre
+    where scikit-learn moves it to a far row, and that the tolerance uses the weighted
+    variance. A row of weight 0 has no influence, in the initialisation too.
 
     Examples
     --------
@@ -440,7 +562,15 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
         self.oversampling_factor = oversampling_factor
         self.n_init = n_init
 
-    def fit(self, X: Any, y: Any = None, *, engine: Any = None, **_ignored: Any) -> KMeans:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        sample_weight: Any = None,
+        engine: Any = None,
+        callback: Any = None,
+    ) -> KMeans:
         """Cluster a Dataset (distributed over the engine's workers) or an array.
 
         Parameters
@@ -448,59 +578,88 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
         X : Dataset, ndarray or csr_matrix of shape (n_samples, n_features)
         y : ignored
             Accepted so KMeans fits where a classifier does.
+        sample_weight : array-like of shape (n_samples,) or str, optional
+            Non-negative row weights (array input), or the name of a Dataset's weight
+            column. They weight the initialisation, the centre updates, ``inertia_`` and the
+            tolerance's variance; a row of weight 0 has no influence.
         engine : Engine or str, optional
             Engine to fit on; default: the current engine.
+        callback : callable, optional
+            Called on the driver with a :class:`LloydIteration` after every Lloyd iteration.
 
         Returns
         -------
         self
         """
         self._validate_params()
-        with prepare_unsupervised(self, X, engine=engine) as ctx:
-            return self._fit_context(ctx)
+        with prepare_unsupervised(self, X, engine=engine, sample_weight=sample_weight) as ctx:
+            return self._fit_context(ctx, callback)
 
     def _fit_context(self, ctx: TrainingContext, callback: Any = None) -> KMeans:
         """Fit on a prepared :class:`TrainingContext` (used by ``fit`` and the CLI)."""
         self._validate_params()
-        k = self.n_clusters
         seed = (
             int(np.random.default_rng().integers(2**31))
             if self.random_state is None
             else int(self.random_state)
         )
-        summary = ctx.group.reduce(_summary_worker, seed, combine=_merge_summaries)
-        if summary["sum"] is None or summary["n"] < k:
-            raise DataError(
-                f"KMeans: n_clusters={k} but the training data has {summary['n']} rows."
-            )
-        mean = summary["sum"] / summary["weight"]
-        variance = summary["sumsq"] / summary["weight"] - mean**2
-        tol = float(self.tol * np.mean(np.maximum(variance, 0.0)))
-        best: tuple[np.ndarray, float, int, np.ndarray] | None = None
+        summary, mean, tol = self._summarise(ctx, seed)
+        ctx.group.put(_MEAN_KEY, mean)
+        runs = []
         for run in range(self.n_init):
-            centres = self._initial_centres(
-                ctx, k, seed + 7919 * run, summary["row"] if run == 0 else None
-            )
+            first = summary.first_row if run == 0 else None
+            centres = self._initial_centres(ctx, seed + 7919 * run, first, mean)
             report = None
             if callback is not None:
 
                 def report(i: int, inertia: float, shift: float, run: int = run) -> None:
                     callback(LloydIteration(run, i, inertia, shift))
 
-            result = _lloyd(ctx, centres, self.max_iter, tol, report)
-            if best is None or result[1] < best[1]:
-                best = result
-        self.cluster_centers_, self.inertia_, self.n_iter_, sizes = best  # type: ignore[misc]
-        self.cluster_sizes_ = (
-            np.rint(sizes).astype(np.int64) if summary["weight"] == summary["n"] else sizes
-        )
+            runs.append(_lloyd(ctx, centres, self.max_iter, tol, report))
+        self._warn_unconverged(runs, tol)
+        best = min(runs, key=lambda r: r.inertia)  # the first of equal inertias
+        self.cluster_centers_ = best.centres + mean
+        self.inertia_, self.n_iter_ = best.inertia, best.n_iter
+        sizes = best.sizes
+        self.cluster_sizes_ = np.rint(sizes).astype(np.int64) if summary.unit_weights else sizes
         self.n_features_in_ = int(ctx.n_features)
         self.feature_names_in_ = list(ctx.feature_names)
         return self
 
+    def _summarise(self, ctx: TrainingContext, seed: int) -> tuple[_Summary, np.ndarray, float]:
+        """The merged one-pass summary, the weighted mean and the scaled tolerance; refuses
+        too little data."""
+        k = self.n_clusters
+        summary = ctx.group.reduce(_summary_worker, seed)
+        if summary.rows < k:
+            raise DataError(
+                f"KMeans: n_clusters={k} but the training data has {summary.rows} rows."
+            )
+        if summary.moments is None or summary.positive_rows < k:
+            raise DataError(
+                f"KMeans: n_clusters={k} but only {summary.positive_rows} of the "
+                f"{summary.rows} training rows have a positive sample weight."
+            )
+        mean, deviations = summary.moments
+        return summary, mean, float(self.tol * np.mean(deviations / summary.weight))
+
+    def _warn_unconverged(self, runs: list[_Run], tol: float) -> None:
+        """One ConvergenceWarning if any run used its whole ``max_iter`` budget."""
+        stopped = [r for r in runs if not r.converged]
+        if stopped:
+            warnings.warn(
+                f"KMeans: {len(stopped)} of {len(runs)} runs stopped at max_iter="
+                f"{self.max_iter} Lloyd iterations without converging (squared centre shift "
+                f"{stopped[0].shift:.3g} > tolerance {tol:.3g}). Raise max_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+
     def _initial_centres(
-        self, ctx: TrainingContext, k: int, seed: int, first: np.ndarray | None
+        self, ctx: TrainingContext, seed: int, first: np.ndarray | None, mean: np.ndarray
     ) -> np.ndarray:
+        """The run's initial centres, minus ``mean``."""
+        k = self.n_clusters
         if isinstance(self.init, np.ndarray):
             centres = np.asarray(self.init, dtype=np.float64)
             if centres.shape != (k, ctx.n_features):
@@ -508,10 +667,11 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
                     f"KMeans: init has shape {centres.shape}; expected (n_clusters, n_features)"
                     f" = ({k}, {ctx.n_features})."
                 )
-            return centres.copy()
+            return centres - mean
         if first is None:  # another n_init run: the first centre under its own seed
-            first = ctx.group.reduce(_summary_worker, seed, combine=_merge_summaries)["row"]
-        return _kmeans_parallel(ctx, k, seed, float(self.oversampling_factor), first)
+            # Not None: _summarise saw a row with a positive weight.
+            first = cast(np.ndarray, ctx.group.reduce(_summary_worker, seed).first_row)
+        return _kmeans_parallel(ctx, k, seed, float(self.oversampling_factor), first, mean)
 
     def get_feature_names_out(self) -> list[str]:
         """Names of the :meth:`transform` columns: ``kmeans0`` ... (as scikit-learn)."""
@@ -519,16 +679,30 @@ class KMeans(UnsupervisedMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         """Euclidean distance of every row to every centre, shape (n, n_clusters)."""
-        return np.sqrt(_sq_distances(self._check_input(X), self.cluster_centers_))
+        return np.sqrt(_nearest_distances(self._check_input(X), self.cluster_centers_))
 
     def predict(self, X: Any) -> np.ndarray:
         """Index of the closest centre for every row (local, no engine)."""
-        return _sq_distances(self._check_input(X), self.cluster_centers_).argmin(1)
+        return _nearest_distances(self._check_input(X), self.cluster_centers_).argmin(1)
 
-    def fit_predict(self, X: Any, y: Any = None, *, engine: Any = None) -> np.ndarray:
-        """Fit on array ``X``, then the cluster of every row."""
-        return self.fit(X, engine=engine).predict(X)
+    def fit_predict(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None, engine: Any = None
+    ) -> np.ndarray:
+        """Fit on array ``X`` (with optional ``sample_weight``), then the cluster of every
+        row."""
+        return self.fit(X, sample_weight=sample_weight, engine=engine).predict(X)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Minus the (unweighted) inertia of ``X`` for the fitted centres."""
-        return -float(_sq_distances(self._check_input(X), self.cluster_centers_).min(1).sum())
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Minus the inertia of ``X`` for the fitted centres, weighted by ``sample_weight``
+        (ones if None), as scikit-learn's ``KMeans.score``."""
+        X = self._check_input(X)
+        closest = _nearest_distances(X, self.cluster_centers_).min(1)
+        if sample_weight is None:
+            return -float(closest.sum())
+        weights = np.asarray(sample_weight, dtype=np.float64).ravel()
+        if weights.shape != closest.shape:
+            raise DataError(
+                f"KMeans.score: sample_weight has {weights.size} values but X has "
+                f"{closest.size} rows."
+            )
+        return -float(weights @ closest)
