@@ -169,3 +169,30 @@ def test_search_stage_feeds_its_best_model_to_register(loans_csv: Path, tmp_path
     assert len(tuned["leaderboard"]) == 2
     registered = load(f"{result.results['release']['registry']}/loans:1")
     assert list(registered.classes_) == ["no", "yes"]
+
+
+def test_search_stage_refits_with_the_rounds_its_early_stopping_selected(
+    loans_csv: Path, tmp_path: Path
+) -> None:
+    # Issue #20 finding 2: the stage's refit has no valid split; it must train the rounds the
+    # folds' early stopping (on inner training shards, not the scored ones) selected.
+    raw = {
+        "workdir": str(tmp_path),
+        "stages": {
+            "data": {"type": "ingest", "source": str(loans_csv), "label": "default",
+                     "partitions": 4, "strategy": "stratified"},
+            "tune": {"type": "search", "dataset": "data", "models": ["xgboost"], "cv": 2,
+                     "space": {"n_estimators": 60, "learning_rate": 0.5, "max_depth": [4],
+                               "early_stopping_rounds": 3},
+                     "strategy": "grid", "metric": "log_loss"},
+        },
+    }  # fmt: skip
+    with engine("local", workers=1):
+        result = run_pipeline(parse_spec(raw), progress=False)
+    tuned = result.results["tune"]
+    # Before the fix the refit failed: early_stopping_rounds without a valid split.
+    assert load(tuned["model"]).estimator.n_estimators_ == tuned["refit_params"]["n_estimators"]
+    record = tuned["leaderboard"][0]["early_stopping"]
+    assert record["watched"] and record["selected"] < 60
+    assert tuned["refit_params"]["n_estimators"] == record["selected"]
+    assert tuned["refit_params"]["early_stopping_rounds"] is None
