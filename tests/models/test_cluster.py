@@ -317,3 +317,19 @@ def test_a_weight_column_of_a_keyed_dataset_gives_sklearns_weighted_centres(
         assert ours.feature_names_in_ == ["f0", "f1", "f2"]
         np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-9)
         assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+def test_an_empty_cluster_moves_to_the_farthest_row_as_in_sklearn(small_blobs):
+    X, weights, _ = small_blobs
+    weights = weights + 0.5  # every row may be the one moved
+    init = X[:4].copy()
+    init[2] = 100.0  # no row is closest to it: empty after the first assignment
+    ref = SklearnKMeans(4, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(
+        X, sample_weight=weights
+    )
+    for workers in (1, 2, 4):
+        with engine("local", workers=workers):
+            ours = KMeans(4, init=init, tol=0.0).fit(X, sample_weight=weights)
+        np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-9)
+        assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+        assert ours.n_iter_ == ref.n_iter_

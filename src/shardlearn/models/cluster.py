@@ -19,8 +19,9 @@ Data flow of one fit (every arrow into the driver is a ``WorkerGroup.reduce``):
 3. Lloyd: each worker returns per-cluster weighted sums and weights (and its inertia) for the
    current centres; the driver divides, moves the centres, and stops when the squared centre
    shift is at most the tolerance, or after ``max_iter`` iterations (ConvergenceWarning). A
-   last pass computes ``inertia_`` for the final centres, which are then moved back by the
-   mean.
+   cluster left without weight is moved onto the row of positive weight farthest from its
+   centre (scikit-learn's rule; each worker also returns its ``k`` farthest rows). A last
+   pass computes ``inertia_`` for the final centres, which are then moved back by the mean.
 
 A row of weight 0 has no influence: it is never drawn, adds nothing to a sum, a cost or the
 variance. From the same initial centres, integer weights give the same centres as repeated
@@ -42,11 +43,10 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
-import sklearn.base
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
-from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError
+from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError, SchemaError
 from shardlearn.models._fitting import (
     TrainingContext,
     is_dataset,
@@ -128,21 +128,26 @@ def dense_blocks(state: Any, split: str = "train") -> Any:
         yield X, w
 
 
-class UnsupervisedMixin(sklearn.base.TransformerMixin):
-    """Local input checks and the pickle-free artifact hooks of KMeans and PCA.
-
-    scikit-learn's TransformerMixin gives the transformer tags, ``fit_transform`` and
-    ``set_output``.
-    """
+class UnsupervisedMixin:
+    """Local input checks and the pickle-free artifact hooks of KMeans and PCA."""
 
     _estimator_type: ClassVar[str] = "transformer"
 
     def _check_input(self, X: Any) -> np.ndarray:
-        from shardlearn.models._base import check_prediction_input
-
         check_is_fitted(self, "n_features_in_")
-        X = check_prediction_input(self, X)
-        return X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+        if not (sp.issparse(X) or isinstance(X, np.ndarray | list)):
+            from shardlearn.models._fitting import table_to_matrix
+
+            X = table_to_matrix(X, list(self.feature_names_in_))
+        X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise SchemaError(
+                f"{type(self).__name__} was fitted on {self.n_features_in_} features but the "
+                f"input has {X.shape[-1] if X.ndim else 0}."
+            )
+        return X
 
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
         """(JSON metadata with params and fitted scalars, fitted arrays, no extra files)."""
@@ -340,19 +345,73 @@ def _closest_weight_worker(state: Any) -> np.ndarray:
     return out
 
 
-def _lloyd_worker(state: Any) -> np.ndarray:
-    """[per-cluster weighted sums (k*p), per-cluster weights (k), inertia] for this worker."""
+@dataclass(frozen=True)
+class _LloydStats:
+    """One Lloyd pass over some rows; ``a + b`` covers both workers' rows.
+
+    Per cluster the weighted sums of the (centred) rows and their weights; the weighted
+    inertia; and the ``k`` rows of positive weight farthest from their centre (distance,
+    row, weight, cluster), farthest first, ties broken by the row's values so the choice does
+    not depend on the layout -- the rows an empty cluster is moved to, as scikit-learn does.
+    """
+
+    sums: np.ndarray
+    weights: np.ndarray
+    inertia: float
+    far_distances: np.ndarray
+    far_rows: np.ndarray
+    far_weights: np.ndarray
+    far_labels: np.ndarray
+
+    @classmethod
+    def farthest(
+        cls,
+        sums: np.ndarray,
+        weights: np.ndarray,
+        inertia: float,
+        far: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ) -> _LloydStats:
+        distances, rows, row_weights, labels = far
+        order = np.lexsort([*rows.T[::-1], -distances])[: sums.shape[0]]
+        return cls(
+            sums, weights, inertia, distances[order], rows[order], row_weights[order], labels[order]
+        )
+
+    def __add__(self, other: _LloydStats) -> _LloydStats:
+        far = (
+            np.concatenate([self.far_distances, other.far_distances]),
+            np.concatenate([self.far_rows, other.far_rows]),
+            np.concatenate([self.far_weights, other.far_weights]),
+            np.concatenate([self.far_labels, other.far_labels]),
+        )
+        return _LloydStats.farthest(
+            self.sums + other.sums, self.weights + other.weights, self.inertia + other.inertia, far
+        )
+
+
+def _lloyd_worker(state: Any) -> _LloydStats:
+    """Per-cluster weighted sums and weights, inertia and farthest rows of this worker."""
     centres = state.context[_CENTRES_KEY]
     k, p = centres.shape
-    sums, weights, inertia = np.zeros((k, p)), np.zeros(k), 0.0
+    stats = _LloydStats(np.zeros((k, p)), np.zeros(k), 0.0, *_no_rows(p))
     for X, w in _centred_blocks(state):
         d2 = _sq_distances(X, centres)
         labels = d2.argmin(1)
-        inertia += float((w * d2[np.arange(X.shape[0]), labels]).sum())
-        weights += np.bincount(labels, weights=w, minlength=k)
-        for j in range(p):
-            sums[:, j] += np.bincount(labels, weights=w * X[:, j], minlength=k)
-    return np.concatenate([sums.ravel(), weights, [inertia]])
+        closest = d2[np.arange(X.shape[0]), labels]
+        sums = np.stack(
+            [np.bincount(labels, weights=w * X[:, j], minlength=k) for j in range(p)], axis=1
+        )
+        far = np.flatnonzero(w > 0)
+        if far.size > k:  # the k largest, unordered; the merge orders them
+            far = far[np.argpartition(closest[far], far.size - k)[-k:]]
+        block = (closest[far], X[far], w[far], labels[far])
+        weights = np.bincount(labels, weights=w, minlength=k)
+        stats = stats + _LloydStats(sums, weights, float(w @ closest), *block)
+    return stats
+
+
+def _no_rows(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0), np.zeros((0, p)), np.zeros(0), np.zeros(0, dtype=np.int64)
 
 
 # ------------------------------------------------------------------ driver helpers
@@ -459,27 +518,46 @@ def _lloyd(
     report: Any = None,
 ) -> _Run:
     """At most ``max_iter`` distributed Lloyd iterations from ``centres`` (minus the mean)."""
-    k, p = centres.shape
     shift = math.inf
     n_iter = 0
     while n_iter < max_iter and shift > tol:
         ctx.group.put(_CENTRES_KEY, centres)
         stats = ctx.group.reduce(_lloyd_worker)
         n_iter += 1
-        sums, mass = stats[: k * p].reshape(k, p), stats[k * p : k * p + k]
-        # An empty cluster keeps its centre (scikit-learn relocates it; rare with k-means||).
+        sums, mass = _relocate_empty_clusters(stats)
+        # A cluster still empty (no row of positive weight left to move) keeps its centre.
         new = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-300)[:, None], centres)
         shift = float(((new - centres) ** 2).sum())
         centres = new
         if report is not None:
-            report(n_iter, float(stats[-1]), shift)
+            report(n_iter, stats.inertia, shift)
     ctx.group.put(_CENTRES_KEY, centres)
     final = ctx.group.reduce(_lloyd_worker)
-    return _Run(centres, float(final[-1]), n_iter, final[k * p : k * p + k], shift <= tol, shift)
+    return _Run(centres, final.inertia, n_iter, final.weights, shift <= tol, shift)
+
+
+def _relocate_empty_clusters(stats: _LloydStats) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums and weights after moving each empty cluster onto a far row.
+
+    scikit-learn's rule (``_relocate_empty_clusters_dense``): the i-th empty cluster takes
+    the i-th farthest row from its centre, which leaves its old cluster. Only rows of positive
+    weight are moved (a zero weight has no influence); if every row sits on its centre,
+    nothing moves.
+    """
+    sums, mass = stats.sums.copy(), stats.weights.copy()
+    empty = np.flatnonzero(mass == 0)
+    if empty.size == 0 or stats.far_distances.size == 0 or stats.far_distances[0] == 0:
+        return sums, mass
+    far = zip(stats.far_rows, stats.far_weights, stats.far_labels, strict=False)
+    for cluster, (row, weight, old) in zip(empty, far, strict=False):
+        sums[old] -= row * weight
+        mass[old] -= weight
+        sums[cluster], mass[cluster] = row * weight, weight
+    return sums, mass
 
 
 @register_model("kmeans")
-class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
+class KMeans(UnsupervisedMixin, BaseEstimator):
     """K-means clustering with k-means|| initialisation and distributed Lloyd iterations.
 
     Parameters
@@ -521,9 +599,10 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
     scikit-learn does, so data far from the origin (an offset of 1e8) converges as it would
     at the origin. From the same initial centres, a fit equals scikit-learn's
     ``KMeans(init=centres, n_init=1, algorithm="lloyd")`` with the same ``sample_weight``
-    (up to floating-point summation order), except that an empty cluster keeps its centre
-    where scikit-learn moves it to a far row, and that the tolerance uses the weighted
-    variance. A row of weight 0 has no influence, in the initialisation too.
+    (up to floating-point summation order), except that the tolerance uses the weighted
+    variance and that an empty cluster is moved only onto a row of positive weight (and,
+    with several empty clusters, onto the farthest rows in order). A row of weight 0 has no
+    influence, in the initialisation too.
 
     Examples
     --------
