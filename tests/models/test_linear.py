@@ -660,3 +660,49 @@ def test_label_sorted_arrays_on_one_two_and_four_workers_match_sklearn(n_classes
             ours = LogisticRegression(class_weight="balanced", **TIGHT)
             _assert_same_model(ours.fit(X, y, sample_weight=weights), ref, X)
             _assert_same_model(LinearSVC(fit_intercept=False, **TIGHT).fit(X, y), svc, X)
+
+
+@pytest.mark.parametrize("strategy", ["range:y", "hash:y"])
+def test_keyed_shards_match_sklearn(strategy, tmp_path):
+    # Partitioned on the label: each shard (4, on 2 workers) holds one or two classes only.
+    X, y = _label_sorted(3, n=600)
+    table = pa.table({f"f{j}": X[:, j] for j in range(X.shape[1])} | {"y": y})
+    ds = write_dataset(table, tmp_path / "keyed", label="y", partitions=4, strategy=strategy)
+    rows = ds.read("train")
+    X_read = np.column_stack([rows.column(f"f{j}").to_numpy() for j in range(X.shape[1])])
+    y_read = rows.column("y").to_numpy()
+    class_weight = {0: 2.0, 2: 0.5}
+    with engine("local", workers=2):
+        logistic = LogisticRegression(class_weight=class_weight, **TIGHT).fit(ds)
+        svc = LinearSVC(class_weight=class_weight, fit_intercept=False, **TIGHT).fit(ds)
+    ref = linear_model.LogisticRegression(class_weight=class_weight, **TIGHT).fit(X_read, y_read)
+    _assert_same_model(logistic, ref, X_read)
+    ref_svc = svm.LinearSVC(
+        class_weight=class_weight, fit_intercept=False, dual=False, tol=1e-12, max_iter=100_000
+    ).fit(X_read, y_read)
+    _assert_same_model(svc, ref_svc, X_read)
+
+
+def test_the_warm_start_on_a_row_sample_stays_within_the_budget(monkeypatch):
+    import shardlearn.models.linear as linear
+
+    monkeypatch.setattr(linear, "HESSIAN_MIN_ROWS", 500)
+    monkeypatch.setattr(linear, "HESSIAN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(linear, "WARM_START_ROWS", 500)
+    samples = []
+    real = linear._warm_start_sample
+    monkeypatch.setattr(
+        linear, "_warm_start_sample", lambda *args: samples.append(real(*args)) or samples[-1]
+    )
+    X, y = _data(2, n=20_000, p=20, seed=9)
+    coefs = []
+    with engine("local", workers=2):
+        for max_iter in (0, 1, 2):
+            seen = []
+            with pytest.warns(ConvergenceWarning, match=f"max_iter={max_iter}"):
+                model = LogisticRegression(max_iter=max_iter, tol=1e-10)
+                model.fit(X, y, callback=seen.append)
+            assert model.n_iter_ == max_iter == len(seen)
+            coefs.append(model.coef_)
+    assert len(samples) == 2 and samples[0].stride == 40  # none for max_iter=0
+    assert not np.allclose(coefs[1], coefs[2]) and np.all(coefs[0] == 0.0)

@@ -436,7 +436,9 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
 
         x0 = self._initial_point(ctx, n_outputs, p)
         n_rows = int(stats["counts"].sum())
-        sample = _warm_start_sample(ctx, n_rows) if preconditioned(ctx) else None
+        # No budget, no warm start: max_iter=0 costs no pass beyond the final evaluation.
+        use_sample = preconditioned(ctx) and self.max_iter > 0
+        sample = _warm_start_sample(ctx, n_rows) if use_sample else None
         if sample is not None and not sample.weight > 0:
             sample = None
         sampler = _HessianSampler(ctx, n_rows, l2, self.fit_intercept, sample)
