@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -40,20 +42,38 @@ def test_successive_halving_keeps_the_top_third_per_rung():
     assert result.best_params["x"] == max(xs)
 
 
-def test_asha_promotes_only_the_top_of_what_has_finished():
-    result = _run("asha", linear_in_x, {"x": uniform(0, 1)}, trials=27)
+def _waves(result, out):
+    """The trial results of each wave, in the order the search ran them (from ``log.jsonl``)."""
+    by_key = {f"{t['trial']}-r{t['rung']}": t for t in result.trials}
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [[by_key[key] for key in json.loads(line)["started"]] for line in lines]
+
+
+def _top(results):
+    ranked = sorted(results, key=lambda t: t["score"], reverse=True)
+    return {t["trial"] for t in ranked[: len(ranked) // ETA]}
+
+
+def test_asha_promotes_exactly_the_unpromoted_top_of_what_has_finished(tmp_path):
+    result = _run("asha", linear_in_x, {"x": uniform(0, 1)}, trials=27, out=tmp_path / "out")
     finished: list[list[dict]] = [[] for _ in range(RUNGS)]
-    # Replay the results in completion order: a promotion to rung k+1 must be in the top
-    # 1/eta of rung k's results that had finished before it started.
-    seen = set()
-    for trial in result.trials:
-        rung = trial["rung"]
-        if rung > 0:
-            before = sorted(finished[rung - 1], key=lambda t: t["score"], reverse=True)
-            top = {t["trial"] for t in before[: len(before) // ETA]}
-            assert trial["trial"] in top or trial["trial"] in seen
-        seen.add(trial["trial"])
-        finished[rung].append(trial)
+    promoted: list[set[str]] = [set() for _ in range(RUNGS)]
+    waves = _waves(result, tmp_path / "out")
+    assert sum(map(len, waves)) == len(result.trials)
+    # Replay the waves: a promotion to rung k+1 is a configuration in the top 1/eta of the
+    # rung-k results finished before its wave, not promoted already; and a wave that starts a
+    # new configuration has promoted every such configuration first.
+    for wave in waves:
+        starts_new = any(t["rung"] == 0 for t in wave)
+        for rung in range(1, RUNGS):
+            eligible = _top(finished[rung - 1]) - promoted[rung - 1]
+            into = [t["trial"] for t in wave if t["rung"] == rung]
+            assert len(set(into)) == len(into) and set(into) <= eligible
+            if starts_new:
+                assert set(into) == eligible
+            promoted[rung - 1].update(into)
+        for trial in wave:
+            finished[trial["rung"]].append(trial)
     xs = [t["params"]["x"] for t in finished[0]]
     assert len(xs) == 27
     # The best configuration climbs to the full budget and wins.
@@ -98,11 +118,16 @@ def test_grid_search_on_both_engines_runs_every_point(any_engine, tmp_path):
 def test_strategies_are_reproducible_with_a_seed(strategy):
     first = _run(strategy, linear_in_x, {"x": uniform(0, 1)}, trials=9, seed=3)
     second = _run(strategy, linear_in_x, {"x": uniform(0, 1)}, trials=9, seed=3)
+    other = _run(strategy, linear_in_x, {"x": uniform(0, 1)}, trials=9, seed=4)
 
     def without_times(rows):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert without_times(first.leaderboard) == without_times(second.leaderboard)
+    # ... and the seed is what decides: another seed draws other configurations.
+    assert not {r["params"]["x"] for r in first.leaderboard} & {
+        r["params"]["x"] for r in other.leaderboard
+    }
 
 
 def test_time_budget_stops_starting_new_waves():
