@@ -541,7 +541,7 @@ def _label_sorted(n_classes: int, n: int = 600, seed: int = 3):
 
 @pytest.mark.parametrize(
     "class_weight, weighted_rows",
-    [({0: 3.0, 2: 0.5, 3: 2.0}, False), ("balanced", False), ({1: 4.0}, True)],
+    [({0: 3.0, 2: 0.5, 3: 2.0}, False), ("balanced", False), ({1: 4.0}, True), ("balanced", True)],
 )
 @pytest.mark.parametrize("fit_intercept", [False, True])
 def test_linear_svc_class_weight_is_liblinears_one_vs_rest(
