@@ -138,3 +138,20 @@ def test_too_few_shards_switch_early_stopping_off_for_the_trial_and_the_refit(tm
         score, rounds = _fold_fit(view, trainer_view(view, SEED, fold, False)[0], plain)
         assert result.trials[0]["fold_scores"][fold] == pytest.approx(score, rel=1e-6)
         assert rounds == XGB["n_estimators"]
+
+
+def test_halving_refits_the_rounds_its_top_rung_selected(small_dataset):
+    space = {**XGB, "max_depth": [2, 3, 4]}
+    with engine("local", workers=1) as eng:
+        result = search(small_dataset, models="xgboost", space=space, strategy="halving",
+                        trials=3, eta=3, rungs=2, cv=2, metric="log_loss", seed=SEED,
+                        engine=eng)  # fmt: skip
+    caps = {t["rung"]: t["budget_value"] for t in result.trials}
+    assert caps == {0: 27, 1: 80}
+    for trial in result.trials:  # early stopping stops within each rung's budget
+        assert max(trial["early_stopping"]["rounds"]) <= caps[trial["rung"]]
+    best = result.leaderboard[0]
+    assert best["rung"] == 1 and result.best_params["n_estimators"] == 80
+    selected = best["early_stopping"]["selected"]
+    assert result.refit_params["n_estimators"] == selected
+    assert result.best_model.estimator.n_estimators_ == selected

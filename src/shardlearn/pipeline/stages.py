@@ -101,7 +101,13 @@ def _evaluate(model_path: str, dataset_uri: str, split: str) -> Any:
 
 
 def run_search(name: str, options: dict[str, Any], workdir: str, dataset: Any) -> dict[str, Any]:
-    """``search``: hyperparameter search with shard-level CV; the best model refitted and saved."""
+    """``search``: hyperparameter search with shard-level CV; the best model refitted and saved.
+
+    Runs :func:`shardlearn.search.search`, so its selection does not leak: early stopping in a
+    trial watches an inner split of the training shards, and the refit trains the rounds the
+    trials selected, shown in the result's ``refit_params`` (and per trial in the leaderboard's
+    ``early_stopping``).
+    """
     from shardlearn.search import search
 
     result = search(

@@ -1,5 +1,9 @@
 """Hyperparameter search and shard-level cross-validation across the cluster.
 
+Selection does not leak: a trial's early stopping watches an inner split of its training
+shards, never the rows it is scored on, and the best configuration is refitted with the rounds
+or epochs its trials selected (``SearchResult.refit_params``).
+
 >>> from shardlearn.search import search, loguniform, randint          # doctest: +SKIP
 >>> result = search("data/adult", models=["logistic", "xgboost"],
 ...                 space={"logistic": {"C": loguniform(1e-3, 1e2)},

@@ -282,7 +282,9 @@ def search(
     trials : int
         Configurations to try (ignored by ``grid``).
     cv : int, optional
-        Folds of shard-level cross-validation; ``None`` scores on the valid split.
+        Folds of shard-level cross-validation; ``None`` scores on the valid split. Either way
+        the scored rows are never the trainer's: early stopping watches an inner split of the
+        training shards (see :mod:`shardlearn.search.cv`).
     metric : str, default "roc_auc"
         A metric of :func:`shardlearn.metrics.evaluate` (log_loss and brier are minimised).
     engine : Engine or str, optional
@@ -301,7 +303,9 @@ def search(
     eta, rungs : int
         Successive halving keeps the top ``1/eta`` per rung, over ``rungs`` budgets.
     refit : bool, default True
-        Refit the best configuration on train + valid and evaluate it on test.
+        Refit the best configuration on train + valid and evaluate it on test. A model that
+        stopped early in its trials is refitted with early stopping off and the rounds or
+        epochs its trials selected (``SearchResult.refit_params``).
     callback : callable, optional
         Called with the leaderboard after every wave (live displays).
 

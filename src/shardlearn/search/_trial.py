@@ -5,6 +5,13 @@ returns a JSON-able dict, so the graph's result cache stores it and a resumed se
 instead of running the trial again. An exception raised by the model or the objective is caught
 and recorded in the result (``status="error"``): one broken configuration must not end a
 search of hundreds.
+
+Each fold's model is fitted on :func:`~shardlearn.search.cv.trainer_view` of the fold -- its
+training shards only -- and scored on the fold's held-out shards. A model that stops early
+watches an inner split of those training shards; the trial records the rounds or epochs each
+fold kept and their median (``early_stopping``), which the refit trains
+(:mod:`shardlearn.search._stopping`). When a fold has too few shards for an inner split, the
+trial trains every fold without early stopping and its record says so.
 """
 
 from __future__ import annotations
