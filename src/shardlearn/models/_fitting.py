@@ -33,14 +33,20 @@ Extra training rows: when ``state.context[EXTRA_TRAIN_ROWS]`` is a ``(function, 
 gets appended (self-training's pseudo-labelled rows, computed on the worker that owns the
 unlabelled shards). ``token`` changes whenever those rows would; the rows are rebuilt lazily
 from the context like everything else, so a replacement worker gets them too.
+
+All the rows on every worker: :func:`iter_all_training_blocks` reads the shards of *all* workers
+(listed by the driver), one block per shard in shard-index order, then their extra rows, so
+every worker sees the same rows in the same order whatever the assignment (forests: every tree
+draws its bootstrap from all rows). Nothing is cached; the caller keeps what it needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +70,7 @@ __all__ = [
     "TrainingContext",
     "extra_training_rows",
     "is_dataset",
+    "iter_all_training_blocks",
     "iter_training_blocks",
     "needs_labels",
     "prepared_training_blocks",
@@ -529,6 +536,43 @@ def iter_training_blocks(state: Any, split: str = "train") -> Any:
     for block in blocks:
         yield _with_labels(block, split, state)
     extra = extra_training_rows(state, split)
+    if extra is not None and extra.n_rows:
+        yield extra
+
+
+def iter_all_training_blocks(
+    state: Any, shards: Sequence[Any], split: str = "train"
+) -> Iterator[Any]:
+    """The rows of ``split`` of every worker, not only this one's, as FeatureBlocks.
+
+    Parameters
+    ----------
+    state : WorkerState
+        This worker's state (its context: source, preprocessor, classes, extra rows).
+    shards : sequence of Shard
+        Every shard of the group (``[s for part in group.shards for s in part]``).
+    split : str, default "train"
+
+    Yields
+    ------
+    FeatureBlock
+        One per shard of ``split`` in shard-index order, then the extra training rows of all
+        shards (see the module notes). The same rows in the same order on every worker, and
+        nothing is cached: a replacement worker reads them again like any other.
+    """
+    from shardlearn.preprocess import FeatureBlock, iter_blocks
+
+    whole = dataclasses.replace(state, shards=list(shards), cache={})
+    if state.context.get("source") == ARRAY_SOURCE:
+        names = [f"x{j}" for j in range(int(state.context.get("n_features", 0)))]
+        for shard in sorted((s for s in shards if s.split == split), key=lambda s: s.index):
+            X, y, w = load_array_part(shard.uri)
+            yield FeatureBlock(X, y, w, names)
+    else:
+        # A budget of 0 bytes streams one block per shard (in index order), never cached.
+        for block in iter_blocks(whole, split, budget=0):
+            yield _with_labels(block, split, whole)
+    extra = extra_training_rows(whole, split)
     if extra is not None and extra.n_rows:
         yield extra
 

@@ -1,16 +1,41 @@
 """Data-parallel random forests: RandomForestClassifier and ExtraTreesClassifier.
 
-Each worker grows its share of the trees on its own rows with scikit-learn's tree builder
-(``DecisionTreeClassifier`` or ``ExtraTreeClassifier``); no row ever leaves its worker. The
-driver merges the trees into one forest whose probability is the mean of the trees' leaf class
-distributions, as in scikit-learn's forests.
+What "random forest" means here: scikit-learn's forest, tree for tree. Tree ``i`` is a
+scikit-learn ``DecisionTreeClassifier`` (``ExtraTreeClassifier`` for extra trees) whose seed is
+the ``i``-th draw of ``check_random_state(random_state).randint(2**31 - 1)``, grown on *all*
+the training rows: its bootstrap (``max_samples`` draws with replacement, by default as many as
+there are rows) is drawn from all rows of all shards with that seed, with probability
+proportional to ``sample_weight`` times the class weight, and becomes integer sample weights;
+without bootstrap the tree gets those weights directly. This is scikit-learn 1.9's algorithm
+(``sample_weight``, ``class_weight`` "balanced"/"balanced_subsample"/dict, ``max_samples``
+included). The forest's probability is the mean of the trees' leaf class distributions.
 
-Determinism: tree ``i`` gets the ``i``-th seed of ``SeedSequence(random_state)`` and the trees are
-dealt to the workers in proportion to their row counts, in rank order. For a fixed
-``random_state`` and worker count the forest is therefore identical from run to run.
+The workers only share out the trees: rank ``r`` grows a contiguous range of tree indices
+(ranges differ by at most one tree). A tree does not depend on which worker grows it, so the
+forest depends neither on how the rows were partitioned nor on the number of workers: 1, 2 and
+4 workers give the same forest, and on arrays it is scikit-learn's forest with the same
+``random_state`` (same trees, same probabilities). On a Dataset the rows are taken in shard
+order (train shards by index, the order of ``dataset.read("train")``), so a Dataset's forest is
+scikit-learn's forest on the rows in that order.
 
-Bootstrap happens within each worker's shards (a tree sees a resample of one worker's rows);
-like scikit-learn, the resample is expressed as integer sample weights, not copied rows.
+What it costs: every worker that grows trees holds the whole training set, as scikit-learn's
+forest does: float32 features (CSC when sparse; ``4 * rows * features`` bytes dense), class
+indices and weights, read from the shards of all workers
+(:func:`~shardlearn.models._fitting.iter_all_training_blocks`; a dense set is filled into one
+preallocated float32 array, one shard at a time).
+
+* Array input (``fit(X, y)``) on the local engine runs on threads of the calling process
+  (``_prefer_threads``: scikit-learn's tree builder releases the GIL); the threads share one
+  copy of the rows, the memory of scikit-learn's forest.
+* Worker processes (Dataset input, Ray) each read and transform every shard and hold their own
+  copy. The training set must fit in one worker's memory: there is no out-of-core forest.
+
+The rows are loaded by the first of two calls (which also returns the class counts, the number
+of NaN/inf values and the total weight, checked on the driver) and used by the second (which
+grows the trees). In between they live in a :class:`_SharedRows` holder that the driver puts in
+the workers' context and replaces with None when the fit ends, which frees them. A replacement
+worker (after a WorkerLost) gets an empty holder from the replayed context and loads the rows
+again.
 
 After ``fit`` no scikit-learn object is kept: the forest is a handful of flat node arrays
 (see :class:`ForestClassifier`) and prediction walks all trees at once with vectorised numpy.
@@ -19,7 +44,10 @@ After ``fit`` no scikit-learn object is kept: the forest is a handful of flat no
 from __future__ import annotations
 
 import numbers
+import threading
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +57,11 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, prepare_training, training_block
+from shardlearn.models._fitting import (
+    TrainingContext,
+    iter_all_training_blocks,
+    prepare_training,
+)
 from shardlearn.models._registry import register_model
 from shardlearn.models.linear import resolve_class_weight
 
@@ -37,46 +69,176 @@ __all__ = ["ExtraTreesClassifier", "ForestClassifier", "RandomForestClassifier"]
 
 # Prediction walks (rows x trees) node indices at once; this bounds that matrix.
 _PREDICT_CELLS = 1 << 21
+# Tree seeds are drawn below this bound, as scikit-learn's ensembles draw them.
+_MAX_SEED = np.iinfo(np.int32).max
+# Context key of the workers' _SharedRows holder during a fit.
+_ROWS_KEY = "shardlearn.models.forest.rows"
+# Rows per chunk when counting NaN/inf: bounds the boolean temporary to a few MB.
+_FINITE_CHUNK_ROWS = 1 << 16
+
+
+# ------------------------------------------------------------------ the training rows
+@dataclass
+class _Rows:
+    """All training rows as scikit-learn's forest hands them to its trees."""
+
+    X: Any  # float32 ndarray, or float32 CSC matrix with sorted int32 indices
+    y: np.ndarray  # class indices, int64
+    y_tree: np.ndarray  # the same as a float64 column (what the trees are fitted on)
+    weight: np.ndarray | None  # sample_weight x class weight; None when both are absent
+    non_finite: int  # NaN/inf feature values (the fit refuses them)
+
+
+class _SharedRows:
+    """The training rows of one fit, loaded on first use, shared by a process's workers.
+
+    The driver puts one holder in the context. Thread workers all see that same object, so the
+    first to need the rows loads them and the others wait for it (one copy per process); a
+    worker process unpickles its own holder, empty (so does a replacement worker).
+
+    Parameters
+    ----------
+    shards : list of Shard
+        Every shard of the group (see :func:`iter_all_training_blocks`).
+    class_weight : None, "balanced" or list of float
+        Row weights' class factor: per class index, or "balanced" over all rows.
+    n_classes : int
+    """
+
+    def __init__(self, shards: list[Any], class_weight: Any, n_classes: int) -> None:
+        self.shards = shards
+        self.class_weight = class_weight
+        self.n_classes = n_classes
+        self._lock = threading.Lock()
+        self._rows: _Rows | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"shards": self.shards, "class_weight": self.class_weight, "k": self.n_classes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["shards"], state["class_weight"], state["k"])  # type: ignore[misc]
+
+    def get(self, state: Any) -> _Rows:
+        """The rows, loading them with ``state``'s context if no worker has yet."""
+        with self._lock:
+            if self._rows is None:
+                self._rows = _load_rows(state, self.shards, self.class_weight, self.n_classes)
+            return self._rows
+
+
+def _load_rows(state: Any, shards: list[Any], class_weight: Any, n_classes: int) -> _Rows:
+    n_rows = sum(s.rows for s in shards if s.split == "train")
+    features, labels, weights = [], [], []
+    dense: np.ndarray | None = None
+    start = 0
+    for block in iter_all_training_blocks(state, shards):
+        if sp.issparse(block.X):
+            features.append(sp.csr_matrix(block.X, dtype=np.float32))
+        elif start + block.n_rows <= n_rows:  # a shard: copied into its place, as float32
+            if dense is None:
+                dense = np.empty((n_rows, block.X.shape[1]), dtype=np.float32)
+            dense[start : start + block.n_rows] = block.X
+        else:  # extra rows (self-training) beyond the shards' rows
+            features.append(np.asarray(block.X, dtype=np.float32))
+        start += block.n_rows
+        labels.append(np.asarray(block.y, dtype=np.int64))
+        weights.append(block.sample_weight)
+    X = _stack_features(dense, features)
+    y = np.concatenate(labels)
+    sample_weight = None
+    if any(w is not None for w in weights):
+        parts = [np.ones(len(t)) if w is None else w for w, t in zip(weights, labels, strict=True)]
+        sample_weight = np.concatenate(parts).astype(np.float64)
+    return _Rows(
+        X=X,
+        y=y,
+        y_tree=np.ascontiguousarray(y, dtype=np.float64).reshape(-1, 1),
+        weight=_row_weights(y, sample_weight, class_weight, n_classes),
+        non_finite=_count_non_finite(X),
+    )
+
+
+def _stack_features(dense: np.ndarray | None, extra: list[Any]) -> Any:
+    """One float32 matrix: the dense rows then ``extra``, or the sparse parts as sorted CSC."""
+    if extra and sp.issparse(extra[0]):
+        X = sp.vstack(extra, format="csr").tocsc()
+        X.sort_indices()
+        # scikit-learn's trees take int32 indices only (and refuse more than 2**31 values).
+        X.indices = X.indices.astype(np.intc, copy=False)
+        X.indptr = X.indptr.astype(np.intc, copy=False)
+        return X
+    if dense is None:
+        return np.concatenate(extra)
+    return np.concatenate([dense, *extra]) if extra else dense
+
+
+def _count_non_finite(X: Any) -> int:
+    values = X.data if sp.issparse(X) else X
+    bad = 0
+    for first in range(0, values.shape[0], _FINITE_CHUNK_ROWS):
+        chunk = values[first : first + _FINITE_CHUNK_ROWS]
+        bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+    return bad
+
+
+def _balanced(per_class: np.ndarray) -> np.ndarray:
+    """scikit-learn's "balanced" class weights: total / (classes present x class total)."""
+    present = per_class > 0
+    factor = np.zeros(per_class.shape[0])
+    factor[present] = per_class[present].sum() / (present.sum() * per_class[present])
+    return factor
+
+
+def _row_weights(
+    y: np.ndarray, sample_weight: np.ndarray | None, class_weight: Any, n_classes: int
+) -> np.ndarray | None:
+    """scikit-learn's forest row weights: ``sample_weight`` x the class weight of each row."""
+    if class_weight is None:
+        return sample_weight
+    if class_weight == "balanced":  # from the (weighted) class totals, as scikit-learn 1.9
+        factor = _balanced(np.bincount(y, weights=sample_weight, minlength=n_classes))
+    else:
+        factor = np.asarray(class_weight, dtype=np.float64)
+    expanded = factor[y]
+    return expanded if sample_weight is None else sample_weight * expanded
 
 
 # ------------------------------------------------------------------ worker side
-def _summary_worker(state: Any, n_classes: int) -> np.ndarray:
-    """[rows per class (K), weight per class (K), non-finite feature values] of this worker."""
-    block = training_block(state, "train")
-    y = np.asarray(block.y, dtype=np.int64)
-    w = None if block.sample_weight is None else np.asarray(block.sample_weight, np.float64)
-    values = block.X.data if sp.issparse(block.X) else block.X
-    nonfinite = float(np.size(values) - np.count_nonzero(np.isfinite(values)))
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = np.bincount(y, weights=w, minlength=n_classes) if w is not None else counts
-    return np.concatenate((counts, weights, [nonfinite]))
+def _load_worker(state: Any, dealt: list[list[int]]) -> np.ndarray | None:
+    """Load the rows (workers with trees to grow): [rows per class (K), NaN/inf values, total
+    weight, bad weights (negative or not finite)]."""
+    if not dealt[state.rank]:
+        return None
+    holder: _SharedRows = state.context[_ROWS_KEY]
+    rows = holder.get(state)
+    counts = np.bincount(rows.y, minlength=holder.n_classes).astype(np.float64)
+    w = rows.weight
+    total = float(rows.y.shape[0]) if w is None else float(np.sum(w))
+    bad = 0 if w is None else int(w.size - np.count_nonzero(np.isfinite(w) & (w >= 0)))
+    return np.concatenate((counts, [rows.non_finite, total, bad]))
 
 
-def _draws(max_samples: Any, n_local: int, n_total: int) -> int:
-    """Bootstrap draws on one worker: its share of ``max_samples`` (all its rows by default)."""
-    if max_samples is None:
-        return n_local
-    if isinstance(max_samples, numbers.Integral):
-        return max(1, round(max_samples * n_local / n_total))
-    return max(1, round(float(max_samples) * n_local))
+def _tree_sample_weight(
+    rows: _Rows, seed: int, p: np.ndarray | None, spec: dict[str, Any]
+) -> np.ndarray | None:
+    """Sample weights of the tree seeded ``seed``, as scikit-learn's forest computes them.
 
-
-def _tree_weights(
-    y: np.ndarray, base: np.ndarray, rng: np.random.Generator, spec: dict[str, Any]
-) -> np.ndarray:
-    """Per-row weights of one tree: bootstrap counts x class weights x sample weights."""
-    n = y.shape[0]
-    weights = base.copy()
-    if spec["bootstrap"]:
-        draws = _draws(spec["max_samples"], n, spec["n_total"])
-        weights *= np.bincount(rng.integers(0, n, draws), minlength=n)
-    if spec["class_weight"] == "balanced_subsample":
-        per_class = np.bincount(y, weights=weights, minlength=spec["n_classes"])
-        present = per_class > 0
-        factor = np.ones_like(per_class)
-        factor[present] = per_class.sum() / (present.sum() * per_class[present])
-        weights *= factor[y]
-    return weights
+    With bootstrap: how often each row is drawn (``p``: draw probabilities, None for uniform),
+    times the draw's balanced class weights for "balanced_subsample"; without: the row weights.
+    """
+    if spec["draws"] is None:
+        return rows.weight
+    n = rows.y.shape[0]
+    rng = np.random.RandomState(seed)  # the legacy generator: scikit-learn's draws, exactly
+    if p is None:
+        indices = rng.randint(0, n, spec["draws"])
+    else:
+        indices = rng.choice(n, spec["draws"], replace=True, p=p)
+    counts = np.bincount(indices.astype(np.int32), minlength=n)
+    if not spec["balanced_subsample"]:
+        return counts
+    drawn = np.bincount(rows.y, weights=counts, minlength=spec["n_classes"])
+    return counts * _balanced(drawn)[rows.y]
 
 
 def _tree_arrays(tree: Any, n_classes: int) -> dict[str, np.ndarray]:
@@ -99,47 +261,50 @@ def _tree_arrays(tree: Any, n_classes: int) -> dict[str, np.ndarray]:
     }
 
 
-def _grow_worker(state: Any, spec: dict[str, Any], seeds: list[list[int]]) -> list[dict]:
-    """Grow this worker's trees (``seeds[state.rank]``) on its training block.
+def _grow_worker(state: Any, spec: dict[str, Any], dealt: list[list[int]]) -> list[dict]:
+    """Grow this worker's trees (seeds ``dealt[state.rank]``) on all the training rows.
 
     Impure on purpose: randomness comes only from the seeds the driver dealt to this rank.
     """
     from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
-    my_seeds = seeds[state.rank]
-    if not my_seeds:
+    seeds = dealt[state.rank]
+    if not seeds:
         return []
-    block = training_block(state, "train")
-    X = block.X
-    X = X.astype(np.float32) if X.dtype != np.float32 else X
-    y = np.asarray(block.y, dtype=np.int64)
-    base = np.ones(y.shape[0]) if block.sample_weight is None else block.sample_weight
-    base = np.asarray(base, dtype=np.float64) * np.asarray(spec["class_factor"])[y]
+    rows = state.context[_ROWS_KEY].get(state)
+    p = None
+    if spec["draws"] is not None and rows.weight is not None:
+        p = rows.weight / np.sum(rows.weight)
     builder = ExtraTreeClassifier if spec["extra"] else DecisionTreeClassifier
     trees = []
-    for seed in my_seeds:
-        rng = np.random.default_rng(seed)
-        weights = _tree_weights(y, base, rng, spec)
+    for seed in seeds:
         tree = builder(
             criterion=spec["criterion"],
             max_depth=spec["max_depth"],
             min_samples_leaf=spec["min_samples_leaf"],
             max_features=spec["max_features"],
-            random_state=int(seed % (2**31 - 1)),
+            random_state=seed,
         )
-        tree.fit(X, y, sample_weight=weights, check_input=True)
+        weight = _tree_sample_weight(rows, seed, p, spec)
+        # The rows are already float32 (CSC with sorted int32 indices when sparse), as the
+        # trees need them; the forest checked them once for all trees.
+        tree.fit(rows.X, rows.y_tree, sample_weight=weight, check_input=False)
         trees.append(_tree_arrays(tree, spec["n_classes"]))
     return trees
 
 
 # ------------------------------------------------------------------ driver side
-def _deal_trees(n_trees: int, rows: np.ndarray) -> list[int]:
-    """Trees per worker in proportion to its rows (largest remainder, ties to lower rank)."""
-    share = n_trees * rows / rows.sum()
-    counts = np.floor(share).astype(int)
-    order = np.argsort(-(share - counts), kind="stable")
-    counts[order[: n_trees - counts.sum()]] += 1
-    return counts.tolist()
+def _tree_seeds(random_state: int | None, n_trees: int) -> list[int]:
+    """Seed of each tree: scikit-learn's forest draws them one by one from its random_state."""
+    from sklearn.utils import check_random_state
+
+    generator = check_random_state(random_state)
+    return [int(generator.randint(_MAX_SEED)) for _ in range(n_trees)]
+
+
+def _deal_trees(seeds: list[int], n_workers: int) -> list[list[int]]:
+    """Contiguous ranges of tree seeds, one per worker, sizes differing by at most one."""
+    return [part.tolist() for part in np.array_split(np.asarray(seeds, np.int64), n_workers)]
 
 
 def _merge_trees(trees: list[dict], n_classes: int) -> dict[str, np.ndarray]:
@@ -178,6 +343,9 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _extra: ClassVar[bool] = False
+    # scikit-learn's tree builder releases the GIL: array fits grow trees on threads that share
+    # one copy of the rows (see the module notes).
+    _prefer_threads: ClassVar[bool] = True
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_estimators": [Interval("int", 1, None)],
         "criterion": [Options(("gini", "entropy", "log_loss"))],
@@ -261,44 +429,31 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         """Fit on a prepared :class:`TrainingContext` (used by ``fit`` and by Pipeline)."""
         self._validate_params()
         owner = type(self).__name__
-        k = ctx.n_classes
         if self.max_samples is not None and not self.bootstrap:
             raise ValueError(
                 f"{owner}: max_samples={self.max_samples!r} needs bootstrap=True; "
                 "drop max_samples or set bootstrap=True."
             )
-        summaries = np.asarray(ctx.group.run(_summary_worker, k))
-        totals = summaries.sum(axis=0)
-        if totals[2 * k] > 0:
-            raise DataError(
-                f"{owner}: {int(totals[2 * k])} feature values are NaN or infinite. Impute or "
-                "drop them first, e.g. with Pipeline(Preprocessor.auto(dataset.schema), model)."
-            )
-        counts = totals[:k]
-        if np.count_nonzero(counts) < 2:
-            raise DataError(f"{owner} needs at least two classes in the training rows.")
-        rows = summaries[:, :k].sum(axis=1)
-        fixed = self.class_weight if self.class_weight != "balanced_subsample" else None
-        spec = {
-            "extra": self._extra,
-            "criterion": self.criterion,
-            "max_depth": self.max_depth,
-            "min_samples_leaf": self.min_samples_leaf,
-            "max_features": self.max_features,
-            "bootstrap": self.bootstrap,
-            "max_samples": self.max_samples,
-            "class_weight": self.class_weight,
-            "class_factor": resolve_class_weight(fixed, ctx.classes, totals[k : 2 * k]).tolist(),
-            "n_classes": k,
-            "n_total": int(rows.sum()),
-        }
-        seeds = np.random.SeedSequence(self.random_state).generate_state(self.n_estimators)
-        dealt = np.split(seeds.astype(np.int64), np.cumsum(_deal_trees(self.n_estimators, rows)))
-        trees = [
-            t
-            for part in ctx.group.run(_grow_worker, spec, [d.tolist() for d in dealt[:-1]])
-            for t in part
-        ]
+        k = ctx.n_classes
+        dealt = _deal_trees(_tree_seeds(self.random_state, self.n_estimators), ctx.group.size)
+        shards = [shard for part in ctx.group.shards for shard in part]
+        ctx.group.put(_ROWS_KEY, _SharedRows(shards, self._row_class_weight(ctx), k))
+        try:
+            summary = ctx.group.run(_load_worker, dealt)[0]  # rank 0 always grows a tree
+            spec = {
+                "extra": self._extra,
+                "criterion": self.criterion,
+                "max_depth": self.max_depth,
+                "min_samples_leaf": self.min_samples_leaf,
+                "max_features": self.max_features,
+                "draws": self._bootstrap_draws(summary, k),
+                "balanced_subsample": self.bootstrap and self.class_weight == "balanced_subsample",
+                "n_classes": k,
+            }
+            parts = ctx.group.run(_grow_worker, spec, dealt)
+        finally:
+            ctx.group.put(_ROWS_KEY, None)  # every worker lets go of its copy of the rows
+        trees = [tree for part in parts for tree in part]
         for key, value in _merge_trees(trees, k).items():
             setattr(self, key, value)
         self.max_depth_ = int(max(int(t["depth"]) for t in trees))
@@ -312,6 +467,54 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = ctx.n_features
         self.feature_names_in_ = list(ctx.feature_names)
         return self
+
+    def _row_class_weight(self, ctx: TrainingContext) -> Any:
+        """The class factor of the row weights: None, "balanced" or one float per class.
+
+        "balanced_subsample" weighs each bootstrap sample instead (in the trees), and without
+        bootstrap it is "balanced", as in scikit-learn.
+        """
+        if self.class_weight is None:
+            return None
+        if self.class_weight == "balanced_subsample":
+            return None if self.bootstrap else "balanced"
+        if self.class_weight == "balanced":
+            return "balanced"
+        return resolve_class_weight(self.class_weight, ctx.classes, np.ones(ctx.n_classes)).tolist()
+
+    def _bootstrap_draws(self, summary: np.ndarray, k: int) -> int | None:
+        """Check the rows' summary (:func:`_load_worker`); rows drawn per tree, None without
+        bootstrap. A fractional ``max_samples`` is of the total weight, as in scikit-learn."""
+        owner = type(self).__name__
+        counts, non_finite, total, bad = summary[:k], summary[k], summary[k + 1], summary[k + 2]
+        if non_finite > 0:
+            raise DataError(
+                f"{owner}: {int(non_finite)} feature values are NaN or infinite. Impute or "
+                "drop them first, e.g. with Pipeline(Preprocessor.auto(dataset.schema), model)."
+            )
+        if np.count_nonzero(counts) < 2:
+            raise DataError(f"{owner} needs at least two classes in the training rows.")
+        if bad > 0 or not total > 0:
+            raise DataError(
+                f"{owner}: the row weights (sample_weight times class_weight) must be finite, "
+                f"non-negative and not all zero; {int(bad)} are not, and they sum to {total}."
+            )
+        if not self.bootstrap:
+            return None
+        n_rows = int(counts.sum())
+        if self.max_samples is None:
+            return n_rows
+        if isinstance(self.max_samples, numbers.Integral):
+            return int(self.max_samples)
+        draws = max(int(self.max_samples * total), 1)
+        if draws < max(10, n_rows ** (1 / 3)):
+            warnings.warn(
+                f"{owner}: max_samples={self.max_samples} of a total weight of {total} gives "
+                f"only {draws} bootstrap draws per tree; pass max_samples as an integer.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return draws
 
     # ------------------------------------------------------------------ prediction
     def apply(self, X: Any) -> np.ndarray:
