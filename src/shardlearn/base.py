@@ -3,13 +3,25 @@
 Estimators follow scikit-learn's contract: ``__init__`` stores keyword arguments unchanged,
 ``fit`` validates and returns ``self``, fitted attributes end in ``_``. ``get_params``,
 ``set_params`` and :func:`clone` work from the ``__init__`` signature alone.
+
+:class:`BaseEstimator` *is* a scikit-learn estimator (it subclasses
+``sklearn.base.BaseEstimator``), so scikit-learn's tooling -- ``clone``, ``Pipeline``,
+``GridSearchCV``, ``cross_val_score``, tags, ``check_estimator`` -- accepts every shardlearn
+estimator. What stays ours: the parameter validation and its one message format
+(``_parameter_constraints``, see :mod:`shardlearn._validation`), ``set_params``'s suggestions
+for misspelt names, and the short ``repr``. scikit-learn's check suite is run on every
+estimator; the checks a class cannot pass are declared on the class in
+``_sklearn_expected_failures`` (check name -> reason) and collected along the class hierarchy by
+:meth:`BaseEstimator._expected_failed_checks`. Nothing scikit-learn adds lives in ``vars(self)``,
+so the artifact code, which stores fitted attributes (names ending in ``_``), sees only ours.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
+
+import sklearn.base
 
 from shardlearn._validation import unknown_name_message, validate_params
 from shardlearn.exceptions import NotFittedError
@@ -30,10 +42,33 @@ class Mergeable(Protocol):
     def merge(self, other: Self) -> Self: ...
 
 
-class BaseEstimator:
-    """Base class providing ``get_params``/``set_params`` and parameter validation."""
+class BaseEstimator(sklearn.base.BaseEstimator):
+    """Base class providing ``get_params``/``set_params`` and parameter validation.
+
+    A scikit-learn estimator: mixins (classifier, transformer) go on its left, as in
+    scikit-learn.
+    """
 
     _parameter_constraints: ClassVar[dict[str, list]] = {}
+    # scikit-learn checks this class cannot pass: check name -> why (see _expected_failed_checks).
+    _sklearn_expected_failures: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _expected_failed_checks(cls) -> dict[str, str]:
+        """scikit-learn ``check_estimator`` checks this class is known to fail, with the reason.
+
+        The ``_sklearn_expected_failures`` dicts of the class and its bases, a subclass's entry
+        winning; pass it to ``parametrize_with_checks(expected_failed_checks=...)``.
+        """
+        failures: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            failures.update(vars(klass).get("_sklearn_expected_failures", {}))
+        return failures
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        # scikit-learn's version refuses an __init__ with *args (our Pipeline's steps).
+        return cls._param_names()
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -99,13 +134,12 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def clone(estimator: Any) -> Any:
-    """A new unfitted estimator with the same parameters (deep-copied)."""
-    if isinstance(estimator, list | tuple):
-        return type(estimator)(clone(e) for e in estimator)
-    if not hasattr(estimator, "get_params"):
-        return copy.deepcopy(estimator)
-    params = estimator.get_params(deep=False)
-    return type(estimator)(**{name: clone(value) for name, value in params.items()})
+    """A new unfitted estimator with the same parameters (deep-copied).
+
+    scikit-learn's ``clone``; lists and tuples are cloned item by item and any other
+    non-estimator value is deep-copied.
+    """
+    return sklearn.base.clone(estimator, safe=False)
 
 
 def check_is_fitted(estimator: Any, attribute: str = "classes_") -> None:

@@ -2,17 +2,24 @@
 
 Every error a user can cause derives from :class:`ShardlearnError`, so callers can catch the
 whole family at once, and the CLI turns any of them into a one-line message with exit code 1.
+
+:class:`NotFittedError` and :class:`ConvergenceWarning` also subclass scikit-learn's classes of
+the same name, so code written for scikit-learn (``except NotFittedError``, warning filters on
+``sklearn.exceptions.ConvergenceWarning``, scikit-learn's estimator checks) handles ours too.
+They are defined in :mod:`shardlearn._sklearn_errors` and looked up from here on first use:
+importing scikit-learn takes a second or more, which the engine, data and CLI modules (which
+import this module but never those two names) should not pay.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
-    "ConvergenceWarning",
+    "ConvergenceWarning",  # noqa: F822 - defined on first use, see __getattr__
     "DataError",
     "EngineError",
     "GraphCycleError",
-    "NotFittedError",
+    "NotFittedError",  # noqa: F822 - defined on first use, see __getattr__
     "ResourceError",
     "SchemaError",
     "ShardlearnError",
@@ -80,9 +87,12 @@ class ArtifactError(ShardlearnError):
     """A model artifact is missing, unsigned, tampered with, or cannot be decrypted."""
 
 
-class NotFittedError(ShardlearnError, AttributeError):
-    """An estimator or transformer was used before ``fit``."""
+_SKLEARN_BASED = ("ConvergenceWarning", "NotFittedError")
 
 
-class ConvergenceWarning(UserWarning):
-    """An iterative trainer stopped at ``max_iter`` before meeting its tolerance."""
+def __getattr__(name: str) -> type:
+    if name in _SKLEARN_BASED:
+        from shardlearn import _sklearn_errors
+
+        return getattr(_sklearn_errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,45 +12,45 @@ array and every other fitted attribute plus the parameters as JSON. Nothing is p
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+import sklearn.base
 
 from shardlearn.base import check_is_fitted
-from shardlearn.exceptions import ArtifactError, SchemaError
+from shardlearn.exceptions import ArtifactError, DataError, SchemaError
+from shardlearn.models._fitting import (
+    as_feature_matrix,
+    dataframe_feature_names,
+    table_to_matrix,
+)
 
-__all__ = ["ClassifierMixin"]
+__all__ = ["ClassifierMixin", "check_prediction_input"]
 
 ARTIFACT_FORMAT = 1
 
 
-class ClassifierMixin:
-    """Mixin for classifiers: ``predict``, input checks and the artifact hooks."""
+class ClassifierMixin(sklearn.base.ClassifierMixin):
+    """Mixin for classifiers: ``predict``, input checks and the artifact hooks.
+
+    scikit-learn's ClassifierMixin supplies the classifier tags and ``score`` (accuracy, with
+    ``sample_weight``).
+    """
 
     _estimator_type: ClassVar[str] = "classifier"
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # every trainer takes CSR arrays (shared input layer)
+        return tags
 
     # ---------------------------------------------------------------- prediction
     def _check_predict_input(self, X: Any) -> Any:
         """A float matrix with ``n_features_in_`` columns from any supported input."""
         check_is_fitted(self)
-        name = type(self).__name__
-        if not (sp.issparse(X) or isinstance(X, np.ndarray | list)):
-            from shardlearn.models._fitting import table_to_matrix
-
-            X = table_to_matrix(X, list(self.feature_names_in_))
-        if sp.issparse(X):
-            X = sp.csr_matrix(X)
-        else:
-            X = np.asarray(X, dtype=np.float64) if not _is_float(X) else np.asarray(X)
-            if X.ndim == 1:
-                X = X.reshape(1, -1)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise SchemaError(
-                f"{name} was fitted on {self.n_features_in_} features but the input has "
-                f"{X.shape[-1] if X.ndim else 0}."
-            )
-        return X
+        return check_prediction_input(self, X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels (values of ``classes_``) for each row of ``X``."""
@@ -61,10 +61,6 @@ class ClassifierMixin:
             if scores.ndim == 1:
                 return self.classes_[(scores > 0).astype(np.intp)]
         return self.classes_[np.argmax(scores, axis=1)]
-
-    def score(self, X: Any, y: Any) -> float:
-        """Accuracy of ``predict(X)`` against ``y``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
     # ---------------------------------------------------------------- artifact hooks
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
@@ -111,8 +107,51 @@ class ClassifierMixin:
         return model
 
 
-def _is_float(X: Any) -> bool:
-    return isinstance(X, np.ndarray) and np.issubdtype(X.dtype, np.floating)
+def check_prediction_input(estimator: Any, X: Any) -> Any:
+    """``X`` as a finite float matrix (dense or CSR) with the fitted number of columns.
+
+    Arrays are checked like the training arrays (2-D, numeric, see
+    :func:`~shardlearn.models._fitting.as_feature_matrix`), then for NaN and infinity. A table
+    (pyarrow Table/RecordBatch, pandas DataFrame, dict of columns) gives the columns named in
+    ``feature_names_in_``; a DataFrame given to a model fitted on a plain array is read by
+    position with a warning, as scikit-learn does.
+    """
+    name = type(estimator).__name__
+    if _is_table(X):
+        X = _table_features(estimator, X)
+    X = as_feature_matrix(name, X)
+    if X.shape[1] != estimator.n_features_in_:
+        raise SchemaError(
+            f"X has {X.shape[1]} features, but {name} is expecting {estimator.n_features_in_} "
+            "features as input."
+        )
+    values = X.data if sp.issparse(X) else X
+    if not np.isfinite(values).all():
+        raise DataError(
+            f"{name}: Input X contains NaN or infinity; impute or drop those values first."
+        )
+    return X
+
+
+def _is_table(X: Any) -> bool:
+    if sp.issparse(X):  # scipy's dok matrices are dicts
+        return False
+    return isinstance(X, dict) or hasattr(X, "column_names") or hasattr(X, "iloc")
+
+
+def _table_features(estimator: Any, table: Any) -> Any:
+    names = list(estimator.feature_names_in_)
+    fitted_without_names = names == [f"x{j}" for j in range(len(names))]
+    if hasattr(table, "iloc") and fitted_without_names and not set(names) <= set(table.columns):
+        if dataframe_feature_names(table) is not None:
+            warnings.warn(
+                f"X has feature names, but {type(estimator).__name__} was fitted without "
+                "feature names; its columns are read by position.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return table.to_numpy()
+    return table_to_matrix(table, names)
 
 
 def _to_json(value: Any) -> Any:

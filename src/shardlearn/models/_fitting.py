@@ -34,6 +34,14 @@ gets appended (self-training's pseudo-labelled rows, computed on the worker that
 unlabelled shards). ``token`` changes whenever those rows would; the rows are rebuilt lazily
 from the context like everything else, so a replacement worker gets them too.
 
+Array input is validated here, once for every estimator, with scikit-learn's rules and the
+phrases its estimator checks look for (:func:`as_feature_matrix` for ``X``, also used at
+prediction; ``_check_labels``, ``_check_weights``): 2-D, numeric (an object array of numbers
+is converted), not complex, at least one row and one feature; labels a 1-D array of classes (a
+column vector is raveled with a ``DataConversionWarning``; continuous, NaN or infinite labels
+are refused); weights one finite non-negative value per row, not all zero. A pandas
+DataFrame's string column names become the model's ``feature_names_in_``.
+
 All the rows on every worker: :func:`iter_all_training_blocks` reads the shards of *all* workers
 (listed by the driver), one block per shard in shard-index order, then their extra rows, so
 every worker sees the same rows in the same order whatever the assignment (forests: every tree
@@ -46,12 +54,14 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import DataConversionWarning
 
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.models._handoff import (
@@ -68,6 +78,9 @@ __all__ = [
     "EXTRA_TRAIN_ROWS",
     "NumericColumns",
     "TrainingContext",
+    "as_feature_matrix",
+    "dataframe_feature_names",
+    "label_vector",
     "extra_training_rows",
     "is_dataset",
     "iter_all_training_blocks",
@@ -257,7 +270,10 @@ def prepare_training(
     if preprocessor is not None:
         raise DataError(f"{owner}.fit: a preprocessor needs a Dataset, not arrays.")
     if y is None:
-        raise DataError(f"{owner}.fit(X, y): y is required when X is an array.")
+        raise DataError(
+            f"{owner}.fit(X, y) requires y to be passed, but the target y is None: y is "
+            "required when X is an array (a Dataset carries its label)."
+        )
     return _prepare_arrays(estimator, X, y, engine, sample_weight, classes)
 
 
@@ -361,23 +377,21 @@ def _prepare_arrays(
     estimator: Any, X: Any, y: Any, engine: Any, sample_weight: Any, fixed_classes: Any
 ) -> TrainingContext:
     owner = type(estimator).__name__
-    X = _as_matrix(owner, X)
+    names = dataframe_feature_names(X)
+    X = as_feature_matrix(owner, X)
+    y = _check_labels(owner, y, X.shape[0])
     if fixed_classes is None:
+        if X.shape[0] == 1:
+            raise DataError(
+                f"{owner} cannot train on 1 sample: it needs rows of at least two classes."
+            )
         classes, y_idx = encode_labels(y, owner)
     else:
         classes, y_idx = encode_with_classes(y, fixed_classes, owner)
-    if y_idx.shape[0] != X.shape[0]:
-        raise DataError(f"{owner}: X has {X.shape[0]} rows but y has {y_idx.shape[0]}.")
-    weights = None
-    if sample_weight is not None:
-        weights = np.asarray(sample_weight, dtype=np.float64).ravel()
-        if weights.shape[0] != X.shape[0] or not np.isfinite(weights).all() or weights.min() < 0:
-            raise DataError(
-                f"{owner}: sample_weight must hold {X.shape[0]} finite non-negative values."
-            )
+    weights = None if sample_weight is None else _check_weights(owner, sample_weight, X.shape[0])
     prefer = "threads" if getattr(estimator, "_prefer_threads", False) else None
     group, closers = _open_group(engine, prefer)
-    names = [f"x{j}" for j in range(X.shape[1])]
+    names = names or [f"x{j}" for j in range(X.shape[1])]
     ctx = TrainingContext(group, classes, X.shape[1], names, _closers=closers)
     try:
         if group.shares_memory and prefer == "threads":
@@ -399,21 +413,118 @@ def _prepare_arrays(
     return ctx
 
 
-def _as_matrix(owner: str, X: Any) -> Any:
+def as_feature_matrix(owner: str, X: Any) -> Any:
+    """``X`` as a CSR matrix or a C-contiguous floating-point array, checked like scikit-learn.
+
+    Integer and object (numeric) arrays become float64; float32 stays float32. Refused with a
+    DataError: not 2-D, complex, non-numeric, no rows or no columns. An object array holding
+    something that is neither a number nor a string raises numpy's TypeError.
+    """
     if sp.issparse(X):
+        if np.iscomplexobj(X):
+            raise DataError(f"{owner}: Complex data not supported; X has dtype {X.dtype}.")
         X = sp.csr_matrix(X)
         if not np.issubdtype(X.dtype, np.floating):
             X = X.astype(np.float64)
         X.sort_indices()
-        return X
-    X = np.asarray(X)
+    else:
+        X = _dense_float(owner, np.asarray(X))
+    _check_not_empty(owner, X.shape)
+    return X
+
+
+def _dense_float(owner: str, X: np.ndarray) -> np.ndarray:
     if X.ndim != 2:
-        raise DataError(f"{owner}: X must be 2-D (rows x features); got shape {X.shape}.")
-    if X.dtype == object or not np.issubdtype(X.dtype, np.number):
+        raise DataError(
+            f"{owner}: X must be 2-D (rows x features); got shape {X.shape}. Reshape your data "
+            "either using array.reshape(-1, 1) if your data has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
+        )
+    if np.iscomplexobj(X):
+        raise DataError(f"{owner}: Complex data not supported; X has dtype {X.dtype}.")
+    if X.dtype == object:
+        try:
+            return np.ascontiguousarray(X.astype(np.float64))
+        except ValueError as exc:  # a string that is not a number; TypeError passes unchanged
+            raise DataError(f"{owner}: X must be numeric; {exc}.") from exc
+    if not np.issubdtype(X.dtype, np.number):
         raise DataError(f"{owner}: X must be numeric; got dtype {X.dtype}.")
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
     return np.ascontiguousarray(X)
+
+
+def _check_not_empty(owner: str, shape: tuple[int, ...]) -> None:
+    for axis, what in ((0, "sample"), (1, "feature")):
+        if shape[axis] == 0:
+            raise DataError(
+                f"{owner}: Found array with 0 {what}(s) (shape={tuple(shape)}) while a minimum "
+                "of 1 is required."
+            )
+
+
+def dataframe_feature_names(X: Any) -> list[str] | None:
+    """A DataFrame's column names when they are all strings (scikit-learn's rule), else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None or sp.issparse(X) or isinstance(X, np.ndarray):
+        return None
+    names = list(columns)
+    return names if names and all(isinstance(n, str) for n in names) else None
+
+
+def label_vector(owner: str, y: Any) -> np.ndarray:
+    """``y`` as a 1-D array; a column vector is raveled with a ``DataConversionWarning``."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            DataConversionWarning(
+                "A column-vector y was passed when a 1d array was expected. Please change the "
+                "shape of y to (n_samples,), for example using ravel()."
+            ),
+            stacklevel=4,
+        )
+        y = y.ravel()
+    if y.ndim != 1:
+        raise DataError(f"{owner}: y must be 1-D (one label per row); got shape {y.shape}.")
+    return y
+
+
+def _check_labels(owner: str, y: Any, n_rows: int) -> np.ndarray:
+    """``y`` as a 1-D array of class labels for ``n_rows`` rows (see the module notes)."""
+    y = label_vector(owner, y)
+    if y.shape[0] != n_rows:
+        raise DataError(f"{owner}: X has {n_rows} rows but y has {y.shape[0]}.")
+    if y.dtype.kind == "f":
+        # Linear in the rows, unlike scikit-learn's type_of_target (which sorts y).
+        if np.isnan(y).any():
+            raise DataError(f"{owner}: Input y contains NaN.")
+        if np.isinf(y).any():
+            raise DataError(
+                f"{owner}: Input y contains infinity or a value too large for dtype('float64')."
+            )
+        if np.any(y != np.round(y)):
+            raise DataError(
+                f"{owner}: Unknown label type: 'continuous'. A classifier needs class labels "
+                "(integers, strings or booleans), not continuous values."
+            )
+    return y
+
+
+def _check_weights(owner: str, sample_weight: Any, n_rows: int) -> np.ndarray:
+    """One finite non-negative float64 weight per row, at least one of them non-zero."""
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_rows,):
+        raise DataError(
+            f"{owner}: sample_weight must be a 1-D array with one weight per row ({n_rows}); "
+            f"got shape {weights.shape}."
+        )
+    if not np.isfinite(weights).all() or weights.min() < 0:
+        raise DataError(f"{owner}: sample_weight must hold {n_rows} finite non-negative values.")
+    if not weights.any():
+        raise DataError(
+            f"{owner}: sample_weight is zero for every row; at least one weight must be positive."
+        )
+    return weights
 
 
 def _stack(parts: list[Any]) -> Any:

@@ -276,6 +276,14 @@ class MultinomialNB(_NaiveBayes):
         self.fit_prior = fit_prior
         self.class_prior = class_prior
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True  # counts or frequencies: negative values are refused
+        # As scikit-learn's MultinomialNB: a multinomial model of shifted Gaussian blobs (the
+        # checks' data) is a poor fit, below their accuracy bar.
+        tags.classifier_tags.poor_score = True
+        return tags
+
     def _fit_context(self, ctx: TrainingContext, callback: Callable | None = None) -> Any:
         self._validate_params()
         owner = type(self).__name__
@@ -284,9 +292,9 @@ class MultinomialNB(_NaiveBayes):
         _check_nonfinite(owner, stats[-2])
         if stats[-1] > 0:
             raise DataError(
-                f"{owner} needs non-negative features (counts or frequencies); "
-                f"{int(stats[-1])} values are negative. Use count or TF-IDF features and scale "
-                "numeric columns without centring (scale 'minmax'), or use GaussianNB."
+                f"Negative values in data passed to {owner} ({int(stats[-1])} values); it needs "
+                "non-negative features (counts or frequencies). Use count or TF-IDF features "
+                "and scale numeric columns without centring (scale 'minmax'), or use GaussianNB."
             )
         self.feature_count_ = stats[: k * p].reshape(k, p)
         self.class_count_ = stats[k * p : k * p + k]

@@ -123,7 +123,7 @@ class PCA(UnsupervisedMixin, BaseEstimator):
         p = int(ctx.n_features)
         n, mean, scatter = ctx.group.reduce(_moments_worker, p, combine=merge_moments)
         if n < 2:
-            raise DataError(f"PCA needs at least 2 training rows; got {n}.")
+            raise DataError(f"PCA needs at least 2 training rows; got {n} sample(s).")
         values, vectors = np.linalg.eigh(scatter / (n - 1))
         order = np.argsort(values)[::-1]
         values = np.maximum(values[order], 0.0)

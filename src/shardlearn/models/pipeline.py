@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from sklearn.utils import get_tags
 
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import ArtifactError, DataError, NotFittedError
@@ -192,6 +193,17 @@ class Pipeline(BaseEstimator):
     @property
     def _estimator_type(self) -> str:
         return getattr(self.estimator, "_estimator_type", "classifier")
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn tags: those of the final estimator (a classifier pipeline is one)."""
+        tags = super().__sklearn_tags__()
+        if self.estimator is not None:
+            final = get_tags(self.estimator)
+            tags.estimator_type = final.estimator_type
+            tags.target_tags = final.target_tags
+            tags.classifier_tags = final.classifier_tags
+            tags.transformer_tags = final.transformer_tags
+        return tags
 
     def fit(
         self,

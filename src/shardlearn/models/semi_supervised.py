@@ -39,8 +39,10 @@ from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json
 from shardlearn.models._fitting import (
     EXTRA_TRAIN_ROWS,
+    as_feature_matrix,
     extra_training_rows,
     is_dataset,
+    label_vector,
     prepare_training,
 )
 from shardlearn.models._registry import model_class, model_class_by_type, register_model
@@ -196,6 +198,11 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        if "sample_weight" in _ignored:
+            raise TypeError(
+                "SelfTrainingClassifier.fit does not take sample_weight: the pseudo-labelled rows "
+                "it adds have no weights."
+            )
         if is_dataset(X):
             if y is not None:
                 raise DataError("SelfTrainingClassifier.fit: a Dataset carries its label; no y.")
@@ -204,13 +211,15 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
                 return self._fit_context(ctx)
         if y is None:
             raise DataError(
-                "SelfTrainingClassifier.fit takes arrays X, y (None/NaN/-1 = unlabelled), or a "
+                "SelfTrainingClassifier.fit requires y to be passed, but the target y is None. "
+                "It takes arrays X, y (None/NaN/-1 = unlabelled), or a "
                 "Dataset with an 'unlabeled' split (ingest --allow-unlabeled); for raw columns "
                 "use shardlearn.Pipeline(Preprocessor.auto(ds.schema), SelfTrainingClassifier())."
             )
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
+        X = as_feature_matrix(type(self).__name__, X)
+        X = X.toarray() if hasattr(X, "toarray") else X
+        y = label_vector(type(self).__name__, y)
         missing = unlabelled_mask(y)
-        y = np.asarray(y)
         if missing.shape[0] != X.shape[0]:
             raise DataError(f"SelfTrainingClassifier: X has {X.shape[0]} rows but y has {len(y)}.")
         if missing.all():

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit
+from sklearn.utils.metaestimators import available_if
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
@@ -138,6 +139,16 @@ def _sgd_epoch_worker(state: Any, x: np.ndarray, t: float, epoch: int) -> np.nda
     W, b = (s.W_sum / s.n_avg, s.b_sum / s.n_avg) if s.n_avg else (s.W, s.b)
     n, steps = s.rows, s.t - t
     return np.concatenate((n * W.ravel(), n * b, [n, n * steps, s.loss_sum]))
+
+
+def _has_log_loss(model: SGDClassifier) -> bool:
+    """Whether ``model`` has ``predict_proba``: ``hasattr`` is False for other losses."""
+    if model.loss != "log_loss":
+        raise AttributeError(
+            f"predict_proba is available for loss='log_loss' only (this model uses "
+            f"loss={model.loss!r}); use decision_function."
+        )
+    return True
 
 
 @register_model("sgd")
@@ -297,8 +308,9 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         p = ctx.n_features
         if not start_fresh and self.coef_.shape != (k, p):
             raise DataError(
-                f"SGDClassifier: the model has {self.coef_.shape[1]} features but the new data "
-                f"has {p}; continue training only on data with the same preprocessing."
+                f"SGDClassifier: X has {p} features, but SGDClassifier is expecting "
+                f"{self.coef_.shape[1]} features as input; continue training only on data with "
+                "the same preprocessing."
             )
         x = (
             np.zeros(k * p + k)
@@ -370,13 +382,9 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         scores = decision_scores(X, self.coef_, self.intercept_)
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
+    @available_if(_has_log_loss)
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities (``loss="log_loss"`` only); one-vs-rest scores normalised per row."""
-        if self.loss != "log_loss":
-            raise AttributeError(
-                f"predict_proba is available for loss='log_loss' only (this model uses "
-                f"loss={self.loss!r}); use decision_function."
-            )
         scores = self.decision_function(X)
         if scores.ndim == 1:
             positive = expit(scores)
