@@ -61,10 +61,11 @@ def kept_rounds(estimator: Any, rule: StoppingRule) -> tuple[int, str]:
 
     The source names the fitted attribute the count was read from, so a trial result shows
     whether it is exact. Boosting reads ``best_iteration_`` (0-based, so + 1). A neural model
-    reads ``best_epoch_`` (0-based, + 1) when it has one; otherwise the count follows from
-    ``n_iter_``: a fit that stopped early stopped ``n_iter_no_change`` epochs after its best
-    one, and a fit that ran every epoch counts them all (its best epoch is then one of the
-    last ``n_iter_no_change``, which ``n_iter_`` cannot tell).
+    reads ``best_epoch_`` (a count: the epochs behind the kept weights). A model without
+    ``best_epoch_`` (fitted by an older shardlearn) gives it through ``n_iter_``: a fit that
+    stopped early stopped ``n_iter_no_change`` epochs after its best one, and a fit that ran
+    every epoch counts them all (its best epoch is then one of the last ``n_iter_no_change``,
+    which ``n_iter_`` cannot tell).
     """
     if rule == _BOOSTING:
         best = getattr(estimator, "best_iteration_", None)
@@ -73,7 +74,7 @@ def kept_rounds(estimator: Any, rule: StoppingRule) -> tuple[int, str]:
         return int(estimator.n_estimators_), "n_estimators_"
     best = getattr(estimator, "best_epoch_", None)
     if best is not None:
-        return int(best) + 1, "best_epoch_ + 1"
+        return int(best), "best_epoch_"
     epochs, patience, ran = estimator.epochs, estimator.n_iter_no_change, estimator.n_iter_
     if ran < epochs:
         return max(1, ran - patience), "n_iter_ - n_iter_no_change"
