@@ -104,8 +104,11 @@ def test_hinge_has_no_predict_proba():
     X, y, _, _ = _split(2, n=200)
     with engine("local", workers=1):
         model = SGDClassifier(max_iter=2, tol=None).fit(X, y)
-    with pytest.raises(AttributeError, match="log_loss"):
+    # scikit-learn's available_if: hasattr is False, and the cause says why.
+    assert not hasattr(model, "predict_proba")
+    with pytest.raises(AttributeError, match="predict_proba") as caught:
         model.predict_proba(X)
+    assert "loss='log_loss' only" in str(caught.value.__cause__)
 
 
 def test_one_vs_rest_class_weight_weights_only_the_positive_class():
