@@ -213,6 +213,30 @@ def test_integer_weights_equal_repeated_rows(small_blobs):
     np.testing.assert_allclose(weighted.cluster_sizes_, copies.cluster_sizes_)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_integer_weights_equal_repeated_rows_with_the_kmeans_parallel_init(small_blobs, workers):
+    X, weights, _ = small_blobs
+    repeated = np.repeat(X, weights.astype(int), axis=0)
+    with engine("local", workers=workers):
+        for seed in range(3):
+            weighted = KMeans(5, random_state=seed).fit(X, sample_weight=weights)
+            copies = KMeans(5, random_state=seed).fit(repeated)
+            np.testing.assert_allclose(
+                weighted.cluster_centers_, copies.cluster_centers_, atol=1e-9
+            )
+            assert weighted.inertia_ == pytest.approx(copies.inertia_, rel=1e-9)
+
+
+def test_large_weights_still_draw_enough_kmeans_parallel_candidates(small_blobs):
+    # Every row weighs 1000: the cost is 1000 times larger but each row is drawn once, so the
+    # first rounds draw almost nothing and the rate must rise (else "only 1 distinct row").
+    X, _, _ = small_blobs
+    with engine("local", workers=2):
+        heavy = KMeans(4, random_state=0, n_init=3).fit(X, sample_weight=np.full(X.shape[0], 1e3))
+    best = SklearnKMeans(4, n_init=10, random_state=0).fit(X)
+    assert heavy.inertia_ / 1000 <= best.inertia_ * 1.01
+
+
 def test_zero_weight_rows_have_no_influence_even_on_the_kmeans_parallel_init(small_blobs):
     X, weights, _ = small_blobs
     kept = weights > 0

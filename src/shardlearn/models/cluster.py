@@ -9,13 +9,14 @@ Data flow of one fit (every arrow into the driver is a ``WorkerGroup.reduce``):
    distance (as scikit-learn does: at an offset of 1e8, ``|x|^2 - 2 x.c + |c|^2`` of the raw
    rows cancels catastrophically and labels rows to the wrong centre). The tolerance is
    scikit-learn's ``tol * mean(var(X))``, with the variance weighted by ``sample_weight``.
-2. k-means|| (Bahmani et al., 2012): ``log(cost)`` rounds (capped at :data:`_MAX_ROUNDS`);
-   in each round every worker keeps each of its rows with probability
-   ``min(1, l * w * d^2(x) / cost)`` (``l = oversampling_factor * n_clusters``, ``cost`` the
-   weighted sum of ``d^2``) and returns the kept rows. The candidates are then weighted by the
-   sample weight of the rows closest to them and reduced to ``n_clusters`` centres on the
-   driver with weighted k-means++ (scikit-learn's greedy variant) followed by weighted Lloyd
-   steps. The first centre is drawn with probability proportional to the row's weight.
+2. k-means|| (Bahmani et al., 2012): the first candidate is the row of positive weight with
+   the smallest key; then ``log(cost)`` rounds (capped at :data:`_MAX_ROUNDS`), in each of
+   which every worker keeps each of its rows of positive weight with probability
+   ``min(1, rate * d^2(x) / cost)`` (``rate = oversampling_factor * n_clusters`` at first,
+   raised when a round draws too few distinct rows; ``cost`` the weighted sum of ``d^2``)
+   and returns the kept rows. The candidates are then weighted by the sample weight of the
+   rows closest to them and reduced to ``n_clusters`` centres on the driver with weighted
+   k-means++ (scikit-learn's greedy variant) followed by weighted Lloyd steps.
 3. Lloyd: each worker returns per-cluster weighted sums and weights (and its inertia) for the
    current centres; the driver divides, moves the centres, and stops when the squared centre
    shift is at most the tolerance, or after ``max_iter`` iterations (ConvergenceWarning). A
@@ -24,8 +25,10 @@ Data flow of one fit (every arrow into the driver is a ``WorkerGroup.reduce``):
    pass computes ``inertia_`` for the final centres, which are then moved back by the mean.
 
 A row of weight 0 has no influence: it is never drawn, adds nothing to a sum, a cost or the
-variance. From the same initial centres, integer weights give the same centres as repeated
-rows (up to floating-point summation order).
+variance. Integer weights give the same centres as repeated rows (up to floating-point
+summation order), k-means|| included: a draw depends on a row's values and not on its weight,
+so identical rows share one draw, and a row's weight counts where its copies would (the cost,
+a candidate's mass, the k-means++ potentials, the Lloyd sums).
 
 Why the random draws are *row keys* and not a per-worker generator: the uniform number a row
 is compared with is a hash of ``(random_state, round, row bytes)`` of the raw (uncentred) row,
@@ -43,11 +46,10 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
-import sklearn.base
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
-from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError
+from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError, SchemaError
 from shardlearn.models._fitting import (
     TrainingContext,
     is_dataset,
@@ -100,7 +102,7 @@ def prepare_unsupervised(
     """
     if is_dataset(X):
         return prepare_training(estimator, X, engine=engine, sample_weight=sample_weight)
-    rows = X.shape[0] if hasattr(X, "shape") else len(np.asarray(X))
+    rows = X.shape[0] if hasattr(X, "shape") else len(X)
     if rows == 0:
         raise DataError(f"{type(estimator).__name__}.fit: X has no rows.")
     placeholder = np.zeros(rows, dtype=np.int64)
@@ -129,26 +131,26 @@ def dense_blocks(state: Any, split: str = "train") -> Any:
         yield X, w
 
 
-class UnsupervisedMixin(sklearn.base.TransformerMixin):
-    """Local input checks and the pickle-free artifact hooks of KMeans and PCA.
-
-    scikit-learn's TransformerMixin gives the transformer tags, ``fit_transform`` and
-    ``set_output``.
-    """
+class UnsupervisedMixin:
+    """Local input checks and the pickle-free artifact hooks of KMeans and PCA."""
 
     _estimator_type: ClassVar[str] = "transformer"
 
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # CSR arrays are accepted (densified block by block)
-        return tags
-
     def _check_input(self, X: Any) -> np.ndarray:
-        from shardlearn.models._base import check_prediction_input
-
         check_is_fitted(self, "n_features_in_")
-        X = check_prediction_input(self, X)
-        return X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+        if not (sp.issparse(X) or isinstance(X, np.ndarray | list)):
+            from shardlearn.models._fitting import table_to_matrix
+
+            X = table_to_matrix(X, list(self.feature_names_in_))
+        X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise SchemaError(
+                f"{type(self).__name__} was fitted on {self.n_features_in_} features but the "
+                f"input has {X.shape[-1] if X.ndim else 0}."
+            )
+        return X
 
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
         """(JSON metadata with params and fitted scalars, fitted arrays, no extra files)."""
@@ -244,10 +246,9 @@ class _Summary:
 
     ``moments`` is (weighted mean, weighted sum of squared deviations from it) per feature,
     None while ``weight`` is 0; merged with Chan et al.'s update, so the variance stays exact
-    at any offset. ``first_row`` is the row with the smallest key ``-log(1 - u) / w``: an
-    exponential race, so a row wins with probability ``w / sum(w)`` whatever the layout
-    (Efraimidis and Spirakis, 2006). ``unit_weights``: every weight is 1 (cluster sizes are
-    then counts).
+    at any offset. ``first_row`` is the row of positive weight with the smallest key: uniform
+    over the distinct rows, whatever the layout, and the same for a row of weight 3 as for
+    three copies of it. ``unit_weights``: every weight is 1 (cluster sizes are then counts).
     """
 
     unit_weights: bool = True
@@ -266,8 +267,7 @@ class _Summary:
         total = float(w.sum())
         mean = (w @ X) / total
         deviations = w @ (X - mean) ** 2  # two passes over the block: exact at any offset
-        keys = np.full(X.shape[0], math.inf)
-        keys[positive] = -np.log1p(-_uniform(X[positive], seed)) / w[positive]
+        keys = np.where(positive, _uniform(X, seed), math.inf)
         first = int(np.argmin(keys))
         return cls(
             bool((w == 1.0).all()),
@@ -326,13 +326,17 @@ def _cost_worker(state: Any) -> float:
     )
 
 
-def _sample_worker(state: Any, seed: int, ell: float, cost: float) -> list:
-    """Raw rows kept with probability min(1, ell * w * d^2 / cost) (row-keyed draws)."""
+def _sample_worker(state: Any, seed: int, rate: float, cost: float) -> list:
+    """Raw rows of positive weight kept with probability min(1, rate * d^2 / cost).
+
+    The probability does not depend on the row's weight: identical rows share one draw (the
+    key of their values), so only then is a row of weight 3 drawn exactly as three copies.
+    """
     centres, mean = state.context[_CENTRES_KEY], state.context[_MEAN_KEY]
     kept = []
     for X, w in dense_blocks(state):
         d2 = _sq_distances(X - mean, centres).min(1)
-        keep = _uniform(X, seed) < np.minimum(1.0, ell * w * d2 / cost)
+        keep = _uniform(X, seed) < np.minimum(1.0, rate * d2 / cost)
         kept.extend(X[keep & (w > 0)])
     return kept
 
@@ -468,34 +472,57 @@ def _kmeans_parallel(
     """k-means|| candidates on the workers, reduced to ``k`` centres on the driver.
 
     ``first`` and the candidates are raw rows (deduplicated exactly); the workers receive
-    them, and the centres are returned, minus ``mean`` (the mean the workers subtract).
+    them, and the centres are returned, minus ``mean`` (the mean the workers subtract). The
+    weights enter through the cost the draws are scaled by, the mass of each candidate (the
+    weight of the rows closest to it) and the weighted k-means++ and Lloyd steps on it.
+    """
+    candidates = _oversample(ctx, k, seed, oversampling * k, first, mean)
+    if candidates.shape[0] < k:
+        raise DataError(
+            f"KMeans: the data has only {candidates.shape[0]} distinct rows with a positive "
+            f"sample weight, fewer than n_clusters={k}. Lower n_clusters."
+        )
+    ctx.group.put(_CENTRES_KEY, candidates - mean)
+    weights = ctx.group.reduce(_closest_weight_worker)
+    rng = np.random.default_rng(seed)
+    centres = _weighted_kmeans_pp(candidates - mean, weights, k, rng)
+    return _weighted_lloyd(candidates - mean, weights, centres)
+
+
+def _oversample(
+    ctx: TrainingContext, k: int, seed: int, ell: float, first: np.ndarray, mean: np.ndarray
+) -> np.ndarray:
+    """The k-means|| rounds: the distinct raw rows drawn, in sorted order.
+
+    A round draws ``ell`` new rows in expectation when rows are distinct and of weight 1.
+    Repeated or heavy rows raise the cost but are drawn once, so fewer come: a round that
+    brings fewer than ``ell / 2`` does not count as one of the ``log(cost)`` rounds and
+    raises the rate for the next by ``ell / drawn`` (at least 2x). The counts are of distinct
+    rows, so weights and repeated rows still draw alike.
     """
     group = ctx.group
     candidates = first[None, :]
     group.put(_CENTRES_KEY, candidates - mean)
     cost = group.reduce(_cost_worker)
     rounds = min(_MAX_ROUNDS, max(1, math.ceil(math.log(cost)))) if cost > 1.0 else 1
-    ell = oversampling * k
-    round_index = 0
-    while cost > 0 and (round_index < rounds or candidates.shape[0] < k):
+    rate, full_rounds, round_index = ell, 0, 0
+    while cost > 0 and (full_rounds < rounds or candidates.shape[0] < k):
         if round_index >= 4 * _MAX_ROUNDS:
             break
-        kept = group.reduce(_sample_worker, seed + 1 + round_index, ell, cost)
+        kept = group.reduce(_sample_worker, seed + 1 + round_index, rate, cost)
         round_index += 1
+        before = candidates.shape[0]
         if kept:
             # np.unique sorts: the candidate order does not depend on the worker order.
             candidates = np.unique(np.vstack([candidates, np.asarray(kept)]), axis=0)
             group.put(_CENTRES_KEY, candidates - mean)
             cost = group.reduce(_cost_worker)
-    if candidates.shape[0] < k:
-        raise DataError(
-            f"KMeans: the data has only {candidates.shape[0]} distinct rows with a positive "
-            f"sample weight, fewer than n_clusters={k}. Lower n_clusters."
-        )
-    weights = group.reduce(_closest_weight_worker)
-    rng = np.random.default_rng(seed)
-    centres = _weighted_kmeans_pp(candidates - mean, weights, k, rng)
-    return _weighted_lloyd(candidates - mean, weights, centres)
+        drawn = candidates.shape[0] - before
+        if drawn >= ell / 2:
+            full_rounds += 1
+        else:  # a starved round does not count as one of the log(cost) rounds
+            rate *= max(2.0, ell / max(drawn, 1))
+    return candidates
 
 
 @dataclass(frozen=True)
@@ -558,7 +585,7 @@ def _relocate_empty_clusters(stats: _LloydStats) -> tuple[np.ndarray, np.ndarray
 
 
 @register_model("kmeans")
-class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
+class KMeans(UnsupervisedMixin, BaseEstimator):
     """K-means clustering with k-means|| initialisation and distributed Lloyd iterations.
 
     Parameters
