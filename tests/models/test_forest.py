@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -13,7 +16,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.models import MODELS, ExtraTreesClassifier, Pipeline, RandomForestClassifier
+from shardlearn.models import MODELS, ExtraTreesClassifier, Pipeline, RandomForestClassifier, forest
+from shardlearn.models._fitting import prepare_training
 from shardlearn.models.forest import _merge_trees, _tree_arrays
 from shardlearn.preprocess import Preprocessor
 
@@ -126,6 +130,7 @@ SKLEARN_PARAMS = [
     {"bootstrap": False},
     {"bootstrap": False, "class_weight": "balanced_subsample"},
     {"min_samples_leaf": 0.02, "max_depth": 5, "criterion": "entropy", "max_features": None},
+    {"min_weight_fraction_leaf": 0.05, "max_features": 3, "criterion": "log_loss"},
 ]
 PAIRS = [
     (RandomForestClassifier, ensemble.RandomForestClassifier),
@@ -269,6 +274,37 @@ def test_keyed_and_sorted_dataset_layouts_train_like_sklearn(tmp_path, strategy)
     original = ensemble.RandomForestClassifier(**params).fit(X_train, y_train)
     assert abs(accuracy - original.score(X_test, y_test)) <= LAYOUT_TOLERANCE
     assert abs(accuracy - random_layout.score(X_test, y_test)) <= LAYOUT_TOLERANCE
+
+
+def _worker_pid(state):
+    return os.getpid()
+
+
+def test_a_worker_killed_after_loading_the_rows_reloads_them(tmp_path, monkeypatch):
+    # Dataset input trains on worker processes. Worker 1 dies between the call that loads all
+    # the rows and the call that grows the trees: its replacement gets an empty holder from the
+    # replayed context, loads the rows again and grows the same trees.
+    ds = _layout(tmp_path, "range:label")[0]
+    X_test = _layout(tmp_path, "random")[2][0]
+    params = {"n_estimators": 6, "random_state": 0}
+    with engine("local", workers=2) as eng:
+        reference = RandomForestClassifier(**params).fit(ds)
+        model = RandomForestClassifier(**params)
+        with prepare_training(model, ds, engine=eng) as ctx:
+            pids = ctx.group.run(_worker_pid)
+            run = ctx.group.run
+
+            def run_then_kill(fn, *args, **kwargs):
+                result = run(fn, *args, **kwargs)
+                if fn is forest._load_worker:
+                    os.kill(pids[1], signal.SIGKILL)
+                return result
+
+            monkeypatch.setattr(ctx.group, "run", run_then_kill)
+            model._fit_context(ctx)
+            after = run(_worker_pid)
+    assert after[0] == pids[0] and after[1] != pids[1]  # worker 1 really was replaced
+    np.testing.assert_array_equal(model.predict_proba(X_test), reference.predict_proba(X_test))
 
 
 def test_pipeline_on_a_dataset_with_categorical_columns(tmp_path):

@@ -282,6 +282,7 @@ def _grow_worker(state: Any, spec: dict[str, Any], dealt: list[list[int]]) -> li
             criterion=spec["criterion"],
             max_depth=spec["max_depth"],
             min_samples_leaf=spec["min_samples_leaf"],
+            min_weight_fraction_leaf=spec["min_weight_fraction_leaf"],
             max_features=spec["max_features"],
             random_state=seed,
         )
@@ -351,6 +352,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         "criterion": [Options(("gini", "entropy", "log_loss"))],
         "max_depth": [Interval("int", 1, None), Type(type(None))],
         "min_samples_leaf": [Interval("int", 1, None), Interval("float", 0, 1, "right")],
+        "min_weight_fraction_leaf": [Interval("real", 0, 0.5, "both")],
         "max_features": [
             Options(("sqrt", "log2")),
             Interval("int", 1, None),
@@ -378,6 +380,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         criterion: str = "gini",
         max_depth: int | None = None,
         min_samples_leaf: int | float = 1,
+        min_weight_fraction_leaf: float = 0.0,
         max_features: str | int | float | None = "sqrt",
         class_weight: str | dict | None = None,
         bootstrap: bool = True,
@@ -388,6 +391,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         self.criterion = criterion
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
+        self.min_weight_fraction_leaf = min_weight_fraction_leaf
         self.max_features = max_features
         self.class_weight = class_weight
         self.bootstrap = bootstrap
@@ -445,6 +449,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
                 "criterion": self.criterion,
                 "max_depth": self.max_depth,
                 "min_samples_leaf": self.min_samples_leaf,
+                "min_weight_fraction_leaf": self.min_weight_fraction_leaf,
                 "max_features": self.max_features,
                 "draws": self._bootstrap_draws(summary, k),
                 "balanced_subsample": self.bootstrap and self.class_weight == "balanced_subsample",
@@ -572,32 +577,42 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
 
 @register_model("random_forest")
 class RandomForestClassifier(ForestClassifier):
-    """A random forest grown in parallel: each worker grows trees on its own shards.
+    """A random forest grown in parallel; every tree sees all the training rows.
 
-    Trees are scikit-learn ``DecisionTreeClassifier`` s (best split among ``max_features``
-    random features); the forest averages their class probabilities.
+    scikit-learn's ``RandomForestClassifier``, tree for tree (see the module notes): trees are
+    ``DecisionTreeClassifier`` s (best split among ``max_features`` random features), each
+    grown on a bootstrap drawn from all training rows of all shards, and the forest averages
+    their class probabilities. The workers share out the trees, so the forest is the same for
+    any shard layout and worker count, and on arrays equals scikit-learn's for the same
+    ``random_state``. Each worker that grows trees holds all the training rows (float32).
 
     Parameters
     ----------
     n_estimators : int, default=100
-        Number of trees in the whole forest (dealt to the workers by row count).
+        Number of trees in the whole forest (dealt to the workers in contiguous ranges).
     criterion : {"gini", "entropy", "log_loss"}, default="gini"
     max_depth : int or None, default=None
         Maximum depth of a tree; None grows until leaves are pure or ``min_samples_leaf``.
     min_samples_leaf : int or float, default=1
-        Minimum (weighted) rows per leaf; a float is a fraction of the worker's rows.
+        Minimum rows per leaf; a float is a fraction of all training rows.
+    min_weight_fraction_leaf : float, default=0.0
+        Minimum share of a tree's total weight (its bootstrap counts x row weights) per leaf.
     max_features : {"sqrt", "log2"}, int, float or None, default="sqrt"
         Features considered per split.
     class_weight : "balanced", "balanced_subsample", dict or None, default=None
-        "balanced" uses the class counts of all workers; "balanced_subsample" those of each
-        tree's bootstrap sample.
+        Multiplies the row weights by class: "balanced" from the class totals of ``sample_weight``
+        over all rows, "balanced_subsample" from each tree's bootstrap counts ("balanced"
+        without bootstrap), a dict by class label.
     bootstrap : bool, default=True
-        Resample each tree's rows (with replacement) within its worker's shards.
+        Draw each tree's rows with replacement from all training rows, with probability
+        proportional to ``sample_weight`` x class weight; without bootstrap every tree gets all
+        rows with those weights.
     max_samples : int, float or None, default=None
-        Rows drawn per tree: a float is a fraction of the worker's rows; an int is a total
-        over all workers, split by their row counts.
+        Draws per tree (bootstrap only): None as many as there are rows, an int that many, a
+        float that fraction of the rows' total weight (of the row count when unweighted).
     random_state : int or None, default=None
-        Seed; with a fixed seed and worker count the forest is reproducible.
+        Seed of the forest: tree ``i`` gets scikit-learn's ``i``-th tree seed, so a fixed seed
+        gives the same forest whatever the layout and the number of workers.
 
     Attributes
     ----------
@@ -616,14 +631,39 @@ class RandomForestClassifier(ForestClassifier):
     (3,)
     """
 
+    # scikit-learn lists the same two for its own forest: a bootstrap drawn in proportion to
+    # the weights is not one of repeated rows (the number of draws follows the row count).
+    _sklearn_expected_failures: ClassVar[dict[str, str]] = {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "as scikit-learn's RandomForestClassifier: sample_weight is not equivalent to "
+            "repeating rows, the bootstrap draws as many rows as there are."
+        ),
+        "check_sample_weight_equivalence_on_sparse_data": (
+            "as scikit-learn's RandomForestClassifier: sample_weight is not equivalent to "
+            "repeating rows, the bootstrap draws as many rows as there are."
+        ),
+    }
+
+    # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
+    _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
+        (
+            "check_sample_weight_equivalence_on_dense_data",
+            "check_sample_weight_equivalence_on_sparse_data",
+        ),
+        "a tree's bootstrap draws rows with probability proportional to their weight, which is "
+        "not the draw from repeated rows (scikit-learn's forest, reproduced tree for tree, "
+        "behaves the same)",
+    )
+
 
 @register_model("extra_trees")
 class ExtraTreesClassifier(ForestClassifier):
-    """Extremely randomised trees grown in parallel: each worker grows trees on its shards.
+    """Extremely randomised trees grown in parallel; every tree sees all the training rows.
 
-    Same parameters and attributes as :class:`RandomForestClassifier`, but each split uses a
-    random threshold per candidate feature (scikit-learn's ``ExtraTreeClassifier``), and
-    ``bootstrap`` defaults to False.
+    scikit-learn's ``ExtraTreesClassifier``, tree for tree. Same parameters and attributes as
+    :class:`RandomForestClassifier`, but each split uses a random threshold per candidate
+    feature (scikit-learn's ``ExtraTreeClassifier``), and ``bootstrap`` defaults to False: every
+    tree grows on all the training rows, weighted by ``sample_weight`` x class weight.
     """
 
     _extra: ClassVar[bool] = True
@@ -635,6 +675,7 @@ class ExtraTreesClassifier(ForestClassifier):
         criterion: str = "gini",
         max_depth: int | None = None,
         min_samples_leaf: int | float = 1,
+        min_weight_fraction_leaf: float = 0.0,
         max_features: str | int | float | None = "sqrt",
         class_weight: str | dict | None = None,
         bootstrap: bool = False,
@@ -646,6 +687,7 @@ class ExtraTreesClassifier(ForestClassifier):
             criterion=criterion,
             max_depth=max_depth,
             min_samples_leaf=min_samples_leaf,
+            min_weight_fraction_leaf=min_weight_fraction_leaf,
             max_features=max_features,
             class_weight=class_weight,
             bootstrap=bootstrap,
