@@ -144,6 +144,142 @@ def test_early_stopping_uses_the_valid_split_and_keeps_the_best_round(tmp_path):
     assert abs(model.best_iteration_ - ref.best_iteration) <= 2
 
 
+SAMPLED = {
+    "n_estimators": 20,
+    "max_depth": 4,
+    "learning_rate": 0.3,
+    "subsample": 0.7,
+    "colsample_bytree": 0.7,
+    "xgb_params": {"colsample_bynode": 0.8},
+    "random_state": 5,
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_checkpoint_interval_does_not_change_a_model_that_samples_rows_and_columns(workers):
+    X, y, X_test, _ = _data(n=4000)
+    with engine("local", workers=workers):
+        # 20 rounds in one chunk is the uncheckpointed run; 5 and 7 restart XGBoost mid-way.
+        proba = {
+            interval: GradientBoostingClassifier(**SAMPLED, checkpoint_interval=interval)
+            .fit(X, y)
+            .predict_proba(X_test)
+            for interval in (20, 5, 7)
+        }
+        unsampled = GradientBoostingClassifier(
+            **{**SAMPLED, "subsample": 1.0, "colsample_bytree": 1.0, "xgb_params": None}
+        ).fit(X, y)
+    assert np.array_equal(proba[5], proba[20])
+    assert np.array_equal(proba[7], proba[20])
+    # The sampling is really on (the equality above is not that of an unsampled model).
+    assert np.abs(proba[20] - unsampled.predict_proba(X_test)).max() > 0.01
+
+
+def _single_process_sampled(X, y, rounds: int, eta: float, **sampling) -> xgb.Booster:
+    """The trainer's sampling scheme in one process: round i seeded from (seed, i)."""
+    params = {
+        "objective": "binary:logistic",
+        "tree_method": "hist",
+        "max_depth": 4,
+        "eta": eta,
+        "seed_per_iteration": True,
+        **sampling,
+    }
+    dtrain = xgb.QuantileDMatrix(X, y)
+    booster = xgb.Booster(params, [dtrain])
+    for iteration in range(rounds):
+        booster.load_config(booster.save_config())  # a fresh column sampler every round
+        booster.update(dtrain, iteration=iteration)
+    return booster
+
+
+def test_one_worker_with_sampling_equals_the_same_scheme_in_one_process():
+    X, y, X_test, _ = _data(n=4000)
+    with engine("local", workers=1):
+        model = GradientBoostingClassifier(**SAMPLED, checkpoint_interval=6).fit(X, y)
+    ref = _single_process_sampled(
+        X, y, 20, 0.3, seed=5, subsample=0.7, colsample_bytree=0.7, colsample_bynode=0.8
+    )
+    assert np.array_equal(model.predict_proba(X_test)[:, 1], ref.predict(xgb.DMatrix(X_test)))
+
+
+def _coarse_label_sorted(n: int = 3000):
+    """Features on a 0.1 grid (fewer distinct values than bins: XGBoost's distributed sketch
+    is then exact, so every worker count grows the same trees), rows sorted by label."""
+    X, y = make_classification(n, 8, n_informative=3, flip_y=0.3, random_state=1)
+    order = np.argsort(y, kind="stable")
+    return np.round(X[order], 1).astype(np.float32), y[order]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_worker_count_does_not_change_the_model_when_the_sketch_is_exact(workers):
+    X, y = _coarse_label_sorted()
+    with engine("local", workers=workers):
+        plain = GradientBoostingClassifier(**PARAMS).fit(X, y)
+        by_columns = GradientBoostingClassifier(
+            **PARAMS, colsample_bytree=0.6, xgb_params={"colsample_bynode": 0.8}
+        ).fit(X, y)
+    ref = _reference(X, y, 2)
+    assert np.array_equal(plain.predict_proba(X)[:, 1], ref.predict(xgb.DMatrix(X)))
+    # Column samples are drawn once for all workers: the same as on one worker in one process.
+    rounds, eta = PARAMS["n_estimators"], PARAMS["learning_rate"]
+    sampled = _single_process_sampled(
+        X, y, rounds, eta, seed=0, colsample_bytree=0.6, colsample_bynode=0.8
+    )
+    assert np.array_equal(by_columns.predict_proba(X)[:, 1], sampled.predict(xgb.DMatrix(X)))
+
+
+@pytest.mark.parametrize("metric", ["auc", "aucpr"])
+def test_early_stopping_on_ranking_metrics_does_not_depend_on_the_layout(tmp_path, metric):
+    X, y = _coarse_label_sorted()
+    features = [f"f{j}" for j in range(X.shape[1])]
+    table = pa.table({name: X[:, j] for j, name in enumerate(features)} | {"label": y})
+    params = {"objective": "binary:logistic", "tree_method": "hist", "eta": 0.3, "max_depth": 6}
+    fits = {}
+    for strategy in ("random", "range:f0"):
+        ds = write_dataset(
+            table,
+            tmp_path / strategy,
+            "label",
+            partitions=2,
+            split=(0.7, 0.3, 0),
+            strategy=strategy,
+        )
+        for workers in (1, 2):
+            with engine("local", workers=workers):
+                fits[strategy, workers] = GradientBoostingClassifier(
+                    n_estimators=200,
+                    learning_rate=0.3,
+                    early_stopping_rounds=5,
+                    eval_metric=metric,
+                    checkpoint_interval=10,
+                ).fit(ds)
+        train, valid = ds.read("train").to_pandas(), ds.read("valid").to_pandas()
+        dtrain = xgb.QuantileDMatrix(train[features].to_numpy(np.float32), train["label"])
+        dvalid = xgb.QuantileDMatrix(
+            valid[features].to_numpy(np.float32), valid["label"], ref=dtrain
+        )
+        history: dict = {}
+        ref = xgb.train(
+            params | {"eval_metric": metric},
+            dtrain,
+            200,
+            evals=[(dvalid, "valid")],
+            evals_result=history,
+            early_stopping_rounds=5,
+            verbose_eval=False,
+        )
+        for workers in (1, 2):
+            model = fits[strategy, workers]
+            # XGBoost's own value is exact in one process: ours is that value, on any layout
+            # (to rounding: numpy's log and the C library's may differ in the last bit).
+            ours = model.evals_result_["valid"][metric]
+            np.testing.assert_allclose(ours, history["valid"][metric], rtol=1e-14, atol=0)
+            assert model.best_iteration_ == ref.best_iteration
+            assert model.n_estimators_ == ref.best_iteration + 1
+    assert len({model.best_iteration_ for model in fits.values()}) == 1
+
+
 def _worker_processes() -> list[psutil.Process]:
     return [
         child

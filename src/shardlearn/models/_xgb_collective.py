@@ -2,13 +2,34 @@
 
 The driver runs XGBoost's ``RabitTracker``; every worker joins the communicator with
 ``xgboost.collective.CommunicatorContext`` (rank = worker rank, through ``dmlc_task_id`` and the
-tracker's ``sortby="task"``) and trains with ``xgboost.train`` on its own rows; XGBoost
-allreduces the gradient histograms, so all workers hold the same booster.
+tracker's ``sortby="task"``) and boosts on its own rows; XGBoost allreduces the gradient
+histograms, so all workers hold the same booster.
 
 Training runs in *chunks* of ``checkpoint_interval`` rounds. Between chunks the driver keeps
 the booster (the checkpoint); each chunk is one ``group.run`` with a fresh tracker and
-continues from the checkpoint (``xgb_model=``). The workers keep their ``QuantileDMatrix`` in
-``state.cache`` under a *session* id, so the quantile sketch is built once per session.
+continues from the checkpoint. The workers keep their ``QuantileDMatrix`` in ``state.cache``
+under a *session* id, so the quantile sketch is built once per session.
+
+A chunk is the same as the middle of one long run. :func:`boost_worker` runs
+``xgboost.train``'s loop itself (``Booster.update``) so it can pass the *global* round number,
+and trains with ``seed_per_iteration``: XGBoost reseeds its RNG from (seed, round) before
+every round. The tree updater's column sampler, though, is seeded once when the updater is
+created and then keeps its own state (and a resumed booster creates a new one), so every
+round reloads the booster's configuration, which recreates the updater: row and column
+samples are then a function of (seed, round) alone, and a checkpointed run equals an
+uninterrupted one bit for bit. (With one worker and no sampling this is exactly
+``xgboost.train``; with sampling it is that same loop in one process.)
+
+Validation scores. XGBoost's distributed ``auc`` and ``aucpr`` are not the values on all
+rows: each worker computes the area on its own rows and the areas are averaged, so the score,
+and with it the early-stopping round, depends on how rows were partitioned. For those metrics
+each worker folds its validation predictions into a :class:`shardlearn.metrics.ScoreHistogram`
+kept exact (distinct scores), the histograms are exchanged with ``collective.broadcast`` and
+merged in rank order on every worker, and the area is computed from the merged histogram with
+XGBoost's definitions (:func:`validation_score`). It equals single-process XGBoost's value on
+the same predictions; the price is sorting the valid rows and moving each worker's distinct
+scores to every worker once per round. The other metrics (log loss, error) are weighted sums
+that XGBoost allreduces exactly, so its own value is used.
 
 Failure handling. The collective cannot absorb a new member mid-session: a replacement worker
 (empty cache) must not join a running group, and the survivors' cached matrices no longer
@@ -30,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,7 +61,15 @@ import numpy as np
 
 from shardlearn.models._fitting import training_block
 
-__all__ = ["Rendezvous", "boost_worker", "build_worker", "ping_worker"]
+__all__ = [
+    "EarlyStopping",
+    "Rendezvous",
+    "boost_worker",
+    "build_worker",
+    "ping_worker",
+    "validation_score",
+    "xgboost_pr_auc",
+]
 
 _CACHE_KEY = "shardlearn.models.boosting.dmatrix"
 #: Seconds the tracker waits for all workers to connect (and to say goodbye). Blocks are
@@ -178,34 +208,29 @@ def boost_worker(
     session: str,
     worker_args: dict[str, Any],
     params: dict[str, Any],
+    first_round: int,
     rounds: int,
     model: bytes | None,
     stopping: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Train ``rounds`` more rounds from ``model``; rank 0 returns the booster and history."""
-    import xgboost as xgb
+    """Train rounds ``first_round`` to ``first_round + rounds - 1`` on top of ``model``.
+
+    Rank 0 returns the booster, the rounds trained, the chunk's validation scores and the
+    early-stopping state; the other ranks only say the chunk went well.
+    """
     from xgboost.core import XGBoostError
 
     cached = state.cache.get(_CACHE_KEY)
     if cached is None or cached["session"] != session:
         # A replacement worker: it cannot join a collective that has already failed.
         return {"status": "replaced"}
-    evals = [(cached["valid"], "valid")] if cached["valid"] is not None else []
-    history: dict[str, Any] = {}
-    callbacks = [ResumableEarlyStopping(**stopping)] if stopping else []
-    start = None if model is None else xgb.Booster(model_file=bytearray(model))
+    metric = str(params["eval_metric"])
+    stopper = None
+    if stopping is not None:
+        stopper = EarlyStopping(**stopping, maximize=metric in _MAXIMIZED)
     try:
         with _communicator(state, worker_args):
-            booster = xgb.train(
-                params,
-                cached["train"],
-                num_boost_round=rounds,
-                evals=evals,
-                evals_result=history,
-                verbose_eval=False,
-                xgb_model=start,
-                callbacks=callbacks,
-            )
+            booster, scores = _boost_rounds(cached, params, first_round, rounds, model, stopper)
     except XGBoostError as error:
         if _is_comm_failure(str(error)):
             return {"status": "comm_failed", "error": str(error)[:300]}
@@ -215,27 +240,140 @@ def boost_worker(
     return {
         "status": "ok",
         "model": bytes(booster.save_raw("ubj")),
-        "history": history,
-        "stopping": callbacks[0].state() if callbacks else None,
+        "rounds": booster.num_boosted_rounds() - first_round,
+        "history": {"valid": {metric: scores}} if cached["valid"] is not None else {},
+        "stopping": stopper.state() if stopper is not None else None,
     }
 
 
-def _stopping_base() -> type:
+def _boost_rounds(
+    cached: dict[str, Any],
+    params: dict[str, Any],
+    first_round: int,
+    rounds: int,
+    model: bytes | None,
+    stopper: EarlyStopping | None,
+) -> tuple[Any, list[float]]:
+    """The boosting loop of one chunk (``xgboost.train``'s, with global round numbers)."""
     import xgboost as xgb
 
-    return xgb.callback.TrainingCallback
+    dtrain, dvalid = cached["train"], cached["valid"]
+    matrices = [dtrain] if dvalid is None else [dtrain, dvalid]
+    start = None if model is None else bytearray(model)
+    booster = xgb.Booster({**params, **_WORKER_PARAMS}, matrices, model_file=start)
+    n_classes = int(params.get("num_class", 2))
+    scores: list[float] = []
+    for iteration in range(first_round, first_round + rounds):
+        # Reloading the configuration gives the booster a fresh tree updater, so the column
+        # sampler is seeded this round from the RNG that seed_per_iteration has just reseeded
+        # from (seed, iteration), as it is after a checkpoint. Without it the sampler of the
+        # first round lives on (and a restarted chunk starts a new one). The prediction caches
+        # survive the reload.
+        booster.load_config(booster.save_config())
+        booster.update(dtrain, iteration=iteration)
+        if dvalid is None:
+            continue
+        scores.append(validation_score(booster, dvalid, str(params["eval_metric"]), n_classes))
+        if stopper is not None and stopper.update(scores[-1], iteration):
+            break
+    return booster, scores
 
 
-_MAXIMIZE_PREFIXES = ("auc", "aucpr", "pre", "map", "ndcg")
+#: Parameters every worker adds. XGBoost then reseeds its RNG from (seed, round) before each
+#: round, and the driver passes the global round numbers, so a run resumed from a checkpoint
+#: draws the same row and column samples as one that never stopped.
+_WORKER_PARAMS = {"seed_per_iteration": True}
+#: Metrics whose distributed value in XGBoost is not the value on all rows: each worker's area
+#: is computed on its own rows and the areas are averaged (AUC weighted by pairs, AUC-PR not
+#: weighted). These are computed here from every worker's exact score statistics instead.
+GATHERED_METRICS = ("auc", "aucpr")
+_MAXIMIZED = ("auc", "aucpr")
+#: Distinct scores a worker's ScoreHistogram keeps before binning: every one (exact areas).
+_EVERY_SCORE = 2**62
 
 
-class ResumableEarlyStopping(_stopping_base()):  # type: ignore[misc]
+def validation_score(booster: Any, dvalid: Any, metric: str, n_classes: int) -> float:
+    """``metric`` on the valid rows of all workers, equal to single-process XGBoost's value.
+
+    A collective call: every worker must call it in the same round.
+    """
+    if metric not in GATHERED_METRICS:
+        # XGBoost's own value is exact here: a weighted sum allreduced over the workers.
+        text = booster.eval_set([(dvalid, "valid")])
+        return float(text.rsplit(":", 1)[1])
+    from shardlearn.metrics import ScoreHistogram, roc_auc
+
+    proba = np.asarray(booster.predict(dvalid), dtype=np.float64)
+    labels = np.asarray(dvalid.get_label(), dtype=np.int64)
+    weight = np.asarray(dvalid.get_weight(), dtype=np.float64)
+    if weight.size == 0:
+        weight = np.ones(labels.size)
+    if proba.ndim == 1:
+        # Binary: the areas need only the positive class, kept as the one class of a
+        # one-class histogram (its "positives" are the rows labelled 1).
+        proba, labels = proba[:, None], (labels != 1).astype(np.int64)
+    local = ScoreHistogram(proba.shape[1], exact_limit=_EVERY_SCORE).update(labels, proba, weight)
+    merged = _merge_across_workers(local)
+    if merged.n_classes == 1:
+        if metric == "aucpr":
+            return xgboost_pr_auc(*merged.counts(0))
+        return float(roc_auc(merged, average=None, zero_division=math.nan)[0].value)
+    if metric == "aucpr":
+        raise ValueError("aucpr is computed for binary problems only.")
+    # XGBoost weights the one-vs-rest areas of several classes by the classes' weights.
+    return float(roc_auc(merged, average="weighted", zero_division=math.nan).value)
+
+
+def _merge_across_workers(local: Any) -> Any:
+    """Every worker's histogram merged in rank order, identically on every worker."""
+    from xgboost import collective
+
+    world = collective.get_world_size()
+    if world <= 1:
+        return local
+    rank = collective.get_rank()
+    merged = None
+    for root in range(world):
+        part = collective.broadcast(local if root == rank else None, root)
+        merged = part if merged is None else merged.merge(part)
+    return merged
+
+
+def xgboost_pr_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """XGBoost's ``aucpr`` from the positive and negative weight per score, highest first.
+
+    XGBoost interpolates precision between the recall points of distinct scores (Davis and
+    Goadrich) rather than taking sklearn's step-wise average precision. The expressions and
+    the summation order below are those of its ``BinaryPRAUC``, so the value agrees with one
+    process's to the last bit or so (numpy's ``log`` and the C library's may round apart).
+    """
+    total_positive = float(positive.sum())
+    if total_positive <= 0 or float(negative.sum()) <= 0:
+        return math.nan
+    tp, fp = np.cumsum(positive), np.cumsum(negative)
+    tp_prev = np.concatenate(([0.0], tp[:-1]))
+    fp_prev = np.concatenate(([0.0], fp[:-1]))
+    recall, recall_prev = tp / total_positive, tp_prev / total_positive
+    rises = tp != tp_prev
+    slope = np.divide(fp - fp_prev, tp - tp_prev, out=np.zeros_like(tp), where=rises)
+    a = slope + 1.0
+    b = np.where(rises, (fp_prev - slope * tp_prev) / total_positive, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the b == 0 rows are not used
+        logs = np.log(a * recall + b) - np.log(a * recall_prev + b)
+        curved = (recall - recall_prev - b / a * logs) / a
+    delta = np.where(b != 0.0, curved, (recall - recall_prev) / a)
+    return float(np.cumsum(delta)[-1])  # sequential, as XGBoost sums
+
+
+class EarlyStopping:
     """Early stopping whose state survives across chunks (xgboost's own restarts each call).
 
     Parameters
     ----------
     rounds : int
-        Stop after this many rounds without improvement of the last metric on "valid".
+        Stop after this many rounds without improvement of the validation score.
+    maximize : bool, default=False
+        Whether a higher score is better.
     best_score, best_iteration, since_best : optional
         State carried over from the previous chunk.
     """
@@ -243,23 +381,21 @@ class ResumableEarlyStopping(_stopping_base()):  # type: ignore[misc]
     def __init__(
         self,
         rounds: int,
+        maximize: bool = False,
         best_score: float | None = None,
         best_iteration: int | None = None,
         since_best: int = 0,
     ) -> None:
-        super().__init__()
         self.rounds = rounds
+        self.maximize = maximize
         self.best_score = best_score
         self.best_iteration = best_iteration
         self.since_best = since_best
 
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
-        metric, values = list(evals_log["valid"].items())[-1]
-        score = float(values[-1])
-        maximize = metric.startswith(_MAXIMIZE_PREFIXES) and metric != "mape"
-        iteration = model.num_boosted_rounds() - 1
+    def update(self, score: float, iteration: int) -> bool:
+        """Record round ``iteration``'s score; True when training should stop."""
         better = self.best_score is None or (
-            score > self.best_score if maximize else score < self.best_score
+            score > self.best_score if self.maximize else score < self.best_score
         )
         if better:
             self.best_score, self.best_iteration, self.since_best = score, iteration, 0
@@ -268,7 +404,7 @@ class ResumableEarlyStopping(_stopping_base()):  # type: ignore[misc]
         return self.since_best >= self.rounds
 
     def state(self) -> dict[str, Any]:
-        """Keyword arguments that resume this callback in the next chunk."""
+        """Keyword arguments (besides ``maximize``) that resume this in the next chunk."""
         return {
             "rounds": self.rounds,
             "best_score": self.best_score,
