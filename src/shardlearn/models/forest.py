@@ -27,8 +27,13 @@ preallocated float32 array, one shard at a time).
 * Array input (``fit(X, y)``) on the local engine runs on threads of the calling process
   (``_prefer_threads``: scikit-learn's tree builder releases the GIL); the threads share one
   copy of the rows, the memory of scikit-learn's forest.
-* Worker processes (Dataset input, Ray) each read and transform every shard and hold their own
-  copy. The training set must fit in one worker's memory: there is no out-of-core forest.
+* Worker processes (Dataset input, Ray) each read and transform every shard (the reading work
+  of one pass, times the workers) and hold their own copy. The training set must fit in one
+  worker's memory: there is no out-of-core forest.
+
+Measured once (100k x 20 label-sorted rows, 20 trees, 2 workers, a busy 2-core machine): arrays
+on threads added 28-38 MiB at peak and took the wall time of scikit-learn's ``n_jobs=2``
+forest (which added 34-42 MiB); a Dataset in 8 shards on 2 worker processes added 22 MiB.
 
 The rows are loaded by the first of two calls (which also returns the class counts, the number
 of NaN/inf values and the total weight, checked on the driver) and used by the second (which
