@@ -229,6 +229,20 @@ def test_worker_count_does_not_change_the_model_when_the_sketch_is_exact(workers
     assert np.array_equal(by_columns.predict_proba(X)[:, 1], sampled.predict(xgb.DMatrix(X)))
 
 
+@pytest.mark.parametrize("workers", [2, 4])
+def test_label_sorted_rows_stay_within_the_sketch_tolerance_of_xgboost(workers):
+    # Continuous features: each worker sketches its own rows (here one class each), so the
+    # bin cuts differ a little from single-process XGBoost's and so do a few splits.
+    X, y, X_test, y_test = _data(n=6000)
+    order = np.argsort(y, kind="stable")
+    with engine("local", workers=workers):
+        model = GradientBoostingClassifier(**PARAMS).fit(X[order], y[order])
+    ref = _reference(X, y, 2).predict(xgb.DMatrix(X_test))
+    proba = model.predict_proba(X_test)[:, 1]
+    assert abs(_auc(y_test, proba) - _auc(y_test, ref)) <= 0.002
+    assert np.abs(proba - ref).mean() <= 0.03
+
+
 @pytest.mark.parametrize("metric", ["auc", "aucpr"])
 def test_early_stopping_on_ranking_metrics_does_not_depend_on_the_layout(tmp_path, metric):
     X, y = _coarse_label_sorted()
