@@ -649,17 +649,6 @@ class RandomForestClassifier(ForestClassifier):
         ),
     }
 
-    # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
-    _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
-        (
-            "check_sample_weight_equivalence_on_dense_data",
-            "check_sample_weight_equivalence_on_sparse_data",
-        ),
-        "a tree's bootstrap draws rows with probability proportional to their weight, which is "
-        "not the draw from repeated rows (scikit-learn's forest, reproduced tree for tree, "
-        "behaves the same)",
-    )
-
 
 @register_model("extra_trees")
 class ExtraTreesClassifier(ForestClassifier):

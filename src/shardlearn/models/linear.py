@@ -622,6 +622,16 @@ class LinearSVC(_LinearClassifier):
     _multiclass_loss = "squared_hinge"
     _predict_from_proba = False
     _one_vs_rest = True
+    # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
+    _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
+        (
+            "check_sample_weight_equivalence_on_dense_data",
+            "check_sample_weight_equivalence_on_sparse_data",
+        ),
+        "weights equal repeated rows to about 1e-6 relative, not the check's 1e-7: the squared "
+        "hinge's second derivative jumps at the margin and L-BFGS stops that close to the "
+        "optimum (a smaller tol does not get closer)",
+    )
 
     def __init__(
         self,
