@@ -89,6 +89,17 @@ _COMM_MARKERS = (
     "tracker",
     "communicator",
 )
+#: Parameters every worker adds. XGBoost then reseeds its RNG from (seed, round) before each
+#: round, and the driver passes the global round numbers, so a run resumed from a checkpoint
+#: draws the same row and column samples as one that never stopped.
+_WORKER_PARAMS = {"seed_per_iteration": True}
+#: Metrics whose distributed value in XGBoost is not the value on all rows: each worker's area
+#: is computed on its own rows and the areas are averaged (AUC weighted by pairs, AUC-PR not
+#: weighted). These are computed here from every worker's exact score statistics instead.
+GATHERED_METRICS = ("auc", "aucpr")
+_MAXIMIZED = ("auc", "aucpr")
+#: Distinct scores a worker's ScoreHistogram keeps before binning: every one (exact areas).
+_EVERY_SCORE = 2**62
 
 
 class Rendezvous:
@@ -277,19 +288,6 @@ def _boost_rounds(
         if stopper is not None and stopper.update(scores[-1], iteration):
             break
     return booster, scores
-
-
-#: Parameters every worker adds. XGBoost then reseeds its RNG from (seed, round) before each
-#: round, and the driver passes the global round numbers, so a run resumed from a checkpoint
-#: draws the same row and column samples as one that never stopped.
-_WORKER_PARAMS = {"seed_per_iteration": True}
-#: Metrics whose distributed value in XGBoost is not the value on all rows: each worker's area
-#: is computed on its own rows and the areas are averaged (AUC weighted by pairs, AUC-PR not
-#: weighted). These are computed here from every worker's exact score statistics instead.
-GATHERED_METRICS = ("auc", "aucpr")
-_MAXIMIZED = ("auc", "aucpr")
-#: Distinct scores a worker's ScoreHistogram keeps before binning: every one (exact areas).
-_EVERY_SCORE = 2**62
 
 
 def validation_score(booster: Any, dvalid: Any, metric: str, n_classes: int) -> float:
