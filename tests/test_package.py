@@ -61,3 +61,39 @@ def test_sl_engine_is_callable_after_the_engine_package_was_imported() -> None:
 
     with sl.engine("local", workers=1) as eng:
         assert engine_package.get_engine() is eng
+
+
+def test_estimators_are_scikit_learn_estimators() -> None:
+    import sklearn.base
+
+    toy = _Toy(C=2.0)
+    assert isinstance(toy, sklearn.base.BaseEstimator)
+    assert sklearn.base.clone(toy).get_params() == {"C": 2.0, "kind": "a"}
+    assert repr(toy) == "_Toy(C=2.0)"  # ours: only the changed parameters
+
+
+def test_expected_failed_checks_merge_along_the_class_hierarchy() -> None:
+    class Child(_Toy):
+        _sklearn_expected_failures = {"check_b": "the child's reason", "check_a": "overridden"}
+
+    _Toy._sklearn_expected_failures = {"check_a": "the parent's reason"}
+    try:
+        assert _Toy._expected_failed_checks() == {"check_a": "the parent's reason"}
+        assert Child._expected_failed_checks() == {
+            "check_a": "overridden",
+            "check_b": "the child's reason",
+        }
+    finally:
+        del _Toy._sklearn_expected_failures
+
+
+def test_importing_the_exceptions_does_not_import_scikit_learn() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shardlearn.exceptions as e; assert 'sklearn' not in sys.modules; "
+        "import sklearn.exceptions as s; assert issubclass(e.NotFittedError, s.NotFittedError); "
+        "assert issubclass(e.ConvergenceWarning, s.ConvergenceWarning)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
