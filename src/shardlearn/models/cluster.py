@@ -46,10 +46,11 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
+import sklearn.base
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
-from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError, SchemaError
+from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError
 from shardlearn.models._fitting import (
     TrainingContext,
     is_dataset,
@@ -102,7 +103,7 @@ def prepare_unsupervised(
     """
     if is_dataset(X):
         return prepare_training(estimator, X, engine=engine, sample_weight=sample_weight)
-    rows = X.shape[0] if hasattr(X, "shape") else len(X)
+    rows = X.shape[0] if hasattr(X, "shape") else len(np.asarray(X))
     if rows == 0:
         raise DataError(f"{type(estimator).__name__}.fit: X has no rows.")
     placeholder = np.zeros(rows, dtype=np.int64)
@@ -131,26 +132,26 @@ def dense_blocks(state: Any, split: str = "train") -> Any:
         yield X, w
 
 
-class UnsupervisedMixin:
-    """Local input checks and the pickle-free artifact hooks of KMeans and PCA."""
+class UnsupervisedMixin(sklearn.base.TransformerMixin):
+    """Local input checks and the pickle-free artifact hooks of KMeans and PCA.
+
+    scikit-learn's TransformerMixin gives the transformer tags, ``fit_transform`` and
+    ``set_output``.
+    """
 
     _estimator_type: ClassVar[str] = "transformer"
 
-    def _check_input(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "n_features_in_")
-        if not (sp.issparse(X) or isinstance(X, np.ndarray | list)):
-            from shardlearn.models._fitting import table_to_matrix
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR arrays are accepted (densified block by block)
+        return tags
 
-            X = table_to_matrix(X, list(self.feature_names_in_))
-        X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X.reshape(1, -1)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise SchemaError(
-                f"{type(self).__name__} was fitted on {self.n_features_in_} features but the "
-                f"input has {X.shape[-1] if X.ndim else 0}."
-            )
-        return X
+    def _check_input(self, X: Any) -> np.ndarray:
+        from shardlearn.models._base import check_prediction_input
+
+        check_is_fitted(self, "n_features_in_")
+        X = check_prediction_input(self, X)
+        return X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
 
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
         """(JSON metadata with params and fitted scalars, fitted arrays, no extra files)."""
@@ -585,7 +586,7 @@ def _relocate_empty_clusters(stats: _LloydStats) -> tuple[np.ndarray, np.ndarray
 
 
 @register_model("kmeans")
-class KMeans(UnsupervisedMixin, BaseEstimator):
+class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
     """K-means clustering with k-means|| initialisation and distributed Lloyd iterations.
 
     Parameters
