@@ -46,6 +46,11 @@ All the rows on every worker: :func:`iter_all_training_blocks` reads the shards 
 (listed by the driver), one block per shard in shard-index order, then their extra rows, so
 every worker sees the same rows in the same order whatever the assignment (forests: every tree
 draws its bootstrap from all rows). Nothing is cached; the caller keeps what it needs.
+
+A random share of all the rows on every worker: :func:`dealt_training_block` reads all the rows
+the same way and keeps those that :func:`deal_rows` deals to the worker's rank, a seeded deal of
+the rows' global positions (shard-index order), so a worker's rows are a random sample of all
+rows whatever the layout, and a replacement worker rebuilds the same sample (SGD's workers).
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ __all__ = [
     "TrainingContext",
     "as_feature_matrix",
     "dataframe_feature_names",
+    "deal_rows",
+    "dealt_training_block",
     "label_vector",
     "extra_training_rows",
     "is_dataset",
@@ -707,3 +714,81 @@ def prepared_training_blocks(
         prepared = prepare(problem, block)
         state.cache[cache_key] = cached = (problem["token"], block, prepared)
         yield (block, *prepared)
+
+
+# splitmix64's increment and finaliser constants (Steele et al. 2014): a bijective mix of 64 bits
+# whose output bits each depend on every input bit, so consecutive positions get unrelated keys.
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
+def deal_rows(seed: int, start: int, n_rows: int, n_workers: int) -> np.ndarray:
+    """The worker (rank) each of the global row positions ``start .. start + n_rows - 1`` is
+    dealt to: a seeded random deal that depends only on the position, not on the layout.
+
+    Positions are taken in runs of ``n_workers`` (0..W-1, W..2W-1, ...) and each run is dealt
+    out by a seeded random permutation of the ranks, so every worker gets a random sample of
+    the rows, the samples' sizes differ by at most one row, and rows sorted by label are spread
+    evenly (each run of W consecutive rows gives one row to every worker).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the deal (a non-negative int).
+    start : int
+        Global position of the first row.
+    n_rows : int
+        Number of rows.
+    n_workers : int
+        Number of workers (ranks ``0 .. n_workers - 1``).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_rows,)
+    """
+    first = start // n_workers * n_workers  # the run that holds ``start`` begins here
+    runs = -(-(start + n_rows - first) // n_workers)
+    offset = np.uint64((seed + 1) * _GOLDEN_GAMMA % 2**64)
+    positions = np.arange(first, first + runs * n_workers, dtype=np.uint64)
+    keys = _splitmix64(_splitmix64(positions + offset)).reshape(runs, n_workers)
+    # The rank of a row's key within its run is the worker it goes to: a random permutation.
+    ranks = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+    return ranks.ravel()[start - first : start - first + n_rows].astype(np.int64)
+
+
+def dealt_training_block(state: Any, shards: Sequence[Any], seed: int, split: str = "train") -> Any:
+    """This worker's dealt share of the rows of ``split`` of all workers, as one FeatureBlock.
+
+    Every worker reads all the rows (:func:`iter_all_training_blocks`, in shard-index order)
+    and keeps the rows whose global position :func:`deal_rows` deals to its rank, in that
+    order. So each worker holds a random sample of all rows, about ``1 / state.size`` of them,
+    that depends on the rows' global order, ``seed`` and the worker count, and not on which
+    shards the worker was assigned: a replacement worker gets the same rows. Nothing is cached.
+    """
+    from shardlearn.preprocess import FeatureBlock
+
+    parts, start, names = [], 0, None
+    for block in iter_all_training_blocks(state, shards, split):
+        mine = np.flatnonzero(deal_rows(seed, start, block.n_rows, state.size) == state.rank)
+        start += block.n_rows
+        names = block.feature_names
+        weights = None if block.sample_weight is None else np.asarray(block.sample_weight)[mine]
+        parts.append(FeatureBlock(block.X[mine], np.asarray(block.y)[mine], weights, names))
+    if not parts:
+        n_features = int(state.context.get("n_features", 0))
+        names = [f"x{j}" for j in range(n_features)]
+        return FeatureBlock(np.empty((0, n_features)), np.empty(0, dtype=np.int64), None, names)
+    if any(p.sample_weight is not None for p in parts):
+        weights = np.concatenate(
+            [np.ones(p.n_rows) if p.sample_weight is None else p.sample_weight for p in parts]
+        )
+    else:
+        weights = None
+    X = _stack([p.X for p in parts])
+    return FeatureBlock(X, np.concatenate([p.y for p in parts]), weights, names)
