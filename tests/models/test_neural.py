@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from shardlearn.engine import engine  # noqa: E402
 from shardlearn.exceptions import ArtifactError, DataError, EngineError  # noqa: E402
-from shardlearn.models._torch import epoch_permutation  # noqa: E402
+from shardlearn.models._torch import dropout_mask, epoch_permutation  # noqa: E402
 from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # noqa: E402
 
 N_ROWS, N_FEATURES, N_CLASSES, BATCH = 240, 8, 3, 32
@@ -34,18 +34,21 @@ def tabular() -> tuple[np.ndarray, np.ndarray]:
     return X.astype(np.float32), y
 
 
-def reference_weights(X, y, *, optimizer, lr, epochs, seed, hidden=HIDDEN) -> dict:
+def reference_weights(X, y, *, optimizer, lr, epochs, seed, hidden=HIDDEN, dropout=None) -> dict:
     """Plain single-process torch: same initial weights, same global batches, mean loss.
 
     The data order is the library's documented one: epoch ``e`` visits the rows (for array
     input, in their original order) in the order of ``epoch_permutation(seed, e, n)``, in
-    consecutive global batches of ``batch_size`` rows.
+    consecutive global batches of ``batch_size`` rows. With dropout, row ``r`` of hidden layer
+    ``k`` is multiplied by the documented mask ``dropout_mask(seed, e, k, r, width, p)``.
     """
     torch.manual_seed(seed)
     sizes = [X.shape[1], *hidden]
     layers: list = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.Tanh()]
+        if dropout is not None:
+            layers.append(torch.nn.Identity())  # where the mask goes; keeps the weight names
     net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], N_CLASSES))
     if optimizer == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
@@ -56,8 +59,15 @@ def reference_weights(X, y, *, optimizer, lr, epochs, seed, hidden=HIDDEN) -> di
         for start in range(0, X.shape[0], BATCH):
             rows = order[start : start + BATCH]
             opt.zero_grad()
-            logits = net(torch.from_numpy(X[rows]))
-            torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[rows])).backward()
+            activation, layer = torch.from_numpy(X[rows]), 0
+            for module in net:
+                if isinstance(module, torch.nn.Identity):
+                    width = activation.shape[1]
+                    mask = dropout_mask(seed, epoch, layer, rows, width, dropout)
+                    activation, layer = activation * torch.from_numpy(mask), layer + 1
+                else:
+                    activation = module(activation)
+            torch.nn.functional.cross_entropy(activation, torch.from_numpy(y[rows])).backward()
             opt.step()
     return {name: t.detach().numpy() for name, t in net.state_dict().items()}
 
@@ -116,6 +126,102 @@ def test_pipeline_two_and_three_stages_equal_single_process(tabular, engine_name
             ).fit(X, y)
             assert _max_difference(model, reference) < 1e-5, stages
             assert model.n_iter_ == epochs
+
+
+DROPOUT = 0.3
+# Float32 rounding: the ranks' gradients are summed in another order than one process sums
+# the rows' (measured: about 2e-7 on these weights and probabilities).
+INVARIANCE_TOLERANCE = 1e-5
+
+
+def test_dropout_mlp_is_the_same_for_1_2_and_4_workers(tabular):
+    X, y = tabular
+    probabilities = {}
+    for workers in (1, 2, 4):
+        with engine("local", workers=workers):
+            model = _mlp(dropout=DROPOUT, learning_rate=0.01, epochs=2).fit(X, y)
+        probabilities[workers] = model.predict_proba(X)
+    for workers in (2, 4):
+        difference = np.abs(probabilities[workers] - probabilities[1]).max()
+        assert difference < INVARIANCE_TOLERANCE, workers
+
+
+def test_dropout_fit_equals_plain_torch_with_the_same_masks(tabular):
+    X, y = tabular
+    reference = reference_weights(X, y, optimizer="adam", lr=0.01, epochs=2, seed=7, dropout=0.3)
+    without = reference_weights(X, y, optimizer="adam", lr=0.01, epochs=2, seed=7, dropout=0.0)
+    with engine("local", workers=2):
+        for mode in ({}, {"parallelism": "pipeline", "stages": 2, "micro_batches": 3}):
+            model = _mlp(dropout=DROPOUT, learning_rate=0.01, epochs=2, **mode).fit(X, y)
+            assert _max_difference(model, reference) < INVARIANCE_TOLERANCE, mode
+    # The masks really dropped units: training without them ends elsewhere.
+    assert _max_difference(model, without) > 1e-2
+
+
+def test_dropout_mask_depends_only_on_the_row_and_drops_the_requested_share():
+    rows = np.arange(2000)
+    mask = dropout_mask(7, 3, 1, rows, 50, DROPOUT)
+    assert set(np.unique(mask)) == {0.0, np.float32(1 / (1 - DROPOUT))}
+    assert abs(np.mean(mask == 0) - DROPOUT) < 0.01
+    # Any subset of rows, in any order (another worker, batch or micro-batch): same masks.
+    picked = np.array([1999, 5, 800])
+    np.testing.assert_array_equal(dropout_mask(7, 3, 1, picked, 50, DROPOUT), mask[picked])
+    for other in [(8, 3, 1), (7, 4, 1), (7, 3, 2)]:  # seed, epoch, layer each change it
+        assert np.mean(dropout_mask(*other, rows, 50, DROPOUT) != mask) > 0.3
+
+
+def test_label_sorted_rows_train_on_mixed_batches_whatever_the_workers(tabular):
+    """Guaranteed: sorted input equals single-process torch on the sorted rows (each batch is
+    a random subset of all rows, not one worker's run of a label); its accuracy is that of
+    shuffled input up to the difference between two data orders, not equal to it."""
+    X, y = tabular
+    order = np.argsort(y, kind="stable")
+    X_sorted, y_sorted = X[order], y[order]
+    reference = reference_weights(X_sorted, y_sorted, optimizer="adam", lr=0.01, epochs=8, seed=7)
+    with engine("local", workers=2):  # worker 0 holds classes 0 and 1, worker 1 classes 1, 2
+        on_sorted = _mlp(learning_rate=0.01, epochs=8).fit(X_sorted, y_sorted)
+        shuffled = _mlp(learning_rate=0.01, epochs=8).fit(X, y)
+    assert _max_difference(on_sorted, reference) < INVARIANCE_TOLERANCE
+    assert abs(on_sorted.score(X, y) - shuffled.score(X, y)) < 0.05
+
+
+def test_keyed_dataset_with_dropout_is_the_same_on_1_and_2_workers(tabular, tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+
+    X, y = tabular
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(N_FEATURES)}, "label": y})
+    # Every shard holds one range of labels, and a worker holds whole shards.
+    ds = write_dataset(table, tmp_path / "ds", label="label", partitions=4, strategy="range:label")
+    probabilities = []
+    for workers in (1, 2):
+        with engine("local", workers=workers):
+            model = _mlp(dropout=DROPOUT, learning_rate=0.01, epochs=2).fit(ds)
+        probabilities.append(model.predict_proba(X))
+    assert np.abs(probabilities[1] - probabilities[0]).max() < INVARIANCE_TOLERANCE
+
+
+def test_best_epoch_is_the_budget_a_refit_needs(tabular, tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+
+    X, y = tabular
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(N_FEATURES)}, "label": y})
+    ds = write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0.6, 0.4, 0))
+    budget = 40
+    with engine("local", workers=2):
+        stopped = _mlp(
+            learning_rate=0.05, epochs=budget, early_stopping=True, n_iter_no_change=3
+        ).fit(ds)
+        assert stopped.best_epoch_ < stopped.n_iter_ < budget  # it stopped, and kept earlier
+        refit = _mlp(learning_rate=0.05, epochs=stopped.best_epoch_).fit(ds)
+        full = _mlp(learning_rate=0.05, epochs=3).fit(ds)
+    assert refit.n_iter_ == refit.best_epoch_ == stopped.best_epoch_
+    assert full.n_iter_ == full.best_epoch_ == 3  # no early stopping: the budget, all of it
+    # The early-stopped model's weights are exactly those after best_epoch_ epochs.
+    assert _max_difference(refit, stopped.state_dict_) == 0.0
 
 
 def test_worker_killed_between_epochs_resumes_from_the_checkpoint(tabular):
@@ -287,8 +393,15 @@ def test_models_registered_and_torch_not_imported_by_models_package():
 
 
 def test_missing_torch_is_an_import_error_naming_the_extra():
+    # A finder that refuses torch, as an environment without it would. (Not
+    # sys.modules["torch"] = None: scikit-learn's scipy reads sys.modules["torch"] as a module.)
     code = (
-        "import sys; sys.modules['torch'] = None\n"
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
         "from shardlearn.models.neural import MLPClassifier\n"
         "try:\n    MLPClassifier().fit([[0.0], [1.0]], [0, 1], engine='local')\n"
         "except ImportError as e:\n    print(e)\n"

@@ -112,8 +112,8 @@ class _Session:
     or of every pipeline stage). When a worker dies, the engine replaces it; the replacement
     has no model, so the epoch fails. The session then tears the process group down, joins
     a new one on a new port, restores the checkpoint on every rank and runs the epoch again.
-    The data order and dropout seeds depend only on (seed, epoch, rank), so the resumed fit
-    gives the same model as an uninterrupted one.
+    The data order and the dropout masks depend only on (seed, epoch, global row), so the
+    resumed fit gives the same model as an uninterrupted one.
     """
 
     def __init__(self, group: Any, spec: dict, mode: str) -> None:

@@ -142,12 +142,6 @@ def numpy_state(module: Any) -> dict[str, np.ndarray]:
     return {name: t.detach().cpu().numpy().copy() for name, t in module.state_dict().items()}
 
 
-def seed_dropout(seed: int, rank: int, epoch: int) -> None:
-    """Seed torch's global generator per rank and epoch (dropout masks differ by rank)."""
-    state = np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)
-    require_torch().manual_seed(int(state[0] % 2**63))
-
-
 def _to_numpy(value: Any) -> Any:
     """Tensors inside an optimiser state dict -> numpy arrays (for transport)."""
     if hasattr(value, "detach"):

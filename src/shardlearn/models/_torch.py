@@ -14,13 +14,26 @@ Data order. The rows of a split have a *global index*: shards sorted by shard in
 shard order. Epoch ``e`` visits the rows in the order of ``epoch_permutation(seed, e, n)``;
 step ``t`` is the global batch ``perm[t * B:(t + 1) * B]``. The order depends neither on how
 many workers there are nor on which worker owns which shard, which is what lets distributed
-training equal single-process training step for step.
+training equal single-process training step for step. (It does depend on the row order of the
+data itself: label-sorted input gives other batches than shuffled input -- each batch is still
+a uniformly random subset of all rows, never a run of one label.)
+
+Dropout. A network's dropout layers are :func:`row_dropout` modules: the mask of a row depends
+only on ``(seed, epoch, dropout layer, global row index)`` (:func:`dropout_mask`, a
+counter-based hash), never on a random generator's state. Whichever worker, pipeline stage or
+micro-batch a row passes through, it gets the same mask, so training with dropout also equals
+single-process training with the same masks. The trainer names the rows of each batch with
+:func:`dropout_rows`; in ``eval()`` mode the layers are the identity.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,10 +42,13 @@ __all__ = [
     "TORCH_EXTRA_HINT",
     "block_slices",
     "build_network",
+    "dropout_mask",
+    "dropout_rows",
     "epoch_permutation",
     "global_layout",
     "load_weights",
     "require_torch",
+    "row_dropout",
     "save_weights",
     "stage_ranges",
     "step_rows",
@@ -44,6 +60,13 @@ TORCH_EXTRA_HINT = "pip install 'shardlearn[torch]'"
 ACTIVATIONS = ("relu", "tanh", "logistic", "gelu")
 # Seeds are mixed with a fixed tag so the epoch order is independent of torch's own seeding.
 _ORDER_TAG = 0x5EED
+# Another tag keeps the dropout masks independent of the epoch order drawn from the same seed.
+_DROPOUT_TAG = 0xD50
+# splitmix64 (Steele, Lea, Flood 2014): a counter hashed by these constants is a good uniform
+# 64-bit stream, and any element can be computed alone -- what per-row masks need.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
 
 
 def require_torch() -> Any:
@@ -64,13 +87,13 @@ def _activation(name: str) -> Any:
 
 
 def _dense_blocks(sizes: Sequence[int], n_classes: int, activation: str, dropout: float) -> list:
-    """``Linear -> activation [-> Dropout]`` per hidden layer, then the output ``Linear``."""
+    """``Linear -> activation [-> row_dropout]`` per hidden layer, then the output ``Linear``."""
     nn = require_torch().nn
     modules: list = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         modules += [nn.Linear(fan_in, fan_out), _activation(activation)]
         if dropout > 0:
-            modules.append(nn.Dropout(dropout))
+            modules.append(row_dropout(dropout, layer))
     modules.append(nn.Linear(sizes[-1], n_classes))
     return modules
 
@@ -94,27 +117,117 @@ def _conv_modules(arch: dict) -> tuple[list, int]:
     return modules, channels * height * width
 
 
-_SCALE_CLASS: list = []
+@functools.cache
+def _module_classes() -> SimpleNamespace:
+    """The library's own ``torch.nn.Module`` classes, defined once torch is imported."""
+    torch = require_torch()
+
+    class Scale(torch.nn.Module):
+        """Multiplies its input by ``factor`` (e.g. 1/255 for raw pixels); no parameters."""
+
+        def __init__(self, factor: float) -> None:
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x: Any) -> Any:
+            return x * self.factor
+
+        def extra_repr(self) -> str:
+            return f"factor={self.factor}"
+
+    class RowDropout(torch.nn.Module):
+        """Dropout whose masks come from :func:`dropout_mask` for the rows named by
+        :func:`dropout_rows`; no parameters, so weights load into ``nn.Dropout`` slots."""
+
+        def __init__(self, p: float, layer: int) -> None:
+            super().__init__()
+            self.p, self.layer = p, layer
+            self.batch: tuple[int, int, np.ndarray] | None = None
+
+        def forward(self, x: Any) -> Any:
+            if not self.training:
+                return x
+            if self.batch is None or self.batch[2].shape[0] != x.shape[0]:
+                # A random mask here would silently break the worker-count invariance.
+                raise RuntimeError(
+                    "RowDropout in training mode needs the global indices of the batch's "
+                    "rows: wrap the forward pass in shardlearn.models._torch.dropout_rows."
+                )
+            seed, epoch, rows = self.batch
+            mask = dropout_mask(seed, epoch, self.layer, rows, math.prod(x.shape[1:]), self.p)
+            return x * torch.from_numpy(mask).reshape(x.shape).to(x.device, x.dtype)
+
+        def extra_repr(self) -> str:
+            return f"p={self.p}, layer={self.layer}"
+
+    return SimpleNamespace(Scale=Scale, RowDropout=RowDropout)
 
 
 def _scale(factor: float) -> Any:
     """A parameter-free module multiplying its input by ``factor`` (e.g. 1/255 for pixels)."""
-    if not _SCALE_CLASS:
-        nn = require_torch().nn
+    return _module_classes().Scale(factor)
 
-        class Scale(nn.Module):
-            def __init__(self, factor: float) -> None:
-                super().__init__()
-                self.factor = factor
 
-            def forward(self, x: Any) -> Any:
-                return x * self.factor
+def row_dropout(p: float, layer: int) -> Any:
+    """A dropout module with rate ``p`` whose masks are keyed by global row (module notes).
 
-            def extra_repr(self) -> str:
-                return f"factor={self.factor}"
+    ``layer`` numbers the dropout layers of one network, so that two layers draw different
+    masks for the same row.
+    """
+    return _module_classes().RowDropout(p, layer)
 
-        _SCALE_CLASS.append(Scale)
-    return _SCALE_CLASS[0](factor)
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic is intended)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(
+    seed: int, epoch: int, layer: int, rows: np.ndarray, width: int, p: float
+) -> np.ndarray:
+    """The dropout multipliers of ``rows`` (global indices) in dropout layer ``layer``.
+
+    Parameters
+    ----------
+    seed, epoch : int
+        The fit's seed and the epoch (0-based).
+    layer : int
+        Which dropout layer of the network.
+    rows : ndarray of int
+        Global row indices (see the module notes), in batch order.
+    width : int
+        Values per row entering the layer.
+    p : float
+        Dropout rate.
+
+    Returns
+    -------
+    ndarray of float32, shape (len(rows), width)
+        ``0`` where a unit is dropped, ``1 / (1 - p)`` where it is kept (torch's scaling).
+        Entry ``(i, j)`` depends only on ``(seed, epoch, layer, rows[i], j)``.
+    """
+    key = np.random.SeedSequence([_DROPOUT_TAG, seed, epoch, layer]).generate_state(1, np.uint64)
+    counter = np.asarray(rows, dtype=np.uint64)[:, None] * np.uint64(width)
+    counter = counter + np.arange(width, dtype=np.uint64)
+    bits = _splitmix64(counter * _GOLDEN + key)
+    uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53  # 53 bits: [0, 1)
+    return np.where(uniform >= p, np.float32(1.0 / (1.0 - p)), np.float32(0.0))
+
+
+@contextlib.contextmanager
+def dropout_rows(network: Any, seed: int, epoch: int, rows: np.ndarray) -> Iterator[None]:
+    """Within the block, the dropout layers of ``network`` mask the rows ``rows`` of epoch
+    ``epoch`` (global indices, one per row of the next forward pass, in batch order)."""
+    layers = [m for m in network.modules() if isinstance(m, _module_classes().RowDropout)]
+    for layer in layers:
+        layer.batch = (int(seed), int(epoch), np.asarray(rows, dtype=np.int64))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.batch = None
 
 
 def build_network(arch: dict, seed: int) -> Any:

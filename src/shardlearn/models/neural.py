@@ -11,7 +11,8 @@ The driver probes the workers (rows per shard, GPUs), picks the backend (nccl wh
 worker has a GPU, else gloo) and a free port, sets every rank up once, then runs one
 ``group.run`` per epoch so that it can show the epoch's loss and valid accuracy and stop early;
 the weights and optimiser state stay on the workers in between. Both modes equal single-process
-training with the same global ``batch_size`` and seed (see the module docstrings).
+training with the same global ``batch_size``, seed and dropout masks, for any worker count (see
+the module docstrings).
 
 torch is imported only inside functions: ``import shardlearn.models`` never imports it.
 """
@@ -65,6 +66,16 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "micro_batches": [Interval("int", 1, None)],
     "verbose": [Type(bool)],
 }
+
+
+def _best_epoch(history: list[dict], early_stopping: bool) -> int:
+    """The number of epochs behind the kept weights (see ``best_epoch_``).
+
+    With early stopping the workers return the weights of the last epoch whose valid loss
+    improved by more than ``tol``, if any epoch did; otherwise the last epoch's.
+    """
+    improved = [epoch + 1 for epoch, report in enumerate(history) if report["improved"]]
+    return improved[-1] if early_stopping and improved else len(history)
 
 
 def _check_sizes(owner: str, name: str, sizes: Any) -> list[int]:
@@ -148,6 +159,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
             h["valid_accuracy"] for h in history if h["valid_accuracy"] is not None
         ]
         self.n_iter_ = len(history)
+        self.best_epoch_ = _best_epoch(history, self.early_stopping)
         self.epoch_seconds_ = [h["seconds"] for h in history]
         self._network = None
         return self
@@ -223,6 +235,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
                 "loss_curve_": _to_json(self.loss_curve_),
                 "validation_scores_": _to_json(self.validation_scores_),
                 "n_iter_": self.n_iter_,
+                "best_epoch_": self.best_epoch_,
                 "epoch_seconds_": _to_json(self.epoch_seconds_),
             },
         }
@@ -254,6 +267,9 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         model.loss_curve_ = list(attributes.get("loss_curve_", []))
         model.validation_scores_ = list(attributes.get("validation_scores_", []))
         model.n_iter_ = int(attributes.get("n_iter_", 0))
+        # Artifacts saved before best_epoch_ existed: their weights are the last epoch's or,
+        # with early stopping, an unknown earlier one; n_iter_ is the best available bound.
+        model.best_epoch_ = int(attributes.get("best_epoch_", model.n_iter_))
         model.epoch_seconds_ = list(attributes.get("epoch_seconds_", []))
         model.architecture_ = meta["architecture"]
         model.state_dict_ = {k: v.numpy() for k, v in tensors.items()}
@@ -313,15 +329,25 @@ class MLPClassifier(_NeuralClassifier):
         Per epoch: mean training loss, valid accuracy (when there is a valid split) and
         wall seconds.
     n_iter_ : int
-        Epochs run.
+        Epochs trained; ``epochs`` is a hard budget, so ``1 <= n_iter_ <= epochs`` (fewer when
+        early stopping ended the fit).
+    best_epoch_ : int
+        The number of epochs behind ``state_dict_``: with early stopping and a valid split,
+        the last epoch whose valid loss improved by more than ``tol`` (its weights are the
+        ones kept); otherwise ``n_iter_``. Refitting with ``epochs=best_epoch_`` and no
+        early stopping trains the same number of epochs on other rows.
 
     Notes
     -----
     Both kinds of parallelism give the same weights as single-process torch with the same
-    global ``batch_size`` and seed (up to float rounding; with ``dropout=0``): epoch ``e``
-    visits the rows (by global index: shards by index, rows in shard order) in the order of
-    one seeded permutation, and every step is one global batch however the rows are spread
-    over the workers. Dropout masks are drawn per worker, so with dropout the runs differ.
+    global ``batch_size``, seed and dropout masks, whatever the worker count and whichever
+    worker owns which shard (up to float32 rounding of the order in which gradients are
+    summed): epoch ``e`` visits the rows (by global index: shards by index, rows in shard
+    order; for arrays, the input order) in the order of one seeded permutation, every step
+    is one global batch however the rows are spread over the workers, and a row's dropout
+    mask depends only on (seed, epoch, layer, global row). The model does depend on the row
+    order of the data: label-sorted rows give other (equally random) batches than shuffled
+    rows, so the two models differ like two seeds do.
 
     Examples
     --------

@@ -12,7 +12,10 @@ single-process training (the data order is defined on global row indices, see
 is ``world_size * sum(its per-row losses) / global_batch_rows``; DDP averages gradients over the
 ranks, so the averaged gradient is exactly ``sum(all per-row losses) / global_batch_rows``, the
 gradient of the single-process mean loss. A rank that owns no row of a step still runs forward
-and backward on an empty batch so that the all-reduce happens on every rank.
+and backward on an empty batch so that the all-reduce happens on every rank. Dropout masks are
+keyed by global row (:func:`shardlearn.models._torch.dropout_mask`), so a row is masked the
+same whichever rank owns it: with dropout too, 1, 2 or 4 workers train the same model, up to
+the order in which the all-reduce sums the ranks' gradients (float32 rounding).
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from shardlearn.models._neural_worker import (
     make_optimizer,
     numpy_state,
     restore,
-    seed_dropout,
     teardown,
 )
 from shardlearn.models._torch import (
     build_network,
+    dropout_rows,
     epoch_permutation,
     global_layout,
     require_torch,
@@ -107,7 +110,6 @@ def _train_epoch(torch: Any, run: dict, state: Any, epoch: int) -> float:
     steps = step_rows(run["ids"]["train"], epoch_permutation(spec["seed"], epoch, n_rows), batch)
     model, optimizer, device = run["model"], run["optimizer"], run["device"]
     model.train()
-    seed_dropout(spec["seed"], state.rank, epoch)
     loss_sum = 0.0
     for t, rows in enumerate(steps):
         global_rows = min(batch, n_rows - t * batch)
@@ -115,7 +117,9 @@ def _train_epoch(torch: Any, run: dict, state: Any, epoch: int) -> float:
         yb = torch.from_numpy(y[rows]).to(device)
         wb = None if w is None else torch.from_numpy(w[rows]).to(device)
         optimizer.zero_grad(set_to_none=True)
-        part = row_losses(torch, model(xb), yb, wb).sum()
+        with dropout_rows(run["net"], spec["seed"], epoch, run["ids"]["train"][rows]):
+            logits = model(xb)
+        part = row_losses(torch, logits, yb, wb).sum()
         (part * (state.size / global_rows)).backward()
         optimizer.step()
         loss_sum += float(part.detach())

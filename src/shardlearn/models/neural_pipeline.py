@@ -18,11 +18,15 @@ One training step:
    gradient, so parameters equal single-process training step for step.
 
 Every stage builds the whole network from the same seed and keeps its slice, so initial
-weights equal the single-process ones and parameter names stay global.
+weights equal the single-process ones and parameter names stay global. Dropout masks are keyed
+by (seed, epoch, dropout layer, global row) (:func:`shardlearn.models._torch.dropout_mask`), so
+the micro-batch split and the stage a dropout layer lands on do not change them: with dropout
+the pipeline also equals single-process training (and data parallelism) with the same masks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -35,11 +39,11 @@ from shardlearn.models._neural_worker import (
     make_optimizer,
     numpy_state,
     restore,
-    seed_dropout,
     teardown,
 )
 from shardlearn.models._torch import (
     build_network,
+    dropout_rows,
     epoch_permutation,
     global_layout,
     require_torch,
@@ -63,8 +67,13 @@ def _ownership(per_rank: list[np.ndarray], n_rows: int) -> tuple[np.ndarray, np.
 
 
 def _boundary_shapes(torch: Any, net: Any, ranges: list, n_inputs: int) -> list[tuple]:
-    """Per-row shape of every stage's input (by a dry run of one zero row)."""
+    """Per-row shape of every stage's input (by a dry run of one zero row).
+
+    The dry run is in eval mode (dropout is the identity, no row indices needed); the epochs
+    put the stages back in training mode.
+    """
     shapes = []
+    net.eval()
     with torch.no_grad():
         activation = torch.zeros(1, n_inputs)
         for start, end in ranges:
@@ -152,10 +161,17 @@ def _gather_batch(torch: Any, state: Any, run: dict, split: str, batch_ids: np.n
     return xb, yb, wb
 
 
-def _forward(torch: Any, state: Any, run: dict, xb: Any, sizes: list[int], grad: bool) -> list:
-    """Forward every micro-batch through this stage; returns ``(input, output)`` per micro-batch."""
+def _forward(
+    torch: Any, state: Any, run: dict, xb: Any, micro_ids: list[np.ndarray], epoch: int | None
+) -> list:
+    """Forward every micro-batch through this stage; returns ``(input, output)`` per micro-batch.
+
+    ``micro_ids`` holds each micro-batch's global row indices. ``epoch`` is the training
+    epoch (gradients on, dropout masks keyed by those rows) or ``None`` to evaluate.
+    """
     stage, rank, last = run["stage"], state.rank, run["spec"]["stages"] - 1
-    shape = run["shapes"][rank]
+    shape, grad = run["shapes"][rank], epoch is not None
+    sizes = [ids.shape[0] for ids in micro_ids]
     inputs = xb.split(sizes) if rank == 0 else [None] * len(sizes)
     pending, kept = [], []
     for m, rows in enumerate(sizes):
@@ -165,7 +181,10 @@ def _forward(torch: Any, state: Any, run: dict, xb: Any, sizes: list[int], grad:
             inputs_m.requires_grad_(grad)
         else:
             inputs_m = inputs[m]
-        with torch.set_grad_enabled(grad):
+        masks = contextlib.nullcontext()
+        if grad:
+            masks = dropout_rows(stage, run["spec"]["seed"], epoch, micro_ids[m])
+        with torch.set_grad_enabled(grad), masks:
             output = stage(inputs_m)
         if rank < last:
             sent = output.detach().contiguous()
@@ -195,20 +214,21 @@ def _backward(torch: Any, state: Any, run: dict, kept: list, losses: list) -> No
         request.wait()
 
 
-def _micro_sizes(rows: int, micro_batches: int) -> list[int]:
-    parts = min(micro_batches, rows)
-    return [len(part) for part in np.array_split(np.arange(rows), parts)]
+def _micro_batches(batch_ids: np.ndarray, micro_batches: int) -> list[np.ndarray]:
+    """The global row indices of each micro-batch (consecutive, sizes differing by at most 1)."""
+    return np.array_split(batch_ids, min(micro_batches, batch_ids.shape[0]))
 
 
-def _train_step(torch: Any, state: Any, run: dict, batch_ids: np.ndarray) -> float:
+def _train_step(torch: Any, state: Any, run: dict, batch_ids: np.ndarray, epoch: int) -> float:
     """One GPipe step over the global batch ``batch_ids``; returns the summed loss (last stage)."""
     spec = run["spec"]
     xb, yb, wb = _gather_batch(torch, state, run, "train", batch_ids)
     if run["stage"] is None:
         return 0.0
-    sizes = _micro_sizes(batch_ids.shape[0], spec["micro_batches"])
+    micro_ids = _micro_batches(batch_ids, spec["micro_batches"])
+    sizes = [ids.shape[0] for ids in micro_ids]
     run["optimizer"].zero_grad(set_to_none=True)
-    kept = _forward(torch, state, run, xb, sizes, grad=True)
+    kept = _forward(torch, state, run, xb, micro_ids, epoch)
     losses, total = [], 0.0
     if state.rank == spec["stages"] - 1:
         ys = yb.split(sizes)
@@ -233,8 +253,8 @@ def _evaluate(torch: Any, state: Any, run: dict) -> tuple[float, int]:
         xb, yb, _ = _gather_batch(torch, state, run, "valid", batch_ids)
         if run["stage"] is None:
             continue
-        sizes = _micro_sizes(batch_ids.shape[0], spec["micro_batches"])
-        kept = _forward(torch, state, run, xb, sizes, grad=False)
+        micro_ids = _micro_batches(batch_ids, spec["micro_batches"])
+        kept = _forward(torch, state, run, xb, micro_ids, None)
         if state.rank == spec["stages"] - 1:
             logits = torch.cat([output for _, output in kept])
             loss_sum += float(row_losses(torch, logits, yb, None).sum())
@@ -251,10 +271,9 @@ def pipeline_epoch(state: Any, fit_id: str, epoch: int) -> dict:
     perm = epoch_permutation(spec["seed"], epoch, n_rows)
     if run["stage"] is not None:
         run["stage"].train()
-    seed_dropout(spec["seed"], state.rank, epoch)
     loss_sum = 0.0
     for start in range(0, n_rows, batch):
-        loss_sum += _train_step(torch, state, run, perm[start : start + batch])
+        loss_sum += _train_step(torch, state, run, perm[start : start + batch], epoch)
     valid = _evaluate(torch, state, run) if run["n_rows"].get("valid") else (0.0, 0)
     totals = all_reduce_sum(torch, [loss_sum, *valid], state.size)
 
