@@ -170,6 +170,28 @@ def test_dropout_mask_depends_only_on_the_row_and_drops_the_requested_share():
         assert np.mean(dropout_mask(*other, rows, 50, DROPOUT) != mask) > 0.3
 
 
+def test_convnet_with_dropout_is_the_same_on_1_and_2_workers():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, target = digits.images[:300] / 16.0, digits.target[:300]
+    probabilities = []
+    for workers in (1, 2):
+        with engine("local", workers=workers):
+            model = ConvNetClassifier(
+                channels=(4,),
+                hidden_layer_sizes=(16,),
+                dropout=DROPOUT,
+                batch_size=32,
+                epochs=2,
+                random_state=0,
+                early_stopping=False,
+                verbose=False,
+            ).fit(images, target)
+        probabilities.append(model.predict_proba(images))
+    assert np.abs(probabilities[1] - probabilities[0]).max() < INVARIANCE_TOLERANCE
+
+
 def test_label_sorted_rows_train_on_mixed_batches_whatever_the_workers(tabular):
     """Guaranteed: sorted input equals single-process torch on the sorted rows (each batch is
     a random subset of all rows, not one worker's run of a label); its accuracy is that of
