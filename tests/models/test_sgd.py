@@ -155,7 +155,8 @@ def test_max_iter_zero_is_refused():
 # the 1-worker fit and against scikit-learn's SGDClassifier (data seeds 0-3, 2 and 4 classes, 2 and
 # 4 workers, both losses). Measured with the deal: within 0.024 of the shuffled and 1-worker fits,
 # never below scikit-learn; before it (each worker SGD on its own contiguous rows): up to 0.138
-# below the shuffled fit and 0.060 below scikit-learn.
+# below the shuffled fit and 0.060 below scikit-learn. Another layout is another random order of
+# the rows, so the tolerance is the spread of our fits over 10 random row orders (0.024-0.040).
 LAYOUT_TOLERANCE = 0.04
 SKLEARN_TOLERANCE = 0.01
 
@@ -180,7 +181,7 @@ def test_label_sorted_rows_train_like_shuffled_rows_and_sklearn(n_classes, worke
 
 def _layout(tmp_path, strategy):
     """1,000 training rows (4 classes) as a 4-shard Dataset laid out by ``strategy``."""
-    X, y, X_test, y_test = _split(4, n=1500, seed=1)
+    X, y, X_test, y_test = _split(4, n=1500, seed=0)
     table = pa.table({f"f{j}": X[:, j] for j in range(X.shape[1])} | {"label": y})
     ds = write_dataset(table, tmp_path / strategy.replace(":", "-"), "label", 4, (1.0,), strategy)
     return ds, (X_test, y_test)
@@ -194,11 +195,12 @@ def _rows_in_shard_order(ds):
 
 @pytest.mark.parametrize("strategy", ["stratified", "hash:label", "range:label"])
 def test_keyed_dataset_layouts_train_like_a_random_layout(tmp_path, strategy):
-    # hash:label and range:label put each class in shards of its own.
+    # hash:label and range:label put each class in shards of its own: before the deal, each of
+    # the 4 workers trained on one shard (measured 0.058 and 0.070 below the random layout).
     ds, (X_test, y_test) = _layout(tmp_path, strategy)
     random_ds = _layout(tmp_path, "random")[0]
     params = {"loss": "hinge", "max_iter": 30, "tol": None}
-    with engine("local", workers=2):
+    with engine("local", workers=4):
         model = SGDClassifier(**params).fit(ds)
         random_layout = SGDClassifier(**params).fit(random_ds)
         # The rows are dealt from their global order (shards by index), so the Dataset's model is
