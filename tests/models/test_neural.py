@@ -170,6 +170,16 @@ def test_dropout_mask_depends_only_on_the_row_and_drops_the_requested_share():
         assert np.mean(dropout_mask(*other, rows, 50, DROPOUT) != mask) > 0.3
 
 
+def test_in_process_fit_with_dropout_leaves_the_callers_torch_generator_alone(tabular):
+    X, y = tabular
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with engine("local", workers=1):  # the worker is this process
+        _mlp(dropout=DROPOUT, epochs=1).fit(X, y)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_convnet_with_dropout_is_the_same_on_1_and_2_workers():
     from sklearn.datasets import load_digits
 
