@@ -1,4 +1,4 @@
-"""Conformance checks every engine must pass: ``check_engine(engine)``.
+"""Conformance suites: ``check_engine(engine)`` and ``check_estimator(estimator)``.
 
 Each check is a function ``check_*(engine, workdir)`` that raises ``AssertionError`` with a
 message on failure; :data:`ENGINE_CHECKS` maps their names to them so a test suite can
@@ -7,6 +7,14 @@ here at module level, so every engine (processes, Ray actors) can import them by
 
 Synchronisation between the test driver and workers goes through files in ``workdir``, never
 through sleeps: a worker writes a file when it reaches a point, the driver waits for it.
+
+The estimator checks (:data:`ESTIMATOR_CHECKS`, run by :func:`check_estimator`) are functions
+``check_*(estimator, bench)``: ``bench`` (:class:`ConformanceBench`) holds the data, one dataset
+per shard layout and one engine per worker count, shared by all checks; the tolerances come from
+the estimator's row of :data:`ESTIMATOR_CONTRACTS` (rendered for the README by
+:func:`contracts_markdown`). A failure names the estimator, the check, the figure and the
+tolerance. The killed-worker check kills a worker between two group calls (a counting wrapper
+around the real engine decides when), so the moment of the kill is deterministic.
 """
 
 from __future__ import annotations
@@ -24,13 +32,28 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn._estimator_contracts import (
+    ESTIMATOR_CONTRACTS,
+    LAYOUTS,
+    ConformanceBench,
+    EstimatorContract,
+    contracts_markdown,
+)
 from shardlearn.engine import Engine, Resources, TaskGraph, WorkerGroup, WorkerState
 from shardlearn.exceptions import GraphCycleError, ResourceError, TaskFailed
 
 __all__ = [
     "ENGINE_CHECKS",
+    "ESTIMATOR_CHECKS",
+    "ESTIMATOR_CONTRACTS",
+    "LAYOUTS",
+    "ConformanceBench",
+    "EstimatorContract",
     "announce_and_wait",
     "check_engine",
+    "check_estimator",
+    "contract_of",
+    "contracts_markdown",
     "fake_shards",
     "interruptible",
     "kill_worker",
@@ -483,3 +506,670 @@ def announce_and_wait(workdir: str, name: str, *inputs: Any) -> str:
     while time.monotonic() < deadline:
         time.sleep(0.01)
     return name
+
+
+# -- estimator conformance ---------------------------------------------------------------------
+# ``check_estimator(estimator)`` runs every check below on one catalogue estimator; each check is
+# ``check_*(estimator, bench)`` where ``bench`` (a ConformanceBench) holds the shared data,
+# datasets and engines and the contract (tolerances) comes from ESTIMATOR_CONTRACTS.
+
+#: Largest deviation of a probability row sum from 1 (torch models predict in float32).
+PROBA_SUM_TOL = 1e-6
+#: Workers of the fits that are compared across layouts (more than one: shards are split).
+LAYOUT_WORKERS = 2
+#: Worker counts compared by the worker-count invariance check.
+WORKER_COUNTS = (1, 2, 4)
+#: Class weights (by class index) of the class_weight check: the second class counts four times.
+CLASS_WEIGHTS = (1.0, 4.0, 1.0)
+
+
+def contract_of(estimator: Any) -> EstimatorContract:
+    """The contract of ``estimator``'s catalogue class (the nearest one it derives from)."""
+    from shardlearn.models import MODELS
+
+    names = {cls: name for name, cls in MODELS.items() if name in ESTIMATOR_CONTRACTS}
+    for cls in type(estimator).__mro__:
+        if cls in names:
+            return ESTIMATOR_CONTRACTS[names[cls]]
+    raise KeyError(
+        f"{type(estimator).__name__} has no entry in shardlearn.testing.ESTIMATOR_CONTRACTS; "
+        "add its reference and tolerances there."
+    )
+
+
+def _fail(estimator: Any, check: str, message: str) -> str:
+    return f"{type(estimator).__name__} fails {check}: {message}"
+
+
+def _fit(estimator: Any, X: Any, y: Any = None, *, engine: Any, **fit_params: Any) -> Any:
+    """Fit a clone; ConvergenceWarnings are ignored here (check_budgets looks at them)."""
+    import warnings
+
+    from sklearn.base import clone
+
+    model = clone(estimator)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(converge|iteration).*")
+        if _is_dataset(X):
+            return model.fit(X, engine=engine, **fit_params)
+        return model.fit(X, y, engine=engine, **fit_params)
+
+
+def _is_dataset(X: Any) -> bool:
+    return hasattr(X, "manifest") and hasattr(X, "schema")
+
+
+def _supervised(contract: EstimatorContract) -> bool:
+    return contract.score == "accuracy"
+
+
+def _fit_arrays(estimator: Any, bench: ConformanceBench, contract: EstimatorContract, **kw: Any):
+    data = bench.data(contract)
+    y = bench.labels(contract, data.y) if _supervised(contract) else None
+    return _fit(estimator, data.X, y, engine=bench.engine(LAYOUT_WORKERS), **kw)
+
+
+def _fit_layout(
+    estimator: Any, bench: ConformanceBench, layout: str, workers: int = LAYOUT_WORKERS
+) -> Any:
+    """``estimator`` fitted on the training rows in ``layout`` (see LAYOUTS) on ``workers``.
+
+    Fitted once per bench: several checks look at the same fit (read-only).
+    """
+    key = (type(estimator).__name__, repr(estimator.get_params(deep=False)), layout, workers)
+    if key not in bench.fitted:
+        bench.fitted[key] = _fit_layout_now(estimator, bench, layout, workers)
+    return bench.fitted[key]
+
+
+def _fit_layout_now(estimator: Any, bench: ConformanceBench, layout: str, workers: int) -> Any:
+    contract = contract_of(estimator)
+    if layout != "sorted arrays":
+        return _fit(estimator, bench.dataset(contract, layout), engine=bench.engine(workers))
+    data = bench.data(contract)
+    order = np.argsort(data.y, kind="stable")
+    y = bench.labels(contract, data.y)[order] if _supervised(contract) else None
+    return _fit(estimator, data.X[order], y, engine=bench.engine(workers))
+
+
+def outputs(model: Any, X: np.ndarray) -> np.ndarray:
+    """What two fits of one estimator are compared on, for ours and the references alike.
+
+    Class probabilities, else decision values; for KMeans the centres (sorted, as cluster
+    numbers are arbitrary); for PCA the explained variances and the absolute components
+    (a component's sign is arbitrary).
+    """
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X), dtype=np.float64)
+    if hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(X), dtype=np.float64)
+    if hasattr(model, "cluster_centers_"):
+        centres = np.asarray(model.cluster_centers_, dtype=np.float64)
+        return centres[np.lexsort(centres.T[::-1])]
+    variances = np.asarray(model.explained_variance_, dtype=np.float64)
+    return np.concatenate([variances, np.abs(np.asarray(model.components_)).ravel()])
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
+
+
+def _class_mass(model: Any, X: np.ndarray) -> np.ndarray:
+    """Mean predicted probability of each class: stable under a model's own randomness."""
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X), dtype=np.float64).mean(axis=0)
+    predicted = np.asarray(model.predict(X))
+    return np.array([np.mean(predicted == c) for c in model.classes_])
+
+
+def _weight_gap(a: Any, b: Any, X: np.ndarray, measure: str) -> float:
+    if measure == "class mass":
+        return _gap(_class_mass(a, X), _class_mass(b, X))
+    return _gap(outputs(a, X), outputs(b, X))
+
+
+def _inertia(model: Any, X: np.ndarray) -> float:
+    centres = np.asarray(model.cluster_centers_, dtype=np.float64)
+    distances = ((X[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    return float(distances.min(axis=1).sum())
+
+
+def score(model: Any, bench: ConformanceBench, contract: EstimatorContract) -> float:
+    """The contract's test score of ``model`` (higher is better; see EstimatorContract.score)."""
+    data = bench.data(contract)
+    if contract.score == "accuracy":
+        return float(np.mean(np.asarray(model.predict(data.X_test)) == data.y_test))
+    if contract.score == "inertia ratio":
+        reference = bench.reference(contract)
+        return _inertia(reference, data.X_test) / _inertia(model, data.X_test)
+    centred = data.X_test - np.asarray(model.mean_)
+    components = np.asarray(model.components_, dtype=np.float64)
+    residual = centred - centred @ components.T @ components
+    return 1.0 - float((residual**2).sum() / (centred**2).sum())
+
+
+def _not_applicable(estimator: Any, check: str) -> bool:
+    """True when the contract says ``check`` does not apply (it must say why)."""
+    reason = contract_of(estimator).not_applicable.get(check)
+    if reason is not None:
+        _expect(bool(reason.strip()), _fail(estimator, check, "not applicable without a reason"))
+    return reason is not None
+
+
+# -- the estimator checks ----------------------------------------------------------------------
+def check_clone_and_params(estimator: Any, bench: ConformanceBench) -> None:
+    """``clone`` copies the parameters; ``set_params(**get_params())`` round-trips; a wrong
+    name is an error."""
+    from sklearn.base import clone
+
+    params = estimator.get_params(deep=False)
+    copy = clone(estimator)
+    name = "clone_and_params"
+    _expect(copy is not estimator, _fail(estimator, name, "clone returned the same object"))
+    _expect(
+        repr(copy.get_params(deep=False)) == repr(params),
+        _fail(estimator, name, f"clone has {copy.get_params(deep=False)}, expected {params}"),
+    )
+    _expect(copy.set_params(**params) is copy, _fail(estimator, name, "set_params not self"))
+    _expect(
+        repr(copy.get_params(deep=False)) == repr(params),
+        _fail(estimator, name, "set_params(**get_params()) changed the parameters"),
+    )
+    try:
+        copy.set_params(no_such_parameter=1)
+    except ValueError as error:
+        _expect("no_such_parameter" in str(error), _fail(estimator, name, f"unclear: {error}"))
+    else:
+        raise AssertionError(_fail(estimator, name, "set_params accepted an unknown name"))
+
+
+def check_fit_returns_self(estimator: Any, bench: ConformanceBench) -> None:
+    """``fit`` returns the estimator itself, on arrays and on a Dataset."""
+    from sklearn.base import clone
+
+    contract = contract_of(estimator)
+    data = bench.data(contract)
+    for source in ("arrays", "dataset"):
+        model = clone(estimator)
+        eng = bench.engine(LAYOUT_WORKERS)
+        if source == "dataset":
+            returned = model.fit(bench.dataset(contract, "random"), engine=eng)
+        else:
+            y = bench.labels(contract, data.y) if _supervised(contract) else None
+            returned = model.fit(data.X, y, engine=eng)
+        _expect(
+            returned is model,
+            _fail(estimator, "fit_returns_self", f"fit on {source} returned {returned!r}"),
+        )
+
+
+def check_not_fitted(estimator: Any, bench: ConformanceBench) -> None:
+    """Predicting with an unfitted estimator is a NotFittedError naming the estimator."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    from shardlearn.exceptions import NotFittedError
+
+    X = bench.data(contract_of(estimator)).X_test
+    methods = ("predict", "predict_proba", "decision_function", "transform")
+    tried = [m for m in methods if hasattr(type(estimator), m)]
+    _expect(bool(tried), _fail(estimator, "not_fitted", "no predict/transform method"))
+    for method in tried:
+        try:
+            getattr(clone(estimator), method)(X)
+        except (NotFittedError, SklearnNotFitted) as error:
+            _expect(
+                type(estimator).__name__ in str(error),
+                _fail(estimator, "not_fitted", f"{method}: message does not name it: {error}"),
+            )
+        except Exception as error:
+            raise AssertionError(
+                _fail(estimator, "not_fitted", f"{method} raised {type(error).__name__}: {error}")
+            ) from None
+        else:
+            raise AssertionError(_fail(estimator, "not_fitted", f"{method} did not raise"))
+
+
+def check_predict_proba(estimator: Any, bench: ConformanceBench) -> None:
+    """Probabilities are in [0, 1], sum to 1 per row and agree with ``predict``."""
+    if _not_applicable(estimator, "predict_proba"):
+        return
+    contract = contract_of(estimator)
+    model = _fit_layout(estimator, bench, "random")
+    X = bench.data(contract).X_test
+    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+    name = "predict_proba"
+    _expect(
+        proba.shape == (len(X), len(model.classes_)),
+        _fail(estimator, name, f"shape {proba.shape}, expected {(len(X), len(model.classes_))}"),
+    )
+    worst = float(np.max(np.abs(proba.sum(axis=1) - 1.0)))
+    _expect(
+        worst <= PROBA_SUM_TOL,
+        _fail(estimator, name, f"rows sum to 1 +- {worst:.3g} (tolerance {PROBA_SUM_TOL:g})"),
+    )
+    _expect(
+        proba.min() >= 0 and proba.max() <= 1,
+        _fail(estimator, name, f"probabilities outside [0, 1]: {proba.min()}..{proba.max()}"),
+    )
+    disagree = np.mean(model.classes_[proba.argmax(axis=1)] != np.asarray(model.predict(X)))
+    _expect(
+        disagree == 0,
+        _fail(estimator, name, f"predict differs from argmax(predict_proba) on {disagree:.1%}"),
+    )
+
+
+def check_matches_reference(estimator: Any, bench: ConformanceBench) -> None:
+    """Trained on shuffled shards by 2 workers: test score (and outputs) of the reference."""
+    contract = contract_of(estimator)
+    model = _fit_layout(estimator, bench, "random")
+    reference = bench.reference(contract)
+    ours, theirs = score(model, bench, contract), score(reference, bench, contract)
+    name = "matches_reference"
+    _expect(
+        abs(ours - theirs) <= contract.reference_tol,
+        _fail(
+            estimator,
+            name,
+            f"{contract.score} {ours:.4f}, {contract.reference} {theirs:.4f}: "
+            f"gap {abs(ours - theirs):.3g} > tolerance {contract.reference_tol:g}",
+        ),
+    )
+    if contract.output_tol is not None:
+        X = bench.data(contract).X_test
+        gap = _gap(outputs(model, X), outputs(reference, X))
+        _expect(
+            gap <= contract.output_tol,
+            _fail(
+                estimator,
+                name,
+                f"outputs differ from {contract.reference} by {gap:.3g} "
+                f"(tolerance {contract.output_tol:g})",
+            ),
+        )
+
+
+def check_layout_invariance(estimator: Any, bench: ConformanceBench) -> None:
+    """The same rows in every layout (random, stratified, hash, range, label-sorted arrays)
+    give test scores within the layout tolerance of each other and of the reference."""
+    contract = contract_of(estimator)
+    scores = {
+        layout: score(_fit_layout(estimator, bench, layout), bench, contract) for layout in LAYOUTS
+    }
+    reference = score(bench.reference(contract), bench, contract)
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+    spread = max(scores.values()) - min(scores.values())
+    name = "layout_invariance"
+    _expect(
+        spread <= contract.layout_tol,
+        _fail(
+            estimator,
+            name,
+            f"{contract.score} spread {spread:.3g} over layouts > tolerance "
+            f"{contract.layout_tol:g} ({figures}; reference {reference:.4f})",
+        ),
+    )
+    worst = max(scores, key=lambda k: abs(scores[k] - reference))
+    gap = abs(scores[worst] - reference)
+    _expect(
+        gap <= contract.reference_tol,
+        _fail(
+            estimator,
+            name,
+            f"{worst}: {contract.score} {scores[worst]:.4f} vs reference {reference:.4f}, gap "
+            f"{gap:.3g} > tolerance {contract.reference_tol:g} ({figures})",
+        ),
+    )
+
+
+def check_worker_count_invariance(estimator: Any, bench: ConformanceBench) -> None:
+    """1, 2 and 4 workers give the same model (within the contract's worker tolerance)."""
+    contract = contract_of(estimator)
+    X = bench.data(contract).X_test
+    models = {n: _fit_layout(estimator, bench, "random", workers=n) for n in WORKER_COUNTS}
+    first = WORKER_COUNTS[0]
+    for n in WORKER_COUNTS[1:]:
+        if contract.worker_measure == "score":
+            gap = abs(score(models[n], bench, contract) - score(models[first], bench, contract))
+            what = f"{contract.score} differs by"
+        else:
+            gap = _gap(outputs(models[n], X), outputs(models[first], X))
+            what = "outputs differ by"
+        _expect(
+            gap <= contract.worker_tol,
+            _fail(
+                estimator,
+                "worker_count_invariance",
+                f"{n} vs {first} workers: {what} {gap:.3g} (tolerance {contract.worker_tol:g})",
+            ),
+        )
+
+
+def _integer_weights(y: np.ndarray) -> np.ndarray:
+    """0, 1 or 2 per row, plus 2 on the second class: honouring them moves the model."""
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 3, len(y)) + 2 * (y == np.unique(y)[1])
+
+
+def _expect_refused(estimator: Any, check: str, parameter: str, fit: Callable[[], Any]) -> None:
+    try:
+        fit()
+    except (TypeError, ValueError) as error:
+        _expect(
+            parameter in str(error),
+            _fail(estimator, check, f"refused {parameter} without naming it: {error}"),
+        )
+    else:
+        raise AssertionError(
+            _fail(estimator, check, f"accepted {parameter} although its contract refuses it")
+        )
+
+
+def check_sample_weight(estimator: Any, bench: ConformanceBench) -> None:
+    """Integer sample weights equal repeated rows (and change the model), or are refused."""
+    contract = contract_of(estimator)
+    data = bench.data(contract)
+    weights = _integer_weights(data.y)
+    name = "sample_weight"
+    if not contract.sample_weight:
+        _expect_refused(
+            estimator,
+            name,
+            "sample_weight",
+            lambda: _fit_arrays(estimator, bench, contract, sample_weight=weights),
+        )
+        return
+    eng = bench.engine(LAYOUT_WORKERS)
+    y = data.y if _supervised(contract) else None
+    weighted = _fit(estimator, data.X, y, engine=eng, sample_weight=weights)
+    repeated = _fit(
+        estimator,
+        np.repeat(data.X, weights, axis=0),
+        None if y is None else np.repeat(y, weights),
+        engine=eng,
+    )
+    plain = _fit(estimator, data.X, y, engine=eng)
+    to_repeated = _weight_gap(weighted, repeated, data.X_test, contract.weight_measure)
+    to_plain = _weight_gap(weighted, plain, data.X_test, contract.weight_measure)
+    _expect(
+        to_repeated <= contract.weight_tol,
+        _fail(
+            estimator,
+            name,
+            f"weighted fit vs repeated rows: {contract.weight_measure} differ by "
+            f"{to_repeated:.3g} (tolerance {contract.weight_tol:g})",
+        ),
+    )
+    _expect(
+        to_plain > contract.weight_tol,
+        _fail(
+            estimator,
+            name,
+            f"weights ignored? weighted vs unweighted {contract.weight_measure} differ by only "
+            f"{to_plain:.3g} (tolerance {contract.weight_tol:g})",
+        ),
+    )
+
+
+def check_class_weight(estimator: Any, bench: ConformanceBench) -> None:
+    """``class_weight`` gives the reference's class-weighted model (and changes the model), or
+    is refused; an estimator without the parameter refuses it in ``set_params``."""
+    contract = contract_of(estimator)
+    name = "class_weight"
+    if "class_weight" not in estimator.get_params(deep=False):
+        _expect(not contract.class_weight, _fail(estimator, name, "no class_weight parameter"))
+        _expect_refused(
+            estimator, name, "class_weight", lambda: estimator.set_params(class_weight="balanced")
+        )
+        return
+    data = bench.data(contract)
+    weights = dict(zip(data.classes.tolist(), CLASS_WEIGHTS, strict=True))
+    if not contract.class_weight:
+        _expect_refused(
+            estimator,
+            name,
+            "class_weight",
+            lambda: _fit_arrays(estimator.set_params(class_weight=weights), bench, contract),
+        )
+        return
+    from sklearn.base import clone
+
+    weighted = _fit_arrays(clone(estimator).set_params(class_weight=weights), bench, contract)
+    plain = _fit_arrays(estimator, bench, contract)
+    reference = contract.make_reference().set_params(class_weight=weights).fit(data.X, data.y)
+    X = data.X_test
+    if contract.output_tol is not None:
+        gap, what = _gap(outputs(weighted, X), outputs(reference, X)), "outputs"
+        tolerance = contract.output_tol
+    else:
+        gap, what = _weight_gap(weighted, reference, X, "class mass"), "class mass"
+        tolerance = contract.weight_tol
+    _expect(
+        gap <= tolerance,
+        _fail(
+            estimator,
+            name,
+            f"class-weighted fit vs {contract.reference}(class_weight): {what} differ by "
+            f"{gap:.3g} (tolerance {tolerance:g})",
+        ),
+    )
+    moved = _weight_gap(weighted, plain, X, "class mass")
+    _expect(
+        moved > contract.weight_tol,
+        _fail(
+            estimator,
+            name,
+            f"class_weight ignored? class mass moved by only {moved:.3g} "
+            f"(tolerance {contract.weight_tol:g})",
+        ),
+    )
+
+
+def _fit_recording(estimator: Any, bench: ConformanceBench, **params: Any) -> tuple[Any, list]:
+    """Fit a clone with ``params`` on arrays; the model and the warnings the fit raised."""
+    import warnings
+
+    from sklearn.base import clone
+
+    contract = contract_of(estimator)
+    data = bench.data(contract)
+    y = bench.labels(contract, data.y) if _supervised(contract) else None
+    model = clone(estimator).set_params(**params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(data.X, y, engine=bench.engine(LAYOUT_WORKERS))
+    return model, [w.category.__name__ for w in caught]
+
+
+def check_budgets(estimator: Any, bench: ConformanceBench) -> None:
+    """Budgets (``max_iter``, ``n_estimators``, epochs, rounds) bound the work done: the fitted
+    count respects the budget, a used-up ``max_iter`` warns, and budgets 1 and 2 differ."""
+    if _not_applicable(estimator, "budgets"):
+        return
+    contract = contract_of(estimator)
+    X = bench.data(contract).X_test
+    for budget in contract.budgets:
+        fits = {b: _fit_recording(estimator, bench, **{budget.parameter: b}) for b in (1, 2)}
+        counts = {b: int(getattr(model, budget.attribute)) for b, (model, _) in fits.items()}
+        where = f"{budget.parameter}: {budget.attribute} = {counts}"
+        for b, (_model, warned) in fits.items():
+            ok = counts[b] == b if budget.kind == "exact" else 0 <= counts[b] <= b
+            _expect(ok, _fail(estimator, "budgets", f"{where}, budget {b} ({budget.kind})"))
+            if budget.kind == "max" and counts[b] == b:
+                _expect(
+                    "ConvergenceWarning" in warned,
+                    _fail(estimator, "budgets", f"{where}: budget {b} used up without warning"),
+                )
+        if counts == {1: 1, 2: 2}:
+            gap = _gap(outputs(fits[1][0], X), outputs(fits[2][0], X))
+            _expect(
+                gap > 0,
+                _fail(estimator, "budgets", f"{where}: budgets 1 and 2 gave the same model"),
+            )
+
+
+def check_artifact_round_trip(estimator: Any, bench: ConformanceBench) -> None:
+    """``save`` then ``load`` gives a model with identical outputs and predictions."""
+    import tempfile
+
+    from shardlearn.registry import load, save
+
+    contract = contract_of(estimator)
+    model = _fit_layout(estimator, bench, "random")
+    X = bench.data(contract).X_test
+    with tempfile.TemporaryDirectory(dir=bench.workdir) as folder:
+        restored = load(save(model, Path(folder) / "model"))
+    name = "artifact_round_trip"
+    gap = _gap(outputs(restored, X), outputs(model, X))
+    _expect(gap == 0, _fail(estimator, name, f"outputs differ by {gap:.3g} after save/load"))
+    method = "predict" if hasattr(model, "predict") else "transform"
+    same = np.array_equal(getattr(restored, method)(X), getattr(model, method)(X))
+    _expect(same, _fail(estimator, name, f"{method} differs after save/load"))
+
+
+class _CallCountingGroup(WorkerGroup):
+    """A real worker group whose ``run`` calls are counted; before call number ``kill_at`` (of
+    all groups of its engine) its last worker is killed for real (:func:`kill_worker`)."""
+
+    def __init__(self, group: WorkerGroup, plan: dict) -> None:
+        self._group = group
+        self._plan = plan
+        self.size = group.size
+        self.shares_memory = group.shares_memory
+
+    def __getattr__(self, name: str) -> Any:  # pids, actors, ... of the real group
+        return getattr(self._group, name)
+
+    def assign(self, shards: Any) -> None:
+        self._group.assign(shards)
+
+    def put(self, name: str, value: Any) -> None:
+        self._group.put(name, value)
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Any]:
+        if self._plan["calls"] == self._plan["kill_at"]:
+            kill_worker(self._group, self.size - 1)
+            self._plan["killed"] = True
+        self._plan["calls"] += 1
+        return self._group.run(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        self._group.close()
+
+    @property
+    def shards(self) -> list[list[Any]]:
+        return self._group.shards
+
+
+class _CallCountingEngine(Engine):
+    """Another engine's workers behind :class:`_CallCountingGroup`; closing it closes nothing."""
+
+    def __init__(self, engine: Engine, kill_at: int | None) -> None:
+        self._engine = engine
+        self.name = engine.name
+        self.n_workers = engine.n_workers
+        self.max_retries = engine.max_retries
+        self.enforces_resources = engine.enforces_resources
+        self.plan = {"calls": 0, "kill_at": kill_at, "killed": False}
+
+    @property
+    def capacity(self) -> Resources:
+        return self._engine.capacity
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, resources: Any = None, **kw: Any):
+        return self._engine.submit(fn, *args, resources=resources, **kw)
+
+    def workers(self, n: int | None = None, resources: Any = None, prefer: str | None = None):
+        return _CallCountingGroup(self._engine.workers(n, resources, prefer), self.plan)
+
+    def close(self) -> None:
+        """The wrapped engine belongs to the caller."""
+
+
+def check_killed_worker(estimator: Any, bench: ConformanceBench) -> None:
+    """A fit whose worker is killed halfway (between two group calls) equals one that was not
+    interrupted: the replacement worker rebuilds its state and the fit resumes."""
+    contract = contract_of(estimator)
+    dataset = bench.dataset(contract, "random")
+    counting = _CallCountingEngine(bench.engine(LAYOUT_WORKERS), kill_at=None)
+    undisturbed = _fit(estimator, dataset, engine=counting)
+    calls = counting.plan["calls"]
+    killing = _CallCountingEngine(bench.engine(LAYOUT_WORKERS), kill_at=calls // 2)
+    interrupted = _fit(estimator, dataset, engine=killing)
+    name = "killed_worker"
+    _expect(killing.plan["killed"], _fail(estimator, name, f"no worker killed ({calls} calls)"))
+    X = bench.data(contract).X_test
+    gap = _gap(outputs(interrupted, X), outputs(undisturbed, X))
+    _expect(
+        gap <= contract.kill_tol,
+        _fail(
+            estimator,
+            name,
+            f"killed before group call {calls // 2} of {calls}: outputs differ by {gap:.3g} "
+            f"(tolerance {contract.kill_tol:g})",
+        ),
+    )
+
+
+#: The estimator checks by name (``check_`` prefix dropped), in the order check_estimator runs.
+ESTIMATOR_CHECKS: dict[str, Callable[[Any, ConformanceBench], None]] = {
+    "clone_and_params": check_clone_and_params,
+    "fit_returns_self": check_fit_returns_self,
+    "not_fitted": check_not_fitted,
+    "predict_proba": check_predict_proba,
+    "matches_reference": check_matches_reference,
+    "layout_invariance": check_layout_invariance,
+    "worker_count_invariance": check_worker_count_invariance,
+    "sample_weight": check_sample_weight,
+    "class_weight": check_class_weight,
+    "budgets": check_budgets,
+    "artifact_round_trip": check_artifact_round_trip,
+    "killed_worker": check_killed_worker,
+}
+
+
+def check_estimator(
+    estimator: Any,
+    *,
+    engine: str = "local",
+    workdir: str | os.PathLike[str] | None = None,
+    checks: list[str] | None = None,
+) -> None:
+    """Run the distributed conformance checks on a catalogue estimator.
+
+    Every check runs, even after a failure; then one AssertionError lists every failure,
+    each naming the estimator, the check, the figure and the tolerance.
+
+    Parameters
+    ----------
+    estimator : estimator
+        An instance of a class in ``shardlearn.models.MODELS``; its contract (reference and
+        tolerances) is ``ESTIMATOR_CONTRACTS[name]``. Keep its parameters small: the checks fit
+        it some 30 times.
+    engine : {"local", "ray"}, default "local"
+        Engine kind; 1, 2 and 4-worker engines of it are created (a running Ray cluster is
+        joined).
+    workdir : path, optional
+        Scratch directory for the datasets (a fresh temporary one by default).
+    checks : list of str, optional
+        Names from :data:`ESTIMATOR_CHECKS` (all by default).
+
+    Examples
+    --------
+    >>> from shardlearn.models import GaussianNB
+    >>> check_estimator(GaussianNB(), checks=["clone_and_params", "predict_proba"])
+    """
+    import tempfile
+
+    failures = []
+    with tempfile.TemporaryDirectory(dir=workdir) as scratch:
+        bench = ConformanceBench(scratch, engine)
+        try:
+            for name in checks or list(ESTIMATOR_CHECKS):
+                try:
+                    ESTIMATOR_CHECKS[name](estimator, bench)
+                except AssertionError as failure:
+                    failures.append(str(failure))
+        finally:
+            bench.close()
+    _expect(not failures, "\n".join(failures))
