@@ -173,7 +173,9 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
             "linear_svc",
             "sklearn.svm:LinearSVC",
             {"tol": 1e-8, "max_iter": 2000},
-            {"tol": 1e-10, "max_iter": 100000},
+            # liblinear penalises the intercept as the weight of a constant feature of value
+            # intercept_scaling; ours is unpenalised, the limit of a large intercept_scaling.
+            {"intercept_scaling": 100.0, "dual": False, "tol": 1e-12, "max_iter": 100000},
             reference_tol=0.005,
             layout_tol=0.005,
             output_tol=1e-3,
@@ -206,7 +208,9 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
             layout_tol=1e-9,
             output_tol=1e-9,
             worker_tol=1e-9,
-            weight_tol=1e-9,
+            # var_smoothing's epsilon is scikit-learn's: from the unweighted variance of X,
+            # which repeating rows changes (1.8e-9 here), so weights = repeats up to that.
+            weight_tol=1e-7,
             not_applicable={"budgets": "one pass over the data: no iterations to bound"},
         ),
         EstimatorContract(

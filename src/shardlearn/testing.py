@@ -519,8 +519,12 @@ PROBA_SUM_TOL = 1e-6
 LAYOUT_WORKERS = 2
 #: Worker counts compared by the worker-count invariance check.
 WORKER_COUNTS = (1, 2, 4)
-#: Class weights (by class index) of the class_weight check: the second class counts four times.
-CLASS_WEIGHTS = (1.0, 4.0, 1.0)
+#: Class weights (by class index) of the class_weight check: the last class counts 1/100.
+CLASS_WEIGHTS = (1.0, 1.0, 0.01)
+#: A weighted fit must move at least this share of the way its ground truth moves (class mass).
+MOVED_SHARE = 0.5
+#: Share of the last class's rows the sample_weight check weights 0 (drops).
+WEIGHTED_OUT_SHARE = 0.9
 
 
 def contract_of(estimator: Any) -> EstimatorContract:
@@ -846,9 +850,13 @@ def check_worker_count_invariance(estimator: Any, bench: ConformanceBench) -> No
 
 
 def _integer_weights(y: np.ndarray) -> np.ndarray:
-    """0, 1 or 2 per row, plus 2 on the second class: honouring them moves the model."""
+    """1 or 2 per row, but 0 on 90% of the last class's rows: honouring them (or repeating the
+    rows) makes that class rare, so a fit that ignores them is far off."""
     rng = np.random.default_rng(1)
-    return rng.integers(0, 3, len(y)) + 2 * (y == np.unique(y)[1])
+    weights = rng.integers(1, 3, len(y))
+    last = y == np.unique(y)[-1]
+    weights[last & (rng.random(len(y)) < WEIGHTED_OUT_SHARE)] = 0
+    return weights
 
 
 def _expect_refused(estimator: Any, check: str, parameter: str, fit: Callable[[], Any]) -> None:
@@ -890,7 +898,6 @@ def check_sample_weight(estimator: Any, bench: ConformanceBench) -> None:
     )
     plain = _fit(estimator, data.X, y, engine=eng)
     to_repeated = _weight_gap(weighted, repeated, data.X_test, contract.weight_measure)
-    to_plain = _weight_gap(weighted, plain, data.X_test, contract.weight_measure)
     _expect(
         to_repeated <= contract.weight_tol,
         _fail(
@@ -900,13 +907,23 @@ def check_sample_weight(estimator: Any, bench: ConformanceBench) -> None:
             f"{to_repeated:.3g} (tolerance {contract.weight_tol:g})",
         ),
     )
+    _expect_moved(estimator, name, (weighted, repeated, plain), data.X_test, "repeated rows")
+
+
+def _expect_moved(estimator: Any, check: str, fits: tuple, X: np.ndarray, truth: str) -> None:
+    """The weighted fit moved from the unweighted one at least MOVED_SHARE as far (in class
+    mass; centres for clustering) as the ground truth did: weights were not ignored."""
+    weighted, true, plain = fits
+    measure = "class mass" if hasattr(weighted, "classes_") else "outputs"
+    moved = _weight_gap(weighted, plain, X, measure)
+    true_moved = _weight_gap(true, plain, X, measure)
     _expect(
-        to_plain > contract.weight_tol,
+        moved >= MOVED_SHARE * true_moved,
         _fail(
             estimator,
-            name,
-            f"weights ignored? weighted vs unweighted {contract.weight_measure} differ by only "
-            f"{to_plain:.3g} (tolerance {contract.weight_tol:g})",
+            check,
+            f"weights ignored? the weighted fit moved the {measure} by {moved:.3g}, "
+            f"{truth} by {true_moved:.3g} (at least {MOVED_SHARE:g} of it expected)",
         ),
     )
 
@@ -953,14 +970,17 @@ def check_class_weight(estimator: Any, bench: ConformanceBench) -> None:
             f"{gap:.3g} (tolerance {tolerance:g})",
         ),
     )
+    reference_plain = contract.make_reference().fit(data.X, data.y)
+    reference_moved = _weight_gap(reference, reference_plain, X, "class mass")
     moved = _weight_gap(weighted, plain, X, "class mass")
     _expect(
-        moved > contract.weight_tol,
+        moved >= MOVED_SHARE * reference_moved,
         _fail(
             estimator,
             name,
-            f"class_weight ignored? class mass moved by only {moved:.3g} "
-            f"(tolerance {contract.weight_tol:g})",
+            f"class_weight ignored? it moved the class mass by {moved:.3g}, "
+            f"{contract.reference}'s by {reference_moved:.3g} (at least {MOVED_SHARE:g} of it "
+            "expected)",
         ),
     )
 
