@@ -14,6 +14,7 @@ global row index of every row (see :mod:`shardlearn.models._torch`).
 from __future__ import annotations
 
 import datetime
+import gc
 from typing import Any
 
 import numpy as np
@@ -113,13 +114,21 @@ def init_distributed(state: Any, rendezvous: dict | None) -> None:
 
 
 def teardown(state: Any, fit_id: str) -> None:
-    """Forget the fit's model and leave the process group (run on every worker)."""
+    """Forget the fit's model and leave the process group (run on every worker).
+
+    The caller must hold no reference to the fit's run. Its DDP wrapper's reducer holds the
+    process group; freed after ``destroy_process_group`` it would hold the last reference
+    and destroy the group itself with the GIL held, joining gloo threads that may need the
+    GIL to free a finished collective's tensors -- a deadlock (seen under load). So the run
+    is freed first, reference cycles included, while the group is still registered.
+    """
     torch = require_torch()
     state.cache.pop((CACHE_KEY, fit_id), None)
     threads = state.cache.pop((CACHE_KEY, "threads"), None)
     if state.size == 1 and threads is not None:
         torch.set_num_threads(threads)
     if state.size > 1 and torch.distributed.is_initialized():
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 

@@ -188,9 +188,14 @@ def ddp_epoch(state: Any, fit_id: str, epoch: int) -> dict:
 
 def ddp_result(state: Any, fit_id: str, best: bool) -> dict | None:
     """Rank 0's weights (the best epoch's when ``best`` and one was kept); then tear down."""
-    run = fetch_run(state, fit_id)
-    weights = None
-    if state.rank == 0:
-        weights = run["best"] if best and run["best"] is not None else numpy_state(run["net"])
+    weights = _final_weights(fetch_run(state, fit_id), state.rank, best)
+    # No reference to the run may outlive this line: teardown must free the DDP wrapper
+    # before it destroys the process group (see teardown).
     teardown(state, fit_id)
     return weights
+
+
+def _final_weights(run: dict, rank: int, best: bool) -> dict | None:
+    if rank != 0:
+        return None
+    return run["best"] if best and run["best"] is not None else numpy_state(run["net"])
