@@ -96,7 +96,10 @@ class EstimatorContract:
         Largest gap between a weighted fit and its ground truth (repeated rows for
         ``sample_weight``, the reference's class-weighted fit for ``class_weight``).
     kill_tol : float
-        Largest absolute output difference between a fit that lost a worker and one that did not.
+        Largest absolute output difference between a fit that lost a worker and one that did
+        not, and between checkpoint intervals.
+    checkpoint : str or None
+        The parameter that sets how often a fit checkpoints; the model must not depend on it.
     budgets : tuple of Budget
     sample_weight, class_weight : bool
         Supported (honoured); otherwise they must be refused with an error naming them.
@@ -119,6 +122,7 @@ class EstimatorContract:
     weight_measure: str = "outputs"
     weight_tol: float = 1e-6
     kill_tol: float = 0.0
+    checkpoint: str | None = None
     budgets: tuple[Budget, ...] = ()
     sample_weight: bool = True
     class_weight: bool = False
@@ -138,6 +142,8 @@ class EstimatorContract:
 
 _NO_PROBA = "no predict_proba (decision values only)"
 _UNSUPERVISED = "unsupervised: no labels, no classes"
+# Row and column sampling, so a resumed or checkpointed boosting run must replay the samples.
+_SAMPLING = {"subsample": 0.8, "colsample_bytree": 0.8}
 _TREES = {"n_estimators": 12, "max_depth": 8, "random_state": 0}
 _NEURAL = {
     "epochs": 8,
@@ -253,20 +259,24 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
         EstimatorContract(
             "xgboost",
             "xgboost:XGBClassifier",
-            {"n_estimators": 12, "max_depth": 3, "checkpoint_interval": 4},
-            {"n_estimators": 12, "max_depth": 3, "tree_method": "hist", "random_state": 0},
+            {"n_estimators": 12, "max_depth": 3, "checkpoint_interval": 4, **_SAMPLING},
+            {"n_estimators": 12, "max_depth": 3, "tree_method": "hist", "random_state": 0}
+            | _SAMPLING,
             reference_tol=0.02,
             layout_tol=0.02,
+            # Each worker samples its own rows, so the sample depends on the worker count.
+            worker_measure="score",
             worker_tol=0.02,
             weight_measure="class mass",
             weight_tol=0.02,
             kill_tol=1e-6,
+            checkpoint="checkpoint_interval",
             budgets=(Budget("n_estimators", "n_estimators_", "exact"),),
         ),
         EstimatorContract(
             "mlp",
             "sklearn.neural_network:MLPClassifier",
-            {"hidden_layer_sizes": (16,), **_NEURAL},
+            {"hidden_layer_sizes": (16,), "dropout": 0.2, **_NEURAL},
             {"hidden_layer_sizes": (16,), **_NEURAL_REFERENCE},
             reference_tol=0.05,
             layout_tol=0.04,
@@ -357,15 +367,19 @@ def contracts_markdown(contracts: Mapping[str, EstimatorContract] | None = None)
         rows.append(
             f"| {c.name} | `{c.reference.replace(':', '.')}` | {c.score} within "
             f"{c.reference_tol:g}{outputs} | {c.layout_tol:g} | {workers} | "
-            f"{_weight_cell(c, c.sample_weight)} | {_weight_cell(c, c.class_weight)} | {budgets} |"
+            f"{_weight_cell(c, 'sample_weight')} | {_weight_cell(c, 'class_weight')} | {budgets} |"
         )
     return "\n".join(rows) + "\n"
 
 
-def _weight_cell(contract: EstimatorContract, supported: bool) -> str:
-    if not supported:
+def _weight_cell(contract: EstimatorContract, parameter: str) -> str:
+    if not getattr(contract, parameter):
         return "refused"
-    return f"honoured ({contract.weight_measure} within {contract.weight_tol:g})"
+    if parameter == "sample_weight":
+        return f"= repeated rows ({contract.weight_measure} within {contract.weight_tol:g})"
+    if contract.output_tol is not None:
+        return f"= reference (outputs within {contract.output_tol:g})"
+    return f"= reference (class mass within {contract.weight_tol:g})"
 
 
 @dataclass

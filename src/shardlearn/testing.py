@@ -939,6 +939,8 @@ def check_class_weight(estimator: Any, bench: ConformanceBench) -> None:
             estimator, name, "class_weight", lambda: estimator.set_params(class_weight="balanced")
         )
         return
+    from sklearn.base import clone
+
     data = bench.data(contract)
     weights = dict(zip(data.classes.tolist(), CLASS_WEIGHTS, strict=True))
     if not contract.class_weight:
@@ -946,11 +948,9 @@ def check_class_weight(estimator: Any, bench: ConformanceBench) -> None:
             estimator,
             name,
             "class_weight",
-            lambda: _fit_arrays(estimator.set_params(class_weight=weights), bench, contract),
+            lambda: _fit_arrays(clone(estimator).set_params(class_weight=weights), bench, contract),
         )
         return
-    from sklearn.base import clone
-
     weighted = _fit_arrays(clone(estimator).set_params(class_weight=weights), bench, contract)
     plain = _fit_arrays(estimator, bench, contract)
     reference = contract.make_reference().set_params(class_weight=weights).fit(data.X, data.y)
@@ -1131,6 +1131,30 @@ def check_killed_worker(estimator: Any, bench: ConformanceBench) -> None:
     )
 
 
+def check_checkpoint_invariance(estimator: Any, bench: ConformanceBench) -> None:
+    """The checkpoint interval does not change the model (checkpointing every round or never)."""
+    contract = contract_of(estimator)
+    if contract.checkpoint is None:
+        return  # the fit keeps no interval-dependent checkpoints
+    from sklearn.base import clone
+
+    often = _fit_arrays(clone(estimator).set_params(**{contract.checkpoint: 1}), bench, contract)
+    never = _fit_arrays(
+        clone(estimator).set_params(**{contract.checkpoint: 10**6}), bench, contract
+    )
+    X = bench.data(contract).X_test
+    gap = _gap(outputs(often, X), outputs(never, X))
+    _expect(
+        gap <= contract.kill_tol,
+        _fail(
+            estimator,
+            "checkpoint_invariance",
+            f"{contract.checkpoint}=1 vs {10**6}: outputs differ by {gap:.3g} "
+            f"(tolerance {contract.kill_tol:g})",
+        ),
+    )
+
+
 #: The estimator checks by name (``check_`` prefix dropped), in the order check_estimator runs.
 ESTIMATOR_CHECKS: dict[str, Callable[[Any, ConformanceBench], None]] = {
     "clone_and_params": check_clone_and_params,
@@ -1145,6 +1169,7 @@ ESTIMATOR_CHECKS: dict[str, Callable[[Any, ConformanceBench], None]] = {
     "budgets": check_budgets,
     "artifact_round_trip": check_artifact_round_trip,
     "killed_worker": check_killed_worker,
+    "checkpoint_invariance": check_checkpoint_invariance,
 }
 
 
