@@ -201,7 +201,9 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
             worker_measure="score",
             worker_tol=0.04,
             weight_measure="class mass",
-            weight_tol=0.05,
+            # scikit-learn's own class-weighted SGD moves the class mass by up to 0.065 from
+            # one random_state to another (seeds 0-3 on this data).
+            weight_tol=0.08,
             budgets=(Budget("max_iter", "n_iter_", "exact"),),
             class_weight=True,
         ),
