@@ -36,8 +36,11 @@ __all__ = [
 LAYOUTS = ("random", "stratified", "hash:key", "range:time", "sorted arrays")
 #: Training and test rows, features and classes of the conformance data.
 N_TRAIN, N_TEST, N_FEATURES, N_CLASSES = 1200, 400, 8, 3
-#: Shards per layout: more shards than the 2 workers, so a worker owns several.
+#: Shards of the random and stratified layouts: more than the 2 workers, so a worker owns several.
 N_SHARDS = 4
+#: Shards of the keyed layouts: one per worker of the layout check, so no worker gets both ends
+#: of the key range (the byte-balanced assignment would pair the first and last of 4 shards).
+N_KEYED_SHARDS = 2
 #: Share of the training labels hidden from semi-supervised estimators.
 UNLABELLED_SHARE = 0.5
 #: Share of rows whose ``key`` belongs to their own class (the others get a random key).
@@ -489,7 +492,7 @@ class ConformanceBench:
                 pa.table(columns),
                 self.workdir / folder,
                 label="y",
-                partitions=N_SHARDS,
+                partitions=N_KEYED_SHARDS if ":" in strategy else N_SHARDS,
                 strategy=strategy,
                 allow_unlabeled=semi,
             )
