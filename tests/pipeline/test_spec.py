@@ -101,3 +101,64 @@ def test_json_schema_rejects_what_the_validator_rejects() -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, spec_json_schema())
     json.dumps(spec_json_schema())  # serialisable for `shardlearn run --schema`
+
+
+# Issue #21 finding 10: 343 bytes, 7 alias levels, 9**7 (4.8 million) values once expanded.
+BILLION_LAUGHS = """\
+name: lol
+vars:
+  a: &a [l,l,l,l,l,l,l,l,l]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+stages:
+  t: {type: train, dataset: d.csv, model: logistic, params: {C: *g}}
+"""
+
+
+def test_alias_expansion_spec_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) == 343
+    with pytest.raises(SpecError, match=r"laughs\.yaml, line 3: YAML anchors and aliases"):
+        load_spec(path)
+
+
+def test_merge_keys_and_set_values_with_aliases_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "base: &train {type: train, dataset: d.csv}\nstages:\n  lr: {<<: *train, model: logistic}\n"
+    )
+    with pytest.raises(SpecError, match=r"merge\.yaml, line 1: YAML anchors"):
+        load_spec(path)
+    with pytest.raises(SpecError, match=r"--set rows, line 1: YAML anchors"):
+        parse_spec(minimal(), {"rows": "&x [1, *x]"})
+
+
+def test_every_yaml_file_reader_refuses_aliases(tmp_path: Path) -> None:
+    from shardlearn.data.schema import load_schema_file
+    from shardlearn.exceptions import SchemaError
+    from shardlearn.preprocess import Preprocessor
+    from shardlearn.search.space import load_space
+
+    path = tmp_path / "aliased.yaml"
+    path.write_text("a: &x [1, 2]\nb: *x\n")
+    readers = [(load_space, SpecError), (load_schema_file, SchemaError),
+               (Preprocessor.from_spec, SpecError)]  # fmt: skip
+    for read, error in readers:
+        with pytest.raises(error, match=r"aliased\.yaml'?, line 1: YAML anchors and aliases"):
+            read(path)
+
+
+def test_yaml_errors_are_one_line_and_nesting_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("stages: [1,\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml is not valid YAML: .*\(line 2") as caught:
+        load_spec(path)
+    assert "\n" not in str(caught.value)
+    path.write_text("stages: " + "[" * 10_000 + "]" * 10_000)
+    with pytest.raises(SpecError, match=r"line 1: nested more than 64 levels deep"):
+        load_spec(path)

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import typer
-import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shardlearn._yaml import load_yaml
 from shardlearn.cli._common import console, fail
+from shardlearn.exceptions import SpecError
 
 EXAMPLE = (
     "Example: shardlearn train data/adult --model logistic --param C=0.5 --workers 2 "
@@ -46,8 +47,8 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise fail(f"--param expects KEY=VALUE, e.g. --param C=0.5. Got {pair!r}.")
         try:
-            params[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
+            params[key.strip()] = load_yaml(value, "--param", SpecError) if value.strip() else ""
+        except SpecError:  # not a YAML scalar (or an alias): the text itself
             params[key.strip()] = value
     return params
 

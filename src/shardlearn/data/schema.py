@@ -278,15 +278,12 @@ def load_schema_file(path: str | Path, names: Iterable[str] | None = None) -> Sc
     and optionally ``label:``. When ``names`` is given (the input's header), every input column
     must be listed.
     """
-    import yaml
+    from shardlearn._yaml import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise SchemaError(f"Schema file {str(path)!r} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SchemaError(f"Schema file {str(path)!r} is not valid YAML: {error}") from None
+    data = read_yaml(path, f"schema file {str(path)!r}", SchemaError)
     if not isinstance(data, dict) or not isinstance(data.get("columns"), list):
         raise SchemaError(
             f"Schema file {str(path)!r} must be a mapping with a 'columns' list of "

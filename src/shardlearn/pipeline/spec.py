@@ -15,7 +15,9 @@ A spec names a working directory, optional variables and an ordered mapping of s
 ``${name}`` anywhere in a string is replaced by ``vars[name]`` (``--set name=value`` on the
 command line overrides). A key that names another stage (``dataset``, ``model``, ``models``,
 ``input``) makes it a dependency; ``depends_on`` adds ordering-only ones. Every error names the
-stage and the key, and suggests the nearest valid name.
+stage and the key, and suggests the nearest valid name. The YAML (the file and every ``--set``
+value) is plain data read by :func:`shardlearn._yaml.load_yaml`: anchors and aliases are refused,
+so a few bytes of spec cannot expand into billions of values.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from shardlearn._validation import closest_names, unknown_name_message
+from shardlearn._yaml import load_yaml, read_yaml
 from shardlearn.exceptions import SpecError
 
 __all__ = ["STAGE_TYPES", "PipelineSpec", "StageSpec", "load_spec", "spec_json_schema"]
@@ -83,7 +84,7 @@ STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }  # fmt: skip
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_STAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # always fullmatch: "$" allows "\n"
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,9 @@ def _lookup(name: str, variables: dict[str, Any], where: str) -> Any:
     return variables[name]
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(name: str, text: str) -> Any:
     """``--set`` values are YAML scalars: ``3`` is an int, ``true`` a bool, ``a.csv`` a string."""
-    return yaml.safe_load(text) if text.strip() else ""
+    return load_yaml(text, f"--set {name}", SpecError) if text.strip() else ""
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
@@ -173,7 +174,7 @@ def _resources(where: str, value: Any) -> dict[str, float]:
 
 def _stage(name: str, raw: Any) -> StageSpec:
     where = f"stage {name!r}"
-    if not _STAGE_NAME.match(str(name)):
+    if not _STAGE_NAME.fullmatch(str(name)):
         raise SpecError(f"{where}: a stage name starts with a letter; letters, digits, _ and -.")
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping with a 'type'. Got {raw!r}.")
@@ -263,7 +264,7 @@ def parse_spec(
     _check_keys("pipeline", raw, top, "top-level key")
     variables = dict(raw.get("vars") or {})
     for key, value in (overrides or {}).items():
-        variables[key] = _parse_value(value)
+        variables[key] = _parse_value(key, value)
     raw = {k: v for k, v in raw.items() if k != "vars"}
     raw = _substitute(raw, variables, "pipeline")
     stages_raw = raw.get("stages")
@@ -292,14 +293,14 @@ def parse_spec(
 
 
 def load_spec(path: str | Path, overrides: dict[str, str] | None = None) -> PipelineSpec:
-    """Read and validate a YAML pipeline spec; a relative ``workdir`` is relative to the cwd."""
+    """Read and validate a YAML pipeline spec; a relative ``workdir`` is relative to the cwd.
+
+    The YAML is plain data: anchors and aliases are refused (see :mod:`shardlearn._yaml`).
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"pipeline spec {path} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path} is not valid YAML: {error}") from None
+    raw = read_yaml(path, f"pipeline spec {path}", SpecError)
     return parse_spec(raw, overrides)
 
 

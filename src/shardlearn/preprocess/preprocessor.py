@@ -514,15 +514,15 @@ def _stack_small(blocks: list[np.ndarray | sp.csr_matrix], rows: int) -> sp.csr_
 def _read_spec_file(path: Path) -> Any:
     if not path.is_file():
         raise SpecError(f"Preprocessing spec file {str(path)!r} does not exist.")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        import yaml
+    source = f"preprocessing spec {str(path)!r}"
+    if path.suffix.lower() != ".json":
+        from shardlearn._yaml import read_yaml
 
-        return yaml.safe_load(text)
-    except (ValueError, Exception) as exc:  # yaml.YAMLError and json.JSONDecodeError
-        raise SpecError(f"Cannot parse preprocessing spec {str(path)!r}: {exc}") from None
+        return read_yaml(path, source, SpecError)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise SpecError(f"Cannot parse {source}: {exc}") from None
 
 
 def _subschema(schema: Any, names: list[str]) -> Any:

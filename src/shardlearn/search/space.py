@@ -260,16 +260,9 @@ def parse_space(
 
 def load_space(path: str | Path) -> dict[str, Any]:
     """Read a YAML space file (see the module docstring) into a dict for :func:`parse_space`."""
-    import yaml
+    from shardlearn._yaml import read_yaml
 
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise SpecError(f"Cannot read the search space {str(path)!r}: {error}") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"The search space {str(path)!r} is not valid YAML: {error}") from None
+    loaded = read_yaml(path, f"search space {str(path)!r}", SpecError)
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
