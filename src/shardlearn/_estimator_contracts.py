@@ -347,6 +347,7 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
             {"threshold": 0.9, "max_iter": 3},
             reference_tol=0.02,
             layout_tol=0.02,
+            output_tol=1e-6,
             worker_tol=1e-6,
             sample_weight=False,
             budgets=(Budget("max_rounds", "n_rounds_", "upto"),),
