@@ -301,6 +301,75 @@ def test_convnet_reaches_95_percent_on_digits():
     assert model.score(X_test, y_test) >= 0.95
 
 
+def test_convnet_reads_flat_rows_as_one_row_images_a_1d_convolution(tabular):
+    # scikit-learn's checks (and tabular users) fit flat rows of any length without image_shape.
+    X, y = tabular
+    with engine("local", workers=1):
+        model = ConvNetClassifier(
+            channels=(4,),
+            hidden_layer_sizes=(8,),
+            epochs=30,
+            learning_rate=1e-2,
+            random_state=0,
+            early_stopping=False,
+            verbose=False,
+        ).fit(X, y)
+    assert model.architecture_["image_shape"] == [1, 1, N_FEATURES]
+    assert model.state_dict_["1.weight"].shape == (4, 1, 1, 3)  # a 1 x 3 kernel
+    # Reference: plain torch's 1-D network -- a length-3 convolution, pooling by 2 along the
+    # row -- with the fitted weights gives the same probabilities.
+    weights = {k: torch.from_numpy(v) for k, v in model.state_dict_.items()}
+    conv = torch.nn.Conv1d(1, 4, 3, padding=1)
+    conv.weight.data, conv.bias.data = weights["1.weight"][:, :, 0, :], weights["1.bias"]
+    hidden, output = torch.nn.Linear(16, 8), torch.nn.Linear(8, N_CLASSES)
+    hidden.weight.data, hidden.bias.data = weights["5.weight"], weights["5.bias"]
+    output.weight.data, output.bias.data = weights["7.weight"], weights["7.bias"]
+    reference = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, N_FEATURES)),
+        conv,
+        torch.nn.ReLU(),
+        torch.nn.MaxPool1d(2),
+        torch.nn.Flatten(),
+        hidden,
+        torch.nn.ReLU(),
+        output,
+    )
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.from_numpy(X)), dim=1).numpy()
+    np.testing.assert_allclose(model.predict_proba(X), expected, atol=1e-6)
+    assert model.score(X, y) > 0.8  # it learns: chance is 1/3
+
+
+def test_convnet_with_an_even_kernel_on_odd_sized_images():
+    # Padding k // 2 grows a side by one for an even k: 7 x 7 -> 8 x 8, pooled to 4 x 4.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images[:200, :7, :7] / 16.0
+    with engine("local", workers=1):
+        model = ConvNetClassifier(
+            channels=(4,), kernel_size=2, epochs=1, random_state=0, verbose=False
+        ).fit(images, digits.target[:200])
+    assert model.state_dict_["5.weight"].shape[1] == 4 * 4 * 4
+    assert model.predict_proba(images).shape == (200, len(model.classes_))
+
+
+def test_predicting_leaves_the_fitted_state_alone_and_a_refit_is_seen(tabular):
+    X, y = tabular
+    with engine("local", workers=1):
+        model = _mlp().fit(X, y)
+        state = dict(vars(model))
+        first = model.predict_proba(X)
+        # scikit-learn's check_dict_unchanged: the cached torch network is not in __dict__.
+        assert vars(model).keys() == state.keys()
+        assert all(vars(model)[name] is value for name, value in state.items())
+        np.testing.assert_array_equal(model.predict_proba(X), first)
+        refitted = model.set_params(random_state=8).fit(X, y).predict_proba(X)
+        fresh = _mlp(random_state=8).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(refitted, fresh)
+    assert np.abs(refitted - first).max() > 1e-3
+
+
 def test_convnet_on_an_ingested_image_dataset_with_early_stopping(tmp_path):
     from sklearn.datasets import load_digits
 
@@ -409,8 +478,6 @@ def test_bad_parameters_and_input_are_clear_errors(tabular):
             _mlp(hidden_layer_sizes=(4,), parallelism="pipeline", stages=3).fit(X, y)
         with pytest.raises(EngineError, match="no GPU"):
             _mlp(device="cuda").fit(X, y)
-        with pytest.raises(DataError, match="image_shape"):
-            ConvNetClassifier(verbose=False).fit(X, y)
         with pytest.raises(DataError, match="holds 9 pixels"):
             ConvNetClassifier(image_shape=(3, 3), verbose=False).fit(X, y)
 

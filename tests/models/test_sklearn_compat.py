@@ -63,7 +63,9 @@ def _estimators() -> list:
     return [
         *estimators,
         sl.MLPClassifier(hidden_layer_sizes=(16,), epochs=20, learning_rate=1e-2, random_state=0),
-        sl.ConvNetClassifier(channels=(4,), hidden_layer_sizes=(8,), epochs=5, random_state=0),
+        sl.ConvNetClassifier(
+            channels=(4,), hidden_layer_sizes=(8,), epochs=20, learning_rate=1e-2, random_state=0
+        ),
     ]
 
 

@@ -99,20 +99,32 @@ def _dense_blocks(sizes: Sequence[int], n_classes: int, activation: str, dropout
 
 
 def _conv_modules(arch: dict) -> tuple[list, int]:
-    """The convolutional front of a ConvNet and the width of its flattened output."""
+    """The convolutional front of a ConvNet and the width of its flattened output.
+
+    A side of length 1 (a one-row image: flat rows read as ``1 x n``) is never convolved
+    across or pooled: the kernel and the pooling window are 1 along it, so a ``1 x n`` image
+    gets a ``1 x k`` kernel -- a 1-D convolution -- and weights that all see pixels.
+    """
     nn = require_torch().nn
     channels, height, width = arch["image_shape"]
     modules: list = [nn.Unflatten(1, (channels, height, width))]
     kernel = arch["kernel_size"]
     for out_channels in arch["channels"]:
+        kernel_hw = (kernel if height > 1 else 1, kernel if width > 1 else 1)
+        padding = (kernel_hw[0] // 2, kernel_hw[1] // 2)
         modules += [
-            nn.Conv2d(channels, out_channels, kernel, padding=kernel // 2),
+            nn.Conv2d(channels, out_channels, kernel_hw, padding=padding),
             _activation(arch["activation"]),
         ]
         channels = out_channels
-        if arch["pool"] and min(height, width) >= 4:
-            modules.append(nn.MaxPool2d(2))
-            height, width = height // 2, width // 2
+        # An even kernel with padding k // 2 grows a side by one.
+        height += 2 * padding[0] - kernel_hw[0] + 1
+        width += 2 * padding[1] - kernel_hw[1] + 1
+        sides = [side for side in (height, width) if side > 1]
+        if arch["pool"] and sides and min(sides) >= 4:
+            window = (2 if height > 1 else 1, 2 if width > 1 else 1)
+            modules.append(nn.MaxPool2d(window))
+            height, width = height // window[0], width // window[1]
     modules.append(nn.Flatten())
     return modules, channels * height * width
 

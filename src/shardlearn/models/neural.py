@@ -20,6 +20,7 @@ torch is imported only inside functions: ``import shardlearn.models`` never impo
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -44,6 +45,10 @@ __all__ = ["ConvNetClassifier", "MLPClassifier"]
 WEIGHTS_FILE = "weights.safetensors"
 # Rows per forward pass in predict_proba: bounds memory, does not change results.
 PREDICT_CHUNK = 8192
+# estimator -> (the state_dict_ it was built from, the eval-mode torch network). Kept out of the
+# estimator's __dict__ so that predicting leaves the fitted state (what pickling, the artifact
+# and scikit-learn's check_dict_unchanged see) untouched; an entry dies with its estimator.
+_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 _SIZES = [Type((tuple, list), "a tuple of positive ints")]
 _COMMON_CONSTRAINTS: dict[str, list] = {
@@ -93,6 +98,15 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
     """Shared fit/predict/artifact logic; subclasses describe their architecture."""
 
     _parameter_constraints: ClassVar[dict[str, list]] = _COMMON_CONSTRAINTS
+    # scikit-learn checks both networks fail, and why (BaseEstimator._expected_failed_checks).
+    _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
+        (
+            "check_sample_weight_equivalence_on_dense_data",
+            "check_sample_weight_equivalence_on_sparse_data",
+        ),
+        "mini-batch SGD: a row given twice lands in other batches than a row of weight 2, "
+        "so the two paths differ (equal in expectation only)",
+    )
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -161,7 +175,6 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = len(history)
         self.best_epoch_ = _best_epoch(history, self.early_stopping)
         self.epoch_seconds_ = [h["seconds"] for h in history]
-        self._network = None
         return self
 
     def _training_input(self, X: Any, scale_pixels: bool) -> tuple[Any, dict]:
@@ -192,15 +205,19 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- prediction
     def _net(self) -> Any:
+        """The eval-mode torch network holding ``state_dict_``, built once per fitted state."""
         check_is_fitted(self)
-        if getattr(self, "_network", None) is None:
-            torch = require_torch()
-            net = build_network(self.architecture_, 0)
-            net.load_state_dict(
-                {k: torch.from_numpy(np.asarray(v)) for k, v in self.state_dict_.items()}
-            )
-            self._network = net.eval()
-        return self._network
+        cached = _NETWORKS.get(self)
+        # A refit or an assigned state_dict_ is a new dict: the cached network is stale.
+        if cached is not None and cached[0] is self.state_dict_:
+            return cached[1]
+        torch = require_torch()
+        net = build_network(self.architecture_, 0)
+        net.load_state_dict(
+            {k: torch.from_numpy(np.asarray(v)) for k, v in self.state_dict_.items()}
+        )
+        _NETWORKS[self] = (self.state_dict_, net.eval())
+        return net
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (columns in the order of ``classes_``), computed locally."""
@@ -273,7 +290,6 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         model.epoch_seconds_ = list(attributes.get("epoch_seconds_", []))
         model.architecture_ = meta["architecture"]
         model.state_dict_ = {k: v.numpy() for k, v in tensors.items()}
-        model._network = None
         return model
 
 
@@ -359,20 +375,6 @@ class MLPClassifier(_NeuralClassifier):
     (3,)
     """
 
-    # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
-    _sklearn_expected_failures: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(
-            (
-                "check_sample_weight_equivalence_on_dense_data",
-                "check_sample_weight_equivalence_on_sparse_data",
-            ),
-            "mini-batch SGD: a row given twice lands in other batches than a row of weight 2, "
-            "so the two paths differ (equal in expectation only)",
-        ),
-        "check_dict_unchanged": "the first predict caches the torch network rebuilt from "
-        "state_dict_ in the private _network attribute (predictions do not change)",
-    }
-
     def __init__(
         self,
         hidden_layer_sizes: tuple[int, ...] = (100,),
@@ -433,18 +435,26 @@ class ConvNetClassifier(_NeuralClassifier):
     ``Conv2d -> activation [-> MaxPool2d(2)]`` per entry of ``channels``, then dense hidden
     layers and the output layer. Images are fed as rows of ``C * H * W`` pixels.
 
+    Flat 2-D rows of ``n`` features with no ``image_shape`` are read as one-row images,
+    ``(1, 1, n)``: the convolutions slide along the row (kernel ``1 x kernel_size``) and the
+    pooling halves only its length -- a 1-D convolutional network. The pixel layout of a flat
+    row is never guessed (a square ``n`` is not taken for a square image): pass
+    ``image_shape`` (or 3-D / 4-D arrays) to read flat rows as 2-D images.
+
     Parameters
     ----------
     image_shape : tuple of int or None, default=None
         ``(C, H, W)`` or ``(H, W)``. Inferred from 3-D ``(n, H, W)`` / 4-D ``(n, C, H, W)``
         arrays and from image datasets written by :func:`shardlearn.data.images.ingest_images`;
-        required for flat 2-D pixel arrays.
+        flat 2-D arrays and tabular datasets without it are one-row images ``(1, 1, n)``.
     channels : tuple of int, default=(16, 32)
         Output channels of each convolution.
     kernel_size : int, default=3
-        Square kernel; padding keeps the spatial size.
+        Square kernel (1 along a side of length 1); padding ``kernel_size // 2`` keeps the
+        spatial size of an odd kernel.
     pool : bool, default=True
-        2x2 max-pooling after each convolution (skipped once a side is below 4 pixels).
+        2x2 max-pooling after each convolution (1x2 / 2x1 on a one-row / one-column image),
+        skipped once a side longer than 1 is below 4 pixels.
     hidden_layer_sizes : tuple of int, default=(64,)
         Dense layers after the convolutions.
     **others
@@ -460,54 +470,6 @@ class ConvNetClassifier(_NeuralClassifier):
     (2,)
     """
 
-    # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks):
-    # they fit flat rows of 1 to 30 features, and a flat row is an image only when its
-    # length is a square (or image_shape says its shape). MLPClassifier passes them.
-    _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
-        (
-            "check_classifier_data_not_an_array",
-            "check_classifiers_classes",
-            "check_classifiers_one_label_sample_weights",
-            "check_classifiers_train",
-            "check_classifiers_train(readonly_memmap=True)",
-            "check_classifiers_train(readonly_memmap=True,X_dtype=float32)",
-            "check_dict_unchanged",
-            "check_dont_overwrite_parameters",
-            "check_dtype_object",
-            "check_estimator_sparse_array",
-            "check_estimator_sparse_matrix",
-            "check_estimator_sparse_tag",
-            "check_estimators_dtypes",
-            "check_estimators_fit_returns_self",
-            "check_estimators_nan_inf",
-            "check_estimators_overwrite_params",
-            "check_estimators_pickle",
-            "check_estimators_pickle(readonly_memmap=True)",
-            "check_f_contiguous_array_estimator",
-            "check_fit2d_1feature",
-            "check_fit2d_predict1d",
-            "check_fit_check_is_fitted",
-            "check_fit_idempotent",
-            "check_fit_score_takes_y",
-            "check_methods_sample_order_invariance",
-            "check_methods_subset_invariance",
-            "check_n_features_in",
-            "check_n_features_in_after_fitting",
-            "check_pipeline_consistency",
-            "check_positive_only_tag_during_fit",
-            "check_readonly_memmap_input",
-            "check_sample_weight_equivalence_on_dense_data",
-            "check_sample_weight_equivalence_on_sparse_data",
-            "check_sample_weights_list",
-            "check_sample_weights_not_an_array",
-            "check_sample_weights_not_overwritten",
-            "check_sample_weights_pandas_series",
-            "check_sample_weights_shape",
-            "check_supervised_y_2d",
-        ),
-        "the check fits flat rows whose length is not a square number of pixels, which a "
-        "convolutional network cannot read as an image without image_shape",
-    )
     _parameter_constraints: ClassVar[dict[str, list]] = {
         **_COMMON_CONSTRAINTS,
         "image_shape": [Type((tuple, list), "a tuple (C, H, W) or (H, W)"), Type(type(None))],
@@ -599,13 +561,9 @@ class ConvNetClassifier(_NeuralClassifier):
         return X
 
     def _architecture(self, n_features: int, n_classes: int) -> dict:
-        shape = self._input_shape
         owner = type(self).__name__
-        if shape is None:
-            raise DataError(
-                f"{owner}: cannot tell the image shape of flat rows of {n_features} pixels; "
-                "pass image_shape=(C, H, W) or arrays of shape (n, H, W) / (n, C, H, W)."
-            )
+        # Flat rows of unknown layout: a one-row image (see the class notes).
+        shape = self._input_shape or [1, 1, int(n_features)]
         if int(np.prod(shape)) != n_features:
             raise DataError(
                 f"{owner}: image_shape {tuple(shape)} holds {int(np.prod(shape))} pixels but "
