@@ -164,3 +164,16 @@ def test_register_adds_the_trained_model_to_the_registry(capsys, dataset, tmp_pa
     np.testing.assert_array_equal(
         load(f"{registry}/shop:2").predict(table), load(tmp_path / "nb").predict(table)
     )
+
+
+def test_overwrite_refuses_an_out_folder_that_is_not_a_model(capsys, dataset, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(
+        capsys, "train", dataset[0], "--out", str(project), "--overwrite", "--workers", "1"
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "project exists and is not a shardlearn model" in err
+    assert [p.name for p in project.iterdir()] == ["notes.txt"]
+    assert (project / "notes.txt").read_text() == "keep me"

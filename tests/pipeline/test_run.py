@@ -199,3 +199,28 @@ def test_search_stage_refits_with_the_rounds_its_early_stopping_selected(
     assert record["watched"] and record["selected"] < 60
     assert tuned["refit_params"]["n_estimators"] == record["selected"]
     assert tuned["refit_params"]["early_stopping_rounds"] is None
+
+
+def test_train_stage_refuses_to_replace_a_folder_that_is_not_a_model(
+    loans_csv: Path, tmp_path: Path
+) -> None:
+    # Issue #21 finding 6: `out:` (here set with --set) named a project folder, and the train
+    # stage's save(..., overwrite=True) deleted it.
+    precious = tmp_path / "project"
+    (precious / "src").mkdir(parents=True)
+    (precious / "notes.txt").write_text("keep me")
+    (precious / "src" / "main.py").write_text("print('keep me too')")
+    raw = {
+        "workdir": str(tmp_path / "run"),
+        "stages": {
+            "data": {"type": "ingest", "source": str(loans_csv), "label": "default"},
+            "lr": {"type": "train", "dataset": "data", "model": "logistic", "out": "${out}"},
+        },
+    }
+    spec = parse_spec(raw, {"out": str(precious)})
+    refused = r"Task 'lr'.*project exists and is not a shardlearn model"
+    with engine("local", workers=1), pytest.raises(TaskFailed, match=refused):
+        run_pipeline(spec, progress=False)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert (precious / "src" / "main.py").read_text() == "print('keep me too')"
+    assert sorted(p.name for p in precious.iterdir()) == ["notes.txt", "src"]

@@ -338,9 +338,11 @@ def train(
     from shardlearn.data import Dataset
     from shardlearn.engine import engine, engine_from_cli
     from shardlearn.registry import save
+    from shardlearn.registry.artifact import check_replaceable
 
     if out.exists() and not overwrite:
         raise fail(f"{out} already exists; pass --overwrite to replace it.")
+    check_replaceable(out)  # --overwrite replaces a model, never another folder
     ds = Dataset.open(dataset)
     model = _build_model(
         ds, model_name, parse_params(param), warm_start, preprocess, _parse_pca(pca)

@@ -73,11 +73,18 @@ def _preprocessor(options: dict[str, Any], schema: Any) -> Any:
 
 
 def run_train(name: str, options: dict[str, Any], workdir: str, dataset: Any) -> dict[str, Any]:
-    """``train``: a Pipeline of preprocessing + the named model, saved as an artifact."""
+    """``train``: a Pipeline of preprocessing + the named model, saved as an artifact.
+
+    An earlier run's artifact at ``out`` is replaced; any other existing folder there is
+    refused before training (:func:`~shardlearn.registry.artifact.check_replaceable`).
+    """
     from shardlearn.data import Dataset
     from shardlearn.models import Pipeline, model_class
     from shardlearn.registry import save
+    from shardlearn.registry.artifact import check_replaceable
 
+    out = _out(options, workdir, "models", name)
+    check_replaceable(out)  # before training: out may name a folder that is not a model
     data = Dataset.open(_dataset_uri(dataset))
     params = dict(options.get("params") or {})
     try:
@@ -87,7 +94,6 @@ def run_train(name: str, options: dict[str, Any], workdir: str, dataset: Any) ->
     started = time.perf_counter()
     model = Pipeline(_preprocessor(options, data.schema), estimator).fit(data)
     seconds = time.perf_counter() - started
-    out = _out(options, workdir, "models", name)
     lineage = {"dataset_manifest_sha256": data.manifest_sha256, "pipeline_stage": name}
     save(model, out, overwrite=True, lineage=lineage)
     return {"model": str(out), "model_name": options["model"], "seconds": round(seconds, 3)}

@@ -233,7 +233,8 @@ def save(
         ``dataset_manifest_sha256``, ``parent`` (``"name:version"``), ``engine``, ``workers``
         and anything else worth recording; ``params`` is filled in from the model.
     overwrite : bool, default False
-        Replace an existing artifact at ``path``.
+        Replace an existing artifact at ``path``. Anything else there (a file, a link, a
+        folder holding other files) is refused: see :func:`check_replaceable`.
 
     Examples
     --------
@@ -246,6 +247,7 @@ def save(
     target = Path(path)
     if target.exists() and not overwrite:
         raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
+    check_replaceable(target)
     sign_key, enc_key = _resolve_keys(sign, encrypt)
     meta, payload = _payload(model, {"metrics": metrics, "lineage": lineage or {}})
     header: dict[str, Any] = {
@@ -305,6 +307,51 @@ def _write_atomically(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Refuse to overwrite ``path`` unless it is absent, an empty folder or a shardlearn artifact.
+
+    An artifact here is a folder whose ``model.json`` has the shardlearn format header and
+    which holds nothing but that header's listed files (and the signature): replacing it loses
+    no other file. Anything else -- a file, a symbolic link, a dataset, someone's project
+    folder -- raises, since a mistyped ``out:`` or ``--out`` must never delete it.
+    """
+    target = Path(path)
+    if not target.exists() and not target.is_symlink():
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise _not_replaceable(target, "it is not a folder")
+    if next(target.iterdir(), None) is None:
+        return
+    try:
+        header = json.loads((target / MODEL_JSON).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise _not_replaceable(target, f"it has no shardlearn {MODEL_JSON}")
+    listed = header.get("files") if isinstance(header.get("files"), dict) else {}
+    allowed = {MODEL_JSON, SIGNATURE_FILE, *listed}
+    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+    foreign = [
+        n
+        for n in present
+        if (target / n).is_symlink() or (n not in allowed and not _holds_allowed(n, allowed))
+    ]
+    if foreign:
+        raise _not_replaceable(target, f"it also holds {', '.join(foreign[:3])}")
+
+
+def _holds_allowed(folder: str, allowed: set[str]) -> bool:
+    """Whether ``folder`` (a relative path) is a parent folder of an allowed file."""
+    return any(name.startswith(f"{folder}/") for name in allowed)
+
+
+def _not_replaceable(target: Path, why: str) -> ArtifactError:
+    return ArtifactError(
+        f"{target} exists and is not a shardlearn model ({why}); refusing to replace it. "
+        "Choose another output path, or move the folder away yourself"
+    )
 
 
 def is_artifact(path: str | os.PathLike[str]) -> bool:
