@@ -18,6 +18,9 @@ def no_configured_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         crypto.SIGNING_KEY_FILE_ENV,
         crypto.ENCRYPTION_KEY_ENV,
         crypto.ENCRYPTION_KEY_FILE_ENV,
+        crypto.PRIVATE_KEY_FILE_ENV,
+        crypto.PUBLIC_KEY_ENV,
+        crypto.PUBLIC_KEY_FILE_ENV,
     ):
         monkeypatch.delenv(variable, raising=False)
 

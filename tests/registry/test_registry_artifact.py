@@ -246,10 +246,11 @@ def test_encrypted_artifact_without_a_key_says_which_variable_to_set(centroid_mo
 
 def test_ciphertexts_cannot_be_swapped_between_files():
     key = bytes(range(32))
-    blob = crypto.encrypt_bytes(b"payload", key, "arrays.npz")
-    assert crypto.decrypt_bytes(blob, key, "arrays.npz") == b"payload"
+    binding = {"artifact_id": "a1", "format_version": 1}
+    blob = crypto.encrypt_bytes(b"payload", key, "arrays.npz", **binding)
+    assert crypto.decrypt_bytes(blob, key, "arrays.npz", **binding) == b"payload"
     with pytest.raises(ArtifactError, match="cannot decrypt files/x.bin"):
-        crypto.decrypt_bytes(blob, key, "files/x.bin")
+        crypto.decrypt_bytes(blob, key, "files/x.bin", **binding)
 
 
 @pytest.mark.parametrize(

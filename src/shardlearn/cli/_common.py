@@ -15,6 +15,8 @@ from shardlearn.exceptions import ShardlearnError
 
 __all__ = [
     "DEBUG_ENV",
+    "AllowUnencryptedOption",
+    "AllowUnsignedOption",
     "EngineOption",
     "WorkersOption",
     "console",
@@ -47,6 +49,23 @@ WorkersOption = Annotated[
         min=1,
         help="Number of workers (default: the number of CPUs; 1 runs in this process).",
         show_default=False,
+    ),
+]
+
+# Shared by every command that loads a model (predict, evaluate, compare, serve): the signing
+# and encryption policy of shardlearn.load(..., allow_unsigned=, allow_unencrypted=).
+AllowUnsignedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsigned",
+        help="Load an unsigned model although a signing or public key is configured.",
+    ),
+]
+AllowUnencryptedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unencrypted",
+        help="Load a plaintext model although an encryption key is configured.",
     ),
 ]
 

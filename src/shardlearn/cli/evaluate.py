@@ -19,7 +19,13 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from shardlearn.cli._common import console, err_console, fail
+from shardlearn.cli._common import (
+    AllowUnencryptedOption,
+    AllowUnsignedOption,
+    console,
+    err_console,
+    fail,
+)
 
 _MODEL_HELP = "NAME@STAGE, NAME:VERSION, REGISTRY/NAME or an artifact directory."
 _MAX_CLASS_ROWS = 30
@@ -27,12 +33,13 @@ _MAX_CLASS_ROWS = 30
 _SILHOUETTE_SAMPLE = 5000
 
 
-def _load_model(reference: str, registry: Path) -> Any:
+def _load_model(reference: str, registry: Path, **policy: bool) -> Any:
+    """The model of ``reference``; ``policy``: ``allow_unsigned``, ``allow_unencrypted``."""
     from shardlearn.registry import Registry, is_artifact, load
 
     if is_artifact(reference) or "/" in reference:
-        return load(reference)
-    return Registry(registry).load(reference)
+        return load(reference, **policy)
+    return Registry(registry).load(reference, **policy)
 
 
 @contextmanager
@@ -141,17 +148,14 @@ def _refuse_non_classifiers(reference: str, model: Any) -> None:
 
 
 def _evaluate_each(
-    models: list[str], registry: Path, dataset: str, split: str, engine: str | None,
+    models: list[str], fitted: list[Any], dataset: str, split: str, engine: str | None,
     workers: int | None, batch_size: int, on_report: Callable[[str, Any], None],
-    fitted: list[Any] | None = None,
 ) -> None:  # fmt: skip
     from shardlearn.data import Dataset
     from shardlearn.engine import engine as use_engine
     from shardlearn.engine import engine_from_cli
     from shardlearn.metrics import evaluate
 
-    if fitted is None:
-        fitted = [_load_model(reference, registry) for reference in models]
     for reference, model in zip(models, fitted, strict=True):
         _refuse_non_classifiers(reference, model)
     data = Dataset.open(dataset)
@@ -190,6 +194,8 @@ def evaluate_command(
         help="Clustering models: rows in the (seeded) silhouette sample.",
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Clustering models: sample seed."),
+    allow_unsigned: AllowUnsignedOption = False,
+    allow_unencrypted: AllowUnencryptedOption = False,
 ) -> None:  # fmt: skip
     """Evaluate a model on a dataset split: metrics table, HTML report, JSON.
 
@@ -198,7 +204,9 @@ def evaluate_command(
 
     Example: shardlearn evaluate loans@production data/loans --report report.html
     """
-    fitted = _load_model(model, registry)
+    fitted = _load_model(
+        model, registry, allow_unsigned=allow_unsigned, allow_unencrypted=allow_unencrypted
+    )
     if _is_clustering(fitted):
         if report_path is not None:
             raise fail("--report writes classifier reports; use --json for a clustering model.")
@@ -209,8 +217,8 @@ def evaluate_command(
         return
     reports: list[Any] = []
     _evaluate_each(
-        [model], registry, dataset, split, engine, workers, batch_size,
-        lambda _name, report: reports.append(report), fitted=[fitted],
+        [model], [fitted], dataset, split, engine, workers, batch_size,
+        lambda _name, report: reports.append(report),
     )  # fmt: skip
     report = reports[0]
     if json_path != "-":
@@ -301,6 +309,8 @@ def compare_command(
     engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
     batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per batch."),
+    allow_unsigned: AllowUnsignedOption = False,
+    allow_unencrypted: AllowUnencryptedOption = False,
 ) -> None:
     """Evaluate several models on the same split and rank them.
 
@@ -312,8 +322,10 @@ def compare_command(
     if sort_by not in LEADERBOARD:
         raise typer.BadParameter(f"must be one of {', '.join(LEADERBOARD)}", param_hint="--sort-by")
     reports: dict[str, Any] = {}
+    policy = {"allow_unsigned": allow_unsigned, "allow_unencrypted": allow_unencrypted}
+    fitted = [_load_model(reference, registry, **policy) for reference in models]
     _evaluate_each(
-        models, registry, dataset, split, engine, workers, batch_size,
+        models, fitted, dataset, split, engine, workers, batch_size,
         lambda name, report: reports.__setitem__(name, report),
     )  # fmt: skip
     board = compare(reports, sort_by=sort_by)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from shardlearn.cli._common import console, fail
+from shardlearn.cli._common import AllowUnencryptedOption, AllowUnsignedOption, console, fail
 
 _REGISTRY_HELP = "Model registry directory (env SHARDLEARN_MODELS)."
 
@@ -86,10 +87,10 @@ def list_models(
 
 def _read(ref: str, registry: Path) -> tuple[Any, Any]:
     """(ModelVersion or None, Artifact) for a registry reference or an artifact path."""
-    from shardlearn.registry import Registry, is_artifact, read_artifact
+    from shardlearn.registry import Registry, is_artifact, read_verified
 
     if is_artifact(ref):
-        return None, read_artifact(ref)
+        return None, read_verified(ref)
     reg = Registry(registry)
     return reg.resolve(ref), reg.read(ref)
 
@@ -180,10 +181,10 @@ def verify(
 
     Example: SHARDLEARN_SIGNING_KEY=... shardlearn models verify
     """
-    from shardlearn.registry import Registry, is_artifact, read_artifact
+    from shardlearn.registry import Registry, is_artifact, read_verified
 
     if ref is not None and is_artifact(ref):
-        artifact = read_artifact(ref)
+        artifact = read_verified(ref)
         state = "signature ok" if artifact.signature_verified else "hashes ok (not signed)"
         console.print(f"{ref}: {state}")
         return
@@ -269,14 +270,52 @@ def export(
 
 
 @models_app.command("keygen")
-def keygen() -> None:
-    """Print a new random 256-bit key (for SHARDLEARN_SIGNING_KEY / SHARDLEARN_ENCRYPTION_KEY).
+def keygen(
+    ed25519: bool = typer.Option(
+        False, "--ed25519", help="Write an Ed25519 key pair instead of printing a shared key."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="With --ed25519: write OUT.key (private, mode 0600) and OUT.pub."
+    ),
+) -> None:
+    """Print a new random 256-bit key (for SHARDLEARN_SIGNING_KEY / SHARDLEARN_ENCRYPTION_KEY),
+    or with --ed25519 write a key pair: register signs with the private key
+    (SHARDLEARN_SIGNING_PRIVATE_KEY_FILE), predict/serve/load verify with the public key
+    alone (SHARDLEARN_SIGNING_PUBLIC_KEY_FILE).
 
     Example: shardlearn models keygen > signing.key
-    """
-    from shardlearn.registry import generate_key
 
-    typer.echo(generate_key())
+    Example: shardlearn models keygen --ed25519 --out keys/signing
+    """
+    from shardlearn.registry import crypto, generate_key
+
+    if not ed25519:
+        if out is not None:
+            raise fail("--out is for --ed25519 key pairs; a shared key is printed to stdout")
+        typer.echo(generate_key())
+        return
+    prefix = out if out is not None else Path("signing")
+    private_path, public_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
+    for path in (private_path, public_path):
+        if path.exists():
+            raise fail(f"{path} already exists; refusing to overwrite a key")
+    private_pem, public_pem = crypto.generate_ed25519_keypair()
+    _write_private(private_path, private_pem)
+    public_path.write_bytes(public_pem)
+    console.print(
+        f"Wrote {private_path} (private, signs: {crypto.PRIVATE_KEY_FILE_ENV}) and "
+        f"{public_path} (public, verifies: {crypto.PUBLIC_KEY_FILE_ENV})",
+        highlight=False,
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` readable by its owner only (0600) before any secret byte is written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+        handle.write(data)
 
 
 def predict(
@@ -293,6 +332,8 @@ def predict(
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
     batch_size: int = typer.Option(65536, min=1, help="Rows per batch."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    allow_unsigned: AllowUnsignedOption = False,
+    allow_unencrypted: AllowUnencryptedOption = False,
 ) -> None:
     """Predict every row of a dataset or of raw files into a Parquet file.
 
@@ -303,7 +344,11 @@ def predict(
     from shardlearn.registry import Registry, is_artifact, load
     from shardlearn.registry.predict import predict_batch
 
-    fitted = load(model) if is_artifact(model) or "/" in model else Registry(registry).load(model)
+    policy = {"allow_unsigned": allow_unsigned, "allow_unencrypted": allow_unencrypted}
+    if is_artifact(model) or "/" in model:
+        fitted = load(model, **policy)
+    else:
+        fitted = Registry(registry).load(model, **policy)
     inputs: Any = source[0] if len(source) == 1 else source
     with use_engine(engine_from_cli(engine, workers)) as eng:
         summary = predict_batch(

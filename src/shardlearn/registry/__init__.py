@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from shardlearn.registry.artifact import Artifact, is_artifact, load, read_artifact, save
 from shardlearn.registry.crypto import generate_key
-from shardlearn.registry.store import STAGES, ModelVersion, Registry, resolve_reference
+from shardlearn.registry.store import (
+    STAGES,
+    ModelVersion,
+    Registry,
+    read_verified,
+    resolve_reference,
+)
 
 __all__ = [
     "STAGES",
@@ -23,6 +29,7 @@ __all__ = [
     "is_artifact",
     "load",
     "read_artifact",
+    "read_verified",
     "resolve_reference",
     "save",
 ]
