@@ -162,3 +162,10 @@ def test_yaml_errors_are_one_line_and_nesting_is_bounded(tmp_path: Path) -> None
     path.write_text("stages: " + "[" * 10_000 + "]" * 10_000)
     with pytest.raises(SpecError, match=r"line 1: nested more than 64 levels deep"):
         load_spec(path)
+
+
+def test_a_stage_name_with_a_trailing_newline_is_refused() -> None:
+    raw = minimal()
+    raw["stages"]["lr\n"] = raw["stages"].pop("lr")
+    with pytest.raises(SpecError, match=r"stage 'lr\\n': a stage name starts with a letter"):
+        parse_spec(raw)

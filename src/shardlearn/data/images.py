@@ -34,7 +34,7 @@ __all__ = ["PIXEL_PREFIX", "image_info", "ingest_images", "pixel_columns"]
 
 PIXEL_PREFIX = "px"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-_PIXEL_NAME = re.compile(rf"^{PIXEL_PREFIX}_(\d+)_(\d+)_(\d+)$")
+_PIXEL_NAME = re.compile(rf"{PIXEL_PREFIX}_(\d+)_(\d+)_(\d+)")  # fullmatch: "$" allows "\n"
 
 
 def pixel_columns(shape: Sequence[int]) -> list[str]:
@@ -56,7 +56,7 @@ def image_info(dataset: Any) -> dict | None:
     one shape, in order.
     """
     names = [column.name for column in dataset.schema.feature_columns]
-    matches = [_PIXEL_NAME.match(name) for name in names]
+    matches = [_PIXEL_NAME.fullmatch(name) for name in names]
     if not names or not all(matches):
         return None
     shape = [max(int(m.group(i)) for m in matches) + 1 for m in matches[:1] for i in (1, 2, 3)]

@@ -13,7 +13,8 @@ from shardlearn.exceptions import ArtifactError
 __all__ = ["STAGES", "ModelVersion", "check_name", "check_stage", "now"]
 
 STAGES = ("staging", "production", "archived")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Used with fullmatch: "$" also matches before a trailing newline, so "loans\n" passed.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ModelVersion:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ArtifactError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
             "(starting with a letter or digit, at most 128 characters)"

@@ -23,7 +23,9 @@ __all__ = ["TOKEN_PREFIX", "TokenStore"]
 TOKEN_PREFIX = "sl_"
 # 32 random bytes: far beyond brute force, so a plain sha256 (no slow KDF) is enough to store.
 _TOKEN_BYTES = 32
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Used with fullmatch: "$" also matches before a trailing newline, and a name "ci\n" broke
+# the one-entry-per-line token file.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _digest(token: str) -> str:
@@ -82,7 +84,7 @@ class TokenStore:
 
     def create(self, name: str = "default") -> str:
         """Create a token, store its hash and return the token (the only time it is shown)."""
-        if not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ShardlearnError(
                 f"invalid token name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
             )
