@@ -6,11 +6,13 @@ Layout::
     arrays.npz      numeric arrays (``np.savez``; read back with ``allow_pickle=False``)
     files/NAME      native files a model brings (XGBoost UBJSON, torch safetensors)
     meta.json       only in encrypted artifacts: the descriptive metadata, encrypted
-    signature       optional ``hmac-sha256:<hex>`` over the exact bytes of ``model.json``
+    signature       optional ``hmac-sha256:<hex>`` or ``ed25519:<hex>`` over the exact bytes
+                    of ``model.json``
 
 ``model.json`` of a plain artifact::
 
     {"format": "shardlearn-model", "format_version": 1, "created_at": "...",
+     "artifact_id": "<32 random hex digits>",
      "model": {"type": "LogisticRegression", "module": "...", "meta": {...hook metadata...}},
      "classes": [...], "input_schema": {"columns": [...], "label": ...},
      "metrics": {...} | null, "dataset_manifest_sha256": "..." | null,
@@ -20,16 +22,21 @@ Layout::
 
 In an encrypted artifact every payload file (``arrays.npz``, ``files/*``, ``meta.json``) is
 AES-256-GCM ciphertext and ``model.json`` keeps only the header (format, creation time,
-encryption, file hashes); everything descriptive moves into the encrypted ``meta.json``.
+encryption, file hashes, artifact id); everything descriptive moves into the encrypted
+``meta.json``. The ciphertexts are bound to the artifact id (see :mod:`.crypto`).
 
 Models take part through two hooks (see the Models contract): ``model._to_artifact() ->
 (meta, arrays, files)`` and ``cls._from_artifact(meta, arrays, files)``. Classes are found by
 type name in :mod:`shardlearn.models._registry`; nothing in an artifact can name arbitrary
 code to import.
 
-Reading checks, in order: ``model.json`` exists; the signature when a signing key is set (an
-unsigned artifact is then refused); no unlisted files; every listed file's sha256; decryption.
-Any failure is an :class:`~shardlearn.exceptions.ArtifactError` naming the file.
+Reading checks, in order: ``model.json`` exists; its sha256 when the caller knows it (the
+registry index); the signature when a verification key is set (an unsigned artifact is then
+refused unless allowed); no unlisted files; every listed file's sha256; plaintext is refused
+when an encryption key is set (unless allowed); decryption. Any failure is an
+:class:`~shardlearn.exceptions.ArtifactError` naming the file. :func:`load` reads through
+:func:`shardlearn.registry.store.read_verified`, so a path inside a registry is checked
+against the registry's index like a ``NAME@STAGE`` reference.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ ARRAYS_FILE = "arrays.npz"
 SIGNATURE_FILE = "signature"
 META_FILE = "meta.json"
 FILES_DIR = "files"
-_HEADER_KEYS = ("format", "format_version", "created_at", "encryption", "files")
+_HEADER_KEYS = ("format", "format_version", "created_at", "artifact_id", "encryption", "files")
 _NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # fullmatch: "$" allows "\n"
 
 
@@ -162,17 +169,33 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _resolve_keys(sign: Any, encrypt: Any) -> tuple[bytes | None, bytes | None]:
+def _signing_key(sign: Any) -> Any:
+    """The HMAC key (bytes) or Ed25519 private key that signs, or ``None`` (see :func:`save`)."""
+    if sign is False:
+        return None
+    if sign is not None and sign is not True:
+        text = sign.encode() if isinstance(sign, str) else sign
+        if isinstance(text, bytes) and not text.lstrip().startswith(crypto.PEM_PREFIX):
+            return crypto.signing_key(sign)
+        return crypto.ed25519_private_key(sign)
+    hmac_key, private_key = crypto.signing_key(), crypto.ed25519_private_key()
+    if hmac_key is not None and private_key is not None:
+        raise ArtifactError(
+            f"both an HMAC signing key ({crypto.SIGNING_KEY_ENV}) and an Ed25519 private key "
+            f"({crypto.PRIVATE_KEY_FILE_ENV}) are set; an artifact carries one signature, "
+            "unset one of them"
+        )
+    if sign is True and hmac_key is None and private_key is None:
+        raise ArtifactError(
+            f"sign=True but no signing key is set: export {crypto.SIGNING_KEY_ENV}, "
+            f"{crypto.SIGNING_KEY_FILE_ENV} or {crypto.PRIVATE_KEY_FILE_ENV}"
+        )
+    return hmac_key if hmac_key is not None else private_key
+
+
+def _resolve_keys(sign: Any, encrypt: Any) -> tuple[Any, bytes | None]:
     """``None`` = use a configured key if any; ``True`` = a key is required; ``False`` = off."""
-    sign_key = None
-    if sign is not False:
-        explicit = sign if isinstance(sign, bytes | str) else None
-        sign_key = crypto.signing_key(explicit)
-        if sign is True and sign_key is None:
-            raise ArtifactError(
-                f"sign=True but no signing key is set: export {crypto.SIGNING_KEY_ENV} "
-                f"or {crypto.SIGNING_KEY_FILE_ENV}"
-            )
+    sign_key = _signing_key(sign)
     enc_key = None
     if encrypt is not False:
         explicit = encrypt if isinstance(encrypt, bytes | str) else None
@@ -221,10 +244,11 @@ def save(
     path : path or str
         The artifact directory to create: a local path or a ``pyarrow.fs`` URI such as
         ``s3://bucket/models/loans-lr`` (written locally, then uploaded with model.json last).
-    sign : bool, bytes or str, optional
-        ``None`` signs when a signing key is configured (``SHARDLEARN_SIGNING_KEY`` /
-        ``SHARDLEARN_SIGNING_KEY_FILE``); ``True`` requires one; ``False`` never signs; a
-        bytes/str value is the key itself.
+    sign : bool, bytes, str or Ed25519PrivateKey, optional
+        ``None`` signs when a signing key is configured (HMAC: ``SHARDLEARN_SIGNING_KEY`` /
+        ``SHARDLEARN_SIGNING_KEY_FILE``; Ed25519: ``SHARDLEARN_SIGNING_PRIVATE_KEY_FILE``);
+        ``True`` requires one; ``False`` never signs; a bytes/str value is the HMAC key itself,
+        or an Ed25519 private key as PEM; a ``cryptography`` Ed25519PrivateKey also works.
     encrypt : bool, bytes or str, optional
         Same, for AES-256-GCM encryption (``SHARDLEARN_ENCRYPTION_KEY`` / ``..._FILE``).
     metrics : dict, optional
@@ -254,6 +278,7 @@ def save(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "artifact_id": uuid.uuid4().hex,
         "encryption": None,
     }
     if enc_key is not None:
@@ -262,7 +287,8 @@ def save(
             "key_fingerprint": crypto.key_fingerprint(enc_key),
         }
         payload[META_FILE] = json.dumps(meta, sort_keys=True).encode()
-        payload = {n: crypto.encrypt_bytes(d, enc_key, n) for n, d in payload.items()}
+        binding = {"artifact_id": header["artifact_id"], "format_version": FORMAT_VERSION}
+        payload = {n: crypto.encrypt_bytes(d, enc_key, n, **binding) for n, d in payload.items()}
     else:
         header.update(meta)
     header["files"] = {
@@ -285,7 +311,7 @@ def _save_remote(model: Any, uri: str, *, overwrite: bool, **options: Any) -> st
 
 
 def _write_atomically(
-    target: Path, payload: dict[str, bytes], model_json: bytes, key: bytes | None, overwrite: bool
+    target: Path, payload: dict[str, bytes], model_json: bytes, key: Any, overwrite: bool
 ) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
@@ -361,23 +387,14 @@ def is_artifact(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MODEL_JSON).is_file()
 
 
-def _check_signature(root: Path, model_json: bytes, key: bytes | None, required: bool) -> bool:
+def _check_signature(
+    root: Path, model_json: bytes, keys: crypto.VerificationKeys, allow_unsigned: bool
+) -> bool:
     signature_path = root / SIGNATURE_FILE
-    if not signature_path.is_file():
-        if required:
-            raise ArtifactError(
-                f"{root} is unsigned (no {SIGNATURE_FILE} file) but a signing key is configured; "
-                "refusing to load it. Re-save it with the key, or unset the key"
-            )
-        return False
-    if key is not None and not crypto.signature_matches(
-        model_json, signature_path.read_bytes(), key
-    ):
-        raise ArtifactError(
-            f"signature check failed for {root}: {MODEL_JSON} or {SIGNATURE_FILE} was modified, "
-            "or it was signed with another key"
-        )
-    return key is not None
+    signature = signature_path.read_bytes() if signature_path.is_file() else None
+    return crypto.check_signature(
+        model_json, signature, keys, str(root), allow_unsigned=allow_unsigned
+    )
 
 
 def _check_files(root: Path, listed: dict[str, Any]) -> dict[str, bytes]:
@@ -418,7 +435,9 @@ def _parse_header(root: Path, model_json: bytes) -> dict[str, Any]:
     return header
 
 
-def _decrypt(root: Path, header: dict, contents: dict[str, bytes], key: bytes | None) -> dict:
+def _decrypt(
+    root: Path, header: dict, contents: dict[str, bytes], key: bytes | None, authenticated: bool
+) -> dict:
     info = header["encryption"]
     if key is None:
         raise ArtifactError(
@@ -431,15 +450,22 @@ def _decrypt(root: Path, header: dict, contents: dict[str, bytes], key: bytes | 
             f"wrong encryption key for {root}: it was encrypted with the key whose fingerprint "
             f"is {expected}, the configured key's fingerprint is {crypto.key_fingerprint(key)}"
         )
-    return {name: crypto.decrypt_bytes(data, key, name) for name, data in contents.items()}
+    binding = {"artifact_id": header.get("artifact_id"), "format_version": FORMAT_VERSION}
+    return {
+        name: crypto.decrypt_bytes(data, key, name, allow_legacy=authenticated, **binding)
+        for name, data in contents.items()
+    }
 
 
 def read_artifact(
     path: str | os.PathLike[str],
     *,
     signing_key: bytes | str | None = None,
+    public_key: Any = None,
     encryption_key: bytes | str | None = None,
-    require_signature: bool | None = None,
+    allow_unsigned: bool = False,
+    allow_unencrypted: bool = False,
+    expected_sha256: str | None = None,
 ) -> Artifact:
     """Read, verify and decrypt the artifact at ``path``.
 
@@ -447,42 +473,60 @@ def read_artifact(
     ----------
     path : path
         An artifact directory.
-    signing_key, encryption_key : bytes or str, optional
-        Keys to use instead of the configured ones (environment variables / key files).
-    require_signature : bool, optional
-        Refuse unsigned artifacts. Defaults to ``True`` exactly when a signing key is set.
+    signing_key, public_key, encryption_key : optional
+        Keys to use instead of the configured ones (environment variables / key files): the
+        HMAC key, the Ed25519 public key (object or PEM), the AES key.
+    allow_unsigned : bool, default False
+        Accept an unsigned artifact although a verification key is configured.
+    allow_unencrypted : bool, default False
+        Accept a plaintext artifact although an encryption key is configured.
+    expected_sha256 : str, optional
+        The sha256 ``model.json`` must have (the registry index's record of this version).
 
     Raises
     ------
     ArtifactError
-        Naming the file at fault: missing, unsigned, tampered, unlisted or undecryptable.
+        Naming the file at fault: missing, unsigned, tampered, replaced, unlisted, plaintext
+        or undecryptable.
     """
+    options = {
+        "signing_key": signing_key,
+        "public_key": public_key,
+        "encryption_key": encryption_key,
+        "allow_unsigned": allow_unsigned,
+        "allow_unencrypted": allow_unencrypted,
+        "expected_sha256": expected_sha256,
+    }
     if _remote.is_uri(path):
         with _remote.downloaded(str(path)) as local:
-            artifact = read_artifact(
-                local,
-                signing_key=signing_key,
-                encryption_key=encryption_key,
-                require_signature=require_signature,
-            )
+            artifact = read_artifact(local, **options)
         artifact.path = str(path)
         return artifact
     root = Path(path)
     if not is_artifact(root):
         raise ArtifactError(f"{root} is not a model artifact: no {MODEL_JSON} in it")
     model_json = (root / MODEL_JSON).read_bytes()
-    key = crypto.signing_key(signing_key)
-    required = key is not None if require_signature is None else require_signature
-    if required and key is None:
-        raise ArtifactError(f"a signature is required to load {root} but no signing key is set")
-    verified = _check_signature(root, model_json, key, required)
+    if expected_sha256 is not None and crypto.sha256_bytes(model_json) != expected_sha256:
+        raise ArtifactError(
+            f"{root / MODEL_JSON} does not match the registry index: the version was replaced "
+            "(e.g. another version copied over it); refusing to load it"
+        )
+    keys = crypto.verification_keys(signing_key, public_key)
+    verified = _check_signature(root, model_json, keys, allow_unsigned)
     header = _parse_header(root, model_json)
     contents = _check_files(root, header["files"])
     encrypted = bool(header.get("encryption"))
     meta = {k: v for k, v in header.items() if k not in _HEADER_KEYS}
+    enc_key = crypto.encryption_key(encryption_key)
     if encrypted:
-        contents = _decrypt(root, header, contents, crypto.encryption_key(encryption_key))
+        authenticated = verified or expected_sha256 is not None
+        contents = _decrypt(root, header, contents, enc_key, authenticated)
         meta = json.loads(contents.pop(META_FILE, b"{}"))
+    elif enc_key is not None and not allow_unencrypted:
+        raise ArtifactError(
+            f"{root} is not encrypted but an encryption key is configured; refusing to load "
+            "it. Re-save it with the key, or pass --allow-unencrypted (allow_unencrypted=True)"
+        )
     if "model" not in meta:
         raise ArtifactError(f"{root / MODEL_JSON} does not say which model it holds")
     arrays = _read_npz(root, contents.pop(ARRAYS_FILE, None))
@@ -514,7 +558,10 @@ def load(
     path_or_ref: str | os.PathLike[str],
     *,
     signing_key: bytes | str | None = None,
+    public_key: Any = None,
     encryption_key: bytes | str | None = None,
+    allow_unsigned: bool = False,
+    allow_unencrypted: bool = False,
 ) -> Any:
     """Load a model from an artifact path or a registry reference.
 
@@ -524,25 +571,22 @@ def load(
         An artifact directory or ``pyarrow.fs`` URI (``s3://bucket/models/loans-lr``), or
         a registry reference: ``"ROOT/NAME@STAGE"``, ``"ROOT/NAME:VERSION"``, ``"ROOT/NAME"``
         (latest version) with ROOT a registry directory (default ``$SHARDLEARN_MODELS`` or
-        ``models`` when only ``NAME@STAGE`` is given).
-    signing_key, encryption_key : bytes or str, optional
-        Keys to use instead of the configured ones.
+        ``models`` when only ``NAME@STAGE`` is given). A version directory inside a registry
+        (``ROOT/NAME/3``) is checked against the registry's index like ``ROOT/NAME:3``.
+    signing_key, public_key, encryption_key : optional
+        Keys to use instead of the configured ones (see :func:`read_artifact`).
+    allow_unsigned, allow_unencrypted : bool, default False
+        Accept an unsigned (plaintext) artifact although a signing (encryption) key is set.
 
     Examples
     --------
     >>> model = sl.load("models/loans@production")   # doctest: +SKIP
     """
-    path = resolve_path(path_or_ref)
-    artifact = read_artifact(path, signing_key=signing_key, encryption_key=encryption_key)
+    from shardlearn.registry.store import read_verified
+
+    artifact = read_verified(
+        path_or_ref, signing_key=signing_key, public_key=public_key,
+        encryption_key=encryption_key, allow_unsigned=allow_unsigned,
+        allow_unencrypted=allow_unencrypted,
+    )  # fmt: skip
     return artifact.to_model()
-
-
-def resolve_path(path_or_ref: str | os.PathLike[str]) -> Path | str:
-    """The artifact directory for a path, a URI or a registry reference (see :func:`load`)."""
-    if _remote.is_uri(path_or_ref):
-        return str(path_or_ref)
-    if is_artifact(path_or_ref):
-        return Path(path_or_ref)
-    from shardlearn.registry.store import resolve_reference
-
-    return resolve_reference(str(path_or_ref))

@@ -48,6 +48,7 @@ __all__ = [
     "STAGES",
     "ModelVersion",
     "Registry",
+    "read_verified",
     "resolve_reference",
 ]
 
@@ -102,6 +103,9 @@ class Registry:
     ----------
     root : path, default "models"
         The registry directory; created on first registration.
+    allow_unsigned, allow_unencrypted : bool, default False
+        The default policy of :meth:`read` and :meth:`load` (a server sets it once): accept
+        unsigned (plaintext) versions although a signing (encryption) key is configured.
 
     Examples
     --------
@@ -111,7 +115,13 @@ class Registry:
     >>> model = sl.load("models/loans@production")                 # doctest: +SKIP
     """
 
-    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        *,
+        allow_unsigned: bool = False,
+        allow_unencrypted: bool = False,
+    ) -> None:
         if "://" in os.fspath(root):
             raise ArtifactError(
                 f"a registry needs a local or mounted directory for its SQLite index, not "
@@ -119,6 +129,8 @@ class Registry:
                 "shardlearn.save(model, 's3://bucket/models/NAME') and shardlearn.load(URI)"
             )
         self.root = Path(root)
+        self.allow_unsigned = allow_unsigned
+        self.allow_unencrypted = allow_unencrypted
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -304,7 +316,8 @@ class Registry:
         self, incoming: Path, name: str, stage: str | None, description: str | None, keys: dict
     ) -> ModelVersion:
         header_bytes = (incoming / MODEL_JSON).read_bytes()
-        artifact = read_artifact(incoming, require_signature=False, **keys)
+        # Registering records what was written; the signing/encryption policy applies on load.
+        artifact = read_artifact(incoming, allow_unsigned=True, allow_unencrypted=True, **keys)
         meta = artifact.meta
         lineage = dict(meta.get("lineage") or {})
         if meta.get("dataset_manifest_sha256"):
@@ -400,15 +413,20 @@ class Registry:
             return self.get(name, int(version))
         return self.get(name, stage=stage)
 
-    def read(self, ref: str, **keys: Any) -> Artifact:
-        """The verified :class:`~shardlearn.registry.artifact.Artifact` of ``ref``."""
+    def read(self, ref: str, **options: Any) -> Artifact:
+        """The verified :class:`~shardlearn.registry.artifact.Artifact` of ``ref``.
+
+        Every loader of a registered version ends here: the artifact's ``model.json`` must
+        have the sha256 the index recorded for this name and version (which pins its
+        artifact id and every file's hash), besides the checks of
+        :func:`~shardlearn.registry.artifact.read_artifact`, whose keyword ``options``
+        (keys, ``allow_unsigned``, ``allow_unencrypted``; the last two default to the
+        registry's own) are passed on.
+        """
         mv = self.resolve(ref)
-        artifact = read_artifact(mv.path, **keys)
-        if crypto.sha256_bytes((mv.path / MODEL_JSON).read_bytes()) != mv.artifact_sha256:
-            raise ArtifactError(
-                f"{mv.path / MODEL_JSON} does not match the registry index: it was replaced"
-            )
-        return artifact
+        options.setdefault("allow_unsigned", self.allow_unsigned)
+        options.setdefault("allow_unencrypted", self.allow_unencrypted)
+        return read_artifact(mv.path, expected_sha256=mv.artifact_sha256, **options)
 
     def load(self, ref: str, **keys: Any) -> Any:
         """The model of ``ref`` (see :meth:`resolve`), verified and rebuilt."""
@@ -538,12 +556,8 @@ class Registry:
         return found
 
 
-def resolve_reference(ref: str) -> Path:
-    """The artifact directory of a registry reference such as ``"models/loans@production"``.
-
-    ``ROOT/NAME@STAGE``, ``ROOT/NAME:VERSION`` and ``ROOT/NAME`` (newest version) are
-    accepted; without ``ROOT/`` the root is ``$SHARDLEARN_MODELS`` or ``models``.
-    """
+def _reference_registry(ref: str) -> tuple[Registry, str]:
+    """The registry of a reference such as ``"models/loans@production"`` and its ``NAME...``."""
     text = str(ref)
     head, _, tail = text.rpartition("/")
     root = head or os.environ.get(ROOT_ENV, DEFAULT_ROOT)
@@ -555,7 +569,57 @@ def resolve_reference(ref: str) -> Path:
             f"cannot find model {text!r}: it is neither an artifact directory nor in a "
             f"registry (no {INDEX_FILE} in {root})"
         )
+    return registry, tail
+
+
+def resolve_reference(ref: str) -> Path:
+    """The artifact directory of a registry reference such as ``"models/loans@production"``.
+
+    ``ROOT/NAME@STAGE``, ``ROOT/NAME:VERSION`` and ``ROOT/NAME`` (newest version) are
+    accepted; without ``ROOT/`` the root is ``$SHARDLEARN_MODELS`` or ``models``. To read the
+    version, use :func:`read_verified`, which also checks it against the index.
+    """
+    registry, tail = _reference_registry(ref)
     mv = registry.resolve(tail)
     if not is_artifact(mv.path):
         raise ArtifactError(f"{mv.ref} is indexed but its directory {mv.path} is missing")
     return mv.path
+
+
+def _registry_version_at(path: Path) -> tuple[Registry, str] | None:
+    """``(registry, "NAME:VERSION")`` when ``path`` is a version directory of a registry.
+
+    Symbolic links are resolved first, so a link to a version directory is checked too.
+    """
+    directory = path.resolve()
+    root = directory.parent.parent
+    if not directory.name.isdigit() or not (root / INDEX_FILE).is_file():
+        return None
+    return Registry(root), f"{directory.parent.name}:{int(directory.name)}"
+
+
+def read_verified(path_or_ref: str | os.PathLike[str], **options: Any) -> Artifact:
+    """The verified artifact of a path, URI or registry reference: the one entry point of
+    every loader (``shardlearn.load``, ``predict``, ``evaluate``, ``serve``).
+
+    A registry reference (``ROOT/NAME@STAGE``, ``ROOT/NAME:VERSION``, ``ROOT/NAME``) and a
+    version directory inside a registry (``ROOT/NAME/3``) are read with
+    :meth:`Registry.read`, so they must match the index: a version directory replaced by a
+    copy of another version (a rollback) is refused even though its own signature verifies.
+    An artifact outside any registry, or at a URI, is read with
+    :func:`~shardlearn.registry.artifact.read_artifact`. ``options`` are passed on (keys,
+    ``allow_unsigned``, ``allow_unencrypted``).
+    """
+    if _remote.is_uri(path_or_ref):
+        return read_artifact(str(path_or_ref), **options)
+    if is_artifact(path_or_ref):
+        located = _registry_version_at(Path(path_or_ref))
+        if located is None:
+            return read_artifact(path_or_ref, **options)
+        registry, ref = located
+        return registry.read(ref, **options)
+    registry, tail = _reference_registry(str(path_or_ref))
+    mv = registry.resolve(tail)
+    if not is_artifact(mv.path):
+        raise ArtifactError(f"{mv.ref} is indexed but its directory {mv.path} is missing")
+    return registry.read(mv.ref, **options)
