@@ -127,8 +127,7 @@ def test_too_many_rejects_fail_and_leave_no_dataset(tmp_path: Path) -> None:
         rows[i] = f"{i},1.0"
     with pytest.raises(DataError, match=r"5 of 20 rows \(25.00%\) were rejected.*max-reject-rate"):
         ingest(_csv(tmp_path / "in.csv", rows), "label", tmp_path / "ds", max_reject_rate=0.1)
-    assert not (tmp_path / "ds" / "manifest.json").exists()
-    assert list((tmp_path / "ds").iterdir()) == []
+    assert not (tmp_path / "ds").exists()  # the output folder it created is removed again
 
 
 @pytest.mark.parametrize(

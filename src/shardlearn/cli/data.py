@@ -116,6 +116,12 @@ def ingest_command(
         "--allow-unlabeled",
         help="Keep rows with a missing label in an 'unlabeled' split instead of rejecting them.",
     ),
+    allow_non_finite: bool = typer.Option(
+        False,
+        "--allow-non-finite",
+        help="Keep infinite numbers (inf, -Infinity, 1e999) and NaNs instead of rejecting "
+        "infinities and reading NaN as missing.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
 ) -> None:
     """Ingest files into a sharded, validated dataset (Parquet shards + manifest)."""
@@ -140,6 +146,7 @@ def ingest_command(
         max_reject_rate=max_reject_rate,
         progress=not as_json,
         allow_unlabeled=allow_unlabeled,
+        allow_non_finite=allow_non_finite,
     )
     if as_json:
         typer.echo(json.dumps(_describe_dict(ds, verify=None), indent=2))

@@ -5,7 +5,9 @@ per column from a sample; :func:`convert_batch` casts a batch to the schema. Cas
 vectorised with a fast path (one Arrow cast per column, which succeeds on clean data) and a
 slow path only for a column whose cast failed: trim, map missing-value markers to null, test
 every value against the type's grammar, and mark the rest invalid. An invalid value makes its
-row a reject whose reason names the column.
+row a reject whose reason names the column. An infinite float (``inf``, ``-Infinity``, ``1e999``)
+is a reject too unless ``allow_non_finite``; a NaN is a missing value (null), as the default
+missing-value markers already make of the text ``NaN``.
 """
 
 from __future__ import annotations
@@ -188,6 +190,18 @@ def _convert_column(
     return _slow_cast(_clean(raw, na_values, trim), dtype)
 
 
+def _non_finite(typed: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+    """NaN made null, and the mask of infinite values (None when there is none)."""
+    finite = pc.is_finite(typed)
+    if pc.all(finite).as_py() is not False:
+        return typed, None
+    nan = pc.fill_null(pc.is_nan(typed), False)
+    if pc.any(nan).as_py():
+        typed = pc.if_else(nan, pa.scalar(None, typed.type), typed)
+    infinite = pc.and_(pc.invert(finite), pc.invert(nan))
+    return typed, pc.fill_null(infinite, False).to_numpy(zero_copy_only=False)
+
+
 def convert_batch(
     batch: pa.RecordBatch | pa.Table,
     schema: Schema,
@@ -195,11 +209,13 @@ def convert_batch(
     trim: bool = True,
     label_strip: str | None = None,
     allow_unlabeled: bool = False,
+    allow_non_finite: bool = False,
 ) -> Converted:
     """Cast ``batch`` to ``schema``; rows with an unparseable value or no label are marked bad.
 
     With ``allow_unlabeled`` a row whose only problem is a missing label is kept (its label is
-    null); a row with an unparseable value is still bad, label or not.
+    null); a row with an unparseable value is still bad, label or not. Infinite floats are bad
+    and NaNs are made missing, unless ``allow_non_finite`` keeps both as they are.
     """
     na = pa.array(list(na_values), pa.string())
     rows = batch.num_rows
@@ -217,6 +233,14 @@ def convert_batch(
             newly = invalid & ~bad
             reasons[newly] = f"column {column.name!r}: not a valid {column.dtype} value"
             bad |= invalid
+        if not allow_non_finite and pa.types.is_floating(typed.type):
+            typed, infinite = _non_finite(typed)
+            if infinite is not None:
+                newly = infinite & ~bad
+                reasons[newly] = (
+                    f"column {column.name!r}: an infinite value (--allow-non-finite keeps it)"
+                )
+                bad |= infinite
         arrays.append(typed)
     if schema.label is not None and not allow_unlabeled:
         position = schema.names.index(schema.label)

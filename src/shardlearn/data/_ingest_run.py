@@ -153,6 +153,7 @@ class IngestRun:
     trim: bool
     progress: bool
     allow_unlabeled: bool = False
+    allow_non_finite: bool = False
     rows_read: int = 0
     blank_lines: int = 0
     _progress_state: dict[str, Any] = field(default_factory=dict)
@@ -299,6 +300,7 @@ class IngestRun:
             self.trim,
             self.label_strip,
             allow_unlabeled=self.allow_unlabeled,
+            allow_non_finite=self.allow_non_finite,
         )
         return _Prepared(raw, batch, lines, converted, int(blank.sum()))
 
@@ -352,6 +354,7 @@ class IngestRun:
                 "na_values": list(self.options.na_values),
                 "label_strip": self.label_strip,
                 "trim": self.trim,
+                "allow_non_finite": self.allow_non_finite,
             },
         }
 

@@ -140,6 +140,8 @@ class DatasetWriter:
         self.partitioner = partitioner
         self.flush_bytes = flush_bytes
         self.filesystem, self.root = prepare_output(out, overwrite)
+        # A directory this writer creates is removed again by abort: nothing is left behind.
+        self._created_root = self.filesystem.get_file_info(self.root).type == pafs.FileType.NotFound
         self.staging = join_uri(self.root, STAGING_PREFIX + secrets.token_hex(6))
         self.filesystem.create_dir(self.staging, recursive=True)
         self._buffers: dict[tuple[int, int], _ShardBuffer] = {}
@@ -301,6 +303,10 @@ class DatasetWriter:
             self._rejects.close()
         try:
             self.filesystem.delete_dir(self.staging)
+            if self._created_root and not self.filesystem.get_file_info(
+                pafs.FileSelector(self.root)
+            ):
+                self.filesystem.delete_dir(self.root)
         except (FileNotFoundError, OSError):
             pass
         self._buffers.clear()

@@ -205,13 +205,17 @@ def ingest(
     block_size: int | None = None,
     progress: bool = False,
     allow_unlabeled: bool = False,
+    allow_non_finite: bool = False,
 ) -> Dataset:
     """Read CSV/TSV, JSON Lines or Parquet files into a sharded, validated dataset.
 
     Rows are streamed batch by batch (memory does not grow with the input). A row that cannot
-    be parsed to the schema, has the wrong number of fields or no label is written to
-    ``_rejects/`` with its file, line and reason; ``rows_read == rows_written + rows_rejected``
-    is recorded in the manifest.
+    be parsed to the schema, has the wrong number of fields or no label, holds an infinite
+    number, is not valid UTF-8, is longer than ``block_size`` bytes, or (JSON Lines) holds a
+    list or an object where a column takes one value is written to ``_rejects/`` with its
+    file, line and reason; ``rows_read == rows_written + rows_rejected`` is recorded in the
+    manifest. A compressed file that is corrupt or truncated is a :class:`DataError` naming the
+    last good line, and nothing is written.
 
     Parameters
     ----------
@@ -255,7 +259,8 @@ def ingest(
     trim : bool, default True
         Strip whitespace around text values (``"a, b"`` reads ``b``).
     block_size : int, optional
-        Bytes per read block (default 4 MiB); bounds memory.
+        Bytes per read block (default 4 MiB); bounds memory. A line longer than this is
+        rejected.
     progress : bool, default False
         Show a progress bar on stderr.
     allow_unlabeled : bool, default False
@@ -264,6 +269,10 @@ def ingest(
         train/valid/test and never into a class count. ``rows_written`` includes them and the
         manifest records ``rows_unlabeled``. A row with an unparseable value is still
         rejected. Used by self-training (:class:`shardlearn.models.SelfTrainingClassifier`).
+    allow_non_finite : bool, default False
+        Keep infinite numbers (``inf``, ``-Infinity``, ``1e999``) and NaNs in float columns.
+        By default an infinite value makes its row a reject (models cannot train on it) and a
+        NaN is read as a missing value.
 
     Returns
     -------
@@ -309,5 +318,6 @@ def ingest(
         trim=trim,
         progress=progress,
         allow_unlabeled=bool(allow_unlabeled),
+        allow_non_finite=bool(allow_non_finite),
     )
     return run.execute()

@@ -10,6 +10,19 @@ CSV line numbers: pyarrow's streaming reader runs single-threaded here so that i
 later) so that every physical line is either a row or an invalid-row report, which makes the
 line of every row computable. Values with embedded newlines are not supported (a quote left
 open swallows the following lines, which are reported as rejects line by line).
+
+CSV has two paths. The fast path hands the file straight to pyarrow, numeric columns typed by
+the parser, and takes only clean data: the first value of another type, refused row, line
+longer than a block or non-UTF-8 byte stops it (``_FastPathFailed``). The slow path then reads
+on from the first line not yet delivered, every column as text, behind a
+:class:`~shardlearn.data._line_guard.LineGuard` that empties over-long and undecodable lines
+(each becomes a reject with its line number); refused rows are reported by the
+``invalid_row_handler``. Clean files never pay for the slow path.
+
+JSON Lines are read line by line as bytes: a line that is not UTF-8, longer than the block
+size, not JSON (or nested too deeply) or not an object, and a record holding a list or an
+object where a column takes one value, are rejects. A file that stops early (a truncated or
+corrupt ``.gz``) is one :class:`DataError` naming the last good line.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import glob
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
 from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.exceptions import DataError, SchemaError
 
@@ -191,11 +205,28 @@ class SourceReader:
         return pa.CompressedInputStream(self._raw, compression)
 
     def batches(self) -> Iterator[RawBatch]:
-        """Every row of the file, batch by batch."""
+        """Every row of the file, batch by batch.
+
+        A file that cannot be read to its end (a truncated or corrupt ``.gz``, a read error)
+        raises one :class:`DataError` naming the last line delivered.
+        """
         reader = {"csv": self._csv, "tsv": self._csv, "jsonl": self._jsonl}.get(
             self.format, self._parquet
         )
-        yield from reader()
+        last_line = 0
+        try:
+            for raw in reader():
+                yield raw
+                last_line = max(last_line, _last_line(raw))
+        except OSError as error:
+            _, compression = _split_extension(self.path)
+            what = (
+                f"its {compression} data is corrupt or truncated" if compression else "read error"
+            )
+            where = f"the last good line is {last_line}" if last_line else "no line could be read"
+            raise DataError(
+                f"Cannot read {self.path!r}: {what} ({error}); {where}. Nothing was written."
+            ) from None
 
     # -- CSV -------------------------------------------------------------------------------
     def _csv(self) -> Iterator[RawBatch]:
@@ -213,29 +244,23 @@ class SourceReader:
             for raw, name in zip(self._raw_names, self.column_names, strict=True)
             if name in self.fast_types
         }
-        invalid: list[tuple[int, str]] = []
+        self._refused: dict[int, tuple[str, str]] = {}
+        first_line = 1 if names else 2
+        progress = {"done": first_line - 1}
         try:
-            reader = self._open_csv(self._open_stream(), invalid, not names, typed)
-        except pa.ArrowInvalid as error:
-            if not (typed and "CSV conversion error" in str(error)):
-                raise DataError(
-                    f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
-                ) from None
-            # The first block already holds a value of another type: read it all as text.
-            invalid, typed = [], {}
-            reader = self._open_csv(self._open_stream(), invalid, not names, typed)
-        progress: dict[str, int] = {}
-        try:
-            yield from self._csv_batches(
-                reader, invalid, 1 if names else 2, 0, progress, strict=bool(typed)
-            )
-        except _TypedParseFailed:
-            # A numeric column holds something else: from the first line not yet delivered,
-            # read every column as text so that the bad values become rejects.
+            invalid: list[tuple[int, str]] = []
+            reader = self._open_csv(self._open_stream(), invalid, not names, typed, strict=True)
+            yield from self._csv_batches(reader, invalid, first_line, 0, progress, strict=True)
+        except _FastPathFailed:
+            # From the first line not yet delivered, read every column as text through a
+            # LineGuard: bad values become rejects, and so do over-long or non-UTF-8 lines.
             restart = progress["done"] + 1
-            stream = _SkipLines(self._open_stream(), restart - 1)
+            guard = LineGuard(
+                _SkipLines(self._open_stream(), restart - 1), self.options.block_size, restart
+            )
+            self._refused = guard.refused
             invalid = []
-            reader = self._open_csv(pa.PythonFile(stream, mode="r"), invalid, False, {})
+            reader = self._open_csv(pa.PythonFile(guard, mode="r"), invalid, False, {})
             yield from self._csv_batches(reader, invalid, 1, restart - 1, {})
 
     def _open_csv(
@@ -244,11 +269,36 @@ class SourceReader:
         invalid: list[tuple[int, str]],
         header: bool,
         typed: dict[str, pa.DataType],
+        strict: bool = False,
     ) -> pacsv.CSVStreamingReader:
+        """A streaming reader (it parses the first block now).
+
+        With ``strict`` (the fast path) a refused row is an error, not a report: pyarrow would
+        decode a refused row's text before calling any handler, and a non-UTF-8 one would
+        escape as an "Exception ignored" traceback. Any error the slow path can handle then
+        raises _FastPathFailed; every other one is a DataError.
+        """
+
         def on_invalid(row: pacsv.InvalidRow) -> str:
             invalid.append((int(row.number or 0), row.text))
             return "skip"
 
+        try:
+            return self._open_csv_reader(stream, None if strict else on_invalid, header, typed)
+        except pa.ArrowInvalid as error:
+            if strict and _slow_path_can_read(error):
+                raise _FastPathFailed() from None
+            raise DataError(
+                f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
+            ) from None
+
+    def _open_csv_reader(
+        self,
+        stream: pa.NativeFile,
+        on_invalid: Callable[[pacsv.InvalidRow], str] | None,
+        header: bool,
+        typed: dict[str, pa.DataType],
+    ) -> pacsv.CSVStreamingReader:
         return pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(
@@ -271,26 +321,34 @@ class SourceReader:
         )
 
     def _csv_header(self, delimiter: str) -> list[str]:
-        """The raw header names (a throw-away reader: its parse of the first block is ignored)."""
-        try:
-            reader = pacsv.open_csv(
-                self._open_stream(),
-                read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 16),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=delimiter,
-                    quote_char=self._quote,
-                    invalid_row_handler=lambda row: "skip",
-                ),
-            )
-        except pa.ArrowInvalid as error:
-            if "Empty CSV file" in str(error):
-                raise DataError(f"Input file {self.path!r} is empty.") from None
+        """The raw header names, parsed from the first line alone (so that a bad line further
+        down cannot make the header unreadable)."""
+        stream = self._open_stream()
+        first = b""
+        while b"\n" not in first and len(first) <= self.options.block_size:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                break
+            first += chunk
+        if not first.strip():
+            raise DataError(f"Input file {self.path!r} is empty.")
+        line = first.split(b"\n", 1)[0]
+        if len(line) > self.options.block_size:
             raise DataError(
-                f"Cannot read {self.path!r} as {self.format.upper()}: {error}"
+                f"The header line of {self.path!r} is longer than {self.options.block_size} "
+                "bytes; is this a CSV file?"
+            )
+        try:
+            names = pacsv.read_csv(
+                pa.BufferReader(line + b"\n"),
+                read_options=pacsv.ReadOptions(use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=self._quote),
+            ).column_names
+        except pa.ArrowInvalid as error:
+            raise DataError(
+                f"Cannot read the header line of {self.path!r} as {self.format.upper()}: {error}"
             ) from None
-        names = list(reader.schema.names)
-        reader.close()
-        return names
+        return list(names)
 
     def _csv_batches(
         self,
@@ -305,7 +363,8 @@ class SourceReader:
 
         A refused row is reported with the first batch whose rows come after it (or at the
         end), so ``progress["done"]`` — the last line delivered in full — never passes a line
-        whose fate is unknown. With ``strict`` a conversion error raises _TypedParseFailed.
+        whose fate is unknown. With ``strict`` an error the slow path can handle raises
+        _FastPathFailed. Rows on lines the LineGuard refused (blank to the parser) are reports.
         """
         names = self.column_names
         rows_before = reported = 0
@@ -320,8 +379,8 @@ class SourceReader:
                 batch = None
             except pa.ArrowInvalid as error:
                 reader.close()
-                if strict and "CSV conversion error" in str(error):
-                    raise _TypedParseFailed() from None
+                if strict and _slow_path_can_read(error):
+                    raise _FastPathFailed() from None
                 raise DataError(f"Cannot parse {self.path!r}: {error}") from None
             valid_before, consumed = _extend_spans(
                 valid_before, consumed, invalid[known:], first_line
@@ -353,12 +412,26 @@ class SourceReader:
             if last is not None:
                 progress["done"] = max(progress["done"], last)
             renamed = pa.RecordBatch.from_arrays(batch.columns, names=names)
+            if self._refused and len(lines):
+                renamed, lines = self._take_refused(renamed, lines, reports)
             if renamed.num_rows or reports:
                 yield RawBatch(self.path, renamed, lines, reports)
             yield from recovered
             if end_of_file:
                 break
         reader.close()
+
+    def _take_refused(
+        self, batch: pa.RecordBatch, lines: np.ndarray, reports: list[tuple[int, str, str]]
+    ) -> tuple[pa.RecordBatch, np.ndarray]:
+        """Move the rows on refused lines from ``batch`` to ``reports``."""
+        refused = np.isin(lines, np.fromiter(self._refused, dtype=np.int64))
+        if not refused.any():
+            return batch, lines
+        for line in lines[refused].tolist():
+            reason, text = self._refused.pop(line)
+            reports.append((line, reason, text))
+        return batch.filter(pa.array(~refused)), lines[~refused]
 
     def _reparse(self, text: str, first_line: int) -> list[RawBatch]:
         """Rows after an unclosed quote: parse them again on their own (they may be fine)."""
@@ -368,44 +441,57 @@ class SourceReader:
 
     # -- JSON Lines ----------------------------------------------------------------------------
     def _jsonl(self) -> Iterator[RawBatch]:
-        stream = self._open_stream()
-        text = io.TextIOWrapper(io.BufferedReader(_CountingStream(stream)), encoding="utf-8")
+        stream = io.BufferedReader(_CountingStream(self._open_stream()), buffer_size=1 << 20)
         line_number = 0
-        chunk: list[str] = []
-        start = 1
-        for line in text:
+        chunk: list[tuple[int, bytes | str]] = []
+        for line in self._json_lines(stream):
             line_number += 1
-            chunk.append(line)
+            chunk.append((line_number, line))
             if len(chunk) >= _JSON_CHUNK_LINES:
-                yield self._json_chunk(chunk, start)
-                start, chunk = line_number + 1, []
+                yield self._json_chunk(chunk)
+                chunk = []
         if chunk:
-            yield self._json_chunk(chunk, start)
+            yield self._json_chunk(chunk)
         if line_number == 0:
             raise DataError(f"Input file {self.path!r} is empty.")
 
-    def _json_chunk(self, lines: list[str], start: int) -> RawBatch:
+    def _json_lines(self, stream: io.BufferedReader) -> Iterator[bytes | str]:
+        """Every physical line as bytes; an over-long one as the reason it is refused (its
+        rest is skipped unread into memory)."""
+        limit = self.options.block_size
+        while line := stream.readline(limit + 1):
+            if len(line) <= limit or line.endswith(b"\n"):
+                yield line
+                continue
+            length = len(line)
+            while not line.endswith(b"\n") and (line := stream.readline(1 << 20)):
+                length += len(line)
+            yield f"line of {length} bytes, longer than the {limit}-byte limit"
+
+    def _json_chunk(self, lines: list[tuple[int, bytes | str]]) -> RawBatch:
         records, numbers, reports = [], [], []
-        for offset, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                reports.append((start + offset, f"invalid JSON: {error.msg}", line.rstrip("\n")))
-                continue
-            if not isinstance(record, dict):
-                reports.append((start + offset, "not a JSON object", line.rstrip("\n")))
-                continue
-            records.append(record)
-            numbers.append(start + offset)
+        for number, line in lines:
+            record, reason = _json_record(line)
+            if reason is not None:
+                reports.append((number, reason, _json_preview(line)))
+            elif record is not None:
+                records.append(record)
+                numbers.append(number)
         names = self.options.columns or _json_names(records)
         if not hasattr(self, "column_names"):
             self.column_names = list(names)
         names = self.column_names
-        arrays = [pa.array([_json_text(r.get(n)) for r in records], pa.string()) for n in names]
+        kept = []
+        for record, number in zip(records, numbers, strict=True):
+            reason = _nested_value(record, names)
+            if reason is None:
+                kept.append((record, number))
+            else:
+                reports.append((number, reason, json.dumps(record)[:REFUSED_TEXT_CHARS]))
+        arrays = [pa.array([_json_text(r.get(n)) for r, _ in kept], pa.string()) for n in names]
         batch = pa.RecordBatch.from_arrays(arrays, names=names)
-        return RawBatch(self.path, batch, np.asarray(numbers, dtype=np.int64), reports)
+        lines_kept = np.asarray([n for _, n in kept], dtype=np.int64)
+        return RawBatch(self.path, batch, lines_kept, reports)
 
     # -- Parquet -------------------------------------------------------------------------------
     def _parquet(self) -> Iterator[RawBatch]:
@@ -422,8 +508,21 @@ class SourceReader:
                 yield RawBatch(self.path, batch, lines, [])
 
 
-class _TypedParseFailed(Exception):
-    """Internal: a typed CSV read hit a value of another type (never escapes this module)."""
+class _FastPathFailed(Exception):
+    """Internal: the fast CSV read hit a value of another type, a row it refused, a line
+    longer than a block or bytes that are not UTF-8; the slow path reads on from the first
+    line not yet delivered (never escapes this module)."""
+
+
+def _last_line(raw: RawBatch) -> int:
+    """The last source line ``raw`` accounts for (a row or a refused row)."""
+    return max([*raw.lines[-1:].tolist(), *(line for line, _, _ in raw.invalid), 0])
+
+
+def _slow_path_can_read(error: pa.ArrowInvalid) -> bool:
+    """Whether the slow path (all text, behind a LineGuard) gets past ``error``."""
+    message = str(error)
+    return any(sign in message for sign in ("CSV conversion error", "CSV parse error", "straddl"))
 
 
 class _SkipLines(io.RawIOBase):
@@ -496,6 +595,44 @@ def _explain_invalid(line: int, text: str, expected: int) -> list[tuple[int, str
     if "\n" in text or first.count('"') % 2:
         return [(line, "broken quoting: a quote is not closed on this line", first)]
     return [(line, f"wrong number of fields (expected {expected})", text)]
+
+
+def _json_record(line: bytes | str) -> tuple[dict | None, str | None]:
+    """(the record, None), (None, None) for a blank line, or (None, why it is refused)."""
+    if isinstance(line, str):
+        return None, line
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, f"not valid UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start + 1})"
+    if not text.strip():
+        return None, None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"invalid JSON: {error.msg}"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    return record, None
+
+
+def _json_preview(line: bytes | str) -> str:
+    if isinstance(line, str):
+        return ""
+    text = line[: 4 * REFUSED_TEXT_CHARS].decode("utf-8", "replace").rstrip("\n")
+    return text[:REFUSED_TEXT_CHARS]
+
+
+def _nested_value(record: dict, names: Sequence[str]) -> str | None:
+    """Why ``record`` is refused: a list or an object where a column takes one value."""
+    for name in names:
+        value = record.get(name)
+        if isinstance(value, list | dict):
+            kind = "list" if isinstance(value, list) else "object"
+            return f"column {name!r}: a JSON {kind} where a single value is expected"
+    return None
 
 
 def _json_names(records: list[dict]) -> list[str]:

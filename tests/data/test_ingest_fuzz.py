@@ -1,0 +1,101 @@
+"""Ingest fuzz over a real CSV: whatever is done to the bytes, every row is written or rejected
+(``rows_read == rows_written + rows_rejected``), or the ingest is one line of ShardlearnError
+with nothing written; never another exception."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shardlearn as sl
+from shardlearn.exceptions import ShardlearnError
+
+ADULT_LINES = 300
+BLOCK_SIZE = 1 << 14  # small blocks, so a "huge" line (> block) stays small enough to be quick
+
+
+@pytest.fixture(scope="module")
+def adult_head(shared_datasets: Path) -> bytes:
+    with open(shared_datasets / "adult" / "adult.data", "rb") as source:
+        return b"".join(source.readline() for _ in range(ADULT_LINES))
+
+
+def _flip(data: bytes, at: int, value: int) -> bytes:
+    return data[:at] + bytes([value]) + data[at + 1 :]
+
+
+def _insert(data: bytes, at: int, text: bytes) -> bytes:
+    return data[:at] + text + data[at:]
+
+
+# A corruption: (kind, position as a fraction of the file, a parameter).
+CORRUPTION = st.tuples(
+    st.sampled_from(["flip", "quote", "truncate", "latin1", "huge", "newline", "delimiter"]),
+    st.floats(0.02, 1.0),  # after the header: the header itself is allowed to break the file
+    st.integers(0, 255),
+)
+
+
+def _corrupt(data: bytes, corruptions: list[tuple[str, float, int]]) -> bytes:
+    for kind, where, value in corruptions:
+        at = min(int(where * len(data)), max(len(data) - 1, 0))
+        if kind == "flip":
+            data = _flip(data, at, value)
+        elif kind == "quote":
+            data = _insert(data, at, b'"')
+        elif kind == "truncate":
+            data = data[:at]
+        elif kind == "latin1":
+            data = _insert(data, at, bytes([0xC0 | (value % 0x40)]) + b"\xff")
+        elif kind == "huge":
+            data = _insert(data, at, b"x" * (BLOCK_SIZE * (2 + value % 3)))
+        elif kind == "newline":
+            data = _insert(data, at, b"\r\n" if value % 2 else b"\n\n")
+        else:
+            data = _insert(data, at, b",")
+    return data
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(corruptions=st.lists(CORRUPTION, min_size=1, max_size=4), compress=st.booleans())
+def test_corrupted_adult_csv_reconciles_or_fails_in_one_line(
+    adult_head: bytes, corruptions: list[tuple[str, float, int]], compress: bool
+) -> None:
+    data = _corrupt(adult_head, corruptions)
+    label = adult_head.split(b"\n", 1)[0].decode().split(",")[-1].strip()
+    folder = Path(tempfile.mkdtemp(prefix="sl-fuzz-"))
+    try:
+        if compress:
+            truncate = any(kind == "truncate" for kind, _, _ in corruptions)
+            packed = gzip.compress(adult_head)
+            # Truncate the compressed stream itself when asked to: a broken .gz file.
+            data = packed[: len(packed) * 3 // 4] if truncate else gzip.compress(data)
+        source = folder / ("in.csv.gz" if compress else "in.csv")
+        source.write_bytes(data)
+        out = folder / "ds"
+        try:
+            ds = sl.ingest(
+                source, label, out, partitions=2, max_reject_rate=1.0, block_size=BLOCK_SIZE
+            )
+        except ShardlearnError as error:
+            assert str(error).strip() and "\n" not in str(error).strip(), str(error)
+            assert not (out / "manifest.json").exists()
+            return
+        m = ds.manifest
+        assert m["rows_read"] == m["rows_written"] + m["rows_rejected"]
+        assert m["rows_written"] == ds.num_rows()
+        rejects = ds.read_rejects()
+        assert (rejects.num_rows if rejects is not None else 0) == m["rows_rejected"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
