@@ -279,6 +279,9 @@ def test_ed25519_wrong_public_key_is_refused(centroid_model, key_pair, tmp_path,
     monkeypatch.setenv(crypto.PUBLIC_KEY_ENV, other_public.decode())
     with pytest.raises(ArtifactError, match="signature check failed"):
         load(path)
+    private_key = crypto.ed25519_private_key(private.read_bytes())
+    with pytest.raises(ArtifactError, match="must be an Ed25519PublicKey"):
+        load(path, public_key=private_key)
 
 
 def test_public_key_refuses_unsigned_and_hmac_signed_artifacts(

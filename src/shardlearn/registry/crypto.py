@@ -237,8 +237,15 @@ def _load_pem(data: bytes, source: str, private: bool) -> Any:
 
 def _explicit_pem(key: Any, source: str, private: bool) -> Any:
     """``key`` as a key object: already one, or its PEM text/bytes."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     if isinstance(key, str | bytes):
         return _load_pem(key.encode() if isinstance(key, str) else key, source, private)
+    wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if not isinstance(key, wanted):
+        raise ArtifactError(
+            f"{source} must be an {wanted.__name__} or its PEM text, not {type(key).__name__}"
+        )
     return key
 
 
