@@ -11,11 +11,16 @@ YAML file (:func:`load_schema_file`)::
     columns:
       - {name: income, kind: numeric, dtype: float64}
       - {name: purpose, kind: categorical}
+
+A dtype is one of the names of a fixed table (``_DTYPES``) or ``timestamp[UNIT, tz=ZONE]``:
+schema files, manifests and model artifacts are untrusted, so a name is never resolved on the
+pyarrow module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -188,39 +193,64 @@ class Schema:
         return Schema(self.columns, label)
 
 
+# Every dtype name a schema may hold, and the Arrow type it stands for. A name read from a file
+# (manifest.json, model.json, a --schema YAML) is looked up here and nowhere else: resolving it
+# with getattr(pyarrow, name) would let the file call any pyarrow function.
+_DTYPES: dict[str, Callable[[], pa.DataType]] = {
+    "int8": pa.int8,
+    "int16": pa.int16,
+    "int32": pa.int32,
+    "int64": pa.int64,
+    "uint8": pa.uint8,
+    "uint16": pa.uint16,
+    "uint32": pa.uint32,
+    "uint64": pa.uint64,
+    "float16": pa.float16,
+    "halffloat": pa.float16,
+    "float32": pa.float32,
+    "float64": pa.float64,
+    "float": pa.float64,
+    "double": pa.float64,
+    "string": pa.string,
+    "str": pa.string,
+    "utf8": pa.string,
+    "large_string": pa.string,
+    "bool": pa.bool_,
+    "bool_": pa.bool_,
+    "boolean": pa.bool_,
+    "date32": pa.date32,
+    "date32[day]": pa.date32,
+    "date64": pa.date64,
+    "date64[ms]": pa.date64,
+    "binary": pa.binary,
+    "large_binary": pa.large_binary,
+    "null": pa.null,
+}
+_TIMESTAMP = re.compile(r"timestamp\[(s|ms|us|ns)(?:, *tz=([A-Za-z0-9_+\-/:]{1,64}))?\]\Z")
+
+
 def arrow_type(name: str) -> pa.DataType:
-    """Parse an Arrow type name such as ``"float64"`` or ``"timestamp[us]"``."""
-    aliases = {
-        "str": "string",
-        "utf8": "string",
-        "large_string": "string",
-        "boolean": "bool_",
-        "bool": "bool_",  # pyarrow names the type bool but the factory bool_
-        "float": "float64",
-        "double": "float64",
-        "date32[day]": "date32",
-        "date64[ms]": "date64",
-    }
-    name = aliases.get(name.strip(), name.strip())
-    if name.startswith("timestamp[") and name.endswith("]"):
-        inner = name[len("timestamp[") : -1].split(",")
-        unit = inner[0].strip()
-        tz = inner[1].split("=")[-1].strip() if len(inner) > 1 else None
-        try:
-            return pa.timestamp(unit, tz=tz)
-        except ValueError:
-            raise SchemaError(f"Unknown timestamp unit in {name!r}.") from None
-    try:
-        factory = getattr(pa, name)
-        value = factory()
-    except (AttributeError, TypeError):
+    """The Arrow type of a dtype name such as ``"float64"`` or ``"timestamp[us, tz=UTC]"``.
+
+    Only the names of a fixed table (integers, floats, string, bool, dates, binary, null) and
+    ``timestamp[UNIT]`` / ``timestamp[UNIT, tz=ZONE]`` are accepted.
+    """
+    if not isinstance(name, str):
+        raise SchemaError(f"Unknown dtype {name!r}; a dtype is a type name such as 'float64'.")
+    text = name.strip()
+    factory = _DTYPES.get(text)
+    if factory is not None:
+        return factory()
+    match = _TIMESTAMP.match(text)
+    if match is None:
         raise SchemaError(
-            f"Unknown dtype {name!r}; use an Arrow type name such as float64, int64, string, "
-            "bool, date32 or timestamp[us]."
-        ) from None
-    if not isinstance(value, pa.DataType):
-        raise SchemaError(f"Unknown dtype {name!r}.")
-    return value
+            f"Unknown dtype {text[:80]!r}; use one of {', '.join(sorted(_DTYPES))} or "
+            "timestamp[s|ms|us|ns] (optionally timestamp[us, tz=UTC])."
+        )
+    try:
+        return pa.timestamp(match.group(1), tz=match.group(2))
+    except (ValueError, pa.ArrowException):
+        raise SchemaError(f"Unknown time zone in dtype {text!r}.") from None
 
 
 def type_name(dtype: pa.DataType) -> str:

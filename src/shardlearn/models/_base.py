@@ -7,6 +7,12 @@ models) and maps it to ``classes_``. Input may be a dense array, a CSR matrix, o
 
 The default artifact hooks store every fitted numpy attribute (names ending in ``_``) as an
 array and every other fitted attribute plus the parameters as JSON. Nothing is pickled.
+
+An artifact is untrusted input, so restoring one is driven by allow-lists, never by the names
+it holds: each estimator class declares its fitted attributes in ``_fitted_attributes`` (saving
+refuses an undeclared one, so the list cannot fall behind ``fit``), loading refuses any other
+name (an artifact cannot set ``predict_proba`` or ``_booster``), and parameters must be
+``__init__`` parameters of the class (:func:`artifact_params`, :func:`restore_fitted`).
 """
 
 from __future__ import annotations
@@ -27,9 +33,18 @@ from shardlearn.models._fitting import (
     table_to_matrix,
 )
 
-__all__ = ["ClassifierMixin", "check_prediction_input"]
+__all__ = [
+    "ClassifierMixin",
+    "artifact_params",
+    "check_prediction_input",
+    "declared_fitted",
+    "fitted_items",
+    "restore_fitted",
+]
 
 ARTIFACT_FORMAT = 1
+# Fitted attributes any estimator may carry and the artifact records (see registry._meta).
+OPTIONAL_FITTED = frozenset({"training_info_", "metrics_"})
 
 
 class ClassifierMixin(sklearn.base.ClassifierMixin):
@@ -40,6 +55,8 @@ class ClassifierMixin(sklearn.base.ClassifierMixin):
     """
 
     _estimator_type: ClassVar[str] = "classifier"
+    # The fitted attributes an artifact may restore; every concrete estimator declares its own.
+    _fitted_attributes: ClassVar[frozenset[str]]
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -68,9 +85,7 @@ class ClassifierMixin(sklearn.base.ClassifierMixin):
         check_is_fitted(self)
         arrays: dict[str, np.ndarray] = {}
         attributes: dict[str, Any] = {}
-        for key, value in vars(self).items():
-            if not key.endswith("_") or key.startswith("_"):
-                continue
+        for key, value in fitted_items(self):
             if key in ("classes_", "feature_names_in_"):
                 attributes[key] = _to_json(value)
             elif isinstance(value, np.ndarray):
@@ -97,14 +112,74 @@ class ClassifierMixin(sklearn.base.ClassifierMixin):
                 f"Artifact holds a {meta.get('type')!r}, not a {cls.__name__}; load it with "
                 "the matching class."
             )
-        model = cls(**meta.get("params", {}))
-        for key, value in meta.get("attributes", {}).items():
-            if key in ("classes_", "feature_names_in_"):
-                value = np.asarray(value) if key == "classes_" else list(value)
-            setattr(model, key, value)
-        for key, value in arrays.items():
-            setattr(model, key, np.asarray(value))
-        return model
+        model = cls(**artifact_params(cls, meta))
+        attributes = dict(_mapping(meta.get("attributes", {}), f"{cls.__name__} attributes"))
+        if "classes_" in attributes:
+            attributes["classes_"] = np.asarray(attributes["classes_"])
+        if "feature_names_in_" in attributes:
+            attributes["feature_names_in_"] = list(attributes["feature_names_in_"])
+        return restore_fitted(model, attributes, arrays)
+
+
+def declared_fitted(cls: type) -> frozenset[str]:
+    """The fitted attribute names an artifact of ``cls`` may hold (its declared list)."""
+    declared = getattr(cls, "_fitted_attributes", None)
+    if declared is None:
+        raise ArtifactError(
+            f"{cls.__name__} declares no _fitted_attributes, so its artifacts cannot be "
+            "saved or loaded safely."
+        )
+    return frozenset(declared) | OPTIONAL_FITTED
+
+
+def fitted_items(model: Any) -> list[tuple[str, Any]]:
+    """The model's fitted attributes (public, ending in ``_``); an undeclared one is refused."""
+    allowed = declared_fitted(type(model))
+    items = [(k, v) for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")]
+    undeclared = sorted(k for k, _ in items if k not in allowed)
+    if undeclared:
+        raise ArtifactError(
+            f"{type(model).__name__}.{undeclared[0]} is not in "
+            f"{type(model).__name__}._fitted_attributes; declare it so artifacts restore it."
+        )
+    return items
+
+
+def artifact_params(cls: type, meta: dict) -> dict[str, Any]:
+    """The ``params`` of artifact metadata, refused unless all are ``__init__`` parameters."""
+    params = _mapping(meta.get("params", {}), f"{cls.__name__} params")
+    valid = set(cls._get_param_names())  # type: ignore[attr-defined]
+    unknown = sorted(str(k) for k in params if k not in valid)
+    if unknown:
+        raise ArtifactError(
+            f"The artifact gives {cls.__name__} the unknown parameter {unknown[0][:80]!r}."
+        )
+    return dict(params)
+
+
+def restore_fitted(model: Any, attributes: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+    """Set the fitted ``attributes`` and ``arrays`` on ``model``; any undeclared name is refused.
+
+    Without this check an artifact could set any attribute, e.g. shadow ``predict_proba``.
+    """
+    allowed = declared_fitted(type(model))
+    for key in (*attributes, *arrays):
+        if key not in allowed:
+            raise ArtifactError(
+                f"The artifact sets {str(key)[:80]!r} on {type(model).__name__}, which is not "
+                f"one of its fitted attributes ({', '.join(sorted(allowed))})."
+            )
+    for key, value in attributes.items():
+        setattr(model, key, value)
+    for key, value in arrays.items():
+        setattr(model, key, np.asarray(value))
+    return model
+
+
+def _mapping(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise ArtifactError(f"The artifact's {what} must be a JSON object, not {value!r:.80}.")
+    return value
 
 
 def check_prediction_input(estimator: Any, X: Any) -> Any:

@@ -190,6 +190,20 @@ class GaussianNB(_NaiveBayes):
     n_features_in_, feature_names_in_
     """
 
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "class_count_",
+            "class_prior_",
+            "classes_",
+            "epsilon_",
+            "feature_names_in_",
+            "n_features_in_",
+            "theta_",
+            "var_",
+        }
+    )
+
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "priors": [Type((list, tuple, np.ndarray)), Type(type(None))],
         "var_smoothing": [Interval("real", 0, None, closed="left")],
@@ -264,6 +278,19 @@ class MultinomialNB(_NaiveBayes):
     classes_, class_count_, feature_count_, class_log_prior_, feature_log_prob_,
     n_features_in_, feature_names_in_
     """
+
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "class_count_",
+            "class_log_prior_",
+            "classes_",
+            "feature_count_",
+            "feature_log_prob_",
+            "feature_names_in_",
+            "n_features_in_",
+        }
+    )
 
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "alpha": [Interval("real", 0, None, closed="left")],

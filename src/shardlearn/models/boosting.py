@@ -194,6 +194,23 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     (2, 2)
     """
 
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "best_iteration_",
+            "best_score_",
+            "classes_",
+            "evals_result_",
+            "feature_importances_",
+            "feature_names_in_",
+            "n_estimators_",
+            "n_features_in_",
+            "params_",
+            "restarts_",
+            "split_importances_",
+        }
+    )
+
     # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
     _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
         (

@@ -155,14 +155,12 @@ class UnsupervisedMixin(sklearn.base.TransformerMixin):
 
     def _to_artifact(self) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
         """(JSON metadata with params and fitted scalars, fitted arrays, no extra files)."""
-        from shardlearn.models._base import ARTIFACT_FORMAT, _to_json
+        from shardlearn.models._base import ARTIFACT_FORMAT, _to_json, fitted_items
 
         check_is_fitted(self, "n_features_in_")
         arrays: dict[str, np.ndarray] = {}
         attributes: dict[str, Any] = {}
-        for key, value in vars(self).items():
-            if not key.endswith("_") or key.startswith("_"):
-                continue
+        for key, value in fitted_items(self):
             if isinstance(value, np.ndarray) and key != "feature_names_in_":
                 arrays[key] = value
             else:
@@ -186,15 +184,16 @@ class UnsupervisedMixin(sklearn.base.TransformerMixin):
                 f"Artifact holds a {meta.get('type')!r}, not a {cls.__name__}; load it with "
                 "the matching class."
             )
-        params = dict(meta.get("params", {}))
+        from shardlearn.models._base import artifact_params, restore_fitted
+
+        params = artifact_params(cls, meta)
         if isinstance(params.get("init"), list):
             params["init"] = np.asarray(params["init"], dtype=np.float64)
-        model = cls(**params)
-        for key, value in meta.get("attributes", {}).items():
-            setattr(model, key, list(value) if key == "feature_names_in_" else value)
-        for key, value in arrays.items():
-            setattr(model, key, np.asarray(value))
-        return model
+        attributes = meta.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise ArtifactError(f"The artifact's {cls.__name__} attributes are not an object.")
+        attributes = {k: list(v) if k == "feature_names_in_" else v for k, v in attributes.items()}
+        return restore_fitted(cls(**params), attributes, arrays)
 
 
 # ------------------------------------------------------------------ row keys
@@ -643,6 +642,18 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
     >>> KMeans(2, random_state=0).fit(X, engine="local").inertia_  # doctest: +SKIP
     0.01
     """
+
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cluster_centers_",
+            "cluster_sizes_",
+            "feature_names_in_",
+            "inertia_",
+            "n_features_in_",
+            "n_iter_",
+        }
+    )
 
     # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
     _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(

@@ -87,6 +87,21 @@ class PCA(UnsupervisedMixin, BaseEstimator):
     (100, 2)
     """
 
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "components_",
+            "explained_variance_",
+            "explained_variance_ratio_",
+            "feature_names_in_",
+            "mean_",
+            "n_components_",
+            "n_features_in_",
+            "n_samples_",
+            "singular_values_",
+        }
+    )
+
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_components": [
             Interval("int", 1, None, closed="left"),

@@ -348,6 +348,25 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
     ``value_`` (one row per leaf, ``len(classes_)`` columns, summing to 1).
     """
 
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "children_left_",
+            "children_right_",
+            "classes_",
+            "feature_",
+            "feature_importances_",
+            "feature_names_in_",
+            "max_depth_",
+            "n_estimators_",
+            "n_features_in_",
+            "split_importances_",
+            "threshold_",
+            "tree_offsets_",
+            "value_",
+        }
+    )
+
     _extra: ClassVar[bool] = False
     # scikit-learn's tree builder releases the GIL: array fits grow trees on threads that share
     # one copy of the rows (see the module notes).

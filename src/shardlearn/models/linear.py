@@ -349,6 +349,21 @@ def resolve_class_weight(class_weight: Any, classes: np.ndarray, weights: np.nda
 class _LinearClassifier(ClassifierMixin, BaseEstimator):
     """Shared L-BFGS fitting for the linear models; subclasses choose the loss."""
 
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "classes_",
+            "coef_",
+            "converged_",
+            "feature_names_in_",
+            "grad_norm_",
+            "intercept_",
+            "loss_",
+            "n_features_in_",
+            "n_iter_",
+        }
+    )
+
     _multiclass_loss: ClassVar[str] = ""
     _binary_loss: ClassVar[str] = ""
     _predict_from_proba: ClassVar[bool] = True

@@ -250,6 +250,21 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
     loss_ (last epoch's mean loss), n_features_in_, feature_names_in_
     """
 
+    # What an artifact may restore (models._base.restore_fitted); saving refuses any other.
+    _fitted_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "classes_",
+            "coef_",
+            "epochs_",
+            "feature_names_in_",
+            "intercept_",
+            "loss_",
+            "n_features_in_",
+            "n_iter_",
+            "t_",
+        }
+    )
+
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "loss": [Options(("hinge", "log_loss"))],
         "alpha": [Interval("real", 0, None, closed="neither")],

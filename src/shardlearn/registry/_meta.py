@@ -9,7 +9,6 @@ and that are recorded when present: ``training_info_`` (dict: ``engine``, ``work
 
 from __future__ import annotations
 
-import importlib
 import json
 import platform
 import sys
@@ -179,37 +178,29 @@ def describe_model(model: Any, hook_meta: dict[str, Any], info: dict[str, Any]) 
     return _to_json(described, "model metadata")
 
 
-_SPECIAL_CLASSES = {
-    "Pipeline": "shardlearn.models",
-    "Preprocessor": "shardlearn.preprocess",
-}
+def resolve_model_class(type_name: Any) -> type:
+    """The class for a stored type name, looked up in the model catalogue only.
 
-
-def resolve_model_class(type_name: str, module: str | None = None) -> type:
-    """The class for a stored type name, without importing anything outside shardlearn.
-
-    Registered model classes are found with ``model_class_by_type``; ``Pipeline`` and
-    ``Preprocessor`` come from their packages. ``module`` is imported first only when it is a
-    shardlearn module (so its ``register_model`` decorators run).
+    ``Pipeline``, ``Preprocessor`` and every class in ``shardlearn.models.MODELS`` (by
+    ``__name__``) can be named; nothing else. The ``module`` recorded at save time is only
+    descriptive and never imported, so an artifact cannot make the loader import a module.
     """
-    from shardlearn.models import _registry
+    from shardlearn.models import MODELS, Pipeline, model_class_by_type
+    from shardlearn.preprocess import Preprocessor
 
-    if module and (module == "shardlearn" or module.startswith("shardlearn.")):
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise ArtifactError(
-                f"the artifact needs {module} to rebuild {type_name}, which failed to import: "
-                f"{error}"
-            ) from None
-    if type_name in _SPECIAL_CLASSES:
-        package = importlib.import_module(_SPECIAL_CLASSES[type_name])
-        return getattr(package, type_name)
-    importlib.import_module("shardlearn.models")
+    special = {"Pipeline": Pipeline, "Preprocessor": Preprocessor}
+    if not isinstance(type_name, str):
+        raise ArtifactError(f"the artifact's model type {type_name!r} is not a class name")
+    if type_name in special:
+        return special[type_name]
     try:
-        cls = _registry.model_class_by_type(type_name)
-    except ValueError as error:
-        raise ArtifactError(f"cannot load this artifact: {error}") from None
+        cls = model_class_by_type(type_name)
+    except ValueError:
+        known = sorted({*special, *(c.__name__ for c in MODELS.values())})
+        raise ArtifactError(
+            f"cannot load this artifact: unknown model type {type_name[:80]!r}; "
+            f"known types: {', '.join(known)}"
+        ) from None
     if not hasattr(cls, "_from_artifact"):
         raise ArtifactError(f"{type_name} cannot be loaded: it has no _from_artifact() hook")
     return cls

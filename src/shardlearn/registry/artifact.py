@@ -28,12 +28,18 @@ encryption, file hashes, artifact id); everything descriptive moves into the enc
 Models take part through two hooks (see the Models contract): ``model._to_artifact() ->
 (meta, arrays, files)`` and ``cls._from_artifact(meta, arrays, files)``. Classes are found by
 type name in :mod:`shardlearn.models._registry`; nothing in an artifact can name arbitrary
-code to import.
+code to import (the recorded ``module`` is descriptive and never imported).
 
-Reading checks, in order: ``model.json`` exists; its sha256 when the caller knows it (the
-registry index); the signature when a verification key is set (an unsigned artifact is then
-refused unless allowed); no unlisted files; every listed file's sha256; plaintext is refused
-when an encryption key is set (unless allowed); decryption. Any failure is an
+Reading checks, in order: ``model.json`` exists; the folder holds no symbolic link, device or
+FIFO (:mod:`._untrusted`); its sha256 when the caller knows it (the registry index); the
+signature when a verification key is set (an unsigned artifact is then refused unless
+allowed); no unlisted files; every listed file's size and sha256; plaintext is refused when an
+encryption key is set (unless allowed); decryption; the descriptive metadata's shape (model
+type, classes, input schema with dtypes from the fixed table of
+:mod:`shardlearn.data.schema`); ``arrays.npz`` member by member (bounded size and deflate
+ratio, plain dtypes) before any array is read. JSON is bounded in size and depth. The model
+class comes from the model catalogue only, and its hook restores only the fitted attributes
+the class declares. Any failure is an
 :class:`~shardlearn.exceptions.ArtifactError` naming the file. :func:`load` reads through
 :func:`shardlearn.registry.store.read_verified`, so a path inside a registry is checked
 against the registry's index like a ``NAME@STAGE`` reference.
@@ -55,8 +61,9 @@ from typing import Any
 
 import numpy as np
 
-from shardlearn.exceptions import ArtifactError
-from shardlearn.registry import _remote, crypto
+from shardlearn.data.schema import arrow_type
+from shardlearn.exceptions import ArtifactError, SchemaError
+from shardlearn.registry import _remote, _untrusted, crypto
 from shardlearn.registry._meta import describe_model, jsonable, resolve_model_class
 
 __all__ = [
@@ -128,14 +135,15 @@ class Artifact:
     def to_model(self) -> Any:
         """Rebuild the model with its class's ``_from_artifact`` hook."""
         model = self.meta["model"]
-        cls = resolve_model_class(model["type"], model.get("module"))
+        cls = resolve_model_class(model["type"])
         try:
             return cls._from_artifact(model.get("meta", {}), dict(self.arrays), dict(self.files))
         except ArtifactError:
             raise
         except Exception as error:  # noqa: BLE001 - any failure means a bad artifact
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
             raise ArtifactError(
-                f"cannot rebuild {model['type']} from {self.path}: {type(error).__name__}: {error}"
+                f"cannot rebuild {model['type']} from {self.path}: {type(error).__name__}: {reason}"
             ) from error
 
 
@@ -397,19 +405,19 @@ def _check_signature(
     )
 
 
-def _check_files(root: Path, listed: dict[str, Any]) -> dict[str, bytes]:
+def _check_files(root: Path, listed: dict[str, Any], present: dict[str, int]) -> dict[str, bytes]:
+    """The listed files' bytes; ``present`` is every file in the folder (see _untrusted)."""
     allowed = {MODEL_JSON, SIGNATURE_FILE, *listed}
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = file.relative_to(root).as_posix()
+    for relative in sorted(present):
         if relative not in allowed:
             raise ArtifactError(f"unexpected file {relative} in {root}: not listed in {MODEL_JSON}")
     contents: dict[str, bytes] = {}
     for name, entry in listed.items():
-        file = root / _check_name(name)
-        if not file.is_file():
+        _check_name(name)
+        if name not in present:
             raise ArtifactError(f"{name} is missing from {root}")
-        data = file.read_bytes()
-        if crypto.sha256_bytes(data) != entry.get("sha256"):
+        data = _untrusted.read_file(root / name, size=entry["bytes"])
+        if crypto.sha256_bytes(data) != entry["sha256"]:
             raise ArtifactError(
                 f"{name} in {root} is corrupt or was modified: its sha256 does not match "
                 f"{MODEL_JSON}"
@@ -419,10 +427,7 @@ def _check_files(root: Path, listed: dict[str, Any]) -> dict[str, bytes]:
 
 
 def _parse_header(root: Path, model_json: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(model_json)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{root / MODEL_JSON} is not valid JSON: {error}") from None
+    header = _untrusted.parse_json(model_json, str(root / MODEL_JSON))
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ArtifactError(f"{root / MODEL_JSON} is not a shardlearn model artifact")
     if header.get("format_version") != FORMAT_VERSION:
@@ -430,9 +435,56 @@ def _parse_header(root: Path, model_json: bytes) -> dict[str, Any]:
             f"{root} has artifact format version {header.get('format_version')}; this "
             f"shardlearn reads version {FORMAT_VERSION}. Upgrade shardlearn or re-save the model"
         )
-    if not isinstance(header.get("files"), dict):
-        raise ArtifactError(f"{root / MODEL_JSON} has no valid 'files' list")
+    files = header.get("files")
+    if not isinstance(files, dict) or not all(_valid_entry(e) for e in files.values()):
+        raise ArtifactError(
+            f"{root / MODEL_JSON} has no valid 'files' list ({{name: {{sha256, bytes}}}})"
+        )
     return header
+
+
+def _valid_entry(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str)
+        and type(entry.get("bytes")) is int
+        and entry["bytes"] >= 0
+    )
+
+
+def _check_meta(root: Path, meta: Any) -> dict[str, Any]:
+    """``meta`` when its parts have the types readers rely on (model, classes, input schema)."""
+    model = meta.get("model") if isinstance(meta, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("type"), str):
+        raise ArtifactError(f"{root / MODEL_JSON} does not say which model it holds")
+    if not isinstance(model.get("meta", {}), dict):
+        raise ArtifactError(f"{root / MODEL_JSON}: model.meta must be a JSON object")
+    if not isinstance(meta.get("classes") or [], list):
+        raise ArtifactError(f"{root / MODEL_JSON}: classes must be a list")
+    schema = meta.get("input_schema")
+    if schema is not None:
+        columns = schema.get("columns") if isinstance(schema, dict) else None
+        if not isinstance(columns, list) or not all(_valid_column(c) for c in columns):
+            raise ArtifactError(
+                f"{root / MODEL_JSON}: input_schema.columns must be a list of "
+                "{name, kind, dtype} objects with known dtypes"
+            )
+    return meta
+
+
+def _valid_column(column: Any) -> bool:
+    if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+        return False
+    if not isinstance(column.get("kind", ""), str):
+        return False
+    dtype = column.get("dtype")
+    if dtype is None:
+        return True
+    try:
+        arrow_type(dtype)
+    except SchemaError:
+        return False
+    return True
 
 
 def _decrypt(
@@ -505,7 +557,8 @@ def read_artifact(
     root = Path(path)
     if not is_artifact(root):
         raise ArtifactError(f"{root} is not a model artifact: no {MODEL_JSON} in it")
-    model_json = (root / MODEL_JSON).read_bytes()
+    present = _untrusted.folder_files(root)  # before anything is read: no links, no devices
+    model_json = _untrusted.read_file(root / MODEL_JSON, limit=_untrusted.MAX_JSON_BYTES)
     if expected_sha256 is not None and crypto.sha256_bytes(model_json) != expected_sha256:
         raise ArtifactError(
             f"{root / MODEL_JSON} does not match the registry index: the version was replaced "
@@ -514,22 +567,22 @@ def read_artifact(
     keys = crypto.verification_keys(signing_key, public_key)
     verified = _check_signature(root, model_json, keys, allow_unsigned)
     header = _parse_header(root, model_json)
-    contents = _check_files(root, header["files"])
+    contents = _check_files(root, header["files"], present)
     encrypted = bool(header.get("encryption"))
     meta = {k: v for k, v in header.items() if k not in _HEADER_KEYS}
     enc_key = crypto.encryption_key(encryption_key)
     if encrypted:
         authenticated = verified or expected_sha256 is not None
         contents = _decrypt(root, header, contents, enc_key, authenticated)
-        meta = json.loads(contents.pop(META_FILE, b"{}"))
+        meta = _untrusted.parse_json(contents.pop(META_FILE, b"{}"), f"{root}/{META_FILE}")
     elif enc_key is not None and not allow_unencrypted:
         raise ArtifactError(
             f"{root} is not encrypted but an encryption key is configured; refusing to load "
             "it. Re-save it with the key, or pass --allow-unencrypted (allow_unencrypted=True)"
         )
-    if "model" not in meta:
-        raise ArtifactError(f"{root / MODEL_JSON} does not say which model it holds")
-    arrays = _read_npz(root, contents.pop(ARRAYS_FILE, None))
+    meta = _check_meta(root, meta)
+    npz = contents.pop(ARRAYS_FILE, None)
+    arrays = {} if npz is None else _untrusted.read_npz(npz, f"{root}/{ARRAYS_FILE}")
     prefix = f"{FILES_DIR}/"
     files = {n[len(prefix) :]: d for n, d in contents.items() if n.startswith(prefix)}
     return Artifact(
@@ -542,16 +595,6 @@ def read_artifact(
         signature_verified=verified,
         encrypted=encrypted,
     )
-
-
-def _read_npz(root: Path, data: bytes | None) -> dict[str, np.ndarray]:
-    if data is None:
-        return {}
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        raise ArtifactError(f"{ARRAYS_FILE} in {root} cannot be read safely: {error}") from None
 
 
 def load(
