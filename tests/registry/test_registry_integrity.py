@@ -313,3 +313,25 @@ def test_ed25519_registry_served_through_cli_predict(
     )  # fmt: skip
     assert code == 0, err
     assert "rows_predicted=2" in out
+
+
+def test_serve_loads_with_the_public_key_alone_and_refuses_a_rollback(
+    tmp_path, versions, key_pair, monkeypatch
+):
+    from shardlearn.serve.host import ModelHost
+
+    private, public = key_pair
+    monkeypatch.setenv(crypto.PRIVATE_KEY_FILE_ENV, str(private))
+    registry = Registry(tmp_path / "reg")
+    registry.register(versions[0], "x")
+    registry.register(versions[1], "x", stage="production")
+    monkeypatch.delenv(crypto.PRIVATE_KEY_FILE_ENV)
+    monkeypatch.setenv(crypto.PUBLIC_KEY_FILE_ENV, str(public))
+    host = ModelHost(registry, ["x@production"])
+    host.load_all()
+    rows = _table(n=30, seed=3)
+    assert host.get("x").model.predict(rows).tolist() == versions[1].predict(rows).tolist()
+    shutil.rmtree(tmp_path / "reg" / "x" / "2")
+    shutil.copytree(tmp_path / "reg" / "x" / "1", tmp_path / "reg" / "x" / "2")
+    with pytest.raises(ArtifactError, match=INDEX_MISMATCH):
+        ModelHost(registry, ["x@production"]).load_all()
