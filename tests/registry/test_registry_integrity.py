@@ -219,6 +219,25 @@ def test_previous_encryption_format_is_read_only_when_authenticated(
     assert np.array_equal(loaded.predict_proba(X), centroid_model.predict_proba(X))
 
 
+def test_previous_encryption_format_in_a_registry_is_read_through_its_index(
+    centroid_model, tmp_path, monkeypatch
+):
+    import sqlite3
+
+    monkeypatch.setenv(crypto.ENCRYPTION_KEY_ENV, ENCRYPTION_KEY)
+    mv = Registry(tmp_path / "reg").register(centroid_model, "old")
+    _as_previous_format(mv.path, bytes.fromhex(ENCRYPTION_KEY))
+    digest = crypto.sha256_file(mv.path / "model.json")
+    with sqlite3.connect(tmp_path / "reg" / "index.sqlite") as index:  # as the old version wrote
+        index.execute("UPDATE versions SET artifact_sha256 = ?", (digest,))
+    index.close()
+    X, _ = registry_helpers.make_data(n=10, seed=2)
+    loaded = load(f"{tmp_path}/reg/old:1")
+    assert np.array_equal(loaded.predict_proba(X), centroid_model.predict_proba(X))
+    with pytest.raises(ArtifactError, match="re-register"):
+        read_artifact(mv.path)  # outside the registry nothing vouches for model.json
+
+
 # -- Ed25519 ----------------------------------------------------------------------------------
 
 
