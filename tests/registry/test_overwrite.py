@@ -83,3 +83,19 @@ def test_overwrite_refuses_an_artifact_holding_other_files_or_links(tmp_path, ce
     link.symlink_to(out)
     with pytest.raises(ArtifactError, match=r"link exists .*\(it is not a folder\)"):
         save(centroid_model, link, overwrite=True)
+
+
+def test_overwrite_at_a_uri_refuses_what_is_not_a_model(tmp_path, centroid_model):
+    # A folder holding someone's model.json used to be deleted whole before the upload.
+    project = tmp_path / "project"
+    _foreign_model_json(project)
+    (project / "src").mkdir()
+    (project / "src" / "main.py").write_text("keep me")
+    before = _tree(project)
+    with pytest.raises(ArtifactError, match=r"project exists and is not a shardlearn model"):
+        save(centroid_model, f"file://{project}", overwrite=True)
+    assert _tree(project) == before
+    uri = f"file://{tmp_path / 'model'}"
+    save(centroid_model, uri)
+    save(centroid_model, uri, overwrite=True)  # its own artifact is replaced
+    assert load(uri).predict([[0.0, 0.0, 0.0, 0.0]]).shape == (1,)

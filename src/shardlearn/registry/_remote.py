@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from shardlearn.exceptions import ArtifactError, ShardlearnError
 
-__all__ = ["downloaded", "is_uri", "remote_exists", "remove", "upload"]
+__all__ = ["downloaded", "file_names", "is_uri", "read_member", "remote_exists", "remove", "upload"]
 
 MODEL_JSON = "model.json"
 
@@ -42,6 +42,32 @@ def remote_exists(uri: str) -> bool:
     filesystem, root = _filesystem(uri)
     info = filesystem.get_file_info(f"{root.rstrip('/')}/{MODEL_JSON}")
     return info.type == pafs.FileType.File
+
+
+def file_names(uri: str) -> list[str] | None:
+    """Paths (relative to ``uri``) of every file under ``uri``; ``None`` if ``uri`` is a file."""
+    filesystem, root = _filesystem(uri)
+    root = root.rstrip("/")
+    try:
+        kind = filesystem.get_file_info(root).type
+        if kind == pafs.FileType.File:
+            return None
+        if kind == pafs.FileType.NotFound:
+            return []
+        infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    except OSError as error:
+        raise ArtifactError(f"cannot list {uri}: {error}") from None
+    return [i.path[len(root) :].lstrip("/") for i in infos if i.type == pafs.FileType.File]
+
+
+def read_member(uri: str, relative: str) -> bytes:
+    """The bytes of the file ``relative`` under ``uri``."""
+    filesystem, root = _filesystem(uri)
+    try:
+        with filesystem.open_input_stream(f"{root.rstrip('/')}/{relative}") as stream:
+            return stream.read()
+    except OSError as error:
+        raise ArtifactError(f"cannot read {relative} at {uri}: {error}") from None
 
 
 def remove(uri: str) -> None:

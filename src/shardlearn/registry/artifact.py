@@ -311,7 +311,10 @@ def _save_remote(model: Any, uri: str, *, overwrite: bool, **options: Any) -> st
     if _remote.remote_exists(uri):
         if not overwrite:
             raise ArtifactError(f"{uri} already exists; pass overwrite=True to replace it")
+        check_replaceable(uri)
         _remote.remove(uri)
+    else:
+        check_replaceable(uri)  # no model.json: anything there is someone else's
     with tempfile.TemporaryDirectory(prefix="shardlearn-save-") as tmp:
         local = save(model, Path(tmp) / "artifact", **options)
         _remote.upload(Path(local), uri)
@@ -346,44 +349,58 @@ def _write_atomically(
 def check_replaceable(path: str | os.PathLike[str]) -> None:
     """Refuse to overwrite ``path`` unless it is absent, an empty folder or a shardlearn artifact.
 
-    An artifact here is a folder whose ``model.json`` has the shardlearn format header and
-    which holds nothing but that header's listed files (and the signature): replacing it loses
-    no other file. Anything else -- a file, a symbolic link, a dataset, someone's project
-    folder -- raises, since a mistyped ``out:`` or ``--out`` must never delete it.
+    An artifact here is a folder (local or at a ``pyarrow.fs`` URI) whose ``model.json`` has
+    the shardlearn format header and which holds nothing but that header's listed files (and
+    the signature): replacing it loses no other file. Anything else -- a file, a symbolic link,
+    a dataset, someone's project folder -- raises, since a mistyped ``out:`` or ``--out`` must
+    never delete it.
     """
+    if _remote.is_uri(path):
+        uri = str(path)
+        present = _remote.file_names(uri)
+        if present is None:
+            raise _not_replaceable(uri, "it is not a folder")
+        if present:
+            read = _remote.read_member(uri, MODEL_JSON) if MODEL_JSON in present else None
+            _check_only_artifact_files(uri, read, present)
+        return
     target = Path(path)
     if not target.exists() and not target.is_symlink():
         return
     if target.is_symlink() or not target.is_dir():
-        raise _not_replaceable(target, "it is not a folder")
+        raise _not_replaceable(str(target), "it is not a folder")
     if next(target.iterdir(), None) is None:
         return
     try:
-        header = json.loads((target / MODEL_JSON).read_bytes())
-    except (OSError, ValueError, RecursionError):
+        read: bytes | None = (target / MODEL_JSON).read_bytes()
+    except OSError:  # absent, a folder, unreadable: not an artifact
+        read = None
+    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+    linked = tuple(n for n in present if (target / n).is_symlink())
+    _check_only_artifact_files(str(target), read, present, linked)
+
+
+def _check_only_artifact_files(
+    where: str, model_json: bytes | None, present: list[str], linked: tuple[str, ...] = ()
+) -> None:
+    try:
+        header = json.loads(model_json) if model_json is not None else None
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise _not_replaceable(target, f"it has no shardlearn {MODEL_JSON}")
+        raise _not_replaceable(where, f"it has no shardlearn {MODEL_JSON}")
     listed = header.get("files") if isinstance(header.get("files"), dict) else {}
     allowed = {MODEL_JSON, SIGNATURE_FILE, *listed}
-    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
-    foreign = [
-        n
-        for n in present
-        if (target / n).is_symlink() or (n not in allowed and not _holds_allowed(n, allowed))
-    ]
+    parts = [name.split("/") for name in allowed]
+    folders = {"/".join(p[:i]) for p in parts for i in range(1, len(p))}
+    foreign = [n for n in present if n in linked or (n not in allowed and n not in folders)]
     if foreign:
-        raise _not_replaceable(target, f"it also holds {', '.join(foreign[:3])}")
+        raise _not_replaceable(where, f"it also holds {', '.join(foreign[:3])}")
 
 
-def _holds_allowed(folder: str, allowed: set[str]) -> bool:
-    """Whether ``folder`` (a relative path) is a parent folder of an allowed file."""
-    return any(name.startswith(f"{folder}/") for name in allowed)
-
-
-def _not_replaceable(target: Path, why: str) -> ArtifactError:
+def _not_replaceable(where: str, why: str) -> ArtifactError:
     return ArtifactError(
-        f"{target} exists and is not a shardlearn model ({why}); refusing to replace it. "
+        f"{where} exists and is not a shardlearn model ({why}); refusing to replace it. "
         "Choose another output path, or move the folder away yourself"
     )
 
