@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,9 @@ import numpy as np
 __all__ = ["ResultCache", "fingerprint", "task_token"]
 
 _FORMAT = 1
+
+# Modules a cached artifact's class may come from (the artifact hooks of models/preprocessing).
+_ARTIFACT_MODULE = re.compile(r"shardlearn\.(models|preprocess)(\.[a-z_][a-z0-9_]*)*")
 
 
 def _callable_id(fn: Any) -> str:
@@ -200,14 +204,22 @@ def _decode(meta: dict, folder: Path) -> Any:
         with pa.memory_map(str(folder / "value.arrow")) as source:
             return pa.ipc.open_file(source).read_all()
     if kind == "artifact":
-        module_name, _, qualname = meta["class"].partition(":")
-        if not module_name.startswith("shardlearn."):
-            raise ImportError(f"refusing to import {module_name!r} from a cache entry")
-        cls: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = _artifact_class(str(meta["class"]))
         with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         files = {p.name: p.read_bytes() for p in (folder / "files").iterdir()}
         return cls._from_artifact(json.loads((folder / "artifact.json").read_text()), arrays, files)
     raise ValueError(f"unknown cache entry kind {kind!r}")
+
+
+def _artifact_class(class_id: str) -> Any:
+    """The class a cache entry names: a top-level class with ``_from_artifact`` in a model or
+    preprocessing module. A cache folder is a file like any other; its names select nothing
+    else (no attribute walk, no other module)."""
+    module_name, _, name = class_id.partition(":")
+    if not _ARTIFACT_MODULE.fullmatch(module_name) or not name.isidentifier():
+        raise ImportError(f"refusing to load {class_id!r} from a cache entry")
+    cls = vars(importlib.import_module(module_name)).get(name)
+    if not isinstance(cls, type) or not hasattr(cls, "_from_artifact"):
+        raise ImportError(f"{class_id!r} in a cache entry is not a model class")
+    return cls
