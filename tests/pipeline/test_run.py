@@ -224,3 +224,30 @@ def test_train_stage_refuses_to_replace_a_folder_that_is_not_a_model(
     assert (precious / "notes.txt").read_text() == "keep me"
     assert (precious / "src" / "main.py").read_text() == "print('keep me too')"
     assert sorted(p.name for p in precious.iterdir()) == ["notes.txt", "src"]
+
+
+def test_ingest_stage_refuses_a_folder_that_is_not_a_dataset(
+    loans_csv: Path, tmp_path: Path
+) -> None:
+    # The ingest stage writes with overwrite=True; its commit replaces train/ val/ test/ in out.
+    precious = tmp_path / "project"
+    (precious / "test").mkdir(parents=True)
+    (precious / "test" / "test_app.py").write_text("keep me")
+    (precious / "README.md").write_text("keep me too")
+    raw = {
+        "workdir": str(tmp_path / "run"),
+        "stages": {
+            "data": {
+                "type": "ingest",
+                "source": str(loans_csv),
+                "label": "default",
+                "out": "${out}",
+            }
+        },
+    }
+    spec = parse_spec(raw, {"out": str(precious)})
+    with engine("local", workers=1), pytest.raises(TaskFailed, match=r"is not a dataset"):
+        run_pipeline(spec, progress=False)
+    files = sorted(p.relative_to(precious).as_posix() for p in precious.rglob("*"))
+    assert files == ["README.md", "test", "test/test_app.py"]
+    assert (precious / "test" / "test_app.py").read_text() == "keep me"

@@ -69,7 +69,9 @@ def prepare_output(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str]:
     """Check that ``out`` may be written; remove staging leftovers of crashed runs.
 
     An existing dataset is replaced only with ``overwrite``; the replacement happens at commit,
-    so the old dataset stays intact if the new ingest fails.
+    so the old dataset stays intact if the new ingest fails. A folder that holds other things
+    and no dataset is refused even with ``overwrite``: the commit would delete its ``train``,
+    ``test`` ... folders.
     """
     filesystem, path = resolve_filesystem(out)
     info = filesystem.get_file_info(path)
@@ -84,10 +86,11 @@ def prepare_output(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str]:
                 "replace it."
             )
         foreign = {n for n in names if not n.startswith(STAGING_PREFIX)} - _DATA_ENTRIES
-        if foreign and not overwrite:
+        if foreign and (not overwrite or MANIFEST_NAME not in names):
             raise DataError(
                 f"Output directory {out!r} is not empty and is not a dataset (it holds "
-                f"{', '.join(sorted(foreign)[:3])}); choose another --out or pass --overwrite."
+                f"{', '.join(sorted(foreign)[:3])}); choose another --out"
+                + ("." if overwrite else " or pass --overwrite.")
             )
         for entry in entries:
             if entry.base_name.startswith(STAGING_PREFIX):
