@@ -9,6 +9,8 @@ import re
 import zlib
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import shardlearn as sl
@@ -236,3 +238,13 @@ def test_jsonl_undecodable_and_over_long_lines_are_rejects(tmp_path: Path) -> No
         (10, "invalid JSON: nested too deeply"),
     ]
     assert _reconciled(ds)
+
+
+def test_parquet_infinities_are_rejects_and_nan_is_missing(tmp_path: Path) -> None:
+    inf = float("inf")
+    x = [1.0, inf, float("nan"), 4.0, -inf] * 20
+    pq.write_table(pa.table({"x": x, "y": ["a", "b"] * 50}), tmp_path / "in.parquet")
+    ds = sl.ingest(tmp_path / "in.parquet", "y", tmp_path / "ds", max_reject_rate=0.5)
+    assert ds.manifest["rows_rejected"] == 40 and _reconciled(ds)
+    kept = [v for s in ds.splits for v in ds.read(s, ["x"])["x"].to_pylist()]
+    assert kept.count(None) == 20 and all(v is None or abs(v) < inf for v in kept)

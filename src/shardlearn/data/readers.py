@@ -14,10 +14,12 @@ open swallows the following lines, which are reported as rejects line by line).
 CSV has two paths. The fast path hands the file straight to pyarrow, numeric columns typed by
 the parser, and takes only clean data: the first value of another type, refused row, line
 longer than a block or non-UTF-8 byte stops it (``_FastPathFailed``). The slow path then reads
-on from the first line not yet delivered, every column as text, behind a
+on from the first line not yet delivered behind a
 :class:`~shardlearn.data._line_guard.LineGuard` that empties over-long and undecodable lines
 (each becomes a reject with its line number); refused rows are reported by the
-``invalid_row_handler``. Clean files never pay for the slow path.
+``invalid_row_handler``; numeric columns stay typed by the parser until a value of another type
+makes it read on (again from the first line not yet delivered) with every column as text.
+Clean files never pay for the slow path.
 
 JSON Lines are read line by line as bytes: a line that is not UTF-8, longer than the block
 size, not JSON (or nested too deeply) or not an object, and a record holding a list or an
@@ -249,19 +251,30 @@ class SourceReader:
         progress = {"done": first_line - 1}
         try:
             invalid: list[tuple[int, str]] = []
-            reader = self._open_csv(self._open_stream(), invalid, not names, typed, strict=True)
+            reader = self._open_csv(
+                self._open_stream(), invalid, not names, typed, strict=True, guarded=False
+            )
             yield from self._csv_batches(reader, invalid, first_line, 0, progress, strict=True)
+            return
         except _FastPathFailed:
-            # From the first line not yet delivered, read every column as text through a
-            # LineGuard: bad values become rejects, and so do over-long or non-UTF-8 lines.
+            pass
+        # The slow path, from the first line not yet delivered: behind a LineGuard, numeric
+        # columns still typed by the parser until a value of another type makes all text.
+        for slow_typed in [typed, {}] if typed else [{}]:
             restart = progress["done"] + 1
             guard = LineGuard(
                 _SkipLines(self._open_stream(), restart - 1), self.options.block_size, restart
             )
             self._refused = guard.refused
             invalid = []
-            reader = self._open_csv(pa.PythonFile(guard, mode="r"), invalid, False, {})
-            yield from self._csv_batches(reader, invalid, 1, restart - 1, {})
+            strict = bool(slow_typed)
+            stream = pa.PythonFile(guard, mode="r")
+            try:
+                reader = self._open_csv(stream, invalid, False, slow_typed, strict=strict)
+                yield from self._csv_batches(reader, invalid, 1, restart - 1, progress, strict)
+                return
+            except _FastPathFailed:
+                continue
 
     def _open_csv(
         self,
@@ -270,13 +283,15 @@ class SourceReader:
         header: bool,
         typed: dict[str, pa.DataType],
         strict: bool = False,
+        guarded: bool = True,
     ) -> pacsv.CSVStreamingReader:
         """A streaming reader (it parses the first block now).
 
-        With ``strict`` (the fast path) a refused row is an error, not a report: pyarrow would
-        decode a refused row's text before calling any handler, and a non-UTF-8 one would
-        escape as an "Exception ignored" traceback. Any error the slow path can handle then
-        raises _FastPathFailed; every other one is a DataError.
+        With ``strict`` an error a slower path can handle raises _FastPathFailed; every other
+        one is a DataError. Without ``guarded`` (the fast path: no LineGuard in front) a
+        refused row is an error, not a report: pyarrow decodes a refused row's text before
+        calling any handler, and a non-UTF-8 one would escape as an "Exception ignored"
+        traceback.
         """
 
         def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -284,7 +299,7 @@ class SourceReader:
             return "skip"
 
         try:
-            return self._open_csv_reader(stream, None if strict else on_invalid, header, typed)
+            return self._open_csv_reader(stream, on_invalid if guarded else None, header, typed)
         except pa.ArrowInvalid as error:
             if strict and _slow_path_can_read(error):
                 raise _FastPathFailed() from None
