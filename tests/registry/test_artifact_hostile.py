@@ -210,6 +210,46 @@ def test_an_artifact_cannot_set_a_method_as_an_attribute(saved, tmp_path):
         _load(path)
 
 
+def _fitted_dicts(node: Any) -> list[dict]:
+    """Every dict of fitted state in hook metadata ("attributes" of models, "fitted" of
+    preprocessing transformers), at any depth (pipelines, self-training)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("attributes", "fitted") and isinstance(value, dict):
+                found.append(value)
+            found += _fitted_dicts(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _fitted_dicts(value)
+    return found
+
+
+def _parts(model: Any) -> list[Any]:
+    parts = [model, getattr(model, "estimator", None), getattr(model, "preprocessor", None)]
+    parts += list(getattr(model.preprocessor, "transformers_", [])) if parts[2] else []
+    return [p for p in parts if p is not None]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_family_sets_an_attribute_it_does_not_declare(saved, tmp_path, family):
+    path = _copy(saved[family]["plain"], tmp_path)
+    header = _header(path)
+    fitted = _fitted_dicts(header["model"]["meta"])
+    assert fitted, "the fuzz below would not reach fitted state"
+    for state in fitted:
+        state.update(predict_proba="broken", _booster="broken", transform="broken")
+    _write_header(path, header)
+    try:
+        model = _load(path)
+    except ArtifactError as error:
+        assert any(name in str(error) for name in ("predict_proba", "_booster", "transform"))
+        return
+    for part in _parts(model):  # explicit hooks (torch, preprocessing) ignore unknown names
+        assert not {"predict_proba", "_booster", "transform"} & set(vars(part)), family
+    assert _same(_outputs(model, saved[family]["X"]), saved[family]["expected"])
+
+
 @pytest.mark.parametrize("family", ["kmeans", "forest"])
 def test_an_artifact_cannot_set_an_undeclared_array(saved, tmp_path, family):
     path = _copy(saved[family]["plain"], tmp_path)
