@@ -32,9 +32,11 @@ def _arrow_type(name: str | None, default: pa.DataType) -> pa.DataType:
         return default
     from shardlearn.data.schema import arrow_type
 
+    # read_artifact already refused a dtype outside the fixed table; one that is only unfit
+    # here (a schema built in memory) falls back to the kind's default.
     try:
         return arrow_type(name)
-    except Exception:  # noqa: BLE001 - an odd stored type falls back to the kind's default
+    except SchemaError:
         return default
 
 
