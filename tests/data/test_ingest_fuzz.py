@@ -4,12 +4,12 @@ with nothing written; never another exception."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +20,11 @@ ADULT_LINES = 300
 BLOCK_SIZE = 1 << 14  # small blocks, so a "huge" line (> block) stays small enough to be quick
 
 
-@pytest.fixture(scope="module")
-def adult_head(shared_datasets: Path) -> bytes:
-    with open(shared_datasets / "adult" / "adult.data", "rb") as source:
+@functools.cache
+def _adult_head(datasets: Path) -> bytes:
+    """The first lines of the real Adult file (passed around as a path: hypothesis prints the
+    arguments of a test, and 37 kB of bytes is too long a repr)."""
+    with open(datasets / "adult" / "adult.data", "rb") as source:
         return b"".join(source.readline() for _ in range(ADULT_LINES))
 
 
@@ -70,8 +72,9 @@ def _corrupt(data: bytes, corruptions: list[tuple[str, float, int]]) -> bytes:
 )
 @given(corruptions=st.lists(CORRUPTION, min_size=1, max_size=4), compress=st.booleans())
 def test_corrupted_adult_csv_reconciles_or_fails_in_one_line(
-    adult_head: bytes, corruptions: list[tuple[str, float, int]], compress: bool
+    shared_datasets: Path, corruptions: list[tuple[str, float, int]], compress: bool
 ) -> None:
+    adult_head = _adult_head(shared_datasets)
     data = _corrupt(adult_head, corruptions)
     label = adult_head.split(b"\n", 1)[0].decode().split(",")[-1].strip()
     folder = Path(tempfile.mkdtemp(prefix="sl-fuzz-"))
