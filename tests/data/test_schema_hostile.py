@@ -15,7 +15,7 @@ import pytest
 
 from shardlearn.data import Dataset, write_dataset
 from shardlearn.data.schema import arrow_type, load_schema_file, type_name
-from shardlearn.exceptions import SchemaError
+from shardlearn.exceptions import DataError, SchemaError
 
 # pyarrow functions a crafted file named; show_versions prints, create_library_symlinks writes
 # into the pyarrow package folder, the others take arguments or return non-types.
@@ -65,3 +65,13 @@ def test_every_type_the_ingest_names_is_in_the_table(dtype):
 def test_other_type_names_are_refused(name):
     with pytest.raises(SchemaError, match="Unknown dtype"):
         arrow_type(name)
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000 + "]" * 100_000, "[1]", '{"format": ' + "9" * 5000 + "}"]
+)
+def test_a_manifest_that_is_deep_or_not_an_object_is_a_data_error(tmp_path: Path, text: str):
+    write_dataset(pa.table({"x": [1.0, 2.0], "y": ["a", "b"]}), tmp_path / "ds", label="y")
+    (tmp_path / "ds" / "manifest.json").write_text(text)
+    with pytest.raises(DataError, match="manifest"):
+        Dataset.open(tmp_path / "ds")

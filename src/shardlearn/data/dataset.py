@@ -179,9 +179,11 @@ class Dataset:
             ) from None
         try:
             manifest = json.loads(raw)
-        except json.JSONDecodeError as error:
+        except RecursionError:  # json's C parser recurses once per nesting level
+            raise DataError(f"{MANIFEST_NAME} of {text!r} is nested too deeply.") from None
+        except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError, int digit limit
             raise DataError(f"{MANIFEST_NAME} of {text!r} is not valid JSON: {error}") from None
-        if manifest.get("format") != FORMAT_NAME:
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise DataError(f"{text!r} does not hold a shardlearn dataset manifest.")
         if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
             raise DataError(
