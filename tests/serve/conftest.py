@@ -18,7 +18,7 @@ from shardlearn.engine import engine
 from shardlearn.models import LogisticRegression, Pipeline
 from shardlearn.preprocess import Preprocessor
 from shardlearn.registry import Registry
-from shardlearn.serve import ServeConfig, TokenStore, create_app
+from shardlearn.serve import ServeConfig, TokenStore, create_app, uvicorn_options
 
 REGIONS = np.array(["north", "south", "east", "west"])
 
@@ -70,9 +70,15 @@ class RunningServer:
     def __init__(self, config: ServeConfig) -> None:
         self.sock = free_listening_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        app = create_app(config)
+        self.app = create_app(config)
         self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+            uvicorn.Config(
+                self.app,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                **uvicorn_options(config),
+            )
         )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 

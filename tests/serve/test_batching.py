@@ -6,7 +6,9 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
+from shardlearn.exceptions import SchemaError
 from shardlearn.serve.batching import MicroBatcher
 from shardlearn.serve.host import Inference, ServedModel
 
@@ -80,3 +82,33 @@ def test_a_full_batch_is_predicted_without_waiting_and_stop_cancels_waiters(
     assert [r.labels[0] for r in full] == [
         model.predict(loan_table(1, seed=s).drop_columns(["default"]))[0] for s in range(4)
     ]
+
+
+def test_a_request_that_fails_its_batch_fails_alone(tmp_path: Path) -> None:
+    model = train_model(300, seed=4, tmp=tmp_path)
+    served = CountingModel("loans", 1, "loans", "Pipeline", None, model, model.classes_.tolist())
+    object.__setattr__(served, "calls", [])
+    good = loan_table(1, seed=6).drop_columns(["default"]).to_pydict()
+    poison = {**good, "income": ["not a number"]}  # as if validation had let it through
+
+    async def run() -> list[Inference | BaseException]:
+        # An hour's wait: only the second request's arrival ends the batch, so both share it.
+        batcher = MicroBatcher(max_wait=3600, max_rows=2)
+        await batcher.start()
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(
+                    batcher.infer(served, poison),
+                    batcher.infer(served, good),
+                    return_exceptions=True,
+                ),
+                timeout=120,
+            )
+        finally:
+            await batcher.stop()
+
+    failed, answered = asyncio.run(run())
+    assert isinstance(failed, SchemaError) and "'income'" in str(failed)
+    assert isinstance(answered, Inference)
+    np.testing.assert_array_equal(answered.proba, model.predict_proba(pa.table(good)))
+    assert served.calls == [1, 1]  # the shared batch failed (mixed types); each retried alone

@@ -60,3 +60,36 @@ def test_promoted_version_is_served_while_requests_run(tmp_path: Path) -> None:
     expected = {1: first.predict_proba(table).tolist(), 2: second.predict_proba(table).tolist()}
     for _, version, proba in answers:
         assert proba == expected[version]
+
+
+def test_a_server_started_before_any_promotion_follows_production_once_there_is_one(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path / "models")
+    first = registry.register(train_model(300, seed=1, tmp=tmp_path), "loans")
+    # Reloads are triggered by the test (host.refresh, what the reload loop calls), so each
+    # step is checked right after its reload.
+    config = ServeConfig(registry=registry.root, auth=False, reload_interval=0)
+
+    with RunningServer(config) as server, httpx.Client(base_url=server.url) as client:
+
+        def served() -> tuple[int, str | None, str]:
+            info = client.get("/v1/models/loans").json()
+            return info["version"], info["stage"], info["reference"]
+
+        assert served() == (first.version, None, "loans")  # no production yet: the newest
+        registry.promote("loans", first.version, "production")
+        server.app.state.host.refresh()
+        assert served() == (first.version, "production", "loans@production")
+
+        second = registry.register(train_model(300, seed=2, tmp=tmp_path, C=0.01), "loans")
+        server.app.state.host.refresh()
+        assert served() == (first.version, "production", "loans@production")  # not the newest
+
+        registry.promote("loans", second.version, "production")
+        server.app.state.host.refresh()
+        assert served() == (second.version, "production", "loans@production")
+        prediction = client.post(
+            "/v1/models/loans/predict", json={"records": loan_table(1, seed=3).to_pylist()}
+        )
+        assert prediction.json()["version"] == second.version

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -47,14 +46,33 @@ def serve(
     batch_wait_ms: float = typer.Option(2.0, min=0.0, help="Micro-batching wait; 0 disables."),
     reject_extra: bool = typer.Option(False, help="422 for columns the model does not know."),
     reload_interval: float = typer.Option(2.0, min=0.0, help="Seconds between registry checks."),
+    batch_max_rows: int = typer.Option(1024, min=1, help="Rows that end a micro-batch at once."),
+    header_timeout: float = typer.Option(
+        10.0, min=0.001, help="Seconds to send a request's headers (408, then closed)."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, min=0.001, help="Seconds to send the body after the headers (408, then closed)."
+    ),
+    keep_alive_timeout: float = typer.Option(
+        5.0, min=0.001, help="Seconds an idle connection stays open between requests."
+    ),
+    max_concurrency: int = typer.Option(
+        1000,
+        min=0,
+        help="Open connections + requests in flight per process (503 past it; 0 = no limit).",
+    ),
 ) -> None:
-    """Serve the registry's models (runs until Ctrl-C)."""
+    """Serve the registry's models (runs until Ctrl-C).
+
+    A served NAME is its production version whenever one exists, else its newest version,
+    checked again every --reload-interval seconds. Slow clients are cut off: the headers must
+    arrive within --header-timeout of connecting, the body within --body-timeout of the
+    headers, and an idle connection closes after --keep-alive-timeout; past
+    --max-concurrency a request is answered 503.
+    """
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
-
-    from shardlearn.serve import ServeConfig, create_app
-    from shardlearn.serve._factory import CONFIG_ENV, config_to_env
+    from shardlearn.serve import ServeConfig, create_app, run
     from shardlearn.serve.telemetry import configure_logging
 
     config = ServeConfig(
@@ -67,23 +85,16 @@ def serve(
         batch_wait_ms=batch_wait_ms,
         reject_extra=reject_extra,
         reload_interval=reload_interval,
+        batch_max_rows=batch_max_rows,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_concurrency=max_concurrency or None,
     )
     configure_logging()
     app = create_app(config)  # fails here, once, on a missing token file or empty registry
     console.print(f"Serving {registry} on http://{host}:{port} (docs: /openapi.json)")
-    if workers == 1:
-        uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
-        return
-    os.environ[CONFIG_ENV] = config_to_env(config)
-    uvicorn.run(
-        "shardlearn.serve._factory:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_level="info",
-    )
+    run(config, host=host, port=port, workers=workers, app=app)
 
 
 @token_app.command("create")

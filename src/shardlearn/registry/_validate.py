@@ -5,8 +5,8 @@ boolean -> bool, datetime -> the stored timestamp type, categorical/text -> the 
 usually string). The whole column is cast at once; only when that fails are values converted
 one by one, so a clean batch costs one Arrow cast per column and a dirty one pinpoints its bad
 rows. A row is rejected, with a reason naming the column and the value, when a value cannot be
-converted, a number is infinite, or a value is missing and the model has no preprocessing to
-impute it (a bare estimator).
+converted, a number is infinite, a date-time is outside the range the datetime encoder supports,
+or a value is missing and the model has no preprocessing to impute it (a bare estimator).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardlearn.exceptions import SchemaError
+from shardlearn.preprocess.datetime import EARLIEST, LATEST, out_of_range
 
 __all__ = ["check_columns", "validate_table"]
 
@@ -114,6 +115,13 @@ def convert_column(
             converted = None
     if converted is None:
         converted, reasons = _convert_each(array.to_pylist(), column, target)
+    if kind == "datetime" and pa.types.is_timestamp(converted.type):
+        for i in np.flatnonzero(out_of_range(converted)):
+            reasons.setdefault(
+                int(i),
+                f"column {column['name']!r}: {converted[i]} is outside the supported range "
+                f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}",
+            )
     if kind == "numeric":
         numbers = converted.to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(np.isinf(numbers)):

@@ -1,7 +1,9 @@
 """The ASGI application: prediction, model listing, health, readiness and metrics.
 
-``create_app(ServeConfig(...))`` returns a FastAPI app; ``shardlearn serve`` runs it under
-uvicorn. Bad input is always a 4xx whose body names the field and the row; a 5xx means a bug.
+``create_app(ServeConfig(...))`` returns a FastAPI app; ``shardlearn serve`` (or
+:func:`~shardlearn.serve.run`) runs it under uvicorn with the header, body and keep-alive
+timeouts and the concurrency limit of :mod:`.server`. Bad input is always a 4xx whose body
+names the field and the row; a 5xx means a bug, and reaches only the request it belongs to.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 
 from shardlearn import __version__
+from shardlearn._validation import Interval, Type, validate_params
 from shardlearn.exceptions import ShardlearnError
 from shardlearn.registry import Registry
 from shardlearn.serve.auth import TokenStore
-from shardlearn.serve.batching import MicroBatcher
+from shardlearn.serve.batching import Columns, MicroBatcher
 from shardlearn.serve.fastpath import Predict, PredictFastPath
-from shardlearn.serve.host import ModelHost, ServedModel
+from shardlearn.serve.host import Inference, ModelHost, ServedModel
 from shardlearn.serve.schemas import (
     InputProblem,
     ModelInfo,
@@ -44,6 +47,16 @@ from shardlearn.serve.telemetry import BodyLimit, Telemetry
 __all__ = ["ServeConfig", "create_app"]
 
 log = logging.getLogger("shardlearn.serve")
+
+
+_POSITIVE = [Interval("real", 0, None, closed="neither")]
+_LIMITS = {
+    "header_timeout": _POSITIVE,
+    "body_timeout": _POSITIVE,
+    "keep_alive_timeout": _POSITIVE,
+    "batch_max_rows": [Interval("int", 1, None)],
+    "max_concurrency": [Interval("int", 1, None), Type(type(None))],
+}
 
 
 @dataclass
@@ -68,6 +81,23 @@ class ServeConfig:
         Answer 422 for columns the model does not know instead of ignoring them.
     reload_interval : float
         Seconds between checks of the registry for newly promoted versions (0 disables).
+    batch_max_rows : int
+        A micro-batch is predicted as soon as it holds this many rows.
+    header_timeout : float
+        Seconds a client has to send a request's headers, from the moment it connects (or
+        starts its next request on a kept-alive connection); then 408 and the connection is
+        closed.
+    body_timeout : float
+        Seconds a client has to send the whole body once the headers are in; then 408 and
+        the connection is closed.
+    keep_alive_timeout : float
+        Seconds an idle kept-alive connection stays open between requests.
+    max_concurrency : int or None
+        Open connections plus requests in flight beyond which a request is answered 503
+        (None = no limit).
+
+    The four limits are applied by the HTTP server: :func:`~shardlearn.serve.run` (and
+    ``shardlearn serve``) or ``uvicorn.Config(app, **uvicorn_options(config))``.
     """
 
     registry: str | Path
@@ -79,6 +109,14 @@ class ServeConfig:
     batch_wait_ms: float = 2.0
     reject_extra: bool = False
     reload_interval: float = 2.0
+    batch_max_rows: int = 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_concurrency: int | None = 1000
+
+    def __post_init__(self) -> None:
+        validate_params("ServeConfig", vars(self), _LIMITS)
 
     @property
     def tokens_path(self) -> Path:
@@ -189,6 +227,19 @@ def _validation_response(_: Request, error: RequestValidationError) -> JSONRespo
     return JSONResponse({"error": message, "field": field_name, "row": row}, status_code=422)
 
 
+async def _infer(batcher: MicroBatcher, model: ServedModel, columns: Columns) -> Inference:
+    """The batcher's answer; a prediction that raises becomes this request's problem only."""
+    try:
+        return await batcher.infer(model, columns)
+    except ShardlearnError as error:  # raised on purpose about these rows, e.g. a DataError
+        raise InputProblem(str(error)) from None
+    except Exception as error:
+        # Validation let through rows the model cannot predict: a bug, answered as a 500 to
+        # this request alone (the batcher already isolated it from the others).
+        log.exception("prediction of a validated request to %s failed", model.name)
+        raise InputProblem(f"the model failed on this request: {error}", status=500) from None
+
+
 async def _reload_loop(host: ModelHost, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -203,7 +254,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     """
     tokens = _load_tokens(config)
     host = ModelHost(Registry(config.registry), config.models)
-    batcher = MicroBatcher(max_wait=config.batch_wait_ms / 1000.0)
+    batcher = MicroBatcher(max_wait=config.batch_wait_ms / 1000.0, max_rows=config.batch_max_rows)
     telemetry = Telemetry()
 
     @contextlib.asynccontextmanager
@@ -316,7 +367,7 @@ def _add_model_routes(
                 max_rows=config.max_rows,
                 reject_extra=config.reject_extra,
             )
-            result = await batcher.infer(model, columns)
+            result = await _infer(batcher, model, columns)
         except InputProblem as problem:
             if count:
                 telemetry.error(name, "bad_input" if problem.status < 500 else "server")

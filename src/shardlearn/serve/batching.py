@@ -7,6 +7,10 @@ per model, one vectorised ``predict_proba`` runs, and every request gets its sli
 load a request waits at most ``max_wait``; under heavy load dozens of single-row requests cost
 one prediction call.
 
+Validation (:mod:`.schemas`) refuses every value known to fail a model's transform, but a
+batch that still raises is split: each of its requests is predicted on its own and gets its own
+answer or error, so one client's poison row never fails another client's request.
+
 There is no collector task and no queue: appending to a list and one ``call_later`` per batch
 cost far less than a ``Queue.get`` wrapped in ``wait_for`` per request, which is what made the
 first version spend more time batching than predicting.
@@ -100,21 +104,19 @@ class MicroBatcher:
         for items in by_model.values():
             self._predict(items)
 
-    @staticmethod
-    def _predict(items: list[_Pending]) -> None:
+    @classmethod
+    def _predict(cls, items: list[_Pending]) -> None:
         try:
+            result = items[0].model.infer_columns(_merged(items))
+        except Exception as error:  # noqa: BLE001 - handed to the request(s) it belongs to
             if len(items) == 1:
-                merged = items[0].columns
-            else:
-                merged = {name: [] for name in items[0].columns}
-                for item in items:
-                    for name, values in merged.items():
-                        values.extend(item.columns[name])
-            result = items[0].model.infer_columns(merged)
-        except Exception as error:  # noqa: BLE001 - handed to each waiting request
+                if not items[0].future.done():
+                    items[0].future.set_exception(error)
+                return
+            # One request's rows failed the batch: predict each request on its own, so the
+            # failure reaches only the requests whose own rows cause it.
             for item in items:
-                if not item.future.done():
-                    item.future.set_exception(error)
+                cls._predict([item])
             return
         start = 0
         for item in items:
@@ -122,3 +124,13 @@ class MicroBatcher:
             if not item.future.done():  # a client that went away cancelled its future
                 item.future.set_result(result.rows(start, stop))
             start = stop
+
+
+def _merged(items: list[_Pending]) -> Columns:
+    if len(items) == 1:
+        return items[0].columns
+    merged: Columns = {name: [] for name in items[0].columns}
+    for item in items:
+        for name, values in merged.items():
+            values.extend(item.columns[name])
+    return merged

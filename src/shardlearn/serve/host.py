@@ -1,5 +1,10 @@
 """The models a server holds, loaded from the registry and swapped when a new one is promoted.
 
+A served ``NAME`` follows the registry: its production version whenever one exists, else its
+newest version, re-resolved on every refresh -- so a server started before the first promotion
+switches to production once there is one, and reports the stage it serves (``NAME@STAGE``
+follows that stage, ``NAME:VERSION`` stays pinned).
+
 A served model is immutable: a promotion loads the new version beside the old one and then
 replaces the reference in one assignment. A request that already holds the old
 :class:`ServedModel` finishes on it; the next request gets the new one. Loading happens in a
@@ -10,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from shardlearn.exceptions import ArtifactError
-from shardlearn.registry import Registry
+from shardlearn.registry import ModelVersion, Registry
 from shardlearn.serve.schemas import columns_to_table
 
 __all__ = ["Inference", "ModelHost", "ServedModel"]
@@ -84,9 +89,13 @@ class ServedModel:
 
 
 def _default_reference(registry: Registry, name: str) -> str:
-    """``NAME@production`` when a production version exists, else the newest version."""
+    """``NAME@production`` when a production version exists, else ``NAME`` (the newest)."""
     stages = {mv.stage for mv in registry.list(name)}
     return f"{name}@production" if "production" in stages else name
+
+
+def _follows_production(reference: str) -> bool:
+    return "@" not in reference and ":" not in reference
 
 
 class ModelHost:
@@ -96,8 +105,9 @@ class ModelHost:
     ----------
     registry : Registry
     references : list of str, optional
-        ``NAME``, ``NAME@STAGE`` or ``NAME:VERSION``. Default: every model in the registry, at
-        its production version when it has one, else its newest.
+        ``NAME`` (its production version when it has one, else its newest, re-resolved on every
+        :meth:`refresh`), ``NAME@STAGE`` or ``NAME:VERSION``. Default: every model in the
+        registry, as ``NAME``.
     """
 
     def __init__(self, registry: Registry, references: list[str] | None = None) -> None:
@@ -105,9 +115,7 @@ class ModelHost:
         if references:
             self.references = {ref.split("@")[0].split(":")[0]: ref for ref in references}
         else:
-            self.references = {
-                name: _default_reference(registry, name) for name in registry.names()
-            }
+            self.references = {name: name for name in registry.names()}
         if not self.references:
             raise ArtifactError(
                 f"the registry at {registry.root} has no models; register one with "
@@ -118,10 +126,15 @@ class ModelHost:
     def load_all(self) -> None:
         """Load every served reference (raises on the first that cannot be loaded)."""
         for name, reference in self.references.items():
-            self._models[name] = self._load(reference)
+            self._models[name] = self._load(*self._resolve(reference))
 
-    def _load(self, reference: str) -> ServedModel:
-        version = self.registry.resolve(reference)
+    def _resolve(self, reference: str) -> tuple[str, ModelVersion]:
+        """The reference served for ``reference`` now, and the version it names."""
+        if _follows_production(reference):
+            reference = _default_reference(self.registry, reference)
+        return reference, self.registry.resolve(reference)
+
+    def _load(self, reference: str, version: ModelVersion) -> ServedModel:
         artifact = self.registry.read(version.ref)
         return ServedModel(
             name=version.name,
@@ -136,21 +149,29 @@ class ModelHost:
         )
 
     def refresh(self) -> list[str]:
-        """Reload every reference whose resolved version changed; returns the swapped names."""
+        """Re-resolve every reference; returns the names now served by another version.
+
+        A version that only changed stage (say, the served newest version was promoted to
+        production) keeps its loaded model and reports the new stage and reference.
+        """
         swapped = []
         for name, reference in self.references.items():
             if _PINNED.search(reference):
                 continue
             try:
-                current = self.registry.resolve(reference)
+                effective, current = self._resolve(reference)
                 served = self._models.get(name)
                 if served is not None and served.version == current.version:
+                    if (served.stage, served.reference) != (current.stage, effective):
+                        self._models[name] = replace(
+                            served, stage=current.stage, reference=effective
+                        )
                     continue
-                self._models[name] = self._load(reference)
+                self._models[name] = self._load(effective, current)
             except Exception as error:  # noqa: BLE001 - keep serving the old version
                 log.error("reload of %s failed, still serving the old version: %s", name, error)
                 continue
-            log.info("now serving %s version %s", name, self._models[name].version)
+            log.info("now serving %s version %s (%s)", name, current.version, effective)
             swapped.append(name)
         return swapped
 

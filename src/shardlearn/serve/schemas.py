@@ -4,7 +4,10 @@ A request is either ``{"records": [{column: value, ...}, ...]}`` or
 ``{"columns": [...], "data": [[...], ...]}``. Validation is strict about what would otherwise
 make a wrong prediction (a missing column, a value of the wrong type) and lenient about what
 training already handles (a missing value becomes null and is imputed; an unseen category goes
-to the "other" bucket). Every problem names the field and the row.
+to the "other" bucket). Every value the model's transform could fail on is refused here, row by
+row: a number that is not finite, a date-time outside the range the datetime encoder supports
+(:data:`~shardlearn.preprocess.datetime.EARLIEST` to ``LATEST``). Every problem names the field
+and the row.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
+
+from shardlearn.preprocess.datetime import EARLIEST, LATEST, in_supported_range
 
 __all__ = [
     "InputProblem",
@@ -116,9 +121,18 @@ def _convert(value: Any, kind: str, column: str, row: int) -> Any:
     if kind == "datetime":
         if isinstance(value, str):
             try:
-                return datetime.fromisoformat(value)
+                parsed = datetime.fromisoformat(value)
             except ValueError:
                 pass
+            else:
+                if in_supported_range(parsed):
+                    return parsed
+                raise InputProblem(
+                    f"column {column!r} expects a date-time from {EARLIEST:%Y-%m-%d} to "
+                    f"{LATEST:%Y-%m-%d}, got {value!r}",
+                    column,
+                    row,
+                )
         raise InputProblem(
             f"column {column!r} expects an ISO-8601 date-time string, got {value!r}", column, row
         )
