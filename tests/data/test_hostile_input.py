@@ -4,6 +4,7 @@ reason, and a file that cannot be read is one line of error with nothing written
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import zlib
@@ -12,9 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import shardlearn as sl
 from shardlearn.data import Dataset
+from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
 from shardlearn.exceptions import DataError
 from shardlearn.testing import run_cli
 
@@ -248,3 +252,37 @@ def test_parquet_infinities_are_rejects_and_nan_is_missing(tmp_path: Path) -> No
     assert ds.manifest["rows_rejected"] == 40 and _reconciled(ds)
     kept = [v for s in ds.splits for v in ds.read(s, ["x"])["x"].to_pylist()]
     assert kept.count(None) == 20 and all(v is None or abs(v) < inf for v in kept)
+
+
+GUARD_LIMIT = 2000
+GUARD_LINE = st.one_of(
+    st.integers(0, 3 * GUARD_LIMIT).map(lambda n: b"a" * n),  # short, at the limit, or longer
+    st.just(b"ok \xc3\xa9"),  # UTF-8
+    st.just(b"bad \xe9 latin-1"),
+)
+
+
+@settings(max_examples=30, derandomize=True, deadline=None)
+@given(lines=st.lists(GUARD_LINE, min_size=1, max_size=120), final_newline=st.booleans())
+def test_line_guard_empties_exactly_the_long_and_undecodable_lines(
+    lines: list[bytes], final_newline: bool
+) -> None:
+    data = b"\n".join(lines) + (b"\n" if final_newline else b"")
+    guard = LineGuard(io.BytesIO(data), GUARD_LIMIT, first_line=5)
+    out = io.BufferedReader(guard).read()
+
+    def refused(line: bytes) -> bool:
+        if len(line) + 1 > GUARD_LIMIT:
+            return True
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    if not final_newline and not lines[-1]:
+        lines = lines[:-1]  # the data ends with the previous line's newline: no line here
+    # Every line comes out whole and in place (the last one gains a newline), or empty.
+    assert out == b"".join((b"" if refused(line) else line) + b"\n" for line in lines)
+    assert sorted(guard.refused) == [5 + i for i, line in enumerate(lines) if refused(line)]
+    assert all(len(text) <= REFUSED_TEXT_CHARS + 1 for _, text in guard.refused.values())

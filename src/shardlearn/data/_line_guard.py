@@ -42,6 +42,7 @@ class LineGuard(io.RawIOBase):
         self.line = first_line  # number of the next line to be completed
         self.partial = b""  # start of the current line (never longer than ``limit``)
         self.skipped = 0  # bytes of an over-long line seen so far (0: not in one)
+        self._long_start = b""  # the start of that line, for the reject
         self.ready = memoryview(b"")
         self.eof = False
         self.refused: dict[int, tuple[str, str]] = {}  # line -> (reason, start of its text)

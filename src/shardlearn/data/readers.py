@@ -475,7 +475,7 @@ class SourceReader:
         rest is skipped unread into memory)."""
         limit = self.options.block_size
         while line := stream.readline(limit + 1):
-            if len(line) <= limit or line.endswith(b"\n"):
+            if len(line) <= limit:
                 yield line
                 continue
             length = len(line)
