@@ -20,12 +20,7 @@ from shardlearn.testing import (
 )
 
 #: (estimator, check) pairs that still fail, with the figure; strict, so a fix must remove them.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("pca", "sample_weight"): (
-        "issue #20: PCA.fit takes **_ignored, so sample_weight is accepted and dropped "
-        "(weighted and unweighted fits are identical) instead of refused or honoured"
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 #: One linear and one tree model run the whole suite on Ray as well.
 RAY_ESTIMATORS = ("logistic", "random_forest")

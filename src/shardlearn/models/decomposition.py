@@ -115,7 +115,7 @@ class PCA(UnsupervisedMixin, BaseEstimator):
         self.n_components = n_components
         self.whiten = whiten
 
-    def fit(self, X: Any, y: Any = None, *, engine: Any = None, **_ignored: Any) -> PCA:
+    def fit(self, X: Any, y: Any = None, *, engine: Any = None) -> PCA:
         """Fit on a Dataset (distributed over the engine's workers) or an array.
 
         Parameters
