@@ -56,6 +56,23 @@ def test_a_client_that_stops_mid_body_is_cut_off_with_408(strict: RunningServer)
     assert _read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
 
 
+def test_the_next_request_on_a_kept_alive_connection_has_the_same_header_deadline(
+    trained: tuple[Registry, object, str],
+) -> None:
+    # A keep-alive timeout far beyond the header timeout: only the latter can end this.
+    config = ServeConfig(registry=trained[0].root, header_timeout=1, keep_alive_timeout=600)
+    with RunningServer(config) as server:
+        sock = _connect(server)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {first!r}"
+            first += chunk
+        sock.sendall(PREDICT_HEADERS[:20])  # the next request starts; its headers never end
+        assert _read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+
+
 def test_a_connection_that_sends_nothing_is_closed(strict: RunningServer) -> None:
     assert _read_until_closed(_connect(strict)).startswith(b"HTTP/1.1 408 ")
 

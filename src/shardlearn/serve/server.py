@@ -52,41 +52,57 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
-        self._deadline: asyncio.TimerHandle | None = None
+        # The deadline is a time and a phase; the timer is created lazily and only moved when a
+        # deadline comes earlier than it fires. A request then costs two clock reads, not two
+        # timers created and cancelled (this runs on every single-row prediction).
+        self._phase: str | None = None  # "headers", "body" or None (no deadline)
+        self._deadline_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.header_timeout, in_body=False)
+        self._arm("headers", self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._phase = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:  # the first request's deadline runs from the connection
-            self._arm(self.header_timeout, in_body=False)
+        if self._phase is None:  # the first request's deadline runs from the connection
+            self._arm("headers", self.header_timeout)
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._phase = None
         super().on_headers_complete()
-        self._arm(self.body_timeout, in_body=True)  # disarmed at once if there is no body
+        self._arm("body", self.body_timeout)  # ended at once if there is no body
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._phase = None
         super().on_message_complete()
 
-    def _arm(self, seconds: float, *, in_body: bool) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expire, in_body)
+    def _arm(self, phase: str, seconds: float) -> None:
+        self._phase = phase
+        self._deadline_at = self.loop.time() + seconds
+        if self._timer is None or self._timer.when() > self._deadline_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(self._deadline_at, self._check)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _check(self) -> None:
+        self._timer = None
+        if self._phase is None:
+            return  # no deadline now; the next one creates a timer
+        if self.loop.time() < self._deadline_at:
+            self._timer = self.loop.call_at(self._deadline_at, self._check)
+            return
+        self._expire(in_body=self._phase == "body")
 
-    def _expire(self, in_body: bool) -> None:
-        self._deadline = None
+    def _expire(self, *, in_body: bool) -> None:
+        self._phase = None
         if self.transport.is_closing():
             return
         cycle = self.cycle
