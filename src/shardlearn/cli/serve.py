@@ -11,6 +11,14 @@ from shardlearn.cli._common import console
 serve_app = typer.Typer(
     help=(
         "Serve registered models over HTTP.\n\n"
+        "A served NAME is its production version whenever one exists, else its newest "
+        "version, checked again every --reload-interval seconds; /v1/models shows the stage "
+        "served.\n\n"
+        "Slow and idle clients are cut off: a request's headers must arrive within "
+        "--header-timeout of connecting (or of starting the next request), its body within "
+        "--body-timeout of the headers (else 408 and the connection is closed), and an idle "
+        "connection closes after --keep-alive-timeout. Past --max-concurrency open "
+        "connections plus requests in flight a request is answered 503.\n\n"
         "Example:\n\n"
         "  shardlearn serve token create --token-file models/tokens\n\n"
         "  shardlearn serve --registry models --model loans@production --port 8000"
@@ -62,14 +70,7 @@ def serve(
         help="Open connections + requests in flight per process (503 past it; 0 = no limit).",
     ),
 ) -> None:
-    """Serve the registry's models (runs until Ctrl-C).
-
-    A served NAME is its production version whenever one exists, else its newest version,
-    checked again every --reload-interval seconds. Slow clients are cut off: the headers must
-    arrive within --header-timeout of connecting, the body within --body-timeout of the
-    headers, and an idle connection closes after --keep-alive-timeout; past
-    --max-concurrency a request is answered 503.
-    """
+    """Serve the registry's models (runs until Ctrl-C); see the command's help."""
     if ctx.invoked_subcommand is not None:
         return
     from shardlearn.serve import ServeConfig, create_app, run
