@@ -285,6 +285,22 @@ def test_the_recorded_module_is_never_imported(saved, tmp_path):
     assert result.stdout.strip() == "False"
 
 
+def test_a_network_architecture_that_does_not_fit_its_weights_is_refused_at_load(saved, tmp_path):
+    from shardlearn.models._torch import load_weights, save_weights
+
+    path = _copy(saved["mlp"]["plain"], tmp_path)
+    header = _header(path)
+    architecture = _model_meta(header)["architecture"]
+    architecture["hidden"] = [10**7, 10**7]  # a 10^14-weight layer: 400 TB if ever built
+    _write_header(path, header)
+    weights = path / "files" / "weights.safetensors"
+    tensors, metadata = load_weights(weights.read_bytes())
+    weights.write_bytes(save_weights(tensors, {**metadata, "architecture": architecture}))
+    _rehash(path, "files/weights.safetensors")
+    with pytest.raises(ArtifactError, match="does not hold the weights of the architecture"):
+        _load(path)
+
+
 def test_a_type_outside_the_model_catalogue_is_refused(saved, tmp_path):
     path = _copy(saved["linear"]["plain"], tmp_path)
     header = _header(path)

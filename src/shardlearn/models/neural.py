@@ -29,7 +29,7 @@ import numpy as np
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import ArtifactError, DataError
-from shardlearn.models._base import ClassifierMixin, _to_json
+from shardlearn.models._base import ClassifierMixin, _to_json, artifact_params
 from shardlearn.models._neural_driver import train_on_group
 from shardlearn.models._registry import register_model
 from shardlearn.models._torch import (
@@ -272,7 +272,8 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
             raise ArtifactError(
                 f"{WEIGHTS_FILE} was saved for a different architecture than model.json says."
             )
-        params = dict(meta.get("params", {}))
+        _check_weight_shapes(meta["architecture"], tensors)
+        params = artifact_params(cls, meta)
         for name in ("hidden_layer_sizes", "channels", "image_shape"):
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])
@@ -291,6 +292,25 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         model.architecture_ = meta["architecture"]
         model.state_dict_ = {k: v.numpy() for k, v in tensors.items()}
         return model
+
+
+def _check_weight_shapes(architecture: Any, tensors: dict[str, Any]) -> None:
+    """Refuse weights that are not those of ``architecture``, allocating nothing for it.
+
+    The network is built on torch's meta device (shapes only), so a crafted architecture
+    with huge layers costs no memory; predicting would otherwise build it for real.
+    """
+    torch = require_torch()
+    try:
+        with torch.device("meta"):
+            network = build_network(architecture, 0)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise ArtifactError(f"model.json has an invalid network architecture: {error}") from None
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    if expected != {k: tuple(v.shape) for k, v in tensors.items()}:
+        raise ArtifactError(
+            f"{WEIGHTS_FILE} does not hold the weights of the architecture model.json describes."
+        )
 
 
 @register_model("mlp")

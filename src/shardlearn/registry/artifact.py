@@ -138,8 +138,8 @@ class Artifact:
         cls = resolve_model_class(model["type"])
         try:
             return cls._from_artifact(model.get("meta", {}), dict(self.arrays), dict(self.files))
-        except ArtifactError:
-            raise
+        except ArtifactError as error:  # a hook's refusal: name the artifact it came from
+            raise ArtifactError(f"{self.path}: {error}") from None
         except Exception as error:  # noqa: BLE001 - any failure means a bad artifact
             reason = (str(error).strip().splitlines() or [""])[0][:200]
             raise ArtifactError(
