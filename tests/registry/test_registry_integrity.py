@@ -354,3 +354,22 @@ def test_serve_loads_with_the_public_key_alone_and_refuses_a_rollback(
     shutil.copytree(tmp_path / "reg" / "x" / "1", tmp_path / "reg" / "x" / "2")
     with pytest.raises(ArtifactError, match=INDEX_MISMATCH):
         ModelHost(registry, ["x@production"]).load_all()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_serve_refuses_unsigned_versions_under_a_public_key_unless_allowed(
+    centroid_model, key_pair, tmp_path, monkeypatch
+):
+    from starlette.testclient import TestClient
+
+    from shardlearn.serve import ServeConfig, create_app
+
+    Registry(tmp_path / "reg").register(centroid_model, "c", stage="production")
+    monkeypatch.setenv(crypto.PUBLIC_KEY_FILE_ENV, str(key_pair[1]))
+    options = {"registry": tmp_path / "reg", "auth": False, "reload_interval": 0}
+    with pytest.raises(ArtifactError, match="unsigned.*--allow-unsigned"):
+        with TestClient(create_app(ServeConfig(**options))):
+            pass
+    with TestClient(create_app(ServeConfig(**options, allow_unsigned=True))) as client:
+        assert client.get("/readyz").status_code == 200
+        assert [m["name"] for m in client.get("/v1/models").json()] == ["c"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from shardlearn.cli._common import console
+from shardlearn.cli._common import AllowUnencryptedOption, AllowUnsignedOption, console
 
 serve_app = typer.Typer(
     help=(
@@ -69,6 +69,8 @@ def serve(
         min=0,
         help="Open connections + requests in flight per process (503 past it; 0 = no limit).",
     ),
+    allow_unsigned: AllowUnsignedOption = False,
+    allow_unencrypted: AllowUnencryptedOption = False,
 ) -> None:
     """Serve the registry's models (runs until Ctrl-C); see the command's help."""
     if ctx.invoked_subcommand is not None:
@@ -91,6 +93,8 @@ def serve(
         body_timeout=body_timeout,
         keep_alive_timeout=keep_alive_timeout,
         max_concurrency=max_concurrency or None,
+        allow_unsigned=allow_unsigned,
+        allow_unencrypted=allow_unencrypted,
     )
     configure_logging()
     app = create_app(config)  # fails here, once, on a missing token file or empty registry

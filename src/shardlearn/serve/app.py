@@ -95,6 +95,10 @@ class ServeConfig:
     max_concurrency : int or None
         Open connections plus requests in flight beyond which a request is answered 503
         (None = no limit).
+    allow_unsigned, allow_unencrypted : bool
+        Serve unsigned (plaintext) versions although a signing or public key (an encryption
+        key) is configured; by default they are refused (``--allow-unsigned``,
+        ``--allow-unencrypted``).
 
     The four limits are applied by the HTTP server: :func:`~shardlearn.serve.run` (and
     ``shardlearn serve``) or ``uvicorn.Config(app, **uvicorn_options(config))``.
@@ -114,6 +118,8 @@ class ServeConfig:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_concurrency: int | None = 1000
+    allow_unsigned: bool = False
+    allow_unencrypted: bool = False
 
     def __post_init__(self) -> None:
         validate_params("ServeConfig", vars(self), _LIMITS)
@@ -253,7 +259,12 @@ def create_app(config: ServeConfig) -> FastAPI:
     read once, here, so a server without tokens fails at once instead of refusing every request.
     """
     tokens = _load_tokens(config)
-    host = ModelHost(Registry(config.registry), config.models)
+    registry = Registry(
+        config.registry,
+        allow_unsigned=config.allow_unsigned,
+        allow_unencrypted=config.allow_unencrypted,
+    )
+    host = ModelHost(registry, config.models)
     batcher = MicroBatcher(max_wait=config.batch_wait_ms / 1000.0, max_rows=config.batch_max_rows)
     telemetry = Telemetry()
 
