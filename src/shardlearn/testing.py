@@ -1190,7 +1190,7 @@ def check_estimator(
     estimator : estimator
         An instance of a class in ``shardlearn.models.MODELS``; its contract (reference and
         tolerances) is ``ESTIMATOR_CONTRACTS[name]``. Keep its parameters small: the checks fit
-        it some 30 times.
+        it some 30 times. A clone is checked; ``random_state=None`` becomes 0 there.
     engine : {"local", "ray"}, default "local"
         Engine kind; 1, 2 and 4-worker engines of it are created (a running Ray cluster is
         joined).
@@ -1206,6 +1206,13 @@ def check_estimator(
     """
     import tempfile
 
+    from shardlearn.base import clone
+
+    estimator = clone(estimator)
+    # Every check compares fits with each other, so an unseeded estimator is seeded, as
+    # scikit-learn's own check_estimator does; the caller's instance is left as it is.
+    if "random_state" in estimator.get_params(deep=False) and estimator.random_state is None:
+        estimator.set_params(random_state=0)
     failures = []
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         bench = ConformanceBench(scratch, engine)

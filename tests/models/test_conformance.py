@@ -7,10 +7,12 @@ On Ray the suite runs for one linear and one tree model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shardlearn._estimator_contracts import estimator_for
-from shardlearn.models import MODELS, GaussianNB
+from shardlearn.models import MODELS, GaussianNB, RandomForestClassifier
 from shardlearn.testing import (
     ESTIMATOR_CHECKS,
     ESTIMATOR_CONTRACTS,
@@ -80,7 +82,23 @@ def test_check_estimator_reports_each_failing_check_with_its_figure(tmp_path):
     assert "tolerance 1e-07" in message and "clone_and_params" not in message
 
 
+def test_check_estimator_seeds_an_unseeded_estimator_and_leaves_the_callers_alone(tmp_path):
+    forest = RandomForestClassifier(n_estimators=5)
+    check_estimator(forest, workdir=tmp_path, checks=["worker_count_invariance"])
+    assert forest.random_state is None and not hasattr(forest, "classes_")
+
+
 def test_contract_table_has_a_row_per_estimator():
     table = contracts_markdown().splitlines()
     assert len(table) == 2 + len(ESTIMATOR_CONTRACTS)
     assert any(row.startswith("| linear_svc | `sklearn.svm.LinearSVC` |") for row in table)
+
+
+def test_readme_prints_the_contract_table_the_suite_checks():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- contracts:begin -->\n", "<!-- contracts:end -->"
+    printed = readme[readme.index(begin) + len(begin) : readme.index(end)]
+    assert printed.strip() == contracts_markdown().strip(), (
+        "README.md's contract table differs from shardlearn.testing.contracts_markdown(); "
+        "paste the function's output between the contracts markers"
+    )
