@@ -301,6 +301,21 @@ def test_a_network_architecture_that_does_not_fit_its_weights_is_refused_at_load
         _load(path)
 
 
+@pytest.mark.parametrize("child", ["cycle", "out_of_range"])
+def test_forest_node_arrays_that_cannot_be_walked_safely_are_refused(saved, tmp_path, child):
+    path = _copy(saved["forest"]["plain"], tmp_path)
+    arrays = dict(np.load(path / "arrays.npz"))
+    left = arrays["children_left_"]
+    root_child = int(left[0])
+    left[root_child if child == "cycle" else 0] = 0 if child == "cycle" else len(left) + 5
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (path / "arrays.npz").write_bytes(buffer.getvalue())
+    _rehash(path, "arrays.npz")
+    with pytest.raises(ArtifactError, match="RandomForestClassifier artifact: a child"):
+        _load(path)
+
+
 def test_a_type_outside_the_model_catalogue_is_refused(saved, tmp_path):
     path = _copy(saved["linear"]["plain"], tmp_path)
     header = _header(path)

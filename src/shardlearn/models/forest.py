@@ -60,7 +60,7 @@ import scipy.sparse as sp
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
-from shardlearn.exceptions import DataError
+from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin
 from shardlearn.models._fitting import (
     TrainingContext,
@@ -311,6 +311,42 @@ def _tree_seeds(random_state: int | None, n_trees: int) -> list[int]:
 def _deal_trees(seeds: list[int], n_workers: int) -> list[list[int]]:
     """Contiguous ranges of tree seeds, one per worker, sizes differing by at most one."""
     return [part.tolist() for part in np.array_split(np.asarray(seeds, np.int64), n_workers)]
+
+
+def _node_array_problem(forest: Any) -> str | None:
+    """What makes a forest's node arrays unsafe to walk, or None.
+
+    Prediction indexes the arrays with node ids and loops at most ``max_depth_`` times, so
+    every child must be a later node (no cycle: the walk ends within the node count), every
+    index in range and ``max_depth_`` at most the node count. :func:`_merge_trees` always
+    produces such arrays; a crafted artifact may not.
+    """
+    left, right = np.asarray(forest.children_left_), np.asarray(forest.children_right_)
+    n, node = len(left), np.arange(len(left))
+    arrays = (right, forest.feature_, forest.threshold_)
+    if any(np.shape(a) != (n,) for a in arrays) or left.ndim != 1:
+        return "node arrays of different lengths"
+    if not all(np.issubdtype(np.asarray(a).dtype, np.integer) for a in (left, right)):
+        return "child indices are not integers"
+    offsets = np.asarray(forest.tree_offsets_)
+    if offsets.ndim != 1 or offsets.size < 2 or offsets[0] != 0 or offsets[-1] != n:
+        return "tree_offsets_ do not span the nodes"
+    if np.any(np.diff(offsets) <= 0):
+        return "tree_offsets_ are not increasing"
+    internal = left >= 0
+    if np.any(left[internal] <= node[internal]) or np.any(right[internal] <= node[internal]):
+        return "a child node precedes its parent"
+    if np.any(left[internal] >= n) or np.any(right[internal] >= n):
+        return "a child index is out of range"
+    leaves = right[~internal]
+    if np.any(leaves < 0) or np.any(leaves >= np.shape(forest.value_)[0]):
+        return "a leaf's value row is out of range"
+    features = np.asarray(forest.feature_)[internal]
+    if np.any(features < 0) or np.any(features >= int(forest.n_features_in_)):
+        return "a split feature is out of range"
+    if not isinstance(forest.max_depth_, int) or not 0 <= forest.max_depth_ <= n:
+        return "max_depth_ is not a depth of these trees"
+    return None
 
 
 def _merge_trees(trees: list[dict], n_classes: int) -> dict[str, np.ndarray]:
@@ -581,6 +617,17 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         for t in range(leaves.shape[1]):
             proba += self.value_[leaves[:, t]]
         return proba / max(leaves.shape[1], 1)
+
+    @classmethod
+    def _from_artifact(
+        cls, meta: dict, arrays: dict[str, np.ndarray], files: dict[str, bytes]
+    ) -> Any:
+        """Rebuild a fitted forest, refusing node arrays prediction could not walk safely."""
+        model = super()._from_artifact(meta, arrays, files)
+        problem = _node_array_problem(model)
+        if problem:
+            raise ArtifactError(f"{cls.__name__} artifact: {problem}.")
+        return model
 
     def importances(self) -> dict[str, dict[str, float]]:
         """Feature importances of both kinds, by feature name.
