@@ -31,7 +31,9 @@ DEFAULT_NA_VALUES: tuple[str, ...] = (
 # Share of a sample's values that may fail to parse without changing the inferred type.
 INFER_TOLERANCE = 0.02
 _INT = r"^[+-]?\d+$"
-_FLOAT = r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|Inf|INF|infinity|nan|NaN)$"
+# Infinity and NaN in any case, as Arrow's cast reads them: a column holding "-Infinity" is a
+# float column (whose infinite values are rejects), not text.
+_FLOAT = r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|(?i:inf|infinity|nan))$"
 _DATETIME = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 _TRUE = ("true", "True", "TRUE", "t", "T", "yes", "Yes", "YES")
 _FALSE = ("false", "False", "FALSE", "f", "F", "no", "No", "NO")

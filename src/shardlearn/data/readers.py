@@ -210,7 +210,7 @@ class SourceReader:
         """Every row of the file, batch by batch.
 
         A file that cannot be read to its end (a truncated or corrupt ``.gz``, a read error)
-        raises one :class:`DataError` naming the last line delivered.
+        raises one :class:`DataError` naming the last complete line it holds.
         """
         reader = {"csv": self._csv, "tsv": self._csv, "jsonl": self._jsonl}.get(
             self.format, self._parquet
@@ -225,10 +225,26 @@ class SourceReader:
             what = (
                 f"its {compression} data is corrupt or truncated" if compression else "read error"
             )
+            # pyarrow reads ahead, so the error may come before the good lines are delivered.
+            last_line = max(last_line, self._complete_lines())
             where = f"the last good line is {last_line}" if last_line else "no line could be read"
             raise DataError(
                 f"Cannot read {self.path!r}: {what} ({error}); {where}. Nothing was written."
             ) from None
+
+    def _complete_lines(self) -> int:
+        """Lines the file holds up to a read error (0 for a pipe, which cannot be read again)."""
+        if isinstance(self.filesystem, pafs.LocalFileSystem) and not os.path.isfile(self._fs_path):
+            return 0
+        lines = 0
+        try:
+            stream = self._open_stream()
+            # Small reads: a failing read loses what it decompressed.
+            while chunk := stream.read(1 << 12):
+                lines += chunk.count(b"\n")
+        except OSError:
+            pass
+        return lines
 
     # -- CSV -------------------------------------------------------------------------------
     def _csv(self) -> Iterator[RawBatch]:
