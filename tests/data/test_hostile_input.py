@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import shardlearn as sl
 from shardlearn.data import Dataset
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
-from shardlearn.exceptions import DataError
+from shardlearn.exceptions import DataError, ShardlearnError
 from shardlearn.testing import run_cli
 
 ADULT_LINES = 300  # lines of adult.data copied into the test's folder (header included)
@@ -297,3 +297,22 @@ def test_a_float_column_with_many_infinities_stays_a_float_column(tmp_path: Path
     ds = sl.ingest(source, "y", tmp_path / "ds", max_reject_rate=0.1)
     assert ds.schema["x"].dtype == "float64" and ds.schema["x"].kind == "numeric"
     assert ds.manifest["rows_rejected"] == 20 and _reconciled(ds)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"x,n\xe9,y", b'x,"n,y', b"x,n,y," + b"h" * (1 << 17), b"\xff\xfe"],
+    ids=["latin-1", "open-quote", "over-long", "utf-16-bom"],
+)
+def test_a_broken_header_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], header: bytes
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(header + b"\n" + "".join(r + "\n" for r in _float_rows(50)).encode())
+    err = _one_line_error(
+        capsys, "ingest", str(source), "--label", "y", "--out", str(tmp_path / "ds")
+    )
+    assert "in.csv" in err or "label column" in err
+    with pytest.raises(ShardlearnError):
+        sl.ingest(source, "y", tmp_path / "ds", block_size=1 << 16)
+    assert not (tmp_path / "ds").exists()

@@ -364,6 +364,13 @@ class SourceReader:
         if not first.strip():
             raise DataError(f"Input file {self.path!r} is empty.")
         line = first.split(b"\n", 1)[0]
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"The header line of {self.path!r} is not valid UTF-8 (byte "
+                f"0x{line[error.start]:02x} at byte {error.start + 1}); save the file as UTF-8."
+            ) from None
         if len(line) > self.options.block_size:
             raise DataError(
                 f"The header line of {self.path!r} is longer than {self.options.block_size} "
