@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import re
 import shutil
 import tempfile
@@ -109,5 +110,44 @@ def test_corrupted_adult_csv_reconciles_or_fails_in_one_line(
         assert m["rows_written"] == ds.num_rows()
         rejects = ds.read_rejects()
         assert (rejects.num_rows if rejects is not None else 0) == m["rows_rejected"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@functools.cache
+def _adult_jsonl(datasets: Path) -> bytes:
+    """The same Adult lines as JSON Lines (numbers as numbers, the rest as strings)."""
+    lines = _adult_head(datasets).decode().splitlines()
+    names = [n.strip() for n in lines[0].split(",")]
+    records = []
+    for line in lines[1:]:
+        values = [v.strip() for v in line.split(",")]
+        record = {n: int(v) if v.isdigit() else v for n, v in zip(names, values, strict=False)}
+        records.append(json.dumps(record))
+    return ("\n".join(records) + "\n").encode()
+
+
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(corruptions=st.lists(CORRUPTION, min_size=1, max_size=4))
+def test_corrupted_adult_jsonl_reconciles_or_fails_in_one_line(
+    shared_datasets: Path, corruptions: list[tuple[str, float, int]]
+) -> None:
+    data = _corrupt(_adult_jsonl(shared_datasets), corruptions)
+    folder = Path(tempfile.mkdtemp(prefix="sl-fuzz-"))
+    try:
+        source = folder / "in.jsonl"
+        source.write_bytes(data)
+        out = folder / "ds"
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The label column .* single class", UserWarning)
+                ds = sl.ingest(source, "Y", out, max_reject_rate=1.0, block_size=BLOCK_SIZE)
+        except ShardlearnError as error:
+            assert str(error).strip() and "\n" not in str(error).strip(), str(error)
+            assert not (out / "manifest.json").exists()
+            return
+        m = ds.manifest
+        assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] > 0
+        assert m["rows_written"] == ds.num_rows()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
