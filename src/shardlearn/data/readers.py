@@ -558,7 +558,8 @@ def _last_line(raw: RawBatch) -> int:
 
 
 def _slow_path_can_read(error: pa.ArrowInvalid) -> bool:
-    """Whether the slow path (all text, behind a LineGuard) gets past ``error``."""
+    """Whether the slow path (behind a LineGuard, every column text if need be) gets past
+    ``error``: a value of another type, a refused row, a line longer than a block."""
     message = str(error)
     return any(sign in message for sign in ("CSV conversion error", "CSV parse error", "straddl"))
 
