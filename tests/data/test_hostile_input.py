@@ -85,6 +85,23 @@ def test_infinite_numbers_are_rejects_with_a_reason(tmp_path: Path) -> None:
     assert all(abs(v) < float("inf") for v in x)
 
 
+def test_dates_the_features_cannot_encode_are_rejects_and_training_works(tmp_path: Path) -> None:
+    # Issue #21 finding 3: "0001-01-01" and "9999-12-31" were ingested, then train failed.
+    rows = [f"2024-01-{1 + i % 28:02d},{i},{'a' if i % 3 else 'b'}" for i in range(120)]
+    rows[3], rows[5] = "0001-01-01,3,a", "9999-12-31 23:59:59,5,b"
+    source = _write_lines(tmp_path / "in.csv", ["when,n,y", *rows])
+    ds = sl.ingest(source, "y", tmp_path / "ds", partitions=2, seed=0)
+    reason = (
+        "column 'when': a date-time outside 1684-07-28 to 2255-06-05, "
+        "the range shardlearn can encode"
+    )
+    assert _rejects(ds) == [(5, reason), (7, reason)]
+    assert _reconciled(ds) and ds.manifest["rows_written"] == 118
+    with sl.engine("local", workers=1):
+        model = sl.Pipeline(sl.Preprocessor.auto(ds.schema), sl.LogisticRegression()).fit(ds)
+    assert model.predict(ds.read("train")).shape == (ds.num_rows("train"),)
+
+
 def test_allow_non_finite_keeps_infinities_in_python_and_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

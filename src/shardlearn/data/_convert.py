@@ -7,7 +7,8 @@ slow path only for a column whose cast failed: trim, map missing-value markers t
 every value against the type's grammar, and mark the rest invalid. An invalid value makes its
 row a reject whose reason names the column. An infinite float (``inf``, ``-Infinity``, ``1e999``)
 is a reject too unless ``allow_non_finite``; a NaN is a missing value (null), as the default
-missing-value markers already make of the text ``NaN``.
+missing-value markers already make of the text ``NaN``. A date-time outside the range
+shardlearn can encode (:mod:`shardlearn.data.timestamps`, about 1684 to 2255) is a reject.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
+from shardlearn.data.timestamps import out_of_range, range_reason
 
 __all__ = ["DEFAULT_NA_VALUES", "Converted", "convert_batch", "infer_schema"]
 
@@ -243,6 +245,11 @@ def convert_batch(
                     f"column {column.name!r}: an infinite value (--allow-non-finite keeps it)"
                 )
                 bad |= infinite
+        if pa.types.is_timestamp(typed.type):
+            outside = out_of_range(typed) & ~bad
+            if outside.any():
+                reasons[outside] = range_reason(column.name)
+                bad |= outside
         arrays.append(typed)
     if schema.label is not None and not allow_unlabeled:
         position = schema.names.index(schema.label)

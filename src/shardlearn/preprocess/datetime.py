@@ -8,14 +8,14 @@ of :class:`~shardlearn.preprocess.numeric.NumericTransformer`, so they merge exa
 may be Arrow timestamps (any unit; time-zone aware values use UTC), dates, or ISO-8601 strings.
 
 Epoch seconds pass through a float64 count of microseconds, exact only within 2**53 us of
-1970 -- :data:`EARLIEST` to :data:`LATEST`, about 1684 to 2255. :func:`in_supported_range` and
-:func:`out_of_range` let input validation refuse other dates row by row; a transform given one
-raises a :class:`~shardlearn.exceptions.DataError` naming the column and the row.
+1970 -- :data:`EARLIEST` to :data:`LATEST`, about 1684 to 2255 (defined in
+:mod:`shardlearn.data.timestamps`, re-exported here). Ingest, batch prediction and the
+prediction service refuse other dates row by row; a transform given one raises a
+:class:`~shardlearn.exceptions.DataError` naming the column and the row.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import numpy as np
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardlearn._validation import Options, Type
+from shardlearn.data.timestamps import EARLIEST, LATEST, in_supported_range, out_of_range
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.preprocess._base import ColumnTransformer
 from shardlearn.preprocess._batch import column
@@ -31,37 +32,6 @@ from shardlearn.preprocess.numeric import NumericTransformer
 __all__ = ["EARLIEST", "LATEST", "PARTS", "DatetimeEncoder", "in_supported_range", "out_of_range"]
 
 PARTS = ("year", "month", "day_of_week", "hour", "epoch_seconds")
-
-#: float64 holds integers exactly up to 2**53: the span, in microseconds either side of 1970,
-#: whose epoch seconds the encoder computes (Arrow refuses the inexact cast beyond it).
-_MAX_EPOCH_MICROS = 2**53
-_EPOCH = datetime(1970, 1, 1)
-#: The earliest and latest date-times (UTC, naive) the encoder supports.
-EARLIEST = _EPOCH - timedelta(microseconds=_MAX_EPOCH_MICROS)
-LATEST = _EPOCH + timedelta(microseconds=_MAX_EPOCH_MICROS)
-_UNITS_PER_MICRO = {"s": 1e-6, "ms": 1e-3, "us": 1, "ns": 1000}
-
-
-def in_supported_range(value: datetime) -> bool:
-    """Whether the encoder can encode ``value`` (an aware value is compared in UTC)."""
-    if value.tzinfo is not None:
-        try:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        except OverflowError:  # 0001-01-01 east of UTC is in year 0
-            return False
-    return EARLIEST <= value <= LATEST
-
-
-def out_of_range(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A boolean mask of the timestamps of ``values`` outside ``EARLIEST..LATEST``.
-
-    ``values`` is an Arrow timestamp array of any unit (aware values are stored in UTC);
-    nulls are in range.
-    """
-    bound = int(_MAX_EPOCH_MICROS * _UNITS_PER_MICRO[values.type.unit])
-    stored = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
-    with np.errstate(invalid="ignore"):  # nulls arrive as NaN
-        return np.abs(stored) > bound
 
 
 def _as_timestamp(values: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
