@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from shardlearn.data import Dataset
 from shardlearn.data.demo import write_loans_csv
 from shardlearn.engine import engine
 from shardlearn.exceptions import TaskFailed
@@ -251,3 +252,22 @@ def test_ingest_stage_refuses_a_folder_that_is_not_a_dataset(
     files = sorted(p.relative_to(precious).as_posix() for p in precious.rglob("*"))
     assert files == ["README.md", "test", "test/test_app.py"]
     assert (precious / "test" / "test_app.py").read_text() == "keep me"
+
+
+def test_ingest_stage_can_keep_infinities_like_the_cli(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("x,y\n" + "".join(f"{i}.5,{'ab'[i % 2]}\n" for i in range(40)) + "inf,a\n")
+    kept = {}
+    for allow in (False, True):
+        stage = {"type": "ingest", "source": str(source), "label": "y", "partitions": 1}
+        spec = parse_spec(
+            {
+                "workdir": str(tmp_path / f"run-{allow}"),
+                "stages": {"data": {**stage, "allow_non_finite": allow}},
+            }
+        )
+        with engine("local", workers=1):
+            result = run_pipeline(spec, progress=False)
+        manifest = Dataset.open(result.results["data"]["dataset"]).manifest
+        kept[allow] = (manifest["rows_written"], manifest["rows_rejected"])
+    assert kept == {False: (40, 1), True: (41, 0)}

@@ -42,7 +42,7 @@ STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "ingest": {
         "keys": ("source", "label", "out", "partitions", "strategy", "split", "seed", "format",
                  "max_reject_rate", "delimiter", "na_values", "header", "columns", "label_strip",
-                 "kinds"),
+                 "kinds", "allow_non_finite"),
         "required": ("source", "label"),
         "refs": (),
     },

@@ -46,7 +46,8 @@ def run_ingest(name: str, options: dict[str, Any], workdir: str) -> dict[str, An
     from shardlearn.data import ingest
 
     keys = ("partitions", "strategy", "split", "seed", "format", "max_reject_rate",
-            "delimiter", "na_values", "header", "columns", "label_strip", "kinds")  # fmt: skip
+            "delimiter", "na_values", "header", "columns", "label_strip", "kinds",
+            "allow_non_finite")  # fmt: skip
     dataset = ingest(
         options["source"],
         options["label"],
