@@ -21,6 +21,7 @@ from shardlearn.data import Dataset
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
 from shardlearn.exceptions import DataError, ShardlearnError
 from shardlearn.testing import run_cli
+from tests.data._rejects import rejects as _rejects
 
 ADULT_LINES = 300  # lines of adult.data copied into the test's folder (header included)
 CSV_HEADER = "x,n,y\n"
@@ -33,13 +34,6 @@ def _float_rows(count: int) -> list[str]:
 def _write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines))
     return path
-
-
-def _rejects(ds: Dataset) -> list[tuple[int, str]]:
-    table = ds.read_rejects()
-    if table is None:
-        return []
-    return sorted(zip(table["line"].to_pylist(), table["reason"].to_pylist(), strict=True))
 
 
 def _reconciled(ds: Dataset) -> bool:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from shardlearn.data import Dataset, ingest
 from shardlearn.exceptions import DataError, SchemaError
+from tests.data._rejects import rejects as _rejects
 
 HEADER = "id,amount,city,label\n"
 
@@ -33,14 +34,6 @@ def _clean_rows(n: int, start: int = 0) -> list[str]:
 
 def _ids(ds: Dataset) -> list[int]:
     return sorted(v for s in ds.splits for v in ds.read(s, ["id"])["id"].to_pylist())
-
-
-def _rejects(ds: Dataset) -> list[tuple[int, str]]:
-    """(line, reason) of every reject, by line (the file is in processing order)."""
-    table = ds.read_rejects()
-    if table is None:
-        return []
-    return sorted(zip(table["line"].to_pylist(), table["reason"].to_pylist(), strict=True))
 
 
 def _reconciled(ds: Dataset) -> bool:
