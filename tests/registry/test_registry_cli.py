@@ -144,10 +144,10 @@ def test_predict_command_writes_predictions_and_reconciles(registry, pipeline, t
         "--proba", "--id", "id", "--workers", "1",
     )  # fmt: skip
     assert code == 0, stdout
-    assert "rows_in=30 rows_predicted=29 rows_rejected=1" in stdout
+    assert "rows_in=30 = rows_predicted=29 + rows_rejected=1" in stdout
     got = pq.read_table(out)
     assert got.column_names == ["id", "prediction", "proba_no", "proba_yes"]
     kept = rows.filter(pa.array([i != 7 for i in range(30)]))
     assert got.column("prediction").to_pylist() == pipeline.predict(kept).tolist()
     rejects = pq.read_table(tmp_path / "preds.rejects.parquet").to_pylist()
-    assert [r["row"] for r in rejects] == [7]
+    assert [r["line"] for r in rejects] == [9]  # id 7 is on line 9 (after the header)

@@ -111,7 +111,7 @@ def test_batch_predict_rejects_out_of_range_dates_and_predicts_the_rest(
     summary = predict_batch(model, source, tmp_path / "out.parquet", proba=True)
     assert (summary.rows_in, summary.rows_predicted, summary.rows_rejected) == (6, 3, 3)
     rejects = pq.read_table(rejects_path(tmp_path / "out.parquet")).to_pylist()
-    assert [r["row"] for r in rejects] == [1, 3, 5]
+    assert [r["line"] for r in rejects] == [2, 4, 6]  # the JSON Lines file's lines
     assert all("'opened'" in r["reason"] and "supported range" in r["reason"] for r in rejects)
     kept = dated_table(6, seed=3).drop_columns(["default"]).take([0, 2, 4])
     predicted = pq.read_table(tmp_path / "out.parquet").column("prediction").to_pylist()

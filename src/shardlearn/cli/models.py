@@ -318,16 +318,46 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _names(value: str | None) -> list[str]:
+    """A comma-separated list of names (empty parts dropped)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
 def predict(
     model: str = typer.Argument(..., help="NAME@STAGE, NAME:VERSION, REGISTRY/NAME or a path."),
     source: list[str] = typer.Argument(
-        ..., help="A dataset directory, or CSV/Parquet/JSONL files."
+        ...,
+        help="A dataset directory, or files, globs or URIs as ingest takes them (csv, tsv, "
+        "jsonl, parquet; .data/.test/.txt are csv; .gz/.zst/.bz2).",
     ),
     out: Path = typer.Option(..., "--out", help="Output Parquet file."),
     registry: Path = _registry_option(),
     proba: bool = typer.Option(False, "--proba", help="Add one proba_<class> column per class."),
-    id_column: str | None = typer.Option(None, "--id", help="Input column copied to the output."),
+    id_column: str | None = typer.Option(
+        None,
+        "--id",
+        help="Input column that keys the output rows (default: shard,row for a dataset; "
+        "source,line for files).",
+    ),
+    keep_columns: str | None = typer.Option(
+        None, "--keep-columns", help="Input columns copied to the output, comma-separated."
+    ),
     split: list[str] = typer.Option([], "--split", help="Dataset splits to predict. Default: all."),
+    format: str | None = typer.Option(
+        None, "--format", help="csv | tsv | jsonl | parquet (default: from the extension)."
+    ),
+    delimiter: str | None = typer.Option(
+        None, "--delimiter", help="Field separator (default , or tab for tsv)."
+    ),
+    no_header: bool = typer.Option(
+        False, "--no-header", help="Text files have no header line (give --columns)."
+    ),
+    columns: str | None = typer.Option(
+        None, "--columns", help="Column names, comma-separated, for --no-header."
+    ),
+    na_values: str | None = typer.Option(
+        None, "--na-values", help="Comma-separated strings read as missing (replaces the defaults)."
+    ),
     engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
     batch_size: int = typer.Option(65536, min=1, help="Rows per batch."),
@@ -337,7 +367,12 @@ def predict(
 ) -> None:
     """Predict every row of a dataset or of raw files into a Parquet file.
 
+    Raw files are read as ingest reads them; a line that cannot be read or validated is a
+    reject in OUT.rejects.parquet (source, line, reason, raw) and the exit code stays 0.
+
     Example: shardlearn predict loans@production new.csv --out preds.parquet --proba --id id
+
+    Example: shardlearn predict adult@production adult.test --out p.parquet --keep-columns age
     """
     from shardlearn.engine import engine as use_engine
     from shardlearn.engine import engine_from_cli
@@ -352,19 +387,45 @@ def predict(
     inputs: Any = source[0] if len(source) == 1 else source
     with use_engine(engine_from_cli(engine, workers)) as eng:
         summary = predict_batch(
-            fitted, inputs, out, proba=proba, id_column=id_column, splits=split or None,
-            engine=eng, batch_size=batch_size,
+            fitted, inputs, out, proba=proba, id_column=id_column,
+            keep_columns=_names(keep_columns), splits=split or None, engine=eng,
+            batch_size=batch_size, format=format, delimiter=delimiter, header=not no_header,
+            columns=_names(columns) or None,
+            na_values=None if na_values is None else na_values.split(","),
         )  # fmt: skip
     if as_json:
         _print_json(summary.to_dict())
         return
+    _print_predict_summary(summary)
+
+
+def _print_predict_summary(summary: Any) -> None:
+    """rows_in = predicted + rejected, and where the rejects are with their first reasons."""
     console.print(
-        f"rows_in={summary.rows_in} rows_predicted={summary.rows_predicted} "
+        f"rows_in={summary.rows_in} = rows_predicted={summary.rows_predicted} + "
         f"rows_rejected={summary.rows_rejected} -> {summary.out}",
         highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
-    if summary.rejects is not None:
-        console.print(f"rejected rows (with reasons): {summary.rejects}", highlight=False)
+    if summary.rejects is None:
+        return
+    import pyarrow.parquet as pq
+
+    console.print(
+        f"{summary.rows_rejected} rows rejected, with file, line and reason in {summary.rejects}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    first = next(pq.ParquetFile(summary.rejects).iter_batches(batch_size=3)).to_pylist()
+    for reject in first:
+        console.print(
+            f"  {reject['source']}:{reject['line']}: {reject['reason']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

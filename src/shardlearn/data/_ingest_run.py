@@ -28,7 +28,7 @@ from shardlearn.data._convert import convert_batch, infer_schema
 from shardlearn.data._writer import REJECTS_SCHEMA, DatasetWriter
 from shardlearn.data.dataset import Dataset
 from shardlearn.data.partition import _SAMPLE_SALT, make_partitioner, parse_strategy, row_hashes
-from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader
+from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, blank_rows
 from shardlearn.data.schema import Schema, load_schema_file
 from shardlearn.exceptions import DataError, SchemaError
 
@@ -121,18 +121,6 @@ class _Prepared:
     blank: int
 
 
-def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
-    """Rows whose every field is missing (blank lines): dropped, not counted as rows."""
-    if batch.num_rows == 0 or batch.num_columns == 0:
-        return np.zeros(batch.num_rows, dtype=bool)
-    blank = batch.column(0).is_null().to_numpy(zero_copy_only=False)
-    if not blank.any():
-        return blank
-    for column in batch.columns[1:]:
-        blank &= column.is_null().to_numpy(zero_copy_only=False)
-    return blank
-
-
 @dataclass
 class IngestRun:
     """State of one ingest; :meth:`execute` runs it."""
@@ -167,7 +155,7 @@ class IngestRun:
             reader = SourceReader(path, self.options)
             for raw in reader.batches():
                 names = names or reader.column_names
-                keep = ~_blank_rows(raw.batch)
+                keep = ~blank_rows(raw.batch)
                 batches.append(raw.batch.filter(pa.array(keep)))
                 rows += int(keep.sum())
                 if rows >= SAMPLE_ROWS:
@@ -289,7 +277,7 @@ class IngestRun:
 
     def _convert(self, raw: RawBatch, schema: Schema) -> _Prepared:
         """Validation and casting of one batch; runs on the conversion threads."""
-        blank = _blank_rows(raw.batch)
+        blank = blank_rows(raw.batch)
         batch, lines = raw.batch, raw.lines
         if blank.any():
             batch, lines = batch.filter(pa.array(~blank)), lines[~blank]

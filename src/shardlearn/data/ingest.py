@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardlearn._validation import unknown_name_message
-from shardlearn.data._convert import DEFAULT_NA_VALUES
 from shardlearn.data._ingest_run import IngestRun, warn_single_class
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.dataset import Dataset
@@ -24,7 +23,7 @@ from shardlearn.data.partition import (
     parse_split,
     parse_strategy,
 )
-from shardlearn.data.readers import ReaderOptions, expand_sources
+from shardlearn.data.readers import expand_sources, reader_options
 from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
 from shardlearn.exceptions import DataError, SchemaError
 
@@ -291,15 +290,13 @@ def ingest(
         raise SchemaError(f"max_reject_rate must be between 0 and 1. Got {max_reject_rate!r}.")
     fractions = parse_split(split)
     _check_label_options(strategy, label, allow_unlabeled)
-    if not header and not columns:
-        raise SchemaError("Files without a header need column names: pass --columns a,b,...")
-    options = ReaderOptions(
+    options = reader_options(
         format=format,
         delimiter=delimiter,
         header=header,
-        columns=tuple(columns) if columns else None,
-        na_values=tuple(DEFAULT_NA_VALUES if na_values is None else na_values),
-        **({"block_size": int(block_size)} if block_size else {}),
+        columns=columns,
+        na_values=na_values,
+        block_size=block_size,
     )
     run = IngestRun(
         paths=expand_sources(source),

@@ -21,6 +21,12 @@ on from the first line not yet delivered behind a
 makes it read on (again from the first line not yet delivered) with every column as text.
 Clean files never pay for the slow path.
 
+Batch prediction reads raw files exactly as ingest does: :func:`reader_options` builds the
+options from the same arguments (default missing-value markers, ``columns`` for files without a
+header), :func:`blank_rows` finds the blank lines both drop, :func:`clean_text` trims text and
+turns missing-value markers into nulls as ingest's conversion does, and rejects share
+:data:`REJECTS_SCHEMA` (source, line, reason, raw).
+
 JSON Lines are read line by line as bytes: a line that is not UTF-8, longer than the block
 size, not JSON (or nested too deeply) or not an object, and a record holding a list or an
 object where a column takes one value, are rejects. A file that stops early (a truncated or
@@ -42,17 +48,24 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from shardlearn.data._convert import DEFAULT_NA_VALUES, _clean
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
+from shardlearn.data._writer import REJECTS_SCHEMA
 from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.exceptions import DataError, SchemaError
 
 __all__ = [
+    "DEFAULT_NA_VALUES",
     "FORMATS",
+    "REJECTS_SCHEMA",
     "RawBatch",
     "ReaderOptions",
     "SourceReader",
+    "blank_rows",
+    "clean_text",
     "detect_format",
     "expand_sources",
+    "reader_options",
 ]
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
@@ -84,6 +97,47 @@ class ReaderOptions:
     columns: tuple[str, ...] | None = None
     na_values: tuple[str, ...] = ()
     block_size: int = DEFAULT_BLOCK_SIZE
+
+
+def reader_options(
+    *,
+    format: str | None = None,
+    delimiter: str | None = None,
+    header: bool = True,
+    columns: Sequence[str] | None = None,
+    na_values: Sequence[str] | None = None,
+    block_size: int | None = None,
+) -> ReaderOptions:
+    """:class:`ReaderOptions` from the arguments ingest and predict take (``na_values=None``:
+    the default missing-value markers); files without a header need ``columns``."""
+    if not header and not columns:
+        raise SchemaError("Files without a header need column names: pass --columns a,b,...")
+    return ReaderOptions(
+        format=format,
+        delimiter=delimiter,
+        header=header,
+        columns=tuple(columns) if columns else None,
+        na_values=tuple(DEFAULT_NA_VALUES if na_values is None else na_values),
+        **({"block_size": int(block_size)} if block_size else {}),
+    )
+
+
+def blank_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows whose every field is missing (blank lines): dropped, not counted as rows."""
+    if batch.num_rows == 0 or batch.num_columns == 0:
+        return np.zeros(batch.num_rows, dtype=bool)
+    blank = batch.column(0).is_null().to_numpy(zero_copy_only=False)
+    if not blank.any():
+        return blank
+    for column in batch.columns[1:]:
+        blank &= column.is_null().to_numpy(zero_copy_only=False)
+    return blank
+
+
+def clean_text(values: pa.Array, na_values: Sequence[str], trim: bool = True) -> pa.Array:
+    """Text values as ingest reads them: whitespace trimmed (with ``trim``) and missing-value
+    markers made null. Values that are not text are returned unchanged."""
+    return _clean(values, pa.array(list(na_values), pa.string()), trim)
 
 
 @dataclass

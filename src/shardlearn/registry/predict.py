@@ -5,15 +5,27 @@ Two kinds of input:
 * **A dataset** (a directory with ``manifest.json``): every shard of the chosen splits is
   predicted in parallel on the engine's WorkerGroup. Each worker reads its own shards, writes
   one output Parquet per shard (and one rejects Parquet per shard) into a parts directory; the
-  driver then concatenates the parts in (split, shard index) order into the output file.
-* **Raw files** (CSV, Parquet, JSON Lines; a file, a directory of them or a list): streamed
-  batch by batch through the model's preprocessing in this process, never read whole.
+  driver then concatenates the parts in (split, shard index) order into the output file. A
+  row's key is ``shard`` (its file in the dataset, e.g. ``train/part-00001.parquet``) and
+  ``row`` (0-based within that shard), so ``Dataset.open(d)`` and the key find it again.
+* **Raw files** (CSV/TSV, JSON Lines, Parquet, compressed or not; files, globs, URIs or a
+  directory of files) are read by ingest's own reader,
+  :class:`~shardlearn.data.readers.SourceReader` (through
+  :mod:`shardlearn.registry._predict_input`), with ingest's options (format from the
+  extension or ``format``, ``delimiter``, ``header``/``columns``, missing-value markers,
+  trimming), and streamed batch by batch in this process, never read whole. A line the reader
+  refuses (wrong number of fields, broken quoting, not UTF-8, longer than a block, not a JSON
+  object) is a reject like any other, never an error. A row's key is ``source`` (the file) and
+  ``line`` (its 1-based physical line). Blank lines are skipped, as ingest skips them.
 
-Either way every row is validated against the model's input schema first; rows that fail go to
-``OUT.rejects.parquet`` (source, row, reason, record) and the counts reconcile:
-``rows_in == rows_predicted + rows_rejected``. Row order within each input file or shard is
-kept. Output columns: the ``id_column`` if given, ``prediction``, and with ``proba`` one
-``proba_<class>`` column per class in the order of ``classes_``.
+Every row is validated against the model's input schema; rows that fail go to
+``OUT.rejects.parquet`` with ingest's reject columns (``source``, ``line``, ``reason``, ``raw``:
+the row's text; for a dataset ``line`` is ``row + 1``), in input order, and the counts
+reconcile: ``rows_in == rows_predicted + rows_rejected``. Row order within each input file or
+shard is kept. Output columns: the ``id_column`` if given, else the key above; the
+``keep_columns`` (copied from the input as read: text for CSV and JSON Lines, trimmed, markers
+made null); ``prediction``; and with ``proba`` one ``proba_<class>`` column per class in the
+order of ``classes_``.
 """
 
 from __future__ import annotations
@@ -22,46 +34,47 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shardlearn.data.readers import REJECTS_SCHEMA
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.registry._meta import input_schema
+from shardlearn.registry._predict_input import (
+    DATASET_KEY,
+    FILE_KEY,
+    Chunk,
+    RawOptions,
+    file_chunks,
+    is_dataset,
+    raw_files,
+    raw_options,
+    refuse_file_options,
+    shard_chunks,
+)
 from shardlearn.registry._validate import check_columns, is_nan, validate_table
 
-__all__ = ["PredictionSummary", "Predictor", "predict_batch"]
+__all__ = ["DATASET_KEY", "FILE_KEY", "PredictionSummary", "Predictor", "predict_batch"]
 
 DEFAULT_BATCH_SIZE = 65536
-RAW_SUFFIXES = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-# A column a reader may add: the reason a row could not be parsed (e.g. a malformed JSON line).
-READ_ERROR = "__shardlearn_read_error__"
-_REJECT_SCHEMA = pa.schema(
-    [("source", pa.string()), ("row", pa.int64()), ("reason", pa.string()), ("record", pa.string())]
-)
 
 
 @dataclass
 class SourceCount:
-    """Row counts of one input file or shard."""
+    """Row counts of one input file or shard (blank lines are not rows)."""
 
     source: str
     rows_in: int = 0
     rows_predicted: int = 0
     rows_rejected: int = 0
+    blank_lines: int = 0
 
 
 @dataclass
@@ -73,8 +86,10 @@ class PredictionSummary:
     out : Path
         The predictions Parquet file.
     rejects : Path or None
-        The rejects Parquet file, when any row was rejected.
+        The rejects Parquet file (source, line, reason, raw), when any row was rejected.
     rows_in, rows_predicted, rows_rejected : int
+    blank_lines : int
+        Blank lines of raw text files, skipped (not rows).
     sources : list of SourceCount
         Per input file or shard, in output order.
     """
@@ -84,6 +99,7 @@ class PredictionSummary:
     rows_in: int
     rows_predicted: int
     rows_rejected: int
+    blank_lines: int = 0
     sources: list[SourceCount] = field(default_factory=list)
 
     @property
@@ -108,16 +124,31 @@ class Predictor:
     proba : bool
         Add ``proba_<class>`` columns.
     id_column : str, optional
-        A column copied from the input to the output, first.
+        A column copied from the input to the output, first, as the row key.
+    keep_columns : sequence of str
+        Input columns copied to the output after the key.
+    default_key : tuple of str
+        The key columns written when there is no ``id_column`` (:data:`DATASET_KEY` or
+        :data:`FILE_KEY`).
     """
 
-    def __init__(self, model: Any, *, proba: bool = False, id_column: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        proba: bool = False,
+        id_column: str | None = None,
+        keep_columns: Sequence[str] = (),
+        default_key: tuple[str, ...] = FILE_KEY,
+    ) -> None:
         schema = input_schema(model)
         if schema is None:
             raise SchemaError(f"{type(model).__name__} does not say which input columns it needs")
         self.model = model
         self.proba = proba
         self.id_column = id_column
+        self.key = (id_column,) if id_column else default_key
+        self.keep_columns = [c for c in dict.fromkeys(keep_columns) if c != id_column]
         self.columns: list[dict[str, Any]] = list(schema["columns"])
         # A Pipeline imputes missing values; a bare estimator cannot.
         self.allow_missing = hasattr(model, "preprocessor")
@@ -133,14 +164,26 @@ class Predictor:
             raise DataError(
                 f"{type(final).__name__} has no predict_proba; drop --proba to get predictions"
             )
+        self._check_output_names()
+
+    def _check_output_names(self) -> None:
+        probas = [f"proba_{label}" for label in self.classes.tolist()] if self.proba else []
+        taken = [*self.key, "prediction", *probas]
+        for name in self.keep_columns:
+            if name in taken:
+                what = "the row key" if name in self.key else "an output column"
+                raise SchemaError(
+                    f"--keep-columns {name!r} has the name of {what} ({', '.join(taken)}); "
+                    "drop it from --keep-columns, or pass --id COL to key rows by a column of "
+                    "your own"
+                )
 
     @property
     def needed(self) -> list[str]:
-        """Input columns to read: the model's and the id column."""
+        """Input columns to read: the model's, the id column and the kept columns."""
         names = [c["name"] for c in self.columns]
-        if self.id_column and self.id_column not in names:
-            names.append(self.id_column)
-        return names
+        extra = [self.id_column] if self.id_column else []
+        return list(dict.fromkeys([*names, *extra, *self.keep_columns]))
 
     def check(self, names: Sequence[str], source: str) -> None:
         """SchemaError when ``source`` (with columns ``names``) lacks a needed column."""
@@ -149,11 +192,20 @@ class Predictor:
             raise SchemaError(
                 f"{source} has no id column {self.id_column!r}; it has: {', '.join(names)}"
             )
+        missing = [name for name in self.keep_columns if name not in names]
+        if missing:
+            raise SchemaError(
+                f"{source} has no column {missing[0]!r} to keep (--keep-columns); it has: "
+                f"{', '.join(names)}"
+            )
 
-    def _output(self, valid: pa.Table, ids: pa.Array | None) -> pa.Table:
+    def _output(self, chunk: Chunk, valid: pa.Table, good: pa.Array) -> pa.Table:
         columns: dict[str, Any] = {}
-        if self.id_column:
-            columns[self.id_column] = ids
+        for name in self.key:
+            source = chunk.table.column(name) if name == self.id_column else chunk.key[name]
+            columns[name] = source.filter(good)
+        for name in self.keep_columns:
+            columns[name] = chunk.table.column(name).filter(good)
         if valid.num_rows:
             model, inputs = self.model, valid
             if hasattr(model, "transform_features") and hasattr(model, "estimator"):
@@ -171,50 +223,54 @@ class Predictor:
                 columns[f"proba_{label}"] = pa.array(np.asarray(probabilities)[:, j], pa.float64())
         return pa.table(columns)
 
-    def predict_table(
-        self, table: pa.Table, source: str, first_row: int
-    ) -> tuple[pa.Table, pa.Table]:
-        """(predictions of the valid rows, rejects) of one batch; row order kept."""
-        clean, reasons = validate_table(table, self.columns, self.allow_missing)
-        if READ_ERROR in table.column_names:  # rows the reader could not parse at all
-            for i, error in enumerate(table.column(READ_ERROR).to_pylist()):
-                if error is not None:
-                    reasons[i] = error
-            table = table.drop_columns([READ_ERROR])
-        good = np.asarray([r is None for r in reasons], dtype=bool)
-        valid = clean.filter(pa.array(good))
-        ids = table.column(self.id_column).filter(pa.array(good)) if self.id_column else None
-        bad = np.flatnonzero(~good)
+    def predict_chunk(self, chunk: Chunk, source: str) -> tuple[pa.Table, pa.Table]:
+        """(predictions of the valid rows, rejects in line order) of one chunk."""
+        clean, reasons = validate_table(chunk.table, self.columns, self.allow_missing)
+        good_mask = np.asarray([r is None for r in reasons], dtype=bool)
+        good = pa.array(good_mask)
+        bad = np.flatnonzero(~good_mask)
+        lines = [*chunk.lines[bad].tolist(), *(line for line, _, _ in chunk.invalid)]
         rejects = pa.table(
             {
-                "source": pa.array([source] * len(bad), pa.string()),
-                "row": pa.array(first_row + bad, pa.int64()),
-                "reason": pa.array([reasons[i] for i in bad], pa.string()),
-                "record": pa.array([_record(table, int(i)) for i in bad], pa.string()),
+                "source": pa.array([source] * len(lines), pa.string()),
+                "line": pa.array(lines, pa.int64()),
+                "reason": [*(reasons[i] for i in bad), *(why for _, why, _ in chunk.invalid)],
+                "raw": [*_row_texts(chunk, bad), *(text for _, _, text in chunk.invalid)],
             },
-            schema=_REJECT_SCHEMA,
+            schema=REJECTS_SCHEMA,
         )
-        return self._output(valid, ids), rejects
+        if chunk.invalid and len(bad):
+            rejects = rejects.sort_by("line")
+        return self._output(chunk, clean.filter(good), good), rejects
 
-    def run(self, batches: Iterable[Any], source: str, out: Path, rejects: Path) -> SourceCount:
-        """Predict every batch of one source into ``out`` (and ``rejects``); return the counts."""
+    def run(self, chunks: Iterable[Chunk], source: str, out: Path, rejects: Path) -> SourceCount:
+        """Predict every chunk of one source into ``out`` (and ``rejects``); return the counts."""
         count = SourceCount(source)
-        with _LazyWriter(out) as writer, _LazyWriter(rejects, _REJECT_SCHEMA) as reject_writer:
-            for batch in batches:
-                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                predicted, rejected = self.predict_table(table, source, count.rows_in)
+        with _LazyWriter(out) as writer, _LazyWriter(rejects, REJECTS_SCHEMA) as reject_writer:
+            for chunk in chunks:
+                predicted, rejected = self.predict_chunk(chunk, source)
                 writer.write(predicted)
                 reject_writer.write(rejected)
-                count.rows_in += table.num_rows
+                count.rows_in += chunk.table.num_rows + len(chunk.invalid)
                 count.rows_predicted += predicted.num_rows
                 count.rows_rejected += rejected.num_rows
+                count.blank_lines += chunk.blank_lines
         return count
 
 
-def _record(table: pa.Table, row: int) -> str:
-    values = {name: table.column(name)[row].as_py() for name in table.column_names}
-    values = {k: (None if is_nan(v) else v) for k, v in values.items()}
-    return json.dumps(values, default=str)
+def _row_texts(chunk: Chunk, rows: np.ndarray) -> list[str]:
+    """The text of rejected rows: fields joined by the delimiter (as ingest writes them), or a
+    JSON object for JSON Lines, Parquet and dataset rows."""
+    if not len(rows):
+        return []
+    raw = chunk.raw.take(pa.array(rows))
+    if chunk.delimiter is not None:
+        fields = [pc.fill_null(column.cast(pa.string()), "") for column in raw.columns]
+        return pc.binary_join_element_wise(*fields, chunk.delimiter).to_pylist()
+    return [
+        json.dumps({k: (None if is_nan(v) else v) for k, v in row.items()}, default=str)
+        for row in raw.to_pylist()
+    ]
 
 
 class _LazyWriter:
@@ -242,126 +298,6 @@ class _LazyWriter:
             pq.write_table(self.first, self.path)  # an empty part keeps the output schema
 
 
-# -- reading raw files ---------------------------------------------------------------------
-
-
-def _raw_format(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    for suffix in reversed(suffixes):
-        if suffix in RAW_SUFFIXES:
-            return RAW_SUFFIXES[suffix]
-    raise DataError(
-        f"cannot tell the format of {path}: use a .csv, .parquet or .jsonl file, or a dataset "
-        "directory (with manifest.json)"
-    )
-
-
-def _csv_batches(path: Path, predictor: Predictor, batch_size: int) -> Iterator[pa.RecordBatch]:
-    import pyarrow.csv as pacsv
-
-    tsv = ".tsv" in [s.lower() for s in path.suffixes]
-    # TSV has no quoting: a '"' is data (as in ingest).
-    parse = pacsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
-    header = pacsv.open_csv(path, parse_options=parse)
-    predictor.check(header.schema.names, str(path))
-    header.close()
-    # Every needed column is read as text and converted by the validator: type inference on
-    # the first block would otherwise turn one bad value later in the file into a hard error.
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=1 << 22),
-        parse_options=parse,
-        convert_options=pacsv.ConvertOptions(
-            include_columns=predictor.needed,
-            column_types={name: pa.string() for name in predictor.needed},
-            strings_can_be_null=True,
-        ),
-    )
-    for batch in reader:
-        for start in range(0, batch.num_rows, batch_size):
-            yield batch.slice(start, batch_size)
-
-
-def _jsonl_batches(path: Path, predictor: Predictor, batch_size: int) -> Iterator[pa.Table]:
-    """JSON Lines read line by line: a malformed line is one rejected row, not a failed file."""
-    names = predictor.needed
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not an object")
-                seen.update(record)
-            except ValueError as error:
-                text = line.rstrip("\r\n")[:200]
-                record = {READ_ERROR: f"line is not a JSON object ({error}): {text!r}"}
-            rows.append(record)
-            if len(rows) >= batch_size:
-                yield _rows_to_table(rows, names)
-                rows = []
-    if rows:
-        yield _rows_to_table(rows, names)
-    if not seen:
-        return
-    missing = [n for n in names if n not in seen]
-    if missing:
-        predictor.check(sorted(seen), str(path))
-
-
-def _rows_to_table(rows: list[dict[str, Any]], names: list[str]) -> pa.Table:
-    columns = {}
-    for name in [*names, READ_ERROR]:
-        values = [row.get(name) for row in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: text, the validator decides
-            columns[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return pa.table(columns)
-
-
-def _parquet_batches(path: Path, predictor: Predictor, batch_size: int) -> Iterator[Any]:
-    parquet = pq.ParquetFile(path)
-    predictor.check(parquet.schema_arrow.names, str(path))
-    yield from parquet.iter_batches(batch_size=batch_size, columns=predictor.needed)
-
-
-_READERS = {"csv": _csv_batches, "jsonl": _jsonl_batches, "parquet": _parquet_batches}
-
-
-def _raw_files(source: Any) -> list[Path]:
-    if isinstance(source, list | tuple):
-        return [Path(p) for p in source]
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.is_file() and any(s in RAW_SUFFIXES for s in p.suffixes)
-        )
-        if not files:
-            raise DataError(f"{path} holds no .csv, .parquet or .jsonl files and no manifest.json")
-        return files
-    if not path.exists():
-        raise DataError(f"input {path} does not exist")
-    return [path]
-
-
-def _is_dataset(source: Any) -> bool:
-    if isinstance(source, list | tuple):
-        return False
-    if "://" in os.fspath(source):  # a dataset on object storage (s3://...): ask its filesystem
-        import pyarrow.fs as pafs
-
-        from shardlearn.data.dataset import join_uri, resolve_filesystem
-
-        filesystem, path = resolve_filesystem(source)
-        info = filesystem.get_file_info(join_uri(path, "manifest.json"))
-        return info.type == pafs.FileType.File
-    return (Path(source) / "manifest.json").is_file()
-
-
 # -- the driver ----------------------------------------------------------------------------
 
 
@@ -379,7 +315,7 @@ def _predict_worker_shards(state: Any, parts_dir: str, batch_size: int) -> list[
         position = order[shard.path]
         name = _part_name(position, shard.path)
         count = predictor.run(
-            shard.iter_batches(batch_size=batch_size, columns=predictor.needed),
+            shard_chunks(shard, predictor.needed, batch_size),
             shard.path,
             Path(parts_dir) / f"{name}.parquet",
             Path(parts_dir) / f"{name}.rejects.parquet",
@@ -418,16 +354,15 @@ def _predict_dataset(
 
 
 def _predict_files(
-    predictor: Predictor, source: Any, parts: Path, batch_size: int
+    predictor: Predictor, paths: list[str], parts: Path, options: RawOptions, batch_size: int
 ) -> list[SourceCount]:
     counts = []
-    for position, path in enumerate(_raw_files(source)):
-        reader = _READERS[_raw_format(path)]
-        name = _part_name(position, path.name)
+    for position, path in enumerate(paths):
+        name = _part_name(position, os.path.basename(path))
         counts.append(
             predictor.run(
-                reader(path, predictor, batch_size),
-                str(path),
+                file_chunks(path, predictor.needed, predictor.check, options, batch_size),
+                path,
                 parts / f"{name}.parquet",
                 parts / f"{name}.rejects.parquet",
             )
@@ -452,7 +387,8 @@ def _combine(parts: list[Path], out: Path, schema: pa.Schema | None = None) -> i
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                     raise DataError(
                         f"the output of {part.name} does not match the first part's columns "
-                        f"({error}); is the id column of one type in every input file?"
+                        f"({error}); are the id and kept columns of one type in every input "
+                        "file?"
                     ) from None
                 writer.write_table(table)
                 rows += table.num_rows
@@ -483,31 +419,61 @@ def predict_batch(
     *,
     proba: bool = False,
     id_column: str | None = None,
+    keep_columns: Sequence[str] = (),
     splits: Sequence[str] | None = None,
     engine: Any = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    format: str | None = None,
+    delimiter: str | None = None,
+    header: bool = True,
+    columns: Sequence[str] | None = None,
+    na_values: Sequence[str] | None = None,
+    trim: bool = True,
 ) -> PredictionSummary:
     """Predict every row of a dataset or of raw files into one Parquet file.
+
+    Raw files are read exactly as :func:`shardlearn.ingest` reads them (same reader, same
+    options); a line it cannot parse is a reject with its file, line and reason, never an
+    error.
 
     Parameters
     ----------
     model : fitted model, or str/path
         A model, or an artifact path / registry reference (``"models/loans@production"``).
-    source : path or list of paths
-        A dataset directory (its shards run in parallel on ``engine``), or CSV / Parquet /
-        JSON Lines files (a file, a directory of files, or a list; streamed in this process).
+    source : path, glob, URI or a list of them
+        A dataset directory or URI (its shards run in parallel on ``engine``), or CSV/TSV,
+        JSON Lines and Parquet files, ``.gz``/``.zst``/``.bz2`` included: files, globs, URIs,
+        a directory of files, or a list (streamed in this process, in the order given).
     out : path
-        The output Parquet file. Rejected rows go to ``OUT.rejects.parquet``.
+        The output Parquet file. Rejected rows go to ``OUT.rejects.parquet`` with the columns
+        of ingest's rejects: ``source``, ``line``, ``reason``, ``raw``.
     proba : bool, default False
         Add one ``proba_<class>`` column per class, in the order of ``classes_``.
     id_column : str, optional
-        An input column copied to the output (first column).
+        An input column copied to the output (first) as the row key. Without it the key is
+        ``shard`` and ``row`` (0-based) for a dataset, ``source`` and ``line`` for files.
+    keep_columns : sequence of str, default ()
+        Input columns copied to the output after the key, as read.
     splits : list of str, optional
         Dataset input only: the splits to predict (default: all, in manifest order).
     engine : Engine or str, optional
         Dataset input only (explicit > current context > ``$SHARDLEARN_ENGINE`` > local).
     batch_size : int, default 65536
-        Rows per batch read from each input.
+        Rows per prediction batch.
+    format : {"csv", "tsv", "jsonl", "parquet"}, optional
+        Raw files only: the format (default: from the extension; ``.data``, ``.test`` and
+        ``.txt`` are CSV).
+    delimiter : str, optional
+        Raw text files only: the field separator (default ``,``, tab for TSV).
+    header : bool, default True
+        Raw text files only: whether they start with a header line; with ``False`` give
+        ``columns``.
+    columns : list of str, optional
+        Raw files only: the column names of files without a header.
+    na_values : list of str, optional
+        Raw files only: strings read as missing (default: ingest's, e.g. "", NA, NaN, ?).
+    trim : bool, default True
+        Raw files only: strip whitespace around text values (``"a, b"`` reads ``b``).
 
     Returns
     -------
@@ -516,8 +482,8 @@ def predict_batch(
 
     Examples
     --------
-    >>> s = predict_batch("models/loans@production", "new.csv", "preds.parquet",
-    ...                   proba=True, id_column="id")                  # doctest: +SKIP
+    >>> s = predict_batch("models/adult@production", "adult.test", "preds.parquet",
+    ...                   proba=True, keep_columns=["age"])            # doctest: +SKIP
     >>> s.rows_in == s.rows_predicted + s.rows_rejected                # doctest: +SKIP
     True
     """
@@ -527,20 +493,39 @@ def predict_batch(
         model = load(model)
     if int(batch_size) < 1:
         raise DataError(f"batch_size must be >= 1. Got {batch_size!r}.")
-    predictor = Predictor(model, proba=proba, id_column=id_column)
+    dataset = is_dataset(source)
+    predictor = Predictor(
+        model,
+        proba=proba,
+        id_column=id_column,
+        keep_columns=list(keep_columns),
+        default_key=DATASET_KEY if dataset else FILE_KEY,
+    )
+    if dataset:
+        refuse_file_options(source, {
+            "format": format is not None, "delimiter": delimiter is not None,
+            "no-header/header=False": not header, "columns": bool(columns),
+            "na_values": na_values is not None, "trim=False": not trim,
+        })  # fmt: skip
+    else:
+        if splits:
+            raise DataError("splits= applies to a dataset input, not to raw files")
+        options = raw_options(
+            format=format, delimiter=delimiter, header=header, columns=columns,
+            na_values=na_values, trim=trim,
+        )  # fmt: skip
+        paths = raw_files(source)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = out.with_name(f".{out.name}.parts-{uuid.uuid4().hex}")
     parts.mkdir()
     try:
-        if _is_dataset(source):
+        if dataset:
             counts = _predict_dataset(
                 predictor, source, parts, splits=splits, engine=engine, batch_size=batch_size
             )
         else:
-            if splits:
-                raise DataError("splits= applies to a dataset input, not to raw files")
-            counts = _predict_files(predictor, source, parts, batch_size)
+            counts = _predict_files(predictor, paths, parts, options, batch_size)
         return _finish(parts, out, counts)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
@@ -555,13 +540,14 @@ def _finish(parts: Path, out: Path, counts: list[SourceCount]) -> PredictionSumm
     reject_file = rejects_path(out)
     if reject_file.exists():
         reject_file.unlink()  # never leave a stale rejects file next to fresh predictions
-    rejected = _combine(rejects, reject_file, _REJECT_SCHEMA) if rejects else 0
+    rejected = _combine(rejects, reject_file, REJECTS_SCHEMA) if rejects else 0
     summary = PredictionSummary(
         out=out,
         rejects=reject_file if rejected else None,
         rows_in=sum(c.rows_in for c in counts),
         rows_predicted=sum(c.rows_predicted for c in counts),
         rows_rejected=sum(c.rows_rejected for c in counts),
+        blank_lines=sum(c.blank_lines for c in counts),
         sources=counts,
     )
     if written != summary.rows_predicted or rejected != summary.rows_rejected:
