@@ -1,7 +1,9 @@
 """``shardlearn train``: preprocess and train a model on a dataset, save it.
 
-The model is ``Pipeline(Preprocessor.auto(schema), MODEL(**params))`` fitted on the train
-split over the chosen engine, scored on the workers' cached train and valid blocks, and saved
+The model is ``Pipeline(Preprocessor.auto(schema), MODEL(**params))`` (or the ``--preprocess``
+spec) fitted on the train split over the chosen engine -- the preprocessing defaults follow the
+model (:mod:`shardlearn.preprocess.profiles`) -- scored on the workers' cached train and valid
+blocks (accuracy, ROC-AUC, macro F1), and saved
 with :func:`shardlearn.registry.save` (a signed-if-configured artifact directory, no pickle).
 ``--pca N`` puts ``PCA(n_components=N)`` between the preprocessor and the model.
 ``--warm-start MODEL`` continues a saved model (its fitted preprocessor and its weights) on a
@@ -104,6 +106,11 @@ def _build_model(
             )
         if pca is not None:
             raise fail("--pca cannot be combined with --warm-start (the saved model's steps stay).")
+        if preprocess is not None:
+            raise fail(
+                "--preprocess cannot be combined with --warm-start: the saved model keeps its "
+                "fitted preprocessor (retrain from scratch to change it)."
+            )
         _set_params(estimator, {**params, "warm_start": True})
         return model
     try:
@@ -118,12 +125,8 @@ def _build_model(
 
         steps.append(PCA(n_components=pca))
         _set_params(steps[0], {})
-    pre = (
-        Preprocessor.auto(ds.schema)
-        if preprocess is None
-        else Preprocessor.from_spec(preprocess, schema=ds.schema)
-    )
-    return Pipeline(pre, *steps, estimator)
+    # Without a spec, the Pipeline gives the preprocessor the model's defaults when it fits.
+    return Pipeline(Preprocessor.for_schema(ds.schema, preprocess), *steps, estimator)
 
 
 def _is_classifier(model: Any) -> bool:
@@ -217,17 +220,14 @@ def _fit_unsupervised(model: Any, ds: Any, eng: Any, show_progress: bool) -> dic
 
 
 def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[str, Any]:
-    from shardlearn.models._scoring import accuracy_and_f1, block_confusion
+    from shardlearn.models._scoring import score_split
 
     if not _is_classifier(model):
         return _fit_unsupervised(model, ds, eng, show_progress)
     total = model.estimator.get_params(deep=False).get("max_iter")
 
     def score(ctx: Any) -> dict[str, Any]:
-        return {
-            split: accuracy_and_f1(block_confusion(ctx, model.estimator, split))
-            for split in ctx.splits
-        }
+        return {split: score_split(ctx, model.estimator, split) for split in ctx.splits}
 
     start = time.perf_counter()
     if show_progress and total is not None:  # iterative models only
@@ -286,10 +286,12 @@ def _summary_table(model: Any, summary: dict[str, Any]) -> Table:
         title=f"{steps}{type(estimator).__name__} — trained in {summary['seconds']:.2f} s",
         title_justify="left",
     )
-    for column in ("split", "rows", "accuracy", "F1 (macro)"):
+    auc = "ROC-AUC" if len(model.estimator.classes_) == 2 else "ROC-AUC (macro OvR)"
+    for column in ("split", "rows", "accuracy", auc, "F1 (macro)"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split, m in summary["splits"].items():
-        table.add_row(split, f"{m['rows']:,}", f"{m['accuracy']:.4f}", f"{m['f1_macro']:.4f}")
+        table.add_row(split, f"{m['rows']:,}", f"{m['accuracy']:.4f}", f"{m['roc_auc']:.4f}",
+                      f"{m['f1_macro']:.4f}")  # fmt: skip
     return table
 
 
@@ -314,7 +316,9 @@ def train(
     preprocess: Path = typer.Option(
         None,
         "--preprocess",
-        help="Preprocessing spec (YAML/JSON, see Preprocessor.from_spec); default: auto.",
+        help="Preprocessing spec (YAML/JSON, see Preprocessor.from_spec), e.g. to set a text "
+        "column's n_features; default: auto, with the model's defaults (256 hashed text terms "
+        "for trees and nets, 2^18 for linear models).",
     ),
     pca: str = typer.Option(
         None,

@@ -204,6 +204,8 @@ class GaussianNB(_NaiveBayes):
         }
     )
 
+    # Preprocessing defaults (preprocess.profiles): a Gaussian per column, dense per chunk.
+    _preprocess_profile: ClassVar[str] = "compact"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "priors": [Type((list, tuple, np.ndarray)), Type(type(None))],
         "var_smoothing": [Interval("real", 0, None, closed="left")],
@@ -292,6 +294,8 @@ class MultinomialNB(_NaiveBayes):
         }
     )
 
+    # Preprocessing defaults (preprocess.profiles): term counts, sparse.
+    _preprocess_profile: ClassVar[str] = "wide_sparse"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "alpha": [Interval("real", 0, None, closed="left")],
         "fit_prior": [Type(bool)],

@@ -221,6 +221,8 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         "data: float32 gradient sums differ by 1e-7 and a near tie between splits then goes "
         "the other way",
     )
+    # Preprocessing defaults (preprocess.profiles): histograms cover every column.
+    _preprocess_profile: ClassVar[str] = "compact"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_estimators": [Interval("int", 1, None)],
         "learning_rate": [Interval("real", 0, None, "neither")],

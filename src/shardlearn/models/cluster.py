@@ -664,6 +664,8 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
         "no labels_: the training rows stay on the workers and are not sent back to the "
         "driver; predict(X) and fit_predict(X) give the labels",
     )
+    # Preprocessing defaults (preprocess.profiles): Lloyd passes densify the blocks.
+    _preprocess_profile: ClassVar[str] = "dense"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_clusters": [Interval("int", 1, None, closed="left")],
         "init": [Type(np.ndarray, "an array of initial centres"), Options(("k-means||",))],

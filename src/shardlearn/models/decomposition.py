@@ -102,6 +102,8 @@ class PCA(UnsupervisedMixin, BaseEstimator):
         }
     )
 
+    # Preprocessing defaults (preprocess.profiles): dense float64 blocks and moments.
+    _preprocess_profile: ClassVar[str] = "dense"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_components": [
             Interval("int", 1, None, closed="left"),

@@ -407,6 +407,8 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
     # scikit-learn's tree builder releases the GIL: array fits grow trees on threads that share
     # one copy of the rows (see the module notes).
     _prefer_threads: ClassVar[bool] = True
+    # Preprocessing defaults (preprocess.profiles): split search visits every column.
+    _preprocess_profile: ClassVar[str] = "compact"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_estimators": [Interval("int", 1, None)],
         "criterion": [Options(("gini", "entropy", "log_loss"))],

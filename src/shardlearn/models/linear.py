@@ -372,6 +372,8 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
     # The worker functions spend their time in numpy/BLAS/numba code that releases the GIL, so
     # array input trains on threads that read the caller's arrays in place (models._fitting).
     _prefer_threads: ClassVar[bool] = True
+    # Preprocessing defaults (preprocess.profiles): cost follows non-zeros, not columns.
+    _preprocess_profile: ClassVar[str] = "wide_sparse"
 
     def fit(
         self,

@@ -97,6 +97,8 @@ def _check_sizes(owner: str, name: str, sizes: Any) -> list[int]:
 class _NeuralClassifier(ClassifierMixin, BaseEstimator):
     """Shared fit/predict/artifact logic; subclasses describe their architecture."""
 
+    # Preprocessing defaults (preprocess.profiles): torch trains on dense blocks.
+    _preprocess_profile: ClassVar[str] = "dense"
     _parameter_constraints: ClassVar[dict[str, list]] = _COMMON_CONSTRAINTS
     # scikit-learn checks both networks fail, and why (BaseEstimator._expected_failed_checks).
     _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(

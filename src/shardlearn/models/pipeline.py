@@ -2,7 +2,11 @@
 
 ``Pipeline(Preprocessor.auto(ds.schema), LogisticRegression()).fit(ds)`` starts one
 WorkerGroup, fits the preprocessor on the workers' train shards (merged partial statistics),
-broadcasts it, and trains the classifier on the same workers' cached feature blocks.
+broadcasts it, and trains the classifier on the same workers' cached feature blocks. Before
+that, a preprocessor from ``Preprocessor.auto`` takes the defaults of the model it feeds
+(``_preprocess_profile``: 256 hashed text terms for trees and nets, 2**18 for linear models),
+and a model that densifies its features is refused when they would exceed the memory budget
+(:mod:`shardlearn.preprocess.profiles`).
 
 ``Pipeline(Preprocessor.auto(ds.schema), PCA(n_components=10), LogisticRegression())`` adds
 steps between them, like scikit-learn's ``make_pipeline``. On the same workers: the PCA is
@@ -261,6 +265,7 @@ class Pipeline(BaseEstimator):
         this way without reading the shards again).
         """
         self._check_steps()
+        self._plan_preprocessing(data)
         continuing = getattr(self.estimator, "warm_start", False) and hasattr(
             self.estimator, "classes_"
         )
@@ -278,6 +283,25 @@ class Pipeline(BaseEstimator):
             if hasattr(self.estimator, "classes_"):
                 self.classes_ = self.estimator.classes_
             return self if after is None else after(ctx)
+
+    def _plan_preprocessing(self, data: Any) -> None:
+        """Before anything is read: defaults for the model the pipeline ends in, and a
+        refusal when that model would densify more than the memory budget.
+
+        A preprocessor made by ``Preprocessor.auto`` (``profile="auto"``) takes the declared
+        profile of the step that reads its features -- the first transformer, else the final
+        estimator: compact text for trees and nets, wide hashed text for linear models
+        (:mod:`shardlearn.preprocess.profiles`). A duck-typed or fitted preprocessor is used
+        as given.
+        """
+        pre = self.preprocessor
+        if not hasattr(pre, "for_estimator") or hasattr(pre, "transformers_"):
+            return
+        # The first step after the preprocessor reads its features (a PCA before a linear
+        # model densifies them).
+        reader = self.transformers[0] if self.transformers else self.estimator
+        self.preprocessor = pre.for_estimator(reader)
+        self.preprocessor.check_memory(reader, data.num_rows("train"))
 
     def _fit_transformers(self, ctx: Any) -> None:
         """Fit each middle step on the current blocks, then give the workers the chain."""

@@ -162,6 +162,16 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         self.threshold = threshold
         self.max_rounds = max_rounds
 
+    @property
+    def _preprocess_profile(self) -> str:
+        """The base classifier's preprocessing profile (shardlearn.preprocess.profiles)."""
+        if not isinstance(self.base, str):
+            return getattr(self.base, "_preprocess_profile", "compact")
+        try:
+            return getattr(model_class(self.base), "_preprocess_profile", "compact")
+        except ValueError:  # an unknown name: fit names the valid ones
+            return "compact"
+
     def _new_base(self) -> Any:
         base = model_class(self.base)() if isinstance(self.base, str) else clone(self.base)
         if not hasattr(base, "predict_proba"):

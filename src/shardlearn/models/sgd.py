@@ -265,6 +265,8 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         }
     )
 
+    # Preprocessing defaults (preprocess.profiles): cost follows non-zeros, not columns.
+    _preprocess_profile: ClassVar[str] = "wide_sparse"
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "loss": [Options(("hinge", "log_loss"))],
         "alpha": [Interval("real", 0, None, closed="neither")],

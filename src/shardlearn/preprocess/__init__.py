@@ -18,7 +18,8 @@ from shardlearn.preprocess.boolean import BooleanEncoder
 from shardlearn.preprocess.categorical import CategoricalEncoder, HashingEncoder
 from shardlearn.preprocess.datetime import DatetimeEncoder
 from shardlearn.preprocess.numeric import NumericTransformer
-from shardlearn.preprocess.preprocessor import KINDS, Preprocessor
+from shardlearn.preprocess.preprocessor import KINDS, Preprocessor, read_spec
+from shardlearn.preprocess.profiles import estimator_profile
 from shardlearn.preprocess.sketch import QuantileSketch, rank_error
 from shardlearn.preprocess.text import TextVectorizer
 
@@ -34,7 +35,9 @@ __all__ = [
     "QuantileSketch",
     "TextVectorizer",
     "block_budget",
+    "estimator_profile",
     "iter_blocks",
     "load_block",
     "rank_error",
+    "read_spec",
 ]

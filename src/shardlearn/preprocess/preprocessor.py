@@ -9,6 +9,13 @@ Distributed fit (:meth:`Preprocessor.fit_group`): every worker partially fits on
 shard of its ``state.shards``; the driver merges the copies in shard-index order with a pairwise
 tree and finalizes. Because the merge order depends only on the shards -- never on which worker
 read them -- the fitted state is identical for any number of workers and either engine.
+
+Model-aware defaults: the ``profile`` parameter fills the options a column spec leaves out
+(text hashed into 2**18 terms for linear models, 256 for trees and nets; see
+:mod:`shardlearn.preprocess.profiles`). ``profile="auto"`` (what :meth:`Preprocessor.auto`
+gives) is resolved by the Pipeline from its final estimator (:meth:`Preprocessor.for_estimator`)
+before the fit, and :meth:`Preprocessor.check_memory` refuses a model that would densify more
+than the memory budget -- both from the spec alone, before any shard is read.
 """
 
 from __future__ import annotations
@@ -25,16 +32,23 @@ import scipy.sparse as sp
 
 from shardlearn._validation import Interval, Options, Type, unknown_name_message
 from shardlearn.base import BaseEstimator
-from shardlearn.exceptions import DataError, NotFittedError, SchemaError, SpecError
+from shardlearn.exceptions import DataError, NotFittedError, ResourceError, SchemaError, SpecError
 from shardlearn.preprocess._base import ColumnTransformer
 from shardlearn.preprocess._batch import SMALL_BATCH_ROWS, as_table
 from shardlearn.preprocess.boolean import BooleanEncoder
 from shardlearn.preprocess.categorical import CategoricalEncoder, HashingEncoder
 from shardlearn.preprocess.datetime import DatetimeEncoder
 from shardlearn.preprocess.numeric import NumericTransformer
+from shardlearn.preprocess.profiles import (
+    COMPACT_TEXT_FEATURES,
+    PREPROCESSOR_PROFILES,
+    dense_overflow,
+    preprocessor_profile,
+    profile_defaults,
+)
 from shardlearn.preprocess.text import TextVectorizer
 
-__all__ = ["KINDS", "Preprocessor"]
+__all__ = ["KINDS", "Preprocessor", "read_spec"]
 
 KINDS = ("numeric", "categorical", "text", "boolean", "datetime", "drop")
 TRANSFORMERS: dict[str, type[ColumnTransformer]] = {
@@ -53,8 +67,11 @@ MAX_DENSE_FEATURES = 4096
 STATE_FORMAT = 1
 
 
-def _transformer_for(name: str, spec: dict[str, Any]) -> tuple[type[ColumnTransformer], dict]:
-    """The transformer class and its options for one column's spec."""
+def _transformer_for(
+    name: str, spec: dict[str, Any], profile: str = "auto"
+) -> tuple[type[ColumnTransformer], dict]:
+    """The transformer class and its options for one column's spec; options the spec leaves
+    out take the profile's defaults (:mod:`shardlearn.preprocess.profiles`)."""
     options = dict(spec)
     kind = options.pop("kind", None)
     if kind not in KINDS:
@@ -80,6 +97,7 @@ def _transformer_for(name: str, spec: dict[str, Any]) -> tuple[type[ColumnTransf
                 f"Column {name!r} ({kind}): "
                 + unknown_name_message(f"option of {cls.__name__}", key, valid)
             )
+    options = {**profile_defaults(profile, cls.__name__), **options}
     try:
         cls(columns=[name], **options)._validate_params()
     except ValueError as exc:
@@ -149,6 +167,12 @@ class Preprocessor(BaseEstimator):
         ``auto`` gives CSR when hashed/text features make the block wider than
         ``max_dense_features``, dense float32 otherwise.
     max_dense_features : int, default 4096
+    profile : {"auto", "wide_sparse", "compact"}, default "auto"
+        Defaults of the options a column spec leaves out: ``wide_sparse`` hashes text into
+        2**18 terms per column (linear models), ``compact`` into 256 (trees, boosting, nets;
+        see :mod:`shardlearn.preprocess.profiles`). ``auto`` becomes the final estimator's
+        profile when a :class:`~shardlearn.models.Pipeline` fits (:meth:`for_estimator`), and
+        is ``wide_sparse`` when the preprocessor is fitted on its own.
 
     Examples
     --------
@@ -165,6 +189,7 @@ class Preprocessor(BaseEstimator):
         "label": [Type(str), Type(type(None))],
         "output": [Options(("auto", "dense", "sparse"))],
         "max_dense_features": [Interval("int", 1, None)],
+        "profile": [Options(PREPROCESSOR_PROFILES)],
     }
 
     def __init__(
@@ -173,19 +198,23 @@ class Preprocessor(BaseEstimator):
         label: str | None = None,
         output: str = "auto",
         max_dense_features: int = MAX_DENSE_FEATURES,
+        profile: str = "auto",
     ) -> None:
         self.columns = columns
         self.label = label
         self.output = output
         self.max_dense_features = max_dense_features
+        self.profile = profile
 
     # -- construction --------------------------------------------------------------------
     @classmethod
-    def auto(cls, schema: Any, **options: Any) -> Preprocessor:
+    def auto(cls, schema: Any, profile: str = "auto", **options: Any) -> Preprocessor:
         """One spec per feature column of ``schema`` by its kind.
 
         ``options`` are per-kind defaults, e.g. ``auto(schema, numeric={"scale": "robust"},
-        categorical={"top_k": 50})``.
+        categorical={"top_k": 50})``; what they leave out follows ``profile`` -- by default the
+        profile of the model a Pipeline fits (compact text for trees and nets, 2**18 hashed
+        terms for linear models).
         """
         unknown = [k for k in options if k not in KINDS]
         if unknown:
@@ -194,21 +223,23 @@ class Preprocessor(BaseEstimator):
             col.name: {"kind": col.kind, **options.get(col.kind, {})}
             for col in schema.feature_columns
         }
-        return cls(columns=columns, label=schema.label)
+        return cls(columns=columns, label=schema.label, profile=profile)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | str | Path, schema: Any = None) -> Preprocessor:
         """A Preprocessor from a dict or a YAML/JSON file.
 
         Keys: ``columns`` (as the parameter), optional ``label``, ``output``,
-        ``max_dense_features``, and ``auto: true`` to add every other feature column of
-        ``schema`` by its kind (``defaults`` holds per-kind options for those).
+        ``max_dense_features``, ``profile``, and ``auto: true`` to add every other feature
+        column of ``schema`` by its kind (``defaults`` holds per-kind options for those).
         """
         if isinstance(spec, str | Path):
-            spec = _read_spec_file(Path(spec))
+            spec = read_spec(spec)
         if not isinstance(spec, dict):
             raise SpecError(f"A preprocessing spec must be a mapping; got {type(spec).__name__}.")
-        allowed = ("columns", "label", "output", "max_dense_features", "auto", "defaults")
+        allowed = (
+            "columns", "label", "output", "max_dense_features", "profile", "auto", "defaults"
+        )  # fmt: skip
         for key in spec:
             if key not in allowed:
                 raise SpecError(unknown_name_message("preprocessing spec key", key, allowed))
@@ -220,7 +251,7 @@ class Preprocessor(BaseEstimator):
             base = cls.auto(schema, **spec.get("defaults", {}))
             columns = {**base.columns, **columns}
             label = label or schema.label
-        extra = {k: spec[k] for k in ("output", "max_dense_features") if k in spec}
+        extra = {k: spec[k] for k in ("output", "max_dense_features", "profile") if k in spec}
         pre = cls(columns=columns, label=label, **extra)
         pre._build()
         return pre
@@ -239,10 +270,55 @@ class Preprocessor(BaseEstimator):
                 raise SpecError(f"Column {name!r} is the label; it cannot also be a feature.")
             if spec.get("kind") == "drop":
                 continue
-            cls, options = _transformer_for(name, spec)
+            cls, options = _transformer_for(name, spec, self.profile)
             key = (cls.__name__, json.dumps(options, sort_keys=True, default=str))
             groups.setdefault(key, (cls, options, []))[2].append(name)
         return [cls(columns=names, **options) for cls, options, names in groups.values()]
+
+    @classmethod
+    def for_schema(cls, schema: Any, spec: dict[str, Any] | str | Path | None = None) -> Self:
+        """:meth:`auto` when ``spec`` is None, else :meth:`from_spec` (what ``--preprocess``
+        gives ``train`` and ``search``)."""
+        return cls.auto(schema) if spec is None else cls.from_spec(spec, schema=schema)
+
+    def for_estimator(self, estimator: Any) -> Preprocessor:
+        """This preprocessor with ``profile="auto"`` resolved to ``estimator``'s declared
+        profile (an unfitted copy; ``self`` when fitted or the profile is set)."""
+        if self.profile != "auto" or hasattr(self, "transformers_"):
+            return self
+        resolved = self._unfitted_copy()
+        resolved.profile = preprocessor_profile(estimator)
+        return resolved
+
+    def column_widths(self) -> dict[str, int]:
+        """Output features per input column, known before the fit (an upper bound for
+        one-hot columns: ``top_k + 1``)."""
+        self._validate_params()
+        widths = {}
+        for name, spec in _normalise_spec(self.columns).items():
+            if spec.get("kind") != "drop" and name != self.label:
+                cls, options = _transformer_for(name, spec, self.profile)
+                widths[name] = _width(cls(columns=[name], **options))
+        return widths
+
+    def check_memory(self, estimator: Any, rows: int, budget: int | None = None) -> None:
+        """Refuse, before any fit, a model that would densify more than the memory budget.
+
+        Raises
+        ------
+        ResourceError
+            One line naming the widest column and the spec key that narrows it.
+        """
+        widths = self.column_widths()
+        problem = dense_overflow(estimator, sum(widths.values()), rows, budget)
+        if not problem:
+            return
+        wide = max(widths, key=lambda name: widths[name])
+        raise ResourceError(
+            f"{problem}. Column {wide!r} alone is {widths[wide]:,} features: narrow it in a "
+            f"preprocessing spec ({_narrowing_hint(wide, _normalise_spec(self.columns)[wide])}; "
+            "shardlearn train/search --preprocess FILE), or drop it."
+        )
 
     def _unfitted_copy(self) -> Preprocessor:
         return type(self)(**copy.deepcopy(self.get_params(deep=False)))
@@ -511,6 +587,18 @@ def _stack_small(blocks: list[np.ndarray | sp.csr_matrix], rows: int) -> sp.csr_
     )
 
 
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """A preprocessing spec file (YAML, or JSON by its ``.json`` suffix) as a plain dict, for
+    :meth:`Preprocessor.from_spec` -- read once, so it can travel to workers as data."""
+    spec = _read_spec_file(Path(path))
+    if not isinstance(spec, dict):
+        raise SpecError(
+            f"Preprocessing spec {str(path)!r} must be a mapping (columns: ..., auto: true, "
+            f"...); got {type(spec).__name__}."
+        )
+    return spec
+
+
 def _read_spec_file(path: Path) -> Any:
     if not path.is_file():
         raise SpecError(f"Preprocessing spec file {str(path)!r} does not exist.")
@@ -523,6 +611,30 @@ def _read_spec_file(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise SpecError(f"Cannot parse {source}: {exc}") from None
+
+
+def _width(transformer: ColumnTransformer) -> int:
+    """Output features of an unfitted one-column transformer (one-hot: at most top_k + 1)."""
+    if isinstance(transformer, TextVectorizer | HashingEncoder):
+        return int(transformer.n_features)
+    if isinstance(transformer, CategoricalEncoder):
+        return int(transformer.top_k) + 1
+    if isinstance(transformer, NumericTransformer):
+        return 2 if transformer.add_indicator else 1
+    if isinstance(transformer, DatetimeEncoder):
+        return len(transformer._parts())
+    return 1
+
+
+def _narrowing_hint(name: str, spec: dict[str, Any]) -> str:
+    """The spec entry that makes column ``name`` narrower, as inline YAML."""
+    if spec.get("kind") == "text":
+        return f"columns: {{{name}: {{kind: text, n_features: {COMPACT_TEXT_FEATURES}}}}}"
+    if spec.get("kind") == "categorical" and spec.get("encoding") == "hash":
+        return f"columns: {{{name}: {{kind: categorical, encoding: hash, n_features: 256}}}}"
+    if spec.get("kind") == "categorical":
+        return f"columns: {{{name}: {{kind: categorical, top_k: 20}}}}"
+    return f"columns: {{{name}: drop}}"
 
 
 def _subschema(schema: Any, names: list[str]) -> Any:
