@@ -15,6 +15,13 @@ import sys
 import types
 from typing import Any
 
+from shardlearn.engine._progress import (
+    PROGRESS_ENV,
+    VERBOSE_CONSTRAINTS,
+    StepProgress,
+    progress_console,
+    show_progress,
+)
 from shardlearn.engine._threads import limit_blas
 from shardlearn.engine.base import (
     DEFAULT_MAX_RETRIES,
@@ -35,9 +42,12 @@ from shardlearn.engine.graph import RunReport, Task, TaskGraph, TaskRef
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "ENGINE_ENV",
+    "PROGRESS_ENV",
+    "VERBOSE_CONSTRAINTS",
     "Engine",
     "Resources",
     "RunReport",
+    "StepProgress",
     "Task",
     "TaskGraph",
     "TaskRef",
@@ -49,6 +59,8 @@ __all__ = [
     "engine_from_cli",
     "get_engine",
     "limit_blas",
+    "progress_console",
+    "show_progress",
     "tree_combine",
 ]
 

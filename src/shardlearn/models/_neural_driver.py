@@ -12,10 +12,10 @@ import contextlib
 import math
 import socket
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+from shardlearn.engine import StepProgress, show_progress
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
 from shardlearn.models._neural_worker import checkpoint, has_run, probe, teardown
 from shardlearn.models._torch import build_network, stage_ranges
@@ -161,13 +161,15 @@ def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> list[dict]:
     history: list[dict] = []
     stale = 0
     # A caller that passes a callback (the CLI) shows its own progress; one bar is enough.
-    with _progress(estimator, show=estimator.verbose and callback is None) as update:
+    show = callback is None and show_progress(estimator.verbose)
+    name = type(estimator).__name__
+    with StepProgress(f"{name} epochs", estimator.epochs, enabled=show) as bar:
         for epoch in range(estimator.epochs):
             started = time.perf_counter()
             report = {**session.epoch(epoch)}
             report["seconds"] = time.perf_counter() - started
             history.append(report)
-            update(epoch, report)
+            bar.update(epoch + 1, info=_epoch_figures(report))
             if callback is not None:
                 callback(
                     SimpleNamespace(
@@ -185,29 +187,12 @@ def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> list[dict]:
     return history
 
 
-@contextlib.contextmanager
-def _progress(estimator: Any, show: bool) -> Iterator[Any]:
-    """A rich progress bar over epochs; yields ``update(epoch, report)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not show,
-    )
-    name = type(estimator).__name__
-    with progress:
-        task = progress.add_task(f"{name} epochs", total=estimator.epochs, info="")
-
-        def update(epoch: int, report: dict) -> None:
-            info = f"loss {report['loss']:.4f}"
-            if report["valid_accuracy"] is not None:
-                info += f"  valid acc {report['valid_accuracy']:.4f}"
-            progress.update(task, completed=epoch + 1, info=info)
-
-        yield update
+def _epoch_figures(report: dict) -> str:
+    """One epoch's figures as the progress bar shows them: training loss, valid loss and
+    accuracy (when there is a valid split)."""
+    figures = f"loss {report['loss']:.4g}"
+    if report["valid_loss"] is not None:
+        figures += f"  valid loss {report['valid_loss']:.4g}"
+    if report["valid_accuracy"] is not None:
+        figures += f"  acc {report['valid_accuracy']:.4f}"
+    return figures

@@ -50,6 +50,7 @@ import sklearn.base
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError
 from shardlearn.models._fitting import (
     TrainingContext,
@@ -564,6 +565,21 @@ def _lloyd(
     return _Run(centres, final.inertia, n_iter, final.weights, shift <= tol, shift)
 
 
+def _reporter(callback: Any, bar: StepProgress, run: int) -> Any:
+    """What :func:`_lloyd` calls after each iteration of run ``run``: the callback (with a
+    :class:`LloydIteration`) and the progress bar; None when neither listens."""
+    if callback is None and not bar.enabled:
+        return None
+
+    def report(i: int, inertia: float, shift: float) -> None:
+        if callback is not None:
+            callback(LloydIteration(run, i, inertia, shift))
+        label = f"KMeans run {run + 1} iterations" if run else "KMeans iterations"
+        bar.update(i, info=f"inertia {inertia:.6g}  shift {shift:.2e}", description=label)
+
+    return report
+
+
 def _relocate_empty_clusters(stats: _LloydStats) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster sums and weights after moving each empty cluster onto a far row.
 
@@ -609,6 +625,10 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
         Rows kept per k-means|| round, in units of ``n_clusters`` (the paper's ``l / k``).
     n_init : int, default=1
         Runs with different seeds; the one with the lowest inertia is kept.
+    verbose : bool or int, default=True
+        Show a progress bar on stderr with each Lloyd iteration's inertia and centre shift,
+        when stderr is a terminal (see :func:`shardlearn.engine.show_progress`) and no
+        ``callback`` is given; 0 or False never.
 
     Attributes
     ----------
@@ -674,6 +694,7 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
         "random_state": [Interval("int", 0, None, closed="left"), Type(type(None))],
         "oversampling_factor": [Interval("real", 0, None, closed="neither")],
         "n_init": [Interval("int", 1, None, closed="left")],
+        "verbose": VERBOSE_CONSTRAINTS,
     }
 
     def __init__(
@@ -685,6 +706,7 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
         random_state: int | None = None,
         oversampling_factor: float = 2.0,
         n_init: int = 1,
+        verbose: bool | int = True,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -693,6 +715,7 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
         self.random_state = random_state
         self.oversampling_factor = oversampling_factor
         self.n_init = n_init
+        self.verbose = verbose
 
     def fit(
         self,
@@ -737,17 +760,14 @@ class KMeans(UnsupervisedMixin, sklearn.base.ClusterMixin, BaseEstimator):
         )
         summary, mean, tol = self._summarise(ctx, seed)
         ctx.group.put(_MEAN_KEY, mean)
+        # A caller that passes a callback (the CLI) shows its own progress; one bar is enough.
+        show = callback is None and show_progress(self.verbose)
         runs = []
-        for run in range(self.n_init):
-            first = summary.first_row if run == 0 else None
-            centres = self._initial_centres(ctx, seed + 7919 * run, first, mean)
-            report = None
-            if callback is not None:
-
-                def report(i: int, inertia: float, shift: float, run: int = run) -> None:
-                    callback(LloydIteration(run, i, inertia, shift))
-
-            runs.append(_lloyd(ctx, centres, self.max_iter, tol, report))
+        with StepProgress("KMeans iterations", self.max_iter, enabled=show) as bar:
+            for run in range(self.n_init):
+                first = summary.first_row if run == 0 else None
+                centres = self._initial_centres(ctx, seed + 7919 * run, first, mean)
+                runs.append(_lloyd(ctx, centres, self.max_iter, tol, _reporter(callback, bar, run)))
         self._warn_unconverged(runs, tol)
         best = min(runs, key=lambda r: r.inertia)  # the first of equal inertias
         self.cluster_centers_ = best.centres + mean

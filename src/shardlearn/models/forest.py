@@ -11,7 +11,9 @@ without bootstrap the tree gets those weights directly. This is scikit-learn 1.9
 included). The forest's probability is the mean of the trees' leaf class distributions.
 
 The workers only share out the trees: rank ``r`` grows a contiguous range of tree indices
-(ranges differ by at most one tree). A tree does not depend on which worker grows it, so the
+(ranges differ by at most one tree). With the progress bar showing (``verbose``), each range is
+grown in up to ``_PROGRESS_ROUNDS`` parts, one ``group.run`` per round, and the bar moves after
+every round; without it, in one round. A tree does not depend on which worker grows it, so the
 forest depends neither on how the rows were partitioned nor on the number of workers: 1, 2 and
 4 workers give the same forest, and on arrays it is scikit-learn's forest with the same
 ``random_state`` (same trees, same probabilities). On a Dataset the rows are taken in shard
@@ -60,6 +62,7 @@ import scipy.sparse as sp
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin
 from shardlearn.models._fitting import (
@@ -76,6 +79,9 @@ __all__ = ["ExtraTreesClassifier", "ForestClassifier", "RandomForestClassifier"]
 _PREDICT_CELLS = 1 << 21
 # Tree seeds are drawn below this bound, as scikit-learn's ensembles draw them.
 _MAX_SEED = np.iinfo(np.int32).max
+# Rounds of tree growing (one group.run each) when the progress bar shows: the bar moves this
+# many times; every round waits for its slowest worker, so more rounds cost more barriers.
+_PROGRESS_ROUNDS = 10
 # Context key of the workers' _SharedRows holder during a fit.
 _ROWS_KEY = "shardlearn.models.forest.rows"
 # Rows per chunk when counting NaN/inf: bounds the boolean temporary to a few MB.
@@ -313,6 +319,31 @@ def _deal_trees(seeds: list[int], n_workers: int) -> list[list[int]]:
     return [part.tolist() for part in np.array_split(np.asarray(seeds, np.int64), n_workers)]
 
 
+def _rounds(dealt: list[list[int]], n_rounds: int) -> list[list[list[int]]]:
+    """``dealt`` cut into ``n_rounds`` rounds: in each, every worker grows the next part of its
+    range (part sizes differing by at most one). Round ``r`` of worker ``w`` is
+    ``rounds[r][w]``; concatenating a worker's parts gives back its range."""
+    per_worker = [np.array_split(np.asarray(seeds, np.int64), n_rounds) for seeds in dealt]
+    return [[parts[r].tolist() for parts in per_worker] for r in range(n_rounds)]
+
+
+def _grow(
+    ctx: TrainingContext, spec: dict[str, Any], dealt: list[list[int]], bar: StepProgress
+) -> list[dict]:
+    """Every tree, in tree order; in rounds that move the progress bar when it shows.
+
+    A tree depends only on its seed, so the rounds change when trees are reported, not which
+    trees are grown: the forest is the same with or without the bar.
+    """
+    n_rounds = min(_PROGRESS_ROUNDS, max(map(len, dealt))) if bar.enabled else 1
+    grown: list[list[dict]] = [[] for _ in dealt]
+    for round_seeds in _rounds(dealt, n_rounds):
+        for rank, part in enumerate(ctx.group.run(_grow_worker, spec, round_seeds)):
+            grown[rank].extend(part)
+        bar.update(sum(map(len, grown)))
+    return [tree for part in grown for tree in part]
+
+
 def _node_array_problem(forest: Any) -> str | None:
     """What makes a forest's node arrays unsafe to walk, or None.
 
@@ -433,6 +464,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
             Type(type(None)),
         ],
         "random_state": [Interval("int", 0, None), Type(type(None))],
+        "verbose": VERBOSE_CONSTRAINTS,
     }
 
     def __init__(
@@ -448,6 +480,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         bootstrap: bool = True,
         max_samples: int | float | None = None,
         random_state: int | None = None,
+        verbose: bool | int = True,
     ) -> None:
         self.n_estimators = n_estimators
         self.criterion = criterion
@@ -459,6 +492,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         self.bootstrap = bootstrap
         self.max_samples = max_samples
         self.random_state = random_state
+        self.verbose = verbose
 
     def fit(
         self,
@@ -481,7 +515,8 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), optional
             Row weights (array input) or a weight column name (Dataset).
         callback : callable, optional
-            Accepted for a uniform ``fit`` signature; forests grow in one round.
+            Accepted for a uniform ``fit`` signature and not called: the trees grown show on
+            the ``verbose`` progress bar.
 
         Returns
         -------
@@ -504,23 +539,29 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         dealt = _deal_trees(_tree_seeds(self.random_state, self.n_estimators), ctx.group.size)
         shards = [shard for part in ctx.group.shards for shard in part]
         ctx.group.put(_ROWS_KEY, _SharedRows(shards, self._row_class_weight(ctx), k))
+        show = show_progress(self.verbose)
+        name = type(self).__name__
         try:
-            summary = ctx.group.run(_load_worker, dealt)[0]  # rank 0 always grows a tree
-            spec = {
-                "extra": self._extra,
-                "criterion": self.criterion,
-                "max_depth": self.max_depth,
-                "min_samples_leaf": self.min_samples_leaf,
-                "min_weight_fraction_leaf": self.min_weight_fraction_leaf,
-                "max_features": self.max_features,
-                "draws": self._bootstrap_draws(summary, k),
-                "balanced_subsample": self.bootstrap and self.class_weight == "balanced_subsample",
-                "n_classes": k,
-            }
-            parts = ctx.group.run(_grow_worker, spec, dealt)
+            with StepProgress(f"{name} trees", self.n_estimators, enabled=show) as bar:
+                # Every worker reads all the training rows first: say so, it can take a while.
+                bar.update(0, info="reading the training rows")
+                summary = ctx.group.run(_load_worker, dealt)[0]  # rank 0 always grows a tree
+                spec = {
+                    "extra": self._extra,
+                    "criterion": self.criterion,
+                    "max_depth": self.max_depth,
+                    "min_samples_leaf": self.min_samples_leaf,
+                    "min_weight_fraction_leaf": self.min_weight_fraction_leaf,
+                    "max_features": self.max_features,
+                    "draws": self._bootstrap_draws(summary, k),
+                    "balanced_subsample": (
+                        self.bootstrap and self.class_weight == "balanced_subsample"
+                    ),
+                    "n_classes": k,
+                }
+                trees = _grow(ctx, spec, dealt, bar)
         finally:
             ctx.group.put(_ROWS_KEY, None)  # every worker lets go of its copy of the rows
-        trees = [tree for part in parts for tree in part]
         for key, value in _merge_trees(trees, k).items():
             setattr(self, key, value)
         self.max_depth_ = int(max(int(t["depth"]) for t in trees))
@@ -686,6 +727,10 @@ class RandomForestClassifier(ForestClassifier):
     random_state : int or None, default=None
         Seed of the forest: tree ``i`` gets scikit-learn's ``i``-th tree seed, so a fixed seed
         gives the same forest whatever the layout and the number of workers.
+    verbose : bool or int, default=True
+        Show a progress bar on stderr with the trees grown, when stderr is a terminal (see
+        :func:`shardlearn.engine.show_progress`); 0 or False never. The forest is the same
+        either way.
 
     Attributes
     ----------
@@ -743,6 +788,7 @@ class ExtraTreesClassifier(ForestClassifier):
         bootstrap: bool = False,
         max_samples: int | float | None = None,
         random_state: int | None = None,
+        verbose: bool | int = True,
     ) -> None:
         super().__init__(
             n_estimators,
@@ -755,4 +801,5 @@ class ExtraTreesClassifier(ForestClassifier):
             bootstrap=bootstrap,
             max_samples=max_samples,
             random_state=random_state,
+            verbose=verbose,
         )

@@ -28,6 +28,7 @@ import numpy as np
 
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.engine import VERBOSE_CONSTRAINTS
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json, artifact_params
 from shardlearn.models._neural_driver import train_on_group
@@ -69,7 +70,7 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "parallelism": [Options(("data", "pipeline"))],
     "stages": [Interval("int", 1, None)],
     "micro_batches": [Interval("int", 1, None)],
-    "verbose": [Type(bool)],
+    "verbose": VERBOSE_CONSTRAINTS,
 }
 
 
@@ -352,8 +353,10 @@ class MLPClassifier(_NeuralClassifier):
         Pipeline stages (``parallelism="pipeline"`` only); at most the number of workers.
     micro_batches : int, default=4
         Micro-batches per global batch on the pipeline schedule.
-    verbose : bool, default=True
-        Show a progress bar with each epoch's loss and valid accuracy.
+    verbose : bool or int, default=True
+        Show a progress bar on stderr with each epoch's training loss, valid loss and valid
+        accuracy, when stderr is a terminal (see :func:`shardlearn.engine.show_progress`);
+        0 or False never.
 
     Attributes
     ----------
@@ -416,7 +419,7 @@ class MLPClassifier(_NeuralClassifier):
         parallelism: str = "data",
         stages: int = 2,
         micro_batches: int = 4,
-        verbose: bool = True,
+        verbose: bool | int = True,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -523,7 +526,7 @@ class ConvNetClassifier(_NeuralClassifier):
         parallelism: str = "data",
         stages: int = 2,
         micro_batches: int = 4,
-        verbose: bool = True,
+        verbose: bool | int = True,
     ) -> None:
         self.image_shape = image_shape
         self.channels = channels

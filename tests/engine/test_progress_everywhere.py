@@ -1,0 +1,160 @@
+"""Progress everywhere (issue 22, finding 2): forests, neural nets and KMeans draw a bar.
+
+The bars go to stderr through :mod:`shardlearn.engine._progress`. ``SHARDLEARN_PROGRESS=always``
+renders them as on a terminal into pytest's captured stderr, where every step is drawn at
+least once (a step refreshes the bar), so the tests read the figures back and compare them with
+the fitted model's. No test sleeps or times anything.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from shardlearn.engine import PROGRESS_ENV, _progress, engine, show_progress
+from shardlearn.models import KMeans, RandomForestClassifier
+
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bars drawn as on a 200-column terminal, on a console made for this test."""
+    monkeypatch.setenv(PROGRESS_ENV, "always")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(_progress, "_CONSOLES", {})
+
+
+def _frames(text: str) -> list[str]:
+    """Every drawn state of the bars, escape codes removed, one string per redraw."""
+    return [frame.strip() for frame in re.split(r"[\r\n]", _ESCAPE.sub("", text)) if frame]
+
+
+def _data(rows: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    X = np.random.default_rng(0).normal(size=(rows, 4)).astype(np.float32)
+    return X, (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
+
+
+def test_forest_reports_the_trees_grown_and_is_the_same_forest_without_the_bar(terminal, capsys):
+    X, y = _data()
+    with engine("local", workers=2):
+        shown = RandomForestClassifier(n_estimators=13, random_state=0).fit(X, y)
+        text = capsys.readouterr().err
+        quiet = RandomForestClassifier(n_estimators=13, random_state=0, verbose=0).fit(X, y)
+    assert capsys.readouterr().err == ""
+    done = [
+        int(m.group(1))
+        for frame in _frames(text)
+        if (m := re.match(r"RandomForestClassifier trees .*?(\d+)/13", frame))
+    ]
+    assert done[-1] == 13 == shown.n_estimators_
+    # The bar moved tree by tree in rounds (7 + 6 trees dealt, up to 10 rounds), not once.
+    assert {2, 4, 12} <= set(done)
+    assert done == sorted(done)
+    np.testing.assert_array_equal(shown.predict_proba(X), quiet.predict_proba(X))
+    np.testing.assert_array_equal(shown.feature_, quiet.feature_)
+
+
+def _epochs(text: str, name: str) -> dict[int, tuple[str, ...]]:
+    """Epoch -> (loss, valid loss, valid accuracy) as drawn (valid figures may be absent)."""
+    pattern = re.compile(
+        rf"{name} epochs .*?(\d+)/\d+ loss (\S+)(?:  valid loss (\S+)  acc (\S+))?"
+    )
+    drawn: dict[int, tuple[str, ...]] = {}
+    for frame in _frames(text):
+        if (m := pattern.match(frame)) and int(m.group(1)) > 0:
+            drawn[int(m.group(1))] = tuple(g for g in m.groups()[1:] if g is not None)
+    return drawn
+
+
+def test_ddp_mlp_reports_every_epochs_loss_and_valid_metrics(terminal, capsys, tmp_path):
+    pytest.importorskip("torch")
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+    from shardlearn.models import MLPClassifier
+
+    X, y = _data(240)
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(4)}, "label": y})
+    ds = write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0.6, 0.4, 0))
+    with engine("local", workers=2):
+        model = MLPClassifier(
+            hidden_layer_sizes=(8,), epochs=4, early_stopping=False, random_state=0
+        ).fit(ds)
+    drawn = _epochs(capsys.readouterr().err, "MLPClassifier")
+    assert sorted(drawn) == [1, 2, 3, 4] and len(model.validation_scores_) == 4
+    for epoch, (loss, accuracy) in enumerate(
+        zip(model.loss_curve_, model.validation_scores_, strict=True), start=1
+    ):
+        drawn_loss, valid_loss, drawn_accuracy = drawn[epoch]
+        assert (drawn_loss, drawn_accuracy) == (f"{loss:.4g}", f"{accuracy:.4f}")
+        assert float(valid_loss) > 0  # the valid split's loss, drawn with the accuracy
+
+
+def test_pipeline_parallel_mlp_reports_every_epochs_loss(terminal, capsys):
+    pytest.importorskip("torch")
+    from shardlearn.models import MLPClassifier
+
+    X, y = _data(160)
+    with engine("local", workers=2):
+        model = MLPClassifier(
+            hidden_layer_sizes=(8,), epochs=3, parallelism="pipeline", stages=2, random_state=0
+        ).fit(X, y)
+    drawn = _epochs(capsys.readouterr().err, "MLPClassifier")
+    assert drawn == {i + 1: (f"{loss:.4g}",) for i, loss in enumerate(model.loss_curve_)}
+    assert len(drawn) == 3
+
+
+def test_kmeans_reports_every_lloyd_iteration(terminal, capsys):
+    X, _ = _data()
+    model = KMeans(3, random_state=0).fit(X, engine="local")
+    pattern = re.compile(r"KMeans iterations .*?(\d+)/300 inertia (\S+)")
+    drawn = {
+        int(m.group(1)): float(m.group(2))
+        for frame in _frames(capsys.readouterr().err)
+        if (m := pattern.match(frame))
+    }
+    assert sorted(drawn) == list(range(1, model.n_iter_ + 1))
+    # The inertia drawn at an iteration is that of the centres it started from: it never
+    # rises, and it ends near the fitted model's.
+    inertias = [drawn[i] for i in sorted(drawn)]
+    assert inertias == sorted(inertias, reverse=True)
+    assert inertias[-1] == pytest.approx(model.inertia_, rel=1e-3)
+
+
+def test_verbose_0_prints_nothing_even_on_a_terminal(terminal, capsys):
+    X, y = _data(120)
+    with engine("local", workers=1):
+        RandomForestClassifier(n_estimators=3, random_state=0, verbose=0).fit(X, y)
+        KMeans(2, random_state=0, verbose=False).fit(X)
+    assert capsys.readouterr().err == ""
+    assert not show_progress(0)
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from shardlearn.models import MLPClassifier
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    X, y = _data(120)
+    with engine("local", workers=1):
+        RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+        MLPClassifier(hidden_layer_sizes=(4,), epochs=2, random_state=0).fit(X, y)
+        KMeans(2, random_state=0).fit(X)
+    assert capsys.readouterr().err == ""  # pytest's capture is not a terminal
+
+
+def test_a_wrong_progress_setting_is_refused(monkeypatch):
+    monkeypatch.setenv(PROGRESS_ENV, "sometimes")
+    with pytest.raises(ValueError, match="SHARDLEARN_PROGRESS must be one of auto, always"):
+        show_progress(True)
+    monkeypatch.setenv(PROGRESS_ENV, "never")
+    assert not show_progress(True)
+
+
+def test_verbose_is_validated_like_every_parameter():
+    X, y = _data(60)
+    with pytest.raises(ValueError, match="'verbose' parameter of RandomForestClassifier"):
+        RandomForestClassifier(verbose=-1).fit(X, y, engine="local")
