@@ -61,6 +61,9 @@ def search(
     workers: int = typer.Option(None, "--workers", "-w", help="Number of workers."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the strategy."),
     out: Path = typer.Option(Path("search-out"), "--out", "-o", help="Results + resume state."),
+    preprocess: Path = typer.Option(
+        None, "--preprocess", help="Preprocessing spec (YAML/JSON), as train --preprocess takes."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Search hyperparameters of one or more models on DATASET.
@@ -69,10 +72,12 @@ def search(
     --trials 50 --cv 5 --metric roc_auc --out runs/adult
     """
     from shardlearn.engine import engine, engine_from_cli
+    from shardlearn.preprocess import read_spec
     from shardlearn.search import load_space
     from shardlearn.search import search as run_search
 
     space_dict = load_space(space) if space is not None else {}
+    spec = None if preprocess is None else read_spec(preprocess)
     # Started on the first finished wave, so a bad argument prints only its error.
     live = Live(console=console, auto_refresh=False)
 
@@ -85,7 +90,7 @@ def search(
         try:
             result = run_search(dataset, model, space_dict, strategy=strategy, trials=trials,
                                 cv=cv, metric=metric, engine=eng, out=out, budget=budget,
-                                time_budget=time_budget, seed=seed,
+                                time_budget=time_budget, seed=seed, preprocess=spec,
                                 callback=None if as_json else show)  # fmt: skip
         finally:
             live.stop()

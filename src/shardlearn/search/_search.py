@@ -221,7 +221,9 @@ def _run_wave(
     return [results[key] for key in graph.tasks]
 
 
-def _refit(dataset: Any, model: str, params: dict, eng: Any, out: Path | None) -> tuple:
+def _refit(
+    dataset: Any, model: str, params: dict, eng: Any, out: Path | None, preprocess: Any = None
+) -> tuple:
     from shardlearn.metrics import evaluate
     from shardlearn.models import Pipeline
     from shardlearn.models._registry import model_class
@@ -229,7 +231,8 @@ def _refit(dataset: Any, model: str, params: dict, eng: Any, out: Path | None) -
     from shardlearn.search.cv import refit_view
 
     view = refit_view(dataset)
-    fitted = Pipeline(Preprocessor.auto(view.schema), model_class(model)(**params))
+    pre = Preprocessor.for_schema(view.schema, preprocess)
+    fitted = Pipeline(pre, model_class(model)(**params))
     fitted.fit(view, engine=eng)
     metrics: dict[str, Any] = {}
     if "test" in dataset.splits:
@@ -266,6 +269,7 @@ def search(
     rungs: int = 3,
     refit: bool = True,
     callback: Callable[[list[dict[str, Any]]], None] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Search hyperparameters, each trial a task-graph node, scored by shard-level CV.
 
@@ -308,6 +312,10 @@ def search(
         epochs its trials selected (``SearchResult.refit_params``).
     callback : callable, optional
         Called with the leaderboard after every wave (live displays).
+    preprocess : dict, optional
+        A preprocessing spec (:meth:`Preprocessor.from_spec`, e.g. from
+        :func:`shardlearn.preprocess.read_spec`) for every trial and the refit; default
+        ``Preprocessor.auto`` with each model's defaults.
 
     Returns
     -------
@@ -344,10 +352,13 @@ def search(
             from shardlearn.search.cv import shard_folds
 
             shard_folds(dataset, cv)  # a clear error before any trial starts
-    context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed}
+    context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
+               "preprocess": preprocess}  # fmt: skip
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
                          seed=seed, budget=budget, eta=eta, rungs=rungs,
-                         objective=None if objective is None else repr(objective))  # fmt: skip
+                         objective=None if objective is None else repr(objective),
+                         # only when set: an earlier search's out directory still resumes
+                         **({} if preprocess is None else {"preprocess": preprocess}))  # fmt: skip
     output = _Output(out, settings)
     eng = get_engine(engine)
     slots = max(1, int(eng.capacity.cpus))
@@ -371,7 +382,7 @@ def search(
         if callback is not None:
             callback(_leaderboard(results, key))
     return _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output,
-                   started)  # fmt: skip
+                   started, preprocess)  # fmt: skip
 
 
 def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +397,8 @@ def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
     return refit
 
 
-def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started):
+def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started,
+            preprocess=None):  # fmt: skip
     board = _leaderboard(results, key)
     result = SearchResult(board, results, metric)
     best = board[0] if board and board[0]["status"] == "ok" else None
@@ -401,7 +413,7 @@ def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, 
             result.refit_params = _refit_params(best, result.best_params)
         if refit and objective is None and dataset is not None:
             fitted, metrics, path = _refit(
-                dataset, best["model"], result.refit_params, eng, output.root
+                dataset, best["model"], result.refit_params, eng, output.root, preprocess
             )
             result.best_model, result.test_metrics, result.model_path = fitted, metrics, path
     result.seconds = time.perf_counter() - started

@@ -128,7 +128,8 @@ def _fit_and_score(
     with engine("local", workers=1) as eng:
         for view, fit_view in zip(views, fit_views, strict=True):
             estimator = model_class(spec["model"])(**params)
-            model = Pipeline(Preprocessor.auto(view.schema), estimator).fit(fit_view, engine=eng)
+            pre = Preprocessor.for_schema(view.schema, context.get("preprocess"))
+            model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
             # Scored on the fold's held-out shards, which fit_view does not contain.
             report = evaluate(model, view, split="valid", engine=eng)
             scores.append(float(report.metrics[context["metric"]]))
