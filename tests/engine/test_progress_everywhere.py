@@ -158,3 +158,19 @@ def test_verbose_is_validated_like_every_parameter():
     X, y = _data(60)
     with pytest.raises(ValueError, match="'verbose' parameter of RandomForestClassifier"):
         RandomForestClassifier(verbose=-1).fit(X, y, engine="local")
+
+
+def _fit_forest_in_a_task() -> int:
+    from shardlearn.engine import engine as use_engine
+
+    X, y = _data(60)
+    with use_engine("local", workers=1):
+        return RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y).n_estimators_
+
+
+def test_a_fit_inside_a_task_process_draws_no_bar(terminal, capfd):
+    # A task process inherits the driver's stderr (capfd sees it at the descriptor level);
+    # only the driver draws, so a search trial or pipeline stage cannot garble its display.
+    with engine("local", workers=2) as eng:
+        assert eng.submit(_fit_forest_in_a_task).result() == 3
+    assert "trees" not in capfd.readouterr().err

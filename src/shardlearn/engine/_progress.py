@@ -1,11 +1,12 @@
 """Progress bars (rich) on stderr: the task graph's, and the fits' (trees, epochs, iterations).
 
 One decision for every bar of the library, :func:`show_progress`: never with ``verbose=0``
-(or False); otherwise when stderr is a terminal, so logs, pipes and CI stay clean. The
-environment variable ``SHARDLEARN_PROGRESS`` overrides the terminal test: ``always`` draws the
-bars as on a terminal (escape codes included) wherever stderr goes, ``never`` draws none,
-``auto`` (or unset) tests the terminal. Estimators take the ``verbose`` parameter scikit-learn
-uses (:data:`VERBOSE_CONSTRAINTS`), default True.
+(or False), never in a worker process of the local engine (only the driver draws: a fit that
+runs as a task would garble its display); otherwise when stderr is a terminal, so logs, pipes
+and CI stay clean. The environment variable ``SHARDLEARN_PROGRESS`` overrides the terminal
+test: ``always`` draws the bars as on a terminal (escape codes included) wherever stderr goes,
+``never`` draws none, ``auto`` (or unset) tests the terminal. Estimators take the ``verbose``
+parameter scikit-learn uses (:data:`VERBOSE_CONSTRAINTS`), default True.
 
 Every bar draws on one shared console (:func:`progress_console`), so a bar started while
 another is live (a model's epochs under a search's leaderboard) nests under it instead of
@@ -65,10 +66,14 @@ def show_progress(verbose: bool | int = True) -> bool:
     Returns
     -------
     bool
-        False when ``verbose`` is 0; else per ``SHARDLEARN_PROGRESS``, by default whether
-        stderr is a terminal.
+        False when ``verbose`` is 0 or in an engine's worker process; else per
+        ``SHARDLEARN_PROGRESS``, by default whether stderr is a terminal.
     """
-    if not verbose:
+    from shardlearn.engine import _worker
+
+    # A fit inside a task (a search trial, a pipeline stage) runs in a worker process whose
+    # stderr is the driver's terminal: its bar would garble the driver's display.
+    if not verbose or _worker.IN_WORKER:
         return False
     mode = _mode()
     if mode != "auto":
