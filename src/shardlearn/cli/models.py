@@ -401,9 +401,10 @@ def predict(
 
 def _print_predict_summary(summary: Any) -> None:
     """rows_in = predicted + rejected, and where the rejects are with their first reasons."""
+    blank = f" ({summary.blank_lines} blank lines skipped)" if summary.blank_lines else ""
     console.print(
         f"rows_in={summary.rows_in} = rows_predicted={summary.rows_predicted} + "
-        f"rows_rejected={summary.rows_rejected} -> {summary.out}",
+        f"rows_rejected={summary.rows_rejected} -> {summary.out}{blank}",
         highlight=False,
         markup=False,
         soft_wrap=True,
