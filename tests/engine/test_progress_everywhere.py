@@ -174,3 +174,29 @@ def test_a_fit_inside_a_task_process_draws_no_bar(terminal, capfd):
     with engine("local", workers=2) as eng:
         assert eng.submit(_fit_forest_in_a_task).result() == 3
     assert "trees" not in capfd.readouterr().err
+
+
+def test_cli_train_shows_the_trees_grown(terminal, capsys, tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+    from shardlearn.testing import run_cli
+
+    X, y = _data(200)
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(4)}, "label": y})
+    write_dataset(table, tmp_path / "ds", label="label", partitions=2, split=(0.8, 0.2, 0))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        str(tmp_path / "ds"),
+        "--model",
+        "random_forest",
+        "--param",
+        "n_estimators=6",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path / "model"),
+    )
+    assert code == 0, err
+    assert re.search(r"RandomForestClassifier trees .*6/6", "\n".join(_frames(err)))
