@@ -264,7 +264,15 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
         EstimatorContract(
             "xgboost",
             "xgboost:XGBClassifier",
-            {"n_estimators": 12, "max_depth": 3, "checkpoint_interval": 4, **_SAMPLING},
+            # The checks are about the distributed trainer (worker counts, a killed worker):
+            # "auto" would train these small fits in-process.
+            {
+                "n_estimators": 12,
+                "max_depth": 3,
+                "checkpoint_interval": 4,
+                "execution": "workers",
+                **_SAMPLING,
+            },
             {"n_estimators": 12, "max_depth": 3, "tree_method": "hist", "random_state": 0}
             | _SAMPLING,
             reference_tol=0.02,

@@ -20,7 +20,10 @@ from shardlearn.models import MODELS, GradientBoostingClassifier, Pipeline
 from shardlearn.models.boosting import BoostingProgress
 from shardlearn.preprocess import Preprocessor
 
-PARAMS = {"n_estimators": 20, "max_depth": 4, "learning_rate": 0.1, "reg_lambda": 1.0}
+# These tests are about the distributed trainer: execution="workers" keeps them on the workers
+# (the automatic choice trains in-process on one machine; tests/models/test_execution_mode.py).
+WORKERS = {"execution": "workers"}
+PARAMS = {"n_estimators": 20, "max_depth": 4, "learning_rate": 0.1, "reg_lambda": 1.0, **WORKERS}
 
 
 def _data(n_classes: int = 2, n: int = 12000, seed: int = 0):
@@ -90,7 +93,7 @@ def test_multiclass_gbdt_matches_single_process_xgboost(engine_name):
 def test_a_distributed_fit_prints_nothing_to_the_terminal(capfd):
     X, y, _, _ = _data(n=2000)
     with engine("local", workers=2):
-        GradientBoostingClassifier(n_estimators=3, max_depth=2).fit(X, y)
+        GradientBoostingClassifier(n_estimators=3, max_depth=2, **WORKERS).fit(X, y)
     out, _ = capfd.readouterr()  # workers share the test's file descriptors
     assert "got rank" not in out and out == ""
 
@@ -119,6 +122,7 @@ def test_early_stopping_uses_the_valid_split_and_keeps_the_best_round(tmp_path):
                 max_depth=6,
                 early_stopping_rounds=5,
                 checkpoint_interval=10,
+                **WORKERS,
             ),
         ).fit(ds, callback=progress.append)
     model = pipeline.estimator
@@ -152,6 +156,7 @@ SAMPLED = {
     "colsample_bytree": 0.7,
     "xgb_params": {"colsample_bynode": 0.8},
     "random_state": 5,
+    **WORKERS,
 }
 
 
@@ -267,6 +272,7 @@ def test_early_stopping_on_ranking_metrics_does_not_depend_on_the_layout(tmp_pat
                     early_stopping_rounds=5,
                     eval_metric=metric,
                     checkpoint_interval=10,
+                    **WORKERS,
                 ).fit(ds)
         train, valid = ds.read("train").to_pandas(), ds.read("valid").to_pandas()
         dtrain = xgb.QuantileDMatrix(train[features].to_numpy(np.float32), train["label"])

@@ -31,6 +31,7 @@ from rich.table import Table
 from shardlearn._yaml import load_yaml
 from shardlearn.cli._common import console, fail
 from shardlearn.exceptions import SpecError
+from shardlearn.models._execution import recording, timed
 
 EXAMPLE = (
     "Example: shardlearn train data/adult --model logistic --param C=0.5 --workers 2 "
@@ -233,10 +234,28 @@ def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[s
     if show_progress and total is not None:  # iterative models only
         with _progress() as progress:
             callback = _IterationProgress(progress, total)
-            scores = model._fit_dataset(ds, eng, callback, after=score)
+            scores = model._fit_dataset(ds, eng, callback, after=_evaluated(score))
     else:
-        scores = model._fit_dataset(ds, eng, None, after=score)
+        scores = model._fit_dataset(ds, eng, None, after=_evaluated(score))
     return {"seconds": time.perf_counter() - start, "splits": scores}
+
+
+def _evaluated(score: Any) -> Any:
+    """``score`` timed as the fit's ``evaluate`` phase."""
+
+    def timed_score(ctx: Any) -> Any:
+        with timed("evaluate"):
+            return score(ctx)
+
+    return timed_score
+
+
+def _timings_line(summary: dict[str, Any]) -> str:
+    """Where the fit ran and where its time went, for the terminal summary."""
+    mode = summary.get("execution")
+    where = f"Ran {mode.replace('_', '-')}; " if mode else ""
+    phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["timings"].items())
+    return f"{where}time by phase: {phases}"
 
 
 def _kmeans_table(model: Any, summary: dict[str, Any]) -> Table:
@@ -357,7 +376,13 @@ def train(
             f"{type(model.estimator).__name__} (without a label: --model kmeans or pca)."
         )
     with engine(engine_from_cli(engine_spec, workers)) as eng:
-        summary = _fit_and_score(model, ds, eng, show_progress=not as_json)
+        # Phases nested in the fit (start, read, preprocess, evaluate) come out of "train".
+        with recording() as timings, timed("train"):
+            summary = _fit_and_score(model, ds, eng, show_progress=not as_json)
+        summary |= {
+            "execution": getattr(model.estimator, "execution_", None),
+            "timings": timings.as_dict(),
+        }
         lineage = {
             "dataset": str(ds.uri),
             "dataset_manifest_sha256": ds.manifest_sha256,
@@ -382,6 +407,7 @@ def train(
         console.print_json(json.dumps(summary, default=str))
         return
     console.print(_summary_table(model, summary))
+    console.print(_timings_line(summary), markup=False, highlight=False)
     console.print(f"Saved to [bold]{out}[/]")
     if register_as is not None:
         console.print(f"Registered [bold]{summary['registered']}[/] in {registry}")

@@ -10,6 +10,9 @@ and its worker functions read their rows with :func:`training_block`::
     def my_worker_fn(state, ...):
         block = training_block(state, "train")          # FeatureBlock(X, y, sample_weight, ...)
 
+Opening the group, fitting the preprocessor and handing arrays off are timed as the ``start``,
+``preprocess`` and ``read`` phases of the current fit (:mod:`shardlearn.models._execution`).
+
 ``training_block`` is the one loader for both sources (a worker never needs to know which):
 
 * a :class:`~shardlearn.data.Dataset` — the shards are assigned to the workers and each worker
@@ -69,6 +72,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import DataConversionWarning
 
 from shardlearn.exceptions import DataError, SchemaError
+from shardlearn.models._execution import timed
 from shardlearn.models._handoff import (
     check_finite,
     hand_off_arrays,
@@ -347,7 +351,8 @@ def _prepare_dataset(
         raise DataError(f"{owner}: the dataset at {ds.uri} has no training rows.")
     splits = ("train", "valid") if "valid" in ds.splits and ds.shards("valid") else ("train",)
     shards = [shard for split in splits for shard in ds.shards(split)]
-    group, closers = _open_group(engine)
+    with timed("start"):
+        group, closers = _open_group(engine)
     ctx = TrainingContext(group, classes, 0, [], splits, preprocessor, ds, _closers=closers)
     try:
         group.assign(shards)
@@ -358,7 +363,8 @@ def _prepare_dataset(
             group.put("weight_column", weight_column)
         if not hasattr(preprocessor, "feature_names_out_"):
             # _schema records the input columns' kinds on the fitted preprocessor (serving).
-            preprocessor.fit_group(group, split="train", _schema=ds.schema)
+            with timed("preprocess"):
+                preprocessor.fit_group(group, split="train", _schema=ds.schema)
         group.put("preprocessor", preprocessor)
     except BaseException:
         ctx.close()
@@ -397,7 +403,8 @@ def _prepare_arrays(
         classes, y_idx = encode_with_classes(y, fixed_classes, owner)
     weights = None if sample_weight is None else _check_weights(owner, sample_weight, X.shape[0])
     prefer = "threads" if getattr(estimator, "_prefer_threads", False) else None
-    group, closers = _open_group(engine, prefer)
+    with timed("start"):
+        group, closers = _open_group(engine, prefer)
     names = names or [f"x{j}" for j in range(X.shape[1])]
     ctx = TrainingContext(group, classes, X.shape[1], names, _closers=closers)
     try:
@@ -409,7 +416,8 @@ def _prepare_arrays(
                 check_finite(X, owner)
         else:
             # Checks that X is finite (DataError) while writing, before any worker reads a row.
-            ctx._tmpdir, shards = hand_off_arrays(X, y_idx, weights, group.size, owner)
+            with timed("read"):
+                ctx._tmpdir, shards = hand_off_arrays(X, y_idx, weights, group.size, owner)
             group.assign(shards)
         group.put("source", ARRAY_SOURCE)
         group.put("classes", classes.tolist())

@@ -43,6 +43,12 @@ match a replacement's. So:
   finds an empty cache and reports ``replaced`` without joining, and the driver resumes from the
   last checkpoint in a new session.
 
+In-process execution (``execution_="in_process"``, see :mod:`shardlearn.models._execution`):
+:func:`train_in_process` runs the same loop (:func:`_boost_rounds`, same per-round reseeding) in
+the calling process on its one block, with no communicator and no tracker, all rounds in one
+go (no checkpoints: there is no worker to lose), reporting every round. Without a communicator
+XGBoost's collective calls are no-ops, so this is single-process XGBoost on all the rows.
+
 These functions are impure on purpose: they start sockets and global communicator state in the
 worker process, which is why they run as one pinned call per worker and never concurrently.
 """
@@ -53,8 +59,9 @@ import contextlib
 import io
 import math
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -67,6 +74,7 @@ __all__ = [
     "boost_worker",
     "build_worker",
     "ping_worker",
+    "train_in_process",
     "validation_score",
     "xgboost_pr_auc",
 ]
@@ -190,28 +198,34 @@ def build_worker(
     state: Any, session: str, worker_args: dict[str, Any], max_bin: int, use_valid: bool
 ) -> dict[str, Any]:
     """Build this worker's QuantileDMatrix (global sketch through the collective) and cache it."""
-    import xgboost as xgb
     from xgboost.core import XGBoostError
 
     state.cache.pop(_CACHE_KEY, None)
-    train = training_block(state, "train")
-    valid = training_block(state, "valid") if use_valid else None
     try:
         with _communicator(state, worker_args):
-            dtrain = xgb.QuantileDMatrix(
-                train.X, train.y, weight=train.sample_weight, max_bin=max_bin
-            )
-            dvalid = None
-            if valid is not None:
-                dvalid = xgb.QuantileDMatrix(
-                    valid.X, valid.y, weight=valid.sample_weight, ref=dtrain, max_bin=max_bin
-                )
+            matrices = _matrices(state, max_bin, use_valid)
     except XGBoostError as error:
         if _is_comm_failure(str(error)):
             return {"status": "comm_failed", "error": str(error)[:300]}
         raise
-    state.cache[_CACHE_KEY] = {"session": session, "train": dtrain, "valid": dvalid}
+    state.cache[_CACHE_KEY] = {"session": session, **matrices}
     return {"status": "ok"}
+
+
+def _matrices(state: Any, max_bin: int, use_valid: bool) -> dict[str, Any]:
+    """This worker's train (and valid) QuantileDMatrix; a collective call under a communicator
+    (the quantile sketch is merged across the workers)."""
+    import xgboost as xgb
+
+    train = training_block(state, "train")
+    valid = training_block(state, "valid") if use_valid else None
+    dtrain = xgb.QuantileDMatrix(train.X, train.y, weight=train.sample_weight, max_bin=max_bin)
+    dvalid = None
+    if valid is not None:
+        dvalid = xgb.QuantileDMatrix(
+            valid.X, valid.y, weight=valid.sample_weight, ref=dtrain, max_bin=max_bin
+        )
+    return {"train": dtrain, "valid": dvalid}
 
 
 def boost_worker(
@@ -241,7 +255,9 @@ def boost_worker(
         stopper = EarlyStopping(**stopping, maximize=metric in _MAXIMIZED)
     try:
         with _communicator(state, worker_args):
-            booster, scores = _boost_rounds(cached, params, first_round, rounds, model, stopper)
+            booster, scores, evaluating = _boost_rounds(
+                cached, params, first_round, rounds, model, stopper
+            )
     except XGBoostError as error:
         if _is_comm_failure(str(error)):
             return {"status": "comm_failed", "error": str(error)[:300]}
@@ -254,6 +270,36 @@ def boost_worker(
         "rounds": booster.num_boosted_rounds() - first_round,
         "history": {"valid": {metric: scores}} if cached["valid"] is not None else {},
         "stopping": stopper.state() if stopper is not None else None,
+        "evaluate_seconds": evaluating,
+    }
+
+
+def train_in_process(
+    state: Any,
+    params: dict[str, Any],
+    max_bin: int,
+    use_valid: bool,
+    rounds: int,
+    stopping: dict[str, Any] | None,
+    on_round: Callable[[int, float | None], None] | None = None,
+) -> dict[str, Any]:
+    """All ``rounds`` in the calling process, no communicator (see the module notes).
+
+    ``on_round(rounds_done, valid_score_or_None)`` is called after every round. Returns the
+    booster itself (not serialised), its validation history, the early-stopping state and the
+    seconds spent computing validation scores.
+    """
+    cached = _matrices(state, max_bin, use_valid)
+    metric = str(params["eval_metric"])
+    stopper = None
+    if stopping is not None:
+        stopper = EarlyStopping(**stopping, maximize=metric in _MAXIMIZED)
+    booster, scores, evaluating = _boost_rounds(cached, params, 0, rounds, None, stopper, on_round)
+    return {
+        "booster": booster,
+        "history": {"valid": {metric: scores}} if cached["valid"] is not None else {},
+        "stopping": stopper.state() if stopper is not None else None,
+        "evaluate_seconds": evaluating,
     }
 
 
@@ -264,8 +310,12 @@ def _boost_rounds(
     rounds: int,
     model: bytes | None,
     stopper: EarlyStopping | None,
-) -> tuple[Any, list[float]]:
-    """The boosting loop of one chunk (``xgboost.train``'s, with global round numbers)."""
+    on_round: Callable[[int, float | None], None] | None = None,
+) -> tuple[Any, list[float], float]:
+    """The boosting loop of one chunk (``xgboost.train``'s, with global round numbers).
+
+    Returns the booster, the validation scores and the seconds spent computing them.
+    """
     import xgboost as xgb
 
     dtrain, dvalid = cached["train"], cached["valid"]
@@ -274,6 +324,7 @@ def _boost_rounds(
     booster = xgb.Booster({**params, **_WORKER_PARAMS}, matrices, model_file=start)
     n_classes = int(params.get("num_class", 2))
     scores: list[float] = []
+    evaluating = 0.0
     for iteration in range(first_round, first_round + rounds):
         # Reloading the configuration gives the booster a fresh tree updater, so the column
         # sampler is seeded this round from the RNG that seed_per_iteration has just reseeded
@@ -283,11 +334,17 @@ def _boost_rounds(
         booster.load_config(booster.save_config())
         booster.update(dtrain, iteration=iteration)
         if dvalid is None:
+            if on_round is not None:
+                on_round(iteration + 1, None)
             continue
+        started = time.perf_counter()
         scores.append(validation_score(booster, dvalid, str(params["eval_metric"]), n_classes))
+        evaluating += time.perf_counter() - started
+        if on_round is not None:
+            on_round(iteration + 1, scores[-1])
         if stopper is not None and stopper.update(scores[-1], iteration):
             break
-    return booster, scores
+    return booster, scores, evaluating
 
 
 def validation_score(booster: Any, dvalid: Any, metric: str, n_classes: int) -> float:

@@ -1,4 +1,9 @@
-"""Distributed gradient boosting on XGBoost's own collective: GradientBoostingClassifier.
+"""Gradient boosting on XGBoost, in one process or across the workers: GradientBoostingClassifier.
+
+Where a fit runs is chosen per fit (``execution``, :mod:`shardlearn.models._execution`): when
+the rows fit in this process and its cores are at least the workers' (always on the local
+engine), ``xgboost``'s own loop runs in the calling process with all its cores, with no
+workers, tracker or hand-off (``execution_ == "in_process"``); otherwise on the workers:
 
 One pinned call per worker: each worker builds a ``QuantileDMatrix`` from its own rows, joins
 XGBoost's communicator (the driver runs the tracker) and trains with ``tree_method="hist"``;
@@ -18,7 +23,9 @@ What is guaranteed (each checked in ``tests/models/test_boosting.py``):
   several workers the model is the same when XGBoost's distributed quantile sketch is exact
   (every feature has at most ``max_bin`` distinct values) and column sampling does not change
   that; otherwise the sketch's cuts, and each worker drawing its own rows for ``subsample``,
-  make small per-row differences (test AUC within 0.002 of single-process XGBoost).
+  make small per-row differences (test AUC within 0.002 of single-process XGBoost);
+* in-process training is single-process XGBoost on all the rows, so it equals one worker bit
+  for bit and several workers within the same tolerance.
 
 Like LightGBM's ``dask.py``, the driver strips cluster-only settings (thread counts, tracker
 address) after training: the fitted model is a plain XGBoost booster, stored in artifacts as
@@ -27,8 +34,9 @@ XGBoost's UBJSON (``booster.save_raw("ubj")``), never pickled.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,8 +45,17 @@ import scipy.sparse as sp
 
 from shardlearn._validation import Interval, Options, Type, unknown_name_message, validate_params
 from shardlearn.base import BaseEstimator, check_is_fitted
+from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError, WorkerLost
 from shardlearn.models._base import ClassifierMixin
+from shardlearn.models._execution import (
+    EXECUTION_OPTIONS,
+    add_time,
+    execution_engine,
+    local_cpus,
+    recording,
+    timed,
+)
 from shardlearn.models._fitting import TrainingContext, prepare_training
 from shardlearn.models._registry import register_model
 
@@ -89,11 +106,14 @@ _METRICS = {
 }
 # Settings that describe the cluster a model was trained on, not the model.
 _CLUSTER_ONLY = ("nthread",)
+#: Tree levels the cost model assumes for max_depth=0 (unlimited, lossguide): XGBoost's default
+#: depth.
+_UNLIMITED_DEPTH_LEVELS = 6
 
 
 @dataclass
 class BoostingProgress:
-    """What a ``fit(callback=...)`` receives after every checkpoint.
+    """What a ``fit(callback=...)`` receives after every checkpoint (every round in-process).
 
     Attributes
     ----------
@@ -113,9 +133,13 @@ class BoostingProgress:
     restarts: int = 0
 
 
+def _is_ray(group: Any) -> bool:
+    return type(group).__module__.startswith("shardlearn.engine.ray")
+
+
 def _tracker_host(group: Any) -> str:
     """The driver address workers can reach: this node's IP on Ray, loopback otherwise."""
-    if type(group).__module__.startswith("shardlearn.engine.ray"):
+    if _is_ray(group):
         import ray.util
 
         return str(ray.util.get_node_ip_address())
@@ -160,6 +184,15 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     xgb_params : dict or None, default=None
         Further XGBoost tree-booster parameters (``max_leaves``, ``grow_policy``,
         ``scale_pos_weight``, ``colsample_bynode``, ``nthread``...), validated before training.
+    execution : {"auto", "in_process", "workers"}, default="auto"
+        Where the fit runs: ``"in_process"`` trains in the calling process with all its cores
+        (no workers, no tracker); ``"workers"`` on the engine's workers (Ray actors on Ray);
+        ``"auto"`` picks the faster by a deterministic cost model (rows x features x tree
+        levels, cores, memory; see :mod:`shardlearn.models._execution`). The model does not
+        depend on it beyond the worker-count tolerance above.
+    verbose : bool or int, default=True
+        Show a progress bar of the rounds with the latest validation score (on a terminal
+        only; 0 or False never).
 
     Attributes
     ----------
@@ -182,6 +215,12 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         The XGBoost parameters trained with, cluster-only ones removed.
     restarts_ : int
         Chunks restarted after a lost worker.
+    execution_ : str
+        Where the fit ran: ``"in_process"``, ``"workers"`` or ``"ray"``.
+    fit_timings_ : dict
+        Seconds per phase of the fit: ``start`` (workers), ``read`` (rows to the workers and
+        into blocks), ``preprocess`` (fitting the preprocessor, in a Pipeline), ``train``,
+        ``evaluate`` (validation scores).
 
     Examples
     --------
@@ -201,7 +240,9 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             "best_score_",
             "classes_",
             "evals_result_",
+            "execution_",
             "feature_importances_",
+            "fit_timings_",
             "feature_names_in_",
             "n_estimators_",
             "n_features_in_",
@@ -239,7 +280,11 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         "checkpoint_interval": [Interval("int", 1, None)],
         "random_state": [Interval("int", 0, None)],
         "xgb_params": [Type(dict, "a dict of XGBoost parameters"), Type(type(None))],
+        "execution": [Options(EXECUTION_OPTIONS)],
+        "verbose": VERBOSE_CONSTRAINTS,
     }
+    # The cost model's algorithm (models._execution.ALGORITHMS).
+    _execution_algorithm: ClassVar[str] = "hist_boosting"
 
     def __init__(
         self,
@@ -259,6 +304,8 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_interval: int = 10,
         random_state: int = 0,
         xgb_params: dict | None = None,
+        execution: str = "auto",
+        verbose: bool | int = True,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -275,6 +322,8 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.checkpoint_interval = checkpoint_interval
         self.random_state = random_state
         self.xgb_params = xgb_params
+        self.execution = execution
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
@@ -347,32 +396,109 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), optional
             Row weights (array input) or a weight column name (Dataset).
         callback : callable, optional
-            Called on the driver with a :class:`BoostingProgress` after every checkpoint.
+            Called on the driver with a :class:`BoostingProgress` after every checkpoint
+            (every round when the fit runs in-process).
 
         Returns
         -------
         self
         """
         self._validate_params()
-        with prepare_training(self, X, y, engine=engine, sample_weight=sample_weight) as ctx:
-            return self._fit_context(ctx, callback=callback)
+        with recording(), execution_engine(self, X, engine) as run_on:
+            with prepare_training(self, X, y, engine=run_on, sample_weight=sample_weight) as ctx:
+                return self._fit_context(ctx, callback=callback)
+
+    def _execution_passes(self) -> int:
+        """Passes over the rows for the cost model: one per tree level of every round."""
+        levels = self.max_depth or _UNLIMITED_DEPTH_LEVELS
+        trees = int((self.xgb_params or {}).get("num_parallel_tree", 1))
+        return self.n_estimators * levels * trees
 
     def _fit_context(
         self, ctx: TrainingContext, callback: Callable[[BoostingProgress], None] | None = None
     ) -> Any:
-        """Fit on a prepared :class:`TrainingContext` (used by ``fit`` and by Pipeline)."""
+        """Fit on a prepared :class:`TrainingContext` (used by ``fit`` and by Pipeline).
+
+        A group whose one worker is this process trains in-process (unless ``execution`` is
+        ``"workers"``); any other group trains with the collective.
+        """
         from shardlearn.models import _xgb_collective as coll
 
         self._validate_params()
-        probes = ctx.group.run(coll.ping_worker, None, ctx.splits)
-        use_valid = self._check_rows(ctx, probes)
+        mode = self._execution_mode(ctx.group)
+        with recording() as timings:
+            with timed("read"):  # the first ping loads every worker's blocks
+                probes = ctx.group.run(coll.ping_worker, None, ctx.splits)
+            use_valid = self._check_rows(ctx, probes)
+            stopping = (
+                {"rounds": self.early_stopping_rounds} if self.early_stopping_rounds else None
+            )
+            reporter = self._reporter(callback, ctx.n_classes, use_valid)
+            with timed("train"), reporter as report:
+                result, params = self._train(ctx, mode, use_valid, stopping, report)
+                # Measured inside training: taken out of its time.
+                add_time("evaluate", result.evaluate_seconds)
+            self._set_fitted(ctx, result, params)
+            self.execution_ = mode
+            self.fit_timings_ = timings.as_dict()
+        return self
+
+    def _train(
+        self,
+        ctx: TrainingContext,
+        mode: str,
+        use_valid: bool,
+        stopping: dict | None,
+        report: _Reporter,
+    ) -> tuple[_BoostResult, dict]:
+        """Train in this process (all its cores) or with the collective (a share each)."""
+        from shardlearn.models import _xgb_collective as coll
+
+        if mode == "in_process":
+            params = self._booster_params(ctx.n_classes, local_cpus())
+            out = ctx.group.run(
+                coll.train_in_process,
+                params,
+                self.max_bin,
+                use_valid,
+                self.n_estimators,
+                stopping,
+                report.round,
+            )[0]
+            result = _BoostResult(
+                out["booster"], out["history"], out["stopping"], 0, out["evaluate_seconds"]
+            )
+            return result, params
         nthread = max(1, (os.cpu_count() or 1) // ctx.group.size)
         params = self._booster_params(ctx.n_classes, nthread)
         run = _BoostRun(ctx.group, coll, params, use_valid, ctx.splits)
-        stopping = {"rounds": self.early_stopping_rounds} if self.early_stopping_rounds else None
-        run.train(self.n_estimators, self.checkpoint_interval, stopping, callback)
-        self._set_fitted(ctx, run, params)
-        return self
+        run.train(self.n_estimators, self.checkpoint_interval, stopping, report)
+        return run.result(), params
+
+    def _execution_mode(self, group: Any) -> str:
+        """Where this fit runs on ``group``; refuses ``in_process`` on a group of workers."""
+        here = group.size == 1 and group.shares_memory
+        if self.execution == "in_process" and not here:
+            raise ValueError(
+                f"{type(self).__name__}: execution='in_process' cannot be honoured here: the "
+                f"caller has already started {group.size} worker(s) in other processes. Use "
+                "execution='auto' or 'workers', or fit the estimator itself."
+            )
+        if here and self.execution != "workers":
+            return "in_process"
+        return "ray" if _is_ray(group) else "workers"
+
+    @contextlib.contextmanager
+    def _reporter(
+        self, callback: Callable | None, n_classes: int, use_valid: bool
+    ) -> Iterator[_Reporter]:
+        """The progress bar (when it shows) and the user's callback, fed the same rounds."""
+        metric = self.eval_metric or ("logloss" if n_classes == 2 else "mlogloss")
+        # A caller that passes a callback shows its own progress; one bar is enough.
+        show = callback is None and show_progress(self.verbose)
+        name = f"{type(self).__name__} rounds"
+        with StepProgress(name, self.n_estimators, enabled=show) as bar:
+            yield _Reporter(bar, callback, self.n_estimators, metric if use_valid else None)
 
     def _check_rows(self, ctx: TrainingContext, probes: list[dict]) -> bool:
         """DataError for a single class; whether there is a valid split to evaluate on."""
@@ -391,19 +517,17 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             )
         return valid_rows > 0
 
-    def _set_fitted(self, ctx: TrainingContext, run: _BoostRun, params: dict) -> None:
-        import xgboost as xgb
-
-        booster = xgb.Booster(model_file=bytearray(run.model or b""))
-        best = (run.stopping or {}).get("best_iteration")
+    def _set_fitted(self, ctx: TrainingContext, result: _BoostResult, params: dict) -> None:
+        booster = result.booster
+        best = (result.stopping or {}).get("best_iteration")
         if best is not None:
             booster = booster[: best + 1]
         self._booster = booster
         self.best_iteration_ = best
-        self.best_score_ = (run.stopping or {}).get("best_score")
+        self.best_score_ = (result.stopping or {}).get("best_score")
         self.n_estimators_ = int(booster.num_boosted_rounds())
-        self.evals_result_ = run.history
-        self.restarts_ = run.restarts
+        self.evals_result_ = result.history
+        self.restarts_ = result.restarts
         self.params_ = {k: v for k, v in params.items() if k not in _CLUSTER_ONLY}
         self.classes_ = np.asarray(ctx.classes)
         self.n_features_in_ = ctx.n_features
@@ -477,6 +601,40 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return model
 
 
+@dataclass
+class _BoostResult:
+    """A finished training run, wherever it ran."""
+
+    booster: Any
+    history: dict[str, dict[str, list[float]]]
+    stopping: dict[str, Any] | None
+    restarts: int
+    evaluate_seconds: float
+
+
+class _Reporter:
+    """Feeds the progress bar and the user's callback from either training loop."""
+
+    def __init__(
+        self, bar: StepProgress, callback: Callable | None, total: int, metric: str | None
+    ) -> None:
+        self.bar, self.callback, self.total, self.metric = bar, callback, total, metric
+
+    def round(self, rounds: int, score: float | None) -> None:
+        """One in-process round done (``score``: its validation score, None without)."""
+        scores = {} if score is None or self.metric is None else {self.metric: score}
+        self.checkpoint(rounds, scores, 0)
+
+    def checkpoint(self, rounds: int, scores: dict[str, float], restarts: int) -> None:
+        """``rounds`` done in all, the latest validation ``scores``."""
+        info = "  ".join(f"valid {name} {value:.6g}" for name, value in scores.items())
+        if restarts:
+            info += f"  restarts {restarts}"
+        self.bar.update(rounds, info=info.strip())
+        if self.callback is not None:
+            self.callback(BoostingProgress(rounds, self.total, scores, restarts))
+
+
 class _BoostRun:
     """The driver's loop: sessions, chunks, checkpoints and restarts after lost workers."""
 
@@ -493,6 +651,7 @@ class _BoostRun:
         self.restarts = 0
         self.session: str | None = None
         self.total = 0
+        self.evaluate_seconds = 0.0
 
     def _failed(self, what: str, results: list[dict]) -> None:
         self.restarts += 1
@@ -531,7 +690,7 @@ class _BoostRun:
         total: int,
         interval: int,
         stopping: dict | None,
-        callback: Callable[[BoostingProgress], None] | None,
+        report: _Reporter,
     ) -> None:
         self.stopping = stopping
         self.total = total
@@ -554,10 +713,19 @@ class _BoostRun:
                 self._failed("training", results)
                 continue
             rendezvous.close()
-            if self._checkpoint(results[0], callback):
+            if self._checkpoint(results[0], report):
                 return
 
-    def _checkpoint(self, lead: dict, callback: Callable | None) -> bool:
+    def result(self) -> _BoostResult:
+        """The trained booster (from the last checkpoint) and what came with it."""
+        import xgboost as xgb
+
+        booster = xgb.Booster(model_file=bytearray(self.model or b""))
+        return _BoostResult(
+            booster, self.history, self.stopping, self.restarts, self.evaluate_seconds
+        )
+
+    def _checkpoint(self, lead: dict, report: _Reporter) -> bool:
         """Keep rank 0's booster as the checkpoint; True when early stopping fired."""
         self.model = lead["model"]
         scores: dict[str, float] = {}
@@ -568,7 +736,7 @@ class _BoostRun:
                 scores[metric] = float(values[-1])
         self.rounds += lead["rounds"]
         self.stopping = lead["stopping"]
-        if callback is not None:
-            callback(BoostingProgress(self.rounds, self.total, scores, self.restarts))
+        self.evaluate_seconds += lead["evaluate_seconds"]
+        report.checkpoint(self.rounds, scores, self.restarts)
         stop = self.stopping
         return bool(stop and stop["since_best"] >= stop["rounds"])

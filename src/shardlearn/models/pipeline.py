@@ -35,6 +35,7 @@ from sklearn.utils import get_tags
 
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import ArtifactError, DataError, NotFittedError
+from shardlearn.models._execution import execution_engine, recording
 from shardlearn.models._fitting import is_dataset, prepare_training
 
 __all__ = ["FeatureChain", "Pipeline"]
@@ -269,6 +270,14 @@ class Pipeline(BaseEstimator):
         continuing = getattr(self.estimator, "warm_start", False) and hasattr(
             self.estimator, "classes_"
         )
+        # The estimator may choose to run in this process (models._execution), before any
+        # worker starts; the fit's phases are timed for its fit_timings_ and the CLI.
+        with recording(), execution_engine(self.estimator, data, engine) as run_on:
+            return self._fit_prepared(data, run_on, callback, after, continuing)
+
+    def _fit_prepared(
+        self, data: Any, engine: Any, callback: Callable | None, after: Any, continuing: bool
+    ) -> Any:
         ctx = prepare_training(
             self.estimator,
             data,

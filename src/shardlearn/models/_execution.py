@@ -1,0 +1,355 @@
+"""Where a fit runs: a small cost model, and the per-fit timings that keep overhead visible.
+
+Modes
+    ``"in_process"``: the calling process trains alone with all its cores (boosting:
+    XGBoost's own loop with ``nthread`` = the cores, no worker processes, no tracker, no
+    hand-off). ``"workers"``: the engine's worker group (today's distributed path); it is
+    reported as ``"ray"`` when the engine is Ray. An estimator takes ``execution="auto"``
+    (default), ``"in_process"`` or ``"workers"``; a forced mode is always honoured.
+
+The cost model (:func:`choose_execution`) is a pure function of a :class:`Work` (algorithm,
+rows, features, passes over the data) and a :class:`Machine` (engine kind, workers, cores of
+the calling process and of the cluster, memory, the configured start-up cost of a distributed
+fit), so the automatic choice is deterministic for a given data size and machine description.
+It estimates::
+
+    in_process = rows * features * passes * seconds_per_value / local_cpus
+    workers    = start_seconds + passes * sync_seconds_per_pass
+                 + rows * features * passes * seconds_per_value / cluster_cpus
+
+and picks the cheaper, in-process on a tie; in-process only when the training block fits in a
+share of this machine's memory (:data:`IN_PROCESS_MEMORY_SHARE`). On the local engine the
+workers share this machine's cores, so one process with all of them wins whenever the rows fit
+in memory; workers pay off when a Ray cluster offers more cores than this machine has, or when
+the rows do not fit in one process.
+
+Why in ``models`` and not ``engine``: the decision needs what an algorithm costs per value and
+per pass, and the engine layer knows nothing about models (DESIGN §11); it reads only the
+engine's public description (name, worker count, capacity). A trainer opts in by declaring
+``_execution_algorithm`` (a key of :data:`ALGORITHMS`) and ``_execution_passes()``; the fit
+entry points wrap their ``prepare_training`` in :func:`execution_engine`, which gives the
+engine to prepare on (a one-worker in-process engine for ``"in_process"``).
+
+Timings. :func:`recording` opens a :class:`FitTimings` for the current fit (in a context
+variable, so nested entry points share one) and :func:`timed` adds a phase's seconds to it:
+``start`` (opening the worker group), ``read`` (handing rows to the workers and loading their
+feature blocks), ``preprocess`` (fitting the preprocessor), ``train``, ``evaluate`` (validation
+scores during training, and the CLI's scoring after it). Outside a recording, ``timed`` costs
+one context-variable read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ALGORITHMS",
+    "EXECUTION_OPTIONS",
+    "IN_PROCESS_MEMORY_SHARE",
+    "PHASES",
+    "STARTUP_SECONDS",
+    "AlgorithmCost",
+    "FitTimings",
+    "Machine",
+    "Plan",
+    "Work",
+    "add_time",
+    "choose_execution",
+    "describe_machine",
+    "execution_engine",
+    "local_cpus",
+    "recording",
+    "timed",
+]
+
+#: Values of an estimator's ``execution`` parameter.
+EXECUTION_OPTIONS = ("auto", "in_process", "workers")
+#: The phases of :class:`FitTimings`, in the order a fit goes through them.
+PHASES = ("start", "read", "preprocess", "train", "evaluate")
+#: Share of this machine's memory the training block may take to train in-process: the
+#: default feature-block budget of all workers together (preprocess.blocks).
+IN_PROCESS_MEMORY_SHARE = 0.25
+#: Configured fixed cost, in seconds, of a distributed fit beyond the training itself: giving
+#: the workers their rows, the rendezvous (XGBoost's tracker), checkpoints. Measured on a
+#: 2-core machine with warm local workers: 3.7 s over single-process XGBoost for 100 rounds at
+#: 80k rows (issue #23); a Ray actor round trip costs more than a pipe's.
+STARTUP_SECONDS = {"local": 1.0, "ray": 2.0}
+
+
+@dataclass(frozen=True)
+class AlgorithmCost:
+    """What one pass of an algorithm costs.
+
+    Attributes
+    ----------
+    seconds_per_value : float
+        One core's seconds per row x feature x pass.
+    bytes_per_value : float
+        Memory per row x feature while training (block plus the library's own matrix).
+    sync_seconds_per_pass : float
+        Coordination cost of a distributed pass (an allreduce, a barrier).
+    """
+
+    seconds_per_value: float
+    bytes_per_value: float
+    sync_seconds_per_pass: float
+
+
+#: Per-algorithm costs. ``hist_boosting``: XGBoost hist, one pass per tree level (histograms
+#: are built level by level): 100 trees of depth 10 on 80k x 8 airline rows take 1.0 s on 2
+#: cores, 3e-9 s per value and level; a float32 block plus the quantile matrix and gradients;
+#: one histogram allreduce per level.
+ALGORITHMS: dict[str, AlgorithmCost] = {
+    "hist_boosting": AlgorithmCost(3e-9, 8.0, 1e-3),
+}
+
+
+@dataclass(frozen=True)
+class Work:
+    """The size of a fit: ``rows`` x ``features`` values visited ``passes`` times."""
+
+    algorithm: str
+    rows: int
+    features: int
+    passes: int
+
+    @property
+    def values(self) -> float:
+        """Row x feature x pass visits."""
+        return float(self.rows) * self.features * self.passes
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the cost model knows about where a fit can run.
+
+    Attributes
+    ----------
+    engine : str
+        ``"local"`` or ``"ray"``.
+    workers : int
+        Workers of the engine's group.
+    local_cpus : int
+        Cores of the calling process.
+    cluster_cpus : float
+        Cores the workers use together.
+    memory_bytes : int
+        Physical memory of the calling process's machine.
+    start_seconds : float
+        Fixed cost of a distributed fit (:data:`STARTUP_SECONDS`).
+    """
+
+    engine: str
+    workers: int
+    local_cpus: int
+    cluster_cpus: float
+    memory_bytes: int
+    start_seconds: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The choice for one fit: ``mode``, what was asked, and the estimates behind it."""
+
+    mode: str
+    requested: str
+    estimates: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def local_cpus() -> int:
+    """Cores the calling process may run on."""
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (containers)
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def describe_machine(engine: Any) -> Machine:
+    """The :class:`Machine` of ``engine`` as seen from the calling process."""
+    import psutil
+
+    local = local_cpus()
+    name = str(getattr(engine, "name", "local"))
+    # Local workers share this machine's cores; a Ray cluster may have more of them.
+    cluster = float(engine.capacity.cpus) if name == "ray" else float(local)
+    return Machine(
+        engine=name,
+        workers=int(engine.n_workers),
+        local_cpus=local,
+        cluster_cpus=max(cluster, 1.0),
+        memory_bytes=int(psutil.virtual_memory().total),
+        start_seconds=STARTUP_SECONDS.get(name, max(STARTUP_SECONDS.values())),
+    )
+
+
+def _workers_mode(machine: Machine) -> str:
+    return "ray" if machine.engine == "ray" else "workers"
+
+
+def choose_execution(work: Work, machine: Machine, requested: str = "auto") -> Plan:
+    """Where ``work`` runs on ``machine``: deterministic, from the sizes alone.
+
+    Parameters
+    ----------
+    work : Work
+    machine : Machine
+    requested : {"auto", "in_process", "workers"}
+        A forced mode is returned as is (``"workers"`` on Ray is ``"ray"``).
+
+    Returns
+    -------
+    Plan
+    """
+    cost = ALGORITHMS[work.algorithm]
+    compute = work.values * cost.seconds_per_value
+    estimates = {
+        "in_process": compute / machine.local_cpus,
+        _workers_mode(machine): machine.start_seconds
+        + work.passes * cost.sync_seconds_per_pass
+        + compute / machine.cluster_cpus,
+    }
+    if requested == "in_process":
+        return Plan("in_process", requested, estimates, "requested")
+    if requested == "workers":
+        return Plan(_workers_mode(machine), requested, estimates, "requested")
+    needed = float(work.rows) * work.features * cost.bytes_per_value
+    budget = machine.memory_bytes * IN_PROCESS_MEMORY_SHARE
+    if needed > budget:
+        reason = f"the rows need about {needed / 1e9:.1f} GB, over {budget / 1e9:.1f} GB here"
+        return Plan(_workers_mode(machine), requested, estimates, reason)
+    mode = min(estimates, key=lambda m: (estimates[m], m != "in_process"))
+    return Plan(mode, requested, estimates, "estimated faster")
+
+
+def _work_of(estimator: Any, X: Any) -> Work | None:
+    """The :class:`Work` of fitting ``estimator`` on ``X`` (a Dataset or an array), or None."""
+    algorithm = getattr(estimator, "_execution_algorithm", None)
+    if algorithm is None:
+        return None
+    estimator._validate_params()  # the passes are computed from the parameters
+    if hasattr(X, "manifest") and hasattr(X, "schema"):  # a Dataset: sizes from its manifest
+        rows = X.num_rows("train") + (X.num_rows("valid") if "valid" in X.splits else 0)
+        features = len(X.schema.feature_columns)
+    else:
+        shape = getattr(X, "shape", None)
+        if shape is None or len(shape) != 2:
+            return None  # not a matrix: prepare_training says what is wrong with it
+        rows, features = int(shape[0]), int(shape[1])
+    return Work(algorithm, int(rows), max(1, int(features)), int(estimator._execution_passes()))
+
+
+@contextlib.contextmanager
+def execution_engine(estimator: Any, X: Any, engine: Any) -> Iterator[Any]:
+    """The engine to prepare ``estimator``'s fit on, after choosing where it runs.
+
+    The :class:`Plan` is stored as ``estimator._execution_plan``. For ``"in_process"`` this
+    yields a one-worker local engine (the calling process); otherwise ``engine`` unchanged.
+    An estimator without ``_execution_algorithm`` is not planned.
+    """
+    from shardlearn.engine import create_engine, get_engine
+
+    work = _work_of(estimator, X)
+    if work is None:
+        estimator._execution_plan = None
+        yield engine
+        return
+    requested = getattr(estimator, "execution", "auto")
+    plan = choose_execution(work, describe_machine(get_engine(engine)), requested)
+    estimator._execution_plan = plan
+    if plan.mode != "in_process":
+        yield engine
+        return
+    with create_engine("local", workers=1) as here:
+        yield here
+
+
+# ------------------------------------------------------------------ timings
+@dataclass
+class FitTimings:
+    """Seconds spent in each phase of one fit (see the module notes).
+
+    Phases nest exclusively, as a profiler's self time: a phase timed inside another (the
+    workers' reads inside training) is subtracted from the enclosing one, so the phases add up
+    to the fit's wall time instead of counting a second twice.
+    """
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    # Open phases, innermost last: [phase, started, seconds of its nested phases].
+    _open: list[list[Any]] = field(default_factory=list)
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Add ``seconds`` measured elsewhere (a worker's) to ``phase``, taking them out of the
+        enclosing phase."""
+        if phase not in self.seconds:
+            raise ValueError(f"Unknown fit phase {phase!r}; one of {', '.join(PHASES)}.")
+        self.seconds[phase] += float(seconds)
+        if self._open:
+            self._open[-1][2] += float(seconds)
+
+    def as_dict(self) -> dict[str, float]:
+        """``{phase: seconds}`` in :data:`PHASES` order; open phases count up to now."""
+        now = time.perf_counter()
+        out = dict(self.seconds)
+        for phase, started, nested in self._open:
+            out[phase] += max(0.0, now - started - nested)
+        # Nested open phases are inside their parents' spans: take them out once more.
+        for parent, child in zip(self._open, self._open[1:], strict=False):
+            out[parent[0]] -= max(0.0, now - child[1])
+        return {phase: round(max(0.0, value), 6) for phase, value in out.items()}
+
+    @contextlib.contextmanager
+    def phase(self, phase: str) -> Iterator[None]:
+        """Time the block as ``phase`` (minus the phases nested in it)."""
+        frame = [phase, time.perf_counter(), 0.0]
+        self._open.append(frame)
+        try:
+            yield
+        finally:
+            self._open.pop()
+            self.add(phase, time.perf_counter() - frame[1] - frame[2])
+            if self._open:  # the parent lost the nested phases' time too, not only our own
+                self._open[-1][2] += frame[2]
+
+
+_CURRENT: contextvars.ContextVar[FitTimings | None] = contextvars.ContextVar(
+    "shardlearn_fit_timings", default=None
+)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[FitTimings]:
+    """The current fit's timings: the enclosing recording's, or a new one for this block."""
+    current = _CURRENT.get()
+    if current is not None:
+        yield current
+        return
+    timings = FitTimings()
+    token = _CURRENT.set(timings)
+    try:
+        yield timings
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def timed(phase: str) -> Iterator[None]:
+    """Time the block as ``phase`` of the current recording (nothing outside a recording)."""
+    timings = _CURRENT.get()
+    if timings is None:
+        yield
+        return
+    with timings.phase(phase):
+        yield
+
+
+def add_time(phase: str, seconds: float) -> None:
+    """Add ``seconds`` measured elsewhere (a worker's) to ``phase`` of the current recording."""
+    timings = _CURRENT.get()
+    if timings is not None:
+        timings.add(phase, seconds)
