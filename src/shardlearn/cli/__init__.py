@@ -7,6 +7,7 @@ this module only assembles them and turns library errors into one-line messages 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
@@ -22,6 +23,33 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _installed_version() -> str:
+    """The installed distribution's version; the source tree's when run uninstalled."""
+    try:
+        return version("shardlearn")
+    except PackageNotFoundError:
+        from shardlearn import __version__
+
+        return __version__
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"shardlearn {_installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.",
+    ),
+) -> None:  # fmt: skip
+    """Distributed machine learning for large classification datasets."""
+
 
 # One module per command family; each exposes register(app).
 _COMMAND_MODULES = ("data", "serve", "models", "run", "evaluate", "train", "search")

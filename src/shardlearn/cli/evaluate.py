@@ -22,9 +22,10 @@ from rich.table import Table
 from shardlearn.cli._common import (
     AllowUnencryptedOption,
     AllowUnsignedOption,
-    console,
     err_console,
     fail,
+    labelled,
+    print_table,
 )
 
 _MODEL_HELP = "NAME@STAGE, NAME:VERSION, REGISTRY/NAME or an artifact directory."
@@ -53,7 +54,7 @@ def _warnings_as_lines() -> Iterator[None]:
         text = str(warning.message)
         if text not in seen:
             seen.add(text)
-            err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+            err_console.print(labelled("warning:", "yellow", text), highlight=False, soft_wrap=True)
 
 
 def _fmt(value: Any) -> str:
@@ -75,6 +76,7 @@ def _metrics_table(report: Any) -> Table:
     ap_note = "exact" if m["pr_auc_error_bound"] == 0 else f"± {m['pr_auc_error_bound']:.1e}"
     if len(report.classes) > 2:
         auc_note, ap_note = f"macro one-vs-rest, {auc_note}", f"macro one-vs-rest, {ap_note}"
+    score_note = _score_note(report)
     rows = [
         ("accuracy", m["accuracy"], f"95% CI {_fmt(low)} – {_fmt(high)}"),
         ("balanced accuracy", m["balanced_accuracy"], ""),
@@ -83,15 +85,27 @@ def _metrics_table(report: Any) -> Table:
         ("recall macro", m["recall_macro"], ""),
         ("ROC-AUC", m["roc_auc"], auc_note),
         ("PR-AUC", m["pr_auc"], ap_note),
-        ("log loss", m["log_loss"], ""),
-        ("Brier score", m["brier"], ""),
-        ("calibration error", m["expected_calibration_error"], "top label"),
+        ("log loss", m["log_loss"], score_note),
+        ("Brier score", m["brier"], score_note),
+        (
+            "calibration error",
+            m["expected_calibration_error"],
+            "; ".join(filter(None, ("top label", score_note))),
+        ),
         ("Cohen's kappa", m["cohen_kappa"], ""),
         ("MCC", m["mcc"], ""),
     ]
     for name, value, note in rows:
         table.add_row(name, _fmt(value), note)
     return table
+
+
+def _score_note(report: Any) -> str:
+    """Why a margin model's log loss, Brier and calibration are not of probabilities."""
+    if not str(report.evaluation.get("scores", "")).startswith("decision_function"):
+        return ""
+    squash = "softmax" if len(report.classes) > 2 else "sigmoid"
+    return f"{squash} of margins, not probabilities"
 
 
 def _class_table(report: Any) -> Table:
@@ -117,7 +131,7 @@ def _write_json(data: dict[str, Any], target: str) -> None:
         typer.echo(text)
     else:
         Path(target).write_text(text + "\n")
-        err_console.print(f"metrics written to {target}", highlight=False)
+        err_console.print(f"metrics written to {target}", highlight=False, markup=False)
 
 
 def _final_step(model: Any) -> Any:
@@ -222,11 +236,11 @@ def evaluate_command(
     )  # fmt: skip
     report = reports[0]
     if json_path != "-":
-        console.print(_metrics_table(report))
-        console.print(_class_table(report))
+        print_table(_metrics_table(report))
+        print_table(_class_table(report))
     if report_path is not None:
         report.to_html(report_path)
-        err_console.print(f"report written to {report_path}", highlight=False)
+        err_console.print(f"report written to {report_path}", highlight=False, markup=False)
     if json_path is not None:
         _write_json(report.to_dict(), json_path)
 
@@ -285,8 +299,8 @@ def _evaluate_clustering(
         )  # fmt: skip
     report.model.setdefault("name", reference)
     if json_path != "-":
-        console.print(_clustering_table(reference, report))
-        console.print(_sizes_table(report))
+        print_table(_clustering_table(reference, report))
+        print_table(_sizes_table(report))
     if json_path is not None:
         _write_json(report.to_dict(), json_path)
 
@@ -335,13 +349,13 @@ def compare_command(
             table.add_column(column, justify="left" if column == "model" else "right")
         for row in board.rows:
             table.add_row(str(row["rank"]), row["model"], *(_fmt(row[m]) for m in LEADERBOARD))
-        console.print(table)
+        print_table(table)
     if plot_path is not None:
         plot_path.write_bytes(board.plot_png())
-        err_console.print(f"plot written to {plot_path}", highlight=False)
+        err_console.print(f"plot written to {plot_path}", highlight=False, markup=False)
     if report_path is not None:
         board.to_html(report_path)
-        err_console.print(f"report written to {report_path}", highlight=False)
+        err_console.print(f"report written to {report_path}", highlight=False, markup=False)
     if json_path is not None:
         _write_json(board.to_dict(), json_path)
 

@@ -1,7 +1,13 @@
-"""``shardlearn models ...`` (the registry) and ``shardlearn predict`` (batch prediction)."""
+"""``shardlearn models ...`` (the registry) and ``shardlearn predict`` (batch prediction).
+
+``models list`` and ``models show`` name a Pipeline by its steps, e.g.
+``Pipeline(PCA, LogisticRegression)``: ``list`` reads them from the parameters the registry
+index records (no artifact is opened), ``show`` from the artifact itself.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -11,7 +17,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from shardlearn.cli._common import AllowUnencryptedOption, AllowUnsignedOption, console, fail
+from shardlearn.cli._common import (
+    AllowUnencryptedOption,
+    AllowUnsignedOption,
+    console,
+    fail,
+    labelled,
+    print_table,
+)
 
 _REGISTRY_HELP = "Model registry directory (env SHARDLEARN_MODELS)."
 
@@ -47,6 +60,50 @@ def _metric_text(metrics: dict[str, Any] | None) -> str:
     return ", ".join(shown[:4])
 
 
+# A step list longer than this is not parsed (the index is untrusted input).
+_MAX_STEPS_TEXT = 2000
+
+
+def _step_names(recorded: Any) -> list[str]:
+    """Class names of the middle steps recorded as ``repr`` of a tuple, ``"(PCA(...),)"``.
+
+    Parsed with :func:`ast.parse` (never evaluated); anything else gives no names.
+    """
+    if not isinstance(recorded, str) or len(recorded) > _MAX_STEPS_TEXT:
+        return []
+    try:
+        tree = ast.parse(recorded, mode="eval").body
+    except SyntaxError:
+        return []
+    calls = tree.elts if isinstance(tree, ast.Tuple | ast.List) else [tree]
+    return [
+        call.func.id
+        for call in calls
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+    ]
+
+
+def _type_text(model_type: str, params: Any) -> str:
+    """``Pipeline(PCA, LogisticRegression)`` for a Pipeline whose params name its steps."""
+    if model_type != "Pipeline" or not isinstance(params, dict):
+        return model_type
+    final = params.get("estimator")
+    if not isinstance(final, str):
+        return model_type
+    return f"Pipeline({', '.join([*_step_names(params.get('transformers')), final])})"
+
+
+def _pipeline_steps(artifact: Any) -> str:
+    """The artifact's type with its steps, e.g. ``Pipeline(PCA, LogisticRegression)``."""
+    model = artifact.meta.get("model") or {}
+    meta = model.get("meta") or {}
+    if artifact.model_type != "Pipeline" or not isinstance(meta.get("estimator"), dict):
+        return artifact.model_type
+    steps = [*(meta.get("transformers") or []), meta["estimator"]]
+    names = [str(step.get("type")) for step in steps if isinstance(step, dict)]
+    return f"Pipeline({', '.join(names)})"
+
+
 @models_app.command("list")
 def list_models(
     name: str | None = typer.Argument(None, help="Only this model's versions."),
@@ -65,7 +122,8 @@ def list_models(
         return
     if not versions:
         console.print(
-            f"No models in {registry}. Register one with `shardlearn train ... --register NAME`."
+            f"No models in {registry}. Register one with `shardlearn train ... --register NAME`.",
+            markup=False,
         )
         return
     show_flags = any(mv.signed or mv.encrypted for mv in versions)
@@ -74,7 +132,8 @@ def list_models(
         table.add_column("integrity")
     for mv in versions:
         row = [
-            mv.name, str(mv.version), mv.stage or "", mv.model_type,
+            mv.name, str(mv.version), mv.stage or "",
+            _type_text(mv.model_type, (mv.lineage or {}).get("params")),
             mv.created_at[:16].replace("T", " "), _metric_text(mv.metrics),
         ]  # fmt: skip
         if show_flags:
@@ -82,7 +141,7 @@ def list_models(
                 "+".join(f for f, on in (("signed", mv.signed), ("enc", mv.encrypted)) if on)
             )
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
 
 
 def _read(ref: str, registry: Path) -> tuple[Any, Any]:
@@ -108,6 +167,7 @@ def show(
     mv, artifact = _read(ref, registry)
     info = {
         **(mv.to_dict() if mv else {"path": str(artifact.path)}),
+        "model": _pipeline_steps(artifact),
         "model_type": artifact.model_type,
         "classes": artifact.classes,
         "input_columns": [c["name"] for c in (artifact.input_schema or {}).get("columns", [])],
@@ -130,21 +190,20 @@ def show(
         if key in ("lineage", "files", "library_versions") and isinstance(value, dict):
             value = json.dumps(value, default=str)
         table.add_row(key, "" if value is None else str(value))
-    console.print(table)
+    print_table(table)
     if importances:
         ranked = Table("feature", "gain", "splits", title=f"top {len(importances)} features")
         for row in importances:
             ranked.add_row(row["feature"], f"{row['gain']:.4f}", f"{row['splits']:.0f}")
-        console.print(ranked)
+        print_table(ranked)
 
 
 def _top_importances(artifact: Any, top: int = 15) -> list[dict[str, Any]] | None:
     """The tree model's features ranked by gain (None for models without importances)."""
     model = artifact.to_model()
-    estimator = getattr(model, "estimator", model)
-    if not hasattr(estimator, "importances"):
+    if not hasattr(model, "importances"):  # a Pipeline has it when its final step has
         return None
-    scores = estimator.importances()
+    scores = model.importances()
     ranked = sorted(scores["gain"], key=lambda name: -scores["gain"][name])[:top]
     return [
         {"feature": name, "gain": scores["gain"][name], "splits": scores["split"][name]}
@@ -169,7 +228,7 @@ def promote(
     from shardlearn.registry import Registry
 
     mv = Registry(registry).promote(name, version, stage, archive_existing=not keep_production)
-    console.print(f"{mv.ref} is now in {mv.stage}")
+    console.print(f"{mv.ref} is now in {mv.stage}", markup=False)
 
 
 @models_app.command("verify")
@@ -186,20 +245,20 @@ def verify(
     if ref is not None and is_artifact(ref):
         artifact = read_verified(ref)
         state = "signature ok" if artifact.signature_verified else "hashes ok (not signed)"
-        console.print(f"{ref}: {state}")
+        console.print(f"{ref}: {state}", markup=False)
         return
     results = Registry(registry).verify(ref)
     failures = 0
     for mv, error in results:
         if error is None:
             state = "signature ok" if mv.signed else "hashes ok (unsigned)"
-            console.print(f"[green]ok[/]    {mv.ref}  {state}", highlight=False)
+            console.print(labelled("ok  ", "green", f"{mv.ref}  {state}"), highlight=False)
         else:
             failures += 1
-            console.print(f"[red]FAIL[/]  {mv.ref}  {error}", highlight=False)
+            console.print(labelled("FAIL", "red", f"{mv.ref}  {error}"), highlight=False)
     if failures:
         raise fail(f"{failures} of {len(results)} artifacts failed verification")
-    console.print(f"{len(results)} artifacts verified")
+    console.print(f"{len(results)} artifacts verified", markup=False)
 
 
 @models_app.command("delete")
@@ -220,7 +279,7 @@ def delete(
     if not yes and not typer.confirm(f"Delete {what}?"):
         raise typer.Exit(1)
     deleted = Registry(registry).delete(name, version, force=force)
-    console.print(f"Deleted {name} version(s) {', '.join(map(str, deleted))}")
+    console.print(f"Deleted {name} version(s) {', '.join(map(str, deleted))}", markup=False)
 
 
 @models_app.command("register")
@@ -237,7 +296,7 @@ def register_artifact(
     from shardlearn.registry import Registry
 
     mv = Registry(registry).add_artifact(path, name, stage=stage)
-    console.print(f"Registered {mv.ref}" + (f" ({mv.stage})" if mv.stage else ""))
+    console.print(f"Registered {mv.ref}" + (f" ({mv.stage})" if mv.stage else ""), markup=False)
 
 
 @models_app.command("export")
@@ -259,14 +318,14 @@ def export(
         if out.exists():
             raise fail(f"{out} already exists")
         shutil.copytree(artifact.path, out)
-        console.print(f"Copied {artifact.path} to {out}")
+        console.print(f"Copied {artifact.path} to {out}", markup=False)
         return
     if format != "onnx":
         raise fail(f"unknown export format {format!r}: choose onnx or artifact")
     from shardlearn.registry.onnx import export_onnx
 
     export_onnx(artifact.to_model(), out, estimator_only=estimator_only)
-    console.print(f"Wrote {out}")
+    console.print(f"Wrote {out}", markup=False)
 
 
 @models_app.command("keygen")
@@ -306,6 +365,7 @@ def keygen(
         f"Wrote {private_path} (private, signs: {crypto.PRIVATE_KEY_FILE_ENV}) and "
         f"{public_path} (public, verifies: {crypto.PUBLIC_KEY_FILE_ENV})",
         highlight=False,
+        markup=False,
     )
 
 

@@ -8,8 +8,15 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from shardlearn.cli._common import EngineOption, WorkersOption, console, engine_context
+from shardlearn.cli._common import (
+    EngineOption,
+    WorkersOption,
+    console,
+    engine_context,
+    print_table,
+)
 from shardlearn.exceptions import SpecError
 
 LEADERBOARD_COLUMNS = ("roc_auc", "accuracy", "f1_macro", "log_loss")
@@ -54,9 +61,11 @@ def run(
     spec = load_spec(spec_path, _overrides(set_))
     with engine_context(engine or spec.engine, workers or spec.workers) as eng:
         console.print(
-            f"Running [bold]{spec.name}[/] ({len(spec.stages)} stages) on the {eng.name} engine "
-            f"with {eng.n_workers} workers; output in {spec.workdir}"
-        )
+            Text.assemble(
+                "Running ", (spec.name, "bold"), f" ({len(spec.stages)} stages) on the "
+                f"{eng.name} engine with {eng.n_workers} workers; output in {spec.workdir}",
+            )
+        )  # fmt: skip
         result = run_pipeline(spec, resume=resume, engine=eng, progress=True)
     print_summary(result)
     if json_out is not None:
@@ -74,18 +83,21 @@ def print_summary(result: Any) -> None:
         shown = {k: v for k, v in outcome.items() if k not in ("leaderboard",)}
         reused = " (cached)" if name in result.cached else ""
         table.add_row(name, stage.type + reused, _short(shown))
-    console.print(table)
+    print_table(table)
     for outcome in result.results.values():
         if "leaderboard" in outcome:
             _leaderboard(outcome)
     for outcome in result.results.values():
         if "reference" in outcome:
             console.print(
-                f"Registered [bold]{outcome['reference']}[/] in {outcome['registry']}. Serve it:\n"
-                f"  shardlearn serve token create --registry {outcome['registry']}\n"
-                f"  shardlearn serve --registry {outcome['registry']} "
-                f"--model {outcome['reference'].split(':')[0]}"
-            )
+                Text.assemble(
+                    "Registered ", (outcome["reference"], "bold"),
+                    f" in {outcome['registry']}. Serve it:\n"
+                    f"  shardlearn serve token create --registry {outcome['registry']}\n"
+                    f"  shardlearn serve --registry {outcome['registry']} "
+                    f"--model {outcome['reference'].split(':')[0]}",
+                )
+            )  # fmt: skip
 
 
 def _short(values: dict[str, Any]) -> str:
@@ -110,7 +122,7 @@ def _leaderboard(outcome: dict[str, Any]) -> None:
     for row in rows:
         cells = [f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
         table.add_row(str(row["rank"]), str(row["model"]), *cells)
-    console.print(table)
+    print_table(table)
 
 
 def graph(
@@ -127,7 +139,7 @@ def graph(
 
     drawn = draw(load_spec(spec_path, _overrides(set_)), fmt, out)
     if isinstance(drawn, Path):
-        console.print(f"Wrote {drawn}")
+        console.print(f"Wrote {drawn}", markup=False)
     elif out is not None:
         out.write_text(drawn)
     else:

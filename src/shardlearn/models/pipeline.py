@@ -20,18 +20,21 @@ context, and must get the projected features too. The price is one more read of 
 
 The final estimator may also be a :class:`~shardlearn.models.KMeans` (``predict`` gives cluster
 ids) or a :class:`~shardlearn.models.PCA` (``transform`` gives projections, no ``predict``).
-``predict(table)`` and friends apply every step locally.
+``predict(table)`` and friends apply every step locally. Like scikit-learn's ``Pipeline``,
+``named_steps`` names every step and the final step's extra methods (``importances()`` of a
+forest or booster) are the Pipeline's own, present only when that step has them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.utils import get_tags
+from sklearn.utils import Bunch, get_tags
 
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import ArtifactError, DataError, NotFittedError
@@ -165,6 +168,10 @@ class Pipeline(BaseEstimator):
     ----------
     classes_ : ndarray
         The classifier's classes (absent when the final step is KMeans or PCA).
+    named_steps : Bunch
+        Every step by name, as scikit-learn's ``Pipeline.named_steps``: ``"preprocessor"``,
+        then each step's lower-cased class name (``"pca"``, ``"logisticregression"``), numbered
+        ``"pca-1"``, ``"pca-2"`` when a name repeats.
 
     Examples
     --------
@@ -194,6 +201,19 @@ class Pipeline(BaseEstimator):
         self.preprocessor = preprocessor
         self.transformers = tuple(transformers)
         self.estimator = estimator
+
+    @property
+    def named_steps(self) -> Bunch:
+        """Every step by name (see the class docstring); ``model.named_steps.pca``."""
+        steps = [*self.transformers, self.estimator]
+        names = [type(step).__name__.lower() for step in steps]
+        total = Counter(["preprocessor", *names])
+        seen: Counter[str] = Counter()
+        for index, name in enumerate(names):
+            if total[name] > 1:  # scikit-learn's make_pipeline numbering: pca-1, pca-2
+                seen[name] += 1
+                names[index] = f"{name}-{seen[name]}"
+        return Bunch(preprocessor=self.preprocessor, **dict(zip(names, steps, strict=True)))
 
     @property
     def _estimator_type(self) -> str:
@@ -380,6 +400,23 @@ class Pipeline(BaseEstimator):
     def transform(self, data: Any) -> np.ndarray:
         """The final step's ``transform``: PCA projections, or KMeans distances to centres."""
         return self.estimator.transform(self.transform_features(data))
+
+    @_if_final_has("only tree models (forests, gradient boosting) have importances().")
+    def importances(self) -> dict[str, dict[str, float]]:
+        """The final step's feature importances, by feature name.
+
+        The names are those of the features the final step was trained on: the preprocessed
+        features (``age``, ``workclass=Private``, ...), or the last middle step's outputs
+        (``pca0``, ...) when there are middle steps.
+
+        Returns
+        -------
+        dict
+            ``{"gain": {feature: importance}, "split": {feature: number of splits}}``, as the
+            final step's ``importances()``.
+        """
+        self._check_fitted()
+        return self.estimator.importances()
 
     def score(self, data: Any, y: Any = None) -> float:
         """Accuracy on raw records (classifiers); the final step's ``score`` otherwise."""
