@@ -41,7 +41,7 @@ def test_search_command_writes_results_and_registers(capsys, split_dataset, tmp_
     code, output = _run(capsys, *args)
     assert code == 0, output
     summary = json.loads(output)
-    assert summary["registered"] == "best@1"
+    assert summary["registered"] == "best:1"
     assert {row["model"] for row in summary["leaderboard"]} == {"logistic", "gaussian_nb"}
     assert 0.5 < summary["test_metrics"]["roc_auc"] <= 1
     table = pq.read_table(out / "leaderboard.parquet")

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from shardlearn.cli._common import console
 
@@ -21,26 +19,6 @@ EXAMPLE = (
     "Example: shardlearn search data/adult --model xgboost --model logistic --space space.yaml "
     "--strategy asha --trials 50 --cv 5 --metric roc_auc --time-budget 10m --out runs/adult"
 )
-_SHOWN_ROWS = 10
-
-
-def _short(params: dict[str, Any]) -> str:
-    items = params.items()
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
-
-
-def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "") -> Table:
-    """The top rows of a leaderboard as a rich table."""
-    table = Table(title=title or f"search leaderboard ({metric})", title_justify="left")
-    for column in ("#", "trial", "model", "rung", metric, "± std", "seconds", "params"):
-        table.add_column(column, justify="left" if column in ("model", "params") else "right")
-    for row in rows[:_SHOWN_ROWS]:
-        score = "failed" if row["status"] != "ok" else f"{row['score']:.4f}"
-        std = "" if row["score_std"] is None else f"{row['score_std']:.4f}"
-        params = row["error"] if row["status"] != "ok" else _short(row["params"])
-        table.add_row(str(row["rank"]), row["trial"], row["model"], str(row["rung"]), score, std,
-                      f"{row['seconds']:.1f}", params)  # fmt: skip
-    return table
 
 
 def search(
@@ -71,29 +49,19 @@ def search(
     Example: shardlearn search data/adult --model xgboost --space space.yaml --strategy asha
     --trials 50 --cv 5 --metric roc_auc --out runs/adult
     """
-    from shardlearn.engine import engine, engine_from_cli
+    from shardlearn.engine import engine, engine_from_cli, show_progress
     from shardlearn.preprocess import read_spec
-    from shardlearn.search import load_space
+    from shardlearn.search import leaderboard_table, load_space
     from shardlearn.search import search as run_search
 
     space_dict = load_space(space) if space is not None else {}
     spec = None if preprocess is None else read_spec(preprocess)
-    # Started on the first finished wave, so a bad argument prints only its error.
-    live = Live(console=console, auto_refresh=False)
-
-    def show(rows: list[dict[str, Any]]) -> None:
-        if not live.is_started:
-            live.start()
-        live.update(leaderboard_table(rows, metric), refresh=True)
-
     with engine(engine_from_cli(engine_spec, workers)) as eng:
-        try:
-            result = run_search(dataset, model, space_dict, strategy=strategy, trials=trials,
-                                cv=cv, metric=metric, engine=eng, out=out, budget=budget,
-                                time_budget=time_budget, seed=seed, preprocess=spec,
-                                callback=None if as_json else show)  # fmt: skip
-        finally:
-            live.stop()
+        # The search draws its live leaderboard on a terminal and prints the final one once.
+        result = run_search(dataset, model, space_dict, strategy=strategy, trials=trials,
+                            cv=cv, metric=metric, engine=eng, out=out, budget=budget,
+                            time_budget=time_budget, seed=seed, preprocess=spec,
+                            verbose=0 if as_json else 1)  # fmt: skip
     summary = result.to_dict()
     if register_name and result.best_model is not None:
         from shardlearn.registry import Registry
@@ -102,15 +70,21 @@ def search(
             result.best_model, register_name, metrics=result.test_metrics,
             lineage={"dataset": dataset, "search": str(out)},
         )  # fmt: skip
-        summary["registered"] = f"{register_name}@{version.version}"
+        # The NAME:VERSION form every command that takes a model reference accepts.
+        summary["registered"] = version.ref
     if as_json:
         console.print_json(json.dumps(summary, default=str))
         return
+    if not show_progress(1):
+        # No live view was drawn (a pipe, a log): the leaderboard is printed here, once.
+        console.print(leaderboard_table(summary["leaderboard"], metric))
     _print_summary(summary, metric)
 
 
 def _print_summary(summary: dict[str, Any], metric: str) -> None:
     console.print()
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}", markup=False)
     if summary["best_params"] is None:
         console.print("[bold red]every trial failed[/]; see the errors in the leaderboard.")
         return

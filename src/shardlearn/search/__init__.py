@@ -14,6 +14,7 @@ or epochs its trials selected (``SearchResult.refit_params``).
 
 from __future__ import annotations
 
+from shardlearn.search._progress import leaderboard_table
 from shardlearn.search._search import SearchResult, parse_duration, search
 from shardlearn.search.cv import (
     fold_assignment,
@@ -43,6 +44,7 @@ __all__ = [
     "fold_assignment",
     "fold_views",
     "holdout_view",
+    "leaderboard_table",
     "load_space",
     "loguniform",
     "parse_duration",

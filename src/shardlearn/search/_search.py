@@ -1,14 +1,22 @@
-"""The search driver: strategy waves -> task graphs -> leaderboard -> refit of the best.
+"""The search driver: a slot per core kept busy, a leaderboard, and a refit of the best.
 
-Each wave a strategy hands out becomes one :class:`~shardlearn.engine.TaskGraph` whose nodes
-are trials (:func:`~shardlearn.search._trial.run_trial`), each requesting one CPU, so the
-scheduler runs as many at once as the engine has room for, higher priorities (promoted ASHA
-rungs) first. With an ``out`` directory the graph's result cache lives in ``out/cache``: an
-interrupted search, started again with the same arguments, loads every finished trial from it
-instead of running it, and the strategies (all deterministic given their seed and the results)
-walk the same path. ``out`` also holds ``search.json`` (the settings, checked on resume),
-``log.jsonl`` (per wave: trials started and loaded from cache), ``leaderboard.parquet`` /
-``.csv``, ``result.json`` and the refitted best model (``best_model/``).
+The driver asks the strategy for a trial whenever a slot is free and starts it at once
+(:class:`~shardlearn.search._runner.TrialRunner`): there are no waves, so one slow trial holds
+only its own slot. Small data gets one slot per CPU of the engine, each trial fitting in one
+warm process; large data one slot, each trial using every worker
+(:func:`~shardlearn.search._runner.placement`). Preprocessing is fitted once per fold and
+reused by every trial (:class:`~shardlearn.search._runner.FoldPreprocessors`). Results are
+told to the strategy in the order trials finish, except TPE, which sees them in trial order
+(:mod:`shardlearn.search.strategies`), so grid, random, halving and TPE give one leaderboard
+per seed whatever the number of cores or the timing.
+
+Each trial is a one-node :class:`~shardlearn.engine.TaskGraph`. With an ``out`` directory the
+graph's result cache lives in ``out/cache``: an interrupted search, started again with the same
+arguments, loads every finished trial from it instead of running it, and the strategies (all
+deterministic given their seed and the results) walk the same path. ``out`` also holds
+``search.json`` (the settings, checked on resume), ``log.jsonl`` (one line per finished trial:
+started or loaded from the cache), ``leaderboard.parquet`` / ``.csv``, ``result.json`` and the
+refitted best model (``best_model/``).
 
 Selection does not leak: a trial's early stopping watches an inner split of its training shards,
 never the rows it is scored on (:mod:`shardlearn.search.cv`), and records the rounds or epochs
@@ -16,6 +24,10 @@ it kept (its ``early_stopping`` field). The best configuration is refitted on tr
 with early stopping off and its budget parameter set to the rounds the trial selected, so the
 refitted model trains as long as the models that were scored; ``SearchResult.refit_params``
 (``refit_params`` in ``result.json``) shows what it was trained with.
+
+Promotions of halving and ASHA refit from scratch with the larger budget: no estimator offers
+continuing a fitted model through its public interface yet (boosting would continue the same
+booster, MLP the same weights), and each trial result says so (``warm_start``).
 """
 
 from __future__ import annotations
@@ -24,13 +36,17 @@ import json
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shardlearn.engine import Resources, TaskGraph, get_engine
+from shardlearn.engine import create_engine, get_engine, show_progress
+from shardlearn.engine import engine as use_engine
 from shardlearn.exceptions import SpecError
-from shardlearn.search._trial import LOWER_IS_BETTER, budget_param, run_trial
+from shardlearn.search._progress import SearchProgress
+from shardlearn.search._runner import FoldPreprocessors, TrialRunner, placement, trial_key
+from shardlearn.search._trial import LOWER_IS_BETTER, ONE_PROCESS, budget_param
 from shardlearn.search.space import ModelSpace, parse_space
 from shardlearn.search.strategies import make_strategy
 
@@ -62,6 +78,11 @@ class SearchResult:
         The refitted model's metrics on the test split (empty without one).
     model_path : str or None
         Where the refitted model was saved (``out/best_model``).
+    notes : list of str
+        What the search ignored and why (a space block for a model not searched).
+    preprocessor_fits : int
+        Preprocessors fitted for the trials: one per fold (per preprocessing profile), however
+        many trials ran.
     """
 
     leaderboard: list[dict[str, Any]]
@@ -75,6 +96,8 @@ class SearchResult:
     test_metrics: dict[str, Any] = field(default_factory=dict)
     model_path: str | None = None
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    preprocessor_fits: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary (``model`` is the saved artifact path)."""
@@ -88,6 +111,7 @@ class SearchResult:
             "test_metrics": self.test_metrics,
             "leaderboard": self.leaderboard,
             "seconds": round(self.seconds, 3),
+            "notes": self.notes,
         }
         # Metric values may be numpy scalars or arrays: make the summary plain JSON.
         return json.loads(json.dumps(summary, default=_plain_json))
@@ -180,10 +204,12 @@ class _Output:
     def cache_dir(self) -> Path | None:
         return None if self.root is None else self.root / "cache"
 
-    def log(self, wave: int, report: Any) -> None:
+    def log(self, key: str, cached: bool, seconds: float | None) -> None:
+        """One line per finished trial: its key under ``started`` or ``cached``."""
         if self.root is None:
             return
-        entry = {"wave": wave, "started": report.started, "cached": report.cached}
+        entry = {"trial": key, "started": [] if cached else [key],
+                 "cached": [key] if cached else [], "seconds": seconds}  # fmt: skip
         with open(self.root / "log.jsonl", "a") as stream:
             stream.write(json.dumps(entry) + "\n")
 
@@ -205,20 +231,6 @@ class _Output:
         pcsv.write_csv(table, self.root / "leaderboard.csv")
         if summary is not None:
             (self.root / "result.json").write_text(json.dumps(summary, indent=2))
-
-
-def _run_wave(
-    eng: Any, wave: list[dict[str, Any]], context: dict, objective: Any, output: _Output, n: int
-) -> list[dict[str, Any]]:
-    graph = TaskGraph()
-    for spec in wave:
-        priority = spec.pop("priority", 0)
-        key = f"{spec['trial']}-r{spec['rung']}"
-        graph.add(key, run_trial, context, spec, objective, priority=priority,
-                  resources=Resources(cpus=1))  # fmt: skip
-    results = graph.run(eng, cache_dir=output.cache_dir, progress=False)
-    output.log(n, graph.last_run)
-    return [results[key] for key in graph.tasks]
 
 
 def _refit(
@@ -270,6 +282,7 @@ def search(
     refit: bool = True,
     callback: Callable[[list[dict[str, Any]]], None] | None = None,
     preprocess: dict[str, Any] | None = None,
+    verbose: bool | int = True,
 ) -> SearchResult:
     """Search hyperparameters, each trial a task-graph node, scored by shard-level CV.
 
@@ -292,11 +305,13 @@ def search(
     metric : str, default "roc_auc"
         A metric of :func:`shardlearn.metrics.evaluate` (log_loss and brier are minimised).
     engine : Engine or str, optional
-        Where trials run, one CPU each, concurrently as capacity allows.
+        Where trials run. On small data (up to ``SMALL_CELLS`` raw training cells) one trial
+        per CPU of the engine at once, each in one warm process; on larger data one trial at
+        a time on every worker.
     out : path, optional
         Results (Parquet, CSV, JSON), the refitted model and the resumable trial cache.
     time_budget : float or str, optional
-        Start no new wave of trials after this long (``"10m"``).
+        Start no new trial after this long (``"10m"``); running trials finish.
     seed : int
     objective : callable, optional
         ``objective(params, budget_fraction) -> float`` to maximise instead of a model
@@ -311,11 +326,14 @@ def search(
         stopped early in its trials is refitted with early stopping off and the rounds or
         epochs its trials selected (``SearchResult.refit_params``).
     callback : callable, optional
-        Called with the leaderboard after every wave (live displays).
+        Called with the leaderboard after every finished trial.
+    verbose : bool or int, default True
+        Draw the live leaderboard on stderr when it is a terminal (0: never), and print the
+        final leaderboard once.
     preprocess : dict, optional
         A preprocessing spec (:meth:`Preprocessor.from_spec`, e.g. from
         :func:`shardlearn.preprocess.read_spec`) for every trial and the refit; default
-        ``Preprocessor.auto`` with each model's defaults.
+        ``Preprocessor.auto`` with each model's defaults. Fitted once per fold.
 
     Returns
     -------
@@ -336,7 +354,8 @@ def search(
         raise SpecError("search needs a dataset to fit the models on.")
     if objective is None and metric in ("", None):
         raise SpecError("search needs a metric, e.g. metric='roc_auc'.")
-    spaces = parse_space(space, names if objective is None else None)
+    notes: list[str] = []
+    spaces = parse_space(space, names if objective is None else None, notes=notes)
     deadline = parse_duration(time_budget)
     key = _score_key(metric)
     plan = make_strategy(strategy, spaces, trials, seed, key, eta, rungs)
@@ -355,34 +374,64 @@ def search(
     context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
                "preprocess": preprocess}  # fmt: skip
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
-                         seed=seed, budget=budget, eta=eta, rungs=rungs,
-                         objective=None if objective is None else repr(objective),
-                         # only when set: an earlier search's out directory still resumes
-                         **({} if preprocess is None else {"preprocess": preprocess}))  # fmt: skip
+                         seed=seed, budget=budget, eta=eta, rungs=rungs, preprocess=preprocess,
+                         objective=None if objective is None else repr(objective))  # fmt: skip
     output = _Output(out, settings)
     eng = get_engine(engine)
-    slots = max(1, int(eng.capacity.cpus))
-    # One graph for a fixed candidate list; waves only when something must happen in between.
-    fixed = strategy in ("grid", "random") and deadline is None and callback is None
+    where, slots = placement(dataset if objective is None else None, eng)
+    context["placement"] = where
+    display = SearchProgress(metric, plan.total, enabled=show_progress(verbose))
+    # Small data: preprocessing is fitted in this process; large data: on every worker.
+    fit_engine = create_engine("local", workers=1) if where == ONE_PROCESS else eng
+    prepared = None if objective is not None else FoldPreprocessors(dataset, context, fit_engine)
+    runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots)
+    with use_engine(eng), display:
+        try:
+            results = _drive(plan, runner, slots, deadline, started, full, output, key,
+                             display, callback)  # fmt: skip
+        finally:
+            runner.close()
+            if fit_engine is not eng:
+                fit_engine.close()
+        display.finish(_leaderboard(results, key))
+    result = _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output,
+                     started, preprocess)  # fmt: skip
+    result.notes = notes
+    result.preprocessor_fits = 0 if prepared is None else prepared.fits
+    return result
+
+
+def _drive(plan, runner, slots, deadline, started, full, output, key, display, callback):
+    """Keep every slot busy until the strategy has nothing more; the results, as finished."""
     results: list[dict[str, Any]] = []
-    wave_number = 0
+    running: dict[Any, dict[str, Any]] = {}
+    cached = 0
     while True:
-        if wave_number and deadline is not None and time.perf_counter() - started > deadline:
-            break  # the first wave always runs, so a search always has a result
-        wave = plan.next_wave(None if fixed else slots * (1 if strategy == "tpe" else 2))
-        if not wave:
-            break
-        for spec in wave:
+        expired = deadline is not None and results and time.perf_counter() - started > deadline
+        while len(running) < slots and not expired:
+            spec = plan.ask()
+            if spec is None:
+                break
+            spec.pop("priority", None)
             if spec.get("budget") is not None and full.get(spec["model"]) is not None:
                 spec["budget_value"] = max(1, round(spec["budget"] * full[spec["model"]]))
-        done = _run_wave(eng, wave, context, objective, output, wave_number)
-        wave_number += 1
-        plan.tell(done)
-        results.extend(done)
+            running[runner.start(spec)] = spec
+        if not running:
+            return results
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        # Several at once: in trial order, so what the strategy is told does not depend on
+        # which thread noticed first.
+        for future in sorted(done, key=lambda f: trial_key(running[f])):
+            running.pop(future)
+            result, from_cache = future.result()
+            cached += from_cache
+            output.log(trial_key(result), from_cache, result.get("seconds"))
+            plan.tell(result)
+            results.append(result)
+        board = _leaderboard(results, key)
+        display.update(board, len(running), cached)
         if callback is not None:
-            callback(_leaderboard(results, key))
-    return _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output,
-                   started, preprocess)  # fmt: skip
+            callback(board)
 
 
 def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

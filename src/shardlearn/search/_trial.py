@@ -21,6 +21,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,20 @@ from shardlearn.search._stopping import (
     stopping_rule,
 )
 
-__all__ = ["LOWER_IS_BETTER", "budget_param", "run_trial"]
+__all__ = [
+    "ALL_WORKERS",
+    "LOWER_IS_BETTER",
+    "ONE_PROCESS",
+    "TrialPlan",
+    "budget_param",
+    "fold_preprocessor",
+    "run_trial",
+    "trial_plan",
+]
+
+#: Where a trial's fits run (``context["placement"]``): in the one process that runs the
+#: trial (small data: one trial per core), or on every worker of the current engine.
+ONE_PROCESS, ALL_WORKERS = "one-process", "all-workers"
 
 #: Distinct warning messages kept per trial.
 MAX_WARNINGS = 5
@@ -83,68 +97,138 @@ def _trial_params(context: dict[str, Any], spec: dict[str, Any]) -> tuple[dict, 
     return params, fraction
 
 
-def _fit_views(
-    views: list[Any], rule: StoppingRule | None, seed: int, params: dict[str, Any]
-) -> tuple[list[Any], dict[str, Any] | None]:
-    """Each fold's trainer view, and the start of the trial's early-stopping record.
+@dataclass
+class TrialPlan:
+    """What one trial fits and scores: the same on the driver and wherever the trial runs.
+
+    Attributes
+    ----------
+    params : dict
+        The estimator parameters (budget applied; early stopping off when no fold can watch
+        an inner split).
+    views : list of Dataset
+        Per fold: the fold view (its ``valid`` split is what is scored).
+    fit_views : list of Dataset
+        Per fold: what the trainer is given (:func:`~shardlearn.search.cv.trainer_view`).
+    rule : StoppingRule or None
+    record : dict or None
+        The start of the early-stopping record (see :func:`run_trial`).
+    """
+
+    params: dict[str, Any]
+    views: list[Any]
+    fit_views: list[Any]
+    rule: StoppingRule | None
+    record: dict[str, Any] | None
+
+
+def trial_plan(dataset: Any, context: dict[str, Any], spec: dict[str, Any]) -> TrialPlan:
+    """The folds, trainer views and parameters of the trial ``spec`` (deterministic).
 
     When a fold has no inner split to watch, every fold trains without early stopping
     (``params`` is changed), so the refit can repeat what was scored.
     """
-    from shardlearn.search.cv import trainer_view
+    from shardlearn.models._registry import model_class
+    from shardlearn.search.cv import fold_views, holdout_view, trainer_view
 
+    params, fraction = _trial_params(context, spec)
+    k = context["cv"]
+    views = fold_views(dataset, k, fraction) if k else [holdout_view(dataset, fraction)]
+    rule = stopping_rule(model_class(spec["model"])(**params))
+    seed = int(context.get("seed", 0))
     fits = [trainer_view(view, seed, fold, rule is not None) for fold, view in enumerate(views)]
     if rule is None:
-        return [fit for fit, _ in fits], None
+        return TrialPlan(params, views, [fit for fit, _ in fits], None, None)
     record = {**rule.to_dict(), "watched": [inner for _, inner in fits], "rounds": [],
               "source": None, "selected": None, "note": None}  # fmt: skip
     if not all(inner for _, inner in fits):
         params[rule.switch] = rule.off
         fits = [trainer_view(view, seed, fold, False) for fold, view in enumerate(views)]
         record.update(watched=[], note=_NO_INNER_SPLIT)
-    return [fit for fit, _ in fits], record
+    return TrialPlan(params, views, [fit for fit, _ in fits], rule, record)
+
+
+def _estimator(model: str, params: dict[str, Any]) -> Any:
+    """The trial's estimator: one checkpoint chunk when the user did not choose the interval.
+
+    A trial's fit has no worker to lose (it runs in one process, or is retried whole), so
+    checkpoints only cost time; the interval never changes the model (the estimator contract).
+    """
+    from shardlearn.models._registry import model_class
+
+    estimator = model_class(model)(**params)
+    budget = _BUDGET_PARAMS.get(model)
+    defaults = estimator.get_params(deep=False)
+    if "checkpoint_interval" in defaults and "checkpoint_interval" not in params and budget:
+        estimator.set_params(checkpoint_interval=max(1, int(defaults[budget])))
+    return estimator
+
+
+def _trial_engine(context: dict[str, Any]) -> Any:
+    """Where a trial fits: a large trial on every worker of the current engine, a small one
+    in the process that runs it (several trials share the machine, one per core)."""
+    from shardlearn.engine import engine, get_engine
+
+    if context.get("placement") == ALL_WORKERS:
+        return engine(get_engine())
+    return engine("local", workers=1)
 
 
 def _fit_and_score(
-    context: dict[str, Any], spec: dict[str, Any]
+    context: dict[str, Any], spec: dict[str, Any], preprocessors: list[Any] | None
 ) -> tuple[list[float], dict[str, Any] | None]:
     """Fold scores and the early-stopping record (``None`` when the model does not stop)."""
     from shardlearn.data import Dataset
-    from shardlearn.engine import engine
     from shardlearn.metrics import evaluate
     from shardlearn.models import Pipeline
-    from shardlearn.models._registry import model_class
-    from shardlearn.preprocess import Preprocessor
-    from shardlearn.search.cv import fold_views, holdout_view
 
-    params, fraction = _trial_params(context, spec)
-    dataset = Dataset.open(context["dataset"])
-    k = context["cv"]
-    views = fold_views(dataset, k, fraction) if k else [holdout_view(dataset, fraction)]
-    rule = stopping_rule(model_class(spec["model"])(**params))
-    fit_views, record = _fit_views(views, rule, int(context.get("seed", 0)), params)
+    plan = trial_plan(Dataset.open(context["dataset"]), context, spec)
+    record = plan.record
+    if preprocessors is None:
+        preprocessors = [fold_preprocessor(context, view) for view in plan.fit_views]
     scores = []
-    # One in-process worker per trial: concurrent trials share the machine, not one trial.
-    with engine("local", workers=1) as eng:
-        for view, fit_view in zip(views, fit_views, strict=True):
-            estimator = model_class(spec["model"])(**params)
-            pre = Preprocessor.for_schema(view.schema, context.get("preprocess"))
+    with _trial_engine(context) as eng:
+        for view, fit_view, pre in zip(plan.views, plan.fit_views, preprocessors, strict=True):
+            estimator = _estimator(spec["model"], plan.params)
             model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
             # Scored on the fold's held-out shards, which fit_view does not contain.
             report = evaluate(model, view, split="valid", engine=eng)
             scores.append(float(report.metrics[context["metric"]]))
             if record is not None and record["watched"]:
-                count, record["source"] = kept_rounds(estimator, rule)
+                count, record["source"] = kept_rounds(estimator, plan.rule)
                 record["rounds"].append(count)
     if record is not None and record["rounds"]:
         record["selected"] = selected_rounds(record["rounds"])
     return scores, record
 
 
+def fold_preprocessor(context: dict[str, Any], view: Any) -> Any:
+    """An unfitted preprocessor for a trainer view: the search's spec, or ``auto``."""
+    from shardlearn.preprocess import Preprocessor
+
+    return Preprocessor.for_schema(view.schema, context.get("preprocess"))
+
+
+def _warm_start_note(spec: dict[str, Any]) -> str | None:
+    """How a promoted trial (rung > 0) got its larger budget: refitted from scratch.
+
+    Continuing the rung below (boosting: more rounds on the same booster; MLP: more epochs on
+    the same weights) needs the estimator to take a fitted model through its public
+    interface, which none offers yet; so every promotion refits, and says so.
+    """
+    if not spec.get("rung"):
+        return None
+    from shardlearn.models._registry import model_class
+
+    name = model_class(spec["model"]).__name__
+    return f"refit: {name} cannot continue a fitted model, so the promotion trained from scratch"
+
+
 def run_trial(
     context: dict[str, Any],
     spec: dict[str, Any],
     objective: Callable[[dict[str, Any], Any], float] | None = None,
+    preprocessors: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Fit and score one configuration; never raises for a failing configuration.
 
@@ -156,6 +240,9 @@ def run_trial(
         This trial: ``trial`` (id), ``rung``, ``model``, ``params``, ``budget``.
     objective : callable, optional
         ``objective(params, budget) -> float`` (maximised) instead of fitting a model.
+    preprocessors : list of Preprocessor, optional
+        Per fold, the preprocessor fitted on that fold's trainer view (the search fits each
+        once and every trial reuses it); fitted here when not given.
 
     Returns
     -------
@@ -166,12 +253,14 @@ def run_trial(
         (how to turn stopping off), ``watched`` (per fold, the train shard indices its early
         stopping watched), ``rounds`` (per fold, the rounds or epochs kept), ``source`` (the
         fitted attribute they were read from), ``selected`` (their median: what the refit
-        trains) and ``note`` (why stopping was off, if it was).
+        trains) and ``note`` (why stopping was off, if it was); ``warm_start``: ``None`` at
+        rung 0, else how the promotion got its budget (``"refit: ..."``).
     """
     started = time.perf_counter()
     result = {**spec, "status": "ok", "score": None, "score_std": None, "fold_scores": []}
     result["error"] = None
     result["early_stopping"] = None
+    result["warm_start"] = _warm_start_note(spec) if objective is None else None
     try:
         # Warnings (convergence, ill-defined side metrics) are recorded with the trial rather
         # than raised or printed once per trial and fold.
@@ -180,7 +269,7 @@ def run_trial(
             if objective is not None:
                 scores = [float(objective(dict(spec["params"]), spec.get("budget")))]
             else:
-                scores, result["early_stopping"] = _fit_and_score(context, spec)
+                scores, result["early_stopping"] = _fit_and_score(context, spec, preprocessors)
         messages = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
         result["warnings"] = list(messages)[:MAX_WARNINGS]
         if not all(math.isfinite(s) for s in scores):

@@ -227,8 +227,22 @@ def _check_names(model: str, params: Mapping[str, Any]) -> None:
             )
 
 
+def _keyed_by_model(space: dict[str, Any], models: list[str] | None) -> bool:
+    """Whether ``space`` is keyed by model name: every key names a model of the catalogue."""
+    if not space or models is None:
+        return False
+    import shardlearn.models  # noqa: F401  (fills the catalogue)
+    from shardlearn.models._registry import MODELS
+
+    return all(k in models or k in MODELS for k in space)
+
+
 def parse_space(
-    space: Mapping[str, Any] | None, models: list[str] | None, *, validate: bool = True
+    space: Mapping[str, Any] | None,
+    models: list[str] | None,
+    *,
+    validate: bool = True,
+    notes: list[str] | None = None,
 ) -> list[ModelSpace]:
     """Turn a Python or YAML-loaded space into one :class:`ModelSpace` per model.
 
@@ -236,16 +250,27 @@ def parse_space(
     ----------
     space : dict or None
         Flat ``{param: value}`` (one model, or shared by every model), or keyed by model name.
+        A keyed space may hold blocks for models not searched (one space file for several
+        searches): they are skipped, each with a note.
     models : list of str or None
         CLI model names; ``None`` for a plain objective function (no validation of names).
     validate : bool, default=True
         Check every parameter name against the model's parameters.
+    notes : list of str, optional
+        Receives one line per skipped block.
     """
     space = dict(space or {})
     if models is not None and not models:
         raise SpecError("A search needs at least one model, e.g. models=['logistic'].")
     names = list(models) if models else [""]
-    keyed = bool(space) and models is not None and all(k in models for k in space)
+    keyed = _keyed_by_model(space, models)
+    skipped = [k for k in space if keyed and k not in names]
+    if skipped and notes is not None:
+        notes.extend(
+            f"space: the block for {k!r} is ignored (not among the searched models: "
+            f"{', '.join(names)})"
+            for k in skipped
+        )
     out = []
     for name in names:
         raw = space.get(name, {}) if keyed else space

@@ -1,20 +1,25 @@
-"""Search strategies: which trials to run next, given the results so far.
+"""Search strategies: which trial to run next, given the results so far.
 
-Every strategy answers two calls: ``next_wave(slots)`` returns the trial specs to schedule now
-(each with a ``priority``; an empty list ends the search) and ``tell(results)`` receives their
-results. The driver (:mod:`shardlearn.search._search`) runs each wave as one
-:class:`~shardlearn.engine.TaskGraph`, so trials run concurrently as far as the engine's
-resources allow.
+Every strategy answers two calls: ``ask()`` returns the next trial spec to start now, or
+``None`` when none can start until more results are in (the search ends when nothing runs
+and ``ask()`` gives nothing), and ``tell(result)`` receives each finished trial. The driver
+(:mod:`shardlearn.search._search`) asks whenever a slot is free, so every slot stays busy;
+there are no waves.
 
-- ``grid`` and ``random``: every candidate is known up front; they form one wave (or waves of
-  ``slots`` when the driver needs to stop on a time budget or show progress).
-- ``halving``: synchronous successive halving -- rung ``k`` runs the best ``1/eta`` of rung
-  ``k-1`` with ``eta`` times the budget.
-- ``asha``: asynchronous successive halving in waves of ``slots`` trials: each wave first
-  promotes any configuration in the top ``1/eta`` of its rung (higher rungs first, with a
-  higher task priority), and fills the remaining slots with new configurations at the lowest
-  budget. Promotions depend only on finished results, never on a barrier over a whole rung.
-- ``tpe``: Optuna's TPE sampler through its ask-and-tell interface, ``slots`` trials per wave.
+- ``grid`` and ``random``: every candidate is known up front, handed out in order.
+- ``halving``: synchronous successive halving -- rung ``k+1`` (the best ``1/eta`` of rung
+  ``k`` with ``eta`` times the budget) starts once every rung-``k`` trial has finished.
+- ``asha``: asynchronous successive halving (Li et al. 2018, "A System for Massively
+  Parallel Hyperparameter Tuning", Algorithm 2): a freed slot gets the promotion of a
+  configuration in the top ``1/eta`` of its rung's finished results that was not promoted
+  yet (the highest rung first), else a new configuration at the lowest budget. A slow trial
+  holds its own slot only. As in the paper, which configurations are promoted depends on the
+  order in which trials finish, so with several slots two runs may promote differently (with
+  one slot the order, and so the result, is fixed by the seed).
+- ``tpe``: Optuna's TPE sampler through its ask-and-tell interface. Trial ``i`` is asked
+  once trials ``0 .. i - TPE_BATCH`` have finished, and results are told in trial order, so
+  the sampler sees the same history on every run whatever the timing or the number of cores:
+  a seed gives one leaderboard. At most :data:`TPE_BATCH` TPE trials run at once.
 
 Budgets are fractions of the full budget: ``eta**-(rungs-1), ..., 1/eta, 1``.
 """
@@ -29,9 +34,12 @@ from shardlearn._validation import unknown_name_message
 from shardlearn.exceptions import SpecError
 from shardlearn.search.space import Distribution, ModelSpace, interleave, plain
 
-__all__ = ["STRATEGIES", "make_strategy"]
+__all__ = ["STRATEGIES", "TPE_BATCH", "make_strategy"]
 
 STRATEGIES = ("grid", "random", "halving", "asha", "tpe")
+
+#: TPE trials that may run before the oldest one's result is in (see the module docstring).
+TPE_BATCH = 4
 
 
 def _spec(trial: int, model: str, params: dict[str, Any], rung: int = 0, budget: Any = None):
@@ -44,13 +52,12 @@ class _Fixed:
 
     def __init__(self, candidates: list[tuple[str, dict[str, Any]]]) -> None:
         self.pending = [_spec(i, m, p) for i, (m, p) in enumerate(candidates)]
+        self.total = len(self.pending)
 
-    def next_wave(self, slots: int | None) -> list[dict[str, Any]]:
-        take = len(self.pending) if slots is None else slots
-        wave, self.pending = self.pending[:take], self.pending[take:]
-        return [{**s, "priority": 0} for s in wave]
+    def ask(self) -> dict[str, Any] | None:
+        return {**self.pending.pop(0), "priority": 0} if self.pending else None
 
-    def tell(self, results: list[dict[str, Any]]) -> None:
+    def tell(self, result: dict[str, Any]) -> None:
         pass
 
 
@@ -72,8 +79,11 @@ class _Halving:
         self.next_new = 0
         self.results: list[list[dict[str, Any]]] = [[] for _ in range(rungs)]
         self.promoted: list[set[str]] = [set() for _ in range(rungs)]
-        self.rung = 0  # synchronous halving: the rung being run
+        # Synchronous halving: the rung being run, its queued and running trials.
+        self.rung = 0
         self.queue: list[dict[str, Any]] = []
+        self.running = 0
+        self.total = None  # unknown up front: promotions depend on the results
 
     def _new(self, index: int) -> dict[str, Any]:
         model, params = self.candidates[index]
@@ -90,32 +100,39 @@ class _Halving:
         spec = {k: result[k] for k in ("trial", "model", "params")}
         return {**spec, "rung": rung, "budget": self.budgets[rung], "priority": rung}
 
-    def next_wave(self, slots: int | None) -> list[dict[str, Any]]:
+    def ask(self) -> dict[str, Any] | None:
         if self.asynchronous:
-            return self._asha_wave(slots or 1)
-        if self.rung == 0 and self.next_new == 0:
+            return self._asha_job()
+        if not self.queue and self.running == 0:
+            self._next_rung()
+        if not self.queue:
+            return None
+        self.running += 1
+        return self.queue.pop(0)
+
+    def _next_rung(self) -> None:
+        """Queue rung 0 (every candidate), or the promotions out of the finished rung."""
+        if self.next_new == 0:
             self.next_new = len(self.candidates)
-            return [{**self._new(i), "priority": 0} for i in range(len(self.candidates))]
-        if self.rung + 1 >= self.rungs:
-            return []
-        wave = [self._promote(r) for r in self._promotable(self.rung)]
-        self.rung += 1
-        return wave
+            self.queue = [{**self._new(i), "priority": 0} for i in range(len(self.candidates))]
+        elif self.rung + 1 < self.rungs:
+            self.queue = [self._promote(r) for r in self._promotable(self.rung)]
+            self.rung += 1
 
-    def _asha_wave(self, slots: int) -> list[dict[str, Any]]:
-        wave: list[dict[str, Any]] = []
+    def _asha_job(self) -> dict[str, Any] | None:
         for rung in reversed(range(self.rungs - 1)):
-            for result in self._promotable(rung):
-                if len(wave) < slots:
-                    wave.append(self._promote(result))
-        while len(wave) < slots and self.next_new < len(self.candidates):
-            wave.append({**self._new(self.next_new), "priority": 0})
+            promotable = self._promotable(rung)
+            if promotable:
+                return self._promote(promotable[0])
+        if self.next_new < len(self.candidates):
             self.next_new += 1
-        return wave
+            return {**self._new(self.next_new - 1), "priority": 0}
+        return None
 
-    def tell(self, results: list[dict[str, Any]]) -> None:
-        for result in results:
-            self.results[result["rung"]].append(result)
+    def tell(self, result: dict[str, Any]) -> None:
+        self.results[result["rung"]].append(result)
+        if not self.asynchronous:
+            self.running -= 1
 
 
 def _suggest(trial: Any, label: str, dist: Distribution) -> Any:
@@ -129,7 +146,7 @@ def _suggest(trial: Any, label: str, dist: Distribution) -> Any:
 
 
 class _TPE:
-    """Optuna's TPE sampler, asked for ``slots`` trials at a time."""
+    """Optuna's TPE sampler; trial ``i`` sees the results of trials ``0 .. i - TPE_BATCH``."""
 
     def __init__(self, spaces: list[ModelSpace], n: int, seed: int, score_key) -> None:
         import optuna
@@ -138,8 +155,10 @@ class _TPE:
         sampler = optuna.samplers.TPESampler(seed=seed)
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         self.spaces, self.n, self.key = {s.model: s for s in spaces}, n, score_key
-        self.asked = 0
+        self.asked = self.told = 0
+        self.total = n
         self.open: dict[str, Any] = {}
+        self.finished: dict[str, dict[str, Any]] = {}
 
     def _suggest(self, trial: Any) -> tuple[str, dict[str, Any]]:
         models = list(self.spaces)
@@ -155,26 +174,38 @@ class _TPE:
                 params[name] = value
         return model, plain(params)
 
-    def next_wave(self, slots: int | None) -> list[dict[str, Any]]:
-        wave = []
-        while self.asked < self.n and len(wave) < (slots or 1):
-            trial = self.study.ask()
-            model, params = self._suggest(trial)
-            spec = _spec(self.asked, model, params)
-            self.open[spec["trial"]] = trial
-            wave.append({**spec, "priority": 0})
-            self.asked += 1
-        return wave
+    def ask(self) -> dict[str, Any] | None:
+        if self.asked >= self.n:
+            return None
+        self._tell_upto(self.asked - TPE_BATCH)
+        if self.told <= self.asked - TPE_BATCH:
+            return None  # the history this trial must see is not complete yet
+        trial = self.study.ask()
+        model, params = self._suggest(trial)
+        spec = _spec(self.asked, model, params)
+        self.open[spec["trial"]] = trial
+        self.asked += 1
+        return {**spec, "priority": 0}
 
-    def tell(self, results: list[dict[str, Any]]) -> None:
+    def tell(self, result: dict[str, Any]) -> None:
+        self.finished[result["trial"]] = result
+        if self.asked >= self.n:
+            self._tell_upto(self.n - 1)
+
+    def _tell_upto(self, last: int) -> None:
+        """Tell the study trials ``told .. last`` in trial order, as far as they have finished."""
         import optuna
 
-        for result in results:
+        while self.told <= last:
+            result = self.finished.pop(_spec(self.told, "", {})["trial"], None)
+            if result is None:
+                return
             trial = self.open.pop(result["trial"])
             if result["status"] == "ok":
                 self.study.tell(trial, self.key(result))
             else:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.told += 1
 
 
 def make_strategy(

@@ -1,0 +1,166 @@
+"""Running trials: one per core for small data, one at a time on every worker for large data.
+
+:class:`TrialRunner` starts a trial whenever the driver has a free slot and returns a future
+of its result. Each trial is a one-node :class:`~shardlearn.engine.TaskGraph`, so the graph's
+result cache (``out/cache``) makes an interrupted search resume without rerunning a finished
+trial.
+
+Where a trial runs (:func:`placement`):
+
+* small data (at most :data:`SMALL_CELLS` raw training cells): as many trials at once as the
+  engine has CPUs, each a task on the engine's warm task processes (or in this process for an
+  in-process engine), fitting in that one process;
+* large data: one trial at a time, run from this process with every worker of the engine.
+
+Preprocessing is fitted once per fold (:class:`FoldPreprocessors`): the driver fits the
+preprocessor of each distinct trainer view -- the same training shards the trial's Pipeline
+would fit it on, so nothing from the scored shards enters -- and hands the fitted one to every
+trial on that fold; the trials' Pipelines use it as it is.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from shardlearn.engine import Resources, TaskGraph, create_engine
+from shardlearn.models._registry import model_class
+from shardlearn.search._trial import (
+    ALL_WORKERS,
+    ONE_PROCESS,
+    fold_preprocessor,
+    run_trial,
+    trial_plan,
+)
+
+__all__ = ["SMALL_CELLS", "FoldPreprocessors", "TrialRunner", "placement", "trial_key"]
+
+#: Raw training cells (rows x feature columns) up to which a trial fits in one process.
+SMALL_CELLS = 20_000_000
+
+
+def placement(dataset: Any, eng: Any) -> tuple[str, int]:
+    """Where trials run and how many at once: ``(ONE_PROCESS, cpus)`` or ``(ALL_WORKERS, 1)``."""
+    slots = max(1, int(eng.capacity.cpus))
+    if dataset is None or slots == 1:
+        return ONE_PROCESS, slots
+    cells = dataset.num_rows("train") * len(dataset.schema.feature_columns)
+    return (ONE_PROCESS, slots) if cells <= SMALL_CELLS else (ALL_WORKERS, 1)
+
+
+def trial_key(spec: dict[str, Any]) -> str:
+    """The task key of a trial at its rung (``t0003-r1``)."""
+    return f"{spec['trial']}-r{spec['rung']}"
+
+
+class FoldPreprocessors:
+    """Fitted preprocessors by trainer view, each fitted once per search.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    context : dict
+        The search context (its ``preprocess`` spec, if any).
+    engine : Engine
+        Where to fit (every worker of it).
+
+    Attributes
+    ----------
+    fits : int
+        Preprocessors fitted so far (one per distinct set of training shards).
+    """
+
+    def __init__(self, dataset: Any, context: dict[str, Any], engine: Any) -> None:
+        self.dataset, self.context, self.engine = dataset, context, engine
+        self.fits = 0
+        self._fitted: dict[tuple[str, tuple[int, ...]], Any] = {}
+        self._lock = threading.Lock()
+
+    def for_trial(self, spec: dict[str, Any]) -> list[Any]:
+        """The fitted preprocessor of each of the trial's folds."""
+        plan = trial_plan(self.dataset, self.context, spec)
+        estimator = model_class(spec["model"])(**plan.params)
+        return [self._fitted_for(view, estimator) for view in plan.fit_views]
+
+    def _fitted_for(self, view: Any, estimator: Any) -> Any:
+        pre = fold_preprocessor(self.context, view)
+        # Model-aware defaults, resolved as the trial's Pipeline would resolve them (it uses a
+        # fitted preprocessor as given); a preprocessor without them is used as it is.
+        for_estimator = getattr(pre, "for_estimator", None)
+        if for_estimator is not None:
+            pre = for_estimator(estimator)
+            pre.check_memory(estimator, view.num_rows("train"))
+        shards = tuple(sorted(int(s.index) for s in view.shards("train")))
+        key = (repr(pre.get_params(deep=False)), shards)
+        # One lock: two trials on one fold wait for one fit instead of both fitting.
+        with self._lock:
+            fitted = self._fitted.get(key)
+            if fitted is None:
+                fitted = pre.fit(view, engine=self.engine)
+                self._fitted[key] = fitted
+                self.fits += 1
+        return fitted
+
+
+class TrialRunner:
+    """Start trials on ``slots`` threads of this process, each waiting on its own trial.
+
+    Parameters
+    ----------
+    eng : Engine
+        The search's engine.
+    context : dict
+        The search context (with ``placement``).
+    objective : callable or None
+    cache_dir : Path or None
+        The trial result cache.
+    preprocessors : FoldPreprocessors or None
+        None for an objective search.
+    slots : int
+    """
+
+    def __init__(
+        self,
+        eng: Any,
+        context: dict[str, Any],
+        objective: Any,
+        cache_dir: Path | None,
+        preprocessors: FoldPreprocessors | None,
+        slots: int,
+    ) -> None:
+        self.eng, self.context, self.objective = eng, context, objective
+        self.cache_dir, self.preprocessors = cache_dir, preprocessors
+        self._pool = ThreadPoolExecutor(slots, thread_name_prefix="shardlearn-trial")
+
+    def start(self, spec: dict[str, Any]) -> Future:
+        """A future of ``(result, cached)`` for the trial ``spec``."""
+        return self._pool.submit(self._run, spec)
+
+    def _run(self, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        pre = None
+        if self.preprocessors is not None:
+            try:
+                pre = self.preprocessors.for_trial(spec)
+            except Exception:  # noqa: BLE001 -- the trial meets it again and records it
+                pre = None
+        key = trial_key(spec)
+        graph = TaskGraph()
+        graph.add(key, run_trial, self.context, spec, self.objective, pre,
+                  resources=Resources(cpus=1))  # fmt: skip
+        if self.context.get("placement") == ALL_WORKERS:
+            # Run from this thread (the search made its engine current), so the trial's fits
+            # use every worker of the engine.
+            here = create_engine("local", workers=1)
+            try:
+                results = graph.run(here, cache_dir=self.cache_dir, progress=False)
+            finally:
+                here.close()
+        else:
+            results = graph.run(self.eng, cache_dir=self.cache_dir, progress=False)
+        return results[key], key in graph.last_run.cached
+
+    def close(self) -> None:
+        """Wait for the running trials and stop the threads."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
