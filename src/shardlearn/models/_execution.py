@@ -48,6 +48,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "ALGORITHMS",
     "EXECUTION_OPTIONS",
@@ -238,7 +240,12 @@ def _work_of(estimator: Any, X: Any) -> Work | None:
         features = len(X.schema.feature_columns)
     else:
         shape = getattr(X, "shape", None)
-        if shape is None or len(shape) != 2:
+        if shape is None:  # a list of rows
+            try:
+                shape = np.shape(X)
+            except ValueError:  # ragged: prepare_training says what is wrong with it
+                return None
+        if len(shape) != 2:
             return None  # not a matrix: prepare_training says what is wrong with it
         rows, features = int(shape[0]), int(shape[1])
     return Work(algorithm, int(rows), max(1, int(features)), int(estimator._execution_passes()))

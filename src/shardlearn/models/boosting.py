@@ -650,7 +650,6 @@ class _BoostRun:
         self.stopping: dict[str, Any] | None = None
         self.restarts = 0
         self.session: str | None = None
-        self.total = 0
         self.evaluate_seconds = 0.0
 
     def _failed(self, what: str, results: list[dict]) -> None:
@@ -693,7 +692,6 @@ class _BoostRun:
         report: _Reporter,
     ) -> None:
         self.stopping = stopping
-        self.total = total
         while self.rounds < total:
             if not self._ensure_session():
                 continue
