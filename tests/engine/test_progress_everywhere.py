@@ -200,3 +200,21 @@ def test_cli_train_shows_the_trees_grown(terminal, capsys, tmp_path):
     )
     assert code == 0, err
     assert re.search(r"RandomForestClassifier trees .*6/6", "\n".join(_frames(err)))
+
+
+def test_self_training_reports_each_rounds_pseudo_labelled_rows(terminal, capsys):
+    from shardlearn.models import SelfTrainingClassifier
+
+    X, y = _data(300)
+    y = y.copy()
+    y[40:] = -1  # 40 labelled rows
+    model = SelfTrainingClassifier(threshold=0.8, max_rounds=4).fit(X, y, engine="local")
+    pattern = re.compile(r"SelfTrainingClassifier rounds .*?(\d+)/4 ([\d,]+) rows pseudo")
+    drawn = {
+        int(m.group(1)): int(m.group(2).replace(",", ""))
+        for frame in _frames(capsys.readouterr().err)
+        if (m := pattern.match(frame))
+    }
+    expected = {r["round"]: r["rows_pseudo_labelled"] for r in model.history_[1:]}
+    assert model.n_rounds_ >= 2
+    assert drawn == expected

@@ -35,6 +35,7 @@ import numpy as np
 
 from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator, check_is_fitted, clone
+from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json
 from shardlearn.models._fitting import (
@@ -58,6 +59,14 @@ NO_UNLABELED_NOTE = (
     "the dataset has no unlabeled split (ingest with --allow-unlabeled to keep rows without a "
     "label), so only the base was trained, on the labelled rows"
 )
+
+
+def _round_figures(record: dict) -> str:
+    """A round of ``history_`` as its progress bar shows it."""
+    figures = f"{record['rows_pseudo_labelled']:,} rows pseudo-labelled"
+    if record.get("valid_accuracy") is not None:
+        figures += f"  valid acc {record['valid_accuracy']:.4f}"
+    return figures
 
 
 def unlabelled_mask(y: Any) -> np.ndarray:
@@ -133,6 +142,10 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         Rows predicted with at least this probability are pseudo-labelled.
     max_rounds : int, default=5
         Training rounds after the first fit on the labelled rows.
+    verbose : bool or int, default=True
+        Show a progress bar on stderr over the rounds with the rows pseudo-labelled, when
+        stderr is a terminal (see :func:`shardlearn.engine.show_progress`); 0 or False never.
+        The base classifier's own bars follow its own ``verbose``.
 
     Attributes
     ----------
@@ -155,12 +168,20 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         "base": [Type(str), Type(BaseEstimator, "a shardlearn classifier")],
         "threshold": [Interval("real", 0, 1, closed="right")],
         "max_rounds": [Interval("int", 0, None, closed="left")],
+        "verbose": VERBOSE_CONSTRAINTS,
     }
 
-    def __init__(self, base: Any = "logistic", threshold: float = 0.9, max_rounds: int = 5):
+    def __init__(
+        self,
+        base: Any = "logistic",
+        threshold: float = 0.9,
+        max_rounds: int = 5,
+        verbose: bool | int = True,
+    ):
         self.base = base
         self.threshold = threshold
         self.max_rounds = max_rounds
+        self.verbose = verbose
 
     @property
     def _preprocess_profile(self) -> str:
@@ -171,6 +192,11 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
             return getattr(model_class(self.base), "_preprocess_profile", "compact")
         except ValueError:  # an unknown name: fit names the valid ones
             return "compact"
+
+    def _rounds_bar(self, callback: Any = None) -> StepProgress:
+        """The bar over the rounds; a caller that passes a callback (the CLI) shows its own."""
+        show = callback is None and show_progress(self.verbose)
+        return StepProgress("SelfTrainingClassifier rounds", self.max_rounds, enabled=show)
 
     def _new_base(self) -> Any:
         base = model_class(self.base)() if isinstance(self.base, str) else clone(self.base)
@@ -289,37 +315,41 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         self, ctx: Any, model: Any, X_lab: np.ndarray, y_lab: np.ndarray, engine: Any, valid: Any
     ) -> Any:
         previous = 0
-        for round_index in range(1, self.max_rounds + 1):
-            ctx.group.put(_MODEL_KEY, model)
-            rows, labels = ctx.group.reduce(
-                _pseudo_label_worker, float(self.threshold), combine=_concat_pseudo
-            )
-            if rows.shape[0] == previous and round_index > 1:
-                break  # the same confident set as the last round: the model would not change
-            if rows.shape[0] == 0:
-                break
-            X_round = np.vstack([X_lab, rows])
-            y_round = np.concatenate([y_lab, np.asarray(model.classes_)[labels]])
-            model = self._new_base().fit(X_round, y_round, engine=engine)
-            self._record(round_index, rows.shape[0], rows.shape[0] - previous, model, valid)
-            previous = rows.shape[0]
+        with self._rounds_bar() as bar:
+            for round_index in range(1, self.max_rounds + 1):
+                ctx.group.put(_MODEL_KEY, model)
+                rows, labels = ctx.group.reduce(
+                    _pseudo_label_worker, float(self.threshold), combine=_concat_pseudo
+                )
+                if rows.shape[0] == previous and round_index > 1:
+                    break  # the same confident set as the last round: the model would not change
+                if rows.shape[0] == 0:
+                    break
+                X_round = np.vstack([X_lab, rows])
+                y_round = np.concatenate([y_lab, np.asarray(model.classes_)[labels]])
+                model = self._new_base().fit(X_round, y_round, engine=engine)
+                self._record(round_index, rows.shape[0], rows.shape[0] - previous, model, valid)
+                previous = rows.shape[0]
+                bar.update(round_index, info=_round_figures(self.history_[-1]))
         return model
 
     def _dataset_rounds(self, ctx: Any, model: Any, callback: Any) -> Any:
         ctx.group.put(_THRESHOLD_KEY, float(self.threshold))
         previous = 0
-        for round_index in range(1, self.max_rounds + 1):
-            ctx.group.put(_MODEL_KEY, model)
-            # The round number is the token: every round's pseudo-labels are computed afresh.
-            ctx.group.put(EXTRA_TRAIN_ROWS, (_pseudo_label_shards, round_index))
-            rows = int(ctx.group.reduce(_count_pseudo_labelled))
-            if rows == 0 or (rows == previous and round_index > 1):
-                break  # nothing confident, or the same confident set: the model would not change
-            candidate = self._new_base()
-            candidate._fit_context(ctx, callback=callback)
-            model = candidate
-            self._record_on_group(round_index, rows, rows - previous, model, ctx)
-            previous = rows
+        with self._rounds_bar(callback) as bar:
+            for round_index in range(1, self.max_rounds + 1):
+                ctx.group.put(_MODEL_KEY, model)
+                # The round number is the token: every round's pseudo-labels are computed afresh.
+                ctx.group.put(EXTRA_TRAIN_ROWS, (_pseudo_label_shards, round_index))
+                rows = int(ctx.group.reduce(_count_pseudo_labelled))
+                if rows == 0 or (rows == previous and round_index > 1):
+                    break  # nothing confident, or the same confident set: the model stays
+                candidate = self._new_base()
+                candidate._fit_context(ctx, callback=callback)
+                model = candidate
+                self._record_on_group(round_index, rows, rows - previous, model, ctx)
+                previous = rows
+                bar.update(round_index, info=_round_figures(self.history_[-1]))
         return model
 
     def _record_on_group(self, index: int, rows: int, added: int, model: Any, ctx: Any) -> None:
