@@ -125,3 +125,13 @@ def test_version_prints_the_installed_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0
     assert out.strip() == f"shardlearn {version('shardlearn')}"
+
+
+def test_describe_prints_a_markup_like_column_name_verbatim(capsys, tmp_path):
+    """A CSV header is data: describe crashed with MarkupError on a column named '[/x] ...'."""
+    table = pa.table({"a": [1.0, 2.0, 3.0, 4.0], "[/x] [bold]b": ["p", "q", "p", "q"],
+                      "y": ["yes", "no", "no", "yes"]})  # fmt: skip
+    ds = write_dataset(table, tmp_path / "ds", "y", partitions=1)
+    code, out, err = run_cli(capsys, "describe", str(ds.uri))
+    assert code == 0, err
+    assert "[/x] [bold]b" in out and str(ds.uri) in out

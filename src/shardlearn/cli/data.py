@@ -8,8 +8,17 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from shardlearn.cli._common import EngineOption, WorkersOption, console, engine_context, fail
+from shardlearn.cli._common import (
+    EngineOption,
+    WorkersOption,
+    console,
+    engine_context,
+    fail,
+    labelled,
+    print_table,
+)
 
 DEMO_ROWS = 1_000_000
 DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output --workers 2"
@@ -38,8 +47,11 @@ def _unlabeled_note(m: dict[str, Any]) -> str:
 def _ingest_summary(ds: Any) -> None:
     m = ds.manifest
     console.print(
-        f"[bold]{ds.uri}[/]: rows_read={m['rows_read']:,} = rows_written={m['rows_written']:,}"
-        f"{_unlabeled_note(m)} + rows_rejected={m['rows_rejected']:,}",
+        Text.assemble(
+            (str(ds.uri), "bold"),
+            f": rows_read={m['rows_read']:,} = rows_written={m['rows_written']:,}"
+            f"{_unlabeled_note(m)} + rows_rejected={m['rows_rejected']:,}",
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -59,11 +71,13 @@ def _ingest_summary(ds: Any) -> None:
             f"{ds.rows_unlabeled:,}",
             *["-" for _ in ds.classes][:8],
         )
-    console.print(table)
+    print_table(table)
     if not ds.has_label:
-        console.print(f"no label column: {NO_LABEL_USE}", highlight=False)
+        console.print(f"no label column: {NO_LABEL_USE}", highlight=False, markup=False)
     for item in m["rejects"]["reasons"][:3]:
-        console.print(f"  rejected {item['count']:,}: {item['reason']}", highlight=False)
+        console.print(
+            f"  rejected {item['count']:,}: {item['reason']}", highlight=False, markup=False
+        )
 
 
 def ingest_command(
@@ -186,34 +200,37 @@ def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
 def _print_description(ds: Any) -> None:
     m = ds.manifest
     console.print(
-        f"[bold]{ds.uri}[/]  manifest sha256 {ds.manifest_sha256[:16]}…",
+        Text.assemble((str(ds.uri), "bold"), f"  manifest sha256 {ds.manifest_sha256[:16]}…"),
         highlight=False,
         soft_wrap=True,
     )
     labels = (
-        f"label [bold]{ds.label}[/], {len(ds.classes)} classes"
+        Text.assemble("label ", (str(ds.label), "bold"), f", {len(ds.classes)} classes")
         if ds.has_label
-        else f"[bold]no label column[/] ({NO_LABEL_USE})"
+        else Text.assemble(("no label column", "bold"), f" ({NO_LABEL_USE})")
     )
     console.print(
-        f"{labels}; strategy {m['strategy']}, "
+        labels,
+        f"; strategy {m['strategy']}, "
         f"seed {m['seed']}; rows_read {m['rows_read']:,} = written {m['rows_written']:,}"
         f"{_unlabeled_note(m)} + rejected {m['rows_rejected']:,}",
+        sep="",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
     schema = Table("column", "kind", "dtype", title="schema", box=None, title_justify="left")
     for column in ds.schema:
         schema.add_row(column.name + (" (label)" if column.name == ds.label else ""),
                        column.kind, column.dtype)  # fmt: skip
-    console.print(schema)
+    print_table(schema)
     shown = [str(c) for c in ds.classes][:6]
     shards = Table("split", "shard", "rows", "bytes", *shown, title="shards", box=None,
                    title_justify="left")  # fmt: skip
     for shard in ds.shards(None):
         shards.add_row(shard.split, str(shard.index), f"{shard.rows:,}", f"{shard.bytes:,}",
                        *[f"{shard.class_counts.get(c, 0):,}" for c in shown])  # fmt: skip
-    console.print(shards)
+    print_table(shards)
     if len(ds.classes) > len(shown):
         console.print(f"({len(ds.classes) - len(shown)} more classes: see --json)")
     if m["rejects"]["reasons"]:
@@ -221,7 +238,7 @@ def _print_description(ds: Any) -> None:
                         title_justify="left")  # fmt: skip
         for item in m["rejects"]["reasons"][:5]:
             rejects.add_row(f"{item['count']:,}", item["reason"])
-        console.print(rejects)
+        print_table(rejects)
 
 
 def describe_command(
@@ -244,7 +261,7 @@ def describe_command(
             console.print(f"verified: all {len(ds.shards(None))} shards match the manifest")
     if problems:
         for problem in problems[:20]:
-            console.print(f"[red]mismatch[/] {problem}", highlight=False, soft_wrap=True)
+            console.print(labelled("mismatch", "red", problem), highlight=False, soft_wrap=True)
         raise fail(f"{len(problems)} shard(s) do not match the manifest of {path}.")
 
 
@@ -268,11 +285,12 @@ def demo_command(
     with engine_context(engine, workers) as eng:
         console.print(
             f"Generating {rows:,} loan applications in {out}, then running the loan pipeline "
-            f"on the {eng.name} engine with {eng.n_workers} workers"
+            f"on the {eng.name} engine with {eng.n_workers} workers",
+            markup=False,
         )
         result = run_demo(rows, out, seed=seed, partitions=partitions)
     print_summary(result)
-    console.print(f"HTML report: {result.results['leaderboard']['report']}")
+    console.print(f"HTML report: {result.results['leaderboard']['report']}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -98,7 +98,7 @@ def serve(
     )
     configure_logging()
     app = create_app(config)  # fails here, once, on a missing token file or empty registry
-    console.print(f"Serving {registry} on http://{host}:{port} (docs: /openapi.json)")
+    console.print(f"Serving {registry} on http://{host}:{port} (docs: /openapi.json)", markup=False)
     run(config, host=host, port=port, workers=workers, app=app)
 
 
@@ -113,7 +113,7 @@ def token_create(
 
     path = token_file or registry / "tokens"
     token = TokenStore(path).create(name)
-    console.print(f"Token {name!r} stored (hashed) in {path}. It is shown only now:")
+    console.print(f"Token {name!r} stored (hashed) in {path}. It is shown only now:", markup=False)
     typer.echo(token)
 
 

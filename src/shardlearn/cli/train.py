@@ -27,9 +27,10 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from shardlearn._yaml import load_yaml
-from shardlearn.cli._common import console, fail
+from shardlearn.cli._common import console, fail, print_table
 from shardlearn.exceptions import SpecError
 from shardlearn.models._execution import recording, timed
 
@@ -406,11 +407,13 @@ def train(
     if as_json:
         console.print_json(json.dumps(summary, default=str))
         return
-    console.print(_summary_table(model, summary))
+    print_table(_summary_table(model, summary))
     console.print(_timings_line(summary), markup=False, highlight=False)
-    console.print(f"Saved to [bold]{out}[/]")
+    console.print(Text.assemble("Saved to ", (str(out), "bold")))
     if register_as is not None:
-        console.print(f"Registered [bold]{summary['registered']}[/] in {registry}")
+        console.print(
+            Text.assemble("Registered ", (summary["registered"], "bold"), f" in {registry}")
+        )
 
 
 def _saved_metrics(summary: dict[str, Any]) -> dict[str, Any]:
