@@ -9,6 +9,7 @@ row, or ``--id``) and the ``--keep-columns``, matching the input rows one to one
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 import shardlearn as sl
 from shardlearn.data import write_dataset
-from shardlearn.engine import engine
+from shardlearn.engine import PROGRESS_ENV, _progress, engine
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.preprocess import Preprocessor
 from shardlearn.registry import save
@@ -276,3 +277,46 @@ def test_options_that_do_not_apply_are_refused(
     with pytest.raises(SchemaError, match="no column 'zip' to keep"):
         predict_batch(model, tmp_path / "x.parquet", out, keep_columns=["zip"])
     assert not out.exists()
+
+
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bars drawn as on a 200-column terminal, on a console made for this test."""
+    monkeypatch.setenv(PROGRESS_ENV, "always")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(_progress, "_CONSOLES", {})
+
+
+def _rows_shown(text: str) -> list[tuple[int, str]]:
+    """(rows done, total) of every drawn state of the predict bar."""
+    frames = re.split(r"[\r\n]", _ESCAPE.sub("", text))
+    found = (re.search(r"predict rows .*?(\d+)/(\S+)", frame) for frame in frames)
+    return [(int(m.group(1)), m.group(2)) for m in found if m]
+
+
+def test_a_progress_bar_counts_rows_and_rejects_and_changes_nothing(
+    model: sl.Pipeline, ordered: sl.Dataset, tmp_path: Path, terminal, capsys
+) -> None:
+    table = _table(40, seed=8)
+    lines = [",".join(COLUMNS), *_csv_lines(table)]
+    lines[3] += ",x"
+    (tmp_path / "new.csv").write_text("\n".join(lines) + "\n")
+    predict_batch(model, tmp_path / "new.csv", tmp_path / "a.parquet", batch_size=16)
+    text = capsys.readouterr().err
+    done = [rows for rows, _ in _rows_shown(text)]
+    # chunk by chunk: 16 rows and the refused line, 16 more, the last 7
+    assert {17, 33, 40} <= set(done) and done == sorted(done) and done[-1] == 40
+    assert "1 rejected" in text
+    predict_batch(model, tmp_path / "new.csv", tmp_path / "b.parquet", verbose=0)
+    assert capsys.readouterr().err == ""
+    assert pq.read_table(tmp_path / "a.parquet").equals(pq.read_table(tmp_path / "b.parquet"))
+    with engine("local", workers=2):
+        predict_batch(model, ordered.uri, tmp_path / "c.parquet")
+        shown = _rows_shown(capsys.readouterr().err)
+        predict_batch(model, ordered.uri, tmp_path / "d.parquet", verbose=False)
+    assert capsys.readouterr().err == ""
+    assert shown[-1] == (120, "120")
+    assert pq.read_table(tmp_path / "c.parquet").equals(pq.read_table(tmp_path / "d.parquet"))

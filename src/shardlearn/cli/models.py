@@ -451,7 +451,7 @@ def predict(
             keep_columns=_names(keep_columns), splits=split or None, engine=eng,
             batch_size=batch_size, format=format, delimiter=delimiter, header=not no_header,
             columns=_names(columns) or None,
-            na_values=None if na_values is None else na_values.split(","),
+            na_values=None if na_values is None else na_values.split(","), verbose=not as_json,
         )  # fmt: skip
     if as_json:
         _print_json(summary.to_dict())

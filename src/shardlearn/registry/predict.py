@@ -26,6 +26,9 @@ shard is kept. Output columns: the ``id_column`` if given, else the key above; t
 ``keep_columns`` (copied from the input as read: text for CSV and JSON Lines, trimmed, markers
 made null); ``prediction``; and with ``proba`` one ``proba_<class>`` column per class in the
 order of ``classes_``.
+
+A progress bar (``verbose``) counts the rows done; on a dataset it runs one shard per worker
+per call, so that the bar moves between calls (the output is the same).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shardlearn.data.readers import REJECTS_SCHEMA
+from shardlearn.engine import StepProgress, show_progress
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.registry._meta import input_schema
 from shardlearn.registry._predict_input import (
@@ -243,8 +247,16 @@ class Predictor:
             rejects = rejects.sort_by("line")
         return self._output(chunk, clean.filter(good), good), rejects
 
-    def run(self, chunks: Iterable[Chunk], source: str, out: Path, rejects: Path) -> SourceCount:
-        """Predict every chunk of one source into ``out`` (and ``rejects``); return the counts."""
+    def run(
+        self,
+        chunks: Iterable[Chunk],
+        source: str,
+        out: Path,
+        rejects: Path,
+        on_chunk: Callable[[SourceCount], None] | None = None,
+    ) -> SourceCount:
+        """Predict every chunk of one source into ``out`` (and ``rejects``); return the counts
+        (``on_chunk`` sees them after every chunk)."""
         count = SourceCount(source)
         with _LazyWriter(out) as writer, _LazyWriter(rejects, REJECTS_SCHEMA) as reject_writer:
             for chunk in chunks:
@@ -255,6 +267,8 @@ class Predictor:
                 count.rows_predicted += predicted.num_rows
                 count.rows_rejected += rejected.num_rows
                 count.blank_lines += chunk.blank_lines
+                if on_chunk is not None:
+                    on_chunk(count)
         return count
 
 
@@ -306,12 +320,19 @@ def _part_name(index: int, label: str) -> str:
     return f"{index:06d}-{safe[-80:]}"
 
 
-def _predict_worker_shards(state: Any, parts_dir: str, batch_size: int) -> list[dict[str, Any]]:
-    """On a worker: predict each of its shards into its own part file; return the counts."""
+def _shard_count(state: Any) -> int:
+    return len(state.shards)
+
+
+def _predict_worker_shards(
+    state: Any, parts_dir: str, batch_size: int, round_: int | None = None
+) -> list[dict[str, Any]]:
+    """On a worker: predict each of its shards (or only its ``round_``-th) into its own part
+    file; return the counts."""
     predictor: Predictor = state.context["predictor"]
     order: dict[str, int] = state.context["shard_order"]
     results = []
-    for shard in state.shards:
+    for shard in state.shards if round_ is None else state.shards[round_ : round_ + 1]:
         position = order[shard.path]
         name = _part_name(position, shard.path)
         count = predictor.run(
@@ -332,6 +353,7 @@ def _predict_dataset(
     splits: Sequence[str] | None,
     engine: Any,
     batch_size: int,
+    verbose: bool | int,
 ) -> list[SourceCount]:
     from shardlearn.data import Dataset
     from shardlearn.engine import get_engine
@@ -347,26 +369,49 @@ def _predict_dataset(
         group.assign(shards)
         group.put("predictor", predictor)
         group.put("shard_order", {shard.path: i for i, shard in enumerate(shards)})
-        results = [r for worker in group.run(_predict_worker_shards, str(parts), batch_size)
-                   for r in worker]  # fmt: skip
+        total = sum(shard.rows for shard in shards)
+        with StepProgress("predict rows", total, enabled=show_progress(verbose)) as bar:
+            if not bar.enabled:
+                rounds: list[int | None] = [None]  # every shard of a worker in one call
+            else:  # one shard per worker per call, so the bar moves between calls
+                rounds = list(range(max(group.run(_shard_count))))
+            results: list[dict[str, Any]] = []
+            for round_ in rounds:
+                for worker in group.run(_predict_worker_shards, str(parts), batch_size, round_):
+                    results.extend(worker)
+                rejected = sum(r["rows_rejected"] for r in results)
+                bar.update(sum(r["rows_in"] for r in results), info=f"{rejected:,} rejected")
     results.sort(key=lambda r: r.pop("position"))
     return [SourceCount(**r) for r in results]
 
 
 def _predict_files(
-    predictor: Predictor, paths: list[str], parts: Path, options: RawOptions, batch_size: int
+    predictor: Predictor,
+    paths: list[str],
+    parts: Path,
+    options: RawOptions,
+    batch_size: int,
+    verbose: bool | int,
 ) -> list[SourceCount]:
-    counts = []
-    for position, path in enumerate(paths):
-        name = _part_name(position, os.path.basename(path))
-        counts.append(
-            predictor.run(
-                file_chunks(path, predictor.needed, predictor.check, options, batch_size),
-                path,
-                parts / f"{name}.parquet",
-                parts / f"{name}.rejects.parquet",
+    counts: list[SourceCount] = []
+    with StepProgress("predict rows", None, enabled=show_progress(verbose)) as bar:
+
+        def advance(count: SourceCount) -> None:
+            done = [*counts, count]
+            rejected = sum(c.rows_rejected for c in done)
+            bar.update(sum(c.rows_in for c in done), info=f"{rejected:,} rejected")
+
+        for position, path in enumerate(paths):
+            name = _part_name(position, os.path.basename(path))
+            counts.append(
+                predictor.run(
+                    file_chunks(path, predictor.needed, predictor.check, options, batch_size),
+                    path,
+                    parts / f"{name}.parquet",
+                    parts / f"{name}.rejects.parquet",
+                    on_chunk=advance,
+                )
             )
-        )
     return counts
 
 
@@ -429,6 +474,7 @@ def predict_batch(
     columns: Sequence[str] | None = None,
     na_values: Sequence[str] | None = None,
     trim: bool = True,
+    verbose: bool | int = True,
 ) -> PredictionSummary:
     """Predict every row of a dataset or of raw files into one Parquet file.
 
@@ -474,6 +520,9 @@ def predict_batch(
         Raw files only: strings read as missing (default: ingest's, e.g. "", NA, NaN, ?).
     trim : bool, default True
         Raw files only: strip whitespace around text values (``"a, b"`` reads ``b``).
+    verbose : bool or int, default True
+        Show the rows predicted (and rejected) so far on a progress bar; ``0``/``False``
+        never, else when stderr is a terminal (see :func:`shardlearn.engine.show_progress`).
 
     Returns
     -------
@@ -522,10 +571,11 @@ def predict_batch(
     try:
         if dataset:
             counts = _predict_dataset(
-                predictor, source, parts, splits=splits, engine=engine, batch_size=batch_size
-            )
+                predictor, source, parts, splits=splits, engine=engine, batch_size=batch_size,
+                verbose=verbose,
+            )  # fmt: skip
         else:
-            counts = _predict_files(predictor, paths, parts, options, batch_size)
+            counts = _predict_files(predictor, paths, parts, options, batch_size, verbose)
         return _finish(parts, out, counts)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
