@@ -163,7 +163,7 @@ def test_the_real_adult_test_file_predicts_as_its_ingested_dataset(
         assert a.column(column).to_pylist() == b.column(column).to_pylist(), column
 
 
-def test_a_glob_of_two_files_one_compressed_is_read_in_order(
+def test_a_glob_of_two_files_one_compressed_and_a_uri_are_read_in_order(
     model: sl.Pipeline, tmp_path: Path
 ) -> None:
     table = _table(30, seed=4)
@@ -182,6 +182,11 @@ def test_a_glob_of_two_files_one_compressed_is_read_in_order(
     assert got.column("source").to_pylist() == [files[0]] * 12 + [files[1]] * 18
     assert got.column("line").to_pylist() == [2, 3, 4, 5, *range(7, 15), *range(2, 20)]
     assert got.column("prediction").to_pylist() == model.predict(table).tolist()
+    uri = f"file://{tmp_path / 'part-2.csv.gz'}"  # a URI, as ingest takes it
+    predict_batch(model, uri, tmp_path / "u.parquet")
+    by_uri = pq.read_table(tmp_path / "u.parquet")
+    assert by_uri.column("source").to_pylist() == [uri] * 18
+    assert by_uri.column("prediction").to_pylist() == model.predict(table.slice(12)).tolist()
 
 
 def test_format_and_delimiter_options_are_ingests(model: sl.Pipeline, tmp_path: Path) -> None:
