@@ -135,3 +135,22 @@ def test_describe_prints_a_markup_like_column_name_verbatim(capsys, tmp_path):
     code, out, err = run_cli(capsys, "describe", str(ds.uri))
     assert code == 0, err
     assert "[/x] [bold]b" in out and str(ds.uri) in out
+
+
+def test_search_summary_prints_a_markup_like_out_path_verbatim(capsys, tmp_path):
+    """The search summary ('saved to OUT') printed OUT as markup: '[bold]' vanished."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 2))
+    y = np.where(x[:, 0] + rng.normal(0, 0.5, 300) > 0, "yes", "no")
+    table = pa.table({"a": x[:, 0], "b": x[:, 1], "y": y})
+    ds = write_dataset(table, tmp_path / "ds", "y", partitions=2, split=(0.6, 0.2, 0.2))
+    out = tmp_path / "runs[bold]1"
+    code, stdout, err = run_cli(
+        capsys, "search", str(ds.uri), "--model", "logistic", "--trials", "2", "--workers", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"saved to {out / 'best_model'}\n" in stdout
+    board = json.loads((out / "result.json").read_text())["leaderboard"]
+    for row in board:
+        assert f"{row['score']:.4f}" in stdout

@@ -57,6 +57,11 @@ def _warnings_as_lines() -> Iterator[None]:
             err_console.print(labelled("warning:", "yellow", text), highlight=False, soft_wrap=True)
 
 
+def _say(message: str) -> None:
+    """A line on stderr as plain text, a path in it never broken across lines."""
+    err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -131,7 +136,7 @@ def _write_json(data: dict[str, Any], target: str) -> None:
         typer.echo(text)
     else:
         Path(target).write_text(text + "\n")
-        err_console.print(f"metrics written to {target}", highlight=False, markup=False)
+        _say(f"metrics written to {target}")
 
 
 def _final_step(model: Any) -> Any:
@@ -240,7 +245,7 @@ def evaluate_command(
         print_table(_class_table(report))
     if report_path is not None:
         report.to_html(report_path)
-        err_console.print(f"report written to {report_path}", highlight=False, markup=False)
+        _say(f"report written to {report_path}")
     if json_path is not None:
         _write_json(report.to_dict(), json_path)
 
@@ -352,10 +357,10 @@ def compare_command(
         print_table(table)
     if plot_path is not None:
         plot_path.write_bytes(board.plot_png())
-        err_console.print(f"plot written to {plot_path}", highlight=False, markup=False)
+        _say(f"plot written to {plot_path}")
     if report_path is not None:
         board.to_html(report_path)
-        err_console.print(f"report written to {report_path}", highlight=False, markup=False)
+        _say(f"report written to {report_path}")
     if json_path is not None:
         _write_json(board.to_dict(), json_path)
 

@@ -245,7 +245,7 @@ def verify(
     if ref is not None and is_artifact(ref):
         artifact = read_verified(ref)
         state = "signature ok" if artifact.signature_verified else "hashes ok (not signed)"
-        console.print(f"{ref}: {state}", markup=False)
+        console.print(f"{ref}: {state}", markup=False, soft_wrap=True)
         return
     results = Registry(registry).verify(ref)
     failures = 0
@@ -318,14 +318,14 @@ def export(
         if out.exists():
             raise fail(f"{out} already exists")
         shutil.copytree(artifact.path, out)
-        console.print(f"Copied {artifact.path} to {out}", markup=False)
+        console.print(f"Copied {artifact.path} to {out}", markup=False, soft_wrap=True)
         return
     if format != "onnx":
         raise fail(f"unknown export format {format!r}: choose onnx or artifact")
     from shardlearn.registry.onnx import export_onnx
 
     export_onnx(artifact.to_model(), out, estimator_only=estimator_only)
-    console.print(f"Wrote {out}", markup=False)
+    console.print(f"Wrote {out}", markup=False, soft_wrap=True)
 
 
 @models_app.command("keygen")

@@ -139,7 +139,7 @@ def graph(
 
     drawn = draw(load_spec(spec_path, _overrides(set_)), fmt, out)
     if isinstance(drawn, Path):
-        console.print(f"Wrote {drawn}", markup=False)
+        console.print(f"Wrote {drawn}", markup=False, soft_wrap=True)
     elif out is not None:
         out.write_text(drawn)
     else:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
-from shardlearn.cli._common import console
+from shardlearn.cli._common import console, print_table
 
 EXAMPLE = (
     "Example: shardlearn search data/adult --model xgboost --model logistic --space space.yaml "
@@ -77,7 +78,7 @@ def search(
         return
     if not show_progress(1):
         # No live view was drawn (a pipe, a log): the leaderboard is printed here, once.
-        console.print(leaderboard_table(summary["leaderboard"], metric))
+        print_table(leaderboard_table(summary["leaderboard"], metric))
     _print_summary(summary, metric)
 
 
@@ -86,19 +87,24 @@ def _print_summary(summary: dict[str, Any], metric: str) -> None:
     for note in summary.get("notes", []):
         console.print(f"note: {note}", markup=False)
     if summary["best_params"] is None:
-        console.print("[bold red]every trial failed[/]; see the errors in the leaderboard.")
+        failed = ("every trial failed", "bold red")
+        console.print(Text.assemble(failed, "; see the errors in the leaderboard."))
         return
     console.print(
-        f"best: [bold]{summary['best_model']}[/] {json.dumps(summary['best_params'])} "
-        f"CV {metric} {summary['best_score']:.4f}"
-    )
+        Text.assemble(
+            "best: ", (str(summary["best_model"]), "bold"),
+            f" {json.dumps(summary['best_params'])} CV {metric} {summary['best_score']:.4f}",
+        ),
+        soft_wrap=True,
+    )  # fmt: skip
     test = summary["test_metrics"].get(metric)
     if test is not None:
         console.print(f"refitted on train+valid: test {metric} {test:.4f}")
     if summary["model"]:
-        console.print(f"saved to [bold]{summary['model']}[/]")
+        console.print(Text.assemble("saved to ", (str(summary["model"]), "bold")), soft_wrap=True)
     if summary.get("registered"):
-        console.print(f"registered as [bold]{summary['registered']}[/]")
+        registered = ("registered as ", (str(summary["registered"]), "bold"))
+        console.print(Text.assemble(*registered), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -409,11 +409,10 @@ def train(
         return
     print_table(_summary_table(model, summary))
     console.print(_timings_line(summary), markup=False, highlight=False)
-    console.print(Text.assemble("Saved to ", (str(out), "bold")))
+    console.print(Text.assemble("Saved to ", (str(out), "bold")), soft_wrap=True)
     if register_as is not None:
-        console.print(
-            Text.assemble("Registered ", (summary["registered"], "bold"), f" in {registry}")
-        )
+        registered = ("Registered ", (summary["registered"], "bold"), f" in {registry}")
+        console.print(Text.assemble(*registered), soft_wrap=True)
 
 
 def _saved_metrics(summary: dict[str, Any]) -> dict[str, Any]:
