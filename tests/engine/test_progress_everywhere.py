@@ -1,9 +1,10 @@
-"""Progress everywhere (issue 22, finding 2): forests, neural nets and KMeans draw a bar.
+"""Progress everywhere (issue 22, finding 2): forests, neural nets, KMeans, self-training and
+ingest draw a bar.
 
-The bars go to stderr through :mod:`shardlearn.engine._progress`. ``SHARDLEARN_PROGRESS=always``
-renders them as on a terminal into pytest's captured stderr, where every step is drawn at
-least once (a step refreshes the bar), so the tests read the figures back and compare them with
-the fitted model's. No test sleeps or times anything.
+The bars go to stderr (:mod:`shardlearn._terminal` decides, :mod:`shardlearn.engine._progress`
+draws). ``SHARDLEARN_PROGRESS=always`` renders them as on a terminal into pytest's captured
+stderr, where every step is drawn at least once (a step refreshes the bar), so the tests read
+the figures back and compare them with the fitted model's. No test sleeps or times anything.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import re
 import numpy as np
 import pytest
 
-from shardlearn.engine import PROGRESS_ENV, _progress, engine, show_progress
+from shardlearn import _terminal
+from shardlearn.engine import PROGRESS_ENV, engine, show_progress
 from shardlearn.models import KMeans, RandomForestClassifier
 
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -24,7 +26,7 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bars drawn as on a 200-column terminal, on a console made for this test."""
     monkeypatch.setenv(PROGRESS_ENV, "always")
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(_progress, "_CONSOLES", {})
+    monkeypatch.setattr(_terminal, "_CONSOLES", {})
 
 
 def _frames(text: str) -> list[str]:
@@ -218,3 +220,18 @@ def test_self_training_reports_each_rounds_pseudo_labelled_rows(terminal, capsys
     expected = {r["round"]: r["rows_pseudo_labelled"] for r in model.history_[1:]}
     assert model.n_rounds_ >= 2
     assert drawn == expected
+
+
+def test_ingest_from_python_shows_rows_and_bytes_unless_told_not_to(terminal, capsys, tmp_path):
+    from shardlearn.data import ingest
+
+    X, y = _data(300)
+    csv = tmp_path / "rows.csv"
+    lines = ["a,b,label"] + [f"{a:.3f},{b:.3f},{c}" for (a, b), c in zip(X[:, :2], y, strict=True)]
+    csv.write_text("\n".join(lines) + "\n")
+    ingest(str(csv), "label", str(tmp_path / "shown"), partitions=2)
+    frames = _frames(capsys.readouterr().err)
+    size = f"{csv.stat().st_size / 1000:.1f}"  # rich's decimal kB, as DownloadColumn prints
+    assert any("ingest 300 rows" in f and f"{size}/{size} kB" in f for f in frames), frames
+    ingest(str(csv), "label", str(tmp_path / "quiet"), partitions=2, progress=False)
+    assert capsys.readouterr().err == ""

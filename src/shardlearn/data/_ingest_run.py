@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardlearn._terminal import progress_console, show_progress
 from shardlearn._validation import unknown_name_message
 from shardlearn.data._convert import convert_batch, infer_schema
 from shardlearn.data._writer import REJECTS_SCHEMA, DatasetWriter
@@ -348,10 +349,9 @@ class IngestRun:
 
     @contextmanager
     def _progress_bar(self) -> Iterator[Any]:
-        if not self.progress:
+        if not show_progress(self.progress):
             yield lambda: None
             return
-        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
         total = sum(SourceReader(p, self.options).size for p in self.paths)
@@ -360,7 +360,7 @@ class IngestRun:
             BarColumn(),
             DownloadColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=progress_console(),
             transient=True,
         )
         state = self._progress_state

@@ -202,7 +202,7 @@ def ingest(
     max_reject_rate: float = 0.05,
     trim: bool = True,
     block_size: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     allow_unlabeled: bool = False,
     allow_non_finite: bool = False,
 ) -> Dataset:
@@ -260,8 +260,9 @@ def ingest(
     block_size : int, optional
         Bytes per read block (default 4 MiB); bounds memory. A line longer than this is
         rejected.
-    progress : bool, default False
-        Show a progress bar on stderr.
+    progress : bool, default True
+        Show a progress bar on stderr (rows read and bytes of input) while stderr is a
+        terminal (see :func:`shardlearn.engine.show_progress`); False never.
     allow_unlabeled : bool, default False
         Keep rows whose label is missing (null or empty) instead of rejecting them: they go to
         a split of their own, ``unlabeled`` (``ds.shards("unlabeled")``), never to

@@ -1,31 +1,27 @@
 """Progress bars (rich) on stderr: the task graph's, and the fits' (trees, epochs, iterations).
 
-One decision for every bar of the library, :func:`show_progress`: never with ``verbose=0``
-(or False), never in a worker process of the local engine (only the driver draws: a fit that
-runs as a task would garble its display); otherwise when stderr is a terminal, so logs, pipes
-and CI stay clean. The environment variable ``SHARDLEARN_PROGRESS`` overrides the terminal
-test: ``always`` draws the bars as on a terminal (escape codes included) wherever stderr goes,
-``never`` draws none, ``auto`` (or unset) tests the terminal. Estimators take the ``verbose``
-parameter scikit-learn uses (:data:`VERBOSE_CONSTRAINTS`), default True.
-
-Every bar draws on one shared console (:func:`progress_console`), so a bar started while
-another is live (a model's epochs under a search's leaderboard) nests under it instead of
-both fighting over the terminal. A :class:`StepProgress` refreshes on every step, so each
-step (each epoch's loss, each round of trees) is drawn at least once, whatever the refresh
-rate.
+Whether to draw one is decided in one place for the whole library,
+:func:`shardlearn._terminal.show_progress` (re-exported here and by :mod:`shardlearn.engine`):
+never with ``verbose=0``, never in a worker process, else when stderr is a terminal or
+``SHARDLEARN_PROGRESS`` says so. Every bar draws on the shared stderr console
+(:func:`~shardlearn._terminal.progress_console`), so bars nest. A :class:`StepProgress`
+refreshes on every step, so each step (each epoch's loss, each round of trees) is drawn at
+least once, whatever the refresh rate.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
-from shardlearn._validation import Interval, Type
+from shardlearn._terminal import (
+    PROGRESS_ENV,
+    VERBOSE_CONSTRAINTS,
+    progress_console,
+    show_progress,
+)
 
 __all__ = [
     "PROGRESS_ENV",
@@ -35,60 +31,6 @@ __all__ = [
     "progress_console",
     "show_progress",
 ]
-
-#: Environment variable overriding the terminal test: "auto" (default), "always" or "never".
-PROGRESS_ENV = "SHARDLEARN_PROGRESS"
-_MODES = ("auto", "always", "never")
-#: ``_parameter_constraints`` entry of an estimator's ``verbose``: a bool or an int >= 0.
-VERBOSE_CONSTRAINTS: list = [Type(bool), Interval("int", 0, None)]
-# One console per mode; "always" renders as a terminal wherever stderr goes.
-_CONSOLES: dict[bool, Console] = {}
-
-
-def _mode() -> str:
-    mode = os.environ.get(PROGRESS_ENV, "").strip().lower() or "auto"
-    if mode not in _MODES:
-        raise ValueError(
-            f"The environment variable {PROGRESS_ENV} must be one of {', '.join(_MODES)}. "
-            f"Got {os.environ[PROGRESS_ENV]!r}."
-        )
-    return mode
-
-
-def show_progress(verbose: bool | int = True) -> bool:
-    """Whether to draw a progress bar: the one place every bar of the library asks.
-
-    Parameters
-    ----------
-    verbose : bool or int, default=True
-        An estimator's ``verbose``; 0 or False never shows a bar.
-
-    Returns
-    -------
-    bool
-        False when ``verbose`` is 0 or in an engine's worker process; else per
-        ``SHARDLEARN_PROGRESS``, by default whether stderr is a terminal.
-    """
-    from shardlearn.engine import _worker
-
-    # A fit inside a task (a search trial, a pipeline stage) runs in a worker process whose
-    # stderr is the driver's terminal: its bar would garble the driver's display.
-    if not verbose or _worker.IN_WORKER:
-        return False
-    mode = _mode()
-    if mode != "auto":
-        return mode == "always"
-    stream = sys.stderr
-    return stream is not None and stream.isatty()
-
-
-def progress_console() -> Console:
-    """The stderr console every bar draws on (a terminal one under ``always``)."""
-    forced = _mode() == "always"
-    if forced not in _CONSOLES:
-        # stderr=True follows sys.stderr as it is at each write (a redirect, pytest's capture).
-        _CONSOLES[forced] = Console(stderr=True, force_terminal=True if forced else None)
-    return _CONSOLES[forced]
 
 
 class StepProgress:
