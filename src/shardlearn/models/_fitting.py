@@ -355,7 +355,8 @@ def _prepare_dataset(
         group, closers = _open_group(engine)
     ctx = TrainingContext(group, classes, 0, [], splits, preprocessor, ds, _closers=closers)
     try:
-        group.assign(shards)
+        with timed("start"):  # the first call waits for worker processes still starting
+            group.assign(shards)
         group.put("source", DATASET_SOURCE)
         group.put("classes", classes.tolist())
         group.put("label", ds.schema.label)
@@ -418,7 +419,8 @@ def _prepare_arrays(
             # Checks that X is finite (DataError) while writing, before any worker reads a row.
             with timed("read"):
                 ctx._tmpdir, shards = hand_off_arrays(X, y_idx, weights, group.size, owner)
-            group.assign(shards)
+            with timed("start"):  # the first call waits for worker processes still starting
+                group.assign(shards)
         group.put("source", ARRAY_SOURCE)
         group.put("classes", classes.tolist())
         group.put("n_features", int(X.shape[1]))
