@@ -160,7 +160,7 @@ def file_chunks(
             raw=table,
             table=pa.table(columns) if columns else table.select([]),
             key={
-                "source": pa.array([path] * len(lines), pa.string()),
+                "source": pa.repeat(pa.scalar(path, pa.string()), len(lines)),
                 "line": pa.array(lines, pa.int64()),
             },
             lines=lines,
@@ -207,7 +207,10 @@ def shard_chunks(shard: Any, needed: Sequence[str], batch_size: int) -> Iterator
         yield Chunk(
             raw=table,
             table=table,
-            key={"shard": pa.array([shard.path] * len(rows), pa.string()), "row": pa.array(rows)},
+            key={
+                "shard": pa.repeat(pa.scalar(shard.path, pa.string()), len(rows)),
+                "row": pa.array(rows),
+            },
             lines=rows + 1,
         )
 
