@@ -33,7 +33,6 @@ runs serially in-process -- the debugging path.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 
 from shardlearn._validation import unknown_name_message
 from shardlearn.engine._cache import ResultCache, task_token
-from shardlearn.engine._progress import GraphProgress
+from shardlearn.engine._progress import GraphProgress, show_progress
 from shardlearn.engine.base import Engine, Resources, get_engine
 from shardlearn.exceptions import GraphCycleError, SpecError
 
@@ -261,7 +260,8 @@ class TaskGraph:
         cache_dir : path, optional
             Store results by token there and reuse them, so a re-run resumes.
         progress : bool, optional
-            Show a progress bar on stderr; default: when stderr is a terminal.
+            Show a progress bar on stderr; default: when stderr is a terminal (see
+            :func:`shardlearn.engine.show_progress`).
 
         Raises
         ------
@@ -282,7 +282,7 @@ class TaskGraph:
         for key in order:
             eng.check_fits(self.tasks[key].resources, f"Task {key!r}")
         cache = ResultCache(cache_dir) if cache_dir is not None else None
-        show = sys.stderr.isatty() if progress is None else progress
+        show = show_progress() if progress is None else progress
         self.last_run = RunReport()
         scheduler = Scheduler(self, eng, wanted, cache, self.last_run)
         with GraphProgress(enabled=show) as bar:
