@@ -3,7 +3,9 @@
 The driver never touches a tensor. It asks every worker what it holds (:func:`probe`), picks
 the device and backend, chooses a free port for the rendezvous, sets every rank up once,
 calls one epoch at a time (the model and optimiser stay on the workers), shows the epoch's
-loss and valid accuracy, decides early stopping, and finally collects the weights.
+loss, valid loss and valid accuracy on a progress bar (``verbose``; no bar when the caller
+passes a callback, which shows its own), decides early stopping, and finally collects the
+weights.
 """
 
 from __future__ import annotations
