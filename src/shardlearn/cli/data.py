@@ -266,7 +266,13 @@ def describe_command(
 
 
 def demo_command(
-    rows: int = typer.Option(DEMO_ROWS, "--rows", min=100, help="Loan applications to generate."),
+    rows: int = typer.Option(
+        DEMO_ROWS,
+        "--rows",
+        min=100,
+        envvar="SHARDLEARN_DEMO_ROWS",  # the README's tests run the demo on small data
+        help="Loan applications to generate.",
+    ),
     out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator and the partitioner."),
     partitions: int = typer.Option(8, "--partitions", min=1, help="Shards per split."),

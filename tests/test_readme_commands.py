@@ -1,0 +1,246 @@
+"""The README's commands are tests (issue #22): every shell command and Python snippet runs.
+
+``test_readme_runs_as_written`` runs README.md top to bottom in a scratch folder with
+``tests/_readme_runner.py`` (small demo data through ``$SHARDLEARN_DEMO_ROWS``); the other
+tests check that the runner itself fails on a broken command, counts what it skips, keeps
+shell state, starts and stops servers, and that ``examples/`` holds real files.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests._readme_runner import (
+    ReadmeCommandError,
+    parse_markdown,
+    run_markdown,
+    shell_commands,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = "```"
+
+
+def _write_readme(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "README.md"
+    path.write_text(textwrap.dedent(text).replace("~~~", FENCE))
+    return path
+
+
+@pytest.mark.slow
+def test_readme_runs_as_written(tmp_path: Path) -> None:
+    report = run_markdown(ROOT / "README.md", tmp_path)
+    print(report.summary())
+    assert report.commands > 20
+    assert len(report.ran) > 20
+    assert all(block.skip for block in report.skipped)
+
+
+def test_a_broken_command_fails_with_the_command_and_its_output(tmp_path: Path) -> None:
+    readme = _write_readme(
+        tmp_path / "src",
+        """
+        # Demo
+        ~~~bash
+        echo first command runs
+        shardlearn describe data/never-ingested     # a dataset that does not exist
+        echo never reached > reached.txt
+        ~~~
+        """,
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ReadmeCommandError) as caught:
+        run_markdown(readme, work)
+    message = str(caught.value)
+    assert "README.md:5: `shardlearn describe data/never-ingested" in message
+    assert "exited with 1" in message
+    assert "data/never-ingested" in message.split("exited with 1", 1)[1]  # its own output
+    assert not (work / "reached.txt").exists()
+
+
+def test_a_broken_python_snippet_fails_with_its_code_and_traceback(tmp_path: Path) -> None:
+    readme = _write_readme(
+        tmp_path / "src",
+        """
+        ~~~python
+        answer = 42
+        ~~~
+
+        ~~~python
+        print("before the error")
+        import shardlearn as sl
+        sl.Dataset.open("data/never-ingested")
+        ~~~
+        """,
+    )
+    with pytest.raises(ReadmeCommandError) as caught:
+        run_markdown(readme, tmp_path)
+    message = str(caught.value)
+    assert message.startswith("README.md:7: the Python snippet failed")
+    assert 'sl.Dataset.open("data/never-ingested")' in message
+    assert "before the error" in message
+    assert 'File "README.md", line 9' in message  # the traceback points at the README's line
+
+
+def test_skipped_files_and_given_blocks(tmp_path: Path) -> None:
+    readme = _write_readme(
+        tmp_path / "src",
+        """
+        <!-- readme: skip (a benchmark: minutes of work) -->
+        ~~~bash
+        exit 3
+        ~~~
+
+        <!-- readme: file conf/space.yaml -->
+        ~~~yaml
+        C: {loguniform: [0.001, 100]}
+        ~~~
+
+        ~~~yaml
+        not: [run, or, written]
+        ~~~
+
+        <!-- readme: given
+        import numpy as np
+        X = np.arange(6).reshape(3, 2)
+        -->
+        ~~~python
+        assert X.sum() == 15
+        assert open("conf/space.yaml").read().startswith("C: ")
+        ~~~
+        """,
+    )
+    report = run_markdown(readme, tmp_path)
+    assert [block.skip for block in report.skipped] == ["a benchmark: minutes of work"]
+    assert [block.file for block in report.files] == ["conf/space.yaml"]
+    assert len(report.text) == 1 and len(report.ran) == 1
+    assert "skipped line 4: a benchmark: minutes of work" in report.summary()
+
+
+@pytest.mark.parametrize(
+    ("directive", "error"),
+    [
+        ("<!-- readme: skip -->", "unknown README directive"),
+        ("<!-- readme: skipp (typo) -->", "unknown README directive"),
+        ("<!-- readme: skip (reason) -->\nsome text", "must come just before a fenced block"),
+    ],
+)
+def test_a_directive_without_a_reason_or_misspelt_is_refused(directive: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_markdown(f"{directive}\n{FENCE}bash\nexit 1\n{FENCE}\n")
+
+
+def test_shell_commands_are_split_like_a_user_types_them() -> None:
+    code = textwrap.dedent(
+        """\
+        # a comment line is not a command
+        shardlearn ingest a.csv \\
+            --out data/a                 # a continued command
+        curl -d '{"a": 1,
+                  "b": 2}' http://x      # a quote open across lines
+
+          indented --too
+        """
+    )
+    assert list(shell_commands(code, 10)) == [
+        (11, "shardlearn ingest a.csv \\\n    --out data/a                 # a continued command"),
+        (13, 'curl -d \'{"a": 1,\n          "b": 2}\' http://x      # a quote open across lines'),
+        (16, "  indented --too"),
+    ]
+
+
+def test_shell_variables_and_directory_carry_over(tmp_path: Path) -> None:
+    readme = _write_readme(
+        tmp_path / "src",
+        """
+        ~~~bash
+        TOKEN=$(echo secret-token | tail -n 1)
+        mkdir -p sub && cd sub
+        ~~~
+
+        Later, in another block:
+
+        ~~~bash
+        test "$TOKEN" = secret-token
+        test "$(basename "$PWD")" = sub
+        test "$SHARDLEARN_DEMO_ROWS" -le 10000   # the runner's small-data default
+        ~~~
+        """,
+    )
+    report = run_markdown(readme, tmp_path)
+    assert report.commands == 5
+
+
+def test_a_server_is_polled_until_ready_and_stopped(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    _tiny_registry(tmp_path / "models")
+    readme = _write_readme(
+        tmp_path / "src",
+        """
+        ~~~bash
+        shardlearn serve --registry models --no-auth --port 8000
+        curl -sS --fail-with-body http://127.0.0.1:8000/healthz
+        curl -sS http://127.0.0.1:8000/healthz > health.json
+        ~~~
+        """,
+    )
+    before = set(os.listdir("/proc")) if Path("/proc").is_dir() else set()
+    run_markdown(readme, tmp_path)
+    assert (tmp_path / "health.json").read_text().strip()  # the README's port was rewritten
+    logs = list((tmp_path / ".readme-shell").glob("server-*.log"))
+    assert len(logs) == 1
+    port = logs[0].stem.split("-")[1]
+    assert port != "8000"
+    if before:  # the server's process group is gone once the run returns
+        started = set(os.listdir("/proc")) - before
+        alive = [p for p in started if p.isdigit() and _is_serve(Path("/proc", p))]
+        assert alive == []
+
+
+def _tiny_registry(root: Path) -> None:
+    """A registry with one small logistic regression, for a server to load."""
+    import numpy as np
+    import pandas as pd
+
+    import shardlearn as sl
+
+    X = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7})
+    with sl.engine("local", workers=1):
+        model = sl.LogisticRegression().fit(X, (X["a"] > 20).to_numpy(dtype=int))
+    sl.Registry(root).register(model, "tiny")
+
+
+def _is_serve(proc: Path) -> bool:
+    try:
+        return b"serve" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_a_server_that_exits_fails_with_its_log(tmp_path: Path) -> None:
+    readme = _write_readme(
+        tmp_path / "src",
+        """
+        ~~~bash
+        shardlearn serve --registry models --model no-such-model --port 8000
+        ~~~
+        """,
+    )
+    with pytest.raises(ReadmeCommandError, match=r"README.md:3: server `shardlearn serve"):
+        run_markdown(readme, tmp_path)
+
+
+def test_examples_are_real_files_and_loans_equals_the_packaged_spec() -> None:
+    examples = ROOT / "examples"
+    links = [path.name for path in examples.iterdir() if path.is_symlink()]
+    assert links == [], f"examples/ must hold real files (copying it breaks links): {links}"
+    packaged = ROOT / "src" / "shardlearn" / "pipeline" / "specs" / "loans.yaml"
+    assert (examples / "loans.yaml").read_bytes() == packaged.read_bytes(), (
+        "examples/loans.yaml and the demo's packaged spec differ; copy one onto the other"
+    )
