@@ -3,6 +3,14 @@
 The order matters for the guarantees: the output is checked before any work, every row read is
 counted exactly once as written or rejected, the reject rate is checked before anything is
 moved into place, and the manifest is the last thing written (by the DatasetWriter).
+
+Parallel parsing: an uncompressed local CSV/TSV file is cut into byte ranges parsed on
+``parsers`` threads (:mod:`shardlearn.data._ranges`); other inputs, and a CSV file in which a
+quoted value may hold a newline, are read as one stream. Whatever the split, the output is the
+same: ranges are consumed in input order, accepted rows reach the writer re-cut into batches of
+exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same batches), and
+rejects are written sorted by line within each file in row groups of exactly
+:data:`REJECT_ROWS`, settled only where every earlier line of the file is known.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import pyarrow.compute as pc
 
 from shardlearn._terminal import progress_console, show_progress
 from shardlearn._validation import unknown_name_message
+from shardlearn.data import _ranges
 from shardlearn.data._convert import convert_batch, infer_schema
+from shardlearn.data._ranges import parse_ranges, plan_ranges
 from shardlearn.data._writer import REJECTS_SCHEMA, DatasetWriter
 from shardlearn.data.dataset import Dataset
 from shardlearn.data.partition import _SAMPLE_SALT, make_partitioner, parse_strategy, row_hashes
@@ -38,6 +48,8 @@ __all__ = ["IngestRun", "warn_single_class"]
 SAMPLE_ROWS = 20_000  # rows of the first file(s) used to infer types and kinds
 RANGE_SAMPLE_ROWS = 50_000  # key values kept (bottom-k by hash) to place range boundaries
 RELEASE_EVERY = 16  # batches between returning freed memory to the OS
+BATCH_ROWS = 65536  # rows per batch handed to the writer, whatever the input's batches
+REJECT_ROWS = 65536  # rows per row group of the rejects file
 # Batches cast in parallel (Arrow compute releases the GIL); results are used in input order.
 CONVERT_THREADS = 2
 
@@ -113,6 +125,85 @@ def pipelined_map(
                     thread.join(timeout=0.1)
 
 
+@dataclass(frozen=True)
+class _Settle:
+    """A marker in the batch stream: the rejects buffered so far are final (every earlier line
+    of the file has been seen); ``force`` at the end of a file."""
+
+    force: bool
+
+
+_SETTLE, _SETTLE_ALL = _Settle(False), _Settle(True)
+
+
+class _Rebatcher:
+    """Hands accepted rows to the writer in batches of exactly :data:`BATCH_ROWS` rows, so the
+    partitioners and shard buffers see the same batches however the input was parsed."""
+
+    def __init__(self, writer: DatasetWriter) -> None:
+        self.writer = writer
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        if self.rows >= BATCH_ROWS:
+            self._emit(final=False)
+
+    def close(self) -> None:
+        self._emit(final=True)
+
+    def _emit(self, final: bool) -> None:
+        if not self.pending:
+            return
+        table = pa.Table.from_batches(self.pending)
+        start = 0
+        while table.num_rows - start >= BATCH_ROWS or (final and start < table.num_rows):
+            piece = table.slice(start, BATCH_ROWS).combine_chunks()
+            self.writer.write(piece.to_batches()[0] if piece.num_rows else piece)
+            start += piece.num_rows
+        rest = table.slice(start)
+        self.pending = rest.combine_chunks().to_batches() if rest.num_rows else []
+        self.rows = rest.num_rows
+
+
+class _RejectBuffer:
+    """Rejects sorted by line within each file, written in row groups of exactly
+    :data:`REJECT_ROWS` rows (the last one shorter), whatever the split of the input."""
+
+    def __init__(self, writer: DatasetWriter) -> None:
+        self.writer = writer
+        self.fresh: list[pa.Table] = []  # not yet known to be final
+        self.fresh_rows = 0
+        self.ready: pa.Table | None = None  # final and sorted, fewer than REJECT_ROWS rows
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.fresh.append(table)
+            self.fresh_rows += table.num_rows
+
+    def settle(self, marker: _Settle) -> None:
+        if not self.fresh or (not marker.force and self.fresh_rows < REJECT_ROWS):
+            return
+        fresh = pa.concat_tables(self.fresh)
+        fresh = fresh.take(pc.sort_indices(fresh, [("line", "ascending")]))
+        self.fresh, self.fresh_rows = [], 0
+        ready = pa.concat_tables([self.ready, fresh]) if self.ready is not None else fresh
+        while ready.num_rows >= REJECT_ROWS:
+            self.writer.reject(ready.slice(0, REJECT_ROWS).combine_chunks())
+            ready = ready.slice(REJECT_ROWS)
+        self.ready = ready.combine_chunks()
+
+    def close(self) -> None:
+        self.settle(_SETTLE_ALL)
+        if self.ready is not None and self.ready.num_rows:
+            self.writer.reject(self.ready)
+        self.ready = None
+
+
 @dataclass
 class _Prepared:
     raw: RawBatch
@@ -143,9 +234,14 @@ class IngestRun:
     progress: bool
     allow_unlabeled: bool = False
     allow_non_finite: bool = False
+    parsers: int = 1
+    range_bytes: int | None = None  # None: _ranges.RANGE_BYTES
     rows_read: int = 0
     blank_lines: int = 0
+    parsers_used: int = 1
+    ranges_parsed: int = 0
     _progress_state: dict[str, Any] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
 
     # -- schema ---------------------------------------------------------------------------------
     def _sample(self) -> tuple[pa.Table, list[str]]:
@@ -197,23 +293,52 @@ class IngestRun:
             for c in schema.columns
             if pa.types.is_integer(c.arrow_type) or pa.types.is_floating(c.arrow_type)
         }
+        state = self._progress_state
         for path in self.paths:
-            reader = SourceReader(path, self.options)
-            reader.fast_types = fast_types
-            self._progress_state["reader"] = reader
-            checked = False
-            for raw in reader.batches():
-                if not checked:
-                    missing = [n for n in schema.names if n not in reader.column_names]
-                    if missing:
-                        raise SchemaError(
-                            f"{path!r} lacks column(s) {', '.join(map(repr, missing))} that "
-                            f"the schema (from {self.paths[0]!r}) has."
-                        )
-                    checked = True
-                yield raw
-            self._progress_state["done_bytes"] = (
-                self._progress_state.get("done_bytes", 0) + reader.size
+            ranges = None
+            if self._pool is not None:
+                range_bytes = self.range_bytes or _ranges.RANGE_BYTES
+                ranges = plan_ranges(path, self.options, range_bytes, self._pool)
+            if ranges is None:
+                yield from self._stream_batches(path, schema, fast_types)
+                continue
+            self.parsers_used = max(self.parsers_used, min(self.parsers, len(ranges)))
+            state["reader"] = None
+            parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
+            for byte_range, names, batches in parsed:
+                self._check_columns(path, names, schema)
+                yield from batches
+                # Every line before the next range is known: its rejects may be written.
+                yield _SETTLE
+                self.ranges_parsed += 1
+                state["done_bytes"] = state.get("done_bytes", 0) + byte_range.end - byte_range.start
+            yield _SETTLE_ALL
+
+    def _stream_batches(
+        self, path: str, schema: Schema, fast_types: dict[str, pa.DataType]
+    ) -> Iterator[RawBatch]:
+        """One file read as one stream (one parser)."""
+        reader = SourceReader(path, self.options)
+        reader.fast_types = fast_types
+        self._progress_state["reader"] = reader
+        checked = False
+        for raw in reader.batches():
+            if not checked:
+                self._check_columns(path, reader.column_names, schema)
+                checked = True
+            yield raw
+            yield _SETTLE
+        self.ranges_parsed += 1
+        self._progress_state["done_bytes"] = self._progress_state.get("done_bytes", 0) + reader.size
+        self._progress_state["reader"] = None
+        yield _SETTLE_ALL
+
+    def _check_columns(self, path: str, names: Sequence[str], schema: Schema) -> None:
+        missing = [n for n in schema.names if n not in names]
+        if missing:
+            raise SchemaError(
+                f"{path!r} lacks column(s) {', '.join(map(repr, missing))} that "
+                f"the schema (from {self.paths[0]!r}) has."
             )
 
     def _range_sample(self, schema: Schema, column: str) -> pa.Array:
@@ -223,6 +348,8 @@ class IngestRun:
         seen = 0
         single = Schema((schema[column],), None)
         for raw in self._raw_batches(schema):
+            if not isinstance(raw, RawBatch):
+                continue
             values = convert_batch(
                 raw.batch.select([column]), single, self.options.na_values, self.trim
             ).batch.column(0)
@@ -236,6 +363,14 @@ class IngestRun:
 
     # -- the run ---------------------------------------------------------------------------------
     def execute(self) -> Dataset:
+        with ThreadPoolExecutor(self.parsers, thread_name_prefix="shardlearn-parse") as pool:
+            self._pool = pool
+            try:
+                return self._execute()
+            finally:
+                self._pool = None
+
+    def _execute(self) -> Dataset:
         schema = self._resolve_schema()
         name, key = parse_strategy(self.strategy)
         range_sample = self._range_sample(schema, key) if name == "range" and key else None
@@ -255,6 +390,7 @@ class IngestRun:
             overwrite=self.overwrite,
             allow_unlabeled=self.allow_unlabeled,
         )
+        rows, rejects = _Rebatcher(writer), _RejectBuffer(writer)
         try:
             with self._progress_bar() as advance:
                 convert = functools.partial(self._convert, schema=schema)
@@ -262,12 +398,17 @@ class IngestRun:
                 for count, prepared in enumerate(
                     pipelined_map(convert, self._raw_batches(schema)), start=1
                 ):
-                    self._process(prepared, schema, writer)
+                    if isinstance(prepared, _Settle):
+                        rejects.settle(prepared)
+                        continue
+                    self._process(prepared, schema, rows, rejects)
                     advance()
                     if count % RELEASE_EVERY == 0:
                         # Batches are allocated on one thread and freed on another; without
                         # this the allocator keeps the freed pages and RSS creeps up.
                         pool.release_unused()
+            rows.close()
+            rejects.close()
             self._check_result(writer)
             if self.label is not None:
                 warn_single_class(writer.classes(), self.label)
@@ -276,8 +417,10 @@ class IngestRun:
             writer.abort()
             raise
 
-    def _convert(self, raw: RawBatch, schema: Schema) -> _Prepared:
+    def _convert(self, raw: RawBatch | _Settle, schema: Schema) -> _Prepared | _Settle:
         """Validation and casting of one batch; runs on the conversion threads."""
+        if isinstance(raw, _Settle):
+            return raw
         blank = blank_rows(raw.batch)
         batch, lines = raw.batch, raw.lines
         if blank.any():
@@ -293,7 +436,9 @@ class IngestRun:
         )
         return _Prepared(raw, batch, lines, converted, int(blank.sum()))
 
-    def _process(self, prepared: _Prepared, schema: Schema, writer: DatasetWriter) -> None:
+    def _process(
+        self, prepared: _Prepared, schema: Schema, writer: _Rebatcher, rejects: _RejectBuffer
+    ) -> None:
         """Rejects and partitioning of one converted batch, in input order (calling thread)."""
         raw, batch, lines, converted = (
             prepared.raw, prepared.batch, prepared.lines, prepared.converted
@@ -303,10 +448,10 @@ class IngestRun:
         bad = converted.bad
         if raw.invalid:
             line, reason, text = zip(*raw.invalid, strict=True)
-            writer.reject(_rejects_table(raw.source, line, reason, text))
+            rejects.add(_rejects_table(raw.source, line, reason, text))
         if bad.any():
             delimiter = self.options.delimiter or ("\t" if raw.source.endswith("tsv") else ",")
-            writer.reject(_bad_rows_table(raw.source, batch, schema, lines, converted, delimiter))
+            rejects.add(_bad_rows_table(raw.source, batch, schema, lines, converted, delimiter))
             writer.write(converted.batch.filter(pa.array(~bad)))
         else:
             writer.write(converted.batch)
@@ -336,6 +481,8 @@ class IngestRun:
             "rows_read": self.rows_read,
             "blank_lines": self.blank_lines,
             "sources": list(self.paths),
+            "parsers": self.parsers_used,
+            "ranges": self.ranges_parsed,
             "read_options": {
                 "format": self.options.format,
                 "delimiter": self.options.delimiter,
@@ -352,13 +499,20 @@ class IngestRun:
         if not show_progress(self.progress):
             yield lambda: None
             return
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         total = sum(SourceReader(p, self.options).size for p in self.paths)
         bar = Progress(
             "[progress.description]{task.description}",
             BarColumn(),
             DownloadColumn(),
+            TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=progress_console(),
             transient=True,
@@ -374,11 +528,20 @@ class IngestRun:
                 bar.update(
                     task,
                     completed=state.get("done_bytes", 0) + position,
-                    description=f"ingest {self.rows_read:,} rows",
+                    description=_progress_text(
+                        self.rows_read, time.monotonic() - started, self.parsers_used
+                    ),
                 )
 
             yield advance
         state["seconds"] = time.monotonic() - started
+
+
+def _progress_text(rows: int, seconds: float, parsers: int) -> str:
+    """The bar's description: rows so far, rows per second and the parsers running."""
+    rate = rows / seconds if seconds > 0 else 0.0
+    plural = "s" if parsers != 1 else ""
+    return f"ingest {rows:,} rows, {rate:,.0f} rows/s, {parsers} parser{plural}"
 
 
 def _rejects_table(

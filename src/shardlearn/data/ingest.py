@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from shardlearn._validation import unknown_name_message
 from shardlearn.data._ingest_run import IngestRun, warn_single_class
+from shardlearn.data._ranges import default_parsers
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.dataset import Dataset
 from shardlearn.data.partition import (
@@ -205,6 +206,7 @@ def ingest(
     progress: bool = True,
     allow_unlabeled: bool = False,
     allow_non_finite: bool = False,
+    parsers: int | None = None,
 ) -> Dataset:
     """Read CSV/TSV, JSON Lines or Parquet files into a sharded, validated dataset.
 
@@ -273,6 +275,12 @@ def ingest(
         Keep infinite numbers (``inf``, ``-Infinity``, ``1e999``) and NaNs in float columns.
         By default an infinite value makes its row a reject (models cannot train on it) and a
         NaN is read as a missing value.
+    parsers : int, optional
+        Threads that parse an uncompressed local CSV/TSV file in parallel, each a byte range
+        of about 16 MiB cut at a line boundary (default: the cores this process may use).
+        The dataset is the same whatever the number. A CSV file in which a quoted value may
+        hold a newline (a line with an odd number of ``"``), compressed files, pipes, remote
+        files, JSON Lines and Parquet are read by one parser, as one stream.
 
     Returns
     -------
@@ -290,6 +298,10 @@ def ingest(
     if not 0.0 <= float(max_reject_rate) <= 1.0:
         raise SchemaError(f"max_reject_rate must be between 0 and 1. Got {max_reject_rate!r}.")
     fractions = parse_split(split)
+    if parsers is None:
+        parsers = default_parsers()
+    if not isinstance(parsers, int) or isinstance(parsers, bool) or parsers < 1:
+        raise SchemaError(f"The number of parsers must be an int >= 1. Got {parsers!r}.")
     _check_label_options(strategy, label, allow_unlabeled)
     options = reader_options(
         format=format,
@@ -317,5 +329,6 @@ def ingest(
         progress=progress,
         allow_unlabeled=bool(allow_unlabeled),
         allow_non_finite=bool(allow_non_finite),
+        parsers=parsers,
     )
     return run.execute()

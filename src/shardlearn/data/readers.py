@@ -307,9 +307,7 @@ class SourceReader:
         # TSV has no quoting (IANA text/tab-separated-values): a '"' is data. Parsing it as a
         # quote would silently join the lines up to the next '"' into one row.
         self._quote: str | bool = False if self.format == "tsv" else '"'
-        names = list(options.columns) if options.columns else None
-        self._raw_names = names or self._csv_header(self._delimiter)
-        self.column_names = names or [n.strip() for n in self._raw_names]
+        self._raw_names, self.column_names, header_line = self._csv_names()
         _check_unique(self.column_names, self.path)
         typed = {
             raw: self.fast_types[name]
@@ -317,12 +315,12 @@ class SourceReader:
             if name in self.fast_types
         }
         self._refused: dict[int, tuple[str, str]] = {}
-        first_line = 1 if names else 2
+        first_line = 2 if header_line else 1
         progress = {"done": first_line - 1}
         try:
             invalid: list[tuple[int, str]] = []
             reader = self._open_csv(
-                self._open_stream(), invalid, not names, typed, strict=True, guarded=False
+                self._open_stream(), invalid, header_line, typed, strict=True, guarded=False
             )
             yield from self._csv_batches(reader, invalid, first_line, 0, progress, strict=True)
             return
@@ -345,6 +343,14 @@ class SourceReader:
                 return
             except _FastPathFailed:
                 continue
+
+    def _csv_names(self) -> tuple[list[str], list[str], bool]:
+        """(raw header names, column names, whether the stream starts with a header line)."""
+        if self.options.columns:
+            names = list(self.options.columns)
+            return names, names, False
+        raw = self._csv_header(self._delimiter)
+        return raw, [n.strip() for n in raw], True
 
     def _open_csv(
         self,
