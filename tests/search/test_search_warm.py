@@ -10,7 +10,7 @@ import pytest
 
 from shardlearn.engine import engine
 from shardlearn.preprocess import Preprocessor
-from shardlearn.search import loguniform, search, uniform
+from shardlearn.search import loguniform, randint, search, uniform
 from shardlearn.search._trial import run_trial
 from shardlearn.search.space import parse_space
 from shardlearn.testing import SYNC_TIMEOUT
@@ -115,3 +115,17 @@ def test_promotions_say_they_refit(small_dataset):
     assert promoted
     assert all(t["warm_start"].startswith("refit") for t in promoted)
     assert all(t["warm_start"] is None for t in result.trials if t["rung"] == 0)
+
+
+def test_xgboost_trials_score_the_same_one_or_two_at_a_time(split_dataset):
+    # Two at a time, each trial trains with one of the two cores (nthread=1): same models.
+    space = {"max_depth": randint(2, 6), "learning_rate": loguniform(0.05, 0.5),
+             "n_estimators": 10}  # fmt: skip
+    boards = []
+    for workers in (1, 2):
+        with engine("local", workers=workers) as eng:
+            result = search(split_dataset, models="xgboost", space=space, trials=4, seed=1,
+                            engine=eng, refit=False, verbose=0)  # fmt: skip
+        assert all(t["status"] == "ok" for t in result.trials), result.trials
+        boards.append([(r["trial"], r["score"]) for r in result.leaderboard])
+    assert boards[0] == boards[1]

@@ -33,6 +33,7 @@ booster, MLP the same weights), and each trial result says so (``warm_start``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -380,6 +381,9 @@ def search(
     eng = get_engine(engine)
     where, slots = placement(dataset if objective is None else None, eng)
     context["placement"] = where
+    # Trials side by side share the cores; a trial alone (or on every worker) takes them all.
+    cores = os.cpu_count() or 1
+    context["threads"] = max(1, cores // slots) if where == ONE_PROCESS and slots > 1 else None
     display = SearchProgress(metric, plan.total, enabled=show_progress(verbose))
     # Small data: preprocessing is fitted in this process; large data: on every worker.
     fit_engine = create_engine("local", workers=1) if where == ONE_PROCESS else eng

@@ -148,11 +148,16 @@ def trial_plan(dataset: Any, context: dict[str, Any], spec: dict[str, Any]) -> T
     return TrialPlan(params, views, [fit for fit, _ in fits], rule, record)
 
 
-def _estimator(model: str, params: dict[str, Any]) -> Any:
-    """The trial's estimator: one checkpoint chunk when the user did not choose the interval.
+def _estimator(model: str, params: dict[str, Any], threads: int | None = None) -> Any:
+    """The trial's estimator: quiet, one checkpoint chunk, ``threads`` cores, unless the user
+    set those parameters.
 
-    A trial's fit has no worker to lose (it runs in one process, or is retried whole), so
-    checkpoints only cost time; the interval never changes the model (the estimator contract).
+    A trial's own progress bar would draw from a task process over the search's leaderboard
+    (the search shows every trial), so ``verbose`` is 0. A trial's fit has no worker to lose
+    (it runs in one process, or is retried whole), so checkpoints only cost time; the interval
+    never changes the model (the estimator contract). Trials running side by side get a share
+    of the cores each (XGBoost's ``nthread``, a cluster-only setting the model does not keep),
+    rather than each taking them all.
     """
     from shardlearn.models._registry import model_class
 
@@ -161,6 +166,11 @@ def _estimator(model: str, params: dict[str, Any]) -> Any:
     defaults = estimator.get_params(deep=False)
     if "checkpoint_interval" in defaults and "checkpoint_interval" not in params and budget:
         estimator.set_params(checkpoint_interval=max(1, int(defaults[budget])))
+    if "verbose" in defaults and "verbose" not in params:
+        estimator.set_params(verbose=0)
+    extra = dict(defaults.get("xgb_params") or {})
+    if threads and "xgb_params" in defaults and "nthread" not in extra:
+        estimator.set_params(xgb_params={**extra, "nthread": threads})
     return estimator
 
 
@@ -189,7 +199,7 @@ def _fit_and_score(
     scores = []
     with _trial_engine(context) as eng:
         for view, fit_view, pre in zip(plan.views, plan.fit_views, preprocessors, strict=True):
-            estimator = _estimator(spec["model"], plan.params)
+            estimator = _estimator(spec["model"], plan.params, context.get("threads"))
             model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
             # Scored on the fold's held-out shards, which fit_view does not contain.
             report = evaluate(model, view, split="valid", engine=eng)
