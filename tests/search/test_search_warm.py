@@ -129,3 +129,21 @@ def test_xgboost_trials_score_the_same_one_or_two_at_a_time(split_dataset):
         assert all(t["status"] == "ok" for t in result.trials), result.trials
         boards.append([(r["trial"], r["score"]) for r in result.leaderboard])
     assert boards[0] == boards[1]
+
+
+def test_large_data_runs_one_trial_at_a_time_on_every_worker(small_dataset, monkeypatch):
+    import shardlearn.search._runner as runner
+
+    space = {"C": loguniform(1e-2, 1e2)}
+    with engine("local", workers=1) as eng:
+        alone = search(small_dataset, models="logistic", space=space, trials=3, cv=2,
+                       engine=eng, refit=False, verbose=0)  # fmt: skip
+    monkeypatch.setattr(runner, "SMALL_CELLS", 0)  # every dataset counts as large
+    with engine("local", workers=2) as eng:
+        assert runner.placement(small_dataset, eng) == (runner.ALL_WORKERS, 1)
+        spread = search(small_dataset, models="logistic", space=space, trials=3, cv=2,
+                        engine=eng, refit=False, verbose=0)  # fmt: skip
+    assert [t["status"] for t in spread.trials] == ["ok"] * 3
+    for mine, theirs in zip(alone.leaderboard, spread.leaderboard, strict=True):
+        assert mine["trial"] == theirs["trial"]
+        assert mine["score"] == pytest.approx(theirs["score"], abs=1e-6)
