@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import re
 import socket
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -117,3 +123,63 @@ def test_requests_beyond_the_concurrency_limit_are_answered_503(
 def test_invalid_limits_are_refused(setting: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"The '{setting}' parameter of ServeConfig must be"):
         ServeConfig(registry="models", **{setting: value})
+
+
+def _largest_send_buffer() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 * 1024 * 1024  # Linux's usual maximum
+
+
+class _Records(logging.Handler):
+    """Sets ``event`` once a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_client_that_stops_reading_its_answer_is_disconnected(
+    trained: tuple[Registry, object, str],
+) -> None:
+    # An answer larger than the kernel's largest send buffer (about 47 bytes a row), to a
+    # client that reads none of it: the rest waits in the server's own buffer, and without a
+    # write deadline the connection and those bytes were held forever (close() waits for a
+    # buffer that never drains).
+    registry, _, token = trained
+    rows = 3 * _largest_send_buffer() // 2 // 40
+    body = json.dumps(
+        {"columns": ["income", "debt_ratio", "region"], "data": [[48213.0, 0.25, "north"]] * rows}
+    ).encode()
+    config = ServeConfig(
+        registry=registry.root, write_timeout=1, max_rows=rows, max_body_bytes=len(body)
+    )
+    aborted = _Records("read nothing of its answer")
+    logging.getLogger("shardlearn.serve").addHandler(aborted)
+    try:
+        with RunningServer(config) as server:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+            sock.settimeout(GIVE_UP_SECONDS)
+            sock.connect(server.sock.getsockname())
+            sock.sendall(
+                b"POST /v1/models/loans/predict HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\nAuthorization: Bearer " + token.encode()
+                + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )  # fmt: skip
+            assert aborted.event.wait(GIVE_UP_SECONDS), "the stalled answer was never cut off"
+            received = b""
+            with contextlib.suppress(ConnectionResetError), sock:
+                while chunk := sock.recv(65536):
+                    received += chunk
+    finally:
+        logging.getLogger("shardlearn.serve").removeHandler(aborted)
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    declared = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+    assert len(answer) < declared  # the rest was dropped with the connection

@@ -30,11 +30,26 @@ VALUES = st.one_of(
 
 
 def value_by_value(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The specification: every value through ``_convert``, column after column."""
-    return {
-        c["name"]: [_convert(r[c["name"]], c["kind"], c["name"], i) for i, r in enumerate(records)]
-        for c in SCHEMA["columns"]
-    }
+    """The specification: every value through ``_convert``, column after column; the first
+    problem also lists every other wrong value of its row (one 422 for all of them)."""
+    names = [(c["name"], c["kind"]) for c in SCHEMA["columns"]]
+    out = {}
+    for at, (name, kind) in enumerate(names):
+        try:
+            out[name] = [_convert(r[name], kind, name, i) for i, r in enumerate(records)]
+        except InputProblem as first:
+            problems = [first]
+            for other, other_kind in names[at + 1 :]:
+                try:
+                    _convert(records[first.row][other], other_kind, other, first.row)
+                except InputProblem as problem:
+                    problems.append(problem)
+            if len(problems) == 1:
+                raise
+            message = "; ".join(p.message for p in problems)
+            fields = [p.field for p in problems]
+            raise InputProblem(message, first.field, first.row, fields=fields) from None
+    return out
 
 
 def outcome(function: Any, records: list[dict[str, Any]]) -> Any:

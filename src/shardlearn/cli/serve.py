@@ -17,7 +17,8 @@ serve_app = typer.Typer(
         "Slow and idle clients are cut off: a request's headers must arrive within "
         "--header-timeout of connecting (or of starting the next request), its body within "
         "--body-timeout of the headers (else 408 and the connection is closed), and an idle "
-        "connection closes after --keep-alive-timeout. Past --max-concurrency open "
+        "connection closes after --keep-alive-timeout; a client that stops reading its answer "
+        "for --write-timeout is disconnected. Past --max-concurrency open "
         "connections plus requests in flight a request is answered 503.\n\n"
         "Example:\n\n"
         "  shardlearn serve token create --token-file models/tokens\n\n"
@@ -64,6 +65,9 @@ def serve(
     keep_alive_timeout: float = typer.Option(
         5.0, min=0.001, help="Seconds an idle connection stays open between requests."
     ),
+    write_timeout: float = typer.Option(
+        30.0, min=0.001, help="Seconds an answer waits for a client that stopped reading."
+    ),
     max_concurrency: int = typer.Option(
         1000,
         min=0,
@@ -92,6 +96,7 @@ def serve(
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         keep_alive_timeout=keep_alive_timeout,
+        write_timeout=write_timeout,
         max_concurrency=max_concurrency or None,
         allow_unsigned=allow_unsigned,
         allow_unencrypted=allow_unencrypted,

@@ -54,6 +54,7 @@ _LIMITS = {
     "header_timeout": _POSITIVE,
     "body_timeout": _POSITIVE,
     "keep_alive_timeout": _POSITIVE,
+    "write_timeout": _POSITIVE,
     "batch_max_rows": [Interval("int", 1, None)],
     "max_concurrency": [Interval("int", 1, None), Type(type(None))],
 }
@@ -92,6 +93,9 @@ class ServeConfig:
         the connection is closed.
     keep_alive_timeout : float
         Seconds an idle kept-alive connection stays open between requests.
+    write_timeout : float
+        Seconds an answer may wait for a client that stopped reading it (the server's send
+        buffer full, nothing taken); then the connection is aborted.
     max_concurrency : int or None
         Open connections plus requests in flight beyond which a request is answered 503
         (None = no limit).
@@ -100,7 +104,7 @@ class ServeConfig:
         key) is configured; by default they are refused (``--allow-unsigned``,
         ``--allow-unencrypted``).
 
-    The four limits are applied by the HTTP server: :func:`~shardlearn.serve.run` (and
+    The five limits are applied by the HTTP server: :func:`~shardlearn.serve.run` (and
     ``shardlearn serve``) or ``uvicorn.Config(app, **uvicorn_options(config))``.
     """
 
@@ -117,6 +121,7 @@ class ServeConfig:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
+    write_timeout: float = 30.0
     max_concurrency: int | None = 1000
     allow_unsigned: bool = False
     allow_unencrypted: bool = False
@@ -230,7 +235,13 @@ def _validation_response(_: Request, error: RequestValidationError) -> JSONRespo
     message = f"{first.get('msg', 'invalid request')}" + (
         f" at {'.'.join(location)}" if location else ""
     )
-    return JSONResponse({"error": message, "field": field_name, "row": row}, status_code=422)
+    body = {
+        "error": message,
+        "field": field_name,
+        "row": row,
+        "fields": [field_name] * bool(field_name),
+    }
+    return JSONResponse(body, status_code=422)
 
 
 async def _infer(batcher: MicroBatcher, model: ServedModel, columns: Columns) -> Inference:

@@ -7,7 +7,8 @@ training already handles (a missing value becomes null and is imputed; an unseen
 to the "other" bucket). Every value the model's transform could fail on is refused here, row by
 row: a number that is not finite, a date-time outside the range the datetime encoder supports
 (:data:`~shardlearn.preprocess.datetime.EARLIEST` to ``LATEST``). Every problem names the field
-and the row.
+and the row, and one answer lists them all (``fields``): every column missing from the request,
+every wrong value in the row of the first one -- a client fixes them in one round trip.
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ class InputProblem(Exception):
     field: str | None = None
     row: int | None = None
     status: int = 422
+    #: Every field at fault when there are several (``field`` is the first of them).
+    fields: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": self.message, "field": self.field, "row": self.row}
+        fields = self.fields if self.fields is not None else [self.field] if self.field else []
+        return {"error": self.message, "field": self.field, "row": self.row, "fields": fields}
 
 
 _ARROW_TYPES = {
@@ -240,28 +244,73 @@ def records_to_columns(
     expected = [(c["name"], c["kind"]) for c in schema["columns"]]
     names = {name for name, _ in expected}
     if columns is not None:
-        _check_columns(columns, names, reject_extra, row=None)
-        position = {name: i for i, name in enumerate(columns)}
-        return {
-            name: _convert_column([r[position[name]] for r in rows], kind, name)
-            for name, kind in expected
-        }
-    for i, record in enumerate(rows):
-        _check_columns(record, names, reject_extra, row=i)
-    return {name: _convert_column([r[name] for r in rows], kind, name) for name, kind in expected}
+        _check_columns([columns], names, reject_extra, rows_named=False)
+        return _convert_all(expected, rows, {name: i for i, name in enumerate(columns)})
+    _check_columns(rows, names, reject_extra, rows_named=True)
+    return _convert_all(expected, rows, {name: name for name in names})
 
 
-def _check_columns(given: Any, names: set[str], reject_extra: bool, row: int | None) -> None:
-    if names.issubset(given) and (not reject_extra or len(given) == len(names)):
-        return  # the common case, checked in C; the loops below only name the problem
-    for name in sorted(names):
-        if name not in given:
-            raise InputProblem(f"missing column {name!r}", name, row)
-    if reject_extra:
-        extra = sorted(set(given) - names)
-        if extra:
+def _convert_all(
+    expected: list[tuple[str, str]], rows: list[Any], keys: dict[str, Any]
+) -> dict[str, list[Any]]:
+    """Every column converted (``row[keys[name]]`` is a row's value); one problem lists every
+    wrong value of its row.
+
+    The problem reported is the first column's (in schema order) first bad row, as before;
+    the other columns are looked at in that row only, and only once a problem is found.
+    """
+    out = {}
+    for i, (name, kind) in enumerate(expected):
+        key = keys[name]
+        try:
+            out[name] = _convert_column([r[key] for r in rows], kind, name)
+        except InputProblem as first:
+            if first.row is None or first.status != 422:
+                raise
+            row = rows[first.row]
+            problems = [first]
+            for other, other_kind in expected[i + 1 :]:
+                try:
+                    _convert(row[keys[other]], other_kind, other, first.row)
+                except InputProblem as problem:
+                    problems.append(problem)
+            if len(problems) == 1:
+                raise
             raise InputProblem(
-                f"unknown column {extra[0]!r}; this model takes {', '.join(sorted(names))}",
-                extra[0],
-                row,
-            )
+                "; ".join(p.message for p in problems),
+                first.field,
+                first.row,
+                fields=[p.field for p in problems if p.field is not None],
+            ) from None
+    return out
+
+
+def _check_columns(
+    given: list[Any], names: set[str], reject_extra: bool, *, rows_named: bool
+) -> None:
+    """Refuse rows (records, or the one 'columns' list) lacking columns, in one problem.
+
+    The problem lists every missing column of every row (or, with ``reject_extra`` and none
+    missing, every unknown one), so a client fixes them all at once; ``field`` and ``row``
+    are the first.
+    """
+    count = len(names)
+    if all([names.issubset(g) and (not reject_extra or len(g) == count) for g in given]):
+        return  # the common case, checked in C; the rest only names the problem
+    bad = [(i, sorted(names.difference(g))) for i, g in enumerate(given)]
+    what = "missing column"
+    if not any(found for _, found in bad):
+        bad = [(i, sorted(set(g).difference(names))) for i, g in enumerate(given)]
+        what = "unknown column"
+    bad = [(i, found) for i, found in bad if found]
+    first_row, first_names = bad[0]
+    listed = sorted(set().union(*(found for _, found in bad)))
+    message = f"{what}{'s' if len(listed) > 1 else ''} {', '.join(map(repr, listed))}"
+    if rows_named and len(bad) == 1:
+        message += f" in row {first_row}"
+    elif rows_named:
+        message += f" in {len(bad)} rows (the first is row {first_row})"
+    if what == "unknown column":
+        message += f"; this model takes {', '.join(sorted(names))}"
+    row = first_row if rows_named else None
+    raise InputProblem(message, first_names[0], row, fields=listed)

@@ -2,18 +2,28 @@
 
 uvicorn bounds idle keep-alive connections (``timeout_keep_alive``) and the number of open
 connections and requests in flight (``limit_concurrency``: beyond it a request is answered 503),
-but nothing else: a client that opens a connection and sends its headers one byte at a time, or
-stops in the middle of a body, holds the connection forever. An ASGI middleware cannot help --
-the app is only called once the headers are complete -- so :class:`LimitedHttpToolsProtocol`
-adds two deadlines to uvicorn's httptools protocol, both answered with ``408 Request Timeout``
-and a closed connection:
+but nothing else: a client that opens a connection and sends its headers one byte at a time,
+stops in the middle of a body, or stops reading its answer holds the connection (and the
+answer's bytes) forever. An ASGI middleware cannot help -- the app is only called once the
+headers are complete, and its ``send`` returns once the bytes are handed to the transport -- so
+:class:`LimitedHttpToolsProtocol` adds three deadlines to uvicorn's httptools protocol:
 
 * **header timeout** -- from the moment a connection opens (or, on a kept-alive connection,
   the first byte of the next request arrives) until the request's headers are complete;
-* **body timeout** -- from the end of the headers until the whole body has arrived.
+* **body timeout** -- from the end of the headers until the whole body has arrived;
+* **write timeout** -- while the answer waits for a client that stopped reading (the
+  transport's buffer is full), at most this long without the client taking any of it.
 
-Between requests, a kept-alive connection is closed after the keep-alive timeout. A prediction
-that takes long is not cut off: once the body is in, only the app decides.
+The first two are answered with ``408 Request Timeout`` and a closed connection; the third
+aborts the connection (there is no way to answer a client that does not read). Between
+requests, a kept-alive connection is closed after the keep-alive timeout. A prediction that
+takes long is not cut off: once the body is in, only the app decides.
+
+The header and body deadlines cost a request two clock reads (uvloop caches the time per loop
+iteration) and no timer: each connection has one deadline and at most one timer, created
+lazily and moved only when a deadline comes earlier than it fires; when it fires, uvicorn's own
+request state says whether headers or a body are still awaited. This runs on every single-row
+prediction, where creating and cancelling timers showed up.
 
 >>> from shardlearn.serve import ServeConfig, run
 >>> run(ServeConfig(registry="models", header_timeout=5), port=8000)   # doctest: +SKIP
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 from typing import Any
 
@@ -34,82 +45,91 @@ from shardlearn.serve.app import ServeConfig, create_app
 
 __all__ = ["LimitedHttpToolsProtocol", "run", "uvicorn_options"]
 
+log = logging.getLogger("shardlearn.serve")
+
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_BASE = HttpToolsProtocol  # its callbacks are called directly: super() costs on every request
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header and a body deadline (see the module doc).
+    """uvicorn's httptools protocol with header, body and write deadlines (see the module doc).
 
     Parameters
     ----------
     *args, **kwargs
         What uvicorn passes to its protocol class.
-    header_timeout, body_timeout : float
-        Seconds (both required, keyword-only; bind them with :func:`functools.partial`).
+    header_timeout, body_timeout, write_timeout : float
+        Seconds (keyword-only; bind them with :func:`functools.partial`).
     """
 
-    def __init__(self, *args: Any, header_timeout: float, body_timeout: float, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        body_timeout: float,
+        write_timeout: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
-        # The deadline is a time and a phase; the timer is created lazily and only moved when a
-        # deadline comes earlier than it fires. A request then costs two clock reads, not two
-        # timers created and cancelled (this runs on every single-row prediction).
-        self._phase: str | None = None  # "headers", "body" or None (no deadline)
+        self.write_timeout = write_timeout
         self._deadline_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm("headers", self.header_timeout)
+        self._move_deadline(self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._phase = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._write_timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._phase is None:  # the first request's deadline runs from the connection
-            self._arm("headers", self.header_timeout)
+        _BASE.on_message_begin(self)
+        if self.cycle is not None:  # the first request's deadline runs from the connection
+            self._move_deadline(self.header_timeout)
 
     def on_headers_complete(self) -> None:
-        self._phase = None
-        super().on_headers_complete()
-        self._arm("body", self.body_timeout)  # ended at once if there is no body
+        _BASE.on_headers_complete(self)
+        self._move_deadline(self.body_timeout)  # no longer applies once the body is in
 
-    def on_message_complete(self) -> None:
-        self._phase = None
-        super().on_message_complete()
+    def _move_deadline(self, seconds: float) -> None:
+        self._deadline_at = deadline = self.loop.time() + seconds
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._check)
 
-    def _arm(self, phase: str, seconds: float) -> None:
-        self._phase = phase
-        self._deadline_at = self.loop.time() + seconds
-        if self._timer is None or self._timer.when() > self._deadline_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(self._deadline_at, self._check)
+    def _awaiting(self) -> str | None:
+        """``"headers"`` or ``"body"`` while the current request's are still coming in."""
+        cycle = self.cycle
+        if cycle is None or cycle.scope is not self.scope:  # no request yet, or a new one
+            return "headers"
+        if cycle.more_body and not cycle.response_complete:
+            return "body"
+        return None  # answered, or between requests (the keep-alive timeout applies)
 
     def _check(self) -> None:
         self._timer = None
-        if self._phase is None:
-            return  # no deadline now; the next one creates a timer
+        awaiting = self._awaiting()
+        if awaiting is None or self.transport.is_closing():
+            return  # no deadline now; the next request creates a timer
+        if self.transport.get_protocol() is not self:
+            return  # upgraded (to a WebSocket): no longer an HTTP request's deadline
         if self.loop.time() < self._deadline_at:
             self._timer = self.loop.call_at(self._deadline_at, self._check)
-            return
-        self._expire(in_body=self._phase == "body")
-
-    def _expire(self, *, in_body: bool) -> None:
-        self._phase = None
-        if self.transport.is_closing():
             return
         cycle = self.cycle
         # Answer only when no response of this connection is under way (a pipelined request
         # may arrive while the previous one is still being answered).
-        if in_body:
-            answer = cycle is not None and not cycle.response_started
+        if awaiting == "body":
+            answer = not cycle.response_started
         else:
             answer = cycle is None or cycle.response_complete
         if answer:
@@ -117,6 +137,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # The app waiting for the rest of the body gets http.disconnect once the connection
         # is lost, and whatever it sends then is dropped.
         self.transport.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout, self._write_expired)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_expired(self) -> None:
+        # close() would wait for the buffer to drain, which is what never happens: abort
+        # drops it. The app blocked in send() is released with a disconnect.
+        self._write_timer = None
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        log.warning(
+            "aborted the connection of %s: it read nothing of its answer for %g s "
+            "(--write-timeout)",
+            client,
+            self.write_timeout,
+        )
+        self.transport.abort()
 
 
 def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
@@ -129,10 +173,17 @@ def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
             LimitedHttpToolsProtocol,
             header_timeout=config.header_timeout,
             body_timeout=config.body_timeout,
+            write_timeout=config.write_timeout,
         ),
         "timeout_keep_alive": config.keep_alive_timeout,
         "limit_concurrency": config.max_concurrency,
     }
+
+
+#: uvicorn's supervisor kills a worker that answers no ping within this time -- including one
+#: still starting (a spawned process answers only once its imports are done). uvicorn's 5 s
+#: killed every worker, over and over, on a busy 2-core machine; 60 s still ends a hung one.
+_WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def run(
@@ -161,6 +212,7 @@ def run(
         "shardlearn.serve._factory:app_from_env",
         factory=True,
         workers=workers,
+        timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
         **common,
         **uvicorn_options(config),
     )

@@ -143,7 +143,7 @@ class BodyLimit:
     async def _reject(self, send: Callable) -> None:
         body = (
             b'{"error": "request body exceeds the limit of %d bytes; split the request",'
-            b' "field": null, "row": null}' % self.max_bytes
+            b' "field": null, "row": null, "fields": []}' % self.max_bytes
         )
         await send(
             {
