@@ -11,6 +11,11 @@ with N = the number of cores (uvicorn with httptools and uvloop, one process per
 micro-batching its concurrent requests, 2 ms max wait). Flask is the usual threaded
 single-process app. ``--workers 1`` measures a single shardlearn process instead.
 
+Beside throughput and latency, each case reports the CPU time (user + system, from ``/proc``)
+the server's processes used per request while the load ran: unlike requests per second it
+hardly depends on what else the machine is doing, so it compares code versions on a shared
+machine (``n/a`` where there is no ``/proc``).
+
     python benchmarks/serve.py            # 30 s per case
     python benchmarks/serve.py --quick    # 5 s per case
 """
@@ -120,6 +125,7 @@ def load_wrk(url: str, body: bytes, token: str, seconds: int, tmp: Path) -> dict
     line = next(x for x in output.splitlines() if x.startswith("RESULT"))
     requests, duration_us, p50, p99, errors = (int(v) for v in line.split()[1:])
     return {
+        "requests": requests,
         "requests_per_s": requests / (duration_us / 1e6),
         "p50_ms": p50 / 1000,
         "p99_ms": p99 / 1000,
@@ -152,6 +158,7 @@ def load_httpx(url: str, body: bytes, token: str, seconds: int) -> dict:
 
     latencies, errors, elapsed = asyncio.run(run())
     return {
+        "requests": len(latencies),
         "requests_per_s": len(latencies) / elapsed,
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p99_ms": float(np.percentile(latencies, 99) * 1000),
@@ -159,10 +166,42 @@ def load_httpx(url: str, body: bytes, token: str, seconds: int) -> dict:
     }
 
 
-def measure(url: str, body: bytes, token: str, seconds: int, tmp: Path) -> dict:
+def process_tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by ``pid`` and its living descendants.
+
+    None without ``/proc`` (not Linux). uvicorn's ``--workers`` processes are children of the
+    server process; a descendant that exits during the load takes its time with it.
+    """
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        proc = Path(f"/proc/{current}")
+        try:
+            # Fields 14 and 15 (utime, stime) after the command name, which may hold spaces.
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            children = [(task / "children").read_text() for task in (proc / "task").iterdir()]
+        except OSError:
+            if current == pid:
+                return None
+            continue  # a descendant that just exited
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo.extend(int(child) for text in children for child in text.split())
+    return total
+
+
+def measure(
+    url: str, body: bytes, token: str, seconds: int, tmp: Path, server: subprocess.Popen
+) -> dict:
+    """The load's result, with the server's CPU microseconds per request (None if unknown)."""
+    cpu_before = process_tree_cpu(server.pid)
     if shutil.which("wrk"):
-        return {"generator": "wrk", **load_wrk(url, body, token, seconds, tmp)}
-    return {"generator": "httpx", **load_httpx(url, body, token, seconds)}
+        result = {"generator": "wrk", **load_wrk(url, body, token, seconds, tmp)}
+    else:
+        result = {"generator": "httpx", **load_httpx(url, body, token, seconds)}
+    cpu_after = process_tree_cpu(server.pid)
+    known = cpu_before is not None and cpu_after is not None and result["requests"]
+    cpu = (cpu_after - cpu_before) / result["requests"] * 1e6 if known else None
+    return {**result, "server_cpu_us_per_request": cpu}
 
 
 def train_and_register(tmp: Path) -> tuple[Registry, str, Path]:
@@ -206,7 +245,7 @@ def run_server(name: str, command: list[str], url: str, health: str, token: str,
         wait_until_up(health, process)
         results = {}
         for size, body in bodies().items():
-            results[size] = measure(url, body, token, args.seconds, tmp)
+            results[size] = measure(url, body, token, args.seconds, tmp, process)
             rows = 1 if size == "1 row" else 100
             results[size]["predictions_per_s"] = results[size]["requests_per_s"] * rows
             print(f"  {name:<10} {size:>8}: {json.dumps(results[size])}", flush=True)
@@ -263,15 +302,21 @@ def print_table(shardlearn: dict, flask: dict, args: argparse.Namespace) -> None
         f"with {args.workers} worker process(es), Flask threaded; load average at the end "
         f"{load}\n"
     )
-    print("| request | server | predictions/s | p50 ms | p99 ms | errors | vs Flask |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| request | server | predictions/s | p50 ms | p99 ms | server CPU µs/request | "
+        "errors | vs Flask | CPU vs Flask |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for size in ("1 row", "100 rows"):
         for name, result in (("shardlearn", shardlearn[size]), ("Flask", flask[size])):
             ratio = result["predictions_per_s"] / flask[size]["predictions_per_s"]
+            cpu, flask_cpu = (r["server_cpu_us_per_request"] for r in (result, flask[size]))
+            cpu_text = "n/a" if cpu is None else f"{cpu:,.0f}"
+            cpu_ratio = "n/a" if cpu is None or not flask_cpu else f"{cpu / flask_cpu:.2f}×"
             print(
                 f"| {size} | {name} | {result['predictions_per_s']:,.0f} | "
-                f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['errors']} | "
-                f"{ratio:.2f}× |"
+                f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {cpu_text} | "
+                f"{result['errors']} | {ratio:.2f}× | {cpu_ratio} |"
             )
 
 
