@@ -12,9 +12,11 @@ micro-batching its concurrent requests, 2 ms max wait). Flask is the usual threa
 single-process app. ``--workers 1`` measures a single shardlearn process instead.
 
 Beside throughput and latency, each case reports the CPU time (user + system, from ``/proc``)
-the server's processes used per request while the load ran: unlike requests per second it
-hardly depends on what else the machine is doing, so it compares code versions on a shared
-machine (``n/a`` where there is no ``/proc``).
+the server's processes used per request while the load ran (``n/a`` where there is no
+``/proc``). It depends much less than requests per second on what else the machine runs, but
+not nothing: on a 2-core machine at load average 15 it still moved by about ±15% between runs
+(cache and loopback-TCP work, and smaller micro-batches when the server gets less CPU), so
+compare code versions by alternating several runs.
 
     python benchmarks/serve.py            # 30 s per case
     python benchmarks/serve.py --quick    # 5 s per case
