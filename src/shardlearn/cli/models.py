@@ -26,7 +26,7 @@ from shardlearn.cli._common import (
     print_table,
 )
 
-_REGISTRY_HELP = "Model registry directory (env SHARDLEARN_MODELS)."
+_REGISTRY_HELP = "Model registry: a directory or an s3:// URI (env SHARDLEARN_MODELS)."
 
 models_app = typer.Typer(
     help=(
@@ -40,9 +40,7 @@ models_app = typer.Typer(
 
 
 def _registry_option() -> Any:
-    return typer.Option(
-        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help=_REGISTRY_HELP
-    )
+    return typer.Option("models", "--registry", envvar="SHARDLEARN_MODELS", help=_REGISTRY_HELP)
 
 
 def _print_json(value: Any) -> None:
@@ -107,7 +105,7 @@ def _pipeline_steps(artifact: Any) -> str:
 @models_app.command("list")
 def list_models(
     name: str | None = typer.Argument(None, help="Only this model's versions."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List registered versions.
@@ -144,7 +142,7 @@ def list_models(
     print_table(table)
 
 
-def _read(ref: str, registry: Path) -> tuple[Any, Any]:
+def _read(ref: str, registry: str) -> tuple[Any, Any]:
     """(ModelVersion or None, Artifact) for a registry reference or an artifact path."""
     from shardlearn.registry import Registry, is_artifact, read_verified
 
@@ -157,7 +155,7 @@ def _read(ref: str, registry: Path) -> tuple[Any, Any]:
 @models_app.command("show")
 def show(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION, NAME@STAGE or an artifact path."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show one version: type, classes, inputs, metrics, lineage, integrity.
@@ -216,7 +214,7 @@ def promote(
     name: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version number."),
     stage: str = typer.Argument(..., help="staging, production or archived."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     keep_production: bool = typer.Option(
         False, help="Do not archive the current production version."
     ),
@@ -234,7 +232,7 @@ def promote(
 @models_app.command("verify")
 def verify(
     ref: str | None = typer.Argument(None, help="A version or artifact path. Default: all."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
 ) -> None:
     """Check signatures and file hashes (exit 1 if any artifact fails).
 
@@ -265,7 +263,7 @@ def verify(
 def delete(
     name: str = typer.Argument(..., help="Model name."),
     version: int | None = typer.Argument(None, help="Version. Default: every version."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     force: bool = typer.Option(False, "--force", help="Also delete a production version."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
@@ -286,7 +284,7 @@ def delete(
 def register_artifact(
     path: Path = typer.Argument(..., help="An artifact directory (from shardlearn.save)."),
     name: str = typer.Argument(..., help="Model name."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     stage: str | None = typer.Option(None, help="Promote the new version to this stage."),
 ) -> None:
     """Copy a saved artifact into the registry as the next version of NAME.
@@ -304,7 +302,7 @@ def export(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION, NAME@STAGE or an artifact path."),
     out: Path = typer.Option(..., "--out", help="Output file (.onnx) or directory (artifact)."),
     format: str = typer.Option("onnx", "--format", help="onnx or artifact."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     estimator_only: bool = typer.Option(
         False, help="For a Pipeline: export only the classifier (input = preprocessed features)."
     ),
@@ -391,7 +389,7 @@ def predict(
         "jsonl, parquet; .data/.test/.txt are csv; .gz/.zst/.bz2).",
     ),
     out: Path = typer.Option(..., "--out", help="Output Parquet file."),
-    registry: Path = _registry_option(),
+    registry: str = _registry_option(),
     proba: bool = typer.Option(False, "--proba", help="Add one proba_<class> column per class."),
     id_column: str | None = typer.Option(
         None,

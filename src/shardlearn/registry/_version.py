@@ -25,8 +25,8 @@ class ModelVersion:
     ----------
     name : str
     version : int
-    path : Path
-        The artifact directory.
+    path : Path or str
+        The artifact directory (its URI in a registry at an ``s3://`` root).
     model_type : str
     stage : str or None
         ``"staging"``, ``"production"``, ``"archived"`` or ``None``.
@@ -43,7 +43,7 @@ class ModelVersion:
 
     name: str
     version: int
-    path: Path
+    path: Path | str
     model_type: str
     stage: str | None
     created_at: str

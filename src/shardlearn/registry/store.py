@@ -1,5 +1,9 @@
 """The model registry: named, versioned artifacts in a directory with an SQLite index.
 
+A URI root (``Registry("s3://bucket/models")``) gives the same interface with everything kept
+in the object store, no local index: see :mod:`._object_index` (version records created with
+conditional writes, stages as an append-only event log). This module describes the local one.
+
 Layout::
 
     ROOT/index.sqlite        versions, stages, metrics, lineage, stage history
@@ -101,8 +105,10 @@ class Registry:
 
     Parameters
     ----------
-    root : path, default "models"
-        The registry directory; created on first registration.
+    root : path or URI, default "models"
+        The registry directory; created on first registration. A ``pyarrow.fs`` URI such as
+        ``s3://bucket/models?endpoint_override=HOST:PORT&scheme=http`` builds an
+        :class:`~shardlearn.registry._object_index.ObjectRegistry` (no local index file).
     allow_unsigned, allow_unencrypted : bool, default False
         The default policy of :meth:`read` and :meth:`load` (a server sets it once): accept
         unsigned (plaintext) versions although a signing (encryption) key is configured.
@@ -115,6 +121,14 @@ class Registry:
     >>> model = sl.load("models/loans@production")                 # doctest: +SKIP
     """
 
+    def __new__(cls, root: str | os.PathLike[str] = DEFAULT_ROOT, **_: Any) -> Registry:
+        # A URI root (s3://...) is a registry kept entirely in the object store.
+        if cls is Registry and _remote.is_uri(root):
+            from shardlearn.registry._object_index import ObjectRegistry
+
+            return super().__new__(ObjectRegistry)
+        return super().__new__(cls)
+
     def __init__(
         self,
         root: str | os.PathLike[str] = DEFAULT_ROOT,
@@ -122,12 +136,6 @@ class Registry:
         allow_unsigned: bool = False,
         allow_unencrypted: bool = False,
     ) -> None:
-        if "://" in os.fspath(root):
-            raise ArtifactError(
-                f"a registry needs a local or mounted directory for its SQLite index, not "
-                f"{os.fspath(root)!r}; artifacts themselves can live at URIs: "
-                "shardlearn.save(model, 's3://bucket/models/NAME') and shardlearn.load(URI)"
-            )
         self.root = Path(root)
         self.allow_unsigned = allow_unsigned
         self.allow_unencrypted = allow_unencrypted
@@ -266,7 +274,7 @@ class Registry:
         lineage = dict(lineage or {})
         if parent is not None:
             lineage["parent"] = self.resolve(parent).ref
-        incoming = self.root / INCOMING_DIR / uuid.uuid4().hex
+        incoming = self._incoming()
         save(model, incoming, sign=sign, encrypt=encrypt, metrics=metrics, lineage=lineage)
         keys = {  # explicit keys given to save are needed to read the artifact back
             "signing_key": sign if isinstance(sign, bytes | str) else None,
@@ -297,7 +305,7 @@ class Registry:
         if stage is not None:
             check_stage(stage)
         keys = {"signing_key": signing_key, "encryption_key": encryption_key}
-        incoming = self.root / INCOMING_DIR / uuid.uuid4().hex
+        incoming = self._incoming()
         incoming.parent.mkdir(parents=True, exist_ok=True)
         if _remote.is_uri(path):
             with _remote.downloaded(str(path)) as local:
@@ -312,9 +320,13 @@ class Registry:
             if incoming.exists():
                 shutil.rmtree(incoming, ignore_errors=True)
 
-    def _index_artifact(
-        self, incoming: Path, name: str, stage: str | None, description: str | None, keys: dict
-    ) -> ModelVersion:
+    def _incoming(self) -> Path:
+        """A fresh folder path (not yet created) for an artifact being written."""
+        return self.root / INCOMING_DIR / uuid.uuid4().hex
+
+    @staticmethod
+    def _describe(incoming: Path, description: str | None, keys: dict) -> dict[str, Any]:
+        """The index fields of the finished artifact in ``incoming`` (read back and checked)."""
         header_bytes = (incoming / MODEL_JSON).read_bytes()
         # Registering records what was written; the signing/encryption policy applies on load.
         artifact = read_artifact(incoming, allow_unsigned=True, allow_unencrypted=True, **keys)
@@ -323,16 +335,22 @@ class Registry:
         if meta.get("dataset_manifest_sha256"):
             lineage["dataset_manifest_sha256"] = meta["dataset_manifest_sha256"]
         lineage.update({k: v for k, v in (meta.get("training") or {}).items()})
-        row = {
+        return {
             "model_type": artifact.model_type,
             "created_at": now(),
-            "metrics": json.dumps(meta["metrics"]) if meta.get("metrics") else None,
-            "lineage": json.dumps(lineage),
+            "metrics": meta["metrics"] if meta.get("metrics") else None,
+            "lineage": lineage,
             "artifact_sha256": crypto.sha256_bytes(header_bytes),
-            "signed": int(artifact.signed),
-            "encrypted": int(artifact.encrypted),
+            "signed": bool(artifact.signed),
+            "encrypted": bool(artifact.encrypted),
             "description": description,
         }
+
+    def _index_artifact(
+        self, incoming: Path, name: str, stage: str | None, description: str | None, keys: dict
+    ) -> ModelVersion:
+        row = self._describe(incoming, description, keys)
+        metrics = json.dumps(row["metrics"]) if row["metrics"] else None
         renamed: Path | None = None
         try:
             with self._connect(write=True) as connection:
@@ -344,8 +362,9 @@ class Registry:
                 connection.execute(
                     f"INSERT INTO versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (name, version, f"{name}/{version}", row["model_type"], None,
-                     row["created_at"], row["metrics"], row["lineage"], row["artifact_sha256"],
-                     row["signed"], row["encrypted"], row["description"]),
+                     row["created_at"], metrics, json.dumps(row["lineage"]),
+                     row["artifact_sha256"], int(row["signed"]), int(row["encrypted"]),
+                     row["description"]),
                 )  # fmt: skip
                 if stage is not None:
                     self._set_stage(connection, name, version, stage, archive_existing=True)
@@ -611,7 +630,7 @@ def read_verified(path_or_ref: str | os.PathLike[str], **options: Any) -> Artifa
     ``allow_unsigned``, ``allow_unencrypted``).
     """
     if _remote.is_uri(path_or_ref):
-        return read_artifact(str(path_or_ref), **options)
+        return _read_verified_uri(str(path_or_ref), **options)
     if is_artifact(path_or_ref):
         located = _registry_version_at(Path(path_or_ref))
         if located is None:
@@ -623,3 +642,34 @@ def read_verified(path_or_ref: str | os.PathLike[str], **options: Any) -> Artifa
     if not is_artifact(mv.path):
         raise ArtifactError(f"{mv.ref} is indexed but its directory {mv.path} is missing")
     return registry.read(mv.ref, **options)
+
+
+def _read_verified_uri(uri: str, **options: Any) -> Artifact:
+    """:func:`read_verified` of a URI: an artifact, or a reference into an object registry.
+
+    ``s3://bucket/models/loans@production?endpoint_override=...`` names a version of the
+    registry at ``s3://bucket/models?endpoint_override=...``; an artifact inside such a
+    registry is checked against its version record like a local version directory.
+    """
+    from shardlearn.registry._object_index import is_object_registry
+
+    location, _, query = uri.partition("?")
+    head, _, tail = location.rstrip("/").rpartition("/")
+    suffix = f"?{query}" if query else ""
+    if is_artifact(uri):
+        # ROOT/NAME/artifacts/<id>: the registry root is three levels up.
+        root, _, parts = head.rpartition("/")
+        root, _, name = root.rpartition("/")
+        if parts == "artifacts" and is_object_registry(root + suffix):
+            registry = Registry(root + suffix)
+            ref = registry.version_at(name, tail)
+            if ref is None:
+                raise ArtifactError(
+                    f"{uri} is an artifact of the registry at {root} that no version refers "
+                    "to (deleted, or a registration that never completed); refusing to load it"
+                )
+            return registry.read(ref, **options)
+        return read_artifact(uri, **options)
+    if head and "://" in head and is_object_registry(head + suffix):
+        return Registry(head + suffix).read(tail, **options)
+    return read_artifact(uri, **options)
