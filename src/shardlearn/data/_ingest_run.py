@@ -568,7 +568,18 @@ def _bad_rows_table(
 ) -> pa.Table:
     mask = pa.array(converted.bad)
     raw = batch.select(schema.names).filter(mask)
-    strings = [pc.fill_null(c.cast(pa.string()), "") for c in raw.columns]
+    values = converted.batch.filter(mask)
+    strings = []
+    for column, name in zip(raw.columns, schema.names, strict=True):
+        kind = schema[name].arrow_type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            # A number as its value reads (``7`` for ``7.0``): the parser may have typed it
+            # or not, depending on where its byte range starts; the reject must not change.
+            parsed = values.column(name)
+            column = pc.if_else(
+                parsed.is_valid(), parsed.cast(pa.string()), column.cast(pa.string())
+            )
+        strings.append(pc.fill_null(column.cast(pa.string()), ""))
     text = pc.binary_join_element_wise(*strings, delimiter) if strings else pa.array([""] * 0)
     return _rejects_table(
         source,

@@ -1,0 +1,173 @@
+"""Parallel byte-range ingest: however a CSV is cut into ranges and however many threads parse
+them, the dataset (shards, rejects, manifest counts) is byte for byte the one a single-stream
+read writes, and every reject carries its physical line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shardlearn.data._ingest_run as ingest_run
+import shardlearn.data._ranges as ranges_module
+from shardlearn.data import Dataset, ingest
+from shardlearn.data._ingest_run import _progress_text
+from shardlearn.data.schema import Column, Schema
+
+from ._rejects import rejects
+
+SCHEMA = Schema(
+    (
+        Column("x", "numeric", "float64"),
+        Column("s", "categorical", "string"),
+        Column("label", "categorical", "string"),
+    ),
+    "label",
+)
+# (text of the line, whether it is rejected); x, s and label are filled in per line.
+GOOD = [
+    ("{x},plain,{y}", False),
+    ('{x},"with, comma",{y}', False),
+    ('{x},"say ""hi""",{y}', False),
+    ("{x}, spaced ,{y}", False),
+    (",missing x,{y}", False),
+]
+BAD = [
+    ("{x},too few", True),
+    ("{x},a,b,{y}", True),
+    ("oops,not a number,{y}", True),
+    ("{x},no label,", True),
+]
+KINDS = [*GOOD, *BAD, ("", None)]  # None: a blank line, neither a row nor a reject
+
+
+def _csv(kinds: list[int], newline: str) -> tuple[bytes, list[int], int]:
+    """The CSV bytes, the physical lines that must be rejected, and the rows read."""
+    lines, bad, rows = ["x,s,label"], [], 0
+    for number, kind in enumerate(kinds, start=2):
+        text, rejected = KINDS[kind]
+        lines.append(text.format(x=number * 0.5, y="ab"[number % 2]))
+        rows += rejected is not None
+        if rejected:
+            bad.append(number)
+    return (newline.join(lines) + newline).encode(), bad, rows
+
+
+def _ingest(path: Path, out: Path, range_bytes: int, parsers: int, strategy: str) -> Dataset:
+    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The label column 'label' has a single class")
+        return ingest(
+            str(path),
+            "label",
+            str(out),
+            partitions=3,
+            strategy=strategy,
+            schema=SCHEMA,
+            max_reject_rate=1.0,
+            overwrite=True,
+            progress=False,
+            parsers=parsers,
+        )
+
+
+def _fingerprint(ds: Dataset) -> tuple[dict[str, str], dict[str, object]]:
+    """Hashes of every Parquet file (shards and rejects) and the manifest's row accounting."""
+    root = Path(ds.uri)
+    files = {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
+    manifest = json.loads((root / "manifest.json").read_text())
+    keys = ("rows_read", "rows_written", "rows_rejected", "class_counts", "shards", "rejects")
+    return files, {key: manifest[key] for key in keys}
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    kinds=st.lists(st.integers(0, len(KINDS) - 1), min_size=1, max_size=80),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    cuts=st.integers(1, 8),
+    parsers=st.sampled_from([1, 2, 4]),
+    strategy=st.sampled_from(["random", "stratified"]),
+)
+def test_any_split_writes_the_dataset_a_single_stream_writes(
+    kinds: list[int], newline: str, cuts: int, parsers: int, strategy: str
+) -> None:
+    data, bad, rows = _csv(kinds, newline)
+    if rows == len(bad):
+        kinds = [*kinds, 0]  # at least one good row, or there is no dataset
+        data, bad, rows = _csv(kinds, newline)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.csv"
+        path.write_bytes(data)
+        whole = _ingest(path, Path(tmp) / "whole", len(data) + 1, 1, strategy)
+        split = _ingest(path, Path(tmp) / "split", max(1, len(data) // cuts), parsers, strategy)
+        assert split.manifest["ranges"] <= cuts + 1  # ceil(size / (size // cuts))
+        assert whole.manifest["ranges"] == 1
+        assert _fingerprint(split) == _fingerprint(whole)
+        assert [line for line, _ in rejects(split)] == bad
+        m = split.manifest
+        assert m["rows_read"] == rows == m["rows_written"] + m["rows_rejected"]
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    """Two thousand lines with bad rows spread through them (some at range boundaries)."""
+    rng = np.random.default_rng(7)
+    kinds = rng.choice(len(KINDS), size=2000, p=[0.5, 0.1, 0.1, 0.1, 0.06, *[0.03] * 4, 0.02])
+    data, bad, _ = _csv([int(k) for k in kinds], "\n")
+    path = tmp_path_factory.mktemp("parallel") / "big.csv"
+    path.write_bytes(data)
+    return path, bad
+
+
+@pytest.mark.parametrize("strategy", ["random", "stratified", "hash:s"])
+def test_one_two_and_four_parsers_write_byte_identical_datasets(
+    big_csv: tuple[Path, list[int]], tmp_path: Path, strategy: str
+) -> None:
+    path, bad = big_csv
+    whole = _ingest(path, tmp_path / "whole", 1 << 30, 1, strategy)
+    range_bytes = path.stat().st_size // 13
+    # Small writer batches and reject row groups, so that they end inside ranges too.
+    with (
+        mock.patch.object(ingest_run, "BATCH_ROWS", 97),
+        mock.patch.object(ingest_run, "REJECT_ROWS", 11),
+    ):
+        small = _ingest(path, tmp_path / "small", 1 << 30, 1, strategy)
+        results = [_ingest(path, tmp_path / f"p{n}", range_bytes, n, strategy) for n in (1, 2, 4)]
+    assert whole.manifest["ranges"] == 1
+    assert _fingerprint(whole)[1]["rows_read"] == _fingerprint(results[0])[1]["rows_read"]
+    assert [ds.manifest["parsers"] for ds in results] == [1, 2, 4]
+    assert all(ds.manifest["ranges"] >= 10 for ds in results)
+    assert _fingerprint(results[0]) == _fingerprint(small)
+    assert _fingerprint(results[1]) == _fingerprint(results[0])
+    assert _fingerprint(results[2]) == _fingerprint(results[0])
+    assert [line for line, _ in rejects(results[2])] == bad
+
+
+def test_a_quoted_value_holding_a_newline_keeps_its_file_on_one_stream(tmp_path: Path) -> None:
+    lines = ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(400))]
+    lines[200] = '200,"two\nlines",a'
+    path = tmp_path / "multiline.csv"
+    path.write_text("\n".join(lines) + "\n")
+    whole = _ingest(path, tmp_path / "whole", 1 << 30, 1, "random")
+    cut = _ingest(path, tmp_path / "cut", 512, 2, "random")
+    assert cut.manifest["ranges"] == 1 and cut.manifest["parsers"] == 1
+    assert _fingerprint(cut) == _fingerprint(whole)
+
+
+def test_the_progress_text_shows_rows_per_second_and_parsers() -> None:
+    assert _progress_text(5000, 2.0, 4) == "ingest 5,000 rows, 2,500 rows/s, 4 parsers"
+    assert _progress_text(0, 0.0, 1) == "ingest 0 rows, 0 rows/s, 1 parser"
