@@ -4,15 +4,17 @@ One run, same machine, same data: synthetic tabular classification (deterministi
 ``--rows`` rows, 20 features, 4 classes, 10% held out for testing). Measured:
 
 - shardlearn ``MLPClassifier`` (torch) with 1 worker (in-process, torch limited to one
-  thread so that one worker means one core) and with 2 workers (DistributedDataParallel over
-  gloo, one thread per worker), the same global batch, seed and epochs;
+  thread so that one worker means one core), with 2 workers forced (``execution="workers"``:
+  data parallel over gloo, one bucketed all-reduce per step, one thread per worker) and with
+  ``execution="auto"`` on an engine of 2 workers (the cost model picks in-process or the
+  workers; the chosen mode is printed), the same global batch, seed and epochs;
 - scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs; BLAS
   limited to one thread, the same one core as shardlearn's single worker).
 
 Reported per trainer: seconds per epoch (the median of the epochs after the first, which pays
 for warm-up), epochs/s, total fit seconds (incl. start-up), test accuracy, and the speed ratio
 to scikit-learn. The closing note gives the scaling efficiency of 2 workers
-(``epochs/s(2) / (2 * epochs/s(1))``).
+(``epochs/s(2) / (2 * epochs/s(1))``) and where ``auto`` trained.
 
 Usage::
 
@@ -50,7 +52,7 @@ def make_data(rows: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     return X[:cut], y[:cut], X[cut:], y[cut:]
 
 
-def bench_shardlearn(data: tuple, workers: int, epochs: int) -> dict:
+def bench_shardlearn(data: tuple, workers: int, epochs: int, execution: str) -> dict:
     import torch
 
     from shardlearn.engine import engine
@@ -68,6 +70,7 @@ def bench_shardlearn(data: tuple, workers: int, epochs: int) -> dict:
             early_stopping=False,
             random_state=0,
             verbose=False,
+            execution=execution,
         )
         start = time.perf_counter()
         with engine("local", workers=workers):
@@ -77,7 +80,12 @@ def bench_shardlearn(data: tuple, workers: int, epochs: int) -> dict:
         torch.set_num_threads(threads)
     per_epoch = statistics.median(model.epoch_seconds_[1:] or model.epoch_seconds_)
     accuracy = float(np.mean(model.predict(X_test) == y_test))
-    return {"seconds_per_epoch": per_epoch, "total": total, "accuracy": accuracy}
+    return {
+        "seconds_per_epoch": per_epoch,
+        "total": total,
+        "accuracy": accuracy,
+        "execution": model.execution_,
+    }
 
 
 def bench_sklearn(data: tuple, epochs: int) -> dict:
@@ -121,8 +129,9 @@ def main() -> None:
     )
     results = {
         "scikit-learn MLPClassifier": bench_sklearn(data, epochs),
-        "shardlearn MLP, 1 worker": bench_shardlearn(data, 1, epochs),
-        "shardlearn MLP, 2 workers (DDP)": bench_shardlearn(data, 2, epochs),
+        "shardlearn MLP, 1 worker": bench_shardlearn(data, 1, epochs, "workers"),
+        "shardlearn MLP, 2 workers (forced)": bench_shardlearn(data, 2, epochs, "workers"),
+        "shardlearn MLP, 2 workers, execution=auto": bench_shardlearn(data, 2, epochs, "auto"),
     }
     base = results["scikit-learn MLPClassifier"]["seconds_per_epoch"]
     print("| trainer | s/epoch | epochs/s | fit s (total) | test accuracy | vs scikit-learn |")
@@ -133,10 +142,13 @@ def main() -> None:
             f"{r['total']:.1f} | {r['accuracy']:.4f} | {base / r['seconds_per_epoch']:.2f}x |"
         )
     one = 1 / results["shardlearn MLP, 1 worker"]["seconds_per_epoch"]
-    two = 1 / results["shardlearn MLP, 2 workers (DDP)"]["seconds_per_epoch"]
+    two = 1 / results["shardlearn MLP, 2 workers (forced)"]["seconds_per_epoch"]
+    auto = results["shardlearn MLP, 2 workers, execution=auto"]
     print(
         f"\nScaling efficiency, 2 workers vs 1: {two / (2 * one):.0%} "
-        f"(speed-up {two / one:.2f}x on {os.cpu_count()} cores)."
+        f"(speed-up {two / one:.2f}x on {os.cpu_count()} cores). "
+        f"execution=auto trained {auto['execution']}: "
+        f"{one * auto['seconds_per_epoch']:.2f}x the 1-worker time per epoch."
     )
 
 

@@ -289,7 +289,8 @@ ESTIMATOR_CONTRACTS: dict[str, EstimatorContract] = {
         EstimatorContract(
             "mlp",
             "sklearn.neural_network:MLPClassifier",
-            {"hidden_layer_sizes": (16,), "dropout": 0.2, **_NEURAL},
+            # The distributed path under test, never the cost model's in-process choice.
+            {"hidden_layer_sizes": (16,), "dropout": 0.2, "execution": "workers", **_NEURAL},
             {"hidden_layer_sizes": (16,), **_NEURAL_REFERENCE},
             reference_tol=0.05,
             layout_tol=0.04,

@@ -81,6 +81,8 @@ def _mlp(**params) -> MLPClassifier:
         random_state=7,
         early_stopping=False,
         verbose=False,
+        # The distributed path under test, never the cost model's in-process choice.
+        execution="workers",
     )
     return MLPClassifier(**{**defaults, **params})
 

@@ -14,11 +14,18 @@ the weights and optimiser state stay on the workers in between. Both modes equal
 training with the same global ``batch_size``, seed and dropout masks, for any worker count (see
 the module docstrings).
 
+Where an MLP's fit runs is chosen per fit (``execution``, :mod:`shardlearn.models._execution`):
+every optimiser step of data-parallel training waits for an all-reduce, so on small networks
+2 processes are slower than 1; ``"auto"`` then trains in the calling process
+(``execution_ == "in_process"``), ``"workers"`` forces the worker group. Both give the same
+model (single-process torch with the same global batch).
+
 torch is imported only inside functions: ``import shardlearn.models`` never imports it.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 import weakref
 from collections.abc import Callable
@@ -31,6 +38,13 @@ from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.engine import VERBOSE_CONSTRAINTS
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json, artifact_params
+from shardlearn.models._execution import (
+    EXECUTION_OPTIONS,
+    Work,
+    execution_engine,
+    recording,
+    timed,
+)
 from shardlearn.models._neural_driver import train_on_group
 from shardlearn.models._registry import register_model
 from shardlearn.models._torch import (
@@ -44,6 +58,9 @@ from shardlearn.models._torch import (
 __all__ = ["ConvNetClassifier", "MLPClassifier"]
 
 WEIGHTS_FILE = "weights.safetensors"
+# Output width the cost model assumes before the classes are known: the output layer is a
+# small share of an MLP's multiply-adds, and a binary task's 2 is the lower bound.
+_COST_CLASSES = 2
 # Rows per forward pass in predict_proba: bounds memory, does not change results.
 PREDICT_CHUNK = 8192
 # estimator -> (the state_dict_ it was built from, the eval-mode torch network). Kept out of the
@@ -146,10 +163,11 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         from shardlearn.models._fitting import prepare_training
 
         kwargs = {"preprocessor": preprocessor} if preprocessor is not None else {}
-        with prepare_training(
-            self, X, y, engine=engine, sample_weight=sample_weight, **kwargs
-        ) as ctx:
-            return self._fit_context(ctx, data=data)
+        with recording(), execution_engine(self, X, engine) as run_on:
+            with prepare_training(
+                self, X, y, engine=run_on, sample_weight=sample_weight, **kwargs
+            ) as ctx:
+                return self._fit_context(ctx, data=data)
 
     def _fit_context(
         self, ctx: Any, callback: Callable | None = None, data: dict | None = None
@@ -165,7 +183,12 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
             _, data = self._training_input(None, scale_pixels=False)
         arch = self._architecture(ctx.n_features, len(ctx.classes))
         spec = self._spec(arch, {**data, "n_features": int(ctx.n_features)})
-        weights, history = train_on_group(self, ctx.group, spec, list(ctx.splits), callback)
+        mode = self._execution_mode(ctx.group)
+        with recording() as timings:
+            with timed("train"):
+                weights, history = train_on_group(self, ctx.group, spec, list(ctx.splits), callback)
+            self.execution_ = mode
+            self.fit_timings_ = timings.as_dict()
         self.classes_ = np.asarray(ctx.classes)
         self.n_features_in_ = int(ctx.n_features)
         self.feature_names_in_ = list(ctx.feature_names)
@@ -179,6 +202,19 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = _best_epoch(history, self.early_stopping)
         self.epoch_seconds_ = [h["seconds"] for h in history]
         return self
+
+    def _execution_mode(self, group: Any) -> str:
+        """Where this fit runs on ``group``; refuses ``in_process`` on a group of workers."""
+        here = group.size == 1 and group.shares_memory
+        if getattr(self, "execution", "auto") == "in_process" and not here:
+            raise ValueError(
+                f"{type(self).__name__}: execution='in_process' cannot be honoured here: the "
+                f"caller has already started {group.size} worker(s) in other processes. Use "
+                "execution='auto' or 'workers', or fit the estimator itself."
+            )
+        if here:
+            return "in_process"
+        return "ray" if type(group).__module__.startswith("shardlearn.engine.ray") else "workers"
 
     def _training_input(self, X: Any, scale_pixels: bool) -> tuple[Any, dict]:
         """The input to hand to prepare_training and how workers read it."""
@@ -357,11 +393,23 @@ class MLPClassifier(_NeuralClassifier):
         Show a progress bar on stderr with each epoch's training loss, valid loss and valid
         accuracy, when stderr is a terminal (see :func:`shardlearn.engine.show_progress`);
         0 or False never.
+    execution : {"auto", "in_process", "workers"}, default="auto"
+        Where a data-parallel fit runs: ``"in_process"`` trains in the calling process (one
+        torch thread, no workers, no all-reduce); ``"workers"`` on the engine's workers (Ray
+        actors on Ray); ``"auto"`` picks the faster by a deterministic cost model (rows,
+        network multiply-adds, epochs, optimiser steps -- one all-reduce each --, cores; see
+        :mod:`shardlearn.models._execution`). The model is the same either way, within the
+        worker-count tolerance. Pipeline parallelism always runs on the workers.
 
     Attributes
     ----------
     classes_, n_features_in_, feature_names_in_
         As for every classifier.
+    execution_ : str
+        Where the fit ran: ``"in_process"``, ``"workers"`` or ``"ray"``.
+    fit_timings_ : dict
+        Seconds per phase of the fit (``start``, ``read``, ``preprocess``, ``train``,
+        ``evaluate``; see :mod:`shardlearn.models._execution`).
     architecture_ : dict
         The network description (saved in the artifact next to the weights).
     state_dict_ : dict of str to ndarray
@@ -400,6 +448,11 @@ class MLPClassifier(_NeuralClassifier):
     (3,)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **_COMMON_CONSTRAINTS,
+        "execution": [Options(EXECUTION_OPTIONS)],
+    }
+
     def __init__(
         self,
         hidden_layer_sizes: tuple[int, ...] = (100,),
@@ -420,6 +473,7 @@ class MLPClassifier(_NeuralClassifier):
         stages: int = 2,
         micro_batches: int = 4,
         verbose: bool | int = True,
+        execution: str = "auto",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -439,6 +493,27 @@ class MLPClassifier(_NeuralClassifier):
         self.stages = stages
         self.micro_batches = micro_batches
         self.verbose = verbose
+        self.execution = execution
+
+    @property
+    def _execution_algorithm(self) -> str | None:
+        """The cost model's algorithm (models._execution); a pipeline-parallel fit is not
+        planned: its stages need the workers."""
+        return "mlp" if self.parallelism == "data" else None
+
+    def _execution_work(self, rows: int, features: int) -> Work:
+        """The fit's size for the cost model: multiply-adds of the network per row, forward
+        and backward (3 forward's worth) per epoch, one all-reduce per optimiser step."""
+        hidden = _check_sizes(type(self).__name__, "hidden_layer_sizes", self.hidden_layer_sizes)
+        sizes = [features, *hidden, _COST_CLASSES]
+        multiply_adds = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        return Work(
+            "mlp",
+            rows,
+            features,
+            passes=self.epochs * 3 * math.ceil(multiply_adds / features),
+            syncs=self.epochs * math.ceil(rows / self.batch_size),
+        )
 
     def _architecture(self, n_features: int, n_classes: int) -> dict:
         return {

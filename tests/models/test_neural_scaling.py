@@ -1,0 +1,197 @@
+"""Data-parallel MLP that scales (issue #23): bucketed all-reduces, and the execution choice.
+
+The all-reduces of an epoch are counted in the workers with torch's profiler (the
+``gloo:all_reduce`` events: DistributedDataParallel's and the library's alike), by swapping
+the driver's epoch function for :func:`_counted_epoch`, which runs the library's own epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from shardlearn.engine import engine  # noqa: E402
+from shardlearn.models import _neural_driver  # noqa: E402
+from shardlearn.models._execution import Machine, choose_execution  # noqa: E402
+from shardlearn.models._fitting import prepare_training  # noqa: E402
+from shardlearn.models.neural import MLPClassifier  # noqa: E402
+from shardlearn.models.neural_ddp import ddp_epoch  # noqa: E402
+
+N_ROWS, N_FEATURES, N_CLASSES, BATCH = 240, 8, 3, 32
+STEPS = math.ceil(N_ROWS / BATCH)
+# Float32 rounding: the ranks' gradients are summed in another order than one process sums
+# the rows' (the tolerance of tests/models/test_neural.py and the conformance contract).
+INVARIANCE_TOLERANCE = 1e-5
+_COUNTS = "test_neural_scaling.all_reduces"
+
+
+@pytest.fixture(scope="module")
+def tabular() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=N_ROWS,
+        n_features=N_FEATURES,
+        n_informative=5,
+        n_classes=N_CLASSES,
+        random_state=0,
+    )
+    return X.astype(np.float32), y
+
+
+def _mlp(**params) -> MLPClassifier:
+    defaults = dict(
+        hidden_layer_sizes=(16, 8, 12),
+        activation="tanh",
+        batch_size=BATCH,
+        epochs=2,
+        learning_rate=0.01,
+        random_state=7,
+        early_stopping=False,
+        verbose=False,
+    )
+    return MLPClassifier(**{**defaults, **params})
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert sorted(a) == sorted(b)
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def _counted_epoch(state, fit_id, epoch):
+    """The library's epoch, its gloo all-reduces counted into the worker's cache."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        report = ddp_epoch(state, fit_id, epoch)
+    count = sum(1 for event in profiler.events() if event.name == "gloo:all_reduce")
+    state.cache.setdefault(_COUNTS, []).append(count)
+    return report
+
+
+def _read_counts(state):
+    return state.cache.pop(_COUNTS, [])
+
+
+def _all_reduces_per_epoch(monkeypatch, model, X, y) -> list[list[int]]:
+    setup, _, result = _neural_driver._MODES["data"]
+    monkeypatch.setitem(_neural_driver._MODES, "data", (setup, _counted_epoch, result))
+    with engine("local", workers=2), prepare_training(model, X, y) as ctx:
+        model._fit_context(ctx)
+        return ctx.group.run(_read_counts)
+
+
+def _label_sorted(tabular):
+    X, y = tabular
+    order = np.argsort(y, kind="stable")
+    return X[order], y[order]
+
+
+def test_one_all_reduce_per_optimiser_step_even_for_a_network_over_one_mb(tabular, monkeypatch):
+    """torch DDP (first bucket capped at 1 MB) made 16 all-reduces for these 8 steps, plus one
+    for the epoch's loss on a network under 1 MB. Now one per step, the loss riding along."""
+    X, y = tabular
+    model = _mlp(hidden_layer_sizes=(512, 512), execution="workers")
+    counts = _all_reduces_per_epoch(monkeypatch, model, X, y)
+    assert counts == [[STEPS, STEPS], [STEPS, STEPS]]
+
+
+def test_small_buckets_overlap_backward_and_give_the_same_model(tabular, monkeypatch):
+    """Buckets of 256 bytes: several all-reduces per step, launched in the same order on
+    both ranks while backward runs; the model equals one big bucket's."""
+    X, y = _label_sorted(tabular)
+    one_bucket = _mlp(execution="workers")
+    counts_one = _all_reduces_per_epoch(monkeypatch, one_bucket, X, y)
+    spec = MLPClassifier._spec
+    monkeypatch.setattr(
+        MLPClassifier, "_spec", lambda self, *a: {**spec(self, *a), "bucket_bytes": 256}
+    )
+    small = _mlp(execution="workers")
+    counts_small = _all_reduces_per_epoch(monkeypatch, small, X, y)
+    assert counts_one == [[STEPS, STEPS]] * 2
+    per_step = counts_small[0][0] / STEPS
+    assert per_step > 2 and per_step == int(per_step) and counts_small[1] == counts_small[0]
+    assert _max_difference(small.state_dict_, one_bucket.state_dict_) < INVARIANCE_TOLERANCE
+
+
+def test_forced_modes_give_the_same_model_on_label_sorted_rows(tabular):
+    X, y = _label_sorted(tabular)
+    with engine("local", workers=2):
+        here = _mlp(dropout=0.3, execution="in_process").fit(X, y)
+        there = _mlp(dropout=0.3, execution="workers").fit(X, y)
+    assert (here.execution_, there.execution_) == ("in_process", "workers")
+    assert _max_difference(here.state_dict_, there.state_dict_) < INVARIANCE_TOLERANCE
+    assert set(here.fit_timings_) == {"start", "read", "preprocess", "train", "evaluate"}
+    assert here.fit_timings_["train"] > 0
+
+
+def test_forced_modes_give_the_same_model_on_a_keyed_dataset(tabular, tmp_path):
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+
+    X, y = tabular
+    key = np.arange(N_ROWS) % 7
+    table = pa.table({"key": key, **{f"f{j}": X[:, j] for j in range(N_FEATURES)}, "label": y})
+    # Rows hashed by key into shards (and splits): equal keys share one; the valid split is
+    # scored with an all-reduce.
+    ds = write_dataset(
+        table,
+        tmp_path / "ds",
+        label="label",
+        partitions=4,
+        strategy="hash:key",
+        split=(0.8, 0.2, 0),
+    )
+    with engine("local", workers=2):
+        here = _mlp(execution="in_process").fit(ds)
+        there = _mlp(execution="workers").fit(ds)
+    assert (here.execution_, there.execution_) == ("in_process", "workers")
+    assert _max_difference(here.state_dict_, there.state_dict_) < INVARIANCE_TOLERANCE
+    assert np.allclose(here.validation_scores_, there.validation_scores_)
+    assert np.allclose(here.loss_curve_, there.loss_curve_, rtol=1e-5)
+
+
+def test_in_process_is_refused_on_workers_the_caller_started(tabular):
+    X, y = tabular
+    model = _mlp(execution="in_process")
+    with engine("local", workers=2), prepare_training(model, X, y) as ctx:
+        with pytest.raises(ValueError, match="execution='in_process' cannot be honoured"):
+            model._fit_context(ctx)
+
+
+def test_auto_choice_is_deterministic_for_a_size_and_machine():
+    two_cores = Machine("local", 2, 2, 2.0, 8 * 10**9, 1.0)
+    cluster = Machine("ray", 8, 2, 32.0, 8 * 10**9, 2.0)
+    small = _mlp(hidden_layer_sizes=(64, 64), batch_size=1024, epochs=3)
+    wide = _mlp(hidden_layer_sizes=(1024, 1024), batch_size=1024, epochs=3)
+    plans = [
+        choose_execution(model._execution_work(rows, 20), machine)
+        for model in (small, wide)
+        for rows in (100_000, 1_000_000)
+        for machine in (two_cores, cluster)
+    ]
+    again = [
+        choose_execution(model._execution_work(rows, 20), machine)
+        for model in (small, wide)
+        for rows in (100_000, 1_000_000)
+        for machine in (two_cores, cluster)
+    ]
+    assert plans == again
+    # issue #23's benchmark network: an all-reduce per step costs more than half its work.
+    assert [p.mode for p in plans[:4]] == ["in_process"] * 4
+    # A network 200x wider: the rows' work dominates; more cores win.
+    assert [p.mode for p in plans[4:]] == ["workers", "ray", "workers", "ray"]
+
+
+def test_auto_trains_a_small_network_in_process_with_the_same_model(tabular):
+    X, y = tabular
+    with engine("local", workers=2):
+        auto = _mlp().fit(X, y)
+        forced = _mlp(execution="workers").fit(X, y)
+    assert auto.execution_ == "in_process" and auto._execution_plan.mode == "in_process"
+    assert _max_difference(auto.state_dict_, forced.state_dict_) < INVARIANCE_TOLERANCE
