@@ -44,6 +44,13 @@ def _unlabeled_note(m: dict[str, Any]) -> str:
     return f" (of which unlabeled {unlabeled:,})" if unlabeled else ""
 
 
+def _parsers_note(m: dict[str, Any]) -> str:
+    if "parsers" not in m:  # a dataset written before parallel ingest, or write_dataset
+        return ""
+    parsers, ranges = int(m["parsers"]), int(m["ranges"])
+    return f"; parsed by {parsers} parser{'s' if parsers != 1 else ''} ({ranges:,} ranges)"
+
+
 def _ingest_summary(ds: Any) -> None:
     m = ds.manifest
     console.print(
@@ -51,6 +58,7 @@ def _ingest_summary(ds: Any) -> None:
             (str(ds.uri), "bold"),
             f": rows_read={m['rows_read']:,} = rows_written={m['rows_written']:,}"
             f"{_unlabeled_note(m)} + rows_rejected={m['rows_rejected']:,}",
+            _parsers_note(m),
         ),
         highlight=False,
         soft_wrap=True,
@@ -136,6 +144,13 @@ def ingest_command(
         help="Keep infinite numbers (inf, -Infinity, 1e999) and NaNs instead of rejecting "
         "infinities and reading NaN as missing.",
     ),
+    parsers: int | None = typer.Option(
+        None,
+        "--parsers",
+        min=1,
+        help="Threads parsing an uncompressed local CSV/TSV in byte ranges (default: the "
+        "cores); the dataset is the same whatever the number.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
 ) -> None:
     """Ingest files into a sharded, validated dataset (Parquet shards + manifest)."""
@@ -161,6 +176,7 @@ def ingest_command(
         progress=not as_json,
         allow_unlabeled=allow_unlabeled,
         allow_non_finite=allow_non_finite,
+        parsers=parsers,
     )
     if as_json:
         typer.echo(json.dumps(_describe_dict(ds, verify=None), indent=2))
