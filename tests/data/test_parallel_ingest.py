@@ -171,3 +171,19 @@ def test_a_quoted_value_holding_a_newline_keeps_its_file_on_one_stream(tmp_path:
 def test_the_progress_text_shows_rows_per_second_and_parsers() -> None:
     assert _progress_text(5000, 2.0, 4) == "ingest 5,000 rows, 2,500 rows/s, 4 parsers"
     assert _progress_text(0, 0.0, 1) == "ingest 0 rows, 0 rows/s, 1 parser"
+
+
+def test_cli_ingest_parsers_option_and_summary(
+    big_csv: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from shardlearn.cli import app
+
+    path, _ = big_csv
+    args = ["ingest", str(path), "--label", "label", "--out", str(tmp_path / "ds")]
+    args += ["--parsers", "2", "--max-reject-rate", "1"]
+    with mock.patch.object(ranges_module, "RANGE_BYTES", -(-path.stat().st_size // 5)):
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "; parsed by 2 parsers (5 ranges)" in result.output, result.output[:400]
