@@ -1,5 +1,7 @@
 """The ASGI application: prediction, model listing, health, readiness and metrics.
 
+The Open Inference Protocol (KServe V2) routes of :mod:`.v2` answer beside the native ones,
+through the same auth, validation, micro-batcher and metrics.
 ``create_app(ServeConfig(...))`` returns a FastAPI app; ``shardlearn serve`` (or
 :func:`~shardlearn.serve.run`) runs it under uvicorn with the header, body and keep-alive
 timeouts and the concurrency limit of :mod:`.server`. Bad input is always a 4xx whose body
@@ -43,6 +45,7 @@ from shardlearn.serve.schemas import (
     records_to_columns,
 )
 from shardlearn.serve.telemetry import BodyLimit, Telemetry
+from shardlearn.serve.v2 import add_v2_routes
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -317,6 +320,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.host = host
     _add_health_routes(app, host)
     predict_json = _add_model_routes(app, host, batcher, telemetry, config, authorize)
+    add_v2_routes(
+        app,
+        host,
+        telemetry,
+        authorize=authorize.check,
+        infer=functools.partial(_infer, batcher),
+        max_rows=config.max_rows,
+        reject_extra=config.reject_extra,
+    )
 
     @app.get("/metrics", dependencies=authorized, response_class=Response)
     async def metrics() -> Response:

@@ -31,6 +31,7 @@ __all__ = [
     "columns_to_table",
     "records_to_columns",
     "records_to_table",
+    "tensors_to_columns",
 ]
 
 
@@ -248,6 +249,24 @@ def records_to_columns(
         return _convert_all(expected, rows, {name: i for i, name in enumerate(columns)})
     _check_columns(rows, names, reject_extra, rows_named=True)
     return _convert_all(expected, rows, {name: name for name in names})
+
+
+def tensors_to_columns(
+    values: dict[str, list[Any]], schema: dict[str, Any]
+) -> dict[str, list[Any]]:
+    """Validate and convert columns of equal length, one per schema column (the V2 tensors).
+
+    The values go through the same checks as :func:`records_to_columns`; one problem lists
+    every wrong value of the first bad row.
+
+    Raises
+    ------
+    InputProblem
+        A value of the wrong type or out of range (status 422).
+    """
+    expected = [(c["name"], c["kind"]) for c in schema["columns"]]
+    rows = list(zip(*(values[name] for name, _ in expected), strict=True))
+    return _convert_all(expected, rows, {name: i for i, (name, _) in enumerate(expected)})
 
 
 def _convert_all(
