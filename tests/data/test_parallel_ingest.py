@@ -187,3 +187,38 @@ def test_cli_ingest_parsers_option_and_summary(
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "; parsed by 2 parsers (5 ranges)" in result.output, result.output[:400]
+
+
+@pytest.mark.parametrize(
+    ("folder", "name", "options", "rows"),
+    [
+        ("adult", "adult.data", {"label": "Y"}, 32_561),
+        (
+            "sms_spam",
+            "SMSSpamCollection",
+            {"label": "label", "format": "tsv", "header": False, "columns": ["label", "text"]},
+            5_574,
+        ),
+    ],
+)
+def test_real_files_cut_into_ranges_write_the_single_stream_dataset(
+    shared_datasets: Path, tmp_path: Path, folder: str, name: str, options: dict, rows: int
+) -> None:
+    """Adult (", "-separated, "?" missing) and a TSV whose messages hold '"' (data, not quotes):
+    about 16 ranges on 2 parsers write what one stream writes; counts as in the README."""
+    source = shared_datasets / folder / name
+    written = []
+    for range_bytes, parsers in ((1 << 30, 1), (source.stat().st_size // 16 + 1, 2)):
+        with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes):
+            ds = ingest(
+                source,
+                out=tmp_path / str(parsers),
+                strategy="stratified",
+                parsers=parsers,
+                progress=False,
+                **options,
+            )
+        written.append(ds)
+    assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 15
+    assert written[1].manifest["rows_read"] == written[1].manifest["rows_written"] == rows
+    assert _fingerprint(written[1]) == _fingerprint(written[0])
