@@ -216,8 +216,9 @@ def ingest(
     list or an object where a column takes one value is written to ``_rejects/`` with its
     file, line and reason (sorted by line within each file; a number in its raw text reads as
     its value, ``7`` for ``7.0``); ``rows_read == rows_written + rows_rejected`` is recorded in
-    the manifest, with the number of ``parsers`` that ran and of byte ``ranges`` parsed. A compressed file that is corrupt or truncated is a :class:`DataError` naming the
-    last good line, and nothing is written.
+    the manifest, with the number of ``parsers`` that ran and of byte ``ranges`` parsed. A
+    compressed file that is corrupt or truncated is a :class:`DataError` naming the last good
+    line, and nothing is written.
 
     Parameters
     ----------

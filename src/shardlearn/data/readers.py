@@ -8,10 +8,11 @@ broken quoting, invalid JSON) with their line numbers. Memory is bounded by the 
 CSV line numbers: pyarrow's streaming reader runs single-threaded here so that its
 ``invalid_row_handler`` reports physical line numbers (ingest runs several readers at once, one
 per byte range of a file, see :mod:`shardlearn.data._ranges`; ``_csv_names`` is where a range
-after the first takes the file's header names without a header line of its own); blank lines are kept as rows (and dropped
-later) so that every physical line is either a row or an invalid-row report, which makes the
-line of every row computable. Values with embedded newlines are not supported (a quote left
-open swallows the following lines, which are reported as rejects line by line).
+after the first takes the file's header names without a header line of its own); blank lines
+are kept as rows (and dropped later) so that every physical line is either a row or an
+invalid-row report, which makes the line of every row computable. Values with embedded
+newlines are not supported (a quote left open swallows the following lines, which are reported
+as rejects line by line).
 
 CSV has two paths. The fast path hands the file straight to pyarrow, numeric columns typed by
 the parser, and takes only clean data: the first value of another type, refused row, line
