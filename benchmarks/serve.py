@@ -18,6 +18,11 @@ not nothing: on a 2-core machine at load average 15 it still moved by about ±15
 (cache and loopback-TCP work, and smaller micro-batches when the server gets less CPU), so
 compare code versions by alternating several runs.
 
+The same shardlearn server is also measured on its Open Inference Protocol route
+(``POST /v2/models/loans/infer``, single row, the body built by ``tritonclient``'s
+``generate_request_body`` with JSON tensor data); it is skipped without ``tritonclient``
+(``pip install shardlearn[interop]``).
+
     python benchmarks/serve.py            # 30 s per case
     python benchmarks/serve.py --quick    # 5 s per case
 """
@@ -241,14 +246,45 @@ def bodies() -> dict[str, bytes]:
     }
 
 
-def run_server(name: str, command: list[str], url: str, health: str, token: str, args, tmp):
+def v2_body(base: str, token: str) -> bytes | None:
+    """A single-row Open Inference Protocol request in tritonclient's own format (JSON data).
+
+    The tensors follow the server's model metadata; None without tritonclient.
+    """
+    try:
+        from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
+    except ImportError:
+        print("  tritonclient is not installed: the V2 route is not measured", flush=True)
+        return None
+    headers = {"Authorization": f"Bearer {token}"}
+    metadata = httpx.get(f"{base}/v2/models/loans", headers=headers).json()
+    record = generate_loans(100, seed=1).drop_columns([LABEL]).to_pylist()[0]
+    inputs = []
+    for spec in metadata["inputs"]:
+        dtype = object if spec["datatype"] == "BYTES" else np.float64
+        tensor = InferInput(spec["name"], [1], spec["datatype"])
+        tensor.set_data_from_numpy(np.array([record[spec["name"]]], dtype=dtype), binary_data=False)
+        inputs.append(tensor)
+    outputs = [InferRequestedOutput(o["name"], binary_data=False) for o in metadata["outputs"]]
+    body, json_size = InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+    if json_size is not None:  # wrk's script sends no Inference-Header-Content-Length
+        raise RuntimeError("the V2 benchmark body must hold JSON tensor data only")
+    return body
+
+
+def run_server(
+    name: str, command: list[str], url: str, health: str, token: str, args, tmp, v2: str = ""
+):
+    """Measure each body on ``url``; with ``v2`` (the server's base URL) its V2 route too."""
     process = start(command)
     try:
         wait_until_up(health, process)
+        cases = {s: (url, body, 100 if s == "100 rows" else 1) for s, body in bodies().items()}
+        if v2 and (body := v2_body(v2, token)) is not None:
+            cases["1 row V2"] = (f"{v2}/v2/models/loans/infer", body, 1)
         results = {}
-        for size, body in bodies().items():
-            results[size] = measure(url, body, token, args.seconds, tmp, process)
-            rows = 1 if size == "1 row" else 100
+        for size, (case_url, body, rows) in cases.items():
+            results[size] = measure(case_url, body, token, args.seconds, tmp, process)
             results[size]["predictions_per_s"] = results[size]["requests_per_s"] * rows
             print(f"  {name:<10} {size:>8}: {json.dumps(results[size])}", flush=True)
         return results
@@ -281,7 +317,7 @@ def main() -> None:
              "--workers", str(args.workers)],
             f"http://127.0.0.1:{port}/v1/models/loans/predict",
             f"http://127.0.0.1:{port}/healthz",
-            token, args, tmp,
+            token, args, tmp, v2=f"http://127.0.0.1:{port}",
         )  # fmt: skip
         (tmp / "flask_app.py").write_text(FLASK_APP)
         port = free_port()
@@ -309,8 +345,15 @@ def print_table(shardlearn: dict, flask: dict, args: argparse.Namespace) -> None
         "errors | vs Flask | CPU vs Flask |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for size in ("1 row", "100 rows"):
-        for name, result in (("shardlearn", shardlearn[size]), ("Flask", flask[size])):
+    rows = [
+        ("1 row", "shardlearn", shardlearn["1 row"]),
+        ("1 row", "shardlearn V2 (OIP)", shardlearn.get("1 row V2")),
+        ("1 row", "Flask", flask["1 row"]),
+        ("100 rows", "shardlearn", shardlearn["100 rows"]),
+        ("100 rows", "Flask", flask["100 rows"]),
+    ]
+    for size, name, result in rows:
+        if result is not None:
             ratio = result["predictions_per_s"] / flask[size]["predictions_per_s"]
             cpu, flask_cpu = (r["server_cpu_us_per_request"] for r in (result, flask[size]))
             cpu_text = "n/a" if cpu is None else f"{cpu:,.0f}"
