@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,44 @@ def test_two_processes_registering_twenty_versions_each_lose_nothing(root):
         registry_helpers.uninstall()
 
 
+def promote_many(root: str, start, results, order: list[int]) -> None:
+    """Child-process body: promote each version of ``order`` to production in turn."""
+    registry = Registry(root)
+    start.wait()
+    results.put([registry.promote("race", v, "production").stage for v in order])
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_serialise_through_the_event_log(root, centroid_model):
+    registry = Registry(root)
+    for _ in range(4):
+        registry.register(centroid_model, "race")
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    orders = ([1, 2, 3, 4] * 2, [4, 3, 2, 1] * 2)
+    processes = [
+        context.Process(target=promote_many, args=(root, start, results, order)) for order in orders
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    outcomes = [results.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert outcomes == [["production"] * 8] * 2
+    # Every promotion is in the history, none overwritten by a racing one, and each change
+    # saw the state the one before it left: at most one production version at any time.
+    history = registry.history("race")
+    assert sum(h["stage"] == "production" for h in history) == 16
+    stages: dict[int, str | None] = {}
+    for change in history:
+        assert change["previous"] == stages.get(change["version"])
+        stages[change["version"]] = change["stage"]
+        assert list(stages.values()).count("production") <= 1
+    assert [mv.stage for mv in registry.list("race")].count("production") == 1
+
+
 _KILLED_WRITER = textwrap.dedent(
     """
     import sys
@@ -144,7 +183,7 @@ def test_a_writer_killed_before_its_commit_leaves_no_visible_version(root, centr
     assert all(error is None for _, error in registry.verify())
 
 
-def test_models_cli_list_show_promote_verify_on_s3(root, centroid_model, capsys):
+def test_models_cli_list_show_promote_verify_on_s3(root, centroid_model, capsys, tmp_path):
     registry = Registry(root)
     registry.register(centroid_model, "iris", metrics={"accuracy": 0.81})
     registry.register(centroid_model, "iris", metrics={"accuracy": 0.9})
@@ -173,6 +212,12 @@ def test_models_cli_list_show_promote_verify_on_s3(root, centroid_model, capsys)
     code, out, err = run_cli(capsys, "models", "verify", "--registry", root)
     assert code == 0, err
     assert "2 artifacts verified" in out
+    loose = sl.save(centroid_model, tmp_path / "loose")
+    code, out, err = run_cli(capsys, "models", "register", str(loose), "iris", "--registry", root)
+    assert (code, out.strip()) == (0, "Registered iris:3"), err
+    code, out, err = run_cli(capsys, "models", "delete", "iris", "1", "--yes", "--registry", root)
+    assert (code, out.strip()) == (0, "Deleted iris version(s) 1"), err
+    assert [mv.version for mv in pickle.loads(pickle.dumps(registry)).list()] == [2, 3]
 
 
 def test_a_tampered_object_is_refused(root, centroid_model):

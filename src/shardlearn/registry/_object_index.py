@@ -229,6 +229,10 @@ class ObjectRegistry(Registry):
         self.allow_unencrypted = allow_unencrypted
         self._store = ObjectStore(self.root)
 
+    def __reduce__(self) -> tuple[Any, tuple]:
+        # The S3 client is not picklable; a copy in another process builds its own.
+        return _rebuild, (self.root, self.allow_unsigned, self.allow_unencrypted)
+
     @property
     def index_path(self) -> str:  # type: ignore[override]
         """The registry's marker object (there is no index file)."""
@@ -469,6 +473,10 @@ class ObjectRegistry(Registry):
             if str(mv.path).partition("?")[0].endswith(suffix):
                 return mv.ref
         return None
+
+
+def _rebuild(root: str, allow_unsigned: bool, allow_unencrypted: bool) -> ObjectRegistry:
+    return ObjectRegistry(root, allow_unsigned=allow_unsigned, allow_unencrypted=allow_unencrypted)
 
 
 def _valid_event(event: Any) -> bool:
