@@ -61,7 +61,7 @@ def _csv(kinds: list[int], newline: str) -> tuple[bytes, list[int], int]:
     return (newline.join(lines) + newline).encode(), bad, rows
 
 
-def _ingest(path: Path, out: Path, range_bytes: int, parsers: int, strategy: str) -> Dataset:
+def _ingest(path: Path | str, out: Path, range_bytes: int, parsers: int, strategy: str) -> Dataset:
     with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The label column 'label' has a single class")
         return ingest(
@@ -222,3 +222,19 @@ def test_real_files_cut_into_ranges_write_the_single_stream_dataset(
     assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 15
     assert written[1].manifest["rows_read"] == written[1].manifest["rows_written"] == rows
     assert _fingerprint(written[1]) == _fingerprint(written[0])
+
+
+def test_small_files_are_parsed_side_by_side_and_write_what_one_parser_writes(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    for index in range(5):
+        kinds = rng.choice(len(KINDS), size=300, p=[0.6, 0.1, 0.1, 0.05, 0.05, *[0.02] * 4, 0.02])
+        (tmp_path / f"part-{index}.csv").write_bytes(_csv([int(k) for k in kinds], "\n")[0])
+    pattern = str(tmp_path / "part-*.csv")
+    one, two = (_ingest(pattern, tmp_path / f"out{n}", 1 << 30, n, "stratified") for n in (1, 2))
+    assert (one.manifest["parsers"], one.manifest["ranges"]) == (1, 5)
+    assert (two.manifest["parsers"], two.manifest["ranges"]) == (2, 5)
+    assert _fingerprint(two) == _fingerprint(one)
+    sources = two.read_rejects().column("source").to_pylist()
+    assert sources == sorted(sources)  # file by file, in input order

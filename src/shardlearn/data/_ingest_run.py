@@ -5,11 +5,12 @@ counted exactly once as written or rejected, the reject rate is checked before a
 moved into place, and the manifest is the last thing written (by the DatasetWriter).
 
 Parallel parsing: an uncompressed local CSV/TSV file is cut into byte ranges parsed on
-``parsers`` threads (:mod:`shardlearn.data._ranges`); other inputs, and a CSV file in which a
-quoted value may hold a newline, are read as one stream. Whatever the split, the output is the
-same: ranges are consumed in input order, accepted rows reach the writer re-cut into batches of
-exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same batches), and
-rejects are written sorted by line within each file in row groups of exactly
+``parsers`` threads (:mod:`shardlearn.data._ranges`); with more than one parser a small file is
+one range, so consecutive small files are parsed side by side. Other inputs, and a CSV file in
+which a quoted value may hold a newline, are read as one stream. Whatever the split, the output
+is the same: ranges are consumed in input order, accepted rows reach the writer re-cut into
+batches of exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same
+batches), and rejects are written sorted by line within each file in row groups of exactly
 :data:`REJECT_ROWS`, settled only where every earlier line of the file is known.
 """
 
@@ -294,25 +295,32 @@ class IngestRun:
             if pa.types.is_integer(c.arrow_type) or pa.types.is_floating(c.arrow_type)
         }
         state = self._progress_state
-        for path in self.paths:
-            ranges = None
-            if self._pool is not None:
-                range_bytes = self.range_bytes or _ranges.RANGE_BYTES
-                ranges = plan_ranges(path, self.options, range_bytes, self._pool)
+        plans = [(path, self._plan(path)) for path in self.paths]
+        while plans:
+            path, ranges = plans.pop(0)
             if ranges is None:
                 yield from self._stream_batches(path, schema, fast_types)
                 continue
+            # Consecutive files that are parsed in ranges share the pool: small files in parallel.
+            while plans and plans[0][1] is not None:
+                ranges = ranges + (plans.pop(0)[1] or [])
             self.parsers_used = max(self.parsers_used, min(self.parsers, len(ranges)))
             state["reader"] = None
             parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
             for byte_range, names, batches in parsed:
-                self._check_columns(path, names, schema)
+                self._check_columns(byte_range.path, names, schema)
                 yield from batches
                 # Every line before the next range is known: its rejects may be written.
-                yield _SETTLE
+                yield _SETTLE_ALL if byte_range.last else _SETTLE
                 self.ranges_parsed += 1
                 state["done_bytes"] = state.get("done_bytes", 0) + byte_range.end - byte_range.start
-            yield _SETTLE_ALL
+
+    def _plan(self, path: str) -> list[_ranges.ByteRange] | None:
+        """The byte ranges of ``path``, or None to read it as one stream."""
+        if self._pool is None:
+            return None
+        range_bytes = self.range_bytes or _ranges.RANGE_BYTES
+        return plan_ranges(path, self.options, range_bytes, self._pool, whole=self.parsers > 1)
 
     def _stream_batches(
         self, path: str, schema: Schema, fast_types: dict[str, pa.DataType]

@@ -46,13 +46,15 @@ def default_parsers() -> int:
 
 @dataclass(frozen=True)
 class ByteRange:
-    """Bytes ``[start, end)`` of ``path``; ``first_line`` is the physical line at ``start``."""
+    """Bytes ``[start, end)`` of ``path``; ``first_line`` is the physical line at ``start``;
+    ``last``: the file's last range."""
 
     path: str
     index: int
     start: int
     end: int
     first_line: int = 1
+    last: bool = False
 
 
 def splittable(path: str, options: ReaderOptions) -> bool:
@@ -102,21 +104,20 @@ def _scan(byte_range: ByteRange, quote: int | None) -> tuple[int, bool]:
 
 
 def plan_ranges(
-    path: str, options: ReaderOptions, range_bytes: int, pool: ThreadPoolExecutor
+    path: str, options: ReaderOptions, range_bytes: int, pool: ThreadPoolExecutor, whole: bool
 ) -> list[ByteRange] | None:
-    """The ranges of ``path``, or None when it is read as one stream (one range is enough, or a
-    quoted value may hold a newline)."""
+    """The ranges of ``path``, or None when it is read as one stream: not splittable, a quoted
+    value may hold a newline, or it is one range and not ``whole`` (with ``whole`` a small file
+    is one range, parsed in memory on the pool beside other files' ranges)."""
     if not splittable(path, options):
         return None
     size = os.path.getsize(path)
     count = -(-size // max(range_bytes, 1))
-    if count < 2:
-        return None
-    bounds = _cut_points(path, size, count)
+    bounds = _cut_points(path, size, count) if count >= 2 else [0]
     if len(bounds) < 2:
-        return None
+        return [ByteRange(path, 0, 0, size, last=True)] if whole else None
     ranges = [
-        ByteRange(path, i, start, end)
+        ByteRange(path, i, start, end, last=end == size)
         for i, (start, end) in enumerate(zip(bounds, [*bounds[1:], size], strict=True))
     ]
     csv = SourceReader(path, options).format == "csv"

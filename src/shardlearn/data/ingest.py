@@ -280,7 +280,8 @@ def ingest(
     parsers : int, optional
         Threads that parse an uncompressed local CSV/TSV file in parallel, each a byte range
         of about 16 MiB cut at a line boundary (default: the cores this process may use).
-        The dataset is the same whatever the number. A CSV file in which a quoted value may
+        Several small files are parsed side by side, one range each. The dataset is the same
+        whatever the number. A CSV file in which a quoted value may
         hold a newline (a line with an odd number of ``"``), compressed files, pipes, remote
         files, JSON Lines and Parquet are read by one parser, as one stream.
 
