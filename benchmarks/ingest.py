@@ -5,7 +5,8 @@ for a seed) under ``benchmarks/_data`` (git-ignored), then measures, in one run 
 files, each in a fresh process:
 
 - shardlearn ``ingest`` (validation, stratified-free random partitioning into 8 shards per
-  split, Parquet shards, rejects, manifest) — the whole pipeline, file to dataset;
+  split, Parquet shards, rejects, manifest) — the whole pipeline, file to dataset, with its
+  default parsers (one per core, byte ranges of 16 MiB; the table shows how many ran);
 - ``pyarrow.csv.read_csv`` of the same file into memory (parse only, multi-threaded; the peer).
 
 Reported: wall seconds, MB/s of CSV, rows/s, peak RSS, and the ratio shardlearn / pyarrow.
@@ -79,7 +80,8 @@ ds = ingest(sys.argv[1], "label", sys.argv[2], partitions=8, overwrite=True)
 seconds = time.perf_counter() - start
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": seconds, "rows": ds.num_rows(), "cpu": usage.ru_utime + usage.ru_stime,
-                  "rss": usage.ru_maxrss * 1024}))
+                  "rss": usage.ru_maxrss * 1024, "parsers": ds.manifest["parsers"],
+                  "ranges": ds.manifest["ranges"]}))
 """
 _PYARROW = """
 import json, resource, sys, time
@@ -133,7 +135,8 @@ def main() -> None:
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for rows, mb, ours, peer in results:
-        for name, r in (("shardlearn ingest", ours), ("pyarrow.csv.read_csv", peer)):
+        ingest_name = f"shardlearn ingest ({ours['parsers']} parsers, {ours['ranges']} ranges)"
+        for name, r in ((ingest_name, ours), ("pyarrow.csv.read_csv", peer)):
             ratio = peer["seconds"] / r["seconds"]
             print(
                 f"| {rows:,} | {mb:,.0f} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.0f} "
