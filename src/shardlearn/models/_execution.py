@@ -264,8 +264,8 @@ def _work_of(estimator: Any, X: Any) -> Work | None:
         if shape is None:  # a list of rows
             try:
                 shape = np.shape(X)
-            except ValueError:  # ragged: prepare_training says what is wrong with it
-                return None
+            except (ValueError, TypeError):  # ragged, or an array-like numpy cannot size
+                return None  # without converting it: prepare_training reads it
         if len(shape) != 2:
             return None  # not a matrix: prepare_training says what is wrong with it
         rows, features = int(shape[0]), int(shape[1])

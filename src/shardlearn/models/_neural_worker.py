@@ -116,9 +116,10 @@ def init_distributed(state: Any, rendezvous: dict | None) -> None:
 def teardown(state: Any, fit_id: str) -> None:
     """Forget the fit's model and leave the process group (run on every worker).
 
-    The caller must hold no reference to the fit's run. Its DDP wrapper's reducer holds the
-    process group; freed after ``destroy_process_group`` it would hold the last reference
-    and destroy the group itself with the GIL held, joining gloo threads that may need the
+    The caller must hold no reference to the fit's run. What it holds of the process group
+    (gradient buckets' hooks and collective work, a DDP-style reducer) freed after
+    ``destroy_process_group`` could hold the last reference and destroy the group itself with
+    the GIL held, joining gloo threads that may need the
     GIL to free a finished collective's tensors -- a deadlock (seen under load). So the run
     is freed first, reference cycles included, while the group is still registered.
     """

@@ -2,8 +2,9 @@
 
 :class:`MLPClassifier` (tabular) and :class:`ConvNetClassifier` (images) share one driver:
 
-* ``parallelism="data"`` — torch DistributedDataParallel, one rank per worker, each rank on
-  its own shards (:mod:`shardlearn.models.neural_ddp`);
+* ``parallelism="data"`` — data parallel as torch DistributedDataParallel (bucketed gradient
+  all-reduce), one rank per worker, each rank on its own shards
+  (:mod:`shardlearn.models.neural_ddp`);
 * ``parallelism="pipeline"`` — the layers split over ``stages`` workers, micro-batches on a
   GPipe schedule (:mod:`shardlearn.models.neural_pipeline`).
 
@@ -354,7 +355,7 @@ def _check_weight_shapes(architecture: Any, tensors: dict[str, Any]) -> None:
 
 @register_model("mlp")
 class MLPClassifier(_NeuralClassifier):
-    """A multi-layer perceptron trained data-parallel (DDP) or pipeline-parallel with torch.
+    """A multi-layer perceptron trained data-parallel or pipeline-parallel with torch.
 
     Parameters
     ----------
@@ -383,7 +384,8 @@ class MLPClassifier(_NeuralClassifier):
     random_state : int or None, default=None
         Seed of the initial weights and of the data order.
     parallelism : {"data", "pipeline"}, default="data"
-        "data": every worker holds the whole model and trains on its own shards (DDP).
+        "data": every worker holds the whole model and trains on its own shards
+        (gradients all-reduced in buckets, as torch DDP).
         "pipeline": the layers are split over ``stages`` workers (for models too big for one).
     stages : int, default=2
         Pipeline stages (``parallelism="pipeline"`` only); at most the number of workers.
