@@ -33,6 +33,7 @@ def _write_readme(folder: Path, text: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a few minutes on 2 quiet cores; the suite's 600 s is per test
 def test_readme_runs_as_written(tmp_path: Path) -> None:
     report = run_markdown(ROOT / "README.md", tmp_path)
     print(report.summary())
