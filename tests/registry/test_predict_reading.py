@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import shardlearn as sl
+from shardlearn import _terminal
 from shardlearn.data import write_dataset
-from shardlearn.engine import PROGRESS_ENV, _progress, engine
+from shardlearn.engine import PROGRESS_ENV, engine
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.preprocess import Preprocessor
 from shardlearn.registry import save
@@ -292,7 +293,7 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bars drawn as on a 200-column terminal, on a console made for this test."""
     monkeypatch.setenv(PROGRESS_ENV, "always")
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(_progress, "_CONSOLES", {})
+    monkeypatch.setattr(_terminal, "_CONSOLES", {})
 
 
 def _rows_shown(text: str) -> list[tuple[int, str]]:
