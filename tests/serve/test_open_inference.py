@@ -169,3 +169,25 @@ def test_infer_is_counted_in_the_metrics(served: Served, client: object) -> None
     before = predicted_rows()
     client.infer("loans", tensors(features(4, seed=17), binary=False), headers=auth(served))
     assert predicted_rows() == before + 4
+
+
+def test_a_binary_tensor_of_the_wrong_datatype_is_a_400(served: Served, client: object) -> None:
+    inputs = tensors(features(2, seed=18), binary=True)
+    wrong = httpclient.InferInput("income", [2], "FP32")
+    wrong.set_data_from_numpy(np.array([1.0, 2.0], dtype=np.float32), binary_data=True)
+    error = bad_request(served, client, [wrong, *inputs[1:]])
+    assert error.status() == "400"
+    assert error.message() == "input 'income' has datatype FP32; this model takes FP64"
+
+
+def test_versioned_routes_answer_only_the_served_version(served: Served, client: object) -> None:
+    table = features(2, seed=19)
+    result = client.infer(
+        "loans", tensors(table, binary=False), model_version="1", headers=auth(served)
+    )
+    assert result.as_numpy("probabilities").shape == (2, 2)
+    assert client.get_model_metadata("loans", model_version="1", headers=auth(served))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("loans", tensors(table, binary=False), model_version="2", headers=auth(served))
+    assert caught.value.status() == "404"
+    assert "version 2 is not served" in caught.value.message()

@@ -45,7 +45,7 @@ from shardlearn.serve.schemas import (
     records_to_columns,
 )
 from shardlearn.serve.telemetry import BodyLimit, Telemetry
-from shardlearn.serve.v2 import add_v2_routes
+from shardlearn.serve.v2 import InferRoute, add_v2_routes
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -320,7 +320,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.host = host
     _add_health_routes(app, host)
     predict_json = _add_model_routes(app, host, batcher, telemetry, config, authorize)
-    add_v2_routes(
+    infer_v2 = add_v2_routes(
         app,
         host,
         telemetry,
@@ -335,6 +335,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(telemetry.exposition(), media_type="text/plain; version=0.0.4")
 
     app.add_middleware(PredictFastPath, predict=predict_json)
+    app.add_middleware(InferRoute, answer=infer_v2)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # outside the fast path
     return app
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["PredictFastPath"]
+__all__ = ["PredictFastPath", "read_body"]
 
 #: ``predict(name, authorization header, body, proba)`` -> the JSON answer, or raises.
 Predict = Callable[[str, "str | None", bytes, bool], Awaitable[bytes]]
@@ -42,7 +42,7 @@ class PredictFastPath:
         if name is None or proba is None:
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive)
+        body, complete = await read_body(receive)
         if not complete:
             return  # the client left, or the body limit already answered 413
         try:
@@ -80,7 +80,8 @@ def _authorization(scope: dict) -> str | None:
     return None
 
 
-async def _read_body(receive: Callable) -> tuple[bytes, bool]:
+async def read_body(receive: Callable) -> tuple[bytes, bool]:
+    """The whole request body, and whether it arrived complete (not a disconnect)."""
     chunks = []
     while True:
         message = await receive()

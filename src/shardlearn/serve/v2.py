@@ -2,12 +2,16 @@
 
 Routes: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2`` (server metadata),
 ``GET /v2/models/{name}`` (model metadata), ``GET /v2/models/{name}/ready`` and
-``POST /v2/models/{name}/infer``. A model's input schema maps to one input tensor per column
-(numeric -> ``FP64``, boolean -> ``BOOL``, categorical, text and date-time -> ``BYTES``,
-date-times as ISO-8601 strings), each of shape ``[N]`` or ``[N, 1]``; the outputs are
-``label`` (``[N]``, ``BYTES``/``INT64``/``BOOL``/``FP64`` after the classes' type) and, for
-models with probabilities, ``probabilities`` (``[N, n_classes]``, ``FP64``, in the order of
-the model's classes).
+``POST /v2/models/{name}/infer``; the model routes also as
+``/v2/models/{name}/versions/{v}/...`` (404 unless ``v`` is the version served). The GET routes
+are FastAPI routes; infer is answered by the ASGI middleware :class:`InferRoute`, outside
+FastAPI's routing (as the native fast path).
+
+A model's input schema maps to one input tensor per column (numeric -> ``FP64``, boolean ->
+``BOOL``, categorical, text and date-time -> ``BYTES``, date-times as ISO-8601 strings), each
+of shape ``[N]`` or ``[N, 1]``; the outputs are ``label`` (``[N]``, ``BYTES``/``INT64``/
+``BOOL``/``FP64`` after the classes' type) and, for models with probabilities,
+``probabilities`` (``[N, n_classes]``, ``FP64``, in the order of the model's classes).
 
 An inference request goes through the native route's steps: the bearer token (401/403), the
 served model (404), the row limit (413), the same value validation (:mod:`.schemas`), the same
@@ -29,16 +33,17 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shardlearn import __version__
 from shardlearn.serve.batching import Columns
+from shardlearn.serve.fastpath import read_body
 from shardlearn.serve.host import Inference, ModelHost, ServedModel
 from shardlearn.serve.schemas import InputProblem, tensors_to_columns
 from shardlearn.serve.telemetry import Telemetry
 
-__all__ = ["add_v2_routes", "input_tensors", "output_tensors"]
+__all__ = ["InferRoute", "add_v2_routes", "input_tensors", "output_tensors"]
 
 #: The tensor datatype of each schema kind.
 DATATYPES = {
@@ -338,6 +343,13 @@ def output_tensors(
     return {"outputs": outputs}, b"".join(tail)
 
 
+#: ``answer(name, version, authorization, header length, body)`` -> status, headers, body.
+Answer = Callable[
+    ["str", "str | None", "str | None", "str | None", bytes],
+    Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]],
+]
+
+
 def add_v2_routes(
     app: FastAPI,
     host: ModelHost,
@@ -347,19 +359,27 @@ def add_v2_routes(
     infer: Infer,
     max_rows: int,
     reject_extra: bool,
-) -> None:
-    """Add the Open Inference Protocol routes to ``app``.
+) -> Answer:
+    """Add the Open Inference Protocol's GET routes to ``app``; returns the infer handler.
 
     ``authorize`` raises the 401/403 problem for an ``Authorization`` header without a valid
-    token; ``infer`` is the native route's micro-batched prediction.
+    token; ``infer`` is the native route's micro-batched prediction. The infer handler is
+    served by :class:`InferRoute` (an ASGI middleware, like the native fast path: FastAPI's
+    routing cost more than a single-row prediction).
     """
 
-    def model_of(name: str, authorization: str | None) -> ServedModel:
+    def model_of(name: str, version: str | None, authorization: str | None) -> ServedModel:
         authorize(authorization)
         model = host.get(name)
         if model is None:
             known = ", ".join(sorted(host.references)) or "none"
             raise InputProblem(f"no model named {name!r} is served (served: {known})", status=404)
+        if version is not None and version != str(model.version):
+            raise InputProblem(
+                f"model {name!r} version {version} is not served (this server serves version "
+                f"{model.version})",
+                status=404,
+            )
         return model
 
     @app.get("/v2/health/live")
@@ -379,41 +399,48 @@ def add_v2_routes(
         return JSONResponse({"name": "shardlearn", "version": __version__, "extensions": []})
 
     @app.get("/v2/models/{name}")
-    async def metadata(name: str, request: Request) -> JSONResponse:
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def metadata(name: str, request: Request, version: str | None = None) -> JSONResponse:
         try:
-            model = model_of(name, request.headers.get("authorization"))
+            model = model_of(name, version, request.headers.get("authorization"))
         except InputProblem as problem:
             return _error(problem.message, problem.status)
         return JSONResponse(model_metadata(model))
 
     @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str, request: Request) -> JSONResponse:
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, request: Request, version: str | None = None) -> JSONResponse:
         try:
-            model = model_of(name, request.headers.get("authorization"))
+            model = model_of(name, version, request.headers.get("authorization"))
         except InputProblem as problem:
             return _error(problem.message, problem.status)
         return JSONResponse({"name": model.name, "ready": True})
 
-    @app.post("/v2/models/{name}/infer")
-    async def infer_route(name: str, request: Request) -> Response:
+    async def answer(
+        name: str,
+        version: str | None,
+        authorization: str | None,
+        header_length: str | None,
+        body: bytes,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         try:
-            model = model_of(name, request.headers.get("authorization"))
-        except InputProblem as problem:
-            return _error(problem.message, problem.status)
+            model = model_of(name, version, authorization)
+        except InputProblem as problem:  # not counted, as on the native route
+            return _error_answer(problem.message, problem.status)
         started = time.perf_counter()
         try:
-            answer, tail = await _infer_one(model, request)
+            result, rows = await infer_one(model, header_length, body)
         except InputProblem as problem:
             telemetry.error(name, "bad_input" if problem.status < 500 else "server")
             telemetry.observe(name, _status(problem), time.perf_counter() - started)
-            return _error(_problem_message(problem), _status(problem))
-        telemetry.observe(name, 200, time.perf_counter() - started, rows=answer["rows"])
-        return _infer_response(answer["body"], tail)
+            return _error_answer(_problem_message(problem), _status(problem))
+        telemetry.observe(name, 200, time.perf_counter() - started, rows=rows)
+        return result
 
-    async def _infer_one(model: ServedModel, request: Request) -> tuple[dict[str, Any], bytes]:
-        parsed, tail = parse_infer_request(
-            await request.body(), request.headers.get(_HEADER_LENGTH)
-        )
+    async def infer_one(
+        model: ServedModel, header_length: str | None, body: bytes
+    ) -> tuple[tuple[int, list[tuple[bytes, bytes]], bytes], int]:
+        parsed, tail = parse_infer_request(body, header_length)
         if model.input_schema is None:
             raise InputProblem(f"model {model.name!r} has no input schema; re-save it", status=409)
         raw = input_tensors(parsed, tail, model.input_schema, reject_extra=reject_extra)
@@ -427,18 +454,75 @@ def add_v2_routes(
             )
         result = await infer(model, tensors_to_columns(raw, model.input_schema))
         outputs, out_tail = output_tensors(parsed, model, result)
-        body = {"model_name": model.name, "model_version": str(model.version), **outputs}
+        answer = {"model_name": model.name, "model_version": str(model.version), **outputs}
         if parsed.id is not None:
-            body["id"] = parsed.id
-        return {"body": body, "rows": rows}, out_tail
+            answer["id"] = parsed.id
+        return _infer_answer(answer, out_tail), rows
+
+    return answer
 
 
-def _infer_response(body: dict[str, Any], tail: bytes) -> Response:
-    header = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+def _error_answer(message: str, status: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    return status, headers, json.dumps({"error": message}).encode()
+
+
+def _infer_answer(
+    answer: dict[str, Any], tail: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    header = json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
     if not tail:
-        return Response(header, media_type="application/json")
-    return Response(
-        header + tail,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
+        return 200, [(b"content-type", b"application/json")], header
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(len(header)).encode()),
+    ]
+    return 200, headers, header + tail
+
+
+class InferRoute:
+    """ASGI middleware answering ``POST /v2/models/{name}[/versions/{v}]/infer``.
+
+    Every answer, success or protocol error, comes from ``answer`` (see
+    :func:`add_v2_routes`); other requests go to ``app``.
+    """
+
+    def __init__(self, app: Any, answer: Answer) -> None:
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        target = _infer_target(scope)
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        body, complete = await read_body(receive)
+        if not complete:
+            return  # the client left, or the body limit already answered 413
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+        status, answer_headers, answer = await self.answer(
+            *target,
+            headers.get("authorization"),
+            headers.get(_HEADER_LENGTH),
+            body,
+        )
+        answer_headers = [*answer_headers, (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": answer_headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _infer_target(scope: dict) -> tuple[str, str | None] | None:
+    """The model name and version (or None) of an infer request; None for other requests."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    parts = scope["path"].split("/")
+    # "", "v2", "models", NAME, ["versions", VERSION,] "infer"
+    if parts[:3] != ["", "v2", "models"] or parts[-1] != "infer":
+        return None
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+        return parts[3], parts[5]
+    return None
