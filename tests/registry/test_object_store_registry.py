@@ -275,3 +275,21 @@ def test_a_file_uri_root_uses_the_object_layout_with_exclusive_creates(tmp_path,
     (tmp_path / "models" / "iris" / "versions" / "0000000003.json").write_text("{}")
     with pytest.raises(ArtifactError, match="not a valid registry version record"):
         registry.list("iris")  # a record is untrusted input: checked field by field
+
+
+def test_a_commit_whose_response_was_lost_keeps_its_number(root, centroid_model, monkeypatch):
+    # S3 applied the PUT but the response never arrived; the client's retry gets 412. The
+    # writer must recognise its own record rather than take a second version number.
+    from shardlearn.registry import _object_index
+
+    create = _object_index.ObjectStore.create
+
+    def applied_but_answered_412(self, relative, data):
+        return create(self, relative, data) and "/versions/" not in relative
+
+    registry = Registry(root)
+    monkeypatch.setattr(_object_index.ObjectStore, "create", applied_but_answered_412)
+    assert registry.register(centroid_model, "iris", stage="staging").version == 1
+    monkeypatch.undo()
+    assert [(mv.version, mv.stage) for mv in registry.list("iris")] == [(1, "staging")]
+    assert registry.orphans() == []

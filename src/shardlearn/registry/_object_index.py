@@ -16,8 +16,11 @@ never later overwrite someone else's version.
 
 Registering uploads the artifact to a fresh ``artifacts/<uuid>`` prefix first (slow, outside
 any coordination), then writes the version record (one small ``PUT``). A writer killed
-before that ``PUT`` leaves an unreferenced artifact (see :meth:`ObjectRegistry.orphans`) and
-no visible version; the record is a single object, so a half-written version cannot be seen.
+before that ``PUT`` (or failing in it) leaves an unreferenced artifact (see
+:meth:`ObjectRegistry.orphans`) and no visible version; the record is a single object, so a
+half-written version cannot be seen. A ``PUT`` that S3 applied but whose response was lost is
+retried by the client and answered 412; the writer then finds its own record (the artifact
+path is unique to it) and keeps that number instead of taking a second one.
 
 Stages and history are an append-only log: each promotion (with the archiving of the previous
 production version) or deletion is one event object, created conditionally under the next
@@ -265,11 +268,9 @@ class ObjectRegistry(Registry):
         self._check_marker()
         record["path"] = f"{name}/artifacts/{uuid.uuid4().hex}"
         _remote.upload(incoming, self._store.uri_of(record["path"]))
-        try:
-            version = self._commit(name, record)
-        except BaseException:
-            self._store.remove_dir(record["path"])  # never referenced: nobody can see it
-            raise
+        # On a failure from here on the artifact stays, unreferenced (an orphan): when the
+        # commit's outcome is unknown (a lost response) deleting it could break a version.
+        version = self._commit(name, record)
         if stage is not None:
             return self.promote(name, version, stage)
         return self._version(name, record, None)
@@ -283,6 +284,8 @@ class ObjectRegistry(Registry):
             data = json.dumps(record, sort_keys=True).encode()
             if self._store.create(f"{name}/versions/{_number(version)}", data):
                 return version
+            if (self._record(name, version) or {}).get("path") == record["path"]:
+                return version  # our own PUT, retried after a lost response
             version += 1  # another writer took it: numbers are never shared or reused
         raise ArtifactError(f"could not allocate a version of {name}: too many writers")
 
@@ -397,11 +400,13 @@ class ObjectRegistry(Registry):
         for _ in range(MAX_ATTEMPTS):
             events_numbers = self._numbers(f"{name}/events")
             stages, deleted = self._replay(self._events(name))
-            event = {**build(stages, deleted), "at": now()}
+            event = {**build(stages, deleted), "at": now(), "id": uuid.uuid4().hex}
             number = max(events_numbers, default=0) + 1
             data = json.dumps(event, sort_keys=True).encode()
             if self._store.create(f"{name}/events/{_number(number)}", data):
                 return
+            if self._store.read(f"{name}/events/{_number(number)}") == data:
+                return  # our own PUT, retried after a lost response
         raise ArtifactError(f"could not record a change of {name}: too many writers")
 
     def promote(
