@@ -293,3 +293,30 @@ def test_a_commit_whose_response_was_lost_keeps_its_number(root, centroid_model,
     monkeypatch.undo()
     assert [(mv.version, mv.stage) for mv in registry.list("iris")] == [(1, "staging")]
     assert registry.orphans() == []
+
+
+def test_train_register_and_evaluate_take_an_s3_registry_from_the_cli(root, capsys, tmp_path):
+    """``--registry s3://...`` reaches the registry whole (a Path option turned it into s3:/)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from shardlearn.data import write_dataset
+
+    rng = np.random.default_rng(0)
+    income = rng.normal(50.0, 10.0, 300)
+    table = pa.table({"income": income, "bought": np.where(income > 50, "yes", "no")})
+    data = tmp_path / "shop"
+    write_dataset(table, data, label="bought", partitions=2, split=(0.7, 0.3, 0.0))
+    code, out, err = run_cli(
+        capsys, "train", str(data), "--model", "gaussian_nb", "--workers", "1",
+        "--out", str(tmp_path / "nb"), "--register", "shop", "--registry", root,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Registered shop:1" in out
+    assert [mv.version for mv in Registry(root).list("shop")] == [1]
+    code, out, err = run_cli(
+        capsys, "evaluate", "shop:1", str(data), "--split", "valid", "--registry", root,
+        "--workers", "1", "--json", "-",
+    )  # fmt: skip
+    assert code == 0, err
+    assert 0.9 <= json.loads(out)["metrics"]["accuracy"] <= 1.0

@@ -34,7 +34,7 @@ _MAX_CLASS_ROWS = 30
 _SILHOUETTE_SAMPLE = 5000
 
 
-def _load_model(reference: str, registry: Path, **policy: bool) -> Any:
+def _load_model(reference: str, registry: str, **policy: bool) -> Any:
     """The model of ``reference``; ``policy``: ``allow_unsigned``, ``allow_unencrypted``."""
     from shardlearn.registry import Registry, is_artifact, load
 
@@ -202,8 +202,8 @@ def evaluate_command(
     json_path: str | None = typer.Option(
         None, "--json", help="Write every metric as JSON to this file ('-': stdout)."
     ),
-    registry: Path = typer.Option(
-        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help="Model registry directory."
+    registry: str = typer.Option(
+        "models", "--registry", envvar="SHARDLEARN_MODELS", help="Model registry directory."
     ),
     engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
@@ -322,8 +322,8 @@ def compare_command(
     json_path: str | None = typer.Option(
         None, "--json", help="Write the leaderboard as JSON to this file ('-': stdout)."
     ),
-    registry: Path = typer.Option(
-        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help="Model registry directory."
+    registry: str = typer.Option(
+        "models", "--registry", envvar="SHARDLEARN_MODELS", help="Model registry directory."
     ),
     engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),

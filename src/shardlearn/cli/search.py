@@ -35,7 +35,9 @@ def search(
     time_budget: str = typer.Option(None, "--time-budget", help="Stop starting trials: 90s, 10m."),
     budget: str = typer.Option("auto", "--budget", help="Halving budget: auto, rows or a param."),
     register_name: str = typer.Option(None, "--register", help="Register the best model as NAME."),
-    registry: Path = typer.Option(Path("models"), "--registry", help="Registry root directory."),
+    registry: str = typer.Option(
+        "models", "--registry", help="Registry root: a directory or an s3:// root."
+    ),
     engine_spec: str = typer.Option(None, "--engine", help="local (default), ray or ray:ADDRESS."),
     workers: int = typer.Option(None, "--workers", "-w", help="Number of workers."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the strategy."),

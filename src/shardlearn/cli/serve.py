@@ -39,7 +39,9 @@ _TOKEN_FILE_HELP = "Token file (hashed tokens). Default: REGISTRY/tokens."
 @serve_app.callback()
 def serve(
     ctx: typer.Context,
-    registry: Path = typer.Option(Path("models"), help="Model registry directory."),
+    registry: str = typer.Option(
+        "models", help="Model registry: a directory or an s3:// root (with --token-file)."
+    ),
     model: list[str] = typer.Option(
         [], "--model", help="NAME, NAME@STAGE or NAME:VERSION; repeat for several. Default: all."
     ),

@@ -349,8 +349,8 @@ def train(
     register_as: str = typer.Option(
         None, "--register", help="Also add the model to the registry under this name."
     ),
-    registry: Path = typer.Option(
-        Path("models"), "--registry", envvar="SHARDLEARN_MODELS", help="Registry for --register."
+    registry: str = typer.Option(
+        "models", "--registry", envvar="SHARDLEARN_MODELS", help="Registry for --register."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
