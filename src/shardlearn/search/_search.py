@@ -375,8 +375,10 @@ def search(
     context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
                "preprocess": preprocess}  # fmt: skip
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
-                         seed=seed, budget=budget, eta=eta, rungs=rungs, preprocess=preprocess,
-                         objective=None if objective is None else repr(objective))  # fmt: skip
+                         seed=seed, budget=budget, eta=eta, rungs=rungs,
+                         objective=None if objective is None else repr(objective),
+                         # only when set: an earlier search's out directory still resumes
+                         **({} if preprocess is None else {"preprocess": preprocess}))  # fmt: skip
     output = _Output(out, settings)
     eng = get_engine(engine)
     where, slots = placement(dataset if objective is None else None, eng)
