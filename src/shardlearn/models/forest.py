@@ -70,6 +70,7 @@ from shardlearn.models._fitting import (
     iter_all_training_blocks,
     prepare_training,
 )
+from shardlearn.models._forest_kernels import walk_trees
 from shardlearn.models._registry import register_model
 from shardlearn.models.linear import resolve_class_weight
 
@@ -636,22 +637,16 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
     def _apply_chunk(self, chunk: Any) -> np.ndarray:
         chunk = chunk.toarray() if sp.issparse(chunk) else chunk
         # scikit-learn compares float32 features with float64 thresholds; so do we.
-        chunk = np.asarray(chunk, dtype=np.float32)
-        rows = np.arange(chunk.shape[0])[:, None]
-        node = np.broadcast_to(
-            self.tree_offsets_[:-1], (chunk.shape[0], len(self.tree_offsets_) - 1)
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+        return walk_trees(
+            chunk,
+            np.ascontiguousarray(self.tree_offsets_[:-1]),
+            self.children_left_,
+            self.children_right_,
+            self.feature_,
+            self.threshold_,
+            int(self.max_depth_),
         )
-        node = node.copy()
-        left, right = self.children_left_, self.children_right_
-        for _ in range(self.max_depth_):
-            child = left[node]
-            internal = child >= 0
-            if not internal.any():
-                break
-            feature = np.maximum(self.feature_[node], 0)
-            go_left = chunk[rows, feature] <= self.threshold_[node]
-            node = np.where(internal, np.where(go_left, child, right[node]), node)
-        return right[node]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Mean of the trees' leaf class distributions; columns in the order of ``classes_``."""
