@@ -70,7 +70,6 @@ from shardlearn.models._fitting import (
     iter_all_training_blocks,
     prepare_training,
 )
-from shardlearn.models._forest_kernels import walk_trees
 from shardlearn.models._registry import register_model
 from shardlearn.models.linear import resolve_class_weight
 
@@ -635,6 +634,9 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(parts) if parts else np.zeros((0, n_trees), np.int64)
 
     def _apply_chunk(self, chunk: Any) -> np.ndarray:
+        # Imported here: loading shardlearn (and numba with it) for a linear model stays light.
+        from shardlearn.models._forest_kernels import walk_trees
+
         chunk = chunk.toarray() if sp.issparse(chunk) else chunk
         # scikit-learn compares float32 features with float64 thresholds; so do we.
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
