@@ -543,6 +543,9 @@ class ConvNetClassifier(_NeuralClassifier):
     row is never guessed (a square ``n`` is not taken for a square image): pass
     ``image_shape`` (or 3-D / 4-D arrays) to read flat rows as 2-D images.
 
+    The parameters after ``hidden_layer_sizes`` (``activation`` ... ``verbose``) are those of
+    :class:`MLPClassifier`.
+
     Parameters
     ----------
     image_shape : tuple of int or None, default=None
@@ -559,8 +562,6 @@ class ConvNetClassifier(_NeuralClassifier):
         skipped once a side longer than 1 is below 4 pixels.
     hidden_layer_sizes : tuple of int, default=(64,)
         Dense layers after the convolutions.
-    **others
-        ``activation`` ... ``verbose``: as in :class:`MLPClassifier`.
 
     Examples
     --------

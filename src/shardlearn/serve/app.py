@@ -107,6 +107,8 @@ class ServeConfig:
         key) is configured; by default they are refused (``--allow-unsigned``,
         ``--allow-unencrypted``).
 
+    Notes
+    -----
     The five limits are applied by the HTTP server: :func:`~shardlearn.serve.run` (and
     ``shardlearn serve``) or ``uvicorn.Config(app, **uvicorn_options(config))``.
     """
