@@ -300,17 +300,26 @@ def register_artifact(
 @models_app.command("export")
 def export(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION, NAME@STAGE or an artifact path."),
-    out: Path = typer.Option(..., "--out", help="Output file (.onnx) or directory (artifact)."),
-    format: str = typer.Option("onnx", "--format", help="onnx or artifact."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output file (.onnx) or directory (artifact, mlflow)."
+    ),
+    format: str = typer.Option("onnx", "--format", help="onnx, artifact or mlflow."),
     registry: str = _registry_option(),
     estimator_only: bool = typer.Option(
         False, help="For a Pipeline: export only the classifier (input = preprocessed features)."
     ),
 ) -> None:
-    """Export a model: ONNX (linear models, naive Bayes) or a copy of the artifact.
+    """Export a model: ONNX (linear models, naive Bayes), an MLflow model (pyfunc flavour,
+    any model; needs shardlearn[mlflow]) or a copy of the artifact.
 
     Example: shardlearn models export loans@production --format onnx --out loans.onnx
+
+    Example: shardlearn models export loans:3 --format mlflow --out loans-mlflow
     """
+    if format not in ("onnx", "artifact", "mlflow"):
+        raise fail(f"unknown export format {format!r}: choose onnx, artifact or mlflow")
+    if estimator_only and format != "onnx":
+        raise fail("--estimator-only applies to --format onnx only")
     _, artifact = _read(ref, registry)
     if format == "artifact":
         if out.exists():
@@ -318,8 +327,12 @@ def export(
         shutil.copytree(artifact.path, out)
         console.print(f"Copied {artifact.path} to {out}", markup=False, soft_wrap=True)
         return
-    if format != "onnx":
-        raise fail(f"unknown export format {format!r}: choose onnx or artifact")
+    if format == "mlflow":
+        from shardlearn.registry.mlflow import export_mlflow
+
+        export_mlflow(artifact, out)
+        console.print(f"Wrote MLflow model {out}", markup=False, soft_wrap=True)
+        return
     from shardlearn.registry.onnx import export_onnx
 
     export_onnx(artifact.to_model(), out, estimator_only=estimator_only)
