@@ -48,6 +48,8 @@ In-process execution (``execution_="in_process"``, see :mod:`shardlearn.models._
 the calling process on its one block, with no communicator and no tracker, all rounds in one
 go (no checkpoints: there is no worker to lose), reporting every round. Without a communicator
 XGBoost's collective calls are no-ops, so this is single-process XGBoost on all the rows.
+Inside a warm scope (a search, :mod:`shardlearn._warm`) its matrices are built once per
+feature block and ``max_bin`` and reused by every fit on the same rows.
 
 These functions are impure on purpose: they start sockets and global communicator state in the
 worker process, which is why they run as one pinned call per worker and never concurrently.
@@ -66,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn import _warm
 from shardlearn.models._fitting import training_block
 
 __all__ = [
@@ -228,6 +231,28 @@ def _matrices(state: Any, max_bin: int, use_valid: bool) -> dict[str, Any]:
     return {"train": dtrain, "valid": dvalid}
 
 
+def _reused_matrices(state: Any, max_bin: int, use_valid: bool) -> dict[str, Any]:
+    """:func:`_matrices` without a communicator, kept across fits in a warm scope (a search:
+    every trial on a fold bins the same rows) and built once per feature block and ``max_bin``.
+
+    Keyed by the blocks themselves: the scope keeps them alive (the key cannot name another
+    block), and a block that is not the kept one (rebuilt, or extra rows appended) builds anew.
+    """
+    train = training_block(state, "train")
+    valid = training_block(state, "valid") if use_valid else None
+
+    def build() -> dict[str, Any]:
+        return {**_matrices(state, max_bin, use_valid), "blocks": (train, valid)}
+
+    # The binned matrix holds about one byte per value (max_bin <= 256) plus labels/weights.
+    size = train.nbytes // 4 + (0 if valid is None else valid.nbytes // 4)
+    key = (id(train), id(valid), max_bin)
+    kept = _warm.fetch("matrix_builds", key, build, lambda _: size)
+    if kept["blocks"][0] is not train or kept["blocks"][1] is not valid:
+        kept = build()
+    return kept
+
+
 def boost_worker(
     state: Any,
     session: str,
@@ -282,19 +307,24 @@ def train_in_process(
     rounds: int,
     stopping: dict[str, Any] | None,
     on_round: Callable[[int, float | None], None] | None = None,
+    model: bytes | None = None,
+    first_round: int = 0,
 ) -> dict[str, Any]:
     """All ``rounds`` in the calling process, no communicator (see the module notes).
 
+    Starts from round 0, or continues ``model`` (a warm start) from round ``first_round``.
     ``on_round(rounds_done, valid_score_or_None)`` is called after every round. Returns the
     booster itself (not serialised), its validation history, the early-stopping state and the
     seconds spent computing validation scores.
     """
-    cached = _matrices(state, max_bin, use_valid)
+    cached = _reused_matrices(state, max_bin, use_valid)
     metric = str(params["eval_metric"])
     stopper = None
     if stopping is not None:
         stopper = EarlyStopping(**stopping, maximize=metric in _MAXIMIZED)
-    booster, scores, evaluating = _boost_rounds(cached, params, 0, rounds, None, stopper, on_round)
+    booster, scores, evaluating = _boost_rounds(
+        cached, params, first_round, rounds, model, stopper, on_round
+    )
     return {
         "booster": booster,
         "history": {"valid": {metric: scores}} if cached["valid"] is not None else {},

@@ -27,6 +27,14 @@ What is guaranteed (each checked in ``tests/models/test_boosting.py``):
 * in-process training is single-process XGBoost on all the rows, so it equals one worker bit
   for bit and several workers within the same tolerance.
 
+Continue-training (``warm_start=True``, scikit-learn's contract): a refit of a fitted model with a
+larger ``n_estimators`` adds the missing rounds to the same booster -- the earlier trees are
+kept as they are, and the new rounds equal ``xgboost.train(params, dtrain, rounds,
+xgb_model=booster)`` on the same rows -- in every execution mode (the booster is the
+checkpoint both loops start from). Rounds keep their global numbers, so with sampling a
+continued fit equals one that trained all the rounds at once. A smaller ``n_estimators``, other
+XGBoost parameters, features or classes are refused: the trees could not be kept.
+
 Like LightGBM's ``dask.py``, the driver strips cluster-only settings (thread counts, tracker
 address) after training: the fitted model is a plain XGBoost booster, stored in artifacts as
 XGBoost's UBJSON (``booster.save_raw("ubj")``), never pickled.
@@ -35,6 +43,7 @@ XGBoost's UBJSON (``booster.save_raw("ubj")``), never pickled.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -184,6 +193,13 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     xgb_params : dict or None, default=None
         Further XGBoost tree-booster parameters (``max_leaves``, ``grow_policy``,
         ``scale_pos_weight``, ``colsample_bynode``, ``nthread``...), validated before training.
+    warm_start : bool, default=False
+        When the model is already fitted, ``fit`` keeps its booster and trains only the rounds
+        from ``n_estimators_`` to ``n_estimators`` on the data given (scikit-learn's
+        continue-training). The XGBoost parameters, features and classes must be those of the
+        fitted booster and ``n_estimators`` at least ``n_estimators_``; equal does nothing.
+        With early stopping, the fitted model's best round and score are the ones to beat.
+        Validation history (``evals_result_``) is extended.
     execution : {"auto", "in_process", "workers"}, default="auto"
         Where the fit runs: ``"in_process"`` trains in the calling process with all its cores
         (no workers, no tracker); ``"workers"`` on the engine's workers (Ray actors on Ray);
@@ -280,6 +296,7 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         "checkpoint_interval": [Interval("int", 1, None)],
         "random_state": [Interval("int", 0, None)],
         "xgb_params": [Type(dict, "a dict of XGBoost parameters"), Type(type(None))],
+        "warm_start": [Type(bool)],
         "execution": [Options(EXECUTION_OPTIONS)],
         "verbose": VERBOSE_CONSTRAINTS,
     }
@@ -304,6 +321,7 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_interval: int = 10,
         random_state: int = 0,
         xgb_params: dict | None = None,
+        warm_start: bool = False,
         execution: str = "auto",
         verbose: bool | int = True,
     ) -> None:
@@ -322,6 +340,7 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.checkpoint_interval = checkpoint_interval
         self.random_state = random_state
         self.xgb_params = xgb_params
+        self.warm_start = warm_start
         self.execution = execution
         self.verbose = verbose
 
@@ -426,18 +445,21 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
 
         self._validate_params()
         mode = self._execution_mode(ctx.group)
+        warm = self._warm_start_from(ctx)
+        if warm is not None and warm.rounds == self.n_estimators:
+            return self  # no round to add: scikit-learn's warm start leaves the model as it is
         with recording() as timings:
             with timed("read"):  # the first ping loads every worker's blocks
                 probes = ctx.group.run(coll.ping_worker, None, ctx.splits)
             use_valid = self._check_rows(ctx, probes)
-            stopping = (
-                {"rounds": self.early_stopping_rounds} if self.early_stopping_rounds else None
-            )
+            stopping = self._stopping(warm)
             reporter = self._reporter(callback, ctx.n_classes, use_valid)
             with timed("train"), reporter as report:
-                result, params = self._train(ctx, mode, use_valid, stopping, report)
+                result, params = self._train(ctx, mode, use_valid, stopping, report, warm)
                 # Measured inside training: taken out of its time.
                 add_time("evaluate", result.evaluate_seconds)
+            if warm is not None:
+                result.history = _joined_history(warm.history, result.history)
             self._set_fitted(ctx, result, params)
             self.execution_ = mode
             self.fit_timings_ = timings.as_dict()
@@ -450,10 +472,13 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         use_valid: bool,
         stopping: dict | None,
         report: _Reporter,
+        warm: _WarmStart | None = None,
     ) -> tuple[_BoostResult, dict]:
-        """Train in this process (all its cores) or with the collective (a share each)."""
+        """Train in this process (all its cores) or with the collective (a share each), from
+        round 0 or, warm-started, on top of the fitted booster."""
         from shardlearn.models import _xgb_collective as coll
 
+        start, first_round = (None, 0) if warm is None else (warm.model, warm.rounds)
         if mode == "in_process":
             params = self._booster_params(ctx.n_classes, local_cpus())
             out = ctx.group.run(
@@ -461,9 +486,11 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                 params,
                 self.max_bin,
                 use_valid,
-                self.n_estimators,
+                self.n_estimators - first_round,
                 stopping,
                 report.round,
+                start,
+                first_round,
             )[0]
             result = _BoostResult(
                 out["booster"], out["history"], out["stopping"], 0, out["evaluate_seconds"]
@@ -472,8 +499,53 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         nthread = max(1, (os.cpu_count() or 1) // ctx.group.size)
         params = self._booster_params(ctx.n_classes, nthread)
         run = _BoostRun(ctx.group, coll, params, use_valid, ctx.splits)
+        # The fitted booster is the checkpoint the first chunk continues from.
+        run.model, run.rounds = start, first_round
         run.train(self.n_estimators, self.checkpoint_interval, stopping, report)
         return run.result(), params
+
+    def _warm_start_from(self, ctx: TrainingContext) -> _WarmStart | None:
+        """The fitted booster this fit continues (``warm_start``), after checking it can."""
+        if not self.warm_start or getattr(self, "_booster", None) is None:
+            return None
+        owner = f"{type(self).__name__}(warm_start=True)"
+        if ctx.n_features != self.n_features_in_ or not np.array_equal(
+            np.asarray(ctx.classes), self.classes_
+        ):
+            raise ValueError(
+                f"{owner} adds trees to a booster fitted on {self.n_features_in_} features and "
+                f"classes {self.classes_.tolist()}; this data has {ctx.n_features} features and "
+                f"classes {np.asarray(ctx.classes).tolist()}. Fit data with the same columns "
+                "and classes, or set warm_start=False to train a new booster."
+            )
+        now = _plain_params(self._booster_params(ctx.n_classes, 1))
+        before = _plain_params(self.params_)
+        changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+        if changed:
+            was = ", ".join(f"{k}={before.get(k)!r} (now {now.get(k)!r})" for k in changed)
+            raise ValueError(
+                f"{owner} adds trees to the fitted booster, which was trained with {was}; its "
+                "trees cannot be kept under other parameters. Set them back, or set "
+                "warm_start=False to train a new booster."
+            )
+        if self.n_estimators < self.n_estimators_:
+            raise ValueError(
+                f"The 'n_estimators' parameter of {owner} must be larger than or equal to "
+                f"n_estimators_={self.n_estimators_} (the rounds in the fitted booster). Got "
+                f"{self.n_estimators}. Raise it, or set warm_start=False to train a new booster."
+            )
+        return _WarmStart(
+            bytes(self._booster.save_raw("ubj")), self.n_estimators_, self.evals_result_
+        )
+
+    def _stopping(self, warm: _WarmStart | None) -> dict | None:
+        """The early-stopping state to start from: fresh, or the fitted model's best round."""
+        if not self.early_stopping_rounds:
+            return None
+        stopping: dict[str, Any] = {"rounds": self.early_stopping_rounds}
+        if warm is not None and self.best_iteration_ is not None:
+            stopping.update(best_score=self.best_score_, best_iteration=self.best_iteration_)
+        return stopping
 
     def _execution_mode(self, group: Any) -> str:
         """Where this fit runs on ``group``; refuses ``in_process`` on a group of workers."""
@@ -599,6 +671,31 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         model = super()._from_artifact(meta, arrays, files)
         model._booster = xgb.Booster(model_file=bytearray(files[_BOOSTER_FILE]))
         return model
+
+
+def _plain_params(params: dict) -> dict:
+    """XGBoost parameters as JSON reads them back (an artifact's tuples are lists), without
+    the cluster-only ones: what two boosters must share for one to continue the other."""
+    kept = {k: v for k, v in params.items() if k not in _CLUSTER_ONLY}
+    return json.loads(json.dumps(kept, sort_keys=True, default=str))
+
+
+def _joined_history(before: dict, after: dict) -> dict:
+    """Validation histories of a warm start: the fitted model's rounds, then the new ones."""
+    joined = {name: {m: list(v) for m, v in metrics.items()} for name, metrics in before.items()}
+    for name, metrics in after.items():
+        for metric, values in metrics.items():
+            joined.setdefault(name, {}).setdefault(metric, []).extend(values)
+    return joined
+
+
+@dataclass
+class _WarmStart:
+    """The fitted booster a warm start continues: UBJSON, its rounds, its validation history."""
+
+    model: bytes
+    rounds: int
+    history: dict[str, dict[str, list[float]]]
 
 
 @dataclass
