@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch's CPU wheel is pinned first so that no later step can pull a CUDA build.
 TORCH_CPU := torch==2.13.0
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +19,11 @@ $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.all-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH_CPU)
-	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	$(BIN)/python -m pip install -q -e '.[all,dev,docs]'
 	touch $@ $(VENV)/.core-installed
 
 $(VENV)/.bench-installed: $(VENV)/.all-installed
-	$(BIN)/python -m pip install -q -e '.[all,dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[all,dev,docs,bench]'
 	touch $@
 
 demo: $(VENV)/.core-installed
@@ -31,6 +32,7 @@ demo: $(VENV)/.core-installed
 test: $(VENV)/.all-installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(MKDOCS) build --strict --quiet
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.all-installed
@@ -41,8 +43,13 @@ format: $(VENV)/.all-installed
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict turns a broken link, a missing
+# page or a docstring mkdocstrings cannot parse into a failure. `make test` builds it too.
+docs: $(VENV)/.all-installed
+	$(MKDOCS) build --strict
+
 bench: $(VENV)/.bench-installed
 	for script in benchmarks/*.py; do $(BIN)/python $$script --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site .pytest_cache .ruff_cache

@@ -95,10 +95,11 @@ def test_contract_table_has_a_row_per_estimator():
 
 
 def test_readme_prints_the_contract_table_the_suite_checks():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    page = Path(__file__).resolve().parents[2] / "docs" / "explanation" / "guarantees.md"
+    readme = page.read_text(encoding="utf-8")
     begin, end = "<!-- contracts:begin -->\n", "<!-- contracts:end -->"
     printed = readme[readme.index(begin) + len(begin) : readme.index(end)]
     assert printed.strip() == contracts_markdown().strip(), (
-        "README.md's contract table differs from shardlearn.testing.contracts_markdown(); "
-        "paste the function's output between the contracts markers"
+        "docs/explanation/guarantees.md's contract table differs from "
+        "shardlearn.testing.contracts_markdown(); paste its output between the contracts markers"
     )
