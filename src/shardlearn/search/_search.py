@@ -25,9 +25,11 @@ with early stopping off and its budget parameter set to the rounds the trial sel
 refitted model trains as long as the models that were scored; ``SearchResult.refit_params``
 (``refit_params`` in ``result.json``) shows what it was trained with.
 
-Promotions of halving and ASHA refit from scratch with the larger budget: no estimator offers
-continuing a fitted model through its public interface yet (boosting would continue the same
-booster, MLP the same weights), and each trial result says so (``warm_start``).
+Promotions of halving and ASHA continue instead of refitting when the budget is a model's
+rounds or epochs and the model can continue training (boosting: more rounds on the same booster;
+MLP: more epochs from the same weights and optimiser state; :mod:`shardlearn.search._trial`).
+The trials keep their fitted models for that in ``out/continue`` (or a temporary folder removed
+at the end); each trial result says how it got its budget (``warm_started``, ``warm_start``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -380,6 +383,9 @@ def search(
                          # only when set: an earlier search's out directory still resumes
                          **({} if preprocess is None else {"preprocess": preprocess}))  # fmt: skip
     output = _Output(out, settings)
+    scratch = None
+    if halving and objective is None:
+        scratch = _keep_models_for_promotions(context, output.root, rungs)
     eng = get_engine(engine)
     where, slots = placement(dataset if objective is None else None, eng)
     context["placement"] = where
@@ -397,6 +403,8 @@ def search(
                              display, callback)  # fmt: skip
         finally:
             runner.close()
+            if scratch is not None:
+                scratch.cleanup()
             if fit_engine is not eng:
                 fit_engine.close()
         display.finish(_leaderboard(results, key))
@@ -405,6 +413,18 @@ def search(
     result.notes = notes
     result.preprocessor_fits = 0 if prepared is None else prepared.fits
     return result
+
+
+def _keep_models_for_promotions(
+    context: dict[str, Any], root: Path | None, rungs: int
+) -> tempfile.TemporaryDirectory | None:
+    """Say in ``context`` where trials keep their fitted models for their promotions:
+    ``out/continue`` (kept, so a resumed search continues them), or a temporary folder,
+    returned so the search removes it."""
+    scratch = tempfile.TemporaryDirectory(prefix="shardlearn-continue-") if root is None else None
+    folder = Path(scratch.name) if scratch is not None else Path(root) / "continue"
+    context.update(continue_dir=str(folder), top_rung=rungs - 1)
+    return scratch
 
 
 def _drive(plan, runner, slots, deadline, started, full, output, key, display, callback):

@@ -12,6 +12,13 @@ watches an inner split of those training shards; the trial records the rounds or
 fold kept and their median (``early_stopping``), which the refit trains
 (:mod:`shardlearn.search._stopping`). When a fold has too few shards for an inner split, the
 trial trains every fold without early stopping and its record says so.
+
+Promotions continue (ASHA, halving). With a budget of rounds or epochs, a trial of a model that
+can continue training (:data:`CONTINUED`: boosting, MLP) below the top rung keeps each fold's
+fitted model in ``context["continue_dir"]`` (an artifact, :func:`shardlearn.registry.save`);
+its promotion loads it and fits with ``warm_start=True``: boosting adds the rounds up to the new
+budget to the same booster (the earlier trees unchanged), an MLP trains the missing epochs from
+the same weights and optimiser state. The result says so (``warm_started``, ``warm_start``).
 """
 
 from __future__ import annotations
@@ -66,6 +73,9 @@ _BUDGET_PARAMS = {
     "convnet": "epochs",
 }
 
+
+#: Models whose promotions continue the rung below's fitted models (``warm_start``).
+CONTINUED = frozenset({"xgboost", "mlp"})
 
 #: Why a trial of an early-stopping model trained without it.
 _NO_INNER_SPLIT = (
@@ -198,12 +208,14 @@ def _fit_and_score(
         preprocessors = [fold_preprocessor(context, view) for view in plan.fit_views]
     scores = []
     with _trial_engine(context) as eng:
-        for view, fit_view, pre in zip(plan.views, plan.fit_views, preprocessors, strict=True):
-            estimator = _estimator(spec["model"], plan.params, context.get("threads"))
+        folds = zip(plan.views, plan.fit_views, preprocessors, strict=True)
+        for fold, (view, fit_view, pre) in enumerate(folds):
+            estimator = _fold_estimator(context, spec, plan.params, fold)
             model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
             # Scored on the fold's held-out shards, which fit_view does not contain.
             report = evaluate(model, view, split="valid", engine=eng)
             scores.append(float(report.metrics[context["metric"]]))
+            _keep_for_promotion(context, spec, fold, estimator)
             if record is not None and record["watched"]:
                 count, record["source"] = kept_rounds(estimator, plan.rule)
                 record["rounds"].append(count)
@@ -219,19 +231,75 @@ def fold_preprocessor(context: dict[str, Any], view: Any) -> Any:
     return Preprocessor.for_schema(view.schema, context.get("preprocess"))
 
 
-def _warm_start_note(spec: dict[str, Any]) -> str | None:
-    """How a promoted trial (rung > 0) got its larger budget: refitted from scratch.
-
-    Continuing the rung below (boosting: more rounds on the same booster; MLP: more epochs on
-    the same weights) needs the estimator to take a fitted model through its public
-    interface, which none offers yet; so every promotion refits, and says so.
-    """
-    if not spec.get("rung"):
+def _kept_model(context: dict[str, Any], spec: dict[str, Any], rung: int, fold: int) -> Any:
+    """Where the trial's fitted model of ``fold`` at ``rung`` is kept for its promotion; None
+    when promotions of this search and model refit (see the module notes)."""
+    folder, model = context.get("continue_dir"), spec["model"]
+    if folder is None or model not in CONTINUED or spec.get("budget") is None:
         return None
+    if budget_param(model, context["budget"]) != _BUDGET_PARAMS[model]:
+        return None  # a budget of rows: the promotion trains on other rows
+    from pathlib import Path
+
+    return Path(folder) / f"{spec['trial']}-r{rung}-f{fold}"
+
+
+def _fold_estimator(
+    context: dict[str, Any], spec: dict[str, Any], params: dict[str, Any], fold: int
+) -> Any:
+    """The fold's estimator: a new one, or for a promotion the rung below's fitted model set
+    to continue (``warm_start``) up to this rung's budget."""
+    estimator = _estimator(spec["model"], params, context.get("threads"))
+    rung = int(spec.get("rung") or 0)
+    if rung < context.get("top_rung", 0) and _kept_model(context, spec, rung, fold):
+        # Kept for the promotion: an MLP then saves its optimiser state with its weights.
+        estimator.set_params(warm_start=True)
+    below = _kept_model(context, spec, rung - 1, fold) if rung else None
+    if below is None or not below.exists():
+        return estimator
+    from shardlearn.registry import load
+
+    fitted = load(below)
+    wanted = {**estimator.get_params(deep=False), "warm_start": True}
+    if spec["model"] == "mlp":  # epochs are the epochs to add (scikit-learn's max_iter)
+        wanted["epochs"] = max(1, wanted["epochs"] - fitted.n_iter_)
+    return fitted.set_params(**wanted)
+
+
+def _keep_for_promotion(
+    context: dict[str, Any], spec: dict[str, Any], fold: int, estimator: Any
+) -> None:
+    """Save the fold's fitted model for the trial's promotion (below the top rung only)."""
+    rung = int(spec.get("rung") or 0)
+    path = _kept_model(context, spec, rung, fold)
+    if path is None or rung >= context.get("top_rung", 0):
+        return
+    from shardlearn.registry import save
+
+    save(estimator, path, overwrite=True)
+
+
+def _warm_start_note(context: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """How a promoted trial (rung > 0) gets its larger budget: continued or refitted."""
+    rung = int(spec.get("rung") or 0)
+    if not rung:
+        return None
+    folds = [_kept_model(context, spec, rung - 1, f) for f in range(context.get("cv") or 1)]
+    if all(path is not None and path.exists() for path in folds):
+        more = "rounds on the same booster" if spec["model"] == "xgboost" else "epochs"
+        param = _BUDGET_PARAMS[spec["model"]]
+        return (
+            f"continued {spec['trial']}-r{rung - 1}: {more} up to "
+            f"{param}={spec.get('budget_value')}"
+        )
     from shardlearn.models._registry import model_class
 
     name = model_class(spec["model"]).__name__
-    return f"refit: {name} cannot continue a fitted model, so the promotion trained from scratch"
+    if spec["model"] not in CONTINUED:
+        why = f"{name} cannot continue a fitted model"
+    else:
+        why = "the budget is not its rounds or epochs, or the rung below kept no model"
+    return f"refit: {why}, so the promotion trained from scratch"
 
 
 def run_trial(
@@ -264,13 +332,16 @@ def run_trial(
         stopping watched), ``rounds`` (per fold, the rounds or epochs kept), ``source`` (the
         fitted attribute they were read from), ``selected`` (their median: what the refit
         trains) and ``note`` (why stopping was off, if it was); ``warm_start``: ``None`` at
-        rung 0, else how the promotion got its budget (``"refit: ..."``).
+        rung 0, else how the promotion got its budget (``"continued t0003-r0: ..."`` or
+        ``"refit: ..."``), ``warm_started``: whether it continued.
     """
     started = time.perf_counter()
     result = {**spec, "status": "ok", "score": None, "score_std": None, "fold_scores": []}
     result["error"] = None
     result["early_stopping"] = None
-    result["warm_start"] = _warm_start_note(spec) if objective is None else None
+    note = _warm_start_note(context, spec) if objective is None else None
+    result["warm_start"] = note
+    result["warm_started"] = note is not None and note.startswith("continued")
     try:
         # Warnings (convergence, ill-defined side metrics) are recorded with the trial rather
         # than raised or printed once per trial and fold.
