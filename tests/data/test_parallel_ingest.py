@@ -21,6 +21,7 @@ import shardlearn.data._ranges as ranges_module
 from shardlearn.data import Dataset, ingest
 from shardlearn.data._ingest_run import _progress_text
 from shardlearn.data.schema import Column, Schema
+from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
 
@@ -157,15 +158,98 @@ def test_one_two_and_four_parsers_write_byte_identical_datasets(
     assert [line for line, _ in rejects(results[2])] == bad
 
 
-def test_a_quoted_value_holding_a_newline_keeps_its_file_on_one_stream(tmp_path: Path) -> None:
+# Field values that move pyarrow's quote state: quoted values holding delimiters, newlines
+# (LF and CRLF) and doubled quotes, empty quoted values, stray quotes inside a field (literal),
+# quotes that open a value never closed on their line, a value closed then continued, a line
+# that is not UTF-8 (emptied by the slow path's LineGuard, its quote ignored).
+QUOTED = [
+    b"plain", b'"with, comma"', b'"two\nlines"', b'"crlf\r\nvalue"', b'"say ""hi"""', b'""',
+    b'mid"quote', b'"open', b'"a"b', b'close"', b'"', b'"""', b" spaced ", b'"\n"', b'\xff"x',
+]  # fmt: skip
+NUMBERS = [b"1.5", b"2", b"", b"oops", b'"3"', b'"4', b'5"']
+LABELS = [b"a", b"b", b"", b'"a"', b'"b']
+SHAPES = ["{x},{s},{y}", "{x},{s}", "{x},{s},{y},extra", "", "{s},{s},{y}"]
+
+
+def _quoted_csv(rows: list[tuple[int, int, int, int]], newline: bytes) -> bytes:
+    lines = [b"x,s,label"]
+    for x, s, y, shape in rows:
+        text = SHAPES[shape].encode()
+        text = text.replace(b"{x}", NUMBERS[x]).replace(b"{s}", QUOTED[s])
+        lines.append(text.replace(b"{y}", LABELS[y]))
+    return newline.join(lines) + newline
+
+
+def _outcome(path: Path, out: Path, range_bytes: int, parsers: int) -> object:
+    """The dataset's fingerprint and rejects, or the error an ingest raised."""
+    try:
+        ds = _ingest(path, out, range_bytes, parsers, "random")
+    except DataError as error:
+        return str(error)
+    m = ds.manifest
+    assert m["rows_read"] == m["rows_written"] + m["rows_rejected"]
+    return rejects(ds), _fingerprint(ds)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, len(NUMBERS) - 1),
+            st.integers(0, len(QUOTED) - 1),
+            st.integers(0, len(LABELS) - 1),
+            st.sampled_from([0, 0, 0, 1, 2, 3, 4]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    newline=st.sampled_from([b"\n", b"\r\n"]),
+    cuts=st.integers(1, 8),
+    parsers=st.sampled_from([1, 2, 4]),
+    merged=st.sampled_from([ranges_module.MERGED_RANGES, 1 << 30]),
+)
+def test_quotes_anywhere_split_anywhere_write_what_one_stream_writes(
+    rows: list[tuple[int, int, int, int]], newline: bytes, cuts: int, parsers: int, merged: int
+) -> None:
+    """Cuts inside quoted values (closed or never closed) move to the next row end: the same
+    shards, rejects (line, reason, raw text) and errors as one stream, for any cut."""
+    data = _quoted_csv(rows, newline)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.csv"
+        path.write_bytes(data)
+        whole = _outcome(path, Path(tmp) / "whole", len(data) + 1, 1)
+        with mock.patch.object(ranges_module, "MERGED_RANGES", merged):
+            split = _outcome(path, Path(tmp) / "split", max(1, len(data) // cuts), parsers)
+        assert split == whole
+
+
+def test_rows_after_a_quoted_newline_keep_their_physical_lines(tmp_path: Path) -> None:
+    """A value holding newlines and a quote never closed on its line: every later reject
+    names its physical line, on one stream and cut into ranges inside both."""
     lines = ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(400))]
-    lines[200] = '200,"two\nlines",a'
+    lines[100] = '100,"two\nlines\nand three",a'  # physical lines 101-103
+    lines[200] = '200,"open,b'  # swallows line 204 up to its first quote
+    lines[201] = '201,v"'
+    lines[300] = "300,bad"
     path = tmp_path / "multiline.csv"
     path.write_text("\n".join(lines) + "\n")
+    expected = [
+        (203, "broken quoting: a quote is not closed on this line"),
+        (204, "broken quoting: a quote is not closed on this line"),  # 201,v" on its own
+        (303, "wrong number of fields (expected 3)"),
+    ]
     whole = _ingest(path, tmp_path / "whole", 1 << 30, 1, "random")
-    cut = _ingest(path, tmp_path / "cut", 512, 2, "random")
-    assert cut.manifest["ranges"] == 1 and cut.manifest["parsers"] == 1
-    assert _fingerprint(cut) == _fingerprint(whole)
+    assert rejects(whole) == expected
+    size = path.stat().st_size
+    for range_bytes in (512, size // 3, 97):
+        cut = _ingest(path, tmp_path / f"cut{range_bytes}", range_bytes, 2, "random")
+        assert cut.manifest["ranges"] > 1
+        assert rejects(cut) == expected
+        assert _fingerprint(cut) == _fingerprint(whole)
 
 
 def test_the_progress_text_shows_rows_per_second_and_parsers() -> None:
@@ -238,3 +322,26 @@ def test_small_files_are_parsed_side_by_side_and_write_what_one_parser_writes(
     assert _fingerprint(two) == _fingerprint(one)
     sources = two.read_rejects().column("source").to_pylist()
     assert sources == sorted(sources)  # file by file, in input order
+
+
+def test_the_demo_csv_with_its_malformed_lines_is_parsed_in_ranges(tmp_path: Path) -> None:
+    """The demo CSV's truncated lines leave quotes open: it is still cut into ranges (it used
+    to fall back to one stream) and writes the single-stream dataset byte for byte."""
+    from shardlearn.data.demo import write_loans_csv
+
+    path = write_loans_csv(tmp_path / "loans.csv", 4000, seed=5)
+    written = []
+    for range_bytes, parsers in ((1 << 30, 1), (path.stat().st_size // 9, 2)):
+        with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes):
+            ds = ingest(
+                path,
+                "default",
+                tmp_path / f"out{parsers}",
+                strategy="stratified",
+                parsers=parsers,
+                progress=False,
+            )
+        written.append(ds)
+    assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 9
+    assert written[1].manifest["rows_rejected"] > 0
+    assert _fingerprint(written[1]) == _fingerprint(written[0])

@@ -6,12 +6,12 @@ moved into place, and the manifest is the last thing written (by the DatasetWrit
 
 Parallel parsing: an uncompressed local CSV/TSV file is cut into byte ranges parsed on
 ``parsers`` threads (:mod:`shardlearn.data._ranges`); with more than one parser a small file is
-one range, so consecutive small files are parsed side by side. Other inputs, and a CSV file in
-which a quoted value may hold a newline, are read as one stream. Whatever the split, the output
-is the same: ranges are consumed in input order, accepted rows reach the writer re-cut into
-batches of exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same
-batches), and rejects are written sorted by line within each file in row groups of exactly
-:data:`REJECT_ROWS`, settled only where every earlier line of the file is known.
+one range, so consecutive small files are parsed side by side; cuts never fall inside a quoted
+value (they move to the next row end). Other inputs are read as one stream. Whatever the split,
+the output is the same: ranges are consumed in input order, accepted rows reach the writer
+re-cut into batches of exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see
+the same batches), and rejects are written sorted by line within each file in row groups of
+exactly :data:`REJECT_ROWS`, settled only where every earlier line of the file is known.
 """
 
 from __future__ import annotations

@@ -1,13 +1,19 @@
-"""Byte-range parsing of one uncompressed CSV/TSV file: cut at line boundaries, parsed in parallel.
+"""Byte-range parsing of one uncompressed CSV/TSV file: cut at row boundaries, parsed in parallel.
 
-:func:`plan_ranges` cuts a local file into ranges of about ``range_bytes`` that start and end
-at line boundaries (the search for a newline starts at each cut point; the first range owns the
-header line), then scans every range once on the parser threads: its newline count gives the
-physical line number of the next range's first line, and its per-line quote parity tells
-whether a quoted value holds a newline. Such a file is not split (the cut could fall inside
-the value): it is read by the single-stream reader, exactly as before. The scan is
-conservative: a line with an odd number of quote characters (an unclosed or stray quote) also
-keeps its file on the single-stream reader, which only costs speed.
+:func:`plan_ranges` cuts a local file into ranges of about ``range_bytes`` at newlines (the
+search for a newline starts at each cut point; the first range owns the header line), then
+scans every range once on the parser threads, following pyarrow's CSV lexer with numpy
+(:func:`_scan`): for both possible states at the range start (between rows, or inside a quoted
+value) it finds whether the range ends inside a quoted value, its physical lines, and its
+first newline that ends a row. Chaining the ranges from the start of the file gives the true
+state at every cut; a cut inside a quoted value (a value holding a newline, or a stray quote
+that the parser reads as opening one) moves to the first newline after it that ends a row,
+and each range's first physical line follows from the lines before it. So the rows, their
+line numbers and the rejects are exactly those of one stream, for any input. The scan sees
+the bytes as the reader's slow path does: a line its LineGuard empties (over-long, not UTF-8)
+holds no quote. Should a quoted value never close, so that moving cuts out of it leaves one
+range of more than :data:`MERGED_RANGES` ranges' bytes, the file is read as one stream
+(bounded memory, same result).
 
 :func:`parse_ranges` parses the ranges on a thread pool (pyarrow's parser and numpy release the
 GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast path, slow
@@ -18,11 +24,12 @@ same order whatever the split. At most ``parsers + 1`` ranges are in flight (bou
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +41,9 @@ __all__ = ["RANGE_BYTES", "ByteRange", "default_parsers", "parse_ranges", "plan_
 
 RANGE_BYTES = 16 << 20  # bytes per range: large enough to amortise a parse, small in memory
 _SEARCH_CHUNK = 1 << 16
+# A range grown past this many ranges' bytes (a quoted value that never closes) is not
+# parsed in memory: its file is read as one stream.
+MERGED_RANGES = 4
 
 
 def default_parsers() -> int:
@@ -87,28 +97,126 @@ def _cut_points(path: str, size: int, count: int) -> list[int]:
     return bounds
 
 
-def _scan(byte_range: ByteRange, quote: int | None) -> tuple[int, bool]:
-    """(newlines in the range, whether some line holds an odd number of quote characters)."""
+@dataclass(frozen=True)
+class _Scan:
+    """What one range's bytes say, for each state at its start (index 0: between rows,
+    1: inside a quoted value): whether it ends inside a quoted value, its physical lines, the
+    offset just after its first newline that ends a row (-1: none) and the lines up to there."""
+
+    ends_inside: tuple[bool, bool]
+    lines: tuple[int, int]
+    first_row_end: tuple[int, int]
+    lines_to_first: tuple[int, int]
+
+
+def _refused_lines(raw: bytes, newlines: np.ndarray, limit: int) -> np.ndarray:
+    """Indexes of the lines the reader's LineGuard empties: longer than ``limit`` bytes with
+    their newline, or not UTF-8 (an invalid sequence never spans a newline)."""
+    ends = np.append(newlines, len(raw))
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    lengths[-1] += 1  # the last line is read with a newline added
+    bad = set(np.flatnonzero(lengths > limit).tolist())
+    view, position = memoryview(raw), 0
+    while position < len(raw):
+        try:
+            codecs.decode(view[position:], "utf-8")
+            break
+        except UnicodeDecodeError as error:
+            line = int(np.searchsorted(newlines, position + error.start))
+            bad.add(line)
+            position = int(ends[line]) + 1
+    return np.asarray(sorted(bad), dtype=np.int64)
+
+
+def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) -> _Scan:
+    """Follow pyarrow's CSV lexer over one range, vectorised, for both starting states.
+
+    Only runs of quote characters change the state: a run of even length changes nothing (a
+    quoted value stays open on doubled quotes; ``""`` at a field start is an empty value); a
+    run of odd length at the start of a field (after a delimiter, a line end or the range
+    start) toggles it (opens a value; closes one, every other quote doubled); a run of odd
+    length inside a field closes an open value (what follows is literal) and is literal text
+    otherwise. Lines the reader's LineGuard empties do not count. A lone carriage return ends
+    a row, and counts as a line, only outside a quoted value (as in the single-stream read).
+    """
     with open(byte_range.path, "rb") as handle:
         handle.seek(byte_range.start)
-        data = np.frombuffer(handle.read(byte_range.end - byte_range.start), dtype=np.uint8)
-    newline = data == 10
-    newlines = int(np.count_nonzero(newline))
-    if quote is None:
-        return newlines, False
-    quotes = np.flatnonzero(data == quote)
-    if len(quotes) == 0:
-        return newlines, False
-    line_of_quote = np.searchsorted(np.flatnonzero(newline), quotes)
-    return newlines, bool((np.bincount(line_of_quote) & 1).any())
+        raw = handle.read(byte_range.end - byte_range.start)
+    data = np.frombuffer(raw, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    # A carriage return not followed by a newline (a range ends after a newline, or at EOF).
+    lone = np.flatnonzero((data == 13) & (np.append(data[1:], 0) != 10))
+    quotes = np.flatnonzero(data == quote) if quote is not None else np.zeros(0, np.int64)
+    if len(quotes) or len(lone):
+        refused = _refused_lines(raw, newlines, limit)
+        if len(refused):
+            quotes = quotes[~np.isin(np.searchsorted(newlines, quotes), refused)]
+            lone = lone[~np.isin(np.searchsorted(newlines, lone), refused)]
+    first = np.ones(len(quotes), dtype=bool)
+    first[1:] = quotes[1:] != quotes[:-1] + 1
+    run_starts = quotes[first]
+    run_lengths = np.diff(np.append(np.flatnonzero(first), len(quotes)))
+    previous = data[np.maximum(run_starts - 1, 0)]
+    at_field_start = (run_starts == 0) | np.isin(previous, [delimiter, 10, 13])
+    odd = (run_lengths & 1).astype(bool)
+    toggles = np.cumsum(odd & at_field_start)
+    resets = np.maximum.accumulate(np.where(odd & ~at_field_start, np.arange(len(odd)), -1))
+    since_reset = toggles - np.where(resets >= 0, toggles[np.maximum(resets, 0)], 0)
+
+    def inside_at(positions: np.ndarray, start: int) -> np.ndarray:
+        """The state at each position (none of them a quote) for the state ``start``."""
+        if not len(run_starts):
+            return np.full(len(positions), bool(start))
+        after = np.where(resets >= 0, since_reset & 1, (toggles + start) & 1).astype(bool)
+        run = np.searchsorted(run_starts, positions) - 1
+        return np.where(run >= 0, after[np.maximum(run, 0)], bool(start))
+
+    ends, lines, row_ends, lines_to = [], [], [], []
+    for start in (0, 1):
+        ends.append(bool(inside_at(np.asarray([len(data)]), start)[0]))
+        outside_lone = lone[~inside_at(lone, start)]
+        lines.append(len(newlines) + len(outside_lone))
+        clean = np.flatnonzero(~inside_at(newlines, start))
+        if len(clean):
+            end = int(newlines[clean[0]])
+            row_ends.append(end + 1)
+            lines_to.append(int(clean[0]) + 1 + int(np.count_nonzero(outside_lone < end)))
+        else:
+            row_ends.append(-1)
+            lines_to.append(0)
+    return _Scan(tuple(ends), tuple(lines), tuple(row_ends), tuple(lines_to))  # type: ignore[arg-type]
+
+
+def _exact_ranges(ranges: list[ByteRange], scans: list[_Scan], size: int) -> list[ByteRange]:
+    """The ranges with every boundary moved to the first newline that ends a row (the state
+    at each range start follows from the scans of the ranges before it), line numbers set."""
+    inside, line = 0, 1
+    starts: list[tuple[int, int]] = []
+    for byte_range, scan in zip(ranges, scans, strict=True):
+        if byte_range.index == 0 or not inside:
+            starts.append((byte_range.start, line))
+        elif 0 <= scan.first_row_end[inside] < byte_range.end - byte_range.start:
+            starts.append(
+                (byte_range.start + scan.first_row_end[inside], line + scan.lines_to_first[inside])
+            )
+        line += scan.lines[inside]
+        inside = int(scan.ends_inside[inside])
+    ends = [start for start, _ in starts[1:]] + [size]
+    path = ranges[0].path
+    return [
+        ByteRange(path, i, start, end, first_line, last=end == size)
+        for i, ((start, first_line), end) in enumerate(zip(starts, ends, strict=True))
+    ]
 
 
 def plan_ranges(
     path: str, options: ReaderOptions, range_bytes: int, pool: ThreadPoolExecutor, whole: bool
 ) -> list[ByteRange] | None:
-    """The ranges of ``path``, or None when it is read as one stream: not splittable, a quoted
-    value may hold a newline, or it is one range and not ``whole`` (with ``whole`` a small file
-    is one range, parsed in memory on the pool beside other files' ranges)."""
+    """The ranges of ``path``, or None when it is read as one stream: not splittable, one
+    range and not ``whole`` (with ``whole`` a small file is one range, parsed in memory on the
+    pool beside other files' ranges), or a quoted value so long that moving the boundaries
+    out of it leaves a range of more than :data:`MERGED_RANGES` ranges' bytes (the stream
+    reads it in bounded memory, with the same result)."""
     if not splittable(path, options):
         return None
     size = os.path.getsize(path)
@@ -120,12 +228,17 @@ def plan_ranges(
         ByteRange(path, i, start, end, last=end == size)
         for i, (start, end) in enumerate(zip(bounds, [*bounds[1:], size], strict=True))
     ]
-    csv = SourceReader(path, options).format == "csv"
-    scans = list(pool.map(lambda r: _scan(r, ord('"') if csv else None), ranges))
-    if any(odd for _, odd in scans):
+    reader = SourceReader(path, options)
+    quote = ord('"') if reader.format == "csv" else None
+    delimiter = ord(options.delimiter or ("\t" if reader.format == "tsv" else ","))
+    limit = options.block_size
+    scans = list(pool.map(lambda r: _scan(r, quote, delimiter, limit), ranges))
+    exact = _exact_ranges(ranges, scans, size)
+    if max(r.end - r.start for r in exact) > MERGED_RANGES * max(range_bytes, 1):
         return None
-    first_lines = 1 + np.concatenate([[0], np.cumsum([n for n, _ in scans])[:-1]])
-    return [replace(r, first_line=int(f)) for r, f in zip(ranges, first_lines, strict=True)]
+    if len(exact) < 2 and not whole:
+        return None
+    return exact
 
 
 class _RangeReader(SourceReader):

@@ -281,9 +281,11 @@ def ingest(
         Threads that parse an uncompressed local CSV/TSV file in parallel, each a byte range
         of about 16 MiB cut at a line boundary (default: the cores this process may use).
         Several small files are parsed side by side, one range each. The dataset is the same
-        whatever the number. A CSV file in which a quoted value may
-        hold a newline (a line with an odd number of ``"``), compressed files, pipes, remote
-        files, JSON Lines and Parquet are read by one parser, as one stream.
+        whatever the number: a cut that falls inside a quoted value (one holding a newline, or
+        a quote left open on a malformed line) moves to the next row end, so rows, line numbers
+        and rejects are those of one stream. Compressed files, pipes, remote files, JSON Lines
+        and Parquet are read by one parser, as one stream; so is a CSV file whose quote never
+        closes over more than four ranges' bytes. ``parsers=1`` reads every file as one stream.
 
     Returns
     -------

@@ -10,9 +10,11 @@ CSV line numbers: pyarrow's streaming reader runs single-threaded here so that i
 per byte range of a file, see :mod:`shardlearn.data._ranges`; ``_csv_names`` is where a range
 after the first takes the file's header names without a header line of its own); blank lines
 are kept as rows (and dropped later) so that every physical line is either a row or an
-invalid-row report, which makes the line of every row computable. Values with embedded
-newlines are not supported (a quote left open swallows the following lines, which are reported
-as rejects line by line).
+invalid-row report, which makes the line of every row computable: pyarrow numbers rows one
+per row, so the newlines inside quoted values (of accepted rows and of refused ones) are added.
+A quote left open swallows the following lines up to the next quote; the refused row's first
+line is the reject and the swallowed lines are parsed again on their own, their rows placed
+where their lines are, so rows keep the file's order.
 
 CSV has two paths. The fast path hands the file straight to pyarrow, numeric columns typed by
 the parser, and takes only clean data: the first value of another type, refused row, line
@@ -47,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -462,6 +465,9 @@ class SourceReader:
     ) -> Iterator[RawBatch]:
         """Batches with physical line numbers (``offset`` is added: re-parsed fragments).
 
+        pyarrow numbers rows (and refused rows) lexically, one per row whatever newlines its
+        quoted values hold; the physical line of a row adds the newlines inside every row
+        before it (inside the values of accepted rows, inside the text of refused ones).
         A refused row is reported with the first batch whose rows come after it (or at the
         end), so ``progress["done"]`` — the last line delivered in full — never passes a line
         whose fate is unknown. With ``strict`` an error the slow path can handle raises
@@ -469,8 +475,8 @@ class SourceReader:
         """
         names = self.column_names
         rows_before = reported = 0
-        valid_before = np.zeros(0, dtype=np.int64)  # per invalid span: valid rows before it
-        consumed = np.zeros(0, dtype=np.int64)  # cumulative physical lines of invalid spans
+        spans = _Spans(first_line)
+        valid_newlines = 0  # newlines inside the values of the accepted rows before this batch
         known = 0
         progress["done"] = offset + first_line - 1
         while True:
@@ -483,41 +489,45 @@ class SourceReader:
                 if strict and _slow_path_can_read(error):
                     raise _FastPathFailed() from None
                 raise DataError(f"Cannot parse {self.path!r}: {error}") from None
-            valid_before, consumed = _extend_spans(
-                valid_before, consumed, invalid[known:], first_line
-            )
+            spans.extend(invalid[known:])
             known = len(invalid)
             end_of_file = batch is None
             if batch is None:
                 batch = pa.RecordBatch.from_arrays(
                     [pa.array([], pa.string()) for _ in names], names=names
                 )
+            inside = _newlines_per_row(batch)
+            # Newlines inside the accepted rows before each row of the batch (and after it).
+            before = valid_newlines + np.concatenate([[0], np.cumsum(inside)])
             g = np.arange(rows_before, rows_before + batch.num_rows, dtype=np.int64)
-            skipped = np.searchsorted(valid_before, g, side="right")
-            extra = np.concatenate([[0], consumed])[skipped]  # physical lines of earlier spans
-            lines = first_line + g + extra + offset
-            rows_before += batch.num_rows
+            skipped = np.searchsorted(spans.valid_before, g, side="right")
+            lines = offset + first_line + g + skipped + before[:-1] + spans.newlines_before(skipped)
             last = int(lines[-1]) if len(lines) else None
+            due = len(spans.valid_before) - reported
             if batch.num_rows:
-                due = [span for span in invalid[reported:known] if span[0] + offset < last]
-            else:
-                due = invalid[reported:known]
-            reported += len(due)
+                due = int(np.searchsorted(spans.valid_before, rows_before + batch.num_rows - 1,
+                                          side="right")) - reported  # fmt: skip
             reports: list[tuple[int, str, str]] = []
             recovered: list[RawBatch] = []
-            for line, text in due:
-                reports.extend(_explain_invalid(line + offset, text, len(names)))
-                progress["done"] = max(progress["done"], line + offset + text.count("\n"))
+            for j in range(reported, reported + due):
+                number, text = invalid[j]
+                line = int(
+                    offset + number + before[spans.valid_before[j] - rows_before]
+                    + spans.newlines_before(j)
+                )  # fmt: skip
+                reports.extend(_explain_invalid(line, text, len(names)))
+                progress["done"] = max(progress["done"], line + text.count("\n"))
                 if "\n" in text:
-                    recovered.extend(self._reparse(text.split("\n", 1)[1], line + offset + 1))
+                    recovered.extend(self._reparse(text.split("\n", 1)[1], line + 1))
+            reported += due
+            rows_before += batch.num_rows
+            valid_newlines = int(before[-1])
             if last is not None:
-                progress["done"] = max(progress["done"], last)
+                progress["done"] = max(progress["done"], last + int(inside[-1]))
             renamed = pa.RecordBatch.from_arrays(batch.columns, names=names)
             if self._refused and len(lines):
                 renamed, lines = self._take_refused(renamed, lines, reports)
-            if renamed.num_rows or reports:
-                yield RawBatch(self.path, renamed, lines, reports)
-            yield from recovered
+            yield from _in_line_order(RawBatch(self.path, renamed, lines, reports), recovered)
             if end_of_file:
                 break
         reader.close()
@@ -674,20 +684,58 @@ def _check_unique(names: Sequence[str], path: str) -> None:
         seen.add(name)
 
 
-def _extend_spans(
-    valid_before: np.ndarray, consumed: np.ndarray, fresh: list[tuple[int, str]], first_line: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Record invalid spans (start line, physical line count) for the line-number mapping."""
-    if not fresh:
-        return valid_before, consumed
-    total = int(consumed[-1]) if len(consumed) else 0
-    starts, sums = list(valid_before), list(consumed)
-    for line, text in fresh:
-        # Valid rows before this span = lines before it that are neither header nor invalid.
-        starts.append(line - first_line - total)
-        total += text.count("\n") + 1
-        sums.append(total)
-    return np.asarray(starts, dtype=np.int64), np.asarray(sums, dtype=np.int64)
+class _Spans:
+    """The rows the CSV parser refused so far, for the lexical-to-physical line mapping."""
+
+    def __init__(self, first_line: int) -> None:
+        self.first_line = first_line
+        self.valid_before = np.zeros(0, dtype=np.int64)  # per refused row: accepted rows before
+        self._newlines = np.zeros(1, dtype=np.int64)  # newlines inside refused rows before each
+
+    def extend(self, fresh: list[tuple[int, str]]) -> None:
+        if not fresh:
+            return
+        count = len(self.valid_before)
+        numbers = np.fromiter((number for number, _ in fresh), dtype=np.int64, count=len(fresh))
+        # Accepted rows before a refused row: the rows before it that are not refused.
+        before = numbers - self.first_line - np.arange(count, count + len(fresh))
+        inside = np.fromiter((text.count("\n") for _, text in fresh), dtype=np.int64)
+        self.valid_before = np.concatenate([self.valid_before, before])
+        self._newlines = np.concatenate([self._newlines, self._newlines[-1] + np.cumsum(inside)])
+
+    def newlines_before(self, index: np.ndarray | int) -> np.ndarray | int:
+        """Newlines inside the first ``index`` refused rows."""
+        return self._newlines[index]
+
+
+def _in_line_order(raw: RawBatch, recovered: list[RawBatch]) -> Iterator[RawBatch]:
+    """``raw`` with the rows read again from the lines refused rows swallowed put where their
+    lines are, so that rows keep the file's order whatever the blocks or byte ranges."""
+    start, reports = 0, raw.invalid
+    for piece in recovered:
+        numbers = [*piece.lines[:1].tolist(), *(line for line, _, _ in piece.invalid)]
+        if not numbers:
+            continue
+        cut = int(np.searchsorted(raw.lines, min(numbers)))
+        if cut > start or reports:
+            yield RawBatch(
+                raw.source, raw.batch.slice(start, cut - start), raw.lines[start:cut], reports
+            )
+            start, reports = cut, []
+        yield piece
+    if raw.batch.num_rows > start or reports:
+        yield RawBatch(raw.source, raw.batch.slice(start), raw.lines[start:], reports)
+
+
+def _newlines_per_row(batch: pa.RecordBatch) -> np.ndarray:
+    """Newlines inside each row's values (quoted values may hold them; numbers cannot)."""
+    counts = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            found = pc.count_substring(column, "\n")
+            if pc.max(found).as_py():
+                counts += pc.fill_null(found, 0).to_numpy()
+    return counts
 
 
 def _explain_invalid(line: int, text: str, expected: int) -> list[tuple[int, str, str]]:
