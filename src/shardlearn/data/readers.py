@@ -32,17 +32,17 @@ header), :func:`blank_rows` finds the blank lines both drop, :func:`clean_text` 
 turns missing-value markers into nulls as ingest's conversion does, and rejects share
 :data:`REJECTS_SCHEMA` (source, line, reason, raw).
 
-JSON Lines are read line by line as bytes: a line that is not UTF-8, longer than the block
-size, not JSON (or nested too deeply) or not an object, and a record holding a list or an
-object where a column takes one value, are rejects. A file that stops early (a truncated or
-corrupt ``.gz``) is one :class:`DataError` naming the last good line.
+JSON Lines are parsed by pyarrow's JSON reader in blocks (:mod:`shardlearn.data._jsonl`) with
+the rows, text values, line numbers and rejects of a per-line read: a line that is not UTF-8,
+longer than the block size, not JSON (or nested too deeply) or not an object, and a record
+holding a list or an object where a column takes one value, are rejects. A file that stops
+early (a truncated or corrupt ``.gz``) is one :class:`DataError` naming the last good line.
 """
 
 from __future__ import annotations
 
 import glob
 import io
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +55,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shardlearn.data._convert import DEFAULT_NA_VALUES, _clean
-from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
+from shardlearn.data._jsonl import JsonLinesReader
+from shardlearn.data._line_guard import LineGuard
 from shardlearn.data._writer import REJECTS_SCHEMA
 from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.exceptions import DataError, SchemaError
@@ -90,7 +91,6 @@ _EXTENSIONS = {
 }
 _COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 DEFAULT_BLOCK_SIZE = 4 << 20
-_JSON_CHUNK_LINES = 20000
 
 
 @dataclass(frozen=True)
@@ -208,21 +208,6 @@ def detect_format(path: str, explicit: str | None) -> str:
         f"Cannot tell the format of {path!r} from its extension; pass --format "
         f"({', '.join(FORMATS)})."
     )
-
-
-class _CountingStream(io.RawIOBase):
-    """Reports how many (compressed) bytes have been consumed, for progress bars."""
-
-    def __init__(self, raw: pa.NativeFile) -> None:
-        self.raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class SourceReader:
@@ -552,57 +537,18 @@ class SourceReader:
 
     # -- JSON Lines ----------------------------------------------------------------------------
     def _jsonl(self) -> Iterator[RawBatch]:
-        stream = io.BufferedReader(_CountingStream(self._open_stream()), buffer_size=1 << 20)
-        line_number = 0
-        chunk: list[tuple[int, bytes | str]] = []
-        for line in self._json_lines(stream):
-            line_number += 1
-            chunk.append((line_number, line))
-            if len(chunk) >= _JSON_CHUNK_LINES:
-                yield self._json_chunk(chunk)
-                chunk = []
-        if chunk:
-            yield self._json_chunk(chunk)
-        if line_number == 0:
+        reader = JsonLinesReader(
+            self.path,
+            self.options.block_size,
+            self.options.columns,
+            self.fast_types,
+            self.options.na_values,
+        )
+        for rows in reader.batches(self._open_stream()):
+            self.column_names = reader.names or []
+            yield RawBatch(self.path, rows.batch, rows.lines, rows.invalid)
+        if reader.lines == 0:
             raise DataError(f"Input file {self.path!r} is empty.")
-
-    def _json_lines(self, stream: io.BufferedReader) -> Iterator[bytes | str]:
-        """Every physical line as bytes; an over-long one as the reason it is refused (its
-        rest is skipped unread into memory)."""
-        limit = self.options.block_size
-        while line := stream.readline(limit + 1):
-            if len(line) <= limit:
-                yield line
-                continue
-            length = len(line)
-            while not line.endswith(b"\n") and (line := stream.readline(1 << 20)):
-                length += len(line)
-            yield f"line of {length} bytes, longer than the {limit}-byte limit"
-
-    def _json_chunk(self, lines: list[tuple[int, bytes | str]]) -> RawBatch:
-        records, numbers, reports = [], [], []
-        for number, line in lines:
-            record, reason = _json_record(line)
-            if reason is not None:
-                reports.append((number, reason, _json_preview(line)))
-            elif record is not None:
-                records.append(record)
-                numbers.append(number)
-        names = self.options.columns or _json_names(records)
-        if not hasattr(self, "column_names"):
-            self.column_names = list(names)
-        names = self.column_names
-        kept = []
-        for record, number in zip(records, numbers, strict=True):
-            reason = _nested_value(record, names)
-            if reason is None:
-                kept.append((record, number))
-            else:
-                reports.append((number, reason, json.dumps(record)[:REFUSED_TEXT_CHARS]))
-        arrays = [pa.array([_json_text(r.get(n)) for r, _ in kept], pa.string()) for n in names]
-        batch = pa.RecordBatch.from_arrays(arrays, names=names)
-        lines_kept = np.asarray([n for _, n in kept], dtype=np.int64)
-        return RawBatch(self.path, batch, lines_kept, reports)
 
     # -- Parquet -------------------------------------------------------------------------------
     def _parquet(self) -> Iterator[RawBatch]:
@@ -745,60 +691,3 @@ def _explain_invalid(line: int, text: str, expected: int) -> list[tuple[int, str
     if "\n" in text or first.count('"') % 2:
         return [(line, "broken quoting: a quote is not closed on this line", first)]
     return [(line, f"wrong number of fields (expected {expected})", text)]
-
-
-def _json_record(line: bytes | str) -> tuple[dict | None, str | None]:
-    """(the record, None), (None, None) for a blank line, or (None, why it is refused)."""
-    if isinstance(line, str):
-        return None, line
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return None, f"not valid UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start + 1})"
-    if not text.strip():
-        return None, None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        return None, f"invalid JSON: {error.msg}"
-    except RecursionError:
-        return None, "invalid JSON: nested too deeply"
-    if not isinstance(record, dict):
-        return None, "not a JSON object"
-    return record, None
-
-
-def _json_preview(line: bytes | str) -> str:
-    if isinstance(line, str):
-        return ""
-    text = line[: 4 * REFUSED_TEXT_CHARS].decode("utf-8", "replace").rstrip("\n")
-    return text[:REFUSED_TEXT_CHARS]
-
-
-def _nested_value(record: dict, names: Sequence[str]) -> str | None:
-    """Why ``record`` is refused: a list or an object where a column takes one value."""
-    for name in names:
-        value = record.get(name)
-        if isinstance(value, list | dict):
-            kind = "list" if isinstance(value, list) else "object"
-            return f"column {name!r}: a JSON {kind} where a single value is expected"
-    return None
-
-
-def _json_names(records: list[dict]) -> list[str]:
-    names: dict[str, None] = {}
-    for record in records[:1000]:
-        names.update(dict.fromkeys(record))
-    return list(names)
-
-
-def _json_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value)

@@ -1,0 +1,627 @@
+"""JSON Lines through pyarrow's JSON reader, with the line numbers and rejects of a per-line read.
+
+The reference is the per-line read (:func:`read_by_line`, the reader ingest used before): every
+physical line (split at ``\\n``) is decoded and parsed with :func:`json.loads`; a line that is
+not UTF-8, longer than the block size, not JSON (or nested too deeply) or not an object, and a
+record holding a list or an object where a column takes one value, are rejects; every value is
+delivered as text (numbers as Python writes them: ``1``, ``1.0``, ``1e-05``). The columns are
+the keys of the first 1000 records of the first 20000 lines (or ``columns``).
+
+:class:`JsonLinesReader` gives exactly the same rows, values, line numbers and rejects, parsing
+blocks of about :data:`READ_BYTES` with ``pyarrow.json`` (threads inside Arrow):
+
+- Lines go to the reference instead when Arrow and Python could disagree on them: over-long,
+  not UTF-8, a byte-order mark, ``NaN``/``Infinity``-like tokens (Arrow also takes ``-NaN`` and
+  ``Inf``), more than :data:`_MAX_BRACKETS` brackets (Python's recursion limit).
+- A block Arrow refuses (a bad line, a column changing type, two objects on one line: the row
+  count differs from the non-blank lines) is cut at the row Arrow names (that line goes to the
+  reference) or in half; after :data:`_FAILURES` refusals the rest of the block goes to the
+  reference, which bounds the cost of a dirty block.
+- Parsed values become the reference's text: booleans ``true``/``false``, integers as they are,
+  floats as Python's ``repr`` (Arrow's shortest digits in the fixed-point range, ``repr`` itself
+  for the few others). A float column holds integers too (Arrow merges them): an integral value
+  on a line with no float token (no digit followed by ``.``, ``e``, ``E``) was an integer; on
+  another line the row goes to the reference. A list or an object in a column sends its row to
+  the reference (a reject); a text column Arrow read as a timestamp is read again as text.
+- Columns ingest types as numbers (``fast_types``) skip the round trip through text when Arrow
+  parsed them as numbers (the same values as the reference's text cast, ``-0`` and missing-value
+  markers that read as numbers aside, which keep the text).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from shardlearn.data._line_guard import REFUSED_TEXT_CHARS
+
+__all__ = ["JsonLinesReader", "read_by_line"]
+
+READ_BYTES = 4 << 20  # bytes read (and parsed by Arrow) at a time
+CHUNK_LINES = 20000  # the reference's chunk: its first one names the columns
+NAME_RECORDS = 1000  # records whose keys name the columns
+_MAX_BRACKETS = 200  # more '[' and '{' on a line: the reference (Python's recursion limit)
+_FAILURES = 16  # Arrow refusals per block before the rest of it goes to the reference
+_SMALL = 8  # lines: a refused piece this small goes to the reference whole
+_SPLIT_ROWS = 16  # reference rows a typed block is cut around (more: all text)
+_EXACT = 2.0**53  # integral floats from here on may be integers Arrow rounded
+_JSON_SPACE = np.zeros(256, dtype=bool)
+_JSON_SPACE[[9, 10, 13, 32]] = True
+_BRACKET = np.zeros(256, dtype=bool)
+_BRACKET[[91, 123]] = True
+_HIGH = np.zeros(256, dtype=bool)
+_HIGH[128:] = True
+_NON_FINITE_TOKEN = r"[:,\[]\s*-?(NaN|Inf)"
+_FLOAT_TOKEN = r"[0-9][.eE]"
+_FIXED = r"^-?[0-9]+\.[0-9]+$"
+_ROW_HINT = re.compile(r"in row (\d+)")
+
+Item = tuple[int, "bytes | str"]  # (line number, the line, or why it is refused unread)
+
+
+# -- the reference: one line at a time -----------------------------------------------------------
+def read_by_line(
+    stream: io.BufferedIOBase, path: str, limit: int, columns: Sequence[str] | None
+) -> Iterator[tuple[list[str], RawRows]]:
+    """The per-line read, chunk by chunk: (column names, rows) — the reference the Arrow path
+    equals (tests compare them)."""
+    names: list[str] | None = list(columns) if columns else None
+    chunk: list[Item] = []
+    number = 0
+    for line in _physical_lines(stream, limit):
+        number += 1
+        chunk.append((number, line))
+        if len(chunk) >= CHUNK_LINES:
+            names = names if names is not None else _names_of(chunk)
+            yield names, reference_rows(chunk, names)
+            chunk = []
+    if chunk:
+        names = names if names is not None else _names_of(chunk)
+        yield names, reference_rows(chunk, names)
+
+
+def _physical_lines(stream: io.BufferedIOBase, limit: int) -> Iterator[bytes | str]:
+    """Every physical line as bytes; an over-long one as the reason it is refused (its rest is
+    skipped unread into memory)."""
+    while line := stream.readline(limit + 1):
+        if len(line) <= limit:
+            yield line
+            continue
+        length = len(line)
+        while not line.endswith(b"\n") and (line := stream.readline(1 << 20)):
+            length += len(line)
+        yield _too_long(length, limit)
+
+
+def _too_long(length: int, limit: int) -> str:
+    return f"line of {length} bytes, longer than the {limit}-byte limit"
+
+
+@dataclass
+class RawRows:
+    """Rows of text values in line order, their lines, and rejects (line, reason, text)."""
+
+    batch: pa.RecordBatch
+    lines: np.ndarray
+    invalid: list[tuple[int, str, str]]
+
+
+def _names_of(items: list[Item]) -> list[str]:
+    names: dict[str, None] = {}
+    seen = 0
+    for _, line in items:
+        record, _ = _json_record(line)
+        if record is not None:
+            names.update(dict.fromkeys(record))
+            seen += 1
+            if seen >= NAME_RECORDS:
+                break
+    return list(names)
+
+
+def reference_rows(items: list[Item], names: Sequence[str]) -> RawRows:
+    """Lines read one by one with :func:`json.loads`."""
+    kept, reports = [], []
+    for number, line in items:
+        record, reason = _json_record(line)
+        if reason is not None:
+            reports.append((number, reason, _json_preview(line)))
+        elif record is not None:
+            reason = _nested_value(record, names)
+            if reason is None:
+                kept.append((record, number))
+            else:
+                reports.append((number, reason, json.dumps(record)[:REFUSED_TEXT_CHARS]))
+    arrays = [pa.array([_json_text(r.get(n)) for r, _ in kept], pa.string()) for n in names]
+    batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
+    return RawRows(batch, np.asarray([n for _, n in kept], dtype=np.int64), reports)
+
+
+def _json_record(line: bytes | str) -> tuple[dict | None, str | None]:
+    """(the record, None), (None, None) for a blank line, or (None, why it is refused)."""
+    if isinstance(line, str):
+        return None, line
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, f"not valid UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start + 1})"
+    if not text.strip():
+        return None, None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"invalid JSON: {error.msg}"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    return record, None
+
+
+def _json_preview(line: bytes | str) -> str:
+    if isinstance(line, str):
+        return ""
+    text = line[: 4 * REFUSED_TEXT_CHARS].decode("utf-8", "replace").rstrip("\n")
+    return text[:REFUSED_TEXT_CHARS]
+
+
+def _nested_value(record: dict, names: Sequence[str]) -> str | None:
+    """Why ``record`` is refused: a list or an object where a column takes one value."""
+    for name in names:
+        value = record.get(name)
+        if isinstance(value, list | dict):
+            kind = "list" if isinstance(value, list) else "object"
+            return f"column {name!r}: a JSON {kind} where a single value is expected"
+    return None
+
+
+def _json_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
+
+
+# -- the Arrow path ------------------------------------------------------------------------------
+@dataclass
+class _Block:
+    """Whole lines ``data`` starting at line ``first``; ``starts`` has one offset per line plus
+    the end."""
+
+    first: int
+    data: bytes
+    starts: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.starts) - 1
+
+    def item(self, index: int, limit: int) -> Item:
+        start, end = int(self.starts[index]), int(self.starts[index + 1])
+        if end - start > limit:
+            return self.first + index, _too_long(end - start, limit)
+        return self.first + index, self.data[start:end]
+
+
+class _Refused(Exception):
+    """Arrow refused a piece; ``row`` is the row it named, if any."""
+
+    def __init__(self, row: int | None) -> None:
+        self.row = row
+
+
+class JsonLinesReader:
+    """Reads one JSON Lines stream as the reference does, with pyarrow's JSON parser.
+
+    Parameters
+    ----------
+    path : str
+        The source named in every batch.
+    limit : int
+        Longest line in bytes (the block size); longer lines are rejects.
+    columns : sequence of str, optional
+        Column names (else the keys of the first records).
+    fast_types : dict
+        Columns delivered typed when Arrow parsed them as numbers (ingest's numeric columns).
+    na_values : sequence of str
+        Missing-value markers: one that reads as a number keeps every column text.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        limit: int,
+        columns: Sequence[str] | None,
+        fast_types: dict[str, pa.DataType],
+        na_values: Sequence[str],
+    ) -> None:
+        self.path = path
+        self.limit = limit
+        self.names: list[str] | None = list(columns) if columns else None
+        self.fast_types = {} if _numeric_marker(na_values) else dict(fast_types)
+        self._text_columns: set[str] = set()  # names Arrow took for timestamps: read as text
+        self.lines = 0
+
+    def batches(self, stream: pa.NativeFile) -> Iterator[RawRows]:
+        """Every line of ``stream`` as rows or rejects, in line order."""
+        segments: Iterator[_Block | Item] = self._segments(stream)
+        if self.names is None:
+            head: list[_Block | Item] = []
+            for segment in segments:
+                head.append(segment)
+                if self._name_from(head):
+                    break
+            else:
+                self._name_from(head, final=True)
+            segments = itertools.chain(head, segments)
+        for piece in segments:
+            yield from self._piece(piece)
+
+    def _name_from(self, head: list[_Block | Item], final: bool = False) -> bool:
+        """Names the columns once the first chunk's first records are in ``head``."""
+        items: list[Item] = []
+        for piece in head:
+            if isinstance(piece, _Block):
+                count = min(piece.count, CHUNK_LINES - len(items))
+                items.extend(piece.item(i, self.limit) for i in range(count))
+            elif len(items) < CHUNK_LINES:
+                items.append(piece)
+        records = sum(_json_record(line)[0] is not None for _, line in items)
+        if final or len(items) >= CHUNK_LINES or records >= NAME_RECORDS:
+            self.names = _names_of(items)
+            return True
+        return False
+
+    def _piece(self, piece: _Block | Item) -> Iterator[RawRows]:
+        assert self.names is not None
+        if not isinstance(piece, _Block):
+            yield reference_rows([piece], self.names)
+        elif not self.names:  # no record in the first chunk: nothing Arrow could deliver
+            yield reference_rows([piece.item(i, self.limit) for i in range(piece.count)], [])
+        else:
+            yield from _BlockParse(self, piece).rows()
+
+    def _segments(self, stream: pa.NativeFile) -> Iterator[_Block | Item]:
+        """Blocks of whole lines, and over-long lines (skipped unread) as refusals."""
+        carry = b""
+        while chunk := stream.read(READ_BYTES):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield self._block(data[:cut])
+            carry = data[cut:]
+            if len(carry) > self.limit:
+                length, carry = self._skip_line(stream, len(carry))
+                yield self._refusal(length)
+        if carry:
+            yield self._block(carry)
+
+    @staticmethod
+    def _skip_line(stream: pa.NativeFile, length: int) -> tuple[int, bytes]:
+        """Reads past the rest of an over-long line: (its length, the bytes after it)."""
+        while chunk := stream.read(READ_BYTES):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return length + newline + 1, chunk[newline + 1 :]
+            length += len(chunk)
+        return length, b""
+
+    def _refusal(self, length: int) -> Item:
+        self.lines += 1
+        return self.lines, _too_long(length, self.limit)
+
+    def _block(self, data: bytes) -> _Block:
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+        if not data.endswith(b"\n"):
+            ends = np.append(ends, len(data))
+        block = _Block(self.lines + 1, data, np.concatenate([[0], ends]).astype(np.int64))
+        self.lines += block.count
+        return block
+
+
+class _BlockParse:
+    """One block through Arrow, with the lines that need it through the reference."""
+
+    def __init__(self, reader: JsonLinesReader, block: _Block) -> None:
+        self.reader = reader
+        self.block = block
+        self.names: list[str] = reader.names or []
+        data = np.frombuffer(block.data, dtype=np.uint8)
+        starts = block.starts
+        self.lines = pa.Array.from_buffers(
+            pa.binary(),
+            block.count,
+            [None, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block.data)],
+        )
+        self.nonblank = _per_line(~_JSON_SPACE[data], starts) > 0
+        self.reference = self._lines_for_reference(data)
+        self._float_token: np.ndarray | None = None
+        self.failures = 0
+
+    def _lines_for_reference(self, data: np.ndarray) -> np.ndarray:
+        """Lines Arrow and Python could disagree on (see the module docstring)."""
+        starts, raw = self.block.starts, self.block.data
+        lengths = np.diff(starts)
+        refer = lengths > self.reader.limit
+        if raw.count(b"[") + raw.count(b"{") > _MAX_BRACKETS:
+            refer |= _per_line(_BRACKET[data], starts) > _MAX_BRACKETS
+        if b"\xef\xbb\xbf" in raw:
+            head = np.zeros(len(data) + 3, dtype=np.uint8)
+            head[: len(data)] = data
+            first = starts[:-1]
+            refer |= (head[first] == 0xEF) & (head[first + 1] == 0xBB) & (head[first + 2] == 0xBF)
+        if b"NaN" in raw or b"Inf" in raw:
+            found = pc.match_substring_regex(self.lines, _NON_FINITE_TOKEN)
+            refer |= found.to_numpy(zero_copy_only=False)
+        try:
+            self.lines.cast(pa.string())
+        except pa.ArrowInvalid:
+            high = np.flatnonzero(_per_line(_HIGH[data], starts) > 0)
+            for index in high.tolist():
+                try:
+                    raw[starts[index] : starts[index + 1]].decode("utf-8")
+                except UnicodeDecodeError:
+                    refer[index] = True
+        return refer
+
+    def float_token(self) -> np.ndarray:
+        """Per line: whether it holds a digit followed by '.', 'e' or 'E' (a float token)."""
+        if self._float_token is None:
+            found = pc.match_substring_regex(self.lines, _FLOAT_TOKEN)
+            self._float_token = found.to_numpy(zero_copy_only=False)
+        return self._float_token
+
+    def rows(self) -> Iterator[RawRows]:
+        yield from self._part(0, self.block.count)
+
+    def _part(self, start: int, stop: int) -> Iterator[RawRows]:
+        """Lines ``[start, stop)``: Arrow, cut where it refuses."""
+        if self.failures >= _FAILURES or stop - start <= _SMALL and self.failures:
+            yield self._reference(np.arange(start, stop))
+            return
+        span = np.arange(start, stop)
+        parsed = span[~self.reference[start:stop]]
+        rows = parsed[self.nonblank[parsed]]
+        if len(rows) == 0:
+            yield self._reference(span)
+            return
+        try:
+            table = self._parse(parsed, len(rows))
+        except _Refused as refused:
+            self.failures += 1
+            if refused.row is not None and refused.row < len(rows):
+                bad = int(rows[refused.row])
+                yield from self._part(start, bad)
+                yield self._reference(np.array([bad]))
+                yield from self._part(bad + 1, stop)
+            else:
+                middle = (start + stop) // 2
+                yield from self._part(start, middle)
+                yield from self._part(middle, stop)
+            return
+        yield from self._deliver(table, rows, span[self.reference[start:stop]])
+
+    def _parse(self, parsed: np.ndarray, expected: int) -> pa.Table:
+        data = _join(self.block.data, self.block.starts, parsed)
+        longest = int(np.diff(self.block.starts)[parsed].max())
+        # Two blocks for Arrow's threads; a block must hold the longest line.
+        block_size = max(len(data) // 2, longest, 1 << 16) + 1
+        while True:
+            text = self.reader._text_columns
+            schema = pa.schema([(n, pa.string()) for n in self.names if n in text])
+            try:
+                table = pajson.read_json(
+                    pa.BufferReader(data),
+                    read_options=pajson.ReadOptions(use_threads=True, block_size=block_size),
+                    parse_options=pajson.ParseOptions(
+                        explicit_schema=schema if len(schema) else None,
+                        newlines_in_values=False,
+                        unexpected_field_behavior="infer",
+                    ),
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                hint = _ROW_HINT.search(str(error))
+                raise _Refused(int(hint.group(1)) if hint else None) from None
+            if table.num_rows != expected:
+                raise _Refused(None)
+            retyped = [
+                n
+                for n in self.names
+                if n in table.column_names and _is_other(table.schema.field(n).type)
+            ]
+            if not retyped:
+                return table
+            text.update(retyped)
+
+    def _deliver(
+        self, table: pa.Table, rows: np.ndarray, referred: np.ndarray
+    ) -> Iterator[RawRows]:
+        """The parsed rows as the reference would give them, with ``referred`` lines (and the
+        rows that turn out to need it) read by the reference."""
+        count = table.num_rows
+        refer = np.zeros(count, dtype=bool)
+        columns = {n: _column(table, n, count) for n in self.names}
+        typed: dict[str, pa.Array] = {}
+        for name, values in columns.items():
+            target = self.reader.fast_types.get(name)
+            if target is not None:
+                cast = _typed(values, target)
+                if cast is not None:
+                    typed[name], zero = cast
+                    refer |= zero
+                    continue
+            refer |= _nested(values)
+        if typed and refer.sum() + len(referred) > _SPLIT_ROWS:
+            typed = {}
+        arrays = []
+        for name in self.names:
+            if name in typed:
+                arrays.append(typed[name])
+                continue
+            text, needs = self._text(columns[name], rows)
+            arrays.append(text)
+            refer |= needs
+        batch = pa.RecordBatch.from_arrays(arrays, names=self.names)
+        referred = np.sort(np.concatenate([referred, rows[refer]]))
+        if refer.any():
+            batch, rows = batch.filter(pa.array(~refer)), rows[~refer]
+        if len(referred) == 0:
+            yield RawRows(batch, self.block.first + rows, [])
+        elif typed:
+            yield from self._interleave(batch, rows, referred)
+        else:
+            yield _merge(RawRows(batch, self.block.first + rows, []), self._reference(referred))
+
+    def _interleave(
+        self, batch: pa.RecordBatch, rows: np.ndarray, referred: np.ndarray
+    ) -> Iterator[RawRows]:
+        """Typed rows cut around the few lines the reference reads (text rows of their own)."""
+        done = 0
+        for line in referred.tolist():
+            upto = int(np.searchsorted(rows, line))
+            if upto > done:
+                yield RawRows(
+                    batch.slice(done, upto - done), self.block.first + rows[done:upto], []
+                )
+            yield self._reference(np.array([line]))
+            done = upto
+        if done < len(rows) or not referred.size:
+            yield RawRows(batch.slice(done), self.block.first + rows[done:], [])
+
+    def _text(self, values: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+        """The reference's text for parsed values, and the rows only the reference can give."""
+        kind = values.type
+        none = np.zeros(len(values), dtype=bool)
+        if pa.types.is_null(kind):
+            return pa.nulls(len(values), pa.string()), none
+        if pa.types.is_string(kind):
+            return values, none
+        if pa.types.is_boolean(kind):
+            return pc.if_else(values, "true", "false"), none
+        if pa.types.is_integer(kind):
+            return values.cast(pa.string()), none
+        if pa.types.is_floating(kind):
+            return _float_text(values, self.float_token()[rows])
+        return pa.nulls(len(values), pa.string()), _nested(values)
+
+    def _reference(self, indices: np.ndarray) -> RawRows:
+        items = [self.block.item(int(i), self.reader.limit) for i in indices]
+        return reference_rows(items, self.names)
+
+
+def _per_line(flags: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """How many flagged bytes each line holds."""
+    total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    return total[starts[1:]] - total[starts[:-1]]
+
+
+def _join(data: bytes, starts: np.ndarray, lines: np.ndarray) -> bytes:
+    """The bytes of ``lines`` (sorted indices), one slice per run of consecutive lines."""
+    if len(lines) == len(starts) - 1:
+        return data
+    breaks = np.flatnonzero(np.diff(lines) != 1) + 1
+    firsts = lines[np.concatenate([[0], breaks])]
+    lasts = lines[np.concatenate([breaks - 1, [len(lines) - 1]])]
+    return b"".join(
+        data[starts[a] : starts[b + 1]]
+        for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True)
+    )
+
+
+def _is_other(kind: pa.DataType) -> bool:
+    """A type Arrow infers from text (timestamps): the column is read again as text."""
+    plain = (pa.types.is_null, pa.types.is_string, pa.types.is_boolean, pa.types.is_integer,
+             pa.types.is_floating, pa.types.is_nested)  # fmt: skip
+    return not any(test(kind) for test in plain)
+
+
+def _column(table: pa.Table, name: str, count: int) -> pa.Array:
+    if name not in table.column_names:
+        return pa.nulls(count)
+    return table.column(name).combine_chunks()
+
+
+def _nested(values: pa.Array) -> np.ndarray:
+    """Rows holding a list or an object (rejects, with the reference's reason)."""
+    if not pa.types.is_nested(values.type):
+        return np.zeros(len(values), dtype=bool)
+    return values.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _typed(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray] | None:
+    """``values`` as ``target`` with the reference's values, and the rows whose value only the
+    reference knows (``-0``: an integer is 0, a float -0.0); None: deliver text."""
+    kind = values.type
+    none = np.zeros(len(values), dtype=bool)
+    if pa.types.is_null(kind):
+        return pa.nulls(len(values), target), none
+    if pa.types.is_integer(kind) and (target == kind or pa.types.is_floating(target)):
+        return values.cast(target, safe=False), none
+    if pa.types.is_floating(kind) and target == pa.float64():
+        numbers = values.to_numpy(zero_copy_only=False)
+        zero = (numbers == 0) & np.signbit(numbers) | ~np.isfinite(numbers) & values.is_valid()
+        return values.cast(target), np.asarray(zero)
+    return None
+
+
+def _float_text(values: pa.Array, float_line: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Python's ``repr`` of parsed floats; integral ones were integers unless their line holds
+    a float token (those rows go to the reference, as do ones Arrow may have rounded)."""
+    numbers = values.to_numpy(zero_copy_only=False)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(numbers) & valid
+        integral = finite & (numbers == np.trunc(numbers))
+    exact = integral & (np.abs(numbers) < _EXACT)
+    refer = valid & ~finite | integral & ~exact | exact & float_line
+    text = values.cast(pa.string())
+    fraction = finite & ~integral
+    fixed = pc.fill_null(pc.match_substring_regex(text, _FIXED), False)
+    fixed = fixed.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        plain = (np.abs(numbers) >= 1e-4) & (np.abs(numbers) < 1e16)
+    own = fraction & ~(fixed & plain)
+    whole = exact & ~float_line
+    if whole.any():
+        integers = pc.cast(values, pa.int64(), safe=False).cast(pa.string())
+        text = pc.if_else(pa.array(whole), integers, text)
+    if own.any():
+        reprs = [repr(float(v)) for v in numbers[own].tolist()]
+        text = pc.replace_with_mask(text, pa.array(own), pa.array(reprs, pa.string()))
+    return text, refer
+
+
+def _merge(first: RawRows, second: RawRows) -> RawRows:
+    """Two sets of rows of the same columns, in line order."""
+    lines = np.concatenate([first.lines, second.lines])
+    order = np.argsort(lines, kind="stable")
+    table = pa.Table.from_batches([first.batch, second.batch]).take(pa.array(order))
+    batch = table.combine_chunks().to_batches()
+    merged = batch[0] if batch else first.batch.slice(0, 0)
+    return RawRows(merged, lines[order], first.invalid + second.invalid)
+
+
+def _numeric_marker(na_values: Sequence[str]) -> bool:
+    """Whether a missing-value marker reads as a finite number (then the text decides)."""
+    for marker in na_values:
+        try:
+            if math.isfinite(float(marker)):
+                return True
+        except ValueError:
+            continue
+    return False

@@ -1,0 +1,187 @@
+"""JSON Lines through pyarrow's JSON reader give exactly what the per-line reference gives: the
+same columns, rows, text values, line numbers and rejects (reasons included), and an ingest of
+the same file writes the same dataset byte for byte."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import shardlearn as sl
+from shardlearn.data import _jsonl
+from shardlearn.data.readers import SourceReader
+
+KEYS = ["a", "b", "label", "é k"]
+NUMBER = st.from_regex(r"\A-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,18})?([eE][+-]?[0-9]{1,3})?\Z")
+SCALAR = st.one_of(
+    NUMBER,
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(json.dumps),
+    st.sampled_from(["true", "false", "null", "-0", "10.0", "1E5", '"2020-01-01"', '""']),
+    st.text(max_size=8).map(json.dumps),
+    st.sampled_from(["-NaN", "Inf", "-Inf", "[1, 2]", '{"x": 1}', "[]", '"\\u00e9\\ud83d\\ude00"']),
+)
+RECORD = st.dictionaries(st.sampled_from([*KEYS, "extra"]), SCALAR, max_size=5).map(
+    lambda d: "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in d.items()) + "}"
+)
+ODD = st.sampled_from(
+    [
+        "", "   ", "\t\r", "\x0c", "{not json", "[1,2]", "5", '"s"', "{}",
+        '{"a": 1} {"a": 2}', '{"a": 1}\r{"a": 2}', '{"a": 1, "a": 2}', '{"a": 1,}',
+        '\ufeff{"a": 1}', '{"a": ' + "[" * 300 + "]" * 300 + "}",
+        '{"extra": ' + "[" * 1200 + "]" * 1200 + "}", '{"a": "x' + "y" * 300 + '"}',
+    ]
+)  # fmt: skip
+LINE = st.one_of(RECORD, RECORD, RECORD, ODD).map(str.encode) | st.just(b'{"a": "\xff"}')
+FILE = st.tuples(
+    st.lists(LINE, min_size=1, max_size=60),
+    st.booleans(),  # a newline after the last line
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+
+
+def _data(lines: list[bytes], final: bool, newline: bytes) -> bytes:
+    return newline.join(lines) + (newline if final else b"")
+
+
+def _reference(data: bytes, limit: int, columns: list[str] | None) -> tuple[list[str], tuple]:
+    stream = io.BufferedReader(io.BytesIO(data))
+    chunks = list(_jsonl.read_by_line(stream, "f", limit, columns))
+    return chunks[-1][0] if chunks else list(columns or []), _flatten([r for _, r in chunks])
+
+
+def _arrow(data: bytes, limit: int, columns: list[str] | None) -> tuple[list[str], tuple]:
+    reader = _jsonl.JsonLinesReader("f", limit, columns, {}, ())
+    parts = list(reader.batches(pa.BufferReader(data)))
+    return reader.names or [], _flatten(parts)
+
+
+def _flatten(parts: list) -> tuple:
+    rows = [r for p in parts for r in zip(*[c.to_pylist() for c in p.batch.columns], strict=True)]
+    lines = [int(n) for p in parts for n in p.lines]
+    rejects = sorted(r for p in parts for r in p.invalid)
+    return rows, lines, rejects
+
+
+DEEP = b'{"extra": ' + b"[" * 1200 + b"]" * 1200 + b"}"  # too deep for Python's json
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    file=FILE,
+    read_bytes=st.sampled_from([64, 200, 1 << 20]),
+    chunk_lines=st.sampled_from([3, 20000]),
+    columns=st.sampled_from([None, ["a", "label"]]),
+    limit=st.sampled_from([250, 1 << 16]),  # 250: some lines are longer (rejects)
+)
+def test_arrow_path_equals_the_per_line_reference(
+    file: tuple, read_bytes: int, chunk_lines: int, columns: list[str] | None, limit: int
+) -> None:
+    data = _data(*file)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_jsonl, "READ_BYTES", read_bytes)
+        patch.setattr(_jsonl, "CHUNK_LINES", chunk_lines)
+        patch.setattr(_jsonl, "NAME_RECORDS", min(chunk_lines, 1000))
+        assert _arrow(data, limit, columns) == _reference(data, limit, columns)
+
+
+def test_a_line_too_deep_for_python_is_a_reject_in_an_extra_column_too() -> None:
+    """Arrow reads any depth; Python's json stops at its recursion limit (outside hypothesis,
+    which raises the limit)."""
+    data = _data([b'{"a": 1}', DEEP, b'{"a": 2}'], True, b"\n")
+    names, (rows, lines, rejects) = _arrow(data, 1 << 16, None)
+    assert (names, rows, lines) == (["a"], [("1",), ("2",)], [1, 3])
+    assert [(line, reason) for line, reason, _ in rejects] == [
+        (2, "invalid JSON: nested too deeply")
+    ]
+    assert _arrow(data, 1 << 16, None) == _reference(data, 1 << 16, None)
+
+
+def _reference_jsonl(self: SourceReader):  # the reader ingest used before, for comparison
+    stream = io.BufferedReader(io.BytesIO(self._open_stream().read()))
+    for names, rows in _jsonl.read_by_line(stream, self.path, self.options.block_size, None):
+        self.column_names = names
+        yield sl.data.readers.RawBatch(self.path, rows.batch, rows.lines, rows.invalid)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest.pop("created_at", None)
+                data = json.dumps(manifest, sort_keys=True).encode()
+            files[str(path.relative_to(root))] = data
+    return files
+
+
+NUMERIC_RECORD = st.fixed_dictionaries(
+    {
+        "a": st.one_of(NUMBER, st.sampled_from(["-0", "10.0", "3", "null", '"4.50"'])),
+        "b": st.one_of(NUMBER, st.integers(-5, 5).map(str)),
+        "label": st.sampled_from(['"x"', '"y"', "1", "true"]),
+    }  # fmt: skip
+).map(lambda d: "{" + ", ".join(f'"{k}": {v}' for k, v in d.items()) + "}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.one_of(NUMERIC_RECORD.map(str.encode), LINE), min_size=30, max_size=80),
+    seed=st.integers(0, 3),
+)
+@example([b'{"a": -0, "b": 1, "label": "x"}', b'{"a": 2.5, "b": 1, "label": "y"}'] * 20, 0)
+def test_ingest_writes_the_reference_dataset_byte_for_byte(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], seed: int
+) -> None:
+    folder = tmp_path_factory.mktemp("jsonl")
+    # Typed numeric columns: the first lines make 'a' and 'b' numbers, 'label' text.
+    head = [json.dumps({"a": i + 0.5, "b": i, "label": "xy"[i % 2]}).encode() for i in range(20)]
+    (folder / "in.jsonl").write_bytes(b"\n".join(head + lines) + b"\n")
+    outcomes = []
+    for name, patched in (("arrow", None), ("reference", _reference_jsonl)):
+        with pytest.MonkeyPatch.context() as patch:
+            if patched is not None:
+                patch.setattr(SourceReader, "_jsonl", patched)
+            try:
+                sl.ingest(
+                    folder / "in.jsonl", "label", folder / name, partitions=2, seed=seed,
+                    max_reject_rate=1.0,
+                )  # fmt: skip
+                outcomes.append(_files(folder / name))
+            except sl.exceptions.ShardlearnError as error:
+                outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_benchmark_like_file_is_parsed_by_arrow_not_line_by_line(tmp_path: Path) -> None:
+    """Clean numeric records never reach the per-line reference."""
+    rng = np.random.default_rng(0)
+    records = [
+        {"x": float(v), "n": int(k), "c": "abc"[int(k) % 3]}
+        for v, k in zip(
+            np.round(rng.normal(size=2000) * 100, 3), rng.integers(0, 9, 2000), strict=True
+        )
+    ]
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        original = _jsonl.reference_rows
+        patch.setattr(
+            _jsonl,
+            "reference_rows",
+            lambda items, names: calls.append(len(items)) or original(items, names),
+        )
+        reader = _jsonl.JsonLinesReader("f", 1 << 20, None, {}, ())
+        parts = list(reader.batches(pa.BufferReader(data)))
+    assert sum(len(p.lines) for p in parts) == 2000
+    assert sum(calls) < 40  # integral floats (x.0) are the only lines the reference reads
+    assert _flatten(parts) == _reference(data, 1 << 20, None)[1]
