@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from shardlearn import _warm
 from shardlearn._validation import unknown_name_message
 from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT
 from shardlearn.data.schema import Schema
@@ -108,16 +109,43 @@ class Shard:
             ) from None
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
-        """The whole shard as a table (optionally only ``columns``)."""
+        """The whole shard as a table (optionally only ``columns``).
+
+        Inside a warm scope (a search, :mod:`shardlearn._warm`) the file is read once per
+        process and kept; like Parquet, columns the file does not have are left out.
+        """
+        if _warm.active():
+            table = self._warm_table()
+            return (
+                table
+                if columns is None
+                else table.select([c for c in columns if c in table.column_names])
+            )
         with self._open() as parquet:
             return parquet.read(columns=columns)
 
     def iter_batches(
         self, batch_size: int = 65536, columns: list[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches of at most ``batch_size`` rows."""
+        """Record batches of at most ``batch_size`` rows (from memory in a warm scope; a
+        missing column is a KeyError either way)."""
+        if _warm.active():
+            table = self._warm_table()
+            table = table if columns is None else table.select(columns)
+            yield from table.to_batches(max_chunksize=batch_size)
+            return
         with self._open() as parquet:
             yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+
+    def _warm_table(self) -> pa.Table:
+        """The whole file, read once per warm scope (its digest is part of the key)."""
+
+        def read_all() -> pa.Table:
+            with self._open() as parquet:
+                return parquet.read()
+
+        key = (self.uri, self.sha256, self.bytes)
+        return _warm.fetch("shard_reads", key, read_all, lambda table: table.nbytes)
 
     def to_dict(self) -> dict[str, Any]:
         """Manifest entry (without ``uri``, which depends on where the dataset lives)."""

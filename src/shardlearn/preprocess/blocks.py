@@ -5,6 +5,8 @@ fitted preprocessor in ``state.context["preprocessor"]``, maps labels to class i
 ``state.context["classes"]`` and caches the block in ``state.cache`` -- keyed by split, the
 preprocessor's fingerprint, the classes and the shard list, so a new preprocessor or a
 reassigned shard set never sees a stale block, and a replacement worker (empty cache) rebuilds it.
+Inside a warm scope (a search, :mod:`shardlearn._warm`) a block is also kept across fits in
+the process, keyed by the same things plus the shard files' digests.
 
 Out-of-core: :func:`iter_blocks` yields the cached block when it fits in the memory budget and
 streams one block per shard (never cached) when it does not. Iterating either way visits the
@@ -25,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from shardlearn import _warm
 from shardlearn.exceptions import DataError, EngineError
 
 __all__ = ["BUDGET_ENV", "FeatureBlock", "block_budget", "iter_blocks", "load_block"]
@@ -226,7 +229,13 @@ def load_block(state: Any, split: str) -> FeatureBlock:
     if block is None:
         for old in [k for k in state.cache if isinstance(k, tuple) and k[:2] == key[:2]]:
             del state.cache[old]  # a block for an older preprocessor or shard set
-        block = _transform_shards(_own_shards(state, split), pre, classes, state)
+        shards = _own_shards(state, split)
+        block = _warm.fetch(
+            "block_builds",
+            (*key, tuple((s.uri, s.sha256) for s in shards)),
+            lambda: _transform_shards(shards, pre, classes, state),
+            lambda built: built.nbytes,
+        )
         state.cache[key] = block
     return block
 

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from shardlearn import _warm
 from shardlearn.engine import Resources, TaskGraph, create_engine
 from shardlearn.models._registry import model_class
 from shardlearn.search._trial import (
@@ -70,11 +71,14 @@ class FoldPreprocessors:
     ----------
     fits : int
         Preprocessors fitted so far (one per distinct set of training shards).
+    shard_reads : int
+        Shard files these fits read in this process (in the search's warm scope, so trials
+        running in this process read them no more).
     """
 
     def __init__(self, dataset: Any, context: dict[str, Any], engine: Any) -> None:
         self.dataset, self.context, self.engine = dataset, context, engine
-        self.fits = 0
+        self.fits = self.shard_reads = 0
         self._fitted: dict[tuple[str, tuple[int, ...]], Any] = {}
         self._lock = threading.Lock()
 
@@ -98,9 +102,13 @@ class FoldPreprocessors:
         with self._lock:
             fitted = self._fitted.get(key)
             if fitted is None:
-                fitted = pre.fit(view, engine=self.engine)
+                # In the warm scope: an in-process trial then finds the shards already read.
+                with _warm.scope(self.context.get("warm")) as counters:
+                    fitted = pre.fit(view, engine=self.engine)
                 self._fitted[key] = fitted
                 self.fits += 1
+                if counters is not None:
+                    self.shard_reads += counters.builds["shard_reads"]
         return fitted
 
 

@@ -5,18 +5,21 @@ The driver asks the strategy for a trial whenever a slot is free and starts it a
 only its own slot. Small data gets one slot per CPU of the engine, each trial fitting in one
 warm process; large data one slot, each trial using every worker
 (:func:`~shardlearn.search._runner.placement`). Preprocessing is fitted once per fold and
-reused by every trial (:class:`~shardlearn.search._runner.FoldPreprocessors`). Results are
-told to the strategy in the order trials finish, except TPE, which sees them in trial order
-(:mod:`shardlearn.search.strategies`), so grid, random, halving and TPE give one leaderboard
-per seed whatever the number of cores or the timing.
+reused by every trial (:class:`~shardlearn.search._runner.FoldPreprocessors`). A process
+that runs trials keeps, within the search's warm scope (:mod:`shardlearn._warm`), the shard
+tables it read, the feature blocks and the XGBoost matrices of each fold, so it reads each
+shard once per search and bins each fold once per ``max_bin``; ``SearchResult.reuse`` counts
+it. Results are told to the strategy in the order trials finish, except TPE, which sees them in
+trial order (:mod:`shardlearn.search.strategies`), so grid, random, halving and TPE give one
+leaderboard per seed whatever the number of cores or the timing.
 
 Each trial is a one-node :class:`~shardlearn.engine.TaskGraph`. With an ``out`` directory the
 graph's result cache lives in ``out/cache``: an interrupted search, started again with the same
 arguments, loads every finished trial from it instead of running it, and the strategies (all
 deterministic given their seed and the results) walk the same path. ``out`` also holds
 ``search.json`` (the settings, checked on resume), ``log.jsonl`` (one line per finished trial:
-started or loaded from the cache), ``leaderboard.parquet`` / ``.csv``, ``result.json`` and the
-refitted best model (``best_model/``).
+started or loaded from the cache, and its ``timings`` per fit phase), ``leaderboard.parquet``
+/ ``.csv``, ``result.json`` and the refitted best model (``best_model/``).
 
 Selection does not leak: a trial's early stopping watches an inner split of its training shards,
 never the rows it is scored on (:mod:`shardlearn.search.cv`), and records the rounds or epochs
@@ -45,12 +48,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shardlearn import _warm
 from shardlearn.engine import create_engine, get_engine, show_progress
 from shardlearn.engine import engine as use_engine
 from shardlearn.exceptions import SpecError
 from shardlearn.search._progress import SearchProgress
 from shardlearn.search._runner import FoldPreprocessors, TrialRunner, placement, trial_key
-from shardlearn.search._trial import LOWER_IS_BETTER, ONE_PROCESS, budget_param
+from shardlearn.search._trial import (
+    LOWER_IS_BETTER,
+    ONE_PROCESS,
+    budget_param,
+    warm_scope_name,
+)
 from shardlearn.search.space import ModelSpace, parse_space
 from shardlearn.search.strategies import make_strategy
 
@@ -87,6 +96,13 @@ class SearchResult:
     preprocessor_fits : int
         Preprocessors fitted for the trials: one per fold (per preprocessing profile), however
         many trials ran.
+    reuse : dict
+        What the trials that ran (not loaded from ``out/cache``) built and reused, summed over
+        them (:func:`reuse_summary`): ``shard_reads``, ``block_builds``, ``matrix_builds``,
+        ``hits`` per kind, ``refused`` (values not kept: the warm budget was full),
+        ``workers`` (processes that ran trials), ``most_reads_of_a_shard`` (by one process:
+        1 when every process read each shard once), ``preprocessor_fits`` and
+        ``preprocessor_shard_reads``. Empty for an objective search.
     """
 
     leaderboard: list[dict[str, Any]]
@@ -102,6 +118,7 @@ class SearchResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     preprocessor_fits: int = 0
+    reuse: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary (``model`` is the saved artifact path)."""
@@ -116,6 +133,7 @@ class SearchResult:
             "leaderboard": self.leaderboard,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
+            "reuse": self.reuse,
         }
         # Metric values may be numpy scalars or arrays: make the summary plain JSON.
         return json.loads(json.dumps(summary, default=_plain_json))
@@ -177,6 +195,7 @@ def _leaderboard(results: list[dict[str, Any]], key: Callable) -> list[dict[str,
             "error": r.get("error"),
             "seconds": r.get("seconds"),
             "early_stopping": r.get("early_stopping"),
+            "timings": r.get("timings"),
         }
         for r in latest.values()
     ]
@@ -208,12 +227,14 @@ class _Output:
     def cache_dir(self) -> Path | None:
         return None if self.root is None else self.root / "cache"
 
-    def log(self, key: str, cached: bool, seconds: float | None) -> None:
-        """One line per finished trial: its key under ``started`` or ``cached``."""
+    def log(self, key: str, cached: bool, result: dict[str, Any]) -> None:
+        """One line per finished trial: its key under ``started`` or ``cached``, its seconds
+        and their phases (``timings``)."""
         if self.root is None:
             return
         entry = {"trial": key, "started": [] if cached else [key],
-                 "cached": [key] if cached else [], "seconds": seconds}  # fmt: skip
+                 "cached": [key] if cached else [], "seconds": result.get("seconds"),
+                 "timings": result.get("timings")}  # fmt: skip
         with open(self.root / "log.jsonl", "a") as stream:
             stream.write(json.dumps(entry) + "\n")
 
@@ -227,7 +248,8 @@ class _Output:
         # Nested values as JSON text: one column type whatever each model's record holds.
         rows = [
             {**r, "params": json.dumps(r["params"], sort_keys=True),
-             "early_stopping": json.dumps(r.get("early_stopping"), sort_keys=True)}
+             "early_stopping": json.dumps(r.get("early_stopping"), sort_keys=True),
+             "timings": json.dumps(r.get("timings"))}
             for r in leaderboard
         ]  # fmt: skip
         table = pa.Table.from_pylist(rows) if rows else pa.table({"rank": pa.array([], pa.int64())})
@@ -376,7 +398,8 @@ def search(
 
             shard_folds(dataset, cv)  # a clear error before any trial starts
     context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
-               "preprocess": preprocess}  # fmt: skip
+               "preprocess": preprocess,
+               "warm": None if dataset is None else warm_scope_name(dataset)}  # fmt: skip
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
                          seed=seed, budget=budget, eta=eta, rungs=rungs,
                          objective=None if objective is None else repr(objective),
@@ -407,12 +430,37 @@ def search(
                 scratch.cleanup()
             if fit_engine is not eng:
                 fit_engine.close()
+            if context["warm"] is not None:  # this process's warm data (task processes keep
+                _warm.release(context["warm"])  # theirs until another scope; _warm)
         display.finish(_leaderboard(results, key))
+    reuse = {} if prepared is None else reuse_summary(results, prepared)
+    if reuse.get("refused"):
+        notes.append(
+            f"warm data: {reuse['refused']} shard tables, feature blocks or XGBoost matrices "
+            f"were built but not kept, so they were built again: the budget of "
+            f"${_warm.BUDGET_ENV} bytes per process was full; raise it to reuse them"
+        )
     result = _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output,
-                     started, preprocess)  # fmt: skip
-    result.notes = notes
+                     started, preprocess, notes=notes, reuse=reuse)  # fmt: skip
     result.preprocessor_fits = 0 if prepared is None else prepared.fits
     return result
+
+
+def reuse_summary(results: list[dict[str, Any]], prepared: FoldPreprocessors) -> dict[str, Any]:
+    """What the trials that ran built and reused (see :attr:`SearchResult.reuse`)."""
+    ran = [r["reuse"] for r in results if r.get("reuse")]
+    summary: dict[str, Any] = {kind: sum(r[kind] for r in ran) for kind in _warm.KINDS}
+    summary["hits"] = {kind: sum(r["hits"][kind] for r in ran) for kind in _warm.KINDS}
+    summary["refused"] = sum(r["refused"] for r in ran)
+    reads: dict[tuple[int, str], int] = {}
+    for r in ran:
+        for shard in r["shards"]:
+            reads[r["worker"], shard] = reads.get((r["worker"], shard), 0) + 1
+    summary["workers"] = len({r["worker"] for r in ran})
+    summary["most_reads_of_a_shard"] = max(reads.values(), default=0)
+    summary["preprocessor_fits"] = prepared.fits
+    summary["preprocessor_shard_reads"] = prepared.shard_reads
+    return summary
 
 
 def _keep_models_for_promotions(
@@ -451,7 +499,9 @@ def _drive(plan, runner, slots, deadline, started, full, output, key, display, c
             running.pop(future)
             result, from_cache = future.result()
             cached += from_cache
-            output.log(trial_key(result), from_cache, result.get("seconds"))
+            if from_cache:  # built nothing in this run
+                result["reuse"] = None
+            output.log(trial_key(result), from_cache, result)
             plan.tell(result)
             results.append(result)
         board = _leaderboard(results, key)
@@ -473,9 +523,9 @@ def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
 
 
 def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started,
-            preprocess=None):  # fmt: skip
+            preprocess=None, notes=None, reuse=None):  # fmt: skip
     board = _leaderboard(results, key)
-    result = SearchResult(board, results, metric)
+    result = SearchResult(board, results, metric, notes=notes or [], reuse=reuse or {})
     best = board[0] if board and board[0]["status"] == "ok" else None
     if best is not None:
         result.best_params = dict(best["params"])

@@ -19,11 +19,17 @@ fitted model in ``context["continue_dir"]`` (an artifact, :func:`shardlearn.regi
 its promotion loads it and fits with ``warm_start=True``: boosting adds the rounds up to the new
 budget to the same booster (the earlier trees unchanged), an MLP trains the missing epochs from
 the same weights and optimiser state. The result says so (``warm_started``, ``warm_start``).
+
+A trial runs in the search's warm scope (:mod:`shardlearn._warm`): the process that runs it
+keeps the shard tables it read, the feature blocks and the XGBoost matrices for the next trial
+on the same folds, so a process reads each shard once per search. The result says what the
+trial built and reused (``reuse``) and where its time went (``timings``, per fit phase).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 import warnings
@@ -194,10 +200,23 @@ def _trial_engine(context: dict[str, Any]) -> Any:
     return engine("local", workers=1)
 
 
+def warm_scope_name(dataset: Any) -> str:
+    """The warm scope of a search on ``dataset`` (:mod:`shardlearn._warm`): its files.
+
+    Every value kept in a scope is keyed by what it depends on, so searches on the same data
+    may share one; the name only decides when a process drops the values.
+    """
+    return f"{dataset.uri}@{dataset.manifest_sha256}"
+
+
 def _fit_and_score(
-    context: dict[str, Any], spec: dict[str, Any], preprocessors: list[Any] | None
+    context: dict[str, Any],
+    spec: dict[str, Any],
+    preprocessors: list[Any] | None,
+    timings: Any,
 ) -> tuple[list[float], dict[str, Any] | None]:
-    """Fold scores and the early-stopping record (``None`` when the model does not stop)."""
+    """Fold scores and the early-stopping record (``None`` when the model does not stop);
+    every fold's phases are added to ``timings``."""
     from shardlearn.data import Dataset
     from shardlearn.metrics import evaluate
     from shardlearn.models import Pipeline
@@ -211,9 +230,12 @@ def _fit_and_score(
         folds = zip(plan.views, plan.fit_views, preprocessors, strict=True)
         for fold, (view, fit_view, pre) in enumerate(folds):
             estimator = _fold_estimator(context, spec, plan.params, fold)
-            model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
+            # What the fit does not time itself (estimators without fit_timings_) is training.
+            with timings.phase("train"):
+                model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
             # Scored on the fold's held-out shards, which fit_view does not contain.
-            report = evaluate(model, view, split="valid", engine=eng)
+            with timings.phase("evaluate"):
+                report = evaluate(model, view, split="valid", engine=eng)
             scores.append(float(report.metrics[context["metric"]]))
             _keep_for_promotion(context, spec, fold, estimator)
             if record is not None and record["watched"]:
@@ -222,6 +244,27 @@ def _fit_and_score(
     if record is not None and record["rounds"]:
         record["selected"] = selected_rounds(record["rounds"])
     return scores, record
+
+
+def _scored(
+    context: dict[str, Any], spec: dict[str, Any], preprocessors: list[Any] | None
+) -> tuple[list[float], dict[str, Any] | None, dict[str, Any], dict[str, float]]:
+    """:func:`_fit_and_score` in the search's warm scope, with what it reused and its phases.
+
+    The scope keeps this process's shard tables, feature blocks and XGBoost matrices for the
+    next trial (:mod:`shardlearn._warm`); ``reuse`` says what this trial built and reused, and
+    in which process (``worker``: its pid).
+    """
+    from shardlearn import _warm
+    from shardlearn.models._execution import recording
+
+    name = context.get("warm")
+    with _warm.scope(name) as counters, recording() as timings:
+        scores, record = _fit_and_score(context, spec, preprocessors, timings)
+    reuse = {"worker": os.getpid()}
+    if counters is not None:
+        reuse.update(counters.as_dict(), shards=[key[0] for key in counters.shards])
+    return scores, record, reuse, timings.as_dict()
 
 
 def fold_preprocessor(context: dict[str, Any], view: Any) -> Any:
@@ -333,12 +376,17 @@ def run_trial(
         fitted attribute they were read from), ``selected`` (their median: what the refit
         trains) and ``note`` (why stopping was off, if it was); ``warm_start``: ``None`` at
         rung 0, else how the promotion got its budget (``"continued t0003-r0: ..."`` or
-        ``"refit: ..."``), ``warm_started``: whether it continued.
+        ``"refit: ..."``), ``warm_started``: whether it continued; ``timings``: seconds
+        per phase (``start``, ``read``, ``preprocess``, ``train``, ``evaluate``) over all folds;
+        ``reuse``: the process that ran it (``worker``, a pid) and what it built in the
+        search's warm scope (``shard_reads``, ``block_builds``, ``matrix_builds``, ``hits``,
+        ``refused``, ``shards``: the files read). Both ``None`` for an objective.
     """
     started = time.perf_counter()
     result = {**spec, "status": "ok", "score": None, "score_std": None, "fold_scores": []}
     result["error"] = None
     result["early_stopping"] = None
+    result["reuse"] = result["timings"] = None
     note = _warm_start_note(context, spec) if objective is None else None
     result["warm_start"] = note
     result["warm_started"] = note is not None and note.startswith("continued")
@@ -350,7 +398,9 @@ def run_trial(
             if objective is not None:
                 scores = [float(objective(dict(spec["params"]), spec.get("budget")))]
             else:
-                scores, result["early_stopping"] = _fit_and_score(context, spec, preprocessors)
+                scores, result["early_stopping"], result["reuse"], result["timings"] = _scored(
+                    context, spec, preprocessors
+                )
         messages = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
         result["warnings"] = list(messages)[:MAX_WARNINGS]
         if not all(math.isfinite(s) for s in scores):

@@ -1,0 +1,192 @@
+"""Warm data: what one process keeps across the fits of a scope (a search), within a budget.
+
+A search fits many configurations on the same folds: every trial reads the same shard files,
+transforms them with the same fitted preprocessor, and XGBoost bins the same rows into the same
+quantile matrix. Inside a *scope* -- opened with :func:`scope` by the search around each trial
+and around its preprocessing fits, and named by the search's id -- the layers below build each
+such value once per process and serve it from here afterwards:
+
+* ``shard_reads`` (``data``): a shard file's table, read whole once
+  (:meth:`shardlearn.data.Shard.read` / ``iter_batches`` then serve any columns from memory);
+* ``block_builds`` (``preprocess``): a worker's feature block of some shards, per fitted
+  preprocessor, classes, label and weight column;
+* ``matrix_builds`` (``models``): the in-process XGBoost matrices of a feature block, per
+  ``max_bin``.
+
+Keys hold everything the value depends on (file digest, preprocessor fingerprint, ...), so a
+reused value is the value a fresh build would give. Outside a scope :func:`fetch` just builds:
+nothing is kept and nothing changes for ordinary fits.
+
+Memory. A process keeps one scope at a time: opening another scope drops the values of the
+previous one (a task process that ran an earlier search frees them at the first trial of the
+next), and :func:`release` drops a scope at the end of the search. Values are kept while
+their estimated sizes add up to at most the budget (``$SHARDLEARN_WARM_BUDGET`` bytes, else
+:data:`DEFAULT_MEMORY_SHARE` of physical memory); a value that does not fit is built, used and
+not kept -- it is built again next time -- and counted as ``refused``, which the search reports.
+
+Counters. :func:`scope` yields a :class:`Counters` for the block it wraps (one trial): builds
+and hits per kind, refused values, and the keys of the shards read, so the caller can show
+that each shard was read once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "BUDGET_ENV",
+    "DEFAULT_MEMORY_SHARE",
+    "KINDS",
+    "Counters",
+    "active",
+    "fetch",
+    "release",
+    "scope",
+]
+
+T = TypeVar("T")
+
+BUDGET_ENV = "SHARDLEARN_WARM_BUDGET"
+#: Share of physical memory one process may keep as warm data by default: as much as all
+#: workers' feature blocks together may take (``preprocess.blocks``), since warm data is
+#: mostly those blocks and the shards they come from.
+DEFAULT_MEMORY_SHARE = 0.25
+#: What can be kept, as counted in :class:`Counters`.
+KINDS = ("shard_reads", "block_builds", "matrix_builds")
+
+
+@dataclass
+class Counters:
+    """What one block of work inside a scope built, reused and could not keep.
+
+    Attributes
+    ----------
+    builds, hits : dict of str to int
+        Per kind (:data:`KINDS`): values built, values served from memory.
+    refused : int
+        Values built but not kept: the budget was full.
+    shards : list
+        The keys of the shards read from storage, in order.
+    """
+
+    builds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    refused: int = 0
+    shards: list[Any] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON: ``{kind: builds}``, ``hits`` per kind, ``refused``."""
+        return {**self.builds, "hits": dict(self.hits), "refused": self.refused}
+
+
+class _Store:
+    """The values of one scope in this process, their sizes and the budget."""
+
+    def __init__(self, name: str, budget: int) -> None:
+        self.name, self.budget = name, budget
+        self.values: dict[Hashable, Any] = {}
+        self.used = 0
+        self.lock = threading.Lock()
+        self.building: dict[Hashable, threading.Lock] = {}
+
+
+_STORE: _Store | None = None
+_STORE_LOCK = threading.Lock()
+_CURRENT: contextvars.ContextVar[tuple[_Store, Counters] | None] = contextvars.ContextVar(
+    "shardlearn_warm_scope", default=None
+)
+
+
+def _budget(budget: int | None) -> int:
+    if budget is not None:
+        return int(budget)
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ValueError(
+                f"${BUDGET_ENV} must be a number of bytes, e.g. 2000000000; got {env!r}."
+            ) from None
+    import psutil
+
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE)
+
+
+@contextlib.contextmanager
+def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | None]:
+    """Keep warm data of scope ``name`` for the block (``None``: no scope, yields None).
+
+    Parameters
+    ----------
+    name : str or None
+        The scope (a search's id). Another scope's values in this process are dropped.
+    budget : int, optional
+        Bytes this process may keep (see the module notes); used when the scope starts here.
+    """
+    global _STORE
+    if name is None:
+        yield None
+        return
+    with _STORE_LOCK:
+        if _STORE is None or _STORE.name != name:
+            _STORE = _Store(name, _budget(budget))
+        store = _STORE
+    counters = Counters()
+    token = _CURRENT.set((store, counters))
+    try:
+        yield counters
+    finally:
+        _CURRENT.reset(token)
+
+
+def release(name: str) -> None:
+    """Drop the values of scope ``name`` kept in this process (the end of a search)."""
+    global _STORE
+    with _STORE_LOCK:
+        if _STORE is not None and _STORE.name == name:
+            _STORE = None
+
+
+def active() -> bool:
+    """Whether the calling code runs inside a scope."""
+    return _CURRENT.get() is not None
+
+
+def fetch(kind: str, key: Hashable, build: Callable[[], T], nbytes: Callable[[T], int]) -> T:
+    """The value of ``key``: kept from an earlier build in this scope, else ``build()``.
+
+    Outside a scope this is ``build()``. Two threads asking for one key wait for one build.
+    ``nbytes(value)`` estimates what keeping the value costs.
+    """
+    current = _CURRENT.get()
+    if current is None:
+        return build()
+    store, counters = current
+    full = (kind, key)
+    with store.lock:
+        building = store.building.setdefault(full, threading.Lock())
+    with building:
+        with store.lock:
+            if full in store.values:
+                counters.hits[kind] += 1
+                return store.values[full]
+        value = build()
+        counters.builds[kind] += 1
+        if kind == "shard_reads":
+            counters.shards.append(key)
+        size = int(nbytes(value))
+        with store.lock:
+            if store.used + size > store.budget:
+                counters.refused += 1
+            else:
+                store.values[full] = value
+                store.used += size
+            store.building.pop(full, None)
+    return value
