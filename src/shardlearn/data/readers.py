@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -674,13 +673,24 @@ def _in_line_order(raw: RawBatch, recovered: list[RawBatch]) -> Iterator[RawBatc
 
 
 def _newlines_per_row(batch: pa.RecordBatch) -> np.ndarray:
-    """Newlines inside each row's values (quoted values may hold them; numbers cannot)."""
+    """Newlines inside each row's values (quoted values may hold them; numbers cannot).
+
+    Read from the string buffers with numpy: one byte scan per column (pyarrow's
+    ``count_substring`` costs about 15 times more), a per-row count only where one is found.
+    """
     counts = np.zeros(batch.num_rows, dtype=np.int64)
     for column in batch.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            found = pc.count_substring(column, "\n")
-            if pc.max(found).as_py():
-                counts += pc.fill_null(found, 0).to_numpy()
+        large = pa.types.is_large_string(column.type)
+        if not (large or pa.types.is_string(column.type)) or column.buffers()[2] is None:
+            continue
+        _, offsets, data = column.buffers()
+        offsets = np.frombuffer(offsets, np.int64 if large else np.int32)
+        offsets = offsets[column.offset : column.offset + len(column) + 1]
+        found = np.flatnonzero(np.frombuffer(data, np.uint8)[offsets[0] : offsets[-1]] == 10)
+        if len(found):
+            row = np.searchsorted(offsets, found + offsets[0], side="right") - 1
+            inside = np.bincount(row, minlength=len(column))[: len(column)]
+            counts += np.where(column.is_valid().to_numpy(zero_copy_only=False), inside, 0)
     return counts
 
 
