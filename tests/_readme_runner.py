@@ -1,8 +1,9 @@
 """Run every shell command and Python snippet of a Markdown file, in order, as a user would.
 
-The README's commands are tests (issue #22): ``tests/test_readme_commands.py`` feeds README.md
-to :func:`run_markdown`, which runs its fenced blocks top to bottom in one scratch folder, and
-fails with the command (or snippet), its README line and its output when one fails.
+The README's and the docs pages' commands are tests (issues #22, #25):
+``tests/test_readme_commands.py`` feeds README.md and each page of ``docs/`` to
+:func:`run_markdown`, which runs its fenced blocks top to bottom in one scratch folder, and
+fails with the command (or snippet), its file's line and its output when one fails.
 
 What runs
     ``bash``/``sh``/``shell`` blocks: each command (a line, with its ``\\`` continuations and
@@ -36,7 +37,10 @@ Small data
     small data. The folder next to the Markdown file's ``examples/`` is copied into the scratch
     folder, as a user's clone has it.
 
-Run by hand: ``python -m tests._readme_runner README.md [--keep DIR]``.
+Run by hand: ``python -m tests._readme_runner README.md [--keep DIR]``; a docs page other than
+the getting-started page runs on a copy of that page's folder:
+``python -m tests._readme_runner docs/getting-started.md --keep /tmp/tour`` once, then
+``python -m tests._readme_runner docs/tutorials/search.md --base /tmp/tour``.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ COMMAND_TIMEOUT = 300.0
 SERVER_READY_TIMEOUT = 60.0
 OUTPUT_TAIL_LINES = 60
 SESSION_SCRIPT = Path(__file__).with_name("_readme_session.py")
+REPOSITORY = Path(__file__).resolve().parents[1]
 DONE_MARKER = "@@readme-block-done@@"
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)[^\n]*$")
@@ -480,19 +485,26 @@ def readme_env(workdir: Path) -> dict[str, str]:
 
 
 def run_markdown(
-    path: Path, workdir: Path, log: Callable[[str], None] | None = None, from_line: int = 0
+    path: Path,
+    workdir: Path,
+    log: Callable[[str], None] | None = None,
+    from_line: int = 0,
+    examples: Path | None = None,
 ) -> RunReport:
     """Run every block of the Markdown file ``path`` in ``workdir``; raise on the first failure.
 
     ``log`` gets one line per command or snippet with its time (for ``--verbose``);
     ``from_line`` > 0 continues a kept folder from the block at or after that line (to debug a
-    late block without rerunning everything before it).
+    late block without rerunning everything before it). ``examples`` is the folder copied to
+    ``workdir/examples`` first (default: the one beside ``path``; a docs page passes the
+    repository's); a ``workdir`` that already has one keeps it (a page run on a copy of the
+    getting-started page's folder).
     """
     started = time.monotonic()
     text = path.read_text()
     blocks = [block for block in parse_markdown(text) if block.line >= from_line]
-    examples = path.parent / "examples"
-    if examples.is_dir() and not from_line:
+    examples = path.parent / "examples" if examples is None else examples
+    if examples.is_dir() and not from_line and not (workdir / "examples").exists():
         shutil.copytree(examples, workdir / "examples", symlinks=True)  # as cp -r
     env = readme_env(workdir)
     shell = ShellSession(workdir, env, path.name)
@@ -508,6 +520,17 @@ def run_markdown(
         python.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def copy_folder(base: Path, workdir: Path) -> None:
+    """Copy a finished run's folder into ``workdir`` for the next page, without its shell state."""
+    shutil.copytree(
+        base,
+        workdir,
+        symlinks=True,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".readme-shell"),
+    )
 
 
 def _python_code(block: Block, code: str) -> str:
@@ -557,18 +580,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-line", type=int, default=0, help="continue a --keep folder from this line"
     )
+    parser.add_argument("--base", type=Path, help="start from a copy of this (kept) folder")
     args = parser.parse_args(argv)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=bool(args.from_line))
         workdir = args.keep
     else:
         workdir = Path(tempfile.mkdtemp(prefix="readme-run-"))
+    if args.base:
+        copy_folder(args.base, workdir)
     try:
         report = run_markdown(
             args.markdown.resolve(),
             workdir.resolve(),
             _print_stderr if args.verbose else None,
             args.from_line,
+            examples=REPOSITORY / "examples",
         )
     except ReadmeCommandError as error:
         print(error, file=sys.stderr)

@@ -1,9 +1,13 @@
-"""The README's commands are tests (issue #22): every shell command and Python snippet runs.
+"""The README's and the docs' commands are tests (issues #22, #25): every command and snippet runs.
 
 ``test_readme_runs_as_written`` runs README.md top to bottom in a scratch folder with
-``tests/_readme_runner.py`` (small demo data through ``$SHARDLEARN_DEMO_ROWS``); the other
-tests check that the runner itself fails on a broken command, counts what it skips, keeps
-shell state, starts and stops servers, and that ``examples/`` holds real files.
+``tests/_readme_runner.py`` (small demo data through ``$SHARDLEARN_DEMO_ROWS``).
+``test_getting_started_runs_as_written`` runs docs/getting-started.md the same way, once per
+session, and ``test_docs_page_runs_as_written`` runs every other page of docs/ that has a command
+or a snippet in a copy of the folder it left (its dataset, models and registry), one test per
+page. The other tests check that no block runs twice, that the runner itself fails on a broken
+command, counts what it skips, keeps shell state, starts and stops servers, and that
+``examples/`` holds real files.
 """
 
 from __future__ import annotations
@@ -16,13 +20,27 @@ import pytest
 
 from tests._readme_runner import (
     ReadmeCommandError,
+    RunReport,
+    copy_folder,
     parse_markdown,
     run_markdown,
     shell_commands,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+TOUR = DOCS / "getting-started.md"
 FENCE = "```"
+
+
+def _runs_code(path: Path) -> bool:
+    return any(b.kind in ("shell", "python") for b in parse_markdown(path.read_text()))
+
+
+def _doc_pages() -> list[str]:
+    """Every docs page with a command or snippet to run, except the getting-started page."""
+    pages = [p for p in sorted(DOCS.rglob("*.md")) if p != TOUR and _runs_code(p)]
+    return [page.relative_to(DOCS).as_posix() for page in pages]
 
 
 def _write_readme(folder: Path, text: str) -> Path:
@@ -37,9 +55,62 @@ def _write_readme(folder: Path, text: str) -> Path:
 def test_readme_runs_as_written(tmp_path: Path) -> None:
     report = run_markdown(ROOT / "README.md", tmp_path)
     print(report.summary())
-    assert report.commands > 20
-    assert len(report.ran) > 20
+    assert len(report.ran) >= 1
     assert all(block.skip for block in report.skipped)
+
+
+@pytest.fixture(scope="module")
+def tour(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunReport]:
+    """docs/getting-started.md run once: its folder is where every other page starts."""
+    folder = tmp_path_factory.mktemp("tour")
+    return folder, run_markdown(TOUR, folder, examples=ROOT / "examples")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_getting_started_runs_as_written(tour: tuple[Path, RunReport]) -> None:
+    folder, report = tour
+    print(report.summary())
+    assert report.commands > 10 and len(report.ran) >= 2
+    assert (folder / "data" / "loans" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("page", _doc_pages())
+def test_docs_page_runs_as_written(page: str, tour: tuple[Path, RunReport], tmp_path: Path) -> None:
+    copy_folder(tour[0], tmp_path)
+    report = run_markdown(DOCS / page, tmp_path, examples=ROOT / "examples")
+    print(report.summary())
+    assert report.ran
+    assert all(block.skip for block in report.skipped)
+
+
+def test_doc_pages_are_collected_and_no_block_runs_twice() -> None:
+    pages = _doc_pages()
+    assert {"tutorials/search.md", "tutorials/serving.md", "how-to/ingest-messy-csv.md"} <= set(
+        pages
+    )
+    seen: dict[str, str] = {}
+    for path in [ROOT / "README.md", TOUR, *(DOCS / page for page in pages)]:
+        for block in parse_markdown(path.read_text()):
+            if block.kind not in ("shell", "python"):
+                continue
+            where = f"{path.relative_to(ROOT)}:{block.line}"
+            assert block.code not in seen, f"{where} repeats {seen.get(block.code)}; keep one"
+            seen[block.code] = where
+
+
+def test_a_page_runs_in_a_copy_of_the_folder_it_starts_from(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    first = _write_readme(base, "~~~bash\nmkdir -p data && echo 42 > data/answer.txt\n~~~\n")
+    run_markdown(first, base)
+    page = _write_readme(tmp_path / "src", '~~~bash\ntest "$(cat data/answer.txt)" = 42\n~~~\n')
+    work = tmp_path / "work"
+    copy_folder(base, work)
+    assert not (work / ".readme-shell").exists()  # the shell state (its cwd) is not copied
+    assert run_markdown(page, work).commands == 1
+    assert Path((work / ".readme-shell" / "pwd").read_text().strip()) == work
 
 
 def test_a_broken_command_fails_with_the_command_and_its_output(tmp_path: Path) -> None:
