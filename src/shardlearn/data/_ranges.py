@@ -145,7 +145,9 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
     data = np.frombuffer(raw, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
     # A carriage return not followed by a newline (a range ends after a newline, or at EOF).
-    lone = np.flatnonzero((data == 13) & (np.append(data[1:], 0) != 10))
+    lone = np.flatnonzero(data == 13)
+    lone = lone[data[np.minimum(lone + 1, len(data) - 1)] != 10] if len(lone) else lone
+    lone = lone if not len(lone) or data[-1] == 13 or lone[-1] < len(data) - 1 else lone[:-1]
     quotes = np.flatnonzero(data == quote) if quote is not None else np.zeros(0, np.int64)
     if len(quotes) or len(lone):
         refused = _refused_lines(raw, newlines, limit)
@@ -157,26 +159,28 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
     run_starts = quotes[first]
     run_lengths = np.diff(np.append(np.flatnonzero(first), len(quotes)))
     previous = data[np.maximum(run_starts - 1, 0)]
-    at_field_start = (run_starts == 0) | np.isin(previous, [delimiter, 10, 13])
+    ends_field = np.zeros(256, dtype=bool)
+    ends_field[[delimiter, 10, 13] if delimiter < 256 else [10, 13]] = True
+    at_field_start = (run_starts == 0) | ends_field[previous]
     odd = (run_lengths & 1).astype(bool)
     toggles = np.cumsum(odd & at_field_start)
     resets = np.maximum.accumulate(np.where(odd & ~at_field_start, np.arange(len(odd)), -1))
     since_reset = toggles - np.where(resets >= 0, toggles[np.maximum(resets, 0)], 0)
 
-    def inside_at(positions: np.ndarray, start: int) -> np.ndarray:
-        """The state at each position (none of them a quote) for the state ``start``."""
-        if not len(run_starts):
-            return np.full(len(positions), bool(start))
-        after = np.where(resets >= 0, since_reset & 1, (toggles + start) & 1).astype(bool)
-        run = np.searchsorted(run_starts, positions) - 1
-        return np.where(run >= 0, after[np.maximum(run, 0)], bool(start))
-
+    # The last quote run before each newline / lone carriage return / the range end (-1: none).
+    run_of = [np.searchsorted(run_starts, p) - 1 for p in (newlines, lone, [len(data)])]
     ends, lines, row_ends, lines_to = [], [], [], []
     for start in (0, 1):
-        ends.append(bool(inside_at(np.asarray([len(data)]), start)[0]))
-        outside_lone = lone[~inside_at(lone, start)]
+        after = np.where(resets >= 0, since_reset & 1, (toggles + start) & 1).astype(bool)
+        if not len(after):
+            after = np.zeros(1, dtype=bool)  # never indexed by a valid run (there is none)
+        at_newline, at_lone, at_end = (
+            np.where(run >= 0, after[np.maximum(run, 0)], bool(start)) for run in run_of
+        )
+        ends.append(bool(at_end[0]))
+        outside_lone = lone[~at_lone]
         lines.append(len(newlines) + len(outside_lone))
-        clean = np.flatnonzero(~inside_at(newlines, start))
+        clean = np.flatnonzero(~at_newline)
         if len(clean):
             end = int(newlines[clean[0]])
             row_ends.append(end + 1)
