@@ -1,4 +1,8 @@
-"""``shardlearn run`` (a pipeline spec, end to end) and ``shardlearn graph`` (draw it)."""
+"""``shardlearn run`` (a pipeline spec, end to end) and ``shardlearn graph`` (draw it).
+
+``run --mlflow URI`` logs the pipeline and one nested run per stage to MLflow
+(:mod:`shardlearn.cli._mlflow`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from shardlearn.cli._common import (
     engine_context,
     print_table,
 )
+from shardlearn.cli._mlflow import MlflowOption, log_pipeline, print_logged, require_mlflow
 from shardlearn.exceptions import SpecError
 
 LEADERBOARD_COLUMNS = ("roc_auc", "accuracy", "f1_macro", "log_loss")
@@ -49,6 +54,7 @@ def run(
     json_out: Path | None = typer.Option(None, "--json", help="Write every stage result here."),
     engine: EngineOption = None,
     workers: WorkersOption = None,
+    mlflow_uri: MlflowOption = None,
 ) -> None:
     """Run a pipeline spec end to end."""
     from shardlearn.pipeline import load_spec, run_pipeline, spec_json_schema
@@ -59,6 +65,7 @@ def run(
     if spec_path is None:
         raise SpecError("Missing SPEC: shardlearn run PIPELINE.yaml (or --schema).")
     spec = load_spec(spec_path, _overrides(set_))
+    require_mlflow(mlflow_uri)
     with engine_context(engine or spec.engine, workers or spec.workers) as eng:
         console.print(
             Text.assemble(
@@ -68,6 +75,8 @@ def run(
         )  # fmt: skip
         result = run_pipeline(spec, resume=resume, engine=eng, progress=True)
     print_summary(result)
+    if mlflow_uri:
+        print_logged(mlflow_uri, log_pipeline(mlflow_uri, result))
     if json_out is not None:
         json_out.write_text(json.dumps(result.results, indent=2, default=str))
 

@@ -2,7 +2,8 @@
 
 The search runs through :func:`shardlearn.search.search`; its ``out`` directory keeps the
 trial cache, so running the same command again after Ctrl-C resumes without rerunning a
-finished trial.
+finished trial. ``--mlflow URI`` logs the search and one nested run per trial to MLflow
+(:mod:`shardlearn.cli._mlflow`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ import typer
 from rich.text import Text
 
 from shardlearn.cli._common import console, print_table
+from shardlearn.cli._mlflow import (
+    MlflowOption,
+    log_search,
+    print_logged,
+    report_html,
+    require_mlflow,
+)
 
 EXAMPLE = (
     "Example: shardlearn search data/adult --model xgboost --model logistic --space space.yaml "
@@ -46,6 +54,7 @@ def search(
         None, "--preprocess", help="Preprocessing spec (YAML/JSON), as train --preprocess takes."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    mlflow_uri: MlflowOption = None,
 ) -> None:
     """Search hyperparameters of one or more models on DATASET.
 
@@ -57,6 +66,7 @@ def search(
     from shardlearn.search import leaderboard_table, load_space
     from shardlearn.search import search as run_search
 
+    require_mlflow(mlflow_uri)
     space_dict = load_space(space) if space is not None else {}
     spec = None if preprocess is None else read_spec(preprocess)
     with engine(engine_from_cli(engine_spec, workers)) as eng:
@@ -65,6 +75,7 @@ def search(
                             cv=cv, metric=metric, engine=eng, out=out, budget=budget,
                             time_budget=time_budget, seed=seed, preprocess=spec,
                             verbose=0 if as_json else 1)  # fmt: skip
+        html = _test_report(result, dataset, eng) if mlflow_uri else None
     summary = result.to_dict()
     if register_name and result.best_model is not None:
         from shardlearn.registry import Registry
@@ -75,6 +86,11 @@ def search(
         )  # fmt: skip
         # The NAME:VERSION form every command that takes a model reference accepts.
         summary["registered"] = version.ref
+    if mlflow_uri:
+        settings = {"dataset": dataset, "models": model, "strategy": strategy, "trials": trials,
+                    "cv": cv, "metric": metric, "budget": budget, "time_budget": time_budget,
+                    "seed": seed, "out": str(out), "preprocess": preprocess}  # fmt: skip
+        summary["mlflow_run_id"] = log_search(mlflow_uri, result, settings, html)
     if as_json:
         console.print_json(json.dumps(summary, default=str))
         return
@@ -82,6 +98,17 @@ def search(
         # No live view was drawn (a pipe, a log): the leaderboard is printed here, once.
         print_table(leaderboard_table(summary["leaderboard"], metric))
     _print_summary(summary, metric)
+    if mlflow_uri:
+        print_logged(mlflow_uri, summary["mlflow_run_id"])
+
+
+def _test_report(result: Any, dataset: str, engine: Any) -> str | None:
+    """The refitted best model's HTML report on the test split (None without either)."""
+    from shardlearn.data import Dataset
+
+    if result.best_model is None or "test" not in Dataset.open(dataset).splits:
+        return None
+    return report_html(result.best_model, dataset, "test", engine)
 
 
 def _print_summary(summary: dict[str, Any], metric: str) -> None:

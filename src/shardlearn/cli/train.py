@@ -13,6 +13,9 @@ new dataset.
 summary is the clustering (inertia, iterations, cluster sizes) or the explained variance per
 component instead of accuracy. They also train on a dataset without a label column (``ingest``
 without ``--label``); a classifier on such a dataset is a one-line error.
+
+``--mlflow URI`` (or ``$SHARDLEARN_MLFLOW_URI``) also logs the run to an MLflow tracking store
+(:mod:`shardlearn.cli._mlflow`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from rich.text import Text
 
 from shardlearn._yaml import load_yaml
 from shardlearn.cli._common import console, fail, print_table
+from shardlearn.cli._mlflow import (
+    MlflowOption,
+    log_train,
+    print_logged,
+    report_html,
+    require_mlflow,
+)
 from shardlearn.exceptions import SpecError
 from shardlearn.models._execution import recording, timed
 
@@ -353,6 +363,7 @@ def train(
         "models", "--registry", envvar="SHARDLEARN_MODELS", help="Registry for --register."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    mlflow_uri: MlflowOption = None,
 ) -> None:
     """Train a model on DATASET and save it to --out.
 
@@ -366,6 +377,7 @@ def train(
 
     if out.exists() and not overwrite:
         raise fail(f"{out} already exists; pass --overwrite to replace it.")
+    require_mlflow(mlflow_uri)
     check_replaceable(out)  # --overwrite replaces a model, never another folder
     ds = Dataset.open(dataset)
     model = _build_model(
@@ -391,6 +403,10 @@ def train(
             "workers": eng.n_workers,
             "parent": warm_start,
         }
+        # The report for MLflow: the last split the summary scored (valid when there is one).
+        html = None
+        if mlflow_uri and summary["splits"]:
+            html = report_html(model, ds, list(summary["splits"])[-1], eng)
     save(model, out, metrics=_saved_metrics(summary), lineage=lineage, overwrite=overwrite)
     estimator = model.estimator
     summary |= {
@@ -404,6 +420,12 @@ def train(
         from shardlearn.registry import Registry
 
         summary["registered"] = Registry(registry).add_artifact(out, register_as).ref
+    if mlflow_uri:
+        settings = {"model": summary["model"], "steps": summary["steps"], **lineage}
+        metrics = _saved_metrics(summary)
+        summary["mlflow_run_id"] = log_train(
+            mlflow_uri, {**summary, "metrics": metrics}, settings, html
+        )
     if as_json:
         console.print_json(json.dumps(summary, default=str))
         return
@@ -413,6 +435,8 @@ def train(
     if register_as is not None:
         registered = ("Registered ", (summary["registered"], "bold"), f" in {registry}")
         console.print(Text.assemble(*registered), soft_wrap=True)
+    if mlflow_uri:
+        print_logged(mlflow_uri, summary["mlflow_run_id"])
 
 
 def _saved_metrics(summary: dict[str, Any]) -> dict[str, Any]:

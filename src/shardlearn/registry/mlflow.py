@@ -73,6 +73,7 @@ _TORCH_WEIGHTS_SUFFIX = ".safetensors"
 _MAX_PARAM_VALUE = 6000
 _MAX_KEY = 250
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+_TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
 _MLFLOW_IMPORT_WARNING = r".*Any type hint is inferred as AnyType"
 # The signature comes from the schema; an input example would copy rows of (possibly private)
 # training data into every exported model, so none is given and mlflow's advice is muted.
@@ -347,7 +348,8 @@ def tracking_run(
     ...     run.log_params({"C": 0.5}); run.log_metrics({"valid_accuracy": 0.91})
     """
     mlflow = _mlflow()
-    previous = mlflow.get_tracking_uri()
+    # mlflow keeps the URI in this variable too; None afterwards unsets both again.
+    previous = os.environ.get(_TRACKING_URI_VARIABLE)
     mlflow.set_tracking_uri(uri)
     try:
         try:
