@@ -4,6 +4,7 @@ read writes, and every reject carries its physical line."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import tempfile
@@ -345,3 +346,41 @@ def test_the_demo_csv_with_its_malformed_lines_is_parsed_in_ranges(tmp_path: Pat
     assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 9
     assert written[1].manifest["rows_rejected"] > 0
     assert _fingerprint(written[1]) == _fingerprint(written[0])
+
+
+def _gz_parts(folder: Path, count: int) -> str:
+    rng = np.random.default_rng(11)
+    for index in range(count):
+        kinds = rng.choice(len(KINDS), size=400, p=[0.6, 0.1, 0.1, 0.05, 0.05, *[0.02] * 4, 0.02])
+        data = _csv([int(k) for k in kinds], "\n")[0]
+        (folder / f"part-{index}.csv.gz").write_bytes(gzip.compress(data, mtime=0))
+    return str(folder / "part-*.csv.gz")
+
+
+def test_gz_files_are_parsed_one_per_parser_and_write_what_one_parser_writes(
+    tmp_path: Path,
+) -> None:
+    pattern = _gz_parts(tmp_path, 5)
+    one, two = (_ingest(pattern, tmp_path / f"out{n}", 1 << 30, n, "stratified") for n in (1, 2))
+    assert (one.manifest["parsers"], one.manifest["ranges"]) == (1, 5)
+    assert (two.manifest["parsers"], two.manifest["ranges"]) == (2, 5)
+    assert _fingerprint(two) == _fingerprint(one)
+    sources = two.read_rejects().column("source").to_pylist()
+    assert sources == sorted(sources)  # file by file, in input order
+
+
+def test_a_truncated_gz_among_files_parsed_side_by_side_fails_as_with_one_parser(
+    tmp_path: Path,
+) -> None:
+    """The first error in input order is raised, whatever the timing; nothing is written."""
+    pattern = _gz_parts(tmp_path, 4)
+    broken = tmp_path / "part-1.csv.gz"
+    broken.write_bytes(broken.read_bytes()[:-40])
+    messages = []
+    for parsers in (1, 2):
+        with pytest.raises(DataError) as caught:
+            _ingest(pattern, tmp_path / f"out{parsers}", 1 << 30, parsers, "random")
+        assert not (tmp_path / f"out{parsers}").exists()
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert "part-1.csv.gz" in messages[0] and "last good line" in messages[0]

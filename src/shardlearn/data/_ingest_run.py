@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ BATCH_ROWS = 65536  # rows per batch handed to the writer, whatever the input's 
 REJECT_ROWS = 65536  # rows per row group of the rejects file
 # Batches cast in parallel (Arrow compute releases the GIL); results are used in input order.
 CONVERT_THREADS = 2
+STREAM_QUEUE = 2  # batches a file read as a stream may parse ahead of the writer
 
 
 def warn_single_class(classes: Sequence[Any], label: str) -> None:
@@ -288,24 +290,28 @@ class IngestRun:
         return schema
 
     # -- reading ---------------------------------------------------------------------------------
-    def _raw_batches(self, schema: Schema) -> Iterator[RawBatch]:
+    def _raw_batches(self, schema: Schema) -> Iterator[RawBatch | _Settle]:
         fast_types = {
             c.name: c.arrow_type
             for c in schema.columns
             if pa.types.is_integer(c.arrow_type) or pa.types.is_floating(c.arrow_type)
         }
         state = self._progress_state
+        state["readers"] = {}
         plans = [(path, self._plan(path)) for path in self.paths]
         while plans:
             path, ranges = plans.pop(0)
             if ranges is None:
-                yield from self._stream_batches(path, schema, fast_types)
+                # Consecutive files read as streams (.gz, pipes, ...): one per parser at once.
+                streams = [path]
+                while plans and plans[0][1] is None:
+                    streams.append(plans.pop(0)[0])
+                yield from self._streams(streams, schema, fast_types)
                 continue
             # Consecutive files that are parsed in ranges share the pool: small files in parallel.
             while plans and plans[0][1] is not None:
                 ranges = ranges + (plans.pop(0)[1] or [])
             self.parsers_used = max(self.parsers_used, min(self.parsers, len(ranges)))
-            state["reader"] = None
             parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
             for byte_range, names, batches in parsed:
                 self._check_columns(byte_range.path, names, schema)
@@ -322,23 +328,54 @@ class IngestRun:
         range_bytes = self.range_bytes or _ranges.RANGE_BYTES
         return plan_ranges(path, self.options, range_bytes, self._pool, whole=self.parsers > 1)
 
+    def _streams(
+        self, paths: list[str], schema: Schema, fast_types: dict[str, pa.DataType]
+    ) -> Iterator[RawBatch | _Settle]:
+        """Files read as one stream each, up to ``parsers`` at once on the pool, each into a
+        bounded queue (bounded memory); their batches are yielded file by file, in input
+        order, so the output (and which error is raised first) does not depend on timing."""
+        readers = []
+        for path in paths:
+            reader = SourceReader(path, self.options)
+            reader.fast_types = fast_types
+            readers.append(reader)
+        if self._pool is None or self.parsers == 1 or len(paths) == 1:
+            for reader in readers:
+                yield from self._stream_batches(reader, reader.batches(), schema)
+            return
+        self.parsers_used = max(self.parsers_used, min(self.parsers, len(paths)))
+        stop = threading.Event()
+        pending: deque[tuple[SourceReader, Queue]] = deque()
+        upcoming = iter(readers)
+        try:
+            while True:
+                while len(pending) < self.parsers and (reader := next(upcoming, None)):
+                    queue: Queue = Queue(maxsize=STREAM_QUEUE)
+                    self._pool.submit(_drain, reader, queue, stop)
+                    pending.append((reader, queue))
+                if not pending:
+                    return
+                reader, queue = pending.popleft()
+                yield from self._stream_batches(reader, _queued(queue), schema)
+        finally:
+            stop.set()
+
     def _stream_batches(
-        self, path: str, schema: Schema, fast_types: dict[str, pa.DataType]
-    ) -> Iterator[RawBatch]:
-        """One file read as one stream (one parser)."""
-        reader = SourceReader(path, self.options)
-        reader.fast_types = fast_types
-        self._progress_state["reader"] = reader
+        self, reader: SourceReader, batches: Iterator[RawBatch], schema: Schema
+    ) -> Iterator[RawBatch | _Settle]:
+        """The batches of one file read as one stream (one parser)."""
+        readers = self._progress_state["readers"]
+        readers[id(reader)] = reader
         checked = False
-        for raw in reader.batches():
+        for raw in batches:
             if not checked:
-                self._check_columns(path, reader.column_names, schema)
+                self._check_columns(reader.path, reader.column_names, schema)
                 checked = True
             yield raw
             yield _SETTLE
         self.ranges_parsed += 1
         self._progress_state["done_bytes"] = self._progress_state.get("done_bytes", 0) + reader.size
-        self._progress_state["reader"] = None
+        readers.pop(id(reader), None)
         yield _SETTLE_ALL
 
     def _check_columns(self, path: str, names: Sequence[str], schema: Schema) -> None:
@@ -531,8 +568,8 @@ class IngestRun:
             task = bar.add_task("ingest", total=total or None)
 
             def advance() -> None:
-                reader = state.get("reader")
-                position = reader.position if reader is not None else 0
+                readers = list(state.get("readers", {}).values())
+                position = sum(reader.position for reader in readers)
                 bar.update(
                     task,
                     completed=state.get("done_bytes", 0) + position,
@@ -543,6 +580,36 @@ class IngestRun:
 
             yield advance
         state["seconds"] = time.monotonic() - started
+
+
+def _drain(reader: SourceReader, queue: Queue, stop: threading.Event) -> None:
+    """Runs on a parser thread: every batch of ``reader`` into ``queue``, then a None (or the
+    error that stopped it), until ``stop`` is set (the ingest ended early)."""
+    try:
+        for raw in reader.batches():
+            if not _put(queue, raw, stop):
+                return
+        _put(queue, None, stop)
+    except BaseException as error:  # re-raised by the consumer, in input order
+        _put(queue, error, stop)
+
+
+def _put(queue: Queue, item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            queue.put(item, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False
+
+
+def _queued(queue: Queue) -> Iterator[RawBatch]:
+    """The batches :func:`_drain` puts into ``queue``; its error is raised here."""
+    while (item := queue.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _progress_text(rows: int, seconds: float, parsers: int) -> str:
