@@ -37,6 +37,10 @@ the rows, text values, line numbers and rejects of a per-line read: a line that 
 longer than the block size, not JSON (or nested too deeply) or not an object, and a record
 holding a list or an object where a column takes one value, are rejects. A file that stops
 early (a truncated or corrupt ``.gz``) is one :class:`DataError` naming the last good line.
+
+A folder given as input is a (Hive-partitioned) Parquet dataset (:mod:`shardlearn.data._parquet`):
+:func:`expand_sources` lists its files, each read as a Parquet source with its ``key=value``
+folders appended as typed columns.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import pyarrow.parquet as pq
 from shardlearn.data._convert import DEFAULT_NA_VALUES, _clean
 from shardlearn.data._jsonl import JsonLinesReader
 from shardlearn.data._line_guard import LineGuard
+from shardlearn.data._parquet import PartitionedFile, partitioned_files
 from shardlearn.data._writer import REJECTS_SCHEMA
 from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.exceptions import DataError, SchemaError
@@ -165,18 +170,20 @@ def expand_sources(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[
     for source in map(os.fspath, sources):
         if "://" in source:
             filesystem, path = resolve_filesystem(source)
-            if filesystem.get_file_info(path).type != pafs.FileType.File:
+            kind = filesystem.get_file_info(path).type
+            if kind == pafs.FileType.Directory:
+                paths.extend(partitioned_files(source))
+            elif kind != pafs.FileType.File:
                 raise DataError(f"Input file {source!r} does not exist.")
-            paths.append(source)
+            else:
+                paths.append(source)
         elif glob.has_magic(source):
             matched = sorted(p for p in glob.glob(source, recursive=True) if not os.path.isdir(p))
             if not matched:
                 raise DataError(f"The pattern {source!r} matches no file.")
             paths.extend(matched)
         elif os.path.isdir(source):
-            raise DataError(
-                f"Input {source!r} is a directory; give files or a glob like DIR/*.csv."
-            )
+            paths.extend(partitioned_files(source))
         elif not os.path.exists(source):  # not isfile: named pipes are fine inputs
             raise DataError(f"Input file {source!r} does not exist.")
         else:
@@ -195,7 +202,10 @@ def _split_extension(path: str) -> tuple[str, str | None]:
 
 
 def detect_format(path: str, explicit: str | None) -> str:
-    """The format of ``path``: ``explicit`` if given, else from its extension."""
+    """The format of ``path``: ``explicit`` if given, else from its extension (a partitioned
+    folder's files are Parquet)."""
+    if isinstance(path, PartitionedFile) and explicit in (None, "parquet"):
+        return "parquet"
     if explicit is not None:
         if explicit not in FORMATS:
             raise SchemaError(f"Unknown format {explicit!r}; use one of {', '.join(FORMATS)}.")
@@ -555,10 +565,20 @@ class SourceReader:
             parquet = pq.ParquetFile(self.filesystem.open_input_file(self._fs_path))
         except (pa.ArrowInvalid, OSError) as error:
             raise DataError(f"Cannot read {self.path!r} as Parquet: {error}") from None
+        keys = self.path.columns if isinstance(self.path, PartitionedFile) else None
         self.column_names = list(parquet.schema_arrow.names)
+        if keys is not None:
+            added = [name for name, _ in keys(0)]
+            _check_unique(self.column_names + added, self.path)
+            self.column_names += added
         row = 1
         with parquet:
             for batch in parquet.iter_batches(batch_size=65536):
+                if keys is not None:
+                    extra = keys(batch.num_rows)
+                    batch = pa.RecordBatch.from_arrays(
+                        [*batch.columns, *(values for _, values in extra)], names=self.column_names
+                    )
                 lines = np.arange(row, row + batch.num_rows, dtype=np.int64)
                 row += batch.num_rows
                 yield RawBatch(self.path, batch, lines, [])
