@@ -195,3 +195,13 @@ def test_mlflow_option_without_the_extra_fails_before_training(capsys, dataset, 
     assert code == 1
     assert err.strip().count("\n") == 0 and "pip install 'shardlearn[mlflow]'" in err
     assert not out.exists() and not Path("never.db").exists()
+
+
+def test_an_unusable_tracking_uri_fails_before_training(capsys, store, dataset, tmp_path):
+    out = tmp_path / "model"
+    code, _, err = run_cli(
+        capsys, "train", dataset, "--workers", "1", "--out", str(out), "--mlflow", "nosuch://x"
+    )
+    assert code == 1
+    assert err.strip().count("\n") == 0 and "MLflow tracking store 'nosuch://x'" in err
+    assert not out.exists()

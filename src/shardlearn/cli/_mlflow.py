@@ -1,7 +1,9 @@
 """``--mlflow URI`` of ``train``, ``search`` and ``run``: what each command logs to MLflow.
 
-Every command checks that mlflow is installed before any work starts (a one-line error naming
-the ``shardlearn[mlflow]`` extra), does its work, then logs one run
+Every command checks, before any work starts, that mlflow is installed (a one-line error naming
+the ``shardlearn[mlflow]`` extra) and that the URI is a usable tracking store (also one line,
+e.g. for a ``file:`` store, which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``),
+does its work, then logs one run
 (:func:`shardlearn.registry.mlflow.tracking_run`):
 
 * ``train`` -- the model, its parameters and steps, the dataset and engine as parameters; the
@@ -48,11 +50,11 @@ _MODEL_STAGES = ("train", "search")
 
 
 def require_mlflow(uri: str | None) -> None:
-    """Fail before any work when ``--mlflow`` is given without the mlflow extra."""
+    """Fail before any work when ``--mlflow`` is given without the extra or with a bad store."""
     if uri:
-        from shardlearn.registry.mlflow import require
+        from shardlearn.registry.mlflow import check_store
 
-        require()
+        check_store(uri)
 
 
 def report_html(model: Any, dataset: Any, split: str, engine: Any) -> str:

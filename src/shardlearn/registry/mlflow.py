@@ -47,8 +47,8 @@ __all__ = [
     "EXPERIMENT_ENV",
     "TRACKING_URI_ENV",
     "TrackedRun",
+    "check_store",
     "export_mlflow",
-    "require",
     "tracking_run",
 ]
 
@@ -94,9 +94,13 @@ def _mlflow() -> Any:
     return mlflow
 
 
-def require() -> None:
-    """Raise a one-line :class:`ShardlearnError` naming the extra when mlflow is missing."""
-    _mlflow()
+def check_store(uri: str) -> None:
+    """Fail early, with one line, when mlflow is missing or ``uri`` is no usable tracking store.
+
+    Creates the experiment when it does not exist yet, so a command can check its ``--mlflow``
+    before hours of training rather than after.
+    """
+    _experiment_id(_mlflow(), uri)
 
 
 # --- the pyfunc model --------------------------------------------------------------------
@@ -319,12 +323,17 @@ class TrackedRun:
 
 
 def _experiment_id(mlflow: Any, uri: str) -> str:
+    """The id of the experiment runs go to (created if missing) in the store at ``uri``."""
     name = os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    return str(client.create_experiment(name))
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(client.create_experiment(name))
+    except mlflow.exceptions.MlflowException as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ShardlearnError(f"MLflow tracking store {uri!r}: {reason}") from None
 
 
 @contextmanager
@@ -352,11 +361,7 @@ def tracking_run(
     previous = os.environ.get(_TRACKING_URI_VARIABLE)
     mlflow.set_tracking_uri(uri)
     try:
-        try:
-            experiment_id = _experiment_id(mlflow, uri)
-        except mlflow.exceptions.MlflowException as error:
-            reason = (str(error).strip().splitlines() or [""])[0][:300]
-            raise ShardlearnError(f"MLflow tracking store {uri!r}: {reason}") from None
+        experiment_id = _experiment_id(mlflow, uri)
         with mlflow.start_run(run_name=name, experiment_id=experiment_id) as run:
             tracked = TrackedRun(mlflow, run, experiment_id)
             tracked.set_tags(dict(tags or {}))
