@@ -52,3 +52,24 @@ def test_a_continued_trial_scores_what_a_refit_from_scratch_scores(asha, small_d
         fresh = run_trial(context, spec)
     assert fresh["warm_started"] is False and fresh["warm_start"].startswith("refit")
     assert fresh["fold_scores"] == top["fold_scores"]
+
+
+def test_promoted_mlp_trials_continue_their_networks(small_dataset):
+    space = {"learning_rate": loguniform(1e-3, 1e-1), "epochs": 9, "early_stopping": False,
+             "random_state": 0, "batch_size": 64}  # fmt: skip
+    with engine("local", workers=1) as eng:
+        result = search(small_dataset, models="mlp", space=space, strategy="asha", trials=3,
+                        eta=3, rungs=2, cv=2, engine=eng, refit=False, seed=1,
+                        verbose=0)  # fmt: skip
+    assert all(t["status"] == "ok" for t in result.trials), result.trials
+    promoted = [t for t in result.trials if t["rung"] == 1]
+    assert len(promoted) == 1 and promoted[0]["warm_started"]
+    # 3 epochs continued to 9 with the same optimiser state: what 9 epochs at once give.
+    spec = {k: promoted[0][k] for k in ("trial", "rung", "model", "params", "budget",
+                                        "budget_value")}  # fmt: skip
+    context = {"dataset": small_dataset.uri, "cv": 2, "metric": "roc_auc", "budget": "auto",
+               "seed": 1}  # fmt: skip
+    with engine("local", workers=1):
+        fresh = run_trial(context, spec)
+    assert fresh["warm_started"] is False
+    assert fresh["fold_scores"] == pytest.approx(promoted[0]["fold_scores"], abs=1e-9)

@@ -5,7 +5,10 @@ the device and backend, chooses a free port for the rendezvous, sets every rank 
 calls one epoch at a time (the model and optimiser stay on the workers), shows the epoch's
 loss, valid loss and valid accuracy on a progress bar (``verbose``; no bar when the caller
 passes a callback, which shows its own), decides early stopping, and finally collects the
-weights.
+weights and the checkpoint behind them (a warm start continues from it,
+:mod:`shardlearn.models._neural_warm`). A spec with ``resume`` (a checkpoint) and
+``first_epoch`` continues a fitted network: every rank restores the checkpoint, and the epochs
+are numbered on from ``first_epoch``.
 """
 
 from __future__ import annotations
@@ -70,7 +73,10 @@ def _rendezvous(group: Any, device: str) -> dict | None:
 def train_on_group(
     estimator: Any, group: Any, spec: dict, splits: list[str], callback: Any = None
 ) -> tuple:
-    """Train on ``group``; return ``(weights as numpy arrays, per-epoch reports)``.
+    """Train on ``group``; return ``(weights as numpy arrays, per-epoch reports, checkpoint)``.
+
+    The checkpoint is that of the epoch behind the weights (per rank, as
+    :func:`~shardlearn.models._neural_worker.checkpoint` returns it).
 
     ``spec`` is the estimator's training spec without the layouts, device and rendezvous,
     which are filled in here.
@@ -94,7 +100,7 @@ def train_on_group(
     session = _Session(group, spec, mode)
     try:
         session.start()
-        history = _epoch_loop(estimator, session, callback)
+        history, kept = _epoch_loop(estimator, session, callback)
         parts = group.run(session.result, spec["fit_id"], estimator.early_stopping)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -104,7 +110,7 @@ def train_on_group(
     weights: dict = {}
     for part in parts:
         weights.update(part or {})
-    return weights, history
+    return weights, history, kept
 
 
 class _Session:
@@ -159,23 +165,31 @@ class _Session:
         self.start()
 
 
-def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> list[dict]:
+def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> tuple[list[dict], Any]:
+    """The epochs' reports, and the checkpoint behind the weights the workers return: the
+    last improving epoch's with early stopping (else the one resumed from, if it kept a best
+    epoch), otherwise the last epoch's."""
     history: list[dict] = []
     stale = 0
+    first = int(session.spec.get("first_epoch", 0))
+    resumed = session.spec.get("resume")
+    improved = resumed if resumed and any(p and p["best"] is not None for p in resumed) else None
     # A caller that passes a callback (the CLI) shows its own progress; one bar is enough.
     show = callback is None and show_progress(estimator.verbose)
     name = type(estimator).__name__
     with StepProgress(f"{name} epochs", estimator.epochs, enabled=show) as bar:
-        for epoch in range(estimator.epochs):
+        for done, epoch in enumerate(range(first, first + estimator.epochs), start=1):
             started = time.perf_counter()
             report = {**session.epoch(epoch)}
             report["seconds"] = time.perf_counter() - started
             history.append(report)
-            bar.update(epoch + 1, info=_epoch_figures(report))
+            if report["improved"]:
+                improved = session.checkpoint
+            bar.update(done, info=_epoch_figures(report))
             if callback is not None:
                 callback(
                     SimpleNamespace(
-                        iteration=epoch + 1,
+                        iteration=done,
                         loss=report["loss"],
                         grad_norm=math.nan,
                         valid_accuracy=report["valid_accuracy"],
@@ -186,7 +200,8 @@ def _epoch_loop(estimator: Any, session: _Session, callback: Any) -> list[dict]:
             stale = 0 if report["improved"] else stale + 1
             if stale >= estimator.n_iter_no_change:
                 break
-    return history
+    kept = improved if estimator.early_stopping and improved is not None else session.checkpoint
+    return history, kept
 
 
 def _epoch_figures(report: dict) -> str:

@@ -21,6 +21,12 @@ every optimiser step of data-parallel training waits for an all-reduce, so on sm
 (``execution_ == "in_process"``), ``"workers"`` forces the worker group. Both give the same
 model (single-process torch with the same global batch).
 
+Continue-training (``MLPClassifier(warm_start=True)``, scikit-learn's contract): a refit of a
+fitted network trains ``epochs`` more epochs from its weights *and* its optimiser state (Adam's
+moments and step count, SGD's momentum buffers) and its early-stopping best, numbering the
+epochs on, in every execution mode and parallelism (:mod:`shardlearn.models._neural_warm`). So
+``epochs=a`` then ``epochs=b`` warm equals one fit of ``a + b`` epochs without early stopping.
+
 torch is imported only inside functions: ``import shardlearn.models`` never imports it.
 """
 
@@ -47,6 +53,7 @@ from shardlearn.models._execution import (
     timed,
 )
 from shardlearn.models._neural_driver import train_on_group
+from shardlearn.models._neural_warm import OPTIMISER_SETTINGS, decode, encode
 from shardlearn.models._registry import register_model
 from shardlearn.models._torch import (
     ACTIVATIONS,
@@ -92,14 +99,19 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
 }
 
 
-def _best_epoch(history: list[dict], early_stopping: bool) -> int:
+def _best_epoch(
+    history: list[dict], early_stopping: bool, first: int = 0, kept: bool = False
+) -> int:
     """The number of epochs behind the kept weights (see ``best_epoch_``).
 
     With early stopping the workers return the weights of the last epoch whose valid loss
-    improved by more than ``tol``, if any epoch did; otherwise the last epoch's.
+    improved by more than ``tol``, if any epoch did -- or, continuing a fit (epochs numbered
+    from ``first``) that ``kept`` a best epoch, that epoch's; otherwise the last epoch's.
     """
-    improved = [epoch + 1 for epoch, report in enumerate(history) if report["improved"]]
-    return improved[-1] if early_stopping and improved else len(history)
+    improved = [first + epoch + 1 for epoch, report in enumerate(history) if report["improved"]]
+    if early_stopping and improved:
+        return improved[-1]
+    return first if early_stopping and kept else first + len(history)
 
 
 def _check_sizes(owner: str, name: str, sizes: Any) -> list[int]:
@@ -184,25 +196,76 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
             _, data = self._training_input(None, scale_pixels=False)
         arch = self._architecture(ctx.n_features, len(ctx.classes))
         spec = self._spec(arch, {**data, "n_features": int(ctx.n_features)})
+        resume = self._warm_start_from(arch, ctx.classes)
+        if resume is not None:
+            spec.update(resume=resume, first_epoch=self.best_epoch_)
         mode = self._execution_mode(ctx.group)
         with recording() as timings:
             with timed("train"):
-                weights, history = train_on_group(self, ctx.group, spec, list(ctx.splits), callback)
+                weights, history, kept = train_on_group(
+                    self, ctx.group, spec, list(ctx.splits), callback
+                )
             self.execution_ = mode
             self.fit_timings_ = timings.as_dict()
+        self._set_fitted(ctx, arch, weights, history, resume)
+        self._warm_state = {"checkpoint": kept, "settings": self._optimiser_settings()}
+        return self
+
+    def _set_fitted(
+        self, ctx: Any, arch: dict, weights: dict, history: list[dict], resume: list | None
+    ) -> None:
+        """The fitted attributes; a warm start extends the curves of the fit it continued."""
+        curves = {"loss_curve_": [h["loss"] for h in history],
+                  "validation_scores_": [h["valid_accuracy"] for h in history
+                                         if h["valid_accuracy"] is not None],
+                  "epoch_seconds_": [h["seconds"] for h in history]}  # fmt: skip
+        first, epochs = 0, len(history)
+        if resume is not None:
+            curves = {name: [*getattr(self, name), *values] for name, values in curves.items()}
+            first, epochs = self.best_epoch_, self.n_iter_ + len(history)
+        kept = resume is not None and any(p and p["best"] is not None for p in resume)
         self.classes_ = np.asarray(ctx.classes)
         self.n_features_in_ = int(ctx.n_features)
         self.feature_names_in_ = list(ctx.feature_names)
         self.architecture_ = arch
         self.state_dict_ = weights
-        self.loss_curve_ = [h["loss"] for h in history]
-        self.validation_scores_ = [
-            h["valid_accuracy"] for h in history if h["valid_accuracy"] is not None
-        ]
-        self.n_iter_ = len(history)
-        self.best_epoch_ = _best_epoch(history, self.early_stopping)
-        self.epoch_seconds_ = [h["seconds"] for h in history]
-        return self
+        for name, values in curves.items():
+            setattr(self, name, values)
+        self.n_iter_ = epochs
+        self.best_epoch_ = _best_epoch(history, self.early_stopping, first, kept)
+
+    def _optimiser_settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in OPTIMISER_SETTINGS}
+
+    def _warm_start_from(self, arch: dict, classes: Any) -> list | None:
+        """The checkpoint a warm start continues from, after checking it can; None for a
+        new fit."""
+        if not getattr(self, "warm_start", False) or not hasattr(self, "state_dict_"):
+            return None
+        owner = f"{type(self).__name__}(warm_start=True)"
+        if arch != self.architecture_ or not np.array_equal(np.asarray(classes), self.classes_):
+            raise ValueError(
+                f"{owner} continues a network of architecture {self.architecture_} with "
+                f"classes {self.classes_.tolist()}; this fit asks for {arch} with classes "
+                f"{np.asarray(classes).tolist()}. Keep the layers, features and classes, or "
+                "set warm_start=False to train a new network."
+            )
+        state = getattr(self, "_warm_state", None)
+        if state is None:
+            raise ValueError(
+                f"{owner} continues the optimiser state of the previous fit, which this model "
+                "does not hold: it was loaded from an artifact saved with warm_start=False. "
+                "Save it with warm_start=True, or set warm_start=False to train anew."
+            )
+        now = self._optimiser_settings()
+        changed = sorted(k for k in now if now[k] != state["settings"][k])
+        if changed:
+            was = ", ".join(f"{k}={state['settings'][k]!r} (now {now[k]!r})" for k in changed)
+            raise ValueError(
+                f"{owner} continues an optimiser state that belongs to {was}. Set them back, "
+                "or set warm_start=False to train a new network."
+            )
+        return state["checkpoint"]
 
     def _execution_mode(self, group: Any) -> str:
         """Where this fit runs on ``group``; refuses ``in_process`` on a group of workers."""
@@ -298,7 +361,11 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         }
         tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in self.state_dict_.items()}
         blob = save_weights(tensors, {"type": meta["type"], "architecture": self.architecture_})
-        return meta, {}, {WEIGHTS_FILE: blob}
+        arrays: dict[str, np.ndarray] = {}
+        # Only a model meant to continue carries its optimiser state (see _neural_warm).
+        if getattr(self, "warm_start", False) and getattr(self, "_warm_state", None):
+            meta["warm_state"] = encode(self._warm_state, arrays)
+        return meta, arrays, {WEIGHTS_FILE: blob}
 
     @classmethod
     def _from_artifact(cls, meta: dict, arrays: dict, files: dict[str, bytes]) -> Any:
@@ -331,7 +398,25 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         model.epoch_seconds_ = list(attributes.get("epoch_seconds_", []))
         model.architecture_ = meta["architecture"]
         model.state_dict_ = {k: v.numpy() for k, v in tensors.items()}
+        if meta.get("warm_state") is not None:
+            model._warm_state = _checked_warm_state(decode(meta["warm_state"], arrays))
         return model
+
+
+def _checked_warm_state(state: Any) -> dict:
+    """A decoded warm-start state with the shape a warm start reads (it came from a file)."""
+    parts = state.get("checkpoint") if isinstance(state, dict) else None
+    settings = state.get("settings") if isinstance(state, dict) else None
+    valid = isinstance(parts, list) and isinstance(settings, dict)
+    valid = valid and set(settings) == set(OPTIMISER_SETTINGS)
+    valid = valid and all(
+        p is None
+        or (isinstance(p, dict) and {"weights", "optimizer", "best", "best_loss"} <= set(p))
+        for p in parts
+    )
+    if not valid:
+        raise ArtifactError("model.json: the warm-start state is malformed.")
+    return state
 
 
 def _check_weight_shapes(architecture: Any, tensors: dict[str, Any]) -> None:
@@ -395,6 +480,14 @@ class MLPClassifier(_NeuralClassifier):
         Show a progress bar on stderr with each epoch's training loss, valid loss and valid
         accuracy, when stderr is a terminal (see :func:`shardlearn.engine.show_progress`);
         0 or False never.
+    warm_start : bool, default=False
+        When the model is already fitted, ``fit`` trains ``epochs`` more epochs from its
+        weights and optimiser state (scikit-learn's continue-training; see the module notes).
+        The architecture, classes and optimiser settings (``optimizer``, ``learning_rate``,
+        ``momentum``, ``weight_decay``, ``parallelism``, ``stages``) must be those of the
+        fitted network. The curves (``loss_curve_``...) are extended. A model saved with
+        ``warm_start=True`` keeps its optimiser state in the artifact, so a loaded one can
+        continue too.
     execution : {"auto", "in_process", "workers"}, default="auto"
         Where a data-parallel fit runs: ``"in_process"`` trains in the calling process (one
         torch thread, no workers, no all-reduce); ``"workers"`` on the engine's workers (Ray
@@ -453,6 +546,7 @@ class MLPClassifier(_NeuralClassifier):
     _parameter_constraints: ClassVar[dict[str, list]] = {
         **_COMMON_CONSTRAINTS,
         "execution": [Options(EXECUTION_OPTIONS)],
+        "warm_start": [Type(bool)],
     }
 
     def __init__(
@@ -476,6 +570,7 @@ class MLPClassifier(_NeuralClassifier):
         micro_batches: int = 4,
         verbose: bool | int = True,
         execution: str = "auto",
+        warm_start: bool = False,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -496,6 +591,7 @@ class MLPClassifier(_NeuralClassifier):
         self.micro_batches = micro_batches
         self.verbose = verbose
         self.execution = execution
+        self.warm_start = warm_start
 
     @property
     def _execution_algorithm(self) -> str | None:
