@@ -13,6 +13,7 @@ command, counts what it skips, keeps shell state, starts and stops servers, and 
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -99,6 +100,14 @@ def test_doc_pages_are_collected_and_no_block_runs_twice() -> None:
             where = f"{path.relative_to(ROOT)}:{block.line}"
             assert block.code not in seen, f"{where} repeats {seen.get(block.code)}; keep one"
             seen[block.code] = where
+
+
+def test_readme_is_short_and_links_only_to_pages_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200, "README.md is one screen or two; move text to docs/"
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert len(links) > 20
+    assert [link for link in links if not (ROOT / link).is_file()] == []
 
 
 def test_a_page_runs_in_a_copy_of_the_folder_it_starts_from(tmp_path: Path) -> None:
