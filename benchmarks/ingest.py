@@ -1,4 +1,4 @@
-"""Ingest throughput and memory: ``shardlearn ingest`` vs ``pyarrow.csv.read_csv``.
+"""Ingest throughput and memory: ``shardlearn ingest`` vs pyarrow's CSV and JSON readers.
 
 Generates wide CSV files (28 numeric + 4 categorical columns + a binary label; deterministic
 for a seed) under ``benchmarks/_data`` (git-ignored), then measures, in one run on the same
@@ -9,13 +9,18 @@ files, each in a fresh process:
   default parsers (one per core, byte ranges of 16 MiB; the table shows how many ran);
 - ``pyarrow.csv.read_csv`` of the same file into memory (parse only, multi-threaded; the peer).
 
+The JSON Lines case (``--formats jsonl``) writes the same rows as JSON Lines (one object per
+row, floats as Python writes them) and compares ingest with ``pyarrow.json.read_json``.
+
 Reported: wall seconds, MB/s of CSV, rows/s, peak RSS, and the ratio shardlearn / pyarrow.
-Targets (issue 2): throughput >= 70% of pyarrow's, peak RSS < 1.5 GB at every size.
+Targets (issue 2): throughput >= 70% of pyarrow's, peak RSS < 1.5 GB at every size; JSON Lines
+(issue 24) >= 60% of ``pyarrow.json.read_json``.
 
 Usage::
 
     python benchmarks/ingest.py            # 5M and 20M rows (about 1.3 GB and 5.3 GB of CSV)
     python benchmarks/ingest.py --quick    # 500k rows
+    python benchmarks/ingest.py --quick --formats jsonl   # JSON Lines only
 """
 
 from __future__ import annotations
@@ -72,6 +77,22 @@ def generate(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
+def generate_jsonl(path: Path, rows: int, seed: int = 0) -> Path:
+    """The rows of :func:`generate` as JSON Lines (skipped when the file already has them)."""
+    marker = path.with_suffix(".jsonl-rows")
+    if path.exists() and marker.exists() and marker.read_text() == str(rows):
+        return path
+    source = generate(path.with_suffix(".csv"), rows, seed)
+    reader = pacsv.open_csv(source)
+    with open(path, "w") as sink:
+        for batch in reader:
+            names = batch.schema.names
+            for values in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                sink.write(json.dumps(dict(zip(names, values, strict=True))) + "\n")
+    marker.write_text(str(rows))
+    return path
+
+
 _SHARDLEARN = """
 import json, resource, sys, time
 from shardlearn.data import ingest
@@ -94,6 +115,21 @@ rows = table.num_rows
 print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
                   "rss": usage.ru_maxrss * 1024}))
 """
+_PYARROW_JSON = """
+import json, resource, sys, time
+import pyarrow.json as pajson
+start = time.perf_counter()
+table = pajson.read_json(sys.argv[1])
+seconds = time.perf_counter() - start
+usage = resource.getrusage(resource.RUSAGE_SELF)
+rows = table.num_rows
+print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss": usage.ru_maxrss * 1024}))
+"""
+PEERS = {
+    "csv": ("pyarrow.csv.read_csv", _PYARROW),
+    "jsonl": ("pyarrow.json.read_json", _PYARROW_JSON),
+}
 
 
 def measure(code: str, *args: str) -> dict:
@@ -110,19 +146,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small size (500k rows)")
     parser.add_argument("--rows", type=int, nargs="*", help="row counts to measure")
+    parser.add_argument(
+        "--formats", nargs="*", choices=sorted(PEERS), default=["csv"], help="input formats"
+    )
     args = parser.parse_args()
     sizes = args.rows or ([500_000] if args.quick else [5_000_000, 20_000_000])
     results = []
-    for rows in sizes:
+    for rows, kind in ((r, k) for r in sizes for k in args.formats):
         started = time.perf_counter()
-        path = generate(DATA / f"wide-{rows}.csv", rows)
+        make = generate_jsonl if kind == "jsonl" else generate
+        path = make(DATA / f"wide-{rows}.{kind}", rows)
         mb = path.stat().st_size / 1e6
         print(f"# {rows:,} rows, {mb:,.0f} MB ({time.perf_counter() - started:.0f} s to generate)",
               file=sys.stderr)  # fmt: skip
         with tempfile.TemporaryDirectory(dir=DATA) as tmp:
             ours = measure(_SHARDLEARN, str(path), str(Path(tmp) / "ds"))
-        peer = measure(_PYARROW, str(path))
-        results.append((rows, mb, ours, peer))
+        peer_name, peer_code = PEERS[kind]
+        peer = measure(peer_code, str(path))
+        results.append((rows, mb, ours, peer, kind, peer_name))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -130,16 +171,17 @@ def main() -> None:
         f"{load:.1f} (other processes share the cores: compare the ratio, not the MB/s)\n"
     )
     print(
-        "| rows | CSV MB | tool | wall s | MB/s | rows/s | CPU s | peak RSS "
+        "| rows | input | MB | tool | wall s | MB/s | rows/s | CPU s | peak RSS "
         "| throughput vs pyarrow |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for rows, mb, ours, peer in results:
+    print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for rows, mb, ours, peer, kind, peer_name in results:
         ingest_name = f"shardlearn ingest ({ours['parsers']} parsers, {ours['ranges']} ranges)"
-        for name, r in ((ingest_name, ours), ("pyarrow.csv.read_csv", peer)):
+        for name, r in ((ingest_name, ours), (peer_name, peer)):
             ratio = peer["seconds"] / r["seconds"]
             print(
-                f"| {rows:,} | {mb:,.0f} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.0f} "
+                f"| {rows:,} | {kind} | {mb:,.0f} | {name} | {r['seconds']:.1f} "
+                f"| {mb / r['seconds']:.0f} "
                 f"| {rows / r['seconds'] / 1e6:.2f}M | {r['cpu']:.0f} | {r['rss'] / 2**30:.2f} GiB "
                 f"| {ratio:.0%} |"
             )

@@ -366,8 +366,11 @@ class _BlockParse:
         starts, raw = self.block.starts, self.block.data
         lengths = np.diff(starts)
         refer = lengths > self.reader.limit
-        brackets = np.flatnonzero((data == 91) | (data == 123))
-        if len(brackets) > _MAX_BRACKETS:
+        # Lines starting with '{' hold one bracket each at least: unless the rest of the
+        # block's brackets could put one line past the limit, no line needs counting.
+        total = raw.count(b"{") + raw.count(b"[")
+        if total - int(np.count_nonzero(data[starts[:-1]] == 123)) + 1 > _MAX_BRACKETS:
+            brackets = np.flatnonzero((data == 91) | (data == 123))
             refer |= _per_line(brackets, starts) > _MAX_BRACKETS
         if b"\xef\xbb\xbf" in raw:
             head = np.zeros(len(data) + 3, dtype=np.uint8)
