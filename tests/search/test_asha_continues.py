@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shardlearn.engine import engine
@@ -32,6 +34,11 @@ def test_promoted_boosting_trials_continue_the_same_booster(asha):
     assert all(t["warm_start"].startswith(f"continued {t['trial']}-r{t['rung'] - 1}")
                for t in promoted)  # fmt: skip
     assert not any(t["warm_started"] for t in result.trials if t["rung"] == 0)
+    # The search log and the leaderboard say so too.
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    continued = {f"{t['trial']}-r{t['rung']}" for t in promoted}
+    assert {entry["trial"] for entry in logged if entry["warm_started"]} == continued
+    assert all(row["warm_started"] == (row["rung"] > 0) for row in result.leaderboard)
     trial = next(t for t in promoted if t["rung"] == 1)["trial"]
     for fold in (0, 1):
         first = load(out / "continue" / f"{trial}-r0-f{fold}").booster_.get_dump()

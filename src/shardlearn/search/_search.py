@@ -196,6 +196,7 @@ def _leaderboard(results: list[dict[str, Any]], key: Callable) -> list[dict[str,
             "seconds": r.get("seconds"),
             "early_stopping": r.get("early_stopping"),
             "timings": r.get("timings"),
+            "warm_started": r.get("warm_started"),
         }
         for r in latest.values()
     ]
@@ -229,12 +230,14 @@ class _Output:
 
     def log(self, key: str, cached: bool, result: dict[str, Any]) -> None:
         """One line per finished trial: its key under ``started`` or ``cached``, its seconds
-        and their phases (``timings``)."""
+        and their phases (``timings``), and whether a promotion continued its model
+        (``warm_started``)."""
         if self.root is None:
             return
         entry = {"trial": key, "started": [] if cached else [key],
                  "cached": [key] if cached else [], "seconds": result.get("seconds"),
-                 "timings": result.get("timings")}  # fmt: skip
+                 "timings": result.get("timings"),
+                 "warm_started": result.get("warm_started")}  # fmt: skip
         with open(self.root / "log.jsonl", "a") as stream:
             stream.write(json.dumps(entry) + "\n")
 
