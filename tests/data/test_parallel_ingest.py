@@ -384,3 +384,29 @@ def test_a_truncated_gz_among_files_parsed_side_by_side_fails_as_with_one_parser
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
     assert "part-1.csv.gz" in messages[0] and "last good line" in messages[0]
+
+
+def test_a_file_cut_short_while_its_ranges_are_parsed_fails_and_writes_nothing(
+    big_csv: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    """A parser that cannot read its range (the file shrank after the ranges were planned)
+    fails the ingest with one line naming the file; no manifest, no output folder."""
+    source, _ = big_csv
+    path = tmp_path / "shrinking.csv"
+    path.write_bytes(source.read_bytes())
+    plan = ranges_module.plan_ranges
+
+    def plan_then_truncate(*args: object, **kwargs: object) -> object:
+        ranges = plan(*args, **kwargs)
+        with open(path, "r+b") as handle:  # the event: the plan is made, the parse not yet
+            handle.truncate(path.stat().st_size // 2)
+        return ranges
+
+    out = tmp_path / "ds"
+    with (
+        mock.patch.object(ingest_run, "plan_ranges", plan_then_truncate),
+        pytest.raises(DataError, match="changed size while it was being ingested") as caught,
+    ):
+        _ingest(path, out, path.stat().st_size // 7, 2, "random")
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert not out.exists()

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, _split_extension
+from shardlearn.exceptions import DataError
 
 __all__ = ["RANGE_BYTES", "ByteRange", "default_parsers", "parse_ranges", "plan_ranges"]
 
@@ -97,6 +98,22 @@ def _cut_points(path: str, size: int, count: int) -> list[int]:
     return bounds
 
 
+def _read(byte_range: ByteRange) -> bytes:
+    """The bytes of ``byte_range``; a file that changed size since the ranges were planned
+    is an error (its rows would silently be lost, cut or read twice)."""
+    with open(byte_range.path, "rb") as handle:
+        handle.seek(byte_range.start)
+        data = handle.read(byte_range.end - byte_range.start)
+        grown = byte_range.last and handle.read(1)
+    if len(data) != byte_range.end - byte_range.start or grown:
+        raise DataError(
+            f"{byte_range.path!r} changed size while it was being ingested (bytes "
+            f"{byte_range.start}-{byte_range.end} were planned); nothing was written. Ingest "
+            "it again once nothing writes to it."
+        )
+    return data
+
+
 @dataclass(frozen=True)
 class _Scan:
     """What one range's bytes say, for each state at its start (index 0: between rows,
@@ -139,9 +156,7 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
     otherwise. Lines the reader's LineGuard empties do not count. A lone carriage return ends
     a row, and counts as a line, only outside a quoted value (as in the single-stream read).
     """
-    with open(byte_range.path, "rb") as handle:
-        handle.seek(byte_range.start)
-        raw = handle.read(byte_range.end - byte_range.start)
+    raw = _read(byte_range)
     data = np.frombuffer(raw, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
     # A carriage return not followed by a newline (a range ends after a newline, or at EOF).
@@ -252,9 +267,7 @@ class _RangeReader(SourceReader):
     def __init__(self, byte_range: ByteRange, options: ReaderOptions) -> None:
         super().__init__(byte_range.path, options)
         self.byte_range = byte_range
-        with open(byte_range.path, "rb") as handle:
-            handle.seek(byte_range.start)
-            self._data = pa.py_buffer(handle.read(byte_range.end - byte_range.start))
+        self._data = pa.py_buffer(_read(byte_range))
         self._whole_file = False
 
     def _open_stream(self) -> pa.NativeFile:
