@@ -36,7 +36,8 @@ def _frame(seed: int, rows: int = ROWS) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, sl.Pipeline]:
-    """A registry holding ``shop:1``, a Pipeline with float, int and categorical inputs."""
+    """A registry holding ``shop:1``, a Pipeline with float, int and categorical inputs, and
+    ``margin:1``, a LinearSVC (no probabilities) on the same data."""
     root = tmp_path_factory.mktemp("mlflow-export")
     frame = _frame(0)
     noise = np.random.default_rng(1).normal(0, 5, ROWS)
@@ -45,7 +46,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, sl.Pipeline
     ds = write_dataset(table, root / "shop", label="bought", partitions=2, split=(0.8, 0.2, 0.0))
     with sl.engine("local", workers=1):
         model = sl.Pipeline(sl.Preprocessor.auto(ds.schema), sl.LogisticRegression()).fit(ds)
+        margin = sl.Pipeline(sl.Preprocessor.auto(ds.schema), sl.LinearSVC()).fit(ds)
     sl.Registry(root / "models").register(model, "shop")
+    sl.Registry(root / "models").register(margin, "margin")
     return str(root / "models"), model
 
 
@@ -107,3 +110,16 @@ def test_mlflow_option_without_the_extra_is_one_line_naming_it(capsys, registry,
     assert code == 1
     assert err.strip().count("\n") == 0 and "pip install 'shardlearn[mlflow]'" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_model_without_probabilities_exports_its_predictions(registry, tmp_path):
+    mlflow = pytest.importorskip("mlflow.pyfunc")
+    from shardlearn.registry.mlflow import export_mlflow
+
+    root, _ = registry
+    reg = sl.Registry(root)
+    out = export_mlflow(reg.read("margin:1"), tmp_path / "margin")
+    frame = _frame(8, 30)
+    predicted = mlflow.load_model(str(out)).predict(frame)
+    assert list(predicted.columns) == ["prediction"]
+    np.testing.assert_array_equal(predicted["prediction"], reg.load("margin:1").predict(frame))
