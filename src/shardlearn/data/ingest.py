@@ -284,8 +284,10 @@ def ingest(
         whatever the number: a cut that falls inside a quoted value (one holding a newline, or
         a quote left open on a malformed line) moves to the next row end, so rows, line numbers
         and rejects are those of one stream. Compressed files, pipes, remote files, JSON Lines
-        and Parquet are read by one parser, as one stream; so is a CSV file whose quote never
-        closes over more than four ranges' bytes. ``parsers=1`` reads every file as one stream.
+        and Parquet are each read as one stream, up to ``parsers`` of them at once; so is a CSV
+        file whose quote never closes over more than four ranges' bytes. ``parsers=1`` reads
+        every file as one stream, one file at a time. Parsers are threads: pyarrow's parser
+        runs without the GIL.
 
     Returns
     -------
