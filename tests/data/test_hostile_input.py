@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shardlearn as sl
-from shardlearn.data import Dataset
+from shardlearn.data import Dataset, write_dataset
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS, LineGuard
 from shardlearn.exceptions import DataError, ShardlearnError
 from shardlearn.testing import run_cli
@@ -112,6 +112,26 @@ def test_allow_non_finite_keeps_infinities_in_python_and_cli(
         x = [v for s in out.splits for v in out.read(s, ["x"])["x"].to_pylist()]
         assert out.manifest["rows_rejected"] == 0 and float("-inf") in x
         assert out.manifest["read_options"]["allow_non_finite"] is True
+
+
+def test_write_dataset_refuses_infinities_unless_allowed_like_ingest(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "x": [1.0, float("inf"), -float("inf"), 4.0],
+            "f": pa.array([1.0, 2.0, 3.0, float("inf")], pa.float32()),
+            "clean": [1.0, 2.0, 3.0, 4.0],
+            "y": ["a", "b", "a", "b"],
+        }
+    )
+    with pytest.raises(DataError) as refused:
+        write_dataset(table, tmp_path / "refused", "y", partitions=1)
+    message = str(refused.value)
+    assert "'x' (2)" in message and "'f' (1)" in message and "clean" not in message
+    assert "allow_non_finite=True" in message and "\n" not in message
+    assert not (tmp_path / "refused").exists()
+    kept = write_dataset(table, tmp_path / "kept", "y", partitions=1, allow_non_finite=True)
+    x = kept.read("train", ["x"])["x"].to_pylist()
+    assert sorted(x) == [-float("inf"), 1.0, 4.0, float("inf")]
 
 
 def test_nan_text_outside_the_missing_markers_is_a_missing_value(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ def write_dataset(
     *,
     kinds: Mapping[str, str] | None = None,
     allow_unlabeled: bool = False,
+    allow_non_finite: bool = False,
 ) -> Dataset:
     """Write an in-memory table as a sharded dataset.
 
@@ -127,6 +128,11 @@ def write_dataset(
         Column kinds that override the inferred ones, e.g. ``{"description": "text"}``.
     allow_unlabeled : bool, default False
         Rows with a missing label go to the ``unlabeled`` split (see :func:`ingest`).
+    allow_non_finite : bool, default False
+        Keep infinite numbers in float columns. By default a table holding any is refused
+        with a :class:`~shardlearn.exceptions.DataError` naming each such column and how many
+        it holds -- as :func:`ingest` rejects them, because models cannot train on them. (A
+        NaN is kept either way: it reaches the trainer, which refuses it by name.)
 
     Returns
     -------
@@ -156,6 +162,8 @@ def write_dataset(
         )
     schema = schema_for_table(table, label, kinds)
     table = table.cast(schema.to_arrow())
+    if not allow_non_finite:
+        _refuse_infinities(table)
     name = strategy.partition(":")[0].strip().lower()
     key = strategy.partition(":")[2].strip()
     partitioner = make_partitioner(
@@ -180,6 +188,21 @@ def write_dataset(
     except BaseException:
         writer.abort()
         raise
+
+
+def _refuse_infinities(table: pa.Table) -> None:
+    counts = {
+        field.name: pc.sum(pc.is_inf(table.column(field.name))).as_py() or 0
+        for field in table.schema
+        if pa.types.is_floating(field.type)
+    }
+    found = [f"{name!r} ({count})" for name, count in counts.items() if count]
+    if found:
+        raise DataError(
+            f"write_dataset got infinite values in column{'s' * (len(found) > 1)} "
+            f"{', '.join(found)}; models cannot train on them: drop or replace those rows, or "
+            "pass allow_non_finite=True to keep them (as ingest's --allow-non-finite does)."
+        )
 
 
 def ingest(
