@@ -246,7 +246,10 @@ def ingest(
     Parameters
     ----------
     source : str, path or list of them
-        Files or globs; ``.gz``, ``.zst`` and ``.bz2`` are decompressed on the fly.
+        Files or globs; ``.gz``, ``.zst`` and ``.bz2`` are decompressed on the fly. A folder
+        is a (Hive-partitioned) Parquet dataset: its files, with its ``key=value`` folders as
+        typed columns (``__HIVE_DEFAULT_PARTITION__`` is missing); symbolic links out of it are
+        refused.
     label : str or None
         Label column. ``None`` makes a dataset without a label (for clustering and PCA):
         ``Schema.label`` is None, no class counts, and the ``stratified`` strategy and
