@@ -58,12 +58,12 @@ STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
         "refs": ("dataset",),
     },
     "evaluate": {
-        "keys": ("model", "dataset", "split", "report", "workers"),
+        "keys": ("model", "dataset", "split", "report", "workers", "allow_unsigned"),
         "required": ("model", "dataset"),
         "refs": ("model", "dataset"),
     },
     "compare": {
-        "keys": ("models", "dataset", "split", "metric", "report", "workers"),
+        "keys": ("models", "dataset", "split", "metric", "report", "workers", "allow_unsigned"),
         "required": ("models", "dataset"),
         "refs": ("models", "dataset"),
     },
@@ -73,16 +73,19 @@ STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
         "refs": ("model",),
     },
     "predict": {
-        "keys": ("model", "input", "split", "out", "proba", "id", "workers"),
+        "keys": ("model", "input", "split", "out", "proba", "id", "workers", "allow_unsigned"),
         "required": ("model", "input"),
         "refs": ("model", "input"),
     },
     "export": {
-        "keys": ("model", "format", "out"),
+        "keys": ("model", "format", "out", "allow_unsigned"),
         "required": ("model",),
         "refs": ("model",),
     },
 }  # fmt: skip
+# Stage keys that take true or false (the stages that load a model take allow_unsigned, the
+# CLI's --allow-unsigned: load an unsigned model although a signing or public key is set).
+_FLAGS = ("allow_unsigned",)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # always fullmatch: "$" allows "\n"
 
@@ -200,6 +203,9 @@ def _stage(name: str, raw: Any) -> StageSpec:
     if isinstance(priority, bool) or not isinstance(priority, int | float):
         raise SpecError(f"{where}.priority: expected a number. Got {priority!r}.")
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
+    for key in _FLAGS:
+        if key in options and not isinstance(options[key], bool):
+            raise SpecError(f"{where}.{key}: expected true or false. Got {options[key]!r}.")
     return StageSpec(
         name, kind, options, tuple(str(d) for d in depends), float(priority),
         _resources(where, raw.get("resources")), retries,

@@ -100,11 +100,17 @@ def run_train(name: str, options: dict[str, Any], workdir: str, dataset: Any) ->
     return {"model": str(out), "model_name": options["model"], "seconds": round(seconds, 3)}
 
 
-def _evaluate(model_path: str, dataset_uri: str, split: str) -> Any:
-    from shardlearn.metrics import evaluate
+def _load(model: Any, options: dict[str, Any]) -> Any:
+    """The stage's model, loaded with its ``allow_unsigned`` (the CLI's ``--allow-unsigned``)."""
     from shardlearn.registry import load
 
-    return evaluate(load(model_path), dataset_uri, split=split)
+    return load(_model_path(model), allow_unsigned=bool(options.get("allow_unsigned", False)))
+
+
+def _evaluate(model: Any, options: dict[str, Any], dataset_uri: str, split: str) -> Any:
+    from shardlearn.metrics import evaluate
+
+    return evaluate(_load(model, options), dataset_uri, split=split)
 
 
 def run_search(name: str, options: dict[str, Any], workdir: str, dataset: Any) -> dict[str, Any]:
@@ -135,7 +141,7 @@ def run_evaluate(
     name: str, options: dict[str, Any], workdir: str, model: Any, dataset: Any
 ) -> dict[str, Any]:
     """``evaluate``: metrics of one model on one split, with an HTML report."""
-    report = _evaluate(_model_path(model), _dataset_uri(dataset), options.get("split", "test"))
+    report = _evaluate(model, options, _dataset_uri(dataset), options.get("split", "test"))
     html = _out({"out": options.get("report")}, workdir, "reports", f"{name}.html")
     report.to_html(html)
     html.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -162,7 +168,7 @@ def run_compare(
     reports_dir = Path(workdir, "reports")
     reports_dir.mkdir(parents=True, exist_ok=True)
     for stage_name, model in zip(names, models, strict=True):
-        report = _evaluate(_model_path(model), _dataset_uri(dataset), split)
+        report = _evaluate(model, options, _dataset_uri(dataset), split)
         report.to_html(reports_dir / f"{stage_name}.html")
         reports[stage_name] = report
     comparison = compare(reports, sort_by=options.get("metric", "roc_auc"))
@@ -208,7 +214,7 @@ def run_predict(
     split = options.get("split")
     is_dataset = isinstance(source, dict)
     summary = predict_batch(
-        _model_path(model),
+        _load(model, options),
         _dataset_uri(source) if is_dataset else str(source),
         out,
         proba=bool(options.get("proba", True)),
@@ -220,14 +226,13 @@ def run_predict(
 
 def run_export(name: str, options: dict[str, Any], workdir: str, model: Any) -> dict[str, Any]:
     """``export``: the model as ONNX (linear models and naive Bayes)."""
-    from shardlearn.registry import load
     from shardlearn.registry.onnx import export_onnx
 
     fmt = options.get("format", "onnx")
     if fmt != "onnx":
         raise SpecError(f"stage {name!r}.format: only 'onnx' is supported. Got {fmt!r}.")
     out = _out(options, workdir, "export", f"{name}.onnx")
-    export_onnx(load(_model_path(model)), out, estimator_only=True)
+    export_onnx(_load(model, options), out, estimator_only=True)
     return {"output": str(out)}
 
 
