@@ -26,6 +26,7 @@ SCALAR = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(json.dumps),
     st.sampled_from(["true", "false", "null", "-0", "10.0", "1E5", '"2020-01-01"', '""']),
     st.text(max_size=8).map(json.dumps),
+    st.text(max_size=8).map(lambda t: json.dumps(t, ensure_ascii=False)),  # raw UTF-8
     st.sampled_from(["-NaN", "Inf", "-Inf", "[1, 2]", '{"x": 1}', "[]", '"\\u00e9\\ud83d\\ude00"']),
 )
 RECORD = st.dictionaries(st.sampled_from([*KEYS, "extra"]), SCALAR, max_size=5).map(
@@ -37,9 +38,15 @@ ODD = st.sampled_from(
         '{"a": 1} {"a": 2}', '{"a": 1}\r{"a": 2}', '{"a": 1, "a": 2}', '{"a": 1,}',
         '\ufeff{"a": 1}', '{"a": ' + "[" * 300 + "]" * 300 + "}",
         '{"extra": ' + "[" * 1200 + "]" * 1200 + "}", '{"a": "x' + "y" * 300 + '"}',
+        '{"a": 1}\x00', '{"a": "x\x00y"}', "\x85", "\u3000", '{"a": "\u2028"}', '{"a": 1}  \t',
     ]
 )  # fmt: skip
-LINE = st.one_of(RECORD, RECORD, RECORD, ODD).map(str.encode) | st.just(b'{"a": "\xff"}')
+GARBAGE = st.binary(max_size=12).map(lambda b: b.replace(b"\n", b""))
+LINE = (
+    st.one_of(RECORD, RECORD, RECORD, ODD).map(str.encode)
+    | st.sampled_from([b'{"a": "\xff"}', b"\xef\xbb\xbf{}"])
+    | GARBAGE
+)
 FILE = st.tuples(
     st.lists(LINE, min_size=1, max_size=60),
     st.booleans(),  # a newline after the last line
