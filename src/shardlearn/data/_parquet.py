@@ -14,6 +14,7 @@ the folder is read, a link that leads outside it (or to a folder) is an error na
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,10 @@ def partitioned_files(folder: str) -> list[PartitionedFile]:
         values = pads.get_partition_keys(fragment.partition_expression)
         keys = tuple(PartitionKey(n, types[n], values.get(n)) for n in names)
         relative = os.path.relpath(fragment.path, root).replace(os.sep, "/")
-        path = join_uri(folder, relative) if "://" in folder else os.path.join(folder, relative)
+        if "://" in folder:  # a URI's path is percent-decoded when opened
+            path = join_uri(folder, urllib.parse.quote(relative, safe="/="))
+        else:
+            path = os.path.join(folder, relative)
         out.append(PartitionedFile(path, keys))
     return sorted(out)
 
