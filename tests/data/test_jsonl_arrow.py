@@ -192,3 +192,24 @@ def test_benchmark_like_file_is_parsed_by_arrow_not_line_by_line(tmp_path: Path)
     assert sum(len(p.lines) for p in parts) == 2000
     assert sum(calls) < 40  # integral floats (x.0) are the only lines the reference reads
     assert _flatten(parts) == _reference(data, 1 << 20, None)[1]
+
+
+def test_zstd_frames_keep_line_numbers(tmp_path: Path) -> None:
+    """A .jsonl.zst of several zstd frames (as pzstd writes them), one line cut across two
+    frames: rows and rejects carry the lines of the decompressed text."""
+    lines = [json.dumps({"x": i * 0.5, "y": "ab"[i % 2]}) for i in range(300)]
+    lines[7], lines[250] = "{bad", '{"x": [1], "y": "a"}'
+    text = ("\n".join(lines) + "\n").encode()
+    cut = text.index(b"\n", 5000) - 5  # inside a line
+
+    def frame(data: bytes) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.CompressedOutputStream(sink, "zstd") as stream:
+            stream.write(data)
+        return sink.getvalue().to_pybytes()
+
+    (tmp_path / "in.jsonl.zst").write_bytes(frame(text[:cut]) + frame(text[cut:]))
+    ds = sl.ingest(tmp_path / "in.jsonl.zst", "y", tmp_path / "ds", partitions=1)
+    rejects = [(r["line"], r["reason"][:12]) for r in ds.read_rejects().to_pylist()]
+    assert rejects == [(8, "invalid JSON"), (251, "column 'x': ")]
+    assert ds.manifest["rows_read"] == 300 and ds.num_rows() == 298
