@@ -1,8 +1,16 @@
-"""Prometheus metrics and the access log (which never contains payloads)."""
+"""Prometheus metrics and the access log (which never contains payloads).
+
+Both run once per request, so both are kept cheap: the metrics' labelled children are looked
+up once per model and status, not through ``labels()`` every time, and the server's log
+handler (:func:`configure_logging`) formats the time once per second and writes the lines
+logged during one event-loop iteration with one system call (a warning or an error at once).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +30,72 @@ def configure_logging() -> None:
     only its own loggers there, and without this the access log of a multi-process server
     would be silently dropped.
     """
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    handler = LoopBatchedStreamHandler(sys.stderr)
+    handler.setFormatter(SecondCachedFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+class SecondCachedFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` that formats the date and time once per second.
+
+    The text is the default ``asctime`` (``2026-01-31 12:00:00,123``, local time): only
+    ``time.strftime`` is skipped for the lines of the same second.
+    """
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second, self._text = second, text
+        return self.default_msec_format % (self._text, record.msecs)
+
+
+class LoopBatchedStreamHandler(logging.StreamHandler):
+    """A stream handler that writes the lines of one event-loop iteration together.
+
+    On the event loop's thread a line below WARNING is kept and written, with every other
+    line of the same iteration, by a callback the loop runs right after it (one ``write``
+    instead of one per request). Elsewhere, and for warnings and errors, the line is written
+    at once -- after any kept ones, so the order is kept.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._kept: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            loop = _running_loop() if record.levelno < logging.WARNING else None
+            if loop is None:
+                self._kept.append(line)
+                self.flush()
+                return
+            self._kept.append(line)
+            if len(self._kept) == 1:
+                loop.call_soon(self.flush)
+        except Exception:  # noqa: BLE001 - logging's own convention for a failing handler
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:
+            kept, self._kept = self._kept, []
+            if self.stream is not None:
+                if kept:
+                    self.stream.write(self.terminator.join(kept) + self.terminator)
+                self.stream.flush()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 # Latency buckets in seconds: sub-millisecond to a few seconds.
@@ -59,13 +132,24 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # (model, status) -> its children of requests, latency and rows: labels() checks its
+        # arguments and takes a lock on every call.
+        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, model: str, status: int, seconds: float, rows: int = 0) -> None:
         """Record one prediction request."""
-        self.requests.labels(model, str(status)).inc()
-        self.latency.labels(model).observe(seconds)
+        children = self._children.get((model, status))
+        if children is None:
+            children = self._children[model, status] = (
+                self.requests.labels(model, str(status)),
+                self.latency.labels(model),
+                self.rows.labels(model),
+            )
+        requests, latency, predicted = children
+        requests.inc()
+        latency.observe(seconds)
         if rows:
-            self.rows.labels(model).inc(rows)
+            predicted.inc(rows)
 
     def error(self, model: str, reason: str) -> None:
         """Record one failed request."""
@@ -102,7 +186,7 @@ class BodyLimit:
                 status_seen.append(message["status"])
             await send(message)
 
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send_logged)
         else:
