@@ -136,3 +136,12 @@ def test_partitioned_folder_on_s3(tmp_path: Path) -> None:
             assert all(s.startswith("s3://lake/in/year=") for s in ds.manifest["sources"])
     finally:
         server.stop()
+
+
+def test_a_column_named_like_a_partition_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "in" / "label=a").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"x": [1.0, 2.0], "label": ["a", "b"]}), tmp_path / "in" / "label=a" / "p.parquet"
+    )
+    with pytest.raises(sl.exceptions.SchemaError, match="partition folder"):
+        sl.ingest(tmp_path / "in", "label", tmp_path / "ds", partitions=1)
