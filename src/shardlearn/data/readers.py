@@ -402,9 +402,6 @@ class SourceReader:
                 quote_char=self._quote,
                 invalid_row_handler=on_invalid,
                 ignore_empty_lines=False,
-                # Blocks end at row ends, not at a newline inside a quoted value (which stopped
-                # the read); it costs nothing measurable on the benchmark CSV.
-                newlines_in_values=True,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=_all_strings(self._raw_names) | typed,
