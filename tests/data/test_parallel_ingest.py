@@ -410,3 +410,24 @@ def test_a_file_cut_short_while_its_ranges_are_parsed_fails_and_writes_nothing(
         _ingest(path, out, path.stat().st_size // 7, 2, "random")
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
     assert not out.exists()
+
+
+def test_a_quoted_newline_across_a_parser_block_is_read_on_one_stream_and_in_ranges(
+    tmp_path: Path,
+) -> None:
+    """pyarrow cuts its blocks at a newline; one inside a quoted value used to stop the read
+    ("parser got out of sync with chunker") wherever a block boundary fell inside the value."""
+    lines = ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(300))]
+    for i in range(5, 300, 7):
+        lines[i] = f'{i},"a value\non two lines",{"ab"[i % 2]}'
+    path = tmp_path / "blocks.csv"
+    path.write_text("\n".join(lines) + "\n")
+    results = []
+    for range_bytes, parsers in ((1 << 30, 1), (path.stat().st_size // 5, 2)):
+        with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes):
+            ds = ingest(path, "label", tmp_path / f"out{parsers}", block_size=256, progress=False,
+                        parsers=parsers)  # fmt: skip
+        results.append(ds)
+    assert results[0].manifest["rows_read"] == 300 == results[0].manifest["rows_written"]
+    assert results[1].manifest["ranges"] >= 5
+    assert _fingerprint(results[1]) == _fingerprint(results[0])

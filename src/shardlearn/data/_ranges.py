@@ -13,7 +13,8 @@ line numbers and the rejects are exactly those of one stream, for any input. The
 the bytes as the reader's slow path does: a line its LineGuard empties (over-long, not UTF-8)
 holds no quote. Should a quoted value never close, so that moving cuts out of it leaves one
 range of more than :data:`MERGED_RANGES` ranges' bytes, the file is read as one stream
-(bounded memory, same result).
+(bounded memory, same result); so is a file with a line longer than the block size (pyarrow
+takes such a line at the end of a stream, so a range end would decide whether it is a reject).
 
 :func:`parse_ranges` parses the ranges on a thread pool (pyarrow's parser and numpy release the
 GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast path, slow
@@ -124,6 +125,7 @@ class _Scan:
     lines: tuple[int, int]
     first_row_end: tuple[int, int]
     lines_to_first: tuple[int, int]
+    long_line: bool  # a line longer than the block size
 
 
 def _refused_lines(raw: bytes, newlines: np.ndarray, limit: int) -> np.ndarray:
@@ -203,7 +205,9 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
         else:
             row_ends.append(-1)
             lines_to.append(0)
-    return _Scan(tuple(ends), tuple(lines), tuple(row_ends), tuple(lines_to))  # type: ignore[arg-type]
+    starts = np.concatenate([[0], newlines + 1])
+    long_line = bool(np.max(np.append(newlines, len(data) - 1) - starts + 1) > limit)
+    return _Scan(tuple(ends), tuple(lines), tuple(row_ends), tuple(lines_to), long_line)  # type: ignore[arg-type]
 
 
 def _exact_ranges(ranges: list[ByteRange], scans: list[_Scan], size: int) -> list[ByteRange]:
@@ -252,6 +256,10 @@ def plan_ranges(
     delimiter = ord(options.delimiter or ("\t" if reader.format == "tsv" else ","))
     limit = options.block_size
     scans = list(pool.map(lambda r: _scan(r, quote, delimiter, limit), ranges))
+    if any(scan.long_line for scan in scans):
+        # pyarrow takes a line longer than a block at the end of a stream and refuses it
+        # elsewhere: where a range ends would decide its fate.
+        return None
     exact = _exact_ranges(ranges, scans, size)
     if max(r.end - r.start for r in exact) > MERGED_RANGES * max(range_bytes, 1):
         return None
