@@ -78,7 +78,7 @@ def test_in_process_trials_find_the_shards_the_preprocessing_read(small_dataset,
 
 def test_a_killed_warm_worker_is_replaced_and_the_search_ends_the_same(small_dataset, uncached):
     before = {child.pid for child in psutil.Process().children()}
-    killed: list[int] = []
+    killed: list[int] = []  # the pid, then how many trials had finished
 
     def kill_a_warm_worker(board):
         if killed:
@@ -88,14 +88,14 @@ def test_a_killed_warm_worker_is_replaced_and_the_search_ends_the_same(small_dat
         workers = sorted(c.pid for c in psutil.Process().children() if c.pid not in before)
         assert workers, "no task process to kill"
         os.kill(workers[0], signal.SIGKILL)
-        killed.append(workers[0])
+        killed.extend([workers[0], len(board)])
 
     with engine("local", workers=2) as eng:
         result = _search(small_dataset, eng, callback=kill_a_warm_worker)
     assert killed
     assert [t["status"] for t in result.trials] == ["ok"] * 10
     pids = [t["reuse"]["worker"] for t in result.trials]
-    assert killed[0] not in pids[1:]  # nothing ran on the killed process after the kill
+    assert killed[0] not in pids[killed[1] :]  # nothing finished on it after the kill
     assert len(set(pids) - {killed[0]}) >= 2  # a replacement ran trials beside the survivor
     assert result.reuse["most_reads_of_a_shard"] == 1  # the replacement read its own shards
     assert _scores(result) == _scores(uncached)

@@ -9,9 +9,11 @@ reused by every trial (:class:`~shardlearn.search._runner.FoldPreprocessors`). A
 that runs trials keeps, within the search's warm scope (:mod:`shardlearn._warm`), the shard
 tables it read, the feature blocks and the XGBoost matrices of each fold, so it reads each
 shard once per search and bins each fold once per ``max_bin``; ``SearchResult.reuse`` counts
-it. Results are told to the strategy in the order trials finish, except TPE, which sees them in
-trial order (:mod:`shardlearn.search.strategies`), so grid, random, halving and TPE give one
-leaderboard per seed whatever the number of cores or the timing.
+it. (A large-data trial fits on the engine's worker group, whose processes start every fit with
+empty state: they read their shards in every trial.) Results are told to the strategy in the
+order trials finish, except TPE, which sees them in trial order
+(:mod:`shardlearn.search.strategies`), so grid, random, halving and TPE give one leaderboard
+per seed whatever the number of cores or the timing.
 
 Each trial is a one-node :class:`~shardlearn.engine.TaskGraph`. With an ``out`` directory the
 graph's result cache lives in ``out/cache``: an interrupted search, started again with the same
