@@ -145,3 +145,9 @@ def test_a_column_named_like_a_partition_key_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(sl.exceptions.SchemaError, match="partition folder"):
         sl.ingest(tmp_path / "in", "label", tmp_path / "ds", partitions=1)
+
+
+def test_a_text_format_for_a_folder_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "in", _source(50))
+    with pytest.raises(sl.exceptions.SchemaError, match="--format csv does not apply"):
+        sl.ingest(tmp_path / "in", "label", tmp_path / "ds", partitions=1, format="csv")

@@ -204,7 +204,12 @@ def _split_extension(path: str) -> tuple[str, str | None]:
 def detect_format(path: str, explicit: str | None) -> str:
     """The format of ``path``: ``explicit`` if given, else from its extension (a partitioned
     folder's files are Parquet)."""
-    if isinstance(path, PartitionedFile) and explicit in (None, "parquet"):
+    if isinstance(path, PartitionedFile):
+        if explicit not in (None, "parquet"):
+            raise SchemaError(
+                f"{path!r} is a file of a partitioned folder, read as Parquet; --format "
+                f"{explicit} does not apply to a folder: give the files by name or as a glob."
+            )
         return "parquet"
     if explicit is not None:
         if explicit not in FORMATS:
@@ -572,7 +577,12 @@ class SourceReader:
         self.column_names = list(parquet.schema_arrow.names)
         if keys is not None:
             added = [name for name, _ in keys(0)]
-            _check_unique(self.column_names + added, self.path)
+            clash = [name for name in added if name in self.column_names]
+            if clash:
+                raise SchemaError(
+                    f"{self.path!r} has a column {clash[0]!r} and lies in a {clash[0]}=... "
+                    "partition folder; rename the column or the folder."
+                )
             self.column_names += added
         row = 1
         with parquet:
