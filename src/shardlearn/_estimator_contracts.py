@@ -4,7 +4,8 @@
 (:func:`shardlearn.testing.check_estimator`): per catalogue entry (``shardlearn.models.MODELS``)
 the single-process reference it must match, the small parameters that keep a conformance fit
 quick, and the tolerances of every distributed guarantee. :func:`contracts_markdown` prints it
-for the README, so the documented promise and the tested one are the same numbers.
+for docs/explanation/guarantees.md, so the documented promise and the tested one are the same
+numbers.
 
 :class:`ConformanceBench` holds what the checks share: one deterministic data set (a label, a
 ``key`` feature for ``hash:key`` that mostly follows the label and a ``time`` feature in

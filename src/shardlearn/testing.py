@@ -11,10 +11,11 @@ through sleeps: a worker writes a file when it reaches a point, the driver waits
 The estimator checks (:data:`ESTIMATOR_CHECKS`, run by :func:`check_estimator`) are functions
 ``check_*(estimator, bench)``: ``bench`` (:class:`ConformanceBench`) holds the data, one dataset
 per shard layout and one engine per worker count, shared by all checks; the tolerances come from
-the estimator's row of :data:`ESTIMATOR_CONTRACTS` (rendered for the README by
-:func:`contracts_markdown`). A failure names the estimator, the check, the figure and the
-tolerance. The killed-worker check kills a worker between two group calls (a counting wrapper
-around the real engine decides when), so the moment of the kill is deterministic.
+the estimator's row of :data:`ESTIMATOR_CONTRACTS` (rendered for
+docs/explanation/guarantees.md by :func:`contracts_markdown`). A failure names the estimator,
+the check, the figure and the tolerance. The killed-worker check kills a worker between two
+group calls (a counting wrapper around the real engine decides when), so the moment of the kill
+is deterministic.
 """
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ def demo_command(
         DEMO_ROWS,
         "--rows",
         min=100,
-        envvar="SHARDLEARN_DEMO_ROWS",  # the README's tests run the demo on small data
+        envvar="SHARDLEARN_DEMO_ROWS",  # the docs' tests run the demo on small data
         help="Loan applications to generate.",
     ),
     out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder."),
