@@ -250,6 +250,8 @@ class JsonLinesReader:
         self.names: list[str] | None = list(columns) if columns else None
         self.fast_types = {} if _numeric_marker(na_values) else dict(fast_types)
         self._text_columns: set[str] = set()  # names Arrow took for timestamps: read as text
+        self._head: list[Item] = []  # the first chunk's lines read so far (to name columns)
+        self._records = 0
         self.lines = 0
 
     def batches(self, stream: pa.NativeFile) -> Iterator[RawRows]:
@@ -259,30 +261,31 @@ class JsonLinesReader:
             head: list[_Block | Item] = []
             for segment in segments:
                 head.append(segment)
-                if self._name_from(head):
+                if self._name_from(segment):
                     break
             else:
-                self._name_from(head, final=True)
+                self._name_from(None)
             segments = itertools.chain(head, segments)
         for piece in segments:
             yield from self._piece(piece)
 
-    def _name_from(self, head: list[_Block | Item], final: bool = False) -> bool:
-        """Names the columns once the first chunk's first records are in ``head``."""
-        items: list[Item] = []
-        records = 0
-        for piece in head:
-            count = min(piece.count, CHUNK_LINES - len(items)) if isinstance(piece, _Block) else 1
-            for index in range(count):
-                item = piece.item(index, self.limit) if isinstance(piece, _Block) else piece
-                items.append(item)
-                records += _json_record(item[1])[0] is not None
-                if records >= NAME_RECORDS:
+    def _name_from(self, piece: _Block | Item | None) -> bool:
+        """Reads one more piece of the first chunk (None: the end); names the columns once
+        the chunk's first :data:`NAME_RECORDS` records (or the chunk, or the file) are read."""
+        if piece is not None:
+            room = CHUNK_LINES - len(self._head)
+            if isinstance(piece, _Block):
+                items = [piece.item(i, self.limit) for i in range(min(piece.count, room))]
+            else:
+                items = [piece][:room]
+            for item in items:
+                if self._records >= NAME_RECORDS:
                     break
-            if records >= NAME_RECORDS or len(items) >= CHUNK_LINES:
-                break
-        if final or len(items) >= CHUNK_LINES or records >= NAME_RECORDS:
-            self.names = _names_of(items)
+                self._head.append(item)
+                self._records += _json_record(item[1])[0] is not None
+        done = len(self._head) >= CHUNK_LINES or self._records >= NAME_RECORDS
+        if piece is None or done:
+            self.names, self._head = _names_of(self._head), []
             return True
         return False
 
