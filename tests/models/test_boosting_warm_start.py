@@ -141,3 +141,22 @@ def test_warm_start_is_a_parameter_that_clone_keeps():
     assert GradientBoostingClassifier().set_params(warm_start=True).warm_start is True
     with pytest.raises(ValueError, match="'warm_start' parameter"):
         GradientBoostingClassifier(warm_start="yes").fit(*_arrays(_table(200)))
+
+
+def test_warm_start_with_early_stopping_must_beat_the_fitted_best_round(tmp_path):
+    ds = write_dataset(_table(), tmp_path / "ds", "label", partitions=2, split=(0.7, 0.3, 0))
+    params = {**PARAMS, "learning_rate": 0.5, "early_stopping_rounds": 3, "warm_start": True}
+    with engine("local", workers=1):
+        model = GradientBoostingClassifier(40, **params).fit(ds)
+        assert model.n_estimators_ < len(model.evals_result_["valid"]["logloss"])  # it stopped
+        before = (model.booster_.get_dump(), model.best_iteration_, model.best_score_)
+        # The rounds after the best one were cut off with their trees, and so are their scores.
+        history = list(model.evals_result_["valid"]["logloss"][: model.n_estimators_])
+        model.set_params(n_estimators=200).fit(ds)
+    after = model.evals_result_["valid"]["logloss"]
+    assert after[: len(history)] == history and len(after) > len(history)  # extended
+    assert len(after) < 200  # it stopped
+    assert model.best_iteration_ >= before[1] and model.best_score_ <= before[2]
+    assert model.best_iteration_ == int(np.argmin(after))  # the best over both fits
+    assert model.n_estimators_ == model.best_iteration_ + 1
+    assert model.booster_.get_dump()[: len(before[0])] == before[0]

@@ -199,7 +199,7 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         continue-training). The XGBoost parameters, features and classes must be those of the
         fitted booster and ``n_estimators`` at least ``n_estimators_``; equal does nothing.
         With early stopping, the fitted model's best round and score are the ones to beat.
-        Validation history (``evals_result_``) is extended.
+        Validation history (``evals_result_``) is extended (entry ``i`` is round ``i``).
     execution : {"auto", "in_process", "workers"}, default="auto"
         Where the fit runs: ``"in_process"`` trains in the calling process with all its cores
         (no workers, no tracker); ``"workers"`` on the engine's workers (Ray actors on Ray);
@@ -534,9 +534,13 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                 f"n_estimators_={self.n_estimators_} (the rounds in the fitted booster). Got "
                 f"{self.n_estimators}. Raise it, or set warm_start=False to train a new booster."
             )
-        return _WarmStart(
-            bytes(self._booster.save_raw("ubj")), self.n_estimators_, self.evals_result_
-        )
+        # Scores of rounds early stopping cut off are dropped with them: entry i is round i.
+        rounds = self.n_estimators_
+        history = {
+            name: {metric: list(values[:rounds]) for metric, values in metrics.items()}
+            for name, metrics in self.evals_result_.items()
+        }
+        return _WarmStart(bytes(self._booster.save_raw("ubj")), rounds, history)
 
     def _stopping(self, warm: _WarmStart | None) -> dict | None:
         """The early-stopping state to start from: fresh, or the fitted model's best round."""
