@@ -155,7 +155,8 @@ def test_warm_start_with_early_stopping_must_beat_the_fitted_best_round(tmp_path
         model.set_params(n_estimators=200).fit(ds)
     after = model.evals_result_["valid"]["logloss"]
     assert after[: len(history)] == history and len(after) > len(history)  # extended
-    assert len(after) < 200  # it stopped
+    assert len(after) < 200  # it stopped, 3 rounds after the best (entry i is round i)
+    assert len(after) == model.best_iteration_ + 1 + 3
     assert model.best_iteration_ >= before[1] and model.best_score_ <= before[2]
     assert model.best_iteration_ == int(np.argmin(after))  # the best over both fits
     assert model.n_estimators_ == model.best_iteration_ + 1
