@@ -548,3 +548,106 @@ def test_a_mutated_artifact_loads_identically_or_raises_artifact_error(
             _outputs(model, case["X"])
         except ShardlearnError:
             pass
+
+
+# ------------------------------------------------------------------ the XGBoost booster file
+_BOOSTER = "files/booster.ubj"
+_BOOSTER_MUTATIONS = st.one_of(
+    st.tuples(st.just("flip"), st.floats(0, 1), st.integers(1, 255)),
+    st.tuples(st.just("truncate"), st.floats(0, 1), st.just(0)),
+    st.tuples(
+        st.just("json"),
+        st.lists(st.integers(0, 1000), max_size=10),
+        st.sampled_from(["replace", "add", "delete"]),
+        st.tuples(st.sampled_from(HOSTILE_NAMES), _json_values()),
+    ),
+)
+
+
+def _mutate_booster(path: Path, mutation: tuple) -> None:
+    """Flip or truncate the booster's UBJSON, or rewrite it as mutated XGBoost JSON; rehash.
+
+    Re-hashed like the npz mutation: a crafted, unsigned artifact, so XGBoost's own parser
+    and shardlearn's checks of what it loaded are what must hold.
+    """
+    import xgboost as xgb
+
+    target = path / _BOOSTER
+    if mutation[0] == "json":
+        booster = xgb.Booster(model_file=bytearray(target.read_bytes()))
+        document = json.loads(bytes(booster.save_raw("json")))
+        _, steps, how, (name, value) = mutation
+        parent, key, keys = _walk(document, steps)
+        node = parent[key]
+        if how == "add" and isinstance(node, dict):
+            node[name] = value
+        elif how == "delete" and keys:
+            del parent[key]
+        elif keys:
+            parent[key] = value
+        target.write_bytes(json.dumps(document).encode())
+    else:
+        kind, where, xor = mutation
+        data = bytearray(target.read_bytes())
+        position = min(int(where * len(data)), len(data) - 1)
+        if kind == "truncate":
+            del data[position:]
+        else:
+            data[position] ^= xor
+        target.write_bytes(bytes(data))
+    _rehash(path, _BOOSTER)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(mutation=_BOOSTER_MUTATIONS)
+def test_a_crafted_booster_file_loads_and_predicts_or_raises_artifact_error(saved, mutation):
+    # The booster file is XGBoost's own format, parsed by XGBoost: whatever it holds, loading
+    # the artifact gives a model that predicts (a changed split is a different model,
+    # legitimately) or one ArtifactError line -- never an XGBoostError, a shape error at
+    # predict time, or anything else.
+    case = saved["xgboost"]
+    with tempfile.TemporaryDirectory(prefix="shardlearn-fuzz-") as workdir:
+        path = _copy(case["plain"], Path(workdir))
+        _mutate_booster(path, mutation)
+        try:
+            model = _load(path)
+        except ArtifactError as error:
+            assert "\n" not in str(error)
+            event(f"{mutation[0]}: refused")
+            return
+    event(f"{mutation[0]}: loaded")
+    outputs = _outputs(model, case["X"])
+    assert outputs["predict_proba"].shape == case["expected"]["predict_proba"].shape
+    assert set(outputs["predict"]) <= set(case["expected"]["predict"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("left_children", 10**6, "outside its"),
+        ("left_children", 0, "not after its parent"),
+        ("split_indices", 99, "splits on a feature outside"),
+        ("parents", 5, "parents do not match"),
+    ],
+)
+def test_a_booster_tree_that_cannot_be_walked_safely_is_refused(
+    saved, tmp_path, field, value, message
+):
+    import xgboost as xgb
+
+    path = _copy(saved["xgboost"]["plain"], tmp_path)
+    target = path / _BOOSTER
+    document = json.loads(
+        bytes(xgb.Booster(model_file=bytearray(target.read_bytes())).save_raw("json"))
+    )
+    tree = document["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree[field][1 if field == "parents" else 0] = value
+    target.write_bytes(json.dumps(document).encode())
+    _rehash(path, _BOOSTER)
+    with pytest.raises(ArtifactError, match=message):
+        _load(path)

@@ -37,7 +37,10 @@ XGBoost parameters, features or classes are refused: the trees could not be kept
 
 Like LightGBM's ``dask.py``, the driver strips cluster-only settings (thread counts, tracker
 address) after training: the fitted model is a plain XGBoost booster, stored in artifacts as
-XGBoost's UBJSON (``booster.save_raw("ubj")``), never pickled.
+XGBoost's UBJSON (``booster.save_raw("ubj")``), never pickled. Loading an artifact hands
+XGBoost only a booster that :mod:`._booster_file` has decoded and checked (XGBoost's own
+loader crashes the process on some malformed files), and refuses one that does not fit the
+model's features, rounds and classes.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError, WorkerLost
 from shardlearn.models._base import ClassifierMixin
+from shardlearn.models._booster_file import checked_booster
 from shardlearn.models._execution import (
     EXECUTION_OPTIONS,
     add_time,
@@ -673,8 +677,31 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         if _BOOSTER_FILE not in files:
             raise ArtifactError(f"The artifact has no {_BOOSTER_FILE}; it is not a booster.")
         model = super()._from_artifact(meta, arrays, files)
-        model._booster = xgb.Booster(model_file=bytearray(files[_BOOSTER_FILE]))
+        # XGBoost's loader crashes the process on some malformed files: it only ever sees a
+        # booster checked and re-encoded by checked_booster.
+        checked = checked_booster(files[_BOOSTER_FILE], _BOOSTER_FILE)
+        try:
+            booster = xgb.Booster(model_file=bytearray(checked))
+        except xgb.core.XGBoostError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+            raise ArtifactError(f"XGBoost cannot load {_BOOSTER_FILE}: {reason}") from None
+        _check_fits(model, booster)
+        model._booster = booster
         return model
+
+
+def _check_fits(model: GradientBoostingClassifier, booster: Any) -> None:
+    """Refuse a booster that does not fit the model's features, rounds and classes."""
+    binary = len(model.classes_) == 2
+    groups = int(json.loads(booster.save_config())["learner"]["learner_model_param"]["num_class"])
+    found = (booster.num_features(), booster.num_boosted_rounds(), groups)
+    expected = (model.n_features_in_, model.n_estimators_, 0 if binary else len(model.classes_))
+    if found != expected:
+        raise ArtifactError(
+            f"{_BOOSTER_FILE} holds {found[0]} features, {found[1]} rounds and {found[2]} "
+            f"classes (0 = binary) but the model has {expected[0]}, {expected[1]} and "
+            f"{expected[2]}: the booster does not belong to this model."
+        )
 
 
 def _plain_params(params: dict) -> dict:
