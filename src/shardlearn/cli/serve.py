@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from shardlearn.cli._common import AllowUnencryptedOption, AllowUnsignedOption, console
+from shardlearn.cli._common import AllowUnencryptedOption, AllowUnsignedOption, console, fail
+
+if TYPE_CHECKING:
+    from shardlearn.serve import ServeConfig
 
 serve_app = typer.Typer(
     help=(
@@ -20,9 +24,16 @@ serve_app = typer.Typer(
         "connection closes after --keep-alive-timeout; a client that stops reading its answer "
         "for --write-timeout is disconnected. Past --max-concurrency open "
         "connections plus requests in flight a request is answered 503.\n\n"
+        "With --engine ray[:ADDRESS] the same service runs as --replicas Ray Serve replicas "
+        "spread over a Ray cluster's nodes, behind Ray Serve's HTTP proxy on --host/--port "
+        "(every node); each replica loads the models itself, so the registry and the token "
+        "file must be reachable from every node. --keep-alive-timeout (whole seconds) and "
+        "--max-concurrency (per replica) apply there; --workers and the header, body and "
+        "write timeouts do not (put a reverse proxy in front against slow clients).\n\n"
         "Example:\n\n"
         "  shardlearn serve token create --token-file models/tokens\n\n"
-        "  shardlearn serve --registry models --model loans@production --port 8000"
+        "  shardlearn serve --registry models --model loans@production --port 8000\n\n"
+        "  shardlearn serve --registry /shared/models --engine ray:auto --replicas 4"
     ),
     invoke_without_command=True,
     no_args_is_help=False,
@@ -77,10 +88,21 @@ def serve(
     ),
     allow_unsigned: AllowUnsignedOption = False,
     allow_unencrypted: AllowUnencryptedOption = False,
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local (uvicorn on this machine) or ray[:ADDRESS] (Ray Serve, e.g. ray:auto).",
+    ),
+    replicas: int = typer.Option(1, min=1, help="Ray Serve replicas (--engine ray)."),
+    replica_cpus: float = typer.Option(
+        1.0, min=0.0, help="CPUs each Ray Serve replica reserves (--engine ray)."
+    ),
 ) -> None:
     """Serve the registry's models (runs until Ctrl-C); see the command's help."""
     if ctx.invoked_subcommand is not None:
         return
+    engine_name, address = _parse_engine(engine)
+    _refuse_options_of_the_other_engine(ctx, engine_name)
     from shardlearn.serve import ServeConfig, create_app, run
     from shardlearn.serve.telemetry import configure_logging
 
@@ -104,9 +126,64 @@ def serve(
         allow_unencrypted=allow_unencrypted,
     )
     configure_logging()
+    if engine_name == "ray":
+        _serve_on_ray(config, replicas, host, port, address, replica_cpus)
+        return
     app = create_app(config)  # fails here, once, on a missing token file or empty registry
     console.print(f"Serving {registry} on http://{host}:{port} (docs: /openapi.json)", markup=False)
     run(config, host=host, port=port, workers=workers, app=app)
+
+
+#: Options that only one engine applies (with what to do instead): given explicitly with the
+#: other engine, they are refused.
+_LOCAL_ONLY = {
+    "workers": "use --replicas",
+    "header_timeout": "Ray Serve's proxy has no such limit",
+    "body_timeout": "Ray Serve's proxy has no such limit",
+    "write_timeout": "Ray Serve's proxy has no such limit",
+}
+_RAY_ONLY = {"replicas": "use --engine ray", "replica_cpus": "use --engine ray"}
+
+
+def _parse_engine(spec: str) -> tuple[str, str | None]:
+    """``("local", None)``, ``("ray", None)`` or ``("ray", ADDRESS)`` from ``--engine``."""
+    name, _, address = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in ("local", "ray") or (name == "local" and address.strip()):
+        raise fail(f"--engine must be local, ray or ray:ADDRESS (e.g. ray:auto). Got {spec!r}.")
+    return name, address.strip() or None
+
+
+def _refuse_options_of_the_other_engine(ctx: typer.Context, engine_name: str) -> None:
+    ignored = _LOCAL_ONLY if engine_name == "ray" else _RAY_ONLY
+    for name, instead in ignored.items():
+        # By name: typer carries its own copy of click, whose ParameterSource is another enum.
+        if ctx.get_parameter_source(name).name != "DEFAULT":
+            option = "--" + name.replace("_", "-")
+            raise fail(f"{option} has no effect with --engine {engine_name}: {instead}.")
+
+
+def _serve_on_ray(
+    config: ServeConfig, replicas: int, host: str, port: int, address: str | None, cpus: float
+) -> None:
+    try:
+        from shardlearn.serve.ray_serve import RayServe, run_on_ray
+    except ImportError as error:
+        raise fail(
+            f"--engine ray needs Ray Serve ({error}): pip install 'shardlearn[ray]'"
+        ) from None
+
+    def announce(deployment: RayServe) -> None:
+        console.print(
+            f"Serving {deployment.config.registry} on {deployment.url} with {replicas} Ray Serve "
+            f"replica(s) (Ctrl-C stops them)",
+            markup=False,
+        )
+
+    deployment = RayServe(
+        config, replicas=replicas, host=host, port=port, address=address, replica_cpus=cpus
+    )
+    run_on_ray(deployment, announce)
 
 
 @token_app.command("create")
