@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # torch's CPU wheel is pinned first so that no later step can pull a CUDA build.
 TORCH_CPU := torch==2.13.0
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+# The import contracts of .importlinter (DESIGN §11 layers, no private module used across
+# packages); static analysis, nothing is imported. --no-cache: no cache directory in the tree.
+LINT_IMPORTS := $(BIN)/lint-imports --no-cache
 
 .PHONY: demo test lint format docs bench clean
 
@@ -32,12 +35,14 @@ demo: $(VENV)/.core-installed
 test: $(VENV)/.all-installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(LINT_IMPORTS)
 	$(MKDOCS) build --strict --quiet
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.all-installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(LINT_IMPORTS)
 
 format: $(VENV)/.all-installed
 	$(BIN)/ruff check --fix src tests benchmarks

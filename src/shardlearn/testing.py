@@ -105,8 +105,7 @@ def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
 
     ``capsys`` is pytest's fixture of that name.
     """
-    from shardlearn.cli import app
-    from shardlearn.cli._common import run_app
+    from shardlearn.cli import app, run_app
 
     try:
         run_app(app, list(args))

@@ -42,7 +42,7 @@ from shardlearn.cli._mlflow import (
     require_mlflow,
 )
 from shardlearn.exceptions import SpecError
-from shardlearn.models._execution import recording, timed
+from shardlearn.models import recording, timed
 
 EXAMPLE = (
     "Example: shardlearn train data/adult --model logistic --param C=0.5 --workers 2 "
@@ -97,8 +97,7 @@ def _build_model(
     preprocess: Path | None = None,
     pca: int | float | None = None,
 ) -> Any:
-    from shardlearn.models import Pipeline
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import Pipeline, model_class
     from shardlearn.preprocess import Preprocessor
 
     if warm_start is not None:
@@ -232,7 +231,7 @@ def _fit_unsupervised(model: Any, ds: Any, eng: Any, show_progress: bool) -> dic
 
 
 def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[str, Any]:
-    from shardlearn.models._scoring import score_split
+    from shardlearn.models import score_split
 
     if not _is_classifier(model):
         return _fit_unsupervised(model, ds, eng, show_progress)

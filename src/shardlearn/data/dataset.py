@@ -330,7 +330,7 @@ class Dataset:
             import pandas  # noqa: F401
         except ImportError:
             raise ImportError(
-                "Dataset.to_pandas needs pandas: pip install pandas (or 'shardlearn[bench]')."
+                "Dataset.to_pandas needs pandas: pip install 'shardlearn[pandas]'."
             ) from None
         return self.read(split).to_pandas()
 

@@ -5,7 +5,9 @@ Optional extras (torch) are imported only when their model is used.
 
 from __future__ import annotations
 
+from shardlearn.models._execution import recording, timed
 from shardlearn.models._registry import MODELS, model_class, model_class_by_type
+from shardlearn.models._scoring import score_split
 from shardlearn.models.bayes import GaussianNB, MultinomialNB
 from shardlearn.models.boosting import GradientBoostingClassifier
 from shardlearn.models.cluster import KMeans
@@ -35,4 +37,7 @@ __all__ = [
     "SelfTrainingClassifier",
     "model_class",
     "model_class_by_type",
+    "recording",
+    "score_split",
+    "timed",
 ]

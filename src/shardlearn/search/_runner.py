@@ -27,7 +27,7 @@ from typing import Any
 
 from shardlearn import _warm
 from shardlearn.engine import Resources, TaskGraph, create_engine
-from shardlearn.models._registry import model_class
+from shardlearn.models import model_class
 from shardlearn.search._trial import (
     ALL_WORKERS,
     ONE_PROCESS,

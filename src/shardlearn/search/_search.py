@@ -166,7 +166,7 @@ def _score_key(metric: str) -> Callable[[dict[str, Any]], float]:
 
 def _budget_values(spaces: list[ModelSpace], kind: str) -> dict[str, int | None]:
     """The full budget of each model: its budget parameter's fixed or default value."""
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import model_class
 
     out: dict[str, int | None] = {}
     for space in spaces:
@@ -268,8 +268,7 @@ def _refit(
     dataset: Any, model: str, params: dict, eng: Any, out: Path | None, preprocess: Any = None
 ) -> tuple:
     from shardlearn.metrics import evaluate
-    from shardlearn.models import Pipeline
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import Pipeline, model_class
     from shardlearn.preprocess import Preprocessor
     from shardlearn.search.cv import refit_view
 

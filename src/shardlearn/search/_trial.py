@@ -144,7 +144,7 @@ def trial_plan(dataset: Any, context: dict[str, Any], spec: dict[str, Any]) -> T
     When a fold has no inner split to watch, every fold trains without early stopping
     (``params`` is changed), so the refit can repeat what was scored.
     """
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import model_class
     from shardlearn.search.cv import fold_views, holdout_view, trainer_view
 
     params, fraction = _trial_params(context, spec)
@@ -175,7 +175,7 @@ def _estimator(model: str, params: dict[str, Any], threads: int | None = None) -
     of the cores each (XGBoost's ``nthread``, a cluster-only setting the model does not keep),
     rather than each taking them all.
     """
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import model_class
 
     estimator = model_class(model)(**params)
     budget = _BUDGET_PARAMS.get(model)
@@ -256,7 +256,7 @@ def _scored(
     in which process (``worker``: its pid).
     """
     from shardlearn import _warm
-    from shardlearn.models._execution import recording
+    from shardlearn.models import recording
 
     name = context.get("warm")
     with _warm.scope(name) as counters, recording() as timings:
@@ -335,7 +335,7 @@ def _warm_start_note(context: dict[str, Any], spec: dict[str, Any]) -> str | Non
             f"continued {spec['trial']}-r{rung - 1}: {more} up to "
             f"{param}={spec.get('budget_value')}"
         )
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import model_class
 
     name = model_class(spec["model"]).__name__
     if spec["model"] not in CONTINUED:

@@ -212,7 +212,7 @@ def plain(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_names(model: str, params: Mapping[str, Any]) -> None:
-    from shardlearn.models._registry import model_class
+    from shardlearn.models import model_class
 
     try:
         cls = model_class(model)
@@ -232,7 +232,7 @@ def _keyed_by_model(space: dict[str, Any], models: list[str] | None) -> bool:
     if not space or models is None:
         return False
     import shardlearn.models  # noqa: F401  (fills the catalogue)
-    from shardlearn.models._registry import MODELS
+    from shardlearn.models import MODELS
 
     return all(k in models or k in MODELS for k in space)
 
