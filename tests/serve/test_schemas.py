@@ -29,10 +29,10 @@ VALUES = st.one_of(
 )
 
 
-def value_by_value(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def value_by_value(records: list[dict[str, Any]], schema: dict = SCHEMA) -> dict[str, list[Any]]:
     """The specification: every value through ``_convert``, column after column; the first
     problem also lists every other wrong value of its row (one 422 for all of them)."""
-    names = [(c["name"], c["kind"]) for c in SCHEMA["columns"]]
+    names = [(c["name"], c["kind"]) for c in schema["columns"]]
     out = {}
     for at, (name, kind) in enumerate(names):
         try:
@@ -86,3 +86,19 @@ def test_numbers_beyond_float_are_a_problem_naming_the_field(value: Any) -> None
     with pytest.raises(InputProblem) as caught:
         fast(records)
     assert (caught.value.field, caught.value.row, caught.value.status) == ("income", 1, 422)
+
+
+PLAIN_SCHEMA = {"columns": [c for c in SCHEMA["columns"] if c["kind"] in ("numeric", "text")]}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.fixed_dictionaries({c["name"]: VALUES for c in PLAIN_SCHEMA["columns"]}))
+def test_one_record_of_numbers_and_strings_converts_as_value_by_value(record: dict) -> None:
+    # A single record of plain values takes its own path (the single-row prediction's).
+    def one(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        return records_to_columns(PredictRequest(records=records), PLAIN_SCHEMA, max_rows=10)
+
+    def reference(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        return value_by_value(records, PLAIN_SCHEMA)
+
+    assert repr(outcome(one, [record])) == repr(outcome(reference, [record]))

@@ -173,6 +173,8 @@ def parse_request(body: bytes) -> PredictRequest:
         ) from None
 
 
+# json.dumps with non-default separators builds a JSONEncoder on every call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _BEARER = HTTPBearer(auto_error=False, description="A token from `shardlearn serve token`.")
 
 
@@ -419,7 +421,7 @@ def _add_model_routes(
             "predictions": result.labels.tolist(),
             "probabilities": None if result.proba is None or not proba else result.proba.tolist(),
         }
-        return json.dumps(answer, separators=(",", ":")).encode()
+        return _ENCODE(answer).encode()
 
     # Well-formed requests are answered by PredictFastPath (see create_app) with the same
     # predict_json; this route answers the rest and is what the OpenAPI document describes

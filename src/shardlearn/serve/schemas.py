@@ -248,7 +248,32 @@ def records_to_columns(
         _check_columns([columns], names, reject_extra, rows_named=False)
         return _convert_all(expected, rows, {name: i for i, name in enumerate(columns)})
     _check_columns(rows, names, reject_extra, rows_named=True)
+    if len(rows) == 1 and (plain := _plain_row(expected, rows[0])) is not None:
+        return plain
     return _convert_all(expected, rows, {name: name for name in names})
+
+
+def _plain_row(expected: list[tuple[str, str]], row: dict[str, Any]) -> dict[str, list] | None:
+    """One record's columns when every value is a plain finite number, string or null.
+
+    What :func:`_convert_all` returns for it, without building a list per column first (a
+    single-row prediction's validation); None for anything else, which then takes that path.
+    """
+    out = {}
+    for name, kind in expected:
+        value = row[name]
+        kind_of = type(value)
+        if value is None:
+            out[name] = [None]
+        elif kind == "numeric" and kind_of is float and math.isfinite(value):
+            out[name] = [value]
+        elif kind == "numeric" and kind_of is int and abs(value) < _INT_IN_FLOAT_RANGE:
+            out[name] = [float(value)]
+        elif kind in ("categorical", "text") and kind_of is str:
+            out[name] = [value]
+        else:
+            return None
+    return out
 
 
 def tensors_to_columns(

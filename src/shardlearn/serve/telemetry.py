@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 __all__ = ["ACCESS_LOG", "BodyLimit", "Telemetry", "configure_logging"]
 
 ACCESS_LOG = logging.getLogger("shardlearn.serve.access")
+_ACCESS = '%s "%s %s" %s %.1fms'  # client, method, path, status, milliseconds
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 
@@ -191,14 +192,21 @@ class BodyLimit:
             await self._reject(send_logged)
         else:
             await self._call_limited(scope, receive, send_logged)
-        ACCESS_LOG.info(
-            '%s "%s %s" %s %.1fms',
-            (scope.get("client") or ("-",))[0],
-            scope["method"],
-            scope["path"],
-            status_seen[0] if status_seen else "-",
-            (time.perf_counter() - started) * 1000,
-        )
+        if ACCESS_LOG.isEnabledFor(logging.INFO):
+            args = (
+                (scope.get("client") or ("-",))[0],
+                scope["method"],
+                scope["path"],
+                status_seen[0] if status_seen else "-",
+                (time.perf_counter() - started) * 1000,
+            )
+            # The record made here: Logger.info would walk the stack for this file and line on
+            # every request.
+            line = sys._getframe().f_lineno
+            record = ACCESS_LOG.makeRecord(
+                ACCESS_LOG.name, logging.INFO, __file__, line, _ACCESS, args, None, "__call__"
+            )
+            ACCESS_LOG.handle(record)
 
     async def _call_limited(self, scope: dict, receive: Callable, send: Callable) -> None:
         received = 0
