@@ -271,3 +271,35 @@ def test_ingest_stage_can_keep_infinities_like_the_cli(tmp_path: Path) -> None:
         manifest = Dataset.open(result.results["data"]["dataset"]).manifest
         kept[allow] = (manifest["rows_written"], manifest["rows_rejected"])
     assert kept == {False: (40, 1), True: (41, 0)}
+
+
+def test_every_stage_that_ran_has_its_timing_and_cached_stages_have_none(tmp_path: Path) -> None:
+    from shardlearn.cli.run import print_summary
+    from shardlearn.pipeline import stages
+
+    raw = {
+        "workdir": str(tmp_path),
+        "stages": {
+            "a": {"type": "export", "model": str(tmp_path / "missing")},
+            "b": {"type": "export", "model": "a"},
+        },
+    }
+    original = stages.STAGE_FUNCTIONS["export"]
+    stages.STAGE_FUNCTIONS["export"] = lambda name, options, workdir, model: {"model": name}
+    try:
+        with engine("local", workers=1):
+            first = run_pipeline(parse_spec(raw), progress=False)
+            again = run_pipeline(parse_spec(raw), resume=True, progress=False)
+    finally:
+        stages.STAGE_FUNCTIONS["export"] = original
+    assert set(first.timings) == {"a", "b"}
+    a, b = first.timings["a"], first.timings["b"]
+    # b reads a's result: it starts after a has ended, and both lie within the run.
+    assert 0 <= a.started and a.started + a.seconds <= b.started
+    assert b.started + b.seconds <= first.seconds
+    assert again.cached == ["a", "b"] and again.timings == {}
+    from shardlearn.cli._common import console
+
+    with console.capture() as captured:
+        print_summary(first)
+    assert f"{b.seconds:.1f} s" in captured.get() and f"at +{b.started:.1f} s" in captured.get()

@@ -86,12 +86,14 @@ def print_summary(result: Any) -> None:
     table = Table(title=f"{result.spec.name}: {result.seconds:.1f} s")
     table.add_column("stage")
     table.add_column("type")
+    table.add_column("time", justify="right")
     table.add_column("result")
+    timings = result.timings
     for name, stage in result.spec.stages.items():
         outcome = result.results.get(name, {})
         shown = {k: v for k, v in outcome.items() if k not in ("leaderboard",)}
         reused = " (cached)" if name in result.cached else ""
-        table.add_row(name, stage.type + reused, _short(shown))
+        table.add_row(name, stage.type + reused, _stage_time(timings.get(name)), _short(shown))
     print_table(table)
     for outcome in result.results.values():
         if "leaderboard" in outcome:
@@ -107,6 +109,13 @@ def print_summary(result: Any) -> None:
                     f"--model {outcome['reference'].split(':')[0]}",
                 )
             )  # fmt: skip
+
+
+def _stage_time(timing: Any) -> str:
+    """``12.3 s`` and when it started (``at +7.4 s``): side-by-side stages overlap."""
+    if timing is None:
+        return "-"
+    return f"{timing.seconds:.1f} s\nat +{timing.started:.1f} s"
 
 
 def _short(values: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from shardlearn.pipeline.draw import draw
-from shardlearn.pipeline.run import PipelineResult, compile_graph, run_pipeline
+from shardlearn.pipeline.run import PipelineResult, StageTiming, compile_graph, run_pipeline
 from shardlearn.pipeline.spec import (
     STAGE_TYPES,
     PipelineSpec,
@@ -22,6 +22,7 @@ __all__ = [
     "PipelineResult",
     "PipelineSpec",
     "StageSpec",
+    "StageTiming",
     "compile_graph",
     "draw",
     "load_spec",

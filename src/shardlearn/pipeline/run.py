@@ -11,6 +11,11 @@ far as the engine has room, and never oversubscribe it.
 Every finished stage's result is stored in ``WORKDIR/.cache`` (the task graph's result cache,
 keyed by the stage's options and its upstream results), so ``--resume`` after a crash or
 Ctrl-C skips what already finished. A run without ``--resume`` starts from a clean cache.
+
+Where the time went: :class:`DriverEngine` times every stage it runs (when it started after
+the run's start, and its wall seconds) into :attr:`PipelineResult.timings`, which the summary
+shows. Stages side by side overlap, so their seconds add up to more than the run's; a stage
+reused from the cache has no timing.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import shutil
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shardlearn.engine import Engine, Resources, TaskGraph, get_engine
@@ -28,7 +33,7 @@ from shardlearn.exceptions import SpecError, TaskFailed
 from shardlearn.pipeline.spec import STAGE_TYPES, PipelineSpec, StageSpec
 from shardlearn.pipeline.stages import STAGE_FUNCTIONS
 
-__all__ = ["DriverEngine", "PipelineResult", "compile_graph", "run_pipeline"]
+__all__ = ["DriverEngine", "PipelineResult", "StageTiming", "compile_graph", "run_pipeline"]
 
 CACHE_DIR = ".cache"
 # Stage functions mostly wait on worker groups; more threads than stages is never needed.
@@ -43,6 +48,9 @@ class DriverEngine(Engine):
         self.name = inner.name
         self.n_workers = inner.n_workers
         self._threads = ThreadPoolExecutor(MAX_DRIVER_THREADS, thread_name_prefix="stage")
+        self.started = time.perf_counter()
+        #: Per stage name (a stage function's first argument): its :class:`StageTiming`.
+        self.timings: dict[str, StageTiming] = {}
 
     @property
     def capacity(self) -> Resources:
@@ -52,7 +60,18 @@ class DriverEngine(Engine):
         self, fn: Any, /, *args: Any, resources: Resources | None = None, **kw: Any
     ) -> Future:
         self.check_fits(resources or Resources(), f"Stage {getattr(fn, '__name__', fn)!r}")
-        return self._threads.submit(_guarded, fn, args, kw)
+        return self._threads.submit(self._timed, fn, args, kw)
+
+    def _timed(self, fn: Any, args: tuple, kwargs: dict) -> Any:
+        # Every stage function takes its stage name first (compile_graph passes it).
+        started = time.perf_counter()
+        try:
+            return _guarded(fn, args, kwargs)
+        finally:
+            ended = time.perf_counter()
+            self.timings[str(args[0])] = StageTiming(
+                round(started - self.started, 3), round(ended - started, 3)
+            )
 
     def workers(
         self, n: int | None = None, resources: Resources | None = None, prefer: str | None = None
@@ -70,14 +89,24 @@ def _guarded(fn: Any, args: tuple, kwargs: dict) -> Any:
         raise TaskFailed(f"{type(error).__name__}: {error}", traceback.format_exc()) from error
 
 
+@dataclass(frozen=True)
+class StageTiming:
+    """When a stage ran: ``started`` seconds after the run's start, for ``seconds`` (wall)."""
+
+    started: float
+    seconds: float
+
+
 @dataclass
 class PipelineResult:
-    """Results of a run: per stage, what it returned; which stages were reused from the cache."""
+    """Results of a run: per stage, what it returned; which stages were reused from the cache;
+    per stage that ran, its :class:`StageTiming`."""
 
     spec: PipelineSpec
     results: dict[str, dict[str, Any]]
     cached: list[str]
     seconds: float
+    timings: dict[str, StageTiming] = field(default_factory=dict)
 
 
 def _resources(stage: StageSpec, default_cpus: float) -> Resources:
@@ -162,7 +191,6 @@ def run_pipeline(
     spec.workdir.mkdir(parents=True, exist_ok=True)
     inner = get_engine(engine)
     graph = compile_graph(spec, inner.capacity)
-    started = time.perf_counter()
     driver = DriverEngine(inner)
     try:
         results = graph.run(driver, outputs=list(spec.stages), cache_dir=cache, progress=progress)
@@ -172,5 +200,6 @@ def run_pipeline(
         spec=spec,
         results=results,
         cached=sorted({*graph.last_run.cached, *graph.last_run.skipped}),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - driver.started,
+        timings=dict(driver.timings),
     )
