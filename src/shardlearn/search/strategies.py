@@ -21,7 +21,10 @@ there are no waves.
   the sampler sees the same history on every run whatever the timing or the number of cores:
   a seed gives one leaderboard. At most :data:`TPE_BATCH` TPE trials run at once.
 
-Budgets are fractions of the full budget: ``eta**-(rungs-1), ..., 1/eta, 1``.
+Budgets are fractions of the full budget: ``eta**-(rungs-1), ..., 1/eta, 1``. A promotion
+(``halving``, ``asha``) is the same configuration one rung up; when the budget is the model's
+rounds or epochs and the model can continue training, the trial continues the rung below's
+fitted model rather than refitting it (:mod:`shardlearn.search._trial`).
 """
 
 from __future__ import annotations
