@@ -20,9 +20,11 @@ nothing is kept and nothing changes for ordinary fits.
 Memory. A process keeps one scope at a time: opening another scope drops the values of the
 previous one (a task process that ran an earlier search frees them at the first trial of the
 next), and :func:`release` drops a scope at the end of the search. Values are kept while
-their estimated sizes add up to at most the budget (``$SHARDLEARN_WARM_BUDGET`` bytes, else
-:data:`DEFAULT_MEMORY_SHARE` of physical memory); a value that does not fit is built, used and
-not kept -- it is built again next time -- and counted as ``refused``, which the search reports.
+their estimated sizes add up to at most the budget (:func:`default_budget`:
+``$SHARDLEARN_WARM_BUDGET`` bytes per process, else :data:`DEFAULT_MEMORY_SHARE` of physical
+memory in equal parts for the processes of the search: the driver and one per slot); a value
+that does not fit is built, used and not kept -- it is built again next time -- and counted as
+``refused``, which the search reports.
 
 Counters. :func:`scope` yields a :class:`Counters` for the block it wraps (one trial): builds
 and hits per kind, refused values, and the keys of the shards read, so the caller can show
@@ -45,6 +47,7 @@ __all__ = [
     "KINDS",
     "Counters",
     "active",
+    "default_budget",
     "fetch",
     "release",
     "scope",
@@ -103,9 +106,9 @@ _CURRENT: contextvars.ContextVar[tuple[_Store, Counters] | None] = contextvars.C
 )
 
 
-def _budget(budget: int | None) -> int:
-    if budget is not None:
-        return int(budget)
+def default_budget(processes: int = 1) -> int:
+    """Bytes one process may keep: ``$SHARDLEARN_WARM_BUDGET``, else an equal part of
+    :data:`DEFAULT_MEMORY_SHARE` of physical memory for each of ``processes``."""
     env = os.environ.get(BUDGET_ENV)
     if env:
         try:
@@ -116,7 +119,7 @@ def _budget(budget: int | None) -> int:
             ) from None
     import psutil
 
-    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE)
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, processes))
 
 
 @contextlib.contextmanager
@@ -128,7 +131,8 @@ def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | No
     name : str or None
         The scope (a search's id). Another scope's values in this process are dropped.
     budget : int, optional
-        Bytes this process may keep (see the module notes); used when the scope starts here.
+        Bytes this process may keep (default :func:`default_budget`); used when the scope
+        starts in this process.
     """
     global _STORE
     if name is None:
@@ -136,7 +140,7 @@ def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | No
         return
     with _STORE_LOCK:
         if _STORE is None or _STORE.name != name:
-            _STORE = _Store(name, _budget(budget))
+            _STORE = _Store(name, default_budget() if budget is None else int(budget))
         store = _STORE
     counters = Counters()
     token = _CURRENT.set((store, counters))

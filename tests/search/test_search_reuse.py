@@ -116,6 +116,14 @@ def test_every_trial_breaks_its_time_down_by_fit_phase(small_dataset, tmp_path):
     assert all(tuple(row["timings"]) == PHASES for row in board)
 
 
+def test_a_search_shares_the_default_warm_budget_among_its_processes(monkeypatch):
+    monkeypatch.delenv(_warm.BUDGET_ENV, raising=False)
+    whole = _warm.default_budget()
+    assert whole > 0 and abs(_warm.default_budget(3) - whole / 3) <= 1
+    monkeypatch.setenv(_warm.BUDGET_ENV, "1000")  # an explicit budget is per process
+    assert _warm.default_budget(3) == 1000
+
+
 def test_warm_data_beyond_the_budget_is_built_again_and_counted():
     builds: list[int] = []
 

@@ -103,7 +103,10 @@ class FoldPreprocessors:
             fitted = self._fitted.get(key)
             if fitted is None:
                 # In the warm scope: an in-process trial then finds the shards already read.
-                with _warm.scope(self.context.get("warm")) as counters:
+                processes = self.context.get("warm_processes", 1)
+                with _warm.scope(
+                    self.context.get("warm"), _warm.default_budget(processes)
+                ) as counters:
                     fitted = pre.fit(view, engine=self.engine)
                 self._fitted[key] = fitted
                 self.fits += 1

@@ -419,6 +419,8 @@ def search(
     # Trials side by side share the cores; a trial alone (or on every worker) takes them all.
     cores = os.cpu_count() or 1
     context["threads"] = max(1, cores // slots) if where == ONE_PROCESS and slots > 1 else None
+    # Warm data: an equal share of the memory for this process and each slot's.
+    context["warm_processes"] = slots + 1
     display = SearchProgress(metric, plan.total, enabled=show_progress(verbose))
     # Small data: preprocessing is fitted in this process; large data: on every worker.
     fit_engine = create_engine("local", workers=1) if where == ONE_PROCESS else eng

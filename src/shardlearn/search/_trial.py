@@ -258,8 +258,8 @@ def _scored(
     from shardlearn import _warm
     from shardlearn.models import recording
 
-    name = context.get("warm")
-    with _warm.scope(name) as counters, recording() as timings:
+    name, budget = context.get("warm"), _warm.default_budget(context.get("warm_processes", 1))
+    with _warm.scope(name, budget) as counters, recording() as timings:
         scores, record = _fit_and_score(context, spec, preprocessors, timings)
     reuse = {"worker": os.getpid()}
     if counters is not None:
