@@ -6,9 +6,7 @@ A page holds a marker comment and the hook replaces it at build time:
     every command of the ``shardlearn`` typer app (through click), with its usage, help and
     options;
 ``<!-- generate: pipeline-schema -->``
-    the pipeline YAML keys and every stage type, from ``pipeline/spec.schema.json``;
-``<!-- generate: contracts -->``
-    the estimator contract table of ``shardlearn.testing.contracts_markdown()``.
+    the pipeline YAML keys and every stage type, from ``pipeline/spec.schema.json``.
 
 An unknown marker fails the build (``mkdocs build --strict`` runs in ``make test``).
 """
@@ -33,11 +31,7 @@ def _generate(name: str, where: str) -> str:
         return cli_markdown()
     if name == "pipeline-schema":
         return schema_markdown()
-    if name == "contracts":
-        from shardlearn.testing import contracts_markdown
-
-        return contracts_markdown()
-    raise ValueError(f"{where}: unknown generate marker {name!r}; use cli, pipeline-schema or contracts")
+    raise ValueError(f"{where}: unknown generate marker {name!r}; use cli or pipeline-schema")
 
 
 # -- the CLI --------------------------------------------------------------------------------------
