@@ -23,6 +23,11 @@ The same shardlearn server is also measured on its Open Inference Protocol route
 ``generate_request_body`` with JSON tensor data); it is skipped without ``tritonclient``
 (``pip install shardlearn[interop]``).
 
+And the same app deployed with Ray Serve (``shardlearn serve --engine ray --replicas N``, N =
+``--workers``, on a local Ray started by the command): requests go through Ray Serve's HTTP
+proxy to the replicas. Its CPU column counts the whole local Ray (proxy, controller, replicas,
+Ray's own daemons). It is skipped without Ray Serve (``pip install shardlearn[ray]``).
+
     python benchmarks/serve.py            # 30 s per case
     python benchmarks/serve.py --quick    # 5 s per case
 """
@@ -110,16 +115,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+def wait_until_up(
+    url: str, process: subprocess.Popen, timeout: float = 180.0, status: int | None = None
+) -> None:
+    """Until ``url`` answers (with ``status``, when given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            httpx.get(url, timeout=1.0)
-            return
+            answer = httpx.get(url, timeout=1.0)
+            if status is None or answer.status_code == status:
+                return
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise RuntimeError(f"server at {url} did not start in {timeout:.0f} s")
 
 
@@ -233,7 +243,7 @@ def start(command: list[str]) -> subprocess.Popen:
 def stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=120)  # a local Ray takes a while to shut down on a busy machine
     except subprocess.TimeoutExpired:
         process.kill()
 
@@ -273,12 +283,23 @@ def v2_body(base: str, token: str) -> bytes | None:
 
 
 def run_server(
-    name: str, command: list[str], url: str, health: str, token: str, args, tmp, v2: str = ""
+    name: str,
+    command: list[str],
+    url: str,
+    health: str,
+    token: str,
+    args,
+    tmp,
+    v2: str = "",
+    health_status: int | None = None,
 ):
-    """Measure each body on ``url``; with ``v2`` (the server's base URL) its V2 route too."""
+    """Measure each body on ``url``; with ``v2`` (the server's base URL) its V2 route too.
+
+    The server is up once ``health`` answers (with ``health_status``, when given).
+    """
     process = start(command)
     try:
-        wait_until_up(health, process)
+        wait_until_up(health, process, timeout=300, status=health_status)
         cases = {s: (url, body, 100 if s == "100 rows" else 1) for s, body in bodies().items()}
         if v2 and (body := v2_body(v2, token)) is not None:
             cases["1 row V2"] = (f"{v2}/v2/models/loans/infer", body, 1)
@@ -319,6 +340,7 @@ def main() -> None:
             f"http://127.0.0.1:{port}/healthz",
             token, args, tmp, v2=f"http://127.0.0.1:{port}",
         )  # fmt: skip
+        ray_serve = run_ray_serve(registry, token, args, tmp)
         (tmp / "flask_app.py").write_text(FLASK_APP)
         port = free_port()
         flask = run_server(
@@ -328,16 +350,36 @@ def main() -> None:
             f"http://127.0.0.1:{port}/predict",
             token, args, tmp,
         )  # fmt: skip
-    print_table(shardlearn, flask, args)
+    print_table(shardlearn, ray_serve, flask, args)
 
 
-def print_table(shardlearn: dict, flask: dict, args: argparse.Namespace) -> None:
+def run_ray_serve(registry: Registry, token: str, args, tmp: Path) -> dict:
+    """The same app as ``--workers`` Ray Serve replicas; empty without Ray Serve."""
+    try:
+        import ray.serve  # noqa: F401
+    except ImportError:
+        print("  Ray Serve is not installed: the Ray deployment is not measured", flush=True)
+        return {}
+    port = free_port()
+    return run_server(
+        "Ray Serve",
+        [sys.executable, "-c", "from shardlearn.cli import main; main()", "serve",
+         "--registry", str(registry.root), "--port", str(port), "--engine", "ray",
+         "--replicas", str(args.workers)],
+        f"http://127.0.0.1:{port}/v1/models/loans/predict",
+        f"http://127.0.0.1:{port}/readyz",
+        token, args, tmp, health_status=200,
+    )  # fmt: skip
+
+
+def print_table(shardlearn: dict, ray_serve: dict, flask: dict, args: argparse.Namespace) -> None:
     generator = shardlearn["1 row"]["generator"]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"\nServing a logistic model, {args.seconds} s per case, {CONNECTIONS} connections "
         f"({generator}), {os.cpu_count()} cores shared with the load generator; shardlearn "
-        f"with {args.workers} worker process(es), Flask threaded; load average at the end "
+        f"with {args.workers} worker process(es) or Ray Serve replica(s), Flask threaded; "
+        f"load average at the end "
         f"{load}\n"
     )
     print(
@@ -348,8 +390,10 @@ def print_table(shardlearn: dict, flask: dict, args: argparse.Namespace) -> None
     rows = [
         ("1 row", "shardlearn", shardlearn["1 row"]),
         ("1 row", "shardlearn V2 (OIP)", shardlearn.get("1 row V2")),
+        ("1 row", "shardlearn on Ray Serve", ray_serve.get("1 row")),
         ("1 row", "Flask", flask["1 row"]),
         ("100 rows", "shardlearn", shardlearn["100 rows"]),
+        ("100 rows", "shardlearn on Ray Serve", ray_serve.get("100 rows")),
         ("100 rows", "Flask", flask["100 rows"]),
     ]
     for size, name, result in rows:

@@ -227,7 +227,8 @@ class RayServe:
         except Exception as error:
             raise ShardlearnError(
                 f"Ray Serve could not start the replicas of {APP_NAME!r}: {_first_line(error)} "
-                "(each replica's log is in the Ray session's logs directory, serve/)"
+                "The replicas' errors are printed above and kept in the Ray session's logs "
+                "(logs/serve/ under the session directory)."
             ) from error
 
     def _check_proxy_address(self) -> None:
