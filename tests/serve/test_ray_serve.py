@@ -31,9 +31,10 @@ pytest.importorskip("ray.serve")
 
 from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE  # noqa: E402
 
+from shardlearn.exceptions import ShardlearnError  # noqa: E402
 from shardlearn.registry import Registry, crypto  # noqa: E402
-from shardlearn.serve import TokenStore  # noqa: E402
-from shardlearn.serve.ray_serve import REPLICA_HEADER  # noqa: E402
+from shardlearn.serve import ServeConfig, TokenStore  # noqa: E402
+from shardlearn.serve.ray_serve import REPLICA_HEADER, RayServe  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -205,6 +206,22 @@ def test_a_killed_replica_is_replaced_and_requests_keep_succeeding(
         after = replicas_answering(deployment, client, until=lambda seen: set(seen) - set(before))
     assert victim not in after
     assert len(set(after) - set(before)) == 1, after
+
+
+@pytest.mark.parametrize(
+    ("same_port", "message"),
+    [(True, "already runs an application"), (False, "with its HTTP proxy on")],
+    ids=["same-port", "other-port"],
+)
+def test_a_second_deployment_on_the_cluster_is_refused(
+    deployment: Deployment, same_port: bool, message: str
+) -> None:
+    port = int(deployment.url.rsplit(":", 1)[1]) if same_port else free_port()
+    second = RayServe(ServeConfig(registry=deployment.registry.root), replicas=1, port=port)
+    with pytest.raises(ShardlearnError, match=message), second:
+        pass
+    with httpx.Client(base_url=deployment.url, timeout=60) as client:
+        assert deployment.predict(client).status_code == 200  # the first one still serves
 
 
 def test_stopping_the_cli_removes_the_deployment(deployment: Deployment, ray_cluster) -> None:

@@ -202,7 +202,7 @@ class RayServe:
             http_options={
                 "host": self.host,
                 "port": self.port,
-                "keep_alive_timeout_s": int(self.config.keep_alive_timeout),
+                "keep_alive_timeout_s": int(self.config.keep_alive_timeout),  # checked below
             }
         )
         self._check_proxy_address()
@@ -232,17 +232,23 @@ class RayServe:
             ) from error
 
     def _check_proxy_address(self) -> None:
-        """Refuse a host or port that a Ray Serve already running on the cluster ignores."""
+        """Refuse HTTP settings that a Ray Serve already running on the cluster ignores."""
         # serve.start only logs a warning when its HTTP options differ from the running
         # instance's; Ray has no public getter for them.
         from ray.serve.context import _get_global_client
 
         actual = _get_global_client().http_config
-        if (actual.host, actual.port) != (self.host, self.port):
+        keep_alive = int(self.config.keep_alive_timeout)
+        if (actual.host, actual.port, actual.keep_alive_timeout_s) != (
+            self.host,
+            self.port,
+            keep_alive,
+        ):
             raise ShardlearnError(
                 f"Ray Serve already runs on this cluster with its HTTP proxy on "
-                f"{actual.host}:{actual.port}: serve with --host {actual.host} --port "
-                f"{actual.port}, or stop it first (`serve shutdown`)."
+                f"{actual.host}:{actual.port}, keep-alive {actual.keep_alive_timeout_s} s: "
+                f"serve with --host {actual.host} --port {actual.port} --keep-alive-timeout "
+                f"{actual.keep_alive_timeout_s}, or stop it first (`serve shutdown`)."
             )
 
     def close(self) -> None:
