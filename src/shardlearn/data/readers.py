@@ -380,7 +380,8 @@ class SourceReader:
             return "skip"
 
         try:
-            return self._open_csv_reader(stream, on_invalid if guarded else None, header, typed)
+            held = pa.PythonFile(_NoTrailingReturn(stream), mode="r")
+            return self._open_csv_reader(held, on_invalid if guarded else None, header, typed)
         except pa.ArrowInvalid as error:
             if strict and _slow_path_can_read(error):
                 raise _FastPathFailed() from None
@@ -613,6 +614,34 @@ def _slow_path_can_read(error: pa.ArrowInvalid) -> bool:
     ``error``: a value of another type, a refused row, a line longer than a block."""
     message = str(error)
     return any(sign in message for sign in ("CSV conversion error", "CSV parse error", "straddl"))
+
+
+class _NoTrailingReturn(io.RawIOBase):
+    """``raw``, in reads that never end on a carriage return (it is held for the next read).
+
+    pyarrow's CSV reader makes a block of each read; when a block ends between the ``\r`` and
+    the ``\n`` of a quoted value, the ``\n`` is lost (pyarrow 26). One Python call per block.
+    """
+
+    def __init__(self, raw: pa.NativeFile | io.RawIOBase) -> None:
+        self.raw = raw
+        self.held = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data, self.held = self.held, b""
+        while True:
+            chunk = self.raw.read(max(len(buffer) - len(data), 1))
+            data += chunk
+            if not chunk or not data.endswith(b"\r"):
+                break
+            if len(data) > 1:
+                data, self.held = data[:-1], b"\r"
+                break
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _SkipLines(io.RawIOBase):
