@@ -275,7 +275,9 @@ class _RangeReader(SourceReader):
     def __init__(self, byte_range: ByteRange, options: ReaderOptions) -> None:
         super().__init__(byte_range.path, options)
         self.byte_range = byte_range
-        self._data = pa.py_buffer(_read(byte_range))
+        raw = _read(byte_range)
+        self.may_hold_returns = b"\r" in raw
+        self._data = pa.py_buffer(raw)
         self._whole_file = False
 
     def _open_stream(self) -> pa.NativeFile:

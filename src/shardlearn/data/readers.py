@@ -245,6 +245,8 @@ class SourceReader:
         # Columns the CSV parser may type directly (numeric ones): much faster than text plus a
         # cast; the first unparseable value switches the rest of the file to text.
         self.fast_types: dict[str, pa.DataType] = {}
+        # Whether the input may hold a carriage return (a quoted \r\n needs _NoTrailingReturn).
+        self.may_hold_returns = True
 
     @property
     def position(self) -> int:
@@ -380,8 +382,9 @@ class SourceReader:
             return "skip"
 
         try:
-            held = pa.PythonFile(_NoTrailingReturn(stream), mode="r")
-            return self._open_csv_reader(held, on_invalid if guarded else None, header, typed)
+            if self._quote and self.may_hold_returns:
+                stream = pa.PythonFile(_NoTrailingReturn(stream), mode="r")
+            return self._open_csv_reader(stream, on_invalid if guarded else None, header, typed)
         except pa.ArrowInvalid as error:
             if strict and _slow_path_can_read(error):
                 raise _FastPathFailed() from None
