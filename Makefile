@@ -9,6 +9,9 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 # The import contracts of .importlinter (DESIGN §11 layers, no private module used across
 # packages); static analysis, nothing is imported. --no-cache: no cache directory in the tree.
 LINT_IMPORTS := $(BIN)/lint-imports --no-cache
+# mypy over src/ (pyproject's [tool.mypy]); fails on a file with more errors than
+# tests/mypy_baseline.txt allows, or fewer (then lower the baseline with --update).
+TYPECHECK := $(BIN)/python tests/_mypy_baseline.py
 
 .PHONY: demo test lint format docs bench clean
 
@@ -36,6 +39,7 @@ test: $(VENV)/.all-installed
 	$(BIN)/ruff check src tests benchmarks docs/_hooks
 	$(BIN)/ruff format --check src tests benchmarks docs/_hooks
 	$(LINT_IMPORTS)
+	$(TYPECHECK)
 	$(MKDOCS) build --strict --quiet
 	$(BIN)/python -m pytest
 
@@ -43,6 +47,7 @@ lint: $(VENV)/.all-installed
 	$(BIN)/ruff check src tests benchmarks docs/_hooks
 	$(BIN)/ruff format --check src tests benchmarks docs/_hooks
 	$(LINT_IMPORTS)
+	$(TYPECHECK)
 
 format: $(VENV)/.all-installed
 	$(BIN)/ruff check --fix src tests benchmarks docs/_hooks
@@ -57,4 +62,4 @@ bench: $(VENV)/.bench-installed
 	for script in benchmarks/*.py; do $(BIN)/python $$script --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist site .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site .pytest_cache .ruff_cache .mypy_cache

@@ -88,8 +88,8 @@ def log_train(uri: str, summary: dict[str, Any], settings: dict[str, Any], html:
     return str(run.run_id)
 
 
-def log_search(uri: str, result: Any, settings: dict[str, Any], html: str | None) -> None:
-    """A parent run for the search with one nested run per trial."""
+def log_search(uri: str, result: Any, settings: dict[str, Any], html: str | None) -> str:
+    """A parent run for the search with one nested run per trial; returns its run id."""
     from shardlearn.registry.mlflow import tracking_run
 
     metric = result.metric

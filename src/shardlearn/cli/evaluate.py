@@ -34,7 +34,7 @@ _MAX_CLASS_ROWS = 30
 _SILHOUETTE_SAMPLE = 5000
 
 
-def _load_model(reference: str, registry: str, **policy: bool) -> Any:
+def _load_model(reference: str, registry: str, **policy: Any) -> Any:
     """The model of ``reference``; ``policy``: ``allow_unsigned``, ``allow_unencrypted``."""
     from shardlearn.registry import Registry, is_artifact, load
 

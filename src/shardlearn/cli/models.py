@@ -450,7 +450,10 @@ def predict(
     from shardlearn.registry import Registry, is_artifact, load
     from shardlearn.registry.predict import predict_batch
 
-    policy = {"allow_unsigned": allow_unsigned, "allow_unencrypted": allow_unencrypted}
+    policy: dict[str, Any] = {
+        "allow_unsigned": allow_unsigned,
+        "allow_unencrypted": allow_unencrypted,
+    }
     if is_artifact(model) or "/" in model:
         fitted = load(model, **policy)
     else:

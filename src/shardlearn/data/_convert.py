@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -155,7 +156,8 @@ def _cast_one_by_one(
     values: pa.Array, dtype: pa.DataType, valid: pa.Array
 ) -> tuple[pa.Array, pa.Array]:
     """Last resort for values that match the grammar but still fail (int overflow, 2024-13-01)."""
-    out, ok = [], []
+    out: list[Any] = []
+    ok: list[bool] = []
     for value, is_valid in zip(values.to_pylist(), valid.to_pylist(), strict=True):
         if value is None or not is_valid:
             out.append(None)

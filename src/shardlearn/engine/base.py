@@ -430,9 +430,9 @@ def engine(
     """
     owned = not isinstance(spec, Engine)
     eng = (
-        create_engine(spec, workers=workers, address=address, max_retries=max_retries)
-        if owned
-        else spec
+        spec
+        if isinstance(spec, Engine)
+        else create_engine(spec, workers=workers, address=address, max_retries=max_retries)
     )
     with _selection_lock:
         _current.append(eng)

@@ -175,13 +175,23 @@ class Pipeline(BaseEstimator):
 
     Examples
     --------
-    >>> import shardlearn as sl                                          # doctest: +SKIP
-    >>> ds = sl.Dataset.open("data/adult")                               # doctest: +SKIP
-    >>> model = sl.Pipeline(sl.Preprocessor.auto(ds.schema),
-    ...                     sl.LogisticRegression(C=1.0)).fit(ds)        # doctest: +SKIP
-    >>> model.predict(ds.read("test"))                                   # doctest: +SKIP
-    >>> reduced = sl.Pipeline(sl.Preprocessor.auto(ds.schema), sl.PCA(n_components=10),
-    ...                       sl.LogisticRegression()).fit(ds)           # doctest: +SKIP
+    >>> import shardlearn as sl
+    >>> from shardlearn.data.demo import write_loans_csv
+    >>> ds = sl.ingest(write_loans_csv("loans.csv", rows=400), label="default", out="data/loans")
+    >>> with sl.engine("local", workers=1):
+    ...     model = sl.Pipeline(sl.Preprocessor.auto(ds.schema),
+    ...                         sl.LogisticRegression(C=1.0)).fit(ds)
+    >>> model.predict(ds.read("test"))[:3].tolist()
+    ['no', 'no', 'no']
+
+    A transformer between the preprocessor and the classifier (here on three numeric columns):
+
+    >>> numeric = sl.Preprocessor({c: "numeric" for c in ["age", "income", "credit_score"]},
+    ...                           label="default")
+    >>> reduced = sl.Pipeline(numeric, sl.PCA(n_components=2),
+    ...                       sl.LogisticRegression()).fit(ds, engine="local")
+    >>> reduced.named_steps["pca"].components_.shape
+    (2, 3)
     """
 
     def __init__(
@@ -434,7 +444,9 @@ class Pipeline(BaseEstimator):
         parts = [(_PRE, self.preprocessor)]
         parts += [(_STEP.format(i), step) for i, step in enumerate(self.transformers)]
         parts.append((_EST, self.estimator))
-        described, arrays, files = [], {}, {}
+        described: list[Any] = []
+        arrays: dict[str, Any] = {}
+        files: dict[str, Any] = {}
         for prefix, part in parts:
             part_meta, part_arrays, part_files = part._to_artifact()
             described.append({"type": type(part).__name__, "meta": part_meta})

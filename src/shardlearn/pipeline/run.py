@@ -110,7 +110,7 @@ class PipelineResult:
 
 
 def _resources(stage: StageSpec, default_cpus: float) -> Resources:
-    requested = dict(stage.resources)
+    requested: dict[str, Any] = dict(stage.resources)
     requested.setdefault("cpus", default_cpus)
     return Resources(**requested)
 

@@ -17,7 +17,7 @@ columns: it keeps no state at all.
 from __future__ import annotations
 
 from collections import Counter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -112,7 +112,7 @@ class CategoricalEncoder(ColumnTransformer):
                 # Stable ascending sort over sorted categories, keep the last top_k: exactly
                 # scikit-learn's choice of infrequent categories under max_categories.
                 order = np.argsort(counts, kind="mergesort")
-                kept = np.sort(order[len(order) - self.top_k :]) if self.top_k else []
+                kept: Any = np.sort(order[len(order) - self.top_k :]) if self.top_k else []
                 categories = [categories[i] for i in kept]
                 counts = counts[kept] if self.top_k else counts[:0]
             self.categories_.append(categories)

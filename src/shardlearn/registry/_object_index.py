@@ -39,6 +39,7 @@ its signature and every file hash, exactly as for a local registry.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -430,7 +431,7 @@ class ObjectRegistry(Registry):
         self._append(name, change)
         return self.get(name, version)
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[dict[str, Any]]:
         self.get(name)
         return [
             {**change, "at": event["at"]}
@@ -438,7 +439,9 @@ class ObjectRegistry(Registry):
             for change in event.get("changes", [])
         ]
 
-    def delete(self, name: str, version: int | None = None, *, force: bool = False) -> list[int]:
+    def delete(
+        self, name: str, version: int | None = None, *, force: bool = False
+    ) -> builtins.list[int]:
         targets = [self.get(name, version)] if version is not None else self.list(name)
         if not targets:
             self.get(name)  # raises the "no model named" error
@@ -455,7 +458,7 @@ class ObjectRegistry(Registry):
                 self._store.remove_dir(record["path"])
         return numbers
 
-    def orphans(self) -> list[str]:  # type: ignore[override]
+    def orphans(self) -> builtins.list[str]:  # type: ignore[override]
         """Artifacts no version record points to (left by a writer killed before its commit).
 
         A registration in progress has one too, until it commits: remove only old ones.

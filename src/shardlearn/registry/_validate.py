@@ -106,7 +106,8 @@ def convert_column(
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     target = target_type(column)
     kind = column.get("kind")
-    converted, reasons = None, {}
+    converted = None
+    reasons: dict[int, str] = {}
     strings = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
     if not (kind == "boolean" and strings):  # Arrow's string->bool cast knows only true/false
         try:

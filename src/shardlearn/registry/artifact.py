@@ -270,8 +270,14 @@ def save(
 
     Examples
     --------
-    >>> sl.save(model, "models/loans-lr")          # doctest: +SKIP
-    >>> model = sl.load("models/loans-lr")          # doctest: +SKIP
+    >>> import numpy as np
+    >>> import shardlearn as sl
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> model = sl.LogisticRegression().fit(X, y, engine="local")
+    >>> save(model, "models/loans-lr")
+    PosixPath('models/loans-lr')
+    >>> load("models/loans-lr").predict(X).tolist()
+    [0, 0, 1, 1]
     """
     if _remote.is_uri(path):
         return _save_remote(model, str(path), overwrite=overwrite, sign=sign, encrypt=encrypt,
@@ -519,7 +525,10 @@ def _decrypt(
             f"wrong encryption key for {root}: it was encrypted with the key whose fingerprint "
             f"is {expected}, the configured key's fingerprint is {crypto.key_fingerprint(key)}"
         )
-    binding = {"artifact_id": header.get("artifact_id"), "format_version": FORMAT_VERSION}
+    binding: dict[str, Any] = {
+        "artifact_id": header.get("artifact_id"),
+        "format_version": FORMAT_VERSION,
+    }
     return {
         name: crypto.decrypt_bytes(data, key, name, allow_legacy=authenticated, **binding)
         for name, data in contents.items()
@@ -640,7 +649,13 @@ def load(
 
     Examples
     --------
-    >>> model = sl.load("models/loans@production")   # doctest: +SKIP
+    >>> import numpy as np
+    >>> import shardlearn as sl
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> model = sl.LogisticRegression().fit(X, y, engine="local")
+    >>> mv = sl.Registry("models").register(model, "loans", stage="production")
+    >>> load("models/loans@production").predict(X).tolist()
+    [0, 0, 1, 1]
     """
     from shardlearn.registry.store import read_verified
 

@@ -30,6 +30,7 @@ that stage; ``NAME:3`` a version; ``NAME`` or ``NAME:latest`` the newest version
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -115,10 +116,15 @@ class Registry:
 
     Examples
     --------
-    >>> reg = sl.Registry("models")                                # doctest: +SKIP
-    >>> mv = reg.register(model, "loans", metrics={"accuracy": 0.91})  # doctest: +SKIP
-    >>> reg.promote("loans", mv.version, "production")             # doctest: +SKIP
-    >>> model = sl.load("models/loans@production")                 # doctest: +SKIP
+    >>> import numpy as np
+    >>> import shardlearn as sl
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> model = sl.LogisticRegression().fit(X, y, engine="local")
+    >>> reg = sl.Registry("models")
+    >>> mv = reg.register(model, "loans", metrics={"accuracy": 0.91})
+    >>> reg.promote("loans", mv.version, "production").stage
+    'production'
+    >>> model = sl.load("models/loans@production")
     """
 
     def __new__(cls, root: str | os.PathLike[str] = DEFAULT_ROOT, **_: Any) -> Registry:
@@ -304,7 +310,7 @@ class Registry:
         check_name(name)
         if stage is not None:
             check_stage(stage)
-        keys = {"signing_key": signing_key, "encryption_key": encryption_key}
+        keys: dict[str, Any] = {"signing_key": signing_key, "encryption_key": encryption_key}
         incoming = self._incoming()
         incoming.parent.mkdir(parents=True, exist_ok=True)
         if _remote.is_uri(path):
@@ -503,7 +509,7 @@ class Registry:
             self._set_stage(connection, name, int(version), stage, archive_existing)
         return self.get(name, version)
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[dict[str, Any]]:
         """Stage changes of ``name``, oldest first: version, stage, previous, at."""
         self.get(name)
         with self._connect() as connection:
@@ -513,7 +519,9 @@ class Registry:
             ).fetchall()
         return [dict(zip(("version", "stage", "previous", "at"), r, strict=True)) for r in rows]
 
-    def delete(self, name: str, version: int | None = None, *, force: bool = False) -> list[int]:
+    def delete(
+        self, name: str, version: int | None = None, *, force: bool = False
+    ) -> builtins.list[int]:
         """Delete one version (or every version of ``name``); returns the deleted numbers.
 
         A production version is kept unless ``force=True``.
@@ -547,7 +555,9 @@ class Registry:
         return [mv.version for mv in targets]
 
     # -- checking -------------------------------------------------------------------------
-    def verify(self, ref: str | None = None, **keys: Any) -> list[tuple[ModelVersion, str | None]]:
+    def verify(
+        self, ref: str | None = None, **keys: Any
+    ) -> builtins.list[tuple[ModelVersion, str | None]]:
         """Check every version (or ``ref``): signature, file hashes, index hash.
 
         Returns
@@ -565,7 +575,7 @@ class Registry:
                 results.append((mv, None))
         return results
 
-    def orphans(self) -> list[Path]:
+    def orphans(self) -> builtins.list[Path]:
         """Version directories on disk that the index does not know (left by a crash)."""
         known = {mv.path for mv in self.list()}
         found = []

@@ -32,6 +32,8 @@ of the server's CPU time per request. :class:`_OneWriteResponse` holds the heade
 the body's first write (or the response's end, or a close), so a response sent as one body
 message costs one system call; streamed bodies still go out chunk by chunk.
 
+Not run as a test (it serves until stopped):
+
 >>> from shardlearn.serve import ServeConfig, run
 >>> run(ServeConfig(registry="models", header_timeout=5), port=8000)   # doctest: +SKIP
 """
@@ -262,7 +264,7 @@ def run(
     import uvicorn
 
     app = app if app is not None else create_app(config)
-    common = {"host": host, "port": port, "access_log": False, "log_level": "info"}
+    common: dict[str, Any] = {"host": host, "port": port, "access_log": False, "log_level": "info"}
     if workers == 1:
         uvicorn.run(app, **common, **uvicorn_options(config))
         return
