@@ -94,3 +94,23 @@ def test_merge_is_associative(a, b, c):
 def test_bad_norm_is_named():
     with pytest.raises(ValueError, match="'norm' parameter of TextVectorizer"):
         TextVectorizer(columns=["t"], norm="l3").fit({"t": ["x"]})
+
+
+def test_repeated_documents_are_tokenised_once_and_give_every_row_its_counts():
+    docs = ["win a loan", None, "hello today", "win a loan", "", None, "hello today"] * 50
+    table = pa.table({"msg": pa.chunked_array([docs[:100], docs[100:]], pa.string())})
+    vec = TextVectorizer(columns=["msg"], n_features=64, tfidf=False, norm=None).fit(table)
+    analyzer, hasher = vec._tokenize_and_hash()
+    seen: list[str] = []
+
+    def counting(doc: str) -> list[str]:
+        seen.append(doc)
+        return analyzer(doc)
+
+    vec._hashing_cache = (vec._hashing_cache[0], counting, hasher)
+    got = vec.transform(table).toarray()
+    reference = HashingVectorizer(n_features=64, alternate_sign=False, norm=None)
+    expected = reference.transform(["" if d is None else d for d in docs]).toarray()
+    np.testing.assert_array_equal(got, expected)
+    # three distinct texts and the empty document that stands for the missing ones
+    assert sorted(seen) == sorted(["win a loan", "hello today", "", ""])

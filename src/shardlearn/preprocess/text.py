@@ -8,7 +8,9 @@ shards merge, so the inverse document frequency equals a one-pass fit:
 ``idf = ln((1 + n) / (1 + df)) + 1`` (``smooth_idf``, scikit-learn's default) or
 ``ln(n / df) + 1``. Transform: counts, then ``1 + ln(tf)`` if ``sublinear_tf``, times idf,
 then row normalisation -- ``TfidfTransformer``'s order. Missing text is an empty document;
-an empty document is an all-zero row (normalising it divides by nothing).
+an empty document is an all-zero row (normalising it divides by nothing). Tokenising and
+hashing (Python, the cost of this module) run once per distinct document of a batch: repeated
+texts take their counts from the dictionary-encoded column.
 """
 
 from __future__ import annotations
@@ -134,11 +136,27 @@ class TextVectorizer(ColumnTransformer):
         return cached[1], cached[2]
 
     def _counts(self, table: pa.Table, name: str) -> sp.csr_matrix:
-        texts = column(table, name).to_pylist()
-        documents = ["" if t is None else str(t) for t in texts]
-        if not documents:  # scikit-learn's hashers cannot vectorize an empty sequence
+        """Hashed term counts, one row per document.
+
+        Tokenising and hashing run in Python, once per *distinct* document: texts repeat
+        (templated descriptions, titles, short messages), so the column is dictionary-encoded
+        and each row takes its document's row of the distinct documents' counts -- the same
+        matrix, a row at a time, as hashing every row.
+        """
+        values = column(table, name)
+        if len(values) == 0:  # scikit-learn's hashers cannot vectorize an empty sequence
             return sp.csr_matrix((0, self.n_features), dtype=np.float64)
+        encoded = values.combine_chunks().dictionary_encode()
+        distinct = encoded.dictionary.to_pylist()
+        if len(distinct) == len(values):  # no document repeats (and none is missing)
+            return self._hash_documents(distinct)
+        # A missing document is the empty one, after the distinct ones.
+        rows = encoded.indices.fill_null(len(distinct)).to_numpy()
+        return self._hash_documents([*distinct, None])[rows]
+
+    def _hash_documents(self, texts: list) -> sp.csr_matrix:
         analyzer, feature_hasher = self._tokenize_and_hash()
+        documents = ("" if t is None else str(t) for t in texts)
         return sp.csr_matrix(feature_hasher.transform(analyzer(doc) for doc in documents))
 
     def _empty_stats(self) -> _DocStats:
