@@ -133,9 +133,10 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        # (model, status) -> its children of requests, latency and rows: labels() checks its
-        # arguments and takes a lock on every call.
-        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        # The labelled children, found once: labels() checks its arguments and takes a lock
+        # on every call. (model, status) -> requests and latency; model -> rows.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._rows: dict[str, Any] = {}
 
     def observe(self, model: str, status: int, seconds: float, rows: int = 0) -> None:
         """Record one prediction request."""
@@ -144,12 +145,13 @@ class Telemetry:
             children = self._children[model, status] = (
                 self.requests.labels(model, str(status)),
                 self.latency.labels(model),
-                self.rows.labels(model),
             )
-        requests, latency, predicted = children
-        requests.inc()
-        latency.observe(seconds)
+        children[0].inc()
+        children[1].observe(seconds)
         if rows:
+            predicted = self._rows.get(model)
+            if predicted is None:
+                predicted = self._rows[model] = self.rows.labels(model)
             predicted.inc(rows)
 
     def error(self, model: str, reason: str) -> None:
