@@ -1090,7 +1090,7 @@ class _CallCountingEngine(Engine):
         self.n_workers = engine.n_workers
         self.max_retries = engine.max_retries
         self.enforces_resources = engine.enforces_resources
-        self.plan = {"calls": 0, "kill_at": kill_at, "killed": False}
+        self.plan: dict[str, Any] = {"calls": 0, "kill_at": kill_at, "killed": False}
 
     @property
     def capacity(self) -> Resources:

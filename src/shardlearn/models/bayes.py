@@ -64,8 +64,9 @@ def _merge_gaussian(a: dict, b: dict) -> dict:
     }
 
 
-def _gaussian_worker(state: Any, n_classes: int) -> dict:
-    """Per-class weighted moments and unweighted overall moments of this worker's rows."""
+def _gaussian_worker(state: Any, n_classes: int) -> dict | None:
+    """Per-class weighted moments and unweighted overall moments of this worker's rows (None:
+    it has none)."""
     stats: dict | None = None
     for block in iter_training_blocks(state, "train"):
         part = _gaussian_block(block, n_classes)
@@ -95,8 +96,9 @@ def _gaussian_block(block: Any, n_classes: int) -> dict:
 
 
 # ------------------------------------------------------------------ Multinomial statistics
-def _multinomial_worker(state: Any, n_classes: int) -> np.ndarray:
-    """[feature counts (K*p), class weights (K), non-finite values, negative values]."""
+def _multinomial_worker(state: Any, n_classes: int) -> np.ndarray | None:
+    """[feature counts (K*p), class weights (K), non-finite values, negative values]; None
+    when this worker has no rows."""
     total = None
     for block in iter_training_blocks(state, "train"):
         part = _multinomial_block(block, n_classes)

@@ -142,7 +142,7 @@ def _statistics_worker(state: Any, n_classes: int) -> np.ndarray:
     block = _dealt_rows(state)
     y = np.asarray(block.y, dtype=np.int64)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = counts
+    weights: np.ndarray = counts
     if block.sample_weight is not None:
         weights = np.bincount(y, weights=block.sample_weight, minlength=n_classes)
     values = np.asarray(block.X.data if hasattr(block.X, "tocsr") else block.X)
@@ -284,6 +284,10 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         "average": [Type(bool)],
     }
     _predict_from_proba: ClassVar[bool] = False
+    # Fitted state (declared for the type checker; fit sets it, absent before).
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    t_: float
     # scikit-learn checks this class fails, and why (BaseEstimator._expected_failed_checks).
     _sklearn_expected_failures: ClassVar[dict[str, str]] = dict.fromkeys(
         (
