@@ -198,11 +198,11 @@ class TaskGraph:
     def validate(self) -> list[str]:
         """Check dependencies and cycles; return the keys in a topological order."""
         for key, task in self.tasks.items():
-            for dep in task.dependencies:
-                if dep not in self.tasks:
+            for name in task.dependencies:
+                if name not in self.tasks:
                     raise SpecError(
-                        f"Task {key!r} depends on {dep!r}, which is not in the graph. "
-                        + unknown_name_message("task", dep, self.tasks)
+                        f"Task {key!r} depends on {name!r}, which is not in the graph. "
+                        + unknown_name_message("task", name, self.tasks)
                     )
         order: list[str] = []
         state: dict[str, int] = {}  # 1 = on the current path, 2 = done

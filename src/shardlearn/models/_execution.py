@@ -337,7 +337,7 @@ class FitTimings:
     @contextlib.contextmanager
     def phase(self, phase: str) -> Iterator[None]:
         """Time the block as ``phase`` (minus the phases nested in it)."""
-        frame = [phase, time.perf_counter(), 0.0]
+        frame: list[Any] = [phase, time.perf_counter(), 0.0]
         self._open.append(frame)
         try:
             yield

@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,6 +365,7 @@ def check_signature(
                 f"refusing to load it. Re-save it with the key, or {hint}"
             )
         return False
+    matches: Callable[[bytes, bytes, Any], bool]
     if signature.startswith(ED25519_PREFIX):
         scheme, key, matches = "ed25519", keys.public_key, _ed25519_matches
     else:
