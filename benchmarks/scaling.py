@@ -47,7 +47,7 @@ from scipy.optimize import nnls
 
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.models import GradientBoostingClassifier, LogisticRegression
+from shardlearn.models import LogisticRegression, XGBoostClassifier
 
 NODES = (1, 2, 4)
 FEATURES = 20
@@ -99,7 +99,7 @@ def fit_once(algorithm: str, dataset, eng) -> tuple[float, int]:
         model = LogisticRegression(tol=1e-6, max_iter=100).fit(dataset, engine=eng)
         rounds = int(model.n_iter_)
     else:
-        GradientBoostingClassifier(
+        XGBoostClassifier(
             n_estimators=TREES, max_depth=MAX_DEPTH, max_bin=MAX_BIN, random_state=0
         ).fit(dataset, engine=eng)
         rounds = TREES * MAX_DEPTH  # one histogram allreduce per level of every tree

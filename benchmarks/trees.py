@@ -4,7 +4,7 @@ Every library trains 100 trees of depth 10 with learning rate 0.1 on the same ro
 scored by test AUC and training time (the ``fit``/``train`` call; data conversion into each
 library's own frame is excluded, shardlearn's hand-off of arrays to its workers is included):
 
-* shardlearn ``GradientBoostingClassifier`` on the ``local`` engine, 2 workers (started before
+* shardlearn ``XGBoostClassifier`` on the ``local`` engine, 2 workers (started before
   timing, as a running cluster would be);
 * XGBoost ``hist``, ``nthread=2``; LightGBM ``num_threads=2`` (``num_leaves=1024`` so that depth
   10 is reachable); scikit-learn ``HistGradientBoostingClassifier`` (``max_leaf_nodes=None``);
@@ -131,13 +131,13 @@ def split(X: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple:
 # Each peer: (X, y, X_test) -> (train seconds, positive-class scores of X_test).
 def run_shardlearn(X, y, X_test):
     from shardlearn.engine import engine
-    from shardlearn.models import GradientBoostingClassifier
+    from shardlearn.models import XGBoostClassifier
 
     params = {"n_estimators": TREES, "max_depth": DEPTH, "learning_rate": RATE}
     with engine("local", workers=2):
-        GradientBoostingClassifier(n_estimators=1).fit(X[:1000], y[:1000])  # start the workers
+        XGBoostClassifier(n_estimators=1).fit(X[:1000], y[:1000])  # start the workers
         start = time.perf_counter()
-        model = GradientBoostingClassifier(**params).fit(X, y)
+        model = XGBoostClassifier(**params).fit(X, y)
         seconds = time.perf_counter() - start
     return seconds, model.predict_proba(X_test)[:, 1]
 

@@ -1,7 +1,9 @@
 """shardlearn: distributed machine learning for large classification datasets.
 
 The public names below are imported lazily, so ``import shardlearn`` stays fast and never
-starts an engine or imports an optional extra (Ray, torch) by itself.
+starts an engine or imports an optional extra (Ray, torch) by itself. A renamed class's old
+name (``GradientBoostingClassifier``) still works for one release, with a ``FutureWarning``
+on every use (:data:`shardlearn.models.RENAMED`).
 
 >>> import shardlearn as sl
 >>> sl.__version__
@@ -29,10 +31,10 @@ _PUBLIC = {
     "SGDClassifier": "shardlearn.models",
     "RandomForestClassifier": "shardlearn.models",
     "ExtraTreesClassifier": "shardlearn.models",
-    "GradientBoostingClassifier": "shardlearn.models",
     "MLPClassifier": "shardlearn.models",
     "ConvNetClassifier": "shardlearn.models",
     "SelfTrainingClassifier": "shardlearn.models",
+    "XGBoostClassifier": "shardlearn.models",
     "KMeans": "shardlearn.models",
     "PCA": "shardlearn.models",
     "evaluate": "shardlearn.metrics",
@@ -42,10 +44,15 @@ _PUBLIC = {
     "load": "shardlearn.registry",
 }
 
+# Deprecated aliases: never cached in globals(), so every use warns.
+_RENAMED = {"GradientBoostingClassifier"}
+
 __all__ = ["__version__", *sorted(_PUBLIC)]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return importlib.import_module("shardlearn.models").renamed(name, stacklevel=2)
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'shardlearn' has no attribute {name!r}")

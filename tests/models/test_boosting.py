@@ -1,4 +1,4 @@
-"""GradientBoostingClassifier against single-process XGBoost on the same data."""
+"""XGBoostClassifier against single-process XGBoost on the same data."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError
-from shardlearn.models import MODELS, GradientBoostingClassifier, Pipeline
+from shardlearn.models import MODELS, Pipeline, XGBoostClassifier
 from shardlearn.models.boosting import BoostingProgress
 from shardlearn.preprocess import Preprocessor
 
@@ -67,7 +67,7 @@ def _auc(y, proba) -> float:
 def test_binary_gbdt_matches_single_process_xgboost(engine_name, workers):
     X, y, X_test, y_test = _data()
     with engine(engine_name, workers=workers):
-        model = GradientBoostingClassifier(**PARAMS, checkpoint_interval=7).fit(X, y)
+        model = XGBoostClassifier(**PARAMS, checkpoint_interval=7).fit(X, y)
     ref = _reference(X, y, 2)
     ours_auc = _auc(y_test, model.predict_proba(X_test))
     ref_auc = _auc(y_test, ref.predict(xgb.DMatrix(X_test)))
@@ -79,7 +79,7 @@ def test_binary_gbdt_matches_single_process_xgboost(engine_name, workers):
 def test_multiclass_gbdt_matches_single_process_xgboost(engine_name):
     X, y, X_test, y_test = _data(n_classes=3)
     with engine(engine_name, workers=2):
-        model = GradientBoostingClassifier(**PARAMS).fit(X, y)
+        model = XGBoostClassifier(**PARAMS).fit(X, y)
     ref = _reference(X, y, 3)
     proba = model.predict_proba(X_test)
     assert proba.shape == (len(y_test), 3)
@@ -93,7 +93,7 @@ def test_multiclass_gbdt_matches_single_process_xgboost(engine_name):
 def test_a_distributed_fit_prints_nothing_to_the_terminal(capfd):
     X, y, _, _ = _data(n=2000)
     with engine("local", workers=2):
-        GradientBoostingClassifier(n_estimators=3, max_depth=2, **WORKERS).fit(X, y)
+        XGBoostClassifier(n_estimators=3, max_depth=2, **WORKERS).fit(X, y)
     out, _ = capfd.readouterr()  # workers share the test's file descriptors
     assert "got rank" not in out and out == ""
 
@@ -101,7 +101,7 @@ def test_a_distributed_fit_prints_nothing_to_the_terminal(capfd):
 def test_one_worker_equals_xgboost_exactly():
     X, y, X_test, _ = _data()
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(**PARAMS, checkpoint_interval=6).fit(X, y)
+        model = XGBoostClassifier(**PARAMS, checkpoint_interval=6).fit(X, y)
     ref = _reference(X, y, 2)
     np.testing.assert_allclose(
         model.predict_proba(X_test)[:, 1], ref.predict(xgb.DMatrix(X_test)), rtol=1e-6
@@ -116,7 +116,7 @@ def test_early_stopping_uses_the_valid_split_and_keeps_the_best_round(tmp_path):
     with engine("local", workers=2):
         pipeline = Pipeline(
             Preprocessor.auto(ds.schema),
-            GradientBoostingClassifier(
+            XGBoostClassifier(
                 n_estimators=300,
                 learning_rate=0.5,
                 max_depth=6,
@@ -166,12 +166,12 @@ def test_checkpoint_interval_does_not_change_a_model_that_samples_rows_and_colum
     with engine("local", workers=workers):
         # 20 rounds in one chunk is the uncheckpointed run; 5 and 7 restart XGBoost mid-way.
         proba = {
-            interval: GradientBoostingClassifier(**SAMPLED, checkpoint_interval=interval)
+            interval: XGBoostClassifier(**SAMPLED, checkpoint_interval=interval)
             .fit(X, y)
             .predict_proba(X_test)
             for interval in (20, 5, 7)
         }
-        unsampled = GradientBoostingClassifier(
+        unsampled = XGBoostClassifier(
             **{**SAMPLED, "subsample": 1.0, "colsample_bytree": 1.0, "xgb_params": None}
         ).fit(X, y)
     assert np.array_equal(proba[5], proba[20])
@@ -201,7 +201,7 @@ def _single_process_sampled(X, y, rounds: int, eta: float, **sampling) -> xgb.Bo
 def test_one_worker_with_sampling_equals_the_same_scheme_in_one_process():
     X, y, X_test, _ = _data(n=4000)
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(**SAMPLED, checkpoint_interval=6).fit(X, y)
+        model = XGBoostClassifier(**SAMPLED, checkpoint_interval=6).fit(X, y)
     ref = _single_process_sampled(
         X, y, 20, 0.3, seed=5, subsample=0.7, colsample_bytree=0.7, colsample_bynode=0.8
     )
@@ -220,8 +220,8 @@ def _coarse_label_sorted(n: int = 3000):
 def test_worker_count_does_not_change_the_model_when_the_sketch_is_exact(workers):
     X, y = _coarse_label_sorted()
     with engine("local", workers=workers):
-        plain = GradientBoostingClassifier(**PARAMS).fit(X, y)
-        by_columns = GradientBoostingClassifier(
+        plain = XGBoostClassifier(**PARAMS).fit(X, y)
+        by_columns = XGBoostClassifier(
             **PARAMS, colsample_bytree=0.6, xgb_params={"colsample_bynode": 0.8}
         ).fit(X, y)
     ref = _reference(X, y, 2)
@@ -241,7 +241,7 @@ def test_label_sorted_rows_stay_within_the_sketch_tolerance_of_xgboost(workers):
     X, y, X_test, y_test = _data(n=6000)
     order = np.argsort(y, kind="stable")
     with engine("local", workers=workers):
-        model = GradientBoostingClassifier(**PARAMS).fit(X[order], y[order])
+        model = XGBoostClassifier(**PARAMS).fit(X[order], y[order])
     ref = _reference(X, y, 2).predict(xgb.DMatrix(X_test))
     proba = model.predict_proba(X_test)[:, 1]
     assert abs(_auc(y_test, proba) - _auc(y_test, ref)) <= 0.002
@@ -266,7 +266,7 @@ def test_early_stopping_on_ranking_metrics_does_not_depend_on_the_layout(tmp_pat
         )
         for workers in (1, 2):
             with engine("local", workers=workers):
-                fits[strategy, workers] = GradientBoostingClassifier(
+                fits[strategy, workers] = XGBoostClassifier(
                     n_estimators=200,
                     learning_rate=0.3,
                     early_stopping_rounds=5,
@@ -332,8 +332,8 @@ def test_worker_killed_mid_boosting_training_completes_from_checkpoint():
         threads[0].start()
 
     with engine("local", workers=2):
-        model = GradientBoostingClassifier(**params).fit(X, y, callback=kill_a_worker)
-        undisturbed = GradientBoostingClassifier(**params).fit(X, y)
+        model = XGBoostClassifier(**params).fit(X, y, callback=kill_a_worker)
+        undisturbed = XGBoostClassifier(**params).fit(X, y)
     threads[0].join()
     assert killed.is_set()
     assert model.n_estimators_ == 40
@@ -346,8 +346,8 @@ def test_worker_killed_mid_boosting_training_completes_from_checkpoint():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"max_depth": -1}, "'max_depth' parameter of GradientBoostingClassifier"),
-        ({"learning_rate": 0}, "'learning_rate' parameter of GradientBoostingClassifier"),
+        ({"max_depth": -1}, "'max_depth' parameter of XGBoostClassifier"),
+        ({"learning_rate": 0}, "'learning_rate' parameter of XGBoostClassifier"),
         ({"subsample": 1.5}, "'subsample' parameter"),
         ({"eval_metric": "rmse"}, "'eval_metric' parameter"),
         ({"xgb_params": {"max_leafs": 4}}, "Did you mean 'max_leaves'"),
@@ -360,32 +360,32 @@ def test_worker_killed_mid_boosting_training_completes_from_checkpoint():
 def test_bad_params_are_clear_errors_naming_the_param(params, message):
     X, y, _, _ = _data(n=200)
     with engine("local", workers=1), pytest.raises(ValueError, match=message) as info:
-        GradientBoostingClassifier(n_estimators=2, **params).fit(X, y)
+        XGBoostClassifier(n_estimators=2, **params).fit(X, y)
     assert "XGBoostError" not in repr(info.value)
 
 
 def test_early_stopping_without_a_valid_split_is_a_data_error():
     X, y, _, _ = _data(n=200)
     with engine("local", workers=1), pytest.raises(DataError, match="needs a valid split"):
-        GradientBoostingClassifier(n_estimators=2, early_stopping_rounds=3).fit(X, y)
+        XGBoostClassifier(n_estimators=2, early_stopping_rounds=3).fit(X, y)
 
 
 def test_artifact_is_ubjson_and_round_trips_without_cluster_settings():
     X, y, X_test, _ = _data(n=800)
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(n_estimators=5).fit(X, y)
+        model = XGBoostClassifier(n_estimators=5).fit(X, y)
     meta, arrays, files = model._to_artifact()
     assert set(files) == {"booster.ubj"}
     assert files["booster.ubj"][:1] == b"{"  # UBJSON object marker, not a pickle
     assert "nthread" not in meta["attributes"]["params_"]
-    restored = GradientBoostingClassifier._from_artifact(meta, arrays, files)
+    restored = XGBoostClassifier._from_artifact(meta, arrays, files)
     np.testing.assert_array_equal(restored.predict_proba(X_test), model.predict_proba(X_test))
 
 
 def test_importances_gain_and_split_counts():
     X, y, _, _ = _data(n=1000)
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(n_estimators=10).fit(X, y)
+        model = XGBoostClassifier(n_estimators=10).fit(X, y)
     both = model.importances()
     assert set(both) == {"gain", "split"}
     assert sum(both["gain"].values()) == pytest.approx(1.0)
@@ -394,4 +394,4 @@ def test_importances_gain_and_split_counts():
 
 
 def test_registered_as_xgboost():
-    assert MODELS["xgboost"] is GradientBoostingClassifier
+    assert MODELS["xgboost"] is XGBoostClassifier

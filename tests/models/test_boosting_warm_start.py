@@ -1,4 +1,4 @@
-"""GradientBoostingClassifier(warm_start=True): more rounds on the same booster, against
+"""XGBoostClassifier(warm_start=True): more rounds on the same booster, against
 single-process XGBoost continuing its booster (``xgboost.train(..., xgb_model=booster)``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sklearn.datasets import make_classification
 
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.models import GradientBoostingClassifier
+from shardlearn.models import XGBoostClassifier
 from shardlearn.registry import load, save
 
 FEATURES = [f"f{j}" for j in range(6)]
@@ -62,7 +62,7 @@ def test_warm_start_adds_rounds_to_the_same_booster_as_xgboost_continuing(
     fit_args, (X, y) = _training_input(layout, tmp_path)
     workers = 1 if execution == "in_process" else 2
     with engine("local", workers=workers):
-        model = GradientBoostingClassifier(
+        model = XGBoostClassifier(
             FIRST, **PARAMS, warm_start=True, execution=execution, checkpoint_interval=4
         ).fit(*fit_args)
         before = model.booster_.get_dump()
@@ -90,8 +90,8 @@ def test_a_continued_sampling_fit_equals_one_that_trained_every_round_at_once():
     X, y = _arrays(_table())
     sampled = {**PARAMS, "subsample": 0.7, "colsample_bytree": 0.6, "random_state": 3}
     with engine("local", workers=1):
-        once = GradientBoostingClassifier(TOTAL, **sampled).fit(X, y)
-        warm = GradientBoostingClassifier(FIRST, **sampled, warm_start=True).fit(X, y)
+        once = XGBoostClassifier(TOTAL, **sampled).fit(X, y)
+        warm = XGBoostClassifier(FIRST, **sampled, warm_start=True).fit(X, y)
         warm.set_params(n_estimators=TOTAL).fit(X, y)
     # Round i samples from (random_state, i) whichever fit trains it.
     assert warm.booster_.get_dump() == once.booster_.get_dump()
@@ -100,7 +100,7 @@ def test_a_continued_sampling_fit_equals_one_that_trained_every_round_at_once():
 def test_warm_start_continues_a_model_loaded_from_its_artifact(tmp_path):
     X, y = _arrays(_table())
     with engine("local", workers=1):
-        fitted = GradientBoostingClassifier(FIRST, **PARAMS, warm_start=True).fit(X, y)
+        fitted = XGBoostClassifier(FIRST, **PARAMS, warm_start=True).fit(X, y)
         save(fitted, tmp_path / "model")
         loaded = load(tmp_path / "model").set_params(n_estimators=TOTAL).fit(X, y)
     assert loaded.booster_.get_dump()[:FIRST] == fitted.booster_.get_dump()
@@ -110,7 +110,7 @@ def test_warm_start_continues_a_model_loaded_from_its_artifact(tmp_path):
 def test_warm_start_at_the_same_n_estimators_keeps_the_model():
     X, y = _arrays(_table())
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(FIRST, **PARAMS, warm_start=True).fit(X, y)
+        model = XGBoostClassifier(FIRST, **PARAMS, warm_start=True).fit(X, y)
         booster = model.booster_
         assert model.fit(X, y).booster_ is booster
 
@@ -127,7 +127,7 @@ def test_warm_start_at_the_same_n_estimators_keeps_the_model():
 def test_warm_start_refuses_what_would_not_keep_the_trees(change, message):
     X, y = _arrays(_table())
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(FIRST, **PARAMS, warm_start=True).fit(X, y)
+        model = XGBoostClassifier(FIRST, **PARAMS, warm_start=True).fit(X, y)
         with pytest.raises(ValueError, match=message):
             model.set_params(**change).fit(X, y)
         with pytest.raises(ValueError, match="same columns and classes"):
@@ -135,19 +135,19 @@ def test_warm_start_refuses_what_would_not_keep_the_trees(change, message):
 
 
 def test_warm_start_is_a_parameter_that_clone_keeps():
-    model = GradientBoostingClassifier(warm_start=True)
+    model = XGBoostClassifier(warm_start=True)
     assert model.get_params()["warm_start"] is True
     assert clone(model).warm_start is True
-    assert GradientBoostingClassifier().set_params(warm_start=True).warm_start is True
+    assert XGBoostClassifier().set_params(warm_start=True).warm_start is True
     with pytest.raises(ValueError, match="'warm_start' parameter"):
-        GradientBoostingClassifier(warm_start="yes").fit(*_arrays(_table(200)))
+        XGBoostClassifier(warm_start="yes").fit(*_arrays(_table(200)))
 
 
 def test_warm_start_with_early_stopping_must_beat_the_fitted_best_round(tmp_path):
     ds = write_dataset(_table(), tmp_path / "ds", "label", partitions=2, split=(0.7, 0.3, 0))
     params = {**PARAMS, "learning_rate": 0.5, "early_stopping_rounds": 3, "warm_start": True}
     with engine("local", workers=1):
-        model = GradientBoostingClassifier(40, **params).fit(ds)
+        model = XGBoostClassifier(40, **params).fit(ds)
         assert model.n_estimators_ < len(model.evals_result_["valid"]["logloss"])  # it stopped
         before = (model.booster_.get_dump(), model.best_iteration_, model.best_score_)
         # The rounds after the best one were cut off with their trees, and so are their scores.

@@ -13,7 +13,7 @@ from sklearn.datasets import make_classification
 
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.models import GradientBoostingClassifier, Pipeline
+from shardlearn.models import Pipeline, XGBoostClassifier
 from shardlearn.models._execution import (
     PHASES,
     STARTUP_SECONDS,
@@ -48,9 +48,9 @@ def _table(n: int = 2000) -> pa.Table:
     return pa.table(columns | {"key": np.arange(n) % 200, "label": y})
 
 
-def _fit(ds, execution: str, workers: int = 2) -> GradientBoostingClassifier:
+def _fit(ds, execution: str, workers: int = 2) -> XGBoostClassifier:
     with engine("local", workers=workers):
-        return GradientBoostingClassifier(**PARAMS, execution=execution).fit(ds)
+        return XGBoostClassifier(**PARAMS, execution=execution).fit(ds)
 
 
 @pytest.mark.parametrize("strategy", ["range:f0", "hash:key"])
@@ -78,7 +78,7 @@ def test_forced_modes_agree_on_label_sorted_arrays():
     params = {**PARAMS, "early_stopping_rounds": None}
     with engine("local", workers=2):
         fits = {
-            mode: GradientBoostingClassifier(**params, execution=mode).fit(X[order], y[order])
+            mode: XGBoostClassifier(**params, execution=mode).fit(X[order], y[order])
             for mode in ("in_process", "workers")
         }
     assert fits["in_process"].execution_ == "in_process"
@@ -91,9 +91,7 @@ def test_auto_trains_in_process_on_the_local_engine_and_times_every_phase(tmp_pa
     ds = write_dataset(_table(), tmp_path / "ds", "label", partitions=2, split=(0.7, 0.3, 0))
     started = time.perf_counter()
     with engine("local", workers=2):
-        pipeline = Pipeline(Preprocessor.auto(ds.schema), GradientBoostingClassifier(**PARAMS)).fit(
-            ds
-        )
+        pipeline = Pipeline(Preprocessor.auto(ds.schema), XGBoostClassifier(**PARAMS)).fit(ds)
     wall = time.perf_counter() - started
     model = pipeline.estimator
     assert model.execution_ == "in_process"
@@ -152,13 +150,13 @@ def test_the_machine_description_of_an_engine_is_stable():
 
 def test_an_unknown_execution_is_refused_naming_the_parameter():
     X, y = make_classification(200, 4, random_state=0)
-    with pytest.raises(ValueError, match="'execution' parameter of GradientBoostingClassifier"):
-        GradientBoostingClassifier(execution="threads").fit(X, y, engine="local")
+    with pytest.raises(ValueError, match="'execution' parameter of XGBoostClassifier"):
+        XGBoostClassifier(execution="threads").fit(X, y, engine="local")
 
 
 def test_in_process_is_refused_on_workers_a_caller_already_started():
     X, y = make_classification(200, 4, random_state=0)
-    model = GradientBoostingClassifier(n_estimators=2, execution="in_process", verbose=False)
+    model = XGBoostClassifier(n_estimators=2, execution="in_process", verbose=False)
     with engine("local", workers=2) as eng, prepare_training(model, X, y, engine=eng) as ctx:
         with pytest.raises(ValueError, match="execution='in_process' cannot be honoured"):
             model._fit_context(ctx)
@@ -170,13 +168,13 @@ def test_progress_shows_rounds_with_the_valid_metric(tmp_path, capsys, monkeypat
     params = {**PARAMS, "verbose": True, "early_stopping_rounds": None, "n_estimators": 8}
     monkeypatch.setenv("SHARDLEARN_PROGRESS", "always")
     with engine("local", workers=2):
-        GradientBoostingClassifier(**params, execution=execution).fit(ds)
+        XGBoostClassifier(**params, execution=execution).fit(ds)
     err = capsys.readouterr().err
-    assert "GradientBoostingClassifier rounds" in err and "8/8" in err
+    assert "XGBoostClassifier rounds" in err and "8/8" in err
     assert "valid logloss" in err
     monkeypatch.setenv("SHARDLEARN_PROGRESS", "auto")  # stderr is not a terminal here
     with engine("local", workers=2):
-        GradientBoostingClassifier(**params, execution=execution).fit(ds)
+        XGBoostClassifier(**params, execution=execution).fit(ds)
     assert capsys.readouterr().err == ""
 
 
@@ -184,7 +182,7 @@ def test_no_progress_with_verbose_0_even_when_forced(tmp_path, capsys, monkeypat
     ds = write_dataset(_table(600), tmp_path / "ds", "label", partitions=2, split=(0.7, 0.3, 0))
     monkeypatch.setenv("SHARDLEARN_PROGRESS", "always")
     with engine("local", workers=2):
-        GradientBoostingClassifier(n_estimators=4, verbose=0).fit(ds)
+        XGBoostClassifier(n_estimators=4, verbose=0).fit(ds)
     assert capsys.readouterr().err == ""
 
 

@@ -51,7 +51,7 @@ def _estimators() -> list:
         sl.SGDClassifier(random_state=0),
         sl.RandomForestClassifier(n_estimators=10, random_state=0),
         sl.ExtraTreesClassifier(n_estimators=10, random_state=0),
-        sl.GradientBoostingClassifier(n_estimators=10),
+        sl.XGBoostClassifier(n_estimators=10),
         sl.SelfTrainingClassifier(),
         sl.KMeans(n_clusters=3, random_state=0),
         sl.PCA(n_components=2),
@@ -118,8 +118,8 @@ PAIRS = {
         lambda: sklearn.ensemble.RandomForestClassifier(n_estimators=30, random_state=0),
         0.04,  # other bootstrap draws
     ),
-    "GradientBoostingClassifier": (
-        lambda: sl.GradientBoostingClassifier(n_estimators=30, learning_rate=0.3, max_depth=6),
+    "XGBoostClassifier": (
+        lambda: sl.XGBoostClassifier(n_estimators=30, learning_rate=0.3, max_depth=6),
         lambda: sklearn.ensemble.HistGradientBoostingClassifier(
             max_iter=30, learning_rate=0.3, max_depth=6, early_stopping=False
         ),
@@ -159,7 +159,7 @@ GRIDS = {
     "LogisticRegression": {"C": [1e-3, 1.0]},
     "GaussianNB": {"var_smoothing": [1e-9, 10.0]},
     "RandomForestClassifier": {"max_depth": [1, None]},
-    "GradientBoostingClassifier": {"max_depth": [1, 6]},
+    "XGBoostClassifier": {"max_depth": [1, 6]},
 }
 
 

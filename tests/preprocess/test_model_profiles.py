@@ -36,9 +36,9 @@ def test_loans_have_a_text_column(loans):
 
 
 def test_default_auto_gives_a_tree_model_a_few_hundred_text_features(loans):
-    model = sl.Pipeline(
-        Preprocessor.auto(loans.schema), sl.GradientBoostingClassifier(n_estimators=2)
-    ).fit(loans, engine="local")
+    model = sl.Pipeline(Preprocessor.auto(loans.schema), sl.XGBoostClassifier(n_estimators=2)).fit(
+        loans, engine="local"
+    )
     assert model.preprocessor.profile == "compact"
     assert _text_features(model.preprocessor) == COMPACT_TEXT_FEATURES
     assert model.preprocessor.n_features_out_ < 400
@@ -63,7 +63,7 @@ def test_default_auto_keeps_wide_hashed_text_for_a_linear_model(loans):
         (sl.GaussianNB(), "compact"),
         (sl.RandomForestClassifier(), "compact"),
         (sl.ExtraTreesClassifier(), "compact"),
-        (sl.GradientBoostingClassifier(), "compact"),
+        (sl.XGBoostClassifier(), "compact"),
         (sl.MLPClassifier(), "dense"),
         (sl.KMeans(), "dense"),
         (sl.PCA(), "dense"),

@@ -101,7 +101,7 @@ def _fit(family: str) -> tuple[Any, Any]:
     model = {
         "linear": lambda: sl.LogisticRegression(),
         "forest": lambda: sl.RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0),
-        "xgboost": lambda: sl.GradientBoostingClassifier(n_estimators=3, max_depth=2),
+        "xgboost": lambda: sl.XGBoostClassifier(n_estimators=3, max_depth=2),
         "naive_bayes": lambda: sl.GaussianNB(),
         "mlp": lambda: sl.MLPClassifier(
             hidden_layer_sizes=(4,), epochs=1, random_state=0, verbose=False

@@ -14,7 +14,7 @@ import pytest
 
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.models import GradientBoostingClassifier, Pipeline
+from shardlearn.models import Pipeline, XGBoostClassifier
 from shardlearn.preprocess import Preprocessor
 from shardlearn.search import fold_views, holdout_view, search, shard_folds, trainer_view
 from tests.search.conftest import make_table
@@ -53,7 +53,7 @@ def test_the_trainer_is_never_given_the_scored_shards(request, fixture, cv, seed
 
 def _fold_fit(view, fit_view, params):
     with engine("local", workers=1) as eng:
-        estimator = GradientBoostingClassifier(**params)
+        estimator = XGBoostClassifier(**params)
         model = Pipeline(Preprocessor.auto(view.schema), estimator).fit(fit_view, engine=eng)
         proba = model.predict_proba(view.read("valid"))[:, 1]
     y = view.read("valid")["y"].to_numpy()

@@ -32,6 +32,7 @@ from shardlearn.models._fitting import (
     dataframe_feature_names,
     table_to_matrix,
 )
+from shardlearn.models._registry import type_names
 
 __all__ = [
     "ClassifierMixin",
@@ -107,7 +108,8 @@ class ClassifierMixin(sklearn.base.ClassifierMixin):
         cls, meta: dict, arrays: dict[str, np.ndarray], files: dict[str, bytes]
     ) -> Any:
         """Rebuild a fitted model from :meth:`_to_artifact` output."""
-        if meta.get("type") != cls.__name__:
+        stored = meta.get("type")
+        if not isinstance(stored, str) or stored not in type_names(cls):
             raise ArtifactError(
                 f"Artifact holds a {meta.get('type')!r}, not a {cls.__name__}; load it with "
                 "the matching class."

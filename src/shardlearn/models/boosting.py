@@ -1,4 +1,4 @@
-"""Gradient boosting on XGBoost, in one process or across the workers: GradientBoostingClassifier.
+"""Gradient boosting on XGBoost, in one process or across the workers: XGBoostClassifier.
 
 Where a fit runs is chosen per fit (``execution``, :mod:`shardlearn.models._execution`): when
 the rows fit in this process and its cores are at least the workers' (always on the local
@@ -72,7 +72,7 @@ from shardlearn.models._execution import (
 from shardlearn.models._fitting import TrainingContext, prepare_training
 from shardlearn.models._registry import register_model
 
-__all__ = ["BoostingProgress", "GradientBoostingClassifier"]
+__all__ = ["BoostingProgress", "XGBoostClassifier"]
 
 _BOOSTER_FILE = "booster.ubj"
 #: How often a chunk is restarted after lost workers before the fit gives up.
@@ -159,9 +159,15 @@ def _tracker_host(group: Any) -> str:
     return "127.0.0.1"
 
 
-@register_model("xgboost")
-class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
+# Artifacts saved before the rename record the type name "GradientBoostingClassifier".
+@register_model("xgboost", formerly=("GradientBoostingClassifier",))
+class XGBoostClassifier(ClassifierMixin, BaseEstimator):
     """Gradient-boosted trees trained with XGBoost's collective across the workers.
+
+    XGBoost's algorithm with XGBoost's defaults (``learning_rate=0.3``, ``max_depth=6``,
+    histogram splits), not scikit-learn's ``GradientBoostingClassifier``. It was called
+    ``GradientBoostingClassifier`` in shardlearn too; that name is a deprecated alias for one
+    release (see :mod:`shardlearn.models`).
 
     Parameters
     ----------
@@ -248,7 +254,7 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     >>> from shardlearn.engine import engine
     >>> X = np.random.default_rng(0).normal(size=(300, 4)); y = (X[:, 0] > 0).astype(int)
     >>> with engine("local", workers=1):
-    ...     model = GradientBoostingClassifier(n_estimators=5).fit(X, y)
+    ...     model = XGBoostClassifier(n_estimators=5).fit(X, y)
     >>> model.predict_proba(X[:2]).shape
     (2, 2)
     """
@@ -690,7 +696,7 @@ class GradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return model
 
 
-def _check_fits(model: GradientBoostingClassifier, booster: Any) -> None:
+def _check_fits(model: XGBoostClassifier, booster: Any) -> None:
     """Refuse a booster that does not fit the model's features, rounds and classes."""
     binary = len(model.classes_) == 2
     groups = int(json.loads(booster.save_config())["learner"]["learner_model_param"]["num_class"])
