@@ -1,8 +1,12 @@
 """Sharded datasets: schema, partitioners, ingest and the :class:`Dataset` reader.
 
->>> from shardlearn.data import Dataset, write_dataset          # doctest: +SKIP
->>> ds = Dataset.open("data/loans")                             # doctest: +SKIP
->>> table = ds.shards("train")[0].read()                        # doctest: +SKIP
+>>> import pyarrow as pa
+>>> from shardlearn.data import Dataset, write_dataset
+>>> t = pa.table({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", "b", "a", "b"]})
+>>> _ = write_dataset(t, "data/tiny", label="y", partitions=2)
+>>> ds = Dataset.open("data/tiny")
+>>> ds.shards("train")[0].read().num_rows
+2
 """
 
 from __future__ import annotations

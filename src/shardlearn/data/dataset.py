@@ -172,11 +172,14 @@ class Dataset:
 
     Examples
     --------
-    >>> ds = Dataset.open("data/loans")                       # doctest: +SKIP
-    >>> ds.classes, ds.splits, ds.num_rows("train")           # doctest: +SKIP
-    (['no', 'yes'], ['train', 'valid', 'test'], 800000)
-    >>> for batch in ds.iter_batches("train"):               # doctest: +SKIP
-    ...     ...
+    >>> from shardlearn.data import ingest
+    >>> from shardlearn.data.demo import write_loans_csv
+    >>> _ = ingest(write_loans_csv("loans.csv", rows=400), label="default", out="data/loans")
+    >>> ds = Dataset.open("data/loans")
+    >>> ds.classes, ds.splits, ds.num_rows("train")
+    (['no', 'yes'], ['train', 'valid', 'test'], 313)
+    >>> sum(batch.num_rows for batch in ds.iter_batches("train"))
+    313
     """
 
     def __init__(self, uri: str, manifest: dict[str, Any], manifest_sha256: str = "") -> None:

@@ -308,8 +308,19 @@ def evaluate_clustering(
 
     Examples
     --------
-    >>> report = evaluate_clustering(model, "data/blobs", split="test")   # doctest: +SKIP
-    >>> report["inertia"], report["silhouette"]                            # doctest: +SKIP
+    >>> import numpy as np
+    >>> import pyarrow as pa
+    >>> import shardlearn as sl
+    >>> from shardlearn.data import write_dataset
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 0.1, (100, 2)), rng.normal(5, 0.1, (100, 2))])
+    >>> table = pa.table({"a": X[:, 0], "b": X[:, 1], "y": np.repeat(["p", "q"], 100)})
+    >>> ds = write_dataset(table, "data/blobs", label="y", partitions=2, split=(0.8, 0, 0.2))
+    >>> with sl.engine("local", workers=1):
+    ...     model = sl.KMeans(2, random_state=0).fit(ds)
+    ...     report = evaluate_clustering(model, "data/blobs", split="test")
+    >>> round(report["inertia"], 2), round(report["silhouette"], 2)
+    (1.03, 0.97)
     """
     from shardlearn.data import Dataset
     from shardlearn.engine import get_engine

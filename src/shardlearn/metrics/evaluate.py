@@ -249,8 +249,15 @@ def evaluate(
 
     Examples
     --------
-    >>> report = evaluate(model, "data/loans", split="test")     # doctest: +SKIP
-    >>> report["roc_auc"], report.to_html("report.html")          # doctest: +SKIP
+    >>> import shardlearn as sl
+    >>> from shardlearn.data.demo import write_loans_csv
+    >>> ds = sl.ingest(write_loans_csv("loans.csv", rows=400), label="default", out="data/loans")
+    >>> with sl.engine("local", workers=1):
+    ...     model = sl.Pipeline(sl.Preprocessor.auto(ds.schema), sl.LogisticRegression()).fit(ds)
+    ...     report = evaluate(model, "data/loans", split="test")
+    >>> round(report["roc_auc"], 2)
+    0.76
+    >>> _ = report.to_html("report.html")
     """
     from shardlearn.engine import get_engine
 

@@ -1,6 +1,9 @@
 """Pipelines: a YAML spec of stages compiled into one task graph and run on any engine.
 
->>> from shardlearn.pipeline import load_spec, run_pipeline      # doctest: +SKIP
+>>> from shardlearn.pipeline import load_spec, run_pipeline
+
+Not run as a test (the loans example generates, ingests and trains on its full data):
+
 >>> result = run_pipeline(load_spec("examples/loans.yaml"))      # doctest: +SKIP
 """
 

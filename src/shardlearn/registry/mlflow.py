@@ -223,8 +223,16 @@ def export_mlflow(source: Artifact | str | os.PathLike[str], out: str | os.PathL
 
     Examples
     --------
-    >>> export_mlflow("models/loans@production", "loans-mlflow")    # doctest: +SKIP
-    >>> mlflow.pyfunc.load_model("loans-mlflow").predict(df)        # doctest: +SKIP
+    >>> import mlflow
+    >>> import pandas as pd
+    >>> import shardlearn as sl
+    >>> df = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    >>> model = sl.LogisticRegression().fit(df, [0, 0, 1, 1], engine="local")
+    >>> _ = sl.save(model, "models/loans-lr")
+    >>> export_mlflow("models/loans-lr", "loans-mlflow")
+    PosixPath('loans-mlflow')
+    >>> mlflow.pyfunc.load_model("loans-mlflow").predict(df).columns.tolist()
+    ['proba_0', 'proba_1']
     """
     mlflow = _mlflow()
     out = Path(out)
@@ -353,6 +361,8 @@ def tracking_run(
 
     Examples
     --------
+    Not run as a test: creating an MLflow SQLite store migrates its schema, which takes seconds.
+
     >>> with tracking_run("sqlite:///mlflow.db", "train logistic") as run:   # doctest: +SKIP
     ...     run.log_params({"C": 0.5}); run.log_metrics({"valid_accuracy": 0.91})
     """

@@ -241,7 +241,11 @@ def export_onnx(
 
     Examples
     --------
-    >>> export_onnx(sl.load("models/loans@production"), "loans.onnx")   # doctest: +SKIP
+    >>> import numpy as np
+    >>> import shardlearn as sl
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> export_onnx(sl.LogisticRegression().fit(X, y, engine="local"), "loans.onnx")
+    PosixPath('loans.onnx')
     """
     proto = to_onnx(model, estimator_only=estimator_only, dtype=dtype)
     target = Path(path)

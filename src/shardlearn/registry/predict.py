@@ -531,10 +531,14 @@ def predict_batch(
 
     Examples
     --------
-    >>> s = predict_batch("models/adult@production", "adult.test", "preds.parquet",
-    ...                   proba=True, keep_columns=["age"])            # doctest: +SKIP
-    >>> s.rows_in == s.rows_predicted + s.rows_rejected                # doctest: +SKIP
-    True
+    >>> import shardlearn as sl
+    >>> from shardlearn.data.demo import write_loans_csv
+    >>> ds = sl.ingest(write_loans_csv("loans.csv", rows=400), label="default", out="data/loans")
+    >>> model = sl.Pipeline(sl.Preprocessor.auto(ds.schema),
+    ...                     sl.LogisticRegression()).fit(ds, engine="local")
+    >>> s = predict_batch(model, "loans.csv", "preds.parquet", proba=True, keep_columns=["age"])
+    >>> s.rows_in, s.rows_predicted, s.rows_rejected
+    (400, 399, 1)
     """
     if isinstance(model, str | os.PathLike):
         from shardlearn.registry.artifact import load

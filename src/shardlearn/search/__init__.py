@@ -4,6 +4,8 @@ Selection does not leak: a trial's early stopping watches an inner split of its 
 shards, never the rows it is scored on, and the best configuration is refitted with the rounds
 or epochs its trials selected (``SearchResult.refit_params``).
 
+Not run as a test (forty trials of two model families, five folds each, take minutes):
+
 >>> from shardlearn.search import search, loguniform, randint          # doctest: +SKIP
 >>> result = search("data/adult", models=["logistic", "xgboost"],
 ...                 space={"logistic": {"C": loguniform(1e-3, 1e2)},

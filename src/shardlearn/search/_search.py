@@ -371,6 +371,8 @@ def search(
 
     Examples
     --------
+    Not run as a test (twenty trials of five folds each take minutes):
+
     >>> from shardlearn.search import search, loguniform                 # doctest: +SKIP
     >>> result = search("data/adult", models="logistic",
     ...                 space={"C": loguniform(1e-3, 1e2)}, trials=20, cv=5)   # doctest: +SKIP

@@ -1,7 +1,9 @@
 """The HTTP prediction service: an ASGI app over the model registry.
 
 >>> from shardlearn.serve import ServeConfig, run
->>> run(ServeConfig(registry="models"), port=8000)   # doctest: +SKIP
+>>> config = ServeConfig(registry="models")
+
+``run(config, port=8000)`` then serves until stopped (so it is not run as a test).
 
 ``run`` applies the header, body and keep-alive timeouts and the concurrency limit of the
 config (see :mod:`shardlearn.serve.server`); ``create_app`` alone builds the ASGI app, for an

@@ -49,9 +49,9 @@ class TokenStore:
 
     Examples
     --------
-    >>> store = TokenStore(tmp_path / "tokens")          # doctest: +SKIP
-    >>> token = store.create("ci")                        # doctest: +SKIP
-    >>> store.verify(token)                               # doctest: +SKIP
+    >>> store = TokenStore("tokens")
+    >>> token = store.create("ci")
+    >>> store.verify(token)
     True
     """
 

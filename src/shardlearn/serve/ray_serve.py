@@ -20,6 +20,8 @@ be reachable from every node (a shared file system, or an ``s3://`` registry). T
 encryption key variables of :mod:`shardlearn.registry.crypto` set where the deployment is made
 are passed on to the replicas, so they refuse what the local server would refuse.
 
+Not run as a test (it starts a Ray cluster and serves until the block exits):
+
 >>> from shardlearn.serve import ServeConfig
 >>> from shardlearn.serve.ray_serve import RayServe
 >>> with RayServe(ServeConfig(registry="models"), replicas=2, port=8000) as deployment:
