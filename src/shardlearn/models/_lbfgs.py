@@ -115,7 +115,7 @@ class _Evaluator:
         self.count = 0
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        if self.last_x is not None and np.array_equal(x, self.last_x):
+        if self.last_x is not None and self.last_g is not None and np.array_equal(x, self.last_x):
             return self.last_f, self.last_g.copy()
         f, g = self.evaluate(x)
         self.count += 1
@@ -123,8 +123,9 @@ class _Evaluator:
         return f, g
 
     def info_at(self, x: np.ndarray) -> tuple[float, float]:
-        if self.last_x is not None and np.array_equal(x, self.last_x):
-            return self.last_f, float(np.max(np.abs(self.last_g))) if self.last_g.size else 0.0
+        last_g = self.last_g
+        if self.last_x is not None and last_g is not None and np.array_equal(x, self.last_x):
+            return self.last_f, float(np.max(np.abs(last_g))) if last_g.size else 0.0
         f, g = self(x)
         return float(f), float(np.max(np.abs(g))) if g.size else 0.0
 
@@ -271,12 +272,13 @@ class _Coordinates:
         return v if self.transform is None else self.anchor + _product(self.transform, v)
 
     def objective(self, evaluator: _Evaluator) -> Callable[[np.ndarray], tuple]:
-        if self.transform is None:
+        transform = self.transform
+        if transform is None:
             return evaluator
 
         def in_v(v: np.ndarray) -> tuple[float, np.ndarray]:
             f, g = evaluator(self.to_x(v))
-            return f, _product(self.transform.T, g)
+            return f, _product(transform.T, g)
 
         return in_v
 
