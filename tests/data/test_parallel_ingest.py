@@ -201,7 +201,7 @@ def _outcome(path: Path, out: Path, range_bytes: int, parsers: int, block: int |
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

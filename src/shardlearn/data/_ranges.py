@@ -13,8 +13,8 @@ line numbers and the rejects are exactly those of one stream, for any input. The
 the bytes as the reader's slow path does: a line its LineGuard empties (over-long, not UTF-8)
 holds no quote. Should a quoted value never close, so that moving cuts out of it leaves one
 range of more than :data:`MERGED_RANGES` ranges' bytes, the file is read as one stream
-(bounded memory, same result); so is a file with a line longer than the block size (pyarrow
-takes such a line at the end of a stream, so a range end would decide whether it is a reject).
+(bounded memory, same result); so is a file with a row longer than the block size (pyarrow
+takes such a row at the end of a stream, so a range end would decide whether it is a reject).
 
 :func:`parse_ranges` parses the ranges on a thread pool (pyarrow's parser and numpy release the
 GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast path, slow
@@ -125,7 +125,8 @@ class _Scan:
     lines: tuple[int, int]
     first_row_end: tuple[int, int]
     lines_to_first: tuple[int, int]
-    long_line: bool  # a line longer than the block size
+    long_row: tuple[bool, bool]  # a row (all its lines) longer than the block size
+    tail: tuple[int, int]  # bytes after the last newline that ends a row
 
 
 def _refused_lines(raw: bytes, newlines: np.ndarray, limit: int) -> np.ndarray:
@@ -186,7 +187,7 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
 
     # The last quote run before each newline / lone carriage return / the range end (-1: none).
     run_of = [np.searchsorted(run_starts, p) - 1 for p in (newlines, lone, [len(data)])]
-    ends, lines, row_ends, lines_to = [], [], [], []
+    ends, lines, row_ends, lines_to, long_rows, tails = [], [], [], [], [], []
     for start in (0, 1):
         after = np.where(resets >= 0, since_reset & 1, (toggles + start) & 1).astype(bool)
         if not len(after):
@@ -198,6 +199,10 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
         outside_lone = lone[~at_lone]
         lines.append(len(newlines) + len(outside_lone))
         clean = np.flatnonzero(~at_newline)
+        # Row lengths with their newline (a range starting between rows starts a row).
+        row_bounds = np.concatenate([[-1] if start == 0 else [], newlines[clean]])
+        long_rows.append(bool(len(row_bounds) > 1 and np.diff(row_bounds).max() > limit))
+        tails.append(len(data) - int(row_bounds[-1]) - 1 if len(row_bounds) else len(data))
         if len(clean):
             end = int(newlines[clean[0]])
             row_ends.append(end + 1)
@@ -205,9 +210,24 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
         else:
             row_ends.append(-1)
             lines_to.append(0)
-    starts = np.concatenate([[0], newlines + 1])
-    long_line = bool(np.max(np.append(newlines, len(data) - 1) - starts + 1) > limit)
-    return _Scan(tuple(ends), tuple(lines), tuple(row_ends), tuple(lines_to), long_line)  # type: ignore[arg-type]
+    return _Scan(
+        tuple(ends), tuple(lines), tuple(row_ends), tuple(lines_to), tuple(long_rows), tuple(tails)
+    )  # type: ignore[arg-type]
+
+
+def _has_long_row(ranges: list[ByteRange], scans: list[_Scan], limit: int) -> bool:
+    """Whether a row of the file (with every line of its quoted values) is longer than
+    ``limit``, following the state at each range start as :func:`_exact_ranges` does."""
+    inside, carry = 0, 0  # carry: bytes of the row still open at the range start
+    for byte_range, scan in zip(ranges, scans, strict=True):
+        if scan.first_row_end[inside] < 0:
+            carry += byte_range.end - byte_range.start
+        else:
+            if inside and carry + scan.first_row_end[inside] > limit or scan.long_row[inside]:
+                return True
+            carry = scan.tail[inside]
+        inside = int(scan.ends_inside[inside])
+    return carry + 1 > limit  # the last line is read with a newline added
 
 
 def _exact_ranges(ranges: list[ByteRange], scans: list[_Scan], size: int) -> list[ByteRange]:
@@ -256,8 +276,8 @@ def plan_ranges(
     delimiter = ord(options.delimiter or ("\t" if reader.format == "tsv" else ","))
     limit = options.block_size
     scans = list(pool.map(lambda r: _scan(r, quote, delimiter, limit), ranges))
-    if any(scan.long_line for scan in scans):
-        # pyarrow takes a line longer than a block at the end of a stream and refuses it
+    if _has_long_row(ranges, scans, limit):
+        # pyarrow takes a row longer than a block at the end of a stream and refuses it
         # elsewhere: where a range ends would decide its fate.
         return None
     exact = _exact_ranges(ranges, scans, size)

@@ -509,10 +509,12 @@ class SourceReader:
             skipped = np.searchsorted(spans.valid_before, g, side="right")
             lines = offset + first_line + g + skipped + before[:-1] + spans.newlines_before(skipped)
             last = int(lines[-1]) if len(lines) else None
+            # Due: the refused rows before this batch's last row (all at the end of the file);
+            # a batch without rows settles those before it (the parser may be a block ahead).
+            last_valid = rows_before + batch.num_rows - 1 if batch.num_rows else rows_before
             due = len(spans.valid_before) - reported
-            if batch.num_rows:
-                due = int(np.searchsorted(spans.valid_before, rows_before + batch.num_rows - 1,
-                                          side="right")) - reported  # fmt: skip
+            if not end_of_file:
+                due = int(np.searchsorted(spans.valid_before, last_valid, side="right")) - reported
             reports: list[tuple[int, str, str]] = []
             recovered: list[RawBatch] = []
             for j in range(reported, reported + due):
