@@ -7,10 +7,10 @@ import pytest
 from sklearn.decomposition import PCA as SklearnPCA
 
 import shardlearn as sl
+from shardlearn._moments import merge_moments
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError
 from shardlearn.models import PCA
-from shardlearn.models.decomposition import merge_moments
 
 
 @pytest.fixture(scope="module")

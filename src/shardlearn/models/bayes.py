@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
+from shardlearn._moments import merge_moments
 from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import DataError
@@ -29,7 +30,7 @@ from shardlearn.models._fitting import TrainingContext, iter_training_blocks, pr
 from shardlearn.models._losses import chunk_rows_for
 from shardlearn.models._registry import register_model
 
-__all__ = ["GaussianNB", "MultinomialNB", "merge_moments"]
+__all__ = ["GaussianNB", "MultinomialNB", "merge_stacks"]
 
 
 # ------------------------------------------------------------------ Gaussian statistics
@@ -45,21 +46,15 @@ def _chunk_moments(X: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     return np.vstack((np.full(p, total), mean, m2))
 
 
-def merge_moments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Chan et al.'s pairwise merge of [weight, mean, M2] stacks (any leading shape)."""
-    na, nb = a[0], b[0]
-    n = na + nb
-    safe = np.where(n > 0, n, 1.0)
-    delta = b[1] - a[1]
-    mean = a[1] + delta * (nb / safe)
-    m2 = a[2] + b[2] + delta * delta * (na * nb / safe)
-    return np.stack((n, np.where(n > 0, mean, 0.0), m2))
+def merge_stacks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Chan's merge (:func:`shardlearn._moments.merge_moments`) of [weight, mean, M2] stacks."""
+    return np.stack(merge_moments((a[0], a[1], a[2]), (b[0], b[1], b[2])))
 
 
 def _merge_gaussian(a: dict, b: dict) -> dict:
     return {
-        "classes": merge_moments(a["classes"], b["classes"]),
-        "all": merge_moments(a["all"], b["all"]),
+        "classes": merge_stacks(a["classes"], b["classes"]),
+        "all": merge_stacks(a["all"], b["all"]),
         "nonfinite": a["nonfinite"] + b["nonfinite"],
     }
 
@@ -87,11 +82,11 @@ def _gaussian_block(block: Any, n_classes: int) -> dict:
         nonfinite += float(chunk.size - np.count_nonzero(np.isfinite(chunk)))
         labels = y[start : start + step]
         weights = None if w is None else np.asarray(w[start : start + step], dtype=np.float64)
-        overall = merge_moments(overall, _chunk_moments(chunk, None))
+        overall = merge_stacks(overall, _chunk_moments(chunk, None))
         for k in np.unique(labels):
             rows = labels == k
             part = _chunk_moments(chunk[rows], None if weights is None else weights[rows])
-            per_class[:, k] = merge_moments(per_class[:, k], part)
+            per_class[:, k] = merge_stacks(per_class[:, k], part)
     return {"classes": per_class, "all": overall, "nonfinite": nonfinite}
 
 

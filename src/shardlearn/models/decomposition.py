@@ -2,7 +2,7 @@
 
 Each worker returns, for its rows, the count ``n``, the mean ``m`` and the centred scatter
 matrix ``M = sum (x - m)(x - m)^T``. Two such summaries merge exactly (Chan, Golub & LeVeque,
-1979)::
+1979; :func:`shardlearn._moments.merge_moments`)::
 
     n = na + nb,  delta = mb - ma,  m = ma + delta * nb / n,
     M = Ma + Mb + outer(delta, delta) * na * nb / n
@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from shardlearn._moments import merge_moments
 from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import DataError
@@ -28,26 +29,13 @@ from shardlearn.models._fitting import TrainingContext
 from shardlearn.models._registry import register_model
 from shardlearn.models.cluster import UnsupervisedMixin, dense_blocks, prepare_unsupervised
 
-__all__ = ["PCA", "merge_moments"]
+__all__ = ["PCA"]
 
 
 def _block_moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     mean = X.mean(0)
     centred = X - mean
     return X.shape[0], mean, centred.T @ centred
-
-
-def merge_moments(a: tuple, b: tuple) -> tuple:
-    """Chan's parallel merge of two (count, mean, centred scatter) summaries."""
-    na, ma, sa = a
-    nb, mb, sb = b
-    if na == 0:
-        return b
-    if nb == 0:
-        return a
-    n = na + nb
-    delta = mb - ma
-    return n, ma + delta * (nb / n), sa + sb + np.outer(delta, delta) * (na * nb / n)
 
 
 def _moments_worker(state: Any, n_features: int) -> tuple:

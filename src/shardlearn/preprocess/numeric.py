@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
+from shardlearn._moments import merge_moments
 from shardlearn._validation import Interval, Options, Type
 from shardlearn.preprocess._base import ColumnTransformer
 from shardlearn.preprocess._batch import numeric_matrix
@@ -42,23 +43,6 @@ class _Stats:
     maximum: np.ndarray
     missing: np.ndarray
     sketches: list[QuantileSketch] | None = field(default=None)
-
-
-def _combine_moments(
-    count_a: np.ndarray,
-    mean_a: np.ndarray,
-    m2_a: np.ndarray,
-    count_b: np.ndarray,
-    mean_b: np.ndarray,
-    m2_b: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chan, Golub & LeVeque's pairwise update of (count, mean, M2)."""
-    count = count_a + count_b
-    safe = np.where(count > 0, count, 1)
-    delta = mean_b - mean_a
-    mean = np.where(count > 0, mean_a + delta * (count_b / safe), 0.0)
-    m2 = m2_a + m2_b + delta * delta * (count_a * count_b / safe)
-    return count, mean, m2
 
 
 class NumericTransformer(ColumnTransformer):
@@ -162,8 +146,8 @@ class NumericTransformer(ColumnTransformer):
 
     def _merge_stats(self, other: _Stats) -> None:
         s = self._stats
-        s.count, s.mean, s.m2 = _combine_moments(
-            s.count, s.mean, s.m2, other.count, other.mean, other.m2
+        s.count, s.mean, s.m2 = merge_moments(
+            (s.count, s.mean, s.m2), (other.count, other.mean, other.m2)
         )
         s.minimum = np.minimum(s.minimum, other.minimum)
         s.maximum = np.maximum(s.maximum, other.maximum)
@@ -189,8 +173,8 @@ class NumericTransformer(ColumnTransformer):
         fill = self._impute_values()
         missing = s.missing.astype(np.float64)
         # The scaler sees the imputed column: n_missing extra rows equal to `fill`.
-        count, mean, m2 = _combine_moments(
-            s.count, s.mean, s.m2, missing, fill, np.zeros_like(fill)
+        count, mean, m2 = merge_moments(
+            (s.count, s.mean, s.m2), (missing, fill, np.zeros_like(fill))
         )
         has_missing = missing > 0
         minimum = np.where(has_missing, np.minimum(s.minimum, fill), s.minimum)
