@@ -210,9 +210,9 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
         else:
             row_ends.append(-1)
             lines_to.append(0)
-    return _Scan(
-        tuple(ends), tuple(lines), tuple(row_ends), tuple(lines_to), tuple(long_rows), tuple(tails)
-    )  # type: ignore[arg-type]
+    # One entry per start state, two in each list (the types cannot say it).
+    per_state = (ends, lines, row_ends, lines_to, long_rows, tails)
+    return _Scan(*(tuple(values) for values in per_state))  # type: ignore[arg-type]
 
 
 def _has_long_row(ranges: list[ByteRange], scans: list[_Scan], limit: int) -> bool:
