@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shardlearn import __version__
+from shardlearn._json import json_default
 from shardlearn.data.dataset import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -406,7 +407,7 @@ class DatasetWriter:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
-        return value.item()
+        return json_default(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(f"Cannot store {type(value).__name__} in the manifest.")

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from shardlearn._json import json_default
 from shardlearn.exceptions import DataError, NotFittedError
 
 __all__ = [
@@ -330,7 +331,7 @@ def evaluate_clustering(
     if not isinstance(dataset, Dataset):
         dataset = Dataset.open(dataset)
     shards = dataset.shards(split)
-    classes = [c.item() if isinstance(c, np.generic) else c for c in dataset.classes]
+    classes = [json_default(c) if isinstance(c, np.generic) else c for c in dataset.classes]
     config = {
         "label": dataset.label,
         "classes": classes if dataset.label else [],

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardlearn._json import json_default
 from shardlearn.exceptions import DataError, NotFittedError
 from shardlearn.metrics.accumulators import DEFAULT_CALIBRATION_BINS, EvaluationAccumulator
 from shardlearn.metrics.report import Report
@@ -32,7 +33,7 @@ DEFAULT_BATCH_SIZE = 65536
 
 def _plain_list(values: Any) -> list[Any]:
     values = values.tolist() if hasattr(values, "tolist") else list(values)
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
+    return [json_default(v) if isinstance(v, np.generic) else v for v in values]
 
 
 def _check_model(model: Any) -> list[Any]:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
+from shardlearn._json import json_default
 from shardlearn.metrics.accumulators import (
     CalibrationBins,
     ConfusionMatrix,
@@ -472,7 +473,7 @@ def summarize(
 
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python value (JSON-able); anything else unchanged."""
-    return value.item() if isinstance(value, np.generic) else value
+    return json_default(value) if isinstance(value, np.generic) else value
 
 
 SUMMARY_KEYS = (

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn._json import to_json
 from shardlearn.metrics import _plots
 from shardlearn.metrics.accumulators import EvaluationAccumulator
 from shardlearn.metrics.functions import (
@@ -76,17 +77,8 @@ def _json_number(value: Any) -> Any:
 
 
 def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, float | np.floating | int | np.integer | bool) or value is None:
-        return _json_number(value)
-    if isinstance(value, str):
-        return value
-    return repr(value)
+    """Strict JSON (non-finite numbers as None); any other object as its repr."""
+    return to_json(value, repr, finite=True)
 
 
 class Report:

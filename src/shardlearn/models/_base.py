@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import sklearn.base
 
+from shardlearn._json import to_json
 from shardlearn.base import check_is_fitted
 from shardlearn.exceptions import ArtifactError, DataError, SchemaError
 from shardlearn.models._fitting import (
@@ -232,15 +233,12 @@ def _table_features(estimator: Any, table: Any) -> Any:
 
 
 def _to_json(value: Any) -> Any:
-    """Plain JSON types for params and small fitted values."""
-    if isinstance(value, np.ndarray):
-        return [_to_json(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_json(v) for v in value]
-    if value is None or isinstance(value, str | bool | numbers.Number):
+    """Plain JSON types for params and small fitted values (:func:`shardlearn._json.to_json`)."""
+    return to_json(value, _other_number)
+
+
+def _other_number(value: Any) -> Any:
+    """Other numbers (a Fraction, a complex) as they are; anything else is refused."""
+    if isinstance(value, numbers.Number):
         return value
     raise ArtifactError(f"Cannot store a value of type {type(value).__name__} as JSON.")

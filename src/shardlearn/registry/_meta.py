@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn._json import json_default
 from shardlearn.exceptions import ArtifactError
 
 __all__ = ["describe_model", "jsonable", "resolve_model_class"]
@@ -36,10 +37,8 @@ _TRAINING_KEYS = ("engine", "workers")
 
 def jsonable(value: Any) -> Any:
     """``json.dumps`` default: numpy scalars and arrays, tuples/sets, objects with to_dict."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    if isinstance(value, np.generic | np.ndarray):
+        return json_default(value)
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     if hasattr(value, "to_dict"):

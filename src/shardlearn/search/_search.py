@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from shardlearn import _warm
+from shardlearn._json import json_default
 from shardlearn.engine import create_engine, get_engine, show_progress
 from shardlearn.engine import engine as use_engine
 from shardlearn.exceptions import SpecError
@@ -142,9 +143,10 @@ class SearchResult:
 
 
 def _plain_json(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
 
 
 def parse_duration(value: float | str | None) -> float | None:
