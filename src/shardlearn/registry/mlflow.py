@@ -9,8 +9,8 @@ configured, exactly as everywhere else. Nothing is pickled (mlflow's ``python_mo
 would cloudpickle an object into the directory). The model's ``predict`` returns one
 ``proba_<class>`` column per class in the order of ``classes_`` (what ``predict_proba`` gives);
 a model without probabilities (margin classifiers, KMeans) returns one ``prediction`` column.
-The signature comes from the artifact's input schema (numeric -> long for integer dtypes,
-else double; boolean -> boolean; categorical/text -> string; datetime -> datetime), and the
+The signature comes from the artifact's input schema (numeric -> double, or "any" for integer
+dtypes; boolean -> boolean; categorical/text -> string; datetime -> datetime), and the
 environment pins ``shardlearn==VERSION`` (with the ``torch`` extra when the model brings torch
 weights) beside mlflow's own pin.
 
@@ -58,9 +58,11 @@ TRACKING_URI_ENV = "SHARDLEARN_MLFLOW_URI"
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_EXPERIMENT = "shardlearn"
 
-# The MLflow column type of each schema kind. A numeric column is "long" when the schema's
-# dtype is an integer (MLflow refuses int64 data for a "double" column) and "double" otherwise;
-# MLflow's enforcement upcasts narrower ints and floats.
+# The MLflow column type of each schema kind. An integer column takes MLflow's "any" type:
+# MLflow refuses int64 data for a "double" column and float64 data (what pandas makes of an
+# integer column with a missing value) for a "long" one, and shardlearn's own input schema
+# checks the values when the model predicts. Other numeric columns are "double" (MLflow's
+# enforcement upcasts narrower ints and floats).
 _COLUMN_TYPES = {
     "boolean": "boolean",
     "categorical": "string",
@@ -138,10 +140,14 @@ def _load_pyfunc(data_path: str) -> _PyfuncModel:
     return _PyfuncModel(load(data_path))
 
 
-def _column_type(column: dict[str, Any]) -> str:
+def _column_type(column: dict[str, Any]) -> Any:
     if column["kind"] != "numeric":
         return _COLUMN_TYPES[column["kind"]]
-    return "long" if str(column.get("dtype", "")).startswith(("int", "uint")) else "double"
+    if str(column.get("dtype", "")).startswith(("int", "uint")):
+        from mlflow.types.schema import AnyType
+
+        return AnyType()
+    return "double"
 
 
 def _signature(artifact: Artifact) -> Any:
