@@ -259,7 +259,7 @@ def _plain_row(expected: list[tuple[str, str]], row: dict[str, Any]) -> dict[str
     What :func:`_convert_all` returns for it, without building a list per column first (a
     single-row prediction's validation); None for anything else, which then takes that path.
     """
-    out = {}
+    out: dict[str, list[Any]] = {}
     for name, kind in expected:
         value = row[name]
         kind_of = type(value)

@@ -46,7 +46,7 @@ import asyncio
 import functools
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -110,7 +110,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # a request, not an upgrade
             writes = _OneWriteResponse(self.transport, cycle)
-            cycle.transport = writes
+            cycle.transport = cast(asyncio.Transport, writes)  # the part of one it uses
             cycle.on_response = writes.on_response
         self._move_deadline(self.body_timeout)  # no longer applies once the body is in
 

@@ -53,7 +53,7 @@ class SecondCachedFormatter(logging.Formatter):
         if second != self._second:
             text = time.strftime(self.default_time_format, self.converter(record.created))
             self._second, self._text = second, text
-        return self.default_msec_format % (self._text, record.msecs)
+        return f"{self._text},{int(record.msecs):03d}"  # logging's "%s,%03d"
 
 
 class LoopBatchedStreamHandler(logging.StreamHandler):
@@ -84,12 +84,15 @@ class LoopBatchedStreamHandler(logging.StreamHandler):
             self.handleError(record)
 
     def flush(self) -> None:
-        with self.lock:
+        self.acquire()
+        try:
             kept, self._kept = self._kept, []
             if self.stream is not None:
                 if kept:
                     self.stream.write(self.terminator.join(kept) + self.terminator)
                 self.stream.flush()
+        finally:
+            self.release()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
