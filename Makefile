@@ -36,22 +36,22 @@ demo: $(VENV)/.core-installed
 	$(BIN)/shardlearn demo
 
 test: $(VENV)/.all-installed
-	$(BIN)/ruff check src tests benchmarks docs/_hooks
-	$(BIN)/ruff format --check src tests benchmarks docs/_hooks
+	$(BIN)/ruff check src tests benchmarks docs/_hooks conftest.py
+	$(BIN)/ruff format --check src tests benchmarks docs/_hooks conftest.py
 	$(LINT_IMPORTS)
 	$(TYPECHECK)
 	$(MKDOCS) build --strict --quiet
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.all-installed
-	$(BIN)/ruff check src tests benchmarks docs/_hooks
-	$(BIN)/ruff format --check src tests benchmarks docs/_hooks
+	$(BIN)/ruff check src tests benchmarks docs/_hooks conftest.py
+	$(BIN)/ruff format --check src tests benchmarks docs/_hooks conftest.py
 	$(LINT_IMPORTS)
 	$(TYPECHECK)
 
 format: $(VENV)/.all-installed
-	$(BIN)/ruff check --fix src tests benchmarks docs/_hooks
-	$(BIN)/ruff format src tests benchmarks docs/_hooks
+	$(BIN)/ruff check --fix src tests benchmarks docs/_hooks conftest.py
+	$(BIN)/ruff format src tests benchmarks docs/_hooks conftest.py
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict turns a broken link, a missing
 # page or a docstring mkdocstrings cannot parse into a failure. `make test` builds it too.
