@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import shardlearn as sl
@@ -67,13 +67,19 @@ def _corrupt(data: bytes, corruptions: list[tuple[str, float, int]]) -> bytes:
     return data
 
 
+# Derandomized and without the example database: the same examples in every run and order
+# (a saved failure replayed first made the result depend on what ran before).
 @settings(
     max_examples=60,
     derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(corruptions=st.lists(CORRUPTION, min_size=1, max_size=4), compress=st.booleans())
+# The first byte made a carriage return: an empty first line, which the header read skipped
+# and the parser kept, so the last row vanished (299 of 300 lines).
+@example(corruptions=[("flip", 0.0, 13)], compress=False)
 def test_corrupted_adult_csv_reconciles_or_fails_in_one_line(
     shared_datasets: Path, corruptions: list[tuple[str, float, int]], compress: bool
 ) -> None:
@@ -127,7 +133,7 @@ def _adult_jsonl(datasets: Path) -> bytes:
     return ("\n".join(records) + "\n").encode()
 
 
-@settings(max_examples=40, derandomize=True, deadline=None)
+@settings(max_examples=40, derandomize=True, database=None, deadline=None)
 @given(corruptions=st.lists(CORRUPTION, min_size=1, max_size=4))
 def test_corrupted_adult_jsonl_reconciles_or_fails_in_one_line(
     shared_datasets: Path, corruptions: list[tuple[str, float, int]]

@@ -26,6 +26,11 @@ on from the first line not yet delivered behind a
 makes it read on (again from the first line not yet delivered) with every column as text.
 Clean files never pay for the slow path.
 
+Lines end where the parser ends them: ``\n``, ``\r\n`` or a lone ``\r`` (outside quoted
+values). The header is the first line (an empty first line is an error: the parser would take
+it as the header), and the restart counts lone carriage returns too; the one case it cannot
+count without the parser, skipped bytes holding both a lone ``\r`` and a quote, is an error.
+
 Batch prediction reads raw files exactly as ingest does: :func:`reader_options` builds the
 options from the same arguments (default missing-value markers, ``columns`` for files without a
 header), :func:`blank_rows` finds the blank lines both drop, :func:`clean_text` trims text and
@@ -48,6 +53,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -95,6 +101,7 @@ _EXTENSIONS = {
 }
 _COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 DEFAULT_BLOCK_SIZE = 4 << 20
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # what ends a line for pyarrow's CSV parser
 
 
 @dataclass(frozen=True)
@@ -337,8 +344,13 @@ class SourceReader:
         # columns still typed by the parser until a value of another type makes all text.
         for slow_typed in [typed, {}] if typed else [{}]:
             restart = progress["done"] + 1
+            quote = self._quote.encode() if isinstance(self._quote, str) else b""
             guard = LineGuard(
-                _SkipLines(self._open_stream(), restart - 1), self.options.block_size, restart
+                _SkipLines(self._open_stream(), restart - 1, self.path, quote),
+                self.options.block_size,
+                restart,
+                self.path,
+                quote,
             )
             self._refused = guard.refused
             invalid = []
@@ -428,14 +440,21 @@ class SourceReader:
         down cannot make the header unreadable)."""
         stream = self._open_stream()
         first = b""
-        while b"\n" not in first and len(first) <= self.options.block_size:
+        while not _LINE_END.search(first) and len(first) <= self.options.block_size:
             chunk = stream.read(1 << 16)
             if not chunk:
                 break
             first += chunk
         if not first.strip():
             raise DataError(f"Input file {self.path!r} is empty.")
-        line = first.split(b"\n", 1)[0]
+        # The line ends where the parser ends it (\n, \r\n or a lone \r). An empty first line
+        # would be the parser's header; read as "no line" it would shift every row's line.
+        line = _LINE_END.split(first, 1)[0]
+        if not line:
+            raise DataError(
+                f"The first line of {self.path!r} is empty; the header must be on line 1: "
+                "remove the blank lines before it."
+            )
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -650,25 +669,47 @@ class _NoTrailingReturn(io.RawIOBase):
 
 
 class _SkipLines(io.RawIOBase):
-    """A stream that starts after the first ``count`` physical lines of ``raw``."""
+    """A stream that starts after the first ``count`` physical lines of ``raw``.
+
+    Lines end as the parser ends them: ``\n``, ``\r\n`` or a lone ``\r`` (a file may end its
+    lines with a bare carriage return). Inside a quoted value a lone ``\r`` ends no line, and
+    only the parser knows where quoted values are: skipped bytes holding both a quote and a
+    lone ``\r`` raise :class:`DataError` rather than risk starting on the wrong line.
+    """
 
     _CHUNK = 1 << 20
 
-    def __init__(self, raw: pa.NativeFile, count: int) -> None:
+    def __init__(self, raw: pa.NativeFile, count: int, path: str, quote: bytes = b"") -> None:
         self.raw = raw
         self.pending = b""
+        held = b""  # a \r ending the last chunk: a line end of its own or the start of \r\n
+        lone = quoted = False
         while count > 0:
             chunk = raw.read(self._CHUNK)
-            if not chunk:
+            data, held = held + chunk, b""
+            if not data:
                 break
-            newlines = chunk.count(b"\n")
-            if newlines < count:
-                count -= newlines
+            if chunk and data.endswith(b"\r"):
+                data, held = data[:-1], b"\r"
+            crlf = data.count(b"\r\n")
+            ends = data.count(b"\n") + data.count(b"\r") - crlf
+            if ends < count:
+                count -= ends
+                lone |= data.count(b"\r") > crlf
+                quoted |= bool(quote) and quote in data
                 continue
-            position = -1
-            for _ in range(count):
-                position = chunk.index(b"\n", position + 1)
-            self.pending, count = chunk[position + 1 :], 0
+            for _, match in zip(range(count), _LINE_END.finditer(data), strict=False):
+                position = match.end()
+            skipped = data[:position]
+            lone |= skipped.count(b"\r") > skipped.count(b"\r\n")
+            quoted |= bool(quote) and quote in skipped
+            self.pending, count = data[position:] + held, 0
+        if lone and quoted:
+            raise DataError(
+                f"Cannot read {path!r} past a value of another type or a bad line: it ends "
+                "lines with a lone carriage return and holds quoted values, so its lines "
+                "cannot be counted without the parser; save it with \\n or \\r\\n line ends."
+            )
 
     def readable(self) -> bool:
         return True
