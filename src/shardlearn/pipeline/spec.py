@@ -40,9 +40,12 @@ RESOURCE_KEYS = ("cpus", "gpus", "memory")
 # For each stage type: its keys (required ones first in REQUIRED) and which keys name stages.
 STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "ingest": {
+        # ingest()'s parameters (tests/pipeline/test_ingest_spec_options.py keeps them equal),
+        # except overwrite and progress, which the pipeline sets itself.
         "keys": ("source", "label", "out", "partitions", "strategy", "split", "seed", "format",
                  "max_reject_rate", "delimiter", "na_values", "header", "columns", "label_strip",
-                 "kinds", "allow_non_finite"),
+                 "kinds", "allow_non_finite", "schema", "trim", "block_size", "allow_unlabeled",
+                 "parsers"),
         "required": ("source", "label"),
         "refs": (),
     },
@@ -85,7 +88,9 @@ STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
 }  # fmt: skip
 # Stage keys that take true or false (the stages that load a model take allow_unsigned, the
 # CLI's --allow-unsigned: load an unsigned model although a signing or public key is set).
-_FLAGS = ("allow_unsigned",)
+_FLAGS = ("allow_unsigned", "trim", "allow_unlabeled")
+# Stage keys that take an integer >= 1 (ingest's byte block size and number of parsers).
+_COUNTS = ("block_size", "parsers")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # always fullmatch: "$" allows "\n"
 
@@ -206,6 +211,12 @@ def _stage(name: str, raw: Any) -> StageSpec:
     for key in _FLAGS:
         if key in options and not isinstance(options[key], bool):
             raise SpecError(f"{where}.{key}: expected true or false. Got {options[key]!r}.")
+    for key in _COUNTS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"{where}.{key}: expected an integer >= 1. Got {value!r}.")
     return StageSpec(
         name, kind, options, tuple(str(d) for d in depends), float(priority),
         _resources(where, raw.get("resources")), retries,

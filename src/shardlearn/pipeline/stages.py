@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shardlearn.exceptions import SpecError
+from shardlearn.pipeline.spec import STAGE_TYPES
 
 __all__ = ["STAGE_FUNCTIONS"]
 
@@ -45,9 +46,8 @@ def run_ingest(name: str, options: dict[str, Any], workdir: str) -> dict[str, An
     """``ingest``: source files → a sharded dataset (replacing an earlier run's)."""
     from shardlearn.data import ingest
 
-    keys = ("partitions", "strategy", "split", "seed", "format", "max_reject_rate",
-            "delimiter", "na_values", "header", "columns", "label_strip", "kinds",
-            "allow_non_finite")  # fmt: skip
+    # Every ingest key of the spec but the three passed by position.
+    keys = [k for k in STAGE_TYPES["ingest"]["keys"] if k not in ("source", "label", "out")]
     dataset = ingest(
         options["source"],
         options["label"],
