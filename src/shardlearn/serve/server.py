@@ -34,8 +34,6 @@ message costs one system call; streamed bodies still go out chunk by chunk.
 
 Not run as a test (it serves until stopped):
 
-Not run as a test (it serves until stopped):
-
 >>> from shardlearn.serve import ServeConfig, run
 >>> run(ServeConfig(registry="models", header_timeout=5), port=8000)   # doctest: +SKIP
 """
