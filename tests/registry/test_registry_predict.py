@@ -164,9 +164,11 @@ def test_several_raw_files_keep_file_then_row_order(pipeline, tmp_path):
             handle.write(json.dumps(row) + "\n")
         handle.write("{not json\n")
         handle.write(json.dumps({"id": 9999, "age": "old", "job": "nurse"}) + "\n")
+    # A glob: a folder is read as ingest reads one, as a (Hive-partitioned) Parquet dataset.
     summary = predict_batch(
-        pipeline, tmp_path, tmp_path / "out" / "p.parquet", id_column="id", batch_size=16
-    )
+        pipeline, str(tmp_path / "*"), tmp_path / "out" / "p.parquet", id_column="id",
+        batch_size=16,
+    )  # fmt: skip
     assert [s.source for s in summary.sources] == [
         str(tmp_path / "a.parquet"),
         str(tmp_path / "b.jsonl"),

@@ -398,8 +398,8 @@ def predict(
     model: str = typer.Argument(..., help="NAME@STAGE, NAME:VERSION, REGISTRY/NAME or a path."),
     source: list[str] = typer.Argument(
         ...,
-        help="A dataset directory, or files, globs or URIs as ingest takes them (csv, tsv, "
-        "jsonl, parquet; .data/.test/.txt are csv; .gz/.zst/.bz2).",
+        help="A dataset directory, or files, globs, URIs or Parquet folders as ingest takes "
+        "them (csv, tsv, jsonl, parquet; .data/.test/.txt are csv; .gz/.zst/.bz2).",
     ),
     out: Path = typer.Option(..., "--out", help="Output Parquet file."),
     registry: str = _registry_option(),

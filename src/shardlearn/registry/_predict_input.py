@@ -3,7 +3,9 @@
 Raw files are read by ingest's own reader (:class:`~shardlearn.data.readers.SourceReader`)
 with ingest's options, so ``predict`` reads whatever ``ingest`` reads: the format from the
 extension (``.data``/``.test``/``.txt`` are CSV) or given, a delimiter, files without a header
-and their column names, missing-value markers, trimmed text, compressed files, globs and URIs.
+and their column names, missing-value markers, trimmed text, compressed files, globs, URIs and
+Hive-partitioned Parquet folders (``key=value/part-*.parquet``, the keys read as columns; a
+folder that holds a ``manifest.json`` is a dataset instead).
 Lines the reader refuses travel in the chunk as ``invalid`` (line, reason, text) to become
 rejects; blank lines of text files are dropped and counted, as ingest drops them. A chunk holds
 at most ``batch_size`` rows, and each refused line travels with the chunk it falls in, so
@@ -28,7 +30,6 @@ from shardlearn.data.readers import (
     SourceReader,
     blank_rows,
     clean_text,
-    detect_format,
     expand_sources,
     reader_options,
 )
@@ -215,36 +216,24 @@ def shard_chunks(shard: Any, needed: Sequence[str], batch_size: int) -> Iterator
         )
 
 
-def _known_format(path: str) -> bool:
-    try:
-        detect_format(path, None)
-    except SchemaError:
-        return False
-    return True
-
-
 def raw_files(source: Any) -> list[str]:
-    """Files, globs and URIs as ingest expands them; a local directory gives its files whose
-    format the extension tells, in name order."""
+    """Files, globs, URIs and (Hive-partitioned) Parquet folders, expanded as ingest expands
+    them (:func:`~shardlearn.data.readers.expand_sources`: same symlink rules, same refusals);
+    a folder that is not a Parquet dataset is one error naming both kinds of folder."""
     items = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not items:
+        raise DataError("No input given; pass at least one file, glob or dataset.")
     paths: list[str] = []
     for item in map(os.fspath, items):
-        if "://" in item or not os.path.isdir(item):
+        try:
             paths.extend(expand_sources(item))
-            continue
-        files = sorted(
-            os.path.join(item, name)
-            for name in os.listdir(item)
-            if os.path.isfile(os.path.join(item, name)) and _known_format(name)
-        )
-        if not files:
+        except DataError as error:
+            if "://" in item or not os.path.isdir(item):
+                raise
             raise DataError(
-                f"{item} holds no .csv, .tsv, .jsonl or .parquet files and no manifest.json; "
-                "give files or a glob like DIR/*.csv"
-            )
-        paths.extend(files)
-    if not paths:
-        raise DataError("No input given; pass at least one file, glob or dataset.")
+                f"{str(error).rstrip('.')}; and {item} holds no manifest.json, so it is not a "
+                "shardlearn dataset either"
+            ) from None
     return paths
 
 

@@ -489,7 +489,8 @@ def predict_batch(
     source : path, glob, URI or a list of them
         A dataset directory or URI (its shards run in parallel on ``engine``), or CSV/TSV,
         JSON Lines and Parquet files, ``.gz``/``.zst``/``.bz2`` included: files, globs, URIs,
-        a directory of files, or a list (streamed in this process, in the order given).
+        a (Hive-partitioned) Parquet folder read as ingest reads one (``key=value`` folders
+        become columns), or a list (streamed in this process, in the order given).
     out : path
         The output Parquet file. Rejected rows go to ``OUT.rejects.parquet`` with the columns
         of ingest's rejects: ``source``, ``line``, ``reason``, ``raw``.
