@@ -69,9 +69,8 @@ class DriverEngine(Engine):
             return _guarded(fn, args, kwargs)
         finally:
             ended = time.perf_counter()
-            self.timings[str(args[0])] = StageTiming(
-                round(started - self.started, 3), round(ended - started, 3)
-            )
+            # Unrounded: rounded starts could pass the run's own (unrounded) end.
+            self.timings[str(args[0])] = StageTiming(started - self.started, ended - started)
 
     def workers(
         self, n: int | None = None, resources: Resources | None = None, prefer: str | None = None
