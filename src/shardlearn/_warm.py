@@ -109,17 +109,23 @@ _CURRENT: contextvars.ContextVar[tuple[_Store, Counters] | None] = contextvars.C
 def default_budget(processes: int = 1) -> int:
     """Bytes one process may keep: ``$SHARDLEARN_WARM_BUDGET``, else an equal part of
     :data:`DEFAULT_MEMORY_SHARE` of physical memory for each of ``processes``."""
-    env = os.environ.get(BUDGET_ENV)
+    return memory_budget(BUDGET_ENV, DEFAULT_MEMORY_SHARE, processes)
+
+
+def memory_budget(env_name: str, share: float, processes: int = 1) -> int:
+    """Bytes from the environment variable ``env_name``, else ``share`` of physical memory
+    split equally among ``processes`` (the warm store's and the feature blocks' budgets)."""
+    env = os.environ.get(env_name)
     if env:
         try:
             return int(float(env))
         except ValueError:
             raise ValueError(
-                f"${BUDGET_ENV} must be a number of bytes, e.g. 2000000000; got {env!r}."
+                f"${env_name} must be a number of bytes, e.g. 2000000000; got {env!r}."
             ) from None
     import psutil
 
-    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, processes))
+    return int(psutil.virtual_memory().total * share / max(1, processes))
 
 
 @contextlib.contextmanager

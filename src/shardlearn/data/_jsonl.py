@@ -290,7 +290,8 @@ class JsonLinesReader:
         return False
 
     def _piece(self, piece: _Block | Item) -> Iterator[RawRows]:
-        assert self.names is not None
+        if self.names is None:  # a bug, not an input: pieces come only after the names
+            raise RuntimeError("JSON Lines rows were read before their column names")
         if not isinstance(piece, _Block):
             yield reference_rows([piece], self.names)
         elif not self.names:  # no record in the first chunk: nothing Arrow could deliver

@@ -17,7 +17,6 @@ quarter of the machine's memory divided by the number of workers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -246,17 +245,7 @@ def block_budget(state: Any, budget: int | None = None) -> int:
         return int(budget)
     if state.context.get("block_budget") is not None:
         return int(state.context["block_budget"])
-    env = os.environ.get(BUDGET_ENV)
-    if env:
-        try:
-            return int(float(env))
-        except ValueError:
-            raise ValueError(
-                f"${BUDGET_ENV} must be a number of bytes, e.g. 2000000000; got {env!r}."
-            ) from None
-    import psutil
-
-    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / max(1, state.size))
+    return _warm.memory_budget(BUDGET_ENV, DEFAULT_MEMORY_SHARE, state.size)
 
 
 def _estimated_nbytes(pre: Any, rows: int) -> int:
