@@ -63,7 +63,11 @@ class FeatureBlock:
     def nbytes(self) -> int:
         """Bytes held by the arrays."""
         x = self.X
-        size = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes if sp.issparse(x) else x.nbytes
+        size = (
+            x.nbytes
+            if isinstance(x, np.ndarray)
+            else x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
+        )
         for extra in (self.y, self.sample_weight):
             size += 0 if extra is None else extra.nbytes
         return int(size)
@@ -86,7 +90,8 @@ class FeatureBlock:
 
 
 def _stack(parts: list[np.ndarray | None]) -> np.ndarray | None:
-    return None if any(p is None for p in parts) else np.concatenate(parts)
+    arrays = [p for p in parts if p is not None]
+    return np.concatenate(arrays) if len(arrays) == len(parts) else None
 
 
 def _context(state: Any) -> tuple[Any, list | None]:
@@ -148,10 +153,11 @@ def _transform_shards(shards: list, pre: Any, classes: list | None, state: Any) 
                     dense = np.empty((rows, x.shape[1]), dtype=x.dtype)
                 dense[start : start + table.num_rows] = x
             start += table.num_rows
-            if labelled and (label not in table.column_names or _no_labels(table, label)):
-                labelled = False  # unlabelled rows (new data): the block carries no labels
-            if labelled:
-                labels.append(_class_indices(table.column(label), classes, label))
+            if labelled and label and classes is not None:
+                if label not in table.column_names or _no_labels(table, label):
+                    labelled = False  # unlabelled rows (new data): the block carries no labels
+                else:
+                    labels.append(_class_indices(table.column(label), classes, label))
             if weight:
                 weights.append(_weights(table, weight, shard))
     if start != rows:

@@ -35,8 +35,9 @@ __all__ = ["CategoricalEncoder", "HashingEncoder", "OTHER"]
 OTHER = "__other__"
 
 
-def _dictionary_codes(values: pa.ChunkedArray) -> tuple[np.ndarray, list[str | None]]:
-    """Per-row integer codes (-1 for null) and the distinct strings they index."""
+def _dictionary_codes(values: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Per-row integer codes (-1 for null) and the distinct strings they index (nulls are
+    masked in the codes, never a dictionary entry)."""
     encoded = pc.dictionary_encode(string_values(values))
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else None

@@ -21,11 +21,10 @@ than the memory budget -- both from the spec alone, before any shard is read.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,6 +46,9 @@ from shardlearn.preprocess.profiles import (
     profile_defaults,
 )
 from shardlearn.preprocess.text import TextVectorizer
+
+if TYPE_CHECKING:
+    from shardlearn.data import Schema
 
 __all__ = ["KINDS", "Preprocessor", "read_spec"]
 
@@ -76,6 +78,7 @@ def _transformer_for(
     kind = options.pop("kind", None)
     if kind not in KINDS:
         raise SpecError(f"Column {name!r}: " + unknown_name_message("kind", str(kind), KINDS))
+    cls: type[ColumnTransformer]
     if kind == "categorical":
         encoding = options.pop("encoding", "onehot")
         if encoding not in ("onehot", "hash"):
@@ -105,7 +108,6 @@ def _transformer_for(
     return cls, options
 
 
-@functools.cache
 def _option_names(cls: type[ColumnTransformer]) -> list[str]:
     return [p for p in cls._param_names() if p != "columns"]
 
@@ -191,6 +193,9 @@ class Preprocessor(BaseEstimator):
         "max_dense_features": [Interval("int", 1, None)],
         "profile": [Options(PREPROCESSOR_PROFILES)],
     }
+    # Fitted state set outside __init__ (declared here for the type checker).
+    input_schema: Schema | None
+    _fingerprint: str | None
 
     def __init__(
         self,
@@ -451,7 +456,7 @@ class Preprocessor(BaseEstimator):
                 format="csr",
                 dtype=np.float32,
             )
-        dense = [b.toarray() if sp.issparse(b) else b for b in blocks]
+        dense = [b if isinstance(b, np.ndarray) else b.toarray() for b in blocks]
         if len(dense) == 1:
             return np.ascontiguousarray(dense[0], dtype=np.float32)
         if not dense:
@@ -479,14 +484,15 @@ class Preprocessor(BaseEstimator):
     @property
     def fingerprint(self) -> str:
         """A short hash of the fitted state (cache key for feature blocks)."""
-        if getattr(self, "_fingerprint", None) is None:
+        fingerprint = getattr(self, "_fingerprint", None)
+        if fingerprint is None:
             meta, arrays = self.get_state()
             digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
             for name in sorted(arrays):
                 digest.update(name.encode())
                 digest.update(np.ascontiguousarray(arrays[name]).tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
-        return self._fingerprint
+            fingerprint = self._fingerprint = digest.hexdigest()[:16]
+        return fingerprint
 
     # -- plain state ---------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -528,12 +534,11 @@ class Preprocessor(BaseEstimator):
             transformers.append(t_cls.from_state(t_meta, t_arrays))
         pre.transformers_ = transformers
         pre.label_ = meta["label"]
-        schema = meta.get("input_schema")
-        if schema is not None:
+        pre.input_schema = None
+        if meta.get("input_schema") is not None:
             from shardlearn.data import Schema
 
-            schema = Schema.from_dict(schema)
-        pre.input_schema = schema
+            pre.input_schema = Schema.from_dict(meta["input_schema"])
         pre._set_outputs()
         return pre
 
@@ -560,7 +565,7 @@ def _stack_small(blocks: list[np.ndarray | sp.csr_matrix], rows: int) -> sp.csr_
     row_parts, column_parts, value_parts = [], [], []
     offset = 0
     for block in blocks:
-        if sp.issparse(block):
+        if not isinstance(block, np.ndarray):
             csr = block.tocsr()
             row_parts.append(np.repeat(np.arange(rows), np.diff(csr.indptr)))
             column_parts.append(csr.indices.astype(np.int64) + offset)

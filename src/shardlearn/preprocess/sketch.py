@@ -102,13 +102,15 @@ class QuantileSketch:
         if other.n == 0:
             return self
         self._kll.merge(other._kll)
-        if self.values is not None and other.values is not None:
+        if self.values is not None and other.values is not None and other.counts is not None:
             self._combine_exact(other.values, other.counts)
         else:
             self.values = self.counts = None
         return self
 
     def _combine_exact(self, values: np.ndarray, counts: np.ndarray) -> None:
+        if self.values is None or self.counts is None:
+            return  # past max_exact: only the KLL sketch is kept
         all_values = np.concatenate([self.values, values])
         all_counts = np.concatenate([self.counts, counts])
         uniq, inverse = np.unique(all_values, return_inverse=True)
@@ -127,7 +129,7 @@ class QuantileSketch:
         qs_arr = np.asarray(qs, dtype=np.float64)
         if self.n == 0:
             return np.full(qs_arr.shape, np.nan)
-        if self.values is None:
+        if self.values is None or self.counts is None:
             return np.asarray(self._kll.get_quantiles(qs_arr.tolist()), dtype=np.float64)
         cum = np.cumsum(self.counts)
         position = qs_arr * (cum[-1] - 1)  # 0-based fractional index into the sorted data
@@ -144,7 +146,7 @@ class QuantileSketch:
         """
         if self.n == 0:
             return float("nan")
-        if self.values is None:
+        if self.values is None or self.counts is None:
             return float(self.quantiles([0.5])[0])
         return float(self.values[int(np.argmax(self.counts))])
 
