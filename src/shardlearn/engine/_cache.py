@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn._typing import Restorable, is_restorable
+
 __all__ = ["ResultCache", "fingerprint", "task_token"]
 
 _FORMAT = 1
@@ -66,7 +68,9 @@ def fingerprint(value: Any, refs: dict[str, str] | None = None) -> Any:
         return {"bytes": hashlib.sha256(value).hexdigest()}
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
-        digest = hashlib.sha256(data.view(np.uint8) if data.dtype != object else pickle.dumps(data))
+        digest = hashlib.sha256(
+            data.view(np.uint8).data if data.dtype != object else pickle.dumps(data)
+        )
         return {"ndarray": [str(value.dtype), list(value.shape), digest.hexdigest()]}
     if isinstance(value, os.PathLike):
         path = Path(value)
@@ -212,7 +216,7 @@ def _decode(meta: dict, folder: Path) -> Any:
     raise ValueError(f"unknown cache entry kind {kind!r}")
 
 
-def _artifact_class(class_id: str) -> Any:
+def _artifact_class(class_id: str) -> type[Restorable]:
     """The class a cache entry names: a top-level class with ``_from_artifact`` in a model or
     preprocessing module. A cache folder is a file like any other; its names select nothing
     else (no attribute walk, no other module)."""
@@ -220,6 +224,6 @@ def _artifact_class(class_id: str) -> Any:
     if not _ARTIFACT_MODULE.fullmatch(module_name) or not name.isidentifier():
         raise ImportError(f"refusing to load {class_id!r} from a cache entry")
     cls = vars(importlib.import_module(module_name)).get(name)
-    if not isinstance(cls, type) or not hasattr(cls, "_from_artifact"):
+    if not is_restorable(cls):
         raise ImportError(f"{class_id!r} in a cache entry is not a model class")
     return cls

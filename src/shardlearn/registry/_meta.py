@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn._json import json_default
+from shardlearn._typing import Restorable, is_restorable
 from shardlearn.exceptions import ArtifactError
 
 __all__ = ["describe_model", "jsonable", "resolve_model_class"]
@@ -177,7 +178,7 @@ def describe_model(model: Any, hook_meta: dict[str, Any], info: dict[str, Any]) 
     return _to_json(described, "model metadata")
 
 
-def resolve_model_class(type_name: Any) -> type:
+def resolve_model_class(type_name: Any) -> type[Restorable]:
     """The class for a stored type name, looked up in the model catalogue only.
 
     ``Pipeline``, ``Preprocessor`` and every class in ``shardlearn.models.MODELS`` (by
@@ -200,6 +201,6 @@ def resolve_model_class(type_name: Any) -> type:
             f"cannot load this artifact: unknown model type {type_name[:80]!r}; "
             f"known types: {', '.join(known)}"
         ) from None
-    if not hasattr(cls, "_from_artifact"):
+    if not is_restorable(cls):
         raise ArtifactError(f"{type_name} cannot be loaded: it has no _from_artifact() hook")
     return cls

@@ -228,17 +228,20 @@ class ObjectRegistry(Registry):
         allow_unsigned: bool = False,
         allow_unencrypted: bool = False,
     ) -> None:
-        self.root = os.fspath(root)  # type: ignore[assignment]
+        uri = os.fspath(root)
+        # The interface of Registry with a URI for its root, index file and orphans: those
+        # three are str here where the local Registry has Path (by design, not a subtype slip).
+        self.root = uri  # type: ignore[assignment]
         self.allow_unsigned = allow_unsigned
         self.allow_unencrypted = allow_unencrypted
-        self._store = ObjectStore(self.root)
+        self._store = ObjectStore(uri)
 
     def __reduce__(self) -> tuple[Any, tuple]:
         # The S3 client is not picklable; a copy in another process builds its own.
         return _rebuild, (self.root, self.allow_unsigned, self.allow_unencrypted)
 
     @property
-    def index_path(self) -> str:  # type: ignore[override]
+    def index_path(self) -> str:  # type: ignore[override]  # a URI (see __init__)
         """The registry's marker object (there is no index file)."""
         return self._store.uri_of(MARKER)
 
@@ -346,7 +349,7 @@ class ObjectRegistry(Registry):
         return ModelVersion(
             name=name,
             version=int(record["version"]),
-            path=self._store.uri_of(record["path"]),  # type: ignore[arg-type]
+            path=self._store.uri_of(record["path"]),
             model_type=record["model_type"],
             stage=stage,
             created_at=record["created_at"],
@@ -458,7 +461,7 @@ class ObjectRegistry(Registry):
                 self._store.remove_dir(record["path"])
         return numbers
 
-    def orphans(self) -> builtins.list[str]:  # type: ignore[override]
+    def orphans(self) -> builtins.list[str]:  # type: ignore[override]  # URIs (see __init__)
         """Artifacts no version record points to (left by a writer killed before its commit).
 
         A registration in progress has one too, until it commits: remove only old ones.

@@ -224,7 +224,7 @@ def raw_files(source: Any) -> list[str]:
     if not items:
         raise DataError("No input given; pass at least one file, glob or dataset.")
     paths: list[str] = []
-    for item in map(os.fspath, items):
+    for item in [os.fspath(i) for i in items]:
         try:
             paths.extend(expand_sources(item))
         except DataError as error:

@@ -29,7 +29,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -203,5 +203,5 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: str) 
         payload = file.read(declared)
     if len(payload) != declared:
         raise ArtifactError(f"{where}: {name} is truncated")
-    order = "F" if fortran else "C"
+    order: Literal["C", "F"] = "F" if fortran else "C"
     return np.frombuffer(payload, dtype=dtype).reshape(shape, order=order).copy(order="K")

@@ -367,8 +367,8 @@ def check_replaceable(path: str | os.PathLike[str]) -> None:
         if present is None:
             raise _not_replaceable(uri, "it is not a folder")
         if present:
-            read = _remote.read_member(uri, MODEL_JSON) if MODEL_JSON in present else None
-            _check_only_artifact_files(uri, read, present)
+            model_json = _remote.read_member(uri, MODEL_JSON) if MODEL_JSON in present else None
+            _check_only_artifact_files(uri, model_json, present)
         return
     target = Path(path)
     if not target.exists() and not target.is_symlink():
@@ -395,8 +395,8 @@ def _check_only_artifact_files(
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _not_replaceable(where, f"it has no shardlearn {MODEL_JSON}")
-    listed = header.get("files") if isinstance(header.get("files"), dict) else {}
-    allowed = {MODEL_JSON, SIGNATURE_FILE, *listed}
+    files = header.get("files")
+    allowed = {MODEL_JSON, SIGNATURE_FILE, *(files if isinstance(files, dict) else {})}
     parts = [name.split("/") for name in allowed]
     folders = {"/".join(p[:i]) for p in parts for i in range(1, len(p))}
     foreign = [n for n in present if n in linked or (n not in allowed and n not in folders)]

@@ -542,11 +542,12 @@ class Registry:
                     connection.execute(
                         "DELETE FROM versions WHERE name = ? AND version = ?", (name, mv.version)
                     )
-                    if mv.path.exists():
+                    path = Path(mv.path)  # a local registry's versions are directories
+                    if path.exists():
                         destination = trash / str(mv.version)
                         destination.parent.mkdir(parents=True, exist_ok=True)
-                        mv.path.rename(destination)
-                        moved.append((destination, mv.path))
+                        path.rename(destination)
+                        moved.append((destination, path))
         except BaseException:
             for destination, original in moved:
                 destination.rename(original)
@@ -601,8 +602,9 @@ def _reference_registry(ref: str) -> tuple[Registry, str]:
     return registry, tail
 
 
-def resolve_reference(ref: str) -> Path:
-    """The artifact directory of a registry reference such as ``"models/loans@production"``.
+def resolve_reference(ref: str) -> Path | str:
+    """The artifact directory of a registry reference such as ``"models/loans@production"``
+    (its URI in a registry at an ``s3://`` root).
 
     ``ROOT/NAME@STAGE``, ``ROOT/NAME:VERSION`` and ``ROOT/NAME`` (newest version) are
     accepted; without ``ROOT/`` the root is ``$SHARDLEARN_MODELS`` or ``models``. To read the
@@ -661,7 +663,7 @@ def _read_verified_uri(uri: str, **options: Any) -> Artifact:
     registry at ``s3://bucket/models?endpoint_override=...``; an artifact inside such a
     registry is checked against its version record like a local version directory.
     """
-    from shardlearn.registry._object_index import is_object_registry
+    from shardlearn.registry._object_index import ObjectRegistry, is_object_registry
 
     location, _, query = uri.partition("?")
     head, _, tail = location.rstrip("/").rpartition("/")
@@ -671,7 +673,7 @@ def _read_verified_uri(uri: str, **options: Any) -> Artifact:
         root, _, parts = head.rpartition("/")
         root, _, name = root.rpartition("/")
         if parts == "artifacts" and is_object_registry(root + suffix):
-            registry = Registry(root + suffix)
+            registry = ObjectRegistry(root + suffix)
             ref = registry.version_at(name, tail)
             if ref is None:
                 raise ArtifactError(
