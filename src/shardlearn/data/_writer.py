@@ -7,17 +7,23 @@ Layout while writing (``OUT`` is the dataset directory)::
 
 Rows are buffered per shard and flushed as a row group once a shard's buffer holds
 ``flush_bytes``, so peak memory is about ``batch + shards × flush_bytes`` whatever the input
-size. :meth:`DatasetWriter.commit` moves the staged directories into place and writes
+size. Row groups are encoded on :data:`WRITE_THREADS` background threads, each shard's in
+order; a shard's sha256 and size are taken from the bytes as they are written (no second read
+of the shards at the end, which at 20M rows was seconds of hashing after the last row), and
+the last row groups and the closing of the shards run on those threads too.
+:meth:`DatasetWriter.commit` moves the staged directories into place and writes
 ``manifest.json`` last; a crash at any earlier point leaves no manifest, so nothing that looks
 like a complete dataset.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +43,6 @@ from shardlearn.data.dataset import (
     Dataset,
     join_uri,
     resolve_filesystem,
-    sha256_of,
 )
 from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT, Partitioner
 from shardlearn.data.schema import Schema
@@ -49,9 +54,14 @@ STAGING_PREFIX = ".staging-"
 # A shard's buffered rows are written as one row group once they reach this size: large enough
 # for efficient Parquet, small enough that (splits × partitions) buffers stay well under 1 GB.
 DEFAULT_FLUSH_BYTES = 8 << 20
-# Row groups are encoded and compressed on one background thread (Arrow releases the GIL), so
-# writing overlaps with parsing; at most this many flushed tables wait for it.
+# Row groups are encoded and compressed on background threads (Arrow releases the GIL), so
+# writing overlaps with parsing; at most this many flushed tables wait for them.
 MAX_PENDING_FLUSHES = 3
+# Threads that encode row groups: two, so the final flush of every shard at the end of an ingest
+# (up to splits x partitions x flush_bytes) and the closing of the shards run side by side.
+WRITE_THREADS = 2
+# Bytes a shard's stream gathers before they are hashed and written (one Python call each).
+_SINK_BUFFER = 1 << 20
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),
@@ -99,12 +109,39 @@ def prepare_output(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str]:
     return filesystem, path
 
 
+class _HashingSink:
+    """A file object that hashes (sha256) and counts the bytes it passes on to ``stream``."""
+
+    def __init__(self, stream: pa.NativeFile) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)  # releases the GIL for large buffers, as the write does
+        self.size += len(data)
+        self.stream.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.stream.close()
+
+
 @dataclass
 class _ShardBuffer:
     split: int
     index: int
     path: str
     writer: pq.ParquetWriter | None = None
+    sink: _HashingSink | None = None
+    stream: pa.NativeFile | None = None  # the buffered stream the ParquetWriter writes to
+    last: Future | None = None  # the shard's latest write: its next one waits for it
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_bytes: int = 0
     rows: int = 0
@@ -150,7 +187,7 @@ class DatasetWriter:
         self.filesystem.create_dir(self.staging, recursive=True)
         self._buffers: dict[tuple[int, int], _ShardBuffer] = {}
         self._rejects: pq.ParquetWriter | None = None
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardlearn-write")
+        self._io = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="shardlearn-write")
         self._pending: deque[Future] = deque()
         # Dictionary-encode only where values repeat by nature (strings, ints, booleans): trying
         # it on float columns costs about 3x the encoding time for little gain.
@@ -258,19 +295,34 @@ class DatasetWriter:
         table = pa.Table.from_batches(buffer.pending, self.arrow_schema)
         buffer.pending = []
         buffer.pending_bytes = 0
+        self._submit(buffer, self._write_row_group, table)
+
+    def _submit(self, buffer: _ShardBuffer, task: Callable[..., None], *args: Any) -> None:
+        """Run ``task(buffer, *args)`` on a writer thread after the shard's earlier tasks."""
         while len(self._pending) >= MAX_PENDING_FLUSHES:
             self._pending.popleft().result()
-        self._pending.append(self._io.submit(self._write_row_group, buffer, table))
+        buffer.last = self._io.submit(self._in_order, buffer.last, task, buffer, *args)
+        self._pending.append(buffer.last)
+
+    @staticmethod
+    def _in_order(previous: Future | None, task: Callable[..., None], *args: Any) -> None:
+        # Tasks start in submission order, so ``previous`` is running or done: no deadlock.
+        if previous is not None:
+            previous.result()
+        task(*args)
 
     def _write_row_group(self, buffer: _ShardBuffer, table: pa.Table) -> None:
-        """Runs on the writer thread: the only place ParquetWriters are opened and written."""
+        """Runs on a writer thread: the only place ParquetWriters are opened and written."""
         if buffer.writer is None:
             target = join_uri(self.staging, buffer.path)
             self.filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            buffer.sink = _HashingSink(self.filesystem.open_output_stream(target))
+            buffer.stream = pa.output_stream(
+                pa.PythonFile(buffer.sink, mode="w"), buffer_size=_SINK_BUFFER
+            )
             buffer.writer = pq.ParquetWriter(
-                target,
+                buffer.stream,
                 self.arrow_schema,
-                filesystem=self.filesystem,
                 compression=self._compression,
                 use_dictionary=self._dictionary_columns,
             )
@@ -301,8 +353,10 @@ class DatasetWriter:
         self._io.shutdown(wait=True)
         self._pending.clear()
         for buffer in self._buffers.values():
-            if buffer.writer is not None:
-                buffer.writer.close()
+            try:
+                _close_files(buffer)
+            except (OSError, pa.ArrowException):
+                pass  # the staged files are deleted next
         if self._rejects is not None:
             self._rejects.close()
         try:
@@ -319,22 +373,22 @@ class DatasetWriter:
         entries = []
         for buffer in self._buffers.values():
             self._flush(buffer)
+            if buffer.last is not None:
+                self._submit(buffer, _close_files)
         self._drain()
         self._io.shutdown(wait=True)
         for cell in sorted(self._buffers):
             buffer = self._buffers[cell]
-            if buffer.writer is None:
+            if buffer.sink is None:
                 continue
-            buffer.writer.close()
-            staged = join_uri(self.staging, buffer.path)
             entries.append(
                 {
                     "split": _SPLIT_DIRS[buffer.split],
                     "index": buffer.index,
                     "path": buffer.path,
                     "rows": buffer.rows,
-                    "bytes": self.filesystem.get_file_info(staged).size,
-                    "sha256": sha256_of(self.filesystem, staged),
+                    "bytes": buffer.sink.size,
+                    "sha256": buffer.sink.digest.hexdigest(),
                     "class_counts": dict(sorted(buffer.class_counts.items())),
                 }
             )
@@ -403,6 +457,19 @@ class DatasetWriter:
             **extra,
             "shards": shards,
         }
+
+
+def _close_files(buffer: _ShardBuffer) -> None:
+    """Close a shard's ParquetWriter (its footer), its buffered stream (the last bytes go
+    through the hash) and its file, each once."""
+    if buffer.writer is not None:
+        writer, buffer.writer = buffer.writer, None
+        writer.close()
+    if buffer.stream is not None:
+        stream, buffer.stream = buffer.stream, None
+        stream.close()
+    if buffer.sink is not None:
+        buffer.sink.close()
 
 
 def _json_default(value: Any) -> Any:
