@@ -4,8 +4,10 @@ The order matters for the guarantees: the output is checked before any work, eve
 counted exactly once as written or rejected, the reject rate is checked before anything is
 moved into place, and the manifest is the last thing written (by the DatasetWriter).
 
-Parallel parsing: an uncompressed local CSV/TSV file is cut into byte ranges parsed on
-``parsers`` threads (:mod:`shardlearn.data._ranges`); with more than one parser a small file is
+Parallel parsing: a local CSV/TSV or JSON Lines file (uncompressed, or a ``.zst`` of several
+frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed on ``parsers``
+threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
+one parser a small file is
 one range, so consecutive small files are parsed side by side; cuts never fall inside a quoted
 value (they move to the next row end). Other inputs are read as one stream. Whatever the split,
 the output is the same: ranges are consumed in input order, accepted rows reach the writer
@@ -319,7 +321,7 @@ class IngestRun:
                 # Every line before the next range is known: its rejects may be written.
                 yield _SETTLE_ALL if byte_range.last else _SETTLE
                 self.ranges_parsed += 1
-                state["done_bytes"] = state.get("done_bytes", 0) + byte_range.end - byte_range.start
+                state["done_bytes"] = state.get("done_bytes", 0) + byte_range.weight
 
     def _plan(self, path: str) -> list[_ranges.ByteRange] | None:
         """The byte ranges of ``path``, or None to read it as one stream."""

@@ -45,7 +45,7 @@ import pyarrow.json as pajson
 
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS
 
-__all__ = ["JsonLinesReader", "read_by_line"]
+__all__ = ["JsonLinesReader", "column_names", "read_by_line"]
 
 READ_BYTES = 4 << 20  # bytes read (and parsed by Arrow) at a time
 CHUNK_LINES = 20000  # the reference's chunk: its first one names the columns
@@ -335,6 +335,18 @@ class JsonLinesReader:
         block = _Block(self.lines + 1, data, np.concatenate([[0], ends]).astype(np.int64))
         self.lines += block.count
         return block
+
+
+def column_names(stream: pa.NativeFile, limit: int) -> list[str]:
+    """The column names :class:`JsonLinesReader` gives ``stream`` (the keys of its first
+    records): a byte range of the file after its start takes them from here."""
+    reader = JsonLinesReader("", limit, None, {}, ())
+    for segment in reader._segments(stream):
+        if reader._name_from(segment):
+            break
+    else:
+        reader._name_from(None)
+    return reader.names or []
 
 
 class _BlockParse:

@@ -1,4 +1,5 @@
-"""Byte-range parsing of one uncompressed CSV/TSV file: cut at row boundaries, parsed in parallel.
+"""Ranges of one file parsed in parallel: CSV/TSV and JSON Lines byte ranges (plain or ``.zst``)
+cut at row boundaries, and Parquet row groups.
 
 :func:`plan_ranges` cuts a local file into ranges of about ``range_bytes`` at newlines (the
 search for a newline starts at each cut point; the first range owns the header line), then
@@ -16,26 +17,49 @@ range of more than :data:`MERGED_RANGES` ranges' bytes, the file is read as one 
 (bounded memory, same result); so is a file with a row longer than the block size (pyarrow
 takes such a row at the end of a stream, so a range end would decide whether it is a reject).
 
+JSON Lines has no quoting: a line ends at ``\n`` and nothing else, so a cut after a newline
+is a row boundary; each range's first line is one plus the newlines before it (counted on the
+pool), and every range takes the column names the whole file gets (the keys of its first
+records, read once by the plan), so its rows are exactly those of one stream.
+
+A multi-frame ``.zst`` (:mod:`shardlearn.data._zst`) is cut at chunks of whole frames (frames
+decompress on their own): range ``k`` starts after the first newline at or after chunk ``k``'s
+first data byte (a line that spans frames lies in one range), and offsets are offsets in the
+decompressed data. The plan decompresses each chunk once on the pool, with the head of the
+next one, to scan it (CSV) or count its lines (JSON Lines); from there the cuts are placed as
+in a plain file, and a parser decompresses its range from the chunk that holds its start. A
+single frame, or a chunk of more than :data:`MERGED_RANGES` ranges' bytes, is one stream.
+
+A Parquet file is cut at row groups, consecutive groups holding about ``range_bytes`` of data
+per range; a row's "line" is its row number. A row group larger than :data:`MERGED_RANGES`
+ranges' bytes makes the file one stream (a range is held in memory).
+
 :func:`parse_ranges` parses the ranges on a thread pool (pyarrow's parser and numpy release the
 GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast path, slow
 path, rejects: the same code as a whole file), shifts its line numbers by the lines before the
 range, and yields the batches in input order, so everything downstream sees the rows in the
-same order whatever the split. At most ``parsers + 1`` ranges are in flight (bounded memory).
+same order whatever the split. At most ``parsers + 1`` ranges are in flight (bounded memory);
+among the next few ranges the largest start first (longest processing time first).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
+import operator
 import os
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from shardlearn.data._jsonl import column_names
+from shardlearn.data._zst import FrameIndex, frame_index, read_chunk, read_plain
 from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, _split_extension
 from shardlearn.exceptions import DataError
 
@@ -46,6 +70,7 @@ _SEARCH_CHUNK = 1 << 16
 # A range grown past this many ranges' bytes (a quoted value that never closes) is not
 # parsed in memory: its file is read as one stream.
 MERGED_RANGES = 4
+LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for large ones
 
 
 def default_parsers() -> int:
@@ -59,7 +84,14 @@ def default_parsers() -> int:
 @dataclass(frozen=True)
 class ByteRange:
     """Bytes ``[start, end)`` of ``path``; ``first_line`` is the physical line at ``start``;
-    ``last``: the file's last range."""
+    ``last``: the file's last range.
+
+    A multi-frame ``.zst`` (``frames``): ``start`` and ``end`` are offsets in its decompressed
+    data. Parquet (``row_groups``, the row groups ``[a, b)``): ``start`` and ``end`` are row
+    numbers (0-based) and lines are row numbers (1-based). JSON Lines: ``names`` are the file's
+    column names (named from its first records, which a range may not hold). ``stored``: the
+    bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
+    """
 
     path: str
     index: int
@@ -67,12 +99,24 @@ class ByteRange:
     end: int
     first_line: int = 1
     last: bool = False
+    stored: int | None = None
+    frames: FrameIndex | None = None
+    row_groups: tuple[int, int] | None = None
+    names: tuple[str, ...] | None = None
+
+    @property
+    def weight(self) -> int:
+        """Bytes of the file this range stands for."""
+        return self.stored if self.stored is not None else self.end - self.start
 
 
 def splittable(path: str, options: ReaderOptions) -> bool:
-    """Whether ``path`` can be cut into byte ranges: an uncompressed, local, regular CSV/TSV."""
+    """Whether ``path`` may be cut into ranges: a local, regular CSV/TSV/JSON Lines file,
+    uncompressed or ``.zst`` (which must also hold several frames), or a Parquet file."""
     reader = SourceReader(path, options)
-    if reader.format not in ("csv", "tsv") or _split_extension(path)[1] is not None:
+    if reader.format == "parquet":
+        return True
+    if _split_extension(path)[1] not in (None, "zstd"):
         return False
     return isinstance(reader.filesystem, pafs.LocalFileSystem) and os.path.isfile(path)
 
@@ -102,6 +146,8 @@ def _cut_points(path: str, size: int, count: int) -> list[int]:
 def _read(byte_range: ByteRange) -> bytes:
     """The bytes of ``byte_range``; a file that changed size since the ranges were planned
     is an error (its rows would silently be lost, cut or read twice)."""
+    if byte_range.frames is not None:
+        return read_plain(byte_range.frames, byte_range.start, byte_range.end)
     with open(byte_range.path, "rb") as handle:
         handle.seek(byte_range.start)
         data = handle.read(byte_range.end - byte_range.start)
@@ -148,7 +194,7 @@ def _refused_lines(raw: bytes, newlines: np.ndarray, limit: int) -> np.ndarray:
     return np.asarray(sorted(bad), dtype=np.int64)
 
 
-def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) -> _Scan:
+def _scan(raw: bytes, quote: int | None, delimiter: int, limit: int) -> _Scan:
     """Follow pyarrow's CSV lexer over one range, vectorised, for both starting states.
 
     Only runs of quote characters change the state: a run of even length changes nothing (a
@@ -159,7 +205,6 @@ def _scan(byte_range: ByteRange, quote: int | None, delimiter: int, limit: int) 
     otherwise. Lines the reader's LineGuard empties do not count. A lone carriage return ends
     a row, and counts as a line, only outside a quoted value (as in the single-stream read).
     """
-    raw = _read(byte_range)
     data = np.frombuffer(raw, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
     # A carriage return not followed by a newline (a range ends after a newline, or at EOF).
@@ -245,60 +290,210 @@ def _exact_ranges(ranges: list[ByteRange], scans: list[_Scan], size: int) -> lis
         line += scan.lines[inside]
         inside = int(scan.ends_inside[inside])
     ends = [start for start, _ in starts[1:]] + [size]
-    path = ranges[0].path
     return [
-        ByteRange(path, i, start, end, first_line, last=end == size)
-        for i, ((start, first_line), end) in enumerate(zip(starts, ends, strict=True))
+        replace(ranges[0], index=i, start=start, end=end, first_line=first, last=end == size)
+        for i, ((start, first), end) in enumerate(zip(starts, ends, strict=True))
     ]
 
 
 def plan_ranges(
-    path: str, options: ReaderOptions, range_bytes: int, pool: ThreadPoolExecutor, whole: bool
+    path: str,
+    options: ReaderOptions,
+    range_bytes: int,
+    pool: ThreadPoolExecutor,
+    whole: bool,
 ) -> list[ByteRange] | None:
     """The ranges of ``path``, or None when it is read as one stream: not splittable, one
     range and not ``whole`` (with ``whole`` a small file is one range, parsed in memory on the
-    pool beside other files' ranges), or a quoted value so long that moving the boundaries
-    out of it leaves a range of more than :data:`MERGED_RANGES` ranges' bytes (the stream
-    reads it in bounded memory, with the same result)."""
+    pool beside other files' ranges), a ``.zst`` of one frame, or a quoted value (a line) so
+    long that moving the boundaries out of it leaves a range of more than
+    :data:`MERGED_RANGES` ranges' bytes (the stream reads it in bounded memory, with the same
+    result). ``pool`` runs the reads of the plan (anything with a ``map`` method)."""
     if not splittable(path, options):
         return None
-    size = os.path.getsize(path)
-    count = -(-size // max(range_bytes, 1))
-    bounds = _cut_points(path, size, count) if count >= 2 else [0]
-    if len(bounds) < 2:
-        return [ByteRange(path, 0, 0, size, last=True)] if whole else None
-    ranges = [
-        ByteRange(path, i, start, end, last=end == size)
-        for i, (start, end) in enumerate(zip(bounds, [*bounds[1:], size], strict=True))
-    ]
     reader = SourceReader(path, options)
+    limit = MERGED_RANGES * max(range_bytes, 1)
+    if reader.format == "parquet":
+        return _row_group_ranges(reader, range_bytes, limit, whole)
+    if _split_extension(path)[1] == "zstd":
+        units = _frame_ranges(reader, range_bytes, limit, pool)
+        if units is None:
+            return None
+        ranges, scans = units
+        size = ranges[-1].end
+    else:
+        size = os.path.getsize(path)
+        count = -(-size // max(range_bytes, 1))
+        bounds = _cut_points(path, size, count) if count >= 2 else [0]
+        if len(bounds) < 2:
+            return [ByteRange(path, 0, 0, size, last=True)] if whole else None
+        ranges = [
+            ByteRange(path, i, start, end, last=end == size)
+            for i, (start, end) in enumerate(zip(bounds, [*bounds[1:], size], strict=True))
+        ]
+        scans = None
+    if reader.format == "jsonl":
+        exact = _line_ranges(reader, ranges, scans, pool)
+    else:
+        if scans is None:
+            scanner = _scanner(reader)
+            scans = list(pool.map(lambda r: scanner(_read(r)), ranges))
+        if _has_long_row(ranges, scans, options.block_size):
+            # pyarrow takes a row longer than a block at the end of a stream and refuses it
+            # elsewhere: where a range ends would decide its fate.
+            return None
+        exact = _exact_ranges(ranges, scans, size)
+    if max(r.end - r.start for r in exact) > limit or len(exact) < 2 and not whole:
+        return None
+    if exact[0].frames is not None:
+        stored = exact[0].frames.size
+        exact = [replace(r, stored=stored * (r.end - r.start) // max(size, 1)) for r in exact]
+    return exact
+
+
+def _scanner(reader: SourceReader) -> Callable[[bytes], _Scan]:
+    """The scan of a range's bytes for ``reader``'s format and options."""
+    options = reader.options
     quote = ord('"') if reader.format == "csv" else None
     delimiter = ord(options.delimiter or ("\t" if reader.format == "tsv" else ","))
-    limit = options.block_size
-    scans = list(pool.map(lambda r: _scan(r, quote, delimiter, limit), ranges))
-    if _has_long_row(ranges, scans, limit):
-        # pyarrow takes a row longer than a block at the end of a stream and refuses it
-        # elsewhere: where a range ends would decide its fate.
+    return functools.partial(_scan, quote=quote, delimiter=delimiter, limit=options.block_size)
+
+
+def _line_ranges(
+    reader: SourceReader,
+    ranges: list[ByteRange],
+    counts: list[Any] | None,
+    pool: ThreadPoolExecutor,
+) -> list[ByteRange]:
+    """JSON Lines ranges (lines end at ``\n`` only, nothing is quoted across lines): each
+    range's first line from the newlines before it, and the file's column names."""
+    if counts is None:
+        counts = list(pool.map(lambda r: _read(r).count(b"\n"), ranges))
+    options = reader.options
+    names = None
+    if not options.columns:
+        stream = reader._open_stream()
+        try:
+            names = tuple(column_names(stream, options.block_size))
+        finally:
+            stream.close()
+    firsts = np.concatenate([[1], 1 + np.cumsum(counts[:-1])]).tolist()
+    return [
+        replace(r, first_line=int(first), names=names)
+        for r, first in zip(ranges, firsts, strict=True)
+    ]
+
+
+def _frame_ranges(
+    reader: SourceReader, range_bytes: int, limit: int, pool: ThreadPoolExecutor
+) -> tuple[list[ByteRange], list[Any]] | None:
+    """A multi-frame ``.zst`` cut into ranges of whole lines at its chunks of frames (one
+    decompression of each chunk, on the pool), with each range's scan (CSV/TSV) or newline
+    count (JSON Lines); None for one frame, or a chunk of more than ``limit`` bytes.
+
+    Range ``k`` starts after the first newline at or after chunk ``k``'s first data byte (so
+    a line that spans frames lies in one range) and ends where range ``k + 1`` starts: its
+    chunk's data from there on, and the next chunks' data up to their first newline.
+    """
+    chunks = frame_index(reader.path, range_bytes)
+    if chunks is None:
         return None
-    exact = _exact_ranges(ranges, scans, size)
-    if max(r.end - r.start for r in exact) > MERGED_RANGES * max(range_bytes, 1):
+    measure: Callable[[bytes], Any]
+    if reader.format == "jsonl":
+        measure = operator.methodcaller("count", b"\n")
+    else:
+        measure = _scanner(reader)
+    found = list(pool.map(lambda k: _frame_unit(chunks, k, limit, measure), range(chunks.chunks)))
+    units = [unit for unit in found if unit is not None]
+    if len(units) < len(found):
         return None
-    if len(exact) < 2 and not whole:
+    plain = np.concatenate([[0], np.cumsum([unit[0] for unit in units])]).tolist()
+    index = replace(chunks, plain=tuple(int(p) for p in plain))
+    size = int(plain[-1])
+    starts = [
+        (plain[k] + unit[1], unit[2])
+        for k, unit in enumerate(units)
+        if unit[1] >= 0 and plain[k] + unit[1] < size
+    ]
+    ends = [start for start, _ in starts[1:]] + [size]
+    ranges = [
+        ByteRange(reader.path, i, start, end, last=end == size, frames=index)
+        for i, ((start, _), end) in enumerate(zip(starts, ends, strict=True))
+    ]
+    return ranges, [measured for _, measured in starts]
+
+
+def _frame_unit(
+    index: FrameIndex, chunk: int, limit: int, measure: Callable[[bytes], Any]
+) -> tuple[int, int, Any] | None:
+    """Runs on the pool: (chunk ``chunk``'s data bytes, where its range starts in them (-1:
+    no newline, no range of its own), ``measure`` of the range's bytes); None: too long."""
+    read = read_chunk(index, chunk, limit)
+    if read is None:
         return None
-    return exact
+    data, head = read
+    start = 0 if chunk == 0 else data.find(b"\n") + 1
+    if chunk and not start:
+        return len(data), -1, None
+    return len(data), start, measure(data[start:] + head)
+
+
+def _row_group_ranges(
+    reader: SourceReader, range_bytes: int, limit: int, whole: bool
+) -> list[ByteRange] | None:
+    """Consecutive row groups of a Parquet file, about ``range_bytes`` of data each; None
+    when it holds one group (and not ``whole``), a group of more than ``limit`` bytes, or
+    cannot be read (the stream reports it)."""
+    try:
+        with reader.filesystem.open_input_file(reader._fs_path) as handle:
+            metadata = pq.read_metadata(handle)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    if not groups or max(g.total_byte_size for g in groups) > limit:
+        return None
+    bounds, held = [0], 0
+    for i, group in enumerate(groups[:-1]):
+        held += group.total_byte_size
+        if held >= range_bytes:
+            bounds.append(i + 1)
+            held = 0
+    bounds.append(len(groups))
+    if len(bounds) < 3 and not whole:
+        return None
+    rows = np.concatenate([[0], np.cumsum([g.num_rows for g in groups])]).tolist()
+    stored = [sum(g.column(c).total_compressed_size for c in range(g.num_columns)) for g in groups]
+    return [
+        ByteRange(
+            reader.path,
+            i,
+            rows[a],
+            rows[b],
+            first_line=rows[a] + 1,
+            last=b == len(groups),
+            stored=sum(stored[a:b]),
+            row_groups=(a, b),
+        )  # fmt: skip
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
+    ]
 
 
 class _RangeReader(SourceReader):
     """A :class:`SourceReader` over one byte range: the range's bytes are its whole input,
-    except that a range after the first takes its column names from the file's header."""
+    except that a range after the first takes its column names from the file's header (CSV)
+    or the plan (JSON Lines); a Parquet range reads its row groups."""
 
     def __init__(self, byte_range: ByteRange, options: ReaderOptions) -> None:
         super().__init__(byte_range.path, options)
         self.byte_range = byte_range
+        self._whole_file = False
+        self.json_names = byte_range.names
+        if byte_range.row_groups is not None:
+            self.row_groups = list(range(*byte_range.row_groups))
+            return
         raw = _read(byte_range)
         self.may_hold_returns = b"\r" in raw
         self._data = pa.py_buffer(raw)
-        self._whole_file = False
 
     def _open_stream(self) -> pa.NativeFile:
         if self._whole_file:
@@ -340,21 +535,45 @@ def parse_ranges(
     pool: ThreadPoolExecutor,
     parsers: int,
 ) -> Iterator[tuple[ByteRange, list[str], list[RawBatch]]]:
-    """Parse ``ranges`` on ``pool``; yield (range, column names, batches) in input order."""
-    pending: deque[tuple[ByteRange, Future]] = deque()
-    upcoming = iter(ranges)
+    """Parse ``ranges`` on ``pool``; yield (range, column names, batches) in input order.
+
+    Largest first (longest processing time first) within a look-ahead of
+    :data:`LOOKAHEAD` times ``parsers + 1`` ranges: a free parser takes the next range to be
+    consumed if it has not started, else the largest range not started in the look-ahead, so
+    a large file's ranges (or a large row group) behind small files start early instead of
+    running alone at the end. At most ``parsers`` ranges run and ``parsers + 1`` are held
+    (bounded memory); the order of the output does not change.
+    """
+    started: dict[int, Future] = {}
+    running: set[Future] = set()
+    following = 0  # the next range to hand over
+    ahead = LOOKAHEAD * (parsers + 1)
+
+    def pick() -> int | None:
+        if following < len(ranges) and following not in started:
+            return following
+        window = range(following, min(following + ahead, len(ranges)))
+        waiting = [i for i in window if i not in started]
+        return max(waiting, key=lambda i: ranges[i].weight, default=None)
+
     try:
-        while True:
-            while len(pending) < parsers + 1:
-                byte_range = next(upcoming, None)
-                if byte_range is None:
+        while following < len(ranges):
+            while len(running) < parsers and len(started) < parsers + 1:
+                index = pick()
+                if index is None:
                     break
-                pending.append((byte_range, pool.submit(_parse, byte_range, options, fast_types)))
-            if not pending:
-                return
-            byte_range, future = pending.popleft()
-            names, batches = future.result()
-            yield byte_range, names, batches
+                future = pool.submit(_parse, ranges[index], options, fast_types)
+                started[index] = future
+                running.add(future)
+            head = started.get(following)
+            if head is None or not head.done():
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                running -= done
+                continue
+            running.discard(head)
+            names, batches = started.pop(following).result()
+            yield ranges[following], names, batches
+            following += 1
     finally:
-        for _, future in pending:
+        for future in started.values():
             future.cancel()

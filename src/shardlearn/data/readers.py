@@ -254,6 +254,10 @@ class SourceReader:
         self.fast_types: dict[str, pa.DataType] = {}
         # Whether the input may hold a carriage return (a quoted \r\n needs _NoTrailingReturn).
         self.may_hold_returns = True
+        # A part of the file (:mod:`shardlearn.data._ranges`): JSON Lines column names named
+        # from the file's first records, the Parquet row groups to read (None: all).
+        self.json_names: Sequence[str] | None = None
+        self.row_groups: list[int] | None = None
 
     @property
     def position(self) -> int:
@@ -586,6 +590,8 @@ class SourceReader:
             self.fast_types,
             self.options.na_values,
         )
+        if self.json_names is not None:
+            reader.names = list(self.json_names)
         for rows in reader.batches(self._open_stream()):
             self.column_names = reader.names or []
             yield RawBatch(self.path, rows.batch, rows.lines, rows.invalid)
@@ -611,7 +617,7 @@ class SourceReader:
             self.column_names += added
         row = 1
         with parquet:
-            for batch in parquet.iter_batches(batch_size=65536):
+            for batch in parquet.iter_batches(batch_size=65536, row_groups=self.row_groups):
                 if keys is not None:
                     extra = keys(batch.num_rows)
                     batch = pa.RecordBatch.from_arrays(

@@ -1,0 +1,184 @@
+"""The frames of a Zstandard file, so that a multi-frame ``.zst`` can be read in pieces.
+
+A Zstandard file is a sequence of frames (RFC 8878), each decompressible on its own: ``zstd``
+on concatenated files, ``pzstd``, the seekable format and writers that flush a frame per batch
+make several. :func:`frame_index` walks the frame and block headers (a few bytes each, the
+compressed data is not decompressed) and groups consecutive frames into chunks of about
+``target`` bytes of data: the units that ingest's byte-range planner
+(:mod:`shardlearn.data._ranges`) decompresses side by side. A chunk's data starts where its
+first frame's does, so the bytes ``[start, end)`` of the decompressed file are read
+(:func:`read_plain`) by decompressing from the frame that holds ``start``.
+
+A file that is not a sequence of whole frames (truncated, corrupt headers, trailing bytes) has
+no index: it is read as one stream, whose reader reports the error with the last good line.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from shardlearn.exceptions import DataError
+
+__all__ = ["FrameIndex", "frame_index", "read_chunk", "read_plain"]
+
+_MAGIC = 0xFD2FB528
+_SKIPPABLE = 0x184D2A50  # to 0x184D2A5F: skippable frames (metadata such as a seek table)
+_READ = 1 << 20
+_ASSUMED_RATIO = 4  # data bytes per compressed byte when a frame does not state its size
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """Chunks of whole frames of ``path``: chunk ``k`` is stored at bytes
+    ``[stored[k], stored[k + 1])`` of the file and holds data bytes ``[plain[k], plain[k + 1])``
+    (``plain`` is filled in once the chunks have been decompressed)."""
+
+    path: str
+    size: int
+    stored: tuple[int, ...]
+    plain: tuple[int, ...] = ()
+
+    @property
+    def chunks(self) -> int:
+        return len(self.stored) - 1
+
+
+def _frames(path: str) -> list[tuple[int, int | None]] | None:
+    """(offset, stated data size or None) of every data frame, then (file size, None); None
+    if the file is not a sequence of whole frames."""
+    frames: list[tuple[int, int | None]] = []
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        position = 0
+        while position < size:
+            handle.seek(position)
+            head = handle.read(18)  # the magic number and the largest frame header
+            if len(head) < 8:
+                return None
+            magic = int.from_bytes(head[:4], "little")
+            if magic & 0xFFFFFFF0 == _SKIPPABLE:
+                position += 8 + int.from_bytes(head[4:8], "little")
+                continue
+            if magic != _MAGIC or head[4] & 0x08:  # the reserved bit must be zero
+                return None
+            header, content = _frame_header(head[4])
+            stated = int.from_bytes(head[4 + header - content : 4 + header], "little")
+            frames.append((position, stated + (256 if content == 2 else 0) if content else None))
+            position = _skip_blocks(handle, position + 4 + header, size)
+            if position < 0:
+                return None
+            position += 4 if head[4] & 0x04 else 0  # the content checksum
+    return [*frames, (size, None)] if position == size else None
+
+
+def _frame_header(descriptor: int) -> tuple[int, int]:
+    """(length of the frame header after the magic number, bytes of its content size)."""
+    single = bool(descriptor & 0x20)
+    content = (1 if single else 0, 2, 4, 8)[descriptor >> 6]
+    dictionary = (0, 1, 2, 4)[descriptor & 0x03]
+    return 1 + (0 if single else 1) + dictionary + content, content
+
+
+def _skip_blocks(handle: BinaryIO, position: int, size: int) -> int:
+    """The offset after the last block of a frame whose first block starts at ``position``;
+    -1 if the blocks run past the end of the file or one is of the reserved type."""
+    while position + 3 <= size:
+        handle.seek(position)
+        header = int.from_bytes(handle.read(3), "little")
+        kind, length = (header >> 1) & 0x03, header >> 3
+        if kind == 3:
+            return -1
+        position += 3 + (1 if kind == 1 else length)  # an RLE block stores one byte
+        if header & 0x01:  # the last block
+            return position if position <= size else -1
+    return -1
+
+
+def frame_index(path: str, target: int) -> FrameIndex | None:
+    """The chunks of ``path`` (whole frames, about ``target`` data bytes each), or None when
+    it holds fewer than two data frames or is not a sequence of whole frames."""
+    frames = _frames(path)
+    if frames is None or len(frames) < 3:
+        return None
+    stored = [0]
+    held = 0
+    for (offset, content), (following, _) in zip(frames, frames[1:], strict=False):
+        held += content if content is not None else (following - offset) * _ASSUMED_RATIO
+        if held >= target and following < frames[-1][0]:
+            stored.append(following)
+            held = 0
+    stored.append(frames[-1][0])
+    return FrameIndex(path, frames[-1][0], tuple(stored))
+
+
+def read_plain(index: FrameIndex, start: int, end: int) -> bytes:
+    """The decompressed bytes ``[start, end)`` of ``index.path`` (``index.plain`` known); a
+    file that changed since it was indexed is an error."""
+    chunk = bisect.bisect_right(index.plain, start) - 1
+    with open(index.path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size != index.size:
+            raise _changed(index, start, end)
+        handle.seek(index.stored[chunk])
+        stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "zstd")
+        skip = start - index.plain[chunk]
+        while skip > 0:
+            piece = stream.read(min(skip, _READ))
+            if not piece:
+                raise _changed(index, start, end)
+            skip -= len(piece)
+        data = stream.read(end - start)
+        if len(data) != end - start or (end == index.plain[-1] and stream.read(1)):
+            raise _changed(index, start, end)
+    return data
+
+
+def read_chunk(index: FrameIndex, chunk: int, limit: int) -> tuple[bytes, bytes] | None:
+    """Chunk ``chunk``'s data, and the data after it up to its first newline (included); None
+    when the chunk holds more than ``limit`` bytes or its data is corrupt (the one-stream
+    read reports that)."""
+    try:
+        with open(index.path, "rb") as handle:
+            handle.seek(index.stored[chunk])
+            stored = handle.read(index.stored[chunk + 1] - index.stored[chunk])
+            stream = pa.CompressedInputStream(pa.BufferReader(stored), "zstd")
+            pieces, held = [], 0
+            while piece := stream.read(_READ):
+                pieces.append(piece)
+                held += len(piece)
+                if held > limit:
+                    return None
+            return b"".join(pieces), _head(handle, index, chunk + 1, limit)
+    except OSError:
+        return None
+
+
+def _head(handle: BinaryIO, index: FrameIndex, chunk: int, limit: int) -> bytes:
+    """The data from the start of chunk ``chunk`` up to its first newline (included)."""
+    if chunk >= index.chunks:
+        return b""
+    handle.seek(index.stored[chunk])
+    stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "zstd")
+    pieces: list[bytes] = []
+    held = 0
+    while piece := stream.read(1 << 16):
+        newline = piece.find(b"\n")
+        if newline >= 0:
+            pieces.append(piece[: newline + 1])
+            break
+        pieces.append(piece)
+        held += len(piece)
+        if held > limit:
+            raise OSError("no newline within the limit")
+    return b"".join(pieces)
+
+
+def _changed(index: FrameIndex, start: int, end: int) -> DataError:
+    return DataError(
+        f"{index.path!r} changed while it was being ingested (its data bytes {start}-{end} "
+        "were planned); nothing was written. Ingest it again once nothing writes to it."
+    )
