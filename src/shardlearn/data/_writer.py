@@ -60,8 +60,9 @@ MAX_PENDING_FLUSHES = 3
 # Threads that encode row groups: two, so the final flush of every shard at the end of an ingest
 # (up to splits x partitions x flush_bytes) and the closing of the shards run side by side.
 WRITE_THREADS = 2
-# Bytes a shard's stream gathers before they are hashed and written (one Python call each).
-_SINK_BUFFER = 1 << 20
+# Bytes a shard's stream gathers before they are hashed and written (one Python call each;
+# one such buffer per shard).
+_SINK_BUFFER = 256 << 10
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),
