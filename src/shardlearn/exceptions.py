@@ -13,13 +13,18 @@ import this module but never those two names) should not pay.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the type checker sees the two classes __getattr__ hands out
+    from shardlearn._sklearn_errors import ConvergenceWarning, NotFittedError
+
 __all__ = [
     "ArtifactError",
-    "ConvergenceWarning",  # noqa: F822 - defined on first use, see __getattr__
+    "ConvergenceWarning",  # defined on first use, see __getattr__
     "DataError",
     "EngineError",
     "GraphCycleError",
-    "NotFittedError",  # noqa: F822 - defined on first use, see __getattr__
+    "NotFittedError",  # defined on first use, see __getattr__
     "ResourceError",
     "SchemaError",
     "ShardlearnError",

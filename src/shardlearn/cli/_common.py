@@ -18,7 +18,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console, ConsoleOptions
@@ -109,6 +109,13 @@ def fail(message: str) -> typer.Exit:
 
 # Wide enough to measure any table at its natural width.
 _UNBOUNDED = 1_000_000
+#: The colour systems a rich Console reports (``Console.color_system``) and takes back.
+_COLOR_SYSTEMS: tuple[Literal["standard", "256", "truecolor", "windows"], ...] = (
+    "standard",
+    "256",
+    "truecolor",
+    "windows",
+)
 
 
 def print_table(table: Table, target: Console | None = None) -> None:
@@ -134,8 +141,9 @@ def print_table(table: Table, target: Console | None = None) -> None:
 
 def _wide_console(target: Console, width: int) -> Console:
     """A console writing to ``target``'s stream, ``width`` columns wide."""
+    colors = target.color_system
     return Console(
-        file=target.file, width=width, color_system=target.color_system,
+        file=target.file, width=width, color_system=colors if colors in _COLOR_SYSTEMS else None,
         no_color=target.no_color, force_terminal=target.is_terminal, highlight=False,
     )  # fmt: skip
 

@@ -158,7 +158,8 @@ def _refuse_options_of_the_other_engine(ctx: typer.Context, engine_name: str) ->
     ignored = _LOCAL_ONLY if engine_name == "ray" else _RAY_ONLY
     for name, instead in ignored.items():
         # By name: typer carries its own copy of click, whose ParameterSource is another enum.
-        if ctx.get_parameter_source(name).name != "DEFAULT":
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":
             option = "--" + name.replace("_", "-")
             raise fail(f"{option} has no effect with --engine {engine_name}: {instead}.")
 

@@ -56,8 +56,8 @@ def image_info(dataset: Any) -> dict | None:
     one shape, in order.
     """
     names = [column.name for column in dataset.schema.feature_columns]
-    matches = [_PIXEL_NAME.fullmatch(name) for name in names]
-    if not names or not all(matches):
+    matches = [m for m in map(_PIXEL_NAME.fullmatch, names) if m is not None]
+    if not names or len(matches) != len(names):
         return None
     shape = [max(int(m.group(i)) for m in matches) + 1 for m in matches[:1] for i in (1, 2, 3)]
     if names != pixel_columns(shape):

@@ -161,8 +161,7 @@ def comparison_png(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) ->
     positions = np.arange(len(metrics))
     bar = 0.8 / n_models
     for i, row in enumerate(rows):
-        values = [row.get(m) for m in metrics]
-        values = [np.nan if v is None else float(v) for v in values]
+        values = [np.nan if row.get(m) is None else float(row[m]) for m in metrics]
         axes.barh(positions + i * bar, values, height=bar, label=_short(row["model"], 30))
     axes.set_yticks(positions + bar * (n_models - 1) / 2, list(metrics))
     axes.invert_yaxis()

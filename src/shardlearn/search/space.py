@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +71,11 @@ class Distribution:
         from optuna import distributions as od
 
         if self.kind == "loguniform":
-            return od.FloatDistribution(*self.args, log=True)
+            low, high = self.args
+            return od.FloatDistribution(low, high, log=True)
         if self.kind == "uniform":
-            return od.FloatDistribution(*self.args)
+            low, high = self.args
+            return od.FloatDistribution(low, high)
         if self.kind == "randint":
             return od.IntDistribution(self.args[0], self.args[1] - 1)
         return od.CategoricalDistribution(list(self.args[0]))
@@ -137,7 +139,12 @@ def choice(values: Any) -> Distribution:
     return Distribution("choice", (tuple(values),))
 
 
-_YAML_KINDS = {"loguniform": loguniform, "uniform": uniform, "randint": randint, "choice": choice}
+_YAML_KINDS: dict[str, Callable[..., Distribution]] = {
+    "loguniform": loguniform,
+    "uniform": uniform,
+    "randint": randint,
+    "choice": choice,
+}
 
 
 def _parse_value(name: str, value: Any) -> Any:

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,13 +47,16 @@ from shardlearn.serve.schemas import (
 from shardlearn.serve.telemetry import BodyLimit, Telemetry
 from shardlearn.serve.v2 import InferRoute, add_v2_routes
 
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
+
 __all__ = ["ServeConfig", "create_app"]
 
 log = logging.getLogger("shardlearn.serve")
 
 
 _POSITIVE = [Interval("real", 0, None, closed="neither")]
-_LIMITS = {
+_LIMITS: dict[str, list[Any]] = {
     "header_timeout": _POSITIVE,
     "body_timeout": _POSITIVE,
     "keep_alive_timeout": _POSITIVE,
@@ -153,7 +156,7 @@ def _load_tokens(config: ServeConfig) -> TokenStore | None:
     return store
 
 
-_NO_FASTAPI_TELEMETRY: dict[str, Any] = {"tracing": False, "metrics": False, "logs": False}
+_NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
@@ -318,7 +321,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         telemetry=_NO_FASTAPI_TELEMETRY,
     )
     app.add_exception_handler(InputProblem, lambda _, e: _problem_response(e))
-    app.add_exception_handler(RequestValidationError, _validation_response)
+    # The decorator form: add_exception_handler's type takes a handler of any Exception.
+    app.exception_handler(RequestValidationError)(_validation_response)
     authorize = _Authorize(tokens)
     authorized = [Depends(authorize)]
     app.state.host = host

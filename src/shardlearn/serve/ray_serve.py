@@ -99,18 +99,17 @@ class _Replica:
         return app
 
 
-_Deployment = serve.deployment(serve.ingress()(_Replica), name="ShardlearnServe")
+_Deployment = serve.deployment(name="ShardlearnServe")(serve.ingress()(_Replica))
 
 
 def _absolute(config: ServeConfig) -> ServeConfig:
     """``config`` with local paths made absolute: replicas do not run in this directory."""
 
-    def resolve(path: str | Path | None) -> str | None:
-        if path is None or "://" in str(path):
-            return None if path is None else str(path)
-        return str(Path(path).expanduser().resolve())
+    def resolve(path: str | Path) -> str:
+        return str(path) if "://" in str(path) else str(Path(path).expanduser().resolve())
 
-    return replace(config, registry=resolve(config.registry), token_file=resolve(config.token_file))
+    token_file = None if config.token_file is None else resolve(config.token_file)
+    return replace(config, registry=resolve(config.registry), token_file=token_file)
 
 
 class RayServe:
@@ -169,6 +168,7 @@ class RayServe:
         self.port = port
         self.address = address
         self.replica_cpus = float(replica_cpus)
+        self._max_ongoing_requests: int = config.max_concurrency  # not None: checked above
         self._started_ray = False
         self._started_serve = False
         self._deployed = False
@@ -219,7 +219,7 @@ class RayServe:
             actor_options["runtime_env"] = {"env_vars": keys}
         deployment = _Deployment.options(
             num_replicas=self.replicas,
-            max_ongoing_requests=self.config.max_concurrency,
+            max_ongoing_requests=self._max_ongoing_requests,
             ray_actor_options=actor_options,
         )
         config_json = json.dumps(asdict(self.config))
@@ -239,7 +239,10 @@ class RayServe:
         # instance's; Ray has no public getter for them.
         from ray.serve.context import _get_global_client
 
-        actual = _get_global_client().http_config
+        client = _get_global_client()  # raises when no Serve controller runs
+        if client is None:
+            raise RuntimeError("Ray Serve's client is missing after serve.start")
+        actual = client.http_config
         keep_alive = int(self.config.keep_alive_timeout)
         if (actual.host, actual.port, actual.keep_alive_timeout_s) != (
             self.host,
