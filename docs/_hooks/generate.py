@@ -129,14 +129,23 @@ def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 def _keys_table(node: dict[str, Any], root: dict[str, Any]) -> str:
     required = set(node.get("required", []))
-    rows = ["| key | type | required | description |", "|---|---|---|---|"]
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
     for key, value in node.get("properties", {}).items():
         description = _resolve(value, root).get("description", value.get("description", ""))
+        default = "required" if key in required else _default(value)
         rows.append(
-            f"| `{key}` | {_cell(_type(value, root))} | {'yes' if key in required else ''} "
-            f"| {_cell(description)} |"
+            f"| `{key}` | {_cell(_type(value, root))} | {_cell(default)} | {_cell(description)} |"
         )
     return "\n".join(rows) + "\n"
+
+
+_BOUNDS = (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
+
+
+def _default(node: dict[str, Any]) -> str:
+    if "default" not in node or node["default"] is None:
+        return ""
+    return f"`{json.dumps(node['default'])}`"
 
 
 def _type(node: dict[str, Any], root: dict[str, Any], depth: int = 0) -> str:
@@ -146,14 +155,15 @@ def _type(node: dict[str, Any], root: dict[str, Any], depth: int = 0) -> str:
     if "const" in node:
         return f"`{json.dumps(node['const'])}`"
     if "enum" in node:
-        return " \\| ".join(f"`{json.dumps(value)}`" for value in node["enum"])
+        return "one of " + ", ".join(f"`{json.dumps(value)}`" for value in node["enum"])
     for key in ("anyOf", "oneOf"):
-        if key in node and depth < 4:
-            return " or ".join(_type(item, root, depth + 1) for item in node[key])
+        if key in node and depth < 4:  # null: the key's default (shown in its own column)
+            shown = [item for item in node[key] if item.get("type") != "null"]
+            return " or ".join(_type(item, root, depth + 1) for item in shown)
     kind = node.get("type", "any")
     if isinstance(kind, list):
         kind = " or ".join(kind)
     if kind == "array" and "items" in node and depth < 4:
         return f"list of {_type(node['items'], root, depth + 1)}"
-    bounds = [f"≥ {node['minimum']}" for _ in [0] if "minimum" in node]
+    bounds = [f"{sign} {node[key]:g}" for key, sign in _BOUNDS if key in node]
     return kind + (f" ({', '.join(bounds)})" if bounds else "")

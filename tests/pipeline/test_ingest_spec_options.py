@@ -1,5 +1,5 @@
-"""A pipeline's ingest stage takes every option ``ingest()`` takes, and the spec's key list,
-the published JSON schema and ``ingest()``'s signature name the same options."""
+"""A pipeline's ingest stage takes every option ``ingest()`` takes: the spec's key list, the
+published JSON schema and ``ingest()``'s signature all follow ``data.options.IngestOptions``."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ from typing import Any
 import pyarrow.compute as pc
 import pytest
 
+from shardlearn._options import option_fields
 from shardlearn.data import Dataset, ingest
+from shardlearn.data.options import CALL_ONLY, PIPELINE_SETS, IngestOptions
 from shardlearn.exceptions import SpecError
 from shardlearn.pipeline import parse_spec, spec_json_schema
 from shardlearn.pipeline.spec import COMMON_KEYS, STAGE_TYPES
 from shardlearn.pipeline.stages import run_ingest
-
-# ingest() parameters a spec deliberately cannot set: the pipeline replaces its own dataset
-# on every run (overwrite=True) and draws its own progress.
-NOT_IN_SPEC = {"overwrite", "progress"}
 
 
 def _ingest_schema_properties() -> set[str]:
@@ -41,11 +39,21 @@ def _ingest_schema_properties() -> set[str]:
 
 
 def test_spec_schema_and_ingest_name_the_same_options() -> None:
-    parameters = set(inspect.signature(ingest).parameters) - NOT_IN_SPEC
-    spec_keys = set(STAGE_TYPES["ingest"]["keys"])
-    schema_keys = _ingest_schema_properties() - set(COMMON_KEYS)
-    assert spec_keys == parameters
-    assert schema_keys == parameters
+    """ingest()'s parameters are IngestOptions' fields (names, order, defaults); the spec's
+    ingest keys and the published schema are those fields minus what a pipeline sets itself."""
+    parameters = {
+        name: p.default
+        for name, p in inspect.signature(ingest).parameters.items()
+        if name not in CALL_ONLY
+    }
+    fields = option_fields(IngestOptions)
+    assert list(parameters) == list(fields)
+    for name, info in fields.items():
+        expected = inspect.Parameter.empty if info.is_required() else info.default
+        assert parameters[name] == expected, name
+    in_spec = set(fields) - PIPELINE_SETS
+    assert set(STAGE_TYPES["ingest"]["keys"]) == in_spec
+    assert _ingest_schema_properties() - set(COMMON_KEYS) == in_spec
 
 
 @pytest.fixture

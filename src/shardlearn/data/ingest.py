@@ -13,11 +13,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardlearn._options import check_call
 from shardlearn._validation import unknown_name_message
 from shardlearn.data._ingest_run import IngestRun, warn_single_class
 from shardlearn.data._ranges import default_parsers
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.dataset import Dataset
+from shardlearn.data.options import CALL_ONLY, IngestOptions
 from shardlearn.data.partition import (
     STRATIFIED_NEEDS_LABEL,
     make_partitioner,
@@ -326,10 +328,10 @@ def ingest(
     >>> ds.manifest["rows_rejected"]
     1
     """
-    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-        raise SchemaError(f"The number of partitions must be an int >= 1. Got {partitions!r}.")
-    if not 0.0 <= float(max_reject_rate) <= 1.0:
-        raise SchemaError(f"max_reject_rate must be between 0 and 1. Got {max_reject_rate!r}.")
+    # The model a spec's ingest stage and the CLI's options come from: the same rules and
+    # messages ("The 'partitions' parameter of ingest must be an integer >= 1. Got 0.").
+    arguments = {k: v for k, v in locals().items() if k not in CALL_ONLY}
+    check_call(IngestOptions, arguments, "ingest", SchemaError)
     fractions = parse_split(split)
     if parsers is None:
         parsers = default_parsers()

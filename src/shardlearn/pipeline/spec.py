@@ -15,9 +15,11 @@ A spec names a working directory, optional variables and an ordered mapping of s
 ``${name}`` anywhere in a string is replaced by ``vars[name]`` (``--set name=value`` on the
 command line overrides). A key that names another stage (``dataset``, ``model``, ``models``,
 ``input``) makes it a dependency; ``depends_on`` adds ordering-only ones. Every error names the
-stage and the key, and suggests the nearest valid name. The YAML (the file and every ``--set``
-value) is plain data read by :func:`shardlearn._yaml.load_yaml`: anchors and aliases are refused,
-so a few bytes of spec cannot expand into billions of values.
+stage and the key, and suggests the nearest valid name. What each stage type takes (keys,
+types, ranges, choices, defaults) is its option model in :mod:`shardlearn.pipeline.options`,
+which also generates the published JSON schema (:mod:`shardlearn.pipeline.schema`). The YAML
+(the file and every ``--set`` value) is plain data read by :func:`shardlearn._yaml.load_yaml`:
+anchors and aliases are refused, so a few bytes of spec cannot expand into billions of values.
 """
 
 from __future__ import annotations
@@ -29,68 +31,33 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from shardlearn._options import check_mapping, option_fields
 from shardlearn._validation import closest_names, unknown_name_message
 from shardlearn._yaml import load_yaml, read_yaml
 from shardlearn.exceptions import SpecError
+from shardlearn.pipeline.options import (
+    COMMON_KEYS,
+    STAGE_MODELS,
+    PipelineDocument,
+    PipelineSettings,
+    Resources,
+)
 
 __all__ = ["STAGE_TYPES", "PipelineSpec", "StageSpec", "load_spec", "spec_json_schema"]
 
-COMMON_KEYS = ("type", "depends_on", "priority", "resources", "retries")
-RESOURCE_KEYS = ("cpus", "gpus", "memory")
-# For each stage type: its keys (required ones first in REQUIRED) and which keys name stages.
+# For each stage type: its keys, the required ones and which keys name stages, read from its
+# option model (pipeline/options.py), which also makes the published JSON schema.
 STAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
-    "ingest": {
-        # ingest()'s parameters (tests/pipeline/test_ingest_spec_options.py keeps them equal),
-        # except overwrite and progress, which the pipeline sets itself.
-        "keys": ("source", "label", "out", "partitions", "strategy", "split", "seed", "format",
-                 "max_reject_rate", "delimiter", "na_values", "header", "columns", "label_strip",
-                 "kinds", "allow_non_finite", "schema", "trim", "block_size", "allow_unlabeled",
-                 "parsers"),
-        "required": ("source", "label"),
-        "refs": (),
-    },
-    "train": {
-        "keys": ("dataset", "model", "params", "preprocessing", "out", "workers"),
-        "required": ("dataset", "model"),
-        "refs": ("dataset",),
-    },
-    "search": {
-        "keys": ("dataset", "models", "space", "strategy", "trials", "cv", "metric", "seed",
-                 "out", "workers"),
-        "required": ("dataset", "models"),
-        "refs": ("dataset",),
-    },
-    "evaluate": {
-        "keys": ("model", "dataset", "split", "report", "workers", "allow_unsigned"),
-        "required": ("model", "dataset"),
-        "refs": ("model", "dataset"),
-    },
-    "compare": {
-        "keys": ("models", "dataset", "split", "metric", "report", "workers", "allow_unsigned"),
-        "required": ("models", "dataset"),
-        "refs": ("models", "dataset"),
-    },
-    "register": {
-        "keys": ("model", "name", "registry", "stage", "description"),
-        "required": ("model", "name"),
-        "refs": ("model",),
-    },
-    "predict": {
-        "keys": ("model", "input", "split", "out", "proba", "id", "workers", "allow_unsigned"),
-        "required": ("model", "input"),
-        "refs": ("model", "input"),
-    },
-    "export": {
-        "keys": ("model", "format", "out", "allow_unsigned"),
-        "required": ("model",),
-        "refs": ("model",),
-    },
-}  # fmt: skip
-# Stage keys that take true or false (the stages that load a model take allow_unsigned, the
-# CLI's --allow-unsigned: load an unsigned model although a signing or public key is set).
-_FLAGS = ("allow_unsigned", "trim", "allow_unlabeled")
-# Stage keys that take an integer >= 1 (ingest's byte block size and number of parsers).
-_COUNTS = ("block_size", "parsers")
+    kind: {
+        "keys": tuple(k for k in option_fields(model) if k not in COMMON_KEYS),
+        "required": tuple(
+            k for k, f in option_fields(model).items() if f.is_required() and k != "type"
+        ),
+        "refs": model.refs,
+    }
+    for kind, model in STAGE_MODELS.items()
+}
+RESOURCE_KEYS = tuple(option_fields(Resources))
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # always fullmatch: "$" allows "\n"
 
@@ -168,18 +135,6 @@ def _check_keys(where: str, given: dict[str, Any], allowed: tuple[str, ...], wha
             raise SpecError(f"{where}: {unknown_name_message(what, str(key), allowed)}")
 
 
-def _resources(where: str, value: Any) -> dict[str, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(f"{where}.resources: expected a mapping of {', '.join(RESOURCE_KEYS)}.")
-    _check_keys(f"{where}.resources", value, RESOURCE_KEYS, "resource")
-    for key, amount in value.items():
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-            raise SpecError(f"{where}.resources.{key}: expected a number >= 0. Got {amount!r}.")
-    return {k: float(v) for k, v in value.items()}
-
-
 def _stage(name: str, raw: Any) -> StageSpec:
     where = f"stage {name!r}"
     if not _STAGE_NAME.fullmatch(str(name)):
@@ -187,40 +142,30 @@ def _stage(name: str, raw: Any) -> StageSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping with a 'type'. Got {raw!r}.")
     kind = raw.get("type")
-    if kind not in STAGE_TYPES:
+    if not isinstance(kind, str) or kind not in STAGE_TYPES:  # [] or {} are not hashable
         if kind is None:
             raise SpecError(f"{where}: missing key 'type' (one of {', '.join(STAGE_TYPES)}).")
         raise SpecError(
             f"{where}.type: {unknown_name_message('stage type', str(kind), STAGE_TYPES)}"
         )
     info = STAGE_TYPES[kind]
-    _check_keys(where, raw, COMMON_KEYS + info["keys"], f"key for a {kind} stage")
+    what = f"key for a{'n' * (kind[0] in 'aeiou')} {kind} stage"
+    _check_keys(where, raw, COMMON_KEYS + info["keys"], what)
     for key in info["required"]:
         if raw.get(key) in (None, "", []):
             raise SpecError(f"{where}: missing key {key!r} (required for a {kind} stage).")
-    depends = raw.get("depends_on") or []
-    if isinstance(depends, str):
-        depends = [depends]
-    retries = raw.get("retries", 0)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise SpecError(f"{where}.retries: expected an integer >= 0. Got {retries!r}.")
-    priority = raw.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int | float):
-        raise SpecError(f"{where}.priority: expected a number. Got {priority!r}.")
-    options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
-    for key in _FLAGS:
-        if key in options and not isinstance(options[key], bool):
-            raise SpecError(f"{where}.{key}: expected true or false. Got {options[key]!r}.")
-    for key in _COUNTS:
-        value = options.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpecError(f"{where}.{key}: expected an integer >= 1. Got {value!r}.")
+    settings = check_mapping(STAGE_MODELS[kind], raw, where, SpecError, what)
+    depends = settings.depends_on or []
+    resources = settings.resources.model_dump(exclude_none=True) if settings.resources else {}
     return StageSpec(
-        name, kind, options, tuple(str(d) for d in depends), float(priority),
-        _resources(where, raw.get("resources")), retries,
-    )  # fmt: skip
+        name,
+        kind,
+        {k: v for k, v in raw.items() if k not in COMMON_KEYS},
+        tuple([depends] if isinstance(depends, str) else depends),
+        float(settings.priority),
+        {k: float(v) for k, v in resources.items()},
+        settings.retries,
+    )
 
 
 def _check_references(spec: PipelineSpec) -> None:
@@ -233,13 +178,14 @@ def _check_references(spec: PipelineSpec) -> None:
                 )
         for key in STAGE_TYPES[stage.type]["refs"]:
             value = stage.options.get(key)
-            for ref in value if isinstance(value, list) else [value]:
-                looks_like_stage = isinstance(ref, str) and "/" not in ref and "." not in ref
-                if looks_like_stage and ref not in spec.stages:
-                    close = closest_names(ref, spec.stages, n=1)
+            for target in value if isinstance(value, list) else [value]:
+                if not isinstance(target, str) or "/" in target or "." in target:
+                    continue  # a path, not a stage name
+                if target not in spec.stages:
+                    close = closest_names(target, spec.stages, n=1)
                     hint = f" Did you mean {close[0]!r}?" if close else ""
                     raise SpecError(
-                        f"stage {stage.name!r}.{key}: {ref!r} is neither a stage of this "
+                        f"stage {stage.name!r}.{key}: {target!r} is neither a stage of this "
                         f"pipeline nor a path.{hint} Stages: {', '.join(spec.stages)}."
                     )
 
@@ -277,8 +223,8 @@ def parse_spec(
     """
     if not isinstance(raw, dict):
         raise SpecError("A pipeline spec must be a mapping with 'stages'.")
-    top = ("name", "workdir", "vars", "engine", "workers", "stages")
-    _check_keys("pipeline", raw, top, "top-level key")
+    _check_keys("pipeline", raw, tuple(option_fields(PipelineDocument)), "top-level key")
+    check_mapping(PipelineSettings, {"vars": raw.get("vars")}, "pipeline", SpecError)
     variables = dict(raw.get("vars") or {})
     for key, value in (overrides or {}).items():
         variables[key] = _parse_value(key, value)
@@ -287,21 +233,18 @@ def parse_spec(
     stages_raw = raw.get("stages")
     if not isinstance(stages_raw, dict) or not stages_raw:
         raise SpecError("pipeline: 'stages' must be a non-empty mapping of name -> stage.")
-    workers = raw.get("workers")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise SpecError(f"pipeline.workers: expected an integer >= 1. Got {workers!r}.")
-    name = str(raw.get("name") or "pipeline")
-    workdir = Path(str(raw.get("workdir") or f"runs/{name}"))
+    top = {k: v for k, v in raw.items() if k not in ("stages", "vars")}
+    settings = check_mapping(PipelineSettings, top, "pipeline", SpecError, "top-level key")
+    name = settings.name or "pipeline"
+    workdir = Path(settings.workdir or f"runs/{name}")
     if base is not None and not workdir.is_absolute():
         workdir = base / workdir
     spec = PipelineSpec(
         name=name,
         workdir=workdir,
         stages={str(k): _stage(str(k), v) for k, v in stages_raw.items()},
-        engine=raw.get("engine"),
-        workers=workers,
+        engine=settings.engine,
+        workers=settings.workers,
         variables=variables,
     )
     _check_references(spec)

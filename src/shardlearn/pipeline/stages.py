@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shardlearn.data.options import FileReadOptions
 from shardlearn.exceptions import SpecError
+from shardlearn.pipeline.options import stage_settings
 from shardlearn.pipeline.spec import STAGE_TYPES
 
 __all__ = ["STAGE_FUNCTIONS"]
@@ -131,15 +133,16 @@ def run_search(name: str, options: dict[str, Any], workdir: str, dataset: Any) -
     """
     from shardlearn.search import search
 
+    settings = stage_settings("search", options)  # the defaults of pipeline/options.py
     result = search(
         _dataset_uri(dataset),
-        models=list(options["models"]),
-        space=options.get("space") or {},
-        strategy=options.get("strategy", "random"),
-        trials=int(options.get("trials", 20)),
-        cv=options.get("cv"),
-        metric=options.get("metric", "roc_auc"),
-        seed=int(options.get("seed", 0)),
+        models=list(settings.models),
+        space=settings.space or {},
+        strategy=settings.strategy,
+        trials=settings.trials,
+        cv=settings.cv,
+        metric=settings.metric,
+        seed=settings.seed,
         out=str(_out(options, workdir, "search", name)),
     )
     return result.to_dict()
@@ -149,7 +152,8 @@ def run_evaluate(
     name: str, options: dict[str, Any], workdir: str, model: Any, dataset: Any
 ) -> dict[str, Any]:
     """``evaluate``: metrics of one model on one split, with an HTML report."""
-    report = _evaluate(model, options, _dataset_uri(dataset), options.get("split", "test"))
+    split = stage_settings("evaluate", options).split
+    report = _evaluate(model, options, _dataset_uri(dataset), split)
     html = _out({"out": options.get("report")}, workdir, "reports", f"{name}.html")
     report.to_html(html)
     html.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -170,7 +174,8 @@ def run_compare(
     """``compare``: evaluate several models on the same split; a leaderboard and the best one."""
     from shardlearn.metrics import compare
 
-    split = options.get("split", "test")
+    settings = stage_settings("compare", options)
+    split = settings.split
     names = list(options["models"])
     reports = {}
     reports_dir = Path(workdir, "reports")
@@ -179,7 +184,7 @@ def run_compare(
         report = _evaluate(model, options, _dataset_uri(dataset), split)
         report.to_html(reports_dir / f"{stage_name}.html")
         reports[stage_name] = report
-    comparison = compare(reports, sort_by=options.get("metric", "roc_auc"))
+    comparison = compare(reports, sort_by=settings.metric)
     html = _out({"out": options.get("report")}, workdir, "reports", f"{name}.html")
     comparison.to_html(html)
     best = comparison.rows[0]["model"]
@@ -215,19 +220,25 @@ def run_register(name: str, options: dict[str, Any], workdir: str, model: Any) -
 def run_predict(
     name: str, options: dict[str, Any], workdir: str, model: Any, source: Any
 ) -> dict[str, Any]:
-    """``predict``: batch predictions of a dataset (or raw files) into one Parquet file."""
+    """``predict``: batch predictions of a dataset (or raw files) into one Parquet file.
+
+    Raw files are read with the stage's reader keys (format, delimiter, ...), as ingest reads
+    them; on a dataset those keys are refused by :func:`~shardlearn.registry.predict_batch`.
+    """
     from shardlearn.registry.predict import predict_batch
 
+    settings = stage_settings("predict", options)
     out = _out(options, workdir, "predictions", f"{name}.parquet")
-    split = options.get("split")
     is_dataset = isinstance(source, dict)
+    reading = {k: options[k] for k in FileReadOptions.model_fields if k in options}
     summary = predict_batch(
         _load(model, options),
         _dataset_uri(source) if is_dataset else str(source),
         out,
-        proba=bool(options.get("proba", True)),
-        id_column=options.get("id"),
-        splits=[split] if split and is_dataset else None,
+        proba=settings.proba,
+        id_column=settings.id,
+        splits=[settings.split] if settings.split and is_dataset else None,
+        **reading,
     )
     return {"output": str(out), **_numbers(summary.to_dict())}
 
@@ -236,9 +247,6 @@ def run_export(name: str, options: dict[str, Any], workdir: str, model: Any) -> 
     """``export``: the model as ONNX (linear models and naive Bayes)."""
     from shardlearn.registry.onnx import export_onnx
 
-    fmt = options.get("format", "onnx")
-    if fmt != "onnx":
-        raise SpecError(f"stage {name!r}.format: only 'onnx' is supported. Got {fmt!r}.")
     out = _out(options, workdir, "export", f"{name}.onnx")
     export_onnx(_load(model, options), out, estimator_only=True)
     return {"output": str(out)}
