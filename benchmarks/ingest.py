@@ -11,6 +11,9 @@ files, each in a fresh process:
 
 The JSON Lines case (``--formats jsonl``) writes the same rows as JSON Lines (one object per
 row, floats as Python writes them) and compares ingest with ``pyarrow.json.read_json``.
+``parquet`` writes them as Parquet in row groups of 64k rows (peer ``pyarrow.parquet.read_table``);
+``csv.zst`` compresses the CSV into Zstandard frames of 4 MiB of text each, as ``pzstd`` and
+writers that flush a frame at a time do (peer ``pyarrow.csv.read_csv``, which decompresses it).
 
 Reported: wall seconds, MB/s of CSV, rows/s, peak RSS, and the ratio shardlearn / pyarrow.
 Targets (issue 2): throughput >= 70% of pyarrow's, peak RSS < 1.5 GB at every size; JSON Lines
@@ -21,6 +24,7 @@ Usage::
     python benchmarks/ingest.py            # 5M and 20M rows (about 1.3 GB and 5.3 GB of CSV)
     python benchmarks/ingest.py --quick    # 500k rows
     python benchmarks/ingest.py --quick --formats jsonl   # JSON Lines only
+    python benchmarks/ingest.py --rows 200000 --formats parquet csv.zst
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 DATA = Path(__file__).resolve().parent / "_data"
 CHUNK_ROWS = 500_000
@@ -93,6 +98,30 @@ def generate_jsonl(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
+def generate_parquet(path: Path, rows: int, seed: int = 0) -> Path:
+    """The rows of :func:`generate` as Parquet, in row groups of 64k rows."""
+    marker = path.with_suffix(".parquet-rows")
+    if path.exists() and marker.exists() and marker.read_text() == str(rows):
+        return path
+    table = pacsv.read_csv(generate(path.with_suffix(".csv"), rows, seed))
+    pq.write_table(table, path, row_group_size=1 << 16)
+    marker.write_text(str(rows))
+    return path
+
+
+def generate_zst(path: Path, rows: int, seed: int = 0) -> Path:
+    """The CSV of :func:`generate` as Zstandard frames of 4 MiB of text each."""
+    marker = path.with_suffix(".zst-rows")
+    if path.exists() and marker.exists() and marker.read_text() == str(rows):
+        return path
+    codec = pa.Codec("zstd")
+    with open(generate(path.with_suffix(""), rows, seed), "rb") as source, open(path, "wb") as sink:
+        while piece := source.read(4 << 20):
+            sink.write(codec.compress(piece, asbytes=True))
+    marker.write_text(str(rows))
+    return path
+
+
 _SHARDLEARN = """
 import json, resource, sys, time
 from shardlearn.data import ingest
@@ -126,9 +155,28 @@ rows = table.num_rows
 print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
                   "rss": usage.ru_maxrss * 1024}))
 """
+_PYARROW_PARQUET = """
+import json, resource, sys, time
+import pyarrow.parquet as pq
+start = time.perf_counter()
+table = pq.read_table(sys.argv[1])
+seconds = time.perf_counter() - start
+usage = resource.getrusage(resource.RUSAGE_SELF)
+rows = table.num_rows
+print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss": usage.ru_maxrss * 1024}))
+"""
 PEERS = {
     "csv": ("pyarrow.csv.read_csv", _PYARROW),
     "jsonl": ("pyarrow.json.read_json", _PYARROW_JSON),
+    "parquet": ("pyarrow.parquet.read_table", _PYARROW_PARQUET),
+    "csv.zst": ("pyarrow.csv.read_csv", _PYARROW),
+}
+GENERATORS = {
+    "csv": generate,
+    "jsonl": generate_jsonl,
+    "parquet": generate_parquet,
+    "csv.zst": generate_zst,
 }
 
 
@@ -154,7 +202,7 @@ def main() -> None:
     results = []
     for rows, kind in ((r, k) for r in sizes for k in args.formats):
         started = time.perf_counter()
-        make = generate_jsonl if kind == "jsonl" else generate
+        make = GENERATORS[kind]
         path = make(DATA / f"wide-{rows}.{kind}", rows)
         mb = path.stat().st_size / 1e6
         print(f"# {rows:,} rows, {mb:,.0f} MB ({time.perf_counter() - started:.0f} s to generate)",
