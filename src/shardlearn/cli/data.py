@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from shardlearn.cli._common import (
     labelled,
     print_table,
 )
+from shardlearn.cli._options import model_options
+from shardlearn.data.options import CALL_ONLY, CLI_SETS, IngestOptions
 
 DEMO_ROWS = 1_000_000
 DEMO_EPILOG = "Example: shardlearn demo --rows 200000 --out demo-output --workers 2"
@@ -33,12 +37,6 @@ NO_LABEL_USE = "a dataset for clustering and PCA: train --model kmeans|pca"
 DESCRIBE_EPILOG = "Example: shardlearn describe data/loans --verify"
 
 
-def _split_list(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()] or None
-
-
 def _unlabeled_note(m: dict[str, Any]) -> str:
     unlabeled = int(m.get("rows_unlabeled", 0))
     return f" (of which unlabeled {unlabeled:,})" if unlabeled else ""
@@ -48,7 +46,12 @@ def _parsers_note(m: dict[str, Any]) -> str:
     if "parsers" not in m:  # a dataset written before parallel ingest, or write_dataset
         return ""
     parsers, ranges = int(m["parsers"]), int(m["ranges"])
-    return f"; parsed by {parsers} parser{'s' if parsers != 1 else ''} ({ranges:,} ranges)"
+    note = f"; parsed by {parsers} parser{'s' if parsers != 1 else ''} ({ranges:,} ranges)"
+    nodes = m.get("nodes") or {}  # on the ray engine: rows read per node
+    if nodes:
+        rows = ", ".join(f"{node[:8]} {count:,}" for node, count in nodes.items())
+        note += f" on {len(nodes)} Ray node{'s' if len(nodes) != 1 else ''} (rows: {rows})"
+    return note
 
 
 def _ingest_summary(ds: Any) -> None:
@@ -89,95 +92,28 @@ def _ingest_summary(ds: Any) -> None:
 
 
 def ingest_command(
-    sources: list[str] = typer.Argument(
-        ..., help="Input files or globs (csv, tsv, jsonl, parquet; .gz/.zst)."
-    ),
-    label: str | None = typer.Option(
-        None,
-        "--label",
-        help="Label column. Without it the dataset has no label (for clustering and PCA).",
-    ),
-    out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
-    partitions: int = typer.Option(8, "--partitions", min=1, help="Shards per split."),
-    strategy: str = typer.Option(
-        "random", "--strategy", help="random | stratified | hash:COL | range:COL."
-    ),
-    split: str = typer.Option("0.8,0.1,0.1", "--split", help="Train,valid,test fractions."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the partitioner."),
-    format: str | None = typer.Option(
-        None, "--format", help="csv | tsv | jsonl | parquet (default: from the extension)."
-    ),
-    delimiter: str | None = typer.Option(
-        None, "--delimiter", help="Field separator (default , or tab for tsv)."
-    ),
-    no_header: bool = typer.Option(
-        False, "--no-header", help="Text files have no header line (give --columns)."
-    ),
-    columns: str | None = typer.Option(
-        None, "--columns", help="Column names, comma-separated, for --no-header."
-    ),
-    na_values: str | None = typer.Option(
-        None, "--na-values", help="Comma-separated strings read as missing (replaces the defaults)."
-    ),
-    schema: Path | None = typer.Option(
-        None, "--schema", help="YAML schema (columns with name, kind, dtype)."
-    ),
-    label_strip: str | None = typer.Option(
-        None, "--label-strip", help="Characters stripped from the end of labels, e.g. '.'."
-    ),
-    max_reject_rate: float = typer.Option(
-        0.05,
-        "--max-reject-rate",
-        min=0.0,
-        max=1.0,
-        help="Fail when more rows than this are rejected.",
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
-    allow_unlabeled: bool = typer.Option(
-        False,
-        "--allow-unlabeled",
-        help="Keep rows with a missing label in an 'unlabeled' split instead of rejecting them.",
-    ),
-    allow_non_finite: bool = typer.Option(
-        False,
-        "--allow-non-finite",
-        help="Keep infinite numbers (inf, -Infinity, 1e999) and NaNs instead of rejecting "
-        "infinities and reading NaN as missing.",
-    ),
-    parsers: int | None = typer.Option(
-        None,
-        "--parsers",
-        min=1,
-        help="Threads parsing an uncompressed local CSV/TSV in byte ranges (default: the "
-        "cores); the dataset is the same whatever the number.",
+    source: list[str] = typer.Argument(
+        ...,
+        help="Input files or globs (csv, tsv, jsonl, parquet; .gz/.zst/.bz2), or a "
+        "(Hive-partitioned) Parquet folder.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+    engine: EngineOption = None,
+    **options: Any,
 ) -> None:
     """Ingest files into a sharded, validated dataset (Parquet shards + manifest)."""
     from shardlearn.data import ingest
+    from shardlearn.engine import ENGINE_ENV
 
-    ds = ingest(
-        sources,
-        label=label,
-        out=str(out),
-        partitions=partitions,
-        strategy=strategy,
-        split=split,
-        seed=seed,
-        overwrite=overwrite,
-        format=format,
-        delimiter=delimiter,
-        header=not no_header,
-        columns=_split_list(columns),
-        na_values=None if na_values is None else na_values.split(","),
-        schema=str(schema) if schema else None,
-        label_strip=label_strip,
-        max_reject_rate=max_reject_rate,
-        progress=not as_json,
-        allow_unlabeled=allow_unlabeled,
-        allow_non_finite=allow_non_finite,
-        parsers=parsers,
-    )
+    # Without --engine (or $SHARDLEARN_ENGINE) no engine is made: the parsers are threads.
+    spec = engine or os.environ.get(ENGINE_ENV)
+    with engine_context(spec, None) if spec else contextlib.nullcontext() as eng:
+        ds = ingest(
+            source,
+            progress=not as_json,
+            **options,
+            engine=eng,
+        )
     if as_json:
         typer.echo(json.dumps(_describe_dict(ds, verify=None), indent=2))
     else:
@@ -206,6 +142,8 @@ def _describe_dict(ds: Any, verify: list[str] | None) -> dict[str, Any]:
         "rows_unlabeled": int(m.get("rows_unlabeled", 0)),
         "rows_rejected": m["rows_rejected"],
         "reject_reasons": m["rejects"]["reasons"],
+        # How the input was parsed (absent for write_dataset); nodes: rows per Ray node.
+        **{key: m[key] for key in ("parsers", "ranges", "nodes") if key in m},
         "shards": [s.to_dict() for s in ds.shards(None)],
     }  # fmt: skip
     if verify is not None:
@@ -318,5 +256,8 @@ def demo_command(
 def register(app: typer.Typer) -> None:
     """Add the dataset commands to ``app``."""
     app.command("demo", epilog=DEMO_EPILOG)(demo_command)
-    app.command("ingest", epilog=INGEST_EPILOG)(ingest_command)
+    # Every ingest() option but progress (off with --json) is an option of the command, made
+    # from IngestOptions: names, defaults, help, ranges and choices (cli/_options.py).
+    options = model_options(IngestOptions, exclude=CLI_SETS | CALL_ONLY)
+    app.command("ingest", epilog=INGEST_EPILOG)(options(ingest_command))
     app.command("describe", epilog=DESCRIBE_EPILOG)(describe_command)

@@ -9,7 +9,9 @@ frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed 
 threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
 one parser a small file is
 one range, so consecutive small files are parsed side by side; cuts never fall inside a quoted
-value (they move to the next row end). Other inputs are read as one stream. Whatever the split,
+value (they move to the next row end). On the ``ray`` engine the ranges and their scans are Ray
+tasks spread over every node instead (:mod:`shardlearn.data._ingest_ray`). Other inputs are
+read as one stream, on this process. Whatever the split,
 the output is the same: ranges are consumed in input order, accepted rows reach the writer
 re-cut into batches of exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see
 the same batches), and rejects are written sorted by line within each file in row groups of
@@ -39,6 +41,7 @@ from shardlearn._terminal import progress_console, show_progress
 from shardlearn._validation import unknown_name_message
 from shardlearn.data import _ranges
 from shardlearn.data._convert import convert_batch, infer_schema
+from shardlearn.data._ingest_ray import RayParsers, is_ray_engine
 from shardlearn.data._ranges import parse_ranges, plan_ranges
 from shardlearn.data._writer import REJECTS_SCHEMA, DatasetWriter
 from shardlearn.data.dataset import Dataset
@@ -241,12 +244,14 @@ class IngestRun:
     allow_non_finite: bool = False
     parsers: int = 1
     range_bytes: int | None = None  # None: _ranges.RANGE_BYTES
+    engine: Any = None  # a shardlearn Engine; on "ray" the byte ranges are Ray tasks
     rows_read: int = 0
     blank_lines: int = 0
     parsers_used: int = 1
     ranges_parsed: int = 0
     _progress_state: dict[str, Any] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = None
+    _ray: RayParsers | None = None
 
     # -- schema ---------------------------------------------------------------------------------
     def _sample(self) -> tuple[pa.Table, list[str]]:
@@ -300,6 +305,8 @@ class IngestRun:
         }
         state = self._progress_state
         state["readers"] = {}
+        if self._ray is not None:
+            self._ray.node_rows.clear()  # a range strategy reads the input twice
         plans = [(path, self._plan(path)) for path in self.paths]
         while plans:
             path, ranges = plans.pop(0)
@@ -314,7 +321,11 @@ class IngestRun:
             while plans and plans[0][1] is not None:
                 ranges = ranges + (plans.pop(0)[1] or [])
             self.parsers_used = max(self.parsers_used, min(self.parsers, len(ranges)))
-            parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
+            parsed = (
+                self._ray.parse(ranges, self.options, fast_types)
+                if self._ray is not None
+                else parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
+            )
             for byte_range, names, batches in parsed:
                 self._check_columns(byte_range.path, names, schema)
                 yield from batches
@@ -328,7 +339,9 @@ class IngestRun:
         if self._pool is None:
             return None
         range_bytes = self.range_bytes or _ranges.RANGE_BYTES
-        return plan_ranges(path, self.options, range_bytes, self._pool, whole=self.parsers > 1)
+        scans: Any = self._ray or self._pool  # on Ray the scans are tasks too
+        whole, remote = self.parsers > 1, self._ray is not None
+        return plan_ranges(path, self.options, range_bytes, scans, whole=whole, remote=remote)
 
     def _streams(
         self, paths: list[str], schema: Schema, fast_types: dict[str, pa.DataType]
@@ -412,10 +425,12 @@ class IngestRun:
     def execute(self) -> Dataset:
         with ThreadPoolExecutor(self.parsers, thread_name_prefix="shardlearn-parse") as pool:
             self._pool = pool
+            if is_ray_engine(self.engine):
+                self._ray = RayParsers(self.parsers, int(self.engine.max_retries))
             try:
                 return self._execute()
             finally:
-                self._pool = None
+                self._pool = self._ray = None
 
     def _execute(self) -> Dataset:
         schema = self._resolve_schema()
@@ -524,7 +539,9 @@ class IngestRun:
             )
 
     def _extra(self) -> dict[str, Any]:
+        nodes = {} if self._ray is None else {"nodes": self._ray.rows_by_node(self.rows_read)}
         return {
+            **nodes,
             "rows_read": self.rows_read,
             "blank_lines": self.blank_lines,
             "sources": list(self.paths),

@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 
 from shardlearn.data._jsonl import column_names
 from shardlearn.data._zst import FrameIndex, frame_index, read_chunk, read_plain
+from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, _split_extension
 from shardlearn.exceptions import DataError
 
@@ -110,7 +111,7 @@ class ByteRange:
         return self.stored if self.stored is not None else self.end - self.start
 
 
-def splittable(path: str, options: ReaderOptions) -> bool:
+def splittable(path: str, options: ReaderOptions, remote: bool = False) -> bool:
     """Whether ``path`` may be cut into ranges: a local, regular CSV/TSV/JSON Lines file,
     uncompressed or ``.zst`` (which must also hold several frames), or a Parquet file."""
     reader = SourceReader(path, options)
@@ -118,13 +119,24 @@ def splittable(path: str, options: ReaderOptions) -> bool:
         return True
     if _split_extension(path)[1] not in (None, "zstd"):
         return False
+    if remote and not isinstance(reader.filesystem, pafs.LocalFileSystem):
+        # On Ray each task reads its own range of an s3:// file (not a .zst's frames).
+        return _split_extension(path)[1] is None
     return isinstance(reader.filesystem, pafs.LocalFileSystem) and os.path.isfile(path)
+
+
+def _open(path: str) -> Any:
+    """``path`` opened for random access: a local file, or a URI (``s3://``, on Ray)."""
+    if "://" not in path:
+        return open(path, "rb")
+    filesystem, fs_path = resolve_filesystem(path)
+    return filesystem.open_input_file(fs_path)
 
 
 def _cut_points(path: str, size: int, count: int) -> list[int]:
     """Range starts: the byte after the first newline at or after each of ``count`` cuts."""
     bounds = [0]
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         for k in range(1, count):
             target = max(k * size // count, bounds[-1] + 1)
             handle.seek(target - 1)  # a newline just before the cut makes the cut a boundary
@@ -148,7 +160,7 @@ def _read(byte_range: ByteRange) -> bytes:
     is an error (its rows would silently be lost, cut or read twice)."""
     if byte_range.frames is not None:
         return read_plain(byte_range.frames, byte_range.start, byte_range.end)
-    with open(byte_range.path, "rb") as handle:
+    with _open(byte_range.path) as handle:
         handle.seek(byte_range.start)
         data = handle.read(byte_range.end - byte_range.start)
         grown = byte_range.last and handle.read(1)
@@ -302,14 +314,16 @@ def plan_ranges(
     range_bytes: int,
     pool: ThreadPoolExecutor,
     whole: bool,
+    remote: bool = False,
 ) -> list[ByteRange] | None:
     """The ranges of ``path``, or None when it is read as one stream: not splittable, one
     range and not ``whole`` (with ``whole`` a small file is one range, parsed in memory on the
     pool beside other files' ranges), a ``.zst`` of one frame, or a quoted value (a line) so
     long that moving the boundaries out of it leaves a range of more than
     :data:`MERGED_RANGES` ranges' bytes (the stream reads it in bounded memory, with the same
-    result). ``pool`` runs the reads of the plan (anything with a ``map`` method)."""
-    if not splittable(path, options):
+    result). ``pool`` runs the reads of the plan (anything with a ``map`` method); ``remote``:
+    on every node of a Ray cluster, so an ``s3://`` CSV/TSV is cut too."""
+    if not splittable(path, options, remote):
         return None
     reader = SourceReader(path, options)
     limit = MERGED_RANGES * max(range_bytes, 1)
@@ -322,7 +336,7 @@ def plan_ranges(
         ranges, scans = units
         size = ranges[-1].end
     else:
-        size = os.path.getsize(path)
+        size = reader.size
         count = -(-size // max(range_bytes, 1))
         bounds = _cut_points(path, size, count) if count >= 2 else [0]
         if len(bounds) < 2:

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from shardlearn._options import check_call
 from shardlearn._validation import unknown_name_message
+from shardlearn.data._ingest_ray import is_ray_engine
 from shardlearn.data._ingest_run import IngestRun, warn_single_class
 from shardlearn.data._ranges import default_parsers
 from shardlearn.data._writer import DatasetWriter
@@ -231,6 +232,7 @@ def ingest(
     allow_unlabeled: bool = False,
     allow_non_finite: bool = False,
     parsers: int | None = None,
+    engine: Any = None,
 ) -> Dataset:
     """Read CSV/TSV, JSON Lines or Parquet files into a sharded, validated dataset.
 
@@ -314,7 +316,15 @@ def ingest(
         and Parquet are each read as one stream, up to ``parsers`` of them at once; so is a CSV
         file whose quote never closes over more than four ranges' bytes. ``parsers=1`` reads
         every file as one stream, one file at a time. Parsers are threads: pyarrow's parser
-        runs without the GIL.
+        runs without the GIL. On the ``ray`` engine, the ranges parsed at once as Ray tasks
+        (default: the cluster's CPUs).
+    engine : shardlearn.engine.Engine, optional
+        Where byte ranges are parsed: None or a ``local`` engine, on threads of this process;
+        a ``ray`` engine (``create_engine("ray")``), as Ray tasks spread over every node of the
+        cluster, each reading its own bytes (a local path must be on a filesystem every node
+        mounts at the same path; ``s3://`` is read from each node). The dataset is the same,
+        and the manifest records the rows each node read (``nodes``). A task whose worker
+        died is retried (the engine's ``max_retries``); then the ingest fails, writing nothing.
 
     Returns
     -------
@@ -333,8 +343,10 @@ def ingest(
     arguments = {k: v for k, v in locals().items() if k not in CALL_ONLY}
     check_call(IngestOptions, arguments, "ingest", SchemaError)
     fractions = parse_split(split)
+    _check_engine(engine)
     if parsers is None:
-        parsers = default_parsers()
+        on_ray = is_ray_engine(engine)
+        parsers = max(int(engine.capacity.cpus), 1) if on_ray else default_parsers()
     if not isinstance(parsers, int) or isinstance(parsers, bool) or parsers < 1:
         raise SchemaError(f"The number of parsers must be an int >= 1. Got {parsers!r}.")
     _check_label_options(strategy, label, allow_unlabeled)
@@ -365,5 +377,15 @@ def ingest(
         allow_unlabeled=bool(allow_unlabeled),
         allow_non_finite=bool(allow_non_finite),
         parsers=parsers,
+        engine=engine,
     )
     return run.execute()
+
+
+def _check_engine(engine: Any) -> None:
+    # data sits below engine (DESIGN 11): an engine is recognised by its name, not its class.
+    if engine is not None and getattr(engine, "name", None) not in ("local", "ray"):
+        raise SchemaError(
+            f"ingest's engine must be a shardlearn Engine (create_engine('local') or "
+            f"create_engine('ray')) or None. Got {engine!r}."
+        )

@@ -1,0 +1,158 @@
+"""Byte ranges parsed as Ray tasks spread over every node of a cluster (ingest on ``ray``).
+
+On the ``ray`` engine, :class:`RayParsers` takes the place of the local thread pool for the two
+steps of :mod:`shardlearn.data._ranges` that read a file's bytes: the scans that place exact
+cuts (:func:`~shardlearn.data._ranges.plan_ranges`) and the parse of each range. Each is a Ray
+task scheduled with the ``SPREAD`` strategy (one CPU each), so every node parses, and each task
+reads its bytes itself: a local path must be on a filesystem every node mounts at the same
+path (a shared filesystem). The driver only finds the cut points (a few seeks) and consumes the
+parsed batches in input order, exactly as it consumes the thread pool's; so the rows, line
+numbers, rejects and shards are the local engine's, whichever node parsed what.
+
+A task whose worker process or node dies is retried by Ray on another worker (the engine's
+``max_retries``); when the retries run out the ingest fails with a :class:`DataError` and
+writes nothing. An error inside a task (a file that changed size) is raised as it is locally.
+Each task also reports its node and the rows it read, which the manifest records per node.
+
+Ray is imported only when a Ray engine is used (it is an optional extra).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from shardlearn.data import _ranges
+from shardlearn.data.readers import RawBatch, ReaderOptions, blank_rows
+from shardlearn.exceptions import DataError
+
+__all__ = ["RayParsers", "is_ray_engine", "parse_on_node"]
+
+
+def is_ray_engine(engine: Any) -> bool:
+    """Whether ``engine`` (a :class:`shardlearn.engine.Engine` or None) is the Ray engine."""
+    return engine is not None and getattr(engine, "name", None) == "ray"
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    """Runs in a Ray task: ``fn(*args)`` and the node it ran on."""
+    return _node_id(), fn(*args)
+
+
+@functools.cache
+def _remote() -> Any:
+    import ray
+
+    return ray.remote(_call)
+
+
+def parse_on_node(
+    byte_range: _ranges.ByteRange, options: ReaderOptions, fast_types: dict[str, pa.DataType]
+) -> tuple[int, list[str], list[RawBatch]]:
+    """Runs in a Ray task: one range parsed as the local engine parses it, with the rows it
+    read counted as the ingest counts them (blank lines are not rows)."""
+    names, batches = _ranges._parse(byte_range, options, fast_types)
+    rows = sum(
+        raw.batch.num_rows - int(blank_rows(raw.batch).sum()) + len(raw.invalid) for raw in batches
+    )
+    return rows, names, batches
+
+
+class RayParsers:
+    """Ray tasks standing in for the ingest's thread pool; see the module docstring.
+
+    Parameters
+    ----------
+    parsers : int
+        Tasks in flight at once (at most ``parsers + 1`` parsed ranges are held, as locally).
+    max_retries : int
+        Retries of a task whose worker process or node died.
+    """
+
+    def __init__(self, parsers: int, max_retries: int) -> None:
+        self.parsers = parsers
+        self.max_retries = max_retries
+        self.driver_node = _node_id()
+        self.node_rows: Counter[str] = Counter()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        options = {
+            "num_cpus": 1,
+            "scheduling_strategy": "SPREAD",
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,
+        }
+        return _remote().options(**options).remote(fn, *args)
+
+    def _get(self, ref: Any, what: str) -> tuple[str, Any]:
+        import ray
+        import ray.exceptions
+
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None  # the error the local engine raises
+            raise DataError(f"Ingest on Ray: {what} failed: {error}") from None
+        except ray.exceptions.RayError as error:
+            raise DataError(
+                f"Ingest on Ray: {what} failed {self.max_retries + 1} time(s): its worker process "
+                f"or node died ({type(error).__name__}); nothing was written. Run the ingest "
+                "again, or give the engine more retries: engine('ray', max_retries=N)."
+            ) from None
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``map(fn, items)`` as Ray tasks; results in input order (the range scans)."""
+        refs = [self._submit(fn, item) for item in items]
+        return iter([self._get(ref, "scanning a byte range")[1] for ref in refs])
+
+    def parse(
+        self,
+        ranges: list[_ranges.ByteRange],
+        options: ReaderOptions,
+        fast_types: dict[str, pa.DataType],
+    ) -> Iterator[tuple[_ranges.ByteRange, list[str], list[RawBatch]]]:
+        """Parse ``ranges`` as Ray tasks; yield (range, column names, batches) in input order,
+        as :func:`~shardlearn.data._ranges.parse_ranges` does; count the rows of each node."""
+        import ray
+
+        pending: deque[tuple[_ranges.ByteRange, Any]] = deque()
+        upcoming = iter(ranges)
+        try:
+            while True:
+                while len(pending) < self.parsers + 1 and (item := next(upcoming, None)):
+                    ref = self._submit(parse_on_node, item, options, fast_types)
+                    pending.append((item, ref))
+                if not pending:
+                    return
+                byte_range, ref = pending.popleft()
+                what = f"parsing bytes {byte_range.start}-{byte_range.end} of {byte_range.path!r}"
+                node, (rows, names, batches) = self._get(ref, what)
+                self.node_rows[node] += rows
+                yield byte_range, names, batches
+        finally:
+            for _, ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception:  # already finished, or Ray is shutting down
+                    pass
+
+    def rows_by_node(self, rows_read: int) -> dict[str, int]:
+        """Rows read per node: the ranges' tasks, and the driver's node for the files it read
+        as one stream (compressed, JSON Lines, Parquet)."""
+        rows = Counter(self.node_rows)
+        rest = rows_read - sum(rows.values())
+        if rest:
+            rows[self.driver_node] += rest
+        return dict(sorted(rows.items()))

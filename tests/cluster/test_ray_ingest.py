@@ -1,0 +1,143 @@
+"""Ingest on a real 3-node Ray cluster: the byte ranges are parsed on every node, the dataset
+is byte-identical to the local engine's (1 and 2 parsers), and a range task whose worker is
+killed for real is retried (or, without retries, the ingest fails and writes no manifest).
+
+The cluster runs in a child process (:mod:`ray_ingest_run`, as test_multinode.py does), ONE
+run for every test of this module: three raylets take most of a minute to start.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from cluster_helpers import write_csv
+from ray_ingest_run import RANGES, _ingest
+
+from shardlearn.data import Dataset
+from shardlearn.data import _ranges as ranges_module
+
+pytest.importorskip("ray.cluster_utils")
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+HERE = Path(__file__).resolve().parent
+
+
+def _sources(root: Path) -> list[str]:
+    """A CSV cut into ranges (with rejects and a quoted newline) and a .gz read as a stream."""
+    csv = write_csv(root / "jobs.csv", n=3000, seed=1)
+    lines = csv.read_text().splitlines()
+    lines[100] = "not-a-number,clerk,high"  # a value that does not parse
+    lines[900] = "41.0,nurse,low,extra"  # too many fields
+    lines[1500] = '39.5,"pi\nlot",high'  # a quoted newline: one row on two lines
+    lines[2200] = "37.0,chef,"  # no label
+    csv.write_text("\n".join(lines) + "\n")
+    packed = root / "more.csv.gz"
+    packed.write_bytes(gzip.compress(write_csv(root / "more.csv", n=200, seed=2).read_bytes()))
+    return [str(csv), str(packed)]
+
+
+def _fingerprint(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*.parquet"))
+    }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray_ingest")
+    sources = _sources(root)
+    range_bytes = max(os.path.getsize(sources[0]) // RANGES, 1)
+    local = {}
+    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes):
+        for parsers in (1, 2):
+            local[parsers] = _ingest(sources, root / f"local{parsers}", None, parsers=parsers)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "ray_ingest_run.py"), *sources, str(root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        log, _ = proc.communicate(timeout=800)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # its SIGTERM handler shuts the Ray cluster down
+        log, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the 3-node ingest timed out:\n{log[-3000:]}")
+    assert proc.returncode == 0, log[-3000:]
+    result = json.loads((root / "result.json").read_text())
+    return root, local, result
+
+
+def test_the_ranges_are_parsed_on_all_three_nodes(run):
+    root, local, result = run
+    assert len(result["nodes"]) == 3
+    for name in ("ray3", "ray2"):
+        manifest = result[name]
+        assert sorted(manifest["nodes"]) == result["nodes"]
+        assert all(rows > 0 for rows in manifest["nodes"].values()), manifest["nodes"]
+        assert sum(manifest["nodes"].values()) == manifest["rows_read"]
+        assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"]
+    assert result["ray3"]["parsers"] == 3 and result["ray2"]["parsers"] == 2
+    assert result["ray3"]["ranges"] == local[2].manifest["ranges"] > RANGES // 2
+
+
+def test_ray_writes_the_local_engines_dataset_byte_for_byte(run):
+    root, local, result = run
+    expected = _fingerprint(root / "local1")
+    assert expected == _fingerprint(root / "local2")
+    assert any(name.startswith("_rejects") for name in expected)
+    for name in ("ray3", "ray2", "killed"):
+        assert _fingerprint(root / name) == expected, name
+        manifest = Dataset.open(str(root / name)).manifest
+        for key in ("rows_read", "rows_written", "rows_rejected", "class_counts", "rejects"):
+            assert manifest[key] == local[1].manifest[key], (name, key)
+    assert local[1].manifest["rows_rejected"] == 3  # bad number, extra field, no label
+
+
+def test_a_range_task_killed_mid_ingest_is_retried_or_the_ingest_fails_cleanly(run):
+    root, local, result = run
+    killed, failed = result["killed"], result["failed"]
+    assert killed["killed_pid"] and "error" not in killed and killed["manifest_written"]
+    assert failed["killed_pid"] and not failed["manifest_written"]
+    assert "DataError" in failed["error"] and "nothing was written" in failed["error"]
+    assert not (root / "failed").exists() or not list((root / "failed").rglob("*.parquet"))
+
+
+def test_an_s3_file_is_cut_into_ranges_read_by_every_node(run):
+    root, local, result = run
+    if "s3-ray" not in result:
+        pytest.skip("moto is not installed")
+    on_ray, streamed = result["s3-ray"], result["s3-local"]
+    assert streamed["ranges"] == 1  # the local engine reads an s3:// file as one stream
+    assert on_ray["ranges"] == result["ray3"]["ranges"] - 1  # the .gz is not in this run
+    assert sorted(on_ray["nodes"]) == result["nodes"]
+    assert all(rows > 0 for rows in on_ray["nodes"].values()), on_ray["nodes"]
+    assert _fingerprint(root / "s3-ray") == _fingerprint(root / "s3-local")
+    assert on_ray["rows_rejected"] == streamed["rows_rejected"] == 3
+
+
+def test_the_cli_summary_and_json_show_the_parsers_and_the_rows_of_each_node(run):
+    root, local, result = run
+    cli = result["cli"]
+    assert cli["text_code"] == 0, cli["text"]
+    assert "parsed by 3 parsers" in cli["text"] and "on 3 Ray nodes (rows: " in cli["text"]
+    assert all(f"{node[:8]} " in cli["text"] for node in result["nodes"])
+    summary = cli["json"]
+    assert isinstance(summary, dict), summary
+    assert summary["parsers"] == 3 and sorted(summary["nodes"]) == result["nodes"]
+    assert sum(summary["nodes"].values()) == summary["rows_read"] == 3200
