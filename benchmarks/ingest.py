@@ -9,6 +9,11 @@ files, each in a fresh process:
   default parsers (one per core, byte ranges of 16 MiB; the table shows how many ran);
 - ``pyarrow.csv.read_csv`` of the same file into memory (parse only, multi-threaded; the peer).
 
+With ``--ray-nodes N`` the same ingest also runs on an N-node local Ray cluster
+(``ray.cluster_utils.Cluster``, one CPU per node): the byte ranges are Ray tasks spread over the
+nodes, and the rows each node parsed are printed (issue 24: the parse runs on all nodes). The
+nodes share this machine's cores, so this shows the spread, not a speed-up.
+
 The JSON Lines case (``--formats jsonl``) writes the same rows as JSON Lines (one object per
 row, floats as Python writes them) and compares ingest with ``pyarrow.json.read_json``.
 ``parquet`` writes them as Parquet in row groups of 64k rows (peer ``pyarrow.parquet.read_table``);
@@ -25,6 +30,7 @@ Usage::
     python benchmarks/ingest.py --quick    # 500k rows
     python benchmarks/ingest.py --quick --formats jsonl   # JSON Lines only
     python benchmarks/ingest.py --rows 200000 --formats parquet csv.zst
+    python benchmarks/ingest.py --quick --ray-nodes 3      # and on a 3-node Ray cluster
 """
 
 from __future__ import annotations
@@ -133,6 +139,36 @@ print(json.dumps({"seconds": seconds, "rows": ds.num_rows(), "cpu": usage.ru_uti
                   "rss": usage.ru_maxrss * 1024, "parsers": ds.manifest["parsers"],
                   "ranges": ds.manifest["ranges"]}))
 """
+_SHARDLEARN_RAY = """
+import json, resource, sys, time, warnings
+import ray
+from ray.cluster_utils import Cluster
+from shardlearn.data import _ranges, ingest
+from shardlearn.engine import create_engine
+if int(sys.argv[4]):
+    _ranges.RANGE_BYTES = int(sys.argv[4])
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+try:
+    for _ in range(int(sys.argv[3]) - 1):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    with create_engine("ray") as eng:
+        start = time.perf_counter()
+        ds = ingest(sys.argv[1], "label", sys.argv[2], partitions=8, overwrite=True,
+                    progress=False, engine=eng)
+        seconds = time.perf_counter() - start
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": seconds, "rows": ds.num_rows(), "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss": usage.ru_maxrss * 1024, "parsers": ds.manifest["parsers"],
+                  "ranges": ds.manifest["ranges"], "nodes": ds.manifest["nodes"],
+                  "rows_read": ds.manifest["rows_read"]}))
+"""
 _PYARROW = """
 import json, resource, sys, time
 import pyarrow.csv as pacsv
@@ -197,6 +233,12 @@ def main() -> None:
     parser.add_argument(
         "--formats", nargs="*", choices=sorted(PEERS), default=["csv"], help="input formats"
     )
+    parser.add_argument(
+        "--ray-nodes", type=int, default=0, help="also ingest on a local Ray cluster of N nodes"
+    )
+    parser.add_argument(
+        "--range-mib", type=float, default=0, help="byte range size on Ray (default 16 MiB)"
+    )
     args = parser.parse_args()
     sizes = args.rows or ([500_000] if args.quick else [5_000_000, 20_000_000])
     results = []
@@ -209,9 +251,14 @@ def main() -> None:
               file=sys.stderr)  # fmt: skip
         with tempfile.TemporaryDirectory(dir=DATA) as tmp:
             ours = measure(_SHARDLEARN, str(path), str(Path(tmp) / "ds"))
+            on_ray = None
+            if args.ray_nodes:
+                range_bytes = str(int(args.range_mib * 2**20))
+                out = str(Path(tmp) / "ray")
+                on_ray = measure(_SHARDLEARN_RAY, str(path), out, str(args.ray_nodes), range_bytes)
         peer_name, peer_code = PEERS[kind]
         peer = measure(peer_code, str(path))
-        results.append((rows, mb, ours, peer, kind, peer_name))
+        results.append((rows, mb, ours, peer, kind, peer_name, on_ray))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -223,9 +270,13 @@ def main() -> None:
         "| throughput vs pyarrow |"
     )
     print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for rows, mb, ours, peer, kind, peer_name in results:
+    for rows, mb, ours, peer, kind, peer_name, on_ray in results:
         ingest_name = f"shardlearn ingest ({ours['parsers']} parsers, {ours['ranges']} ranges)"
-        for name, r in ((ingest_name, ours), (peer_name, peer)):
+        cases = [(ingest_name, ours), (peer_name, peer)]
+        if on_ray is not None:
+            nodes = len(on_ray["nodes"])
+            cases.append((f"ingest on {nodes} Ray nodes ({on_ray['ranges']} ranges)", on_ray))
+        for name, r in cases:
             ratio = peer["seconds"] / r["seconds"]
             print(
                 f"| {rows:,} | {kind} | {mb:,.0f} | {name} | {r['seconds']:.1f} "
@@ -233,6 +284,19 @@ def main() -> None:
                 f"| {rows / r['seconds'] / 1e6:.2f}M | {r['cpu']:.0f} | {r['rss'] / 2**30:.2f} GiB "
                 f"| {ratio:.0%} |"
             )
+    _print_nodes(results)
+
+
+def _print_nodes(results: list) -> None:
+    """Rows parsed per Ray node (node ids shortened), for the runs on a Ray cluster."""
+    for rows, _, _, _, kind, _, on_ray in results:
+        if on_ray is None:
+            continue
+        print(f"\nrows parsed per Ray node ({rows:,} rows, {kind}):\n")
+        print("| node | rows | share |")
+        print("|---|---:|---:|")
+        for node, count in on_ray["nodes"].items():
+            print(f"| {node[:12]} | {count:,} | {count / max(on_ray['rows_read'], 1):.0%} |")
 
 
 if __name__ == "__main__":
