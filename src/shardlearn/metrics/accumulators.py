@@ -300,11 +300,12 @@ class ScoreHistogram:
         if not self.exact:
             return self._update_binned(y_true, proba, weight)
         batch = ScoreHistogram(self.n_classes, self.bins, self.exact_limit)
+        batch.values = []
         for k in range(self.n_classes):
             is_positive = y_true == k
             scores = proba[:, k].astype(np.float64)
             values, inverse = np.unique(scores, return_inverse=True)
-            batch.values[k] = values  # type: ignore[index]
+            batch.values.append(values)
             batch.positive[k] = np.bincount(inverse, weight * is_positive, values.size)
             batch.negative[k] = np.bincount(inverse, weight * ~is_positive, values.size)
         return self.merge(batch)
@@ -313,8 +314,7 @@ class ScoreHistogram:
         """Add ``other`` (same classes and bins); collapses to bins once exact mode overflows."""
         _check_same(self, other, "n_classes", "bins", "exact_limit")
         if self.exact and other.exact:
-            self._merge_exact(other)
-            if any(v.size > self.exact_limit for v in self.values):  # type: ignore[union-attr]
+            if self._merge_exact(other) > self.exact_limit:
                 self._collapse()
             return self
         if self.exact:
@@ -340,22 +340,26 @@ class ScoreHistogram:
             self.negative[c] = self.negative[c] + negative[c]
         return self
 
-    def _merge_exact(self, other: ScoreHistogram) -> None:
+    def _merge_exact(self, other: ScoreHistogram) -> int:
+        """Merge two exact histograms; returns the most distinct scores a class now holds."""
+        mine, theirs = self.values, other.values
+        if mine is None or theirs is None:
+            raise RuntimeError("an exact merge of a binned score histogram")
         for k in range(self.n_classes):
-            values = np.concatenate([self.values[k], other.values[k]])  # type: ignore[index]
-            merged, inverse = np.unique(values, return_inverse=True)
-            self.values[k] = merged  # type: ignore[index]
+            merged, inverse = np.unique(np.concatenate([mine[k], theirs[k]]), return_inverse=True)
+            mine[k] = merged
             positive = np.concatenate([self.positive[k], other.positive[k]])
             negative = np.concatenate([self.negative[k], other.negative[k]])
             self.positive[k] = np.bincount(inverse, positive, merged.size)
             self.negative[k] = np.bincount(inverse, negative, merged.size)
+        return max((v.size for v in mine), default=0)
 
     def _collapse(self) -> Self:
         """Switch to binned mode for good: add each distinct score's weights to its bin."""
-        if not self.exact:
+        if self.values is None:  # binned already (exact is False)
             return self
         for k in range(self.n_classes):
-            index = score_bin(self.values[k], self.bins)  # type: ignore[index]
+            index = score_bin(self.values[k], self.bins)
             self.positive[k] = np.bincount(index, self.positive[k], self.bins)
             self.negative[k] = np.bincount(index, self.negative[k], self.bins)
         self.values = None
@@ -375,8 +379,8 @@ class ScoreHistogram:
         """The score at each entry of :meth:`counts` (in binned mode, each bin's lowest score)."""
         positive, negative = self.positive[k][::-1], self.negative[k][::-1]
         keep = (positive > 0) | (negative > 0)
-        if self.exact:
-            return self.values[k][::-1][keep]  # type: ignore[index]
+        if self.values is not None:  # exact mode
+            return self.values[k][::-1][keep]
         lows = _bin_lower_edges(self.bins)
         return lows[::-1][keep]
 

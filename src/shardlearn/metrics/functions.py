@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 from scipy.special import ndtri
@@ -334,6 +334,11 @@ def _average_areas(
     return Area(_nanaverage(values, weights), _nanaverage(bounds, weights))
 
 
+# An average gives one Area, average=None a list of them (one per class).
+@overload
+def roc_auc(hist: ScoreHistogram, average: str = ..., zero_division: Any = ...) -> Area: ...
+@overload
+def roc_auc(hist: ScoreHistogram, average: None, zero_division: Any = ...) -> list[Area]: ...
 def roc_auc(
     hist: ScoreHistogram, average: str | None = "macro", zero_division: Any = "warn"
 ) -> Area | list[Area]:
@@ -352,6 +357,14 @@ def roc_auc(
     return _average_areas(hist, _class_roc_auc, average, "ROC-AUC", zero_division)
 
 
+@overload
+def average_precision(
+    hist: ScoreHistogram, average: str = ..., zero_division: Any = ...
+) -> Area: ...
+@overload
+def average_precision(
+    hist: ScoreHistogram, average: None, zero_division: Any = ...
+) -> list[Area]: ...
 def average_precision(
     hist: ScoreHistogram, average: str | None = "macro", zero_division: Any = "warn"
 ) -> Area | list[Area]:
@@ -408,12 +421,12 @@ def _areas(acc: EvaluationAccumulator, zero_division: Any) -> dict[str, Any]:
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         ap_per_class = average_precision(hist, None, zero_division)
     return {
-        "roc_auc": roc_headline.value,  # type: ignore[union-attr]
-        "roc_auc_weighted": roc_weighted.value,  # type: ignore[union-attr]
-        "roc_auc_error_bound": roc_headline.error_bound,  # type: ignore[union-attr]
-        "pr_auc": ap_headline.value,  # type: ignore[union-attr]
-        "pr_auc_weighted": ap_weighted.value,  # type: ignore[union-attr]
-        "pr_auc_error_bound": ap_headline.error_bound,  # type: ignore[union-attr]
+        "roc_auc": roc_headline.value,
+        "roc_auc_weighted": roc_weighted.value,
+        "roc_auc_error_bound": roc_headline.error_bound,
+        "pr_auc": ap_headline.value,
+        "pr_auc_weighted": ap_weighted.value,
+        "pr_auc_error_bound": ap_headline.error_bound,
         "score_histogram_exact": hist.exact,
         "_roc_per_class": roc_per_class,
         "_ap_per_class": ap_per_class,
