@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shardlearn.data._ranges as ranges_module
-from shardlearn.data import Dataset
+from shardlearn.data import Dataset, ingest
 from shardlearn.data.readers import reader_options
 from shardlearn.exceptions import DataError
 
@@ -347,3 +347,30 @@ def test_the_largest_ranges_start_first_and_the_output_keeps_input_order(tmp_pat
     assert sorted(pool.order) == sorted((Path(r.path).name, r.index) for r in ranges)
     lines = [int(raw.lines[0]) for _, _, batches in parsed for raw in batches[:1]]
     assert lines == [r.first_line + (1 if r.index == 0 else 0) for r, _, _ in parsed]
+
+
+def test_adult_as_a_multi_frame_zst_writes_the_single_stream_dataset(
+    shared_datasets: Path, tmp_path: Path
+) -> None:
+    """The real Adult file (", "-separated, "?" missing) in 64 KiB frames, about 8 ranges on
+    2 parsers: the dataset of one stream, and the row count of the datasets README."""
+    data = (shared_datasets / "adult" / "adult.data").read_bytes()
+    path = tmp_path / "adult.data.zst"
+    path.write_bytes(_frames(data, list(range(1 << 16, len(data), 1 << 16))))
+    written = []
+    for range_bytes, parsers in ((1 << 30, 1), (len(data) // 8, 2)):
+        with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes):
+            written.append(
+                ingest(
+                    path,
+                    "Y",
+                    tmp_path / str(parsers),
+                    format="csv",
+                    parsers=parsers,
+                    strategy="stratified",
+                    progress=False,
+                )  # fmt: skip
+            )
+    assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 7
+    assert written[1].manifest["rows_read"] == written[1].manifest["rows_written"] == 32_561
+    assert _fingerprint(written[1]) == _fingerprint(written[0])
