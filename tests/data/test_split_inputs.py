@@ -374,3 +374,38 @@ def test_adult_as_a_multi_frame_zst_writes_the_single_stream_dataset(
     assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 7
     assert written[1].manifest["rows_read"] == written[1].manifest["rows_written"] == 32_561
     assert _fingerprint(written[1]) == _fingerprint(written[0])
+
+
+@pytest.mark.parametrize("strategy", ["stratified", "hash:s"])
+def test_small_compressed_files_are_ranges_and_large_ones_streams_with_one_stream_output(
+    tmp_path: Path, strategy: str
+) -> None:
+    """.gz, .bz2 and single-frame .zst files: a small one is one range (parsed side by side
+    with the others, largest first), a larger one a stream; the dataset is the same on 1, 2
+    and 4 parsers, bad rows and all."""
+    import bz2
+    import gzip
+
+    compress = {
+        "gz": lambda d: gzip.compress(d, mtime=0),
+        "bz2": bz2.compress,
+        "zst": lambda d: ZSTD.compress(d, asbytes=True),
+    }
+    for index, count in enumerate([60, 900, 30, 400, 60, 2000]):
+        kind = ["gz", "bz2", "zst"][index % 3]
+        data, _ = _csv_rows(count, 13 + index)
+        (tmp_path / f"part-{index}.csv.{kind}").write_bytes(compress[kind](data))
+    pattern = str(tmp_path / "part-*.csv.*")
+    paths = sorted(tmp_path.glob("part-*.csv.*"))
+    range_bytes = 4 * 2500  # files up to 2,500 compressed bytes are ranges
+    options = reader_options()
+    with ThreadPoolExecutor(2) as pool:
+        plans = [ranges_module.plan_ranges(str(p), options, range_bytes, pool, True) for p in paths]
+    packed = [plan is not None and plan[0].packed for plan in plans]
+    assert packed == [p.stat().st_size <= 2500 for p in paths] and 0 < sum(packed) < len(paths)
+    whole = _ingest(pattern, tmp_path / "whole", range_bytes, 1, strategy)
+    for parsers in (2, 4):
+        split = _ingest(pattern, tmp_path / f"p{parsers}", range_bytes, parsers, strategy)
+        m = split.manifest
+        assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 3450
+        assert _fingerprint(split) == _fingerprint(whole)

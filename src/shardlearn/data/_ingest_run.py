@@ -7,14 +7,14 @@ moved into place, and the manifest is the last thing written (by the DatasetWrit
 Parallel parsing: a local CSV/TSV or JSON Lines file (uncompressed, or a ``.zst`` of several
 frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed on ``parsers``
 threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
-one parser a small file is
-one range, so consecutive small files are parsed side by side; cuts never fall inside a quoted
-value (they move to the next row end). On the ``ray`` engine the ranges and their scans are Ray
-tasks spread over every node instead (:mod:`shardlearn.data._ingest_ray`). Other inputs are
-read as one stream, on this process. Whatever the split,
-the output is the same: ranges are consumed in input order, accepted rows reach the writer
-re-cut into batches of exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see
-the same batches), and rejects are written sorted by line within each file in row groups of
+one parser a small file (a small ``.gz`` too) is one range, so consecutive small files are
+parsed side by side; cuts never fall inside a quoted value (they move to the next row end). On
+the ``ray`` engine the ranges and their scans are Ray tasks spread over every node instead
+(:mod:`shardlearn.data._ingest_ray`). Other inputs (large compressed files, pipes, remote text
+files) are read as one stream, on this process. Whatever the split, the output is the same:
+ranges are consumed in input order, accepted rows reach the writer re-cut into batches of
+exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same batches), and
+rejects are written sorted by line within each file in row groups of
 exactly :data:`REJECT_ROWS`, settled only where every earlier line of the file is known.
 """
 

@@ -34,6 +34,10 @@ A Parquet file is cut at row groups, consecutive groups holding about ``range_by
 per range; a row's "line" is its row number. A row group larger than :data:`MERGED_RANGES`
 ranges' bytes makes the file one stream (a range is held in memory).
 
+A compressed file that cannot be cut (``.gz``, ``.bz2``, a ``.zst`` of one frame) small enough
+to hold is one range (``packed``, decompressed by its parser), so many small compressed files
+are parsed side by side, largest first; a larger one is read as one stream.
+
 :func:`parse_ranges` parses the ranges on a thread pool (pyarrow's parser and numpy release the
 GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast path, slow
 path, rejects: the same code as a whole file), shifts its line numbers by the lines before the
@@ -71,6 +75,7 @@ _SEARCH_CHUNK = 1 << 16
 # A range grown past this many ranges' bytes (a quoted value that never closes) is not
 # parsed in memory: its file is read as one stream.
 MERGED_RANGES = 4
+PACKED_RATIO = 4  # assumed bytes of text per compressed byte, for a whole compressed file
 LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for large ones
 
 
@@ -92,6 +97,8 @@ class ByteRange:
     numbers (0-based) and lines are row numbers (1-based). JSON Lines: ``names`` are the file's
     column names (named from its first records, which a range may not hold). ``stored``: the
     bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
+    ``packed``: the whole of a small compressed file that cannot be cut (``.gz``, ``.bz2``, a
+    ``.zst`` of one frame), decompressed by its parser.
     """
 
     path: str
@@ -104,6 +111,7 @@ class ByteRange:
     frames: FrameIndex | None = None
     row_groups: tuple[int, int] | None = None
     names: tuple[str, ...] | None = None
+    packed: bool = False
 
     @property
     def weight(self) -> int:
@@ -112,13 +120,12 @@ class ByteRange:
 
 
 def splittable(path: str, options: ReaderOptions, remote: bool = False) -> bool:
-    """Whether ``path`` may be cut into ranges: a local, regular CSV/TSV/JSON Lines file,
-    uncompressed or ``.zst`` (which must also hold several frames), or a Parquet file."""
+    """Whether ``path`` may be parsed in ranges: a local, regular CSV/TSV/JSON Lines file
+    (cut if uncompressed or a ``.zst`` of several frames, else one range if small), or a
+    Parquet file."""
     reader = SourceReader(path, options)
     if reader.format == "parquet":
         return True
-    if _split_extension(path)[1] not in (None, "zstd"):
-        return False
     if remote and not isinstance(reader.filesystem, pafs.LocalFileSystem):
         # On Ray each task reads its own range of an s3:// file (not a .zst's frames).
         return _split_extension(path)[1] is None
@@ -329,12 +336,15 @@ def plan_ranges(
     limit = MERGED_RANGES * max(range_bytes, 1)
     if reader.format == "parquet":
         return _row_group_ranges(reader, range_bytes, limit, whole)
-    if _split_extension(path)[1] == "zstd":
+    compression = _split_extension(path)[1]
+    if compression == "zstd":
         units = _frame_ranges(reader, range_bytes, limit, pool)
         if units is None:
-            return None
+            return _packed(reader, range_bytes, whole)
         ranges, scans = units
         size = ranges[-1].end
+    elif compression is not None:
+        return _packed(reader, range_bytes, whole)
     else:
         size = reader.size
         count = -(-size // max(range_bytes, 1))
@@ -363,6 +373,16 @@ def plan_ranges(
         stored = exact[0].frames.size
         exact = [replace(r, stored=stored * (r.end - r.start) // max(size, 1)) for r in exact]
     return exact
+
+
+def _packed(reader: SourceReader, range_bytes: int, whole: bool) -> list[ByteRange] | None:
+    """A compressed file that cannot be cut, as one range when ``whole`` and small enough to
+    hold (about :data:`PACKED_RATIO` times its size decompressed, within ``range_bytes``):
+    so small ``.gz`` files are parsed side by side and in size order like small plain files.
+    A larger one is read as one stream (bounded memory)."""
+    if not whole or reader.size * PACKED_RATIO > range_bytes:
+        return None
+    return [ByteRange(reader.path, 0, 0, reader.size, last=True, packed=True)]
 
 
 def _scanner(reader: SourceReader) -> Callable[[bytes], _Scan]:
@@ -502,6 +522,9 @@ class _RangeReader(SourceReader):
         self.byte_range = byte_range
         self._whole_file = False
         self.json_names = byte_range.names
+        if byte_range.packed:
+            self._whole_file = True  # decompressed from the file itself, as a stream is
+            return
         if byte_range.row_groups is not None:
             self.row_groups = list(range(*byte_range.row_groups))
             return
