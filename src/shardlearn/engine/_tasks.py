@@ -106,9 +106,9 @@ class TaskPool:
             self._dispatch()
             handles: dict[Any, int] = {}
             for slot in self._running:
-                proc = self._procs[slot]
-                handles[proc.conn] = slot  # type: ignore[union-attr]
-                handles[proc.sentinel] = slot  # type: ignore[union-attr]
+                proc = self._running_process(slot)
+                handles[proc.conn] = slot
+                handles[proc.sentinel] = slot
             ready = wait([self._wake_read, *handles])
             if self._wake_read in ready:
                 os.read(self._wake_read, 4096)
@@ -146,9 +146,10 @@ class TaskPool:
 
     def _start(self, slot: int, task: _Task) -> None:
         try:
-            if self._procs[slot] is None:
-                self._procs[slot] = WorkerProcess(slot, self.size)
-            call_id = self._procs[slot].send("call", task.fn, task.args, task.kwargs)  # type: ignore[union-attr]
+            proc = self._procs[slot]
+            if proc is None:
+                proc = self._procs[slot] = WorkerProcess(slot, self.size)
+            call_id = proc.send("call", task.fn, task.args, task.kwargs)
         except Dead:
             self._running.setdefault(slot, deque()).append((task, 0))
             self._lost(slot)
@@ -165,7 +166,7 @@ class TaskPool:
         while outstanding:
             task, call_id = outstanding[0]
             try:
-                reply = self._procs[slot].try_receive(call_id)  # type: ignore[union-attr]
+                reply = self._running_process(slot).try_receive(call_id)
             except Dead:
                 self._lost(slot)
                 return
@@ -178,6 +179,13 @@ class TaskPool:
             else:
                 task.future.set_exception(TaskFailed(value, remote_traceback=tb))
         del self._running[slot]
+
+    def _running_process(self, slot: int) -> WorkerProcess:
+        """The process of a slot with running tasks (a slot loses its tasks with its process)."""
+        proc = self._procs[slot]
+        if proc is None:
+            raise RuntimeError(f"task slot {slot} has running tasks but no process")
+        return proc
 
     def _lost(self, slot: int) -> None:
         """The process of ``slot`` died: its running task counts an attempt, all are re-queued."""

@@ -87,6 +87,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
 
+    # uvicorn's connection_made takes an asyncio.Transport where asyncio's protocol says
+    # BaseTransport; this override keeps uvicorn's signature, hence uvicorn's override error.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._move_deadline(self.header_timeout)
