@@ -27,8 +27,17 @@ that does not fit is built, used and not kept -- it is built again next time -- 
 ``refused``, which the search reports.
 
 Counters. :func:`scope` yields a :class:`Counters` for the block it wraps (one trial): builds
-and hits per kind, refused values, and the keys of the shards read, so the caller can show
-that each shard was read once per process.
+and hits per kind, refused values, and the keys of the shards read with the process that read
+each, so the caller can show that each shard was read once per process.
+
+Worker processes. A worker group opened inside a scope (:func:`current`) takes the scope's name
+to its workers (the engine passes it in the worker reset message): each worker runs its calls
+in a scope of that name (:func:`worker_scope`, budget: :func:`default_budget` for the group's
+processes and the driver), so a worker keeps its shard tables and feature blocks for the next
+fit of the scope, and what its calls built is added to the scope's counters on the driver
+(:meth:`Counters.merge`). Ending a scope with :func:`release` also tells the engines' idle
+worker processes to drop their values of it (the hooks of :func:`on_release`), so warm data
+lives as long as the scope in every process that served it.
 """
 
 from __future__ import annotations
@@ -46,11 +55,15 @@ __all__ = [
     "DEFAULT_MEMORY_SHARE",
     "KINDS",
     "Counters",
+    "Handle",
     "active",
+    "current",
     "default_budget",
     "fetch",
+    "on_release",
     "release",
     "scope",
+    "worker_scope",
 ]
 
 T = TypeVar("T")
@@ -76,16 +89,54 @@ class Counters:
         Values built but not kept: the budget was full.
     shards : list
         The keys of the shards read from storage, in order.
+    readers : list of int
+        The process (pid) that read each of ``shards``: this one, or a worker's.
     """
 
     builds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     refused: int = 0
     shards: list[Any] = field(default_factory=list)
+    readers: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON: ``{kind: builds}``, ``hits`` per kind, ``refused``."""
         return {**self.builds, "hits": dict(self.hits), "refused": self.refused}
+
+    def merge(self, other: Counters) -> None:
+        """Add what ``other`` counted (a worker's calls) to these counters."""
+        with _MERGE_LOCK:
+            for kind in KINDS:
+                self.builds[kind] += other.builds.get(kind, 0)
+                self.hits[kind] += other.hits.get(kind, 0)
+            self.refused += other.refused
+            self.shards.extend(other.shards)
+            self.readers.extend(other.readers)
+
+
+@dataclass(frozen=True)
+class Handle:
+    """The scope a worker group was opened in (see the module notes).
+
+    Attributes
+    ----------
+    name : str
+        The scope, for the group's workers.
+    budget : int or None
+        ``$SHARDLEARN_WARM_BUDGET`` as the driver has it (bytes per process), so remote
+        workers (Ray) honour it too; None: each worker takes its share of its machine.
+    counters : Counters
+        Where what the workers' calls counted is added.
+    """
+
+    name: str
+    budget: int | None
+    counters: Counters
+
+    @property
+    def spec(self) -> tuple[str, int | None]:
+        """What a worker needs: ``(name, budget)`` (see :func:`worker_scope`)."""
+        return self.name, self.budget
 
 
 class _Store:
@@ -101,6 +152,8 @@ class _Store:
 
 _STORE: _Store | None = None
 _STORE_LOCK = threading.Lock()
+_MERGE_LOCK = threading.Lock()
+_RELEASE_HOOKS: list[Callable[[str], None]] = []
 _CURRENT: contextvars.ContextVar[tuple[_Store, Counters] | None] = contextvars.ContextVar(
     "shardlearn_warm_scope", default=None
 )
@@ -156,17 +209,49 @@ def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | No
         _CURRENT.reset(token)
 
 
+@contextlib.contextmanager
+def worker_scope(spec: tuple[str, int | None] | None, processes: int) -> Iterator[Counters | None]:
+    """:func:`scope` for one call on a worker of a group of ``processes`` - 1 workers and a
+    driver. ``spec`` is :attr:`Handle.spec` (None: no scope); without a budget in it, the
+    worker takes :func:`default_budget` of ``processes``."""
+    if spec is None:
+        yield None
+        return
+    name, budget = spec
+    with scope(name, default_budget(processes) if budget is None else budget) as counters:
+        yield counters
+
+
 def release(name: str) -> None:
-    """Drop the values of scope ``name`` kept in this process (the end of a search)."""
+    """Drop the values of scope ``name`` kept in this process (the end of a search) and in
+    the engines' idle worker processes (:func:`on_release`)."""
     global _STORE
     with _STORE_LOCK:
         if _STORE is not None and _STORE.name == name:
             _STORE = None
+    for hook in list(_RELEASE_HOOKS):
+        hook(name)
+
+
+def on_release(hook: Callable[[str], None]) -> None:
+    """Call ``hook(name)`` whenever scope ``name`` is released in this process (an engine
+    then tells its idle workers to drop their values of it)."""
+    if hook not in _RELEASE_HOOKS:
+        _RELEASE_HOOKS.append(hook)
 
 
 def active() -> bool:
     """Whether the calling code runs inside a scope."""
     return _CURRENT.get() is not None
+
+
+def current() -> Handle | None:
+    """The scope the calling code runs in, for a worker group opened now (None outside)."""
+    bound = _CURRENT.get()
+    if bound is None:
+        return None
+    budget = memory_budget(BUDGET_ENV, DEFAULT_MEMORY_SHARE) if os.environ.get(BUDGET_ENV) else None
+    return Handle(bound[0].name, budget, bound[1])
 
 
 def fetch(kind: str, key: Hashable, build: Callable[[], T], nbytes: Callable[[T], int]) -> T:
@@ -191,6 +276,7 @@ def fetch(kind: str, key: Hashable, build: Callable[[], T], nbytes: Callable[[T]
         counters.builds[kind] += 1
         if kind == "shard_reads":
             counters.shards.append(key)
+            counters.readers.append(os.getpid())
         size = int(nbytes(value))
         with store.lock:
             if store.used + size > store.budget:

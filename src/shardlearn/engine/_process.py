@@ -80,6 +80,8 @@ class WorkerProcess:
             child_sock.close()
         self.conn = Connection(parent_sock.detach())
         self.main_imported = False
+        #: The rank this process last served (a recycled process keeps its data for it).
+        self.rank = rank
         try:  # a waitable handle that fires when the process exits (Linux >= 5.3)
             self._pidfd: int | None = os.pidfd_open(self.process.pid)
         except (AttributeError, OSError):

@@ -9,6 +9,14 @@ it only uses library functions. Messages are tuples ``(kind, call_id, *payload)`
 message gets exactly one reply ``(call_id, status, value, traceback_text)`` with status ``"ok"`` or
 ``"error"``, so the driver can always tell a stale reply from the one it waits for.
 
+Warm data (:mod:`shardlearn._warm`). A group opened inside a warm scope (a search) names the
+scope in the ``reset`` message of a recycled worker, or in a ``warm`` message to a fresh or
+replacement one; the worker then runs every ``run`` call in that scope (:func:`run_in_scope`,
+shared with Ray's actors), so its shard tables and feature blocks outlive the group and serve
+the scope's next fit, and the reply carries what the call built (:class:`Counted`, unwrapped
+and added to the driver's counters by :func:`unwrap_counted`). ``release`` drops a scope's
+values when it ends on the driver.
+
 Workers must never outlive their driver: they ignore SIGINT (the driver handles Ctrl-C and
 stops them), exit on end-of-file on the pipe, and a watchdog thread exits the process as soon
 as the parent process is gone (the parent was killed with SIGKILL and could not clean up).
@@ -23,11 +31,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from shardlearn import _warm
 from shardlearn.engine.base import WorkerState
 
-__all__ = ["WATCHDOG_INTERVAL", "call_guarded", "worker_main"]
+__all__ = [
+    "WATCHDOG_INTERVAL",
+    "Counted",
+    "call_guarded",
+    "run_in_scope",
+    "unwrap_counted",
+    "worker_main",
+]
 
 #: Seconds between two checks that the parent process is still alive.
 WATCHDOG_INTERVAL = 0.2
@@ -45,6 +62,42 @@ _MAIN_HINT = (
 )
 _main_path: str | None = None
 _main_error = ""
+#: The warm scope this worker process's calls run in (``Handle.spec``; None: none).
+_warm_scope: tuple[str, int | None] | None = None
+
+
+@dataclass
+class Counted:
+    """A worker call's result and what it built in its warm scope (:mod:`shardlearn._warm`)."""
+
+    value: Any
+    counters: _warm.Counters
+
+
+def run_in_scope(
+    fn: Callable[..., Any],
+    state: WorkerState,
+    args: tuple,
+    kwargs: dict,
+    scope: tuple[str, int | None] | None,
+) -> tuple[str, Any, str]:
+    """``fn(state, *args, **kwargs)`` as :func:`call_guarded`, inside warm scope ``scope``;
+    a result computed in a scope comes back as :class:`Counted`."""
+    # The group's workers and its driver share the default budget.
+    with _warm.worker_scope(scope, state.size + 1) as counters:
+        status, value, tb = call_guarded(fn, (state, *args), kwargs)
+    if counters is not None and status == "ok":
+        value = Counted(value, counters)
+    return status, value, tb
+
+
+def unwrap_counted(value: Any, handle: _warm.Handle | None) -> Any:
+    """The result inside a :class:`Counted`, its counts added to ``handle``'s counters."""
+    if not isinstance(value, Counted):
+        return value
+    if handle is not None:
+        handle.counters.merge(value.counters)
+    return value.value
 
 
 def call_guarded(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[str, Any, str]:
@@ -72,10 +125,10 @@ def _reply(conn: Any, call_id: int, status: str, value: Any, tb: str) -> None:
 
 
 def _handle(message: tuple, state: WorkerState) -> tuple[str, Any, str]:
+    global _warm_scope
     kind = message[0]
     if kind == "run":
-        fn, args, kwargs = message[2], message[3], message[4]
-        return call_guarded(fn, (state, *args), kwargs)
+        return run_in_scope(message[2], state, message[3], message[4], _warm_scope)
     if kind == "call":
         return call_guarded(message[2], message[3], message[4])
     if kind == "assign":
@@ -88,6 +141,13 @@ def _handle(message: tuple, state: WorkerState) -> tuple[str, Any, str]:
         state.rank, state.size = message[2], message[3]
         state.shards, state.context, state.cache = [], {}, {}
         _adopt_environment(message[4])
+        _warm_scope = message[5]
+        return "ok", None, ""
+    if kind == "warm":
+        _warm_scope = message[2]
+        return "ok", None, ""
+    if kind == "release":
+        _warm.release(message[2])
         return "ok", None, ""
     if kind == "ping":
         return "ok", os.getpid(), ""

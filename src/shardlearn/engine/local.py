@@ -15,6 +15,13 @@ replays its shard assignment and every ``put``, and retries that worker's part o
 to ``max_retries`` times; then it raises :class:`~shardlearn.exceptions.WorkerLost`. A closed
 group hands its (still healthy) processes to a shared idle pool, which serves the next
 group (of any local engine), so a sequence of ``fit`` calls pays the process start-up once.
+
+Warm workers. A group opened inside a warm scope (a search, :mod:`shardlearn._warm`) passes the
+scope to its processes (the ``reset`` message of a recycled one, a ``warm`` message to a fresh
+or replacement one), so each keeps its shard tables and feature blocks across the fits of the
+scope; what their calls built is added to the driver's counters. A recycled process goes back
+to the rank it last served when that rank is free, so it gets the same shards again and reuses
+what it read. When the scope ends on the driver, the idle processes drop its values.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 
 import psutil
 
+from shardlearn import _warm
 from shardlearn.engine import _worker
 from shardlearn.engine._process import Dead, WorkerProcess, next_call_id
 from shardlearn.engine._tasks import TaskPool
@@ -106,9 +114,11 @@ class ProcessGroup(WorkerGroup):
         self._procs: list[WorkerProcess | None] = [None] * size
         self._lock = threading.Lock()
         self._closed = False
+        self._warm = _warm.current()  # the scope its workers keep warm data in, if any
+        scope = None if self._warm is None else self._warm.spec
         try:
             for rank in range(size):
-                self._procs[rank] = engine._acquire(rank, size)
+                self._procs[rank] = engine._acquire(rank, size, scope)
         except BaseException:
             self.close()
             raise
@@ -204,7 +214,7 @@ class ProcessGroup(WorkerGroup):
             status, value, tb = reply
             del pending[rank]
             if status == "ok":
-                results[rank] = value
+                results[rank] = _worker.unwrap_counted(value, self._warm)
             else:
                 failures.append(_task_failed(f"worker {rank}: {value}", tb))
 
@@ -225,7 +235,8 @@ class ProcessGroup(WorkerGroup):
         proc = WorkerProcess(rank, self.size)
         self._procs[rank] = proc
         try:
-            replay = [proc.call("assign", self._shards[rank])]
+            replay = [proc.call("warm", None if self._warm is None else self._warm.spec)]
+            replay.append(proc.call("assign", self._shards[rank]))
             for call_id, message in self._context.values():
                 proc.send_bytes(message)
                 replay.append(proc.receive(call_id) or ("error", "no reply", ""))
@@ -330,20 +341,29 @@ class LocalEngine(Engine):
             self._pool.close()
 
     # -- process recycling --------------------------------------------------------------------
-    def _acquire(self, rank: int, size: int) -> WorkerProcess:
+    def _acquire(
+        self, rank: int, size: int, scope: tuple[str, int | None] | None = None
+    ) -> WorkerProcess:
+        """An idle process (the one that last served ``rank`` if any) or a new one, reset to
+        ``rank`` of ``size`` and warm ``scope``."""
         with _IDLE_LOCK:
-            proc = _IDLE.pop() if _IDLE else None
+            same = [i for i, idle in enumerate(_IDLE) if idle.rank == rank]
+            proc = _IDLE.pop(same[-1] if same else -1) if _IDLE else None
         if proc is not None:
             try:
                 # A recycled process also takes the driver's current environment (credentials
                 # or settings exported since it started), as a fresh one would inherit it.
-                status, _, _ = proc.call("reset", rank, size, dict(os.environ))
+                status, _, _ = proc.call("reset", rank, size, dict(os.environ), scope)
                 if status == "ok":
+                    proc.rank = rank
                     return proc
             except Dead:
                 pass
             proc.stop(graceful=False)
-        return WorkerProcess(rank, size)
+        proc = WorkerProcess(rank, size)
+        if scope is not None:  # not waited for, like init: the next call's reply comes after
+            proc.send("warm", scope)
+        return proc
 
     def _release(self, proc: WorkerProcess) -> None:
         with _IDLE_LOCK:
@@ -356,6 +376,24 @@ class LocalEngine(Engine):
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError("This engine is closed; create a new one with engine('local').")
+
+
+def _release_idle(scope: str) -> None:
+    """Tell the idle worker processes that warm ``scope`` ended (:func:`_warm.on_release`)."""
+    with _IDLE_LOCK:  # taken out meanwhile: no group may talk to them at the same time
+        idle, _IDLE[:] = list(_IDLE), []
+    kept = []
+    for proc in idle:
+        try:
+            proc.call("release", scope)
+            kept.append(proc)
+        except Dead:  # it died while idle
+            proc.stop(graceful=False)
+    with _IDLE_LOCK:
+        _IDLE.extend(kept)
+
+
+_warm.on_release(_release_idle)
 
 
 def _resolve_workers(workers: int | None) -> int:

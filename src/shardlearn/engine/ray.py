@@ -13,6 +13,12 @@
   and the ``put`` context are replayed to it, and its part of the call is retried up to
   ``max_retries`` times.
 
+* Warm data: a group opened inside a warm scope (a search, :mod:`shardlearn._warm`) names it
+  to its actors (at start, in ``reset`` when recycled, and to a replacement); each actor runs
+  its calls in that scope, keeping its shard tables and feature blocks for the scope's next
+  fit, and its counts are added to the driver's. A recycled actor goes back to the rank it
+  last served when it can; the idle actors drop a scope's values when it ends on the driver.
+
 Ray is an optional extra: importing this module without it raises an ImportError that says
 ``pip install 'shardlearn[ray]'``.
 """
@@ -29,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from shardlearn import _warm
 from shardlearn.engine import _worker
 from shardlearn.engine.base import (
     DEFAULT_MAX_RETRIES,
@@ -74,9 +81,10 @@ def _split(kw_names: tuple[str, ...], values: tuple) -> tuple[tuple, dict]:
 class _Actor:
     """One stateful worker; a Ray actor."""
 
-    def __init__(self, rank: int, size: int) -> None:
+    def __init__(self, rank: int, size: int, scope: tuple[str, int | None] | None = None) -> None:
         _worker.IN_WORKER = True
         self.state = WorkerState(rank=rank, size=size)
+        self.scope = scope  # the warm scope its calls run in
 
     def assign(self, shards: list) -> None:
         self.state.shards = list(shards)
@@ -86,18 +94,23 @@ class _Actor:
 
     def run(self, fn: Callable[..., Any], kw_names: tuple[str, ...], *values: Any) -> tuple:
         args, kwargs = _split(kw_names, values)
-        return _worker.call_guarded(fn, (self.state, *args), kwargs)
+        return _worker.run_in_scope(fn, self.state, args, kwargs, self.scope)
 
-    def reset(self, rank: int, size: int) -> int:
+    def reset(self, rank: int, size: int, scope: tuple[str, int | None] | None = None) -> int:
         self.state = WorkerState(rank=rank, size=size)
+        self.scope = scope
         return os.getpid()
+
+    def release(self, scope: str) -> None:
+        _warm.release(scope)
 
     def pid(self) -> int:
         return os.getpid()
 
 
-#: Actors reused across groups and engines of this driver (only resource-free ones).
-_IDLE: list[Any] = []
+#: Actors reused across groups and engines of this driver (only resource-free ones), with
+#: the rank each last served.
+_IDLE: list[tuple[int, Any]] = []
 _MAX_IDLE_ACTORS = 16
 _DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}
 
@@ -155,6 +168,8 @@ class RayGroup(WorkerGroup):
         self._shards: list[list[Any]] = [[] for _ in range(size)]
         self._context: dict[str, Any] = {}
         self._closed = False
+        self._warm = _warm.current()  # the scope its actors keep warm data in, if any
+        self._scope = None if self._warm is None else self._warm.spec
         self.actors: list[Any] = []
         for rank in range(size):
             self.actors.append(self._start(rank))
@@ -189,7 +204,7 @@ class RayGroup(WorkerGroup):
         if failures:
             rank, reply = failures[0]
             _unwrap(f"worker {rank}", reply)
-        return [reply[1] for reply in replies]
+        return [_worker.unwrap_counted(reply[1], self._warm) for reply in replies]
 
     def reduce(
         self,
@@ -205,13 +220,13 @@ class RayGroup(WorkerGroup):
         if self._closed:
             return
         self._closed = True
-        for actor in self.actors:
-            self._engine._release_actor(self._options, actor)
+        for rank, actor in enumerate(self.actors):
+            self._engine._release_actor(self._options, actor, rank)
         self.actors = []
 
     # -- machinery ----------------------------------------------------------------------------
     def _start(self, rank: int) -> Any:
-        return self._engine._acquire_actor(self._options, rank, self.size)
+        return self._engine._acquire_actor(self._options, rank, self.size, self._scope)
 
     def _call_each(self, call: Callable[[int], Any], what: str) -> list[Any]:
         if self._closed:
@@ -239,7 +254,7 @@ class RayGroup(WorkerGroup):
 
     def _replace(self, rank: int) -> None:
         _kill(self.actors[rank])
-        actor = _RemoteActor.options(**self._options).remote(rank, self.size)
+        actor = _RemoteActor.options(**self._options).remote(rank, self.size, self._scope)
         self.actors[rank] = actor
         replay = [actor.assign.remote(self._shards[rank])]
         replay += [actor.put.remote(name, value) for name, value in self._context.items()]
@@ -358,32 +373,55 @@ class RayEngine(Engine):
         self._groups.clear()
         if self._started_ray:
             while _IDLE:
-                _kill(_IDLE.pop())
+                _kill(_IDLE.pop()[1])
             if ray.is_initialized():
                 ray.shutdown()
 
     # -- actor recycling: starting an actor costs a process start, resetting one does not ----
-    def _acquire_actor(self, options: dict[str, Any], rank: int, size: int) -> Any:
+    def _acquire_actor(
+        self,
+        options: dict[str, Any],
+        rank: int,
+        size: int,
+        scope: tuple[str, int | None] | None = None,
+    ) -> Any:
+        """An idle actor (the one that last served ``rank`` if any: it holds that rank's warm
+        data) reset to ``rank`` of ``size`` and warm ``scope``, or a new one."""
         while options == _DEFAULT_ACTOR_OPTIONS and _IDLE:
-            actor = _IDLE.pop()
+            same = [i for i, (last, _) in enumerate(_IDLE) if last == rank]
+            actor = _IDLE.pop(same[-1] if same else -1)[1]
             try:
-                ray.get(actor.reset.remote(rank, size))
+                ray.get(actor.reset.remote(rank, size, scope))
                 return actor
             except Exception:  # it died while idle (or Ray restarted): start a fresh one
                 _kill(actor)
-        return _RemoteActor.options(**options).remote(rank, size)
+        return _RemoteActor.options(**options).remote(rank, size, scope)
 
-    def _release_actor(self, options: dict[str, Any], actor: Any) -> None:
+    def _release_actor(self, options: dict[str, Any], actor: Any, rank: int) -> None:
         # Only actors that hold no resources are kept: an idle actor then costs nothing but
         # memory, and it dies with the driver (it is not detached).
         if options == _DEFAULT_ACTOR_OPTIONS and len(_IDLE) < _MAX_IDLE_ACTORS:
-            _IDLE.append(actor)
+            _IDLE.append((rank, actor))
         else:
             _kill(actor)
 
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError("This engine is closed; create a new one with engine('ray').")
+
+
+def _release_idle(scope: str) -> None:
+    """Tell the idle actors that warm ``scope`` ended (:func:`_warm.on_release`)."""
+    idle = [actor for _, actor in _IDLE]
+    if not idle or not ray.is_initialized():
+        return
+    try:
+        ray.get([actor.release.remote(scope) for actor in idle])
+    except Exception:  # an actor died while idle: the next _acquire_actor replaces it
+        pass
+
+
+_warm.on_release(_release_idle)
 
 
 def _kill(actor: Any) -> None:

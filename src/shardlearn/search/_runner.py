@@ -10,7 +10,11 @@ Where a trial runs (:func:`placement`):
 * small data (at most :data:`SMALL_CELLS` raw training cells): as many trials at once as the
   engine has CPUs, each a task on the engine's warm task processes (or in this process for an
   in-process engine), fitting in that one process;
-* large data: one trial at a time, run from this process with every worker of the engine.
+* large data: one trial at a time, run from this process with every worker of the engine;
+  so are the trials of a search whose every model is forced onto the workers
+  (``execution="workers"`` fixed in its space), which one process could not honour. Each
+  worker then keeps, in the search's warm scope, the shard tables and feature blocks it
+  loaded for the next trial (the engine passes the scope to its workers).
 
 Preprocessing is fitted once per fold (:class:`FoldPreprocessors`): the driver fits the
 preprocessor of each distinct trainer view -- the same training shards the trial's Pipeline
@@ -42,11 +46,17 @@ __all__ = ["SMALL_CELLS", "FoldPreprocessors", "TrialRunner", "placement", "tria
 SMALL_CELLS = 20_000_000
 
 
-def placement(dataset: Any, eng: Any) -> tuple[str, int]:
-    """Where trials run and how many at once: ``(ONE_PROCESS, cpus)`` or ``(ALL_WORKERS, 1)``."""
+def placement(dataset: Any, eng: Any, spaces: list[Any] | None = None) -> tuple[str, int]:
+    """Where trials run and how many at once: ``(ONE_PROCESS, cpus)`` or ``(ALL_WORKERS, 1)``.
+
+    ``spaces`` (the search's ModelSpaces): when every one fixes ``execution="workers"``, the
+    trials run on every worker whatever the data size.
+    """
     slots = max(1, int(eng.capacity.cpus))
     if dataset is None or slots == 1:
         return ONE_PROCESS, slots
+    if spaces and all(s.params.get("execution") == "workers" for s in spaces):
+        return ALL_WORKERS, 1
     cells = dataset.num_rows("train") * len(dataset.schema.feature_columns)
     return (ONE_PROCESS, slots) if cells <= SMALL_CELLS else (ALL_WORKERS, 1)
 

@@ -9,8 +9,10 @@ reused by every trial (:class:`~shardlearn.search._runner.FoldPreprocessors`). A
 that runs trials keeps, within the search's warm scope (:mod:`shardlearn._warm`), the shard
 tables it read, the feature blocks and the XGBoost matrices of each fold, so it reads each
 shard once per search and bins each fold once per ``max_bin``; ``SearchResult.reuse`` counts
-it. (A large-data trial fits on the engine's worker group, whose processes start every fit with
-empty state: they read their shards in every trial.) Results are told to the strategy in the
+it. A large-data trial (or one forced onto the workers) fits on the engine's worker group, whose
+processes are given the scope too: each keeps its shard tables and feature blocks for the next
+trial. The refit of the best configuration runs in the scope as well; the scope ends (every
+process drops it) when the search returns. Results are told to the strategy in the
 order trials finish, except TPE, which sees them in trial order
 (:mod:`shardlearn.search.strategies`), so grid, random, halving and TPE give one leaderboard
 per seed whatever the number of cores or the timing.
@@ -103,9 +105,11 @@ class SearchResult:
         What the trials that ran (not loaded from ``out/cache``) built and reused, summed over
         them (:func:`reuse_summary`): ``shard_reads``, ``block_builds``, ``matrix_builds``,
         ``hits`` per kind, ``refused`` (values not kept: the warm budget was full),
-        ``workers`` (processes that ran trials), ``most_reads_of_a_shard`` (by one process:
-        1 when every process read each shard once), ``preprocessor_fits`` and
-        ``preprocessor_shard_reads``. Empty for an objective search.
+        ``workers`` (processes that ran trials), ``readers`` (processes that read shards:
+        the engine's workers too when trials fit on them), ``most_reads_of_a_shard`` (by one
+        process: 1 when every process read each shard once), ``preprocessor_fits`` and
+        ``preprocessor_shard_reads``; ``refit`` (what the refit built and reused, when there
+        was one). Empty for an objective search.
     """
 
     leaderboard: list[dict[str, Any]]
@@ -418,7 +422,7 @@ def search(
     if halving and objective is None:
         scratch = _keep_models_for_promotions(context, output.root, rungs)
     eng = get_engine(engine)
-    where, slots = placement(dataset if objective is None else None, eng)
+    where, slots = placement(dataset if objective is None else None, eng, spaces)
     context["placement"] = where
     # Trials side by side share the cores; a trial alone (or on every worker) takes them all.
     cores = os.cpu_count() or 1
@@ -430,28 +434,33 @@ def search(
     fit_engine = create_engine("local", workers=1) if where == ONE_PROCESS else eng
     prepared = None if objective is not None else FoldPreprocessors(dataset, context, fit_engine)
     runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots)
-    with use_engine(eng), display:
-        try:
-            results = _drive(plan, runner, slots, deadline, started, full, output, key,
-                             display, callback)  # fmt: skip
-        finally:
-            runner.close()
-            if scratch is not None:
-                scratch.cleanup()
-            if fit_engine is not eng:
-                fit_engine.close()
-            if context["warm"] is not None:  # this process's warm data (task processes keep
-                _warm.release(context["warm"])  # theirs until another scope; _warm)
-        display.finish(_leaderboard(results, key))
-    reuse = {} if prepared is None else reuse_summary(results, prepared)
-    if reuse.get("refused"):
-        notes.append(
-            f"warm data: {reuse['refused']} shard tables, feature blocks or XGBoost matrices "
-            f"were built but not kept, so they were built again: the budget of "
-            f"${_warm.BUDGET_ENV} bytes per process was full; raise it to reuse them"
-        )
-    result = _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output,
-                     started, preprocess, notes=notes, reuse=reuse)  # fmt: skip
+    try:
+        with use_engine(eng), display:
+            try:
+                results = _drive(plan, runner, slots, deadline, started, full, output, key,
+                                 display, callback)  # fmt: skip
+            finally:
+                runner.close()
+                if scratch is not None:
+                    scratch.cleanup()
+                if fit_engine is not eng:
+                    fit_engine.close()
+            display.finish(_leaderboard(results, key))
+        reuse = {} if prepared is None else reuse_summary(results, prepared)
+        if reuse.get("refused"):
+            notes.append(
+                f"warm data: {reuse['refused']} shard tables, feature blocks or XGBoost "
+                f"matrices were built but not kept, so they were built again: the budget of "
+                f"${_warm.BUDGET_ENV} bytes per process was full; raise it to reuse them"
+            )
+        result = _finish(results, key, metric, dataset, objective, refit, full, budget, eng,
+                         output, started, preprocess, notes=notes, reuse=reuse,
+                         warm=context["warm"])  # fmt: skip
+    finally:
+        # The refit ran in the scope too. This process's and the idle workers' warm data
+        # (task processes keep theirs until another scope; _warm).
+        if context["warm"] is not None:
+            _warm.release(context["warm"])
     result.preprocessor_fits = 0 if prepared is None else prepared.fits
     return result
 
@@ -464,9 +473,11 @@ def reuse_summary(results: list[dict[str, Any]], prepared: FoldPreprocessors) ->
     summary["refused"] = sum(r["refused"] for r in ran)
     reads: dict[tuple[int, str], int] = {}
     for r in ran:
-        for shard in r["shards"]:
-            reads[r["worker"], shard] = reads.get((r["worker"], shard), 0) + 1
+        readers = r.get("readers") or [r["worker"]] * len(r["shards"])
+        for reader, shard in zip(readers, r["shards"], strict=True):
+            reads[reader, shard] = reads.get((reader, shard), 0) + 1
     summary["workers"] = len({r["worker"] for r in ran})
+    summary["readers"] = len({reader for reader, _ in reads})
     summary["most_reads_of_a_shard"] = max(reads.values(), default=0)
     summary["preprocessor_fits"] = prepared.fits
     summary["preprocessor_shard_reads"] = prepared.shard_reads
@@ -533,7 +544,7 @@ def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
 
 
 def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started,
-            preprocess=None, notes=None, reuse=None):  # fmt: skip
+            preprocess=None, notes=None, reuse=None, warm=None):  # fmt: skip
     board = _leaderboard(results, key)
     result = SearchResult(board, results, metric, notes=notes or [], reuse=reuse or {})
     best = board[0] if board and board[0]["status"] == "ok" else None
@@ -547,10 +558,15 @@ def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, 
         if objective is None:
             result.refit_params = _refit_params(best, result.best_params)
         if refit and objective is None and dataset is not None:
-            fitted, metrics, path = _refit(
-                dataset, best["model"], result.refit_params, eng, output.root, preprocess
-            )
+            # In the search's warm scope: the shards the trials and their preprocessing read
+            # (here or on the workers) are not read again.
+            with _warm.scope(warm) as counters:
+                fitted, metrics, path = _refit(
+                    dataset, best["model"], result.refit_params, eng, output.root, preprocess
+                )
             result.best_model, result.test_metrics, result.model_path = fitted, metrics, path
+            if counters is not None:
+                result.reuse["refit"] = counters.as_dict()
     result.seconds = time.perf_counter() - started
     output.write(board, result.to_dict())
     return result

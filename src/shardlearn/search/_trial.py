@@ -253,7 +253,8 @@ def _scored(
 
     The scope keeps this process's shard tables, feature blocks and XGBoost matrices for the
     next trial (:mod:`shardlearn._warm`); ``reuse`` says what this trial built and reused, and
-    in which process (``worker``: its pid).
+    in which process (``worker``: its pid; ``readers``: the pid that read each of ``shards``,
+    this one or a worker of the engine's group).
     """
     from shardlearn import _warm
     from shardlearn.models import recording
@@ -261,9 +262,11 @@ def _scored(
     name, budget = context.get("warm"), _warm.default_budget(context.get("warm_processes", 1))
     with _warm.scope(name, budget) as counters, recording() as timings:
         scores, record = _fit_and_score(context, spec, preprocessors, timings)
-    reuse = {"worker": os.getpid()}
+    reuse: dict[str, Any] = {"worker": os.getpid()}
     if counters is not None:
-        reuse.update(counters.as_dict(), shards=[key[0] for key in counters.shards])
+        # readers: the process that read each shard (this one, or a worker of the group).
+        shards = [key[0] for key in counters.shards]
+        reuse.update(counters.as_dict(), shards=shards, readers=list(counters.readers))
     return scores, record, reuse, timings.as_dict()
 
 
