@@ -235,16 +235,16 @@ def test_jsonl_split_anywhere_writes_what_one_stream_writes(
 
 @pytest.fixture(scope="module")
 def jsonl_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
-    """1200 lines, a bad one every 29 lines; the column names come from the first records
-    only (a key first seen late, "late", is not a column)."""
+    """1200 lines, every third one bad (so many ranges start or end on a bad line); the
+    column names come from the first records only (a key first seen late is not a column)."""
     rng = np.random.default_rng(5)
     kinds = rng.choice([0, 1, 2, 4], size=1200).tolist()
-    for i in range(28, 1200, 29):
+    for i in range(2, 1200, 3):
         kinds[i] = [8, 9, 10, 15][i % 4]
     data = _jsonl(kinds, b"\n") + b'{"x": 1, "s": "z", "label": "a", "late": 1}\n'
     path = tmp_path_factory.mktemp("jsonl") / "in.jsonl"
     path.write_bytes(data)
-    return path, [i + 1 for i in range(28, 1200, 29)]
+    return path, [i + 1 for i in range(2, 1200, 3)]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -255,10 +255,13 @@ def test_jsonl_one_two_and_four_parsers_write_byte_identical_datasets(
     whole = _ingest(path, tmp_path / "whole", 1 << 30, 1, strategy)
     assert whole.manifest["ranges"] == _passes(strategy)
     assert [line for line, _ in rejects(whole)] == bad
+    range_bytes = path.stat().st_size // 17
+    with ThreadPoolExecutor(2) as pool:
+        plan = ranges_module.plan_ranges(str(path), reader_options(), range_bytes, pool, True)
+    assert plan is not None and sum(r.first_line in bad for r in plan) >= 4
+    assert sum(r.first_line - 1 in bad for r in plan) >= 4  # ranges ending on a bad line
     for parsers in (1, 2, 4):
-        split = _ingest(
-            path, tmp_path / f"p{parsers}", path.stat().st_size // 17, parsers, strategy
-        )
+        split = _ingest(path, tmp_path / f"p{parsers}", range_bytes, parsers, strategy)
         m = split.manifest
         assert m["ranges"] >= 15 and m["parsers"] == parsers
         assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 1201
