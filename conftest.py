@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parent / "src" / "shardlearn"
 # Modules (or packages) of src/shardlearn whose examples import an optional extra: the import
 # names they need. The examples of every other module run with the core dependencies alone.
 NEEDS = {
-    "models/neural.py": ("torch",),
+    "models/neural_network": ("torch",),
     "registry/mlflow.py": ("mlflow",),
     "registry/onnx.py": ("onnx", "onnxruntime"),
     "serve": ("fastapi", "uvicorn"),

@@ -432,7 +432,7 @@ def _read_worker(state) -> float:
     """Streaming read of this worker's block: a flat BLAS dot and a flat max, one thread."""
     from threadpoolctl import threadpool_limits
 
-    from shardlearn.models._fitting import training_block
+    from shardlearn.models._training.fitting import training_block
 
     flat = np.ascontiguousarray(training_block(state, "train").X).reshape(-1)
     # A worker thread's group already limits the BLAS pools it shares with the other worker.
@@ -447,7 +447,7 @@ def _read_worker(state) -> float:
 
 
 def _evaluation_seconds(ctx, x: np.ndarray, precision: str) -> float:
-    from shardlearn.models.linear import _loss_gradient_worker
+    from shardlearn.models.linear_model._linear import _loss_gradient_worker
 
     start = time.perf_counter()
     ctx.group.reduce(_loss_gradient_worker, x, precision)
@@ -455,7 +455,7 @@ def _evaluation_seconds(ctx, x: np.ndarray, precision: str) -> float:
 
 
 def _bench_problem(ctx, n_features: int) -> None:
-    from shardlearn.models.linear import _PROBLEM_KEY, _class_statistics_worker
+    from shardlearn.models.linear_model._linear import _PROBLEM_KEY, _class_statistics_worker
 
     problem = {
         "token": f"bench-{time.perf_counter_ns()}",
@@ -473,7 +473,7 @@ def gradient_pass(X, y, eng, repeats: int = 7) -> dict:
     """Seconds per distributed loss+gradient evaluation (both precisions), per streaming read
     of X by the same workers, and per driver round trip (a 1,000-row problem)."""
     from shardlearn.models import LogisticRegression
-    from shardlearn.models._fitting import prepare_training
+    from shardlearn.models._training.fitting import prepare_training
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=X.shape[1] + 1) / np.sqrt(X.shape[1])

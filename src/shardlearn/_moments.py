@@ -1,7 +1,7 @@
 """Chan, Golub & LeVeque's (1979) pairwise merge of (count, mean, M2) summaries.
 
 The one implementation behind every merged mean and variance: GaussianNB's per-class
-statistics (models/bayes.py), PCA's centred scatter matrix (models/decomposition.py) and the
+statistics (models/naive_bayes.py), PCA's centred scatter matrix (models/decomposition.py) and the
 numeric preprocessor's scaler statistics (preprocess/numeric.py). Two summaries of disjoint
 row sets merge exactly::
 

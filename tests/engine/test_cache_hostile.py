@@ -24,7 +24,7 @@ def test_a_cache_entry_cannot_import_a_module_of_its_choosing(tmp_path):
     assert cache.store(TOKEN, "stage", model)
     (meta_path,) = tmp_path.glob("*/*/meta.json")
     meta = json.loads(meta_path.read_text())
-    assert meta["class"] == "shardlearn.models.linear:LogisticRegression"
+    assert meta["class"] == "shardlearn.models.linear_model._linear:LogisticRegression"
     meta["class"] = "shardlearn.cli:app"  # the top layer: nothing below may import it
     meta_path.write_text(json.dumps(meta))
     script = (

@@ -11,7 +11,7 @@ from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError
 from shardlearn.models import GaussianNB, MultinomialNB
-from shardlearn.models.bayes import merge_stacks as merge_moments
+from shardlearn.models.naive_bayes import merge_stacks as merge_moments
 
 
 def _gaussian_data(n=900, p=6, k=4, seed=0):

@@ -17,7 +17,7 @@ from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError
 from shardlearn.models import MODELS, Pipeline, XGBoostClassifier
-from shardlearn.models.boosting import BoostingProgress
+from shardlearn.models.ensemble._xgboost import BoostingProgress
 from shardlearn.preprocess import Preprocessor
 
 # These tests are about the distributed trainer: execution="workers" keeps them on the workers

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from shardlearn.models._dense_kernels import FUSED_LOSSES, block_rows_for, fused_loss_gradient
-from shardlearn.models._losses import LOSSES, BlockKernel, chunk_rows_for
+from shardlearn.models._training.chunks import chunk_rows_for
+from shardlearn.models.linear_model._dense_kernels import (
+    FUSED_LOSSES,
+    block_rows_for,
+    fused_loss_gradient,
+)
+from shardlearn.models.linear_model._losses import LOSSES, BlockKernel
 
 NAMES = ["binary_logistic", "squared_hinge"]
 
@@ -137,6 +142,6 @@ def test_the_losses_marked_fused_are_the_compiled_ones():
 
 
 def test_importing_a_linear_model_to_predict_does_not_load_numba():
-    code = "import sys, shardlearn.models.linear; print('numba' in sys.modules)"
+    code = "import sys, shardlearn.models.linear_model._linear; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

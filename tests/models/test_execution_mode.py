@@ -1,4 +1,4 @@
-"""Where a fit runs (models._execution): forced modes agree, the automatic choice is a pure
+"""Where a fit runs (models._training.execution): forced modes agree, the automatic choice is a pure
 function of the sizes and the machine, and the mode and per-phase timings are visible."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sklearn.datasets import make_classification
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.models import Pipeline, XGBoostClassifier
-from shardlearn.models._execution import (
+from shardlearn.models._training.execution import (
     PHASES,
     STARTUP_SECONDS,
     Machine,
@@ -22,7 +22,7 @@ from shardlearn.models._execution import (
     choose_execution,
     describe_machine,
 )
-from shardlearn.models._fitting import prepare_training
+from shardlearn.models._training.fitting import prepare_training
 from shardlearn.preprocess import Preprocessor
 from shardlearn.testing import run_cli
 

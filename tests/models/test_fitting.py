@@ -11,7 +11,7 @@ from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError, SchemaError
 from shardlearn.models import LogisticRegression
-from shardlearn.models._fitting import prepare_training, training_block
+from shardlearn.models._training.fitting import prepare_training, training_block
 
 
 def _rows(state):
@@ -22,7 +22,7 @@ def _rows(state):
 
 
 def _count_blocks(state):
-    from shardlearn.models._fitting import iter_training_blocks
+    from shardlearn.models._training.fitting import iter_training_blocks
 
     return sum(1 for _ in iter_training_blocks(state, "train"))
 

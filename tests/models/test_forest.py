@@ -16,9 +16,10 @@ from sklearn.tree import DecisionTreeClassifier
 
 from shardlearn.data import write_dataset
 from shardlearn.engine import engine
-from shardlearn.models import MODELS, ExtraTreesClassifier, Pipeline, RandomForestClassifier, forest
-from shardlearn.models._fitting import prepare_training
-from shardlearn.models.forest import _merge_trees, _tree_arrays
+from shardlearn.models import MODELS, ExtraTreesClassifier, Pipeline, RandomForestClassifier
+from shardlearn.models._training.fitting import prepare_training
+from shardlearn.models.ensemble import _forest as forest
+from shardlearn.models.ensemble._forest import _merge_trees, _tree_arrays
 from shardlearn.preprocess import Preprocessor
 
 # Rows of KDD Cup 99 (10% file, 494,021 rows) used here: a seeded random sample keeps the

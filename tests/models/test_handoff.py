@@ -15,10 +15,11 @@ import scipy.sparse as sp
 
 from shardlearn.engine import engine
 from shardlearn.exceptions import DataError, TaskFailed
-from shardlearn.models import GaussianNB, LogisticRegression, _handoff
-from shardlearn.models._fitting import prepare_training, training_block
-from shardlearn.models._handoff import check_finite, load_array_part
-from shardlearn.models._labels import encode_labels
+from shardlearn.models import GaussianNB, LogisticRegression
+from shardlearn.models._training import handoff as _handoff
+from shardlearn.models._training.fitting import prepare_training, training_block
+from shardlearn.models._training.handoff import check_finite, load_array_part
+from shardlearn.models._training.labels import encode_labels
 
 # Estimators whose array input reaches local workers each way: LogisticRegression asks for
 # threads (its parts are views of the caller's arrays), GaussianNB runs on worker processes

@@ -18,7 +18,7 @@ from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import ConvergenceWarning, DataError, SchemaError, WorkerLost
 from shardlearn.models import LinearSVC, LogisticRegression, Pipeline
-from shardlearn.models._lbfgs import minimize_lbfgs, whitening
+from shardlearn.models.linear_model._lbfgs import minimize_lbfgs, whitening
 
 TIGHT = {"tol": 1e-9, "max_iter": 5000}
 
@@ -411,7 +411,7 @@ def test_warm_start_on_a_sample_reports_only_full_objective_iterations():
 def test_warm_start_on_a_row_sample_matches_sklearn(monkeypatch, workers):
     """Small sample sizes make this fit take the large-data path: the Hessian on a strided
     row sample, the optimum of another strided sample as the start, then all rows to tol."""
-    import shardlearn.models.linear as linear
+    import shardlearn.models.linear_model._linear as linear
 
     monkeypatch.setattr(linear, "HESSIAN_MIN_ROWS", 500)
     monkeypatch.setattr(linear, "HESSIAN_MULTIPLY_ADDS", 0)
@@ -684,7 +684,7 @@ def test_keyed_shards_match_sklearn(strategy, tmp_path):
 
 
 def test_the_warm_start_on_a_row_sample_stays_within_the_budget(monkeypatch):
-    import shardlearn.models.linear as linear
+    import shardlearn.models.linear_model._linear as linear
 
     monkeypatch.setattr(linear, "HESSIAN_MIN_ROWS", 500)
     monkeypatch.setattr(linear, "HESSIAN_MULTIPLY_ADDS", 0)

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
-from shardlearn.models._losses import LOSSES, BlockKernel, chunk_rows_for
+from shardlearn.models._training.chunks import chunk_rows_for
+from shardlearn.models.linear_model._losses import LOSSES, BlockKernel
 
 N_OUTPUTS = {"binary_logistic": 1, "multinomial": 4, "squared_hinge": 4}
 

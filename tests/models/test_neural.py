@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 
 from shardlearn.engine import engine  # noqa: E402
 from shardlearn.exceptions import ArtifactError, DataError, EngineError  # noqa: E402
-from shardlearn.models._torch import dropout_mask, epoch_permutation  # noqa: E402
-from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # noqa: E402
+from shardlearn.models.neural_network._neural import ConvNetClassifier, MLPClassifier  # noqa: E402
+from shardlearn.models.neural_network._torch import dropout_mask, epoch_permutation  # noqa: E402
 
 N_ROWS, N_FEATURES, N_CLASSES, BATCH = 240, 8, 3, 32
 HIDDEN = (16, 8, 12)  # four weighted layers: enough for three pipeline stages
@@ -262,7 +262,7 @@ def test_worker_killed_between_epochs_resumes_from_the_checkpoint(tabular):
     import os
     import signal
 
-    from shardlearn.models._fitting import prepare_training
+    from shardlearn.models._training.fitting import prepare_training
 
     X, y = tabular
     with engine("local", workers=2):
@@ -503,7 +503,7 @@ def test_missing_torch_is_an_import_error_naming_the_extra():
         "        if name.split('.')[0] == 'torch':\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
         "sys.meta_path.insert(0, NoTorch())\n"
-        "from shardlearn.models.neural import MLPClassifier\n"
+        "from shardlearn.models.neural_network._neural import MLPClassifier\n"
         "try:\n    MLPClassifier().fit([[0.0], [1.0]], [0, 1], engine='local')\n"
         "except ImportError as e:\n    print(e)\n"
     )

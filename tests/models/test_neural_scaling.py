@@ -15,11 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from shardlearn.engine import engine  # noqa: E402
-from shardlearn.models import _neural_driver  # noqa: E402
-from shardlearn.models._execution import Machine, choose_execution  # noqa: E402
-from shardlearn.models._fitting import prepare_training  # noqa: E402
-from shardlearn.models.neural import MLPClassifier  # noqa: E402
-from shardlearn.models.neural_ddp import ddp_epoch  # noqa: E402
+from shardlearn.models._training.execution import Machine, choose_execution  # noqa: E402
+from shardlearn.models._training.fitting import prepare_training  # noqa: E402
+from shardlearn.models.neural_network import _driver  # noqa: E402
+from shardlearn.models.neural_network._ddp import ddp_epoch  # noqa: E402
+from shardlearn.models.neural_network._neural import MLPClassifier  # noqa: E402
 
 N_ROWS, N_FEATURES, N_CLASSES, BATCH = 240, 8, 3, 32
 STEPS = math.ceil(N_ROWS / BATCH)
@@ -78,8 +78,8 @@ def _read_counts(state):
 
 
 def _all_reduces_per_epoch(monkeypatch, model, X, y) -> list[list[int]]:
-    setup, _, result = _neural_driver._MODES["data"]
-    monkeypatch.setitem(_neural_driver._MODES, "data", (setup, _counted_epoch, result))
+    setup, _, result = _driver._MODES["data"]
+    monkeypatch.setitem(_driver._MODES, "data", (setup, _counted_epoch, result))
     with engine("local", workers=2), prepare_training(model, X, y) as ctx:
         model._fit_context(ctx)
         return ctx.group.run(_read_counts)

@@ -14,8 +14,8 @@ from sklearn.datasets import make_classification  # noqa: E402
 
 from shardlearn.data import write_dataset  # noqa: E402
 from shardlearn.engine import engine  # noqa: E402
-from shardlearn.models._torch import epoch_permutation  # noqa: E402
-from shardlearn.models.neural import MLPClassifier  # noqa: E402
+from shardlearn.models.neural_network._neural import MLPClassifier  # noqa: E402
+from shardlearn.models.neural_network._torch import epoch_permutation  # noqa: E402
 from shardlearn.registry import load, save  # noqa: E402
 
 N_ROWS, N_FEATURES, N_CLASSES, BATCH, SEED = 240, 6, 3, 32, 7

@@ -15,7 +15,7 @@ from shardlearn.data import write_dataset
 from shardlearn.engine import engine
 from shardlearn.exceptions import ConvergenceWarning, DataError
 from shardlearn.models import SGDClassifier
-from shardlearn.models._fitting import deal_rows, prepare_training
+from shardlearn.models._training.fitting import deal_rows, prepare_training
 from shardlearn.testing import kill_worker
 
 

@@ -286,7 +286,7 @@ def test_the_recorded_module_is_never_imported(saved, tmp_path):
 
 
 def test_a_network_architecture_that_does_not_fit_its_weights_is_refused_at_load(saved, tmp_path):
-    from shardlearn.models._torch import load_weights, save_weights
+    from shardlearn.models.neural_network._torch import load_weights, save_weights
 
     path = _copy(saved["mlp"]["plain"], tmp_path)
     header = _header(path)

@@ -13,7 +13,7 @@ import pytest
 
 from shardlearn import _warm
 from shardlearn.engine import engine
-from shardlearn.models._execution import PHASES
+from shardlearn.models._training.execution import PHASES
 from shardlearn.search import loguniform, randint, search
 
 SPACE = {"max_depth": randint(2, 6), "learning_rate": loguniform(0.05, 0.5), "n_estimators": 8}

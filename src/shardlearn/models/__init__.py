@@ -1,5 +1,21 @@
 """Classifiers trained across a WorkerGroup, and the Pipeline that pairs them with preprocessing.
 
+One package or module per model family, as in scikit-learn:
+
+* :mod:`.linear_model` -- LogisticRegression, LinearSVC, SGDClassifier;
+* :mod:`.naive_bayes` -- GaussianNB, MultinomialNB;
+* :mod:`.ensemble` -- RandomForestClassifier, ExtraTreesClassifier, XGBoostClassifier;
+* :mod:`.neural_network` -- MLPClassifier, ConvNetClassifier (torch);
+* :mod:`.cluster` -- KMeans; :mod:`.decomposition` -- PCA (on KMeans's unsupervised plumbing);
+* :mod:`.semi_supervised` -- SelfTrainingClassifier (any catalogue classifier as its base);
+* :mod:`.pipeline` -- Pipeline (preprocessing, transformers, a final estimator).
+
+What they share is private to this package: ``_training`` (preparing a fit on the workers,
+where it runs, class weights, scoring), ``_base`` (the classifier mixin and artifact hooks) and
+``_registry`` (the catalogue that resolves a class by name: an artifact records a type name,
+never a module path). A family imports only these and, where it builds on one, ``cluster``
+(``decomposition`` and ``semi_supervised``); ``.importlinter`` enforces it.
+
 Optional extras (torch) are imported only when their model is used.
 
 Renamed classes keep their old name for one release as a deprecated alias (:data:`RENAMED`):
@@ -13,19 +29,21 @@ import sys
 import warnings
 from typing import Any
 
-from shardlearn.models._execution import recording, timed
 from shardlearn.models._registry import MODELS, model_class, model_class_by_type
-from shardlearn.models._scoring import score_split
-from shardlearn.models.bayes import GaussianNB, MultinomialNB
-from shardlearn.models.boosting import XGBoostClassifier
+from shardlearn.models._training.execution import recording, timed
+from shardlearn.models._training.scoring import score_split
 from shardlearn.models.cluster import KMeans
 from shardlearn.models.decomposition import PCA
-from shardlearn.models.forest import ExtraTreesClassifier, RandomForestClassifier
-from shardlearn.models.linear import LinearSVC, LogisticRegression
-from shardlearn.models.neural import ConvNetClassifier, MLPClassifier  # torch imported lazily
+from shardlearn.models.ensemble import (
+    ExtraTreesClassifier,
+    RandomForestClassifier,
+    XGBoostClassifier,
+)
+from shardlearn.models.linear_model import LinearSVC, LogisticRegression, SGDClassifier
+from shardlearn.models.naive_bayes import GaussianNB, MultinomialNB
+from shardlearn.models.neural_network import ConvNetClassifier, MLPClassifier  # torch: lazily
 from shardlearn.models.pipeline import Pipeline
 from shardlearn.models.semi_supervised import SelfTrainingClassifier
-from shardlearn.models.sgd import SGDClassifier
 
 __all__ = [
     "MODELS",

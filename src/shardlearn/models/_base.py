@@ -28,12 +28,12 @@ import sklearn.base
 from shardlearn._json import to_json
 from shardlearn.base import check_is_fitted
 from shardlearn.exceptions import ArtifactError, DataError, SchemaError
-from shardlearn.models._fitting import (
+from shardlearn.models._registry import type_names
+from shardlearn.models._training.fitting import (
     as_feature_matrix,
     dataframe_feature_names,
     table_to_matrix,
 )
-from shardlearn.models._registry import type_names
 
 __all__ = [
     "ClassifierMixin",
@@ -189,8 +189,8 @@ def check_prediction_input(estimator: Any, X: Any) -> Any:
     """``X`` as a finite float matrix (dense or CSR) with the fitted number of columns.
 
     Arrays are checked like the training arrays (2-D, numeric, see
-    :func:`~shardlearn.models._fitting.as_feature_matrix`), then for NaN and infinity. A table
-    (pyarrow Table/RecordBatch, pandas DataFrame, dict of columns) gives the columns named in
+    :func:`~shardlearn.models._training.fitting.as_feature_matrix`), then for NaN and infinity. A
+    table (pyarrow Table/RecordBatch, pandas DataFrame, dict of columns) gives the columns named in
     ``feature_names_in_``; a DataFrame given to a model fitted on a plain array is read by
     position with a warning, as scikit-learn does.
     """

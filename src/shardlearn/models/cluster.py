@@ -52,13 +52,13 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, ConvergenceWarning, DataError
-from shardlearn.models._fitting import (
+from shardlearn.models._registry import register_model
+from shardlearn.models._training.fitting import (
     TrainingContext,
     is_dataset,
     iter_training_blocks,
     prepare_training,
 )
-from shardlearn.models._registry import register_model
 
 __all__ = [
     "KMeans",

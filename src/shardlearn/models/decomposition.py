@@ -25,8 +25,8 @@ from shardlearn._moments import merge_moments
 from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import DataError
-from shardlearn.models._fitting import TrainingContext
 from shardlearn.models._registry import register_model
+from shardlearn.models._training.fitting import TrainingContext
 from shardlearn.models.cluster import UnsupervisedMixin, dense_blocks, prepare_unsupervised
 
 __all__ = ["PCA"]

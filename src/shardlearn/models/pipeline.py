@@ -38,8 +38,8 @@ from sklearn.utils import Bunch, get_tags
 
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import ArtifactError, DataError, NotFittedError
-from shardlearn.models._execution import execution_engine, recording
-from shardlearn.models._fitting import is_dataset, prepare_training
+from shardlearn.models._training.execution import execution_engine, recording
+from shardlearn.models._training.fitting import is_dataset, prepare_training
 
 __all__ = ["FeatureChain", "Pipeline"]
 
@@ -111,7 +111,7 @@ def _forget_training_blocks(state: Any) -> None:
     ``training_block`` caches by split only (under ``_fitting._CACHE_KEY``); the next call
     rebuilds the block from the new ``state.context["preprocessor"]``.
     """
-    from shardlearn.models._fitting import _CACHE_KEY
+    from shardlearn.models._training.fitting import _CACHE_KEY
 
     for key in [k for k in state.cache if isinstance(k, tuple) and k and k[0] == _CACHE_KEY]:
         del state.cache[key]

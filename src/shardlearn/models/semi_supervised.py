@@ -21,8 +21,8 @@ never leave the workers: the training group also gets the unlabeled shards; each
 model is put on the workers, every worker transforms its unlabeled shards with the fitted
 preprocessor (shard by shard when they exceed the block budget), keeps the rows predicted with
 probability >= ``threshold`` and appends them, with their predicted class, to its own train
-block (:data:`shardlearn.models._fitting.EXTRA_TRAIN_ROWS`); the base is then retrained on the
-group as usual. Only the model and per-round row counts cross the network. The valid score in
+block (:data:`shardlearn.models._training.fitting.EXTRA_TRAIN_ROWS`); the base is then retrained on
+the group as usual. Only the model and per-round row counts cross the network. The valid score in
 ``history_`` comes from the dataset's ``valid`` split, scored on the workers.
 """
 
@@ -38,7 +38,8 @@ from shardlearn.base import BaseEstimator, check_is_fitted, clone
 from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json
-from shardlearn.models._fitting import (
+from shardlearn.models._registry import model_class, model_class_by_type, register_model
+from shardlearn.models._training.fitting import (
     EXTRA_TRAIN_ROWS,
     as_feature_matrix,
     extra_training_rows,
@@ -46,7 +47,6 @@ from shardlearn.models._fitting import (
     label_vector,
     prepare_training,
 )
-from shardlearn.models._registry import model_class, model_class_by_type, register_model
 from shardlearn.models.cluster import dense_blocks, prepare_unsupervised
 
 __all__ = ["SelfTrainingClassifier", "unlabelled_mask"]
@@ -357,7 +357,7 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         """Like :meth:`_record`, with the valid accuracy scored on the workers' valid blocks."""
         score = None
         if "valid" in ctx.splits:
-            from shardlearn.models._scoring import accuracy_and_f1, block_confusion
+            from shardlearn.models._training.scoring import accuracy_and_f1, block_confusion
 
             score = accuracy_and_f1(block_confusion(ctx, model, "valid"))["accuracy"]
         self._record(index, rows, added, model, None)

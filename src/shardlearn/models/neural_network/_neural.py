@@ -4,9 +4,9 @@
 
 * ``parallelism="data"`` — data parallel as torch DistributedDataParallel (bucketed gradient
   all-reduce), one rank per worker, each rank on its own shards
-  (:mod:`shardlearn.models.neural_ddp`);
+  (:mod:`shardlearn.models.neural_network._ddp`);
 * ``parallelism="pipeline"`` — the layers split over ``stages`` workers, micro-batches on a
-  GPipe schedule (:mod:`shardlearn.models.neural_pipeline`).
+  GPipe schedule (:mod:`shardlearn.models.neural_network._gpipe`).
 
 The driver probes the workers (rows per shard, GPUs), picks the backend (nccl when every
 worker has a GPU, else gloo) and a free port, sets every rank up once, then runs one
@@ -15,17 +15,17 @@ the weights and optimiser state stay on the workers in between. Both modes equal
 training with the same global ``batch_size``, seed and dropout masks, for any worker count (see
 the module docstrings).
 
-Where an MLP's fit runs is chosen per fit (``execution``, :mod:`shardlearn.models._execution`):
-every optimiser step of data-parallel training waits for an all-reduce, so on small networks
-2 processes are slower than 1; ``"auto"`` then trains in the calling process
-(``execution_ == "in_process"``), ``"workers"`` forces the worker group. Both give the same
-model (single-process torch with the same global batch).
+Where an MLP's fit runs is chosen per fit (``execution``,
+:mod:`shardlearn.models._training.execution`): every optimiser step of data-parallel training waits
+for an all-reduce, so on small networks 2 processes are slower than 1; ``"auto"`` then trains in the
+calling process (``execution_ == "in_process"``), ``"workers"`` forces the worker group. Both give
+the same model (single-process torch with the same global batch).
 
 Continue-training (``MLPClassifier(warm_start=True)``, scikit-learn's contract): a refit of a
 fitted network trains ``epochs`` more epochs from its weights *and* its optimiser state (Adam's
 moments and step count, SGD's momentum buffers) and its early-stopping best, numbering the
-epochs on, in every execution mode and parallelism (:mod:`shardlearn.models._neural_warm`). So
-``epochs=a`` then ``epochs=b`` warm equals one fit of ``a + b`` epochs without early stopping.
+epochs on, in every execution mode and parallelism (:mod:`shardlearn.models.neural_network._warm`).
+So ``epochs=a`` then ``epochs=b`` warm equals one fit of ``a + b`` epochs without early stopping.
 
 torch is imported only inside functions: ``import shardlearn.models`` never imports it.
 """
@@ -45,23 +45,23 @@ from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.engine import VERBOSE_CONSTRAINTS
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin, _to_json, artifact_params
-from shardlearn.models._execution import (
+from shardlearn.models._registry import register_model
+from shardlearn.models._training.execution import (
     EXECUTION_OPTIONS,
     Work,
     execution_engine,
     recording,
     timed,
 )
-from shardlearn.models._neural_driver import train_on_group
-from shardlearn.models._neural_warm import OPTIMISER_SETTINGS, decode, encode
-from shardlearn.models._registry import register_model
-from shardlearn.models._torch import (
+from shardlearn.models.neural_network._driver import train_on_group
+from shardlearn.models.neural_network._torch import (
     ACTIVATIONS,
     build_network,
     load_weights,
     require_torch,
     save_weights,
 )
+from shardlearn.models.neural_network._warm import OPTIMISER_SETTINGS, decode, encode
 
 __all__ = ["ConvNetClassifier", "MLPClassifier"]
 
@@ -173,7 +173,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         require_torch()
         X, data = self._training_input(X, scale_pixels=preprocessor is None)
-        from shardlearn.models._fitting import prepare_training
+        from shardlearn.models._training.fitting import prepare_training
 
         kwargs = {"preprocessor": preprocessor} if preprocessor is not None else {}
         with recording(), execution_engine(self, X, engine) as run_on:
@@ -326,7 +326,7 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities (columns in the order of ``classes_``), computed locally."""
         X = self._check_predict_input(self._prediction_input(X))
         torch = require_torch()
-        from shardlearn.models._torch import to_dense_float32
+        from shardlearn.models.neural_network._torch import to_dense_float32
 
         net = self._net()
         out = []
@@ -493,7 +493,7 @@ class MLPClassifier(_NeuralClassifier):
         torch thread, no workers, no all-reduce); ``"workers"`` on the engine's workers (Ray
         actors on Ray); ``"auto"`` picks the faster by a deterministic cost model (rows,
         network multiply-adds, epochs, optimiser steps -- one all-reduce each --, cores; see
-        :mod:`shardlearn.models._execution`). The model is the same either way, within the
+        :mod:`shardlearn.models._training.execution`). The model is the same either way, within the
         worker-count tolerance. Pipeline parallelism always runs on the workers.
 
     Attributes
@@ -504,7 +504,7 @@ class MLPClassifier(_NeuralClassifier):
         Where the fit ran: ``"in_process"``, ``"workers"`` or ``"ray"``.
     fit_timings_ : dict
         Seconds per phase of the fit (``start``, ``read``, ``preprocess``, ``train``,
-        ``evaluate``; see :mod:`shardlearn.models._execution`).
+        ``evaluate``; see :mod:`shardlearn.models._training.execution`).
     architecture_ : dict
         The network description (saved in the artifact next to the weights).
     state_dict_ : dict of str to ndarray
@@ -737,7 +737,7 @@ class ConvNetClassifier(_NeuralClassifier):
         return [1, *shape] if len(shape) == 2 else shape
 
     def _training_input(self, X: Any, scale_pixels: bool) -> tuple[Any, dict]:
-        from shardlearn.models._fitting import is_dataset
+        from shardlearn.models._training.fitting import is_dataset
 
         self._input_shape = self._declared_shape()
         self._input_scale = None

@@ -15,7 +15,7 @@ import numpy as np
 from shardlearn.metrics.accumulators import ScoreHistogram
 from shardlearn.metrics.evaluate import scores_of
 from shardlearn.metrics.functions import roc_auc
-from shardlearn.models._fitting import TrainingContext, training_block
+from shardlearn.models._training.fitting import TrainingContext, training_block
 
 __all__ = ["accuracy_and_f1", "block_confusion", "block_scores", "score_split"]
 

@@ -23,8 +23,8 @@ scikit-learn's forest on the rows in that order.
 What it costs: every worker that grows trees holds the whole training set, as scikit-learn's
 forest does: float32 features (CSC when sparse; ``4 * rows * features`` bytes dense), class
 indices and weights, read from the shards of all workers
-(:func:`~shardlearn.models._fitting.iter_all_training_blocks`; a dense set is filled into one
-preallocated float32 array, one shard at a time).
+(:func:`~shardlearn.models._training.fitting.iter_all_training_blocks`; a dense set is filled into
+one preallocated float32 array, one shard at a time).
 
 * Array input (``fit(X, y)``) on the local engine runs on threads of the calling process
   (``_prefer_threads``: scikit-learn's tree builder releases the GIL); the threads share one
@@ -65,13 +65,13 @@ from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import (
+from shardlearn.models._registry import register_model
+from shardlearn.models._training.class_weight import resolve_class_weight
+from shardlearn.models._training.fitting import (
     TrainingContext,
     iter_all_training_blocks,
     prepare_training,
 )
-from shardlearn.models._registry import register_model
-from shardlearn.models.linear import resolve_class_weight
 
 __all__ = ["ExtraTreesClassifier", "ForestClassifier", "RandomForestClassifier"]
 
@@ -635,7 +635,7 @@ class ForestClassifier(ClassifierMixin, BaseEstimator):
 
     def _apply_chunk(self, chunk: Any) -> np.ndarray:
         # Imported here: loading shardlearn (and numba with it) for a linear model stays light.
-        from shardlearn.models._forest_kernels import walk_trees
+        from shardlearn.models.ensemble._forest_kernels import walk_trees
 
         chunk = chunk.toarray() if sp.issparse(chunk) else chunk
         # scikit-learn compares float32 features with float64 thresholds; so do we.

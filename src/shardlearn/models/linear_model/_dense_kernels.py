@@ -10,8 +10,8 @@ thread group (:mod:`shardlearn.engine._threads`) run it truly in parallel, and a
 to the speed at which memory streams the block.
 
 Precision follows the caller's weights ``w``: float32 weights give float32 products and per-row
-arithmetic (the ``"fast"`` phase of :mod:`shardlearn.models.linear`); float64 weights read the
-float32 or float64 rows into float64 products (``"exact"``, scikit-learn's objective, no
+arithmetic (the ``"fast"`` phase of :mod:`shardlearn.models.linear_model._linear`); float64 weights
+read the float32 or float64 rows into float64 products (``"exact"``, scikit-learn's objective, no
 conversion buffer). The scores are a compiled loop, one row at a time as the rows stream in;
 the back-product ``r^T X_b`` of rows and derivatives of one dtype is BLAS's gemv on the cached
 block (single-threaded: the worker groups size the BLAS pools), of float32 rows and float64
@@ -26,7 +26,8 @@ rows take the ``log`` of a product of up to :data:`LOG_GROUP` factors ``1 + e`` 
 NaN and infinity keep their meaning and ``exp``/``log`` are the C library's.
 
 The sample of the warm start and of the Hessian estimate is "every ``stride``-th chunk of
-``chunk_rows`` rows", the same rows :class:`shardlearn.models._losses.BlockKernel` uses.
+``chunk_rows`` rows", the same rows :class:`shardlearn.models.linear_model._losses.BlockKernel`
+uses.
 """
 
 from __future__ import annotations

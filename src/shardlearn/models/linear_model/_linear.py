@@ -1,6 +1,6 @@
 """Distributed L2-regularised linear classifiers: LogisticRegression and LinearSVC.
 
-Both minimise, with driver-side L-BFGS (:mod:`shardlearn.models._lbfgs`), the objective
+Both minimise, with driver-side L-BFGS (:mod:`shardlearn.models.linear_model._lbfgs`), the objective
 scikit-learn's lbfgs solver minimises (``sklearn/linear_model/_linear_loss.py``)::
 
     f(W, b) = sum_i s_i * loss(x_i W^T + b, y_i) / S + 0.5 / (C * S) * ||W||^2,   S = sum_i s_i
@@ -10,8 +10,8 @@ with several classes: one-vs-rest outputs weighted as liblinear weights them, se
 :class:`LinearSVC`; ``S`` is then the sample weight total, and any positive ``S`` has the same
 optimum). One function
 evaluation = the weights sent to every worker, each worker's loss and gradient sums over its
-cached block (:class:`shardlearn.models._losses.BlockKernel`; for one output on dense rows a
-fused compiled pass, :mod:`shardlearn.models._dense_kernels`), a tree-sum
+cached block (:class:`shardlearn.models.linear_model._losses.BlockKernel`; for one output on dense
+rows a fused compiled pass, :mod:`shardlearn.models.linear_model._dense_kernels`), a tree-sum
 (``WorkerGroup.reduce``). A first pass collects class counts (for ``class_weight="balanced"``),
 checks that the features are finite and whether every block is float32. Array input runs on
 worker threads that read the caller's arrays in place (``_prefer_threads``; the passes release
@@ -29,8 +29,8 @@ Fewer passes over the data, for one output (binary logistic regression, binary L
 at most PRECONDITION_MAX_PARAMETERS parameters: the workers estimate the objective's Hessian on
 a strided row sample (a budget of HESSIAN_MULTIPLY_ADDS, so all rows of a mid-sized dataset),
 and L-BFGS runs in the coordinates that whiten it, starting each phase with Newton steps
-(:mod:`shardlearn.models._lbfgs`); the estimate is made again where each phase starts. One-hot
-and unevenly scaled features then need several times fewer evaluations (Adult: 12 instead of
+(:mod:`shardlearn.models.linear_model._lbfgs`); the estimate is made again where each phase starts.
+One-hot and unevenly scaled features then need several times fewer evaluations (Adult: 12 instead of
 64; KDD Cup 99: 55 instead of 133). Data with at least WARM_START_MIN_STRIDE x WARM_START_ROWS
 rows first fits a strided sample of WARM_START_ROWS rows (the Hessian sample then is that
 sample too) and starts the full passes from its optimum with a Newton step on the Hessian
@@ -40,8 +40,8 @@ restarts with a new estimate. Every choice changes only the path: the optimum an
 test are the full float64 objective's, as above.
 
 ``max_iter`` is a hard budget on the iterations over all rows (``n_iter_``, see
-:mod:`shardlearn.models._lbfgs`): Newton steps and L-BFGS iterations of both precisions count,
-restarts and Hessian estimates happen only while budget is left, the warm start on the row
+:mod:`shardlearn.models.linear_model._lbfgs`): Newton steps and L-BFGS iterations of both precisions
+count, restarts and Hessian estimates happen only while budget is left, the warm start on the row
 sample runs at most ``max_iter`` iterations on the sample, and ``max_iter=0`` returns the
 starting point (zeros, or the previous model with ``warm_start``). Reaching it without meeting
 ``tol`` raises a ConvergenceWarning.
@@ -63,7 +63,9 @@ from shardlearn.base import BaseEstimator
 from shardlearn.engine import limit_blas
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import (
+from shardlearn.models._registry import register_model
+from shardlearn.models._training.class_weight import resolve_class_weight
+from shardlearn.models._training.fitting import (
     ARRAY_SOURCE,
     EXTRA_TRAIN_ROWS,
     TrainingContext,
@@ -71,15 +73,13 @@ from shardlearn.models._fitting import (
     prepare_training,
     prepared_training_blocks,
 )
-from shardlearn.models._lbfgs import IterationInfo, minimize_lbfgs, whitening
-from shardlearn.models._losses import LOSSES, BlockKernel, decision_scores
-from shardlearn.models._registry import register_model
+from shardlearn.models.linear_model._lbfgs import IterationInfo, minimize_lbfgs, whitening
+from shardlearn.models.linear_model._losses import LOSSES, BlockKernel, decision_scores
 
 __all__ = [
     "LinearSVC",
     "LogisticRegression",
     "class_statistics",
-    "resolve_class_weight",
     "row_weights",
 ]
 
@@ -244,7 +244,7 @@ def _warm_start_sample(ctx: TrainingContext, n_rows: int) -> _RowSample | None:
 
 class _HessianSampler:
     """The objective's Hessian estimated on a strided row sample, as an L-BFGS preconditioner
-    (see :mod:`shardlearn.models._lbfgs`); only for one output (binary logistic, binary
+    (see :mod:`shardlearn.models.linear_model._lbfgs`); only for one output (binary logistic, binary
     squared hinge) and at most PRECONDITION_MAX_PARAMETERS parameters.
 
     The sample is the warm start's row sample when the fit has one (its Hessian is then the
@@ -284,8 +284,9 @@ class _HessianSampler:
         return REFRESH_ITERATIONS if estimate <= passes else None
 
     def transform(self, x: np.ndarray) -> np.ndarray | None:
-        """The preconditioner at ``x`` (see :func:`~shardlearn.models._lbfgs.whitening`); the
-        optimiser calls it only where the point has changed."""
+        """The preconditioner at ``x`` (see
+        :func:`~shardlearn.models.linear_model._lbfgs.whitening`); the optimiser calls it only
+        where the point has changed."""
         hessian = self.estimate(x)
         return None if hessian is None else whitening(hessian)
 
@@ -319,31 +320,6 @@ def class_statistics(ctx: TrainingContext, owner: str) -> dict[str, np.ndarray]:
             f"{owner} needs at least two classes in the training rows; found only {found}."
         )
     return {"counts": counts, "weights": weights, "all_float32": bool(stats[2 * k + 1] == 0)}
-
-
-def resolve_class_weight(class_weight: Any, classes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per-class multipliers: None -> ones, "balanced" -> S / (K * S_k), dict -> by label."""
-    k = len(classes)
-    if class_weight is None:
-        return np.ones(k)
-    if class_weight == "balanced":
-        with np.errstate(divide="ignore"):
-            balanced = weights.sum() / (k * weights)
-        return np.where(weights > 0, balanced, 1.0)
-    out = np.ones(k)
-    by_text = {str(key): value for key, value in class_weight.items()}
-    for i, label in enumerate(classes.tolist()):
-        if label in class_weight:
-            out[i] = float(class_weight[label])
-        elif str(label) in by_text:
-            out[i] = float(by_text[str(label)])
-    unknown = set(by_text) - {str(c) for c in classes.tolist()}
-    if unknown:
-        raise DataError(
-            f"class_weight names classes {sorted(unknown)} that are not in the label; "
-            f"classes: {classes.tolist()}."
-        )
-    return out
 
 
 class _LinearClassifier(ClassifierMixin, BaseEstimator):

@@ -26,9 +26,13 @@ from shardlearn._validation import Interval, Type
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, iter_training_blocks, prepare_training
-from shardlearn.models._losses import chunk_rows_for
 from shardlearn.models._registry import register_model
+from shardlearn.models._training.chunks import chunk_rows_for
+from shardlearn.models._training.fitting import (
+    TrainingContext,
+    iter_training_blocks,
+    prepare_training,
+)
 
 __all__ = ["GaussianNB", "MultinomialNB", "merge_stacks"]
 

@@ -6,7 +6,7 @@ calls one epoch at a time (the model and optimiser stay on the workers), shows t
 loss, valid loss and valid accuracy on a progress bar (``verbose``; no bar when the caller
 passes a callback, which shows its own), decides early stopping, and finally collects the
 weights and the checkpoint behind them (a warm start continues from it,
-:mod:`shardlearn.models._neural_warm`). A spec with ``resume`` (a checkpoint) and
+:mod:`shardlearn.models.neural_network._warm`). A spec with ``resume`` (a checkpoint) and
 ``first_epoch`` continues a fitted network: every rank restores the checkpoint, and the epochs
 are numbered on from ``first_epoch``.
 """
@@ -22,10 +22,10 @@ from typing import Any
 
 from shardlearn.engine import StepProgress, show_progress
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
-from shardlearn.models._neural_worker import checkpoint, has_run, probe, teardown
-from shardlearn.models._torch import build_network, stage_ranges
-from shardlearn.models.neural_ddp import ddp_epoch, ddp_result, ddp_setup
-from shardlearn.models.neural_pipeline import pipeline_epoch, pipeline_result, pipeline_setup
+from shardlearn.models.neural_network._ddp import ddp_epoch, ddp_result, ddp_setup
+from shardlearn.models.neural_network._gpipe import pipeline_epoch, pipeline_result, pipeline_setup
+from shardlearn.models.neural_network._torch import build_network, stage_ranges
+from shardlearn.models.neural_network._worker import checkpoint, has_run, probe, teardown
 
 __all__ = ["train_on_group"]
 
@@ -76,7 +76,7 @@ def train_on_group(
     """Train on ``group``; return ``(weights as numpy arrays, per-epoch reports, checkpoint)``.
 
     The checkpoint is that of the epoch behind the weights (per rank, as
-    :func:`~shardlearn.models._neural_worker.checkpoint` returns it).
+    :func:`~shardlearn.models.neural_network._worker.checkpoint` returns it).
 
     ``spec`` is the estimator's training spec without the layouts, device and rendezvous,
     which are filled in here.

@@ -8,7 +8,7 @@ by :func:`teardown`.
 A *training spec* (a plain dict built by the driver) says what to train: ``fit_id``, ``arch``,
 ``seed``, ``batch_size``, optimiser settings, ``device``, ``data`` (where rows come from) and
 ``layouts`` (per split, per rank, the (shard index, rows) list of every block), which fixes the
-global row index of every row (see :mod:`shardlearn.models._torch`).
+global row index of every row (see :mod:`shardlearn.models.neural_network._torch`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn.exceptions import DataError
-from shardlearn.models._torch import require_torch, to_dense_float32
+from shardlearn.models.neural_network._torch import require_torch, to_dense_float32
 
 __all__ = [
     "init_distributed",
@@ -41,7 +41,7 @@ def _split_shards(state: Any, split: str) -> list:
 def load_rows(state: Any, split: str, data: dict) -> tuple[np.ndarray, np.ndarray, Any]:
     """This worker's rows of ``split``: ``(X float32, y int64, sample_weight or None)``.
 
-    The rows are the feature block of :func:`shardlearn.models._fitting.training_block`
+    The rows are the feature block of :func:`shardlearn.models._training.fitting.training_block`
     (preprocessed dataset rows or array parts), densified to float32 for torch.
     """
     key = (CACHE_KEY, "rows", split, repr(sorted(data.items())))
@@ -51,7 +51,7 @@ def load_rows(state: Any, split: str, data: dict) -> tuple[np.ndarray, np.ndarra
     if not _split_shards(state, split):
         rows = (np.empty((0, data["n_features"]), np.float32), np.empty(0, np.int64), None)
     else:
-        from shardlearn.models._fitting import training_block
+        from shardlearn.models._training.fitting import training_block
 
         block = training_block(state, split)
         weight = block.sample_weight

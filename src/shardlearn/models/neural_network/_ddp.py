@@ -20,14 +20,14 @@ DDP and makes 16; 8 steps of a (512, 512) one (over DDP's 1 MB first bucket) 16,
 
 Why distributed equals single-process. Every step's global batch is the same set of rows as in
 single-process training (the data order is defined on global row indices, see
-:mod:`shardlearn.models._torch`); each rank takes the rows of that batch it owns. A rank's loss
-is ``sum(its per-row losses) / global_batch_rows``; the all-reduce sums the ranks' gradients,
-so every rank steps with ``sum(all per-row losses) / global_batch_rows``'s gradient, the
+:mod:`shardlearn.models.neural_network._torch`); each rank takes the rows of that batch it owns. A
+rank's loss is ``sum(its per-row losses) / global_batch_rows``; the all-reduce sums the ranks'
+gradients, so every rank steps with ``sum(all per-row losses) / global_batch_rows``'s gradient, the
 gradient of the single-process mean loss -- the whole global batch is one accumulation, never
 split over optimiser steps. A rank that owns no row of a step still runs forward and backward
 on an empty batch so that the all-reduce happens on every rank. Dropout masks are keyed by
-global row (:func:`shardlearn.models._torch.dropout_mask`), so a row is masked the same
-whichever rank owns it: with dropout too, 1, 2 or 4 workers train the same model, up to the
+global row (:func:`shardlearn.models.neural_network._torch.dropout_mask`), so a row is masked the
+same whichever rank owns it: with dropout too, 1, 2 or 4 workers train the same model, up to the
 order in which the all-reduce sums the ranks' gradients (float32 rounding). The initial weights
 are equal on every rank (built from the same seed, or restored from rank 0's checkpoint), so
 no broadcast is needed.
@@ -41,7 +41,15 @@ from typing import Any
 import numpy as np
 
 from shardlearn.exceptions import EngineError
-from shardlearn.models._neural_worker import (
+from shardlearn.models.neural_network._torch import (
+    build_network,
+    dropout_rows,
+    epoch_permutation,
+    global_layout,
+    require_torch,
+    step_rows,
+)
+from shardlearn.models.neural_network._worker import (
     CACHE_KEY,
     init_distributed,
     load_rows,
@@ -49,14 +57,6 @@ from shardlearn.models._neural_worker import (
     numpy_state,
     restore,
     teardown,
-)
-from shardlearn.models._torch import (
-    build_network,
-    dropout_rows,
-    epoch_permutation,
-    global_layout,
-    require_torch,
-    step_rows,
 )
 
 __all__ = ["GradientBuckets", "ddp_epoch", "ddp_result", "ddp_setup", "evaluate_rows", "fetch_run"]

@@ -1,7 +1,7 @@
 """What a neural network's warm start continues from, and how an artifact carries it.
 
 A fitted network keeps the driver's checkpoint of the epoch behind its weights
-(:func:`shardlearn.models._neural_worker.checkpoint`, one part per rank: weights, optimiser
+(:func:`shardlearn.models.neural_network._worker.checkpoint`, one part per rank: weights, optimiser
 state, the best valid loss so far) together with the optimiser settings that state belongs to.
 ``fit`` with ``warm_start=True`` restores it on every rank, as a resumed fit does after a lost
 worker, and continues the epoch numbers, so the data order and dropout masks are those of one

@@ -163,7 +163,8 @@ def _module_classes() -> SimpleNamespace:
                 # A random mask here would silently break the worker-count invariance.
                 raise RuntimeError(
                     "RowDropout in training mode needs the global indices of the batch's "
-                    "rows: wrap the forward pass in shardlearn.models._torch.dropout_rows."
+                    "rows: wrap the forward pass in "
+                    "shardlearn.models.neural_network._torch.dropout_rows."
                 )
             seed, epoch, rows = self.batch
             mask = dropout_mask(seed, epoch, self.layer, rows, math.prod(x.shape[1:]), self.p)

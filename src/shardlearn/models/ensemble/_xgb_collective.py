@@ -43,13 +43,13 @@ match a replacement's. So:
   finds an empty cache and reports ``replaced`` without joining, and the driver resumes from the
   last checkpoint in a new session.
 
-In-process execution (``execution_="in_process"``, see :mod:`shardlearn.models._execution`):
-:func:`train_in_process` runs the same loop (:func:`_boost_rounds`, same per-round reseeding) in
-the calling process on its one block, with no communicator and no tracker, all rounds in one
-go (no checkpoints: there is no worker to lose), reporting every round. Without a communicator
-XGBoost's collective calls are no-ops, so this is single-process XGBoost on all the rows.
-Inside a warm scope (a search, :mod:`shardlearn._warm`) its matrices are built once per
-feature block and ``max_bin`` and reused by every fit on the same rows.
+In-process execution (``execution_="in_process"``, see
+:mod:`shardlearn.models._training.execution`): :func:`train_in_process` runs the same loop
+(:func:`_boost_rounds`, same per-round reseeding) in the calling process on its one block, with no
+communicator and no tracker, all rounds in one go (no checkpoints: there is no worker to lose),
+reporting every round. Without a communicator XGBoost's collective calls are no-ops, so this is
+single-process XGBoost on all the rows. Inside a warm scope (a search, :mod:`shardlearn._warm`) its
+matrices are built once per feature block and ``max_bin`` and reused by every fit on the same rows.
 
 These functions are impure on purpose: they start sockets and global communicator state in the
 worker process, which is why they run as one pinned call per worker and never concurrently.
@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn import _warm
-from shardlearn.models._fitting import training_block
+from shardlearn.models._training.fitting import training_block
 
 __all__ = [
     "EarlyStopping",

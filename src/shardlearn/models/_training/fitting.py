@@ -11,7 +11,8 @@ and its worker functions read their rows with :func:`training_block`::
         block = training_block(state, "train")          # FeatureBlock(X, y, sample_weight, ...)
 
 Opening the group, fitting the preprocessor and handing arrays off are timed as the ``start``,
-``preprocess`` and ``read`` phases of the current fit (:mod:`shardlearn.models._execution`).
+``preprocess`` and ``read`` phases of the current fit
+(:mod:`shardlearn.models._training.execution`).
 
 ``training_block`` is the one loader for both sources (a worker never needs to know which):
 
@@ -21,11 +22,11 @@ Opening the group, fitting the preprocessor and handing arrays off are timed as 
   the numeric columns through);
 * arrays (``fit(X, y)``, dense or CSR) — one part per worker (labels already encoded as class
   indices), described by :class:`Shard` records so the engine assigns and reassigns them like
-  Parquet shards (see :mod:`shardlearn.models._handoff`). An estimator whose worker functions
-  release the GIL (class attribute ``_prefer_threads = True``) asks the engine for threads of
-  this process (``workers(prefer="threads")``); when it gets workers that share this process's
-  memory, each part is a read-only view of the caller's arrays, nothing is copied, and the
-  workers check the parts for NaN/inf in parallel before training. Otherwise (worker
+  Parquet shards (see :mod:`shardlearn.models._training.handoff`). An estimator whose worker
+  functions release the GIL (class attribute ``_prefer_threads = True``) asks the engine for
+  threads of this process (``workers(prefer="threads")``); when it gets workers that share this
+  process's memory, each part is a read-only view of the caller's arrays, nothing is copied,
+  and the workers check the parts for NaN/inf in parallel before training. Otherwise (worker
   processes, Ray actors) the parts are written once to a temporary directory.
 
 Blocks are cached in ``state.cache``; after a WorkerLost the replacement worker's cache is empty
@@ -72,8 +73,8 @@ import scipy.sparse as sp
 from sklearn.exceptions import DataConversionWarning
 
 from shardlearn.exceptions import DataError, SchemaError
-from shardlearn.models._execution import timed
-from shardlearn.models._handoff import (
+from shardlearn.models._training.execution import timed
+from shardlearn.models._training.handoff import (
     check_finite,
     hand_off_arrays,
     load_array_part,
@@ -81,7 +82,7 @@ from shardlearn.models._handoff import (
     release_shared,
     share_arrays,
 )
-from shardlearn.models._labels import encode_labels, encode_with_classes
+from shardlearn.models._training.labels import encode_labels, encode_with_classes
 
 __all__ = [
     "EXTRA_TRAIN_ROWS",

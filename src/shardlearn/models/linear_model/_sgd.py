@@ -19,18 +19,18 @@ arrays or ``hash:label``/``range:label`` shards a worker's own rows hold one or 
 its SGD drifts towards them (measured before this design, 2 workers on sorted rows: test
 accuracy 2-14 points below shuffled rows, up to 6 below scikit-learn). So at the start of a fit
 every worker reads the rows of *all* shards in shard-index order
-(:func:`~shardlearn.models._fitting.dealt_training_block`) and keeps those that a seeded deal
-of their global positions gives its rank (:func:`~shardlearn.models._fitting.deal_rows`: each
-run of W consecutive rows is dealt one row per worker in a random order). It caches them for the
-epochs (about ``n / W`` rows, as before); reading costs W passes over the data once per fit. A
-replacement worker after a WorkerLost reads and deals again and gets the same rows. The
-alternative, averaging more often on the workers' own rows, does not recover (measured: 1,000
-label-sorted rows, 4 classes, 2 workers, 30 epochs, mean test accuracy over 3 data sets: 1, 4
-and 16 averages per epoch -- the last about one per mini-batch, one reduce per step -- gave
-0.561, 0.535 and 0.487; the deal 0.624; one worker 0.615). ``partial_fit`` deals the rows of
-each call the same way, from their order in that call. The rows are held in memory: a worker's
-share is not streamed shard by shard when it exceeds the block budget (streaming shards in order
-is exactly what makes SGD follow the layout).
+(:func:`~shardlearn.models._training.fitting.dealt_training_block`) and keeps those that a seeded
+deal of their global positions gives its rank
+(:func:`~shardlearn.models._training.fitting.deal_rows`: each run of W consecutive rows is dealt one
+row per worker in a random order). It caches them for the epochs (about ``n / W`` rows, as before);
+reading costs W passes over the data once per fit. A replacement worker after a WorkerLost reads and
+deals again and gets the same rows. The alternative, averaging more often on the workers' own rows,
+does not recover (measured: 1,000 label-sorted rows, 4 classes, 2 workers, 30 epochs, mean test
+accuracy over 3 data sets: 1, 4 and 16 averages per epoch -- the last about one per mini-batch, one
+reduce per step -- gave 0.561, 0.535 and 0.487; the deal 0.624; one worker 0.615). ``partial_fit``
+deals the rows of each call the same way, from their order in that call. The rows are held in
+memory: a worker's share is not streamed shard by shard when it exceeds the block budget (streaming
+shards in order is exactly what makes SGD follow the layout).
 
 What is guaranteed, for a given ``random_state``:
 
@@ -66,11 +66,16 @@ from shardlearn._validation import Interval, Options, Type
 from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import ConvergenceWarning, DataError
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._fitting import TrainingContext, dealt_training_block, prepare_training
-from shardlearn.models._lbfgs import IterationInfo
-from shardlearn.models._losses import decision_scores
 from shardlearn.models._registry import register_model
-from shardlearn.models.linear import resolve_class_weight, row_weights
+from shardlearn.models._training.class_weight import resolve_class_weight
+from shardlearn.models._training.fitting import (
+    TrainingContext,
+    dealt_training_block,
+    prepare_training,
+)
+from shardlearn.models.linear_model._lbfgs import IterationInfo
+from shardlearn.models.linear_model._linear import row_weights
+from shardlearn.models.linear_model._losses import decision_scores
 
 __all__ = ["SGDClassifier"]
 

@@ -1,7 +1,7 @@
 """Gradient boosting on XGBoost, in one process or across the workers: XGBoostClassifier.
 
-Where a fit runs is chosen per fit (``execution``, :mod:`shardlearn.models._execution`): when
-the rows fit in this process and its cores are at least the workers' (always on the local
+Where a fit runs is chosen per fit (``execution``, :mod:`shardlearn.models._training.execution`):
+when the rows fit in this process and its cores are at least the workers' (always on the local
 engine), ``xgboost``'s own loop runs in the calling process with all its cores, with no
 workers, tracker or hand-off (``execution_ == "in_process"``); otherwise on the workers:
 
@@ -9,7 +9,7 @@ One pinned call per worker: each worker builds a ``QuantileDMatrix`` from its ow
 XGBoost's communicator (the driver runs the tracker) and trains with ``tree_method="hist"``;
 XGBoost allreduces the quantile sketch once and the gradient histograms every level, so every
 worker grows the same trees. The protocol, checkpoints and failure handling are described in
-:mod:`shardlearn.models._xgb_collective`.
+:mod:`shardlearn.models.ensemble._xgb_collective`.
 
 What is guaranteed (each checked in ``tests/models/test_boosting.py``):
 
@@ -60,8 +60,8 @@ from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.engine import VERBOSE_CONSTRAINTS, StepProgress, show_progress
 from shardlearn.exceptions import ArtifactError, DataError, WorkerLost
 from shardlearn.models._base import ClassifierMixin
-from shardlearn.models._booster_file import checked_booster
-from shardlearn.models._execution import (
+from shardlearn.models._registry import register_model
+from shardlearn.models._training.execution import (
     EXECUTION_OPTIONS,
     add_time,
     execution_engine,
@@ -69,8 +69,8 @@ from shardlearn.models._execution import (
     recording,
     timed,
 )
-from shardlearn.models._fitting import TrainingContext, prepare_training
-from shardlearn.models._registry import register_model
+from shardlearn.models._training.fitting import TrainingContext, prepare_training
+from shardlearn.models.ensemble._booster_file import checked_booster
 
 __all__ = ["BoostingProgress", "XGBoostClassifier"]
 
@@ -214,7 +214,7 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         Where the fit runs: ``"in_process"`` trains in the calling process with all its cores
         (no workers, no tracker); ``"workers"`` on the engine's workers (Ray actors on Ray);
         ``"auto"`` picks the faster by a deterministic cost model (rows x features x tree
-        levels, cores, memory; see :mod:`shardlearn.models._execution`). The model does not
+        levels, cores, memory; see :mod:`shardlearn.models._training.execution`). The model does not
         depend on it beyond the worker-count tolerance above.
     verbose : bool or int, default=True
         Show a progress bar of the rounds with the latest validation score (on a terminal
@@ -451,7 +451,7 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         A group whose one worker is this process trains in-process (unless ``execution`` is
         ``"workers"``); any other group trains with the collective.
         """
-        from shardlearn.models import _xgb_collective as coll
+        from shardlearn.models.ensemble import _xgb_collective as coll
 
         self._validate_params()
         mode = self._execution_mode(ctx.group)
@@ -486,7 +486,7 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
     ) -> tuple[_BoostResult, dict]:
         """Train in this process (all its cores) or with the collective (a share each), from
         round 0 or, warm-started, on top of the fitted booster."""
-        from shardlearn.models import _xgb_collective as coll
+        from shardlearn.models.ensemble import _xgb_collective as coll
 
         start, first_round = (None, 0) if warm is None else (warm.model, warm.rounds)
         if mode == "in_process":

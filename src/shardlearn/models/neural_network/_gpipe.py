@@ -19,9 +19,10 @@ One training step:
 
 Every stage builds the whole network from the same seed and keeps its slice, so initial
 weights equal the single-process ones and parameter names stay global. Dropout masks are keyed
-by (seed, epoch, dropout layer, global row) (:func:`shardlearn.models._torch.dropout_mask`), so
-the micro-batch split and the stage a dropout layer lands on do not change them: with dropout
-the pipeline also equals single-process training (and data parallelism) with the same masks.
+by (seed, epoch, dropout layer, global row)
+(:func:`shardlearn.models.neural_network._torch.dropout_mask`), so the micro-batch split and the
+stage a dropout layer lands on do not change them: with dropout the pipeline also equals
+single-process training (and data parallelism) with the same masks.
 """
 
 from __future__ import annotations
@@ -32,7 +33,21 @@ from typing import Any
 
 import numpy as np
 
-from shardlearn.models._neural_worker import (
+from shardlearn.models.neural_network._ddp import (
+    all_reduce_sum,
+    epoch_summary,
+    fetch_run,
+    row_losses,
+)
+from shardlearn.models.neural_network._torch import (
+    build_network,
+    dropout_rows,
+    epoch_permutation,
+    global_layout,
+    require_torch,
+    stage_ranges,
+)
+from shardlearn.models.neural_network._worker import (
     CACHE_KEY,
     init_distributed,
     load_rows,
@@ -41,15 +56,6 @@ from shardlearn.models._neural_worker import (
     restore,
     teardown,
 )
-from shardlearn.models._torch import (
-    build_network,
-    dropout_rows,
-    epoch_permutation,
-    global_layout,
-    require_torch,
-    stage_ranges,
-)
-from shardlearn.models.neural_ddp import all_reduce_sum, epoch_summary, fetch_run, row_losses
 
 __all__ = ["pipeline_epoch", "pipeline_result", "pipeline_setup"]
 

@@ -14,7 +14,7 @@ Two precisions, chosen per evaluation by the driver:
   is plenty while the optimiser is far from the optimum.
 - ``"exact"``: chunks are converted to float64 in a cache-sized buffer, so the objective is the
   float64 objective scikit-learn minimises, whatever the storage dtype. The driver switches to
-  it for the last iterations (see :mod:`shardlearn.models.linear`).
+  it for the last iterations (see :mod:`shardlearn.models.linear_model._linear`).
 
 A float64 block always runs in float64. The kernels return *sums* over rows (weighted by the
 sample weights); the driver divides by the total weight and adds the penalty, exactly like
@@ -27,9 +27,9 @@ per-dtype targets and the float64 conversion buffer are built once per block and
 every evaluation, so an evaluation allocates only chunk-sized scratch arrays.
 
 One output (binary logistic, binary squared hinge) on C-contiguous dense rows takes the fused
-compiled pass of :mod:`shardlearn.models._dense_kernels` instead of the numpy chunk loop: the
-same sums (the same rows for a ``stride``, the same precisions), in one read of the block and
-without holding the GIL. The numpy loop serves the multinomial loss, one-vs-rest outputs, CSR
+compiled pass of :mod:`shardlearn.models.linear_model._dense_kernels` instead of the numpy chunk
+loop: the same sums (the same rows for a ``stride``, the same precisions), in one read of the block
+and without holding the GIL. The numpy loop serves the multinomial loss, one-vs-rest outputs, CSR
 blocks and the Hessian estimate.
 """
 
@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shardlearn._typing import Matrix
+from shardlearn.models._training.chunks import CHUNK_BYTES, MIN_CHUNK_ROWS, chunk_rows_for
 
 __all__ = [
     "LOSSES",
@@ -49,14 +50,9 @@ __all__ = [
     "BlockKernel",
     "Loss",
     "block_loss_gradient",
-    "chunk_rows_for",
     "decision_scores",
 ]
 
-# A chunk of about 1 MiB of values stays in L2/L3 (1 MiB L2 per core here) next to its scores and
-# residuals, so the second product (R^T X_c) reads the chunk from cache, not from memory.
-CHUNK_BYTES = 1024 * 1024
-MIN_CHUNK_ROWS = 64
 PRECISIONS = ("fast", "exact")
 
 
@@ -76,7 +72,7 @@ class Loss:
     """
 
     name: str
-    #: Whether :mod:`shardlearn.models._dense_kernels` has a fused pass for one output.
+    #: Whether :mod:`shardlearn.models.linear_model._dense_kernels` has a fused pass for one output.
     fused = False
 
     def encode(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -171,7 +167,7 @@ class _Multinomial(Loss):
 class _SquaredHinge(Loss):
     """One-vs-rest squared hinge ``max(0, 1 - t z)^2`` with t in {-1, +1} per output; its
     weights may differ per output (liblinear weights only the positive class, see
-    :mod:`shardlearn.models.linear`)."""
+    :mod:`shardlearn.models.linear_model._linear`)."""
 
     fused = True
 
@@ -204,11 +200,6 @@ LOSSES: dict[str, Loss] = {
     "multinomial": _Multinomial("multinomial"),
     "squared_hinge": _SquaredHinge("squared_hinge"),
 }
-
-
-def chunk_rows_for(n_features: int, itemsize: int = 8) -> int:
-    """Rows per chunk so that a chunk of ``n_features`` columns fits in cache."""
-    return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (itemsize * max(1, n_features)))
 
 
 def _sparse_chunk_rows(X: sp.csr_matrix) -> int:
@@ -333,7 +324,7 @@ class BlockKernel:
     ) -> np.ndarray:
         # Imported on first use: numba loads in about half a second, which a model that is
         # only imported to predict should not pay.
-        from shardlearn.models._dense_kernels import fused_loss_gradient
+        from shardlearn.models.linear_model._dense_kernels import fused_loss_gradient
 
         dtype = self.compute_dtype(precision)
         return fused_loss_gradient(
