@@ -25,6 +25,8 @@ from shardlearn.cli._common import (
     labelled,
     print_table,
 )
+from shardlearn.cli._options import model_options
+from shardlearn.data.options import FileReadOptions
 
 _REGISTRY_HELP = "Model registry: a directory or an s3:// URI (env SHARDLEARN_MODELS)."
 
@@ -414,27 +416,13 @@ def predict(
         None, "--keep-columns", help="Input columns copied to the output, comma-separated."
     ),
     split: list[str] = typer.Option([], "--split", help="Dataset splits to predict. Default: all."),
-    format: str | None = typer.Option(
-        None, "--format", help="csv | tsv | jsonl | parquet (default: from the extension)."
-    ),
-    delimiter: str | None = typer.Option(
-        None, "--delimiter", help="Field separator (default , or tab for tsv)."
-    ),
-    no_header: bool = typer.Option(
-        False, "--no-header", help="Text files have no header line (give --columns)."
-    ),
-    columns: str | None = typer.Option(
-        None, "--columns", help="Column names, comma-separated, for --no-header."
-    ),
-    na_values: str | None = typer.Option(
-        None, "--na-values", help="Comma-separated strings read as missing (replaces the defaults)."
-    ),
     engine: str | None = typer.Option(None, "--engine", help="local, ray or ray:ADDRESS."),
     workers: int | None = typer.Option(None, "--workers", help="Number of workers."),
     batch_size: int = typer.Option(65536, min=1, help="Rows per batch."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     allow_unsigned: AllowUnsignedOption = False,
     allow_unencrypted: AllowUnencryptedOption = False,
+    **reading: Any,
 ) -> None:
     """Predict every row of a dataset or of raw files into a Parquet file.
 
@@ -463,9 +451,7 @@ def predict(
         summary = predict_batch(
             fitted, inputs, out, proba=proba, id_column=id_column,
             keep_columns=_names(keep_columns), splits=split or None, engine=eng,
-            batch_size=batch_size, format=format, delimiter=delimiter, header=not no_header,
-            columns=_names(columns) or None,
-            na_values=None if na_values is None else na_values.split(","), verbose=not as_json,
+            batch_size=batch_size, verbose=not as_json, **reading,
         )  # fmt: skip
     if as_json:
         _print_json(summary.to_dict())
@@ -506,4 +492,5 @@ def _print_predict_summary(summary: Any) -> None:
 def register(app: typer.Typer) -> None:
     """Add ``models ...`` and ``predict`` to ``app``."""
     app.add_typer(models_app, name="models")
-    app.command("predict")(predict)
+    # The reader options (--format, --delimiter, ...) are ingest's: FileReadOptions' fields.
+    app.command("predict")(model_options(FileReadOptions)(predict))
