@@ -412,3 +412,36 @@ def test_small_compressed_files_are_ranges_and_large_ones_streams_with_one_strea
         m = split.manifest
         assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 3450
         assert _fingerprint(split) == _fingerprint(whole)
+
+
+@pytest.mark.parametrize("change", ["truncate", "corrupt"])
+def test_a_zst_changed_while_its_frames_are_parsed_fails_and_writes_nothing(
+    tmp_path: Path, change: str
+) -> None:
+    """Cut short, or rewritten at the same size with bytes that no longer decompress, after
+    the plan: one line naming the file, no manifest, no output folder."""
+    import shardlearn.data._ingest_run as ingest_run
+
+    data, _ = _csv_rows(900, 23)
+    path = tmp_path / "in.csv.zst"
+    path.write_bytes(_frames(data, list(range(2000, len(data), 2000))))
+    plan = ranges_module.plan_ranges
+
+    def plan_then_change(*args: object, **kwargs: object) -> object:
+        ranges = plan(*args, **kwargs)
+        stored = path.read_bytes()
+        half = len(stored) // 2
+        if change == "truncate":
+            path.write_bytes(stored[:half])
+        else:  # the last frames' blocks overwritten, the size kept
+            path.write_bytes(stored[:half] + b"\xff" * (len(stored) - half))
+        return ranges
+
+    out = tmp_path / "ds"
+    with (
+        mock.patch.object(ingest_run, "plan_ranges", plan_then_change),
+        pytest.raises(DataError, match="changed while it was being ingested") as caught,
+    ):
+        _split(path, out, 1, 2, "random")
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert not out.exists()

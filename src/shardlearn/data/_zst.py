@@ -118,7 +118,15 @@ def frame_index(path: str, target: int) -> FrameIndex | None:
 
 def read_plain(index: FrameIndex, start: int, end: int) -> bytes:
     """The decompressed bytes ``[start, end)`` of ``index.path`` (``index.plain`` known); a
-    file that changed since it was indexed is an error."""
+    file that changed since it was indexed (its size, or data that no longer decompresses) is
+    an error."""
+    try:
+        return _read_plain(index, start, end)
+    except OSError:
+        raise _changed(index, start, end) from None
+
+
+def _read_plain(index: FrameIndex, start: int, end: int) -> bytes:
     chunk = bisect.bisect_right(index.plain, start) - 1
     with open(index.path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size != index.size:
@@ -158,7 +166,8 @@ def read_chunk(index: FrameIndex, chunk: int, limit: int) -> tuple[bytes, bytes]
 
 
 def _head(handle: BinaryIO, index: FrameIndex, chunk: int, limit: int) -> bytes:
-    """The data from the start of chunk ``chunk`` up to its first newline (included)."""
+    """The data from the start of chunk ``chunk`` up to its first newline (included); an
+    OSError past ``limit`` bytes without one (the caller reads the file as one stream)."""
     if chunk >= index.chunks:
         return b""
     handle.seek(index.stored[chunk])
