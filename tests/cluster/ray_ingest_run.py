@@ -7,7 +7,12 @@ multinode_run.py gives: this pytest process may already hold the session's singl
 Usage: ``python ray_ingest_run.py SOURCE [SOURCE...] OUT_DIR``. Writes ``OUT_DIR/result.json``
 with what it observed and the datasets ``OUT_DIR/ray3`` (3 parsers), ``OUT_DIR/ray2``
 (2 parsers), ``OUT_DIR/killed`` (a range task's worker killed, retried) and tries
-``OUT_DIR/failed`` (the same kill without retries); with moto installed, the first source on
+``OUT_DIR/failed`` (the same kill without retries); ingests given no engine inside
+``with engine(ray)`` (``OUT_DIR/context``), with ``$SHARDLEARN_ENGINE=ray`` (``OUT_DIR/env``)
+and given a local engine inside ``with engine(ray)`` (``OUT_DIR/explicit``); a pipeline's ingest
+stage run on the ray engine (``OUT_DIR/pipeline``); five small files and a large one on Ray,
+with the order its range tasks were submitted in, and on threads (``OUT_DIR/mixed-ray``,
+``OUT_DIR/mixed-local``); with moto installed, the first source on
 a moto S3 server read by the local engine (``OUT_DIR/s3-local``, one stream) and on Ray
 (``OUT_DIR/s3-ray``, byte ranges read by the nodes). The test compares them with the local
 engine. The cluster is always shut down on exit.
@@ -114,6 +119,65 @@ def _killed_run(sources: list[str], out: Path, eng: Any) -> dict:
     return result
 
 
+def _chosen_engines(sources: list[str], out: Path, eng: Any) -> dict:
+    """Ingests given no engine: inside ``with engine(eng)``, with ``$SHARDLEARN_ENGINE=ray``
+    (get_engine's shared engine on this cluster), and given a local engine inside the block."""
+    from shardlearn.engine import ENGINE_ENV, create_engine, engine, get_engine
+
+    result = {}
+    with engine(eng):
+        result["context"] = _ingest(sources, out / "context", None).manifest
+        with create_engine("local", workers=2) as local:
+            result["explicit"] = _ingest(sources, out / "explicit", local).manifest
+    os.environ[ENGINE_ENV] = "ray"
+    try:
+        result["env"] = _ingest(sources, out / "env", None).manifest
+        get_engine().close()  # the shared engine the variable made (not Ray itself)
+    finally:
+        del os.environ[ENGINE_ENV]
+    return result
+
+
+def _pipeline(sources: list[str], out: Path, eng: Any) -> dict:
+    """A pipeline of one ingest stage (the options of :func:`_ingest`) run on ``eng``."""
+    from shardlearn.data import Dataset
+    from shardlearn.pipeline import parse_spec, run_pipeline
+
+    stage = {"type": "ingest", "source": sources, "label": "label", "partitions": 3,
+             "max_reject_rate": 0.5, "block_size": 4096, "out": str(out / "pipeline")}  # fmt: skip
+    spec = parse_spec({"workdir": str(out / "pipeline-run"), "stages": {"data": stage}})
+    result = run_pipeline(spec, engine=eng, progress=False)
+    return Dataset.open(result.results["data"]["dataset"]).manifest
+
+
+def _mixed(out: Path, eng: Any) -> dict:
+    """Five small files, then a large one: on Ray (recording the order its range tasks are
+    submitted in) and on threads."""
+    from cluster_helpers import write_csv
+
+    from shardlearn.data import _ingest_ray
+
+    folder = out / "mixed-input"
+    folder.mkdir()
+    sizes = [40, 40, 40, 40, 40, 1000]
+    paths = [str(write_csv(folder / f"part-{i}.csv", n, seed=i)) for i, n in enumerate(sizes)]
+    order: list[tuple[str, int]] = []
+    original = _ingest_ray.RayParsers._submit
+
+    def submit(self, fn, *args):  # noqa: ANN001, ANN202 - RayParsers._submit, recorded
+        if fn is _ingest_ray.parse_on_node:
+            order.append((Path(args[0].path).name, args[0].index))
+        return original(self, fn, *args)
+
+    _ingest_ray.RayParsers._submit = submit
+    try:
+        on_ray = _ingest(paths, out / "mixed-ray", eng).manifest
+    finally:
+        _ingest_ray.RayParsers._submit = original
+    local = _ingest(paths, out / "mixed-local", None, parsers=3).manifest
+    return {"order": order, "ray": on_ray, "local": local}
+
+
 def _start_s3(source: str) -> tuple[Any, str]:
     """A moto S3 server on 127.0.0.1 holding ``source`` as s3://lake/jobs.csv, the URI."""
     import pyarrow.fs as pafs
@@ -184,6 +248,9 @@ def main(sources: list[str], out_dir: str) -> None:
             result["ray2"] = _ingest(sources, out / "ray2", eng, parsers=2).manifest
             result["killed"] = _killed_run(sources, out / "killed", eng)
             result["cli"] = _cli(sources, out)
+            result.update(_chosen_engines(sources, out, eng))
+            result["pipeline"] = _pipeline(sources, out, eng)
+            result["mixed"] = _mixed(out, eng)
             if s3 is not None:
                 result["s3-local"] = _ingest([s3[1]], out / "s3-local", None, parsers=2).manifest
                 result["s3-ray"] = _ingest([s3[1]], out / "s3-ray", eng).manifest

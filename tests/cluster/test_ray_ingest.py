@@ -1,6 +1,8 @@
 """Ingest on a real 3-node Ray cluster: the byte ranges are parsed on every node, the dataset
 is byte-identical to the local engine's (1 and 2 parsers), and a range task whose worker is
 killed for real is retried (or, without retries, the ingest fails and writes no manifest).
+Ingest given no engine parses on the ``with engine(...)`` block's or ``$SHARDLEARN_ENGINE``'s
+Ray engine, a pipeline's ingest stage on the pipeline's, and the largest ranges start first.
 
 The cluster runs in a child process (:mod:`ray_ingest_run`, as test_multinode.py does), ONE
 run for every test of this module: three raylets take most of a minute to start.
@@ -141,3 +143,40 @@ def test_the_cli_summary_and_json_show_the_parsers_and_the_rows_of_each_node(run
     assert isinstance(summary, dict), summary
     assert summary["parsers"] == 3 and sorted(summary["nodes"]) == result["nodes"]
     assert sum(summary["nodes"].values()) == summary["rows_read"] == 3200
+
+
+def test_without_engine_ingest_parses_on_the_with_blocks_or_the_environments_ray(run):
+    root, local, result = run
+    expected = _fingerprint(root / "local1")
+    for name in ("context", "env"):
+        manifest = result[name]
+        assert sorted(manifest["nodes"]) == result["nodes"], name
+        assert all(rows > 0 for rows in manifest["nodes"].values()), (name, manifest["nodes"])
+        assert manifest["parsers"] == 3, name  # the cluster's CPUs
+        assert _fingerprint(root / name) == expected, name
+    # An explicit local engine wins over the with block: threads, no nodes.
+    assert "nodes" not in result["explicit"] and result["explicit"]["parsers"] == 2
+    assert _fingerprint(root / "explicit") == expected
+
+
+def test_a_pipelines_ingest_stage_parses_on_every_node_of_its_ray_engine(run):
+    root, local, result = run
+    manifest = result["pipeline"]
+    assert sorted(manifest["nodes"]) == result["nodes"]
+    assert all(rows > 0 for rows in manifest["nodes"].values()), manifest["nodes"]
+    assert sum(manifest["nodes"].values()) == manifest["rows_read"] == 3200
+    assert _fingerprint(root / "pipeline") == _fingerprint(root / "local1")
+
+
+def test_on_ray_the_largest_ranges_start_first_and_the_output_keeps_input_order(run):
+    """Five small files, then one much larger: its ranges are submitted right after the first
+    small file's, as the local thread pool starts them; the dataset is the threads' one."""
+    root, local, result = run
+    mixed = result["mixed"]
+    order = [tuple(item) for item in mixed["order"]]
+    assert order[0] == ("part-0.csv", 0)
+    assert order[1][0] == "part-5.csv"  # the largest range in the look-ahead
+    assert sum(name == "part-5.csv" for name, _ in order) >= 3
+    assert len(order) == len(set(order)) == mixed["ray"]["ranges"] == mixed["local"]["ranges"]
+    assert _fingerprint(root / "mixed-ray") == _fingerprint(root / "mixed-local")
+    assert mixed["ray"]["rows_read"] == mixed["local"]["rows_read"] == 1200

@@ -9,14 +9,17 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import shardlearn.data._ranges as ranges_module
 from shardlearn.data import Dataset
+from shardlearn.data._ranges import default_parsers
 from shardlearn.data.demo import write_loans_csv
-from shardlearn.engine import engine
+from shardlearn.engine import create_engine, engine
 from shardlearn.exceptions import TaskFailed
 from shardlearn.pipeline import load_spec, parse_spec, run_pipeline
 from shardlearn.registry import Registry, load
@@ -56,6 +59,24 @@ def test_loans_example_runs_end_to_end(loans_csv: Path, tmp_path: Path) -> None:
     predictions = pq.read_table(result.results["scores"]["output"])
     assert predictions.num_rows == result.results["scores"]["rows_predicted"] > 0
     assert "prediction" in predictions.column_names
+
+
+def test_the_ingest_stage_parses_on_the_pipelines_engine(loans_csv: Path, tmp_path: Path) -> None:
+    """An engine only passed as engine= (no with block): the ingest stage parses on it, with as
+    many parsers as it has workers (on ray: tasks on every node, tests/cluster)."""
+    raw = {
+        "workdir": str(tmp_path),
+        "stages": {"data": {"type": "ingest", "source": str(loans_csv), "label": "default"}},
+    }
+    workers = default_parsers() + 1  # never the parsers of an ingest without an engine
+    range_bytes = loans_csv.stat().st_size // 8 + 1
+    with (
+        mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes),
+        create_engine("local", workers=workers) as eng,
+    ):
+        result = run_pipeline(parse_spec(raw), engine=eng, progress=False)
+    manifest = Dataset.open(result.results["data"]["dataset"]).manifest
+    assert manifest["ranges"] >= workers and manifest["parsers"] == workers
 
 
 def test_independent_stages_run_concurrently_within_capacity(tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ steps of :mod:`shardlearn.data._ranges` that read a file's bytes: the scans that
 cuts (:func:`~shardlearn.data._ranges.plan_ranges`) and the parse of each range. Each is a Ray
 task scheduled with the ``SPREAD`` strategy (one CPU each), so every node parses, and each task
 reads its bytes itself: a local path must be on a filesystem every node mounts at the same
-path (a shared filesystem). The driver only finds the cut points (a few seeks) and consumes the
-parsed batches in input order, exactly as it consumes the thread pool's; so the rows, line
-numbers, rejects and shards are the local engine's, whichever node parsed what.
+path (a shared filesystem). The driver only finds the cut points (a few seeks), submits the
+range tasks in the thread pool's order (the largest of the next few ranges first,
+:func:`~shardlearn.data._ranges.next_range`) and consumes the parsed batches in input order,
+exactly as it consumes the thread pool's; so the rows, line numbers, rejects and shards are the
+local engine's, whichever node parsed what.
 
 A task whose worker process or node dies is retried by Ray on another worker (the engine's
 ``max_retries``); when the retries run out the ingest fails with a :class:`DataError` and
@@ -20,7 +22,7 @@ Ray is imported only when a Ray engine is used (it is an optional extra).
 from __future__ import annotations
 
 import functools
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -124,25 +126,30 @@ class RayParsers:
         fast_types: dict[str, pa.DataType],
     ) -> Iterator[tuple[_ranges.ByteRange, list[str], list[RawBatch]]]:
         """Parse ``ranges`` as Ray tasks; yield (range, column names, batches) in input order,
-        as :func:`~shardlearn.data._ranges.parse_ranges` does; count the rows of each node."""
+        as :func:`~shardlearn.data._ranges.parse_ranges` does; count the rows of each node.
+
+        Tasks are submitted in the local order (:func:`~shardlearn.data._ranges.next_range`:
+        the next range to consume, else the largest in the look-ahead), at most
+        ``parsers + 1`` of them unconsumed."""
         import ray
 
-        pending: deque[tuple[_ranges.ByteRange, Any]] = deque()
-        upcoming = iter(ranges)
+        started: dict[int, Any] = {}  # range index -> its task's ref, until consumed
+        following = 0  # the next range to hand over
         try:
-            while True:
-                while len(pending) < self.parsers + 1 and (item := next(upcoming, None)):
-                    ref = self._submit(parse_on_node, item, options, fast_types)
-                    pending.append((item, ref))
-                if not pending:
-                    return
-                byte_range, ref = pending.popleft()
+            while following < len(ranges):
+                while len(started) < self.parsers + 1:
+                    index = _ranges.next_range(ranges, started, following, self.parsers)
+                    if index is None:
+                        break
+                    started[index] = self._submit(parse_on_node, ranges[index], options, fast_types)
+                byte_range = ranges[following]
                 what = f"parsing bytes {byte_range.start}-{byte_range.end} of {byte_range.path!r}"
-                node, (rows, names, batches) = self._get(ref, what)
+                node, (rows, names, batches) = self._get(started.pop(following), what)
                 self.node_rows[node] += rows
                 yield byte_range, names, batches
+                following += 1
         finally:
-            for _, ref in pending:
+            for ref in started.values():
                 try:
                     ray.cancel(ref)
                 except Exception:  # already finished, or Ray is shutting down

@@ -52,7 +52,7 @@ import codecs
 import functools
 import operator
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
@@ -68,7 +68,14 @@ from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, _split_extension
 from shardlearn.exceptions import DataError
 
-__all__ = ["RANGE_BYTES", "ByteRange", "default_parsers", "parse_ranges", "plan_ranges"]
+__all__ = [
+    "RANGE_BYTES",
+    "ByteRange",
+    "default_parsers",
+    "next_range",
+    "parse_ranges",
+    "plan_ranges",
+]
 
 RANGE_BYTES = 16 << 20  # bytes per range: large enough to amortise a parse, small in memory
 _SEARCH_CHUNK = 1 << 16
@@ -526,6 +533,7 @@ class _RangeReader(SourceReader):
             self._whole_file = True  # decompressed from the file itself, as a stream is
             return
         if byte_range.row_groups is not None:
+            _check_row_groups(self, byte_range)
             self.row_groups = list(range(*byte_range.row_groups))
             return
         raw = _read(byte_range)
@@ -549,6 +557,29 @@ class _RangeReader(SourceReader):
         return raw, [n.strip() for n in raw], False
 
 
+def _check_row_groups(reader: SourceReader, byte_range: ByteRange) -> None:
+    """A Parquet file whose row groups are no longer the planned ones (rewritten during the
+    ingest) is an error, as a text file that changed size is."""
+    first, stop = byte_range.row_groups or (0, 0)
+    try:
+        with reader.filesystem.open_input_file(reader._fs_path) as handle:
+            metadata = pq.read_metadata(handle)
+        groups = metadata.num_row_groups
+        rows = sum(metadata.row_group(i).num_rows for i in range(first, min(stop, groups)))
+    except (pa.ArrowInvalid, OSError):
+        groups = rows = -1
+    if (
+        rows != byte_range.end - byte_range.start
+        or groups < stop
+        or (byte_range.last and groups != stop)
+    ):
+        raise DataError(
+            f"{byte_range.path!r} changed while it was being ingested (rows "
+            f"{byte_range.start + 1}-{byte_range.end} were planned); nothing was written. Ingest "
+            "it again once nothing writes to it."
+        )
+
+
 def _parse(
     byte_range: ByteRange, options: ReaderOptions, fast_types: dict[str, pa.DataType]
 ) -> tuple[list[str], list[RawBatch]]:
@@ -563,6 +594,19 @@ def _parse(
             raw.invalid = [(line + shift, reason, text) for line, reason, text in raw.invalid]
         batches.append(raw)
     return list(getattr(reader, "column_names", [])), batches
+
+
+def next_range(
+    ranges: Sequence[ByteRange], started: Container[int], following: int, parsers: int
+) -> int | None:
+    """The index of the range a free parser starts next (None: every range in the look-ahead
+    has started): ``following``, the next to be consumed, if it has not started, else the
+    largest range not started among the :data:`LOOKAHEAD` times ``parsers + 1`` from it."""
+    if following < len(ranges) and following not in started:
+        return following
+    window = range(following, min(following + LOOKAHEAD * (parsers + 1), len(ranges)))
+    waiting = [i for i in window if i not in started]
+    return max(waiting, key=lambda i: ranges[i].weight, default=None)
 
 
 def parse_ranges(
@@ -584,19 +628,10 @@ def parse_ranges(
     started: dict[int, Future] = {}
     running: set[Future] = set()
     following = 0  # the next range to hand over
-    ahead = LOOKAHEAD * (parsers + 1)
-
-    def pick() -> int | None:
-        if following < len(ranges) and following not in started:
-            return following
-        window = range(following, min(following + ahead, len(ranges)))
-        waiting = [i for i in window if i not in started]
-        return max(waiting, key=lambda i: ranges[i].weight, default=None)
-
     try:
         while following < len(ranges):
             while len(running) < parsers and len(started) < parsers + 1:
-                index = pick()
+                index = next_range(ranges, started, following, parsers)
                 if index is None:
                     break
                 future = pool.submit(_parse, ranges[index], options, fast_types)

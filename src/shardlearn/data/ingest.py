@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardlearn._engine_choice import chosen_engine
 from shardlearn._options import check_call
 from shardlearn._validation import unknown_name_message
-from shardlearn.data._ingest_ray import is_ray_engine
 from shardlearn.data._ingest_run import IngestRun, warn_single_class
 from shardlearn.data._ranges import default_parsers
 from shardlearn.data._writer import DatasetWriter
@@ -308,7 +308,8 @@ def ingest(
         NaN is read as a missing value.
     parsers : int, optional
         Threads that parse an uncompressed local CSV/TSV file in parallel, each a byte range
-        of about 16 MiB cut at a line boundary (default: the cores this process may use).
+        of about 16 MiB cut at a line boundary (default: the engine's CPUs -- a local engine's
+        workers, a Ray cluster's CPUs -- or without an engine the cores this process may use).
         Several small files are parsed side by side, one range each. The dataset is the same
         whatever the number: a cut that falls inside a quoted value (one holding a newline, or
         a quote left open on a malformed line) moves to the next row end, so rows, line numbers
@@ -316,10 +317,11 @@ def ingest(
         and Parquet are each read as one stream, up to ``parsers`` of them at once; so is a CSV
         file whose quote never closes over more than four ranges' bytes. ``parsers=1`` reads
         every file as one stream, one file at a time. Parsers are threads: pyarrow's parser
-        runs without the GIL. On the ``ray`` engine, the ranges parsed at once as Ray tasks
-        (default: the cluster's CPUs).
+        runs without the GIL. On the ``ray`` engine, the ranges parsed at once as Ray tasks.
     engine : shardlearn.engine.Engine, optional
-        Where byte ranges are parsed: None or a ``local`` engine, on threads of this process;
+        Default: the engine of the innermost ``with shardlearn.engine(...)`` block, else the one
+        ``$SHARDLEARN_ENGINE`` names, else none. Where byte ranges are parsed: with no engine or
+        a ``local`` engine, on threads of this process;
         a ``ray`` engine (``create_engine("ray")``), as Ray tasks spread over every node of the
         cluster, each reading its own bytes (a local path must be on a filesystem every node
         mounts at the same path; ``s3://`` is read from each node). The dataset is the same,
@@ -343,10 +345,11 @@ def ingest(
     arguments = {k: v for k, v in locals().items() if k not in CALL_ONLY}
     check_call(IngestOptions, arguments, "ingest", SchemaError)
     fractions = parse_split(split)
+    if engine is None:  # DESIGN §10: engine= > `with engine(...)` > $SHARDLEARN_ENGINE > threads
+        engine = chosen_engine()
     _check_engine(engine)
     if parsers is None:
-        on_ray = is_ray_engine(engine)
-        parsers = max(int(engine.capacity.cpus), 1) if on_ray else default_parsers()
+        parsers = default_parsers() if engine is None else max(int(engine.capacity.cpus), 1)
     if not isinstance(parsers, int) or isinstance(parsers, bool) or parsers < 1:
         raise SchemaError(f"The number of parsers must be an int >= 1. Got {parsers!r}.")
     _check_label_options(strategy, label, allow_unlabeled)

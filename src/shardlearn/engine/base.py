@@ -32,6 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardlearn._engine_choice import ENGINE_ENV, set_lookup
 from shardlearn._validation import unknown_name_message
 from shardlearn.exceptions import EngineError, ResourceError
 
@@ -350,8 +351,7 @@ def check_prefer(prefer: str | None) -> None:
 
 
 # -- choosing an engine ------------------------------------------------------------------------
-#: Environment variable naming the default engine: ``local``, ``ray`` or ``ray:ADDRESS``.
-ENGINE_ENV = "SHARDLEARN_ENGINE"
+# ENGINE_ENV (``SHARDLEARN_ENGINE``) is defined in the bottom layer, which data reads too.
 ENGINE_NAMES = ("local", "ray")
 
 _current: list[Engine] = []  # the stack of ``with engine(...)`` blocks, innermost last
@@ -481,6 +481,18 @@ def get_engine(explicit: Engine | str | None = None) -> Engine:
                 eng = create_engine(key)
             _defaults[key] = eng
         return eng
+
+
+def _chosen_engine() -> Engine | None:
+    """The engine a caller chose without naming it (innermost ``with engine(...)``, else
+    ``$SHARDLEARN_ENGINE``'s), or None: for ``data``, below this layer (_engine_choice)."""
+    with _selection_lock:
+        if _current:
+            return _current[-1]
+    return get_engine() if os.environ.get(ENGINE_ENV, "").strip() else None
+
+
+set_lookup(_chosen_engine)
 
 
 def engine_from_cli(spec: str | None, workers: int | None) -> Engine:

@@ -6,7 +6,9 @@ driver, in threads, through :class:`DriverEngine`: they are orchestration (an L-
 XGBoost tracker, an evaluation merge) whose heavy work already runs on the real engine's worker
 groups. The real engine's capacity still gates them: a stage asking for ``cpus: 2`` starts only
 when two CPUs are free, so independent stages (three models side by side) run concurrently as
-far as the engine has room, and never oversubscribe it.
+far as the engine has room, and never oversubscribe it. The real engine is the current engine
+(``with engine(...)``) while the stages run, so what they start -- an ingest's byte ranges, a
+fit's worker groups -- runs on it, even when it was only passed as ``engine=``.
 
 Every finished stage's result is stored in ``WORKDIR/.cache`` (the task graph's result cache,
 keyed by the stage's options and its upstream results), so ``--resume`` after a crash or
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shardlearn.engine import Engine, Resources, TaskGraph, get_engine
+from shardlearn.engine import engine as make_current
 from shardlearn.engine.graph import TaskRef
 from shardlearn.exceptions import SpecError, TaskFailed
 from shardlearn.pipeline.spec import STAGE_TYPES, PipelineSpec, StageSpec
@@ -192,7 +195,10 @@ def run_pipeline(
     graph = compile_graph(spec, inner.capacity)
     driver = DriverEngine(inner)
     try:
-        results = graph.run(driver, outputs=list(spec.stages), cache_dir=cache, progress=progress)
+        with make_current(inner):  # left open: the caller's (or get_engine's shared) engine
+            results = graph.run(
+                driver, outputs=list(spec.stages), cache_dir=cache, progress=progress
+            )
     finally:
         driver.close()
     return PipelineResult(

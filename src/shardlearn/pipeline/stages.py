@@ -45,8 +45,10 @@ def _out(options: dict[str, Any], workdir: str, *parts: str) -> Path:
 
 
 def run_ingest(name: str, options: dict[str, Any], workdir: str) -> dict[str, Any]:
-    """``ingest``: source files → a sharded dataset (replacing an earlier run's)."""
+    """``ingest``: source files → a sharded dataset (replacing an earlier run's), parsed on the
+    pipeline's engine (on ``ray``, byte ranges as tasks on every node)."""
     from shardlearn.data import ingest
+    from shardlearn.engine import get_engine
 
     # Every ingest key of the spec but the three passed by position.
     keys = [k for k in STAGE_TYPES["ingest"]["keys"] if k not in ("source", "label", "out")]
@@ -55,6 +57,7 @@ def run_ingest(name: str, options: dict[str, Any], workdir: str) -> dict[str, An
         options["label"],
         _out(options, workdir, "data", name),
         overwrite=True,
+        engine=get_engine(),  # the pipeline's: run_pipeline makes it current
         **{k: options[k] for k in keys if k in options},
     )
     manifest = dataset.manifest
