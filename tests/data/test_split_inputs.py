@@ -445,3 +445,29 @@ def test_a_zst_changed_while_its_frames_are_parsed_fails_and_writes_nothing(
         _split(path, out, 1, 2, "random")
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("rows", [300, 2100])
+def test_a_parquet_file_rewritten_while_its_row_groups_are_parsed_fails_and_writes_nothing(
+    tmp_path: Path, rows: int
+) -> None:
+    """Fewer, or more, rows and row groups after the plan: one line naming the file."""
+    import shardlearn.data._ingest_run as ingest_run
+
+    path = tmp_path / "in.parquet"
+    _parquet(path, 2000, 97)
+    plan = ranges_module.plan_ranges
+
+    def plan_then_rewrite(*args: object, **kwargs: object) -> object:
+        ranges = plan(*args, **kwargs)
+        _parquet(path, rows, 97)
+        return ranges
+
+    out = tmp_path / "ds"
+    with (
+        mock.patch.object(ingest_run, "plan_ranges", plan_then_rewrite),
+        pytest.raises(DataError, match="changed while it was being ingested") as caught,
+    ):
+        _ingest(path, out, 1500, 2, "random")
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert not out.exists()
