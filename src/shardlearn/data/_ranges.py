@@ -52,7 +52,7 @@ import codecs
 import functools
 import operator
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
@@ -68,7 +68,14 @@ from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, _split_extension
 from shardlearn.exceptions import DataError
 
-__all__ = ["RANGE_BYTES", "ByteRange", "default_parsers", "parse_ranges", "plan_ranges"]
+__all__ = [
+    "RANGE_BYTES",
+    "ByteRange",
+    "default_parsers",
+    "next_range",
+    "parse_ranges",
+    "plan_ranges",
+]
 
 RANGE_BYTES = 16 << 20  # bytes per range: large enough to amortise a parse, small in memory
 _SEARCH_CHUNK = 1 << 16
@@ -589,6 +596,19 @@ def _parse(
     return list(getattr(reader, "column_names", [])), batches
 
 
+def next_range(
+    ranges: Sequence[ByteRange], started: Container[int], following: int, parsers: int
+) -> int | None:
+    """The index of the range a free parser starts next (None: every range in the look-ahead
+    has started): ``following``, the next to be consumed, if it has not started, else the
+    largest range not started among the :data:`LOOKAHEAD` times ``parsers + 1`` from it."""
+    if following < len(ranges) and following not in started:
+        return following
+    window = range(following, min(following + LOOKAHEAD * (parsers + 1), len(ranges)))
+    waiting = [i for i in window if i not in started]
+    return max(waiting, key=lambda i: ranges[i].weight, default=None)
+
+
 def parse_ranges(
     ranges: list[ByteRange],
     options: ReaderOptions,
@@ -608,19 +628,10 @@ def parse_ranges(
     started: dict[int, Future] = {}
     running: set[Future] = set()
     following = 0  # the next range to hand over
-    ahead = LOOKAHEAD * (parsers + 1)
-
-    def pick() -> int | None:
-        if following < len(ranges) and following not in started:
-            return following
-        window = range(following, min(following + ahead, len(ranges)))
-        waiting = [i for i in window if i not in started]
-        return max(waiting, key=lambda i: ranges[i].weight, default=None)
-
     try:
         while following < len(ranges):
             while len(running) < parsers and len(started) < parsers + 1:
-                index = pick()
+                index = next_range(ranges, started, following, parsers)
                 if index is None:
                     break
                 future = pool.submit(_parse, ranges[index], options, fast_types)
