@@ -11,6 +11,11 @@ Results are stored without pickle: JSON for plain values, ``.npy``/``.npz`` (no 
 allowed) for arrays, Arrow IPC for tables, raw bytes, and the artifact hooks
 (``_to_artifact`` / ``_from_artifact``) for shardlearn models and preprocessors. A result of any
 other type is simply not cached; the task runs again next time.
+
+A cached model or preprocessor records its class as the public package that exports it and its
+exported name (``shardlearn.models:LogisticRegression``), never the module that defines it: the
+loader imports only ``shardlearn.models`` or ``shardlearn.preprocess`` and takes only a name in
+its ``__all__``, so an entry selects nothing else, and survives moving a class between modules.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import importlib
 import json
 import os
 import pickle
-import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,8 +41,8 @@ __all__ = ["ResultCache", "fingerprint", "task_token"]
 
 _FORMAT = 1
 
-# Modules a cached artifact's class may come from (the artifact hooks of models/preprocessing).
-_ARTIFACT_MODULE = re.compile(r"shardlearn\.(models|preprocess)(\.[a-z_][a-z0-9_]*)*")
+# The packages whose exported classes a cache entry may name (models and preprocessors).
+_ARTIFACT_PACKAGES = ("shardlearn.models", "shardlearn.preprocess")
 
 
 def _callable_id(fn: Any) -> str:
@@ -154,7 +159,10 @@ class ResultCache:
                 return False
             meta = {"format": _FORMAT, "key": key, "kind": kind}
             if kind == "artifact":
-                meta["class"] = _callable_id(type(value))
+                class_id = _artifact_id(type(value))
+                if class_id is None:
+                    return False
+                meta["class"] = class_id
             (staging / "meta.json").write_text(json.dumps(meta))
             if final.exists():
                 shutil.rmtree(final, ignore_errors=True)
@@ -216,14 +224,25 @@ def _decode(meta: dict, folder: Path) -> Any:
     raise ValueError(f"unknown cache entry kind {kind!r}")
 
 
+def _artifact_id(cls: type) -> str | None:
+    """``package:name`` of a class that ``shardlearn.models`` or ``shardlearn.preprocess``
+    exports; None for any other class (its results are not cached)."""
+    package = ".".join(cls.__module__.split(".")[:2])
+    module = sys.modules.get(package) if package in _ARTIFACT_PACKAGES else None
+    if module is None or cls.__name__ not in getattr(module, "__all__", ()):
+        return None
+    return f"{package}:{cls.__name__}" if vars(module).get(cls.__name__) is cls else None
+
+
 def _artifact_class(class_id: str) -> type[Restorable]:
-    """The class a cache entry names: a top-level class with ``_from_artifact`` in a model or
-    preprocessing module. A cache folder is a file like any other; its names select nothing
-    else (no attribute walk, no other module)."""
-    module_name, _, name = class_id.partition(":")
-    if not _ARTIFACT_MODULE.fullmatch(module_name) or not name.isidentifier():
+    """The class a cache entry names: a class with ``_from_artifact`` that ``shardlearn.models``
+    or ``shardlearn.preprocess`` exports (in ``__all__``). A cache folder is a file like any
+    other; its names select nothing else (no attribute walk, no other module)."""
+    package, _, name = class_id.partition(":")
+    if package not in _ARTIFACT_PACKAGES:
         raise ImportError(f"refusing to load {class_id!r} from a cache entry")
-    cls = vars(importlib.import_module(module_name)).get(name)
+    module = importlib.import_module(package)
+    cls = vars(module).get(name) if name in getattr(module, "__all__", ()) else None
     if not is_restorable(cls):
         raise ImportError(f"{class_id!r} in a cache entry is not a model class")
     return cls
