@@ -71,6 +71,14 @@ def test_the_schema_takes_a_variable_wherever_a_key_takes_no_string() -> None:
          r"stage 's'\.delimiter: expected a single character\. Got ';;'\."),
         ({"type": "train", "dataset": "d.csv", "model": "logistic", "resources": {"cpus": -1}},
          r"stage 's'\.resources\.cpus: expected a number >= 0\. Got -1\."),
+        ({"type": "train", "dataset": "d.csv", "model": "random_forest",
+          "params": {"max_dept": 3}},
+         r"stage 's'\.params: Unknown parameter of RandomForestClassifier 'max_dept'\. Did you "
+         r"mean 'max_depth'\?"),
+        ({"type": "train", "dataset": "d.csv", "model": "random_forest",
+          "params": {"n_estimators": 0}},
+         r"stage 's'\.params: The 'n_estimators' parameter of RandomForestClassifier must be an "
+         r"int >= 1\. Got 0\."),
         ({"type": "train", "dataset": "d.csv", "model": "logistic", "workers": 2},
          r"stage 's': Unknown key for a train stage 'workers'"),
     ],

@@ -20,13 +20,14 @@ allow-lists (model names against the model catalogue, search strategies against
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from shardlearn._options import OptionsModel, option_fields, subset_model
-from shardlearn._validation import unknown_name_message
+from shardlearn._validation import unknown_name_message, validate_params
 from shardlearn.data.options import CALL_ONLY, PIPELINE_SETS, FileReadOptions, IngestOptions
 
 __all__ = [
@@ -69,6 +70,19 @@ def _search_strategies() -> Sequence[str]:
     from shardlearn.search import STRATEGIES
 
     return STRATEGIES
+
+
+def _check_model_params(name: str, params: dict[str, Any]) -> None:
+    from shardlearn.models import model_class
+
+    model = model_class(name)
+    valid = list(inspect.signature(model).parameters)
+    for key in params:
+        if key not in valid:
+            raise ValueError(unknown_name_message(f"parameter of {model.__name__}", key, valid))
+    estimator = model(**params)  # __init__ only stores them (DESIGN §6)
+    constraints = getattr(model, "_parameter_constraints", {})
+    validate_params(model.__name__, estimator.get_params(deep=False), constraints)
 
 
 class Resources(OptionsModel):
@@ -140,6 +154,15 @@ class TrainStage(StageOptions):
         None, description="Preprocessor spec (default: automatic from the schema)."
     )
     out: str | None = Field(None, description="Artifact directory (default: WORKDIR/models/STAGE).")
+
+    @field_validator("params")
+    @classmethod
+    def _model_takes_params(cls, params: dict[str, Any] | None, info: Any) -> Any:
+        """The model's own checks, when the spec is read rather than after the stages before
+        this one have run: its parameter names and its parameter constraints."""
+        if params and isinstance(info.data.get("model"), str):
+            _check_model_params(info.data["model"], params)
+        return params
 
 
 class SearchStage(StageOptions):
