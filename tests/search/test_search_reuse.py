@@ -14,10 +14,18 @@ import pytest
 from shardlearn import _warm
 from shardlearn.engine import engine
 from shardlearn.models._training.execution import PHASES
+from shardlearn.search import _runner as runner
 from shardlearn.search import loguniform, randint, search
 
 SPACE = {"max_depth": randint(2, 6), "learning_rate": loguniform(0.05, 0.5), "n_estimators": 8}
 SHARDS = 4  # small_dataset: 4 train shards, 2 folds
+
+
+@pytest.fixture(autouse=True)
+def task_processes(monkeypatch):
+    """These tests are about the engine's task processes, which a search on data this small
+    would not start (its trials would run on threads of this process)."""
+    monkeypatch.setattr(runner, "THREAD_CELLS", 0)
 
 
 def _search(dataset, eng, **kw):

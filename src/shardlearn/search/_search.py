@@ -41,6 +41,7 @@ at the end); each trial result says how it got its budget (``warm_started``, ``w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -60,9 +61,11 @@ from shardlearn.exceptions import SpecError
 from shardlearn.search._progress import SearchProgress
 from shardlearn.search._runner import FoldPreprocessors, TrialRunner, placement, trial_key
 from shardlearn.search._trial import (
+    IN_THREADS,
     LOWER_IS_BETTER,
     ONE_PROCESS,
     budget_param,
+    routed_warnings,
     warm_scope_name,
 )
 from shardlearn.search.space import ModelSpace, parse_space
@@ -426,16 +429,22 @@ def search(
     context["placement"] = where
     # Trials side by side share the cores; a trial alone (or on every worker) takes them all.
     cores = os.cpu_count() or 1
-    context["threads"] = max(1, cores // slots) if where == ONE_PROCESS and slots > 1 else None
-    # Warm data: an equal share of the memory for this process and each slot's.
-    context["warm_processes"] = slots + 1
+    one_process = where in (ONE_PROCESS, IN_THREADS)
+    context["threads"] = max(1, cores // slots) if one_process and slots > 1 else None
+    # Warm data: an equal share of the memory for this process and each slot's (on threads,
+    # this process is the only one).
+    context["warm_processes"] = 1 if where == IN_THREADS else slots + 1
     display = SearchProgress(metric, plan.total, enabled=show_progress(verbose))
-    # Small data: preprocessing is fitted in this process; large data: on every worker.
-    fit_engine = create_engine("local", workers=1) if where == ONE_PROCESS else eng
+    # Small data: preprocessing is fitted in this process; large data: on every worker. On
+    # threads the refit and its test scores stay in this process too, as the trials did.
+    fit_engine = create_engine("local", workers=1) if one_process else eng
+    refit_engine = create_engine("local", workers=1) if where == IN_THREADS else eng
+    # Trials on threads share this process's warnings machinery (routed_warnings).
+    warned = routed_warnings() if where == IN_THREADS else contextlib.nullcontext()
     prepared = None if objective is not None else FoldPreprocessors(dataset, context, fit_engine)
     runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots)
     try:
-        with use_engine(eng), display:
+        with use_engine(eng), display, warned:
             try:
                 results = _drive(plan, runner, slots, deadline, started, full, output, key,
                                  display, callback)  # fmt: skip
@@ -453,10 +462,12 @@ def search(
                 f"matrices were built but not kept, so they were built again: the budget of "
                 f"${_warm.BUDGET_ENV} bytes per process was full; raise it to reuse them"
             )
-        result = _finish(results, key, metric, dataset, objective, refit, full, budget, eng,
-                         output, started, preprocess, notes=notes, reuse=reuse,
+        result = _finish(results, key, metric, dataset, objective, refit, full, budget,
+                         refit_engine, output, started, preprocess, notes=notes, reuse=reuse,
                          warm=context["warm"])  # fmt: skip
     finally:
+        if refit_engine is not eng:
+            refit_engine.close()
         # The refit ran in the scope too. This process's and the idle workers' warm data
         # (task processes keep theirs until another scope; _warm).
         if context["warm"] is not None:

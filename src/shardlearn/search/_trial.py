@@ -28,12 +28,15 @@ trial built and reused (``reuse``) and where its time went (``timings``, per fit
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +51,13 @@ from shardlearn.search._stopping import (
 
 __all__ = [
     "ALL_WORKERS",
+    "IN_THREADS",
     "LOWER_IS_BETTER",
     "ONE_PROCESS",
     "TrialPlan",
     "budget_param",
     "fold_preprocessor",
+    "routed_warnings",
     "run_trial",
     "trial_plan",
 ]
@@ -60,6 +65,9 @@ __all__ = [
 #: Where a trial's fits run (``context["placement"]``): in the one process that runs the
 #: trial (small data: one trial per core), or on every worker of the current engine.
 ONE_PROCESS, ALL_WORKERS = "one-process", "all-workers"
+#: A one-process trial run on a thread of the search's own process (tiny data: no task
+#: process to start; :func:`~shardlearn.search._runner.placement`).
+IN_THREADS = "threads"
 
 #: Distinct warning messages kept per trial.
 MAX_WARNINGS = 5
@@ -348,6 +356,65 @@ def _warm_start_note(context: dict[str, Any], spec: dict[str, Any]) -> str | Non
     return f"refit: {why}, so the promotion trained from scratch"
 
 
+#: The warnings of the trial running on this thread, while :func:`routed_warnings` is on.
+_TRIAL_WARNINGS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "shardlearn_trial_warnings", default=None
+)
+_ROUTER_LOCK = threading.Lock()
+_ROUTERS = 0  # routed_warnings blocks open in this process
+
+
+@contextlib.contextmanager
+def routed_warnings() -> Iterator[None]:
+    """Record each trial's warnings with its trial while trials run on threads of this process.
+
+    ``warnings.catch_warnings`` swaps process-wide state, so trials on two threads cannot each
+    open one (the first to leave would restore the filters under the other). This opens one
+    for the whole search: every warning is shown ("always", as in a task process), and
+    :func:`showwarning` hands it to the trial that raised it (its thread's
+    :func:`_recorded_warnings`), or prints it as usual when no trial runs on that thread.
+    """
+    global _ROUTERS
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        shown = warnings.showwarning
+
+        def route(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            caught = _TRIAL_WARNINGS.get()
+            if caught is None:
+                shown(message, category, filename, lineno, file, line)
+            else:
+                caught.append(
+                    warnings.WarningMessage(message, category, filename, lineno, file, line)
+                )
+
+        warnings.showwarning = route
+        with _ROUTER_LOCK:
+            _ROUTERS += 1
+        try:
+            yield
+        finally:
+            with _ROUTER_LOCK:
+                _ROUTERS -= 1
+
+
+@contextlib.contextmanager
+def _recorded_warnings() -> Iterator[list[Any]]:
+    """The warnings raised in the block: through :func:`routed_warnings` when it is on, else
+    with ``catch_warnings`` (a task process runs one trial at a time)."""
+    if not _ROUTERS:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+        return
+    caught = []
+    token = _TRIAL_WARNINGS.set(caught)
+    try:
+        yield caught
+    finally:
+        _TRIAL_WARNINGS.reset(token)
+
+
 def run_trial(
     context: dict[str, Any],
     spec: dict[str, Any],
@@ -396,8 +463,7 @@ def run_trial(
     try:
         # Warnings (convergence, ill-defined side metrics) are recorded with the trial rather
         # than raised or printed once per trial and fold.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _recorded_warnings() as caught:
             if objective is not None:
                 scores = [float(objective(dict(spec["params"]), spec.get("budget")))]
             else:
