@@ -21,16 +21,19 @@ may come from an untrusted file.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from shardlearn._validation import unknown_name_message
 
 __all__ = [
+    "ACCEPT_NUMPY",
+    "Integer",
     "OptionsModel",
     "check_call",
     "check_mapping",
@@ -50,6 +53,25 @@ _WORDS = {  # JSON schema type -> (python, yaml) wording, singular then plural
     "string": (("a string", "strings"), ("a string", "strings")),
     "null": (("None", "None"), ("null", "nulls")),
 }
+
+
+def _plain_number(value: Any) -> Any:
+    """A numpy integer or float as Python's own, for Python callers (``seed=np.int64(3)``);
+    a bool, a string or anything else is left for the strict check to refuse."""
+    if isinstance(value, bool) or isinstance(value, int | float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+# After a field's type and constraints (``Annotated[int, Field(ge=1), ACCEPT_NUMPY]``; placed
+# before them, the constraints would leave the JSON schema): numpy's numbers are taken too, and
+# the check stays strict otherwise ("4" and True are refused).
+ACCEPT_NUMPY = BeforeValidator(_plain_number)
+Integer = Annotated[int, ACCEPT_NUMPY]
 
 
 class OptionsModel(BaseModel):

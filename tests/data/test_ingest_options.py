@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
 import pytest
 
 from shardlearn.data import ingest
@@ -71,6 +72,9 @@ def test_python_only_forms_are_accepted(tmp_path: Path) -> None:
     again = ingest(str(source), "y", str(tmp_path / "b"), partitions=1, split="1,0,0",
                    schema=first.schema, columns=None, progress=False)  # fmt: skip
     assert again.num_rows() == first.num_rows() == 4
+    numpy = ingest(source, "y", tmp_path / "c", partitions=np.int64(1), seed=np.int32(0),
+                   max_reject_rate=np.float32(0.5), split=(1.0,), progress=False)  # fmt: skip
+    assert numpy.num_rows() == 4
 
 
 def test_the_choices_are_the_readers_and_the_schemas() -> None:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, InstanceOf
 from pydantic.json_schema import SkipJsonSchema
 
-from shardlearn._options import OptionsModel, subset_model
+from shardlearn._options import ACCEPT_NUMPY, Integer, OptionsModel, subset_model
 from shardlearn.data.partition import parse_split, parse_strategy
 from shardlearn.data.schema import Kind, Schema
 
@@ -49,6 +49,8 @@ PIPELINE_SETS = frozenset({"overwrite", "progress"})
 # ingest() parameters the CLI derives from its own options: progress is off with --json.
 CLI_SETS = frozenset({"progress"})
 
+Count = Annotated[int, Field(ge=1), ACCEPT_NUMPY]  # an integer >= 1 (numpy's too)
+Fraction = Annotated[float, Field(ge=0.0, le=1.0), ACCEPT_NUMPY]
 PathText = str | SkipJsonSchema[InstanceOf[os.PathLike]]  # type: ignore[type-arg]
 
 
@@ -73,14 +75,14 @@ class IngestOptions(OptionsModel):
         description="Label column; none makes a dataset without a label (clustering, PCA)."
     )
     out: PathText = Field(description="Dataset directory to write (a path or a URI).")
-    partitions: int = Field(8, ge=1, description="Shards per split.")
+    partitions: Count = Field(8, description="Shards per split.")
     strategy: Annotated[str, AfterValidator(_strategy)] = Field(
         "random", description="Partitioning: random, stratified, hash:COL or range:COL."
     )
     split: Annotated[str | Sequence[float], AfterValidator(_split)] = Field(
         (0.8, 0.1, 0.1), description="Train, valid, test fractions (a list or '0.8,0.1,0.1')."
     )
-    seed: int = Field(0, description="Seed of the partitioner.")
+    seed: Integer = Field(0, description="Seed of the partitioner.")
     overwrite: bool = Field(False, description="Replace an existing dataset.")
     format: Format | None = Field(
         None, description="Input format (default: from the file extension)."
@@ -109,12 +111,12 @@ class IngestOptions(OptionsModel):
     label_strip: str | None = Field(
         None, description="Characters stripped from the end of labels, e.g. '.'."
     )
-    max_reject_rate: float = Field(
-        0.05, ge=0.0, le=1.0, description="Fail when a larger fraction of rows is rejected."
+    max_reject_rate: Fraction = Field(
+        0.05, description="Fail when a larger fraction of rows is rejected."
     )
     trim: bool = Field(True, description="Strip whitespace around text values.")
-    block_size: int | None = Field(
-        None, ge=1, description="Bytes per read block (default 4 MiB); a longer line is a reject."
+    block_size: Count | None = Field(
+        None, description="Bytes per read block (default 4 MiB); a longer line is a reject."
     )
     progress: bool = Field(True, description="Show a progress bar while stderr is a terminal.")
     allow_unlabeled: bool = Field(
@@ -127,9 +129,8 @@ class IngestOptions(OptionsModel):
         description="Keep infinite numbers (inf, -Infinity, 1e999) and NaNs instead of "
         "rejecting infinities and reading NaN as missing.",
     )
-    parsers: int | None = Field(
+    parsers: Count | None = Field(
         None,
-        ge=1,
         description="Threads parsing an uncompressed local CSV/TSV in byte ranges (default: "
         "the cores); the dataset is the same whatever the number.",
     )
