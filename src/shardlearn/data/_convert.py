@@ -21,7 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
+from shardlearn.data.schema import (
+    Column,
+    Kind,
+    Schema,
+    as_kind,
+    infer_kind,
+    kind_of_type,
+    type_name,
+)
 from shardlearn.data.timestamps import out_of_range, range_reason
 
 __all__ = ["DEFAULT_NA_VALUES", "Converted", "convert_batch", "infer_schema"]
@@ -110,13 +118,14 @@ def infer_schema(
             dtype = infer_type(values)
         else:
             values, dtype = raw, raw.type
+        kind: Kind
         if name == label:
             kind = "categorical"
         elif name in kinds:
-            kind = kinds[name]
+            kind = as_kind(name, kinds[name])
         else:
             kind = infer_kind(values) if _family(dtype) == "string" else kind_of_type(dtype)
-        columns.append(Column(name, kind, type_name(dtype)))  # type: ignore[arg-type]
+        columns.append(Column(name, kind, type_name(dtype)))
     return Schema(tuple(columns), label)
 
 

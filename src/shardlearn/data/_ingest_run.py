@@ -321,11 +321,12 @@ class IngestRun:
             while plans and plans[0][1] is not None:
                 ranges = ranges + (plans.pop(0)[1] or [])
             self.parsers_used = max(self.parsers_used, min(self.parsers, len(ranges)))
-            parsed = (
-                self._ray.parse(ranges, self.options, fast_types)
-                if self._ray is not None
-                else parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
-            )
+            if self._ray is not None:
+                parsed = self._ray.parse(ranges, self.options, fast_types)
+            elif self._pool is not None:  # always: _plan gives ranges only with a pool
+                parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
+            else:
+                raise RuntimeError("byte ranges were planned without a parser pool")
             for byte_range, names, batches in parsed:
                 self._check_columns(byte_range.path, names, schema)
                 yield from batches
@@ -364,10 +365,10 @@ class IngestRun:
         upcoming = iter(readers)
         try:
             while True:
-                while len(pending) < self.parsers and (reader := next(upcoming, None)):
+                while len(pending) < self.parsers and (started := next(upcoming, None)):
                     queue: Queue = Queue(maxsize=STREAM_QUEUE)
-                    self._pool.submit(_drain, reader, queue, stop)
-                    pending.append((reader, queue))
+                    self._pool.submit(_drain, started, queue, stop)
+                    pending.append((started, queue))
                 if not pending:
                     return
                 reader, queue = pending.popleft()

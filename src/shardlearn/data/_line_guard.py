@@ -21,10 +21,14 @@ standing for many lines.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from shardlearn.exceptions import DataError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["LineGuard", "REFUSED_TEXT_CHARS"]
 
@@ -76,7 +80,8 @@ class LineGuard(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, target: WriteableBuffer) -> int:
+        buffer = memoryview(target).cast("B")
         while not self.ready and not self.eof:
             self.ready = memoryview(self._next_lines())
         size = min(len(buffer), len(self.ready))

@@ -28,7 +28,15 @@ from shardlearn.data.partition import (
     parse_strategy,
 )
 from shardlearn.data.readers import expand_sources, reader_options
-from shardlearn.data.schema import Column, Schema, infer_kind, kind_of_type, type_name
+from shardlearn.data.schema import (
+    Column,
+    Kind,
+    Schema,
+    as_kind,
+    infer_kind,
+    kind_of_type,
+    type_name,
+)
 from shardlearn.exceptions import DataError, SchemaError
 
 __all__ = ["ingest", "write_dataset"]
@@ -65,15 +73,16 @@ def schema_for_table(
                 f"Column {field.name!r} has type {dtype}; datasets store flat numeric, string, "
                 "boolean and timestamp columns."
             )
+        kind: Kind
         if field.name == label:
             kind = "categorical"
         elif field.name in kinds:
-            kind = kinds[field.name]
+            kind = as_kind(field.name, kinds[field.name])
         elif pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
             kind = infer_kind(table.column(field.name).cast(pa.string()))
         else:
             kind = kind_of_type(dtype)
-        columns.append(Column(field.name, kind, type_name(dtype)))  # type: ignore[arg-type]
+        columns.append(Column(field.name, kind, type_name(dtype)))
     return Schema(tuple(columns), label)
 
 

@@ -165,7 +165,7 @@ class Partitioner:
 
     name = "base"
 
-    def __init__(self, partitions: int, split: Sequence[float], seed: int = 0) -> None:
+    def __init__(self, partitions: int, split: Sequence[float] | str, seed: int = 0) -> None:
         self.partitions = int(partitions)
         self.fractions = parse_split(split)
         self.seed = int(seed)
@@ -239,7 +239,9 @@ class StratifiedPartitioner(Partitioner):
 
     name = "stratified"
 
-    def __init__(self, label: str, partitions: int, split: Sequence[float], seed: int = 0) -> None:
+    def __init__(
+        self, label: str, partitions: int, split: Sequence[float] | str, seed: int = 0
+    ) -> None:
         super().__init__(partitions, split, seed)
         self.label = label
         self._quota = _QuotaSequence(self.fractions)
@@ -294,7 +296,9 @@ class HashPartitioner(Partitioner):
 
     name = "hash"
 
-    def __init__(self, column: str, partitions: int, split: Sequence[float], seed: int = 0) -> None:
+    def __init__(
+        self, column: str, partitions: int, split: Sequence[float] | str, seed: int = 0
+    ) -> None:
         super().__init__(partitions, split, seed)
         self.column = column
 
@@ -321,7 +325,7 @@ class RangePartitioner(Partitioner):
         column: str,
         sample: pa.Array | pa.ChunkedArray,
         partitions: int,
-        split: Sequence[float],
+        split: Sequence[float] | str,
         seed: int = 0,
     ) -> None:
         super().__init__(partitions, split, seed)
@@ -377,7 +381,7 @@ def make_partitioner(
     *,
     label: str | None,
     partitions: int,
-    split: Sequence[float],
+    split: Sequence[float] | str,
     seed: int,
     column_names: Sequence[str],
     range_sample: pa.Array | pa.ChunkedArray | None = None,

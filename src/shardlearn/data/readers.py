@@ -56,6 +56,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +71,9 @@ from shardlearn.data._parquet import PartitionedFile, partitioned_files
 from shardlearn.data._writer import REJECTS_SCHEMA
 from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.exceptions import DataError, SchemaError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "DEFAULT_NA_VALUES",
@@ -174,7 +178,7 @@ def expand_sources(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[
     if not sources:
         raise DataError("No input given; pass at least one file or glob.")
     paths: list[str] = []
-    for source in map(os.fspath, sources):
+    for source in [os.fspath(s) for s in sources]:
         if "://" in source:
             filesystem, path = resolve_filesystem(source)
             kind = filesystem.get_file_info(path).type
@@ -660,7 +664,8 @@ class _NoTrailingReturn(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, target: WriteableBuffer) -> int:
+        buffer = memoryview(target).cast("B")
         data, self.held = self.held, b""
         while True:
             chunk = self.raw.read(max(len(buffer) - len(data), 1))
@@ -720,7 +725,8 @@ class _SkipLines(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, target: WriteableBuffer) -> int:
+        buffer = memoryview(target).cast("B")
         if not self.pending:
             self.pending = self.raw.read(max(len(buffer), self._CHUNK))
         size = min(len(buffer), len(self.pending))

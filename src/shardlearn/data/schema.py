@@ -34,7 +34,7 @@ from shardlearn.exceptions import SchemaError
 __all__ = ["KINDS", "Column", "Schema", "infer_kind", "load_schema_file"]
 
 Kind = Literal["numeric", "categorical", "text", "boolean", "datetime"]
-KINDS: tuple[str, ...] = ("numeric", "categorical", "text", "boolean", "datetime")
+KINDS: tuple[Kind, ...] = ("numeric", "categorical", "text", "boolean", "datetime")
 
 # The Arrow type each kind is stored as when a schema file names only the kind.
 DEFAULT_DTYPES = {
@@ -72,11 +72,7 @@ class Column:
     dtype: str
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise SchemaError(
-                f"Column {self.name!r} has unknown kind {self.kind!r}; "
-                f"use one of {', '.join(KINDS)}."
-            )
+        as_kind(self.name, self.kind)
         try:
             arrow_type(self.dtype)
         except SchemaError as error:
@@ -184,8 +180,9 @@ class Schema:
         kinds = dict(kinds or {})
         columns = []
         for field in schema:
-            kind = kinds.get(field.name) or kind_of_type(field.type)
-            columns.append(Column(field.name, kind, type_name(field.type)))  # type: ignore[arg-type]
+            given = kinds.get(field.name)
+            kind = as_kind(field.name, given) if given else kind_of_type(field.type)
+            columns.append(Column(field.name, kind, type_name(field.type)))
         return cls(tuple(columns), label)
 
     def with_label(self, label: str | None) -> Schema:
@@ -266,7 +263,17 @@ def type_name(dtype: pa.DataType) -> str:
     )
 
 
-def kind_of_type(dtype: pa.DataType) -> str:
+def as_kind(column: str, kind: str) -> Kind:
+    """``kind`` (read from a schema file or a ``kinds`` option) as a column kind, or a
+    SchemaError naming the kinds."""
+    if kind in KINDS:
+        return kind
+    raise SchemaError(
+        f"Column {column!r} has unknown kind {kind!r}; use one of {', '.join(KINDS)}."
+    )
+
+
+def kind_of_type(dtype: pa.DataType) -> Kind:
     """The default kind for an Arrow type."""
     if pa.types.is_boolean(dtype):
         return "boolean"
@@ -279,7 +286,7 @@ def kind_of_type(dtype: pa.DataType) -> str:
     return "categorical"
 
 
-def infer_kind(values: pa.Array | pa.ChunkedArray) -> str:
+def infer_kind(values: pa.Array | pa.ChunkedArray) -> Kind:
     """Kind of a sampled column: string columns are ``text`` or ``categorical``.
 
     A string column is ``text`` when its values are long on average (free text) or nearly all
