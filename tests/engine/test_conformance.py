@@ -25,5 +25,5 @@ def test_engine_conformance(conformance_engine, check, tmp_path):
 
 def test_check_engine_runs_every_registered_check():
     # check_engine(engine) runs ENGINE_CHECKS in order; each one is exercised above.
-    assert check_engine.__module__ == "shardlearn.testing"
+    assert check_engine.__module__.startswith("shardlearn.testing")
     assert {"priority_order", "dependencies", "worker_lost_is_retried"} <= set(ENGINE_CHECKS)

@@ -147,7 +147,7 @@ def test_progress_bar_reports_tasks(capsys):
 
 
 def test_graph_retries_a_task_whose_worker_died(tmp_path):
-    from shardlearn.testing import _task_dies_once
+    from shardlearn.testing._engine_workers import _task_dies_once
 
     graph = TaskGraph()
     graph.add("flaky", _task_dies_once, str(tmp_path), 21, retries=1)
