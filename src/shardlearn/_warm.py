@@ -11,7 +11,9 @@ such value once per process and serve it from here afterwards:
 * ``block_builds`` (``preprocess``): a worker's feature block of some shards, per fitted
   preprocessor, classes, label and weight column;
 * ``matrix_builds`` (``models``): the in-process XGBoost matrices of a feature block, per
-  ``max_bin``.
+  ``max_bin``; on a worker group, each worker's share of the collective matrices (their bins
+  come from all workers' rows, so every worker builds its share together:
+  :func:`keep` after the build, :func:`peek` before the next fit).
 
 Keys hold everything the value depends on (file digest, preprocessor fingerprint, ...), so a
 reused value is the value a fresh build would give. Outside a scope :func:`fetch` just builds:
@@ -60,7 +62,9 @@ __all__ = [
     "current",
     "default_budget",
     "fetch",
+    "keep",
     "on_release",
+    "peek",
     "release",
     "scope",
     "worker_scope",
@@ -145,6 +149,7 @@ class _Store:
     def __init__(self, name: str, budget: int) -> None:
         self.name, self.budget = name, budget
         self.values: dict[Hashable, Any] = {}
+        self.sizes: dict[Hashable, int] = {}  # of the values that can be replaced (keep)
         self.used = 0
         self.lock = threading.Lock()
         self.building: dict[Hashable, threading.Lock] = {}
@@ -286,3 +291,40 @@ def fetch(kind: str, key: Hashable, build: Callable[[], T], nbytes: Callable[[T]
                 store.used += size
             store.building.pop(full, None)
     return value
+
+
+def peek(kind: str, key: Hashable) -> Any:
+    """The value kept under ``key`` in this scope (counted as a hit), else None; never builds.
+
+    For values built elsewhere than in one call (:func:`keep`): XGBoost's collective matrices,
+    built by every worker of a group together.
+    """
+    current = _CURRENT.get()
+    if current is None:
+        return None
+    store, counters = current
+    with store.lock:
+        value = store.values.get((kind, key))
+        if value is not None:
+            counters.hits[kind] += 1
+    return value
+
+
+def keep(kind: str, key: Hashable, value: Any, nbytes: int) -> None:
+    """Count ``value`` as built and keep it under ``key`` if the budget allows (see
+    :func:`fetch`); outside a scope nothing happens."""
+    current = _CURRENT.get()
+    if current is None:
+        return
+    store, counters = current
+    counters.builds[kind] += 1
+    with store.lock:
+        old = store.values.pop((kind, key), None)
+        if old is not None:  # a rebuild replaces the kept value; nbytes were counted for it
+            store.used -= store.sizes.pop((kind, key), 0)
+        if store.used + nbytes > store.budget:
+            counters.refused += 1
+        else:
+            store.values[(kind, key)] = value
+            store.sizes[(kind, key)] = int(nbytes)
+            store.used += int(nbytes)

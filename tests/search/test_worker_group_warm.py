@@ -1,6 +1,6 @@
 """Warm reuse on the engine's worker group: a search whose trials are forced onto the workers
 (``execution="workers"``) has each worker process read each of its shards once and build each
-fold's feature block once, not once per trial; a worker killed mid-search is replaced and the
+fold's feature block and XGBoost matrix once, not once per trial; a worker killed mid-search is replaced and the
 search ends with the same scores; nothing depends on whether warm data was kept."""
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def test_without_warm_data_every_trial_reads_its_shards_on_the_workers(uncached)
     # Every trial trains on a fold's shards and scores the other fold's: all 4, twice.
     assert reuse["shard_reads"] == 10 * FOLDS * SHARDS
     assert reuse["block_builds"] == 10 * FOLDS * WORKERS  # a training block per fold and worker
+    assert reuse["matrix_builds"] == 10 * FOLDS * WORKERS  # and its share of XGBoost's matrix
 
 
 def test_forced_worker_trials_read_each_shard_once_per_worker(small_dataset, uncached):
@@ -58,6 +59,9 @@ def test_forced_worker_trials_read_each_shard_once_per_worker(small_dataset, unc
     # One training block per fold and worker, reused by every later trial.
     assert reuse["block_builds"] == FOLDS * WORKERS
     assert reuse["hits"]["block_builds"] == 9 * FOLDS * WORKERS
+    # XGBoost's matrices too: each worker bins its share of a fold once (with its peers).
+    assert reuse["matrix_builds"] == FOLDS * WORKERS
+    assert reuse["hits"]["matrix_builds"] == 9 * FOLDS * WORKERS
     assert reuse["refused"] == 0
     assert _scores(result) == _scores(uncached)
     assert result.best_score == uncached.best_score
@@ -85,6 +89,7 @@ def test_killed_warm_workers_are_replaced_and_the_search_ends_the_same(small_dat
     assert reuse["shard_reads"] == SHARDS and reuse["readers"] == WORKERS
     assert reuse["most_reads_of_a_shard"] == 1
     assert reuse["block_builds"] == 2 * FOLDS * WORKERS  # before and after the kill
+    assert reuse["matrix_builds"] == 2 * FOLDS * WORKERS  # rebuilt together with the survivors
     assert not set(killed) & set(psutil.pids())
     assert _scores(result) == _scores(uncached)
     assert result.best_score == uncached.best_score

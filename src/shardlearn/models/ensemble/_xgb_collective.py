@@ -51,6 +51,15 @@ reporting every round. Without a communicator XGBoost's collective calls are no-
 single-process XGBoost on all the rows. Inside a warm scope (a search, :mod:`shardlearn._warm`) its
 matrices are built once per feature block and ``max_bin`` and reused by every fit on the same rows.
 
+Warm workers. Inside a warm scope the workers of a group keep their blocks across fits (the
+engine passes the scope to them), and a fit's session id is a digest of what its matrices
+depend on (:func:`warm_session`: every worker's shards, the preprocessing, classes, label and
+``max_bin``). Each worker keeps its matrices in the scope under that id after building them,
+and the next fit on the same fold pings with it: when every worker still holds matrices built
+from its current blocks, no tracker is started and nothing is binned again; the fit's one
+collective set-up is its training's. A worker that lacks them (a replacement) makes every
+worker build again, together, as above.
+
 These functions are impure on purpose: they start sockets and global communicator state in the
 worker process, which is why they run as one pinned call per worker and never concurrently.
 """
@@ -58,7 +67,9 @@ worker process, which is why they run as one pinned call per worker and never co
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import math
 import threading
 import time
@@ -83,6 +94,8 @@ __all__ = [
 ]
 
 _CACHE_KEY = "shardlearn.models.boosting.dmatrix"
+#: Prefix of the session ids a warm scope keeps matrices for (:func:`warm_session`).
+WARM_SESSION = "warm-"
 #: Seconds the tracker waits for all workers to connect (and to say goodbye). Blocks are
 #: loaded before a tracker starts, so this only covers process scheduling jitter.
 TRACKER_TIMEOUT = 120
@@ -159,11 +172,37 @@ def new_session() -> str:
     return uuid.uuid4().hex
 
 
+def warm_session(ctx: Any, max_bin: int, use_valid: bool) -> str | None:
+    """The session id of ``ctx``'s matrices in a warm scope (None outside one, or for array
+    input): the same for every fit whose workers hold the same shards with the same
+    preprocessing, classes, label, weights and ``max_bin``, so such a fit finds the matrices
+    an earlier one built (:func:`ping_worker`) instead of binning the rows again.
+
+    A worker serves kept matrices only when its blocks are the very ones they were built
+    from, so rows that differ (extra rows, a rebuilt block) build anew under the same id.
+    """
+    if not _warm.active() or ctx.dataset is None:
+        return None
+    shards = [[(s.split, s.uri, s.sha256) for s in part] for part in ctx.group.shards]
+    pre = getattr(ctx.preprocessor, "fingerprint", None)
+    context = [shards, pre, ctx.classes.tolist(), ctx.dataset.schema.label, max_bin, use_valid]
+    digest = hashlib.sha256(json.dumps(context, default=str).encode()).hexdigest()
+    return WARM_SESSION + digest[:32]
+
+
 def ping_worker(state: Any, session: str | None, splits: tuple[str, ...]) -> dict[str, Any]:
-    """Load this worker's blocks (cached) and say whether it holds ``session``'s matrices."""
+    """Load this worker's blocks (cached) and say whether it holds ``session``'s matrices
+    (in its cache, or kept in the warm scope by an earlier fit: :func:`warm_session`)."""
     train = training_block(state, "train")
-    valid_rows = training_block(state, "valid").n_rows if "valid" in splits else 0
+    valid = training_block(state, "valid") if "valid" in splits else None
+    valid_rows = 0 if valid is None else valid.n_rows
     cached = state.cache.get(_CACHE_KEY)
+    if session is not None and (cached is None or cached["session"] != session):
+        kept = _warm.peek("matrix_builds", (_CACHE_KEY, session))
+        # Built from these very blocks (the warm scope keeps them): the same rows and bins.
+        if kept is not None and kept["blocks"][0] is train:
+            if kept["blocks"][1] is None or kept["blocks"][1] is valid:
+                cached = state.cache[_CACHE_KEY] = kept
     return {
         "has_session": cached is not None and cached["session"] == session,
         "rows": train.n_rows,
@@ -211,7 +250,12 @@ def build_worker(
         if _is_comm_failure(str(error)):
             return {"status": "comm_failed", "error": str(error)[:300]}
         raise
-    state.cache[_CACHE_KEY] = {"session": session, **matrices}
+    train = training_block(state, "train")
+    valid = training_block(state, "valid") if use_valid else None
+    state.cache[_CACHE_KEY] = {"session": session, **matrices, "blocks": (train, valid)}
+    if session.startswith(WARM_SESSION):  # the next fit on the same rows pings for it
+        size = train.nbytes // 4 + (0 if valid is None else valid.nbytes // 4)
+        _warm.keep("matrix_builds", (_CACHE_KEY, session), state.cache[_CACHE_KEY], size)
     return {"status": "ok"}
 
 

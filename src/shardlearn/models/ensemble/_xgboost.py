@@ -509,6 +509,7 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         nthread = max(1, (os.cpu_count() or 1) // ctx.group.size)
         params = self._booster_params(ctx.n_classes, nthread)
         run = _BoostRun(ctx.group, coll, params, use_valid, ctx.splits)
+        run.warm_session = coll.warm_session(ctx, self.max_bin, use_valid)
         # The fitted booster is the checkpoint the first chunk continues from.
         run.model, run.rounds = start, first_round
         run.train(self.n_estimators, self.checkpoint_interval, stopping, report)
@@ -784,6 +785,8 @@ class _BoostRun:
         self.stopping: dict[str, Any] | None = None
         self.restarts = 0
         self.session: str | None = None
+        # In a warm scope, the id under which workers keep their matrices across fits.
+        self.warm_session: str | None = None
         self.evaluate_seconds = 0.0
 
     def _failed(self, what: str, results: list[dict]) -> None:
@@ -798,11 +801,13 @@ class _BoostRun:
 
     def _ensure_session(self) -> bool:
         """Make sure every worker holds this session's matrices; False if building failed."""
-        if self.session is not None:
-            probes = self.group.run(self.coll.ping_worker, self.session, self.splits)
+        current = self.session or self.warm_session  # an earlier fit's may still be held
+        if current is not None:
+            probes = self.group.run(self.coll.ping_worker, current, self.splits)
             if all(p["has_session"] for p in probes):
+                self.session = current
                 return True
-        session = self.coll.new_session()
+        session = self.warm_session or self.coll.new_session()
         rendezvous = self.coll.Rendezvous(self.group.size, self.host)
         results = self.group.run(
             self.coll.build_worker,
