@@ -79,31 +79,37 @@ def _split(kw_names: tuple[str, ...], values: tuple) -> tuple[tuple, dict]:
 
 
 class _Actor:
-    """One stateful worker; a Ray actor."""
+    """One stateful worker; a Ray actor (``@ray.method`` types each ``handle.method.remote``)."""
 
     def __init__(self, rank: int, size: int, scope: tuple[str, int | None] | None = None) -> None:
         _worker.IN_WORKER = True
         self.state = WorkerState(rank=rank, size=size)
         self.scope = scope  # the warm scope its calls run in
 
+    @ray.method
     def assign(self, shards: list) -> None:
         self.state.shards = list(shards)
 
+    @ray.method
     def put(self, name: str, value: Any) -> None:
         self.state.context[name] = value
 
+    @ray.method
     def run(self, fn: Callable[..., Any], kw_names: tuple[str, ...], *values: Any) -> tuple:
         args, kwargs = _split(kw_names, values)
         return _worker.run_in_scope(fn, self.state, args, kwargs, self.scope)
 
+    @ray.method
     def reset(self, rank: int, size: int, scope: tuple[str, int | None] | None = None) -> int:
         self.state = WorkerState(rank=rank, size=size)
         self.scope = scope
         return os.getpid()
 
+    @ray.method
     def release(self, scope: str) -> None:
         _warm.release(scope)
 
+    @ray.method
     def pid(self) -> int:
         return os.getpid()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +256,8 @@ def run_export(name: str, options: dict[str, Any], workdir: str, model: Any) -> 
     return {"output": str(out)}
 
 
-STAGE_FUNCTIONS = {
+#: Stage type -> its function: (name, options, workdir, *the referenced stages' results) -> result.
+STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": run_ingest,
     "train": run_train,
     "search": run_search,

@@ -200,7 +200,7 @@ def _leaderboard(results: list[dict[str, Any]], key: Callable) -> list[dict[str,
         if old is None or result["rung"] >= old["rung"]:
             latest[result["trial"]] = result
     columns = ("trial", "model", "params", "rung", "budget", "score", "score_std", "status")
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             **{c: r.get(c) for c in columns},
             "error": r.get("error"),
@@ -412,9 +412,10 @@ def search(
             from shardlearn.search.cv import shard_folds
 
             shard_folds(dataset, cv)  # a clear error before any trial starts
-    context = {"dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
-               "preprocess": preprocess,
-               "warm": None if dataset is None else warm_scope_name(dataset)}  # fmt: skip
+    context: dict[str, Any] = {
+        "dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
+        "preprocess": preprocess, "warm": None if dataset is None else warm_scope_name(dataset),
+    }  # fmt: skip
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
                          seed=seed, budget=budget, eta=eta, rungs=rungs,
                          objective=None if objective is None else repr(objective),
@@ -501,8 +502,12 @@ def _keep_models_for_promotions(
     """Say in ``context`` where trials keep their fitted models for their promotions:
     ``out/continue`` (kept, so a resumed search continues them), or a temporary folder,
     returned so the search removes it."""
-    scratch = tempfile.TemporaryDirectory(prefix="shardlearn-continue-") if root is None else None
-    folder = Path(scratch.name) if scratch is not None else Path(root) / "continue"
+    scratch: tempfile.TemporaryDirectory | None = None
+    if root is None:
+        scratch = tempfile.TemporaryDirectory(prefix="shardlearn-continue-")
+        folder = Path(scratch.name)
+    else:
+        folder = Path(root) / "continue"
     context.update(continue_dir=str(folder), top_rung=rungs - 1)
     return scratch
 
@@ -566,14 +571,14 @@ def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, 
         name = budget_param(best["model"], budget) if best["model"] else None
         if name is not None and full.get(best["model"]) is not None:
             result.best_params[name] = full[best["model"]]
-        if objective is None:
-            result.refit_params = _refit_params(best, result.best_params)
-        if refit and objective is None and dataset is not None:
+        refit_params = None if objective is not None else _refit_params(best, result.best_params)
+        result.refit_params = refit_params
+        if refit and refit_params is not None and dataset is not None:
             # In the search's warm scope: the shards the trials and their preprocessing read
             # (here or on the workers) are not read again.
             with _warm.scope(warm) as counters:
                 fitted, metrics, path = _refit(
-                    dataset, best["model"], result.refit_params, eng, output.root, preprocess
+                    dataset, best["model"], refit_params, eng, output.root, preprocess
                 )
             result.best_model, result.test_metrics, result.model_path = fitted, metrics, path
             if counters is not None:

@@ -38,7 +38,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -246,7 +246,7 @@ def _fit_and_score(
                 report = evaluate(model, view, split="valid", engine=eng)
             scores.append(float(report.metrics[context["metric"]]))
             _keep_for_promotion(context, spec, fold, estimator)
-            if record is not None and record["watched"]:
+            if plan.rule is not None and record is not None and record["watched"]:
                 count, record["source"] = kept_rounds(estimator, plan.rule)
                 record["rounds"].append(count)
     if record is not None and record["rounds"]:
@@ -379,7 +379,14 @@ def routed_warnings() -> Iterator[None]:
         warnings.simplefilter("always")
         shown = warnings.showwarning
 
-        def route(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        def route(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
             caught = _TRIAL_WARNINGS.get()
             if caught is None:
                 shown(message, category, filename, lineno, file, line)
