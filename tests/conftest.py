@@ -83,3 +83,52 @@ def any_engine(engine_name: str):
 
     with engine(engine_name, workers=2) as eng:
         yield eng
+
+
+# -- object storage ----------------------------------------------------------------------------
+#: Dummy credentials for moto's server (pyarrow's S3 client wants some).
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 API (moto's server on 127.0.0.1, a free port) for one test module: "host:port".
+
+    The credentials are in the environment while it runs, set before any worker or child
+    process of the module starts (they inherit them) and restored afterwards; the S3 options
+    travel in each URI (``?endpoint_override=HOST:PORT&scheme=http``). Skips without moto.
+    """
+    import os
+
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    saved = {name: os.environ.get(name) for name in S3_CREDENTIALS}
+    os.environ.update(S3_CREDENTIALS)
+    yield f"{host}:{port}"
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_bucket(s3_endpoint):
+    """``s3_bucket(name)`` creates that bucket on :func:`s3_endpoint`; returns its filesystem."""
+    import pyarrow.fs as pafs
+
+    def create(name: str) -> pafs.S3FileSystem:
+        filesystem = pafs.S3FileSystem(
+            endpoint_override=s3_endpoint, scheme="http", allow_bucket_creation=True
+        )
+        filesystem.create_dir(name)
+        return filesystem
+
+    return create

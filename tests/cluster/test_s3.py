@@ -13,7 +13,6 @@ import os
 import pickle
 
 import numpy as np
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from cluster_helpers import read_own_shards, write_csv
@@ -27,40 +26,11 @@ from shardlearn.preprocess import Preprocessor
 from shardlearn.registry import load, save
 from shardlearn.registry.predict import predict_batch
 
-moto_server = pytest.importorskip("moto.server")
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+pytest.importorskip("moto.server")  # s3_endpoint and s3_bucket: tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)  # before any worker of this module starts
-    yield f"{host}:{port}"
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    server.stop()
-
-
-def _bucket(endpoint: str, name: str) -> None:
-    filesystem = pafs.S3FileSystem(
-        endpoint_override=endpoint, scheme="http", allow_bucket_creation=True
-    )
-    filesystem.create_dir(name)
-
-
-def test_ingest_train_evaluate_save_predict_on_s3(s3_endpoint, tmp_path):
-    _bucket(s3_endpoint, "lake")
+def test_ingest_train_evaluate_save_predict_on_s3(s3_endpoint, s3_bucket, tmp_path):
+    s3_bucket("lake")
     options = f"?endpoint_override={s3_endpoint}&scheme=http"
     source = write_csv(tmp_path / "jobs.csv")
     dataset = ingest(source, "label", f"s3://lake/jobs{options}", partitions=4, seed=0)
@@ -105,8 +75,10 @@ def test_ingest_train_evaluate_save_predict_on_s3(s3_endpoint, tmp_path):
     assert 0.6 < report.metrics["accuracy"] <= 1.0
 
 
-def test_plain_s3_uris_use_the_aws_environment_variables(s3_endpoint, tmp_path, monkeypatch):
-    _bucket(s3_endpoint, "plain")
+def test_plain_s3_uris_use_the_aws_environment_variables(
+    s3_endpoint, s3_bucket, tmp_path, monkeypatch
+):
+    s3_bucket("plain")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_endpoint}")
     source = write_csv(tmp_path / "jobs.csv", n=120)
     dataset = ingest(source, "label", "s3://plain/jobs", partitions=2, seed=1)
@@ -128,8 +100,8 @@ def test_a_missing_bucket_is_a_clear_error(s3_endpoint):
 
 
 @pytest.fixture(scope="module")
-def s3_dataset(s3_endpoint, tmp_path_factory):
-    _bucket(s3_endpoint, "shared")
+def s3_dataset(s3_endpoint, s3_bucket, tmp_path_factory):
+    s3_bucket("shared")
     source = write_csv(tmp_path_factory.mktemp("s3src") / "jobs.csv", n=200, seed=3)
     uri = f"s3://shared/jobs?endpoint_override={s3_endpoint}&scheme=http"
     return ingest(source, "label", uri, partitions=4, split=(1.0, 0.0, 0.0), seed=0)

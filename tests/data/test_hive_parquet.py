@@ -109,33 +109,18 @@ def test_a_folder_with_a_text_file_is_refused(tmp_path: Path) -> None:
         sl.ingest(tmp_path / "in", "label", tmp_path / "ds", partitions=1)
 
 
-def test_partitioned_folder_on_s3(tmp_path: Path) -> None:
+def test_partitioned_folder_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket) -> None:
     """The same folder on a real S3 API (moto's server on 127.0.0.1), by its s3:// prefix."""
-    moto_server = pytest.importorskip("moto.server")
-    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                   "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in credentials.items():
-                patch.setenv(name, value)
-            host, port = server.get_host_and_port()
-            filesystem = pafs.S3FileSystem(
-                endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True
-            )
-            filesystem.create_dir("lake")
-            source = _source(200)
-            _write(tmp_path / "in", source)
-            pafs.copy_files(str(tmp_path / "in"), "lake/in", destination_filesystem=filesystem)
-            uri = f"s3://lake/in?endpoint_override={host}:{port}&scheme=http"
-            ds = sl.ingest(uri, "label", tmp_path / "ds", partitions=1)
-            got = _rows(ds)
-            assert got["id"].to_pylist() == list(range(200))
-            assert got["year"].to_pylist() == source["year"].to_pylist()
-            assert all(s.startswith("s3://lake/in/year=") for s in ds.manifest["sources"])
-    finally:
-        server.stop()
+    filesystem = s3_bucket("lake")
+    source = _source(200)
+    _write(tmp_path / "in", source)
+    pafs.copy_files(str(tmp_path / "in"), "lake/in", destination_filesystem=filesystem)
+    uri = f"s3://lake/in?endpoint_override={s3_endpoint}&scheme=http"
+    ds = sl.ingest(uri, "label", tmp_path / "ds", partitions=1)
+    got = _rows(ds)
+    assert got["id"].to_pylist() == list(range(200))
+    assert got["year"].to_pylist() == source["year"].to_pylist()
+    assert all(s.startswith("s3://lake/in/year=") for s in ds.manifest["sources"])
 
 
 def test_a_column_named_like_a_partition_key_is_refused(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import pickle
 import subprocess
 import sys
@@ -25,41 +24,17 @@ from shardlearn.exceptions import ArtifactError
 from shardlearn.registry import Registry
 from shardlearn.testing import run_cli
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")  # s3_endpoint and s3_bucket: tests/conftest.py
 pytest.importorskip("boto3")
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 HELPERS = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)  # before any child process starts
-    yield f"{host}:{port}"
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    server.stop()
-
-
 @pytest.fixture
-def root(s3_endpoint, request) -> str:
+def root(s3_endpoint, s3_bucket, request) -> str:
     """A fresh bucket per test; the S3 options travel in the URI's query."""
     bucket = "reg-" + request.node.name.replace("_", "-")[:50].strip("-").lower()
-    filesystem = pafs.S3FileSystem(
-        endpoint_override=s3_endpoint, scheme="http", allow_bucket_creation=True
-    )
-    filesystem.create_dir(bucket)
+    s3_bucket(bucket)
     return f"s3://{bucket}/models?endpoint_override={s3_endpoint}&scheme=http"
 
 

@@ -10,31 +10,18 @@ import registry_helpers
 from shardlearn.exceptions import ArtifactError
 from shardlearn.registry import Registry, crypto, is_artifact, load, read_artifact, save
 
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
+pytest.importorskip("moto.server")  # s3_endpoint and s3_bucket: tests/conftest.py
 
 
 @pytest.fixture
-def s3_uri(s3_endpoint, monkeypatch, request):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def s3_uri(s3_endpoint, s3_bucket, request):
     bucket = f"models-{request.node.name.replace('_', '-')[:40].lower()}"
     query = f"endpoint_override={s3_endpoint}&scheme=http&allow_bucket_creation=true"
 
     def uri(path: str) -> str:
         return f"s3://{bucket}/{path}?{query}"
 
-    filesystem, _ = pafs.FileSystem.from_uri(uri("x"))
-    filesystem.create_dir(bucket)
+    s3_bucket(bucket)
     return uri
 
 
