@@ -173,6 +173,18 @@ def _rehash(path: Path, name: str) -> None:
     _write_header(path, header)
 
 
+def _write_arrays(path: Path, data: bytes) -> None:
+    """Replace arrays.npz with ``data`` and record its hash (a crafted, unsigned artifact)."""
+    (path / "arrays.npz").write_bytes(data)
+    _rehash(path, "arrays.npz")
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def _model_meta(header: dict) -> dict:
     return header["model"]["meta"]
 
@@ -253,10 +265,7 @@ def test_no_family_sets_an_attribute_it_does_not_declare(saved, tmp_path, family
 @pytest.mark.parametrize("family", ["kmeans", "forest"])
 def test_an_artifact_cannot_set_an_undeclared_array(saved, tmp_path, family):
     path = _copy(saved[family]["plain"], tmp_path)
-    buffer = io.BytesIO()
-    np.savez(buffer, _fit_state=np.zeros(3), **dict(np.load(path / "arrays.npz")))
-    (path / "arrays.npz").write_bytes(buffer.getvalue())
-    _rehash(path, "arrays.npz")
+    _write_arrays(path, _npz(_fit_state=np.zeros(3), **dict(np.load(path / "arrays.npz"))))
     with pytest.raises(ArtifactError, match="'_fit_state'"):
         _load(path)
 
@@ -308,10 +317,7 @@ def test_forest_node_arrays_that_cannot_be_walked_safely_are_refused(saved, tmp_
     left = arrays["children_left_"]
     root_child = int(left[0])
     left[root_child if child == "cycle" else 0] = 0 if child == "cycle" else len(left) + 5
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    (path / "arrays.npz").write_bytes(buffer.getvalue())
-    _rehash(path, "arrays.npz")
+    _write_arrays(path, _npz(**arrays))
     with pytest.raises(ArtifactError, match="RandomForestClassifier artifact: a child"):
         _load(path)
 
@@ -344,15 +350,18 @@ def _npz_with(member: str, data: bytes, compress: int) -> bytes:
     return buffer.getvalue()
 
 
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
 def test_a_deflate_bomb_in_arrays_npz_is_refused_before_inflating(saved, tmp_path):
     path = _copy(saved["linear"]["plain"], tmp_path)
     coef = np.load(path / "arrays.npz")["coef_"]
     bomb = np.zeros((coef.shape[0], 4_000_000))  # 96 MB of zeros, ~100 KB deflated
-    npy = io.BytesIO()
-    np.save(npy, bomb)
-    (path / "arrays.npz").write_bytes(_npz_with("coef_.npy", npy.getvalue(), zipfile.ZIP_DEFLATED))
+    _write_arrays(path, _npz_with("coef_.npy", _npy(bomb), zipfile.ZIP_DEFLATED))
     assert (path / "arrays.npz").stat().st_size < 200_000
-    _rehash(path, "arrays.npz")
     with pytest.raises(ArtifactError, match=r"inflates .* \(more than 20:1\)"):
         _load(path)
 
@@ -363,18 +372,15 @@ def test_an_npy_header_claiming_a_huge_shape_is_refused(saved, tmp_path):
     npy = io.BytesIO()
     np.lib.format.write_array_header_1_0(npy, header)
     npy.write(b"\0" * 64)
-    (path / "arrays.npz").write_bytes(_npz_with("coef_.npy", npy.getvalue(), zipfile.ZIP_STORED))
-    _rehash(path, "arrays.npz")
+    _write_arrays(path, _npz_with("coef_.npy", npy.getvalue(), zipfile.ZIP_STORED))
     with pytest.raises(ArtifactError, match=r"declares shape \(1000000000000,\)"):
         _load(path)
 
 
 def test_an_object_array_is_refused(saved, tmp_path):
     path = _copy(saved["linear"]["plain"], tmp_path)
-    npy = io.BytesIO()
-    np.save(npy, np.asarray([{"a": 1}], dtype=object), allow_pickle=True)
-    (path / "arrays.npz").write_bytes(_npz_with("coef_.npy", npy.getvalue(), zipfile.ZIP_STORED))
-    _rehash(path, "arrays.npz")
+    npy = _npy(np.asarray([{"a": 1}], dtype=object), allow_pickle=True)
+    _write_arrays(path, _npz_with("coef_.npy", npy, zipfile.ZIP_STORED))
     with pytest.raises(ArtifactError, match="dtype object"):
         _load(path)
 
