@@ -156,8 +156,9 @@ class RayParsers:
                     pass
 
     def rows_by_node(self, rows_read: int) -> dict[str, int]:
-        """Rows read per node: the ranges' tasks, and the driver's node for the files it read
-        as one stream (compressed, JSON Lines, Parquet)."""
+        """Rows read per node: the ranges' tasks (CSV/TSV and JSON Lines byte ranges, Parquet
+        row groups, small compressed files), and the driver's node for the files it read as
+        one stream (a large compressed file, a pipe, a CSV whose quote never closes)."""
         rows = Counter(self.node_rows)
         rest = rows_read - sum(rows.values())
         if rest:

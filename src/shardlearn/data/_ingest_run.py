@@ -1,6 +1,9 @@
 """One ingest, start to finish: sample → schema → (key sample) → stream, validate, write → commit.
 
-The order matters for the guarantees: the output is checked before any work, every row read is
+The sample is the first :data:`SAMPLE_ROWS` rows, read from a bounded head of the input
+(:func:`shardlearn.data._ranges.head`), not a stream that reads far ahead; the byte ranges are
+planned once, though a range strategy reads the input twice. The order matters for the
+guarantees: the output is checked before any work, every row read is
 counted exactly once as written or rejected, the reject rate is checked before anything is
 moved into place, and the manifest is the last thing written (by the DatasetWriter).
 
@@ -250,6 +253,7 @@ class IngestRun:
     parsers_used: int = 1
     ranges_parsed: int = 0
     _progress_state: dict[str, Any] = field(default_factory=dict)
+    _plans: dict[str, list[_ranges.ByteRange] | None] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = None
     _ray: RayParsers | None = None
 
@@ -259,8 +263,9 @@ class IngestRun:
         names: list[str] = []
         rows = 0
         for path in self.paths:
-            reader = SourceReader(path, self.options)
-            for raw in reader.batches():
+            # The head of the file, not a stream: it would read 32 blocks ahead.
+            reader, head = _ranges.head(path, self.options, SAMPLE_ROWS - rows)
+            for raw in head:
                 names = names or reader.column_names
                 keep = ~blank_rows(raw.batch)
                 batches.append(raw.batch.filter(pa.array(keep)))
@@ -307,7 +312,7 @@ class IngestRun:
         state["readers"] = {}
         if self._ray is not None:
             self._ray.node_rows.clear()  # a range strategy reads the input twice
-        plans = [(path, self._plan(path)) for path in self.paths]
+        plans = [(path, self._planned(path)) for path in self.paths]
         while plans:
             path, ranges = plans.pop(0)
             if ranges is None:
@@ -334,6 +339,12 @@ class IngestRun:
                 yield _SETTLE_ALL if byte_range.last else _SETTLE
                 self.ranges_parsed += 1
                 state["done_bytes"] = state.get("done_bytes", 0) + byte_range.weight
+
+    def _planned(self, path: str) -> list[_ranges.ByteRange] | None:
+        """:meth:`_plan` once per file: a range strategy reads the input twice, scanned once."""
+        if path not in self._plans:
+            self._plans[path] = self._plan(path)
+        return self._plans[path]
 
     def _plan(self, path: str) -> list[_ranges.ByteRange] | None:
         """The byte ranges of ``path``, or None to read it as one stream."""

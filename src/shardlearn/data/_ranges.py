@@ -16,6 +16,13 @@ holds no quote. Should a quoted value never close, so that moving cuts out of it
 range of more than :data:`MERGED_RANGES` ranges' bytes, the file is read as one stream
 (bounded memory, same result); so is a file with a row longer than the block size (pyarrow
 takes such a row at the end of a stream, so a range end would decide whether it is a reject).
+The lines of a range after its last quote character (all of them in most files) hold no
+quoted value to follow: unless a lone carriage return is among them, they take a plain scan
+(a newline count and a few searches, at memory speed) joined to the quoted lines' scan. A
+range strategy reads the input twice; its ranges are planned and scanned once.
+
+:func:`head` gives a schema sample the rows a stream of the file starts with, from a head of
+the file cut after its last row end the same way (a stream reads 32 blocks ahead).
 
 JSON Lines has no quoting: a line ends at ``\n`` and nothing else, so a cut after a newline
 is a row boundary; each range's first line is one plus the newlines before it (counted on the
@@ -65,13 +72,20 @@ import pyarrow.parquet as pq
 from shardlearn.data._jsonl import column_names
 from shardlearn.data._zst import FrameIndex, frame_index, read_chunk, read_plain
 from shardlearn.data.dataset import resolve_filesystem
-from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, _split_extension
+from shardlearn.data.readers import (
+    RawBatch,
+    ReaderOptions,
+    SourceReader,
+    _split_extension,
+    blank_rows,
+)
 from shardlearn.exceptions import DataError
 
 __all__ = [
     "RANGE_BYTES",
     "ByteRange",
     "default_parsers",
+    "head",
     "next_range",
     "parse_ranges",
     "plan_ranges",
@@ -84,6 +98,7 @@ _SEARCH_CHUNK = 1 << 16
 MERGED_RANGES = 4
 PACKED_RATIO = 4  # assumed bytes of text per compressed byte, for a whole compressed file
 LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for large ones
+HEAD_BYTES = 256 << 10  # the first read of a file's head (a sample), grown as its rows require
 
 
 def default_parsers() -> int:
@@ -201,7 +216,7 @@ class _Scan:
     tail: tuple[int, int]  # bytes after the last newline that ends a row
 
 
-def _refused_lines(raw: bytes, newlines: np.ndarray, limit: int) -> np.ndarray:
+def _refused_lines(raw: bytes | memoryview, newlines: np.ndarray, limit: int) -> np.ndarray:
     """Indexes of the lines the reader's LineGuard empties: longer than ``limit`` bytes with
     their newline, or not UTF-8 (an invalid sequence never spans a newline)."""
     ends = np.append(newlines, len(raw))
@@ -221,6 +236,85 @@ def _refused_lines(raw: bytes, newlines: np.ndarray, limit: int) -> np.ndarray:
 
 
 def _scan(raw: bytes, quote: int | None, delimiter: int, limit: int) -> _Scan:
+    """The scan of one range: the lines from the first one after its last quote character on
+    (all of a range without quotes: most files, or all but their header) through
+    :func:`_scan_plain`, a few passes at memory speed, the lines before through
+    :func:`_scan_quoted`; a lone carriage return among the plain lines makes it all quoted."""
+    split = 0
+    if quote is not None and (last := raw.rfind(bytes([quote]))) >= 0:
+        split = raw.find(b"\n", last) + 1
+        if split == 0:
+            return _scan_quoted(raw, quote, delimiter, limit)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=split)
+    if raw.find(b"\r", split) >= 0:
+        returns = np.flatnonzero(data == 13)
+        if returns[-1] == len(data) - 1 or not (data[returns + 1] == 10).all():
+            return _scan_quoted(raw, quote, delimiter, limit)
+    plain = _scan_plain(raw, split, data, limit)
+    if not split:
+        return plain
+    return _joined(_scan_quoted(memoryview(raw)[:split], quote, delimiter, limit), plain, limit)
+
+
+def _joined(head: _Scan, rest: _Scan, limit: int) -> _Scan:
+    """The scan of two consecutive pieces of a range (``head`` ends with a newline), for each
+    state at the start of ``head``: ``rest`` starts in the state ``head`` ends in."""
+    values: list[list[Any]] = [[], [], [], [], [], []]
+    for start in (0, 1):
+        middle = int(head.ends_inside[start])
+        head_end, rest_end = head.first_row_end[start], rest.first_row_end[middle]
+        spans = rest_end >= 0 and (head_end >= 0 or start == 0)  # a row across the pieces
+        for field, value in enumerate(
+            (
+                rest.ends_inside[middle],
+                head.lines[start] + rest.lines[middle],
+                head_end if head_end >= 0 else head.tail[start] + rest_end if rest_end >= 0 else -1,
+                head.lines_to_first[start]
+                if head_end >= 0
+                else head.lines[start] + rest.lines_to_first[middle]
+                if rest_end >= 0
+                else 0,
+                head.long_row[start]
+                or rest.long_row[middle]
+                or spans
+                and head.tail[start] + rest_end > limit,
+                rest.tail[middle] if rest_end >= 0 else head.tail[start] + rest.tail[middle],
+            )
+        ):
+            values[field].append(value)
+    return _Scan(*(tuple(v) for v in values))  # type: ignore[arg-type]
+
+
+def _scan_plain(raw: bytes, start: int, data: np.ndarray, limit: int) -> _Scan:
+    """:func:`_scan_quoted`'s result for ``raw`` from ``start`` on (``data``), which holds no
+    quote and no lone carriage return: every newline ends a row when it starts between rows,
+    none when it starts inside a quoted value."""
+    lines = int(np.count_nonzero(data == 10))
+    first, last = raw.find(b"\n", start), raw.rfind(b"\n", start)
+    first, last = (first - start, last - start) if first >= 0 else (-1, -1)
+    return _Scan(
+        ends_inside=(False, True),
+        lines=(lines, lines),
+        first_row_end=(first + 1 if first >= 0 else -1, -1),
+        lines_to_first=(1 if first >= 0 else 0, 0),
+        long_row=(_line_longer_than(raw, start, last, limit), False),
+        tail=(len(data) - last - 1, len(data)),
+    )
+
+
+def _line_longer_than(raw: bytes, start: int, last: int, limit: int) -> bool:
+    """Whether a line of ``raw`` from ``start`` to its last newline (``last`` bytes on) is
+    longer than ``limit`` with its newline: from each newline, the last one within ``limit``
+    bytes (a few searches of ``limit`` bytes each, not one per line)."""
+    previous, last = start - 1, start + last
+    while previous < last:
+        previous = raw.rfind(b"\n", previous + 1, previous + 1 + limit)
+        if previous < 0:
+            return True
+    return False
+
+
+def _scan_quoted(raw: bytes | memoryview, quote: int | None, delimiter: int, limit: int) -> _Scan:
     """Follow pyarrow's CSV lexer over one range, vectorised, for both starting states.
 
     Only runs of quote characters change the state: a run of even length changes nothing (a
@@ -517,6 +611,84 @@ def _row_group_ranges(
         )  # fmt: skip
         for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
     ]
+
+
+def head(path: str, options: ReaderOptions, rows: int) -> tuple[SourceReader, Iterator[RawBatch]]:
+    """A reader of ``path`` and its first batches, holding at least ``rows`` non-blank rows or
+    the whole file: the rows a stream of the whole file starts with (a schema sample).
+
+    A CSV/TSV file is read as its first :data:`HEAD_BYTES`, cut after its last row end (found
+    by :func:`_scan`, as range cuts are) and parsed in memory, grown (as the rows per byte read
+    so far require) until it holds ``rows`` rows; a stream would read ahead 32 blocks (128 MiB)
+    whatever the rows needed. Read as a stream instead (the same rows): other formats, a pipe
+    (it cannot be read twice), a read error (the stream reports it), a row longer than the
+    block size, or a head grown past :data:`MERGED_RANGES` ranges' bytes.
+    """
+    reader = SourceReader(path, options)
+    local = isinstance(reader.filesystem, pafs.LocalFileSystem)
+    if reader.format not in ("csv", "tsv") or local and not os.path.isfile(path):
+        return reader, reader.batches()
+    scanner, limit, want, data = _scanner(reader), MERGED_RANGES * RANGE_BYTES, HEAD_BYTES, b""
+    try:
+        stream = reader._open_stream()
+        try:
+            while True:
+                data += _read_up_to(stream, want - len(data))
+                whole = len(data) < want
+                scan = None if whole else scanner(data)
+                if scan is not None and scan.long_row[0]:
+                    break
+                cut = len(data) - (scan.tail[0] if scan is not None else 0)
+                held = 0
+                if cut or whole:
+                    part = _HeadReader(path, options, data[:cut])
+                    batches, held = _head_batches(part, rows)
+                    if whole or held >= rows:
+                        return part, iter(batches)
+                if want >= limit:
+                    break
+                # The bytes per row so far, with a margin; at least twice the bytes.
+                need = cut * rows // held * 5 // 4 if held else 0
+                want = min(limit, max(2 * want, need))
+        finally:
+            stream.close()
+    except OSError:
+        pass
+    return reader, reader.batches()
+
+
+def _read_up_to(stream: pa.NativeFile, size: int) -> bytes:
+    """``size`` bytes of ``stream``, fewer at its end."""
+    parts = []
+    while size > 0 and (chunk := stream.read(size)):
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+def _head_batches(reader: SourceReader, rows: int) -> tuple[list[RawBatch], int]:
+    """The batches of ``reader`` up to the one that makes ``rows`` non-blank rows, and the
+    non-blank rows they hold (the batches a stream's sample stops after)."""
+    batches, held = [], 0
+    for raw in reader.batches():
+        batches.append(raw)
+        held += int(np.count_nonzero(~blank_rows(raw.batch)))
+        if held >= rows:
+            break
+    return batches, held
+
+
+class _HeadReader(SourceReader):
+    """A :class:`SourceReader` over the first bytes of a file, cut at a row end (:func:`head`)."""
+
+    def __init__(self, path: str, options: ReaderOptions, data: bytes) -> None:
+        super().__init__(path, options)
+        self.may_hold_returns = b"\r" in data
+        self._data = pa.py_buffer(data)
+
+    def _open_stream(self) -> pa.NativeFile:
+        self._raw = pa.BufferReader(self._data)
+        return self._raw
 
 
 class _RangeReader(SourceReader):

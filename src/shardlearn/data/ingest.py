@@ -316,17 +316,20 @@ def ingest(
         By default an infinite value makes its row a reject (models cannot train on it) and a
         NaN is read as a missing value.
     parsers : int, optional
-        Threads that parse an uncompressed local CSV/TSV file in parallel, each a byte range
-        of about 16 MiB cut at a line boundary (default: the engine's CPUs -- a local engine's
-        workers, a Ray cluster's CPUs -- or without an engine the cores this process may use).
-        Several small files are parsed side by side, one range each. The dataset is the same
+        Threads that parse in parallel (default: the engine's CPUs -- a local engine's workers,
+        a Ray cluster's CPUs -- or without an engine the cores this process may use). A local
+        CSV/TSV or JSON Lines file (uncompressed, or a ``.zst`` of several frames) is cut into
+        byte ranges of about 16 MiB at line boundaries, a Parquet file into runs of row groups;
+        a small compressed file that cannot be cut (``.gz``, ``.bz2``, a one-frame ``.zst``) is
+        one range, so several small files are parsed side by side. The dataset is the same
         whatever the number: a cut that falls inside a quoted value (one holding a newline, or
         a quote left open on a malformed line) moves to the next row end, so rows, line numbers
-        and rejects are those of one stream. Compressed files, pipes, remote files, JSON Lines
-        and Parquet are each read as one stream, up to ``parsers`` of them at once; so is a CSV
-        file whose quote never closes over more than four ranges' bytes. ``parsers=1`` reads
-        every file as one stream, one file at a time. Parsers are threads: pyarrow's parser
-        runs without the GIL. On the ``ray`` engine, the ranges parsed at once as Ray tasks.
+        and rejects are those of one stream. Larger compressed files, pipes and remote files
+        are each read as one stream, up to ``parsers`` of them at once; so is a CSV file whose
+        quote never closes over more than four ranges' bytes, or with a row longer than
+        ``block_size``. ``parsers=1`` reads every file as one stream, one file at a time.
+        Parsers are threads: pyarrow's parser runs without the GIL. On the ``ray`` engine the
+        ranges (of uncompressed ``s3://`` files too) are Ray tasks, ``parsers`` at once.
     engine : shardlearn.engine.Engine, optional
         Default: the engine of the innermost ``with shardlearn.engine(...)`` block, else the one
         ``$SHARDLEARN_ENGINE`` names, else none. Where byte ranges are parsed: with no engine or

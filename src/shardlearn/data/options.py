@@ -131,8 +131,10 @@ class IngestOptions(OptionsModel):
     )
     parsers: Count | None = Field(
         None,
-        description="Threads parsing an uncompressed local CSV/TSV in byte ranges (default: "
-        "the cores); the dataset is the same whatever the number.",
+        description="Parsers at once (threads; Ray tasks on the ray engine): CSV/TSV and JSON "
+        "Lines files (uncompressed or multi-frame .zst) cut into byte ranges, Parquet into row "
+        "groups, small compressed files side by side (default: the engine's CPUs, else the "
+        "cores); the dataset is the same whatever the number.",
     )
 
 
