@@ -398,23 +398,25 @@ def add_v2_routes(
             return _error(problem.message, problem.status)
         return JSONResponse({"name": "shardlearn", "version": __version__, "extensions": []})
 
-    @app.get("/v2/models/{name}")
-    @app.get("/v2/models/{name}/versions/{version}")
-    async def metadata(name: str, request: Request, version: str | None = None) -> JSONResponse:
+    def about_model(
+        name: str, version: str | None, request: Request, describe: Callable[[ServedModel], Any]
+    ) -> JSONResponse:
+        """``describe(model)`` of the served model, or the lookup's 401/403/404 error."""
         try:
             model = model_of(name, version, request.headers.get("authorization"))
         except InputProblem as problem:
             return _error(problem.message, problem.status)
-        return JSONResponse(model_metadata(model))
+        return JSONResponse(describe(model))
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def metadata(name: str, request: Request, version: str | None = None) -> JSONResponse:
+        return about_model(name, version, request, model_metadata)
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, request: Request, version: str | None = None) -> JSONResponse:
-        try:
-            model = model_of(name, version, request.headers.get("authorization"))
-        except InputProblem as problem:
-            return _error(problem.message, problem.status)
-        return JSONResponse({"name": model.name, "ready": True})
+        return about_model(name, version, request, lambda m: {"name": m.name, "ready": True})
 
     async def answer(
         name: str,
