@@ -128,16 +128,21 @@ def generate_zst(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
+#: The end of every child script (measure adds it): its figures as one JSON line; the script
+#: sets ``seconds``, ``rows`` and ``extra``; peak RSS and CPU are the child's own.
+_REPORT = """
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss": usage.ru_maxrss * 1024, **extra}))
+"""
 _SHARDLEARN = """
 import json, resource, sys, time
 from shardlearn.data import ingest
 start = time.perf_counter()
 ds = ingest(sys.argv[1], "label", sys.argv[2], partitions=8, overwrite=True)
 seconds = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"seconds": seconds, "rows": ds.num_rows(), "cpu": usage.ru_utime + usage.ru_stime,
-                  "rss": usage.ru_maxrss * 1024, "parsers": ds.manifest["parsers"],
-                  "ranges": ds.manifest["ranges"]}))
+rows = ds.num_rows()
+extra = {"parsers": ds.manifest["parsers"], "ranges": ds.manifest["ranges"]}
 """
 _SHARDLEARN_RAY = """
 import json, resource, sys, time, warnings
@@ -163,50 +168,31 @@ try:
 finally:
     ray.shutdown()
     cluster.shutdown()
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"seconds": seconds, "rows": ds.num_rows(), "cpu": usage.ru_utime + usage.ru_stime,
-                  "rss": usage.ru_maxrss * 1024, "parsers": ds.manifest["parsers"],
-                  "ranges": ds.manifest["ranges"], "nodes": ds.manifest["nodes"],
-                  "rows_read": ds.manifest["rows_read"]}))
+rows = ds.num_rows()
+extra = {"parsers": ds.manifest["parsers"], "ranges": ds.manifest["ranges"],
+         "nodes": ds.manifest["nodes"], "rows_read": ds.manifest["rows_read"]}
 """
-_PYARROW = """
+
+
+def _peer(reader: str) -> tuple[str, str]:
+    """A peer: its name and the child script timing ``reader(path)`` (a pyarrow function)."""
+    module = reader.rsplit(".", 1)[0]
+    code = f"""
 import json, resource, sys, time
-import pyarrow.csv as pacsv
+import {module}
 start = time.perf_counter()
-table = pacsv.read_csv(sys.argv[1])
+table = {reader}(sys.argv[1])
 seconds = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_SELF)
-rows = table.num_rows
-print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
-                  "rss": usage.ru_maxrss * 1024}))
+rows, extra = table.num_rows, {{}}
 """
-_PYARROW_JSON = """
-import json, resource, sys, time
-import pyarrow.json as pajson
-start = time.perf_counter()
-table = pajson.read_json(sys.argv[1])
-seconds = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_SELF)
-rows = table.num_rows
-print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
-                  "rss": usage.ru_maxrss * 1024}))
-"""
-_PYARROW_PARQUET = """
-import json, resource, sys, time
-import pyarrow.parquet as pq
-start = time.perf_counter()
-table = pq.read_table(sys.argv[1])
-seconds = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_SELF)
-rows = table.num_rows
-print(json.dumps({"seconds": seconds, "rows": rows, "cpu": usage.ru_utime + usage.ru_stime,
-                  "rss": usage.ru_maxrss * 1024}))
-"""
+    return reader, code
+
+
 PEERS = {
-    "csv": ("pyarrow.csv.read_csv", _PYARROW),
-    "jsonl": ("pyarrow.json.read_json", _PYARROW_JSON),
-    "parquet": ("pyarrow.parquet.read_table", _PYARROW_PARQUET),
-    "csv.zst": ("pyarrow.csv.read_csv", _PYARROW),
+    "csv": _peer("pyarrow.csv.read_csv"),
+    "jsonl": _peer("pyarrow.json.read_json"),
+    "parquet": _peer("pyarrow.parquet.read_table"),
+    "csv.zst": _peer("pyarrow.csv.read_csv"),
 }
 GENERATORS = {
     "csv": generate,
@@ -217,9 +203,9 @@ GENERATORS = {
 
 
 def measure(code: str, *args: str) -> dict:
-    """Run ``code`` in a fresh interpreter (clean peak RSS) and parse its JSON line."""
+    """Run ``code`` and :data:`_REPORT` in a fresh interpreter (clean peak RSS); its figures."""
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", code + _REPORT, *args], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr}")
