@@ -57,9 +57,7 @@ def test_workers_keep_a_scope_across_groups_until_it_ends(engine_name, dataset):
     assert released == (rows, SHARDS, WORKERS)  # the scope ended: its data was dropped
 
 
-def test_a_search_on_workers_gives_the_same_results_warm_or_not(
-    engine_name, dataset, monkeypatch
-):
+def test_a_search_on_workers_gives_the_same_results_warm_or_not(engine_name, dataset, monkeypatch):
     space = {"max_depth": randint(2, 5), "n_estimators": 3, "execution": "workers"}
 
     def run(budget):
