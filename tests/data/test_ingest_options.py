@@ -17,6 +17,7 @@ from shardlearn.data.schema import KINDS, Kind
 from shardlearn.exceptions import SchemaError, SpecError
 from shardlearn.pipeline import parse_spec
 
+READ_KEYS = set(FileReadOptions.model_fields)
 BAD = [
     ("partitions", 0, "an integer >= 1"),
     ("partitions", True, "an integer >= 1"),
@@ -83,3 +84,14 @@ def test_the_choices_are_the_readers_and_the_schemas() -> None:
     assert list(FileReadOptions.model_fields) == [
         k for k in IngestOptions.model_fields if k in FileReadOptions.model_fields
     ]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [b for b in BAD if b[0] in READ_KEYS])
+def test_predict_batch_refuses_a_reader_option_as_ingest_does(
+    tmp_path: Path, key: str, value: Any, expected: str
+) -> None:
+    from shardlearn.registry.predict import predict_batch
+
+    message = f"The '{key}' parameter of predict_batch must be {expected}. Got {value!r}."
+    with pytest.raises(SchemaError, match=re.escape(message)):  # before any model or file
+        predict_batch(None, tmp_path / "in.csv", tmp_path / "p.parquet", **{key: value})

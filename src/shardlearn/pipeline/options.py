@@ -26,9 +26,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
-from shardlearn._options import OptionsModel, option_fields, subset_model
+from shardlearn._options import OptionsModel, check_mapping, option_fields, subset_model
 from shardlearn._validation import unknown_name_message, validate_params
 from shardlearn.data.options import CALL_ONLY, PIPELINE_SETS, FileReadOptions, IngestOptions
+from shardlearn.exceptions import SpecError
 
 __all__ = [
     "COMMON_KEYS",
@@ -296,7 +297,8 @@ STAGE_MODELS: dict[str, type[StageOptions]] = {
 
 def stage_settings(kind: str, options: dict[str, Any]) -> Any:
     """A stage's options (its keys minus the common ones) as its model: defaults filled in."""
-    return STAGE_MODELS[kind].model_validate({"type": kind, **options})
+    values = {"type": kind, **options}
+    return check_mapping(STAGE_MODELS[kind], values, f"{kind} stage", SpecError)
 
 
 class PipelineSettings(OptionsModel):

@@ -47,6 +47,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shardlearn._options import check_call
+from shardlearn.data.options import FileReadOptions
 from shardlearn.data.readers import REJECTS_SCHEMA
 from shardlearn.engine import StepProgress, show_progress
 from shardlearn.exceptions import DataError, SchemaError
@@ -547,6 +549,10 @@ def predict_batch(
         model = load(model)
     if int(batch_size) < 1:
         raise DataError(f"batch_size must be >= 1. Got {batch_size!r}.")
+    # ingest's reader options, checked by the model ingest and `shardlearn predict` use.
+    reading = {"format": format, "delimiter": delimiter, "header": header, "columns": columns,
+               "na_values": na_values, "trim": trim}  # fmt: skip
+    check_call(FileReadOptions, reading, "predict_batch", SchemaError)
     dataset = is_dataset(source)
     predictor = Predictor(
         model,
