@@ -23,6 +23,7 @@ from shardlearn._json import to_json
 from shardlearn.metrics import _plots
 from shardlearn.metrics.accumulators import EvaluationAccumulator
 from shardlearn.metrics.functions import (
+    SUMMARY_KEYS,
     calibration_curve,
     pr_curve,
     roc_curve,
@@ -45,16 +46,8 @@ HEADLINE = (
     ("expected_calibration_error", "Calibration error"),
 )
 LOWER_IS_BETTER = {"log_loss", "brier"}
-LEADERBOARD = (
-    "accuracy",
-    "balanced_accuracy",
-    "f1_macro",
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "mcc",
-)
+#: The leaderboard's columns: the headline metrics, as in every score_summary.
+LEADERBOARD = SUMMARY_KEYS
 
 
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
