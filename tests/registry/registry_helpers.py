@@ -8,7 +8,9 @@ exactly as the Models contract asks.
 
 from __future__ import annotations
 
+import multiprocessing
 import struct
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,3 +117,21 @@ def register_many(root: str, name: str, count: int, seed: int, start: Any, resul
     results.put(
         [registry.register(model, name, metrics={"seed": seed}).version for _ in range(count)]
     )
+
+
+def race(target: Callable[..., None], arguments: list[tuple]) -> list[Any]:
+    """Run ``target(*args, start=..., results=...)`` in one spawned process per ``args``, all
+    released together (``start`` is set once every child is up) so that their work overlaps;
+    what each put on ``results``, in the order they finished. Every child must exit with 0."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    shared = {"start": start, "results": results}
+    processes = [context.Process(target=target, args=args, kwargs=shared) for args in arguments]
+    for process in processes:
+        process.start()
+    start.set()
+    outcomes = [results.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return outcomes

@@ -8,7 +8,6 @@ commit; integrity checks (index sha256, file hashes, signatures) must hold as fo
 from __future__ import annotations
 
 import json
-import multiprocessing
 import pickle
 import subprocess
 import sys
@@ -46,21 +45,8 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
 def test_two_processes_registering_twenty_versions_each_lose_nothing(root):
     # 2 x 20, not the 2 x 50 of the local test: each registration is ~10 requests to a moto
     # server in this process, and 2 x 50 took over a minute on the shared machine.
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    processes = [
-        context.Process(
-            target=registry_helpers.register_many, args=(root, "race", 20, seed, start, results)
-        )
-        for seed in (1, 2)
-    ]
-    for process in processes:
-        process.start()
-    start.set()  # both children are up: release them together so their registrations overlap
-    versions = [results.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    arguments = [(root, "race", 20, seed) for seed in (1, 2)]
+    versions = registry_helpers.race(registry_helpers.register_many, arguments)
     assert sorted(versions[0] + versions[1]) == list(range(1, 41))  # none lost or duplicated
     registry_helpers.install()
     try:
@@ -75,7 +61,7 @@ def test_two_processes_registering_twenty_versions_each_lose_nothing(root):
         registry_helpers.uninstall()
 
 
-def promote_many(root: str, start, results, order: list[int]) -> None:
+def promote_many(root: str, order: list[int], start, results) -> None:
     """Child-process body: promote each version of ``order`` to production in turn."""
     registry = Registry(root)
     start.wait()
@@ -87,19 +73,8 @@ def test_concurrent_promotions_serialise_through_the_event_log(root, centroid_mo
     registry = Registry(root)
     for _ in range(4):
         registry.register(centroid_model, "race")
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
     orders = ([1, 2, 3, 4] * 2, [4, 3, 2, 1] * 2)
-    processes = [
-        context.Process(target=promote_many, args=(root, start, results, order)) for order in orders
-    ]
-    for process in processes:
-        process.start()
-    start.set()
-    outcomes = [results.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    outcomes = registry_helpers.race(promote_many, [(root, order) for order in orders])
     assert outcomes == [["production"] * 8] * 2
     # Every promotion is in the history, none overwritten by a racing one, and each change
     # saw the state the one before it left: at most one production version at any time.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sqlite3
 
 import numpy as np
@@ -176,22 +175,8 @@ def test_orphan_directory_from_a_crash_is_never_overwritten(registry, centroid_m
 
 def test_two_processes_registering_fifty_versions_each_lose_nothing(tmp_path):
     root = tmp_path / "models"
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    processes = [
-        context.Process(
-            target=registry_helpers.register_many,
-            args=(str(root), "race", 50, seed, start, results),
-        )
-        for seed in (1, 2)
-    ]
-    for process in processes:
-        process.start()
-    start.set()  # both children are up: release them together so their registrations overlap
-    versions = [results.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    arguments = [(str(root), "race", 50, seed) for seed in (1, 2)]
+    versions = registry_helpers.race(registry_helpers.register_many, arguments)
     assert sorted(versions[0] + versions[1]) == list(range(1, 101))
     registry_helpers.install()
     try:
