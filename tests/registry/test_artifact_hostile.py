@@ -468,10 +468,10 @@ def _walk(header: dict, steps: list[int]) -> tuple[Any, Any, list]:
     return parent, key, keys
 
 
-def _mutate_json(path: Path, steps: list[int], how: str, change: tuple) -> bool:
-    """Mutate model.json; whether the change touched only descriptive metadata."""
-    header = _header(path)
-    parent, key, keys = _walk(header, steps)
+def _change(document: Any, steps: list[int], how: str, change: tuple) -> list:
+    """In ``document``, the node ``steps`` lead to: add ``change`` (name, value) to it (a dict),
+    delete it, or replace it by the value; the keys walked to it (none: the root, unchanged)."""
+    parent, key, keys = _walk(document, steps)
     name, value = change
     node = parent[key]
     if how == "add" and isinstance(node, dict):
@@ -480,6 +480,13 @@ def _mutate_json(path: Path, steps: list[int], how: str, change: tuple) -> bool:
         del parent[key]
     elif keys:
         parent[key] = value
+    return keys
+
+
+def _mutate_json(path: Path, steps: list[int], how: str, change: tuple) -> bool:
+    """Mutate model.json; whether the change touched only descriptive metadata."""
+    header = _header(path)
+    keys = _change(header, steps, how, change)
     _write_header(path, header)
     return bool(keys) and keys[0] in DESCRIPTIVE_KEYS
 
@@ -582,15 +589,8 @@ def _mutate_booster(path: Path, mutation: tuple) -> None:
     if mutation[0] == "json":
         booster = xgb.Booster(model_file=bytearray(target.read_bytes()))
         document = json.loads(bytes(booster.save_raw("json")))
-        _, steps, how, (name, value) = mutation
-        parent, key, keys = _walk(document, steps)
-        node = parent[key]
-        if how == "add" and isinstance(node, dict):
-            node[name] = value
-        elif how == "delete" and keys:
-            del parent[key]
-        elif keys:
-            parent[key] = value
+        _, steps, how, change = mutation
+        _change(document, steps, how, change)
         target.write_bytes(json.dumps(document).encode())
     else:
         kind, where, xor = mutation
