@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import sklearn.base
 
 from shardlearn._json import to_json
-from shardlearn.base import check_is_fitted
+from shardlearn.base import BaseEstimator, check_is_fitted
 from shardlearn.exceptions import ArtifactError, DataError, SchemaError
 from shardlearn.models._registry import type_names
 from shardlearn.models._training.fitting import (
@@ -148,10 +148,10 @@ def fitted_items(model: Any) -> list[tuple[str, Any]]:
     return items
 
 
-def artifact_params(cls: type, meta: dict) -> dict[str, Any]:
+def artifact_params(cls: type[BaseEstimator], meta: dict) -> dict[str, Any]:
     """The ``params`` of artifact metadata, refused unless all are ``__init__`` parameters."""
     params = _mapping(meta.get("params", {}), f"{cls.__name__} params")
-    valid = set(cls._get_param_names())  # type: ignore[attr-defined]
+    valid = set(cls._get_param_names())
     unknown = sorted(str(k) for k in params if k not in valid)
     if unknown:
         raise ArtifactError(

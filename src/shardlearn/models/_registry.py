@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from shardlearn._validation import unknown_name_message
+from shardlearn.base import BaseEstimator
 
 __all__ = ["MODELS", "model_class", "model_class_by_type", "register_model", "type_names"]
 
-T = TypeVar("T", bound=type)
+T = TypeVar("T", bound=type[BaseEstimator])
 
-MODELS: dict[str, type] = {}
+MODELS: dict[str, type[BaseEstimator]] = {}
 # Type names a registered class had before a rename -> its catalogue name (artifacts keep them).
 _FORMER_TYPES: dict[str, str] = {}
 
@@ -37,7 +38,7 @@ def register_model(name: str, *, formerly: tuple[str, ...] = ()) -> Callable[[T]
     return decorate
 
 
-def model_class(name: str) -> type:
+def model_class(name: str) -> type[BaseEstimator]:
     """The model class registered as ``name``; an unknown name lists the valid ones."""
     try:
         return MODELS[name]
@@ -51,7 +52,7 @@ def type_names(cls: type) -> frozenset[str]:
     return frozenset({cls.__name__, *former})
 
 
-def model_class_by_type(type_name: str) -> type:
+def model_class_by_type(type_name: str) -> type[BaseEstimator]:
     """The registered class whose ``__name__`` (or a former type name) is ``type_name``."""
     for cls in MODELS.values():
         if cls.__name__ == type_name:

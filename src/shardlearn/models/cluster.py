@@ -166,7 +166,7 @@ class UnsupervisedMixin(sklearn.base.TransformerMixin):
                 arrays[key] = value
             else:
                 attributes[key] = _to_json(value)
-        params = {k: _to_json(v) for k, v in self.get_params(deep=False).items()}  # type: ignore[attr-defined]
+        params = {k: _to_json(v) for k, v in self.get_params(deep=False).items()}
         meta = {
             "type": type(self).__name__,
             "format": ARTIFACT_FORMAT,

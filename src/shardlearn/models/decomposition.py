@@ -160,7 +160,7 @@ class PCA(UnsupervisedMixin, BaseEstimator):
                 )
             return int(chosen)
         ratio = np.cumsum(values) / values.sum()
-        return int(min(np.searchsorted(ratio, chosen, side="right") + 1, limit))
+        return min(int(np.searchsorted(ratio, chosen, side="right")) + 1, limit)
 
     def get_feature_names_out(self) -> list[str]:
         """Names of the :meth:`transform` columns: ``pca0`` ... (as scikit-learn)."""

@@ -573,8 +573,8 @@ def training_block(state: Any, split: str = "train") -> Any:
         if parts:
             X = _stack([p[0] for p in parts])
             y = np.concatenate([p[1] for p in parts])
-            weights = [p[2] for p in parts]
-            w = None if weights[0] is None else np.concatenate(weights)
+            weights = [p[2] for p in parts if p[2] is not None]  # every part's, or none
+            w = np.concatenate(weights) if len(weights) == len(parts) else None
         else:
             X, y, w = np.empty((0, n_features)), np.empty(0, dtype=np.int64), None
         block = FeatureBlock(X, y, w, names)
@@ -784,7 +784,8 @@ def dealt_training_block(state: Any, shards: Sequence[Any], seed: int, split: st
     """
     from shardlearn.preprocess import FeatureBlock
 
-    parts, start, names = [], 0, None
+    parts, start = [], 0
+    names: list[str] = []
     for block in iter_all_training_blocks(state, shards, split):
         mine = np.flatnonzero(deal_rows(seed, start, block.n_rows, state.size) == state.rank)
         start += block.n_rows

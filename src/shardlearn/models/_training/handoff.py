@@ -183,10 +183,12 @@ def _write_parts(
     return [shard for shard, _ in results]
 
 
-def _stopping(stop: Any, *args: Any) -> tuple[Any, bool]:
+def _stopping(
+    stop: Any, root: Path, job: tuple[int, int, int], X: Any, y: np.ndarray, weights: Any
+) -> tuple[Any, bool]:
     """:func:`_write_part`; a failing writer (e.g. a full disk) stops the others too."""
     try:
-        return _write_part(*args, stop)
+        return _write_part(root, job, X, y, weights, stop)
     except BaseException:
         stop.set()
         raise
@@ -238,7 +240,7 @@ def _write_npy(path: str, array: np.ndarray, check: bool, stop: Any) -> bool:
             if check and not _finite(chunk):
                 stop.set()
                 return False
-            fh.write(memoryview(chunk).cast("B"))
+            fh.write(chunk.data.cast("B"))
     return True
 
 
@@ -276,9 +278,8 @@ def share_arrays(
     token = uuid.uuid4().hex
     parts, shards = [], []
     for index, (start, end) in enumerate(_part_bounds(X.shape[0], n_parts)):
-        part = (_rows_view(X, start, end), _read_only(y[start:end]), None)
-        if weights is not None:
-            part = (part[0], part[1], _read_only(weights[start:end]))
+        part_weights = None if weights is None else _read_only(weights[start:end])
+        part = (_rows_view(X, start, end), _read_only(y[start:end]), part_weights)
         parts.append(part)
         nbytes = sum(_nbytes(value) for value in part if value is not None)
         shards.append(_part_shard(index, f"{SHARED_PREFIX}{token}/{index}", part[1], nbytes))

@@ -68,7 +68,7 @@ def score_split(ctx: TrainingContext, estimator: Any, split: str) -> dict[str, f
     counts, histogram = block_scores(ctx, estimator, split)
     # zero_division=nan: a class absent from the split makes its area NaN, without a warning.
     area = roc_auc(histogram, "binary" if ctx.n_classes == 2 else "macro", zero_division=np.nan)
-    return {**accuracy_and_f1(counts), "roc_auc": float(area.value)}  # type: ignore[union-attr]
+    return {**accuracy_and_f1(counts), "roc_auc": float(area.value)}
 
 
 def accuracy_and_f1(confusion: np.ndarray) -> dict[str, float]:

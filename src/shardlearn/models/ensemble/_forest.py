@@ -123,11 +123,9 @@ class _SharedRows:
         self._lock = threading.Lock()
         self._rows: _Rows | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"shards": self.shards, "class_weight": self.class_weight, "k": self.n_classes}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["shards"], state["class_weight"], state["k"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Rebuilt by the constructor, so an unpickled holder starts empty (no rows, own lock).
+        return type(self), (self.shards, self.class_weight, self.n_classes)
 
     def get(self, state: Any) -> _Rows:
         """The rows, loading them with ``state``'s context if no worker has yet."""

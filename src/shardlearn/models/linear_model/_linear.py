@@ -482,7 +482,7 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
 
-_COMMON_CONSTRAINTS = {
+_COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "C": [Interval("real", 0, None, closed="neither")],
     "fit_intercept": [Type(bool)],
     "max_iter": [Interval("int", 0, None, closed="left")],

@@ -257,7 +257,7 @@ class BlockKernel:
         fused = not self.sparse and X.flags.c_contiguous and loss.fused
         fused = fused and (sample_weight is None or sample_weight.ndim == 1)
         self._fused_rows = np.asarray(X) if fused else None
-        self.targets = {np.dtype(np.float64): _targets_as(Y, np.float64)}
+        self.targets = {np.dtype(np.float64): _targets_as(Y, np.dtype(np.float64))}
         self.weights = {np.dtype(np.float64): sample_weight}
         if self.storage != np.float64:
             self.targets[self.storage] = _targets_as(Y, self.storage)
@@ -276,7 +276,7 @@ class BlockKernel:
         chunk = self.chunks[index]
         if chunk.dtype == dtype:
             return chunk
-        if self.sparse:
+        if not isinstance(chunk, np.ndarray):  # CSR
             return sp.csr_matrix(
                 (chunk.data.astype(dtype), chunk.indices, chunk.indptr), shape=chunk.shape
             )
@@ -303,7 +303,9 @@ class BlockKernel:
         """
         K = coef.shape[0]
         if self._fused_rows is not None and K == 1:
-            out = self._fused_loss_gradient(coef[0], float(intercept[0]), precision, stride)
+            out = self._fused_loss_gradient(
+                self._fused_rows, coef[0], float(intercept[0]), precision, stride
+            )
             if not fit_intercept:
                 out[-1] = 0.0
             return out
@@ -320,7 +322,7 @@ class BlockKernel:
         return np.concatenate(([total], grad_coef.ravel(), grad_intercept))
 
     def _fused_loss_gradient(
-        self, coef: np.ndarray, intercept: float, precision: str, stride: int
+        self, rows: np.ndarray, coef: np.ndarray, intercept: float, precision: str, stride: int
     ) -> np.ndarray:
         # Imported on first use: numba loads in about half a second, which a model that is
         # only imported to predict should not pay.
@@ -329,7 +331,7 @@ class BlockKernel:
         dtype = self.compute_dtype(precision)
         return fused_loss_gradient(
             self.loss.name,
-            self._fused_rows,
+            rows,
             self.targets[dtype][0],
             self.weights[dtype],
             coef.astype(dtype),
@@ -388,7 +390,7 @@ class BlockKernel:
 
     def _weighted_gram(self, chunk: Matrix, d: np.ndarray) -> np.ndarray:
         """``X_c^T diag(d) X_c`` (p, p) as float64."""
-        if self.sparse:
+        if not isinstance(chunk, np.ndarray):  # CSR
             scaled = chunk.multiply(d[:, None]).tocsr()
             return np.asarray((chunk.T @ scaled).toarray(), dtype=np.float64)
         return np.asarray((chunk * d[:, None]).T @ chunk, dtype=np.float64)

@@ -376,7 +376,7 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         with prepare_training(
             self, X, y, engine=engine, sample_weight=sample_weight, classes=classes
         ) as ctx:
-            return self._run(ctx, 1, not hasattr(self, "coef_"), stop_early=False)
+            return self._run(ctx, 1, not hasattr(self, "coef_"), tol=None)
 
     def _continuing(self) -> bool:
         return bool(self.warm_start) and hasattr(self, "coef_")
@@ -385,19 +385,18 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
         self, ctx: TrainingContext, callback: Callable[[IterationInfo], None] | None = None
     ) -> SGDClassifier:
         self._validate_params()
-        stop_early = self.tol is not None
-        return self._run(ctx, self.max_iter, not self._continuing(), stop_early, callback)
+        return self._run(ctx, self.max_iter, not self._continuing(), self.tol, callback)
 
     def _run(
         self,
         ctx: TrainingContext,
         epochs: int,
         start_fresh: bool,
-        stop_early: bool,
+        tol: float | None,
         callback: Callable[[IterationInfo], None] | None = None,
     ) -> SGDClassifier:
-        """Up to ``epochs`` epochs; with ``stop_early``, the ``tol`` test and a
-        ConvergenceWarning when all of them ran (as scikit-learn's ``fit``)."""
+        """Up to ``epochs`` epochs; with a ``tol`` (None: no early stopping), the ``tol`` test
+        and a ConvergenceWarning when all of them ran (as scikit-learn's ``fit``)."""
         shards = [shard for part in ctx.group.shards for shard in part]
         deal = {"token": uuid.uuid4().hex, "shards": shards, "seed": int(self.random_state)}
         ctx.group.put(_DEAL_KEY, deal)
@@ -429,13 +428,13 @@ class SGDClassifier(ClassifierMixin, BaseEstimator):
             mean_loss = loss_sum / rows
             if callback is not None:
                 callback(IterationInfo(done, float(mean_loss), float("nan")))
-            if stop_early:
-                stale = stale + 1 if mean_loss > best - self.tol else 0
+            if tol is not None:
+                stale = stale + 1 if mean_loss > best - tol else 0
                 best = min(best, mean_loss)
                 if stale >= self.n_iter_no_change:
                     break
         else:
-            if stop_early:
+            if tol is not None:
                 warnings.warn(
                     f"SGDClassifier reached max_iter={epochs} epochs before the loss stopped "
                     "improving; increase max_iter.",

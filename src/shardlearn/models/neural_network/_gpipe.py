@@ -187,8 +187,8 @@ def _forward(
             inputs_m.requires_grad_(grad)
         else:
             inputs_m = inputs[m]
-        masks = contextlib.nullcontext()
-        if grad:
+        masks: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if epoch is not None:  # training (grad)
             masks = dropout_rows(stage, run["spec"]["seed"], epoch, micro_ids[m])
         with torch.set_grad_enabled(grad), masks:
             output = stage(inputs_m)

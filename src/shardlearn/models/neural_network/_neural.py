@@ -140,6 +140,9 @@ class _NeuralClassifier(ClassifierMixin, BaseEstimator):
         "mini-batch SGD: a row given twice lands in other batches than a row of weight 2, "
         "so the two paths differ (equal in expectation only)",
     )
+    # Fitted epochs, set by _set_fitted and _from_artifact (declared for the type checker).
+    n_iter_: int
+    best_epoch_: int
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -407,12 +410,15 @@ def _checked_warm_state(state: Any) -> dict:
     """A decoded warm-start state with the shape a warm start reads (it came from a file)."""
     parts = state.get("checkpoint") if isinstance(state, dict) else None
     settings = state.get("settings") if isinstance(state, dict) else None
-    valid = isinstance(parts, list) and isinstance(settings, dict)
-    valid = valid and set(settings) == set(OPTIMISER_SETTINGS)
-    valid = valid and all(
-        p is None
-        or (isinstance(p, dict) and {"weights", "optimizer", "best", "best_loss"} <= set(p))
-        for p in parts
+    valid = (
+        isinstance(parts, list)
+        and isinstance(settings, dict)
+        and set(settings) == set(OPTIMISER_SETTINGS)
+        and all(
+            p is None
+            or (isinstance(p, dict) and {"weights", "optimizer", "best", "best_loss"} <= set(p))
+            for p in parts
+        )
     )
     if not valid:
         raise ArtifactError("model.json: the warm-start state is malformed.")

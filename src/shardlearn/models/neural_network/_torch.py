@@ -133,8 +133,10 @@ def _conv_modules(arch: dict) -> tuple[list, int]:
 def _module_classes() -> SimpleNamespace:
     """The library's own ``torch.nn.Module`` classes, defined once torch is imported."""
     torch = require_torch()
+    # torch is imported here, not at module level, so the base class is a value (typed Any).
+    module: Any = torch.nn.Module
 
-    class Scale(torch.nn.Module):
+    class Scale(module):
         """Multiplies its input by ``factor`` (e.g. 1/255 for raw pixels); no parameters."""
 
         def __init__(self, factor: float) -> None:
@@ -147,7 +149,7 @@ def _module_classes() -> SimpleNamespace:
         def extra_repr(self) -> str:
             return f"factor={self.factor}"
 
-    class RowDropout(torch.nn.Module):
+    class RowDropout(module):
         """Dropout whose masks come from :func:`dropout_mask` for the rows named by
         :func:`dropout_rows`; no parameters, so weights load into ``nn.Dropout`` slots."""
 
@@ -222,7 +224,7 @@ def dropout_mask(
         Entry ``(i, j)`` depends only on ``(seed, epoch, layer, rows[i], j)``.
     """
     key = np.random.SeedSequence([_DROPOUT_TAG, seed, epoch, layer]).generate_state(1, np.uint64)
-    counter = np.asarray(rows, dtype=np.uint64)[:, None] * np.uint64(width)
+    counter: np.ndarray = np.asarray(rows, dtype=np.uint64)[:, None] * np.uint64(width)
     counter = counter + np.arange(width, dtype=np.uint64)
     bits = _splitmix64(counter * _GOLDEN + key)
     uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53  # 53 bits: [0, 1)

@@ -48,6 +48,7 @@ def load_rows(state: Any, split: str, data: dict) -> tuple[np.ndarray, np.ndarra
     cached = state.cache.get(key)
     if cached is not None:
         return cached
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray | None]
     if not _split_shards(state, split):
         rows = (np.empty((0, data["n_features"]), np.float32), np.empty(0, np.int64), None)
     else:
