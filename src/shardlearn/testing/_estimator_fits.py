@@ -46,6 +46,12 @@ def _fail(estimator: Any, check: str, message: str) -> str:
     return f"{type(estimator).__name__} fails {check}: {message}"
 
 
+def _expect_within(estimator: Any, check: str, gap: float, tolerance: float, what: str) -> None:
+    """``gap`` is at most ``tolerance``; else "<what> differ by <gap> (tolerance <tolerance>)"."""
+    message = f"{what} differ by {gap:.3g} (tolerance {tolerance:g})"
+    _expect(gap <= tolerance, _fail(estimator, check, message))
+
+
 def _fit(estimator: Any, X: Any, y: Any = None, *, engine: Any, **fit_params: Any) -> Any:
     """Fit a clone; ConvergenceWarnings are ignored here (check_budgets looks at them)."""
     import warnings
