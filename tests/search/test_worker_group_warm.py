@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from shardlearn import _warm
-from shardlearn.engine import engine
+from shardlearn.engine import engine, local
 from shardlearn.search import loguniform, randint, search
 
 SPACE = {"max_depth": randint(2, 6), "learning_rate": loguniform(0.05, 0.5), "n_estimators": 4,
@@ -82,9 +82,11 @@ def test_killed_warm_workers_are_replaced_and_the_search_ends_the_same(small_dat
         if killed:
             return
         # After the first trial the group's processes wait, idle between fits, holding their
-        # shards: shardlearn's worker interpreters among this process's children (not Ray's).
-        workers = [c.pid for c in psutil.Process().children() if _is_worker(c)]
-        assert len(workers) >= WORKERS
+        # shards: the last ones put back in the idle pool. Only they are killed, not processes
+        # of other engines (earlier tests' idle workers, task processes).
+        workers = [proc.pid for proc in local._IDLE[-WORKERS:]]
+        assert len(workers) == WORKERS
+        assert all(_is_worker(psutil.Process(pid)) for pid in workers)
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         killed.extend(workers)
