@@ -215,7 +215,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     """The option model a field holds (``resources``), if any."""
     for candidate in [annotation, *getattr(annotation, "__args__", ())]:
         if _is_model(candidate):
-            return candidate  # type: ignore[no-any-return]
+            return candidate
     return None
 
 

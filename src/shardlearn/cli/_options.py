@@ -63,7 +63,7 @@ def _parameter(model: type[BaseModel], key: str, info: FieldInfo) -> inspect.Par
         annotation = number | None if default is None else number
         extra = {k: detail[j] for k, j in (("min", "minimum"), ("max", "maximum")) if j in detail}
     elif kind == "choice":
-        annotation = Literal[tuple(detail["enum"])] | None  # type: ignore[misc]
+        annotation = Literal[tuple(detail["enum"])] | None
     elif kind in ("list", "mapping", "text") and isinstance(default, list | tuple | dict):
         default = _as_text(default)
     help_text = info.description or ""

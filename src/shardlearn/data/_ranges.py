@@ -282,7 +282,7 @@ def _joined(head: _Scan, rest: _Scan, limit: int) -> _Scan:
             )
         ):
             values[field].append(value)
-    return _Scan(*(tuple(v) for v in values))  # type: ignore[arg-type]
+    return _Scan(*(tuple(v) for v in values))
 
 
 def _scan_plain(raw: bytes, start: int, data: np.ndarray, limit: int) -> _Scan:

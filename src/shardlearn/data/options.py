@@ -51,7 +51,7 @@ CLI_SETS = frozenset({"progress"})
 
 Count = Annotated[int, Field(ge=1), ACCEPT_NUMPY]  # an integer >= 1 (numpy's too)
 Fraction = Annotated[float, Field(ge=0.0, le=1.0), ACCEPT_NUMPY]
-PathText = str | SkipJsonSchema[InstanceOf[os.PathLike]]  # type: ignore[type-arg]
+PathText = str | SkipJsonSchema[InstanceOf[os.PathLike]]
 
 
 def _strategy(value: str) -> str:

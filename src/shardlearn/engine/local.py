@@ -197,8 +197,8 @@ class ProcessGroup(WorkerGroup):
         by_handle: dict[Any, int] = {}
         for rank in pending:
             proc = self._procs[rank]
-            by_handle[proc.conn] = rank  # type: ignore[union-attr]
-            by_handle[proc.sentinel] = rank  # type: ignore[union-attr]
+            by_handle[proc.conn] = rank
+            by_handle[proc.sentinel] = rank
         for handle in wait(list(by_handle)):
             rank = by_handle[handle]
             if rank not in pending:
