@@ -189,7 +189,9 @@ class ProcessGroup(WorkerGroup):
                 if raw is not None:  # a pre-serialised put
                     proc.send_bytes(raw[1])
                     return raw[0]
-                return proc.send(*message)  # type: ignore[misc]
+                if message is None:
+                    raise RuntimeError("a worker call needs a message or a serialised put")
+                return proc.send(*message)
             except Dead:
                 self._replace(rank, attempts)
 
@@ -204,7 +206,10 @@ class ProcessGroup(WorkerGroup):
             if rank not in pending:
                 continue
             try:
-                reply = self._procs[rank].try_receive(pending[rank])  # type: ignore[union-attr]
+                proc = self._procs[rank]
+                if proc is None:  # as in _send: a missing process is a dead one
+                    raise Dead("no process")
+                reply = proc.try_receive(pending[rank])
             except Dead:
                 self._replace(rank, attempts)
                 pending[rank] = self._send(rank, build(rank), raw, attempts)
