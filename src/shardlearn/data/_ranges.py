@@ -62,7 +62,7 @@ import os
 from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -90,6 +90,8 @@ __all__ = [
     "parse_ranges",
     "plan_ranges",
 ]
+
+T = TypeVar("T")
 
 RANGE_BYTES = 16 << 20  # bytes per range: large enough to amortise a parse, small in memory
 _SEARCH_CHUNK = 1 << 16
@@ -352,7 +354,12 @@ def _scan_quoted(raw: bytes | memoryview, quote: int | None, delimiter: int, lim
 
     # The last quote run before each newline / lone carriage return / the range end (-1: none).
     run_of = [np.searchsorted(run_starts, p) - 1 for p in (newlines, lone, [len(data)])]
-    ends, lines, row_ends, lines_to, long_rows, tails = [], [], [], [], [], []
+    ends: list[bool] = []
+    lines: list[int] = []
+    row_ends: list[int] = []
+    lines_to: list[int] = []
+    long_rows: list[bool] = []
+    tails: list[int] = []
     for start in (0, 1):
         after = np.where(resets >= 0, since_reset & 1, (toggles + start) & 1).astype(bool)
         if not len(after):
@@ -375,9 +382,14 @@ def _scan_quoted(raw: bytes | memoryview, quote: int | None, delimiter: int, lim
         else:
             row_ends.append(-1)
             lines_to.append(0)
-    # One entry per start state, two in each list (the types cannot say it).
-    per_state = (ends, lines, row_ends, lines_to, long_rows, tails)
-    return _Scan(*(tuple(values) for values in per_state))  # type: ignore[arg-type]
+    # One entry per start state: two in each list.
+    return _Scan(
+        _pair(ends), _pair(lines), _pair(row_ends), _pair(lines_to), _pair(long_rows), _pair(tails)
+    )
+
+
+def _pair(values: list[T]) -> tuple[T, T]:
+    return values[0], values[1]
 
 
 def _has_long_row(ranges: list[ByteRange], scans: list[_Scan], limit: int) -> bool:
