@@ -130,6 +130,7 @@ def model_options(
             return command(**given, **options)
 
         run.__name__, run.__doc__ = command.__name__, command.__doc__
+        # typer reads __signature__ (inspect's protocol), which mypy does not know on functions.
         run.__signature__ = inspect.Signature([*arguments, *rest, *added])  # type: ignore[attr-defined]
         return run
 

@@ -139,6 +139,9 @@ IngestStage = subset_model(
 )
 
 
+# The ignores below: _one_of builds a Literal of the catalogue's names at run time (so the
+# schema lists them), and IngestStage/PredictStage are made by pydantic.create_model; mypy
+# sees variables where it expects types. test_spec_schema checks what they produce.
 class TrainStage(StageOptions):
     """A Pipeline of preprocessing and one model, trained and saved as an artifact."""
 
