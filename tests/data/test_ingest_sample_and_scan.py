@@ -19,7 +19,7 @@ from shardlearn.data._ingest_run import IngestRun
 from shardlearn.data.readers import ReaderOptions, SourceReader, blank_rows
 from shardlearn.exceptions import DataError
 
-from .test_parallel_ingest import LABELS, NUMBERS, QUOTED, _ingest, _quoted_csv
+from .test_parallel_ingest import _ingest, _quoted_csv, quoted_rows
 
 
 def _run(path: Path, block_size: int | None = None) -> IngestRun:
@@ -107,16 +107,7 @@ def _outcome(run: IngestRun, sample: object) -> object:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.integers(0, len(NUMBERS) - 1),
-            st.integers(0, len(QUOTED) - 1),
-            st.integers(0, len(LABELS) - 1),
-            st.sampled_from([0, 0, 0, 1, 2, 3, 4]),
-        ),
-        min_size=1,
-        max_size=60,
-    ),
+    rows=quoted_rows(max_size=60),
     newline=st.sampled_from([b"\n", b"\r\n"]),
     sample_rows=st.integers(1, 40),
     head_bytes=st.integers(1, 200),

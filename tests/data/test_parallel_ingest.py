@@ -180,6 +180,18 @@ LABELS = [b"a", b"b", b"", b'"a"', b'"b']
 SHAPES = ["{x},{s},{y}", "{x},{s}", "{x},{s},{y},extra", "", "{s},{s},{y}"]
 
 
+def quoted_rows(max_size: int) -> st.SearchStrategy[list[tuple[int, int, int, int]]]:
+    """Rows for :func:`_quoted_csv`: indices into NUMBERS, QUOTED, LABELS and SHAPES (mostly
+    whole rows; some short, long, empty or shifted)."""
+    row = st.tuples(
+        st.integers(0, len(NUMBERS) - 1),
+        st.integers(0, len(QUOTED) - 1),
+        st.integers(0, len(LABELS) - 1),
+        st.sampled_from([0, 0, 0, 1, 2, 3, 4]),
+    )
+    return st.lists(row, min_size=1, max_size=max_size)
+
+
 def _quoted_csv(rows: list[tuple[int, int, int, int]], newline: bytes) -> bytes:
     lines = [b"x,s,label"]
     for x, s, y, shape in rows:
@@ -206,16 +218,7 @@ def _outcome(path: Path, out: Path, range_bytes: int, parsers: int, block: int |
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.integers(0, len(NUMBERS) - 1),
-            st.integers(0, len(QUOTED) - 1),
-            st.integers(0, len(LABELS) - 1),
-            st.sampled_from([0, 0, 0, 1, 2, 3, 4]),
-        ),
-        min_size=1,
-        max_size=60,
-    ),
+    rows=quoted_rows(max_size=60),
     newline=st.sampled_from([b"\n", b"\r\n"]),
     cuts=st.integers(1, 8),
     parsers=st.sampled_from([1, 2, 4]),

@@ -24,14 +24,7 @@ from shardlearn.data.readers import reader_options
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
-from .test_parallel_ingest import (
-    LABELS,
-    NUMBERS,
-    QUOTED,
-    _fingerprint,
-    _ingest,
-    _quoted_csv,
-)
+from .test_parallel_ingest import _fingerprint, _ingest, _quoted_csv, quoted_rows
 
 STRATEGIES = ["random", "stratified", "hash:s", "range:x"]  # shuffled, keyed and ordered
 ZSTD = pa.Codec("zstd")
@@ -76,16 +69,7 @@ def _passes(strategy: str) -> int:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.integers(0, len(NUMBERS) - 1),
-            st.integers(0, len(QUOTED) - 1),
-            st.integers(0, len(LABELS) - 1),
-            st.sampled_from([0, 0, 0, 1, 2, 3, 4]),
-        ),
-        min_size=1,
-        max_size=50,
-    ),
+    rows=quoted_rows(max_size=50),
     newline=st.sampled_from([b"\n", b"\r\n"]),
     frame_cuts=st.lists(st.integers(1, 4000), min_size=1, max_size=8),
     parsers=st.sampled_from([1, 2, 4]),
