@@ -6,11 +6,11 @@ this module only assembles them and turns library errors into one-line messages 
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
+from shardlearn.cli import data, evaluate, models, run, search, serve, train
 from shardlearn.cli._common import run_app
 
 app = typer.Typer(
@@ -51,11 +51,10 @@ def _options(
     """Distributed machine learning for large classification datasets."""
 
 
-# One module per command family; each exposes register(app).
-_COMMAND_MODULES = ("data", "serve", "models", "run", "evaluate", "train", "search")
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"shardlearn.cli.{_name}").register(app)
+# One module per command family; each exposes register(app). Imported by name, not looked up,
+# so the import contracts see them; the order is the order of --help.
+for _commands in (data, serve, models, run, evaluate, train, search):
+    _commands.register(app)
 
 
 def main() -> None:
