@@ -13,7 +13,8 @@ shardlearn can encode (:mod:`shardlearn.data.timestamps`, about 1684 to 2255) is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,30 +104,37 @@ def infer_schema(
     na_values: Sequence[str],
     trim: bool = True,
     kinds: dict[str, str] | None = None,
+    mapper: Callable[..., Iterable[Column]] = map,
 ) -> Schema:
     """Infer a type and a kind per column of a sample of string (or typed) columns.
 
     The label keeps its values' type (int64 labels stay integers) and is ``categorical``.
+    ``mapper`` runs the per-column inference (a thread pool's: Arrow's regex matching releases the
+    GIL, and the columns are independent); the columns keep the sample's order.
     """
     kinds = dict(kinds or {})
     na = pa.array(list(na_values), pa.string())
-    columns = []
-    for name in sample.column_names:
-        raw = sample.column(name).combine_chunks()
-        if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
-            values = _clean(raw.cast(pa.string()), na, trim)
-            dtype = infer_type(values)
-        else:
-            values, dtype = raw, raw.type
-        kind: Kind
-        if name == label:
-            kind = "categorical"
-        elif name in kinds:
-            kind = as_kind(name, kinds[name])
-        else:
-            kind = infer_kind(values) if _family(dtype) == "string" else kind_of_type(dtype)
-        columns.append(Column(name, kind, type_name(dtype)))
-    return Schema(tuple(columns), label)
+    infer = functools.partial(_infer_column, sample, label, na, trim, kinds)
+    return Schema(tuple(mapper(infer, sample.column_names)), label)
+
+
+def _infer_column(
+    sample: pa.Table, label: str | None, na: pa.Array, trim: bool, kinds: dict[str, str], name: str
+) -> Column:
+    raw = sample.column(name).combine_chunks()
+    if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+        values = _clean(raw.cast(pa.string()), na, trim)
+        dtype = infer_type(values)
+    else:
+        values, dtype = raw, raw.type
+    kind: Kind
+    if name == label:
+        kind = "categorical"
+    elif name in kinds:
+        kind = as_kind(name, kinds[name])
+    else:
+        kind = infer_kind(values) if _family(dtype) == "string" else kind_of_type(dtype)
+    return Column(name, kind, type_name(dtype))
 
 
 @dataclass

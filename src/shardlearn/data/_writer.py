@@ -5,12 +5,14 @@ Layout while writing (``OUT`` is the dataset directory)::
     OUT/.staging-<token>/train/part-00000.parquet   one ParquetWriter per (split, shard)
     OUT/.staging-<token>/_rejects/rejects-00000.parquet
 
-Rows are buffered per shard and flushed as a row group once a shard's buffer holds
-``flush_bytes``, so peak memory is about ``batch + shards × flush_bytes`` whatever the input
-size. Row groups are encoded on :data:`WRITE_THREADS` background threads, each shard's in
-order; a shard's sha256 and size are taken from the bytes as they are written (no second read
-of the shards at the end, which at 20M rows was seconds of hashing after the last row), and
-the last row groups and the closing of the shards run on those threads too.
+Each batch is put in shard order by one take, and every shard buffers a slice of it; a shard
+holding :data:`COMPACT_PIECES` slices copies them into one batch of its own rows (a slice keeps
+its whole batch alive), and a shard is flushed as a row group once its buffer holds
+``flush_bytes``, so peak memory is about ``COMPACT_PIECES × batch + shards × flush_bytes``
+whatever the input size. Row groups are encoded on :data:`WRITE_THREADS` background threads,
+each shard's in order; a shard's sha256 and size are taken from the bytes as they are written
+(no second read of the shards at the end, which at 20M rows was seconds of hashing after the
+last row), and the last row groups and the closing of the shards run on those threads too.
 :meth:`DatasetWriter.commit` moves the staged directories into place and writes
 ``manifest.json`` last; a crash at any earlier point leaves no manifest, so nothing that looks
 like a complete dataset.
@@ -60,6 +62,9 @@ MAX_PENDING_FLUSHES = 3
 # Threads that encode row groups: two, so the final flush of every shard at the end of an ingest
 # (up to splits x partitions x flush_bytes) and the closing of the shards run side by side.
 WRITE_THREADS = 2
+# Slices of batches a shard buffer holds before it copies them into one batch of its own rows:
+# at most COMPACT_PIECES - 1 batches are kept alive by each shard's slices.
+COMPACT_PIECES = 4
 # Bytes a shard's stream gathers before they are hashed and written (one Python call each;
 # one such buffer per shard).
 _SINK_BUFFER = 256 << 10
@@ -250,11 +255,12 @@ class DatasetWriter:
             counts: list[dict[str, int]] = [{} for _ in starts]
         else:
             counts = self._class_counts_by_cell(batch, order, sorted_cells, starts)
+        # One take puts the rows in cell order (one pass over the batch instead of one take
+        # per cell); each cell gets a slice of it, compacted by _add so memory stays bounded.
+        in_cells = batch.take(pa.array(order))
         for position, (begin, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             cell = divmod(int(sorted_cells[begin]), self.partitioner.partitions)
-            # A take, not a slice of one shared sorted batch: a slice would keep the whole
-            # batch alive in a slowly filling shard buffer, and memory would grow with input.
-            self._add(cell, batch.take(pa.array(order[begin:end])), counts[position])
+            self._add(cell, in_cells.slice(begin, end - begin), counts[position])
         self.rows_written += batch.num_rows
         if unlabeled:
             self.rows_unlabeled += batch.num_rows
@@ -284,6 +290,10 @@ class DatasetWriter:
             buffer = self._buffers[cell] = _ShardBuffer(split, index, path)
         buffer.pending.append(rows)
         buffer.pending_bytes += rows.nbytes
+        if len(buffer.pending) >= COMPACT_PIECES and buffer.pending_bytes < self.flush_bytes:
+            # Slices keep their whole batch alive: a shard that fills slowly would hold every
+            # batch of the input. Copied into one batch, it holds only its own rows.
+            buffer.pending = [pa.concat_batches(buffer.pending)]
         buffer.rows += rows.num_rows
         buffer.class_counts.update(counts)
         self.class_totals.update(counts)

@@ -1,0 +1,115 @@
+"""Ingest's fixed and per-batch costs (issue 24): what it changes to be cheap at 500k rows
+must not change what it writes, nor leave the process changed behind it."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from shardlearn.data import _writer, ingest
+from shardlearn.data._convert import DEFAULT_NA_VALUES, infer_schema
+from shardlearn.data._writer import DatasetWriter
+from shardlearn.data.ingest import schema_for_table
+from shardlearn.data.partition import make_partitioner
+
+
+def _csv(path: Path, rows: int = 3000) -> Path:
+    rng = np.random.default_rng(7)
+    lines = ["x,y,colour,label"]
+    colours = ["red", "green", "blue"]
+    for i in range(rows):
+        lines.append(f"{rng.normal():.4f},{int(rng.integers(0, 9))},{colours[i % 3]},{'ab'[i % 2]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _jemalloc() -> pa.MemoryPool:
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow has no jemalloc")
+
+
+def test_ingest_allocates_from_jemalloc_and_restores_the_default_pool(tmp_path: Path) -> None:
+    pool = _jemalloc()
+    before, allocated = pa.default_memory_pool(), pool.total_bytes_allocated()
+    with mock.patch.dict(os.environ):
+        os.environ.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+        ingest(_csv(tmp_path / "a.csv"), "label", tmp_path / "ds", progress=False)
+    # The batches of the ingest came from jemalloc, and the caller's default is back.
+    assert pool.total_bytes_allocated() > allocated
+    assert pa.default_memory_pool().backend_name == before.backend_name
+
+
+def test_an_allocator_the_user_chose_is_kept(tmp_path: Path) -> None:
+    pool = _jemalloc()
+    allocated = pool.total_bytes_allocated()
+    with mock.patch.dict(os.environ, {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}):
+        ingest(_csv(tmp_path / "a.csv"), "label", tmp_path / "ds", progress=False)
+    assert pool.total_bytes_allocated() == allocated
+
+
+def test_schema_inference_on_threads_is_the_one_column_by_column(tmp_path: Path) -> None:
+    """infer_schema maps its columns through a thread pool (ingest's parsers) in their order."""
+    table = pa.table(
+        {
+            "n": ["1", "2", "x"] * 50,
+            "f": ["1.5", "2", ""] * 50,
+            "when": ["2024-01-02", "2024-02-03", "2024-03-04"] * 50,
+            "word": ["a", "b", "c"] * 50,
+            "label": ["y", "n", "y"] * 50,
+        }
+    )
+    one = infer_schema(table, "label", DEFAULT_NA_VALUES)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = infer_schema(table, "label", DEFAULT_NA_VALUES, mapper=pool.map)
+    assert threaded == one
+    assert threaded.names == ["n", "f", "when", "word", "label"]
+
+
+def _referenced(pieces: list[pa.RecordBatch]) -> int:
+    """Bytes of the distinct Arrow buffers ``pieces`` keep alive (slices keep their parent's)."""
+    seen: dict[int, int] = {}
+    for piece in pieces:
+        for column in piece.columns:
+            for buffer in column.buffers():
+                if buffer is not None:
+                    seen[buffer.address] = buffer.size
+    return sum(seen.values())
+
+
+def test_a_slowly_filling_shard_keeps_no_more_than_a_few_batches_alive(tmp_path: Path) -> None:
+    """Each batch is taken into shard order once and its shards get slices of it; a shard that
+    is never flushed must not keep every batch alive through its slices (memory would grow
+    with the input): it holds its own rows plus at most COMPACT_PIECES - 1 batches."""
+    rows, batches = 2000, 30
+    rng = np.random.default_rng(3)
+    table = pa.table(
+        {
+            "x": rng.normal(size=rows * batches),
+            "label": pa.array(["ab"[i % 2] for i in range(rows * batches)]),
+        }
+    )
+    schema = schema_for_table(table, "label")
+    partitioner = make_partitioner(
+        "random", label="label", partitions=4, split=(0.8, 0.1, 0.1), seed=1,
+        column_names=table.column_names,
+    )  # fmt: skip
+    writer = DatasetWriter(str(tmp_path / "ds"), schema, partitioner, flush_bytes=1 << 40)
+    try:
+        batch_bytes = 0
+        for batch in table.cast(schema.to_arrow()).to_batches(max_chunksize=rows):
+            writer.write(batch)
+            batch_bytes = max(batch_bytes, batch.nbytes)
+        for buffer in writer._buffers.values():
+            own = sum(piece.nbytes for piece in buffer.pending)
+            limit = own + (_writer.COMPACT_PIECES - 1) * batch_bytes * 2
+            assert _referenced(buffer.pending) <= limit, buffer.path
+    finally:
+        writer.abort()
