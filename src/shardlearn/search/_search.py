@@ -30,7 +30,10 @@ never the rows it is scored on (:mod:`shardlearn.search.cv`), and records the ro
 it kept (its ``early_stopping`` field). The best configuration is refitted on train + valid
 with early stopping off and its budget parameter set to the rounds the trial selected, so the
 refitted model trains as long as the models that were scored; ``SearchResult.refit_params``
-(``refit_params`` in ``result.json``) shows what it was trained with.
+(``refit_params`` in ``result.json``) shows what it was trained with. When the trials run on
+threads and a slot falls idle with no trial left to start, the refit of the best configuration
+so far starts on it while the last trials finish, and is kept when they leave the same refit
+to do (:mod:`shardlearn.search._refit`); ``refit_timings`` gives its phases either way.
 
 Promotions of halving and ASHA continue instead of refitting when the budget is a model's
 rounds or epochs and the model can continue training (boosting: more rounds on the same booster;
@@ -42,6 +45,7 @@ at the end); each trial result says how it got its budget (``warm_started``, ``w
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -59,6 +63,7 @@ from shardlearn.engine import create_engine, get_engine, show_progress
 from shardlearn.engine import engine as use_engine
 from shardlearn.exceptions import SpecError
 from shardlearn.search._progress import SearchProgress
+from shardlearn.search._refit import EarlyRefit, Refit, refit_best, refit_choice
 from shardlearn.search._runner import FoldPreprocessors, TrialRunner, placement, trial_key
 from shardlearn.search._trial import (
     IN_THREADS,
@@ -99,6 +104,13 @@ class SearchResult:
         The refitted model's metrics on the test split (empty without one).
     model_path : str or None
         Where the refitted model was saved (``out/best_model``).
+    refit_seconds : float or None
+        Wall time of the refit (its fit and test scores).
+    refit_timings : dict or None
+        The refit's seconds per fit phase (``start``, ``read``, ``preprocess``, ``train``,
+        ``evaluate``: its test scores).
+    refit_started_early : bool
+        Whether the refit ran beside the last trials, on a slot they left idle.
     notes : list of str
         What the search ignored and why (a space block for a model not searched).
     preprocessor_fits : int
@@ -125,6 +137,9 @@ class SearchResult:
     best_model: Any = None
     test_metrics: dict[str, Any] = field(default_factory=dict)
     model_path: str | None = None
+    refit_seconds: float | None = None
+    refit_timings: dict[str, float] | None = None
+    refit_started_early: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     preprocessor_fits: int = 0
@@ -138,6 +153,9 @@ class SearchResult:
             "best_params": self.best_params,
             "best_score": self.best_score,
             "refit_params": self.refit_params,
+            "refit_seconds": self.refit_seconds,
+            "refit_timings": self.refit_timings,
+            "refit_started_early": self.refit_started_early,
             "metric": self.metric,
             "test_metrics": self.test_metrics,
             "leaderboard": self.leaderboard,
@@ -271,29 +289,6 @@ class _Output:
         pcsv.write_csv(table, self.root / "leaderboard.csv")
         if summary is not None:
             (self.root / "result.json").write_text(json.dumps(summary, indent=2))
-
-
-def _refit(
-    dataset: Any, model: str, params: dict, eng: Any, out: Path | None, preprocess: Any = None
-) -> tuple:
-    from shardlearn.metrics import evaluate
-    from shardlearn.models import Pipeline, model_class
-    from shardlearn.preprocess import Preprocessor
-    from shardlearn.search.cv import refit_view
-
-    view = refit_view(dataset)
-    pre = Preprocessor.for_schema(view.schema, preprocess)
-    fitted = Pipeline(pre, model_class(model)(**params))
-    fitted.fit(view, engine=eng)
-    metrics: dict[str, Any] = {}
-    if "test" in dataset.splits:
-        metrics = dict(evaluate(fitted, dataset, split="test", engine=eng).metrics)
-    path = None
-    if out is not None:
-        from shardlearn.registry import save
-
-        path = str(save(fitted, out / "best_model", metrics=metrics, overwrite=True))
-    return fitted, metrics, path
 
 
 def _settings(dataset: Any, spaces: list[ModelSpace], **kw: Any) -> dict[str, Any]:
@@ -444,13 +439,19 @@ def search(
     warned = routed_warnings() if where == IN_THREADS else contextlib.nullcontext()
     prepared = None if objective is not None else FoldPreprocessors(dataset, context, fit_engine)
     runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots)
+    early = None
+    if where == IN_THREADS and slots > 1 and refit and objective is None:
+        early = EarlyRefit(functools.partial(_refit_on_a_slot, dataset, preprocess, context))
+    idle = None if early is None else functools.partial(_start_early, early, key, full, budget)
     try:
         with use_engine(eng), display, warned:
             try:
                 results = _drive(plan, runner, slots, deadline, started, full, output, key,
-                                 display, callback)  # fmt: skip
+                                 display, callback, idle)  # fmt: skip
             finally:
                 runner.close()
+                if early is not None:  # its warnings are recorded while routed_warnings is on
+                    early.wait()
                 if scratch is not None:
                     scratch.cleanup()
                 if fit_engine is not eng:
@@ -465,7 +466,7 @@ def search(
             )
         result = _finish(results, key, metric, dataset, objective, refit, full, budget,
                          refit_engine, output, started, preprocess, notes=notes, reuse=reuse,
-                         warm=context["warm"])  # fmt: skip
+                         warm=context["warm"], early=early)  # fmt: skip
     finally:
         if refit_engine is not eng:
             refit_engine.close()
@@ -512,8 +513,34 @@ def _keep_models_for_promotions(
     return scratch
 
 
-def _drive(plan, runner, slots, deadline, started, full, output, key, display, callback):
-    """Keep every slot busy until the strategy has nothing more; the results, as finished."""
+def _refit_on_a_slot(
+    dataset: Any, preprocess: Any, context: dict[str, Any], model: str, params: dict[str, Any]
+) -> Refit:
+    """The early refit (:class:`~shardlearn.search._refit.EarlyRefit`): in this process, with
+    a slot's share of the cores, as the trials on threads fit."""
+    here = create_engine("local", workers=1)
+    try:
+        return refit_best(dataset, model, params, here, preprocess, context["warm"],
+                          context["threads"])  # fmt: skip
+    finally:
+        here.close()
+
+
+def _start_early(
+    early: EarlyRefit, key: Callable, full: dict, budget: str, results: list[dict[str, Any]]
+) -> None:
+    """Start the early refit of the best configuration so far (a slot is idle for good)."""
+    choice = refit_choice(_leaderboard(results, key), full, budget)
+    if choice is not None:
+        early.start(choice[0]["model"], choice[2])
+
+
+def _drive(plan, runner, slots, deadline, started, full, output, key, display, callback,
+           idle=None):  # fmt: skip
+    """Keep every slot busy until the strategy has nothing more; the results, as finished.
+
+    ``idle(results)`` is called when a slot is free, trials still run and the strategy will
+    start no more (it has none left, or the time budget is spent)."""
     results: list[dict[str, Any]] = []
     running: dict[Any, dict[str, Any]] = {}
     cached = 0
@@ -529,6 +556,9 @@ def _drive(plan, runner, slots, deadline, started, full, output, key, display, c
             running[runner.start(spec)] = spec
         if not running:
             return results
+        finished = expired or getattr(plan, "exhausted", False)
+        if idle is not None and results and len(running) < slots and finished:
+            idle(results)
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         # Several at once: in trial order, so what the strategy is told does not depend on
         # which thread noticed first.
@@ -547,42 +577,35 @@ def _drive(plan, runner, slots, deadline, started, full, output, key, display, c
             callback(board)
 
 
-def _refit_params(best: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as the refit trains them: early stopping off, the selected budget."""
-    record = best.get("early_stopping")
-    if record is None:
-        return dict(params)
-    # The refit has no valid split: it repeats the rounds selected during the search.
-    refit = {**params, record["switch"]: record["off"]}
-    if record["selected"] is not None:
-        refit[record["param"]] = record["selected"]
-    return refit
-
-
 def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started,
-            preprocess=None, notes=None, reuse=None, warm=None):  # fmt: skip
+            preprocess=None, notes=None, reuse=None, warm=None, early=None):  # fmt: skip
     board = _leaderboard(results, key)
     result = SearchResult(board, results, metric, notes=notes or [], reuse=reuse or {})
-    best = board[0] if board and board[0]["status"] == "ok" else None
-    if best is not None:
-        result.best_params = dict(best["params"])
+    choice = refit_choice(board, full, budget)
+    if choice is not None:
+        best, result.best_params, refit_params = choice
         result.best_model_name = best["model"]
         result.best_score = best["score"]
-        name = budget_param(best["model"], budget) if best["model"] else None
-        if name is not None and full.get(best["model"]) is not None:
-            result.best_params[name] = full[best["model"]]
-        refit_params = None if objective is not None else _refit_params(best, result.best_params)
-        result.refit_params = refit_params
-        if refit and refit_params is not None and dataset is not None:
-            # In the search's warm scope: the shards the trials and their preprocessing read
-            # (here or on the workers) are not read again.
-            with _warm.scope(warm) as counters:
-                fitted, metrics, path = _refit(
-                    dataset, best["model"], refit_params, eng, output.root, preprocess
-                )
-            result.best_model, result.test_metrics, result.model_path = fitted, metrics, path
-            if counters is not None:
-                result.reuse["refit"] = counters.as_dict()
+        result.refit_params = None if objective is not None else refit_params
+        if refit and result.refit_params is not None and dataset is not None:
+            done = None if early is None else early.kept(best["model"], refit_params)
+            if done is None:
+                done = refit_best(dataset, best["model"], refit_params, eng, preprocess, warm)
+            _keep_refit(result, done, output.root)
     result.seconds = time.perf_counter() - started
     output.write(board, result.to_dict())
     return result
+
+
+def _keep_refit(result: SearchResult, done: Refit, root: Path | None) -> None:
+    """Put the refit in ``result`` and save its model to ``root/best_model``."""
+    result.best_model, result.test_metrics = done.fitted, done.metrics
+    result.refit_seconds, result.refit_timings = round(done.seconds, 4), done.timings
+    result.refit_started_early = done.started_early
+    if done.reuse is not None:
+        result.reuse["refit"] = done.reuse
+    if root is not None:
+        from shardlearn.registry import save
+
+        path = save(done.fitted, root / "best_model", metrics=done.metrics, overwrite=True)
+        result.model_path = str(path)

@@ -226,7 +226,6 @@ def _fit_and_score(
     """Fold scores and the early-stopping record (``None`` when the model does not stop);
     every fold's phases are added to ``timings``."""
     from shardlearn.data import Dataset
-    from shardlearn.metrics import evaluate
     from shardlearn.models import Pipeline
 
     plan = trial_plan(Dataset.open(context["dataset"]), context, spec)
@@ -243,8 +242,8 @@ def _fit_and_score(
                 model = Pipeline(pre, estimator).fit(fit_view, engine=eng)
             # Scored on the fold's held-out shards, which fit_view does not contain.
             with timings.phase("evaluate"):
-                report = evaluate(model, view, split="valid", engine=eng)
-            scores.append(float(report.metrics[context["metric"]]))
+                metrics = fold_metrics(model, view, eng, context.get("placement"))
+            scores.append(float(metrics[context["metric"]]))
             _keep_for_promotion(context, spec, fold, estimator)
             if plan.rule is not None and record is not None and record["watched"]:
                 count, record["source"] = kept_rounds(estimator, plan.rule)
@@ -252,6 +251,58 @@ def _fit_and_score(
     if record is not None and record["rounds"]:
         record["selected"] = selected_rounds(record["rounds"])
     return scores, record
+
+
+def fold_metrics(model: Any, view: Any, eng: Any, placement: str | None) -> dict[str, Any]:
+    """The metrics of ``model`` on the fold's scored (``valid``) shards, as
+    :func:`shardlearn.metrics.evaluate` computes them.
+
+    A trial fitting in one process scores the feature block of those shards instead of their
+    raw rows: the block is transformed once per fold's preprocessor and kept in the search's
+    warm scope (:func:`shardlearn.preprocess.load_block`), so the next trial on the fold only
+    predicts. The rows, their order, the features (the preprocessor transforms row by row)
+    and the accumulators merged shard by shard are evaluate's, and so are the metrics (tests
+    compare them). A model with middle steps, classes other than the dataset's, or trials on
+    every worker are scored by ``evaluate``.
+    """
+    from shardlearn.metrics import evaluate, summarize
+
+    classes = list(view.classes)
+    plain = not model.transformers and [_plain(c) for c in model.classes_] == classes
+    if placement == ALL_WORKERS or not plain or view.num_rows("valid") == 0:
+        return dict(evaluate(model, view, split="valid", engine=eng).metrics)
+    shards = view.shards("valid")
+    with eng.workers(1) as group:
+        group.assign(shards)
+        group.put("preprocessor", model.preprocessor)
+        group.put("classes", classes)
+        group.put("label", view.label)
+        group.put("scorer", model.estimator)
+        accumulator = group.run(_score_block, len(classes))[0]
+    return summarize(accumulator, classes)
+
+
+def _plain(value: Any) -> Any:
+    """A class label as the dataset lists it (numpy scalars as Python values)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _score_block(state: Any, n_classes: int) -> Any:
+    """On the worker: the kept feature block of its ``valid`` shards scored, and accumulated
+    shard by shard as :func:`shardlearn.metrics.evaluate` does."""
+    from shardlearn.metrics import EvaluationAccumulator
+    from shardlearn.metrics.evaluate import scores_of
+    from shardlearn.preprocess import load_block
+
+    block = load_block(state, "valid")
+    proba = scores_of(state.context["scorer"], block.X)
+    total, start = EvaluationAccumulator(n_classes), 0
+    for shard in sorted((s for s in state.shards if s.split == "valid"), key=lambda s: s.index):
+        rows = slice(start, start + shard.rows)
+        weight = None if block.sample_weight is None else block.sample_weight[rows]
+        total.merge(EvaluationAccumulator(n_classes).update(block.y[rows], proba[rows], weight))
+        start += shard.rows
+    return total
 
 
 def _scored(

@@ -57,6 +57,11 @@ class _Fixed:
         self.pending = [_spec(i, m, p) for i, (m, p) in enumerate(candidates)]
         self.total = len(self.pending)
 
+    @property
+    def exhausted(self) -> bool:
+        """Every trial has been asked for: none is to come."""
+        return not self.pending
+
     def ask(self) -> dict[str, Any] | None:
         return {**self.pending.pop(0), "priority": 0} if self.pending else None
 
@@ -87,6 +92,8 @@ class _Halving:
         self.queue: list[dict[str, Any]] = []
         self.running = 0
         self.total = None  # unknown up front: promotions depend on the results
+        # Promotions depend on results still to come, so a new trial may always follow.
+        self.exhausted = False
 
     def _new(self, index: int) -> dict[str, Any]:
         model, params = self.candidates[index]
@@ -162,6 +169,11 @@ class _TPE:
         self.total = n
         self.open: dict[str, Any] = {}
         self.finished: dict[str, dict[str, Any]] = {}
+
+    @property
+    def exhausted(self) -> bool:
+        """Every trial has been asked for: none is to come."""
+        return self.asked >= self.n
 
     def _suggest(self, trial: Any) -> tuple[str, dict[str, Any]]:
         models = list(self.spaces)
