@@ -290,17 +290,24 @@ def _plain(value: Any) -> Any:
 def _score_block(state: Any, n_classes: int) -> Any:
     """On the worker: the kept feature block of its ``valid`` shards scored, and accumulated
     shard by shard as :func:`shardlearn.metrics.evaluate` does."""
+    from shardlearn.exceptions import DataError
     from shardlearn.metrics import EvaluationAccumulator
     from shardlearn.metrics.evaluate import scores_of
     from shardlearn.preprocess import load_block
 
     block = load_block(state, "valid")
+    labels = block.y
+    if labels is None:
+        raise DataError(
+            f"The label column {state.context['label']!r} is missing or empty in a scored "
+            "shard of this fold; every train and valid shard of a search needs labels."
+        )
     proba = scores_of(state.context["scorer"], block.X)
     total, start = EvaluationAccumulator(n_classes), 0
     for shard in sorted((s for s in state.shards if s.split == "valid"), key=lambda s: s.index):
         rows = slice(start, start + shard.rows)
         weight = None if block.sample_weight is None else block.sample_weight[rows]
-        total.merge(EvaluationAccumulator(n_classes).update(block.y[rows], proba[rows], weight))
+        total.merge(EvaluationAccumulator(n_classes).update(labels[rows], proba[rows], weight))
         start += shard.rows
     return total
 
