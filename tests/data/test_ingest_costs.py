@@ -3,6 +3,7 @@ must not change what it writes, nor leave the process changed behind it."""
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,11 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import shardlearn.data._ranges as ranges_module
 from shardlearn.data import _writer, ingest
 from shardlearn.data._convert import DEFAULT_NA_VALUES, infer_schema
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.ingest import schema_for_table
 from shardlearn.data.partition import make_partitioner
+
+from .test_parallel_ingest import _fingerprint
 
 
 def _csv(path: Path, rows: int = 3000) -> Path:
@@ -113,3 +117,34 @@ def test_a_slowly_filling_shard_keeps_no_more_than_a_few_batches_alive(tmp_path:
             assert _referenced(buffer.pending) <= limit, buffer.path
     finally:
         writer.abort()
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_small_multi_frame_zst_is_decompressed_once(tmp_path: Path, kind: str) -> None:
+    """The plan decompresses every chunk of frames to place the cuts; the first KEPT_CHUNKS
+    ranges keep those bytes, so their parsers never decompress them again (decompressing a
+    range is an error here), and the dataset is the one a single stream writes."""
+    text = _csv(tmp_path / "a.csv").read_bytes()
+    if kind == "jsonl":
+        header, *lines = text.decode().splitlines()
+        names = header.split(",")
+        text = "".join(
+            json.dumps(dict(zip(names, line.split(","), strict=True))) + "\n" for line in lines
+        ).encode()
+    codec = pa.Codec("zstd")
+    path = tmp_path / f"in.{kind}.zst"
+    step = len(text) // 5 + 1
+    frames = [codec.compress(text[a : a + step], asbytes=True) for a in range(0, len(text), step)]
+    path.write_bytes(b"".join(frames))
+    whole = _fingerprint(ingest(path, "label", tmp_path / "one", progress=False, parsers=1))
+
+    def decompressed_again(*args: object) -> bytes:
+        raise AssertionError("a range kept by the plan was decompressed again")
+
+    with (
+        mock.patch.object(ranges_module, "RANGE_BYTES", step),
+        mock.patch.object(ranges_module, "read_plain", decompressed_again),
+    ):
+        split = ingest(path, "label", tmp_path / "split", progress=False, parsers=2)
+    assert split.manifest["ranges"] >= 4
+    assert _fingerprint(split) == whole

@@ -34,8 +34,10 @@ decompress on their own): range ``k`` starts after the first newline at or after
 first data byte (a line that spans frames lies in one range), and offsets are offsets in the
 decompressed data. The plan decompresses each chunk once on the pool, with the head of the
 next one, to scan it (CSV) or count its lines (JSON Lines); from there the cuts are placed as
-in a plain file, and a parser decompresses its range from the chunk that holds its start. A
-single frame, or a chunk of more than :data:`MERGED_RANGES` ranges' bytes, is one stream.
+in a plain file, and a parser decompresses its range from the chunk that holds its start,
+unless the range is one of the first :data:`KEPT_CHUNKS`, whose bytes the plan kept (a small
+``.zst`` is decompressed once). A single frame, or a chunk of more than :data:`MERGED_RANGES`
+ranges' bytes, is one stream.
 
 A Parquet file is cut at row groups, consecutive groups holding about ``range_bytes`` of data
 per range; a row's "line" is its row number. A row group larger than :data:`MERGED_RANGES`
@@ -56,6 +58,7 @@ among the next few ranges the largest start first (longest processing time first
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import functools
 import operator
 import os
@@ -70,7 +73,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shardlearn.data._jsonl import column_names
-from shardlearn.data._zst import FrameIndex, frame_index, read_chunk, read_plain
+from shardlearn.data._zst import (
+    FrameIndex,
+    check_unchanged,
+    frame_index,
+    read_chunk,
+    read_plain,
+)
 from shardlearn.data.dataset import resolve_filesystem
 from shardlearn.data.readers import (
     RawBatch,
@@ -100,6 +109,9 @@ _SEARCH_CHUNK = 1 << 16
 MERGED_RANGES = 4
 PACKED_RATIO = 4  # assumed bytes of text per compressed byte, for a whole compressed file
 LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for large ones
+# Chunks of a .zst whose data the plan keeps for the parsers (about range_bytes each: 128 MiB
+# by default), so that a small .zst is decompressed once; later chunks are decompressed again.
+KEPT_CHUNKS = 8
 HEAD_BYTES = 256 << 10  # the first read of a file's head (a sample), grown as its rows require
 
 
@@ -122,7 +134,9 @@ class ByteRange:
     column names (named from its first records, which a range may not hold). ``stored``: the
     bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
     ``packed``: the whole of a small compressed file that cannot be cut (``.gz``, ``.bz2``, a
-    ``.zst`` of one frame), decompressed by its parser.
+    ``.zst`` of one frame), decompressed by its parser. ``decompressed``: a ``.zst`` range's
+    data as the plan decompressed it (the first :data:`KEPT_CHUNKS` chunks of a local file),
+    so its parser does not decompress it again; emptied by the first parse.
     """
 
     path: str
@@ -136,6 +150,8 @@ class ByteRange:
     row_groups: tuple[int, int] | None = None
     names: tuple[str, ...] | None = None
     packed: bool = False
+    # A .zst range's data, decompressed by the plan, taken (emptied) by its first parse.
+    decompressed: list[bytes] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def weight(self) -> int:
@@ -189,6 +205,9 @@ def _cut_points(path: str, size: int, count: int) -> list[int]:
 def _read(byte_range: ByteRange) -> bytes:
     """The bytes of ``byte_range``; a file that changed size since the ranges were planned
     is an error (its rows would silently be lost, cut or read twice)."""
+    if byte_range.decompressed and byte_range.frames is not None:
+        check_unchanged(byte_range.frames, byte_range.start, byte_range.end)
+        return byte_range.decompressed.pop()
     if byte_range.frames is not None:
         return read_plain(byte_range.frames, byte_range.start, byte_range.end)
     with _open(byte_range.path) as handle:
@@ -422,8 +441,18 @@ def _exact_ranges(ranges: list[ByteRange], scans: list[_Scan], size: int) -> lis
         line += scan.lines[inside]
         inside = int(scan.ends_inside[inside])
     ends = [start for start, _ in starts[1:]] + [size]
+    # A range that kept its decompressed bytes keeps them if its bounds did not move.
+    kept = {(r.start, r.end): r.decompressed for r in ranges}
     return [
-        replace(ranges[0], index=i, start=start, end=end, first_line=first, last=end == size)
+        replace(
+            ranges[0],
+            index=i,
+            start=start,
+            end=end,
+            first_line=first,
+            last=end == size,
+            decompressed=kept.get((start, end)),
+        )  # fmt: skip
         for i, ((start, first), end) in enumerate(zip(starts, ends, strict=True))
     ]
 
@@ -451,7 +480,7 @@ def plan_ranges(
         return _row_group_ranges(reader, range_bytes, limit, whole)
     compression = _split_extension(path)[1]
     if compression == "zstd":
-        units = _frame_ranges(reader, range_bytes, limit, pool)
+        units = _frame_ranges(reader, range_bytes, limit, pool, keep=not remote)
         if units is None:
             return _packed(reader, range_bytes, whole)
         ranges, scans = units
@@ -532,7 +561,7 @@ def _line_ranges(
 
 
 def _frame_ranges(
-    reader: SourceReader, range_bytes: int, limit: int, pool: ThreadPoolExecutor
+    reader: SourceReader, range_bytes: int, limit: int, pool: ThreadPoolExecutor, keep: bool
 ) -> tuple[list[ByteRange], list[Any]] | None:
     """A multi-frame ``.zst`` cut into ranges of whole lines at its chunks of frames (one
     decompression of each chunk, on the pool), with each range's scan (CSV/TSV) or newline
@@ -540,7 +569,9 @@ def _frame_ranges(
 
     Range ``k`` starts after the first newline at or after chunk ``k``'s first data byte (so
     a line that spans frames lies in one range) and ends where range ``k + 1`` starts: its
-    chunk's data from there on, and the next chunks' data up to their first newline.
+    chunk's data from there on, and the next chunks' data up to their first newline. With
+    ``keep`` (the plan runs on this machine) the first :data:`KEPT_CHUNKS` ranges keep those
+    bytes for their parsers.
     """
     chunks = frame_index(reader.path, range_bytes)
     if chunks is None:
@@ -550,7 +581,12 @@ def _frame_ranges(
         measure = operator.methodcaller("count", b"\n")
     else:
         measure = _scanner(reader)
-    found = list(pool.map(lambda k: _frame_unit(chunks, k, limit, measure), range(chunks.chunks)))
+    found = list(
+        pool.map(
+            lambda k: _frame_unit(chunks, k, limit, measure, keep and k < KEPT_CHUNKS),
+            range(chunks.chunks),
+        )
+    )
     units = [unit for unit in found if unit is not None]
     if len(units) < len(found):
         return None
@@ -558,31 +594,41 @@ def _frame_ranges(
     index = replace(chunks, plain=tuple(int(p) for p in plain))
     size = int(plain[-1])
     starts = [
-        (plain[k] + unit[1], unit[2])
+        (plain[k] + unit[1], unit[2], unit[3])
         for k, unit in enumerate(units)
         if unit[1] >= 0 and plain[k] + unit[1] < size
     ]
-    ends = [start for start, _ in starts[1:]] + [size]
+    ends = [start for start, _, _ in starts[1:]] + [size]
     ranges = [
-        ByteRange(reader.path, i, start, end, last=end == size, frames=index)
-        for i, ((start, _), end) in enumerate(zip(starts, ends, strict=True))
+        ByteRange(
+            reader.path,
+            i,
+            start,
+            end,
+            last=end == size,
+            frames=index,
+            decompressed=[data] if data is not None and len(data) == end - start else None,
+        )  # fmt: skip
+        for i, ((start, _, data), end) in enumerate(zip(starts, ends, strict=True))
     ]
-    return ranges, [measured for _, measured in starts]
+    return ranges, [measured for _, measured, _ in starts]
 
 
 def _frame_unit(
-    index: FrameIndex, chunk: int, limit: int, measure: Callable[[bytes], Any]
-) -> tuple[int, int, Any] | None:
+    index: FrameIndex, chunk: int, limit: int, measure: Callable[[bytes], Any], keep: bool
+) -> tuple[int, int, Any, bytes | None] | None:
     """Runs on the pool: (chunk ``chunk``'s data bytes, where its range starts in them (-1:
-    no newline, no range of its own), ``measure`` of the range's bytes); None: too long."""
+    no newline, no range of its own), ``measure`` of the range's bytes, those bytes if
+    ``keep``); None: too long."""
     read = read_chunk(index, chunk, limit)
     if read is None:
         return None
     data, head = read
     start = 0 if chunk == 0 else data.find(b"\n") + 1
     if chunk and not start:
-        return len(data), -1, None
-    return len(data), start, measure(data[start:] + head)
+        return len(data), -1, None, None
+    piece = data[start:] + head
+    return len(data), start, measure(piece), piece if keep else None
 
 
 def _row_group_ranges(

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from shardlearn.exceptions import DataError
 
-__all__ = ["FrameIndex", "frame_index", "read_chunk", "read_plain"]
+__all__ = ["FrameIndex", "check_unchanged", "frame_index", "read_chunk", "read_plain"]
 
 _MAGIC = 0xFD2FB528
 _SKIPPABLE = 0x184D2A50  # to 0x184D2A5F: skippable frames (metadata such as a seek table)
@@ -36,12 +36,14 @@ _ASSUMED_RATIO = 4  # data bytes per compressed byte when a frame does not state
 class FrameIndex:
     """Chunks of whole frames of ``path``: chunk ``k`` is stored at bytes
     ``[stored[k], stored[k + 1])`` of the file and holds data bytes ``[plain[k], plain[k + 1])``
-    (``plain`` is filled in once the chunks have been decompressed)."""
+    (``plain`` is filled in once the chunks have been decompressed); ``modified``: the file's
+    modification time (ns) when it was indexed."""
 
     path: str
     size: int
     stored: tuple[int, ...]
     plain: tuple[int, ...] = ()
+    modified: int = 0
 
     @property
     def chunks(self) -> int:
@@ -102,6 +104,7 @@ def _skip_blocks(handle: BinaryIO, position: int, size: int) -> int:
 def frame_index(path: str, target: int) -> FrameIndex | None:
     """The chunks of ``path`` (whole frames, about ``target`` data bytes each), or None when
     it holds fewer than two data frames or is not a sequence of whole frames."""
+    modified = os.stat(path).st_mtime_ns
     frames = _frames(path)
     if frames is None or len(frames) < 3:
         return None
@@ -113,7 +116,7 @@ def frame_index(path: str, target: int) -> FrameIndex | None:
             stored.append(following)
             held = 0
     stored.append(frames[-1][0])
-    return FrameIndex(path, frames[-1][0], tuple(stored))
+    return FrameIndex(path, frames[-1][0], tuple(stored), modified=modified)
 
 
 def read_plain(index: FrameIndex, start: int, end: int) -> bytes:
@@ -124,6 +127,17 @@ def read_plain(index: FrameIndex, start: int, end: int) -> bytes:
         return _read_plain(index, start, end)
     except OSError:
         raise _changed(index, start, end) from None
+
+
+def check_unchanged(index: FrameIndex, start: int, end: int) -> None:
+    """An error if ``index.path`` is no longer the file indexed (its size or modification
+    time): data bytes ``[start, end)`` decompressed when it was indexed are then stale."""
+    try:
+        info = os.stat(index.path)
+    except OSError:
+        raise _changed(index, start, end) from None
+    if info.st_size != index.size or info.st_mtime_ns != index.modified:
+        raise _changed(index, start, end)
 
 
 def _read_plain(index: FrameIndex, start: int, end: int) -> bytes:
