@@ -1,9 +1,10 @@
 """Data-parallel training over a WorkerGroup: one flat gradient buffer, bucketed all-reduces.
 
 One pinned task per worker (``WorkerGroup.run``) joins a process group through an explicit
-rendezvous chosen by the driver (address, free port, rank, world size; gloo on CPU, nccl when
-every worker has a GPU). The model, its gradient buckets and the optimiser state live on the
-workers in ``state.cache`` between calls; the driver calls :func:`ddp_epoch` once per epoch and
+rendezvous hosted by the driver (its store's address and port, rank, world size; gloo on CPU,
+nccl when every worker has a GPU; see :mod:`shardlearn.models.neural_network._worker`). The
+model, its gradient buckets and the optimiser state live on the workers in ``state.cache``
+between calls; the driver calls :func:`ddp_epoch` once per epoch and
 receives that epoch's losses and valid accuracy.
 
 Communication (:class:`GradientBuckets`, what torch's DistributedDataParallel does, without its
@@ -51,11 +52,12 @@ from shardlearn.models.neural_network._torch import (
 )
 from shardlearn.models.neural_network._worker import (
     CACHE_KEY,
-    init_distributed,
+    abandon_on_error,
     load_rows,
     make_optimizer,
     numpy_state,
     restore,
+    setup_rank,
     teardown,
 )
 
@@ -145,29 +147,32 @@ class GradientBuckets:
 
 
 def ddp_setup(state: Any, spec: dict) -> None:
-    """Join the process group, build the network, its gradient buckets and optimiser, keep
-    them in ``state.cache``."""
+    """Build the network, its gradient buckets and optimiser, keep them in ``state.cache``;
+    then join the process group."""
     torch = require_torch()
-    init_distributed(state, spec["rendezvous"])
-    device = _device(torch, spec, state.rank)
-    net = build_network(spec["arch"], spec["seed"]).to(device)
-    ids = {split: global_layout(layout) for split, layout in spec["layouts"].items()}
-    state.cache[(CACHE_KEY, spec["fit_id"])] = {
-        "spec": spec,
-        "device": device,
-        "net": net,
-        "buckets": GradientBuckets(
-            torch, net, state.size, device, spec.get("bucket_bytes", BUCKET_BYTES)
-        ),
-        "optimizer": make_optimizer(net.parameters(), spec),
-        "ids": {split: per_rank[state.rank] for split, per_rank in ids.items()},
-        "n_rows": {split: sum(len(r) for r in per_rank) for split, per_rank in ids.items()},
-        "best_loss": math.inf,
-        "best": None,
-        "module": net,
-        "replicated": True,
-    }
-    restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
+
+    def build() -> None:
+        device = _device(torch, spec, state.rank)
+        net = build_network(spec["arch"], spec["seed"]).to(device)
+        ids = {split: global_layout(layout) for split, layout in spec["layouts"].items()}
+        state.cache[(CACHE_KEY, spec["fit_id"])] = {
+            "spec": spec,
+            "device": device,
+            "net": net,
+            "buckets": GradientBuckets(
+                torch, net, state.size, device, spec.get("bucket_bytes", BUCKET_BYTES)
+            ),
+            "optimizer": make_optimizer(net.parameters(), spec),
+            "ids": {split: per_rank[state.rank] for split, per_rank in ids.items()},
+            "n_rows": {split: sum(len(r) for r in per_rank) for split, per_rank in ids.items()},
+            "best_loss": math.inf,
+            "best": None,
+            "module": net,
+            "replicated": True,
+        }
+        restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
+
+    setup_rank(state, spec["rendezvous"], build)
 
 
 def fetch_run(state: Any, fit_id: str) -> dict:
@@ -256,6 +261,7 @@ def epoch_summary(run: dict, totals: list[float], keep_best: Any) -> dict:
     return report
 
 
+@abandon_on_error
 def ddp_epoch(state: Any, fit_id: str, epoch: int) -> dict:
     """Train one epoch on this rank's rows; return the epoch's global loss and valid accuracy."""
     torch = require_torch()

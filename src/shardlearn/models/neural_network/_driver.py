@@ -1,7 +1,9 @@
 """The driver side of neural-network training: rendezvous, epoch loop, progress, weights.
 
 The driver never touches a tensor. It asks every worker what it holds (:func:`probe`), picks
-the device and backend, chooses a free port for the rendezvous, sets every rank up once,
+the device and backend, hosts the rendezvous store (a ``TCPStore`` on a port the OS gives it
+when it binds, so no other process can take the port in between; each attempt to form the
+group uses its own key prefix in it), sets every rank up once,
 calls one epoch at a time (the model and optimiser stay on the workers), shows the epoch's
 loss, valid loss and valid accuracy on a progress bar (``verbose``; no bar when the caller
 passes a callback, which shows its own), decides early stopping, and finally collects the
@@ -14,8 +16,8 @@ are numbered on from ``first_epoch``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
-import socket
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +26,7 @@ from shardlearn.engine import StepProgress, show_progress
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
 from shardlearn.models.neural_network._ddp import ddp_epoch, ddp_result, ddp_setup
 from shardlearn.models.neural_network._gpipe import pipeline_epoch, pipeline_result, pipeline_setup
-from shardlearn.models.neural_network._torch import build_network, stage_ranges
+from shardlearn.models.neural_network._torch import build_network, require_torch, stage_ranges
 from shardlearn.models.neural_network._worker import checkpoint, has_run, probe, teardown
 
 __all__ = ["train_on_group"]
@@ -39,13 +41,6 @@ _MODES = {
 }
 
 
-def free_port() -> int:
-    """A TCP port free on this machine right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def choose_device(requested: str, infos: list[dict]) -> str:
     """ "cuda" when requested or when "auto" and every worker has a GPU; else "cpu"."""
     every_gpu = all(info["cuda"] for info in infos)
@@ -58,16 +53,21 @@ def choose_device(requested: str, infos: list[dict]) -> str:
     return "cuda" if requested != "cpu" and every_gpu else "cpu"
 
 
-def _rendezvous(group: Any, device: str) -> dict | None:
+def _host_store(group: Any) -> Any:
+    """The rendezvous store of a fit on ``group``, or None for a single worker.
+
+    Bound to port 0: the OS picks a free port as it binds, so no other process can take the
+    port between choosing and binding it (the store of rank 0 on a port probed earlier could).
+    """
     if group.size == 1:
         return None
-    # The workers of the local engine run on this machine; the rendezvous is on loopback.
-    return {
-        "address": "127.0.0.1",
-        "port": free_port(),
-        "backend": "nccl" if device == "cuda" else "gloo",
-        "timeout": RENDEZVOUS_TIMEOUT,
-    }
+    return require_torch().distributed.TCPStore(
+        "127.0.0.1",
+        0,
+        is_master=True,
+        wait_for_workers=False,
+        timeout=datetime.timedelta(seconds=RENDEZVOUS_TIMEOUT),
+    )
 
 
 def train_on_group(
@@ -96,16 +96,21 @@ def train_on_group(
     if not any(rows for rank in layouts["train"] for _, rows in rank):
         raise EngineError("The workers hold no training rows; nothing to train on.")
     device = choose_device(estimator.device, infos)
-    spec = {**spec, "layouts": layouts, "device": device, "rendezvous": _rendezvous(group, device)}
-    session = _Session(group, spec, mode)
+    spec = {**spec, "layouts": layouts, "device": device}
+    session = _Session(group, spec, mode, _host_store(group))
     try:
         session.start()
         history, kept = _epoch_loop(estimator, session, callback)
         parts = group.run(session.result, spec["fit_id"], estimator.early_stopping)
     except BaseException:
+        # Closing the store first makes every rank still waiting for the others (to be
+        # ready, or inside init_process_group) fail at once -- after a worker lost for good or
+        # Ctrl-C the engine stops waiting for them, but the teardown would wait behind them.
+        session.store = None
         with contextlib.suppress(Exception):
             group.run(teardown, spec["fit_id"])
         raise
+    session.store = None  # stops the store's server: the ranks have left their group
     estimator.restarts_ = session.restarts
     weights: dict = {}
     for part in parts:
@@ -118,20 +123,58 @@ class _Session:
 
     After every epoch the driver keeps a checkpoint (weights and optimiser state of rank 0,
     or of every pipeline stage). When a worker dies, the engine replaces it; the replacement
-    has no model, so the epoch fails. The session then tears the process group down, joins
-    a new one on a new port, restores the checkpoint on every rank and runs the epoch again.
+    has no model, so the epoch fails. The session then tears the process group down, forms
+    a new one (under a new key prefix), restores the checkpoint on every rank and runs the
+    epoch again.
     The data order and the dropout masks depend only on (seed, epoch, global row), so the
     resumed fit gives the same model as an uninterrupted one.
+
+    ``store`` is the rendezvous store the driver hosts (None for a single worker); every
+    start forms the group under a new key prefix in it, so keys of an abandoned attempt
+    cannot mix with the new one's.
     """
 
-    def __init__(self, group: Any, spec: dict, mode: str) -> None:
-        self.group, self.spec = group, spec
+    def __init__(self, group: Any, spec: dict, mode: str, store: Any) -> None:
+        self.group, self.spec, self.store = group, spec, store
         self.setup, self.epoch_fn, self.result = _MODES[mode]
         self.checkpoint: list | None = None
         self.restarts = 0
+        self.backend = "nccl" if spec["device"] == "cuda" else "gloo"
 
     def start(self) -> None:
-        self.group.run(self.setup, self.spec)
+        rendezvous = None
+        if self.store is not None:
+            # The workers of the local engine run on this machine; the rendezvous is on loopback.
+            rendezvous = {
+                "address": "127.0.0.1",
+                "port": self.store.port,
+                "prefix": self._attempt_store_prefix(),
+                "backend": self.backend,
+                "timeout": RENDEZVOUS_TIMEOUT,
+            }
+        try:
+            self.group.run(self.setup, {**self.spec, "rendezvous": rendezvous})
+        except TaskFailed as error:
+            raise self._first_failure(error) from error
+
+    def _attempt_store_prefix(self) -> str:
+        return f"{self.spec['fit_id']}/{self.restarts}"
+
+    def _attempt_store(self) -> Any:
+        """The keys of the current attempt to form the group (a view of ``store``)."""
+        dist = require_torch().distributed
+        return dist.PrefixStore(self._attempt_store_prefix(), self.store)
+
+    def _first_failure(self, error: TaskFailed) -> TaskFailed:
+        """The error of the rank whose failure stopped the others, as it recorded it in the
+        store (the engine reports whichever rank answered first), else ``error``."""
+        if self.store is None:
+            return error
+        store = self._attempt_store()
+        if not store.check(["failed"]):
+            return error
+        message = store.get("failed").decode(errors="replace")
+        return TaskFailed(message, store.get("failed/traceback").decode(errors="replace"))
 
     def epoch(self, epoch: int) -> dict:
         fit_id = self.spec["fit_id"]
@@ -144,9 +187,13 @@ class _Session:
                     report = self.group.run(self.epoch_fn, fit_id, epoch)[0]
                     self.checkpoint = self.group.run(checkpoint, fit_id)
                     return report
-                except (TaskFailed, WorkerLost):
+                except TaskFailed as error:
                     if self.restarts >= MAX_RESTARTS or all(self.group.run(has_run, fit_id)):
-                        raise  # no worker was replaced: a real error, not a lost worker
+                        # No worker was replaced: a real error, not a lost worker.
+                        raise self._first_failure(error) from error
+                except WorkerLost:
+                    if self.restarts >= MAX_RESTARTS or all(self.group.run(has_run, fit_id)):
+                        raise
             elif self.restarts >= MAX_RESTARTS:
                 raise WorkerLost(
                     f"Workers were lost {self.restarts + 1} times during one fit; giving up."
@@ -154,14 +201,11 @@ class _Session:
             self._restart()
 
     def _restart(self) -> None:
-        """Tear the process group down and rejoin on a new port from the last checkpoint."""
+        """Tear the process group down and form a new one from the last checkpoint."""
         self.restarts += 1
         with contextlib.suppress(Exception):
             self.group.run(teardown, self.spec["fit_id"])
-        rendezvous = self.spec["rendezvous"]
-        if rendezvous is not None:
-            rendezvous = {**rendezvous, "port": free_port()}
-        self.spec = {**self.spec, "rendezvous": rendezvous, "resume": self.checkpoint}
+        self.spec = {**self.spec, "resume": self.checkpoint}
         self.start()
 
 

@@ -49,11 +49,12 @@ from shardlearn.models.neural_network._torch import (
 )
 from shardlearn.models.neural_network._worker import (
     CACHE_KEY,
-    init_distributed,
+    abandon_on_error,
     load_rows,
     make_optimizer,
     numpy_state,
     restore,
+    setup_rank,
     teardown,
 )
 
@@ -89,30 +90,33 @@ def _boundary_shapes(torch: Any, net: Any, ranges: list, n_inputs: int) -> list[
 
 
 def pipeline_setup(state: Any, spec: dict) -> None:
-    """Join the process group, build this rank's stage and optimiser, cache them."""
+    """Build this rank's stage and optimiser, cache them; then join the process group."""
     torch = require_torch()
-    init_distributed(state, spec["rendezvous"])
-    net = build_network(spec["arch"], spec["seed"])
-    ranges = stage_ranges(net, spec["stages"])
-    ids = {split: global_layout(layout) for split, layout in spec["layouts"].items()}
-    n_rows = {split: sum(len(r) for r in per_rank) for split, per_rank in ids.items()}
-    stage = None
-    if state.rank < spec["stages"]:
-        start, end = ranges[state.rank]
-        stage = net[start:end]
-    state.cache[(CACHE_KEY, spec["fit_id"])] = {
-        "spec": spec,
-        "stage": stage,
-        "optimizer": None if stage is None else make_optimizer(stage.parameters(), spec),
-        "shapes": _boundary_shapes(torch, net, ranges, spec["data"]["n_features"]),
-        "owners": {split: _ownership(ids[split], n_rows[split]) for split in ids},
-        "n_rows": n_rows,
-        "best_loss": math.inf,
-        "best": None,
-        "module": stage,
-        "replicated": False,
-    }
-    restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
+
+    def build() -> None:
+        net = build_network(spec["arch"], spec["seed"])
+        ranges = stage_ranges(net, spec["stages"])
+        ids = {split: global_layout(layout) for split, layout in spec["layouts"].items()}
+        n_rows = {split: sum(len(r) for r in per_rank) for split, per_rank in ids.items()}
+        stage = None
+        if state.rank < spec["stages"]:
+            start, end = ranges[state.rank]
+            stage = net[start:end]
+        state.cache[(CACHE_KEY, spec["fit_id"])] = {
+            "spec": spec,
+            "stage": stage,
+            "optimizer": None if stage is None else make_optimizer(stage.parameters(), spec),
+            "shapes": _boundary_shapes(torch, net, ranges, spec["data"]["n_features"]),
+            "owners": {split: _ownership(ids[split], n_rows[split]) for split in ids},
+            "n_rows": n_rows,
+            "best_loss": math.inf,
+            "best": None,
+            "module": stage,
+            "replicated": False,
+        }
+        restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
+
+    setup_rank(state, spec["rendezvous"], build)
 
 
 def _exchange(
@@ -268,6 +272,7 @@ def _evaluate(torch: Any, state: Any, run: dict) -> tuple[float, int]:
     return loss_sum, correct
 
 
+@abandon_on_error
 def pipeline_epoch(state: Any, fit_id: str, epoch: int) -> dict:
     """Train one epoch through the pipeline; return the epoch's loss and valid accuracy."""
     torch = require_torch()

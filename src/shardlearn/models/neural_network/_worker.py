@@ -2,8 +2,21 @@
 
 These functions run inside a worker (``fn(state, ...)`` through ``WorkerGroup.run``). They are
 impure on purpose: ``torch.distributed`` keeps one global process group per process, which is
-created by :func:`init_distributed`, kept alive between calls in ``state.cache`` and destroyed
-by :func:`teardown`.
+created by :func:`setup_rank`, kept alive between calls in ``state.cache`` and destroyed by
+:func:`teardown`.
+
+Joining a group never hangs on a rank that failed. The driver hosts the rendezvous store
+(a ``TCPStore`` it bound to a port the OS chose, so no port is chosen first and bound later);
+every attempt to form a group uses its own key prefix in it. :func:`setup_rank` connects to
+the store, does all of the rank's local work that can fail (leaving a leftover group, building
+the model, restoring a checkpoint) and only then announces itself ready; a rank whose local work
+raises writes its error under ``failed`` instead. The ranks wait for every ``ready`` key by
+polling, and stop at once with that error when ``failed`` appears -- so no rank enters
+``init_process_group`` (which blocks until every rank joined, up to the rendezvous timeout)
+unless every rank got that far. In an epoch, a rank that raises leaves the process group at once
+(:func:`abandon_on_error`), which makes the others' pending collectives fail with "connection
+closed" instead of waiting for the timeout; it keeps a ``failed`` mark so the driver knows the
+worker was not replaced (a real error, not a lost worker).
 
 A *training spec* (a plain dict built by the driver) says what to train: ``fit_id``, ``arch``,
 ``seed``, ``batch_size``, optimiser settings, ``device``, ``data`` (where rows come from) and
@@ -14,23 +27,30 @@ global row index of every row (see :mod:`shardlearn.models.neural_network._torch
 from __future__ import annotations
 
 import datetime
+import functools
 import gc
+import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from shardlearn.exceptions import DataError
+from shardlearn.exceptions import DataError, EngineError
 from shardlearn.models.neural_network._torch import require_torch, to_dense_float32
 
 __all__ = [
-    "init_distributed",
+    "abandon_on_error",
     "load_rows",
     "make_optimizer",
     "probe",
+    "setup_rank",
     "teardown",
 ]
 
 CACHE_KEY = "shardlearn.neural"
+# Seconds between two looks at the store while a rank waits for the others to be ready.
+_POLL_SECONDS = 0.01
 
 
 def _split_shards(state: Any, split: str) -> list:
@@ -88,30 +108,83 @@ def probe(state: Any, data: dict, splits: list[str]) -> dict:
     return {"layouts": layouts, "cuda": bool(torch.cuda.is_available()), "n_features": n_features}
 
 
-def init_distributed(state: Any, rendezvous: dict | None) -> None:
-    """Join the process group described by ``rendezvous`` (address, port, backend, timeout).
+def setup_rank(state: Any, rendezvous: dict | None, build: Callable[[], None]) -> None:
+    """Run this rank's local setup ``build()``, then join the process group of ``rendezvous``.
 
-    ``None`` (a single worker) joins nothing. A group left over from an interrupted fit in
-    this process is destroyed first: torch allows one default group per process.
+    ``rendezvous`` holds the driver's store (``address``, ``port``), this attempt's ``prefix``,
+    the ``backend`` and the ``timeout``; ``None`` (a single worker) joins nothing. See the module
+    docstring for why ``build`` runs before the rank announces itself ready.
     """
     torch = require_torch()
-    # One intra-op thread per worker: workers share the machine's cores, and torch's thread
-    # pool on a busy core is slower than one thread by an order of magnitude for small layers.
-    # The in-process worker (size 1) restores the caller's setting in teardown().
-    state.cache.setdefault((CACHE_KEY, "threads"), torch.get_num_threads())
-    torch.set_num_threads(1)
     if rendezvous is None:
+        _one_thread(torch, state)
+        build()
         return
     dist = torch.distributed
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    timeout = datetime.timedelta(seconds=rendezvous["timeout"])
+    client = dist.TCPStore(rendezvous["address"], rendezvous["port"], timeout=timeout)
+    store = dist.PrefixStore(rendezvous["prefix"], client)
+    try:
+        _one_thread(torch, state)
+        if dist.is_initialized():
+            # A group left over from an interrupted fit (torch allows one per process). Free
+            # what still refers to it first, for the reason teardown() gives.
+            gc.collect()
+            dist.destroy_process_group()
+        build()
+    except BaseException as error:
+        _record_failure(store, state.rank, error)
+        raise
+    state.cache[(CACHE_KEY, "store")] = store
+    _wait_for_every_rank(store, state.rank, state.size, rendezvous["timeout"])
     dist.init_process_group(
         backend=rendezvous["backend"],
-        init_method=f"tcp://{rendezvous['address']}:{rendezvous['port']}",
+        store=store,
         rank=state.rank,
         world_size=state.size,
-        timeout=datetime.timedelta(seconds=rendezvous["timeout"]),
+        timeout=timeout,
     )
+
+
+def _one_thread(torch: Any, state: Any) -> None:
+    """One intra-op thread per worker: workers share the machine's cores, and torch's thread
+    pool on a busy core is slower than one thread by an order of magnitude for small layers.
+    The in-process worker (size 1) restores the caller's setting in teardown()."""
+    state.cache.setdefault((CACHE_KEY, "threads"), torch.get_num_threads())
+    torch.set_num_threads(1)
+
+
+def _record_failure(store: Any, rank: int, error: BaseException) -> None:
+    """Record ``error`` in the store as what stopped the group, unless a rank's came first.
+
+    Call it from the ``except`` block that caught ``error`` (it keeps the traceback). The
+    driver raises the recorded error rather than the ones it caused on the other ranks.
+    """
+    if store.add("failures", 1) == 1:
+        store.set("failed/traceback", traceback.format_exc())
+        store.set("failed", f"worker {rank}: {type(error).__name__}: {error}")
+
+
+def _wait_for_every_rank(store: Any, rank: int, size: int, timeout: float) -> None:
+    """Announce ``rank`` ready; return when every rank is, raise when one failed or when
+    ``timeout`` seconds pass."""
+    store.set(f"ready/{rank}", "1")
+    keys = [f"ready/{other}" for other in range(size)]
+    deadline = time.monotonic() + timeout
+    while not store.check(keys):
+        if store.check(["failed"]):
+            failure = store.get("failed").decode(errors="replace")
+            raise EngineError(
+                f"Worker {rank} stopped joining the process group: {failure} (while setting "
+                "up). That error is the one to fix."
+            )
+        if time.monotonic() > deadline:
+            missing = [other for other, key in enumerate(keys) if not store.check([key])]
+            raise EngineError(
+                f"Worker(s) {missing} did not join the process group within {timeout:g} s. "
+                "A worker is stuck or the machine is overloaded; try again with fewer workers."
+            )
+        time.sleep(_POLL_SECONDS)
 
 
 def teardown(state: Any, fit_id: str) -> None:
@@ -126,12 +199,14 @@ def teardown(state: Any, fit_id: str) -> None:
     """
     torch = require_torch()
     state.cache.pop((CACHE_KEY, fit_id), None)
+    state.cache.pop((CACHE_KEY, fit_id, "failed"), None)
     threads = state.cache.pop((CACHE_KEY, "threads"), None)
     if state.size == 1 and threads is not None:
         torch.set_num_threads(threads)
     if state.size > 1 and torch.distributed.is_initialized():
         gc.collect()
         torch.distributed.destroy_process_group()
+    state.cache.pop((CACHE_KEY, "store"), None)
 
 
 def make_optimizer(parameters: Any, spec: dict) -> Any:
@@ -204,5 +279,33 @@ def restore(state: Any, run: dict, parts: list | None) -> None:
 
 
 def has_run(state: Any, fit_id: str) -> bool:
-    """Whether this worker still holds the fit's state (False after it was replaced)."""
-    return (CACHE_KEY, fit_id) in state.cache
+    """Whether this worker still holds the fit's state, or the mark of an epoch that failed
+    on it (False after it was replaced)."""
+    return (CACHE_KEY, fit_id) in state.cache or (CACHE_KEY, fit_id, "failed") in state.cache
+
+
+def abandon_on_error(epoch_fn: Callable[..., dict]) -> Callable[..., dict]:
+    """``epoch_fn(state, fit_id, epoch)``, leaving the process group when it raises.
+
+    A rank that raises in an epoch while the others wait in a collective for it would keep
+    them waiting until the collective timeout; leaving the group makes their collectives fail
+    at once. Its error is recorded in the store first (the driver reports it, not the
+    others' "connection closed"). The run is freed before the group (see :func:`teardown`):
+    the traceback's frames, which refer to it, are cleared (their lines stay in the report).
+    """
+
+    @functools.wraps(epoch_fn)  # its name too: workers receive it pickled by reference
+    def guarded(state: Any, fit_id: str, epoch: int) -> dict:
+        try:
+            return epoch_fn(state, fit_id, epoch)
+        except BaseException as error:
+            if (CACHE_KEY, fit_id) in state.cache:
+                store = state.cache.get((CACHE_KEY, "store"))
+                if store is not None:  # before leaving: the others fail because it leaves
+                    _record_failure(store, state.rank, error)
+                traceback.clear_frames(error.__traceback__)
+                teardown(state, fit_id)
+                state.cache[(CACHE_KEY, fit_id, "failed")] = True
+            raise
+
+    return guarded
