@@ -1,8 +1,8 @@
 """Ingest throughput and memory: ``shardlearn ingest`` vs pyarrow's CSV and JSON readers.
 
 Generates wide CSV files (28 numeric + 4 categorical columns + a binary label; deterministic
-for a seed) under ``benchmarks/_data`` (git-ignored), then measures, in one run on the same
-files, each in a fresh process:
+for a seed) under ``benchmarks/_data`` (git-ignored; ``--data DIR`` elsewhere), then measures,
+in one run on the same files, each in a fresh process:
 
 - shardlearn ``ingest`` (validation, stratified-free random partitioning into 8 shards per
   split, Parquet shards, rejects, manifest) — the whole pipeline, file to dataset, with its
@@ -225,17 +225,20 @@ def main() -> None:
     parser.add_argument(
         "--range-mib", type=float, default=0, help="byte range size on Ray (default 16 MiB)"
     )
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="folder of the generated inputs and outputs"
+    )
     args = parser.parse_args()
     sizes = args.rows or ([500_000] if args.quick else [5_000_000, 20_000_000])
     results = []
     for rows, kind in ((r, k) for r in sizes for k in args.formats):
         started = time.perf_counter()
         make = GENERATORS[kind]
-        path = make(DATA / f"wide-{rows}.{kind}", rows)
+        path = make(args.data / f"wide-{rows}.{kind}", rows)
         mb = path.stat().st_size / 1e6
         print(f"# {rows:,} rows, {mb:,.0f} MB ({time.perf_counter() - started:.0f} s to generate)",
               file=sys.stderr)  # fmt: skip
-        with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        with tempfile.TemporaryDirectory(dir=args.data) as tmp:
             ours = measure(_SHARDLEARN, str(path), str(Path(tmp) / "ds"))
             on_ray = None
             if args.ray_nodes:

@@ -646,9 +646,10 @@ def _allocator() -> Iterator[None]:
     pyarrow's default, mimalloc, hands freed pages back to the OS 10 ms after they are freed,
     and an ingest frees and allocates a batch's worth of memory every few milliseconds on
     several threads: each hand-back is an ``madvise`` whose TLB shoot-downs stall every core.
-    At 500k rows of the benchmark CSV that was 1.7-2.7 s of system time against 0.2-0.4 s
-    with jemalloc (which keeps freed pages for a second), for 1.3-1.5 s of user time. Memory
-    stays bounded the same way: ``release_unused`` every :data:`RELEASE_EVERY` batches.
+    At 500k rows of the benchmark CSV (on a shared 2-core VM) that was 1.2-2.7 s of system time
+    against 0.4-0.7 s with jemalloc (which keeps freed pages for a second), for about 1.8 s of
+    user time. Memory stays bounded the same way: ``release_unused`` every
+    :data:`RELEASE_EVERY` batches.
     """
     previous = pa.default_memory_pool()
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or previous.backend_name == "jemalloc":
