@@ -13,12 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import shardlearn.data._ingest_run as ingest_run
 import shardlearn.data._ranges as ranges_module
 from shardlearn.data import _writer, ingest
 from shardlearn.data._convert import DEFAULT_NA_VALUES, infer_schema
 from shardlearn.data._writer import DatasetWriter
 from shardlearn.data.ingest import schema_for_table
 from shardlearn.data.partition import make_partitioner
+from shardlearn.exceptions import SchemaError
 
 from .test_parallel_ingest import _fingerprint
 
@@ -148,3 +150,31 @@ def test_a_small_multi_frame_zst_is_decompressed_once(tmp_path: Path, kind: str)
         split = ingest(path, "label", tmp_path / "split", progress=False, parsers=2)
     assert split.manifest["ranges"] >= 4
     assert _fingerprint(split) == whole
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"label": "lable"}, "label column"),
+        ({"strategy": "hash:colur"}, "partitioning column"),
+    ],
+)
+def test_a_mistake_in_the_call_is_reported_before_the_plan_reads_the_input(
+    tmp_path: Path, arguments: dict, message: str
+) -> None:
+    """The range plan reads every byte of the input beside the schema's inference; a wrong
+    label or key must fail before it starts, not after a plan of the whole input."""
+    planned: list[object] = []
+    plan = ranges_module.plan_ranges
+
+    def recording(*args: object, **kwargs: object) -> object:
+        planned.append(args[0])
+        return plan(*args, **kwargs)
+
+    call = {"label": "label", **arguments}
+    with (
+        mock.patch.object(ingest_run, "plan_ranges", recording),
+        pytest.raises(SchemaError, match=message),
+    ):
+        ingest(_csv(tmp_path / "a.csv"), out=tmp_path / "ds", progress=False, parsers=2, **call)
+    assert planned == []

@@ -291,10 +291,15 @@ class IngestRun:
             names, sample = list(self.options.columns), None
         else:
             sample, names = self._sample()
-        self._start_planning()
         if self.label is not None and self.label not in names:
             raise SchemaError(unknown_name_message("label column", self.label, names))
         if sample is not None and self.schema is None:
+            _, key = parse_strategy(self.strategy)
+            if key is not None and key not in names:
+                raise SchemaError(unknown_name_message("partitioning column", key, names))
+            # A wrong label or key is reported before the plan starts: once started, a plan
+            # reads its files to the end (an error would wait for it). Kinds were checked.
+            self._start_planning()
             mapper = self._pool.map if self._pool is not None else map
             schema = infer_schema(
                 sample, self.label, self.options.na_values, self.trim, self.kinds, mapper
@@ -351,7 +356,8 @@ class IngestRun:
                 state["done_bytes"] = state.get("done_bytes", 0) + byte_range.weight
 
     def _start_planning(self) -> None:
-        """Plan every file's ranges on the planner thread, once the schema sample is read:
+        """Plan every file's ranges on the planner thread, once the schema sample is read and
+        the label and key are known to be columns (before the parse, with a given schema):
         planning reads and scans every byte of a text file (on the parser pool), beside the
         schema's inference, which does not need it (the files are still read in the same order:
         sample, plan, parse). Its own thread: a plan waits for its scans, which need a free
