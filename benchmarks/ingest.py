@@ -20,6 +20,10 @@ row, floats as Python writes them) and compares ingest with ``pyarrow.json.read_
 ``csv.zst`` compresses the CSV into Zstandard frames of 4 MiB of text each, as ``pzstd`` and
 writers that flush a frame at a time do (peer ``pyarrow.csv.read_csv``, which decompresses it).
 
+Ingest allocates from jemalloc while it runs (pyarrow's default, mimalloc, hands freed pages
+back to the OS within 10 ms, which costs much system time on a busy machine); ``--peer-pool
+jemalloc`` runs the peer on the same allocator, for a like-for-like parse.
+
 Reported: wall seconds, MB/s of CSV, rows/s, peak RSS, and the ratio shardlearn / pyarrow.
 Targets (issue 2): throughput >= 70% of pyarrow's, peak RSS < 1.5 GB at every size; JSON Lines
 (issue 24) >= 60% of ``pyarrow.json.read_json``.
@@ -202,10 +206,14 @@ GENERATORS = {
 }
 
 
-def measure(code: str, *args: str) -> dict:
+def measure(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``code`` and :data:`_REPORT` in a fresh interpreter (clean peak RSS); its figures."""
     proc = subprocess.run(
-        [sys.executable, "-c", code + _REPORT, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", code + _REPORT, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr}")
@@ -228,6 +236,12 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, default=DATA, help="folder of the generated inputs and outputs"
     )
+    parser.add_argument(
+        "--peer-pool",
+        choices=["jemalloc", "mimalloc", "system"],
+        help="Arrow allocator of the pyarrow peer (default pyarrow's, mimalloc; ingest uses "
+        "jemalloc while it runs)",
+    )
     args = parser.parse_args()
     sizes = args.rows or ([500_000] if args.quick else [5_000_000, 20_000_000])
     results = []
@@ -246,13 +260,15 @@ def main() -> None:
                 out = str(Path(tmp) / "ray")
                 on_ray = measure(_SHARDLEARN_RAY, str(path), out, str(args.ray_nodes), range_bytes)
         peer_name, peer_code = PEERS[kind]
-        peer = measure(peer_code, str(path))
+        pool = {"ARROW_DEFAULT_MEMORY_POOL": args.peer_pool} if args.peer_pool else None
+        peer = measure(peer_code, str(path), env=pool)
         results.append((rows, mb, ours, peer, kind, peer_name, on_ray))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, pyarrow {pa.__version__}; load average at the end "
-        f"{load:.1f} (other processes share the cores: compare the ratio, not the MB/s)\n"
+        f"{load:.1f} (other processes share the cores: compare the ratio, not the MB/s); "
+        f"peer allocator: {args.peer_pool or 'pyarrow default'}\n"
     )
     print(
         "| rows | input | MB | tool | wall s | MB/s | rows/s | CPU s | peak RSS "
