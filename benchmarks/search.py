@@ -131,7 +131,11 @@ def shardlearn_runs(ds: Any, trials: int, rounds: int) -> list[dict[str, Any]]:
         rows.append({"system": name, "configs": n,
                      "fits": len(result.trials), "wall": wall, "valid_auc": result.best_score,
                      "test_auc": result.test_metrics.get("roc_auc"),
-                     "best": _config(result.best_params)})  # fmt: skip
+                     "best": _config(result.best_params),
+                     # The refit's share of the wall time, and whether it ran beside the
+                     # last trials (on a slot they left idle).
+                     "refit_s": result.refit_seconds,
+                     "refit_early": result.refit_started_early})  # fmt: skip
     return rows
 
 
