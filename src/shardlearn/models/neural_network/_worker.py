@@ -26,6 +26,7 @@ global row index of every row (see :mod:`shardlearn.models.neural_network._torch
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import gc
@@ -158,11 +159,14 @@ def _record_failure(store: Any, rank: int, error: BaseException) -> None:
     """Record ``error`` in the store as what stopped the group, unless a rank's came first.
 
     Call it from the ``except`` block that caught ``error`` (it keeps the traceback). The
-    driver raises the recorded error rather than the ones it caused on the other ranks.
+    driver raises the recorded error rather than the ones it caused on the other ranks. A
+    store that is gone (the driver already gave up) records nothing: ``error`` is still raised,
+    not the store's.
     """
-    if store.add("failures", 1) == 1:
-        store.set("failed/traceback", traceback.format_exc())
-        store.set("failed", f"worker {rank}: {type(error).__name__}: {error}")
+    with contextlib.suppress(Exception):
+        if store.add("failures", 1) == 1:
+            store.set("failed/traceback", traceback.format_exc())
+            store.set("failed", f"worker {rank}: {type(error).__name__}: {error}")
 
 
 def _wait_for_every_rank(store: Any, rank: int, size: int, timeout: float) -> None:
