@@ -222,6 +222,24 @@ def test_self_training_reports_each_rounds_pseudo_labelled_rows(terminal, capsys
     assert drawn == expected
 
 
+def test_ingest_bar_ends_on_every_byte_when_the_reader_counts_them_after_the_last_batch(
+    terminal, capsys, tmp_path, monkeypatch
+):
+    """The reader counts a range's bytes as done only after handing over its last batch; with
+    batches converted in order on the calling thread (the slowest reader thread there is), the
+    last batch is drawn before its bytes count, so the bar must draw its figures once more."""
+    from shardlearn.data import _ingest_run, ingest
+
+    monkeypatch.setattr(_ingest_run, "pipelined_map", lambda function, items: map(function, items))
+    X, y = _data(300)
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,label\n" + "".join(f"{a:.3f},{c}\n" for a, c in zip(X[:, 0], y, strict=True)))
+    ingest(str(csv), "label", str(tmp_path / "out"), partitions=2)
+    size = f"{csv.stat().st_size / 1000:.1f}"
+    final = _frames(capsys.readouterr().err)[-1]
+    assert "ingest 300 rows" in final and f"{size}/{size} kB" in final, final
+
+
 def test_ingest_from_python_shows_rows_and_bytes_unless_told_not_to(terminal, capsys, tmp_path):
     from shardlearn.data import ingest
 

@@ -641,6 +641,9 @@ class IngestRun:
                 )
 
             yield advance
+            # The last batch is drawn before the reader thread counts its range's bytes as
+            # done (that happens after the batch is handed over): draw the final figures.
+            advance()
         state["seconds"] = time.monotonic() - started
 
 
