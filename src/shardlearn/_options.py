@@ -112,11 +112,16 @@ def subset_model(
     return create_model(name, __base__=base, __doc__=doc or None, **chosen)
 
 
-@cache
 def field_schema(model: type[BaseModel], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The JSON schema of one field of ``model`` and the ``$defs`` its references point to."""
-    schema = model.model_json_schema()
+    schema = _model_schema(model)
     return schema["properties"][name], schema.get("$defs", {})
+
+
+@cache
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Generated once per model: the CLI asks for every field's schema when it starts.
+    return model.model_json_schema()
 
 
 def expectation(model: type[BaseModel], name: str, style: Style = "yaml") -> str:

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -42,7 +41,6 @@ from shardlearn.cli._mlflow import (
     require_mlflow,
 )
 from shardlearn.exceptions import SpecError
-from shardlearn.models import recording, timed
 
 EXAMPLE = (
     "Example: shardlearn train data/adult --model logistic --param C=0.5 --workers 2 "
@@ -198,6 +196,8 @@ class _LloydProgress:
 
 def _fit_unsupervised(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[str, Any]:
     """Fit a KMeans / PCA pipeline with a progress bar (Lloyd iterations, or one pass)."""
+    import numpy as np
+
     estimator = model.estimator
     start = time.perf_counter()
     if not show_progress:
@@ -252,6 +252,7 @@ def _fit_and_score(model: Any, ds: Any, eng: Any, show_progress: bool) -> dict[s
 
 def _evaluated(score: Any) -> Any:
     """``score`` timed as the fit's ``evaluate`` phase."""
+    from shardlearn.models import timed
 
     def timed_score(ctx: Any) -> Any:
         with timed("evaluate"):
@@ -371,6 +372,7 @@ def train(
     """
     from shardlearn.data import Dataset
     from shardlearn.engine import engine, engine_from_cli
+    from shardlearn.models import recording, timed
     from shardlearn.registry import save
     from shardlearn.registry.artifact import check_replaceable
 
