@@ -33,9 +33,15 @@ Servers
 
 Small data
     The runner sets ``SHARDLEARN_DEMO_ROWS`` (the default of ``shardlearn demo --rows``) to a
-    few thousand rows and ``SHARDLEARN_WORKERS=2``; the README's own commands then run on
-    small data. The folder next to the Markdown file's ``examples/`` is copied into the scratch
-    folder, as a user's clone has it.
+    few thousand rows and ``SHARDLEARN_WORKERS=2`` (``workers=`` of :func:`run_markdown`: 1 for
+    a page that does not teach workers, so its commands run in-process and start no worker
+    interpreter); the README's own commands then run on small data. The folder next to the
+    Markdown file's ``examples/`` is copied into the scratch folder, as a user's clone has it.
+
+Timing
+    Every command and snippet is timed (wall seconds, and CPU seconds of its own processes: the
+    shell's children for a command, the interpreter for a snippet), so pages can run side by
+    side; :meth:`RunReport.summary` lists the slowest.
 
 Run by hand: ``python -m tests._readme_runner README.md [--keep DIR]``; a docs page other than
 the getting-started page runs on a copy of that page's folder:
@@ -49,7 +55,6 @@ import argparse
 import os
 import queue
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -71,6 +76,7 @@ DEMO_ROWS = 3000
 COMMAND_TIMEOUT = 300.0
 SERVER_READY_TIMEOUT = 60.0
 OUTPUT_TAIL_LINES = 60
+SLOWEST_SHOWN = 5  # commands or snippets the summary lists with their times
 SESSION_SCRIPT = Path(__file__).with_name("_readme_session.py")
 REPOSITORY = Path(__file__).resolve().parents[1]
 DONE_MARKER = "@@readme-block-done@@"
@@ -113,8 +119,21 @@ class Block:
 
 
 @dataclass
+class Timing:
+    """One command's or snippet's wall and CPU seconds (CPU: its processes and their children)."""
+
+    line: int
+    label: str
+    wall: float
+    cpu: float
+
+    def __str__(self) -> str:
+        return f"{self.wall:6.1f} s wall {self.cpu:6.1f} s CPU  line {self.line}: {self.label}"
+
+
+@dataclass
 class RunReport:
-    """What a run did: counts, skipped blocks with their reasons, elapsed seconds."""
+    """What a run did: counts, skipped blocks with their reasons, each command's seconds."""
 
     ran: list[Block] = field(default_factory=list)
     skipped: list[Block] = field(default_factory=list)
@@ -122,15 +141,18 @@ class RunReport:
     text: list[Block] = field(default_factory=list)
     commands: int = 0
     seconds: float = 0.0
+    timings: list[Timing] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """A few lines for the test log."""
+    def summary(self, slowest: int = SLOWEST_SHOWN) -> str:
+        """A few lines for the test log: counts, skipped blocks, the slowest commands."""
         lines = [
             f"README run: {len(self.ran)} blocks ran ({self.commands} shell commands), "
             f"{len(self.skipped)} skipped, {len(self.files)} written as files, "
             f"{len(self.text)} text blocks, {self.seconds:.1f} s"
         ]
         lines += [f"  skipped line {b.line}: {b.skip}" for b in self.skipped]
+        ranked = sorted(self.timings, key=lambda timing: timing.wall, reverse=True)
+        lines += [f"  {timing}" for timing in ranked[:slowest]]
         return "\n".join(lines)
 
 
@@ -239,9 +261,10 @@ def _tail(output: str) -> str:
     return "\n".join(([f"... ({cut} lines before)"] if cut > 0 else []) + shown)
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _seconds(value: str) -> float:
+    """``1m2.500s`` (bash's ``times``) -> 62.5."""
+    minutes, _, seconds = value.rstrip("s").partition("m")
+    return 60 * float(minutes) + float(seconds)
 
 
 def _free_port() -> int:
@@ -254,7 +277,7 @@ class ShellSession:
     """Shell commands run one by one, keeping variables and the directory between them."""
 
     def __init__(self, workdir: Path, env: dict[str, str], source: str) -> None:
-        self.log: Callable[[str], None] = lambda message: None
+        self.record: Callable[[Timing], None] = lambda timing: None
         self.workdir = workdir
         self.env = env
         self.source = source
@@ -272,8 +295,20 @@ class ShellSession:
         return (
             f'set -a\n. {state}/vars.sh\ncd "$(cat {state}/pwd)"\n{command}\n'
             f"__readme_rc=$?\nexport -p > {state}/vars.sh\npwd > {state}/pwd\n"
-            "exit $__readme_rc\n"
+            f"times > {state}/times\nexit $__readme_rc\n"
         )
+
+    def _cpu(self) -> float:
+        """CPU seconds of the last command's processes (bash's ``times``: its children's line).
+
+        Per command, so pages run side by side do not count each other's work.
+        """
+        try:
+            children = (self.state / "times").read_text().split("\n")[1].split()
+            (self.state / "times").unlink()
+        except (OSError, IndexError):
+            return 0.0  # a server (still running) or a command that ended the shell
+        return sum(_seconds(value) for value in children)
 
     def _with_ports(self, command: str) -> str:
         for readme_port, port in self.ports.items():
@@ -282,14 +317,12 @@ class ShellSession:
 
     def run(self, line: int, command: str) -> None:
         """Run one command; a non-zero exit raises :class:`ReadmeCommandError`."""
-        started, cpu = time.monotonic(), _children_cpu()
+        started = time.monotonic()
         try:
             self._run(line, command)
         finally:
-            self.log(
-                f"{time.monotonic() - started:6.1f} s wall {_children_cpu() - cpu:6.1f} s CPU"
-                f"  line {line}: {command.splitlines()[0]}"
-            )
+            wall = time.monotonic() - started
+            self.record(Timing(line, command.splitlines()[0], wall, self._cpu()))
 
     def _run(self, line: int, command: str) -> None:
         if _SERVE.match(command.strip()):
@@ -386,7 +419,7 @@ class PythonSession:
         self.process: subprocess.Popen[str] | None = None
         self.env = env
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.log: Callable[[str], None] = lambda message: None
+        self.record: Callable[[Timing], None] = lambda timing: None
 
     def _start(self) -> subprocess.Popen[str]:
         process = subprocess.Popen(
@@ -415,9 +448,8 @@ class PythonSession:
         try:
             self._run(line, code, shown)
         finally:
-            self.log(
-                f"{time.monotonic() - started:6.1f} s wall {self._cpu() - cpu:6.1f} s CPU"
-                f"  line {line}: python snippet"
+            self.record(
+                Timing(line, "python snippet", time.monotonic() - started, self._cpu() - cpu)
             )
 
     def _cpu(self) -> float:
@@ -470,13 +502,13 @@ class PythonSession:
             self.process.wait()
 
 
-def readme_env(workdir: Path) -> dict[str, str]:
+def readme_env(workdir: Path, workers: int = 2) -> dict[str, str]:
     """The environment of a new user's shell: this venv first, small demo data, 2 workers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLEARN_")}
     env.update(
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         SHARDLEARN_DEMO_ROWS=str(DEMO_ROWS),
-        SHARDLEARN_WORKERS="2",
+        SHARDLEARN_WORKERS=str(workers),
         PYTHONPATH="",
         MPLBACKEND="Agg",
         HOME=env.get("HOME", str(workdir)),
@@ -490,6 +522,7 @@ def run_markdown(
     log: Callable[[str], None] | None = None,
     from_line: int = 0,
     examples: Path | None = None,
+    workers: int = 2,
 ) -> RunReport:
     """Run every block of the Markdown file ``path`` in ``workdir``; raise on the first failure.
 
@@ -498,7 +531,8 @@ def run_markdown(
     late block without rerunning everything before it). ``examples`` is the folder copied to
     ``workdir/examples`` first (default: the one beside ``path``; a docs page passes the
     repository's); a ``workdir`` that already has one keeps it (a page run on a copy of the
-    getting-started page's folder).
+    getting-started page's folder). ``workers`` is ``$SHARDLEARN_WORKERS``, the engine size
+    of a command or snippet that does not give its own.
     """
     started = time.monotonic()
     text = path.read_text()
@@ -506,12 +540,17 @@ def run_markdown(
     examples = path.parent / "examples" if examples is None else examples
     if examples.is_dir() and not from_line and not (workdir / "examples").exists():
         shutil.copytree(examples, workdir / "examples", symlinks=True)  # as cp -r
-    env = readme_env(workdir)
+    env = readme_env(workdir, workers)
     shell = ShellSession(workdir, env, path.name)
     python = PythonSession(workdir, env, path)
-    if log is not None:
-        shell.log = python.log = log
     report = RunReport()
+
+    def record(timing: Timing) -> None:
+        report.timings.append(timing)
+        if log is not None:
+            log(str(timing))
+
+    shell.record = python.record = record
     try:
         for block in blocks:
             _run_block(block, shell, python, report, workdir)

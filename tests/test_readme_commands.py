@@ -8,6 +8,12 @@ or a snippet in a copy of the folder it left (its dataset, models and registry),
 page. The other tests check that no block runs twice, that the runner itself fails on a broken
 command, counts what it skips, keeps shell state, starts and stops servers, and that
 ``examples/`` holds real files.
+
+The runs are independent processes in their own folders, and most of their time is one
+single-threaded process (a CLI command, a snippet's fit), so :func:`runs` starts every selected
+run at once on ``PARALLEL_RUNS`` threads -- README.md beside the getting-started page, then the
+pages in order as the threads free up -- and each test waits for its own run's result (its
+report, or the error that fails it).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 import textwrap
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 TOUR = DOCS / "getting-started.md"
 FENCE = "```"
+PARALLEL_RUNS = 2  # CI's cores; a run mostly keeps one busy
+# Pages that never mention workers: their commands run on one in-process worker
+# ($SHARDLEARN_WORKERS=1), which starts no worker interpreter. A page that teaches workers, or
+# whose commands give --workers or workers=, keeps what it says.
+ONE_WORKER_PAGES = frozenset(
+    {
+        "how-to/ingest-messy-csv.md",
+        "how-to/label-free-data.md",
+        "how-to/preprocessing.md",
+        "how-to/rotate-signing-keys.md",
+    }
+)
+README_RUN = "README.md"
 
 
 def _runs_code(path: Path) -> bool:
@@ -51,26 +72,77 @@ def _write_readme(folder: Path, text: str) -> Path:
     return path
 
 
+def _selected_runs(session: pytest.Session) -> list[str]:
+    """The runs the selected tests need: README.md, the tour and pages, in collection order."""
+    tests = {
+        "test_readme_runs_as_written": README_RUN,
+        "test_getting_started_runs_as_written": TOUR.name,
+    }
+    runs: list[str] = []
+    for item in session.items:
+        name = getattr(item, "originalname", item.name)
+        callspec = getattr(item, "callspec", None)
+        if name == "test_docs_page_runs_as_written" and callspec is not None:
+            runs.append(callspec.params["page"])
+        elif name in tests:
+            runs.append(tests[name])
+    return runs
+
+
+def _page_on_tour(tour: Future[RunReport], folder: Path, page: str, workdir: Path) -> RunReport:
+    tour.result()  # the page starts from the tour's folder; its failure fails the page too
+    copy_folder(folder, workdir)
+    workers = 1 if page in ONE_WORKER_PAGES else 2
+    return run_markdown(DOCS / page, workdir, examples=ROOT / "examples", workers=workers)
+
+
+@pytest.fixture(scope="module")
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, Future[RunReport]]]]:
+    """Every selected run started at once on ``PARALLEL_RUNS`` threads; the tour's folder.
+
+    README.md and docs/getting-started.md (the tour) start first; each page runs on a copy of
+    the folder the tour left (its dataset, models and registry) once the tour is done.
+    """
+    selected = _selected_runs(request.session)
+    pool = ThreadPoolExecutor(PARALLEL_RUNS, thread_name_prefix="docs-run")
+    futures: dict[str, Future[RunReport]] = {}
+    if README_RUN in selected:
+        futures[README_RUN] = pool.submit(
+            run_markdown, ROOT / README_RUN, tmp_path_factory.mktemp("readme")
+        )
+    folder = tmp_path_factory.mktemp("tour")
+    pages = [run for run in selected if run not in (README_RUN, TOUR.name)]
+    if pages or TOUR.name in selected:
+        futures[TOUR.name] = tour = pool.submit(
+            run_markdown, TOUR, folder, examples=ROOT / "examples"
+        )
+        for page in pages:
+            workdir = tmp_path_factory.mktemp(re.sub(r"\W", "-", page))
+            futures[page] = pool.submit(_page_on_tour, tour, folder, page, workdir)
+    try:
+        yield folder, futures
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a few minutes on 2 quiet cores; the suite's 600 s is per test
-def test_readme_runs_as_written(tmp_path: Path) -> None:
-    report = run_markdown(ROOT / "README.md", tmp_path)
+def test_readme_runs_as_written(runs: tuple[Path, dict[str, Future[RunReport]]]) -> None:
+    report = runs[1][README_RUN].result()
     print(report.summary())
     assert len(report.ran) >= 1
     assert all(block.skip for block in report.skipped)
 
 
-@pytest.fixture(scope="module")
-def tour(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunReport]:
-    """docs/getting-started.md run once: its folder is where every other page starts."""
-    folder = tmp_path_factory.mktemp("tour")
-    return folder, run_markdown(TOUR, folder, examples=ROOT / "examples")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_getting_started_runs_as_written(tour: tuple[Path, RunReport]) -> None:
-    folder, report = tour
+def test_getting_started_runs_as_written(
+    runs: tuple[Path, dict[str, Future[RunReport]]],
+) -> None:
+    folder, futures = runs
+    report = futures[TOUR.name].result()
     print(report.summary())
     assert report.commands > 10 and len(report.ran) >= 2
     assert (folder / "data" / "loans" / "manifest.json").is_file()
@@ -79,12 +151,28 @@ def test_getting_started_runs_as_written(tour: tuple[Path, RunReport]) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("page", _doc_pages())
-def test_docs_page_runs_as_written(page: str, tour: tuple[Path, RunReport], tmp_path: Path) -> None:
-    copy_folder(tour[0], tmp_path)
-    report = run_markdown(DOCS / page, tmp_path, examples=ROOT / "examples")
+def test_docs_page_runs_as_written(
+    page: str, runs: tuple[Path, dict[str, Future[RunReport]]]
+) -> None:
+    report = runs[1][page].result()
     print(report.summary())
     assert report.ran
     assert all(block.skip for block in report.skipped)
+
+
+def test_a_page_fails_with_the_error_of_the_tour_it_starts_from(tmp_path: Path) -> None:
+    tour: Future[RunReport] = Future()
+    tour.set_exception(ReadmeCommandError("getting-started.md:27: `shardlearn ingest` exited"))
+    with pytest.raises(ReadmeCommandError, match="getting-started.md:27"):
+        _page_on_tour(tour, tmp_path / "tour", "how-to/partitioning.md", tmp_path / "page")
+    assert not (tmp_path / "page").exists()  # nothing of the page ran
+
+
+def test_one_worker_pages_exist_and_never_mention_workers() -> None:
+    pages = set(_doc_pages())
+    for page in ONE_WORKER_PAGES:
+        assert page in pages
+        assert "worker" not in (DOCS / page).read_text().lower(), f"{page} teaches workers"
 
 
 def test_doc_pages_are_collected_and_no_block_runs_twice() -> None:
