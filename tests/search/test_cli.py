@@ -75,7 +75,10 @@ def test_too_many_folds_for_the_shards_is_a_clear_error(capsys, split_dataset, t
 
 
 def _finished_trials(cache: Path) -> set[str]:
-    return {json.loads(p.read_text())["key"] for p in cache.glob("*/*/meta.json")}
+    # A result is written into a ".tmp-*" staging folder and renamed into place: only renamed
+    # folders hold finished trials (a staging meta.json may be half written, or gone).
+    metas = (p for p in cache.glob("*/*/meta.json") if not p.parent.name.startswith("."))
+    return {json.loads(p.read_text())["key"] for p in metas}
 
 
 def test_sigint_then_resume_reruns_no_finished_trial(split_dataset, tmp_path):
