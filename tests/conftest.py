@@ -28,13 +28,49 @@ def shared_datasets() -> Path:
 ENGINE_PARAMS = [pytest.param("local"), pytest.param("ray", marks=pytest.mark.ray)]
 
 
+def _uses_ray(item: pytest.Item) -> bool:
+    """Whether a test uses the session Ray cluster: marked ``ray`` (every ``engine_name`` and
+    conformance Ray run is) or needing :func:`ray_cluster`, itself or through a fixture."""
+    return item.get_closest_marker("ray") is not None or "ray_cluster" in getattr(
+        item, "fixturenames", ()
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note the file of the last test that uses Ray (after deselection), see
+    :func:`ray_cluster`."""
+    users = [item for item in session.items if _uses_ray(item)]
+    session.config.stash[_LAST_RAY_MODULE] = users[-1].path if users else None
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """Shut the session Ray cluster down once the module holding the last test that uses it
+    is torn down (its module-scoped fixtures, e.g. a Ray Serve deployment, need Ray to the
+    end): its raylet, GCS and idle workers would otherwise take CPU and memory from every
+    later test."""
+    result = yield
+    last = item.config.stash.get(_LAST_RAY_MODULE, None)
+    if item.path == last and (nextitem is None or nextitem.path != last):
+        import sys
+
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    return result
+
+
+_LAST_RAY_MODULE = pytest.StashKey[Path | None]()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """ONE real local Ray cluster (``ray.init(num_cpus=2)``) shared by the whole session.
 
-    Started on first use (Ray takes a few seconds to start) and shut down at the end of the
-    session. Tests normally get it through ``engine_name`` / ``any_engine``; skips when the
-    ``ray`` extra is not installed.
+    Started on first use (Ray takes a few seconds to start) and shut down after the last test
+    that uses it (see :func:`pytest_runtest_teardown`), or at the end of the session. Tests
+    normally get it through ``engine_name`` / ``any_engine``; a test that starts Ray in this
+    process another way must be marked ``ray``. Skips when the ``ray`` extra is not installed.
     """
     import os
     import warnings
