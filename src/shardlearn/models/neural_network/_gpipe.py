@@ -297,9 +297,13 @@ def pipeline_epoch(state: Any, fit_id: str, epoch: int) -> dict:
 
 def pipeline_result(state: Any, fit_id: str, best: bool) -> dict:
     """This stage's weights (global names; empty on a rank without a stage); then tear down."""
-    run = fetch_run(state, fit_id)
-    weights: dict = {}
-    if run["stage"] is not None:
-        weights = run["best"] if best and run["best"] is not None else numpy_state(run["stage"])
+    weights = _final_weights(fetch_run(state, fit_id), best)
+    # No reference to the run may outlive this line (see teardown).
     teardown(state, fit_id)
     return weights
+
+
+def _final_weights(run: dict, best: bool) -> dict:
+    if run["stage"] is None:
+        return {}
+    return run["best"] if best and run["best"] is not None else numpy_state(run["stage"])
