@@ -31,12 +31,17 @@ compiled pass of :mod:`shardlearn.models.linear_model._dense_kernels` instead of
 loop: the same sums (the same rows for a ``stride``, the same precisions), in one read of the block
 and without holding the GIL. The numpy loop serves the multinomial loss, one-vs-rest outputs, CSR
 blocks and the Hessian estimate.
+
+The numpy loop's dense products go through :func:`_matmul`, which ignores an "invalid value"
+flag that a product with a finite result raised (a BLAS kernel's discarded vector lanes) and
+raises a clear error when the result is not finite.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -358,7 +363,7 @@ class BlockKernel:
                 d = d * s
             sampled += float(Zt.shape[1]) if s is None else float(s.sum(dtype=np.float64))
             H[:p, :p] += self._weighted_gram(chunk, d)
-            column = np.asarray(chunk.T @ d, dtype=np.float64).ravel()
+            column = np.asarray(_matmul(chunk.T, d), dtype=np.float64).ravel()
             H[:p, p] += column
             H[p, :p] += column
             H[p, p] += float(d.sum(dtype=np.float64))
@@ -393,23 +398,43 @@ class BlockKernel:
         if not isinstance(chunk, np.ndarray):  # CSR
             scaled = chunk.multiply(d[:, None]).tocsr()
             return np.asarray((chunk.T @ scaled).toarray(), dtype=np.float64)
-        return np.asarray((chunk * d[:, None]).T @ chunk, dtype=np.float64)
+        return np.asarray(_matmul((chunk * d[:, None]).T, chunk), dtype=np.float64)
 
     def _scores(self, chunk: Matrix, coef: np.ndarray) -> np.ndarray:
         """``coef X_c^T`` of shape (K, rows): gemv for one output, gemm otherwise."""
         if coef.shape[0] == 1:
-            return np.asarray(chunk @ coef[0])[None, :]
+            return np.asarray(_matmul(chunk, coef[0]))[None, :]
         if self.sparse:
             return np.ascontiguousarray((chunk @ coef.T).T)
-        return coef @ chunk.T
+        return _matmul(coef, chunk.T)
 
     def _backward(self, chunk: Matrix, Rt: np.ndarray) -> np.ndarray:
         """``R^T X_c`` of shape (K, p); for CSR a CSC product, no transposed copy."""
         if Rt.shape[0] == 1:
-            return np.asarray(chunk.T @ Rt[0])[None, :]
+            return np.asarray(_matmul(chunk.T, Rt[0]))[None, :]
         if self.sparse:
             return np.asarray(chunk.T @ Rt.T).T
-        return Rt @ chunk
+        return _matmul(Rt, chunk)
+
+
+def _matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` (a BLAS product of a chunk) without a spurious "invalid value" warning.
+
+    An invalid operation in a product (``inf * 0``, ``inf - inf``) leaves a NaN in the result,
+    so when numpy reads the invalid flag after a product whose result is finite, these values
+    did not raise it: a BLAS kernel can raise it from vector lanes it computes and discards.
+    Such a flag is ignored; a non-finite result after the flag is an error that says so.
+    """
+    flagged: list[str] = []
+    with np.errstate(invalid="call", call=lambda kind, _flag: flagged.append(kind)):
+        out = a @ b
+    if flagged and not np.all(np.isfinite(out.data if sp.issparse(out) else out)):
+        raise FloatingPointError(
+            "A product of feature rows and linear model coefficients is not finite (invalid "
+            "value: inf or NaN in the rows or coefficients). Fit on finite features: ingest "
+            "rejects non-finite values unless allow_non_finite is set, and fit(X, y) checks X."
+        )
+    return out
 
 
 def block_loss_gradient(
