@@ -378,7 +378,9 @@ class IngestRun:
         range_bytes = self.range_bytes or _ranges.RANGE_BYTES
         scans: Any = self._ray or self._pool  # on Ray the scans are tasks too
         whole, remote = self.parsers > 1, self._ray is not None
-        return plan_ranges(path, self.options, range_bytes, scans, whole=whole, remote=remote)
+        return plan_ranges(
+            path, self.options, range_bytes, scans, whole=whole, remote=remote, parsers=self.parsers
+        )
 
     def _streams(
         self, paths: list[str], schema: Schema, fast_types: dict[str, pa.DataType]

@@ -1,9 +1,11 @@
 """Ranges of one file parsed in parallel: CSV/TSV and JSON Lines byte ranges (plain or ``.zst``)
 cut at row boundaries, and Parquet row groups.
 
-:func:`plan_ranges` cuts a local file into ranges of about ``range_bytes`` at newlines (the
-search for a newline starts at each cut point; the first range owns the header line), then
-scans every range once on the parser threads, following pyarrow's CSV lexer with numpy
+:func:`plan_ranges` cuts a local file into even ranges of at most about ``range_bytes`` at
+newlines, a multiple of the parsers when there are several
+(:func:`~shardlearn.data._balance.range_count`: no parser idles in the last round; the search
+for a newline starts at each cut point; the first range owns the header line), then scans
+every range once on the parser threads, following pyarrow's CSV lexer with numpy
 (:func:`_scan`): for both possible states at the range start (between rows, or inside a quoted
 value) it finds whether the range ends inside a quoted value, its physical lines, and its
 first newline that ends a row. Chaining the ranges from the start of the file gives the true
@@ -39,9 +41,10 @@ unless the range is one of the first :data:`KEPT_CHUNKS`, whose bytes the plan k
 ``.zst`` is decompressed once). A single frame, or a chunk of more than :data:`MERGED_RANGES`
 ranges' bytes, is one stream.
 
-A Parquet file is cut at row groups, consecutive groups holding about ``range_bytes`` of data
-per range; a row's "line" is its row number. A row group larger than :data:`MERGED_RANGES`
-ranges' bytes makes the file one stream (a range is held in memory).
+A Parquet file is cut at row groups, into runs of consecutive groups as even as the groups
+allow (as many as for a plain file of their bytes); a row's "line" is its row number. A row
+group larger than :data:`MERGED_RANGES` ranges' bytes makes the file one stream (a range is
+held in memory).
 
 A compressed file that cannot be cut (``.gz``, ``.bz2``, a ``.zst`` of one frame) small enough
 to hold is one range (``packed``, decompressed by its parser), so many small compressed files
@@ -72,6 +75,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from shardlearn.data._balance import even_bounds, range_count
 from shardlearn.data._jsonl import column_names
 from shardlearn.data._zst import (
     FrameIndex,
@@ -109,8 +113,9 @@ _SEARCH_CHUNK = 1 << 16
 MERGED_RANGES = 4
 PACKED_RATIO = 4  # assumed bytes of text per compressed byte, for a whole compressed file
 LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for large ones
-# Chunks of a .zst whose data the plan keeps for the parsers (about range_bytes each: 128 MiB
-# by default), so that a small .zst is decompressed once; later chunks are decompressed again.
+# Chunks of a .zst whose data the plan keeps for the parsers (at most about range_bytes each:
+# 128 MiB by default), so that a small .zst is decompressed once; later chunks are decompressed
+# again.
 KEPT_CHUNKS = 8
 HEAD_BYTES = 256 << 10  # the first read of a file's head (a sample), grown as its rows require
 
@@ -464,6 +469,7 @@ def plan_ranges(
     pool: ThreadPoolExecutor,
     whole: bool,
     remote: bool = False,
+    parsers: int = 1,
 ) -> list[ByteRange] | None:
     """The ranges of ``path``, or None when it is read as one stream: not splittable, one
     range and not ``whole`` (with ``whole`` a small file is one range, parsed in memory on the
@@ -471,16 +477,18 @@ def plan_ranges(
     long that moving the boundaries out of it leaves a range of more than
     :data:`MERGED_RANGES` ranges' bytes (the stream reads it in bounded memory, with the same
     result). ``pool`` runs the reads of the plan (anything with a ``map`` method); ``remote``:
-    on every node of a Ray cluster, so an ``s3://`` CSV/TSV is cut too."""
+    on every node of a Ray cluster, so an ``s3://`` CSV/TSV is cut too. A file of more than
+    one range is cut into even ranges (as even as its frames or row groups allow), a multiple
+    of ``parsers`` (the parses running at once: :func:`~shardlearn.data._balance.range_count`)."""
     if not splittable(path, options, remote):
         return None
     reader = SourceReader(path, options)
     limit = MERGED_RANGES * max(range_bytes, 1)
     if reader.format == "parquet":
-        return _row_group_ranges(reader, range_bytes, limit, whole)
+        return _row_group_ranges(reader, range_bytes, limit, whole, parsers)
     compression = _split_extension(path)[1]
     if compression == "zstd":
-        units = _frame_ranges(reader, range_bytes, limit, pool, keep=not remote)
+        units = _frame_ranges(reader, range_bytes, limit, pool, not remote, parsers)
         if units is None:
             return _packed(reader, range_bytes, whole)
         ranges, scans = units
@@ -489,7 +497,7 @@ def plan_ranges(
         return _packed(reader, range_bytes, whole)
     else:
         size = reader.size
-        count = -(-size // max(range_bytes, 1))
+        count = range_count(size, range_bytes, parsers)
         bounds = _cut_points(path, size, count) if count >= 2 else [0]
         if len(bounds) < 2:
             return [ByteRange(path, 0, 0, size, last=True)] if whole else None
@@ -561,7 +569,12 @@ def _line_ranges(
 
 
 def _frame_ranges(
-    reader: SourceReader, range_bytes: int, limit: int, pool: ThreadPoolExecutor, keep: bool
+    reader: SourceReader,
+    range_bytes: int,
+    limit: int,
+    pool: ThreadPoolExecutor,
+    keep: bool,
+    parsers: int,
 ) -> tuple[list[ByteRange], list[Any]] | None:
     """A multi-frame ``.zst`` cut into ranges of whole lines at its chunks of frames (one
     decompression of each chunk, on the pool), with each range's scan (CSV/TSV) or newline
@@ -573,7 +586,7 @@ def _frame_ranges(
     ``keep`` (the plan runs on this machine) the first :data:`KEPT_CHUNKS` ranges keep those
     bytes for their parsers.
     """
-    chunks = frame_index(reader.path, range_bytes)
+    chunks = frame_index(reader.path, range_bytes, parsers)
     if chunks is None:
         return None
     measure: Callable[[bytes], Any]
@@ -632,26 +645,22 @@ def _frame_unit(
 
 
 def _row_group_ranges(
-    reader: SourceReader, range_bytes: int, limit: int, whole: bool
+    reader: SourceReader, range_bytes: int, limit: int, whole: bool, parsers: int
 ) -> list[ByteRange] | None:
-    """Consecutive row groups of a Parquet file, about ``range_bytes`` of data each; None
-    when it holds one group (and not ``whole``), a group of more than ``limit`` bytes, or
-    cannot be read (the stream reports it)."""
+    """Runs of consecutive row groups of a Parquet file, as even as the groups allow, as many
+    as :func:`~shardlearn.data._balance.range_count` says; None when it holds one group (and
+    not ``whole``), a group of more than ``limit`` bytes, or cannot be read (the stream reports
+    it)."""
     try:
         with reader.filesystem.open_input_file(reader._fs_path) as handle:
             metadata = pq.read_metadata(handle)
     except (pa.ArrowInvalid, OSError):
         return None
     groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
-    if not groups or max(g.total_byte_size for g in groups) > limit:
+    sizes = [g.total_byte_size for g in groups]
+    if not groups or max(sizes) > limit:
         return None
-    bounds, held = [0], 0
-    for i, group in enumerate(groups[:-1]):
-        held += group.total_byte_size
-        if held >= range_bytes:
-            bounds.append(i + 1)
-            held = 0
-    bounds.append(len(groups))
+    bounds = even_bounds(sizes, range_count(sum(sizes), range_bytes, parsers))
     if len(bounds) < 3 and not whole:
         return None
     rows = np.concatenate([[0], np.cumsum([g.num_rows for g in groups])]).tolist()

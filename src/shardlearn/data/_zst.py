@@ -3,8 +3,9 @@
 A Zstandard file is a sequence of frames (RFC 8878), each decompressible on its own: ``zstd``
 on concatenated files, ``pzstd``, the seekable format and writers that flush a frame per batch
 make several. :func:`frame_index` walks the frame and block headers (a few bytes each, the
-compressed data is not decompressed) and groups consecutive frames into chunks of about
-``target`` bytes of data: the units that ingest's byte-range planner
+compressed data is not decompressed) and groups consecutive frames into even chunks of at most
+about ``target`` bytes of data, a multiple of the parsers (:mod:`shardlearn.data._balance`): the
+units that ingest's byte-range planner
 (:mod:`shardlearn.data._ranges`) decompresses side by side. A chunk's data starts where its
 first frame's does, so the bytes ``[start, end)`` of the decompressed file are read
 (:func:`read_plain`) by decompressing from the frame that holds ``start``.
@@ -22,6 +23,7 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from shardlearn.data._balance import even_bounds, range_count
 from shardlearn.exceptions import DataError
 
 __all__ = ["FrameIndex", "check_unchanged", "frame_index", "read_chunk", "read_plain"]
@@ -101,21 +103,21 @@ def _skip_blocks(handle: BinaryIO, position: int, size: int) -> int:
     return -1
 
 
-def frame_index(path: str, target: int) -> FrameIndex | None:
-    """The chunks of ``path`` (whole frames, about ``target`` data bytes each), or None when
-    it holds fewer than two data frames or is not a sequence of whole frames."""
+def frame_index(path: str, target: int, parsers: int = 1) -> FrameIndex | None:
+    """The chunks of ``path``: whole frames, at most about ``target`` data bytes each, as
+    even as the frames allow and a multiple of ``parsers`` chunks when there are several
+    (:mod:`shardlearn.data._balance`); None when it holds fewer than two data frames or is
+    not a sequence of whole frames."""
     modified = os.stat(path).st_mtime_ns
     frames = _frames(path)
     if frames is None or len(frames) < 3:
         return None
-    stored = [0]
-    held = 0
-    for (offset, content), (following, _) in zip(frames, frames[1:], strict=False):
-        held += content if content is not None else (following - offset) * _ASSUMED_RATIO
-        if held >= target and following < frames[-1][0]:
-            stored.append(following)
-            held = 0
-    stored.append(frames[-1][0])
+    data = [
+        content if content is not None else (following - offset) * _ASSUMED_RATIO
+        for (offset, content), (following, _) in zip(frames, frames[1:], strict=False)
+    ]
+    bounds = even_bounds(data, range_count(sum(data), target, parsers))
+    stored = [0, *(frames[b][0] for b in bounds[1:])]  # from 0: skippable frames first
     return FrameIndex(path, frames[-1][0], tuple(stored), modified=modified)
 
 
