@@ -16,9 +16,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.models._neural_workers import small_tabular  # noqa: E402
+from tests.models._neural_workers import workers_mlp as _mlp  # noqa: E402
+
 from shardlearn.engine import engine  # noqa: E402
 from shardlearn.models._training.fitting import prepare_training  # noqa: E402
-from shardlearn.models.neural_network._neural import MLPClassifier  # noqa: E402
 
 MODES = [{}, {"parallelism": "pipeline", "stages": 2}]
 # Per worker process: gc.collect as it was before _count_collections replaced it, and the count.
@@ -27,23 +29,7 @@ _COUNT: dict[str, Any] = {}
 
 @pytest.fixture(scope="module")
 def tabular() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=200, n_features=6, n_informative=4, random_state=0)
-    return X.astype(np.float32), y
-
-
-def _mlp(**params: Any) -> MLPClassifier:
-    defaults = dict(
-        hidden_layer_sizes=(8, 8),
-        batch_size=32,
-        epochs=2,
-        random_state=3,
-        early_stopping=False,
-        verbose=False,
-        execution="workers",  # the process group under test, never the in-process choice
-    )
-    return MLPClassifier(**{**defaults, **params})
+    return small_tabular()
 
 
 def _count_collections(state: Any) -> None:

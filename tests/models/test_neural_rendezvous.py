@@ -18,11 +18,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.models._neural_workers import small_tabular  # noqa: E402
+from tests.models._neural_workers import workers_mlp as _mlp  # noqa: E402
+
 from shardlearn.engine import engine  # noqa: E402
 from shardlearn.exceptions import TaskFailed, WorkerLost  # noqa: E402
 from shardlearn.models._training.fitting import prepare_training  # noqa: E402
 from shardlearn.models.neural_network import _driver  # noqa: E402
-from shardlearn.models.neural_network._neural import MLPClassifier  # noqa: E402
 
 MODES = [{}, {"parallelism": "pipeline", "stages": 2}]
 # What a patched function of a worker process was, to put it back (per worker process).
@@ -31,23 +33,7 @@ _ORIGINALS: dict[str, Any] = {}
 
 @pytest.fixture(scope="module")
 def tabular() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=200, n_features=6, n_informative=4, random_state=0)
-    return X.astype(np.float32), y
-
-
-def _mlp(**params: Any) -> MLPClassifier:
-    defaults = dict(
-        hidden_layer_sizes=(8, 8),
-        batch_size=32,
-        epochs=2,
-        random_state=3,
-        early_stopping=False,
-        verbose=False,
-        execution="workers",  # the process group under test, never the in-process choice
-    )
-    return MLPClassifier(**{**defaults, **params})
+    return small_tabular()
 
 
 def _raise_in(state: Any, rank: int, module: str, name: str) -> None:
