@@ -237,7 +237,7 @@ def _train_step(torch: Any, state: Any, run: dict, batch_ids: np.ndarray, epoch:
         return 0.0
     micro_ids = _micro_batches(batch_ids, spec["micro_batches"])
     sizes = [ids.shape[0] for ids in micro_ids]
-    run["optimizer"].zero_grad(set_to_none=True)
+    run["optimizer"].zero_grad()
     kept = _forward(torch, state, run, xb, micro_ids, epoch)
     losses, total = [], 0.0
     if state.rank == spec["stages"] - 1:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn.exceptions import DataError, EngineError
+from shardlearn.models.neural_network._optim import Optimizer
 from shardlearn.models.neural_network._torch import require_torch, to_dense_float32
 
 __all__ = [
@@ -229,18 +230,14 @@ def _weak_refs(run: dict | None) -> list[weakref.ReferenceType]:
     return refs
 
 
-def make_optimizer(parameters: Any, spec: dict) -> Any:
-    """The optimiser named by ``spec["optimizer"]`` over ``parameters``."""
-    optim = require_torch().optim
-    params = list(parameters)
+def make_optimizer(parameters: Any, spec: dict) -> Optimizer:
+    """The optimiser named by ``spec["optimizer"]`` over ``parameters`` (torch.optim's Adam or
+    SGD arithmetic without its torch._dynamo import, see
+    :mod:`shardlearn.models.neural_network._optim`)."""
+    settings = {"lr": spec["learning_rate"], "weight_decay": spec["weight_decay"]}
     if spec["optimizer"] == "sgd":
-        return optim.SGD(
-            params,
-            lr=spec["learning_rate"],
-            momentum=spec["momentum"],
-            weight_decay=spec["weight_decay"],
-        )
-    return optim.Adam(params, lr=spec["learning_rate"], weight_decay=spec["weight_decay"])
+        settings["momentum"] = spec["momentum"]
+    return Optimizer(parameters, spec["optimizer"], **settings)
 
 
 def numpy_state(module: Any) -> dict[str, np.ndarray]:
