@@ -308,7 +308,7 @@ class _RecordingPool(ThreadPoolExecutor):
         self.order: list[tuple[str, int]] = []
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        if fn is ranges_module._parse:
+        if fn is ranges_module._parse_range:
             self.order.append((Path(args[0].path).name, args[0].index))
         return super().submit(fn, *args, **kwargs)
 

@@ -11,7 +11,10 @@ Parallel parsing: a local CSV/TSV or JSON Lines file (uncompressed, or a ``.zst`
 frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed on ``parsers``
 threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
 one parser a small file (a small ``.gz`` too) is one range, so consecutive small files are
-parsed side by side; cuts never fall inside a quoted value (they move to the next row end). On
+parsed side by side; cuts never fall inside a quoted value (they move to the next row end).
+A plain CSV/TSV is cut speculatively (nothing read before its parse, each cut checked as its
+range is handed over); a wrong cut (a quoted value holding a newline across it) discards the
+run's staged files and runs the write again on exact plans, once. On
 the ``ray`` engine the ranges and their scans are Ray tasks spread over every node instead
 (:mod:`shardlearn.data._ingest_ray`). Other inputs (large compressed files, pipes, remote text
 files) are read as one stream, on this process. Whatever the split, the output is the same:
@@ -259,6 +262,9 @@ class IngestRun:
     _ray: RayParsers | None = None
     _planner: ThreadPoolExecutor | None = None
     _planning: Future | None = None  # the byte ranges of every file, planned beside the schema
+    # Plain CSV/TSV files are cut at newlines without reading them first (checked as they are
+    # parsed); off on Ray, for an input that cannot be read twice, and after a wrong cut.
+    _speculate: bool = False
 
     # -- schema ---------------------------------------------------------------------------------
     def _sample(self) -> tuple[pa.Table, list[str]]:
@@ -347,13 +353,25 @@ class IngestRun:
                 parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
             else:
                 raise RuntimeError("byte ranges were planned without a parser pool")
+            checked: list[_ranges.ByteRange] = []
             for byte_range, names, batches in parsed:
                 self._check_columns(byte_range.path, names, schema)
+                checked.append(byte_range)
+                if byte_range.last:
+                    self._keep_checked(checked)
+                    checked = []
                 yield from batches
                 # Every line before the next range is known: its rejects may be written.
                 yield _SETTLE_ALL if byte_range.last else _SETTLE
                 self.ranges_parsed += 1
                 state["done_bytes"] = state.get("done_bytes", 0) + byte_range.weight
+
+    def _keep_checked(self, ranges: list[_ranges.ByteRange]) -> None:
+        """A file's speculative plan, every cut checked: the ranges as parse_ranges handed
+        them over are its exact plan (a range strategy's second pass scans nothing again)."""
+        plan = self._plans.get(ranges[0].path)
+        if plan and plan[0].speculative and len(plan) == len(ranges):
+            self._plans[ranges[0].path] = ranges
 
     def _start_planning(self) -> None:
         """Plan every file's ranges on the planner thread, once the schema sample is read and
@@ -379,7 +397,14 @@ class IngestRun:
         scans: Any = self._ray or self._pool  # on Ray the scans are tasks too
         whole, remote = self.parsers > 1, self._ray is not None
         return plan_ranges(
-            path, self.options, range_bytes, scans, whole=whole, remote=remote, parsers=self.parsers
+            path,
+            self.options,
+            range_bytes,
+            scans,
+            whole=whole,
+            remote=remote,
+            parsers=self.parsers,
+            speculate=self._speculate,
         )
 
     def _streams(
@@ -470,6 +495,8 @@ class IngestRun:
             self._pool, self._planner = pool, planner
             if is_ray_engine(self.engine):
                 self._ray = RayParsers(self.parsers, int(self.engine.max_retries))
+            # A wrong speculative cut makes the ingest run again: every input is read twice.
+            self._speculate = self._ray is None and all(map(_regular_local_file, self.paths))
             try:
                 return self._execute()
             finally:
@@ -479,6 +506,28 @@ class IngestRun:
 
     def _execute(self) -> Dataset:
         schema = self._resolve_schema()
+        while True:
+            try:
+                return self._write(schema)
+            except _ranges.Misspeculated:
+                # A cut fell inside a quoted value (or beside a row longer than a block); the
+                # writer's staged files are gone. Every file is planned exactly, reading its
+                # bytes first as the plan did before speculation, and the write runs again;
+                # an input that holds such values likely holds more, so once is enough.
+                self._speculate = False
+                self._plans = {
+                    path: plan
+                    for path, plan in self._plans.items()
+                    if not (plan and plan[0].speculative)
+                }
+                self._planning = None
+                self.rows_read = self.blank_lines = self.ranges_parsed = 0
+                self.parsers_used = 1
+                self._progress_state.clear()
+
+    def _write(self, schema: Schema) -> Dataset:
+        """Read, validate, partition and write every row, then commit (one pass; two with a
+        range strategy, which samples its key first)."""
         name, key = parse_strategy(self.strategy)
         range_sample = self._range_sample(schema, key) if name == "range" and key else None
         partitioner = make_partitioner(
@@ -677,6 +726,11 @@ def _allocator() -> Iterator[None]:
     finally:
         pa.set_memory_pool(previous)
         pool.release_unused()  # what the ingest freed goes back to the OS now
+
+
+def _regular_local_file(path: str) -> bool:
+    """Whether ``path`` is a regular file on this machine (it can be read again)."""
+    return "://" not in path and os.path.isfile(path)
 
 
 def _drain(reader: SourceReader, queue: Queue, stop: threading.Event) -> None:

@@ -23,6 +23,17 @@ quoted value to follow: unless a lone carriage return is among them, they take a
 (a newline count and a few searches, at memory speed) joined to the quoted lines' scan. A
 range strategy reads the input twice; its ranges are planned and scanned once.
 
+Speculative cuts (``plan_ranges(speculate=True)``, a plain local CSV/TSV of several ranges):
+reading and scanning the whole file before its parse was a pass over every byte ahead of the
+first row. Instead the plan only places the cuts, assuming each newline found ends a row (it
+does unless it lies in a quoted value); each parser scans the bytes it parses (read once) and
+:func:`parse_ranges`, which hands the ranges over in input order, checks every range before
+anything of it goes on: starting between rows (the ranges before it were right), it must end
+between rows and hold no row longer than the block size (:func:`_misspeculated`, which is
+:func:`_has_long_row` for ranges between right cuts). Its first line then follows from the
+lines of the ranges before it, and the ranges are exactly the exact plan's. A wrong cut raises
+:class:`Misspeculated`: the ingest plans its files exactly (the scans above) and runs again.
+
 :func:`head` gives a schema sample the rows a stream of the file starts with, from a head of
 the file cut after its last row end the same way (a stream reads 32 blocks ahead).
 
@@ -97,6 +108,7 @@ from shardlearn.exceptions import DataError
 __all__ = [
     "RANGE_BYTES",
     "ByteRange",
+    "Misspeculated",
     "default_parsers",
     "head",
     "next_range",
@@ -139,7 +151,10 @@ class ByteRange:
     column names (named from its first records, which a range may not hold). ``stored``: the
     bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
     ``packed``: the whole of a small compressed file that cannot be cut (``.gz``, ``.bz2``, a
-    ``.zst`` of one frame), decompressed by its parser. ``decompressed``: a ``.zst`` range's
+    ``.zst`` of one frame), decompressed by its parser. ``speculative``: a plain CSV/TSV range
+    cut at a newline that is assumed to end a row; :func:`parse_ranges` checks it from the
+    range's own scan and raises :class:`Misspeculated` if it does not (``first_line`` is
+    known only then). ``decompressed``: a ``.zst`` range's
     data as the plan decompressed it (the first :data:`KEPT_CHUNKS` chunks of a local file),
     so its parser does not decompress it again; emptied by the first parse.
     """
@@ -155,6 +170,9 @@ class ByteRange:
     row_groups: tuple[int, int] | None = None
     names: tuple[str, ...] | None = None
     packed: bool = False
+    # Cut at a newline assumed to end a row (nothing was read to check it): parse_ranges
+    # verifies the cut from the range's own scan and sets first_line then.
+    speculative: bool = False
     # A .zst range's data, decompressed by the plan, taken (emptied) by its first parse.
     decompressed: list[bytes] | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -162,6 +180,15 @@ class ByteRange:
     def weight(self) -> int:
         """Bytes of the file this range stands for."""
         return self.stored if self.stored is not None else self.end - self.start
+
+
+class Misspeculated(Exception):
+    """Internal: a speculative cut of ``path`` fell inside a quoted value or beside a row
+    longer than the block size; the ingest plans the file exactly and runs again."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 def splittable(path: str, options: ReaderOptions, remote: bool = False) -> bool:
@@ -470,6 +497,7 @@ def plan_ranges(
     whole: bool,
     remote: bool = False,
     parsers: int = 1,
+    speculate: bool = False,
 ) -> list[ByteRange] | None:
     """The ranges of ``path``, or None when it is read as one stream: not splittable, one
     range and not ``whole`` (with ``whole`` a small file is one range, parsed in memory on the
@@ -479,7 +507,9 @@ def plan_ranges(
     result). ``pool`` runs the reads of the plan (anything with a ``map`` method); ``remote``:
     on every node of a Ray cluster, so an ``s3://`` CSV/TSV is cut too. A file of more than
     one range is cut into even ranges (as even as its frames or row groups allow), a multiple
-    of ``parsers`` (the parses running at once: :func:`~shardlearn.data._balance.range_count`)."""
+    of ``parsers`` (the parses running at once: :func:`~shardlearn.data._balance.range_count`).
+    With ``speculate`` a plain CSV/TSV file of several ranges is cut at newlines without
+    reading it (``speculative`` ranges, checked by :func:`parse_ranges`)."""
     if not splittable(path, options, remote):
         return None
     reader = SourceReader(path, options)
@@ -501,10 +531,15 @@ def plan_ranges(
         bounds = _cut_points(path, size, count) if count >= 2 else [0]
         if len(bounds) < 2:
             return [ByteRange(path, 0, 0, size, last=True)] if whole else None
+        # A cut after a newline is a row boundary unless it lies in a quoted value: assumed,
+        # and checked as each range is parsed (no read of the whole file before the parse).
+        speculative = speculate and reader.format != "jsonl"
         ranges = [
-            ByteRange(path, i, start, end, last=end == size)
+            ByteRange(path, i, start, end, last=end == size, speculative=speculative)
             for i, (start, end) in enumerate(zip(bounds, [*bounds[1:], size], strict=True))
         ]
+        if speculative:
+            return ranges
         scans = None
     if reader.format == "jsonl":
         exact = _line_ranges(reader, ranges, scans, pool)
@@ -763,7 +798,9 @@ class _RangeReader(SourceReader):
     except that a range after the first takes its column names from the file's header (CSV)
     or the plan (JSON Lines); a Parquet range reads its row groups."""
 
-    def __init__(self, byte_range: ByteRange, options: ReaderOptions) -> None:
+    def __init__(
+        self, byte_range: ByteRange, options: ReaderOptions, data: bytes | None = None
+    ) -> None:
         super().__init__(byte_range.path, options)
         self.byte_range = byte_range
         self._whole_file = False
@@ -775,7 +812,7 @@ class _RangeReader(SourceReader):
             _check_row_groups(self, byte_range)
             self.row_groups = list(range(*byte_range.row_groups))
             return
-        raw = _read(byte_range)
+        raw = _read(byte_range) if data is None else data
         self.may_hold_returns = b"\r" in raw
         self._data = pa.py_buffer(raw)
 
@@ -820,19 +857,57 @@ def _check_row_groups(reader: SourceReader, byte_range: ByteRange) -> None:
 
 
 def _parse(
-    byte_range: ByteRange, options: ReaderOptions, fast_types: dict[str, pa.DataType]
+    byte_range: ByteRange,
+    options: ReaderOptions,
+    fast_types: dict[str, pa.DataType],
+    data: bytes | None = None,
 ) -> tuple[list[str], list[RawBatch]]:
-    """Every batch of one range, with physical line numbers of the whole file."""
-    reader = _RangeReader(byte_range, options)
+    """Every batch of one range (of ``data``, its bytes, if given), with physical line
+    numbers of the whole file."""
+    reader = _RangeReader(byte_range, options, data)
     reader.fast_types = fast_types
-    shift = byte_range.first_line - 1
-    batches = []
-    for raw in reader.batches():
-        if shift:
+    batches = _shifted(list(reader.batches()), byte_range.first_line - 1)
+    return list(getattr(reader, "column_names", [])), batches
+
+
+def _shifted(batches: list[RawBatch], shift: int) -> list[RawBatch]:
+    """``batches`` with every line number (rows and rejects) moved ``shift`` lines on."""
+    if shift:
+        for raw in batches:
             raw.lines = raw.lines + shift
             raw.invalid = [(line + shift, reason, text) for line, reason, text in raw.invalid]
-        batches.append(raw)
-    return list(getattr(reader, "column_names", [])), batches
+    return batches
+
+
+_Parsed = tuple[list[str], list[RawBatch], _Scan | None, BaseException | None]
+
+
+def _parse_range(
+    byte_range: ByteRange, options: ReaderOptions, fast_types: dict[str, pa.DataType]
+) -> _Parsed:
+    """Runs on the pool: :func:`_parse`; for a speculative range also its scan (the same
+    bytes, read once), and its parse's error as a value, raised only once the cut is known
+    to be right (a parse of a wrong cut may fail where the right one does not)."""
+    if not byte_range.speculative:
+        return (*_parse(byte_range, options, fast_types), None, None)
+    data = _read(byte_range)
+    scan = _scanner(SourceReader(byte_range.path, options))(data)
+    try:
+        names, batches = _parse(byte_range, options, fast_types, data)
+    except Exception as error:  # noqa: BLE001 - raised by parse_ranges if the cut is right
+        return [], [], scan, error
+    return names, batches, scan, None
+
+
+def _misspeculated(byte_range: ByteRange, scan: _Scan, limit: int) -> bool:
+    """Whether a speculative range that starts between rows (the ranges before it were
+    right) is not what an exact plan would parse: it ends inside a quoted value (its cut
+    falls in one), or a row of it is longer than ``limit`` (where a range ends would decide
+    that row's fate: the exact plan reads such a file as one stream). Between right cuts no
+    row spans two ranges, so this is :func:`_has_long_row` range by range."""
+    if byte_range.last:
+        return scan.long_row[0] or scan.tail[0] + 1 > limit
+    return scan.ends_inside[0] or scan.long_row[0]
 
 
 def next_range(
@@ -863,17 +938,25 @@ def parse_ranges(
     a large file's ranges (or a large row group) behind small files start early instead of
     running alone at the end. At most ``parsers`` ranges run and ``parsers + 1`` are held
     (bounded memory); the order of the output does not change.
+
+    A speculative range (its file's ranges are consecutive, the first with index 0) is
+    checked before anything of it is handed over, rows or error: from its own scan, starting
+    between rows as the range before it ended, it must end between rows with no row longer
+    than the block size (else :class:`Misspeculated`); its first line follows from the lines
+    of the ranges before it. The ranges handed over are then those an exact plan makes (and
+    are handed over as such: no longer speculative).
     """
     started: dict[int, Future] = {}
     running: set[Future] = set()
     following = 0  # the next range to hand over
+    line = 1  # the first line of the next speculative range
     try:
         while following < len(ranges):
             while len(running) < parsers and len(started) < parsers + 1:
                 index = next_range(ranges, started, following, parsers)
                 if index is None:
                     break
-                future = pool.submit(_parse, ranges[index], options, fast_types)
+                future = pool.submit(_parse_range, ranges[index], options, fast_types)
                 started[index] = future
                 running.add(future)
             head = started.get(following)
@@ -882,8 +965,20 @@ def parse_ranges(
                 running -= done
                 continue
             running.discard(head)
-            names, batches = started.pop(following).result()
-            yield ranges[following], names, batches
+            names, batches, scan, error = started.pop(following).result()
+            byte_range = ranges[following]
+            if scan is not None:
+                # A speculative cut: right if this range, starting between rows, ends between
+                # rows; its lines follow the lines of the ranges before it.
+                line = 1 if byte_range.index == 0 else line
+                if _misspeculated(byte_range, scan, options.block_size):
+                    raise Misspeculated(byte_range.path)
+                batches = _shifted(batches, line - 1)
+                byte_range = replace(byte_range, first_line=line, speculative=False)
+                line += scan.lines[0]
+            if error is not None:
+                raise error
+            yield byte_range, names, batches
             following += 1
     finally:
         for future in started.values():
