@@ -152,7 +152,9 @@ _SETTLE, _SETTLE_ALL = _Settle(False), _Settle(True)
 
 class _Rebatcher:
     """Hands accepted rows to the writer in batches of exactly :data:`BATCH_ROWS` rows, so the
-    partitioners and shard buffers see the same batches however the input was parsed."""
+    partitioners and shard buffers see the same batches however the input was parsed. A batch
+    is a table of slices of the converted batches, not a copy: the writer's take copies the
+    rows once, into one batch."""
 
     def __init__(self, writer: DatasetWriter) -> None:
         self.writer = writer
@@ -176,11 +178,11 @@ class _Rebatcher:
         table = pa.Table.from_batches(self.pending)
         start = 0
         while table.num_rows - start >= BATCH_ROWS or (final and start < table.num_rows):
-            piece = table.slice(start, BATCH_ROWS).combine_chunks()
-            self.writer.write(piece.to_batches()[0] if piece.num_rows else piece)
+            piece = table.slice(start, BATCH_ROWS)
+            self.writer.write(piece)
             start += piece.num_rows
         rest = table.slice(start)
-        # Slices, not a copy: the rows left over are copied once, into the next batch.
+        # Slices, not a copy: they keep at most a batch's worth of parsed batches alive.
         self.pending = rest.to_batches() if rest.num_rows else []
         self.rows = rest.num_rows
 

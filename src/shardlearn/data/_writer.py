@@ -47,7 +47,7 @@ from shardlearn.data.dataset import (
     join_uri,
     resolve_filesystem,
 )
-from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT, Partitioner
+from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT, Partitioner, Rows
 from shardlearn.data.schema import Schema
 from shardlearn.exceptions import DataError
 
@@ -216,8 +216,9 @@ class DatasetWriter:
         self._class_values: dict[str, Any] = {}
 
     # -- rows ------------------------------------------------------------------------------
-    def write(self, batch: pa.RecordBatch) -> None:
-        """Partition ``batch`` (already validated, in schema order) into the shard buffers.
+    def write(self, batch: Rows) -> None:
+        """Partition ``batch`` (already validated, in schema order; a record batch, or a table
+        whose chunks are slices of other batches) into the shard buffers.
 
         With ``allow_unlabeled``, rows without a label are partitioned apart (their own row
         numbering), so the labelled rows land exactly where they would if the unlabeled ones
@@ -239,7 +240,7 @@ class DatasetWriter:
         else:
             self._write_rows(batch, unlabeled=False)
 
-    def _write_rows(self, batch: pa.RecordBatch, unlabeled: bool) -> None:
+    def _write_rows(self, batch: Rows, unlabeled: bool) -> None:
         if batch.num_rows == 0:
             return
         labelled_so_far = self.rows_written - self.rows_unlabeled
@@ -257,8 +258,9 @@ class DatasetWriter:
         else:
             counts = self._class_counts_by_cell(batch, order, sorted_cells, starts)
         # One take puts the rows in cell order (one pass over the batch instead of one take
-        # per cell); each cell gets a slice of it, compacted by _add so memory stays bounded.
-        in_cells = batch.take(pa.array(order))
+        # per cell) and is the rows' first copy (a table's chunks are gathered by it); each
+        # cell gets a slice of it, compacted by _add so memory stays bounded.
+        in_cells = _one_batch(batch.take(pa.array(order)))
         for position, (begin, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             cell = divmod(int(sorted_cells[begin]), self.partitioner.partitions)
             self._add(cell, in_cells.slice(begin, end - begin), counts[position])
@@ -267,12 +269,15 @@ class DatasetWriter:
             self.rows_unlabeled += batch.num_rows
 
     def _class_counts_by_cell(
-        self, batch: pa.RecordBatch, order: np.ndarray, sorted_cells: np.ndarray, starts: np.ndarray
+        self, batch: Rows, order: np.ndarray, sorted_cells: np.ndarray, starts: np.ndarray
     ) -> list[dict[str, int]]:
         """Per run of equal cells: {str(class): rows}, with one dictionary encode per batch."""
         if self.schema.label is None:
             return [{} for _ in starts]
-        encoded = pc.dictionary_encode(batch.column(self.schema.label))
+        labels = batch.column(self.schema.label)
+        if isinstance(labels, pa.ChunkedArray):
+            labels = labels.combine_chunks()  # one dictionary for the whole batch
+        encoded = pc.dictionary_encode(labels)
         values = encoded.dictionary.to_pylist()
         keys = [str(v) for v in values]
         for key, value in zip(keys, values, strict=True):
@@ -480,6 +485,13 @@ class DatasetWriter:
             **extra,
             "shards": shards,
         }
+
+
+def _one_batch(rows: Rows) -> pa.RecordBatch:
+    """``rows`` as one record batch (a table's chunks combined: none after a take)."""
+    if isinstance(rows, pa.RecordBatch):
+        return rows
+    return rows.combine_chunks().to_batches()[0]
 
 
 def _close_files(buffer: _ShardBuffer) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ __all__ = [
     "Partitioner",
     "RandomPartitioner",
     "RangePartitioner",
+    "Rows",
     "StratifiedPartitioner",
     "make_partitioner",
     "parse_split",
@@ -157,10 +158,16 @@ def key_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return hashes
 
 
+# A batch of rows to assign: a record batch, or a table (the writer's batches are slices of
+# the parsed batches, not copied into one).
+Rows: TypeAlias = pa.RecordBatch | pa.Table
+
+
 class Partitioner:
     """Base class: ``assign(batch, start)`` -> (split index, shard index) per row.
 
-    ``start`` is the global number of the batch's first row among the accepted rows.
+    ``start`` is the global number of the batch's first row among the accepted rows;
+    ``batch`` is a record batch or a table (its columns may be chunked).
     """
 
     name = "base"
@@ -174,7 +181,7 @@ class Partitioner:
     def strategy(self) -> str:
         return self.name
 
-    def assign(self, batch: pa.RecordBatch, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, batch: Rows, start: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def _random_split(self, start: int, count: int) -> np.ndarray:
@@ -188,7 +195,7 @@ class RandomPartitioner(Partitioner):
 
     name = "random"
 
-    def assign(self, batch: pa.RecordBatch, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, batch: Rows, start: int) -> tuple[np.ndarray, np.ndarray]:
         count = batch.num_rows
         shard = row_hashes(self.seed, _SHARD_SALT, start, count) % np.uint64(self.partitions)
         return self._random_split(start, count), shard.astype(np.int32)
@@ -248,11 +255,14 @@ class StratifiedPartitioner(Partitioner):
         self._class_seen: dict[Any, int] = {}
         self._cell_seen: dict[tuple[Any, int], int] = {}
 
-    def assign(self, batch: pa.RecordBatch, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, batch: Rows, start: int) -> tuple[np.ndarray, np.ndarray]:
         count = batch.num_rows
         split = np.zeros(count, dtype=np.int8)
         shard = np.zeros(count, dtype=np.int32)
-        encoded = pc.dictionary_encode(batch.column(self.label))
+        labels = batch.column(self.label)
+        if isinstance(labels, pa.ChunkedArray):
+            labels = labels.combine_chunks()  # one dictionary for the whole batch
+        encoded = pc.dictionary_encode(labels)
         codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
         rng = np.random.default_rng([self.seed, start])
         # A seeded random visiting order within the batch; grouping it by class keeps each
@@ -306,7 +316,7 @@ class HashPartitioner(Partitioner):
     def strategy(self) -> str:
         return f"hash:{self.column}"
 
-    def assign(self, batch: pa.RecordBatch, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, batch: Rows, start: int) -> tuple[np.ndarray, np.ndarray]:
         hashes = key_hashes(batch.column(self.column))
         seed_mix = splitmix64(np.array([self.seed, _SPLIT_SALT], dtype=np.uint64))
         with np.errstate(over="ignore"):
@@ -336,7 +346,7 @@ class RangePartitioner(Partitioner):
     def strategy(self) -> str:
         return f"range:{self.column}"
 
-    def assign(self, batch: pa.RecordBatch, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, batch: Rows, start: int) -> tuple[np.ndarray, np.ndarray]:
         keys = batch.column(self.column)
         shard = np.zeros(batch.num_rows, dtype=np.int32)
         present = pc.is_valid(keys).to_numpy(zero_copy_only=False)
