@@ -213,3 +213,32 @@ def test_zstd_frames_keep_line_numbers(tmp_path: Path) -> None:
     rejects = [(r["line"], r["reason"][:12]) for r in ds.read_rejects().to_pylist()]
     assert rejects == [(8, "invalid JSON"), (251, "column 'x': ")]
     assert ds.manifest["rows_read"] == 300 and ds.num_rows() == 298
+
+
+def test_negative_zero_floats_stay_on_the_arrow_path() -> None:
+    """A typed float column's -0.0 is Arrow's value (the reference's text "-0.0" casts to it):
+    only a line holding the integer -0 (0 for Python, -0.0 for Arrow) is read by the reference,
+    and the block's other rows stay typed."""
+    tokens = ["1.5", "-0.0", "2.25", "-0.000", "-0e0", "3.5", "-0.5"] * 40
+    integer_zero = [3, 100, 250]  # lines holding the integer -0
+    for line in integer_zero:
+        tokens[line - 1] = "-0"
+    data = "".join(f'{{"x": {t}, "c": "a"}}\n' for t in tokens).encode()
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        original = _jsonl.reference_rows
+        patch.setattr(
+            _jsonl,
+            "reference_rows",
+            lambda items, names: calls.append([n for n, _ in items]) or original(items, names),
+        )
+        reader = _jsonl.JsonLinesReader("f", 1 << 20, None, {"x": pa.float64()}, ())
+        parts = list(reader.batches(pa.BufferReader(data)))
+    assert sorted(n for c in calls for n in c) == integer_zero
+    lines = [int(n) for p in parts for n in p.lines]
+    values = [v for p in parts for v in p.batch.column("x").to_pylist()]
+    assert lines == list(range(1, len(tokens) + 1))
+    # Typed -0.0 where the token is a float; the integer -0 as the reference's text "0".
+    got = [v if n in integer_zero else repr(v) for n, v in zip(lines, values, strict=True)]
+    want = ["0" if n in integer_zero else repr(float(t)) for n, t in enumerate(tokens, 1)]
+    assert got == want

@@ -8,7 +8,10 @@ delivered as text (numbers as Python writes them: ``1``, ``1.0``, ``1e-05``). Th
 the keys of the first 1000 records of the first 20000 lines (or ``columns``).
 
 :class:`JsonLinesReader` gives exactly the same rows, values, line numbers and rejects, parsing
-blocks of about :data:`READ_BYTES` with ``pyarrow.json`` (threads inside Arrow):
+blocks of about :data:`READ_BYTES` with ``pyarrow.json`` (threads inside Arrow). Each byte is
+copied once into a block (a byte range in memory is read as views of it), and the checks below
+are whole-block byte scans (numpy, memchr) that look at single lines only when a block holds
+what they look for:
 
 - Lines go to the reference instead when Arrow and Python could disagree on them: over-long,
   not UTF-8, a byte-order mark, ``NaN``/``Infinity``-like tokens (Arrow also takes ``-NaN`` and
@@ -24,8 +27,9 @@ blocks of about :data:`READ_BYTES` with ``pyarrow.json`` (threads inside Arrow):
   another line the row goes to the reference. A list or an object in a column sends its row to
   the reference (a reject); a text column Arrow read as a timestamp is read again as text.
 - Columns ingest types as numbers (``fast_types``) skip the round trip through text when Arrow
-  parsed them as numbers (the same values as the reference's text cast, ``-0`` and missing-value
-  markers that read as numbers aside, which keep the text).
+  parsed them as numbers (the same values as the reference's text cast; missing-value markers
+  that read as numbers keep every column text, and a -0.0 on a line that may hold the integer
+  ``-0``, which Python reads as 0, sends its row to the reference).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +62,7 @@ _EXACT = 2.0**53  # integral floats from here on may be integers Arrow rounded
 _JSON_SPACE = b" \t\r\n"
 _NON_FINITE_TOKEN = r"[:,\[]\s*-?(NaN|Inf)"
 _FLOAT_TOKEN = r"[0-9][.eE]"
+_INTEGER_ZERO = r"-0([^0-9.eE]|$)"
 _FIXED = r"^-?[0-9]+\.[0-9]+$"
 _ROW_HINT = re.compile(r"in row (\d+)")
 
@@ -250,8 +255,9 @@ class JsonLinesReader:
         self.names: list[str] | None = list(columns) if columns else None
         self.fast_types = {} if _numeric_marker(na_values) else dict(fast_types)
         self._text_columns: set[str] = set()  # names Arrow took for timestamps: read as text
-        self._head: list[Item] = []  # the first chunk's lines read so far (to name columns)
-        self._records = 0
+        self._head = 0  # lines of the first chunk read so far (to name the columns)
+        self._records = 0  # records among them
+        self._keys: dict[str, None] = {}  # their keys, in order
         self.lines = 0
 
     def batches(self, stream: pa.NativeFile) -> Iterator[RawRows]:
@@ -273,19 +279,24 @@ class JsonLinesReader:
         """Reads one more piece of the first chunk (None: the end); names the columns once
         the chunk's first :data:`NAME_RECORDS` records (or the chunk, or the file) are read."""
         if piece is not None:
-            room = CHUNK_LINES - len(self._head)
+            room = CHUNK_LINES - self._head
             if isinstance(piece, _Block):
-                items = [piece.item(i, self.limit) for i in range(min(piece.count, room))]
+                items: Iterable[Item] = (
+                    piece.item(i, self.limit) for i in range(min(piece.count, room))
+                )
             else:
                 items = [piece][:room]
-            for item in items:
+            for _, line in items:
                 if self._records >= NAME_RECORDS:
                     break
-                self._head.append(item)
-                self._records += _json_record(item[1])[0] is not None
-        done = len(self._head) >= CHUNK_LINES or self._records >= NAME_RECORDS
+                self._head += 1
+                record, _ = _json_record(line)
+                if record is not None:
+                    self._keys.update(dict.fromkeys(record))
+                    self._records += 1
+        done = self._head >= CHUNK_LINES or self._records >= NAME_RECORDS
         if piece is None or done:
-            self.names, self._head = _names_of(self._head), []
+            self.names = list(self._keys)
             return True
         return False
 
@@ -302,12 +313,17 @@ class JsonLinesReader:
     def _segments(self, stream: pa.NativeFile) -> Iterator[_Block | Item]:
         """Blocks of whole lines, and over-long lines (skipped unread) as refusals."""
         carry = b""
-        while chunk := stream.read(READ_BYTES):
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield self._block(data[:cut])
-            carry = data[cut:]
+        while (chunk := stream.read_buffer(READ_BYTES)).size:
+            newlines = _newlines(chunk)
+            if len(newlines):
+                cut = int(newlines[-1]) + 1
+                # One copy of each byte (a buffer's read is a view of an in-memory range);
+                # the carry is a line's start, or what follows an over-long line.
+                data = b"".join((carry, memoryview(chunk)[:cut]))
+                yield self._block(data, np.concatenate([_newlines(carry), newlines + len(carry)]))
+                carry = chunk.slice(cut).to_pybytes()
+            else:
+                carry += chunk.to_pybytes()
             if len(carry) > self.limit:
                 length, carry = self._skip_line(stream, len(carry))
                 yield self._refusal(length)
@@ -328,8 +344,11 @@ class JsonLinesReader:
         self.lines += 1
         return self.lines, _too_long(length, self.limit)
 
-    def _block(self, data: bytes) -> _Block:
-        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    def _block(self, data: bytes, newlines: np.ndarray | None = None) -> _Block:
+        """The lines of ``data`` (``newlines``: the offsets of its newlines, if known)."""
+        if newlines is None:
+            newlines = _newlines(data)
+        ends = newlines + 1
         if not data.endswith(b"\n"):
             ends = np.append(ends, len(data))
         block = _Block(self.lines + 1, data, np.concatenate([[0], ends]).astype(np.int64))
@@ -366,6 +385,7 @@ class _BlockParse:
         self.nonblank = self._nonblank(data)
         self.reference = self._lines_for_reference(data)
         self._float_token: np.ndarray | None = None
+        self._integer_zero: np.ndarray | None = None
         self.failures = 0
 
     def _nonblank(self, data: np.ndarray) -> np.ndarray:
@@ -384,7 +404,7 @@ class _BlockParse:
         refer = lengths > self.reader.limit
         # Lines starting with '{' hold one bracket each at least: unless the rest of the
         # block's brackets could put one line past the limit, no line needs counting.
-        total = raw.count(b"{") + raw.count(b"[")
+        total = _count(data, b"{") + (_count(data, b"[") if raw.find(b"[") >= 0 else 0)
         if total - int(np.count_nonzero(data[starts[:-1]] == 123)) + 1 > _MAX_BRACKETS:
             brackets = np.flatnonzero((data == 91) | (data == 123))
             refer |= _per_line(brackets, starts) > _MAX_BRACKETS
@@ -413,6 +433,14 @@ class _BlockParse:
             found = pc.match_substring_regex(self.lines, _FLOAT_TOKEN)
             self._float_token = found.to_numpy(zero_copy_only=False)
         return self._float_token
+
+    def integer_zero(self) -> np.ndarray:
+        """Per line: whether it may hold the integer ``-0`` (``-0`` not followed by a digit,
+        '.', 'e' or 'E'): Arrow reads it as -0.0 in a float column, Python as 0."""
+        if self._integer_zero is None:
+            found = pc.match_substring_regex(self.lines, _INTEGER_ZERO)
+            self._integer_zero = found.to_numpy(zero_copy_only=False)
+        return self._integer_zero
 
     def rows(self) -> Iterator[RawRows]:
         yield from self._part(0, self.block.count)
@@ -467,11 +495,8 @@ class _BlockParse:
                 raise _Refused(int(hint.group(1)) if hint else None) from None
             if table.num_rows != expected:
                 raise _Refused(None)
-            retyped = [
-                n
-                for n in self.names
-                if n in table.column_names and _is_other(table.schema.field(n).type)
-            ]
+            names = set(self.names)
+            retyped = [f.name for f in table.schema if f.name in names and _is_other(f.type)]
             if not retyped:
                 return table
             text.update(retyped)
@@ -490,8 +515,10 @@ class _BlockParse:
             if target is not None:
                 cast = _typed(values, target)
                 if cast is not None:
-                    typed[name], zero = cast
-                    refer |= zero
+                    typed[name], odd, negative_zero = cast
+                    refer |= odd
+                    if negative_zero.any():
+                        refer |= negative_zero & self.integer_zero()[rows]
                     continue
             refer |= _nested(values)
         if typed and refer.sum() + len(referred) > _SPLIT_ROWS:
@@ -552,6 +579,16 @@ class _BlockParse:
         return reference_rows(items, self.names)
 
 
+def _newlines(data: bytes | pa.Buffer) -> np.ndarray:
+    """The offsets of the newlines in ``data``."""
+    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+
+
+def _count(data: np.ndarray, byte: bytes) -> int:
+    """How many times ``data`` holds ``byte`` (numpy: a few times faster than bytes.count)."""
+    return int(np.count_nonzero(data == ord(byte)))
+
+
 def _holds(data: bytes, byte: bytes, text: bytes) -> bool:
     """Whether ``data`` holds ``text`` (whose first byte is ``byte``)."""
     return data.find(byte) >= 0 and text in data
@@ -593,9 +630,10 @@ def _is_other(kind: pa.DataType) -> bool:
 
 
 def _column(table: pa.Table, name: str, count: int) -> pa.Array:
-    if name not in table.column_names:
+    index = table.schema.get_field_index(name)
+    if index < 0:
         return pa.nulls(count)
-    return table.column(name).combine_chunks()
+    return table.column(index).combine_chunks()
 
 
 def _nested(values: pa.Array) -> np.ndarray:
@@ -605,19 +643,22 @@ def _nested(values: pa.Array) -> np.ndarray:
     return values.is_valid().to_numpy(zero_copy_only=False)
 
 
-def _typed(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray] | None:
-    """``values`` as ``target`` with the reference's values, and the rows whose value only the
-    reference knows (``-0``: an integer is 0, a float -0.0); None: deliver text."""
+def _typed(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray, np.ndarray] | None:
+    """``values`` as ``target`` with the reference's values, the rows whose value only the
+    reference knows (not finite), and the rows holding -0.0 (the reference's too if their line
+    holds the integer ``-0``, which is 0); None: deliver text."""
     kind = values.type
     none = np.zeros(len(values), dtype=bool)
     if pa.types.is_null(kind):
-        return pa.nulls(len(values), target), none
+        return pa.nulls(len(values), target), none, none
     if pa.types.is_integer(kind) and (target == kind or pa.types.is_floating(target)):
-        return values.cast(target, safe=False), none
+        return values.cast(target, safe=False), none, none
     if pa.types.is_floating(kind) and target == pa.float64():
         numbers = values.to_numpy(zero_copy_only=False)
-        zero = (numbers == 0) & np.signbit(numbers) | ~np.isfinite(numbers) & values.is_valid()
-        return values.cast(target), np.asarray(zero)
+        odd = ~np.isfinite(numbers)  # nulls are NaN here
+        if values.null_count and odd.any():
+            odd &= values.is_valid().to_numpy(zero_copy_only=False)
+        return values, odd, (numbers == 0) & np.signbit(numbers)
     return None
 
 
