@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
-import psutil
 import pyarrow as pa
 import pytest
 import xgboost as xgb
@@ -298,49 +294,6 @@ def test_early_stopping_on_ranking_metrics_does_not_depend_on_the_layout(tmp_pat
             assert model.best_iteration_ == ref.best_iteration
             assert model.n_estimators_ == ref.best_iteration + 1
     assert len({model.best_iteration_ for model in fits.values()}) == 1
-
-
-def _worker_processes() -> list[psutil.Process]:
-    return [
-        child
-        for child in psutil.Process().children()
-        if "shardlearn.engine._worker" in " ".join(child.cmdline())
-    ]
-
-
-def _kill_once_busy(proc: psutil.Process, killed: threading.Event) -> None:
-    """Kill ``proc`` as soon as it has used CPU time, i.e. while it is boosting."""
-    start = sum(proc.cpu_times()[:2])
-    deadline = time.monotonic() + 60
-    while sum(proc.cpu_times()[:2]) < start + 0.2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.kill()
-    killed.set()
-
-
-def test_worker_killed_mid_boosting_training_completes_from_checkpoint():
-    X, y, X_test, _ = _data(n=6000)
-    params = {**PARAMS, "n_estimators": 40, "checkpoint_interval": 10}
-    killed = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def kill_a_worker(progress: BoostingProgress) -> None:
-        if threads:
-            return
-        victim = _worker_processes()[-1]
-        threads.append(threading.Thread(target=_kill_once_busy, args=(victim, killed)))
-        threads[0].start()
-
-    with engine("local", workers=2):
-        model = XGBoostClassifier(**params).fit(X, y, callback=kill_a_worker)
-        undisturbed = XGBoostClassifier(**params).fit(X, y)
-    threads[0].join()
-    assert killed.is_set()
-    assert model.n_estimators_ == 40
-    # Resuming from the checkpoint rebuilds the same sketch: the same model as without a kill.
-    np.testing.assert_allclose(
-        model.predict_proba(X_test), undisturbed.predict_proba(X_test), rtol=1e-6
-    )
 
 
 @pytest.mark.parametrize(

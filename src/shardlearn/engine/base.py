@@ -225,6 +225,7 @@ class WorkerGroup(abc.ABC):
 
     size: int
     shares_memory: bool = False
+    _on_lost: Callable[[int], None] | None = None
 
     @abc.abstractmethod
     def assign(self, shards: Sequence[Any]) -> None:
@@ -257,6 +258,28 @@ class WorkerGroup(abc.ABC):
     ) -> Any:
         """Run ``fn`` on every worker; combine the results as a tree (:func:`tree_combine`)."""
         return tree_combine(self.run(fn, *args, **kwargs), combine)
+
+    @contextlib.contextmanager
+    def on_worker_lost(self, callback: Callable[[int], None]) -> Iterator[None]:
+        """Within the block, call ``callback(rank)`` as soon as a call finds worker ``rank`` dead.
+
+        It runs on the driver, in the thread waiting for the call, before the worker is
+        replaced and while the other workers may still be running their part. Collective
+        training uses it to stop the survivors at once: they would otherwise wait for the lost
+        peer until their communication timeout. ``callback`` must return promptly and not
+        raise. Workers that live in the calling process (threads) never die alone: it is
+        never called for them.
+        """
+        previous, self._on_lost = self._on_lost, callback
+        try:
+            yield
+        finally:
+            self._on_lost = previous
+
+    def _worker_lost(self, rank: int) -> None:
+        """Tell the :meth:`on_worker_lost` callback, if any, that worker ``rank`` died."""
+        if self._on_lost is not None:
+            self._on_lost(rank)
 
     def __enter__(self) -> WorkerGroup:
         return self

@@ -10,9 +10,11 @@
   threads of the calling process, for worker functions that release the GIL and read data
   that is already in this process's memory (array input): nothing is copied.
 
-When a worker process dies during a call, the group starts a replacement with the same rank,
-replays its shard assignment and every ``put``, and retries that worker's part of the call, up
-to ``max_retries`` times; then it raises :class:`~shardlearn.exceptions.WorkerLost`. A closed
+When a worker process dies during a call, the group notices at once (it waits on every
+process's exit as well as on its pipe), tells the ``on_worker_lost`` callback, starts a
+replacement with the same rank, replays its shard assignment and every ``put``, and retries that
+worker's part of the call, up to ``max_retries`` times; then it raises
+:class:`~shardlearn.exceptions.WorkerLost`. A closed
 group hands its (still healthy) processes to a shared idle pool, which serves the next
 group (of any local engine), so a sequence of ``fit`` calls pays the process start-up once.
 
@@ -226,6 +228,7 @@ class ProcessGroup(WorkerGroup):
     def _replace(self, rank: int, attempts: list[int]) -> None:
         """Start a fresh worker for ``rank`` and replay its shards and context."""
         attempts[rank] += 1
+        self._worker_lost(rank)
         old = self._procs[rank]
         pid = old.pid if old is not None else 0
         if old is not None:

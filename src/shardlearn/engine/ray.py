@@ -9,9 +9,10 @@
   tasks of a small cluster; with ``resources=`` each actor holds them.
 * Values over :data:`BROADCAST_THRESHOLD` bytes, whether broadcast with ``put`` or passed to
   ``run``, go into the object store once with ``ray.put`` and every actor reads the same object.
-* An actor that dies during a call is replaced by a fresh one with the same rank, its shards
-  and the ``put`` context are replayed to it, and its part of the call is retried up to
-  ``max_retries`` times.
+* An actor that dies during a call is noticed as soon as Ray reports it (replies are taken in
+  the order they come), the group's ``on_worker_lost`` callback is told, and it is replaced by
+  a fresh one with the same rank, its shards and the ``put`` context are replayed to it, and
+  its part of the call is retried up to ``max_retries`` times.
 
 * Warm data: a group opened inside a warm scope (a search, :mod:`shardlearn._warm`) names it
   to its actors (at start, in ``reset`` when recycled, and to a replacement); each actor runs
@@ -237,25 +238,28 @@ class RayGroup(WorkerGroup):
     def _call_each(self, call: Callable[[int], Any], what: str) -> list[Any]:
         if self._closed:
             raise EngineError("This worker group is closed; start a new one with eng.workers().")
-        refs = [call(rank) for rank in range(self.size)]
+        # Replies are taken as they come, not in rank order: a lost actor is noticed (and the
+        # on_worker_lost callback told) while the others still run their part.
+        pending = {call(rank): rank for rank in range(self.size)}
         results: list[Any] = [None] * self.size
-        for rank in range(self.size):
-            attempts = 0
-            while True:
-                try:
-                    results[rank] = ray.get(refs[rank])
-                    break
-                except Exception as error:
-                    if not _is_lost(error):
-                        raise TaskFailed(f"worker {rank}: {what}: {error}") from error
-                    attempts += 1
-                    if attempts > self._engine.max_retries:
-                        raise WorkerLost(
-                            f"Worker {rank} (a Ray actor) died {attempts} times during "
-                            f"{what!r}; giving up after max_retries={self._engine.max_retries}."
-                        ) from error
-                    self._replace(rank)
-                    refs[rank] = call(rank)
+        attempts = [0] * self.size
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            rank = pending.pop(ready[0])
+            try:
+                results[rank] = ray.get(ready[0])
+            except Exception as error:
+                if not _is_lost(error):
+                    raise TaskFailed(f"worker {rank}: {what}: {error}") from error
+                attempts[rank] += 1
+                if attempts[rank] > self._engine.max_retries:
+                    raise WorkerLost(
+                        f"Worker {rank} (a Ray actor) died {attempts[rank]} times during "
+                        f"{what!r}; giving up after max_retries={self._engine.max_retries}."
+                    ) from error
+                self._worker_lost(rank)
+                self._replace(rank)
+                pending[call(rank)] = rank
         return results
 
     def _replace(self, rank: int) -> None:

@@ -24,6 +24,7 @@ from shardlearn.testing._engine_workers import (
     _checksum,
     _describe,
     _die_once,
+    _dies_while_rank_0_waits,
     _raise_in_worker,
     _raise_value_error,
     _rank_list,
@@ -38,6 +39,7 @@ from shardlearn.testing._support import (
     fake_shards,
     kill_worker,
     wait_for_file,
+    write_atomic,
 )
 
 
@@ -271,6 +273,23 @@ def check_worker_lost_is_retried(engine: Engine, workdir: Path) -> None:
     _expect(results[0]["context"] == {"seed": 11}, "context not replayed to the new worker")
     _expect(results[0]["cache_was_empty"], "a replacement worker must start with an empty cache")
     _expect(not results[1]["cache_was_empty"], "a healthy worker lost its cache")
+
+
+def check_worker_lost_is_reported_at_once(engine: Engine, workdir: Path) -> None:
+    """``on_worker_lost`` hears of a dead worker while the others still run their part (so a
+    collective can stop them), and the call is retried on a replacement."""
+    if _is_in_process(engine):
+        return  # the worker is the calling process itself
+    lost: list[int] = []
+
+    def report(rank: int) -> None:
+        lost.append(rank)
+        write_atomic(workdir / "lost", str(rank))
+
+    with engine.workers(2) as group, group.on_worker_lost(report):
+        results = group.run(_dies_while_rank_0_waits, str(workdir))
+    _expect(lost == [1], f"on_worker_lost was told {lost}, not [1]")
+    _expect(results == [0, 1], f"bad results {results}")
 
 
 def _run_into(group: WorkerGroup, outcome: dict, workdir: str) -> None:

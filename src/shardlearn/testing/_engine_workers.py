@@ -7,6 +7,7 @@ reference; a test may submit them too (``_task_dies_once``).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,22 @@ def _die_once(state: WorkerState, workdir: str) -> dict:
     summary = _describe(state, "fault")
     summary["cache_was_empty"] = summary["calls"] == 1
     return summary
+
+
+def _dies_while_rank_0_waits(state: WorkerState, workdir: str) -> int:
+    """Worker 1 kills itself on its first attempt; worker 0 returns only once the driver has
+    been told (it writes ``lost``): an engine that notices the loss late never tells it."""
+    marker = Path(workdir) / "attempted"
+    if state.rank == 1 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    if state.rank == 0:
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while not (Path(workdir) / "lost").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the driver was not told that worker 1 was lost")
+            time.sleep(0.01)
+    return state.rank
 
 
 def _task_dies_once(workdir: str, value: int) -> int:

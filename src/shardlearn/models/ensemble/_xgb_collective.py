@@ -38,10 +38,14 @@ match a replacement's. So:
 * before each chunk a cheap ``ping`` run tells whether every worker still holds the session's
   matrix; a worker replaced since the last chunk answers "missing" and a new session starts
   (every worker rebuilds its matrix under a new tracker);
-* a worker that dies *during* a chunk makes the survivors' allreduce fail at once (its sockets
-  close); they report ``comm_failed`` instead of raising, the engine's retry of the dead rank
-  finds an empty cache and reports ``replaced`` without joining, and the driver resumes from the
-  last checkpoint in a new session.
+* a worker that dies *during* a chunk (or a build) ends that run's session. The engine finds it
+  dead at once and tells the driver (``WorkerGroup.on_worker_lost``), which stops the run's
+  tracker (:meth:`Rendezvous.abort`): survivors still waiting in it for their peer -- one lost
+  before it joined would otherwise keep them there until ``TRACKER_TIMEOUT`` -- fail at once,
+  and survivors already training together fail in their next allreduce as the lost worker's
+  sockets close. They report ``comm_failed`` instead of raising; the engine's retry of the dead
+  rank reports ``replaced`` without joining (training: an empty cache) or is refused by the
+  stopped tracker (a build), and the driver resumes from the last checkpoint in a new session.
 
 In-process execution (``execution_="in_process"``, see
 :mod:`shardlearn.models._training.execution`): :func:`train_in_process` runs the same loop
@@ -74,6 +78,7 @@ import math
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,6 +106,10 @@ WARM_SESSION = "warm-"
 TRACKER_TIMEOUT = 120
 #: Seconds a worker waits inside one collective operation before giving up on its peers.
 COMM_TIMEOUT = 600
+#: Attempts a worker makes to connect. A refused connection means the driver has stopped the
+#: tracker (it stops a session that lost a worker, :meth:`Rendezvous.abort`): XGBoost's retries
+#: would only wait 2 s, then 4 s more, for a tracker that will not come back.
+COMM_RETRY = 1
 # Substrings of XGBoost errors that mean "a peer went away", not "your data/params are bad".
 _COMM_MARKERS = (
     "allreduce",
@@ -127,7 +136,10 @@ _EVERY_SCORE = 2**62
 
 
 class Rendezvous:
-    """One XGBoost tracker on the driver for one collective session of ``n_workers``.
+    """One XGBoost tracker on the driver for one collective run of ``n_workers``.
+
+    The driver owns it: :meth:`close` after a run every worker finished, :meth:`abort` as soon
+    as the run lost a worker (the engine's ``on_worker_lost``) or the driver gives up.
 
     Parameters
     ----------
@@ -146,24 +158,46 @@ class Rendezvous:
         self._tracker.start()
         self.worker_args: dict[str, Any] = dict(self._tracker.worker_args())
         self.error: str | None = None
+        self._freed = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._wait, name="xgboost-tracker", daemon=True)
         self._thread.start()
 
     def _wait(self) -> None:
         from xgboost.core import XGBoostError
 
-        tracker = self._tracker
         try:
-            tracker.wait_for()
-        except XGBoostError as error:  # a worker vanished; the driver already knows
+            self._tracker.wait_for()
+        except XGBoostError as error:  # stopped by abort(), or a worker vanished
             self.error = str(error)
-        try:
-            tracker.free()
-        except XGBoostError:  # freeing a tracker that timed out reports the timeout again
-            pass
+        self._free()
+
+    def _free(self) -> None:
+        """Stop and free the tracker, once (XGBoost's ``free`` first closes its listener)."""
+        from xgboost.core import XGBoostError
+
+        with self._lock:
+            if self._freed:
+                return
+            self._freed = True
+            try:
+                self._tracker.free()
+            except XGBoostError:  # a tracker stopped early reports why it stopped
+                pass
+
+    def abort(self, wait: float = 30.0) -> None:
+        """Stop the tracker now (and its thread: nothing is left behind).
+
+        Closing it closes its connections: a worker waiting in it for a peer that will never
+        come (one lost before it joined) fails at once instead of after ``TRACKER_TIMEOUT``,
+        and a worker that tries to join later is refused. Workers already training together
+        do not need it: a lost peer's sockets close, and their collective fails by itself.
+        """
+        self._free()
+        self._thread.join(wait)  # the stopped tracker's wait ends at once
 
     def close(self, wait: float = 30.0) -> None:
-        """Wait (briefly) for a healthy session's tracker to finish; a broken one times out."""
+        """Wait (briefly) for a healthy run's tracker to finish: every worker has left it."""
         self._thread.join(wait)
 
 
@@ -224,16 +258,27 @@ def _communicator(state: Any, worker_args: dict[str, Any]) -> Iterator[None]:
     line is swallowed so a fit does not write to the user's terminal.
     """
     from xgboost import collective
+    from xgboost.core import XGBoostError
 
     context = collective.CommunicatorContext(
-        **worker_args, dmlc_task_id=f"{state.rank:06d}", dmlc_timeout=COMM_TIMEOUT
+        **worker_args,
+        dmlc_task_id=f"{state.rank:06d}",
+        dmlc_timeout=COMM_TIMEOUT,
+        dmlc_retry=COMM_RETRY,
     )
     with contextlib.redirect_stdout(io.StringIO()):
         context.__enter__()
     try:
         yield
-    finally:
-        context.__exit__(None, None, None)
+    except BaseException:
+        # The body's error is the one to report. Leaving a group that lost a worker can fail
+        # as well (its tracker is stopped) and XGBoost warns about it: that would only repeat
+        # the error, on the user's terminal.
+        with warnings.catch_warnings(), contextlib.suppress(XGBoostError):
+            warnings.simplefilter("ignore")
+            context.__exit__(None, None, None)
+        raise
+    context.__exit__(None, None, None)
 
 
 def build_worker(

@@ -799,29 +799,45 @@ class _BoostRun:
                 f"up after {MAX_RESTARTS} restarts. Last errors: {errors}"
             )
 
-    def _ensure_session(self) -> bool:
-        """Make sure every worker holds this session's matrices; False if building failed."""
+    def _ensure_session(self) -> str | None:
+        """The session whose matrices every worker holds (built now if needed); None if
+        building failed."""
         current = self.session or self.warm_session  # an earlier fit's may still be held
         if current is not None:
             probes = self.group.run(self.coll.ping_worker, current, self.splits)
             if all(p["has_session"] for p in probes):
                 self.session = current
-                return True
+                return current
         session = self.warm_session or self.coll.new_session()
-        rendezvous = self.coll.Rendezvous(self.group.size, self.host)
-        results = self.group.run(
-            self.coll.build_worker,
-            session,
-            rendezvous.worker_args,
-            int(self.params["max_bin"]),
-            self.use_valid,
+        built = self._collective(
+            "setup", self.coll.build_worker, session, int(self.params["max_bin"]), self.use_valid
         )
-        if any(r["status"] != "ok" for r in results):
-            self._failed("setup", results)
-            return False
-        rendezvous.close()
+        if built is None:
+            return None
         self.session = session
-        return True
+        return session
+
+    def _collective(self, what: str, fn: Callable, session: str, *args: Any) -> list[dict] | None:
+        """``fn(state, session, worker_args, *args)`` on every worker under a new tracker.
+
+        None when workers were lost (:meth:`_failed`). A worker lost during the run stops the
+        tracker at once (the engine's ``on_worker_lost``): the others fail instead of waiting
+        for it until the tracker's timeout, and its replacement is refused. The tracker is
+        stopped too when the run fails or the driver gives up.
+        """
+        rendezvous = self.coll.Rendezvous(self.group.size, self.host)
+        try:
+            with self.group.on_worker_lost(lambda rank: rendezvous.abort()):
+                results = self.group.run(fn, session, rendezvous.worker_args, *args)
+        except BaseException:
+            rendezvous.abort()
+            raise
+        if all(r["status"] == "ok" for r in results):
+            rendezvous.close()
+            return results
+        rendezvous.abort()  # every worker has left it: nothing is waiting for it any more
+        self._failed(what, results)
+        return None
 
     def train(
         self,
@@ -832,24 +848,22 @@ class _BoostRun:
     ) -> None:
         self.stopping = stopping
         while self.rounds < total:
-            if not self._ensure_session():
+            session = self._ensure_session()
+            if session is None:
                 continue
             chunk = min(interval, total - self.rounds)
-            rendezvous = self.coll.Rendezvous(self.group.size, self.host)
-            results = self.group.run(
+            results = self._collective(
+                "training",
                 self.coll.boost_worker,
-                self.session,
-                rendezvous.worker_args,
+                session,
                 self.params,
                 self.rounds,
                 chunk,
                 self.model,
                 self.stopping,
             )
-            if any(r["status"] != "ok" for r in results):
-                self._failed("training", results)
+            if results is None:
                 continue
-            rendezvous.close()
             if self._checkpoint(results[0], report):
                 return
 
