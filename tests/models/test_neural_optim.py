@@ -19,6 +19,7 @@ from tests.models._neural_workers import small_tabular, workers_mlp  # noqa: E40
 
 from shardlearn.engine import engine  # noqa: E402
 from shardlearn.models._training.fitting import prepare_training  # noqa: E402
+from shardlearn.models.neural_network._ddp import GradientBuckets  # noqa: E402
 from shardlearn.models.neural_network._neural import MLPClassifier  # noqa: E402
 from shardlearn.models.neural_network._optim import Optimizer  # noqa: E402
 
@@ -33,6 +34,14 @@ SETTINGS = {
 def _net() -> Any:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+
+
+def _flat(net: Any, kind: str, **settings: Any) -> Optimizer:
+    """The data-parallel trainer's optimiser: parameters and gradients in flat buffers."""
+    buckets = GradientBuckets(torch, net, 1, torch.device("cpu"))
+    optimizer = Optimizer(net.parameters(), kind, flat=(buckets.values, buckets.grads), **settings)
+    optimizer.zero_grad = buckets.zero  # the gradients must stay views of the buffer
+    return optimizer
 
 
 def _train(net: Any, optimizer: Any, steps: range, frozen: bool = False) -> None:
@@ -64,15 +73,17 @@ def _assert_same_state(ours: dict, theirs: dict) -> None:
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
-@pytest.mark.parametrize("frozen", [False, True], ids=["all", "frozen"])
-def test_steps_and_state_are_torch_optims(name, frozen):
+@pytest.mark.parametrize("layout", ["all", "frozen", "flat"])
+def test_steps_and_state_are_torch_optims(name, layout):
     settings, torch_class = SETTINGS[name]
     kind = name.split("-")[0]
     ours, theirs = _net(), _net()
-    mine, reference = (
-        Optimizer(ours.parameters(), kind, **settings),
-        torch_class(theirs.parameters(), **settings),
-    )
+    if layout == "flat":
+        mine = _flat(ours, kind, **settings)
+    else:
+        mine = Optimizer(ours.parameters(), kind, **settings)
+    reference = torch_class(theirs.parameters(), **settings)
+    frozen = layout == "frozen"
     _train(ours, mine, range(5), frozen)
     _train(theirs, reference, range(5), frozen)
     _assert_same(ours, theirs)
@@ -80,7 +91,8 @@ def test_steps_and_state_are_torch_optims(name, frozen):
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_state_moves_both_ways_between_ours_and_torch(name):
+@pytest.mark.parametrize("layout", ["all", "flat"])
+def test_state_moves_both_ways_between_ours_and_torch(name, layout):
     """A checkpoint of one continues in the other as in itself (artifacts saved either way)."""
     settings, torch_class = SETTINGS[name]
     kind = name.split("-")[0]
@@ -91,8 +103,9 @@ def test_state_moves_both_ways_between_ours_and_torch(name):
     _train(net, reference, range(3, 6))  # the reference continues itself
 
     ours = _net()
+    # lr=123: the settings come from the state.
+    mine = _flat(ours, kind, lr=123.0) if layout == "flat" else Optimizer(ours.parameters(), kind)
     ours.load_state_dict(saved_net)
-    mine = Optimizer(ours.parameters(), kind, lr=123.0)  # settings come from the state
     mine.load_state_dict(saved)
     _train(ours, mine, range(3, 6))
     _assert_same(ours, net)
@@ -119,6 +132,11 @@ def test_a_state_for_other_parameters_or_settings_is_refused():
         Optimizer(net.parameters(), "adam").load_state_dict(wrong)
     with pytest.raises(ValueError, match="parameter 9"):
         Optimizer(net.parameters(), "adam").load_state_dict({**state, "state": {9: {}}})
+    partial = {**state, "state": {0: state["state"][0]}}
+    with pytest.raises(ValueError, match="differs between parameters"):
+        _flat(_net(), "adam").load_state_dict(partial)
+    with pytest.raises(ValueError, match="every parameter and gradient in its buffers"):
+        Optimizer(net.parameters(), "adam", flat=(torch.zeros(99), torch.zeros(99)))
 
 
 def _dynamo_loaded(state: Any) -> bool:

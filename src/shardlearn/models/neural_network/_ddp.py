@@ -37,6 +37,7 @@ no broadcast is needed.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,9 @@ class GradientBuckets:
         self.torch, self.size = torch, size
         params = [p for p in net.parameters() if p.requires_grad][::-1]
         self.flat = torch.zeros(1 + sum(p.numel() for p in params), device=device)
+        self.grads = self.flat[1:]
+        # The parameters themselves, laid out like their gradients: a flat optimiser step.
+        self.values = torch.empty_like(self.grads)
         self.buckets: list[tuple[int, int]] = []  # [start, end) of each bucket in ``flat``
         self.grads_per_bucket: list[int] = []
         start, offset = 0, 1
@@ -102,6 +106,8 @@ class GradientBuckets:
             if len(self.grads_per_bucket) == len(self.buckets):
                 self.grads_per_bucket.append(0)
             self.grads_per_bucket[-1] += 1
+            value = self.values[offset - 1 : offset - 1 + param.numel()].view_as(param)
+            param.data = value.copy_(param.detach())
             param.grad = self.flat[offset : offset + param.numel()].view_as(param)
             if size > 1:
                 param.register_post_accumulate_grad_hook(self._hook(len(self.buckets)))
@@ -154,15 +160,17 @@ def ddp_setup(state: Any, spec: dict) -> None:
     def build() -> None:
         device = _device(torch, spec, state.rank)
         net = build_network(spec["arch"], spec["seed"]).to(device)
+        bucket_bytes = spec.get("bucket_bytes", BUCKET_BYTES)
+        buckets = GradientBuckets(torch, net, state.size, device, bucket_bytes)
         ids = {split: global_layout(layout) for split, layout in spec["layouts"].items()}
         state.cache[(CACHE_KEY, spec["fit_id"])] = {
             "spec": spec,
             "device": device,
             "net": net,
-            "buckets": GradientBuckets(
-                torch, net, state.size, device, spec.get("bucket_bytes", BUCKET_BYTES)
+            "buckets": buckets,
+            "optimizer": make_optimizer(
+                net.parameters(), spec, flat=(buckets.values, buckets.grads)
             ),
-            "optimizer": make_optimizer(net.parameters(), spec),
             "ids": {split: per_rank[state.rank] for split, per_rank in ids.items()},
             "n_rows": {split: sum(len(r) for r in per_rank) for split, per_rank in ids.items()},
             "best_loss": math.inf,
@@ -199,17 +207,19 @@ def _train_epoch(torch: Any, run: dict, state: Any, epoch: int) -> float:
     n_rows, batch = run["n_rows"]["train"], spec["batch_size"]
     steps = step_rows(run["ids"]["train"], epoch_permutation(spec["seed"], epoch, n_rows), batch)
     net, optimizer, device = run["net"], run["optimizer"], run["device"]
-    buckets = run["buckets"]
+    buckets, ids = run["buckets"], run["ids"]["train"]
+    masked = spec["arch"]["dropout"] > 0  # else naming each batch's rows is wasted work
     net.train()
     loss_sum = 0.0
     for t, rows in enumerate(steps):
         global_rows = min(batch, n_rows - t * batch)
-        xb = torch.from_numpy(X[rows]).to(device)
-        yb = torch.from_numpy(y[rows]).to(device)
-        wb = None if w is None else torch.from_numpy(w[rows]).to(device)
+        # np.take: the same rows as X[rows], without fancy indexing's set-up (~8 us a step).
+        xb = torch.from_numpy(np.take(X, rows, axis=0)).to(device)
+        yb = torch.from_numpy(np.take(y, rows)).to(device)
+        wb = None if w is None else torch.from_numpy(np.take(w, rows)).to(device)
         # Not optimizer.zero_grad(): the gradients must stay views of the flat buffer.
         buckets.zero()
-        with dropout_rows(net, spec["seed"], epoch, run["ids"]["train"][rows]):
+        with dropout_rows(net, spec["seed"], epoch, ids[rows]) if masked else nullcontext():
             logits = net(xb)
         part = row_losses(torch, logits, yb, wb).sum()
         buckets.loss(part)

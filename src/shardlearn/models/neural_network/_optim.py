@@ -14,6 +14,12 @@ compiled, so in a fresh worker those wrappers cost a first fit seconds and do no
 ``torch.optim.Adam`` / ``SGD``; foreach on GPUs, the single-tensor loop on CPUs, as torch picks).
 :meth:`Optimizer.state_dict` and :meth:`Optimizer.load_state_dict` use ``torch.optim``'s format, so
 checkpoints and warm-start artifacts move between the two unchanged.
+
+Data-parallel training keeps every parameter and gradient in one flat buffer each
+(:class:`~shardlearn.models.neural_network._ddp.GradientBuckets`); the optimiser then updates the
+buffers with one call of each kernel instead of one per parameter (``flat``): per step, 10-odd
+tensor operations instead of 60 for a three-layer network, the same numbers (elementwise
+updates, one step count).
 """
 
 from __future__ import annotations
@@ -67,17 +73,27 @@ class Optimizer:
     params : iterable of Tensor
         The parameters, in the order ``state_dict`` numbers them.
     kind : {"adam", "sgd"}
+    flat : (Tensor, Tensor), optional
+        ``(values, grads)``: two 1-D buffers such that every parameter is a view of ``values``
+        and its ``.grad`` the view at the same offset of ``grads`` (as
+        :class:`~shardlearn.models.neural_network._ddp.GradientBuckets` lays them out). A step
+        then updates the whole buffer with one call of each kernel instead of one per
+        parameter; the result is the same, since every update is elementwise and every
+        parameter has the same step count. ``state_dict`` still holds one entry per parameter.
     **settings
         Param-group settings (``lr``, ``weight_decay``, SGD's ``momentum``...), as the
         ``torch.optim`` class takes them.
     """
 
-    def __init__(self, params: Any, kind: str, **settings: Any) -> None:
+    def __init__(self, params: Any, kind: str, flat: tuple | None = None, **settings: Any) -> None:
         self.torch = require_torch()
         self.kind = kind
         self.params = list(params)
         self.group = {**_DEFAULTS[kind], **settings}
-        self.state: dict[int, dict[str, Any]] = {}  # by position in ``params``, as torch packs
+        # By position in ``params``, as torch packs it; with ``flat``, one entry, "flat".
+        self.state: dict[Any, dict[str, Any]] = {}
+        self.flat = flat
+        self.offsets = [] if flat is None else [_offset(p, *flat) for p in self.params]
 
     def zero_grad(self) -> None:
         """Drop every gradient (``torch.optim``'s ``zero_grad(set_to_none=True)``)."""
@@ -92,34 +108,36 @@ class Optimizer:
             else:
                 self._sgd()
 
+    def _targets(self) -> list[tuple[Any, Any, dict]]:
+        """``(tensor, its gradient, its state)`` for the kernels: the flat buffers, or every
+        parameter that has a gradient (torch skips the others)."""
+        if self.flat is not None:
+            return [(*self.flat, self.state.setdefault("flat", {}))]
+        return [
+            (param, param.grad, self.state.setdefault(index, {}))
+            for index, param in enumerate(self.params)
+            if param.grad is not None
+        ]
+
     def _adam(self) -> None:
         torch, group = self.torch, self.group
-        params, grads, avgs, squares, steps = [], [], [], [], []
-        for index, param in enumerate(self.params):
-            if param.grad is None:
-                continue
-            state = self.state.get(index)
-            if state is None:  # lazy, as torch: step on the CPU, moments like the parameter
-                state = self.state[index] = {
-                    "step": torch.tensor(0.0, dtype=_scalar_dtype(torch), device="cpu"),
-                    "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
-                }
-            params.append(param)
-            grads.append(param.grad)
-            avgs.append(state["exp_avg"])
-            squares.append(state["exp_avg_sq"])
-            steps.append(state["step"])
+        targets = self._targets()
+        for tensor, _, state in targets:
+            if not state:  # lazy, as torch: the step on the CPU, the moments like the tensor
+                state["step"] = torch.tensor(0.0, dtype=_scalar_dtype(torch), device="cpu")
+                state["exp_avg"] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(tensor, memory_format=torch.preserve_format)
+        params = [tensor for tensor, _, _ in targets]
         beta1, beta2 = group["betas"]
         from torch.optim.adam import adam  # the module, not torch.optim's attribute (deleted)
 
         adam(
             params,
-            grads,
-            avgs,
-            squares,
+            [grad for _, grad, _ in targets],
+            [state["exp_avg"] for _, _, state in targets],
+            [state["exp_avg_sq"] for _, _, state in targets],
             [],
-            steps,
+            [state["step"] for _, _, state in targets],
             foreach=group["foreach"],
             capturable=False,
             differentiable=False,
@@ -137,14 +155,14 @@ class Optimizer:
 
     def _sgd(self) -> None:
         group = self.group
-        with_grad = [i for i, param in enumerate(self.params) if param.grad is not None]
+        targets = self._targets()
         momentum = group["momentum"] != 0
-        buffers = [self.state.get(i, {}).get("momentum_buffer") for i in with_grad]
+        buffers = [state.get("momentum_buffer") for _, _, state in targets]
         from torch.optim.sgd import sgd
 
         sgd(
-            [self.params[i] for i in with_grad],
-            [self.params[i].grad for i in with_grad],
+            [tensor for tensor, _, _ in targets],
+            [grad for _, grad, _ in targets],
             buffers if momentum else [],
             has_sparse_grad=False,
             foreach=group["foreach"],
@@ -157,13 +175,25 @@ class Optimizer:
             maximize=False,
         )
         if momentum:  # the kernel filled the list: a first step creates the buffers
-            for index, buffer in zip(with_grad, buffers, strict=True):
-                self.state[index] = {"momentum_buffer": buffer}
+            for (_, _, state), buffer in zip(targets, buffers, strict=True):
+                state["momentum_buffer"] = buffer
 
     def state_dict(self) -> dict[str, Any]:
-        """The state in ``torch.optim.Optimizer.state_dict``'s format (tensors not copied)."""
+        """The state in ``torch.optim.Optimizer.state_dict``'s format (tensors not copied,
+        except each parameter's own copy of a flat optimiser's step count)."""
         group = {**self.group, "params": list(range(len(self.params)))}
-        return {"state": dict(self.state), "param_groups": [group]}
+        if self.flat is None:
+            state = {index: values for index, values in self.state.items() if values}
+            return {"state": state, "param_groups": [group]}
+        flat = self.state.get("flat") or {}
+        per_param = {}
+        if flat:
+            for index, (param, start) in enumerate(zip(self.params, self.offsets, strict=True)):
+                per_param[index] = {
+                    key: value.clone() if key == "step" else _view(value, start, param)
+                    for key, value in flat.items()
+                }
+        return {"state": per_param, "param_groups": [group]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state of :meth:`state_dict`'s format (also a ``torch.optim`` one's).
@@ -187,7 +217,7 @@ class Optimizer:
             raise ValueError(
                 f"The optimiser state has {self.kind} settings this trainer does not run."
             )
-        state: dict[int, dict[str, Any]] = {}
+        state: dict[Any, dict[str, Any]] = {}
         for index, values in state_dict.get("state", {}).items():
             if not isinstance(index, int) or not 0 <= index < len(self.params):
                 raise ValueError(
@@ -199,7 +229,50 @@ class Optimizer:
         self.group = {**_DEFAULTS[self.kind], **{k: v for k, v in saved.items() if k != "params"}}
         if "betas" in self.group:
             self.group["betas"] = tuple(self.group["betas"])
-        self.state = state
+        self.state = state if self.flat is None else self._flattened(state, self.flat[0])
+
+    def _flattened(self, state: dict[int, dict[str, Any]], buffer: Any) -> dict[str, dict]:
+        """Per-parameter state as the flat buffers' state; it must be one state for all."""
+        if not state:
+            return {}
+        keys = {frozenset(values) for values in state.values()}
+        steps = {float(values["step"]) for values in state.values() if "step" in values}
+        if len(state) != len(self.params) or len(keys) != 1 or len(steps) > 1:
+            raise ValueError(
+                "The optimiser state differs between parameters (step counts, or some without "
+                "state); this trainer steps every parameter together."
+            )
+        flat: dict[str, Any] = {}
+        for key in next(iter(keys)):
+            if key == "step":
+                flat[key] = state[0][key].clone()
+                continue
+            flat[key] = self.torch.empty_like(buffer)
+            for index, (param, start) in enumerate(zip(self.params, self.offsets, strict=True)):
+                _view(flat[key], start, param).copy_(state[index][key])
+        return {"flat": flat}
+
+
+def _offset(param: Any, values: Any, grads: Any) -> int:
+    """Where ``param`` lies in the flat ``values`` (its gradient at the same place of
+    ``grads``); ValueError when it is not laid out so."""
+    start = param.storage_offset() - values.storage_offset()
+    inside = (
+        param.untyped_storage().data_ptr() == values.untyped_storage().data_ptr()
+        and param.is_contiguous()
+        and 0 <= start <= values.numel() - param.numel()
+        and param.grad is not None
+        and param.grad.untyped_storage().data_ptr() == grads.untyped_storage().data_ptr()
+        and param.grad.storage_offset() - grads.storage_offset() == start
+    )
+    if not inside:
+        raise ValueError("A flat optimiser needs every parameter and gradient in its buffers.")
+    return start
+
+
+def _view(buffer: Any, start: int, param: Any) -> Any:
+    """The part of a flat ``buffer`` that belongs to ``param``, shaped like it."""
+    return buffer[start : start + param.numel()].view_as(param)
 
 
 def _scalar_dtype(torch: Any) -> Any:

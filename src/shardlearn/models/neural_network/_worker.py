@@ -230,14 +230,14 @@ def _weak_refs(run: dict | None) -> list[weakref.ReferenceType]:
     return refs
 
 
-def make_optimizer(parameters: Any, spec: dict) -> Optimizer:
+def make_optimizer(parameters: Any, spec: dict, flat: tuple | None = None) -> Optimizer:
     """The optimiser named by ``spec["optimizer"]`` over ``parameters`` (torch.optim's Adam or
-    SGD arithmetic without its torch._dynamo import, see
-    :mod:`shardlearn.models.neural_network._optim`)."""
+    SGD arithmetic without its torch._dynamo import; ``flat`` buffers as
+    :class:`~shardlearn.models.neural_network._optim.Optimizer` takes them)."""
     settings = {"lr": spec["learning_rate"], "weight_decay": spec["weight_decay"]}
     if spec["optimizer"] == "sgd":
         settings["momentum"] = spec["momentum"]
-    return Optimizer(parameters, spec["optimizer"], **settings)
+    return Optimizer(parameters, spec["optimizer"], flat=flat, **settings)
 
 
 def numpy_state(module: Any) -> dict[str, np.ndarray]:
