@@ -34,8 +34,12 @@ BEFORE_THE_MOVE = [
 ]
 
 
+#: Public names added since the move (issue #23: a search's refit takes the cores its trials free).
+ADDED_SINCE = ["sharing_cores"]
+
+
 def test_all_is_unchanged():
-    assert sorted(shardlearn.models.__all__) == sorted(BEFORE_THE_MOVE)
+    assert sorted(shardlearn.models.__all__) == sorted(BEFORE_THE_MOVE + ADDED_SINCE)
 
 
 @pytest.mark.parametrize("name", BEFORE_THE_MOVE)

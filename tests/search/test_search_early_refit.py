@@ -102,3 +102,119 @@ def test_the_refit_and_every_trial_report_their_phases_in_the_json_output(
         assert sum(timings.values()) <= seconds
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["refit_timings"] == summary["refit_timings"]
+
+
+def test_boosting_asks_for_its_cores_every_round_and_keeps_its_trees():
+    """sharing_cores: the thread count may change between rounds (a search's refit takes the
+    cores its last trials free) without changing a tree."""
+    import numpy as np
+
+    from shardlearn.models import XGBoostClassifier, sharing_cores
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    y = (X[:, 0] + rng.normal(size=400) > 0).astype(int)
+    params = {"n_estimators": 6, "max_depth": 3, "subsample": 0.7, "execution": "in_process"}
+    asked = []
+
+    def cores():
+        asked.append(1 if len(asked) < 3 else 2)
+        return asked[-1]
+
+    with sharing_cores(cores):
+        shared = XGBoostClassifier(**params).fit(X, y)
+    plain = XGBoostClassifier(**params).fit(X, y)
+    assert asked == [1, 1, 1, 2, 2, 2]  # once per round
+    config = json.loads(shared.booster_.save_config())
+    assert config["learner"]["generic_param"]["nthread"] == "2"
+    assert shared.booster_.save_raw("ubj") == plain.booster_.save_raw("ubj")
+
+
+def test_the_early_refit_takes_every_core_once_the_trials_have_finished(
+    split_dataset, ranking, monkeypatch
+):
+    """The kept early refit starts on one slot's cores and, from the round after the last
+    trial ends, uses all of them; its model is the plain refit's. The last trial ends after the
+    refit's second round, and its third waits for the trials to end."""
+    import os
+
+    from shardlearn.search._refit import EarlyRefit
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: trials run one at a time and no refit starts early")
+    two_rounds, widened, seen, wide = threading.Event(), threading.Event(), [], []
+    real_cores, real_widen, real_run = EarlyRefit.cores, EarlyRefit.widen, runner.run_trial
+
+    def cores(self):
+        if len(seen) == 2:
+            two_rounds.set()
+            assert widened.wait(HOLD_TIMEOUT), "the trials never finished"
+        seen.append(real_cores(self))
+        return seen[-1]
+
+    def widen(self, cores):
+        wide.append(real_widen(self, cores))
+        widened.set()
+        return wide[-1]
+
+    def run_trial(context, spec, *args):
+        if spec["trial"] == ranking[-1]:  # the worst: the early refit's is the final best
+            assert two_rounds.wait(HOLD_TIMEOUT), "no refit started early"
+        return real_run(context, spec, *args)
+
+    monkeypatch.setattr(EarlyRefit, "cores", cores)
+    monkeypatch.setattr(EarlyRefit, "widen", widen)
+    monkeypatch.setattr(runner, "run_trial", run_trial)
+    result = _search(split_dataset)
+    assert result.refit_started_early
+    slot = max(1, os.cpu_count() // 2)
+    # All the cores on an idle machine; fewer on one other processes keep busy (usable_cores).
+    assert slot <= wide[0] <= os.cpu_count()
+    assert seen == [slot] * 2 + wide * (SPACE["n_estimators"] - 2)
+    _same_model(result, _plain_refit(split_dataset, result))
+
+
+def test_the_refit_data_is_built_once_ahead_and_its_preprocessing_fitted_once(
+    split_dataset, ranking, monkeypatch
+):
+    """On threads, the refit's preprocessor (train + valid), feature block and test shards are
+    built at the search's start; the refit reads and transforms nothing, and an early refit
+    that is not kept shares the preprocessor with the refit that is."""
+    from shardlearn.search import _search
+
+    ready, real = threading.Event(), _search.prepare_refit
+
+    def prepare_refit(*args):
+        try:
+            return real(*args)
+        finally:
+            ready.set()
+
+    real_run = runner.run_trial
+
+    def run_trial(context, spec, *args):  # every trial after the data is built ahead
+        assert ready.wait(HOLD_TIMEOUT), "the refit's data was never built"
+        return real_run(context, spec, *args)
+
+    monkeypatch.setattr(_search, "prepare_refit", prepare_refit)
+    monkeypatch.setattr(runner, "run_trial", run_trial)
+    result = _held_back(split_dataset, monkeypatch, ranking[0])  # the early refit is dropped
+    assert not result.refit_started_early
+    ahead, refit = result.reuse["refit_prepared"], result.reuse["refit"]
+    assert ahead["block_builds"] == 1 and ahead["shard_reads"] == 4  # the test shards
+    assert refit["block_builds"] == refit["shard_reads"] == 0
+    assert refit["hits"]["block_builds"] == 1
+    assert result.reuse["refit_preprocessor_fits"] == 1
+    assert result.refit_timings["preprocess"] == 0
+    _same_model(result, _plain_refit(split_dataset, result))
+
+
+@pytest.mark.parametrize(
+    ("others", "usable"), [(0.0, 4), (0.4, 4), (0.6, 3), (1.5, 2), (3.0, 1), (9.0, 1)]
+)
+def test_a_refit_takes_only_the_cores_other_processes_leave_idle(others, usable):
+    """4 cores, a slot's share of 1: a core another process keeps busy is not taken (XGBoost's
+    threads would wait for the one that does not get it)."""
+    from shardlearn.search._refit import usable_cores
+
+    assert usable_cores(4, others, 1) == usable

@@ -30,7 +30,7 @@ import warnings
 from typing import Any
 
 from shardlearn.models._registry import MODELS, model_class, model_class_by_type
-from shardlearn.models._training.execution import recording, timed
+from shardlearn.models._training.execution import recording, sharing_cores, timed
 from shardlearn.models._training.scoring import score_split
 from shardlearn.models.cluster import KMeans
 from shardlearn.models.decomposition import PCA
@@ -65,6 +65,7 @@ __all__ = [
     "model_class_by_type",
     "recording",
     "score_split",
+    "sharing_cores",
     "timed",
 ]
 

@@ -7,16 +7,29 @@ early stopping off and the rounds its trials selected); :func:`refit_best` fits 
 
 Early refit. When trials run on threads of the search's process and the strategy has no trial
 left to ask for, a free slot would stay idle while the last trials finish. :class:`EarlyRefit`
-refits the best configuration so far on it, with the slot's share of the cores (XGBoost's
-``nthread``, which changes no tree: hist builds the same trees with any thread count, and the
-fitted estimator gets its parameters back). When the last trials leave the same refit to do
--- the same model and refit parameters -- the search keeps that model; otherwise it refits the
-new best as before, so the result never depends on the timing. The early refit's warnings are
-recorded and raised again on the search's thread when its model is kept.
+refits the best configuration so far on it, with the slot's share of the cores while trials
+run and, once they have finished, the cores other processes leave idle (:meth:`EarlyRefit.widen`,
+:class:`IdleCores`): boosting asks between rounds (:func:`shardlearn.models.sharing_cores`;
+XGBoost's ``nthread`` changes no tree: hist builds the same trees with any thread count). Only
+idle cores: XGBoost's threads wait for each other many times a round, so on a core another
+process keeps busy a second thread makes the fit several times slower, not faster (measured
+on a shared 2-core machine: 1 thread 1.0-1.6 s, 2 threads 8-19 s). When the last trials leave
+the same refit to do -- the same model and refit parameters -- the search keeps that model;
+otherwise it refits the new best as before, so the result never depends on the timing. The
+early refit's warnings are recorded and raised again on the search's thread when its model is
+kept.
+
+Refit data ahead. The refits on threads share one preprocessor fitted on train + valid
+(:meth:`~shardlearn.search._runner.FoldPreprocessors.for_refit`), and :func:`prepare_refit`
+builds it, the refit's feature block and reads the test shards at the search's start, beside
+the first trials (which wait for their fold's preprocessing and matrix: a core is idle), so the
+refit reads, fits and transforms nothing (``reuse["refit_prepared"]``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 import warnings
@@ -27,7 +40,15 @@ from typing import Any
 from shardlearn import _warm
 from shardlearn.search._trial import _recorded_warnings, budget_param
 
-__all__ = ["EarlyRefit", "Refit", "refit_best", "refit_choice"]
+__all__ = [
+    "EarlyRefit",
+    "IdleCores",
+    "Refit",
+    "prepare_refit",
+    "refit_best",
+    "refit_choice",
+    "usable_cores",
+]
 
 
 @dataclass
@@ -98,29 +119,30 @@ def refit_best(
     eng: Any,
     preprocess: Any = None,
     warm: str | None = None,
-    threads: int | None = None,
+    cores: Callable[[], int] | None = None,
+    preprocessor: Any = None,
 ) -> Refit:
     """Fit ``model(**params)`` on train + valid in the search's warm scope and score the test
-    split; ``threads``: the cores XGBoost may use (the fitted model does not keep it)."""
+    split; ``cores``: how many cores the fit may use, asked between boosting rounds
+    (:func:`shardlearn.models.sharing_cores`; the model does not depend on it);
+    ``preprocessor``: fitted on train + valid (the search's
+    :meth:`~shardlearn.search._runner.FoldPreprocessors.for_refit`), used as it is."""
     from shardlearn.metrics import evaluate
-    from shardlearn.models import Pipeline, model_class, recording
+    from shardlearn.models import Pipeline, model_class, recording, sharing_cores
     from shardlearn.preprocess import Preprocessor
     from shardlearn.search.cv import refit_view
 
     started = time.perf_counter()
     view = refit_view(dataset)
     estimator = model_class(model)(**params)
-    given = estimator.get_params(deep=False).get("xgb_params")
-    threaded = threads is not None and "xgb_params" in estimator.get_params(deep=False)
-    if threaded and "nthread" not in (given or {}):
-        estimator.set_params(xgb_params={**(given or {}), "nthread": threads})
-    fitted = Pipeline(Preprocessor.for_schema(view.schema, preprocess), estimator)
+    if preprocessor is None:
+        preprocessor = Preprocessor.for_schema(view.schema, preprocess)
+    fitted = Pipeline(preprocessor, estimator)
+    shared = contextlib.nullcontext() if cores is None else sharing_cores(cores)
     # In the search's warm scope: the shards the trials and their preprocessing read (here
     # or on the workers) are not read again.
-    with _warm.scope(warm) as counters, recording() as timings:
+    with _warm.scope(warm) as counters, recording() as timings, shared:
         fitted.fit(view, engine=eng)
-        if threaded:
-            fitted.estimator.set_params(xgb_params=given)
         metrics: dict[str, Any] = {}
         if "test" in dataset.splits:
             with timings.phase("evaluate"):
@@ -130,22 +152,117 @@ def refit_best(
                  timings.as_dict(), reuse)  # fmt: skip
 
 
+def prepare_refit(
+    dataset: Any, preprocessor: Callable[[], Any], warm: str | None, budget: int
+) -> _warm.Counters | None:
+    """Build what the refit reads before it starts, on a core the first trials leave idle.
+
+    ``preprocessor()`` fits (once per search) the refit's preprocessor on train + valid; this
+    then transforms those rows into the refit's feature block and reads the test shards, in the
+    search's warm scope, where the refit finds them (the block's key is the one its training
+    asks for: the same shards, preprocessor, classes and label). Returns what it built (the
+    scope's counters), or None outside a scope.
+    """
+    import numpy as np
+
+    from shardlearn.engine import create_engine
+    from shardlearn.search.cv import refit_view
+
+    fitted = preprocessor()
+    view = refit_view(dataset)
+    here = create_engine("local", workers=1)
+    try:
+        with _warm.scope(warm, budget) as counters:
+            with here.workers(1) as group:
+                group.assign(view.shards("train"))
+                group.put("preprocessor", fitted)
+                group.put("classes", np.asarray(view.classes).tolist())
+                group.put("label", view.schema.label)
+                group.run(_training_block)
+            for shard in dataset.shards("test"):
+                shard.read()
+    finally:
+        here.close()
+    return counters
+
+
+def _training_block(state: Any) -> None:
+    """On the worker: the feature block of its train shards (kept in the warm scope)."""
+    from shardlearn.preprocess import load_block
+
+    load_block(state, "train")
+
+
+class IdleCores:
+    """How many cores other processes kept busy since this was made, on average.
+
+    The machine's busy CPU time (psutil) minus this process's, over the wall time: a search
+    measures the machine it shares while its trials run.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        import psutil
+
+        times = psutil.cpu_times()
+        busy = sum(getattr(times, name, 0.0) for name in _BUSY)
+        own = os.times()
+        return time.perf_counter(), busy, own.user + own.system
+
+    def others(self) -> float:
+        """Cores other processes used on average since the start."""
+        (wall0, busy0, own0), (wall1, busy1, own1) = self._start, self._sample()
+        if wall1 <= wall0:
+            return 0.0
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
+
+
+#: psutil's CPU time fields that are not idle (guest time is inside user time on Linux).
+_BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
+
+
+def usable_cores(cores: int, others: float, share: int) -> int:
+    """The cores a refit may take once the trials end: ``cores`` less those other processes
+    kept busy (``others``, rounded), never fewer than the slot's ``share``."""
+    return max(share, min(cores, round(cores - others)))
+
+
 class EarlyRefit:
     """Refit the best configuration so far on a thread while the last trials run.
 
     Parameters
     ----------
     run : callable
-        ``run(model, params) -> Refit``: :func:`refit_best` with the search's data, engine
-        settings and the slot's share of the cores.
+        ``run(model, params, cores) -> Refit``: :func:`refit_best` with the search's data and
+        engine settings; ``cores()`` says how many cores it may use now.
+    threads : int
+        The cores of one slot: what the refit uses while trials still run.
     """
 
-    def __init__(self, run: Callable[[str, dict[str, Any]], Refit]) -> None:
+    def __init__(
+        self, run: Callable[[str, dict[str, Any], Callable[[], int]], Refit], threads: int
+    ) -> None:
         self._run = run
+        self._threads = self._share = threads
+        self._watch = IdleCores()  # the machine while the trials run
         self._thread: threading.Thread | None = None
         self._choice: tuple[str, dict[str, Any]] | None = None
         self._result: Refit | None = None
         self._error: BaseException | None = None
+
+    def cores(self) -> int:
+        """The cores the early refit may use now."""
+        return self._threads
+
+    def widen(self, cores: int) -> int:
+        """The trials have finished: from its next round the refit takes those of the machine's
+        ``cores`` that other processes left idle while they ran (:func:`usable_cores`).
+        Returns that count."""
+        self._threads = usable_cores(cores, self._watch.others(), self._share)
+        return self._threads
 
     def start(self, model: str, params: dict[str, Any]) -> None:
         """Refit ``model(**params)`` on a new thread (once per search)."""
@@ -160,7 +277,7 @@ class EarlyRefit:
     def _target(self, model: str, params: dict[str, Any]) -> None:
         try:
             with _recorded_warnings() as caught:
-                result = self._run(model, params)
+                result = self._run(model, params, self.cores)
             result.started_early, result.caught = True, list(caught)
             self._result = result
         except BaseException as error:  # noqa: BLE001 -- the search refits again and meets it

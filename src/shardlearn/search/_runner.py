@@ -102,17 +102,25 @@ class FoldPreprocessors:
     Attributes
     ----------
     fits : int
-        Preprocessors fitted so far (one per distinct set of training shards).
+        Preprocessors fitted for the trials so far (one per distinct set of training shards).
+    refit_fits : int
+        Preprocessors fitted for the refit on train + valid (:meth:`for_refit`): one per
+        search, however many refits use it.
     shard_reads : int
         Shard files these fits read in this process (in the search's warm scope, so trials
         running in this process read them no more).
+    refit_reads : list of (int, tuple)
+        ``(process, shard)`` of each shard file the refit's fits read (the valid shards,
+        which the trials would otherwise read first).
     """
 
     def __init__(self, dataset: Any, context: dict[str, Any], engine: Any) -> None:
         self.dataset, self.context, self.engine = dataset, context, engine
-        self.fits = self.shard_reads = 0
+        self.fits = self.refit_fits = self.shard_reads = 0
+        self.refit_reads: list[tuple[int, Any]] = []
         self._fitted: dict[tuple[str, tuple[int, ...]], Any] = {}
         self._lock = threading.Lock()
+        self._fitting: dict[tuple[str, tuple[int, ...]], threading.Lock] = {}
 
     def for_trial(self, spec: dict[str, Any]) -> list[Any]:
         """The fitted preprocessor of each of the trial's folds."""
@@ -120,7 +128,16 @@ class FoldPreprocessors:
         estimator = model_class(spec["model"])(**plan.params)
         return [self._fitted_for(view, estimator) for view in plan.fit_views]
 
-    def _fitted_for(self, view: Any, estimator: Any) -> Any:
+    def for_refit(self, model: str, params: dict[str, Any]) -> Any:
+        """The fitted preprocessor of the refit of ``model(**params)`` on train + valid
+        (:func:`~shardlearn.search.cv.refit_view`): the early refit, the search's refit and
+        :func:`~shardlearn.search._refit.prepare_refit` share one fit."""
+        from shardlearn.search.cv import refit_view
+
+        estimator = model_class(model)(**params)
+        return self._fitted_for(refit_view(self.dataset), estimator, refit=True)
+
+    def _fitted_for(self, view: Any, estimator: Any, refit: bool = False) -> Any:
         pre = fold_preprocessor(self.context, view)
         # Model-aware defaults, resolved as the trial's Pipeline would resolve them (it uses a
         # fitted preprocessor as given); a preprocessor without them is used as it is.
@@ -130,8 +147,11 @@ class FoldPreprocessors:
             pre.check_memory(estimator, view.num_rows("train"))
         shards = tuple(sorted(int(s.index) for s in view.shards("train")))
         key = (repr(pre.get_params(deep=False)), shards)
-        # One lock: two trials on one fold wait for one fit instead of both fitting.
+        # A lock per view: two trials on one fold wait for one fit instead of both fitting,
+        # and the refit's preprocessing fits beside a fold's.
         with self._lock:
+            fitting = self._fitting.setdefault(key, threading.Lock())
+        with fitting:
             fitted = self._fitted.get(key)
             if fitted is None:
                 # In the warm scope: an in-process trial then finds the shards already read.
@@ -140,10 +160,16 @@ class FoldPreprocessors:
                     self.context.get("warm"), _warm.default_budget(processes)
                 ) as counters:
                     fitted = pre.fit(view, engine=self.engine)
-                self._fitted[key] = fitted
-                self.fits += 1
-                if counters is not None:
-                    self.shard_reads += counters.builds["shard_reads"]
+                with self._lock:
+                    self._fitted[key] = fitted
+                    if refit:
+                        self.refit_fits += 1
+                    else:
+                        self.fits += 1
+                    if counters is not None:
+                        self.shard_reads += counters.builds["shard_reads"]
+                        if refit:
+                            self.refit_reads += zip(counters.readers, counters.shards, strict=True)
         return fitted
 
 

@@ -50,6 +50,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -63,7 +64,13 @@ from shardlearn.engine import create_engine, get_engine, show_progress
 from shardlearn.engine import engine as use_engine
 from shardlearn.exceptions import SpecError
 from shardlearn.search._progress import SearchProgress
-from shardlearn.search._refit import EarlyRefit, Refit, refit_best, refit_choice
+from shardlearn.search._refit import (
+    EarlyRefit,
+    Refit,
+    prepare_refit,
+    refit_best,
+    refit_choice,
+)
 from shardlearn.search._runner import FoldPreprocessors, TrialRunner, placement, trial_key
 from shardlearn.search._trial import (
     IN_THREADS,
@@ -439,34 +446,48 @@ def search(
     warned = routed_warnings() if where == IN_THREADS else contextlib.nullcontext()
     prepared = None if objective is not None else FoldPreprocessors(dataset, context, fit_engine)
     runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots)
-    early = None
-    if where == IN_THREADS and slots > 1 and refit and objective is None:
-        early = EarlyRefit(functools.partial(_refit_on_a_slot, dataset, preprocess, context))
+    early = refit_pre = ahead = None
+    if where == IN_THREADS and slots > 1 and refit and prepared is not None:
+        # The refits fit in this process as the preprocessors do: they share one fitted on
+        # train + valid, and its data is built while the first trials leave a core idle.
+        refit_pre = prepared.for_refit
+        early = EarlyRefit(functools.partial(_refit_on_a_slot, dataset, context, refit_pre),
+                           context["threads"])  # fmt: skip
+        if len(spaces) == 1:
+            ahead = _RefitAhead(dataset, prepared, context, spaces[0].model)
     idle = None if early is None else functools.partial(_start_early, early, key, full, budget)
     try:
         with use_engine(eng), display, warned:
             try:
+                if ahead is not None:
+                    ahead.start()
                 results = _drive(plan, runner, slots, deadline, started, full, output, key,
                                  display, callback, idle)  # fmt: skip
             finally:
                 runner.close()
+                if ahead is not None:
+                    ahead.join()
                 if early is not None:  # its warnings are recorded while routed_warnings is on
+                    early.widen(cores)  # no trial runs: the cores no other process uses
                     early.wait()
                 if scratch is not None:
                     scratch.cleanup()
                 if fit_engine is not eng:
                     fit_engine.close()
             display.finish(_leaderboard(results, key))
-        reuse = {} if prepared is None else reuse_summary(results, prepared)
+        ahead_built = None if ahead is None else ahead.counters
+        reuse = {} if prepared is None else reuse_summary(results, prepared, ahead_built)
         if reuse.get("refused"):
             notes.append(
                 f"warm data: {reuse['refused']} shard tables, feature blocks or XGBoost "
                 f"matrices were built but not kept, so they were built again: the budget of "
                 f"${_warm.BUDGET_ENV} bytes per process was full; raise it to reuse them"
             )
+        if ahead_built is not None:
+            reuse["refit_prepared"] = ahead_built.as_dict()
         result = _finish(results, key, metric, dataset, objective, refit, full, budget,
                          refit_engine, output, started, preprocess, notes=notes, reuse=reuse,
-                         warm=context["warm"], early=early)  # fmt: skip
+                         warm=context["warm"], early=early, refit_pre=refit_pre)  # fmt: skip
     finally:
         if refit_engine is not eng:
             refit_engine.close()
@@ -475,20 +496,32 @@ def search(
         if context["warm"] is not None:
             _warm.release(context["warm"])
     result.preprocessor_fits = 0 if prepared is None else prepared.fits
+    if prepared is not None and refit_pre is not None:
+        result.reuse["refit_preprocessor_fits"] = prepared.refit_fits
     return result
 
 
-def reuse_summary(results: list[dict[str, Any]], prepared: FoldPreprocessors) -> dict[str, Any]:
-    """What the trials that ran built and reused (see :attr:`SearchResult.reuse`)."""
+def reuse_summary(
+    results: list[dict[str, Any]],
+    prepared: FoldPreprocessors,
+    ahead: _warm.Counters | None = None,
+) -> dict[str, Any]:
+    """What the trials that ran built and reused (see :attr:`SearchResult.reuse`); the reads
+    count those of the refit's data built ahead (``prepared.refit_reads``, ``ahead``): shards
+    the trials would otherwise read first."""
     ran = [r["reuse"] for r in results if r.get("reuse")]
     summary: dict[str, Any] = {kind: sum(r[kind] for r in ran) for kind in _warm.KINDS}
     summary["hits"] = {kind: sum(r["hits"][kind] for r in ran) for kind in _warm.KINDS}
     summary["refused"] = sum(r["refused"] for r in ran)
-    reads: dict[tuple[int, str], int] = {}
+    pairs = list(prepared.refit_reads)
+    if ahead is not None:
+        pairs += zip(ahead.readers, ahead.shards, strict=True)
     for r in ran:
         readers = r.get("readers") or [r["worker"]] * len(r["shards"])
-        for reader, shard in zip(readers, r["shards"], strict=True):
-            reads[reader, shard] = reads.get((reader, shard), 0) + 1
+        pairs += zip(readers, r["shards"], strict=True)
+    reads: dict[tuple[int, Any], int] = {}
+    for pair in pairs:
+        reads[pair] = reads.get(pair, 0) + 1
     summary["workers"] = len({r["worker"] for r in ran})
     summary["readers"] = len({reader for reader, _ in reads})
     summary["most_reads_of_a_shard"] = max(reads.values(), default=0)
@@ -514,16 +547,49 @@ def _keep_models_for_promotions(
 
 
 def _refit_on_a_slot(
-    dataset: Any, preprocess: Any, context: dict[str, Any], model: str, params: dict[str, Any]
+    dataset: Any,
+    context: dict[str, Any],
+    refit_pre: Callable[[str, dict[str, Any]], Any],
+    model: str,
+    params: dict[str, Any],
+    cores: Callable[[], int],
 ) -> Refit:
     """The early refit (:class:`~shardlearn.search._refit.EarlyRefit`): in this process, with
-    a slot's share of the cores, as the trials on threads fit."""
+    the cores ``cores()`` gives it (a slot's share, then all of them) and the search's
+    preprocessor for the refit (``refit_pre``)."""
     here = create_engine("local", workers=1)
     try:
-        return refit_best(dataset, model, params, here, preprocess, context["warm"],
-                          context["threads"])  # fmt: skip
+        return refit_best(dataset, model, params, here, None, context["warm"], cores,
+                          refit_pre(model, params))  # fmt: skip
     finally:
         here.close()
+
+
+class _RefitAhead:
+    """:func:`~shardlearn.search._refit.prepare_refit` on a thread from the search's start: the
+    first trials wait for their fold's preprocessor, feature block and XGBoost matrix (one
+    builds, the others wait), which leaves a core idle. ``counters``: what it built."""
+
+    def __init__(self, dataset: Any, prepared: FoldPreprocessors, context: dict[str, Any],
+                 model: str) -> None:  # fmt: skip
+        budget = _warm.default_budget(context.get("warm_processes", 1))
+        pre = functools.partial(prepared.for_refit, model, {})
+        self._args = (dataset, pre, context["warm"], budget)
+        self._thread = threading.Thread(target=self._run, name="shardlearn-refit-ahead",
+                                        daemon=True)  # fmt: skip
+        self.counters: _warm.Counters | None = None
+
+    def _run(self) -> None:
+        try:
+            self.counters = prepare_refit(*self._args)
+        except Exception:  # noqa: BLE001 -- only a head start: the refit meets it and raises
+            self.counters = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 def _start_early(
@@ -578,7 +644,8 @@ def _drive(plan, runner, slots, deadline, started, full, output, key, display, c
 
 
 def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, output, started,
-            preprocess=None, notes=None, reuse=None, warm=None, early=None):  # fmt: skip
+            preprocess=None, notes=None, reuse=None, warm=None, early=None,
+            refit_pre=None):  # fmt: skip
     board = _leaderboard(results, key)
     result = SearchResult(board, results, metric, notes=notes or [], reuse=reuse or {})
     choice = refit_choice(board, full, budget)
@@ -590,7 +657,9 @@ def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, 
         if refit and result.refit_params is not None and dataset is not None:
             done = None if early is None else early.kept(best["model"], refit_params)
             if done is None:
-                done = refit_best(dataset, best["model"], refit_params, eng, preprocess, warm)
+                pre = None if refit_pre is None else refit_pre(best["model"], refit_params)
+                done = refit_best(dataset, best["model"], refit_params, eng, preprocess, warm,
+                                  preprocessor=pre)  # fmt: skip
             _keep_refit(result, done, output.root)
     result.seconds = time.perf_counter() - started
     output.write(board, result.to_dict())

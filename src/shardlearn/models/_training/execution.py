@@ -39,6 +39,13 @@ variable, so nested entry points share one) and :func:`timed` adds a phase's sec
 feature blocks), ``preprocess`` (fitting the preprocessor), ``train``, ``evaluate`` (validation
 scores during training, and the CLI's scoring after it). Outside a recording, ``timed`` costs
 one context-variable read.
+
+Cores between rounds. :func:`sharing_cores` gives the in-process fits of a block a function
+that says how many threads they may use; boosting asks it before every round
+(:func:`round_cores`), so a fit that started beside other work (a search's early refit, on the
+core its last trials leave idle) takes the other cores as soon as that work ends. XGBoost's
+hist builds the same trees with any thread count, so the model does not depend on when the
+count changes.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import contextlib
 import contextvars
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +77,8 @@ __all__ = [
     "execution_engine",
     "local_cpus",
     "recording",
+    "round_cores",
+    "sharing_cores",
     "timed",
 ]
 
@@ -384,3 +393,27 @@ def add_time(phase: str, seconds: float) -> None:
     timings = _CURRENT.get()
     if timings is not None:
         timings.add(phase, seconds)
+
+
+# ------------------------------------------------------------------ cores between rounds
+_CORES: contextvars.ContextVar[Callable[[], int] | None] = contextvars.ContextVar(
+    "shardlearn_fit_cores", default=None
+)
+
+
+@contextlib.contextmanager
+def sharing_cores(cores: Callable[[], int]) -> Iterator[None]:
+    """In-process fits in the block use ``cores()`` threads, asked again before every round
+    (see the module notes)."""
+    token = _CORES.set(cores)
+    try:
+        yield
+    finally:
+        _CORES.reset(token)
+
+
+def round_cores() -> int | None:
+    """The threads an in-process fit may use for its next round; None outside
+    :func:`sharing_cores` (the fit keeps its own setting)."""
+    cores = _CORES.get()
+    return None if cores is None else max(1, int(cores()))

@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn import _warm
+from shardlearn.models._training.execution import round_cores
 from shardlearn.models._training.fitting import training_block
 
 __all__ = [
@@ -444,7 +445,13 @@ def _boost_rounds(
     n_classes = int(params.get("num_class", 2))
     scores: list[float] = []
     evaluating = 0.0
+    threads = None
     for iteration in range(first_round, first_round + rounds):
+        # Cores freed by other work (a search's refit after its last trials): same trees.
+        wanted = round_cores()
+        if wanted is not None and wanted != threads:
+            booster.set_param("nthread", str(wanted))
+            threads = wanted
         # Reloading the configuration gives the booster a fresh tree updater, so the column
         # sampler is seeded this round from the RNG that seed_per_iteration has just reseeded
         # from (seed, iteration), as it is after a checkpoint. Without it the sampler of the
