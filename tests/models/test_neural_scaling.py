@@ -1,8 +1,9 @@
 """Data-parallel MLP that scales (issue #23): bucketed all-reduces, and the execution choice.
 
-The all-reduces of an epoch are counted in the workers with torch's profiler (the
-``gloo:all_reduce`` events: DistributedDataParallel's and the library's alike), by swapping
-the driver's epoch function for :func:`_counted_epoch`, which runs the library's own epoch.
+The all-reduces of an epoch are counted in the workers, by swapping the driver's epoch function
+for :func:`_counted_epoch`, which runs the library's own epoch: gloo's with torch's profiler (the
+``gloo:all_reduce`` events: DistributedDataParallel's and the library's alike), those through
+shared memory (a network of one bucket, ``_shared``) by the exchange's own count.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shardlearn.engine import engine  # noqa: E402
 from shardlearn.models._training.execution import Machine, choose_execution  # noqa: E402
 from shardlearn.models._training.fitting import prepare_training  # noqa: E402
 from shardlearn.models.neural_network import _driver  # noqa: E402
-from shardlearn.models.neural_network._ddp import ddp_epoch  # noqa: E402
+from shardlearn.models.neural_network._ddp import ddp_epoch, fetch_run  # noqa: E402
 from shardlearn.models.neural_network._neural import MLPClassifier  # noqa: E402
 
 N_ROWS, N_FEATURES, N_CLASSES, BATCH = 240, 8, 3, 32
@@ -63,13 +64,17 @@ def _max_difference(a: dict, b: dict) -> float:
 
 
 def _counted_epoch(state, fit_id, epoch):
-    """The library's epoch, its gloo all-reduces counted into the worker's cache."""
+    """The library's epoch, its all-reduces (gloo's, shared memory's) counted into the
+    worker's cache."""
     from torch.profiler import ProfilerActivity, profile
 
+    shared = fetch_run(state, fit_id)["buckets"].shared
+    before = 0 if shared is None else shared.reductions
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         report = ddp_epoch(state, fit_id, epoch)
-    count = sum(1 for event in profiler.events() if event.name == "gloo:all_reduce")
-    state.cache.setdefault(_COUNTS, []).append(count)
+    gloo = sum(1 for event in profiler.events() if event.name == "gloo:all_reduce")
+    through_memory = 0 if shared is None else shared.reductions - before
+    state.cache.setdefault(_COUNTS, []).append((gloo, through_memory))
     return report
 
 
@@ -77,12 +82,18 @@ def _read_counts(state):
     return state.cache.pop(_COUNTS, [])
 
 
-def _all_reduces_per_epoch(monkeypatch, model, X, y) -> list[list[int]]:
+def _counts_per_epoch(monkeypatch, model, X, y) -> list[list[tuple[int, int]]]:
+    """Per worker, per epoch: (gloo all-reduces, all-reduces through shared memory)."""
     setup, _, result = _driver._MODES["data"]
     monkeypatch.setitem(_driver._MODES, "data", (setup, _counted_epoch, result))
     with engine("local", workers=2), prepare_training(model, X, y) as ctx:
         model._fit_context(ctx)
         return ctx.group.run(_read_counts)
+
+
+def _all_reduces_per_epoch(monkeypatch, model, X, y) -> list[list[int]]:
+    counts = _counts_per_epoch(monkeypatch, model, X, y)
+    return [[gloo + memory for gloo, memory in worker] for worker in counts]
 
 
 def _label_sorted(tabular):
@@ -98,6 +109,17 @@ def test_one_all_reduce_per_optimiser_step_even_for_a_network_over_one_mb(tabula
     model = _mlp(hidden_layer_sizes=(512, 512), execution="workers")
     counts = _all_reduces_per_epoch(monkeypatch, model, X, y)
     assert counts == [[STEPS, STEPS], [STEPS, STEPS]]
+
+
+def test_a_network_of_one_bucket_exchanges_gradients_through_shared_memory(tabular, monkeypatch):
+    """Its one all-reduce per step is latency-bound: shared memory, no gloo all-reduce; the
+    same model as one process (and, below, as gloo's buckets)."""
+    X, y = tabular
+    model = _mlp(execution="workers")
+    counts = _counts_per_epoch(monkeypatch, model, X, y)
+    assert counts == [[(0, STEPS), (0, STEPS)]] * 2
+    reference = _mlp(execution="in_process").fit(X, y, engine="local")
+    assert _max_difference(model.state_dict_, reference.state_dict_) < INVARIANCE_TOLERANCE
 
 
 def test_small_buckets_overlap_backward_and_give_the_same_model(tabular, monkeypatch):

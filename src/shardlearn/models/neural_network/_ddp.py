@@ -19,6 +19,14 @@ training loss needs no all-reduce of its own; only the valid scores do. Counted 
 profiler (issue #23): an epoch of 16 steps of a (64, 64) network made 17 all-reduces with torch
 DDP and makes 16; 8 steps of a (512, 512) one (over DDP's 1 MB first bucket) 16, now 8.
 
+A network of one bucket on CPUs (up to :data:`BUCKET_BYTES` of gradients) waits for latency, not
+bandwidth, and its bucket could only be launched at the very end of backward anyway: its one
+all-reduce per step goes through shared memory instead of gloo
+(:mod:`shardlearn.models.neural_network._shared`; 12-16 us instead of 0.7-1.7 ms for a (64, 64)
+MLP on a shared 2-core machine), no hook. The parameters too live in one flat buffer, laid out
+like the gradients, so the optimiser updates all of them with one call of each kernel
+(:mod:`shardlearn.models.neural_network._optim`).
+
 Why distributed equals single-process. Every step's global batch is the same set of rows as in
 single-process training (the data order is defined on global row indices, see
 :mod:`shardlearn.models.neural_network._torch`); each rank takes the rows of that batch it owns. A
@@ -43,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from shardlearn.exceptions import EngineError
+from shardlearn.models.neural_network._shared import SharedAllReduce
 from shardlearn.models.neural_network._torch import (
     build_network,
     dropout_rows,
@@ -62,7 +71,15 @@ from shardlearn.models.neural_network._worker import (
     teardown,
 )
 
-__all__ = ["GradientBuckets", "ddp_epoch", "ddp_result", "ddp_setup", "evaluate_rows", "fetch_run"]
+__all__ = [
+    "GradientBuckets",
+    "ddp_epoch",
+    "ddp_result",
+    "ddp_setup",
+    "evaluate_rows",
+    "fetch_run",
+    "shared_numel",
+]
 
 # Rows per forward pass when evaluating: bounds memory, does not change results.
 EVAL_CHUNK = 8192
@@ -88,9 +105,15 @@ class GradientBuckets:
     """
 
     def __init__(
-        self, torch: Any, net: Any, size: int, device: Any, bucket_bytes: int = BUCKET_BYTES
+        self,
+        torch: Any,
+        net: Any,
+        size: int,
+        device: Any,
+        bucket_bytes: int = BUCKET_BYTES,
+        shared: SharedAllReduce | None = None,
     ) -> None:
-        self.torch, self.size = torch, size
+        self.torch, self.size, self.shared = torch, size, shared
         params = [p for p in net.parameters() if p.requires_grad][::-1]
         self.flat = torch.zeros(1 + sum(p.numel() for p in params), device=device)
         self.grads = self.flat[1:]
@@ -109,7 +132,7 @@ class GradientBuckets:
             value = self.values[offset - 1 : offset - 1 + param.numel()].view_as(param)
             param.data = value.copy_(param.detach())
             param.grad = self.flat[offset : offset + param.numel()].view_as(param)
-            if size > 1:
+            if size > 1 and shared is None:
                 param.register_post_accumulate_grad_hook(self._hook(len(self.buckets)))
             offset += param.numel()
         self.buckets.append((start, offset))
@@ -145,11 +168,22 @@ class GradientBuckets:
     def wait(self) -> float:
         """Finish the step's all-reduces (launching any bucket a hook did not); the step's
         loss summed over the ranks."""
-        if self.size > 1:
+        if self.shared is not None:
+            self.shared.all_reduce(self.flat)
+        elif self.size > 1:
             self._launch_ready(force=True)
             for work in self.works:
                 work.wait()
         return float(self.flat[0])
+
+
+def shared_numel(arch: dict, bucket_bytes: int = BUCKET_BYTES) -> int | None:
+    """The length of the gradient buffer of ``arch`` when it is one bucket (its per-step
+    all-reduce is latency-bound: shared memory, :mod:`._shared`); None when it is more."""
+    torch = require_torch()
+    with torch.device("meta"):  # shapes only: no memory for the weights
+        numel = 1 + sum(p.numel() for p in build_network(arch, 0).parameters())
+    return numel if 4 * numel <= bucket_bytes else None
 
 
 def ddp_setup(state: Any, spec: dict) -> None:
@@ -161,7 +195,13 @@ def ddp_setup(state: Any, spec: dict) -> None:
         device = _device(torch, spec, state.rank)
         net = build_network(spec["arch"], spec["seed"]).to(device)
         bucket_bytes = spec.get("bucket_bytes", BUCKET_BYTES)
-        buckets = GradientBuckets(torch, net, state.size, device, bucket_bytes)
+        exchange = (spec["rendezvous"] or {}).get("exchange")
+        shared = None
+        if exchange is not None:
+            numel = shared_numel(spec["arch"], bucket_bytes)
+            timeout = spec["rendezvous"]["timeout"]
+            shared = SharedAllReduce(torch, exchange, state.rank, state.size, numel or 0, timeout)
+        buckets = GradientBuckets(torch, net, state.size, device, bucket_bytes, shared)
         ids = {split: global_layout(layout) for split, layout in spec["layouts"].items()}
         state.cache[(CACHE_KEY, spec["fit_id"])] = {
             "spec": spec,
@@ -181,6 +221,10 @@ def ddp_setup(state: Any, spec: dict) -> None:
         restore(state, state.cache[(CACHE_KEY, spec["fit_id"])], spec.get("resume"))
 
     setup_rank(state, spec["rendezvous"], build)
+    shared = state.cache[(CACHE_KEY, spec["fit_id"])]["buckets"].shared
+    if shared is not None:  # every rank's reading ends are open: they announced it
+        shared.connect()
+        torch.distributed.barrier()  # every writer is there before any rank reads
 
 
 def fetch_run(state: Any, fit_id: str) -> dict:

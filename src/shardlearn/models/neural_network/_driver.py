@@ -3,7 +3,9 @@
 The driver never touches a tensor. It asks every worker what it holds (:func:`probe`), picks
 the device and backend, hosts the rendezvous store (a ``TCPStore`` on a port the OS gives it
 when it binds, so no other process can take the port in between; each attempt to form the
-group uses its own key prefix in it), sets every rank up once,
+group uses its own key prefix in it) and, for a network of one gradient bucket on CPUs, the
+directory through which the ranks exchange gradients in shared memory (one per attempt, removed
+when it ends; :mod:`shardlearn.models.neural_network._shared`), sets every rank up once,
 calls one epoch at a time (the model and optimiser stay on the workers), shows the epoch's
 loss, valid loss and valid accuracy on a progress bar (``verbose``; no bar when the caller
 passes a callback, which shows its own), decides early stopping, and finally collects the
@@ -24,8 +26,15 @@ from typing import Any
 
 from shardlearn.engine import StepProgress, show_progress
 from shardlearn.exceptions import EngineError, TaskFailed, WorkerLost
-from shardlearn.models.neural_network._ddp import ddp_epoch, ddp_result, ddp_setup
+from shardlearn.models.neural_network._ddp import (
+    BUCKET_BYTES,
+    ddp_epoch,
+    ddp_result,
+    ddp_setup,
+    shared_numel,
+)
 from shardlearn.models.neural_network._gpipe import pipeline_epoch, pipeline_result, pipeline_setup
+from shardlearn.models.neural_network._shared import create_exchange, remove_exchange
 from shardlearn.models.neural_network._torch import build_network, require_torch, stage_ranges
 from shardlearn.models.neural_network._worker import checkpoint, has_run, probe, teardown
 
@@ -110,6 +119,8 @@ def train_on_group(
         with contextlib.suppress(Exception):
             group.run(teardown, spec["fit_id"])
         raise
+    finally:
+        session.remove_exchange()
     session.store = None  # stops the store's server: the ranks have left their group
     estimator.restarts_ = session.restarts
     weights: dict = {}
@@ -140,6 +151,11 @@ class _Session:
         self.checkpoint: list | None = None
         self.restarts = 0
         self.backend = "nccl" if spec["device"] == "cuda" else "gloo"
+        # The gradient exchange through shared memory of the current attempt (_shared).
+        self.exchange: str | None = None
+        self.shared_numel = None
+        if mode == "data" and spec["device"] == "cpu" and store is not None:
+            self.shared_numel = shared_numel(spec["arch"], spec.get("bucket_bytes", BUCKET_BYTES))
 
     def start(self) -> None:
         rendezvous = None
@@ -151,11 +167,23 @@ class _Session:
                 "prefix": self._attempt_store_prefix(),
                 "backend": self.backend,
                 "timeout": RENDEZVOUS_TIMEOUT,
+                "exchange": self._new_exchange(),
             }
         try:
             self.group.run(self.setup, {**self.spec, "rendezvous": rendezvous})
         except TaskFailed as error:
             raise self._first_failure(error) from error
+
+    def _new_exchange(self) -> str | None:
+        """A fresh gradient exchange for this attempt (None: the network uses gloo)."""
+        self.remove_exchange()
+        if self.shared_numel is not None:
+            self.exchange = create_exchange(self.group.size, self.shared_numel)
+        return self.exchange
+
+    def remove_exchange(self) -> None:
+        remove_exchange(self.exchange)
+        self.exchange = None
 
     def _attempt_store_prefix(self) -> str:
         return f"{self.spec['fit_id']}/{self.restarts}"

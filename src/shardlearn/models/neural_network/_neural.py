@@ -476,7 +476,8 @@ class MLPClassifier(_NeuralClassifier):
         Seed of the initial weights and of the data order.
     parallelism : {"data", "pipeline"}, default="data"
         "data": every worker holds the whole model and trains on its own shards
-        (gradients all-reduced in buckets, as torch DDP).
+        (gradients all-reduced in buckets, as torch DDP; a network of up to 25 MB on CPUs
+        exchanges them through shared memory, one all-reduce per step).
         "pipeline": the layers are split over ``stages`` workers (for models too big for one).
     stages : int, default=2
         Pipeline stages (``parallelism="pipeline"`` only); at most the number of workers.
