@@ -242,3 +242,48 @@ def test_negative_zero_floats_stay_on_the_arrow_path() -> None:
     got = [v if n in integer_zero else repr(v) for n, v in zip(lines, values, strict=True)]
     want = ["0" if n in integer_zero else repr(float(t)) for n, t in enumerate(tokens, 1)]
     assert got == want
+
+
+def _counting(patch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Record the lines the reference reads and count Arrow's parses."""
+    referred: list[int] = []
+    parses: list[int] = []
+    reference, read_json = _jsonl.reference_rows, _jsonl.pajson.read_json
+    patch.setattr(
+        _jsonl,
+        "reference_rows",
+        lambda items, names: referred.extend(n for n, _ in items) or reference(items, names),
+    )
+    patch.setattr(
+        _jsonl.pajson, "read_json", lambda *a, **k: parses.append(1) or read_json(*a, **k)
+    )
+    return referred, parses
+
+
+@pytest.mark.parametrize("bad_lines", [[5900], [100, 4000, 5950], list(range(30, 6000, 50))])
+def test_bad_lines_in_a_block_parsed_by_arrows_threads_are_found_exactly(
+    bad_lines: list[int],
+) -> None:
+    """A block large enough for two Arrow blocks (Arrow's threads) is parsed whole first;
+    Arrow counts a refused row from the start of its own block, so the block is parsed again
+    as one, where the row is exact: only the bad lines reach the reference, each costs about
+    two parses, and the block's rows come back as one batch (the parts merged)."""
+    lines = [json.dumps({"x": i * 0.25, "n": i, "c": "abc"[i % 3]}) for i in range(6000)]
+    for line in bad_lines:
+        lines[line - 1] = '{"x": 1.5, "n": 2, "c": oops}' if line % 2 else "{not json"
+    data = ("\n".join(lines) + "\n").encode()
+    assert len(data) > 2 * (1 << 16)  # two Arrow blocks on the first parse
+    with pytest.MonkeyPatch.context() as patch:
+        referred, parses = _counting(patch)
+        reader = _jsonl.JsonLinesReader("f", 1 << 20, None, {"x": pa.float64()}, ())
+        parts = list(reader.batches(pa.BufferReader(data)))
+    assert sorted(referred) == bad_lines
+    assert len(parses) <= 2 + 2 * len(bad_lines)
+    assert len(parts) == 1 and sorted(n for n, _, _ in parts[0].invalid) == bad_lines
+    rows, got_lines, rejects = _flatten(parts)
+    assert got_lines == [n for n in range(1, 6001) if n not in bad_lines]
+    assert rows == [
+        (float(json.loads(lines[n - 1])["x"]), str(n - 1), "abc"[(n - 1) % 3]) for n in got_lines
+    ]
+    reference = _reference(data, 1 << 20, None)[1]
+    assert [r[:2] for r in rejects] == [r[:2] for r in reference[2]]

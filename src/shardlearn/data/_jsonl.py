@@ -18,8 +18,12 @@ what they look for:
   ``Inf``), more than :data:`_MAX_BRACKETS` brackets (Python's recursion limit).
 - A block Arrow refuses (a bad line, a column changing type, two objects on one line: the row
   count differs from the non-blank lines) is cut at the row Arrow names (that line goes to the
-  reference) or in half; after :data:`_FAILURES` refusals the rest of the block goes to the
-  reference, which bounds the cost of a dirty block.
+  reference) or in half. Arrow counts that row from the start of its own block (a block is two
+  for Arrow's threads on the first parse): the lines are parsed again as one Arrow block,
+  where the row is exact and Arrow stops at it, so a refused line costs about two parses of
+  the lines before it. After :data:`_FAILURES` refusals and one per :data:`_FAILURE_LINES`
+  lines, the rest of the block goes to the reference, which bounds the cost of a dirty block;
+  the parts of a block are merged back into as few batches as their types allow.
 - Parsed values become the reference's text: booleans ``true``/``false``, integers as they are,
   floats as Python's ``repr`` (Arrow's shortest digits in the fixed-point range, ``repr`` itself
   for the few others). A float column holds integers too (Arrow merges them): an integral value
@@ -55,7 +59,11 @@ READ_BYTES = 4 << 20  # bytes read (and parsed by Arrow) at a time
 CHUNK_LINES = 20000  # the reference's chunk: its first one names the columns
 NAME_RECORDS = 1000  # records whose keys name the columns
 _MAX_BRACKETS = 200  # more '[' and '{' on a line: the reference (Python's recursion limit)
-_FAILURES = 16  # Arrow refusals per block before the rest of it goes to the reference
+# Arrow refusals per block before the rest of it goes to the reference: this many, and one
+# per _FAILURE_LINES lines (a refusal costs about two calls of Arrow, or 20 lines of the
+# reference, and the lines before the refused one are parsed twice)
+_FAILURES = 16
+_FAILURE_LINES = 32
 _SMALL = 8  # lines: a refused piece this small goes to the reference whole
 _SPLIT_ROWS = 16  # reference rows a typed block is cut around (more: all text)
 _EXACT = 2.0**53  # integral floats from here on may be integers Arrow rounded
@@ -63,7 +71,6 @@ _JSON_SPACE = b" \t\r\n"
 _NON_FINITE_TOKEN = r"[:,\[]\s*-?(NaN|Inf)"
 _FLOAT_TOKEN = r"[0-9][.eE]"
 _INTEGER_ZERO = r"-0([^0-9.eE]|$)"
-_FIXED = r"^-?[0-9]+\.[0-9]+$"
 _ROW_HINT = re.compile(r"in row (\d+)")
 
 Item = tuple[int, "bytes | str"]  # (line number, the line, or why it is refused unread)
@@ -219,10 +226,12 @@ class _Block:
 
 
 class _Refused(Exception):
-    """Arrow refused a piece; ``row`` is the row it named, if any."""
+    """Arrow refused a piece; ``row`` is the row it named, if any, counted from the start of
+    the piece if ``exact`` (else from the start of one of Arrow's blocks of it)."""
 
-    def __init__(self, row: int | None) -> None:
+    def __init__(self, row: int | None, exact: bool) -> None:
         self.row = row
+        self.exact = exact
 
 
 class JsonLinesReader:
@@ -387,6 +396,7 @@ class _BlockParse:
         self._float_token: np.ndarray | None = None
         self._integer_zero: np.ndarray | None = None
         self.failures = 0
+        self.allowed = _FAILURES + block.count // _FAILURE_LINES
 
     def _nonblank(self, data: np.ndarray) -> np.ndarray:
         """Lines holding more than JSON whitespace (only lines starting with it are read)."""
@@ -443,40 +453,49 @@ class _BlockParse:
         return self._integer_zero
 
     def rows(self) -> Iterator[RawRows]:
-        yield from self._part(0, self.block.count)
+        yield from _merged(self._part(0, self.block.count))
 
     def _part(self, start: int, stop: int) -> Iterator[RawRows]:
-        """Lines ``[start, stop)``: Arrow, cut where it refuses."""
-        if self.failures >= _FAILURES or stop - start <= _SMALL and self.failures:
-            yield self._reference(np.arange(start, stop))
+        """Lines ``[start, stop)``: Arrow, cut where it refuses (the lines after a refused
+        line are a loop, not a recursion: a dirty block may be refused hundreds of times)."""
+        while start < stop:
+            if self.failures >= self.allowed or stop - start <= _SMALL and self.failures:
+                yield self._reference(np.arange(start, stop))
+                return
+            span = np.arange(start, stop)
+            parsed = span[~self.reference[start:stop]]
+            rows = parsed[self.nonblank[parsed]]
+            if len(rows) == 0:
+                yield self._reference(span)
+                return
+            try:
+                table = self._parse(parsed, len(rows), threads=not self.failures)
+            except _Refused as refused:
+                self.failures += 1
+                if refused.row is None or refused.row >= len(rows):
+                    middle = (start + stop) // 2
+                    yield from self._part(start, middle)
+                    start = middle
+                elif refused.exact:
+                    # Arrow stopped at that line: the lines before it are parsed again, the
+                    # line goes to the reference, the rest is parsed on from there.
+                    bad = int(rows[refused.row])
+                    yield from self._part(start, bad)
+                    yield self._reference(np.array([bad]))
+                    start = bad + 1
+                # Else the row was counted from the start of one of Arrow's two blocks: the
+                # lines are parsed again as one block (failures > 0), which names it exactly.
+                continue
+            yield from self._deliver(table, rows, span[self.reference[start:stop]])
             return
-        span = np.arange(start, stop)
-        parsed = span[~self.reference[start:stop]]
-        rows = parsed[self.nonblank[parsed]]
-        if len(rows) == 0:
-            yield self._reference(span)
-            return
-        try:
-            table = self._parse(parsed, len(rows))
-        except _Refused as refused:
-            self.failures += 1
-            if refused.row is not None and refused.row < len(rows):
-                bad = int(rows[refused.row])
-                yield from self._part(start, bad)
-                yield self._reference(np.array([bad]))
-                yield from self._part(bad + 1, stop)
-            else:
-                middle = (start + stop) // 2
-                yield from self._part(start, middle)
-                yield from self._part(middle, stop)
-            return
-        yield from self._deliver(table, rows, span[self.reference[start:stop]])
 
-    def _parse(self, parsed: np.ndarray, expected: int) -> pa.Table:
+    def _parse(self, parsed: np.ndarray, expected: int, threads: bool) -> pa.Table:
+        """Lines ``parsed`` through Arrow (``expected`` rows): in two blocks for Arrow's
+        threads, or in one (a refusal names its row from the start of ``parsed``)."""
         data = _join(self.block.data, self.block.starts, parsed)
         longest = int(np.diff(self.block.starts)[parsed].max())
-        # Two blocks for Arrow's threads; a block must hold the longest line.
-        block_size = max(len(data) // 2, longest, 1 << 16) + 1
+        # A block must hold the longest line.
+        block_size = max(len(data) // 2 if threads else len(data), longest, 1 << 16) + 1
         while True:
             text = self.reader._text_columns
             schema = pa.schema([(n, pa.string()) for n in self.names if n in text])
@@ -492,9 +511,10 @@ class _BlockParse:
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                 hint = _ROW_HINT.search(str(error))
-                raise _Refused(int(hint.group(1)) if hint else None) from None
+                row = int(hint.group(1)) if hint else None
+                raise _Refused(row, exact=block_size > len(data)) from None
             if table.num_rows != expected:
-                raise _Refused(None)
+                raise _Refused(None, exact=True)
             names = set(self.names)
             retyped = [f.name for f in table.schema if f.name in names and _is_other(f.type)]
             if not retyped:
@@ -609,17 +629,18 @@ def _per_line(positions: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.bincount(lines, minlength=len(starts) - 1)
 
 
-def _join(data: bytes, starts: np.ndarray, lines: np.ndarray) -> bytes:
-    """The bytes of ``lines`` (sorted indices), one slice per run of consecutive lines."""
+def _join(data: bytes, starts: np.ndarray, lines: np.ndarray) -> bytes | memoryview:
+    """The bytes of ``lines`` (sorted indices), one slice per run of consecutive lines (a view
+    of ``data`` if they are one run)."""
     if len(lines) == len(starts) - 1:
         return data
     breaks = np.flatnonzero(np.diff(lines) != 1) + 1
-    firsts = lines[np.concatenate([[0], breaks])]
-    lasts = lines[np.concatenate([breaks - 1, [len(lines) - 1]])]
-    return b"".join(
-        data[starts[a] : starts[b + 1]]
-        for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True)
-    )
+    firsts = lines[np.concatenate([[0], breaks])].tolist()
+    lasts = lines[np.concatenate([breaks - 1, [len(lines) - 1]])].tolist()
+    view = memoryview(data)
+    if len(firsts) == 1:
+        return view[starts[firsts[0]] : starts[lasts[0] + 1]]
+    return b"".join(view[starts[a] : starts[b + 1]] for a, b in zip(firsts, lasts, strict=True))
 
 
 def _is_other(kind: pa.DataType) -> bool:
@@ -674,8 +695,8 @@ def _float_text(values: pa.Array, float_line: np.ndarray) -> tuple[pa.Array, np.
     refer = valid & ~finite | integral & ~exact | exact & float_line
     text = values.cast(pa.string())
     fraction = finite & ~integral
-    fixed = pc.fill_null(pc.match_substring_regex(text, _FIXED), False)
-    fixed = fixed.to_numpy(zero_copy_only=False)
+    # Arrow writes a fraction as digits, '.', digits, with an exponent ('e') unless fixed.
+    fixed = ~pc.fill_null(pc.match_substring(text, "e"), True).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
         plain = (np.abs(numbers) >= 1e-4) & (np.abs(numbers) < 1e16)
     own = fraction & ~(fixed & plain)
@@ -687,6 +708,36 @@ def _float_text(values: pa.Array, float_line: np.ndarray) -> tuple[pa.Array, np.
         reprs = [repr(float(v)) for v in numbers[own].tolist()]
         text = pc.replace_with_mask(text, pa.array(own), pa.array(reprs, pa.string()))
     return text, refer
+
+
+def _merged(parts: Iterable[RawRows]) -> Iterator[RawRows]:
+    """Consecutive parts of a block as few as they allow (a dirty block is cut at each line
+    Arrow refuses; each part would be a batch for ingest to convert): the rows of parts with
+    the same columns and types are concatenated in line order, rejects join the rows beside
+    them."""
+    group: list[RawRows] = []
+    schema: pa.Schema | None = None  # of the group's rows
+    for part in parts:
+        if part.batch.num_rows:
+            if schema is not None and not part.batch.schema.equals(schema):
+                yield _concatenated(group)
+                group = []
+            schema = part.batch.schema
+        group.append(part)
+    if group:
+        yield _concatenated(group)
+
+
+def _concatenated(parts: list[RawRows]) -> RawRows:
+    if len(parts) == 1:
+        return parts[0]
+    batches = [p.batch for p in parts if p.batch.num_rows]
+    if len(batches) > 1:
+        batch = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    else:
+        batch = batches[0] if batches else parts[0].batch
+    lines = np.concatenate([p.lines for p in parts])
+    return RawRows(batch, lines, [r for p in parts for r in p.invalid])
 
 
 def _merge(first: RawRows, second: RawRows) -> RawRows:
