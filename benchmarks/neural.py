@@ -5,7 +5,8 @@ One run, same machine, same data: synthetic tabular classification (deterministi
 
 - shardlearn ``MLPClassifier`` (torch) with 1 worker (in-process, torch limited to one
   thread so that one worker means one core), with 2 workers forced (``execution="workers"``:
-  data parallel over gloo, one bucketed all-reduce per step, one thread per worker) and with
+  data parallel, one all-reduce per step -- through shared memory for a network of one
+  bucket, else gloo --, one thread per worker) and with
   ``execution="auto"`` on an engine of 2 workers (the cost model picks in-process or the
   workers; the chosen mode is printed), the same global batch, seed and epochs;
 - scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs; BLAS
