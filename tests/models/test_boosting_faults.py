@@ -5,9 +5,10 @@ in ``restarts_``) and end with the same model as a fit that lost nothing. The wo
 itself (SIGKILL) when it reaches the chosen point: a function run on it through the fit's own
 worker group replaces one function of its ``_xgb_collective`` module with one that dies there,
 so the kill happens at that point on every run, with no timing involved. Before the fix, the
-other worker waited for the lost one in XGBoost's tracker until its 120 s timeout (the case of
-``test_a_worker_lost_before_it_joins_a_chunk_stops_the_survivor_at_once``);
-``pytest.mark.timeout(120)`` turns such a wait into a failure, without any time assertion.
+other worker waited for a victim lost before it joined in XGBoost's tracker until its 120 s
+timeout (``boost_worker``, and ``build_worker`` on Ray); ``pytest.mark.timeout(120)`` turns such
+a wait into a failure, without any time assertion. A victim lost inside a chunk left its
+tracker waiting for ever (a thread per failure).
 """
 
 from __future__ import annotations
@@ -127,5 +128,5 @@ def test_a_worker_lost_during_a_collective_run_restarts_once_and_gives_the_same_
     # Resuming from the checkpoint rebuilds the same sketch: the same model as without a kill.
     np.testing.assert_array_equal(lost.predict_proba(X), undisturbed.predict_proba(X))
     assert lost.booster_.get_dump() == undisturbed.booster_.get_dump()
-    # Every tracker was stopped, the broken session's too: nothing is left behind.
+    # Every tracker was stopped, the broken session's too (it waited for the lost worker).
     assert not [t for t in threading.enumerate() if t.name == "xgboost-tracker"]

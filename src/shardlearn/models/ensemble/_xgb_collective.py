@@ -192,7 +192,8 @@ class Rendezvous:
         Closing it closes its connections: a worker waiting in it for a peer that will never
         come (one lost before it joined) fails at once instead of after ``TRACKER_TIMEOUT``,
         and a worker that tries to join later is refused. Workers already training together
-        do not need it: a lost peer's sockets close, and their collective fails by itself.
+        fail by themselves (a lost peer's sockets close), but their tracker would wait for the
+        lost one's goodbye for ever: a thread and a port per failure, before this was called.
         """
         self._free()
         self._thread.join(wait)  # the stopped tracker's wait ends at once
