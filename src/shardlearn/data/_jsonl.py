@@ -53,7 +53,7 @@ import pyarrow.json as pajson
 
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS
 
-__all__ = ["JsonLinesReader", "column_names", "read_by_line"]
+__all__ = ["JsonLinesReader", "column_names", "count_lines", "read_by_line"]
 
 READ_BYTES = 4 << 20  # bytes read (and parsed by Arrow) at a time
 CHUNK_LINES = 20000  # the reference's chunk: its first one names the columns
@@ -375,6 +375,12 @@ def column_names(stream: pa.NativeFile, limit: int) -> list[str]:
     else:
         reader._name_from(None)
     return reader.names or []
+
+
+def count_lines(data: bytes) -> int:
+    """The newlines in ``data`` (numpy: about twice as fast as ``bytes.count``), for the
+    first line of each byte range of a file."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
 
 
 class _BlockParse:

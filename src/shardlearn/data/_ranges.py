@@ -74,7 +74,6 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import functools
-import operator
 import os
 from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -87,7 +86,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shardlearn.data._balance import even_bounds, range_count
-from shardlearn.data._jsonl import column_names
+from shardlearn.data._jsonl import column_names, count_lines
 from shardlearn.data._zst import (
     FrameIndex,
     check_unchanged,
@@ -587,7 +586,7 @@ def _line_ranges(
     """JSON Lines ranges (lines end at ``\n`` only, nothing is quoted across lines): each
     range's first line from the newlines before it, and the file's column names."""
     if counts is None:
-        counts = list(pool.map(lambda r: _read(r).count(b"\n"), ranges))
+        counts = list(pool.map(lambda r: count_lines(_read(r)), ranges))
     options = reader.options
     names = None
     if not options.columns:
@@ -626,7 +625,7 @@ def _frame_ranges(
         return None
     measure: Callable[[bytes], Any]
     if reader.format == "jsonl":
-        measure = operator.methodcaller("count", b"\n")
+        measure = count_lines
     else:
         measure = _scanner(reader)
     found = list(
