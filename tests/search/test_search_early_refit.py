@@ -218,3 +218,34 @@ def test_a_refit_takes_only_the_cores_other_processes_leave_idle(others, usable)
     from shardlearn.search._refit import usable_cores
 
     assert usable_cores(4, others, 1) == usable
+
+
+def test_a_final_refit_of_another_model_than_the_early_one_fits_its_own_preprocessing(
+    split_dataset, monkeypatch
+):
+    """Two models: the early refit is the best logistic so far, the boosting trial held back
+    wins; the final refit fits the boosting profile's preprocessor after the trials (on the
+    preprocessors' engine, still open) and equals the plain refit."""
+    from shardlearn.search._refit import EarlyRefit
+
+    started, real_start, real_run = threading.Event(), EarlyRefit.start, runner.run_trial
+
+    def start(self, model, params):
+        real_start(self, model, params)
+        started.set()
+
+    def run_trial(context, spec, *args):
+        if spec["model"] == "xgboost":  # t0001 of seed 1, between two logistic trials
+            assert started.wait(HOLD_TIMEOUT), "no refit started early"
+        return real_run(context, spec, *args)
+
+    monkeypatch.setattr(EarlyRefit, "start", start)
+    monkeypatch.setattr(runner, "run_trial", run_trial)
+    space = {"xgboost": {"max_depth": randint(2, 6), "n_estimators": 8},
+             "logistic": {"C": loguniform(1e-3, 1e2)}}  # fmt: skip
+    with engine("local", workers=2) as eng:
+        result = search(split_dataset, models=["logistic", "xgboost"], space=space, trials=3,
+                        seed=1, engine=eng, verbose=0)  # fmt: skip
+    assert result.best_model_name == "xgboost" and not result.refit_started_early
+    assert result.reuse["refit_preprocessor_fits"] == 2  # the early refit's, the final one's
+    _same_model(result, _plain_refit(split_dataset, result))

@@ -33,7 +33,9 @@ refitted model trains as long as the models that were scored; ``SearchResult.ref
 (``refit_params`` in ``result.json``) shows what it was trained with. When the trials run on
 threads and a slot falls idle with no trial left to start, the refit of the best configuration
 so far starts on it while the last trials finish, and is kept when they leave the same refit
-to do (:mod:`shardlearn.search._refit`); ``refit_timings`` gives its phases either way.
+to do (:mod:`shardlearn.search._refit`), and takes the cores the trials free once they end;
+the refit's preprocessing and feature block are built at the search's start, beside the first
+trials. ``refit_timings`` gives its phases either way.
 
 Promotions of halving and ASHA continue instead of refitting when the budget is a model's
 rounds or epochs and the model can continue training (boosting: more rounds on the same booster;
@@ -131,7 +133,10 @@ class SearchResult:
         the engine's workers too when trials fit on them), ``most_reads_of_a_shard`` (by one
         process: 1 when every process read each shard once), ``preprocessor_fits`` and
         ``preprocessor_shard_reads``; ``refit`` (what the refit built and reused, when there
-        was one). Empty for an objective search.
+        was one); on threads also ``refit_preprocessor_fits`` (the refits' preprocessors on
+        train + valid: one per model refitted) and ``refit_prepared`` (what was built for the
+        refit at the search's start: its feature block, the test shards). Empty for an
+        objective search.
     """
 
     leaderboard: list[dict[str, Any]]
@@ -472,8 +477,6 @@ def search(
                     early.wait()
                 if scratch is not None:
                     scratch.cleanup()
-                if fit_engine is not eng:
-                    fit_engine.close()
             display.finish(_leaderboard(results, key))
         ahead_built = None if ahead is None else ahead.counters
         reuse = {} if prepared is None else reuse_summary(results, prepared, ahead_built)
@@ -489,8 +492,10 @@ def search(
                          refit_engine, output, started, preprocess, notes=notes, reuse=reuse,
                          warm=context["warm"], early=early, refit_pre=refit_pre)  # fmt: skip
     finally:
-        if refit_engine is not eng:
-            refit_engine.close()
+        # The preprocessors' engine fits the refit's preprocessor too (refit_pre).
+        for opened in (fit_engine, refit_engine):
+            if opened is not eng:
+                opened.close()
         # The refit ran in the scope too. This process's and the idle workers' warm data
         # (task processes keep theirs until another scope; _warm).
         if context["warm"] is not None:
