@@ -122,6 +122,17 @@ def test_a_network_of_one_bucket_exchanges_gradients_through_shared_memory(tabul
     assert _max_difference(model.state_dict_, reference.state_dict_) < INVARIANCE_TOLERANCE
 
 
+def test_without_fifos_a_network_of_one_bucket_goes_through_gloo(tabular, monkeypatch):
+    """Where os.mkfifo is missing (Windows), the same fit all-reduces with gloo."""
+    X, y = tabular
+    monkeypatch.setattr(_driver, "SHARED", False)
+    model = _mlp(execution="workers")
+    counts = _counts_per_epoch(monkeypatch, model, X, y)
+    assert counts == [[(STEPS, 0), (STEPS, 0)]] * 2
+    reference = _mlp(execution="in_process").fit(X, y, engine="local")
+    assert _max_difference(model.state_dict_, reference.state_dict_) < INVARIANCE_TOLERANCE
+
+
 def test_small_buckets_overlap_backward_and_give_the_same_model(tabular, monkeypatch):
     """Buckets of 256 bytes: several all-reduces per step, launched in the same order on
     both ranks while backward runs; the model equals one big bucket's."""

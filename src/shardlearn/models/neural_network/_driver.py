@@ -34,6 +34,7 @@ from shardlearn.models.neural_network._ddp import (
     shared_numel,
 )
 from shardlearn.models.neural_network._gpipe import pipeline_epoch, pipeline_result, pipeline_setup
+from shardlearn.models.neural_network._shared import AVAILABLE as SHARED
 from shardlearn.models.neural_network._shared import create_exchange, remove_exchange
 from shardlearn.models.neural_network._torch import build_network, require_torch, stage_ranges
 from shardlearn.models.neural_network._worker import checkpoint, has_run, probe, teardown
@@ -154,7 +155,7 @@ class _Session:
         # The gradient exchange through shared memory of the current attempt (_shared).
         self.exchange: str | None = None
         self.shared_numel = None
-        if mode == "data" and spec["device"] == "cpu" and store is not None:
+        if mode == "data" and spec["device"] == "cpu" and store is not None and SHARED:
             self.shared_numel = shared_numel(spec["arch"], spec.get("bucket_bytes", BUCKET_BYTES))
 
     def start(self) -> None:

@@ -36,7 +36,10 @@ import numpy as np
 
 from shardlearn.exceptions import EngineError
 
-__all__ = ["SharedAllReduce", "create_exchange", "remove_exchange"]
+__all__ = ["AVAILABLE", "SharedAllReduce", "create_exchange", "remove_exchange"]
+
+#: FIFOs are POSIX: elsewhere (Windows) every all-reduce goes through gloo.
+AVAILABLE = hasattr(os, "mkfifo")
 
 _SLOTS = "slots"
 
