@@ -400,7 +400,6 @@ class _BlockParse:
         self.nonblank = self._nonblank(data)
         self.reference = self._lines_for_reference(data)
         self._float_token: np.ndarray | None = None
-        self._integer_zero: np.ndarray | None = None
         self.failures = 0
         self.allowed = _FAILURES + block.count // _FAILURE_LINES
 
@@ -450,13 +449,11 @@ class _BlockParse:
             self._float_token = found.to_numpy(zero_copy_only=False)
         return self._float_token
 
-    def integer_zero(self) -> np.ndarray:
-        """Per line: whether it may hold the integer ``-0`` (``-0`` not followed by a digit,
-        '.', 'e' or 'E'): Arrow reads it as -0.0 in a float column, Python as 0."""
-        if self._integer_zero is None:
-            found = pc.match_substring_regex(self.lines, _INTEGER_ZERO)
-            self._integer_zero = found.to_numpy(zero_copy_only=False)
-        return self._integer_zero
+    def integer_zero(self, lines: np.ndarray) -> np.ndarray:
+        """Per line of ``lines``: whether it may hold the integer ``-0`` (``-0`` not followed
+        by a digit, '.', 'e' or 'E'): Arrow reads it as -0.0 in a float column, Python as 0."""
+        found = pc.match_substring_regex(self.lines.take(pa.array(lines)), _INTEGER_ZERO)
+        return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
     def rows(self) -> Iterator[RawRows]:
         yield from _merged(self._part(0, self.block.count))
@@ -544,7 +541,8 @@ class _BlockParse:
                     typed[name], odd, negative_zero = cast
                     refer |= odd
                     if negative_zero.any():
-                        refer |= negative_zero & self.integer_zero()[rows]
+                        at = np.flatnonzero(negative_zero)
+                        refer[at[self.integer_zero(rows[at])]] = True
                     continue
             refer |= _nested(values)
         if typed and refer.sum() + len(referred) > _SPLIT_ROWS:
