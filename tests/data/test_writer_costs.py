@@ -1,0 +1,118 @@
+"""The dataset writer's CPU per batch (issue 24): what it does to be cheaper must not change
+what it writes.
+
+- A shard's buffered rows are copied at most once by the compaction that keeps memory bounded
+  (rows compacted before stay where they are; they were copied again at every compaction).
+- The sort that puts a batch's rows in shard order uses 16-bit keys when every cell fits (a
+  radix sort): the dataset is the one 64-bit keys give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shardlearn.data._writer import DatasetWriter
+from shardlearn.data.dataset import Dataset
+from shardlearn.data.ingest import schema_for_table
+from shardlearn.data.partition import make_partitioner
+
+
+def _table(rows: int, seed: int = 5) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "id": np.arange(rows, dtype=np.int64),
+            "x": rng.normal(size=rows),
+            "city": pa.array([f"c{v}" for v in rng.integers(0, 9, rows)]),
+            "label": pa.array(["ab"[v] for v in rng.integers(0, 2, rows)]),
+        }
+    )
+
+
+def _writer(out: Path, table: pa.Table, partitions: int, flush_bytes: int) -> DatasetWriter:
+    schema = schema_for_table(table, "label")
+    partitioner = make_partitioner(
+        "random", label="label", partitions=partitions, split=(0.8, 0.1, 0.1), seed=3,
+        column_names=table.column_names,
+    )  # fmt: skip
+    return DatasetWriter(str(out), schema, partitioner, flush_bytes=flush_bytes)
+
+
+def _write(writer: DatasetWriter, table: pa.Table, batch: int) -> Dataset:
+    for piece in table.cast(writer.arrow_schema).to_batches(max_chunksize=batch):
+        writer.write(piece)
+    return writer.commit()
+
+
+def _files(ds: Dataset, root: Path) -> dict[str, bytes]:
+    return {s["path"]: (root / s["path"]).read_bytes() for s in ds.manifest["shards"]}
+
+
+def test_compaction_copies_each_buffered_row_at_most_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards that are never flushed before the end (flush_bytes out of reach) are compacted
+    every few batches; the rows the compactions copy add up to at most the rows written (the
+    old compaction copied a shard's earlier rows again each time: 7x here), and the
+    rows read back are the input's."""
+    copied = []
+    concat = pa.concat_batches
+
+    def counting(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+        copied.append(sum(b.num_rows for b in batches))
+        return concat(batches)
+
+    monkeypatch.setattr(pa, "concat_batches", counting)
+    table = _table(12_000)
+    ds = _write(_writer(tmp_path / "ds", table, 2, flush_bytes=1 << 40), table, batch=300)
+    assert len(copied) > 10  # the compaction ran, many times per shard
+    assert sum(copied) <= table.num_rows
+    back = pa.concat_tables(
+        pq.read_table(tmp_path / "ds" / s["path"]) for s in ds.manifest["shards"]
+    )
+    assert sorted(back.column("id").to_pylist()) == list(range(table.num_rows))
+
+
+@pytest.mark.parametrize("flush_bytes", [4_000, 1 << 40])
+def test_the_cell_sort_key_width_does_not_change_the_dataset(
+    tmp_path: Path, flush_bytes: int
+) -> None:
+    """16-bit cell keys (the radix sort) and 64-bit keys write byte-identical shards with the
+    hashes of their files; a writer with more cells than 16 bits hold uses 64-bit keys."""
+    table = _table(3_000)
+    results = []
+    for name, cell_type in (("narrow", np.int16), ("wide", np.int64)):
+        writer = _writer(tmp_path / name, table, 5, flush_bytes)
+        assert writer._cell_type is np.int16
+        writer._cell_type = cell_type
+        ds = _write(writer, table, batch=700)
+        files = _files(ds, tmp_path / name)
+        for shard in ds.manifest["shards"]:
+            assert hashlib.sha256(files[shard["path"]]).hexdigest() == shard["sha256"]
+        assert ds.verify() == []
+        results.append(files)
+    assert results[0] == results[1]
+    many = _writer(tmp_path / "many", table, 9_000, flush_bytes)
+    assert many._cell_type is np.int64
+    ds = _write(many, table.slice(0, 200), batch=64)
+    assert ds.num_rows() == 200
+
+
+def test_a_tampered_shard_fails_verification(tmp_path: Path) -> None:
+    """The manifest's hash is the written file's: one changed byte in a shard is reported."""
+    table = _table(2_000)
+    ds = _write(_writer(tmp_path / "ds", table, 3, flush_bytes=8_000), table, batch=256)
+    assert ds.verify() == []
+    shard = ds.manifest["shards"][0]
+    path = tmp_path / "ds" / shard["path"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    problems = Dataset.open(str(tmp_path / "ds")).verify()
+    assert len(problems) == 1 and problems[0].startswith(shard["path"])
