@@ -5,6 +5,8 @@ what it writes.
   (rows compacted before stay where they are; they were copied again at every compaction).
 - The sort that puts a batch's rows in shard order uses 16-bit keys when every cell fits (a
   radix sort): the dataset is the one 64-bit keys give.
+- A shard's buffered bytes (which decide its flushes) come from the columns' offsets and widths
+  for all its slices at once: exactly each slice's ``nbytes``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shardlearn.data._writer import DatasetWriter
+from shardlearn.data._writer import DatasetWriter, _slice_bytes
 from shardlearn.data.dataset import Dataset
 from shardlearn.data.ingest import schema_for_table
 from shardlearn.data.partition import make_partitioner
@@ -116,3 +118,36 @@ def test_a_tampered_shard_fails_verification(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     problems = Dataset.open(str(tmp_path / "ds")).verify()
     assert len(problems) == 1 and problems[0].startswith(shard["path"])
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_slice_bytes_are_each_slices_nbytes(nulls: bool) -> None:
+    """Every column type a schema allows (validity bitmaps and booleans at odd bit offsets,
+    32- and 64-bit offsets, a null column through the slow path), in a batch that is itself a
+    slice."""
+    rng = np.random.default_rng(11)
+    rows = 3000
+    columns = {
+        "f": pa.array(rng.normal(size=rows)),
+        "h": pa.array(rng.normal(size=rows).astype(np.float16)),
+        "i": pa.array(rng.integers(0, 9, rows).astype(np.int8)),
+        "b": pa.array(rng.integers(0, 2, rows).astype(bool)),
+        "s": pa.array(["x" * int(k) for k in rng.integers(0, 7, rows)]),
+        "bin": pa.array([b"ab" * int(k) for k in rng.integers(0, 3, rows)], pa.binary()),
+        "lb": pa.array([b"abc"] * rows, pa.large_binary()),
+        "d": pa.array(np.arange(rows).astype("datetime64[D]")).cast(pa.date32()),
+        "t": pa.array(np.arange(rows).astype("datetime64[us]")).cast(pa.timestamp("us", "UTC")),
+    }
+    if nulls:
+        mask = pa.array(rng.random(rows) < 0.2)
+        columns = {
+            k: pa.compute.if_else(mask, pa.scalar(None, c.type), c) for k, c in columns.items()
+        }
+    batch = pa.RecordBatch.from_pydict(columns).slice(37)
+    starts = np.sort(rng.integers(0, batch.num_rows - 1, 300))
+    ends = np.minimum(starts + rng.integers(1, 700, 300), batch.num_rows)
+    expected = [batch.slice(s, e - s).nbytes for s, e in zip(starts, ends, strict=True)]
+    assert _slice_bytes(batch, starts, ends).tolist() == expected
+    with_null = batch.append_column("n", pa.nulls(batch.num_rows))
+    expected = [with_null.slice(s, e - s).nbytes for s, e in zip(starts, ends, strict=True)]
+    assert _slice_bytes(with_null, starts, ends).tolist() == expected

@@ -277,9 +277,11 @@ class DatasetWriter:
         # cell gets a slice of it, compacted by _add so memory stays bounded. ``order`` is a
         # permutation of the rows, so the take need not check its indices (a pass per column).
         in_cells = _one_batch(pc.take(batch, pa.array(order), boundscheck=False))
+        sizes = _slice_bytes(in_cells, starts, ends).tolist()
         for position, (begin, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             cell = divmod(int(sorted_cells[begin]), self.partitioner.partitions)
-            self._add(cell, in_cells.slice(begin, end - begin), counts[position])
+            rows = in_cells.slice(begin, end - begin)
+            self._add(cell, rows, sizes[position], counts[position])
         self.rows_written += batch.num_rows
         if unlabeled:
             self.rows_unlabeled += batch.num_rows
@@ -304,7 +306,9 @@ class DatasetWriter:
         table = table.reshape(len(starts), len(keys))
         return [{keys[k]: int(n) for k, n in enumerate(row.tolist()) if n} for row in table]
 
-    def _add(self, cell: tuple[int, int], rows: pa.RecordBatch, counts: dict[str, int]) -> None:
+    def _add(
+        self, cell: tuple[int, int], rows: pa.RecordBatch, size: int, counts: dict[str, int]
+    ) -> None:
         buffer = self._buffers.get(cell)
         if buffer is None:
             split, index = cell
@@ -312,7 +316,7 @@ class DatasetWriter:
             buffer = self._buffers[cell] = _ShardBuffer(split, index, path)
         buffer.pending.append(rows)
         buffer.loose += 1
-        buffer.pending_bytes += rows.nbytes
+        buffer.pending_bytes += size
         if buffer.loose >= COMPACT_PIECES and buffer.pending_bytes < self.flush_bytes:
             # Slices keep their whole batch alive: a shard that fills slowly would hold every
             # batch of the input. Copied into one batch, they hold only the shard's rows; the
@@ -511,6 +515,38 @@ def _one_batch(rows: Rows) -> pa.RecordBatch:
     if isinstance(rows, pa.RecordBatch):
         return rows
     return rows.combine_chunks().to_batches()[0]
+
+
+_OFFSETS = {pa.string(): np.int32, pa.binary(): np.int32, pa.large_binary(): np.int64}
+
+
+def _slice_bytes(batch: pa.RecordBatch, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``batch.slice(start, end - start).nbytes`` for every (start, end), from each column's
+    offsets and widths at once (``nbytes`` walks every column of a slice: 60 us a slice of 33
+    columns, a shard's slice per batch)."""
+    if not all(f.type in _OFFSETS or _fixed_width(f.type) for f in batch.schema):
+        return np.array([batch.slice(s, e - s).nbytes for s, e in zip(starts, ends, strict=True)])
+    rows = ends - starts
+    sizes = np.zeros(len(rows), dtype=np.int64)
+    for column in batch.columns:
+        buffers = column.buffers()
+        first, last = starts + column.offset, ends + column.offset
+        bitmap = (last + 7) // 8 - first // 8  # the bytes a bit range touches
+        if buffers[0] is not None:
+            sizes += bitmap
+        kind = column.type
+        if kind in _OFFSETS:
+            offsets = np.frombuffer(buffers[1], dtype=_OFFSETS[kind])
+            sizes += rows * offsets.itemsize + (offsets[last] - offsets[first])
+        elif kind.bit_width == 1:
+            sizes += bitmap
+        else:
+            sizes += rows * (kind.bit_width // 8)
+    return sizes
+
+
+def _fixed_width(kind: pa.DataType) -> bool:
+    return pa.types.is_primitive(kind) and not pa.types.is_null(kind)
 
 
 def _close_files(buffer: _ShardBuffer) -> None:
