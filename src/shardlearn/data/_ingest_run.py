@@ -12,9 +12,10 @@ frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed 
 threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
 one parser a small file (a small ``.gz`` too) is one range, so consecutive small files are
 parsed side by side; cuts never fall inside a quoted value (they move to the next row end).
-A plain CSV/TSV is cut speculatively (nothing read before its parse, each cut checked as its
-range is handed over); a wrong cut (a quoted value holding a newline across it) discards the
-run's staged files and runs the write again on exact plans, once. On
+A plain CSV/TSV or JSON Lines file is cut speculatively (nothing read before its parse, each
+cut checked as its range is handed over); a wrong cut (a quoted value holding a newline across
+it; never in JSON Lines) discards the run's staged files and runs the write again on exact
+plans, once. On
 the ``ray`` engine the ranges and their scans are Ray tasks spread over every node instead
 (:mod:`shardlearn.data._ingest_ray`). Other inputs (large compressed files, pipes, remote text
 files) are read as one stream, on this process. Whatever the split, the output is the same:
@@ -264,8 +265,9 @@ class IngestRun:
     _ray: RayParsers | None = None
     _planner: ThreadPoolExecutor | None = None
     _planning: Future | None = None  # the byte ranges of every file, planned beside the schema
-    # Plain CSV/TSV files are cut at newlines without reading them first (checked as they are
-    # parsed); off on Ray, for an input that cannot be read twice, and after a wrong cut.
+    # Plain CSV/TSV and JSON Lines files are cut at newlines without reading them first (checked
+    # as they are parsed); off on Ray, for an input that cannot be read twice, and after a
+    # wrong cut.
     _speculate: bool = False
 
     # -- schema ---------------------------------------------------------------------------------

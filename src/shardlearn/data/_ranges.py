@@ -23,24 +23,28 @@ quoted value to follow: unless a lone carriage return is among them, they take a
 (a newline count and a few searches, at memory speed) joined to the quoted lines' scan. A
 range strategy reads the input twice; its ranges are planned and scanned once.
 
-Speculative cuts (``plan_ranges(speculate=True)``, a plain local CSV/TSV of several ranges):
-reading and scanning the whole file before its parse was a pass over every byte ahead of the
-first row. Instead the plan only places the cuts, assuming each newline found ends a row (it
-does unless it lies in a quoted value); each parser scans the bytes it parses (read once) and
-:func:`parse_ranges`, which hands the ranges over in input order, checks every range before
-anything of it goes on: starting between rows (the ranges before it were right), it must end
-between rows and hold no row longer than the block size (:func:`_misspeculated`, which is
+Speculative cuts (``plan_ranges(speculate=True)``, a plain local CSV/TSV or JSON Lines file of
+several ranges): reading and scanning the whole file before its parse was a pass over every byte
+ahead of the first row. Instead the plan only places the cuts, assuming each newline found ends
+a row (it does unless it lies in a quoted value); each parser scans the bytes it parses (read
+once) and :func:`parse_ranges`, which hands the ranges over in input order, checks every range
+before anything of it goes on: starting between rows (the ranges before it were right), it must
+end between rows and hold no row longer than the block size (:func:`_misspeculated`, which is
 :func:`_has_long_row` for ranges between right cuts). Its first line then follows from the
 lines of the ranges before it, and the ranges are exactly the exact plan's. A wrong cut raises
 :class:`Misspeculated`: the ingest plans its files exactly (the scans above) and runs again.
+A JSON Lines cut is never wrong (see below): its parser only counts the range's newlines.
 
 :func:`head` gives a schema sample the rows a stream of the file starts with, from a head of
 the file cut after its last row end the same way (a stream reads 32 blocks ahead).
 
-JSON Lines has no quoting: a line ends at ``\n`` and nothing else, so a cut after a newline
-is a row boundary; each range's first line is one plus the newlines before it (counted on the
-pool), and every range takes the column names the whole file gets (the keys of its first
-records, read once by the plan), so its rows are exactly those of one stream.
+JSON Lines has no quoting: a line ends at ``\n`` and nothing else (a raw newline in a JSON
+string is invalid JSON: the line is a reject, as in one stream), so a cut after a newline is a
+row boundary; each range's first line is one plus the newlines before it (counted by the
+parsers of a speculative plan, else on the pool), and every range takes the column names the
+whole file gets (the keys of its first records, read once by the plan), so its rows are
+exactly those of one stream. Nothing else depends on where a range ends: a line longer than
+the block size is a reject wherever it lies.
 
 A multi-frame ``.zst`` (:mod:`shardlearn.data._zst`) is cut at chunks of whole frames (frames
 decompress on their own): range ``k`` starts after the first newline at or after chunk ``k``'s
@@ -150,12 +154,12 @@ class ByteRange:
     column names (named from its first records, which a range may not hold). ``stored``: the
     bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
     ``packed``: the whole of a small compressed file that cannot be cut (``.gz``, ``.bz2``, a
-    ``.zst`` of one frame), decompressed by its parser. ``speculative``: a plain CSV/TSV range
-    cut at a newline that is assumed to end a row; :func:`parse_ranges` checks it from the
-    range's own scan and raises :class:`Misspeculated` if it does not (``first_line`` is
-    known only then). ``decompressed``: a ``.zst`` range's
-    data as the plan decompressed it (the first :data:`KEPT_CHUNKS` chunks of a local file),
-    so its parser does not decompress it again; emptied by the first parse.
+    ``.zst`` of one frame), decompressed by its parser. ``speculative``: a plain CSV/TSV or
+    JSON Lines range cut at a newline that is assumed to end a row; :func:`parse_ranges`
+    checks it from the range's own scan and raises :class:`Misspeculated` if it does not
+    (``first_line`` is known only then). ``decompressed``: a ``.zst`` range's data as the
+    plan decompressed it (the first :data:`KEPT_CHUNKS` chunks of a local file), so its
+    parser does not decompress it again; emptied by the first parse.
     """
 
     path: str
@@ -507,8 +511,9 @@ def plan_ranges(
     on every node of a Ray cluster, so an ``s3://`` CSV/TSV is cut too. A file of more than
     one range is cut into even ranges (as even as its frames or row groups allow), a multiple
     of ``parsers`` (the parses running at once: :func:`~shardlearn.data._balance.range_count`).
-    With ``speculate`` a plain CSV/TSV file of several ranges is cut at newlines without
-    reading it (``speculative`` ranges, checked by :func:`parse_ranges`)."""
+    With ``speculate`` a plain CSV/TSV or JSON Lines file of several ranges is cut at newlines
+    without reading it (``speculative`` ranges, checked by :func:`parse_ranges`; a JSON Lines
+    file's column names are still read from its head)."""
     if not splittable(path, options, remote):
         return None
     reader = SourceReader(path, options)
@@ -532,15 +537,15 @@ def plan_ranges(
             return [ByteRange(path, 0, 0, size, last=True)] if whole else None
         # A cut after a newline is a row boundary unless it lies in a quoted value: assumed,
         # and checked as each range is parsed (no read of the whole file before the parse).
-        speculative = speculate and reader.format != "jsonl"
         ranges = [
-            ByteRange(path, i, start, end, last=end == size, speculative=speculative)
+            ByteRange(path, i, start, end, last=end == size, speculative=speculate)
             for i, (start, end) in enumerate(zip(bounds, [*bounds[1:], size], strict=True))
         ]
-        if speculative:
+        if speculate and reader.format != "jsonl":
             return ranges
         scans = None
     if reader.format == "jsonl":
+        # Speculative: the cuts are the exact plan's, the first lines counted by the parsers.
         exact = _line_ranges(reader, ranges, scans, pool)
     else:
         if scans is None:
@@ -584,9 +589,8 @@ def _line_ranges(
     pool: ThreadPoolExecutor,
 ) -> list[ByteRange]:
     """JSON Lines ranges (lines end at ``\n`` only, nothing is quoted across lines): each
-    range's first line from the newlines before it, and the file's column names."""
-    if counts is None:
-        counts = list(pool.map(lambda r: count_lines(_read(r)), ranges))
+    range's first line from the newlines before it (speculative ranges: counted by their
+    parsers), and the file's column names."""
     options = reader.options
     names = None
     if not options.columns:
@@ -595,6 +599,10 @@ def _line_ranges(
             names = tuple(column_names(stream, options.block_size))
         finally:
             stream.close()
+    if ranges[0].speculative:
+        return [replace(r, names=names) for r in ranges]
+    if counts is None:
+        counts = list(pool.map(lambda r: count_lines(_read(r)), ranges))
     firsts = np.concatenate([[1], 1 + np.cumsum(counts[:-1])]).tolist()
     return [
         replace(r, first_line=int(first), names=names)
@@ -878,24 +886,32 @@ def _shifted(batches: list[RawBatch], shift: int) -> list[RawBatch]:
     return batches
 
 
-_Parsed = tuple[list[str], list[RawBatch], _Scan | None, BaseException | None]
+# A speculative range's check: its physical lines, and whether its cut is wrong.
+_Check = tuple[int, bool]
+_Parsed = tuple[list[str], list[RawBatch], _Check | None, BaseException | None]
 
 
 def _parse_range(
     byte_range: ByteRange, options: ReaderOptions, fast_types: dict[str, pa.DataType]
 ) -> _Parsed:
-    """Runs on the pool: :func:`_parse`; for a speculative range also its scan (the same
-    bytes, read once), and its parse's error as a value, raised only once the cut is known
-    to be right (a parse of a wrong cut may fail where the right one does not)."""
+    """Runs on the pool: :func:`_parse`; for a speculative range also its check, from the
+    same bytes (read once): its scan (CSV/TSV) or its newlines (JSON Lines, whose cuts are
+    never wrong), and its parse's error as a value, raised only once the cut is known to be
+    right (a parse of a wrong cut may fail where the right one does not)."""
     if not byte_range.speculative:
         return (*_parse(byte_range, options, fast_types), None, None)
     data = _read(byte_range)
-    scan = _scanner(SourceReader(byte_range.path, options))(data)
+    reader = SourceReader(byte_range.path, options)
+    if reader.format == "jsonl":
+        check = count_lines(data), False
+    else:
+        scan = _scanner(reader)(data)
+        check = scan.lines[0], _misspeculated(byte_range, scan, options.block_size)
     try:
         names, batches = _parse(byte_range, options, fast_types, data)
     except Exception as error:  # noqa: BLE001 - raised by parse_ranges if the cut is right
-        return [], [], scan, error
-    return names, batches, scan, None
+        return [], [], check, error
+    return names, batches, check, None
 
 
 def _misspeculated(byte_range: ByteRange, scan: _Scan, limit: int) -> bool:
@@ -941,9 +957,9 @@ def parse_ranges(
     A speculative range (its file's ranges are consecutive, the first with index 0) is
     checked before anything of it is handed over, rows or error: from its own scan, starting
     between rows as the range before it ended, it must end between rows with no row longer
-    than the block size (else :class:`Misspeculated`); its first line follows from the lines
-    of the ranges before it. The ranges handed over are then those an exact plan makes (and
-    are handed over as such: no longer speculative).
+    than the block size (else :class:`Misspeculated`; a JSON Lines range always passes); its
+    first line follows from the lines of the ranges before it. The ranges handed over are
+    then those an exact plan makes (and are handed over as such: no longer speculative).
     """
     started: dict[int, Future] = {}
     running: set[Future] = set()
@@ -964,17 +980,18 @@ def parse_ranges(
                 running -= done
                 continue
             running.discard(head)
-            names, batches, scan, error = started.pop(following).result()
+            names, batches, check, error = started.pop(following).result()
             byte_range = ranges[following]
-            if scan is not None:
+            if check is not None:
                 # A speculative cut: right if this range, starting between rows, ends between
                 # rows; its lines follow the lines of the ranges before it.
+                lines, wrong = check
                 line = 1 if byte_range.index == 0 else line
-                if _misspeculated(byte_range, scan, options.block_size):
+                if wrong:
                     raise Misspeculated(byte_range.path)
                 batches = _shifted(batches, line - 1)
                 byte_range = replace(byte_range, first_line=line, speculative=False)
-                line += scan.lines[0]
+                line += lines
             if error is not None:
                 raise error
             yield byte_range, names, batches
