@@ -7,6 +7,8 @@ what it writes.
   radix sort): the dataset is the one 64-bit keys give.
 - A shard's buffered bytes (which decide its flushes) come from the columns' offsets and widths
   for all its slices at once: exactly each slice's ``nbytes``.
+- The partitioners' hashes are computed in place and the split of a row by one comparison per
+  edge: the same values as the plain formulas (the split of every row decides its file).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from shardlearn.data import partition
 from shardlearn.data._writer import DatasetWriter, _slice_bytes
 from shardlearn.data.dataset import Dataset
 from shardlearn.data.ingest import schema_for_table
@@ -151,3 +154,28 @@ def test_slice_bytes_are_each_slices_nbytes(nulls: bool) -> None:
     with_null = batch.append_column("n", pa.nulls(batch.num_rows))
     expected = [with_null.slice(s, e - s).nbytes for s, e in zip(starts, ends, strict=True)]
     assert _slice_bytes(with_null, starts, ends).tolist() == expected
+
+
+def test_row_hashes_and_splits_are_the_plain_formulas() -> None:
+    """row_hashes is splitmix64 of (row ^ base) and leaves splitmix64's input alone; the split
+    of a unit is searchsorted(edges, unit, "right"), on the edges themselves too, and a
+    fraction of 0 still gets no row."""
+    seed, salt, start, count = 11, partition._SHARD_SALT, 2**40 + 5, 5000
+    base = partition.splitmix64(np.array([(seed * 0x1000193) ^ salt], dtype=np.uint64))[0]
+    rows = np.arange(start, start + count, dtype=np.uint64)
+    kept = rows.copy()
+    expected = partition.splitmix64(rows ^ base)
+    assert np.array_equal(rows, kept)
+    assert np.array_equal(partition.row_hashes(seed, salt, start, count), expected)
+    units = partition._unit(expected)
+    assert np.array_equal(units, (expected >> np.uint64(11)).astype(np.float64) / 2.0**53)
+    for fractions in [(0.8, 0.1, 0.1), (0.5, 0.0, 0.5), (1.0, 0.0, 0.0), (0.3, 0.3, 0.4)]:
+        edges = np.cumsum(fractions)[:-1]
+        probes = np.concatenate([units, edges, np.nextafter(edges, 0.0), [0.0]])
+        split = partition._split_of_unit(probes, fractions)
+        reference = np.searchsorted(edges, probes, side="right").astype(np.int8)
+        for index, fraction in enumerate(fractions):
+            if fraction == 0:
+                reference[reference == index] = int(np.argmax(fractions))
+                assert not (split == index).any()
+        assert split.dtype == np.int8 and np.array_equal(split, reference)
