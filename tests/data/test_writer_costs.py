@@ -179,3 +179,29 @@ def test_row_hashes_and_splits_are_the_plain_formulas() -> None:
                 reference[reference == index] = int(np.argmax(fractions))
                 assert not (split == index).any()
         assert split.dtype == np.int8 and np.array_equal(split, reference)
+
+
+@pytest.mark.parametrize("strategy", ["random", "stratified"])
+def test_each_shards_class_counts_are_its_files(tmp_path: Path, strategy: str) -> None:
+    """The per-shard class counts (one bincount per batch over (shard, class) numbers) are
+    the label counts of each file, with classes that appear in some batches only."""
+    rng = np.random.default_rng(4)
+    rows = 4000
+    labels = [f"k{v}" for v in rng.integers(0, 6, rows)]
+    labels[1000:1300] = ["rare"] * 300  # in one batch only
+    table = pa.table({"x": rng.normal(size=rows), "label": pa.array(labels)})
+    schema = schema_for_table(table, "label")
+    partitioner = make_partitioner(
+        strategy, label="label", partitions=3, split=(0.6, 0.2, 0.2), seed=9,
+        column_names=table.column_names,
+    )  # fmt: skip
+    writer = DatasetWriter(str(tmp_path / "ds"), schema, partitioner, flush_bytes=6_000)
+    ds = _write(writer, table, batch=512)
+    total: dict[str, int] = {}
+    for shard in ds.manifest["shards"]:
+        read = pq.read_table(tmp_path / "ds" / shard["path"]).column("label")
+        counts = {v["values"]: v["counts"] for v in pa.compute.value_counts(read).to_pylist()}
+        assert shard["class_counts"] == dict(sorted(counts.items()))
+        for key, count in counts.items():
+            total[key] = total.get(key, 0) + count
+    assert ds.manifest["class_counts"] == dict(sorted(total.items()))
