@@ -348,3 +348,41 @@ def test_importances_gain_and_split_counts():
 
 def test_registered_as_xgboost():
     assert MODELS["xgboost"] is XGBoostClassifier
+
+
+@pytest.mark.parametrize(
+    ("sampling", "reloads"),
+    [
+        ({}, 0),
+        ({"subsample": 0.7}, 12),
+        ({"colsample_bytree": 0.7}, 12),
+        ({"xgb_params": {"colsample_bynode": 0.8}}, 12),
+    ],
+)
+def test_only_a_fit_that_samples_reloads_the_booster_every_round(monkeypatch, sampling, reloads):
+    # The reload (a fresh updater, whose sampler is seeded from the round's RNG) is 5-25% of a
+    # small fit's training; a fit that samples nothing draws no random number and skips it.
+    calls = []
+    load_config = xgb.Booster.load_config
+
+    def counted(self, config):
+        calls.append(config)
+        return load_config(self, config)
+
+    monkeypatch.setattr(xgb.Booster, "load_config", counted)
+    X, y, X_test, _ = _data(n=2000)
+    with engine("local", workers=1):
+        model = XGBoostClassifier(
+            n_estimators=12, max_depth=3, random_state=5, execution="in_process", **sampling
+        ).fit(X, y)
+    assert model.execution_ == "in_process"
+    assert len(calls) == reloads
+    if not sampling:
+        # Without the reload, still single-process XGBoost exactly.
+        ref = xgb.train(
+            {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3, "eta": 0.3},
+            xgb.QuantileDMatrix(X, y),
+            12,
+        )
+        proba = model.predict_proba(X_test)[:, 1]
+        assert np.array_equal(proba, ref.predict(xgb.DMatrix(X_test)))
