@@ -13,8 +13,11 @@ input; none of them needs the whole input in memory.
   ``k mod partitions``. Counts are therefore within ±1 of proportional per split and per shard
   whenever the input ends, and ends only at batch boundaries, so the rows of a class are visited
   in a seeded random order *within each batch*: that is where the randomness comes from, and it
-  keeps the counts exact.
-- ``hash:COL``: the key's hash picks the split and the shard; equal keys share both.
+  keeps the counts exact. The quota sequence is computed by a checked guess with numpy, equal
+  to the plain recurrence's bit for bit (``_QuotaSequence``).
+- ``hash:COL``: the key's hash picks the split and the shard; equal keys share both. A string
+  key's hash (blake2b) is computed once per distinct key of the input, not per batch
+  (``KeyDigests``: a bounded cache looked up with numpy and Arrow).
 - ``range:COL``: shards are contiguous key ranges with boundaries at quantiles of a sample of the
   key (nulls go to shard 0); the split is picked per row as in ``random``.
 """
@@ -149,22 +152,139 @@ def _split_of_unit(units: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
     return split
 
 
-def key_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A stable 64-bit hash per value (equal values, equal hashes; nulls share one hash)."""
+class KeyDigests:
+    """The blake2b digests of string keys, each distinct key's computed once per input.
+
+    The digest of a key decides its rows' split and shard, so it is fixed by the design (Arrow
+    has no blake2b, and no other hash keeps the datasets written before); blake2b runs in
+    Python, about 1 us a key, and it ran once per distinct key *per batch*. Here a batch's
+    distinct keys (Arrow's dictionary encoding) find their cached digests by a fingerprint
+    computed with numpy from the keys' buffers (a binary search among the cached
+    fingerprints), and each key is compared with the cached key by Arrow, so a fingerprint
+    collision is a miss, never a wrong digest. Missing keys are digested in Python and cached
+    while the cache holds fewer than :attr:`LIMIT` keys and :attr:`MAX_BYTES` bytes of them;
+    past that, they are digested in every batch holding them.
+    """
+
+    LIMIT = 1 << 18
+    MAX_BYTES = 16 << 20
+    FEW = 64  # a batch with this many keys or fewer digests them: cheaper than a look-up
+
+    def __init__(self) -> None:
+        self._fingerprints = np.zeros(0, dtype=np.uint64)  # sorted, distinct
+        self._digests = np.zeros(0, dtype=np.uint64)  # in the fingerprints' order
+        self._slots = np.zeros(0, dtype=np.int64)  # each fingerprint's key in self._keys
+        self._keys = pa.array([], pa.string())  # in the order they were cached
+        self._bytes = 0
+
+    def __call__(self, values: pa.StringArray) -> np.ndarray:
+        """The digest of every row's key (that of an arbitrary key for a null)."""
+        encoded = pc.dictionary_encode(values)  # Arrow's hash table: cheap, few keys or many
+        keys = encoded.dictionary
+        if len(keys) <= self.FEW:
+            digests = _blake2b(keys.to_pylist())
+        else:
+            digests = np.zeros(len(keys), dtype=np.uint64)
+            missing = np.flatnonzero(~self._lookup(keys, digests))
+            if len(missing):
+                keys = keys.take(missing)
+                digests[missing] = _blake2b(keys.to_pylist())
+                self._insert(keys, digests[missing])
+        if not len(digests):
+            return np.zeros(len(values), dtype=np.uint64)
+        return digests[pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)]
+
+    def _lookup(self, keys: pa.StringArray, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` for the distinct ``keys`` that are cached; returns which they are."""
+        found = np.zeros(len(keys), dtype=bool)
+        if not len(self._fingerprints) or not len(keys):
+            return found
+        fingerprints = _string_fingerprints(keys)
+        position = np.searchsorted(self._fingerprints, fingerprints)
+        position[position == len(self._fingerprints)] = 0
+        rows = np.flatnonzero(self._fingerprints[position] == fingerprints)
+        position = position[rows]
+        same = pc.equal(keys.take(rows), self._keys.take(self._slots[position]))
+        same = same.to_numpy(zero_copy_only=False)
+        found[rows[same]] = True
+        out[rows[same]] = self._digests[position[same]]
+        return found
+
+    def _insert(self, keys: pa.StringArray, digests: np.ndarray) -> None:
+        """Cache the distinct, uncached ``keys`` that fit, but not a fingerprint twice."""
+        sizes = np.diff(_offsets(keys))
+        room = min(self.LIMIT - len(self._fingerprints), len(keys))
+        fit = int(np.count_nonzero(np.cumsum(sizes[:room]) <= self.MAX_BYTES - self._bytes))
+        fingerprints, first = np.unique(
+            _string_fingerprints(keys)[:fit], return_index=True
+        )  # sorted
+        at = np.searchsorted(self._fingerprints, fingerprints)
+        keep = first
+        if len(self._fingerprints):
+            new = self._fingerprints[np.minimum(at, len(self._fingerprints) - 1)] != fingerprints
+            keep, fingerprints, at = first[new], fingerprints[new], at[new]
+        slots = np.arange(len(self._keys), len(self._keys) + len(keep), dtype=np.int64)
+        self._fingerprints = np.insert(self._fingerprints, at, fingerprints)
+        self._digests = np.insert(self._digests, at, digests[keep])
+        self._slots = np.insert(self._slots, at, slots)
+        self._keys = pa.concat_arrays([self._keys, keys.take(keep)])
+        self._bytes += int(sizes[keep].sum())
+
+
+def _blake2b(keys: list[str]) -> np.ndarray:
+    """The 8-byte blake2b digest of every key's UTF-8, little-endian, as uint64."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+            for key in keys
+        ],
+        dtype=np.uint64,
+    )
+
+
+def _offsets(values: pa.StringArray) -> np.ndarray:
+    """The ``len(values) + 1`` offsets of a string array's values in its data buffer."""
+    if not len(values):
+        return np.zeros(1, dtype=np.int64)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    return offsets[values.offset : values.offset + len(values) + 1].astype(np.int64)
+
+
+def _string_fingerprints(values: pa.StringArray) -> np.ndarray:
+    """A 64-bit fingerprint of every string (of its bytes; a null's is meaningless), by numpy
+    over the array's buffers: splitmix64 of the length plus the sum of (byte + 1) times a
+    pseudo-random odd weight per position."""
+    offsets = _offsets(values)
+    lengths = np.diff(offsets)
+    sums = np.zeros(len(values), dtype=np.uint64)
+    total = int(offsets[-1] - offsets[0])
+    if total:
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        starts = offsets[:-1] - offsets[0]
+        terms = splitmix64(np.arange(int(lengths.max()), dtype=np.uint64))
+        terms |= np.uint64(1)
+        terms = terms[np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)]
+        terms *= data + np.uint64(1)
+        nonempty = lengths > 0
+        # reduceat sums each start's terms up to the next start: empty strings have none.
+        sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
+    sums ^= splitmix64(lengths.astype(np.uint64))
+    return _splitmix64_in_place(sums)
+
+
+def key_hashes(values: pa.Array | pa.ChunkedArray, digests: KeyDigests) -> np.ndarray:
+    """A stable 64-bit hash per value (equal values, equal hashes; nulls share one hash).
+
+    Integers and booleans hash by splitmix64, anything else as text by blake2b through
+    ``digests`` (a cache kept across the batches of one input).
+    """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if pa.types.is_integer(values.type) or pa.types.is_boolean(values.type):
         ints = pc.fill_null(values.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
         hashes = splitmix64(ints.view(np.uint64) if ints.dtype == np.int64 else ints)
     else:
-        encoded = pc.dictionary_encode(values.cast(pa.string()))
-        digests = [
-            int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little")
-            for v in encoded.dictionary.to_pylist()
-        ]
-        table = np.array(digests, dtype=np.uint64)
-        indices = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
-        hashes = table[indices] if len(table) else np.zeros(len(values), dtype=np.uint64)
+        hashes = digests(values.cast(pa.string()))
     if values.null_count:
         hashes = np.where(values.is_null().to_numpy(zero_copy_only=False), _NULL_KEY_HASH, hashes)
     return hashes
@@ -219,14 +339,28 @@ class _QuotaSequence:
     After assigning n rows, split s holds within ±1 of ``n * fraction[s]`` rows (checked by
     the property tests). The sequence only depends on the fractions, so it is extended lazily
     and shared by all classes.
+
+    The recurrence (every deficit gains its fraction, the first largest one loses 1) is
+    sequential float arithmetic, and its rounding decides near-ties, so the sequence is defined
+    by :meth:`_loop`. Past a warm-up it is computed by *speculation*: the sequence is nearly
+    periodic, so the next window is guessed as a repeat of its last period, and the guess is
+    checked by replaying the recurrence with ``np.add.accumulate`` (one IEEE addition at a time
+    in order, as the loop does: the deficits after each step are exactly the loop's for as long
+    as the guess agrees). The first disagreement is replaced by the replay's own choice, and
+    the next window starts after it, so the output is the loop's, bit for bit.
     """
 
     _CHUNK = 1 << 16
+    _WARM_UP = 4096  # steps by the loop before guessing; the period is looked for in them
+    _MAX_PERIOD = 2048
+    _MIN_RUN = 64  # a guess right for fewer steps costs more than the loop: loop a while
+    _LOOP_STEPS = 4096
 
     def __init__(self, fractions: Sequence[float]) -> None:
         self.fractions = np.asarray(fractions, dtype=np.float64)
         self.deficit = np.zeros(len(fractions))
         self.sequence = np.zeros(0, dtype=np.int8)
+        self._period = 0  # 0: not looked for yet
 
     def take(self, start: int, count: int) -> np.ndarray:
         while len(self.sequence) < start + count:
@@ -236,11 +370,30 @@ class _QuotaSequence:
         return self.sequence[start : start + count]
 
     def _extend(self, count: int) -> None:
-        out = np.empty(count, dtype=np.int8)
+        done = len(self.sequence)
+        out = np.empty(done + count, dtype=np.int8)
+        out[:done] = self.sequence
+        end = done + count
+        window = self._MIN_RUN
+        while done < end:
+            if done < self._WARM_UP:
+                done = self._loop(out, done, min(end, self._WARM_UP))
+                continue
+            if not self._period:
+                self._period = _likely_period(out[:done], self._MAX_PERIOD)
+            run = self._speculate(out, done, min(end - done, window))
+            window = min(2 * run, self._CHUNK) if run == window else max(self._MIN_RUN, 2 * run)
+            done += run
+            if run < self._MIN_RUN:
+                done = self._loop(out, done, min(end, done + self._LOOP_STEPS))
+        self.sequence = out
+
+    def _loop(self, out: np.ndarray, begin: int, end: int) -> int:
+        """Steps ``begin .. end-1`` of the recurrence, one at a time (the definition)."""
         deficit = self.deficit.tolist()
         fractions = self.fractions.tolist()
         splits = range(len(fractions))
-        for i in range(count):
+        for i in range(begin, end):
             best, best_value = 0, -2.0
             for s in splits:
                 value = deficit[s] + fractions[s]
@@ -250,7 +403,48 @@ class _QuotaSequence:
             deficit[best] -= 1.0
             out[i] = best
         self.deficit = np.asarray(deficit)
-        self.sequence = np.concatenate([self.sequence, out])
+        return end
+
+    def _speculate(self, out: np.ndarray, begin: int, count: int) -> int:
+        """Guess steps ``begin ..`` as a repeat of the last period, replay them and keep the
+        right prefix plus the replay's correction of the first wrong step: returns how many
+        steps were kept (at least one)."""
+        period = self._period
+        guess = out[begin - period + np.arange(count) % period]
+        splits = len(self.fractions)
+        # Per split: deficit, +fraction, -1 if chosen (else -0.0, an exact identity), ...
+        terms = np.empty((splits, 2 * count + 1))
+        terms[:, 0] = self.deficit
+        terms[:, 1::2] = self.fractions[:, None]
+        terms[:, 2::2] = np.where(guess == np.arange(splits)[:, None], -1.0, -0.0)
+        np.add.accumulate(terms, axis=1, out=terms)
+        values = terms[:, 1::2]  # the values compared at each step
+        # The loop's choice: the first largest value, or split 0 if none exceeds -2.
+        chosen = np.argmax(values, axis=0).astype(np.int8)
+        chosen[values.max(axis=0) <= -2.0] = 0
+        wrong = np.flatnonzero(chosen != guess)
+        if not len(wrong):
+            out[begin : begin + count] = guess
+            self.deficit = terms[:, -1].copy()
+            return count
+        first = int(wrong[0])
+        out[begin : begin + first + 1] = chosen[: first + 1]
+        self.deficit = values[:, first].copy()
+        self.deficit[chosen[first]] -= 1.0
+        return first + 1
+
+
+def _likely_period(sequence: np.ndarray, longest: int) -> int:
+    """The shift up to ``longest`` under which the second half of ``sequence`` best matches
+    itself (the smallest such shift): the period of the quota sequence's guesses."""
+    tail = sequence[-2 * longest :]
+    half = len(tail) // 2
+    recent = tail[half:]
+    mismatches = [
+        int(np.count_nonzero(recent != tail[half - shift : len(tail) - shift]))
+        for shift in range(1, half + 1)
+    ]
+    return int(np.argmin(mismatches)) + 1
 
 
 class StratifiedPartitioner(Partitioner):
@@ -323,13 +517,14 @@ class HashPartitioner(Partitioner):
     ) -> None:
         super().__init__(partitions, split, seed)
         self.column = column
+        self._digests = KeyDigests()
 
     @property
     def strategy(self) -> str:
         return f"hash:{self.column}"
 
     def assign(self, batch: Rows, start: int) -> tuple[np.ndarray, np.ndarray]:
-        hashes = key_hashes(batch.column(self.column))
+        hashes = key_hashes(batch.column(self.column), self._digests)
         seed_mix = splitmix64(np.array([self.seed, _SPLIT_SALT], dtype=np.uint64))
         with np.errstate(over="ignore"):
             split_units = _unit(splitmix64(hashes ^ seed_mix[0]))
