@@ -360,7 +360,7 @@ def test_registered_as_xgboost():
     ],
 )
 def test_only_a_fit_that_samples_reloads_the_booster_every_round(monkeypatch, sampling, reloads):
-    # The reload (a fresh updater, whose sampler is seeded from the round's RNG) is 5-25% of a
+    # The reload (a fresh updater, whose sampler is seeded from the round's RNG) is 15-25% of a
     # small fit's training; a fit that samples nothing draws no random number and skips it.
     calls = []
     load_config = xgb.Booster.load_config

@@ -21,7 +21,7 @@ depends on whether the updater is new. So a fit that samples (``subsample`` or a
 updater: row and column samples are then a function of (seed, round) alone, and a
 checkpointed run equals an uninterrupted one bit for bit. A fit that samples nothing draws no
 random number at all (the hist updater keeps no other state from one tree to the next), so it
-skips the reload, which cost 5-25% of a small fit's training (a fresh updater reallocates its
+skips the reload, about 15-25% of a small fit's training CPU (a fresh updater reallocates its
 buffers; with workers, the new sampler's seed is one more broadcast per round). (With one
 worker and no sampling this is exactly ``xgboost.train``; with sampling it is that same loop
 in one process.)
