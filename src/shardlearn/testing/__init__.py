@@ -52,6 +52,7 @@ from shardlearn.testing._engine_checks import (  # noqa: F401 (re-exports outsid
     check_submit_results,
     check_task_failed,
     check_task_worker_lost_is_retried,
+    check_worker_lost_is_reported_at_once,
     check_worker_lost_is_retried,
 )
 from shardlearn.testing._estimator_checks import (  # noqa: F401 (re-exports outside __all__)
