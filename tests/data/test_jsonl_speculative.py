@@ -5,13 +5,10 @@ before it. The dataset and every reject's line are those of a single stream."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import pyarrow as pa
@@ -19,53 +16,14 @@ import pytest
 
 import shardlearn.data._ingest_run as ingest_run
 import shardlearn.data._ranges as ranges_module
-from shardlearn.data import Dataset, ingest
+from shardlearn.data import Dataset
 from shardlearn.data._balance import range_count
 from shardlearn.data.readers import ReaderOptions
 
 from ._rejects import rejects
+from ._speculation import RecordedPlans, fingerprint, ingest_in_ranges
 
 BLOCK = 128  # the block size: a longer line is a reject
-
-
-def _ingest(path: Path, out: Path, range_bytes: int, parsers: int) -> Dataset:
-    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The label column 'label' has a single class")
-        return ingest(
-            str(path),
-            "label",
-            str(out),
-            partitions=3,
-            max_reject_rate=1.0,
-            kinds={"s": "text"},
-            overwrite=True,
-            progress=False,
-            parsers=parsers,
-            block_size=BLOCK,
-        )
-
-
-def _fingerprint(ds: Dataset) -> tuple[dict[str, str], dict[str, object]]:
-    root = Path(ds.uri)
-    files = {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.parquet"))
-    }
-    manifest = json.loads((root / "manifest.json").read_text())
-    keys = ("rows_read", "rows_written", "rows_rejected", "class_counts", "shards", "rejects")
-    return files, {key: manifest[key] for key in keys}
-
-
-class _Plans:
-    """Records whether each plan of the ingest was speculative."""
-
-    def __init__(self) -> None:
-        self.speculative: list[bool] = []
-        self.plan = ranges_module.plan_ranges
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.speculative.append(bool(kwargs.get("speculate")))
-        return self.plan(*args, **kwargs)
 
 
 class _Reads:
@@ -87,12 +45,12 @@ def _records(count: int) -> list[str]:
 
 def _split_ingest(path: Path, out: Path, range_bytes: int, parsers: int) -> tuple[Dataset, int]:
     """The ingest of ``path`` in ranges, its only plan speculative: (dataset, bytes read)."""
-    plans, reads = _Plans(), _Reads()
+    plans, reads = RecordedPlans(), _Reads()
     with (
         mock.patch.object(ranges_module, "_read", reads),
         mock.patch.object(ingest_run, "plan_ranges", plans),
     ):
-        split = _ingest(path, out, range_bytes, parsers)
+        split = ingest_in_ranges(path, out, range_bytes, parsers, block_size=BLOCK)
     assert plans.speculative == [True]
     return split, reads.bytes
 
@@ -104,12 +62,12 @@ def test_a_clean_json_lines_file_is_read_once_and_writes_the_single_stream_datas
     plan used to read every range to count its lines first); rows and lines are unchanged."""
     path = tmp_path / "clean.jsonl"
     path.write_text("\n".join(_records(3000)) + "\n")
-    whole = _ingest(path, tmp_path / "whole", 1 << 30, 1)
+    whole = ingest_in_ranges(path, tmp_path / "whole", 1 << 30, 1, block_size=BLOCK)
     split, read = _split_ingest(path, tmp_path / "split", path.stat().st_size // 6, 2)
     assert split.manifest["ranges"] >= 6
     assert read == path.stat().st_size
     assert rejects(split) == []
-    assert _fingerprint(split) == _fingerprint(whole)
+    assert fingerprint(split) == fingerprint(whole)
 
 
 def _bad(line: str, kind: int) -> list[str]:
@@ -168,7 +126,7 @@ def test_rejects_right_after_the_cuts_keep_their_lines(tmp_path: Path, parsers: 
     path.write_bytes(text.encode())
     size = len(text)
     assert ranges_module._cut_points(str(path), size, len(cuts) + 1) == [0, *cuts]
-    whole = _ingest(path, tmp_path / "whole", 1 << 30, 1)
+    whole = ingest_in_ranges(path, tmp_path / "whole", 1 << 30, 1, block_size=BLOCK)
     split, read = _split_ingest(path, tmp_path / "split", size // 6, parsers)
     assert split.manifest["ranges"] == len(cuts) + 1
     assert read == size
@@ -176,7 +134,7 @@ def test_rejects_right_after_the_cuts_keep_their_lines(tmp_path: Path, parsers: 
     expected = [firsts[0], firsts[1], firsts[1] + 1, firsts[4], firsts[-1], text.count("\n") + 1]
     assert [line for line in expected if line in lines] == expected
     assert rejects(split) == rejects(whole)
-    assert _fingerprint(split) == _fingerprint(whole)
+    assert fingerprint(split) == fingerprint(whole)
 
 
 def test_a_multi_frame_zst_is_still_planned_exactly(tmp_path: Path) -> None:

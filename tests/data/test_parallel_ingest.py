@@ -5,8 +5,6 @@ read writes, and every reject carries its physical line."""
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,6 +23,7 @@ from shardlearn.data.schema import Column, Schema
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
+from ._speculation import fingerprint
 
 SCHEMA = Schema(
     (
@@ -88,18 +87,6 @@ def _ingest(
         )
 
 
-def _fingerprint(ds: Dataset) -> tuple[dict[str, str], dict[str, object]]:
-    """Hashes of every Parquet file (shards and rejects) and the manifest's row accounting."""
-    root = Path(ds.uri)
-    files = {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.parquet"))
-    }
-    manifest = json.loads((root / "manifest.json").read_text())
-    keys = ("rows_read", "rows_written", "rows_rejected", "class_counts", "shards", "rejects")
-    return files, {key: manifest[key] for key in keys}
-
-
 @settings(
     max_examples=40,
     deadline=None,
@@ -127,7 +114,7 @@ def test_any_split_writes_the_dataset_a_single_stream_writes(
         # ceil(size / (size // cuts)), rounded up to a multiple of the parsers
         assert split.manifest["ranges"] <= cuts + parsers
         assert whole.manifest["ranges"] == 1
-        assert _fingerprint(split) == _fingerprint(whole)
+        assert fingerprint(split) == fingerprint(whole)
         assert [line for line, _ in rejects(split)] == bad
         m = split.manifest
         assert m["rows_read"] == rows == m["rows_written"] + m["rows_rejected"]
@@ -159,12 +146,12 @@ def test_one_two_and_four_parsers_write_byte_identical_datasets(
         small = _ingest(path, tmp_path / "small", 1 << 30, 1, strategy)
         results = [_ingest(path, tmp_path / f"p{n}", range_bytes, n, strategy) for n in (1, 2, 4)]
     assert whole.manifest["ranges"] == 1
-    assert _fingerprint(whole)[1]["rows_read"] == _fingerprint(results[0])[1]["rows_read"]
+    assert fingerprint(whole)[1]["rows_read"] == fingerprint(results[0])[1]["rows_read"]
     assert [ds.manifest["parsers"] for ds in results] == [1, 2, 4]
     assert all(ds.manifest["ranges"] >= 10 for ds in results)
-    assert _fingerprint(results[0]) == _fingerprint(small)
-    assert _fingerprint(results[1]) == _fingerprint(results[0])
-    assert _fingerprint(results[2]) == _fingerprint(results[0])
+    assert fingerprint(results[0]) == fingerprint(small)
+    assert fingerprint(results[1]) == fingerprint(results[0])
+    assert fingerprint(results[2]) == fingerprint(results[0])
     assert [line for line, _ in rejects(results[2])] == bad
 
 
@@ -210,7 +197,7 @@ def _outcome(path: Path, out: Path, range_bytes: int, parsers: int, block: int |
         return str(error)
     m = ds.manifest
     assert m["rows_read"] == m["rows_written"] + m["rows_rejected"]
-    return rejects(ds), _fingerprint(ds)
+    return rejects(ds), fingerprint(ds)
 
 
 @settings(
@@ -269,7 +256,7 @@ def test_rows_after_a_quoted_newline_keep_their_physical_lines(tmp_path: Path) -
         cut = _ingest(path, tmp_path / f"cut{range_bytes}", range_bytes, 2, "random")
         assert cut.manifest["ranges"] > 1
         assert rejects(cut) == expected
-        assert _fingerprint(cut) == _fingerprint(whole)
+        assert fingerprint(cut) == fingerprint(whole)
 
 
 def test_the_progress_text_shows_rows_per_second_and_parsers() -> None:
@@ -326,7 +313,7 @@ def test_real_files_cut_into_ranges_write_the_single_stream_dataset(
         written.append(ds)
     assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 15
     assert written[1].manifest["rows_read"] == written[1].manifest["rows_written"] == rows
-    assert _fingerprint(written[1]) == _fingerprint(written[0])
+    assert fingerprint(written[1]) == fingerprint(written[0])
 
 
 def test_small_files_are_parsed_side_by_side_and_write_what_one_parser_writes(
@@ -340,7 +327,7 @@ def test_small_files_are_parsed_side_by_side_and_write_what_one_parser_writes(
     one, two = (_ingest(pattern, tmp_path / f"out{n}", 1 << 30, n, "stratified") for n in (1, 2))
     assert (one.manifest["parsers"], one.manifest["ranges"]) == (1, 5)
     assert (two.manifest["parsers"], two.manifest["ranges"]) == (2, 5)
-    assert _fingerprint(two) == _fingerprint(one)
+    assert fingerprint(two) == fingerprint(one)
     sources = two.read_rejects().column("source").to_pylist()
     assert sources == sorted(sources)  # file by file, in input order
 
@@ -365,7 +352,7 @@ def test_the_demo_csv_with_its_malformed_lines_is_parsed_in_ranges(tmp_path: Pat
         written.append(ds)
     assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 9
     assert written[1].manifest["rows_rejected"] > 0
-    assert _fingerprint(written[1]) == _fingerprint(written[0])
+    assert fingerprint(written[1]) == fingerprint(written[0])
 
 
 def _gz_parts(folder: Path, count: int) -> str:
@@ -384,7 +371,7 @@ def test_gz_files_are_parsed_one_per_parser_and_write_what_one_parser_writes(
     one, two = (_ingest(pattern, tmp_path / f"out{n}", 1 << 30, n, "stratified") for n in (1, 2))
     assert (one.manifest["parsers"], one.manifest["ranges"]) == (1, 5)
     assert (two.manifest["parsers"], two.manifest["ranges"]) == (2, 5)
-    assert _fingerprint(two) == _fingerprint(one)
+    assert fingerprint(two) == fingerprint(one)
     sources = two.read_rejects().column("source").to_pylist()
     assert sources == sorted(sources)  # file by file, in input order
 
@@ -450,7 +437,7 @@ def test_a_quoted_newline_across_a_parser_block_is_read_on_one_stream_and_in_ran
         results.append(ds)
     assert results[0].manifest["rows_read"] == 300 == results[0].manifest["rows_written"]
     assert results[1].manifest["ranges"] >= 5
-    assert _fingerprint(results[1]) == _fingerprint(results[0])
+    assert fingerprint(results[1]) == fingerprint(results[0])
 
 
 def test_a_quoted_crlf_split_between_two_parser_blocks_keeps_its_newline(tmp_path: Path) -> None:

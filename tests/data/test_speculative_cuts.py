@@ -5,61 +5,19 @@ byte for byte the one a single stream writes, and every reject keeps its physica
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import pytest
 
 import shardlearn.data._ingest_run as ingest_run
 import shardlearn.data._ranges as ranges_module
-from shardlearn.data import Dataset, ingest
+from shardlearn.data import ingest
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
-
-
-def _ingest(path: Path, out: Path, range_bytes: int, parsers: int, **options: Any) -> Dataset:
-    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The label column 'label' has a single class")
-        return ingest(
-            str(path),
-            "label",
-            str(out),
-            partitions=3,
-            max_reject_rate=1.0,
-            kinds={"s": "text"},
-            overwrite=True,
-            progress=False,
-            parsers=parsers,
-            **options,
-        )
-
-
-def _fingerprint(ds: Dataset) -> tuple[dict[str, str], dict[str, object]]:
-    root = Path(ds.uri)
-    files = {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.parquet"))
-    }
-    manifest = json.loads((root / "manifest.json").read_text())
-    keys = ("rows_read", "rows_written", "rows_rejected", "class_counts", "shards", "rejects")
-    return files, {key: manifest[key] for key in keys}
-
-
-class _Plans:
-    """Records whether each plan of the ingest was speculative."""
-
-    def __init__(self) -> None:
-        self.speculative: list[bool] = []
-        self.plan = ranges_module.plan_ranges
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.speculative.append(bool(kwargs.get("speculate")))
-        return self.plan(*args, **kwargs)
+from ._speculation import RecordedPlans, fingerprint, ingest_in_ranges
 
 
 def _lines(count: int) -> list[str]:
@@ -73,7 +31,7 @@ def test_a_clean_csv_is_read_once_and_writes_the_single_stream_dataset(tmp_path:
     lines[1234] = "1233,bad"
     path = tmp_path / "clean.csv"
     path.write_text("\n".join(lines) + "\n")
-    whole = _ingest(path, tmp_path / "whole", 1 << 30, 1)
+    whole = ingest_in_ranges(path, tmp_path / "whole", 1 << 30, 1)
     read: list[int] = []
     original = ranges_module._read
 
@@ -82,17 +40,17 @@ def test_a_clean_csv_is_read_once_and_writes_the_single_stream_dataset(tmp_path:
         read.append(len(data))
         return data
 
-    plans = _Plans()
+    plans = RecordedPlans()
     with (
         mock.patch.object(ranges_module, "_read", counting),
         mock.patch.object(ingest_run, "plan_ranges", plans),
     ):
-        split = _ingest(path, tmp_path / "split", path.stat().st_size // 6, 2)
+        split = ingest_in_ranges(path, tmp_path / "split", path.stat().st_size // 6, 2)
     assert split.manifest["ranges"] >= 6
     assert plans.speculative == [True]
     assert sum(read) == path.stat().st_size
     assert rejects(split) == [(1235, "wrong number of fields (expected 3)")]
-    assert _fingerprint(split) == _fingerprint(whole)
+    assert fingerprint(split) == fingerprint(whole)
 
 
 def test_a_cut_inside_a_quoted_value_plans_again_and_keeps_every_line(tmp_path: Path) -> None:
@@ -106,15 +64,15 @@ def test_a_cut_inside_a_quoted_value_plans_again_and_keeps_every_line(tmp_path: 
     lines[300] = "299,bad"  # physical line 301 + 199 = 500
     path = tmp_path / "quoted.csv"
     path.write_text("\n".join(lines) + "\n")
-    whole = _ingest(path, tmp_path / "whole", 1 << 30, 1)
+    whole = ingest_in_ranges(path, tmp_path / "whole", 1 << 30, 1)
     assert rejects(whole) == [(500, "wrong number of fields (expected 3)")]
-    plans = _Plans()
+    plans = RecordedPlans()
     with mock.patch.object(ingest_run, "plan_ranges", plans):
-        split = _ingest(path, tmp_path / "split", path.stat().st_size // 2, 2)
+        split = ingest_in_ranges(path, tmp_path / "split", path.stat().st_size // 2, 2)
     assert plans.speculative == [True, False]
     assert split.manifest["ranges"] == 2
     assert rejects(split) == rejects(whole)
-    assert _fingerprint(split) == _fingerprint(whole)
+    assert fingerprint(split) == fingerprint(whole)
     assert [p.name for p in (tmp_path / "split").iterdir() if p.name.startswith(".")] == []
 
 
@@ -137,7 +95,7 @@ def test_a_wrong_cut_after_a_right_one_and_in_a_later_file(tmp_path: Path, parse
         warnings.filterwarnings("ignore", "The label column")
         whole = ingest(paths, "label", tmp_path / "whole", partitions=3, progress=False,
                        parsers=1, kinds={"s": "text"})  # fmt: skip
-    plans = _Plans()
+    plans = RecordedPlans()
     range_bytes = second.stat().st_size // 4
     with (
         mock.patch.object(ingest_run, "plan_ranges", plans),
@@ -147,7 +105,7 @@ def test_a_wrong_cut_after_a_right_one_and_in_a_later_file(tmp_path: Path, parse
                        parsers=parsers, kinds={"s": "text"})  # fmt: skip
     assert plans.speculative == [True, True, False]  # the first file's checked cuts are kept
     assert split.manifest["ranges"] >= 4
-    assert _fingerprint(split) == _fingerprint(whole)
+    assert fingerprint(split) == fingerprint(whole)
 
 
 @pytest.mark.parametrize("where", ["end of the first range", "end of the file"])
@@ -171,13 +129,13 @@ def test_a_row_longer_than_a_block_at_a_cut_reads_the_file_as_the_stream_does(
 
     def outcome(out: Path, range_bytes: int, parsers: int) -> object:
         try:
-            ds = _ingest(path, out, range_bytes, parsers, block_size=64)
+            ds = ingest_in_ranges(path, out, range_bytes, parsers, block_size=64)
         except DataError as error:
             return str(error)
-        return rejects(ds), _fingerprint(ds)
+        return rejects(ds), fingerprint(ds)
 
     whole = outcome(tmp_path / "whole", 1 << 30, 1)
-    plans = _Plans()
+    plans = RecordedPlans()
     with mock.patch.object(ingest_run, "plan_ranges", plans):
         split = outcome(tmp_path / "split", cut, 2)
     assert split == whole

@@ -1,0 +1,58 @@
+"""Helpers the range-parsing tests share: an ingest with a given range size, the files and row
+accounting two ingests compare, and a record of which plans were speculative."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import shardlearn.data._ranges as ranges_module
+from shardlearn.data import Dataset, ingest
+
+
+def ingest_in_ranges(
+    path: Path, out: Path, range_bytes: int, parsers: int, **options: Any
+) -> Dataset:
+    """Ingest ``path`` (label ``label``, text column ``s``) cut into ranges of ``range_bytes``."""
+    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The label column 'label' has a single class")
+        return ingest(
+            str(path),
+            "label",
+            str(out),
+            partitions=3,
+            max_reject_rate=1.0,
+            kinds={"s": "text"},
+            overwrite=True,
+            progress=False,
+            parsers=parsers,
+            **options,
+        )
+
+
+def fingerprint(ds: Dataset) -> tuple[dict[str, str], dict[str, object]]:
+    """Hashes of every Parquet file (shards and rejects) and the manifest's row accounting."""
+    root = Path(ds.uri)
+    files = {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
+    manifest = json.loads((root / "manifest.json").read_text())
+    keys = ("rows_read", "rows_written", "rows_rejected", "class_counts", "shards", "rejects")
+    return files, {key: manifest[key] for key in keys}
+
+
+class RecordedPlans:
+    """Records whether each plan of the ingest was speculative (patch it over plan_ranges)."""
+
+    def __init__(self) -> None:
+        self.speculative: list[bool] = []
+        self.plan = ranges_module.plan_ranges
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.speculative.append(bool(kwargs.get("speculate")))
+        return self.plan(*args, **kwargs)
