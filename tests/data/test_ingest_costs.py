@@ -22,7 +22,7 @@ from shardlearn.data.ingest import schema_for_table
 from shardlearn.data.partition import make_partitioner
 from shardlearn.exceptions import SchemaError
 
-from .test_parallel_ingest import _fingerprint
+from ._speculation import fingerprint
 
 
 def _csv(path: Path, rows: int = 3000) -> Path:
@@ -138,7 +138,7 @@ def test_a_small_multi_frame_zst_is_decompressed_once(tmp_path: Path, kind: str)
     step = len(text) // 5 + 1
     frames = [codec.compress(text[a : a + step], asbytes=True) for a in range(0, len(text), step)]
     path.write_bytes(b"".join(frames))
-    whole = _fingerprint(ingest(path, "label", tmp_path / "one", progress=False, parsers=1))
+    whole = fingerprint(ingest(path, "label", tmp_path / "one", progress=False, parsers=1))
 
     def decompressed_again(*args: object) -> bytes:
         raise AssertionError("a range kept by the plan was decompressed again")
@@ -149,7 +149,7 @@ def test_a_small_multi_frame_zst_is_decompressed_once(tmp_path: Path, kind: str)
     ):
         split = ingest(path, "label", tmp_path / "split", progress=False, parsers=2)
     assert split.manifest["ranges"] >= 4
-    assert _fingerprint(split) == whole
+    assert fingerprint(split) == whole
 
 
 @pytest.mark.parametrize(

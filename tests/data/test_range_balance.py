@@ -21,7 +21,8 @@ import shardlearn.data._ranges as ranges_module
 from shardlearn.data._balance import range_count
 from shardlearn.data.readers import reader_options
 
-from .test_parallel_ingest import _fingerprint, _ingest
+from ._speculation import fingerprint
+from .test_parallel_ingest import _ingest
 
 ROWS = 3000
 
@@ -142,4 +143,4 @@ def test_an_ingest_plans_for_its_parsers_and_writes_the_same_dataset(tmp_path: P
     whole = _ingest(path, tmp_path / "whole", 1 << 30, 1, "random")
     split = _ingest(path, tmp_path / "split", range_bytes, 2, "random")
     assert split.manifest["ranges"] == 8 and split.manifest["parsers"] == 2
-    assert _fingerprint(split) == _fingerprint(whole)
+    assert fingerprint(split) == fingerprint(whole)

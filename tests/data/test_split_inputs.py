@@ -24,7 +24,8 @@ from shardlearn.data.readers import reader_options
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
-from .test_parallel_ingest import _fingerprint, _ingest, _quoted_csv, quoted_rows
+from ._speculation import fingerprint
+from .test_parallel_ingest import _ingest, _quoted_csv, quoted_rows
 
 STRATEGIES = ["random", "stratified", "hash:s", "range:x"]  # shuffled, keyed and ordered
 ZSTD = pa.Codec("zstd")
@@ -54,7 +55,7 @@ def _outcome(path: Path, out: Path, range_bytes: int, parsers: int, strategy: st
         return str(error)
     m = ds.manifest
     assert m["rows_read"] == m["rows_written"] + m["rows_rejected"]
-    return rejects(ds), _fingerprint(ds)
+    return rejects(ds), fingerprint(ds)
 
 
 def _passes(strategy: str) -> int:
@@ -134,7 +135,7 @@ def test_csv_zst_one_two_and_four_parsers_write_byte_identical_datasets(
         m = split.manifest
         assert m["ranges"] >= 10 and m["parsers"] == parsers
         assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 900
-        assert _fingerprint(split) == _fingerprint(whole)
+        assert fingerprint(split) == fingerprint(whole)
 
 
 def test_a_single_frame_zst_is_one_stream(tmp_path: Path) -> None:
@@ -249,7 +250,7 @@ def test_jsonl_one_two_and_four_parsers_write_byte_identical_datasets(
         m = split.manifest
         assert m["ranges"] >= 15 and m["parsers"] == parsers
         assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 1201
-        assert _fingerprint(split) == _fingerprint(whole)
+        assert fingerprint(split) == fingerprint(whole)
     assert split.schema.names == ["x", "s", "label"]
 
 
@@ -286,7 +287,7 @@ def test_parquet_row_groups_on_one_two_and_four_parsers_write_byte_identical_dat
         m = split.manifest
         assert m["ranges"] >= 8 and m["parsers"] == parsers
         assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 2000
-        assert _fingerprint(split) == _fingerprint(whole)
+        assert fingerprint(split) == fingerprint(whole)
 
 
 def test_hive_folder_files_with_row_groups_write_what_one_parser_writes(tmp_path: Path) -> None:
@@ -296,7 +297,7 @@ def test_hive_folder_files_with_row_groups_write_what_one_parser_writes(tmp_path
     one = _ingest(tmp_path / "in", tmp_path / "one", 1 << 30, 1, "hash:s")
     four = _ingest(tmp_path / "in", tmp_path / "four", 2000, 4, "hash:s")
     assert one.manifest["ranges"] == 2 and four.manifest["ranges"] >= 8
-    assert _fingerprint(four) == _fingerprint(one)
+    assert fingerprint(four) == fingerprint(one)
 
 
 # -- largest first -------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def test_adult_as_a_multi_frame_zst_writes_the_single_stream_dataset(
             )
     assert written[0].manifest["ranges"] == 1 and written[1].manifest["ranges"] >= 7
     assert written[1].manifest["rows_read"] == written[1].manifest["rows_written"] == 32_561
-    assert _fingerprint(written[1]) == _fingerprint(written[0])
+    assert fingerprint(written[1]) == fingerprint(written[0])
 
 
 @pytest.mark.parametrize("strategy", ["stratified", "hash:s"])
@@ -395,7 +396,7 @@ def test_small_compressed_files_are_ranges_and_large_ones_streams_with_one_strea
         split = _ingest(pattern, tmp_path / f"p{parsers}", range_bytes, parsers, strategy)
         m = split.manifest
         assert m["rows_read"] == m["rows_written"] + m["rows_rejected"] == 3450
-        assert _fingerprint(split) == _fingerprint(whole)
+        assert fingerprint(split) == fingerprint(whole)
 
 
 @pytest.mark.parametrize("change", ["truncate", "corrupt"])
