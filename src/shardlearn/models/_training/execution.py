@@ -8,28 +8,40 @@ Modes
     (default), ``"in_process"`` or ``"workers"``; a forced mode is always honoured.
 
 The cost model (:func:`choose_execution`) is a pure function of a :class:`Work` (algorithm,
-rows, features, passes over the data) and a :class:`Machine` (engine kind, workers, cores of
-the calling process and of the cluster, memory, the configured start-up cost of a distributed
-fit), so the automatic choice is deterministic for a given data size and machine description.
-It estimates::
+rows, features, passes over the data, collective rounds and how they are exchanged) and a
+:class:`Machine` (engine kind, workers, cores of the calling process and of the cluster, memory,
+the configured start-up cost of a distributed fit, workers already warm for the algorithm), so
+the automatic choice is deterministic for a given data size and machine description. It
+estimates::
 
-    in_process = rows * features * passes * seconds_per_value / in-process cores
-    workers    = start_seconds + syncs * sync_seconds_per_pass
-                 + rows * features * passes * seconds_per_value / cluster_cpus
+    in_process = syncs * step_seconds
+                 + rows * features * passes * seconds_per_value / in-process cores
+    workers    = start + syncs * (step_seconds + sync)
+                 + rows * features * passes * seconds_per_value / parallel cores
 
 (in-process cores: the algorithm's ``in_process_cpus``, else ``local_cpus``; syncs: the work's
-collective rounds, else one per pass)
+collective rounds, else one per pass; step_seconds: what a round costs every process whatever
+its rows -- an MLP's optimiser step --, 0 for boosting; sync: the round's exchange, from the
+work's transport (:data:`TRANSPORTS`: latency + bytes) when it names one, else the algorithm's
+``sync_seconds_per_pass``; parallel cores: ``cluster_cpus``, or at most ``cores_per_worker``
+per worker; start: the machine's ``start_seconds`` plus the algorithm's ``import_seconds``
+(torch in a fresh worker), or its ``warm_start_seconds`` when the machine's
+``warm_workers`` already ran it)
 
 and picks the cheaper, in-process on a tie; in-process only when the training block fits in a
 share of this machine's memory (:data:`IN_PROCESS_MEMORY_SHARE`). On the local engine the
-workers share this machine's cores, so one process with all of them wins whenever the rows fit
-in memory; workers pay off when a Ray cluster offers more cores than this machine has, or when
-the rows do not fit in one process.
+workers share this machine's cores, so one process with all of them wins whenever it can use
+them (boosting); workers pay off when a Ray cluster offers more cores than this machine has,
+when the rows do not fit in one process, or when the in-process fit uses fewer cores than the
+workers together (an MLP trains on one torch thread) and the rows x epochs pay for the
+workers' start and per-step exchange.
 
 Why in ``models`` and not ``engine``: the decision needs what an algorithm costs per value and
 per pass, and the engine layer knows nothing about models (DESIGN §11); it reads only the
 engine's public description (name, worker count, capacity). A trainer opts in by declaring
-``_execution_algorithm`` (a key of :data:`ALGORITHMS`) and ``_execution_passes()``; the fit
+``_execution_algorithm`` (a key of :data:`ALGORITHMS`) and ``_execution_passes()`` (or
+``_execution_work(rows, features)``, and ``_execution_machine(machine)`` to add what it knows of
+its workers: an MLP's warm ones); the fit
 entry points wrap their ``prepare_training`` in :func:`execution_engine`, which gives the
 engine to prepare on (a one-worker in-process engine for ``"in_process"``).
 
@@ -69,7 +81,9 @@ __all__ = [
     "AlgorithmCost",
     "FitTimings",
     "Machine",
+    "TRANSPORTS",
     "Plan",
+    "Transport",
     "Work",
     "add_time",
     "choose_execution",
@@ -111,28 +125,80 @@ class AlgorithmCost:
         collective round when the work counts them (:attr:`Work.syncs`).
     in_process_cpus : int or None
         Cores an in-process fit uses (None: all of the calling process's).
+    step_seconds : float
+        Fixed cost of one collective round (:attr:`Work.syncs`) that every process pays
+        whatever its share of the rows, in-process too (an MLP's optimiser step: autograd,
+        kernel launches, the optimiser's update of every weight).
+    cores_per_worker : int or None
+        Cores one worker trains on (None: the workers use ``cluster_cpus`` together).
+    import_seconds : float
+        What a fresh worker pays before its first round (importing torch).
+    warm_start_seconds : float or None
+        The whole start cost when the machine's workers already ran this algorithm
+        (:attr:`Machine.warm_workers`); None: no warm figure, ``start_seconds`` always.
     """
 
     seconds_per_value: float
     bytes_per_value: float
     sync_seconds_per_pass: float
     in_process_cpus: int | None = None
+    step_seconds: float = 0.0
+    cores_per_worker: int | None = None
+    import_seconds: float = 0.0
+    warm_start_seconds: float | None = None
 
 
 #: Per-algorithm costs. ``hist_boosting``: XGBoost hist, one pass per tree level (histograms
 #: are built level by level): 100 trees of depth 10 on 80k x 8 airline rows take 1.0 s on 2
 #: cores, 3e-9 s per value and level; a float32 block plus the quantile matrix and gradients;
 #: one histogram allreduce per level.
-#: ``mlp``: data-parallel MLP (neural_ddp); a value is one multiply-add of one row, passes are
-#: forward + backward (3 forward's worth) per epoch; 1 worker trains 90k x 20 rows through a
-#: (64, 64) network in 0.14 s/epoch on a quiet 2-core machine, 9e-11 s per multiply-add. A sync
-#: is one optimiser step's all-reduce plus the per-step work that does not shrink with the rows
-#: (2 workers: 0.36 s/epoch over 88 steps, issue #23: 3e-3 s). In-process training uses one
-#: torch thread: two intra-op threads on 64-wide layers were slower than one (measured 3-10 s
-#: of CPU per epoch against 0.2 s on a shared 2-core machine).
+#: ``mlp``: data-parallel MLP (neural_network._ddp); a value is one multiply-add of one row,
+#: passes are forward + backward (3 forward's worth) per epoch, a sync is one optimiser step.
+#: Calibrated on issue #23's benchmark (900k x 20 rows, (64, 64), 4 classes, batch 1024, one
+#: torch thread per process; quiet 2-core machine, 17:04 UTC run): a step costs 0.3 ms
+#: whatever its rows (CPU time of a 1-row step against a 1024-row one, shared machine: 0.3 of
+#: it) -- ``step_seconds`` -- and 0.85 ms per 1024 rows, 5e-11 s per multiply-add; predicted
+#: 1.01 s/epoch in-process against 1.04 measured (0.10 against 0.11 at 90k). Each worker
+#: trains on one core. A fresh worker imports torch (about 2 s beside the engine's 1 s start:
+#: first fits 2.9-3.2 s slower than warm ones); a warm one starts a fit in about 0.15 s
+#: (hand-off, rendezvous, set-up). In-process training uses one torch thread: two intra-op
+#: threads on 64-wide layers were slower than one (3-10 s of CPU per epoch against 0.2 s on a
+#: shared 2-core machine).
 ALGORITHMS: dict[str, AlgorithmCost] = {
     "hist_boosting": AlgorithmCost(3e-9, 8.0, 1e-3),
-    "mlp": AlgorithmCost(9e-11, 8.0, 3e-3, in_process_cpus=1),
+    "mlp": AlgorithmCost(
+        5e-11,
+        8.0,
+        3e-3,
+        in_process_cpus=1,
+        step_seconds=3e-4,
+        cores_per_worker=1,
+        import_seconds=2.0,
+        warm_start_seconds=0.15,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Transport:
+    """What one collective round costs through a transport: ``latency_seconds`` plus
+    ``seconds_per_byte`` times the bytes each rank contributes."""
+
+    latency_seconds: float
+    seconds_per_byte: float
+
+
+#: The MLP's gradient exchanges (neural_network._ddp). ``shared_memory`` (a network of one
+#: bucket on CPUs): the all-reduce itself takes 12-16 us, but a step waits for the slower rank
+#: (each rank's share of a random global batch differs by a few rows, and the scheduler wakes
+#: the waiting rank), so the latency is the measured lock-step cost: 2 workers at 0.83 s/epoch
+#: over 880 steps against the 0.63 s their compute and step costs predict, 0.22 ms a step
+#: (0.30 ms at 90k rows); the bytes are copied into a slot and summed (about 2e-10 s/byte for
+#: 4 MB, one core). ``gloo``: 0.7-1.7 ms per all-reduce of 23 KB between two local processes
+#: (issue #23), about 1 GB/s over loopback.
+TRANSPORTS: dict[str, Transport] = {
+    "shared_memory": Transport(2.2e-4, 2e-10),
+    "gloo": Transport(1.2e-3, 1e-9),
 }
 
 
@@ -141,7 +207,9 @@ class Work:
     """The size of a fit: ``rows`` x ``features`` values visited ``passes`` times.
 
     ``syncs``: collective rounds of a distributed fit when they are not one per pass (an MLP
-    all-reduces once per optimiser step); None: one per pass.
+    all-reduces once per optimiser step); None: one per pass. ``transport`` (a key of
+    :data:`TRANSPORTS`) and ``sync_bytes`` (what each rank contributes to a round): how a
+    round is exchanged; None: the algorithm's ``sync_seconds_per_pass``.
     """
 
     algorithm: str
@@ -149,6 +217,8 @@ class Work:
     features: int
     passes: int
     syncs: int | None = None
+    transport: str | None = None
+    sync_bytes: int = 0
 
     @property
     def values(self) -> float:
@@ -174,6 +244,11 @@ class Machine:
         Physical memory of the calling process's machine.
     start_seconds : float
         Fixed cost of a distributed fit (:data:`STARTUP_SECONDS`).
+    warm_workers : int
+        Workers that already ran the planned algorithm in this interpreter (their processes
+        are kept idle between fits, its library imported): a fit on at most that many pays
+        the algorithm's ``warm_start_seconds``. Filled in by the estimator
+        (``_execution_machine``); 0 by :func:`describe_machine`.
     """
 
     engine: str
@@ -182,6 +257,7 @@ class Machine:
     cluster_cpus: float
     memory_bytes: int
     start_seconds: float
+    warm_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +299,29 @@ def _workers_mode(machine: Machine) -> str:
     return "ray" if machine.engine == "ray" else "workers"
 
 
+def _start_seconds(cost: AlgorithmCost, machine: Machine) -> float:
+    """A distributed fit's fixed cost: warm workers' figure, else start plus import."""
+    warm = 0 < machine.workers <= machine.warm_workers
+    if warm and cost.warm_start_seconds is not None:
+        return cost.warm_start_seconds
+    return machine.start_seconds + cost.import_seconds
+
+
+def _sync_seconds(cost: AlgorithmCost, work: Work) -> float:
+    """One collective round: through the work's transport, else the algorithm's figure."""
+    if work.transport is None:
+        return cost.sync_seconds_per_pass
+    transport = TRANSPORTS[work.transport]
+    return transport.latency_seconds + work.sync_bytes * transport.seconds_per_byte
+
+
+def _parallel_cores(cost: AlgorithmCost, machine: Machine) -> float:
+    """Cores the workers train on together."""
+    if cost.cores_per_worker is None:
+        return machine.cluster_cpus
+    return max(1.0, min(machine.cluster_cpus, float(machine.workers * cost.cores_per_worker)))
+
+
 def choose_execution(work: Work, machine: Machine, requested: str = "auto") -> Plan:
     """Where ``work`` runs on ``machine``: deterministic, from the sizes alone.
 
@@ -240,11 +339,13 @@ def choose_execution(work: Work, machine: Machine, requested: str = "auto") -> P
     cost = ALGORITHMS[work.algorithm]
     compute = work.values * cost.seconds_per_value
     syncs = work.passes if work.syncs is None else work.syncs
+    steps = syncs * cost.step_seconds
     estimates = {
-        "in_process": compute / (cost.in_process_cpus or machine.local_cpus),
-        _workers_mode(machine): machine.start_seconds
-        + syncs * cost.sync_seconds_per_pass
-        + compute / machine.cluster_cpus,
+        "in_process": steps + compute / (cost.in_process_cpus or machine.local_cpus),
+        _workers_mode(machine): _start_seconds(cost, machine)
+        + steps
+        + syncs * _sync_seconds(cost, work)
+        + compute / _parallel_cores(cost, machine),
     }
     if requested == "in_process":
         return Plan("in_process", requested, estimates, "requested")
@@ -300,7 +401,11 @@ def execution_engine(estimator: Any, X: Any, engine: Any) -> Iterator[Any]:
         yield engine
         return
     requested = getattr(estimator, "execution", "auto")
-    plan = choose_execution(work, describe_machine(get_engine(engine)), requested)
+    machine = describe_machine(get_engine(engine))
+    adjust = getattr(estimator, "_execution_machine", None)
+    if adjust is not None:  # what the estimator knows of its workers (an MLP: warm ones)
+        machine = adjust(machine)
+    plan = choose_execution(work, machine, requested)
     estimator._execution_plan = plan
     if plan.mode != "in_process":
         yield engine

@@ -39,7 +39,7 @@ from shardlearn.models.neural_network._shared import create_exchange, remove_exc
 from shardlearn.models.neural_network._torch import build_network, require_torch, stage_ranges
 from shardlearn.models.neural_network._worker import checkpoint, has_run, probe, teardown
 
-__all__ = ["train_on_group"]
+__all__ = ["train_on_group", "warm_workers"]
 
 # Seconds a rank waits for the others at the rendezvous and in collectives before failing.
 RENDEZVOUS_TIMEOUT = 300
@@ -49,6 +49,16 @@ _MODES = {
     "data": (ddp_setup, ddp_epoch, ddp_result),
     "pipeline": (pipeline_setup, pipeline_epoch, pipeline_result),
 }
+# Size of the largest group of worker processes that trained a network in this interpreter.
+# The local engine keeps its processes idle between fits and hands them to the next group,
+# torch still imported, so a fit on at most as many workers starts warm (the cost model's
+# Machine.warm_workers, models._training.execution).
+_WARM = {"workers": 0}
+
+
+def warm_workers() -> int:
+    """How many worker processes of this interpreter have trained a network (see ``_WARM``)."""
+    return _WARM["workers"]
 
 
 def choose_device(requested: str, infos: list[dict]) -> str:
@@ -124,6 +134,8 @@ def train_on_group(
         session.remove_exchange()
     session.store = None  # stops the store's server: the ranks have left their group
     estimator.restarts_ = session.restarts
+    if not group.shares_memory:  # processes that keep torch imported for the next fit
+        _WARM["workers"] = max(_WARM["workers"], group.size)
     weights: dict = {}
     for part in parts:
         weights.update(part or {})

@@ -16,10 +16,13 @@ training with the same global ``batch_size``, seed and dropout masks, for any wo
 the module docstrings).
 
 Where an MLP's fit runs is chosen per fit (``execution``,
-:mod:`shardlearn.models._training.execution`): every optimiser step of data-parallel training waits
-for an all-reduce, so on small networks 2 processes are slower than 1; ``"auto"`` then trains in the
-calling process (``execution_ == "in_process"``), ``"workers"`` forces the worker group. Both give
-the same model (single-process torch with the same global batch).
+:mod:`shardlearn.models._training.execution`): every optimiser step of data-parallel training has a
+fixed cost on every rank and waits for an all-reduce, and workers that never trained a network
+must first import torch, so 2 processes pay off only for enough rows x epochs; ``"auto"``
+compares the estimates (the local workers that already trained a network in this interpreter
+start warm, :func:`~shardlearn.models.neural_network._driver.warm_workers`) and otherwise trains
+in the calling process (``execution_ == "in_process"``); ``"workers"`` forces the worker group.
+Both give the same model (single-process torch with the same global batch).
 
 Continue-training (``MLPClassifier(warm_start=True)``, scikit-learn's contract): a refit of a
 fitted network trains ``epochs`` more epochs from its weights *and* its optimiser state (Adam's
@@ -32,6 +35,7 @@ torch is imported only inside functions: ``import shardlearn.models`` never impo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 import weakref
@@ -48,12 +52,15 @@ from shardlearn.models._base import ClassifierMixin, _to_json, artifact_params
 from shardlearn.models._registry import register_model
 from shardlearn.models._training.execution import (
     EXECUTION_OPTIONS,
+    Machine,
     Work,
     execution_engine,
     recording,
     timed,
 )
-from shardlearn.models.neural_network._driver import train_on_group
+from shardlearn.models.neural_network._ddp import BUCKET_BYTES
+from shardlearn.models.neural_network._driver import train_on_group, warm_workers
+from shardlearn.models.neural_network._shared import AVAILABLE as SHARED_MEMORY
 from shardlearn.models.neural_network._torch import (
     ACTIVATIONS,
     build_network,
@@ -499,9 +506,11 @@ class MLPClassifier(_NeuralClassifier):
         Where a data-parallel fit runs: ``"in_process"`` trains in the calling process (one
         torch thread, no workers, no all-reduce); ``"workers"`` on the engine's workers (Ray
         actors on Ray); ``"auto"`` picks the faster by a deterministic cost model (rows,
-        network multiply-adds, epochs, optimiser steps -- one all-reduce each --, cores; see
-        :mod:`shardlearn.models._training.execution`). The model is the same either way, within the
-        worker-count tolerance. Pipeline parallelism always runs on the workers.
+        network multiply-adds, epochs, optimiser steps -- one all-reduce each, through shared
+        memory or gloo --, cores, whether the workers already trained a network in this
+        interpreter; see :mod:`shardlearn.models._training.execution`). The model is the
+        same either way, within the worker-count tolerance. Pipeline parallelism always runs
+        on the workers.
 
     Attributes
     ----------
@@ -608,17 +617,31 @@ class MLPClassifier(_NeuralClassifier):
 
     def _execution_work(self, rows: int, features: int) -> Work:
         """The fit's size for the cost model: multiply-adds of the network per row, forward
-        and backward (3 forward's worth) per epoch, one all-reduce per optimiser step."""
+        and backward (3 forward's worth) per epoch, one all-reduce per optimiser step of the
+        gradients' bytes (plus the loss) through shared memory when the network is one
+        bucket on CPUs, else gloo (nccl on GPUs: the algorithm's own sync figure)."""
         hidden = _check_sizes(type(self).__name__, "hidden_layer_sizes", self.hidden_layer_sizes)
         sizes = [features, *hidden, _COST_CLASSES]
-        multiply_adds = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        layers = list(zip(sizes[:-1], sizes[1:], strict=False))
+        multiply_adds = sum(a * b for a, b in layers)
+        gradient_bytes = 4 * (1 + sum(a * b + b for a, b in layers))  # float32 weights, biases
+        transport = "shared_memory" if SHARED_MEMORY and gradient_bytes <= BUCKET_BYTES else "gloo"
         return Work(
             "mlp",
             rows,
             features,
             passes=self.epochs * 3 * math.ceil(multiply_adds / features),
             syncs=self.epochs * math.ceil(rows / self.batch_size),
+            transport=None if self.device == "cuda" else transport,
+            sync_bytes=gradient_bytes,
         )
+
+    def _execution_machine(self, machine: Machine) -> Machine:
+        """The cost model's machine with the local workers that already trained a network in
+        this interpreter (warm: torch imported, a fit starts in a fraction of a second)."""
+        if machine.engine != "local":
+            return machine
+        return dataclasses.replace(machine, warm_workers=warm_workers())
 
     def _architecture(self, n_features: int, n_classes: int) -> dict:
         return {
