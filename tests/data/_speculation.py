@@ -15,9 +15,12 @@ from shardlearn.data import Dataset, ingest
 
 
 def ingest_in_ranges(
-    path: Path, out: Path, range_bytes: int, parsers: int, **options: Any
+    path: Path | str, out: Path, range_bytes: int, parsers: int, **options: Any
 ) -> Dataset:
-    """Ingest ``path`` (label ``label``, text column ``s``) cut into ranges of ``range_bytes``."""
+    """Ingest ``path`` (label ``label``; a text column ``s`` unless ``options`` give the
+    kinds or a schema) cut into ranges of ``range_bytes``."""
+    if "schema" not in options:
+        options.setdefault("kinds", {"s": "text"})
     with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The label column 'label' has a single class")
         return ingest(
@@ -26,7 +29,6 @@ def ingest_in_ranges(
             str(out),
             partitions=3,
             max_reject_rate=1.0,
-            kinds={"s": "text"},
             overwrite=True,
             progress=False,
             parsers=parsers,

@@ -23,7 +23,7 @@ from shardlearn.data.schema import Column, Schema
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
-from ._speculation import fingerprint
+from ._speculation import fingerprint, ingest_in_ranges
 
 SCHEMA = Schema(
     (
@@ -70,21 +70,9 @@ def _ingest(
     strategy: str,
     block_size: int | None = None,
 ) -> Dataset:
-    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The label column 'label' has a single class")
-        return ingest(
-            str(path),
-            "label",
-            str(out),
-            partitions=3,
-            strategy=strategy,
-            schema=SCHEMA,
-            max_reject_rate=1.0,
-            overwrite=True,
-            progress=False,
-            parsers=parsers,
-            block_size=block_size,
-        )
+    return ingest_in_ranges(
+        path, out, range_bytes, parsers, strategy=strategy, schema=SCHEMA, block_size=block_size
+    )
 
 
 @settings(
