@@ -111,6 +111,43 @@ def test_independent_stages_run_concurrently_within_capacity(tmp_path: Path) -> 
     assert result.results == {"a": {"output": "a"}, "b": {"output": "b"}}
 
 
+def test_in_process_fits_of_a_stage_use_the_cores_the_running_stages_leave_free(
+    tmp_path: Path,
+) -> None:
+    """Boosting asks round_cores() before every round: beside another stage holding a CPU it
+    gets the machine's cores less that one (a second XGBoost thread on a busy core spins at
+    every barrier), alone all of them."""
+    from shardlearn.models._training.execution import round_cores
+    from shardlearn.pipeline import stages
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    seen: dict[str, int | None] = {}
+    both_running = threading.Barrier(2, timeout=60)
+    both_asked = threading.Barrier(2, timeout=60)
+
+    def fake_export(name, options, workdir, model=None):  # noqa: ANN001, ARG001 - stage signature
+        if name != "alone":
+            both_running.wait()
+        seen[name] = round_cores()
+        if name != "alone":
+            both_asked.wait()  # neither ends before both have asked
+        return {"model": name}
+
+    side = {"type": "export", "model": str(tmp_path / "missing"), "resources": {"cpus": 1}}
+    raw = {
+        "workdir": str(tmp_path),
+        "stages": {"a": side, "b": side, "alone": {**side, "depends_on": ["a", "b"]}},
+    }
+    original = stages.STAGE_FUNCTIONS["export"]
+    stages.STAGE_FUNCTIONS["export"] = fake_export
+    try:
+        with engine("local", workers=2):
+            run_pipeline(parse_spec(raw), progress=False)
+    finally:
+        stages.STAGE_FUNCTIONS["export"] = original
+    assert seen == {"a": max(1, cores - 1), "b": max(1, cores - 1), "alone": cores}
+
+
 def test_a_failing_stage_names_itself_and_cancels_its_dependents(tmp_path: Path) -> None:
     raw = {
         "workdir": str(tmp_path),
