@@ -8,28 +8,32 @@ delivered as text (numbers as Python writes them: ``1``, ``1.0``, ``1e-05``). Th
 the keys of the first 1000 records of the first 20000 lines (or ``columns``).
 
 :class:`JsonLinesReader` gives exactly the same rows, values, line numbers and rejects, parsing
-blocks of about :data:`READ_BYTES` with ``pyarrow.json`` (threads inside Arrow). Each byte is
-copied once into a block (a byte range in memory is read as views of it), and the checks below
-are whole-block byte scans (numpy, memchr) that look at single lines only when a block holds
-what they look for:
+blocks of about :data:`READ_BYTES` with ``pyarrow.json``, each block as one Arrow block on
+one thread (ingest parses byte ranges on every core already: Arrow's threads cost about 10%
+more CPU for nothing, and a refused row is named exactly only from the start of one Arrow
+block). Each byte is copied once into a block (a byte range in memory is read as views of it),
+and the checks below are whole-block byte scans (numpy, memchr) that look at single lines only
+when a block holds what they look for:
 
 - Lines go to the reference instead when Arrow and Python could disagree on them: over-long,
   not UTF-8, a byte-order mark, ``NaN``/``Infinity``-like tokens (Arrow also takes ``-NaN`` and
-  ``Inf``), more than :data:`_MAX_BRACKETS` brackets (Python's recursion limit).
+  ``Inf``). A row of a parsed block whose line holds more than :data:`_MAX_BRACKETS` brackets
+  goes there too (Python's recursion limit; Arrow reads any depth): only a block where Arrow
+  found a list or an object can hold one, so a flat block's brackets are never counted.
 - A block Arrow refuses (a bad line, a column changing type, two objects on one line: the row
   count differs from the non-blank lines) is cut at the row Arrow names (that line goes to the
-  reference) or in half. Arrow counts that row from the start of its own block (a block is two
-  for Arrow's threads on the first parse): the lines are parsed again as one Arrow block,
-  where the row is exact and Arrow stops at it, so a refused line costs about two parses of
-  the lines before it. After :data:`_FAILURES` refusals and one per :data:`_FAILURE_LINES`
-  lines, the rest of the block goes to the reference, which bounds the cost of a dirty block;
-  the parts of a block are merged back into as few batches as their types allow.
+  reference) or in half. Arrow stops at that row: the lines before it are parsed again, so a
+  refused line costs about two parses of the lines before it. After :data:`_FAILURES`
+  refusals and one per :data:`_FAILURE_LINES` lines, the rest of the block goes to the
+  reference, which bounds the cost of a dirty block; the parts of a block are merged back into
+  as few batches as their types allow.
 - Parsed values become the reference's text: booleans ``true``/``false``, integers as they are,
-  floats as Python's ``repr`` (Arrow's shortest digits in the fixed-point range, ``repr`` itself
-  for the few others). A float column holds integers too (Arrow merges them): an integral value
-  on a line with no float token (no digit followed by ``.``, ``e``, ``E``) was an integer; on
-  another line the row goes to the reference. A list or an object in a column sends its row to
-  the reference (a reject); a text column Arrow read as a timestamp is read again as text.
+  floats as Python's ``repr`` (Arrow's shortest digits from 1e-4 to 1e9, where both write fixed
+  point, ``repr`` itself for the few others). A float column holds integers too (Arrow merges
+  them): an integral value on a line with no float token (no digit followed by ``.``, ``e``,
+  ``E``) was an integer; on another line the row goes to the reference. A list or an object in a
+  column sends its row to the reference (a reject); a text column Arrow read as a timestamp is
+  read again as text.
 - Columns ingest types as numbers (``fast_types``) skip the round trip through text when Arrow
   parsed them as numbers (the same values as the reference's text cast; missing-value markers
   that read as numbers keep every column text, and a -0.0 on a line that may hold the integer
@@ -67,6 +71,7 @@ _FAILURE_LINES = 32
 _SMALL = 8  # lines: a refused piece this small goes to the reference whole
 _SPLIT_ROWS = 16  # reference rows a typed block is cut around (more: all text)
 _EXACT = 2.0**53  # integral floats from here on may be integers Arrow rounded
+_FIXED = (1e-4, 1e9)  # magnitudes of fractions Arrow and repr both write in fixed point
 _JSON_SPACE = b" \t\r\n"
 _NON_FINITE_TOKEN = r"[:,\[]\s*-?(NaN|Inf)"
 _FLOAT_TOKEN = r"[0-9][.eE]"
@@ -226,12 +231,11 @@ class _Block:
 
 
 class _Refused(Exception):
-    """Arrow refused a piece; ``row`` is the row it named, if any, counted from the start of
-    the piece if ``exact`` (else from the start of one of Arrow's blocks of it)."""
+    """Arrow refused a piece; ``row`` is the row it named (from the start of the piece), if
+    any."""
 
-    def __init__(self, row: int | None, exact: bool) -> None:
+    def __init__(self, row: int | None) -> None:
         self.row = row
-        self.exact = exact
 
 
 class JsonLinesReader:
@@ -415,14 +419,7 @@ class _BlockParse:
     def _lines_for_reference(self, data: np.ndarray) -> np.ndarray:
         """Lines Arrow and Python could disagree on (see the module docstring)."""
         starts, raw = self.block.starts, self.block.data
-        lengths = np.diff(starts)
-        refer = lengths > self.reader.limit
-        # Lines starting with '{' hold one bracket each at least: unless the rest of the
-        # block's brackets could put one line past the limit, no line needs counting.
-        total = _count(data, b"{") + (_count(data, b"[") if raw.find(b"[") >= 0 else 0)
-        if total - int(np.count_nonzero(data[starts[:-1]] == 123)) + 1 > _MAX_BRACKETS:
-            brackets = np.flatnonzero((data == 91) | (data == 123))
-            refer |= _per_line(brackets, starts) > _MAX_BRACKETS
+        refer = np.diff(starts) > self.reader.limit
         ascii = raw.isascii()
         # Single bytes first: memchr is much faster than a substring search.
         if not ascii and b"\xef\xbb\xbf" in raw:
@@ -441,6 +438,16 @@ class _BlockParse:
                 except UnicodeDecodeError:
                     refer[index] = True
         return refer
+
+    def deep(self, table: pa.Table, rows: np.ndarray) -> np.ndarray:
+        """Per row of ``table`` (the lines ``rows``): whether its line holds more than
+        :data:`_MAX_BRACKETS` brackets, which Python's json may refuse as nested too deeply.
+        Only a table with a list or an object can hold such a line."""
+        if not any(pa.types.is_nested(field.type) for field in table.schema):
+            return np.zeros(len(rows), dtype=bool)
+        data = np.frombuffer(self.block.data, dtype=np.uint8)
+        brackets = np.flatnonzero((data == 91) | (data == 123))
+        return (_per_line(brackets, self.block.starts) > _MAX_BRACKETS)[rows]
 
     def float_token(self) -> np.ndarray:
         """Per line: whether it holds a digit followed by '.', 'e' or 'E' (a float token)."""
@@ -472,40 +479,35 @@ class _BlockParse:
                 yield self._reference(span)
                 return
             try:
-                table = self._parse(parsed, len(rows), threads=not self.failures)
+                table = self._parse(parsed, len(rows))
             except _Refused as refused:
                 self.failures += 1
                 if refused.row is None or refused.row >= len(rows):
                     middle = (start + stop) // 2
                     yield from self._part(start, middle)
                     start = middle
-                elif refused.exact:
+                else:
                     # Arrow stopped at that line: the lines before it are parsed again, the
                     # line goes to the reference, the rest is parsed on from there.
                     bad = int(rows[refused.row])
                     yield from self._part(start, bad)
                     yield self._reference(np.array([bad]))
                     start = bad + 1
-                # Else the row was counted from the start of one of Arrow's two blocks: the
-                # lines are parsed again as one block (failures > 0), which names it exactly.
                 continue
             yield from self._deliver(table, rows, span[self.reference[start:stop]])
             return
 
-    def _parse(self, parsed: np.ndarray, expected: int, threads: bool) -> pa.Table:
-        """Lines ``parsed`` through Arrow (``expected`` rows): in two blocks for Arrow's
-        threads, or in one (a refusal names its row from the start of ``parsed``)."""
+    def _parse(self, parsed: np.ndarray, expected: int) -> pa.Table:
+        """Lines ``parsed`` through Arrow (``expected`` rows) as one Arrow block on this
+        thread: a refusal names its row from the start of ``parsed``."""
         data = _join(self.block.data, self.block.starts, parsed)
-        longest = int(np.diff(self.block.starts)[parsed].max())
-        # A block must hold the longest line.
-        block_size = max(len(data) // 2 if threads else len(data), longest, 1 << 16) + 1
         while True:
             text = self.reader._text_columns
             schema = pa.schema([(n, pa.string()) for n in self.names if n in text])
             try:
                 table = pajson.read_json(
                     pa.BufferReader(data),
-                    read_options=pajson.ReadOptions(use_threads=True, block_size=block_size),
+                    read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
                     parse_options=pajson.ParseOptions(
                         explicit_schema=schema if len(schema) else None,
                         newlines_in_values=False,
@@ -515,9 +517,9 @@ class _BlockParse:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                 hint = _ROW_HINT.search(str(error))
                 row = int(hint.group(1)) if hint else None
-                raise _Refused(row, exact=block_size > len(data)) from None
+                raise _Refused(row) from None
             if table.num_rows != expected:
-                raise _Refused(None, exact=True)
+                raise _Refused(None)
             names = set(self.names)
             retyped = [f.name for f in table.schema if f.name in names and _is_other(f.type)]
             if not retyped:
@@ -530,7 +532,7 @@ class _BlockParse:
         """The parsed rows as the reference would give them, with ``referred`` lines (and the
         rows that turn out to need it) read by the reference."""
         count = table.num_rows
-        refer = np.zeros(count, dtype=bool)
+        refer = self.deep(table, rows)
         columns = {n: _column(table, n, count) for n in self.names}
         typed: dict[str, pa.Array] = {}
         for name, values in columns.items():
@@ -608,11 +610,6 @@ def _newlines(data: bytes | pa.Buffer) -> np.ndarray:
     return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
 
 
-def _count(data: np.ndarray, byte: bytes) -> int:
-    """How many times ``data`` holds ``byte`` (numpy: a few times faster than bytes.count)."""
-    return int(np.count_nonzero(data == ord(byte)))
-
-
 def _holds(data: bytes, byte: bytes, text: bytes) -> bool:
     """Whether ``data`` holds ``text`` (whose first byte is ``byte``)."""
     return data.find(byte) >= 0 and text in data
@@ -658,7 +655,9 @@ def _column(table: pa.Table, name: str, count: int) -> pa.Array:
     index = table.schema.get_field_index(name)
     if index < 0:
         return pa.nulls(count)
-    return table.column(index).combine_chunks()
+    column = table.column(index)
+    # One chunk (one Arrow block) is handed on as it is: combining would copy it.
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _nested(values: pa.Array) -> np.ndarray:
@@ -699,11 +698,11 @@ def _float_text(values: pa.Array, float_line: np.ndarray) -> tuple[pa.Array, np.
     refer = valid & ~finite | integral & ~exact | exact & float_line
     text = values.cast(pa.string())
     fraction = finite & ~integral
-    # Arrow writes a fraction as digits, '.', digits, with an exponent ('e') unless fixed.
-    fixed = ~pc.fill_null(pc.match_substring(text, "e"), True).to_numpy(zero_copy_only=False)
+    # Arrow writes a fraction with the shortest digits, as repr does, in fixed point from 1e-6
+    # to 1e10 and with an exponent beyond; repr in fixed point from 1e-4 to 1e16.
     with np.errstate(invalid="ignore"):
-        plain = (np.abs(numbers) >= 1e-4) & (np.abs(numbers) < 1e16)
-    own = fraction & ~(fixed & plain)
+        plain = (np.abs(numbers) >= _FIXED[0]) & (np.abs(numbers) < _FIXED[1])
+    own = fraction & ~plain
     whole = exact & ~float_line
     if whole.any():
         integers = pc.cast(values, pa.int64(), safe=False).cast(pa.string())
