@@ -202,8 +202,9 @@ def test_the_refit_data_is_built_once_ahead_and_its_preprocessing_fitted_once(
     assert not result.refit_started_early
     ahead, refit = result.reuse["refit_prepared"], result.reuse["refit"]
     assert ahead["block_builds"] == 1 and ahead["shard_reads"] == 4  # the test shards
-    assert refit["block_builds"] == refit["shard_reads"] == 0
-    assert refit["hits"]["block_builds"] == 1
+    assert ahead["matrix_builds"] == 1  # boosting's training matrix (the space's max_bin)
+    assert refit["block_builds"] == refit["shard_reads"] == refit["matrix_builds"] == 0
+    assert refit["hits"]["block_builds"] == refit["hits"]["matrix_builds"] == 1
     assert result.reuse["refit_preprocessor_fits"] == 1
     assert result.refit_timings["preprocess"] == 0
     _same_model(result, _plain_refit(split_dataset, result))
@@ -248,4 +249,54 @@ def test_a_final_refit_of_another_model_than_the_early_one_fits_its_own_preproce
                         seed=1, engine=eng, verbose=0)  # fmt: skip
     assert result.best_model_name == "xgboost" and not result.refit_started_early
     assert result.reuse["refit_preprocessor_fits"] == 2  # the early refit's, the final one's
+    _same_model(result, _plain_refit(split_dataset, result))
+
+
+def test_no_matrix_is_built_ahead_when_max_bin_is_searched(split_dataset):
+    """The refit's matrix depends on max_bin: searched, it is built by the refit."""
+    space = {**SPACE, "max_bin": [16, 32]}
+    with engine("local", workers=2) as eng:
+        result = search(split_dataset, models="xgboost", space=space, trials=TRIALS, seed=SEED,
+                        engine=eng, verbose=0)  # fmt: skip
+    assert result.reuse["refit_prepared"]["block_builds"] == 1
+    assert result.reuse["refit_prepared"]["matrix_builds"] == 0
+    assert result.reuse["refit"]["matrix_builds"] == 1
+    _same_model(result, _plain_refit(split_dataset, result))
+
+
+def test_an_early_refit_the_last_trial_beats_stops_when_the_trials_end(
+    split_dataset, ranking, monkeypatch
+):
+    """The best trial finishes once the early refit (of another configuration) has asked for
+    its first round's cores; the refit is held before its second round until the trials have
+    ended, and then ends there instead of training all its rounds before the final refit may
+    start. The final refit is the plain one."""
+    from shardlearn.search._refit import EarlyRefit
+
+    first, ended, calls = threading.Event(), threading.Event(), []
+    real_cores, real_widen, real_run = EarlyRefit.cores, EarlyRefit.widen, runner.run_trial
+
+    def cores(self):
+        if threading.current_thread().name == "shardlearn-early-refit":
+            calls.append(1)
+            first.set()
+            if len(calls) == 2:
+                assert ended.wait(HOLD_TIMEOUT), "the trials never finished"
+        return real_cores(self)
+
+    def widen(self, cores):  # the search calls it once the trials have ended
+        ended.set()
+        return real_widen(self, cores)
+
+    def run_trial(context, spec, *args):
+        if spec["trial"] == ranking[0]:
+            assert first.wait(HOLD_TIMEOUT), "no refit started early"
+        return real_run(context, spec, *args)
+
+    monkeypatch.setattr(EarlyRefit, "cores", cores)
+    monkeypatch.setattr(EarlyRefit, "widen", widen)
+    monkeypatch.setattr(runner, "run_trial", run_trial)
+    result = _search(split_dataset)
+    assert not result.refit_started_early
+    assert len(calls) == 2 < SPACE["n_estimators"]  # the held one, asked again, ended it
     _same_model(result, _plain_refit(split_dataset, result))

@@ -15,15 +15,19 @@ idle cores: XGBoost's threads wait for each other many times a round, so on a co
 process keeps busy a second thread makes the fit several times slower, not faster (measured
 on a shared 2-core machine: 1 thread 1.0-1.6 s, 2 threads 8-19 s). When the last trials leave
 the same refit to do -- the same model and refit parameters -- the search keeps that model;
-otherwise it refits the new best as before, so the result never depends on the timing. The
-early refit's warnings are recorded and raised again on the search's thread when its model is
-kept.
+otherwise it refits the new best as before, so the result never depends on the timing, and the
+early refit is abandoned at its next round (:meth:`EarlyRefit.settle`: its ``cores()`` raises
+:class:`Abandoned`) rather than holding the cores the new refit needs until it has trained every
+round. That refit, too, takes only the cores other processes left idle. The early refit's
+warnings are recorded and raised again on the search's thread when its model is kept.
 
 Refit data ahead. The refits on threads share one preprocessor fitted on train + valid
 (:meth:`~shardlearn.search._runner.FoldPreprocessors.for_refit`), and :func:`prepare_refit`
-builds it, the refit's feature block and reads the test shards at the search's start, beside
-the first trials (which wait for their fold's preprocessing and matrix: a core is idle), so the
-refit reads, fits and transforms nothing (``reuse["refit_prepared"]``).
+builds it, the refit's feature block and boosting's training matrix of it (XGBoost's quantile
+sketch of train + valid: on Adult about as long as 50 rounds of one trial, on one core) and
+reads the test shards at the search's start, beside the first trials (which wait for their
+fold's preprocessing and matrix: a core is idle), so the refit reads, fits, transforms and bins
+nothing (``reuse["refit_prepared"]``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from shardlearn import _warm
 from shardlearn.search._trial import _recorded_warnings, budget_param
 
 __all__ = [
+    "Abandoned",
     "EarlyRefit",
     "IdleCores",
     "Refit",
@@ -153,15 +158,21 @@ def refit_best(
 
 
 def prepare_refit(
-    dataset: Any, preprocessor: Callable[[], Any], warm: str | None, budget: int
+    dataset: Any,
+    preprocessor: Callable[[], Any],
+    warm: str | None,
+    budget: int,
+    estimator: Any = None,
 ) -> _warm.Counters | None:
     """Build what the refit reads before it starts, on a core the first trials leave idle.
 
     ``preprocessor()`` fits (once per search) the refit's preprocessor on train + valid; this
-    then transforms those rows into the refit's feature block and reads the test shards, in the
-    search's warm scope, where the refit finds them (the block's key is the one its training
-    asks for: the same shards, preprocessor, classes and label). Returns what it built (the
-    scope's counters), or None outside a scope.
+    then transforms those rows into the refit's feature block, builds from it the matrix
+    ``estimator`` trains on (when it has one: boosting's ``build_matrices``, for the
+    ``max_bin`` every refit of the search uses) and reads the test shards, in the search's warm
+    scope, where the refit finds them (the block's key is the one its training asks for: the
+    same shards, preprocessor, classes and label; the matrix's, that block and ``max_bin``).
+    Returns what it built (the scope's counters), or None outside a scope.
     """
     import numpy as np
 
@@ -178,7 +189,7 @@ def prepare_refit(
                 group.put("preprocessor", fitted)
                 group.put("classes", np.asarray(view.classes).tolist())
                 group.put("label", view.schema.label)
-                group.run(_training_block)
+                group.run(_training_block, getattr(estimator, "build_matrices", None))
             for shard in dataset.shards("test"):
                 shard.read()
     finally:
@@ -186,11 +197,14 @@ def prepare_refit(
     return counters
 
 
-def _training_block(state: Any) -> None:
-    """On the worker: the feature block of its train shards (kept in the warm scope)."""
+def _training_block(state: Any, build_matrices: Callable[[Any], None] | None) -> None:
+    """On the worker: the feature block of its train shards and, with ``build_matrices``, the
+    estimator's matrix of them (both kept in the warm scope)."""
     from shardlearn.preprocess import load_block
 
     load_block(state, "train")
+    if build_matrices is not None:
+        build_matrices(state)
 
 
 class IdleCores:
@@ -230,6 +244,10 @@ def usable_cores(cores: int, others: float, share: int) -> int:
     return max(share, min(cores, round(cores - others)))
 
 
+class Abandoned(Exception):
+    """Raised in an abandoned early refit's fit (:meth:`EarlyRefit.settle`) to end it."""
+
+
 class EarlyRefit:
     """Refit the best configuration so far on a thread while the last trials run.
 
@@ -251,11 +269,28 @@ class EarlyRefit:
         self._thread: threading.Thread | None = None
         self._choice: tuple[str, dict[str, Any]] | None = None
         self._result: Refit | None = None
-        self._error: BaseException | None = None
+        self._abandoned = False
 
     def cores(self) -> int:
-        """The cores the early refit may use now."""
+        """The cores the early refit may use now; raises :class:`Abandoned` once it is
+        abandoned (:meth:`settle`), which ends its fit at its next round."""
+        if self._abandoned:
+            raise Abandoned("the trials left another refit to do")
         return self._threads
+
+    def idle_cores(self) -> int:
+        """The slot's share of the cores while trials run; after :meth:`widen`, the cores
+        other processes left idle: what a refit after the trials uses."""
+        return self._threads
+
+    def settle(self, choice: tuple[str, dict[str, Any]] | None) -> None:
+        """The trials have finished and ``choice`` (model, refit parameters; None when no
+        trial succeeded) is the refit to keep: an early refit of anything else is abandoned
+        at its next boosting round instead of holding the cores the right refit needs."""
+        if self._choice is None:
+            return
+        if choice is None or self._choice != (choice[0], dict(choice[1])):
+            self._abandoned = True
 
     def widen(self, cores: int) -> int:
         """The trials have finished: from its next round the refit takes those of the machine's
@@ -280,8 +315,8 @@ class EarlyRefit:
                 result = self._run(model, params, self.cores)
             result.started_early, result.caught = True, list(caught)
             self._result = result
-        except BaseException as error:  # noqa: BLE001 -- the search refits again and meets it
-            self._error = error
+        except BaseException:  # noqa: BLE001 -- not kept: the search refits and meets it again
+            self._result = None  # (an abandoned refit ends here too, its fit failed by Abandoned)
 
     def wait(self) -> None:
         """Wait for the early refit, if one started."""

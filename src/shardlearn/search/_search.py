@@ -33,9 +33,10 @@ refitted model trains as long as the models that were scored; ``SearchResult.ref
 (``refit_params`` in ``result.json``) shows what it was trained with. When the trials run on
 threads and a slot falls idle with no trial left to start, the refit of the best configuration
 so far starts on it while the last trials finish, and is kept when they leave the same refit
-to do (:mod:`shardlearn.search._refit`), and takes the cores the trials free once they end;
-the refit's preprocessing and feature block are built at the search's start, beside the first
-trials. ``refit_timings`` gives its phases either way.
+to do (:mod:`shardlearn.search._refit`; otherwise it is abandoned as they end), and takes the
+cores the trials free once they end; the refit's preprocessing, feature block and boosting
+matrix are built at the search's start, beside the first trials. ``refit_timings`` gives its
+phases either way.
 
 Promotions of halving and ASHA continue instead of refitting when the budget is a model's
 rounds or epochs and the model can continue training (boosting: more rounds on the same booster;
@@ -82,7 +83,7 @@ from shardlearn.search._trial import (
     routed_warnings,
     warm_scope_name,
 )
-from shardlearn.search.space import ModelSpace, parse_space
+from shardlearn.search.space import Distribution, ModelSpace, parse_space
 from shardlearn.search.strategies import make_strategy
 
 __all__ = ["SearchResult", "parse_duration", "search"]
@@ -135,8 +136,8 @@ class SearchResult:
         ``preprocessor_shard_reads``; ``refit`` (what the refit built and reused, when there
         was one); on threads also ``refit_preprocessor_fits`` (the refits' preprocessors on
         train + valid: one per model refitted) and ``refit_prepared`` (what was built for the
-        refit at the search's start: its feature block, the test shards). Empty for an
-        objective search.
+        refit at the search's start: its feature block, boosting's matrix, the test shards).
+        Empty for an objective search.
     """
 
     leaderboard: list[dict[str, Any]]
@@ -459,7 +460,7 @@ def search(
         early = EarlyRefit(functools.partial(_refit_on_a_slot, dataset, context, refit_pre),
                            context["threads"])  # fmt: skip
         if len(spaces) == 1:
-            ahead = _RefitAhead(dataset, prepared, context, spaces[0].model)
+            ahead = _RefitAhead(dataset, prepared, context, spaces[0])
     idle = None if early is None else functools.partial(_start_early, early, key, full, budget)
     try:
         with use_engine(eng), display, warned:
@@ -468,6 +469,9 @@ def search(
                     ahead.start()
                 results = _drive(plan, runner, slots, deadline, started, full, output, key,
                                  display, callback, idle)  # fmt: skip
+                if early is not None:  # an early refit of another configuration stops now
+                    choice = refit_choice(_leaderboard(results, key), full, budget)
+                    early.settle(None if choice is None else (choice[0]["model"], choice[2]))
             finally:
                 runner.close()
                 if ahead is not None:
@@ -573,20 +577,36 @@ def _refit_on_a_slot(
 class _RefitAhead:
     """:func:`~shardlearn.search._refit.prepare_refit` on a thread from the search's start: the
     first trials wait for their fold's preprocessor, feature block and XGBoost matrix (one
-    builds, the others wait), which leaves a core idle. ``counters``: what it built."""
+    builds, the others wait), which leaves a core idle. ``counters``: what it built.
+
+    The refit's matrix is built for the space's fixed parameters (its ``max_bin``), unless a
+    parameter the matrix depends on is searched: then the refit builds its own."""
 
     def __init__(self, dataset: Any, prepared: FoldPreprocessors, context: dict[str, Any],
-                 model: str) -> None:  # fmt: skip
+                 space: ModelSpace) -> None:  # fmt: skip
         budget = _warm.default_budget(context.get("warm_processes", 1))
-        pre = functools.partial(prepared.for_refit, model, {})
+        pre = functools.partial(prepared.for_refit, space.model, {})
         self._args = (dataset, pre, context["warm"], budget)
+        self._space = space
         self._thread = threading.Thread(target=self._run, name="shardlearn-refit-ahead",
                                         daemon=True)  # fmt: skip
         self.counters: _warm.Counters | None = None
 
+    def _estimator(self) -> Any:
+        """The model with the space's fixed parameters, or None when its matrix depends on a
+        searched one."""
+        from shardlearn.models import model_class
+
+        params = self._space.params
+        if any(_searched(params.get(name)) for name in _MATRIX_PARAMS):
+            return None
+        return model_class(self._space.model)(
+            **{k: v for k, v in params.items() if not _searched(v)}
+        )
+
     def _run(self) -> None:
         try:
-            self.counters = prepare_refit(*self._args)
+            self.counters = prepare_refit(*self._args, self._estimator())
         except Exception:  # noqa: BLE001 -- only a head start: the refit meets it and raises
             self.counters = None
 
@@ -595,6 +615,15 @@ class _RefitAhead:
 
     def join(self) -> None:
         self._thread.join()
+
+
+#: The parameters a model's training matrix depends on (boosting's binning).
+_MATRIX_PARAMS = ("max_bin",)
+
+
+def _searched(value: Any) -> bool:
+    """Whether a space value is searched (a distribution or a list of choices)."""
+    return isinstance(value, Distribution | list)
 
 
 def _start_early(
@@ -663,8 +692,10 @@ def _finish(results, key, metric, dataset, objective, refit, full, budget, eng, 
             done = None if early is None else early.kept(best["model"], refit_params)
             if done is None:
                 pre = None if refit_pre is None else refit_pre(best["model"], refit_params)
+                # On threads, the cores other processes left idle, as the early refit's.
+                cores = None if early is None else early.idle_cores
                 done = refit_best(dataset, best["model"], refit_params, eng, preprocess, warm,
-                                  preprocessor=pre)  # fmt: skip
+                                  cores, pre)  # fmt: skip
             _keep_refit(result, done, output.root)
     result.seconds = time.perf_counter() - started
     output.write(board, result.to_dict())

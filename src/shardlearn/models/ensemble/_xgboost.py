@@ -443,6 +443,14 @@ class XGBoostClassifier(ClassifierMixin, BaseEstimator):
         trees = int((self.xgb_params or {}).get("num_parallel_tree", 1))
         return self.n_estimators * levels * trees
 
+    def build_matrices(self, state: Any) -> None:
+        """On a worker, in a warm scope: build the matrix an in-process fit of this model on
+        the worker's ``train`` rows (no ``valid`` split) trains on, where that fit finds it
+        (:mod:`shardlearn._warm`). A search builds its refit's ahead, beside its first trials."""
+        from shardlearn.models.ensemble import _xgb_collective as coll
+
+        coll._reused_matrices(state, self.max_bin, use_valid=False)
+
     def _fit_context(
         self, ctx: TrainingContext, callback: Callable[[BoostingProgress], None] | None = None
     ) -> Any:
