@@ -290,3 +290,18 @@ def test_brackets_inside_strings_of_a_flat_block_stay_on_the_arrow_path() -> Non
             arrow = _arrow(text, 1 << 20, None)
         assert sorted(referred) == want
         assert arrow == _reference(text, 1 << 20, None)
+
+
+def test_the_head_that_names_the_columns_ends_a_block() -> None:
+    """Ingest's schema sample takes the first 20000 rows of a stream (the reference's first
+    chunk, whose records name the columns): the block holding the chunk's last line ends there,
+    so Arrow parses nothing the sample does not take, and the rows are still the reference's."""
+    records = [{"x": i + 0.5, "c": "ab"[i % 2]} for i in range(400)]
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_jsonl, "READ_BYTES", 4096)  # about 140 lines a block
+        patch.setattr(_jsonl, "CHUNK_LINES", 250)
+        reader = _jsonl.JsonLinesReader("f", 1 << 20, None, {}, ())
+        last = [int(part.lines[-1]) for part in reader.batches(pa.BufferReader(data))]
+        assert 250 in last and last[-1] == 400
+        assert _arrow(data, 1 << 20, None) == _reference(data, 1 << 20, None)

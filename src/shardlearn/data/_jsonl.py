@@ -275,16 +275,17 @@ class JsonLinesReader:
 
     def batches(self, stream: pa.NativeFile) -> Iterator[RawRows]:
         """Every line of ``stream`` as rows or rejects, in line order."""
-        segments: Iterator[_Block | Item] = self._segments(stream)
+        head = CHUNK_LINES if self.names is None else 0
+        segments: Iterator[_Block | Item] = self._segments(stream, head)
         if self.names is None:
-            head: list[_Block | Item] = []
+            named: list[_Block | Item] = []
             for segment in segments:
-                head.append(segment)
+                named.append(segment)
                 if self._name_from(segment):
                     break
             else:
                 self._name_from(None)
-            segments = itertools.chain(head, segments)
+            segments = itertools.chain(named, segments)
         for piece in segments:
             yield from self._piece(piece)
 
@@ -323,8 +324,10 @@ class JsonLinesReader:
         else:
             yield from _BlockParse(self, piece).rows()
 
-    def _segments(self, stream: pa.NativeFile) -> Iterator[_Block | Item]:
-        """Blocks of whole lines, and over-long lines (skipped unread) as refusals."""
+    def _segments(self, stream: pa.NativeFile, head: int = 0) -> Iterator[_Block | Item]:
+        """Blocks of whole lines, and over-long lines (skipped unread) as refusals; a block
+        ends after line ``head`` if given (the lines that name the columns: a caller reading
+        them, as ingest's schema sample of 20000 rows does, parses nothing after them)."""
         carry = b""
         while (chunk := stream.read_buffer(READ_BYTES)).size:
             newlines = _newlines(chunk)
@@ -333,7 +336,13 @@ class JsonLinesReader:
                 # One copy of each byte (a buffer's read is a view of an in-memory range);
                 # the carry is a line's start, or what follows an over-long line.
                 data = b"".join((carry, memoryview(chunk)[:cut]))
-                yield self._block(data, np.concatenate([_newlines(carry), newlines + len(carry)]))
+                ends = np.concatenate([_newlines(carry), newlines + len(carry)])
+                split = head - self.lines
+                if 0 < split < len(ends):
+                    end = int(ends[split - 1]) + 1
+                    yield self._block(data[:end], ends[:split])
+                    data, ends = data[end:], ends[split:] - end
+                yield self._block(data, ends)
                 carry = chunk.slice(cut).to_pybytes()
             else:
                 carry += chunk.to_pybytes()
