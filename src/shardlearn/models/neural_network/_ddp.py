@@ -27,6 +27,16 @@ MLP on a shared 2-core machine), no hook. The parameters too live in one flat bu
 like the gradients, so the optimiser updates all of them with one call of each kernel
 (:mod:`shardlearn.models.neural_network._optim`).
 
+What a step costs every rank. A step's work splits over the ranks, but each rank also pays a
+fixed cost per step whatever its share of the rows (autograd's graph, kernel launches, the
+optimiser's update of every weight): 0.3 of a 1024-row step of issue #23's (64, 64) network on
+one core, which bounds what 2 workers can gain over 1. So the loop keeps the rest of it small:
+the epoch's step lists are built in linear time (:func:`~shardlearn.models.neural_network.
+_torch.step_rows`), the rows of consecutive steps are gathered into blocks with one ``np.take``
+and one tensor per block, each step taking views (:func:`epoch_batches`), and without sample
+weights the loss is summed by the loss kernel and back-propagated with the factor ``1 / rows``
+(no division node; the same gradients, bit for bit).
+
 Why distributed equals single-process. Every step's global batch is the same set of rows as in
 single-process training (the data order is defined on global row indices, see
 :mod:`shardlearn.models.neural_network._torch`); each rank takes the rows of that batch it owns. A
@@ -45,6 +55,7 @@ no broadcast is needed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -76,6 +87,7 @@ __all__ = [
     "ddp_epoch",
     "ddp_result",
     "ddp_setup",
+    "epoch_batches",
     "evaluate_rows",
     "fetch_run",
     "shared_numel",
@@ -83,6 +95,9 @@ __all__ = [
 
 # Rows per forward pass when evaluating: bounds memory, does not change results.
 EVAL_CHUNK = 8192
+# Bytes of training rows gathered at once for the steps of an epoch (epoch_batches): large
+# enough that a block holds many steps, small beside a worker's feature block.
+GATHER_BYTES = 16 * 1024 * 1024
 # Largest gradient bucket: torch DDP's default cap (25 MB). A network up to that size is one
 # all-reduce per step; a bigger one is several, the first launched while backward still runs.
 BUCKET_BYTES = 25 * 1024 * 1024
@@ -244,30 +259,69 @@ def row_losses(torch: Any, logits: Any, y: Any, weight: Any) -> Any:
     return losses if weight is None else losses * weight
 
 
+def summed_loss(torch: Any, logits: Any, y: Any, weight: Any) -> Any:
+    """The sum of :func:`row_losses`; without weights one kernel and one autograd node
+    (the same gradients: the sum's backward hands every row the same factor)."""
+    if weight is None:
+        return torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+    return row_losses(torch, logits, y, weight).sum()
+
+
+def epoch_batches(
+    torch: Any, rows: tuple, steps: list[np.ndarray], device: Any
+) -> Iterator[tuple[Any, ...]]:
+    """Per step, ``(X, y, weight or None)`` of the step's rows as tensors on ``device``.
+
+    The rows of consecutive steps are gathered together, :data:`GATHER_BYTES` at a time, and
+    each step gets views of the gathered block: one ``np.take`` and one tensor per block
+    instead of per step (each costs the step a fixed few microseconds that does not shrink
+    with the rows a rank holds).
+    """
+    X, y, w = rows
+    row_bytes = X[:1].nbytes + y[:1].nbytes + (0 if w is None else w[:1].nbytes)
+    block_rows = max(1, GATHER_BYTES // max(1, row_bytes))
+    ends = np.cumsum([rows.size for rows in steps])  # rows up to the end of each step
+    first = 0
+    while first < len(steps):
+        # The steps that end within block_rows of this block's first row (at least one).
+        start = ends[first] - steps[first].size
+        last = max(first + 1, int(np.searchsorted(ends, start + block_rows, side="right")))
+        picked = np.concatenate(steps[first:last])
+        sizes = [steps[t].size for t in range(first, last)]
+        blocks = [np.take(X, picked, axis=0), np.take(y, picked)]
+        if w is not None:
+            blocks.append(np.take(w, picked))
+        tensors = [torch.from_numpy(block).to(device).split(sizes) for block in blocks]
+        if w is None:
+            tensors.append([None] * len(sizes))
+        yield from zip(*tensors, strict=True)
+        first = last
+
+
 def _train_epoch(torch: Any, run: dict, state: Any, epoch: int) -> float:
     """One epoch of optimiser steps; the training loss summed over every rank's rows."""
     spec = run["spec"]
-    X, y, w = load_rows(state, "train", spec["data"])
+    rows = load_rows(state, "train", spec["data"])
     n_rows, batch = run["n_rows"]["train"], spec["batch_size"]
     steps = step_rows(run["ids"]["train"], epoch_permutation(spec["seed"], epoch, n_rows), batch)
-    net, optimizer, device = run["net"], run["optimizer"], run["device"]
+    net, optimizer = run["net"], run["optimizer"]
     buckets, ids = run["buckets"], run["ids"]["train"]
     masked = spec["arch"]["dropout"] > 0  # else naming each batch's rows is wasted work
+    # d(sum / n)/d(sum) = 1/n, as float32 division rounds it (what backward of a division
+    # by n gives): backward from the sum with this factor skips a division node per step.
+    sizes = {batch, n_rows - (len(steps) - 1) * batch}  # a full global batch, the last one
+    scale = {n: torch.tensor(np.float32(1) / np.float32(n)) for n in sizes}
     net.train()
     loss_sum = 0.0
-    for t, rows in enumerate(steps):
-        global_rows = min(batch, n_rows - t * batch)
-        # np.take: the same rows as X[rows], without fancy indexing's set-up (~8 us a step).
-        xb = torch.from_numpy(np.take(X, rows, axis=0)).to(device)
-        yb = torch.from_numpy(np.take(y, rows)).to(device)
-        wb = None if w is None else torch.from_numpy(np.take(w, rows)).to(device)
+    batches = epoch_batches(torch, rows, steps, run["device"])
+    for t, (xb, yb, wb) in enumerate(batches):
         # Not optimizer.zero_grad(): the gradients must stay views of the flat buffer.
         buckets.zero()
-        with dropout_rows(net, spec["seed"], epoch, ids[rows]) if masked else nullcontext():
+        with dropout_rows(net, spec["seed"], epoch, ids[steps[t]]) if masked else nullcontext():
             logits = net(xb)
-        part = row_losses(torch, logits, yb, wb).sum()
+        part = summed_loss(torch, logits, yb, wb)
         buckets.loss(part)
-        (part / global_rows).backward()
+        part.backward(scale[min(batch, n_rows - t * batch)])
         loss_sum += buckets.wait()
         optimizer.step()
     return loss_sum

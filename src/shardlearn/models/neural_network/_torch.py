@@ -379,16 +379,21 @@ def step_rows(global_ids: np.ndarray, perm: np.ndarray, batch_size: int) -> list
     """For one epoch: per global step, the positions in this rank's block of that step's rows.
 
     Rows come out in the order the permutation visits them, so a rank that owns every row
-    reproduces the single-process batches exactly.
+    reproduces the single-process batches exactly. Linear in the rows: the permutation is
+    walked once through a table of this rank's positions (a stable argsort of the visit
+    positions, which gives the same lists, took 29 ms an epoch at 270k rows, issue #23).
     """
     n_rows = perm.shape[0]
-    position = np.empty(n_rows, dtype=np.int64)
-    position[perm] = np.arange(n_rows, dtype=np.int64)
-    mine = position[global_ids]
-    order = np.argsort(mine, kind="stable")
-    steps = -(-n_rows // batch_size)
-    bounds = np.searchsorted(mine[order], np.arange(steps + 1, dtype=np.int64) * batch_size)
-    return [order[bounds[t] : bounds[t + 1]] for t in range(steps)]
+    if n_rows == 0:
+        return []
+    local = np.full(n_rows, -1, dtype=np.int64)  # global row -> position in this rank's block
+    local[global_ids] = np.arange(global_ids.shape[0], dtype=np.int64)
+    visited = local[perm]  # in visiting order: this rank's position of the row, or -1
+    mine = visited >= 0
+    order = visited[mine]
+    counts = np.add.reduceat(mine, np.arange(0, n_rows, batch_size), dtype=np.int64)
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    return [order[bounds[t] : bounds[t + 1]] for t in range(counts.shape[0])]
 
 
 def to_dense_float32(X: Any) -> np.ndarray:
