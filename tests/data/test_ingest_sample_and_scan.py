@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import tempfile
+import tracemalloc
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -161,6 +163,36 @@ def test_the_plain_scan_equals_the_quote_scan(raw: bytes, limit: int, tsv: bool)
     assert ranges_module._scan(raw, quote, delimiter, limit) == ranges_module._scan_quoted(
         raw, quote, delimiter, limit
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    raw=st.lists(st.sampled_from([b"a", b",", b"\n", b"\n\n", b"bc"]), max_size=60).map(b"".join),
+    piece=st.integers(1, 9),
+)
+def test_the_newline_count_in_pieces_is_the_whole_count(raw: bytes, piece: int) -> None:
+    """The plain scan counts a range's newlines a piece at a time: every piece counts, the
+    last short one too (pieces of 1 to 9 bytes against up to 120 bytes)."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    with mock.patch.object(ranges_module, "_COUNT_PIECE", piece):
+        assert ranges_module._count_newlines(data) == raw.count(b"\n")
+        scan = ranges_module._scan(raw, 34, 44, 1 << 20)
+    assert scan == ranges_module._scan_quoted(raw, 34, 44, 1 << 20)
+
+
+def test_the_plain_scan_allocates_no_range_sized_temporary() -> None:
+    """Counting the newlines of a 4 MiB range allocates at most one piece (1 MiB) of numpy
+    temporaries: a range-sized one is backed by fresh pages the kernel zeroes, range after
+    range (``data == 10`` over the whole range cost about 5% of a CSV ingest's CPU)."""
+    raw = b"1.5,abc,0\n" * (400 << 10)
+    tracemalloc.start()
+    try:
+        scan = ranges_module._scan(raw, 34, 44, 1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert scan.lines == (400 << 10, 400 << 10)
+    assert peak <= (1 << 20) + (64 << 10), peak
 
 
 def test_a_range_strategy_scans_each_range_once(tmp_path: Path) -> None:

@@ -14,13 +14,16 @@ what it writes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from shardlearn.data import _writer as _writer_module
 from shardlearn.data import partition
 from shardlearn.data._writer import DatasetWriter, _slice_bytes
 from shardlearn.data.dataset import Dataset
@@ -82,6 +85,51 @@ def test_compaction_copies_each_buffered_row_at_most_once(
         pq.read_table(tmp_path / "ds" / s["path"]) for s in ds.manifest["shards"]
     )
     assert sorted(back.column("id").to_pylist()) == list(range(table.num_rows))
+
+
+def test_a_shard_that_flushes_with_its_next_slice_is_not_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards that reach flush_bytes at their fifth slice (slices of 25.8-28.7 kB, flushes at
+    125 kB) are flushed from their slices, never copied into one batch first: at four slices
+    the next one flushes them. A shard holds at most COMPACT_PIECES loose slices after any
+    batch, and the files are those of a writer that compacts every COMPACT_PIECES slices."""
+    copied: list[int] = []
+    concat = pa.concat_batches
+    loose: list[int] = []
+    add = DatasetWriter._add
+
+    def counting(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+        copied.append(sum(b.num_rows for b in batches))
+        return concat(batches)
+
+    def recording(self: DatasetWriter, cell: tuple[int, int], *args: Any) -> None:
+        add(self, cell, *args)
+        loose.append(self._buffers[cell].loose)
+
+    def write(out: Path, compacts: Callable[..., bool] | None = None) -> dict[str, bytes]:
+        partitioner = make_partitioner(
+            "random", label="label", partitions=2, split=(1.0, 0.0, 0.0), seed=3,
+            column_names=table.column_names,
+        )  # fmt: skip
+        writer = DatasetWriter(str(out), schema, partitioner, flush_bytes=125_000)
+        if compacts is not None:
+            monkeypatch.setattr(writer, "_compacts", compacts, raising=False)
+        return _files(_write(writer, table, batch=2000), out)
+
+    table = _table(40_000)
+    schema = schema_for_table(table, "label")
+    pieces = _writer_module.COMPACT_PIECES
+    reference = write(
+        tmp_path / "always",
+        lambda buffer, size: buffer.loose >= pieces and buffer.pending_bytes < 125_000,
+    )
+    monkeypatch.setattr(pa, "concat_batches", counting)
+    monkeypatch.setattr(DatasetWriter, "_add", recording)
+    files = write(tmp_path / "ds")
+    assert copied == []
+    assert max(loose) == pieces == 4
+    assert files == reference
 
 
 @pytest.mark.parametrize("flush_bytes", [4_000, 1 << 40])

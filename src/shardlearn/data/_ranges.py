@@ -133,6 +133,7 @@ LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for
 # again.
 KEPT_CHUNKS = 8
 HEAD_BYTES = 256 << 10  # the first read of a file's head (a sample), grown as its rows require
+_COUNT_PIECE = 1 << 20  # bytes compared at once when counting a range's newlines
 
 
 def default_parsers() -> int:
@@ -345,7 +346,7 @@ def _scan_plain(raw: bytes, start: int, data: np.ndarray, limit: int) -> _Scan:
     """:func:`_scan_quoted`'s result for ``raw`` from ``start`` on (``data``), which holds no
     quote and no lone carriage return: every newline ends a row when it starts between rows,
     none when it starts inside a quoted value."""
-    lines = int(np.count_nonzero(data == 10))
+    lines = _count_newlines(data)
     first, last = raw.find(b"\n", start), raw.rfind(b"\n", start)
     first, last = (first - start, last - start) if first >= 0 else (-1, -1)
     return _Scan(
@@ -356,6 +357,21 @@ def _scan_plain(raw: bytes, start: int, data: np.ndarray, limit: int) -> _Scan:
         long_row=(_line_longer_than(raw, start, last, limit), False),
         tail=(len(data) - last - 1, len(data)),
     )
+
+
+def _count_newlines(data: np.ndarray) -> int:
+    """The newlines (bytes 10) in ``data``, compared a piece of :data:`_COUNT_PIECE` bytes at a
+    time into one reused buffer. ``data == 10`` made a range-sized temporary (16 MiB) for every
+    range, which numpy backs with fresh huge pages that the kernel zeroes on each fault: about
+    5% of the CPU of a CSV ingest (perf), against a count that takes a few milliseconds."""
+    found = np.empty(min(len(data), _COUNT_PIECE), dtype=bool)
+    total = 0
+    for start in range(0, len(data), _COUNT_PIECE):
+        piece = data[start : start + _COUNT_PIECE]
+        flags = found[: len(piece)]
+        np.equal(piece, 10, out=flags)
+        total += int(np.count_nonzero(flags))
+    return total
 
 
 def _line_longer_than(raw: bytes, start: int, last: int, limit: int) -> bool:

@@ -8,9 +8,10 @@ Layout while writing (``OUT`` is the dataset directory)::
 Each batch is put in shard order by one take, and every shard buffers a slice of it; a shard
 holding :data:`COMPACT_PIECES` slices copies them into one batch of its own rows (a slice keeps
 its whole batch alive; rows already copied are never copied again, so a slowly filling shard
-costs one copy of its rows, not one per compaction), and a shard is flushed as a row group once
-its buffer holds ``flush_bytes``, so peak memory is about
-``COMPACT_PIECES × batch + shards × flush_bytes`` whatever the input size. The sort that puts a
+costs one copy of its rows, not one per compaction) unless its next slice will flush it, and a
+shard is flushed as a row group, encoded from its slices, once its buffer holds
+``flush_bytes``, so peak memory is about ``(COMPACT_PIECES + 1) × batch + shards × flush_bytes``
+whatever the input size. The sort that puts a
 batch in shard order has 16-bit keys when every shard fits (numpy sorts them by radix), and the
 take skips its bounds check (the order is a permutation). Row groups are encoded on
 :data:`WRITE_THREADS` background threads, each shard's in order; a shard's sha256 and size
@@ -67,8 +68,8 @@ MAX_PENDING_FLUSHES = 3
 # Threads that encode row groups: two, so the final flush of every shard at the end of an ingest
 # (up to splits x partitions x flush_bytes) and the closing of the shards run side by side.
 WRITE_THREADS = 2
-# Slices of batches a shard buffer holds before it copies them into one batch of its own rows:
-# at most COMPACT_PIECES - 1 batches are kept alive by each shard's slices.
+# Slices of batches a shard buffer holds before it copies them into one batch of its own rows
+# (one more if that one flushes it): at most COMPACT_PIECES batches are kept alive by slices.
 COMPACT_PIECES = 4
 # Bytes a shard's stream gathers before they are hashed and written (one Python call each;
 # one such buffer per shard).
@@ -324,7 +325,7 @@ class DatasetWriter:
         buffer.pending.append(rows)
         buffer.loose += 1
         buffer.pending_bytes += size
-        if buffer.loose >= COMPACT_PIECES and buffer.pending_bytes < self.flush_bytes:
+        if self._compacts(buffer, size):
             # Slices keep their whole batch alive: a shard that fills slowly would hold every
             # batch of the input. Copied into one batch, they hold only the shard's rows; the
             # rows compacted before stay where they are (copying them again at every
@@ -336,6 +337,17 @@ class DatasetWriter:
         self.class_totals.update(counts)
         if buffer.pending_bytes >= self.flush_bytes:
             self._flush(buffer)
+
+    def _compacts(self, buffer: _ShardBuffer, size: int) -> bool:
+        """Whether the shard's loose slices are copied into one batch now: at
+        :data:`COMPACT_PIECES` of them, unless the shard flushes now or (by the size of its
+        latest slice) with its next slice. A flush copies nothing (its row group is encoded from
+        the slices), so a shard that fills in a few batches, as most rows' shards do, is never
+        compacted: one copy of ~80% of the rows less at 8 partitions. Memory stays bounded: one
+        slice more at most, then it is compacted."""
+        if buffer.loose < COMPACT_PIECES or buffer.pending_bytes >= self.flush_bytes:
+            return False
+        return buffer.loose > COMPACT_PIECES or buffer.pending_bytes + size < self.flush_bytes
 
     def _flush(self, buffer: _ShardBuffer) -> None:
         if not buffer.pending:
