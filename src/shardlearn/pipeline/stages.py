@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,11 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 def run_compare(
     name: str, options: dict[str, Any], workdir: str, models: list[Any], dataset: Any
 ) -> dict[str, Any]:
-    """``compare``: evaluate several models on the same split; a leaderboard and the best one."""
+    """``compare``: evaluate several models on the same split; a leaderboard and the best one.
+
+    A model's HTML report is drawn on another thread while the workers score the next model:
+    drawing (matplotlib, on the driver) and scoring (on the workers) take different cores.
+    """
     from shardlearn.metrics import compare
 
     settings = stage_settings("compare", options)
@@ -184,10 +189,14 @@ def run_compare(
     reports = {}
     reports_dir = Path(workdir, "reports")
     reports_dir.mkdir(parents=True, exist_ok=True)
-    for stage_name, model in zip(names, models, strict=True):
-        report = _evaluate(model, options, _dataset_uri(dataset), split)
-        report.to_html(reports_dir / f"{stage_name}.html")
-        reports[stage_name] = report
+    with ThreadPoolExecutor(1, thread_name_prefix="report") as drawing:
+        drawn = []
+        for stage_name, model in zip(names, models, strict=True):
+            report = _evaluate(model, options, _dataset_uri(dataset), split)
+            drawn.append(drawing.submit(report.to_html, reports_dir / f"{stage_name}.html"))
+            reports[stage_name] = report
+        for page in drawn:
+            page.result()  # a report that failed to draw fails the stage
     comparison = compare(reports, sort_by=settings.metric)
     html = _out({"out": options.get("report")}, workdir, "reports", f"{name}.html")
     comparison.to_html(html)
