@@ -8,7 +8,9 @@ One run, same machine, same data: synthetic tabular classification (deterministi
   data parallel, one all-reduce per step -- through shared memory for a network of one
   bucket, else gloo --, one thread per worker) and with
   ``execution="auto"`` on an engine of 2 workers (the cost model picks in-process or the
-  workers; the chosen mode is printed), the same global batch, seed and epochs;
+  workers; the chosen mode and the model's estimates are printed; it runs after the forced
+  2-worker fits, so its workers are warm: torch imported), the same global batch, seed and
+  epochs;
 - scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs; BLAS
   limited to one thread, the same one core as shardlearn's single worker).
 
@@ -95,6 +97,7 @@ def bench_shardlearn(data: tuple, workers: int, epochs: int, execution: str) -> 
         "accuracy": accuracy,
         "execution": model.execution_,
         "phases": model.fit_timings_,
+        "estimates": model._execution_plan.estimates if model._execution_plan else {},
     }
 
 
@@ -167,7 +170,10 @@ def main() -> None:
         f"\nScaling efficiency, 2 workers vs 1: {two / (2 * one):.0%} "
         f"(speed-up {two / one:.2f}x on {os.cpu_count()} cores). "
         f"execution=auto trained {auto['execution']}: "
-        f"{one * auto['seconds_per_epoch']:.2f}x the 1-worker time per epoch."
+        f"{one * auto['seconds_per_epoch']:.2f}x the 1-worker time per epoch "
+        "(estimated fit s: "
+        + ", ".join(f"{mode} {value:.2f}" for mode, value in auto["estimates"].items())
+        + ")."
     )
 
 
