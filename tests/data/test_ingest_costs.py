@@ -3,8 +3,10 @@ must not change what it writes, nor leave the process changed behind it."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
@@ -59,6 +61,39 @@ def test_an_allocator_the_user_chose_is_kept(tmp_path: Path) -> None:
     with mock.patch.dict(os.environ, {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}):
         ingest(_csv(tmp_path / "a.csv"), "label", tmp_path / "ds", progress=False)
     assert pool.total_bytes_allocated() == allocated
+
+
+def _huge_pages_disabled() -> int:
+    """prctl(PR_GET_THP_DISABLE): 1 where transparent huge pages are off for this process."""
+    return int(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(2) is Linux's")
+def test_huge_pages_are_off_while_an_ingest_writes_then_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transparent huge pages are off for the process while the rows are written (the Parquet
+    encoders' allocator refaulted fresh 2 MiB pages), on again after; a process that had them
+    off keeps them off."""
+    if _huge_pages_disabled():
+        pytest.skip("huge pages are already off for this process")
+    seen: list[int] = []
+    write = DatasetWriter.write
+
+    def recording(self: DatasetWriter, batch: pa.RecordBatch) -> None:
+        seen.append(_huge_pages_disabled())
+        write(self, batch)
+
+    monkeypatch.setattr(DatasetWriter, "write", recording)
+    ingest(_csv(tmp_path / "a.csv"), "label", tmp_path / "ds", progress=False)
+    assert seen and set(seen) == {1}
+    assert _huge_pages_disabled() == 0
+    assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0
+    try:
+        ingest(_csv(tmp_path / "a.csv"), "label", tmp_path / "ds", overwrite=True, progress=False)
+        assert _huge_pages_disabled() == 1
+    finally:
+        ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)
 
 
 def test_schema_inference_on_threads_is_the_one_column_by_column(tmp_path: Path) -> None:
