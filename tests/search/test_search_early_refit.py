@@ -177,9 +177,10 @@ def test_the_early_refit_takes_every_core_once_the_trials_have_finished(
 def test_the_refit_data_is_built_once_ahead_and_its_preprocessing_fitted_once(
     split_dataset, ranking, monkeypatch
 ):
-    """On threads, the refit's preprocessor (train + valid), feature block and test shards are
-    built at the search's start; the refit reads and transforms nothing, and an early refit
-    that is not kept shares the preprocessor with the refit that is."""
+    """On threads, the refit's preprocessor (train + valid), feature blocks (train + valid,
+    test) and boosting matrix are built at the search's start; the refit reads, transforms and
+    bins nothing, its test metrics are evaluate's, and an early refit that is not kept shares
+    the preprocessor with the refit that is."""
     from shardlearn.search import _search
 
     ready, real = threading.Event(), _search.prepare_refit
@@ -201,10 +202,11 @@ def test_the_refit_data_is_built_once_ahead_and_its_preprocessing_fitted_once(
     result = _held_back(split_dataset, monkeypatch, ranking[0])  # the early refit is dropped
     assert not result.refit_started_early
     ahead, refit = result.reuse["refit_prepared"], result.reuse["refit"]
-    assert ahead["block_builds"] == 1 and ahead["shard_reads"] == 4  # the test shards
+    assert ahead["block_builds"] == 2 and ahead["shard_reads"] == 4  # train + valid, test
     assert ahead["matrix_builds"] == 1  # boosting's training matrix (the space's max_bin)
     assert refit["block_builds"] == refit["shard_reads"] == refit["matrix_builds"] == 0
-    assert refit["hits"]["block_builds"] == refit["hits"]["matrix_builds"] == 1
+    assert refit["hits"]["block_builds"] == 2 and refit["hits"]["matrix_builds"] == 1
+    assert refit["hits"]["shard_reads"] == 0  # its test scores read the test rows' block
     assert result.reuse["refit_preprocessor_fits"] == 1
     assert result.refit_timings["preprocess"] == 0
     _same_model(result, _plain_refit(split_dataset, result))
@@ -258,7 +260,7 @@ def test_no_matrix_is_built_ahead_when_max_bin_is_searched(split_dataset):
     with engine("local", workers=2) as eng:
         result = search(split_dataset, models="xgboost", space=space, trials=TRIALS, seed=SEED,
                         engine=eng, verbose=0)  # fmt: skip
-    assert result.reuse["refit_prepared"]["block_builds"] == 1
+    assert result.reuse["refit_prepared"]["block_builds"] == 2  # train + valid, test
     assert result.reuse["refit_prepared"]["matrix_builds"] == 0
     assert result.reuse["refit"]["matrix_builds"] == 1
     _same_model(result, _plain_refit(split_dataset, result))

@@ -34,9 +34,9 @@ refitted model trains as long as the models that were scored; ``SearchResult.ref
 threads and a slot falls idle with no trial left to start, the refit of the best configuration
 so far starts on it while the last trials finish, and is kept when they leave the same refit
 to do (:mod:`shardlearn.search._refit`; otherwise it is abandoned as they end), and takes the
-cores the trials free once they end; the refit's preprocessing, feature block and boosting
-matrix are built at the search's start, beside the first trials. ``refit_timings`` gives its
-phases either way.
+cores the trials free once they end; the refit's preprocessing, feature blocks (train + valid,
+test) and boosting matrix are built at the search's start, beside the first trials.
+``refit_timings`` gives its phases either way.
 
 Promotions of halving and ASHA continue instead of refitting when the budget is a model's
 rounds or epochs and the model can continue training (boosting: more rounds on the same booster;
@@ -136,7 +136,8 @@ class SearchResult:
         ``preprocessor_shard_reads``; ``refit`` (what the refit built and reused, when there
         was one); on threads also ``refit_preprocessor_fits`` (the refits' preprocessors on
         train + valid: one per model refitted) and ``refit_prepared`` (what was built for the
-        refit at the search's start: its feature block, boosting's matrix, the test shards).
+        refit at the search's start: its and the test rows' feature blocks, boosting's
+        matrix).
         Empty for an objective search.
     """
 

@@ -35,6 +35,7 @@ __all__ = [
     "inner_shards",
     "refit_view",
     "shard_folds",
+    "test_view",
     "trainer_view",
 ]
 
@@ -148,6 +149,12 @@ def refit_view(dataset: Any) -> Any:
     from shardlearn.data import Dataset
 
     return Dataset(dataset.uri, manifest)
+
+
+def test_view(dataset: Any) -> Any:
+    """The test shards as the ``valid`` split, alone: the refit's test scores read it as a
+    trial reads its fold's scored shards."""
+    return _view(dataset, {("test", int(s.index)): "valid" for s in dataset.shards("test")})
 
 
 def fold_assignment(dataset: Any, k: int) -> np.ndarray:
