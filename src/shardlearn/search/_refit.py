@@ -176,10 +176,10 @@ def prepare_refit(
     ``preprocessor()`` fits (once per search) the refit's preprocessor on train + valid; this
     then transforms those rows into the refit's feature block, builds from it the matrix
     ``estimator`` trains on (when it has one: boosting's ``build_matrices``, for the
-    ``max_bin`` every refit of the search uses) and reads the test shards, in the search's warm
-    scope, where the refit finds them (the block's key is the one its training asks for: the
-    same shards, preprocessor, classes and label; the matrix's, that block and ``max_bin``).
-    Returns what it built (the scope's counters), or None outside a scope.
+    ``max_bin`` every refit of the search uses) and the test rows' feature block, in the
+    search's warm scope, where the refit finds them (a block's key is the one the refit asks
+    for: the same shards, preprocessor, classes and label; the matrix's, that block and
+    ``max_bin``). Returns what it built (the scope's counters), or None outside a scope.
     """
     import numpy as np
 
