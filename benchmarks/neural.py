@@ -14,9 +14,11 @@ One run, same machine, same data: synthetic tabular classification (deterministi
 - scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs; BLAS
   limited to one thread, the same one core as shardlearn's single worker).
 
-Reported per trainer: seconds per epoch (the median of the epochs after the first, which pays
-for warm-up), epochs/s, total fit seconds (incl. start-up: the workers' start and torch import
-are paid by the first fit of an interpreter), the same fit again on the warm workers, test
+Reported per trainer: seconds per epoch (for shardlearn, the median of the epochs after the
+first of the fit on warm workers: the steady speed, which a cold first fit's young worker
+processes do not reach at once; for scikit-learn, its one fit's mean), epochs/s, total fit
+seconds (incl. start-up: the workers' start and torch import are paid by the first fit of an
+interpreter), the same fit again on the warm workers, test
 accuracy, and the speed ratio to scikit-learn; then the first fit's phases (``fit_timings_``).
 The closing note gives the scaling efficiency of 2 workers
 (``epochs/s(2) / (2 * epochs/s(1))``) and where ``auto`` trained.
@@ -84,11 +86,11 @@ def bench_shardlearn(data: tuple, workers: int, epochs: int, execution: str) -> 
             # The same fit again on the now warm workers (torch imported, rows cached in
             # this interpreter's idle pool): the fixed cost every later fit pays.
             start = time.perf_counter()
-            MLPClassifier(**model.get_params()).fit(X, y)
+            again = MLPClassifier(**model.get_params()).fit(X, y)
             warm = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    per_epoch = statistics.median(model.epoch_seconds_[1:] or model.epoch_seconds_)
+    per_epoch = statistics.median(again.epoch_seconds_[1:] or again.epoch_seconds_)
     accuracy = float(np.mean(model.predict(X_test) == y_test))
     return {
         "seconds_per_epoch": per_epoch,
