@@ -285,8 +285,10 @@ def summary(results: dict[str, list[dict]]) -> list[str]:
         by = {r["peer"]: r for r in rows if "seconds" in r}
         if "shardlearn" in by and "xgboost" in by:
             overhead = by["shardlearn"]["seconds"] / by["xgboost"]["seconds"] - 1
+            # The targets: +30% on the real airline rows (80k), +10% on the generated 1M.
+            target = 0.10 if name.startswith("airline-like") else 0.30
             notes.append(f"{name}: distribution overhead over single-process XGBoost "
-                         f"{overhead:+.0%} (target <= +30%)")  # fmt: skip
+                         f"{overhead:+.0%} (target <= {target:+.0%})")  # fmt: skip
         if "shardlearn" in by and "spark" in by:
             speedup = by["spark"]["seconds"] / by["shardlearn"]["seconds"]
             gap = by["shardlearn"]["auc"] - by["spark"]["auc"]
