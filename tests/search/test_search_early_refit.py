@@ -17,7 +17,7 @@ from shardlearn.engine import engine
 from shardlearn.models._training.execution import PHASES
 from shardlearn.search import _runner as runner
 from shardlearn.search import loguniform, randint, search, uniform
-from shardlearn.search._refit import refit_best
+from shardlearn.search._refit import EarlyRefit, refit_best
 from shardlearn.testing import run_cli
 
 SPACE = {"max_depth": randint(2, 6), "learning_rate": loguniform(0.05, 0.5), "n_estimators": 8,
@@ -53,6 +53,14 @@ def _held_back(dataset, monkeypatch, trial):
 
     monkeypatch.setattr(runner, "run_trial", run_trial)
     return _search(dataset, callback=callback)
+
+
+def _search_with_hooks(dataset, monkeypatch, cores, widen, run_trial):
+    """The search, with the early refit's ``cores``/``widen`` and the trials' run replaced."""
+    monkeypatch.setattr(EarlyRefit, "cores", cores)
+    monkeypatch.setattr(EarlyRefit, "widen", widen)
+    monkeypatch.setattr(runner, "run_trial", run_trial)
+    return _search(dataset)
 
 
 def _plain_refit(dataset, result):
@@ -138,8 +146,6 @@ def test_the_early_refit_takes_every_core_once_the_trials_have_finished(
     refit's second round, and its third waits for the trials to end."""
     import os
 
-    from shardlearn.search._refit import EarlyRefit
-
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: trials run one at a time and no refit starts early")
     two_rounds, widened, seen, wide = threading.Event(), threading.Event(), [], []
@@ -162,10 +168,7 @@ def test_the_early_refit_takes_every_core_once_the_trials_have_finished(
             assert two_rounds.wait(HOLD_TIMEOUT), "no refit started early"
         return real_run(context, spec, *args)
 
-    monkeypatch.setattr(EarlyRefit, "cores", cores)
-    monkeypatch.setattr(EarlyRefit, "widen", widen)
-    monkeypatch.setattr(runner, "run_trial", run_trial)
-    result = _search(split_dataset)
+    result = _search_with_hooks(split_dataset, monkeypatch, cores, widen, run_trial)
     assert result.refit_started_early
     slot = max(1, os.cpu_count() // 2)
     # All the cores on an idle machine; fewer on one other processes keep busy (usable_cores).
@@ -229,7 +232,6 @@ def test_a_final_refit_of_another_model_than_the_early_one_fits_its_own_preproce
     """Two models: the early refit is the best logistic so far, the boosting trial held back
     wins; the final refit fits the boosting profile's preprocessor after the trials (on the
     preprocessors' engine, still open) and equals the plain refit."""
-    from shardlearn.search._refit import EarlyRefit
 
     started, real_start, real_run = threading.Event(), EarlyRefit.start, runner.run_trial
 
@@ -273,7 +275,6 @@ def test_an_early_refit_the_last_trial_beats_stops_when_the_trials_end(
     its first round's cores; the refit is held before its second round until the trials have
     ended, and then ends there instead of training all its rounds before the final refit may
     start. The final refit is the plain one."""
-    from shardlearn.search._refit import EarlyRefit
 
     first, ended, calls = threading.Event(), threading.Event(), []
     real_cores, real_widen, real_run = EarlyRefit.cores, EarlyRefit.widen, runner.run_trial
@@ -295,10 +296,7 @@ def test_an_early_refit_the_last_trial_beats_stops_when_the_trials_end(
             assert first.wait(HOLD_TIMEOUT), "no refit started early"
         return real_run(context, spec, *args)
 
-    monkeypatch.setattr(EarlyRefit, "cores", cores)
-    monkeypatch.setattr(EarlyRefit, "widen", widen)
-    monkeypatch.setattr(runner, "run_trial", run_trial)
-    result = _search(split_dataset)
+    result = _search_with_hooks(split_dataset, monkeypatch, cores, widen, run_trial)
     assert not result.refit_started_early
     assert len(calls) == 2 < SPACE["n_estimators"]  # the held one, asked again, ended it
     _same_model(result, _plain_refit(split_dataset, result))
