@@ -1,15 +1,24 @@
 """Byte ranges parsed as Ray tasks spread over every node of a cluster (ingest on ``ray``).
 
-On the ``ray`` engine, :class:`RayParsers` takes the place of the local thread pool for the two
-steps of :mod:`shardlearn.data._ranges` that read a file's bytes: the scans that place exact
-cuts (:func:`~shardlearn.data._ranges.plan_ranges`) and the parse of each range. Each is a Ray
-task scheduled with the ``SPREAD`` strategy (one CPU each), so every node parses, and each task
-reads its bytes itself: a local path must be on a filesystem every node mounts at the same
-path (a shared filesystem). The driver only finds the cut points (a few seeks), submits the
-range tasks in the thread pool's order (the largest of the next few ranges first,
+On the ``ray`` engine, :class:`RayParsers` takes the place of the local thread pool for the
+steps of :mod:`shardlearn.data._ranges` that read a file's bytes: the parse of each range and,
+when a plan must read before the parse (an exact plan after a wrong cut, a remote file, a
+``.zst`` whose frames do not state their size), the plan's reads. Each is a Ray task scheduled
+with the ``SPREAD`` strategy (one CPU each), so every node parses, and each task reads its
+bytes itself: a local path must be on a filesystem every node mounts at the same path (a
+shared filesystem). The driver only finds the cut points (a few seeks), submits the range tasks
+in the thread pool's order (the largest of the next few ranges first,
 :func:`~shardlearn.data._ranges.next_range`) and consumes the parsed batches in input order,
 exactly as it consumes the thread pool's; so the rows, line numbers, rejects and shards are the
 local engine's, whichever node parsed what.
+
+Speculative ranges (a plain local CSV/TSV or JSON Lines file, cut at newlines without reading
+it) are checked as :func:`~shardlearn.data._ranges.parse_ranges` checks them: each task scans
+the bytes it parses (read once) and returns the check with its batches; the driver, handing
+the ranges over in input order, raises :class:`~shardlearn.data._ranges.Misspeculated` at the
+first range that does not end between rows (the ingest then plans exactly and runs again) and
+otherwise sets each range's first line from the lines of the ranges before it. So no pass over
+the input runs before the nodes parse.
 
 A task whose worker process or node dies is retried by Ray on another worker (the engine's
 ``max_retries``); when the retries run out the ingest fails with a :class:`DataError` and
@@ -24,6 +33,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -60,14 +70,16 @@ def _remote() -> Any:
 
 def parse_on_node(
     byte_range: _ranges.ByteRange, options: ReaderOptions, fast_types: dict[str, pa.DataType]
-) -> tuple[int, list[str], list[RawBatch]]:
-    """Runs in a Ray task: one range parsed as the local engine parses it, with the rows it
-    read counted as the ingest counts them (blank lines are not rows)."""
-    names, batches = _ranges._parse(byte_range, options, fast_types)
+) -> tuple[int, list[str], list[RawBatch], Any, BaseException | None]:
+    """Runs in a Ray task: one range parsed as the local engine parses it
+    (:func:`~shardlearn.data._ranges._parse_range`: for a speculative range also its check, and
+    its parse's error as a value), with the rows it read counted as the ingest counts them
+    (blank lines are not rows)."""
+    names, batches, check, error = _ranges._parse_range(byte_range, options, fast_types)
     rows = sum(
         raw.batch.num_rows - int(blank_rows(raw.batch).sum()) + len(raw.invalid) for raw in batches
     )
-    return rows, names, batches
+    return rows, names, batches, check, error
 
 
 class RayParsers:
@@ -126,7 +138,9 @@ class RayParsers:
         fast_types: dict[str, pa.DataType],
     ) -> Iterator[tuple[_ranges.ByteRange, list[str], list[RawBatch]]]:
         """Parse ``ranges`` as Ray tasks; yield (range, column names, batches) in input order,
-        as :func:`~shardlearn.data._ranges.parse_ranges` does; count the rows of each node.
+        as :func:`~shardlearn.data._ranges.parse_ranges` does, checking speculative ranges as
+        it does (:class:`~shardlearn.data._ranges.Misspeculated` at a wrong cut); count the
+        rows of each node.
 
         Tasks are submitted in the local order (:func:`~shardlearn.data._ranges.next_range`:
         the next range to consume, else the largest in the look-ahead), at most
@@ -135,6 +149,7 @@ class RayParsers:
 
         started: dict[int, Any] = {}  # range index -> its task's ref, until consumed
         following = 0  # the next range to hand over
+        line = 1  # the first line of the next speculative range
         try:
             while following < len(ranges):
                 while len(started) < self.parsers + 1:
@@ -144,7 +159,20 @@ class RayParsers:
                     started[index] = self._submit(parse_on_node, ranges[index], options, fast_types)
                 byte_range = ranges[following]
                 what = f"parsing bytes {byte_range.start}-{byte_range.end} of {byte_range.path!r}"
-                node, (rows, names, batches) = self._get(started.pop(following), what)
+                node, parsed = self._get(started.pop(following), what)
+                rows, names, batches, check, error = parsed
+                if check is not None:
+                    # As parse_ranges checks it: a range starting between rows must end
+                    # between rows; its lines follow those of the ranges before it.
+                    lines, wrong = check
+                    line = 1 if byte_range.index == 0 else line
+                    if wrong:
+                        raise _ranges.Misspeculated(byte_range.path)
+                    batches = _ranges._shifted(batches, line - 1)
+                    byte_range = replace(byte_range, first_line=line, speculative=False)
+                    line += lines
+                if error is not None:
+                    raise error
                 self.node_rows[node] += rows
                 yield byte_range, names, batches
                 following += 1

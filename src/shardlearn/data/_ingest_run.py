@@ -16,9 +16,10 @@ A plain CSV/TSV or JSON Lines file is cut speculatively (nothing read before its
 cut checked as its range is handed over); a wrong cut (a quoted value holding a newline across
 it; never in JSON Lines) discards the run's staged files and runs the write again on exact
 plans, once. On
-the ``ray`` engine the ranges and their scans are Ray tasks spread over every node instead
-(:mod:`shardlearn.data._ingest_ray`). Other inputs (large compressed files, pipes, remote text
-files) are read as one stream, on this process. Whatever the split, the output is the same:
+the ``ray`` engine the ranges (speculative too, checked the same way) and any scans a plan
+needs are Ray tasks spread over every node instead (:mod:`shardlearn.data._ingest_ray`). Other
+inputs (large compressed files, pipes, remote text files) are read as one stream, on this
+process. Whatever the split, the output is the same:
 ranges are consumed in input order, accepted rows reach the writer re-cut into batches of
 exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same batches), and
 rejects are written sorted by line within each file in row groups of
@@ -268,8 +269,8 @@ class IngestRun:
     _planner: ThreadPoolExecutor | None = None
     _planning: Future | None = None  # the byte ranges of every file, planned beside the schema
     # Plain CSV/TSV and JSON Lines files are cut at newlines without reading them first (checked
-    # as they are parsed); off on Ray, for an input that cannot be read twice, and after a
-    # wrong cut.
+    # as they are parsed, on threads or Ray tasks); off for an input that cannot be read twice,
+    # and after a wrong cut.
     _speculate: bool = False
 
     # -- schema ---------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ class IngestRun:
             if is_ray_engine(self.engine):
                 self._ray = RayParsers(self.parsers, int(self.engine.max_retries))
             # A wrong speculative cut makes the ingest run again: every input is read twice.
-            self._speculate = self._ray is None and all(map(_regular_local_file, self.paths))
+            self._speculate = all(map(_regular_local_file, self.paths))
             try:
                 return self._execute()
             finally:

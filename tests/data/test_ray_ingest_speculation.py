@@ -1,0 +1,107 @@
+"""Ingest on Ray cuts plain files speculatively, as the local engine does: no pass over the
+input (no scan task) before the range tasks parse; a cut inside a quoted value is found from the
+range's own scan and the file is planned exactly and parsed again. The dataset is the local
+engine's byte for byte, and the manifest still shows the rows each node read.
+
+The session's real local Ray cluster (``ray_cluster``) runs the tasks; the driver-side calls
+(the plans, the tasks submitted, the plan's scan tasks) are recorded in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+import shardlearn.data._ingest_run as ingest_run
+from shardlearn.data._ingest_ray import RayParsers
+from shardlearn.engine import engine
+
+from ._rejects import rejects
+from ._speculation import RecordedPlans, fingerprint, ingest_in_ranges
+
+pytestmark = pytest.mark.ray
+
+
+def _lines(count: int) -> list[str]:
+    return ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(count))]
+
+
+class _RecordedTasks:
+    """Patched over RayParsers: the ranges submitted to parse (speculative or not) and how
+    many times a plan ran its reads as tasks (``map``: the exact plan's scans)."""
+
+    def __init__(self) -> None:
+        self.speculative: list[bool] = []
+        self.scans = 0
+        self._submit, self._map = RayParsers._submit, RayParsers.map
+
+    def submit(self, parsers: RayParsers, fn: Any, *args: Any) -> Any:
+        self.speculative.append(bool(args[0].speculative))
+        return self._submit(parsers, fn, *args)
+
+    def map(self, parsers: RayParsers, fn: Any, items: Any) -> Any:
+        self.scans += 1
+        return self._map(parsers, fn, items)
+
+
+def _on_ray(path: Path, out: Path, range_bytes: int) -> tuple[Any, RecordedPlans, _RecordedTasks]:
+    plans, tasks = RecordedPlans(), _RecordedTasks()
+    with (
+        engine("ray") as eng,
+        mock.patch.object(ingest_run, "plan_ranges", plans),
+        mock.patch.object(RayParsers, "_submit", lambda s, fn, *a: tasks.submit(s, fn, *a)),
+        mock.patch.object(RayParsers, "map", lambda s, fn, items: tasks.map(s, fn, items)),
+    ):
+        ds = ingest_in_ranges(path, out, range_bytes, 2, engine=eng)
+    return ds, plans, tasks
+
+
+def _node_rows_shown(ds: Any) -> None:
+    nodes = ds.manifest["nodes"]
+    assert nodes and all(rows > 0 for rows in nodes.values()), nodes
+    assert sum(nodes.values()) == ds.manifest["rows_read"]
+
+
+def test_ray_parses_speculative_ranges_without_a_scan_first(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """A clean CSV on Ray: every range task parses a speculative range and no scan task
+    runs before them (the exact plan scanned every range in tasks first)."""
+    lines = _lines(3000)
+    lines[1234] = "1233,bad"
+    path = tmp_path / "clean.csv"
+    path.write_text("\n".join(lines) + "\n")
+    local = ingest_in_ranges(path, tmp_path / "local", path.stat().st_size // 6, 2)
+    ds, plans, tasks = _on_ray(path, tmp_path / "ray", path.stat().st_size // 6)
+    assert plans.speculative == [True]
+    assert tasks.scans == 0
+    assert len(tasks.speculative) == ds.manifest["ranges"] >= 6 and all(tasks.speculative)
+    assert rejects(ds) == [(1235, "wrong number of fields (expected 3)")]
+    assert fingerprint(ds) == fingerprint(local)
+    _node_rows_shown(ds)
+
+
+def test_a_quoted_newline_across_a_cut_on_ray_plans_again_as_the_local_engine_does(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """The middle of the file lies in a value of 200 lines: the speculative cut there is found
+    wrong from its range's scan on a node, the file is planned exactly (scan tasks) and parsed
+    again; rejects keep their physical lines and the dataset is the local engine's."""
+    lines = _lines(400)
+    value = "\n".join(f"part {k}" for k in range(200))
+    lines[150] = f'149,"{value}",b'  # physical lines 151-350
+    lines[300] = "299,bad"  # physical line 301 + 199 = 500
+    path = tmp_path / "quoted.csv"
+    path.write_text("\n".join(lines) + "\n")
+    range_bytes = path.stat().st_size // 2
+    local = ingest_in_ranges(path, tmp_path / "local", range_bytes, 2)
+    ds, plans, tasks = _on_ray(path, tmp_path / "ray", range_bytes)
+    assert plans.speculative == [True, False]
+    assert tasks.scans == 1
+    assert True in tasks.speculative and tasks.speculative[-2:] == [False, False]
+    assert ds.manifest["ranges"] == 2
+    assert rejects(ds) == [(500, "wrong number of fields (expected 3)")]
+    assert fingerprint(ds) == fingerprint(local)
+    _node_rows_shown(ds)
