@@ -421,9 +421,13 @@ def search(
             from shardlearn.search.cv import shard_folds
 
             shard_folds(dataset, cv)  # a clear error before any trial starts
+    # Inside a warm scope (a pipeline run, `with engine(...)`) the search works in it, so the
+    # values it keeps and those of the block around it stay (its owner releases them).
+    outer = _warm.current()
+    warm = warm_scope_name(dataset) if outer is None else outer.name
     context: dict[str, Any] = {
         "dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
-        "preprocess": preprocess, "warm": None if dataset is None else warm_scope_name(dataset),
+        "preprocess": preprocess, "warm": None if dataset is None else warm,
     }  # fmt: skip
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
                          seed=seed, budget=budget, eta=eta, rungs=rungs,
@@ -503,7 +507,7 @@ def search(
                 opened.close()
         # The refit ran in the scope too. This process's and the idle workers' warm data
         # (task processes keep theirs until another scope; _warm).
-        if context["warm"] is not None:
+        if context["warm"] is not None and outer is None:
             _warm.release(context["warm"])
     result.preprocessor_fits = 0 if prepared is None else prepared.fits
     if prepared is not None and refit_pre is not None:
