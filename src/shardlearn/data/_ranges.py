@@ -54,7 +54,11 @@ next one, to scan it (CSV) or count its lines (JSON Lines); from there the cuts 
 in a plain file, and a parser decompresses its range from the chunk that holds its start,
 unless the range is one of the first :data:`KEPT_CHUNKS`, whose bytes the plan kept (a small
 ``.zst`` is decompressed once). A single frame, or a chunk of more than :data:`MERGED_RANGES`
-ranges' bytes, is one stream.
+ranges' bytes, is one stream. When every frame states its data size (``zstd``, ``pzstd`` and
+one-shot writers do) and the plan may speculate, the data offsets come from the headers and
+each range start from its chunk's head alone (:func:`_frame_cuts`): the ranges are those
+above, speculative, and each chunk is decompressed once, by its parser, which checks its cut
+as in a plain file.
 
 A Parquet file is cut at row groups, into runs of consecutive groups as even as the groups
 allow (as many as for a plain file of their bytes); a row's "line" is its row number. A row
@@ -95,6 +99,7 @@ from shardlearn.data._zst import (
     FrameIndex,
     check_unchanged,
     frame_index,
+    line_starts,
     read_chunk,
     read_plain,
 )
@@ -155,9 +160,10 @@ class ByteRange:
     column names (named from its first records, which a range may not hold). ``stored``: the
     bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
     ``packed``: the whole of a small compressed file that cannot be cut (``.gz``, ``.bz2``, a
-    ``.zst`` of one frame), decompressed by its parser. ``speculative``: a plain CSV/TSV or
-    JSON Lines range cut at a newline that is assumed to end a row; :func:`parse_ranges`
-    checks it from the range's own scan and raises :class:`Misspeculated` if it does not
+    ``.zst`` of one frame), decompressed by its parser. ``speculative``: a CSV/TSV or JSON
+    Lines range (plain, or a ``.zst`` of sized frames) cut at a newline assumed to end a
+    row; :func:`parse_ranges` checks it from the range's own scan and raises
+    :class:`Misspeculated` if it does not
     (``first_line`` is known only then). ``decompressed``: a ``.zst`` range's data as the
     plan decompressed it (the first :data:`KEPT_CHUNKS` chunks of a local file), so its
     parser does not decompress it again; emptied by the first parse.
@@ -537,7 +543,12 @@ def plan_ranges(
     if reader.format == "parquet":
         return _row_group_ranges(reader, range_bytes, limit, whole, parsers)
     compression = _split_extension(path)[1]
-    if compression == "zstd":
+    cut = _frame_cuts(reader, range_bytes, limit, pool, parsers) if speculate else None
+    if cut is not None:
+        ranges, scans, size = cut, None, cut[-1].end
+        if reader.format != "jsonl":
+            return ranges
+    elif compression == "zstd":
         units = _frame_ranges(reader, range_bytes, limit, pool, not remote, parsers)
         if units is None:
             return _packed(reader, range_bytes, whole)
@@ -683,6 +694,39 @@ def _frame_ranges(
         for i, ((start, _, data), end) in enumerate(zip(starts, ends, strict=True))
     ]
     return ranges, [measured for _, measured, _ in starts]
+
+
+def _frame_cuts(
+    reader: SourceReader, range_bytes: int, limit: int, pool: ThreadPoolExecutor, parsers: int
+) -> list[ByteRange] | None:
+    """A multi-frame ``.zst`` whose frames state their data sizes, cut speculatively: its
+    ranges start where :func:`_frame_ranges` starts them, found from each chunk's head alone
+    (:func:`~shardlearn.data._zst.line_starts`, on the pool), so each chunk is decompressed
+    once, by the parser that checks its cut. None: not such a file, or one range, or a range
+    of more than ``limit`` bytes (the exact plan decides)."""
+    if _split_extension(reader.path)[1] != "zstd":
+        return None
+    index = frame_index(reader.path, range_bytes, parsers)
+    starts = None if index is None or not index.plain else line_starts(index, limit, pool.map)
+    if index is None or starts is None or len(starts) < 2:
+        return None
+    size = index.plain[-1]
+    bounds = list(zip(starts, [*starts[1:], size], strict=True))
+    if max(end - start for start, end in bounds) > limit:
+        return None
+    return [
+        ByteRange(
+            reader.path,
+            i,
+            start,
+            end,
+            last=end == size,
+            frames=index,
+            speculative=True,
+            stored=index.size * (end - start) // max(size, 1),
+        )  # fmt: skip
+        for i, (start, end) in enumerate(bounds)
+    ]
 
 
 def _frame_unit(

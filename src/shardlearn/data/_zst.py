@@ -10,6 +10,13 @@ units that ingest's byte-range planner
 first frame's does, so the bytes ``[start, end)`` of the decompressed file are read
 (:func:`read_plain`) by decompressing from the frame that holds ``start``.
 
+When every frame states its data size (``zstd``, ``pzstd`` and one-shot writers write it;
+zstd refuses a frame whose data is not that size), the index knows each chunk's data offset
+from the headers alone, and :func:`line_starts` places the ranges' starts from each chunk's
+head (decompressed up to its first newline): the plan then decompresses nothing else, and
+each chunk is decompressed once, by the parser of its range. Otherwise the plan decompresses
+the chunks (:func:`read_chunk`) to learn their sizes.
+
 A file that is not a sequence of whole frames (truncated, corrupt headers, trailing bytes) has
 no index: it is read as one stream, whose reader reports the error with the last good line.
 """
@@ -17,7 +24,10 @@ no index: it is read as one stream, whose reader reports the error with the last
 from __future__ import annotations
 
 import bisect
+import functools
+import itertools
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -26,7 +36,14 @@ import pyarrow as pa
 from shardlearn.data._balance import even_bounds, range_count
 from shardlearn.exceptions import DataError
 
-__all__ = ["FrameIndex", "check_unchanged", "frame_index", "read_chunk", "read_plain"]
+__all__ = [
+    "FrameIndex",
+    "check_unchanged",
+    "frame_index",
+    "line_starts",
+    "read_chunk",
+    "read_plain",
+]
 
 _MAGIC = 0xFD2FB528
 _SKIPPABLE = 0x184D2A50  # to 0x184D2A5F: skippable frames (metadata such as a seek table)
@@ -38,8 +55,9 @@ _ASSUMED_RATIO = 4  # data bytes per compressed byte when a frame does not state
 class FrameIndex:
     """Chunks of whole frames of ``path``: chunk ``k`` is stored at bytes
     ``[stored[k], stored[k + 1])`` of the file and holds data bytes ``[plain[k], plain[k + 1])``
-    (``plain`` is filled in once the chunks have been decompressed); ``modified``: the file's
-    modification time (ns) when it was indexed."""
+    (``plain``: from the frame headers when every frame states its size, else filled in once
+    the chunks have been decompressed); ``modified``: the file's modification time (ns) when
+    it was indexed."""
 
     path: str
     size: int
@@ -106,8 +124,9 @@ def _skip_blocks(handle: BinaryIO, position: int, size: int) -> int:
 def frame_index(path: str, target: int, parsers: int = 1) -> FrameIndex | None:
     """The chunks of ``path``: whole frames, at most about ``target`` data bytes each, as
     even as the frames allow and a multiple of ``parsers`` chunks when there are several
-    (:mod:`shardlearn.data._balance`); None when it holds fewer than two data frames or is
-    not a sequence of whole frames."""
+    (:mod:`shardlearn.data._balance`), with their data offsets (``plain``) when every frame
+    states its data size; None when it holds fewer than two data frames or is not a sequence
+    of whole frames."""
     modified = os.stat(path).st_mtime_ns
     frames = _frames(path)
     if frames is None or len(frames) < 3:
@@ -118,17 +137,55 @@ def frame_index(path: str, target: int, parsers: int = 1) -> FrameIndex | None:
     ]
     bounds = even_bounds(data, range_count(sum(data), target, parsers))
     stored = [0, *(frames[b][0] for b in bounds[1:])]  # from 0: skippable frames first
-    return FrameIndex(path, frames[-1][0], tuple(stored), modified=modified)
+    plain: tuple[int, ...] = ()
+    if all(content is not None for _, content in frames[:-1]):
+        # Stated sizes are checked as the frames decompress (zstd refuses a frame whose
+        # data is not its stated size), so a range's bytes are where these offsets say.
+        sums = [0, *itertools.accumulate(data)]
+        plain = tuple(sums[b] for b in bounds)
+    return FrameIndex(path, frames[-1][0], tuple(stored), plain, modified)
+
+
+def line_starts(
+    index: FrameIndex, limit: int, mapper: Callable[..., Iterable[int | None]]
+) -> list[int] | None:
+    """Where the ranges of ``index`` (``plain`` known, from the headers) start without
+    decompressing its chunks: 0, then the byte after the first newline at or after each later
+    chunk's first data byte (a line that spans chunks lies in one range; a chunk without a
+    newline starts no range), found from the chunk's head alone (``mapper``: ``map`` on the
+    plan's pool). None when a chunk's head holds no newline within ``limit`` bytes (the file
+    is then read as one stream) or a read fails (the one-stream read reports it)."""
+    found = list(mapper(functools.partial(_line_start, index, limit), range(1, index.chunks)))
+    if any(start is None for start in found):
+        return None
+    size = index.plain[-1]
+    return sorted({0, *(start for start in found if start is not None and start < size)})
+
+
+def _line_start(index: FrameIndex, limit: int, chunk: int) -> int | None:
+    """Runs on the pool: the data offset after the first newline at or after chunk
+    ``chunk``'s first data byte (the data size if none follows); None: none within ``limit``
+    bytes, or unreadable."""
+    try:
+        with open(index.path, "rb") as handle:
+            return index.plain[chunk] + len(_head(handle, index, chunk, limit))
+    except OSError:
+        return None
 
 
 def read_plain(index: FrameIndex, start: int, end: int) -> bytes:
     """The decompressed bytes ``[start, end)`` of ``index.path`` (``index.plain`` known); a
     file that changed since it was indexed (its size, or data that no longer decompresses) is
-    an error."""
+    an error, and so is data that does not decompress in a file that did not change (its
+    offsets were read from its frame headers, nothing of it decompressed before)."""
     try:
         return _read_plain(index, start, end)
-    except OSError:
-        raise _changed(index, start, end) from None
+    except OSError as error:
+        check_unchanged(index, start, end)
+        raise DataError(
+            f"Cannot read {index.path!r}: its zstd data is corrupt or truncated ({error}) in "
+            f"its data bytes {start}-{end}. Nothing was written."
+        ) from None
 
 
 def check_unchanged(index: FrameIndex, start: int, end: int) -> None:
