@@ -299,6 +299,11 @@ class EarlyRefit:
             raise Abandoned("the trials left another refit to do")
         return self._threads
 
+    def busy(self) -> int:
+        """The threads the early refit uses now: 0 before it starts and once it has ended."""
+        thread = self._thread
+        return self._threads if thread is not None and thread.is_alive() else 0
+
     def idle_cores(self) -> int:
         """The slot's share of the cores while trials run; after :meth:`widen`, the cores
         other processes left idle: what a refit after the trials uses."""

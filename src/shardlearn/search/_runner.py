@@ -19,6 +19,12 @@ Where a trial runs (:func:`placement`):
   worker then keeps, in the search's warm scope, the shard tables and feature blocks it
   loaded for the next trial (the engine passes the scope to its workers).
 
+On threads, each trial's boosting asks before every round how many threads it may use
+(:class:`TrialCores`): its slot's share while trials start, and once the strategy has none
+left to start, an equal part of the cores the finished trials leave idle (those other processes
+leave idle too, and the early refit does not use), so the last trial of a search does not train
+on one core while the others wait. XGBoost's ``nthread`` changes no tree.
+
 Preprocessing is fitted once per fold (:class:`FoldPreprocessors`): the driver fits the
 preprocessor of each distinct trainer view -- the same training shards the trial's Pipeline
 would fit it on, so nothing from the scored shards enters -- and hands the fitted one to every
@@ -27,7 +33,10 @@ trial on that fold; the trials' Pipelines use it as it is.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,7 @@ __all__ = [
     "SMALL_CELLS",
     "THREAD_CELLS",
     "FoldPreprocessors",
+    "TrialCores",
     "TrialRunner",
     "placement",
     "trial_key",
@@ -173,6 +183,67 @@ class FoldPreprocessors:
         return fitted
 
 
+class TrialCores:
+    """The threads each trial on a thread of this process may use, asked before every boosting
+    round (:func:`shardlearn.models.sharing_cores`).
+
+    A trial has its slot's ``share`` until :meth:`widen` (no trial is left to start): then the
+    cores other processes left idle while the trials ran (:func:`~shardlearn.search._refit.
+    usable_cores`), less the shares of the running trials and the threads ``elsewhere()`` says
+    other work of the search uses (the early refit), are split equally among the running
+    trials.
+
+    Parameters
+    ----------
+    share : int
+        A slot's cores.
+    elsewhere : callable
+        Threads the search's other work uses now.
+    """
+
+    def __init__(self, share: int, elsewhere: Callable[[], int]) -> None:
+        from shardlearn.search._refit import IdleCores
+
+        self.share, self._elsewhere = share, elsewhere
+        self._watch = IdleCores()  # the machine while the trials run
+        self._usable: int | None = None
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        """The threads of a running trial's next round."""
+        usable = self._usable
+        if usable is None:
+            return self.share
+        with self._lock:
+            running = max(1, self._running)
+        spare = usable - self.share * running - self._elsewhere()
+        return self.share + max(0, spare) // running
+
+    def widen(self) -> int:
+        """No trial is left to start: from now on the running trials take the idle cores
+        (measured once). Returns the usable cores."""
+        from shardlearn.search._refit import usable_cores
+
+        if self._usable is None:
+            self._usable = usable_cores(os.cpu_count() or 1, self._watch.others(), self.share)
+        return self._usable
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """A trial runs in the block (its fits use :meth:`__call__`'s threads)."""
+        from shardlearn.models import sharing_cores
+
+        with self._lock:
+            self._running += 1
+        try:
+            with sharing_cores(self):
+                yield
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
 class TrialRunner:
     """Start trials on ``slots`` threads of this process, each waiting on its own trial.
 
@@ -188,6 +259,8 @@ class TrialRunner:
     preprocessors : FoldPreprocessors or None
         None for an objective search.
     slots : int
+    cores : TrialCores, optional
+        On threads: the threads each trial may use (its slot's share without).
     """
 
     def __init__(
@@ -198,9 +271,10 @@ class TrialRunner:
         cache_dir: Path | None,
         preprocessors: FoldPreprocessors | None,
         slots: int,
+        cores: TrialCores | None = None,
     ) -> None:
         self.eng, self.context, self.objective = eng, context, objective
-        self.cache_dir, self.preprocessors = cache_dir, preprocessors
+        self.cache_dir, self.preprocessors, self.cores = cache_dir, preprocessors, cores
         self._pool = ThreadPoolExecutor(slots, thread_name_prefix="shardlearn-trial")
 
     def start(self, spec: dict[str, Any]) -> Future:
@@ -222,8 +296,10 @@ class TrialRunner:
             # Run from this thread (the search made its engine current), so the trial's fits
             # use every worker of the engine (or, on threads, fit in this process).
             here = create_engine("local", workers=1)
+            sharing = self.cores.running() if self.cores is not None else contextlib.nullcontext()
             try:
-                results = graph.run(here, cache_dir=self.cache_dir, progress=False)
+                with sharing:
+                    results = graph.run(here, cache_dir=self.cache_dir, progress=False)
             finally:
                 here.close()
         else:

@@ -36,7 +36,10 @@ so far starts on it while the last trials finish, and is kept when they leave th
 to do (:mod:`shardlearn.search._refit`; otherwise it is abandoned as they end), and takes the
 cores the trials free once they end; the refit's preprocessing, feature blocks (train + valid,
 test) and boosting matrix are built at the search's start, beside the first trials.
-``refit_timings`` gives its phases either way.
+``refit_timings`` gives its phases either way. Once no trial is left to start, the trials still
+running on threads take the cores the finished ones leave idle (not the early refit's, nor those
+other processes keep busy; :class:`~shardlearn.search._runner.TrialCores`), so the last trial
+does not train on one core while the others wait.
 
 Promotions of halving and ASHA continue instead of refitting when the budget is a model's
 rounds or epochs and the model can continue training (boosting: more rounds on the same booster;
@@ -74,7 +77,13 @@ from shardlearn.search._refit import (
     refit_best,
     refit_choice,
 )
-from shardlearn.search._runner import FoldPreprocessors, TrialRunner, placement, trial_key
+from shardlearn.search._runner import (
+    FoldPreprocessors,
+    TrialCores,
+    TrialRunner,
+    placement,
+    trial_key,
+)
 from shardlearn.search._trial import (
     IN_THREADS,
     LOWER_IS_BETTER,
@@ -456,8 +465,7 @@ def search(
     # Trials on threads share this process's warnings machinery (routed_warnings).
     warned = routed_warnings() if where == IN_THREADS else contextlib.nullcontext()
     prepared = None if objective is not None else FoldPreprocessors(dataset, context, fit_engine)
-    runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots)
-    early = refit_pre = ahead = None
+    early = refit_pre = ahead = trial_cores = None
     if where == IN_THREADS and slots > 1 and refit and prepared is not None:
         # The refits fit in this process as the preprocessors do: they share one fitted on
         # train + valid, and its data is built while the first trials leave a core idle.
@@ -466,7 +474,13 @@ def search(
                            context["threads"])  # fmt: skip
         if len(spaces) == 1:
             ahead = _RefitAhead(dataset, prepared, context, spaces[0])
-    idle = None if early is None else functools.partial(_start_early, early, key, full, budget)
+    if where == IN_THREADS and slots > 1:
+        # The last trials take the cores the finished ones leave idle, but the early refit's.
+        trial_cores = TrialCores(context["threads"], early.busy if early else lambda: 0)
+    runner = TrialRunner(eng, context, objective, output.cache_dir, prepared, slots, trial_cores)
+    idle = None
+    if trial_cores is not None:
+        idle = functools.partial(_slot_idle, early, trial_cores, key, full, budget)
     try:
         with use_engine(eng), display, warned:
             try:
@@ -631,13 +645,20 @@ def _searched(value: Any) -> bool:
     return isinstance(value, Distribution | list)
 
 
-def _start_early(
-    early: EarlyRefit, key: Callable, full: dict, budget: str, results: list[dict[str, Any]]
+def _slot_idle(
+    early: EarlyRefit | None,
+    cores: TrialCores,
+    key: Callable,
+    full: dict,
+    budget: str,
+    results: list[dict[str, Any]],
 ) -> None:
-    """Start the early refit of the best configuration so far (a slot is idle for good)."""
-    choice = refit_choice(_leaderboard(results, key), full, budget)
-    if choice is not None:
+    """A slot is idle for good: the early refit of the best configuration so far starts on it
+    (when the search refits), and the running trials take the cores nothing else uses."""
+    choice = None if early is None else refit_choice(_leaderboard(results, key), full, budget)
+    if early is not None and choice is not None:
         early.start(choice[0]["model"], choice[2])
+    cores.widen()
 
 
 def _drive(plan, runner, slots, deadline, started, full, output, key, display, callback,
