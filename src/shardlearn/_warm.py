@@ -1,10 +1,18 @@
-"""Warm data: what one process keeps across the fits of a scope (a search), within a budget.
+"""Warm data: what one process keeps across the fits of a scope, within a budget.
 
 A search fits many configurations on the same folds: every trial reads the same shard files,
 transforms them with the same fitted preprocessor, and XGBoost bins the same rows into the same
-quantile matrix. Inside a *scope* -- opened with :func:`scope` by the search around each trial
-and around its preprocessing fits, and named by the search's id -- the layers below build each
-such value once per process and serve it from here afterwards:
+quantile matrix; a pipeline's train stages, or a script's fits, fit the same preprocessor on
+the same dataset. Inside a *scope* the layers below build each such value once per process and
+serve it from here afterwards. Three kinds of block of work open one:
+
+* a search (:func:`scope` around each trial and its preprocessing fits, named by the search);
+* a pipeline run (its stages, on driver threads, each run in the run's scope);
+* a ``with engine(...)`` block (a script's consecutive fits), released when it exits.
+
+They nest: :func:`session` inside an open scope works in that scope and releases nothing, so a
+search in a pipeline, or a pipeline in ``with engine(...)``, keeps the outer block's values
+(the outer block releases them). The values:
 
 * ``shard_reads`` (``data``): a shard file's table, read whole once
   (:meth:`shardlearn.data.Shard.read` / ``iter_batches`` then serve any columns from memory);
@@ -13,7 +21,9 @@ such value once per process and serve it from here afterwards:
 * ``matrix_builds`` (``models``): the in-process XGBoost matrices of a feature block, per
   ``max_bin``; on a worker group, each worker's share of the collective matrices (their bins
   come from all workers' rows, so every worker builds its share together:
-  :func:`keep` after the build, :func:`peek` before the next fit).
+  :func:`keep` after the build, :func:`peek` before the next fit);
+* ``preprocessor_builds`` (``models``): a preprocessor fitted by a ``Pipeline`` on a dataset's
+  training shards, per preprocessor parameters and dataset digest (driver only).
 
 Keys hold everything the value depends on (file digest, preprocessor fingerprint, ...), so a
 reused value is the value a fresh build would give. Outside a scope :func:`fetch` just builds:
@@ -21,16 +31,16 @@ nothing is kept and nothing changes for ordinary fits.
 
 Memory. A process keeps one scope at a time: opening another scope drops the values of the
 previous one (a task process that ran an earlier search frees them at the first trial of the
-next), and :func:`release` drops a scope at the end of the search. Values are kept while
-their estimated sizes add up to at most the budget (:func:`default_budget`:
+next), and :func:`release` drops a scope at the end of the block that opened it. Values are
+kept while their estimated sizes add up to at most the budget (:func:`default_budget`:
 ``$SHARDLEARN_WARM_BUDGET`` bytes per process, else :data:`DEFAULT_MEMORY_SHARE` of physical
-memory in equal parts for the processes of the search: the driver and one per slot); a value
-that does not fit is built, used and not kept -- it is built again next time -- and counted as
-``refused``, which the search reports.
+memory in equal parts for the processes of the block: the driver and one per slot or worker);
+a value that does not fit is built, used and not kept -- it is built again next time -- and
+counted as ``refused``, which the search and the pipeline run report.
 
-Counters. :func:`scope` yields a :class:`Counters` for the block it wraps (one trial): builds
-and hits per kind, refused values, and the keys of the shards read with the process that read
-each, so the caller can show that each shard was read once per process.
+Counters. :func:`scope` yields a :class:`Counters` for the block it wraps (a trial, a stage):
+builds and hits per kind, refused values, and the keys of the shards read with the process that
+read each, so the caller can show that each shard was read once per process.
 
 Worker processes. A worker group opened inside a scope (:func:`current`) takes the scope's name
 to its workers (the engine passes it in the worker reset message): each worker runs its calls
@@ -67,6 +77,7 @@ __all__ = [
     "peek",
     "release",
     "scope",
+    "session",
     "worker_scope",
 ]
 
@@ -78,7 +89,14 @@ BUDGET_ENV = "SHARDLEARN_WARM_BUDGET"
 #: mostly those blocks and the shards they come from.
 DEFAULT_MEMORY_SHARE = 0.25
 #: What can be kept, as counted in :class:`Counters`.
-KINDS = ("shard_reads", "block_builds", "matrix_builds")
+KINDS = ("shard_reads", "block_builds", "matrix_builds", "preprocessor_builds")
+#: Short names of the kinds in :meth:`Counters.summary`.
+_SHOWN = {
+    "preprocessor_builds": "preprocessors",
+    "shard_reads": "shards",
+    "block_builds": "blocks",
+    "matrix_builds": "matrices",
+}
 
 
 @dataclass
@@ -95,6 +113,9 @@ class Counters:
         The keys of the shards read from storage, in order.
     readers : list of int
         The process (pid) that read each of ``shards``: this one, or a worker's.
+    parent : Counters or None
+        The counters of the block this one is inside (a fit inside a pipeline stage): what
+        is counted here is counted there too.
     """
 
     builds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -102,20 +123,57 @@ class Counters:
     refused: int = 0
     shards: list[Any] = field(default_factory=list)
     readers: list[int] = field(default_factory=list)
+    parent: Counters | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON: ``{kind: builds}``, ``hits`` per kind, ``refused``."""
         return {**self.builds, "hits": dict(self.hits), "refused": self.refused}
 
+    def summary(self) -> dict[str, int]:
+        """Flat counts for a summary line: ``<kind>_reused`` (served from memory) and
+        ``<kind>_built`` per kind that counted anything, and ``refused``, when not 0."""
+        shown: dict[str, int] = {}
+        for kind, name in _SHOWN.items():
+            if self.hits[kind] or self.builds[kind]:
+                shown[f"{name}_reused"] = self.hits[kind]
+                shown[f"{name}_built"] = self.builds[kind]
+        if self.refused:
+            shown["refused"] = self.refused
+        return shown
+
     def merge(self, other: Counters) -> None:
-        """Add what ``other`` counted (a worker's calls) to these counters."""
+        """Add what ``other`` counted (a worker's calls) to these counters (and their
+        parents')."""
         with _MERGE_LOCK:
-            for kind in KINDS:
-                self.builds[kind] += other.builds.get(kind, 0)
-                self.hits[kind] += other.hits.get(kind, 0)
-            self.refused += other.refused
-            self.shards.extend(other.shards)
-            self.readers.extend(other.readers)
+            for counters in self._chain():
+                for kind in KINDS:
+                    counters.builds[kind] += other.builds.get(kind, 0)
+                    counters.hits[kind] += other.hits.get(kind, 0)
+                counters.refused += other.refused
+                counters.shards.extend(other.shards)
+                counters.readers.extend(other.readers)
+
+    def count(self, kind: str, *, hit: bool = False, read: Any = None) -> None:
+        """Count one value of ``kind`` built (or served: ``hit``); ``read``: the key of the
+        shard it read, in this process."""
+        with _MERGE_LOCK:
+            for counters in self._chain():
+                (counters.hits if hit else counters.builds)[kind] += 1
+                if read is not None:
+                    counters.shards.append(read)
+                    counters.readers.append(os.getpid())
+
+    def count_refused(self) -> None:
+        """Count one value built but not kept (the budget was full)."""
+        with _MERGE_LOCK:
+            for counters in self._chain():
+                counters.refused += 1
+
+    def _chain(self) -> Iterator[Counters]:
+        counters: Counters | None = self
+        while counters is not None:
+            yield counters
+            counters = counters.parent
 
 
 @dataclass(frozen=True)
@@ -193,20 +251,35 @@ def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | No
     Parameters
     ----------
     name : str or None
-        The scope (a search's id). Another scope's values in this process are dropped.
+        The scope (a search's id). Another scope's values in this process are dropped; inside
+        scope ``name`` already (a stage of a pipeline run), a new block of the same values.
     budget : int, optional
         Bytes this process may keep (default :func:`default_budget`); used when the scope
         starts in this process.
     """
-    global _STORE
     if name is None:
         yield None
         return
+    with _block(name, budget) as counters:
+        yield counters
+
+
+@contextlib.contextmanager
+def _block(name: str, budget: int | None) -> Iterator[Counters]:
+    """:func:`scope` of a named scope: its store bound to this context, with new counters."""
+    global _STORE
+    bound = _CURRENT.get()
+    parent = None
     with _STORE_LOCK:
-        if _STORE is None or _STORE.name != name:
-            _STORE = _Store(name, default_budget() if budget is None else int(budget))
-        store = _STORE
-    counters = Counters()
+        if bound is not None and bound[0].name == name:
+            # A block inside the scope: the same values (even if another scope replaced them
+            # as this process's), and what it counts is counted in the outer block too.
+            store, parent = bound
+        else:
+            if _STORE is None or _STORE.name != name:
+                _STORE = _Store(name, default_budget() if budget is None else int(budget))
+            store = _STORE
+    counters = Counters(parent=parent)
     token = _CURRENT.set((store, counters))
     try:
         yield counters
@@ -227,13 +300,39 @@ def worker_scope(spec: tuple[str, int | None] | None, processes: int) -> Iterato
         yield counters
 
 
+@contextlib.contextmanager
+def session(name: str, budget: int | None = None) -> Iterator[Counters]:
+    """A block of work that keeps warm data: scope ``name``, released when the block ends; or,
+    inside an open scope, a block of that scope (nothing released: the outer block owns it).
+
+    For a pipeline run and a ``with engine(...)`` block (see the module notes); ``budget`` as
+    in :func:`scope`.
+    """
+    bound = _CURRENT.get()
+    if bound is not None:
+        with _block(bound[0].name, None) as counters:
+            yield counters
+        return
+    try:
+        with _block(name, budget) as counters:
+            yield counters
+    finally:
+        release(name)
+
+
 def release(name: str) -> None:
     """Drop the values of scope ``name`` kept in this process (the end of a search) and in
     the engines' idle worker processes (:func:`on_release`)."""
     global _STORE
     with _STORE_LOCK:
-        if _STORE is not None and _STORE.name == name:
+        store, released = _STORE, _STORE is not None and _STORE.name == name
+        if released:
             _STORE = None
+    if store is not None and released:  # also for blocks of it still open on other threads
+        with store.lock:
+            store.values.clear()
+            store.sizes.clear()
+            store.used = 0
     for hook in list(_RELEASE_HOOKS):
         hook(name)
 
@@ -275,17 +374,14 @@ def fetch(kind: str, key: Hashable, build: Callable[[], T], nbytes: Callable[[T]
     with building:
         with store.lock:
             if full in store.values:
-                counters.hits[kind] += 1
+                counters.count(kind, hit=True)
                 return store.values[full]
         value = build()
-        counters.builds[kind] += 1
-        if kind == "shard_reads":
-            counters.shards.append(key)
-            counters.readers.append(os.getpid())
+        counters.count(kind, read=key if kind == "shard_reads" else None)
         size = int(nbytes(value))
         with store.lock:
             if store.used + size > store.budget:
-                counters.refused += 1
+                counters.count_refused()
             else:
                 store.values[full] = value
                 store.used += size
@@ -305,8 +401,8 @@ def peek(kind: str, key: Hashable) -> Any:
     store, counters = current
     with store.lock:
         value = store.values.get((kind, key))
-        if value is not None:
-            counters.hits[kind] += 1
+    if value is not None:
+        counters.count(kind, hit=True)
     return value
 
 
@@ -317,13 +413,13 @@ def keep(kind: str, key: Hashable, value: Any, nbytes: int) -> None:
     if current is None:
         return
     store, counters = current
-    counters.builds[kind] += 1
+    counters.count(kind)
     with store.lock:
         old = store.values.pop((kind, key), None)
         if old is not None:  # a rebuild replaces the kept value; nbytes were counted for it
             store.used -= store.sizes.pop((kind, key), 0)
         if store.used + nbytes > store.budget:
-            counters.refused += 1
+            counters.count_refused()
         else:
             store.values[(kind, key)] = value
             store.sizes[(kind, key)] = int(nbytes)

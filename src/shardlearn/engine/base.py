@@ -27,11 +27,13 @@ import heapq
 import operator
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardlearn import _warm
 from shardlearn._engine_choice import ENGINE_ENV, set_lookup
 from shardlearn._validation import unknown_name_message
 from shardlearn.exceptions import EngineError, ResourceError
@@ -444,6 +446,15 @@ def engine(
     max_retries : int, default=3
         Retries on a fresh worker after a worker process or actor died.
 
+    Notes
+    -----
+    The block is a warm scope (:mod:`shardlearn._warm`): its fits keep, within
+    ``$SHARDLEARN_WARM_BUDGET`` (default a quarter of the memory, shared by the driver and
+    the workers), the shard tables they read, their feature blocks and the preprocessors a
+    ``Pipeline`` fitted, on the driver and on the worker processes, so the next fit on the same
+    data reuses them; they are dropped when the block ends. Inside another warm scope (a
+    pipeline run, a search) the block uses that scope.
+
     Examples
     --------
     >>> from shardlearn.engine import engine, get_engine
@@ -460,12 +471,20 @@ def engine(
     with _selection_lock:
         _current.append(eng)
     try:
-        yield eng
+        # The block's fits keep their shard tables, feature blocks and fitted preprocessors
+        # for the next fit, on the driver and the workers, until the block ends (_warm).
+        with _warm.session(_scope_name(eng), _warm.default_budget(eng.n_workers + 1)):
+            yield eng
     finally:
         with _selection_lock:
             _current.remove(eng)
         if owned:
             eng.close()
+
+
+def _scope_name(eng: Engine) -> str:
+    """The warm scope of one ``with engine(...)`` block: unique to the block."""
+    return f"engine {eng.name} {os.getpid()} {uuid.uuid4().hex[:12]}"
 
 
 def get_engine(explicit: Engine | str | None = None) -> Engine:

@@ -18,6 +18,13 @@ blocks, built on the workers. Why a chain and not "transform the cached block in
 replacement worker (after WorkerLost) and an out-of-core pass rebuild their blocks from the
 context, and must get the projected features too. The price is one more read of the shards.
 
+Inside a warm scope (a pipeline run, a ``with engine(...)`` block, a search;
+:mod:`shardlearn._warm`) an unfitted :class:`~shardlearn.preprocess.Preprocessor` is fitted
+once per scope for its parameters and the dataset's training shards: a second Pipeline fit with
+an identical preprocessor on the same data gets a copy of the first one's fitted preprocessor
+(``preprocessor_builds`` in the scope's counters), equal to what its own fit would give, and
+skips the preprocessing pass over the shards.
+
 The final estimator may also be a :class:`~shardlearn.models.KMeans` (``predict`` gives cluster
 ids) or a :class:`~shardlearn.models.PCA` (``transform`` gives projections, no ``predict``).
 ``predict(table)`` and friends apply every step locally. Like scikit-learn's ``Pipeline``,
@@ -27,7 +34,9 @@ forest or booster) are the Pipeline's own, present only when that step has them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +45,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import Bunch, get_tags
 
+from shardlearn import _warm
 from shardlearn.base import BaseEstimator
 from shardlearn.exceptions import ArtifactError, DataError, NotFittedError
 from shardlearn.models._training.execution import execution_engine, recording
@@ -103,6 +113,30 @@ class FeatureChain:
     def estimated_nbytes(self, rows: int) -> int:
         """Bytes of a dense float64 block of ``rows`` rows (the projections are dense)."""
         return int(rows) * self.n_features_out_ * 8
+
+
+def _preprocessor_key(pre: Any, data: Any) -> tuple | None:
+    """What fitting ``pre`` on ``data``'s training shards depends on, for reusing the fit
+    within a warm scope; None when it is not reused (already fitted, or not a
+    :class:`~shardlearn.preprocess.Preprocessor`, whose fit we cannot describe).
+
+    A Preprocessor's fit reads only the feature columns of the training split, shard by shard,
+    merged in shard order (the worker count and the model's classes and sample weights do not
+    enter it): its parameters and the shards' digests decide it.
+    """
+    from shardlearn.preprocess import Preprocessor
+
+    if type(pre) is not Preprocessor or hasattr(pre, "transformers_"):
+        return None
+    params = json.dumps(pre.get_params(deep=False), sort_keys=True, default=repr)
+    shards = tuple((s.index, s.uri, s.sha256, s.bytes) for s in data.shards("train"))
+    return ("pipeline_preprocessor", params, str(data.uri), data.manifest_sha256, "train", shards)
+
+
+def _preprocessor_nbytes(pre: Any) -> int:
+    """What keeping a fitted preprocessor costs: its arrays and its metadata."""
+    meta, arrays = pre.get_state()
+    return sum(np.asarray(a).nbytes for a in arrays.values()) + len(json.dumps(meta, default=str))
 
 
 def _forget_training_blocks(state: Any) -> None:
@@ -308,20 +342,42 @@ class Pipeline(BaseEstimator):
     def _fit_prepared(
         self, data: Any, engine: Any, callback: Callable | None, after: Any, continuing: bool
     ) -> Any:
-        ctx = prepare_training(
-            self.estimator,
-            data,
-            engine=engine,
-            preprocessor=self.preprocessor,
-            classes=self.estimator.classes_ if continuing else None,
-        )
-        with ctx:
+        classes = self.estimator.classes_ if continuing else None
+        with self._training_context(data, engine, classes) as ctx:
             self._fit_transformers(ctx)
             self.estimator._fit_context(ctx, callback=callback)
             self.preprocessor = ctx.preprocessor
             if hasattr(self.estimator, "classes_"):
                 self.classes_ = self.estimator.classes_
             return self if after is None else after(ctx)
+
+    def _training_context(self, data: Any, engine: Any, classes: Any) -> Any:
+        """The open training context, its preprocessor fitted -- or, inside a warm scope,
+        reused: a preprocessor with the same parameters fitted on the same training shards by
+        an earlier fit of the scope (``preprocessor_builds``, see the module notes). Two fits
+        asking at once wait for one fit (:func:`shardlearn._warm.fetch`)."""
+
+        def prepare(preprocessor: Any) -> Any:
+            return prepare_training(
+                self.estimator, data, engine=engine, preprocessor=preprocessor, classes=classes
+            )
+
+        key = _preprocessor_key(self.preprocessor, data) if _warm.active() else None
+        if key is None:
+            return prepare(self.preprocessor)
+        opened: list[Any] = []
+
+        def fit_here() -> Any:  # the training context fits it, as outside a scope
+            opened.append(prepare(self.preprocessor))
+            return copy.deepcopy(opened[0].preprocessor)  # kept apart from this model's
+
+        try:
+            fitted = _warm.fetch("preprocessor_builds", key, fit_here, _preprocessor_nbytes)
+        except BaseException:
+            for ctx in opened:
+                ctx.close()
+            raise
+        return opened[0] if opened else prepare(copy.deepcopy(fitted))
 
     def _plan_preprocessing(self, data: Any) -> None:
         """Before anything is read: defaults for the model the pipeline ends in, and a

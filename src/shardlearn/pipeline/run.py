@@ -23,6 +23,15 @@ Every finished stage's result is stored in ``WORKDIR/.cache`` (the task graph's 
 keyed by the stage's options and its upstream results), so ``--resume`` after a crash or
 Ctrl-C skips what already finished. A run without ``--resume`` starts from a clean cache.
 
+Warm data. A run is a warm scope (:mod:`shardlearn._warm`), named by the run and dropped when
+it ends (inside ``with engine(...)``, the block's scope, dropped when the block ends): every
+stage runs in it, on whatever driver thread, so the worker groups its stages open keep their
+shard tables and feature blocks for the next stage, and two train stages with the same
+preprocessing on the same dataset fit it once (the second waits for the first, then reuses it;
+:mod:`shardlearn.models.pipeline`). A search stage works in the run's scope. What each stage
+built and reused is in :attr:`PipelineResult.warm`, and a train stage's result says it
+(``reused``).
+
 Where the time went: :class:`DriverEngine` times every stage it runs (when it started after
 the run's start, and its wall seconds) into :attr:`PipelineResult.timings`, which the summary
 shows. Stages side by side overlap, so their seconds add up to more than the run's; a stage
@@ -37,10 +46,12 @@ import shutil
 import threading
 import time
 import traceback
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardlearn import _warm
 from shardlearn.engine import Engine, Resources, TaskGraph, get_engine
 from shardlearn.engine import engine as make_current
 from shardlearn.engine.graph import TaskRef
@@ -60,6 +71,11 @@ class DriverEngine(Engine):
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
+        # The run's warm scope, for the stage threads (a context variable stays on its thread).
+        handle = _warm.current()
+        self._scope = None if handle is None else handle.name
+        #: Per stage name: what it built and reused in the run's warm scope.
+        self.warm: dict[str, _warm.Counters] = {}
         self.name = inner.name
         self.n_workers = inner.n_workers
         self._threads = ThreadPoolExecutor(MAX_DRIVER_THREADS, thread_name_prefix="stage")
@@ -87,7 +103,9 @@ class DriverEngine(Engine):
             self._running[name] = cpus
         started = time.perf_counter()
         try:
-            with self._sharing(name):
+            with _warm.scope(self._scope) as counters, self._sharing(name):
+                if counters is not None:
+                    self.warm[name] = counters
                 return _guarded(fn, args, kwargs)
         finally:
             ended = time.perf_counter()
@@ -144,13 +162,24 @@ class StageTiming:
 @dataclass
 class PipelineResult:
     """Results of a run: per stage, what it returned; which stages were reused from the cache;
-    per stage that ran, its :class:`StageTiming`."""
+    per stage that ran, its :class:`StageTiming` and what it built and reused in the run's warm
+    scope (``warm``: :class:`shardlearn._warm.Counters`; :attr:`reuse` sums them up)."""
 
     spec: PipelineSpec
     results: dict[str, dict[str, Any]]
     cached: list[str]
     seconds: float
     timings: dict[str, StageTiming] = field(default_factory=dict)
+    warm: dict[str, _warm.Counters] = field(default_factory=dict)
+
+    @property
+    def reuse(self) -> dict[str, int]:
+        """What the stages that ran built and reused, summed: ``preprocessors_reused``,
+        ``shards_reused``, ``blocks_reused``, ... (:meth:`shardlearn._warm.Counters.summary`)."""
+        total = _warm.Counters()
+        for counters in self.warm.values():
+            total.merge(counters)
+        return total.summary()
 
 
 def _resources(stage: StageSpec, default_cpus: float) -> Resources:
@@ -235,18 +264,23 @@ def run_pipeline(
     spec.workdir.mkdir(parents=True, exist_ok=True)
     inner = get_engine(engine)
     graph = compile_graph(spec, inner.capacity)
-    driver = DriverEngine(inner)
-    try:
-        with make_current(inner):  # left open: the caller's (or get_engine's shared) engine
-            results = graph.run(
-                driver, outputs=list(spec.stages), cache_dir=cache, progress=progress
-            )
-    finally:
-        driver.close()
+    # The run's warm scope (the caller's, inside `with engine(...)`): its stages share shard
+    # tables, feature blocks and fitted preprocessors, dropped when the run ends.
+    name = f"pipeline {spec.name} {os.getpid()} {uuid.uuid4().hex[:12]}"
+    with _warm.session(name, _warm.default_budget(inner.n_workers + 1)):
+        driver = DriverEngine(inner)
+        try:
+            with make_current(inner):  # left open: the caller's (or get_engine's shared) engine
+                results = graph.run(
+                    driver, outputs=list(spec.stages), cache_dir=cache, progress=progress
+                )
+        finally:
+            driver.close()
     return PipelineResult(
         spec=spec,
         results=results,
         cached=sorted({*graph.last_run.cached, *graph.last_run.skipped}),
         seconds=time.perf_counter() - driver.started,
         timings=dict(driver.timings),
+        warm=dict(driver.warm),
     )

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from shardlearn import _warm
 from shardlearn.data.options import FileReadOptions
 from shardlearn.exceptions import SpecError
 from shardlearn.pipeline.options import stage_settings
@@ -100,7 +101,8 @@ def run_train(name: str, options: dict[str, Any], workdir: str, dataset: Any) ->
     except TypeError as error:
         raise SpecError(f"stage {name!r}.params: {error}") from None
     started = time.perf_counter()
-    with recording() as timings:  # the fit's phases, whatever the model
+    # The fit's phases, whatever the model, and what it reused in the run's warm scope.
+    with _warm.scope(_warm_name()) as counters, recording() as timings:
         model = Pipeline(_preprocessor(options, data.schema), estimator).fit(data)
     seconds = time.perf_counter() - started
     lineage = {"dataset_manifest_sha256": data.manifest_sha256, "pipeline_stage": name}
@@ -112,7 +114,16 @@ def run_train(name: str, options: dict[str, Any], workdir: str, dataset: Any) ->
         # Where the fit's time went (start, read, preprocess, train, evaluate), phases that
         # took none left out.
         "fit_seconds": {k: round(v, 2) for k, v in timings.as_dict().items() if v >= 0.005},
+        # What the fit took from earlier stages (preprocessors_reused, shards_reused, ...) and
+        # built itself; {} outside a warm scope.
+        "reused": {} if counters is None else counters.summary(),
     }
+
+
+def _warm_name() -> str | None:
+    """The warm scope the stage runs in (the run's), or None."""
+    handle = _warm.current()
+    return None if handle is None else handle.name
 
 
 def _load(model: Any, options: dict[str, Any]) -> Any:

@@ -1,0 +1,95 @@
+"""A ``with engine(...)`` block is a warm scope (:mod:`shardlearn._warm`): consecutive fits in
+it reuse the shard tables, feature blocks and fitted preprocessor of the first, on the driver
+and on the worker processes, and ending the block drops them everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from shardlearn import _warm
+from shardlearn.data import write_dataset
+from shardlearn.engine import create_engine, engine
+from shardlearn.models import LogisticRegression, Pipeline
+from shardlearn.preprocess import Preprocessor
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    n = 600
+    X = rng.normal(size=(n, 3))
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    y = (X[:, 0] + (colour == "red") + 0.5 * rng.normal(size=n) > 0.3).astype(np.int64)
+    table = pa.table({"x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2], "colour": colour, "y": y})
+    out = tmp_path_factory.mktemp("engine-warm") / "ds"
+    return write_dataset(table, out, label="y", partitions=4, strategy="stratified")
+
+
+def _fit(dataset, C: float) -> Pipeline:
+    return Pipeline(Preprocessor.auto(dataset.schema), LogisticRegression(C=C)).fit(dataset)
+
+
+def _kept(state) -> tuple[str, int] | None:
+    """The warm scope this worker process keeps values of, and how many (None: none)."""
+    store = _warm._STORE
+    return None if store is None else (store.name, len(store.values))
+
+
+def test_fits_in_one_engine_block_reuse_and_the_block_end_releases(dataset) -> None:
+    with engine("local", workers=WORKERS):
+        name = _warm.current().name
+        with _warm.scope(name) as first:
+            _fit(dataset, C=1.0)
+        with _warm.scope(name) as second:
+            model = _fit(dataset, C=0.1)
+        with engine("local", workers=WORKERS) as inner:  # a nested block: the same scope
+            assert _warm.current().name == name
+            with inner.workers(WORKERS) as group:
+                pids = group.pids
+                kept = group.run(_kept)
+    assert _warm.current() is None and _warm._STORE is None  # the driver dropped them
+    assert first.builds["preprocessor_builds"] == 1 and first.builds["shard_reads"] > 0
+    assert second.hits["preprocessor_builds"] == 1 and second.builds["preprocessor_builds"] == 0
+    assert second.builds["shard_reads"] == second.builds["block_builds"] == 0
+    assert second.hits["block_builds"] > 0
+    assert all(entry is not None and entry[0] == name and entry[1] > 0 for entry in kept)
+    # The reused preprocessor is the one a fit outside any scope gives.
+    plain = create_engine("local", workers=WORKERS)
+    try:
+        fresh = _fit_outside(dataset, plain)
+        with plain.workers(WORKERS) as group:
+            after = dict(zip(group.pids, group.run(_kept), strict=True))
+    finally:
+        plain.close()
+    assert model.preprocessor.fingerprint == fresh.preprocessor.fingerprint
+    rows = dataset.read("train")
+    np.testing.assert_array_equal(
+        model.preprocessor.transform(rows), fresh.preprocessor.transform(rows)
+    )
+    np.testing.assert_allclose(model.predict_proba(rows), fresh.predict_proba(rows))
+    # The block's worker processes, idle again, dropped its values when it ended.
+    assert set(pids) & set(after)
+    assert all(after[pid] is None or after[pid][1] == 0 for pid in pids if pid in after)
+
+
+def _fit_outside(dataset, eng) -> Pipeline:
+    assert _warm.current() is None
+    return Pipeline(Preprocessor.auto(dataset.schema), LogisticRegression(C=0.1)).fit(
+        dataset, engine=eng
+    )
+
+
+def test_sessions_nest_and_only_the_outer_one_releases() -> None:
+    with _warm.session("outer-session", budget=10**6) as outer:
+        _warm.fetch("shard_reads", "a", lambda: "A", len)
+        with _warm.session("inner-session") as inner:
+            assert _warm.current().name == "outer-session"
+            assert _warm.fetch("shard_reads", "a", lambda: "rebuilt", len) == "A"
+        assert _warm._STORE is not None and _warm._STORE.name == "outer-session"
+    assert _warm._STORE is None
+    assert inner.hits["shard_reads"] == 1
+    assert outer.builds["shard_reads"] == 1 and outer.hits["shard_reads"] == 1  # inner's too
