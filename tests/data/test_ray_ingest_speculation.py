@@ -1,13 +1,15 @@
 """Ingest on Ray cuts plain files speculatively, as the local engine does: no pass over the
 input (no scan task) before the range tasks parse; a cut inside a quoted value is found from the
-range's own scan and the file is planned exactly and parsed again. The dataset is the local
-engine's byte for byte, and the manifest still shows the rows each node read.
+range's own scan and the file is planned exactly and parsed again. Files read as one stream
+(.gz) are read by tasks, not the driver. The dataset is the local engine's byte for byte, and
+the manifest still shows the rows each node read.
 
 The session's real local Ray cluster (``ray_cluster``) runs the tasks; the driver-side calls
 (the plans, the tasks submitted, the plan's scan tasks) are recorded in this process."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -15,7 +17,10 @@ from unittest import mock
 import pytest
 
 import shardlearn.data._ingest_run as ingest_run
+import shardlearn.data._ranges as ranges_module
+from shardlearn.data import ingest
 from shardlearn.data._ingest_ray import RayParsers
+from shardlearn.data.readers import SourceReader
 from shardlearn.engine import engine
 
 from ._rejects import rejects
@@ -103,5 +108,49 @@ def test_a_quoted_newline_across_a_cut_on_ray_plans_again_as_the_local_engine_do
     assert True in tasks.speculative and tasks.speculative[-2:] == [False, False]
     assert ds.manifest["ranges"] == 2
     assert rejects(ds) == [(500, "wrong number of fields (expected 3)")]
+    assert fingerprint(ds) == fingerprint(local)
+    _node_rows_shown(ds)
+
+
+def test_files_read_as_streams_are_read_by_tasks_largest_first(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """Three .gz files too large to be one range: on Ray each is read by a task (none by the
+    driver), the largest started right after the first to consume; the dataset is the local
+    engine's and the manifest shows the rows each node read."""
+    paths = []
+    for name, count in (("a", 300), ("b", 200), ("c", 3000)):
+        lines = _lines(count)
+        lines[count // 2] = f"{count // 2 - 1},bad"
+        path = tmp_path / f"{name}.csv.gz"
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+        paths.append(str(path))
+    local = ingest(paths, "label", tmp_path / "local", partitions=3, progress=False,
+                   parsers=2, kinds={"s": "text"})  # fmt: skip
+    on_driver: list[str] = []
+    streamed: list[str] = []
+    batches, stream = SourceReader.batches, RayParsers._stream
+
+    def driver_batches(reader: SourceReader) -> Any:
+        if type(reader) is SourceReader:  # not a schema sample's head
+            on_driver.append(reader.path)
+        return batches(reader)
+
+    def recorded_stream(parsers: RayParsers, reader: SourceReader) -> Any:
+        streamed.append(Path(reader.path).name)
+        return stream(parsers, reader)
+
+    with (
+        engine("ray") as eng,
+        mock.patch.object(SourceReader, "batches", driver_batches),
+        mock.patch.object(RayParsers, "_stream", recorded_stream),
+        mock.patch.object(ranges_module, "RANGE_BYTES", 256),
+    ):
+        ds = ingest(paths, "label", tmp_path / "ray", partitions=3, progress=False,
+                    parsers=2, kinds={"s": "text"}, engine=eng)  # fmt: skip
+    assert on_driver == []
+    assert streamed == ["a.csv.gz", "c.csv.gz", "b.csv.gz"]
+    assert ds.manifest["ranges"] == 3 and ds.manifest["parsers"] == 2
+    assert [line for line, _ in rejects(ds)] == [101, 151, 1501]
     assert fingerprint(ds) == fingerprint(local)
     _node_rows_shown(ds)

@@ -20,6 +20,12 @@ first range that does not end between rows (the ingest then plans exactly and ru
 otherwise sets each range's first line from the lines of the ranges before it. So no pass over
 the input runs before the nodes parse.
 
+A file read as one stream (a large ``.gz``, a ``.zst`` of one frame, a file with a row longer
+than the block size) is read by one Ray generator task (:meth:`RayParsers.streams`), up to one
+per parser at once, the largest of the next few first, each a few batches ahead of the driver;
+the driver consumes them file by file in input order, as it consumes the local engine's
+stream threads. Only a pipe or stdin, which another process cannot open, is read on the driver.
+
 A task whose worker process or node dies is retried by Ray on another worker (the engine's
 ``max_retries``); when the retries run out the ingest fails with a :class:`DataError` and
 writes nothing. An error inside a task (a file that changed size) is raised as it is locally.
@@ -31,6 +37,7 @@ Ray is imported only when a Ray engine is used (it is an optional extra).
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -39,10 +46,12 @@ from typing import Any
 import pyarrow as pa
 
 from shardlearn.data import _ranges
-from shardlearn.data.readers import RawBatch, ReaderOptions, blank_rows
+from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, blank_rows
 from shardlearn.exceptions import DataError
 
-__all__ = ["RayParsers", "is_ray_engine", "parse_on_node"]
+__all__ = ["RayParsers", "is_ray_engine", "parse_on_node", "stream_on_node"]
+
+STREAM_AHEAD = 2  # batches a stream task may read ahead of the driver (as STREAM_QUEUE locally)
 
 
 def is_ray_engine(engine: Any) -> bool:
@@ -76,10 +85,38 @@ def parse_on_node(
     its parse's error as a value), with the rows it read counted as the ingest counts them
     (blank lines are not rows)."""
     names, batches, check, error = _ranges._parse_range(byte_range, options, fast_types)
-    rows = sum(
-        raw.batch.num_rows - int(blank_rows(raw.batch).sum()) + len(raw.invalid) for raw in batches
-    )
-    return rows, names, batches, check, error
+    return sum(map(_rows, batches)), names, batches, check, error
+
+
+def _rows(raw: RawBatch) -> int:
+    """The rows of a batch as the ingest counts them (blank lines are not rows)."""
+    return raw.batch.num_rows - int(blank_rows(raw.batch).sum()) + len(raw.invalid)
+
+
+def stream_on_node(
+    path: str, options: ReaderOptions, fast_types: dict[str, pa.DataType]
+) -> Iterator[tuple[str, tuple[int, list[str], RawBatch]]]:
+    """Runs in a Ray generator task: the batches of one file read as one stream, as the local
+    engine reads it, each with its node (as :func:`_call` gives it), its rows and the file's
+    column names."""
+    reader = SourceReader(path, options)
+    reader.fast_types = fast_types
+    node = _node_id()
+    for raw in reader.batches():
+        yield node, (_rows(raw), list(reader.column_names), raw)
+
+
+@functools.cache
+def _remote_stream() -> Any:
+    import ray
+
+    return ray.remote(stream_on_node)
+
+
+def _readable_by_nodes(path: str) -> bool:
+    """Whether a task on another node can open ``path``: a URI (object storage) or a regular
+    file (on a filesystem every node mounts, as for byte ranges); not a pipe or stdin."""
+    return "://" in path or os.path.isfile(path)
 
 
 class RayParsers:
@@ -183,10 +220,86 @@ class RayParsers:
                 except Exception:  # already finished, or Ray is shutting down
                     pass
 
+    def streams(
+        self, readers: list[SourceReader]
+    ) -> Iterator[tuple[SourceReader, Iterator[RawBatch]]]:
+        """Files read as one stream each (``.gz``, large compressed files): each (``reader``,
+        its batches) in input order, every file a Ray generator task (:func:`stream_on_node`,
+        ``SPREAD``) that holds at most :data:`STREAM_AHEAD` batches the driver has not taken.
+        Up to ``parsers`` tasks run at once: the next file to consume, else the largest not
+        started among the next few (:func:`~shardlearn.data._ranges.next_range`), so large
+        files start early on their own nodes. A pipe or stdin, which no other process can
+        read, is read here (its rows count for the driver's node)."""
+        sizes = [
+            _ranges.ByteRange(r.path, i, 0, r.size if _readable_by_nodes(r.path) else 0)
+            for i, r in enumerate(readers)
+        ]
+        started: dict[int, Any] = {}  # file index -> its generator, until consumed
+        following = 0
+        try:
+            while following < len(readers):
+                while len(started) < self.parsers:
+                    index = _ranges.next_range(sizes, started, following, self.parsers - 1)
+                    if index is None:
+                        break
+                    started[index] = self._stream(readers[index])
+                reader = readers[following]
+                yield reader, self._batches(reader, started.pop(following))
+                following += 1
+        finally:
+            for generator in started.values():
+                self._cancel(generator)
+
+    def _stream(self, reader: SourceReader) -> Any:
+        """The generator task reading ``reader``'s file, or None to read it here."""
+        if not _readable_by_nodes(reader.path):
+            return None
+        options = {
+            "num_cpus": 1,
+            "scheduling_strategy": "SPREAD",
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,
+            "num_returns": "streaming",
+            # The task pauses while this many of its batches wait for the driver (bounded
+            # memory, as the local engine's queue of a stream).
+            "_generator_backpressure_num_objects": STREAM_AHEAD,
+        }
+        return (
+            _remote_stream()
+            .options(**options)
+            .remote(reader.path, reader.options, reader.fast_types)
+        )
+
+    def _batches(self, reader: SourceReader, generator: Any) -> Iterator[RawBatch]:
+        """The batches of ``generator`` (None: of ``reader``, read here), the rows of each
+        counted for its node and the file's column names set on ``reader``."""
+        if generator is None:
+            yield from reader.batches()
+            return
+        what = f"reading {reader.path!r} as one stream"
+        try:
+            for ref in generator:
+                node, (rows, names, raw) = self._get(ref, what)
+                self.node_rows[node] += rows
+                reader.column_names = names
+                yield raw
+        finally:
+            self._cancel(generator)
+
+    @staticmethod
+    def _cancel(task: Any) -> None:
+        import ray
+
+        if task is None:
+            return
+        try:
+            ray.cancel(task)
+        except Exception:  # already finished, or Ray is shutting down
+            pass
+
     def rows_by_node(self, rows_read: int) -> dict[str, int]:
-        """Rows read per node: the ranges' tasks (CSV/TSV and JSON Lines byte ranges, Parquet
-        row groups, small compressed files), and the driver's node for the files it read as
-        one stream (a large compressed file, a pipe, a CSV whose quote never closes)."""
+        """Rows read per node: the tasks' (byte ranges, Parquet row groups, small compressed
+        files, files read as one stream), and the driver's node for a pipe or stdin it read."""
         rows = Counter(self.node_rows)
         rest = rows_read - sum(rows.values())
         if rest:

@@ -19,7 +19,7 @@ plans, once. On
 the ``ray`` engine the ranges (speculative too, checked the same way) and any scans a plan
 needs are Ray tasks spread over every node instead (:mod:`shardlearn.data._ingest_ray`). Other
 inputs (large compressed files, pipes, remote text files) are read as one stream, on this
-process. Whatever the split, the output is the same:
+process (on Ray: a task per file, but for pipes). Whatever the split, the output is the same:
 ranges are consumed in input order, accepted rows reach the writer re-cut into batches of
 exactly :data:`BATCH_ROWS` (the partitioners and the shard buffers see the same batches), and
 rejects are written sorted by line within each file in row groups of
@@ -417,7 +417,8 @@ class IngestRun:
     def _streams(
         self, paths: list[str], schema: Schema, fast_types: dict[str, pa.DataType]
     ) -> Iterator[RawBatch | _Settle]:
-        """Files read as one stream each, up to ``parsers`` at once on the pool, each into a
+        """Files read as one stream each, up to ``parsers`` at once on the pool (on Ray: in
+        tasks, :meth:`~shardlearn.data._ingest_ray.RayParsers.streams`), each into a
         bounded queue (bounded memory); their batches are yielded file by file, in input
         order, so the output (and which error is raised first) does not depend on timing."""
         readers = []
@@ -425,6 +426,11 @@ class IngestRun:
             reader = SourceReader(path, self.options)
             reader.fast_types = fast_types
             readers.append(reader)
+        if self._ray is not None:  # each file read by a task on a node, largest first
+            self.parsers_used = max(self.parsers_used, min(self.parsers, len(paths)))
+            for reader, batches in self._ray.streams(readers):
+                yield from self._stream_batches(reader, batches, schema)
+            return
         if self._pool is None or self.parsers == 1 or len(paths) == 1:
             for reader in readers:
                 yield from self._stream_batches(reader, reader.batches(), schema)
