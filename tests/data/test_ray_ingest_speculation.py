@@ -22,6 +22,7 @@ from shardlearn.data import ingest
 from shardlearn.data._ingest_ray import RayParsers
 from shardlearn.data.readers import SourceReader
 from shardlearn.engine import engine
+from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
 from ._speculation import RecordedPlans, fingerprint, ingest_in_ranges
@@ -154,3 +155,24 @@ def test_files_read_as_streams_are_read_by_tasks_largest_first(
     assert [line for line, _ in rejects(ds)] == [101, 151, 1501]
     assert fingerprint(ds) == fingerprint(local)
     _node_rows_shown(ds)
+
+
+def test_a_stream_tasks_error_is_the_local_engines(ray_cluster: Any, tmp_path: Path) -> None:
+    """A .gz cut short: the task's error reaches the caller as the local engine raises it
+    (same message, with the last good line), and nothing is written."""
+    lines = _lines(3000)
+    packed = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    errors = []
+    for name in ("local", "ray"):
+        with (
+            mock.patch.object(ranges_module, "RANGE_BYTES", 256),
+            engine(name, workers=2) as eng,
+            pytest.raises(DataError) as caught,
+        ):
+            ingest(str(path), "label", tmp_path / name, partitions=3, progress=False,
+                   parsers=2, kinds={"s": "text"}, engine=eng)  # fmt: skip
+        errors.append(str(caught.value))
+        assert not (tmp_path / name).exists()
+    assert errors[0] == errors[1] and "last good line" in errors[0]
