@@ -60,6 +60,7 @@ from shardlearn.data._line_guard import REFUSED_TEXT_CHARS
 __all__ = ["JsonLinesReader", "column_names", "count_lines", "read_by_line"]
 
 READ_BYTES = 4 << 20  # bytes read (and parsed by Arrow) at a time
+_COUNT_PIECE = 1 << 20  # bytes compared at once when counting newlines
 CHUNK_LINES = 20000  # the reference's chunk: its first one names the columns
 NAME_RECORDS = 1000  # records whose keys name the columns
 _MAX_BRACKETS = 200  # more '[' and '{' on a line: the reference (Python's recursion limit)
@@ -391,9 +392,20 @@ def column_names(stream: pa.NativeFile, limit: int) -> list[str]:
 
 
 def count_lines(data: bytes) -> int:
-    """The newlines in ``data`` (numpy: about twice as fast as ``bytes.count``), for the
-    first line of each byte range of a file."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+    """The newlines in ``data``, for the first line of each byte range of a file: numpy
+    (about twice as fast as ``bytes.count``) compares :data:`_COUNT_PIECE` bytes at a time into
+    one reused buffer. ``data == 10`` made a range-sized temporary (16 MiB) whose fresh pages
+    the kernel zeroes; the parser's next range was read into fresh pages too (the temporary
+    had taken the pages just freed): 0.22-0.31 s of CPU to read and count 256 MB against
+    0.08-0.09 s (one parser)."""
+    values = np.frombuffer(data, dtype=np.uint8)
+    found = np.empty(min(len(values), _COUNT_PIECE), dtype=bool)
+    total = 0
+    for start in range(0, len(values), _COUNT_PIECE):
+        flags = found[: min(_COUNT_PIECE, len(values) - start)]
+        np.equal(values[start : start + _COUNT_PIECE], 10, out=flags)
+        total += int(np.count_nonzero(flags))
+    return total
 
 
 class _BlockParse:
