@@ -122,9 +122,16 @@ def shardlearn_runs(ds: Any, trials: int, rounds: int) -> list[dict[str, Any]]:
              ("random", trials, False), ("tpe", trials, False)]  # fmt: skip
     rows = []
     # The libraries the peers' runs find imported, this process imports before any clock too
-    # (a task process that a search starts imports them inside the clock).
+    # (a task process that a search starts imports them inside the clock); so it does
+    # shardlearn's modules a search imports on first use (preprocessing, the registry that
+    # saves the model), which every shardlearn row but the first finds imported: each row is
+    # timed in the same state.
     import optuna  # noqa: F401
     import xgboost  # noqa: F401
+
+    import shardlearn.models  # noqa: F401
+    import shardlearn.preprocess  # noqa: F401
+    import shardlearn.registry  # noqa: F401
 
     for strategy, n, refit in plans:
         with tempfile.TemporaryDirectory() as out:
