@@ -64,8 +64,10 @@ def _reference(data: bytes, limit: int, columns: list[str] | None) -> tuple[list
     return chunks[-1][0] if chunks else list(columns or []), _flatten([r for _, r in chunks])
 
 
-def _arrow(data: bytes, limit: int, columns: list[str] | None) -> tuple[list[str], tuple]:
-    reader = _jsonl.JsonLinesReader("f", limit, columns, {}, ())
+def _arrow(
+    data: bytes, limit: int, columns: list[str] | None, threads: int = 1
+) -> tuple[list[str], tuple]:
+    reader = _jsonl.JsonLinesReader("f", limit, columns, {}, (), threads)
     parts = list(reader.batches(pa.BufferReader(data)))
     return reader.names or [], _flatten(parts)
 
@@ -87,16 +89,22 @@ DEEP = b'{"extra": ' + b"[" * 1200 + b"]" * 1200 + b"}"  # too deep for Python's
     chunk_lines=st.sampled_from([3, 20000]),
     columns=st.sampled_from([None, ["a", "label"]]),
     limit=st.sampled_from([250, 1 << 16]),  # 250: some lines are longer (rejects)
+    threads=st.sampled_from([1, 3]),  # the first chunk's blocks parsed at once
 )
 def test_arrow_path_equals_the_per_line_reference(
-    file: tuple, read_bytes: int, chunk_lines: int, columns: list[str] | None, limit: int
+    file: tuple,
+    read_bytes: int,
+    chunk_lines: int,
+    columns: list[str] | None,
+    limit: int,
+    threads: int,
 ) -> None:
     data = _data(*file)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_jsonl, "READ_BYTES", read_bytes)
         patch.setattr(_jsonl, "CHUNK_LINES", chunk_lines)
         patch.setattr(_jsonl, "NAME_RECORDS", min(chunk_lines, 1000))
-        assert _arrow(data, limit, columns) == _reference(data, limit, columns)
+        assert _arrow(data, limit, columns, threads) == _reference(data, limit, columns)
 
 
 def test_a_line_too_deep_for_python_is_a_reject_in_an_extra_column_too() -> None:

@@ -280,7 +280,7 @@ class IngestRun:
         rows = 0
         for path in self.paths:
             # The head of the file, not a stream: it would read 32 blocks ahead.
-            reader, head = _ranges.head(path, self.options, SAMPLE_ROWS - rows)
+            reader, head = _ranges.head(path, self.options, SAMPLE_ROWS - rows, self.parsers)
             for raw in head:
                 names = names or reader.column_names
                 keep = ~blank_rows(raw.batch)

@@ -11,9 +11,11 @@ the keys of the first 1000 records of the first 20000 lines (or ``columns``).
 blocks of about :data:`READ_BYTES` with ``pyarrow.json``, each block as one Arrow block on
 one thread (ingest parses byte ranges on every core already: Arrow's threads cost about 10%
 more CPU for nothing, and a refused row is named exactly only from the start of one Arrow
-block). Each byte is copied once into a block (a byte range in memory is read as views of it),
-and the checks below are whole-block byte scans (numpy, memchr) that look at single lines only
-when a block holds what they look for:
+block); only the blocks of the first chunk (the lines that name the columns: ingest's schema
+sample, read while nothing else runs) are parsed ``threads`` at a time. Each byte is copied
+once into a block (a byte range in memory is read as views of it), and the checks below are
+whole-block byte scans (numpy, memchr) that look at single lines only when a block holds what
+they look for:
 
 - Lines go to the reference instead when Arrow and Python could disagree on them: over-long,
   not UTF-8, a byte-order mark, ``NaN``/``Infinity``-like tokens (Arrow also takes ``-NaN`` and
@@ -47,7 +49,9 @@ import itertools
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,6 +258,9 @@ class JsonLinesReader:
         Columns delivered typed when Arrow parsed them as numbers (ingest's numeric columns).
     na_values : sequence of str
         Missing-value markers: one that reads as a number keeps every column text.
+    threads : int
+        Blocks of the first chunk (the lines that name the columns) parsed at once, each on a
+        thread of its own: a schema sample reads them while nothing else runs.
     """
 
     def __init__(
@@ -263,9 +270,11 @@ class JsonLinesReader:
         columns: Sequence[str] | None,
         fast_types: dict[str, pa.DataType],
         na_values: Sequence[str],
+        threads: int = 1,
     ) -> None:
         self.path = path
         self.limit = limit
+        self.threads = threads
         self.names: list[str] | None = list(columns) if columns else None
         self.fast_types = {} if _numeric_marker(na_values) else dict(fast_types)
         self._text_columns: set[str] = set()  # names Arrow took for timestamps: read as text
@@ -287,8 +296,33 @@ class JsonLinesReader:
             else:
                 self._name_from(None)
             segments = itertools.chain(named, segments)
+            if self.threads > 1:
+                yield from self._head_rows(segments)
         for piece in segments:
             yield from self._piece(piece)
+
+    def _head_rows(self, segments: Iterator[_Block | Item]) -> Iterator[RawRows]:
+        """The pieces of ``segments`` up to the first chunk's last line, parsed
+        :attr:`threads` at a time (at most one more read ahead), in line order; the rest is
+        left in ``segments``. The pieces share nothing a parse writes but the columns read as
+        text, which a parse that finds one adds itself."""
+        pending: deque[Future[list[RawRows]]] = deque()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="shardlearn-jsonl") as pool:
+            try:
+                last = 0  # the last line submitted
+                while last < CHUNK_LINES and (piece := next(segments, None)) is not None:
+                    pending.append(pool.submit(self._parsed, piece))
+                    last = piece.first + piece.count - 1 if isinstance(piece, _Block) else piece[0]
+                    if len(pending) > self.threads:
+                        yield from pending.popleft().result()
+                while pending:
+                    yield from pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def _parsed(self, piece: _Block | Item) -> list[RawRows]:
+        return list(self._piece(piece))
 
     def _name_from(self, piece: _Block | Item | None) -> bool:
         """Reads one more piece of the first chunk (None: the end); names the columns once

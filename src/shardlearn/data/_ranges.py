@@ -782,9 +782,12 @@ def _row_group_ranges(
     ]
 
 
-def head(path: str, options: ReaderOptions, rows: int) -> tuple[SourceReader, Iterator[RawBatch]]:
+def head(
+    path: str, options: ReaderOptions, rows: int, parsers: int = 1
+) -> tuple[SourceReader, Iterator[RawBatch]]:
     """A reader of ``path`` and its first batches, holding at least ``rows`` non-blank rows or
-    the whole file: the rows a stream of the whole file starts with (a schema sample).
+    the whole file: the rows a stream of the whole file starts with (a schema sample). A JSON
+    Lines head is parsed by up to ``parsers`` threads at once.
 
     A CSV/TSV file is read as its first :data:`HEAD_BYTES`, cut after its last row end (found
     by :func:`_scan`, as range cuts are) and parsed in memory, grown (as the rows per byte read
@@ -794,6 +797,7 @@ def head(path: str, options: ReaderOptions, rows: int) -> tuple[SourceReader, It
     block size, or a head grown past :data:`MERGED_RANGES` ranges' bytes.
     """
     reader = SourceReader(path, options)
+    reader.head_threads = parsers
     local = isinstance(reader.filesystem, pafs.LocalFileSystem)
     if reader.format not in ("csv", "tsv") or local and not os.path.isfile(path):
         return reader, reader.batches()

@@ -262,6 +262,8 @@ class SourceReader:
         # from the file's first records, the Parquet row groups to read (None: all).
         self.json_names: Sequence[str] | None = None
         self.row_groups: list[int] | None = None
+        # Threads that parse a JSON Lines file's first chunk at once (a schema sample's).
+        self.head_threads = 1
 
     @property
     def position(self) -> int:
@@ -593,6 +595,7 @@ class SourceReader:
             self.options.columns,
             self.fast_types,
             self.options.na_values,
+            self.head_threads,
         )
         if self.json_names is not None:
             reader.names = list(self.json_names)
