@@ -93,3 +93,32 @@ def test_sessions_nest_and_only_the_outer_one_releases() -> None:
     assert _warm._STORE is None
     assert inner.hits["shard_reads"] == 1
     assert outer.builds["shard_reads"] == 1 and outer.hits["shard_reads"] == 1  # inner's too
+
+
+def test_data_rewritten_in_place_within_a_block_is_read_afresh(dataset, tmp_path) -> None:
+    """Keys hold the shard files' digests: a dataset written again at the same path with other
+    rows, and opened again, gets its own preprocessor and shard tables, as a fresh fit would."""
+    original = dataset.read("train")
+    out = tmp_path / "ds"
+    with engine("local", workers=1):
+        name = _warm.current().name
+        first = write_dataset(original, out, label="y", partitions=4)
+        with _warm.scope(name):
+            _fit(first, C=1.0)
+        flipped = original.set_column(
+            original.schema.get_field_index("x0"), "x0", pa.compute.negate(original["x0"])
+        )
+        second = write_dataset(flipped, out, label="y", partitions=4, overwrite=True)
+        with _warm.scope(name) as counters:
+            model = _fit(second, C=1.0)
+    # Every shard of the new files read (then reused within this fit), the preprocessor refitted.
+    assert counters.builds["preprocessor_builds"] == 1 and counters.builds["shard_reads"] == 4
+    plain = create_engine("local", workers=1)
+    try:
+        fresh = Pipeline(Preprocessor.auto(second.schema), LogisticRegression(C=1.0)).fit(
+            second, engine=plain
+        )
+    finally:
+        plain.close()
+    assert model.preprocessor.fingerprint == fresh.preprocessor.fingerprint
+    np.testing.assert_allclose(model.predict_proba(flipped), fresh.predict_proba(flipped))
