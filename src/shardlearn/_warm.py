@@ -204,8 +204,9 @@ class Handle:
 class _Store:
     """The values of one scope in this process, their sizes and the budget."""
 
-    def __init__(self, name: str, budget: int) -> None:
+    def __init__(self, name: str, budget: int, workers_budget: int | None = None) -> None:
         self.name, self.budget = name, budget
+        self.workers_budget = workers_budget  # for the worker groups of the scope (session)
         self.values: dict[Hashable, Any] = {}
         self.sizes: dict[Hashable, int] = {}  # of the values that can be replaced (keep)
         self.used = 0
@@ -265,7 +266,7 @@ def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | No
 
 
 @contextlib.contextmanager
-def _block(name: str, budget: int | None) -> Iterator[Counters]:
+def _block(name: str, budget: int | None, workers_budget: int | None = None) -> Iterator[Counters]:
     """:func:`scope` of a named scope: its store bound to this context, with new counters."""
     global _STORE
     bound = _CURRENT.get()
@@ -277,7 +278,8 @@ def _block(name: str, budget: int | None) -> Iterator[Counters]:
             store, parent = bound
         else:
             if _STORE is None or _STORE.name != name:
-                _STORE = _Store(name, default_budget() if budget is None else int(budget))
+                budget = default_budget() if budget is None else int(budget)
+                _STORE = _Store(name, budget, workers_budget)
             store = _STORE
     counters = Counters(parent=parent)
     token = _CURRENT.set((store, counters))
@@ -301,12 +303,16 @@ def worker_scope(spec: tuple[str, int | None] | None, processes: int) -> Iterato
 
 
 @contextlib.contextmanager
-def session(name: str, budget: int | None = None) -> Iterator[Counters]:
+def session(
+    name: str, budget: int | None = None, workers_budget: int | None = None
+) -> Iterator[Counters]:
     """A block of work that keeps warm data: scope ``name``, released when the block ends; or,
     inside an open scope, a block of that scope (nothing released: the outer block owns it).
 
     For a pipeline run and a ``with engine(...)`` block (see the module notes); ``budget`` as
-    in :func:`scope`.
+    in :func:`scope`. ``workers_budget``: the bytes each worker of the groups opened in the
+    scope may keep (default: each takes its group's share, see :func:`worker_scope`); a
+    pipeline run whose stages open several groups at once gives them a smaller share.
     """
     bound = _CURRENT.get()
     if bound is not None:
@@ -314,7 +320,7 @@ def session(name: str, budget: int | None = None) -> Iterator[Counters]:
             yield counters
         return
     try:
-        with _block(name, budget) as counters:
+        with _block(name, budget, workers_budget) as counters:
             yield counters
     finally:
         release(name)
@@ -354,7 +360,11 @@ def current() -> Handle | None:
     bound = _CURRENT.get()
     if bound is None:
         return None
-    budget = memory_budget(BUDGET_ENV, DEFAULT_MEMORY_SHARE) if os.environ.get(BUDGET_ENV) else None
+    budget = (
+        memory_budget(BUDGET_ENV, DEFAULT_MEMORY_SHARE)
+        if os.environ.get(BUDGET_ENV)
+        else bound[0].workers_budget
+    )
     return Handle(bound[0].name, budget, bound[1])
 
 

@@ -116,3 +116,35 @@ def test_a_search_stage_works_in_the_run_scope_and_keeps_its_values(
     again = load(result.results["second"]["model"])
     rows = loans.read("test")
     np.testing.assert_array_equal(first.predict_proba(rows), again.predict_proba(rows))
+
+
+def test_every_stage_thread_runs_in_the_run_scope_with_its_workers_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stages run on driver threads (a context variable does not follow them there): each
+    sees the run's scope, and its worker groups get a share of the memory sized for all the
+    groups the run's stages may open at once (2 workers x 2 stages + the driver)."""
+    from shardlearn.pipeline import stages
+
+    monkeypatch.delenv(_warm.BUDGET_ENV, raising=False)
+    seen: dict[str, tuple] = {}
+
+    def fake_export(name, options, workdir, model):  # noqa: ANN001, ARG001 - stage signature
+        handle = _warm.current()
+        seen[name] = (handle.name, handle.budget)
+        return {"output": name}
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "export", fake_export)
+    spec = parse_spec({
+        "workdir": str(tmp_path),
+        "stages": {name: {"type": "export", "model": str(tmp_path / "m")} for name in "ab"},
+    })  # fmt: skip
+    eng = create_engine("local", workers=2)
+    try:
+        run_pipeline(spec, engine=eng, progress=False)
+    finally:
+        eng.close()
+    (name_a, budget_a), (name_b, budget_b) = seen["a"], seen["b"]
+    assert name_a == name_b and name_a.startswith("pipeline ")
+    assert budget_a == budget_b == _warm.default_budget(2 * 2 + 1)
+    assert _warm.current() is None and _warm._STORE is None

@@ -182,6 +182,18 @@ class PipelineResult:
         return total.summary()
 
 
+def _warm_budgets(inner: Engine) -> tuple[int, int | None]:
+    """Bytes of warm data the driver and each worker may keep during a run: on the local
+    engine, equal shares for the driver and the worker processes of as many groups as stages
+    may run at once (one per CPU), so side-by-side stages stay within the share of memory
+    one fit's group gets; on Ray, each worker its own share of its machine."""
+    if inner.name != "local":
+        return _warm.default_budget(inner.n_workers + 1), None
+    processes = inner.n_workers * max(1, int(inner.capacity.cpus)) + 1
+    share = _warm.default_budget(processes)
+    return share, share
+
+
 def _resources(stage: StageSpec, default_cpus: float) -> Resources:
     requested: dict[str, Any] = dict(stage.resources)
     requested.setdefault("cpus", default_cpus)
@@ -267,7 +279,7 @@ def run_pipeline(
     # The run's warm scope (the caller's, inside `with engine(...)`): its stages share shard
     # tables, feature blocks and fitted preprocessors, dropped when the run ends.
     name = f"pipeline {spec.name} {os.getpid()} {uuid.uuid4().hex[:12]}"
-    with _warm.session(name, _warm.default_budget(inner.n_workers + 1)):
+    with _warm.session(name, *_warm_budgets(inner)):
         driver = DriverEngine(inner)
         try:
             with make_current(inner):  # left open: the caller's (or get_engine's shared) engine
