@@ -2,7 +2,11 @@
 
 The sample is the first :data:`SAMPLE_ROWS` rows, read from a bounded head of the input
 (:func:`shardlearn.data._ranges.head`), not a stream that reads far ahead; the byte ranges are
-planned once, though a range strategy reads the input twice. The order matters for the
+planned once, though a range strategy reads the input twice. The first ranges of a plain local
+CSV/TSV start parsing before the sample is read, with the numeric types pyarrow infers from the
+file's head (:func:`shardlearn.data._ranges.head_types`); they stand if the schema types those
+columns alike (the types only decide how the parser reads, not what it delivers), else they are
+parsed again. The order matters for the
 guarantees: the output is checked before any work, every row read is
 counted exactly once as written or rejected, the reject rate is checked before anything is
 moved into place, and the manifest is the last thing written (by the DatasetWriter).
@@ -268,6 +272,10 @@ class IngestRun:
     _ray: RayParsers | None = None
     _planner: ThreadPoolExecutor | None = None
     _planning: Future | None = None  # the byte ranges of every file, planned beside the schema
+    # Parses of the first file's first ranges started beside the schema sample (by range index),
+    # with the numeric types they guessed: kept only if the schema types those columns alike.
+    _early: dict[int, tuple[_ranges.ByteRange, Future]] = field(default_factory=dict)
+    _early_types: dict[str, pa.DataType] = field(default_factory=dict)
     # Plain CSV/TSV and JSON Lines files are cut at newlines without reading them first (checked
     # as they are parsed, on threads or Ray tasks); off for an input that cannot be read twice,
     # and after a wrong cut.
@@ -303,6 +311,8 @@ class IngestRun:
             # Nothing to learn from a sample: the input is read exactly once (pipes work too).
             names, sample = list(self.options.columns), None
         else:
+            if self.schema is None:
+                self._start_early()
             sample, names = self._sample()
         if self.label is not None and self.label not in names:
             raise SchemaError(unknown_name_message("label column", self.label, names))
@@ -313,7 +323,8 @@ class IngestRun:
             # A wrong label or key is reported before the plan starts: once started, a plan
             # reads its files to the end (an error would wait for it). Kinds were checked.
             self._start_planning()
-            mapper = self._pool.map if self._pool is not None else map
+            # The parser threads are busy with the early parses: infer on this thread then.
+            mapper = self._pool.map if self._pool is not None and not self._early else map
             schema = infer_schema(
                 sample, self.label, self.options.na_values, self.trim, self.kinds, mapper
             )
@@ -325,6 +336,53 @@ class IngestRun:
         if key is not None and key not in schema:
             raise SchemaError(unknown_name_message("partitioning column", key, schema.names))
         return schema
+
+    def _start_early(self) -> None:
+        """Start parsing the first ranges of the first file before its schema sample is read,
+        on the parser threads, with the numeric types pyarrow infers from the file's head
+        (:func:`~shardlearn.data._ranges.head_types`): the sample and the inference (about
+        0.2 s, on one thread for the sample) no longer hold every parser back.
+
+        The types only decide how the parser reads (a column typed by the parser or read as
+        text and cast gives the same rows and rejects; see :mod:`~shardlearn.data.readers`), so
+        the parses stand when the schema types every guessed column alike
+        (:meth:`_early_parses`); otherwise they are dropped and the ranges parsed again. Only
+        for a plain local CSV/TSV file cut speculatively (its plan reads nothing) with its label
+        and key among the head's columns, on this process's threads, with several parsers."""
+        if self._pool is None or self._ray is not None or not self._speculate or self.parsers < 2:
+            return
+        path = self.paths[0]
+        guess = _ranges.head_types(path, self.options)
+        if guess is None:
+            return
+        names, types = guess
+        _, key = parse_strategy(self.strategy)
+        if any(n is not None and n not in names for n in (self.label, key)):
+            return  # the schema step reports it, before anything starts
+        plan = self._planned(path)
+        if not plan or not plan[0].speculative:
+            return
+        self._early_types = types
+        self._early = {
+            i: (plan[i], self._pool.submit(_ranges._parse_range, plan[i], self.options, types))
+            for i in range(min(self.parsers, len(plan)))
+        }
+
+    def _early_parses(
+        self, ranges: Sequence[_ranges.ByteRange], fast_types: dict[str, pa.DataType]
+    ) -> dict[int, Future]:
+        """The early parses (:meth:`_start_early`) that stand for ``ranges`` (the next ones to
+        parse), once: none unless ``ranges`` start with their ranges and the schema types every
+        guessed column as guessed; the others are cancelled (a running one is let finish)."""
+        early, self._early = self._early, {}
+        usable = all(fast_types.get(name) == kind for name, kind in self._early_types.items())
+        if usable and all(
+            i < len(ranges) and ranges[i] == byte_range for i, (byte_range, _) in early.items()
+        ):
+            return {i: future for i, (_, future) in early.items()}
+        for _, future in early.values():
+            future.cancel()
+        return {}
 
     # -- reading ---------------------------------------------------------------------------------
     def _raw_batches(self, schema: Schema) -> Iterator[RawBatch | _Settle]:
@@ -357,7 +415,10 @@ class IngestRun:
             if self._ray is not None:
                 parsed = self._ray.parse(ranges, self.options, fast_types)
             elif self._pool is not None:  # always: _plan gives ranges only with a pool
-                parsed = parse_ranges(ranges, self.options, fast_types, self._pool, self.parsers)
+                early = self._early_parses(ranges, fast_types)
+                parsed = parse_ranges(
+                    ranges, self.options, fast_types, self._pool, self.parsers, early
+                )
             else:
                 raise RuntimeError("byte ranges were planned without a parser pool")
             checked: list[_ranges.ByteRange] = []
@@ -516,6 +577,9 @@ class IngestRun:
             finally:
                 if self._planning is not None:
                     self._planning.cancel()
+                for _, future in self._early.values():
+                    future.cancel()
+                self._early = {}
                 self._pool = self._ray = self._planning = self._planner = None
 
     def _execute(self) -> Dataset:

@@ -36,7 +36,10 @@ lines of the ranges before it, and the ranges are exactly the exact plan's. A wr
 A JSON Lines cut is never wrong (see below): its parser only counts the range's newlines.
 
 :func:`head` gives a schema sample the rows a stream of the file starts with, from a head of
-the file cut after its last row end the same way (a stream reads 32 blocks ahead).
+the file cut after its last row end the same way (a stream reads 32 blocks ahead);
+:func:`head_types` guesses the parser's numeric types from the file's first bytes, so that the
+first ranges can start parsing before that sample is read (:func:`parse_ranges` takes parses
+already started).
 
 JSON Lines has no quoting: a line ends at ``\n`` and nothing else (a raw newline in a JSON
 string is invalid JSON: the line is a reject, as in one stream), so a cut after a newline is a
@@ -90,6 +93,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -119,6 +123,7 @@ __all__ = [
     "Misspeculated",
     "default_parsers",
     "head",
+    "head_types",
     "next_range",
     "parse_ranges",
     "plan_ranges",
@@ -839,6 +844,45 @@ def _read_up_to(stream: pa.NativeFile, size: int) -> bytes:
     return b"".join(parts)
 
 
+def head_types(
+    path: str, options: ReaderOptions
+) -> tuple[list[str], dict[str, pa.DataType]] | None:
+    """The column names of a local CSV/TSV file with a header, and the columns pyarrow's own
+    type inference reads as ``int64`` or ``float64`` in its first :data:`HEAD_BYTES` (whole
+    lines): a guess of the parser's numeric types, made before the schema sample is read, for
+    the parses that start beside it (the schema then decides whether they stand). None when
+    the head cannot be read that way (no whole line, a value holding a newline, ...)."""
+    reader = SourceReader(path, options)
+    if reader.format not in ("csv", "tsv") or options.columns or not options.header:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(HEAD_BYTES)
+    except OSError:
+        return None
+    cut = data.rfind(b"\n") + 1
+    delimiter = options.delimiter or ("\t" if reader.format == "tsv" else ",")
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data[:cut]),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char=False if reader.format == "tsv" else '"'
+            ),
+            convert_options=pacsv.ConvertOptions(
+                null_values=list(options.na_values), strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    names = [name.strip() for name in table.column_names]
+    if table.num_rows == 0 or len(set(names)) < len(names):
+        return None
+    numeric = (pa.int64(), pa.float64())
+    types = {n: f.type for n, f in zip(names, table.schema, strict=True) if f.type in numeric}
+    return names, types
+
+
 def _head_batches(reader: SourceReader, rows: int) -> tuple[list[RawBatch], int]:
     """The batches of ``reader`` up to the one that makes ``rows`` non-blank rows, and the
     non-blank rows they hold (the batches a stream's sample stops after)."""
@@ -1008,8 +1052,11 @@ def parse_ranges(
     fast_types: dict[str, pa.DataType],
     pool: ThreadPoolExecutor,
     parsers: int,
+    started: dict[int, Future] | None = None,
 ) -> Iterator[tuple[ByteRange, list[str], list[RawBatch]]]:
     """Parse ``ranges`` on ``pool``; yield (range, column names, batches) in input order.
+    ``started``: the parses of some of the first ranges (by index), already submitted to
+    ``pool`` as :func:`_parse_range` of those ranges (at most ``parsers`` of them).
 
     Largest first (longest processing time first) within a look-ahead of
     :data:`LOOKAHEAD` times ``parsers + 1`` ranges: a free parser takes the next range to be
@@ -1025,8 +1072,8 @@ def parse_ranges(
     first line follows from the lines of the ranges before it. The ranges handed over are
     then those an exact plan makes (and are handed over as such: no longer speculative).
     """
-    started: dict[int, Future] = {}
-    running: set[Future] = set()
+    started = dict(started or {})
+    running: set[Future] = set(started.values())
     following = 0  # the next range to hand over
     line = 1  # the first line of the next speculative range
     try:
