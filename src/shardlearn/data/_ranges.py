@@ -99,6 +99,7 @@ import pyarrow.parquet as pq
 
 from shardlearn.data._balance import even_bounds, range_count
 from shardlearn.data._jsonl import column_names, count_lines
+from shardlearn.data._jsonl import head_types as json_head_types
 from shardlearn.data._zst import (
     FrameIndex,
     check_unchanged,
@@ -851,8 +852,19 @@ def head_types(
     type inference reads as ``int64`` or ``float64`` in its first :data:`HEAD_BYTES` (whole
     lines): a guess of the parser's numeric types, made before the schema sample is read, for
     the parses that start beside it (the schema then decides whether they stand). None when
-    the head cannot be read that way (no whole line, a value holding a newline, ...)."""
+    the head cannot be read that way (no whole line, a value holding a newline, ...). A JSON
+    Lines file: its column names and the numeric columns of the lines that name them
+    (:func:`shardlearn.data._jsonl.head_types`)."""
     reader = SourceReader(path, options)
+    if reader.format == "jsonl" and not options.columns:
+        try:
+            stream = reader._open_stream()
+            try:
+                return json_head_types(stream, options.block_size)
+            finally:
+                stream.close()
+        except OSError:
+            return None
     if reader.format not in ("csv", "tsv") or options.columns or not options.header:
         return None
     try:
@@ -873,9 +885,9 @@ def head_types(
                 null_values=list(options.na_values), strings_can_be_null=True
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+        names = [name.strip() for name in table.column_names]
+    except (pa.ArrowException, ValueError):  # UnicodeDecodeError too: a header not UTF-8
         return None
-    names = [name.strip() for name in table.column_names]
     if table.num_rows == 0 or len(set(names)) < len(names):
         return None
     numeric = (pa.int64(), pa.float64())
