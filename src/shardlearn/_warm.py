@@ -11,8 +11,8 @@ serve it from here afterwards. Three kinds of block of work open one:
 * a ``with engine(...)`` block (a script's consecutive fits), released when it exits.
 
 They nest: :func:`session` inside an open scope works in that scope and releases nothing, so a
-search in a pipeline, or a pipeline in ``with engine(...)``, keeps the outer block's values
-(the outer block releases them). The values:
+pipeline in ``with engine(...)`` keeps the outer block's values (the outer block releases
+them); a search inside one :func:`join`\ s it under its own name and releases nothing. The values:
 
 * ``shard_reads`` (``data``): a shard file's table, read whole once
   (:meth:`shardlearn.data.Shard.read` / ``iter_batches`` then serve any columns from memory);
@@ -72,6 +72,7 @@ __all__ = [
     "current",
     "default_budget",
     "fetch",
+    "join",
     "keep",
     "on_release",
     "peek",
@@ -207,11 +208,16 @@ class _Store:
     def __init__(self, name: str, budget: int, workers_budget: int | None = None) -> None:
         self.name, self.budget = name, budget
         self.workers_budget = workers_budget  # for the worker groups of the scope (session)
+        self.aliases: set[str] = set()  # other names of this scope here (join)
         self.values: dict[Hashable, Any] = {}
         self.sizes: dict[Hashable, int] = {}  # of the values that can be replaced (keep)
         self.used = 0
         self.lock = threading.Lock()
         self.building: dict[Hashable, threading.Lock] = {}
+
+    def answers_to(self, name: str) -> bool:
+        """Whether scope ``name`` is this one (its name or one :func:`join` gave it)."""
+        return name == self.name or name in self.aliases
 
 
 _STORE: _Store | None = None
@@ -272,12 +278,12 @@ def _block(name: str, budget: int | None, workers_budget: int | None = None) -> 
     bound = _CURRENT.get()
     parent = None
     with _STORE_LOCK:
-        if bound is not None and bound[0].name == name:
+        if bound is not None and bound[0].answers_to(name):
             # A block inside the scope: the same values (even if another scope replaced them
             # as this process's), and what it counts is counted in the outer block too.
             store, parent = bound
         else:
-            if _STORE is None or _STORE.name != name:
+            if _STORE is None or not _STORE.answers_to(name):
                 budget = default_budget() if budget is None else int(budget)
                 _STORE = _Store(name, budget, workers_budget)
             store = _STORE
@@ -324,6 +330,17 @@ def session(
             yield counters
     finally:
         release(name)
+
+
+def join(name: str) -> None:
+    """Make ``name`` another name of the calling code's scope in this process (no effect
+    outside a scope): a search inside a pipeline run names its scope after its dataset (its
+    trials' cache keys hold that name), and its trials on this process's threads then open the
+    run's scope under it, keeping the run's values. Worker groups get the scope's own name."""
+    bound = _CURRENT.get()
+    if bound is not None and name != bound[0].name:
+        with _STORE_LOCK:
+            bound[0].aliases.add(name)
 
 
 def release(name: str) -> None:

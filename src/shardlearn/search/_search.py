@@ -430,14 +430,15 @@ def search(
             from shardlearn.search.cv import shard_folds
 
             shard_folds(dataset, cv)  # a clear error before any trial starts
+    context: dict[str, Any] = {
+        "dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
+        "preprocess": preprocess, "warm": None if dataset is None else warm_scope_name(dataset),
+    }  # fmt: skip
     # Inside a warm scope (a pipeline run, `with engine(...)`) the search works in it, so the
     # values it keeps and those of the block around it stay (its owner releases them).
     outer = _warm.current()
-    warm = warm_scope_name(dataset) if outer is None else outer.name
-    context: dict[str, Any] = {
-        "dataset": uri, "cv": cv, "metric": metric, "budget": budget, "seed": seed,
-        "preprocess": preprocess, "warm": None if dataset is None else warm,
-    }  # fmt: skip
+    if outer is not None and context["warm"] is not None:
+        _warm.join(context["warm"])
     settings = _settings(uri, spaces, strategy=strategy, trials=trials, cv=cv, metric=metric,
                          seed=seed, budget=budget, eta=eta, rungs=rungs,
                          objective=None if objective is None else repr(objective),
