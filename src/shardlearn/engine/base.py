@@ -16,6 +16,10 @@ The worker functions do, so no data ever travels through the engine's pipes.
 ``state.cache`` is a *cache*: when a worker dies and is replaced, the new worker receives the
 same shards and the replayed ``put`` context, but an empty cache. Functions must rebuild what
 they need lazily from ``state.shards`` and ``state.context``.
+
+A ``with engine(...)`` block is a warm scope (:mod:`shardlearn._warm`): worker groups opened
+in it keep shard tables and feature blocks for the block's next fit, beyond one group's
+``state.cache``, until the block ends.
 """
 
 from __future__ import annotations
