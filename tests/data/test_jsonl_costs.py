@@ -7,6 +7,7 @@ import json
 import threading
 import tracemalloc
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -16,6 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardlearn.data import _jsonl, ingest
+from shardlearn.data._ingest_run import IngestRun
+
+from ._speculation import fingerprint, ingest_in_ranges
 
 
 @settings(max_examples=100, deadline=None)
@@ -113,3 +117,62 @@ def test_ingest_samples_a_json_lines_head_with_its_parsers(tmp_path: Path) -> No
         assert len(head) == (parsers if parsers > 1 else 0)
         files.append({str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.parquet")})
     assert files[0] == files[1] and len(files[0]) == 6
+
+
+def test_the_head_guesses_the_numeric_columns_from_the_lines_that_name_them() -> None:
+    """Ingest may start parsing before its schema sample: the guess is the columns Arrow reads
+    as int64 or float64 in the lines that name the columns (a nested or text column is no
+    guess, a key first seen after them is no column), with the names the reader gives."""
+    lines = [json.dumps({"i": k, "f": k + 0.5, "s": "ab", "n": [k], "z": None}) for k in range(30)]
+    lines.append(json.dumps({"i": 1, "late": 2.5}))
+    data = ("\n".join(lines) + "\n").encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_jsonl, "NAME_RECORDS", 30)
+        names, types = _jsonl.head_types(pa.BufferReader(data), 1 << 20)
+        assert names == _jsonl.column_names(pa.BufferReader(data), 1 << 20)
+    assert names == ["i", "f", "s", "n", "z"]
+    assert types == {"i": pa.int64(), "f": pa.float64()}
+    assert _jsonl.head_types(pa.BufferReader(b'{"i": 1}\n{"i": "x"}\n'), 1 << 20) is None
+    assert _jsonl.head_types(pa.BufferReader(b"\n\n"), 1 << 20) is None
+
+
+def _early_used(used: list[int]) -> Any:
+    """IngestRun._early_parses, appending to ``used`` how many early parses each call that had
+    some handed over."""
+    method = IngestRun._early_parses
+
+    def early_parses(run: IngestRun, *args: Any) -> Any:
+        started = len(run._early)
+        result = method(run, *args)
+        if started:
+            used.append(len(result))
+        return result
+
+    return early_parses
+
+
+@pytest.mark.parametrize(("floats_from", "stands"), [(None, True), (10_000, False)])
+def test_json_lines_parse_early_with_the_head_guess_and_give_the_dataset_of_one_parser(
+    tmp_path: Path, floats_from: int | None, stands: bool
+) -> None:
+    """A JSON Lines file's first ranges start parsing before the schema sample with the head's
+    guess: a right one (x int64 in the head and the schema) is used, a wrong one (float64 in
+    the schema) dropped; with bad lines after the head, 2 and 4 parsers write the files (rows
+    and rejects) of 1 parser."""
+    lines = []
+    for i in range(24_000):
+        x = i + 0.5 if floats_from is not None and i >= floats_from else i
+        lines.append(json.dumps({"x": x, "s": f"v{i % 13}", "label": "ab"[i * 7 % 3 % 2]}))
+    for bad in range(3_000, 24_000, 2_500):
+        lines[bad] = ['{"x": 1,', '{"x": [1], "label": "a"}', "[1]"][bad % 3]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    used: list[int] = []
+    with mock.patch.object(IngestRun, "_early_parses", _early_used(used)):
+        prints = {
+            n: fingerprint(ingest_in_ranges(path, tmp_path / f"o{n}", path.stat().st_size // 6, n))
+            for n in (1, 2, 4)
+        }
+    assert prints[2] == prints[1] and prints[4] == prints[1]
+    assert prints[1][1]["rows_read"] == 24_000 and prints[1][1]["rows_rejected"] == 9
+    assert used == ([2, 4] if stands else [0, 0])

@@ -61,7 +61,7 @@ import pyarrow.json as pajson
 
 from shardlearn.data._line_guard import REFUSED_TEXT_CHARS
 
-__all__ = ["JsonLinesReader", "column_names", "count_lines", "read_by_line"]
+__all__ = ["JsonLinesReader", "column_names", "count_lines", "head_types", "read_by_line"]
 
 READ_BYTES = 4 << 20  # bytes read (and parsed by Arrow) at a time
 _COUNT_PIECE = 1 << 20  # bytes compared at once when counting newlines
@@ -416,13 +416,47 @@ class JsonLinesReader:
 def column_names(stream: pa.NativeFile, limit: int) -> list[str]:
     """The column names :class:`JsonLinesReader` gives ``stream`` (the keys of its first
     records): a byte range of the file after its start takes them from here."""
+    return _named(stream, limit)[0].names or []
+
+
+def head_types(
+    stream: pa.NativeFile, limit: int
+) -> tuple[list[str], dict[str, pa.DataType]] | None:
+    """The column names :class:`JsonLinesReader` gives ``stream``, and the columns Arrow reads
+    as ``int64`` or ``float64`` in the lines of its first block that name them: a guess of
+    ingest's numeric columns, for parses started before its schema sample is read (the schema
+    decides whether they stand; a guess only changes how values travel, typed or as text).
+    None when Arrow refuses those lines or there are none."""
+    reader, first = _named(stream, limit)
+    if first is None or not reader.names:
+        return None
+    lines = min(first.count, reader._head)
+    try:
+        table = pajson.read_json(
+            pa.BufferReader(memoryview(first.data)[: int(first.starts[lines])]),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=len(first.data) + 1),
+            parse_options=pajson.ParseOptions(newlines_in_values=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    numeric = (pa.int64(), pa.float64())
+    names = set(reader.names)
+    types = {f.name: f.type for f in table.schema if f.name in names and f.type in numeric}
+    return reader.names, types
+
+
+def _named(stream: pa.NativeFile, limit: int) -> tuple[JsonLinesReader, _Block | None]:
+    """A reader that has named the columns of ``stream``, and the first block it read."""
     reader = JsonLinesReader("", limit, None, {}, ())
+    first = None
     for segment in reader._segments(stream):
+        if first is None and isinstance(segment, _Block):
+            first = segment
         if reader._name_from(segment):
             break
     else:
         reader._name_from(None)
-    return reader.names or []
+    return reader, first
 
 
 def count_lines(data: bytes) -> int:
