@@ -347,8 +347,9 @@ class IngestRun:
         text and cast gives the same rows and rejects; see :mod:`~shardlearn.data.readers`), so
         the parses stand when the schema types every guessed column alike
         (:meth:`_early_parses`); otherwise they are dropped and the ranges parsed again. Only
-        for a plain local CSV/TSV file cut speculatively (its plan reads nothing) with its label
-        and key among the head's columns, on this process's threads, with several parsers."""
+        for a plain local CSV/TSV or JSON Lines file cut speculatively (its plan reads nothing)
+        with its label and key among the head's columns, on this process's threads, with several
+        parsers."""
         if self._pool is None or self._ray is not None or not self._speculate or self.parsers < 2:
             return
         path = self.paths[0]
