@@ -5,10 +5,13 @@ per column from a sample; :func:`convert_batch` casts a batch to the schema. Cas
 vectorised with a fast path (one Arrow cast per column, which succeeds on clean data) and a
 slow path only for a column whose cast failed: trim, map missing-value markers to null, test
 every value against the type's grammar, and mark the rest invalid. An invalid value makes its
-row a reject whose reason names the column. An infinite float (``inf``, ``-Infinity``, ``1e999``)
-is a reject too unless ``allow_non_finite``; a NaN is a missing value (null), as the default
-missing-value markers already make of the text ``NaN``. A date-time outside the range
-shardlearn can encode (:mod:`shardlearn.data.timestamps`, about 1684 to 2255) is a reject.
+row a reject whose reason names the column. An infinite float (``inf``, ``-Infinity``,
+``1e999``) is a reject too unless ``allow_non_finite``; a NaN is a missing value (null), as the
+default missing-value markers already make of the text ``NaN``. A date-time outside the range
+shardlearn can encode (:mod:`shardlearn.data.timestamps`, about 1684 to 2255) is a reject. A text
+column is trimmed only when one of its bytes can be whitespace, and searched for missing-value
+markers only when trimming ran or its reader did not null them itself (the CSV reader does:
+``convert_batch(markers_nulled=True)``).
 """
 
 from __future__ import annotations
@@ -65,16 +68,36 @@ def _family(dtype: pa.DataType) -> str:
     return "string"
 
 
-def _clean(values: pa.Array, na_values: pa.Array, trim: bool) -> pa.Array:
-    """Trim whitespace (optional) and turn missing-value markers into nulls."""
+def _clean(values: pa.Array, na_values: pa.Array, trim: bool, nulled: bool = False) -> pa.Array:
+    """Trim whitespace (optional) and turn missing-value markers into nulls. ``nulled``: the
+    reader already made every value equal to a marker null (the CSV reader does), so only a
+    value trimming changed can be one."""
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return values
-    if trim:
+    if trim and _may_hold_whitespace(values):
         values = pc.utf8_trim_whitespace(values)
+    elif nulled:
+        return values
     missing = pc.is_in(values, value_set=na_values)
     if pc.any(missing).as_py():
         values = pc.if_else(missing, pa.scalar(None, values.type), values)
     return values
+
+
+def _may_hold_whitespace(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether a string in ``values`` may start or end with whitespace: its bytes hold a space,
+    an ASCII control character or a non-ASCII byte (every other Unicode space is non-ASCII).
+    One byte scan, where trimming looks up every character (about a fifth of a CSV batch's
+    conversion on the benchmark file, whose text values hold no whitespace)."""
+    if isinstance(values, pa.ChunkedArray):
+        return True  # trimmed as it comes
+    _, offsets, data = values.buffers()
+    if data is None:
+        return False  # every value empty or missing
+    width = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    bounds = np.frombuffer(offsets, width)[values.offset : values.offset + len(values) + 1]
+    text = np.frombuffer(data, np.uint8)[bounds[0] : bounds[-1]]
+    return bool(np.any((text <= 32) | (text >= 128)))
 
 
 def infer_type(values: pa.Array) -> pa.DataType:
@@ -190,11 +213,11 @@ def _cast_one_by_one(
 
 
 def _convert_column(
-    raw: pa.Array, column: Column, na_values: pa.Array, trim: bool
+    raw: pa.Array, column: Column, na_values: pa.Array, trim: bool, nulled: bool = False
 ) -> tuple[pa.Array, np.ndarray | None]:
     dtype = column.arrow_type
     if _family(dtype) == "string" and pa.types.is_string(raw.type):
-        return _clean(raw, na_values, trim), None
+        return _clean(raw, na_values, trim, nulled), None
     if raw.type == dtype:
         return raw, None
     is_text = pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)
@@ -233,12 +256,15 @@ def convert_batch(
     label_strip: str | None = None,
     allow_unlabeled: bool = False,
     allow_non_finite: bool = False,
+    markers_nulled: bool = False,
 ) -> Converted:
     """Cast ``batch`` to ``schema``; rows with an unparseable value or no label are marked bad.
 
     With ``allow_unlabeled`` a row whose only problem is a missing label is kept (its label is
     null); a row with an unparseable value is still bad, label or not. Infinite floats are bad
     and NaNs are made missing, unless ``allow_non_finite`` keeps both as they are.
+    ``markers_nulled``: the reader made every text value equal to one of ``na_values`` null
+    (the CSV reader): a text column nothing is trimmed from is not searched for them again.
     """
     na = pa.array(list(na_values), pa.string())
     rows = batch.num_rows
@@ -251,7 +277,9 @@ def convert_batch(
             raw = raw.combine_chunks()
         if column.name == schema.label and label_strip and pa.types.is_string(raw.type):
             raw = pc.utf8_rtrim(_clean(raw, na, trim), characters=label_strip)
-        typed, invalid = _convert_column(raw, column, na, trim)
+        # A label stripped of characters may have become a marker: search it.
+        nulled = markers_nulled and not (column.name == schema.label and label_strip)
+        typed, invalid = _convert_column(raw, column, na, trim, nulled)
         if invalid is not None and invalid.any():
             newly = invalid & ~bad
             reasons[newly] = f"column {column.name!r}: not a valid {column.dtype} value"

@@ -60,7 +60,13 @@ from shardlearn.data._ranges import parse_ranges, plan_ranges
 from shardlearn.data._writer import REJECTS_SCHEMA, DatasetWriter
 from shardlearn.data.dataset import Dataset
 from shardlearn.data.partition import _SAMPLE_SALT, make_partitioner, parse_strategy, row_hashes
-from shardlearn.data.readers import RawBatch, ReaderOptions, SourceReader, blank_rows
+from shardlearn.data.readers import (
+    RawBatch,
+    ReaderOptions,
+    SourceReader,
+    blank_rows,
+    detect_format,
+)
 from shardlearn.data.schema import Schema, load_schema_file
 from shardlearn.exceptions import DataError, SchemaError
 
@@ -668,6 +674,8 @@ class IngestRun:
             self.label_strip,
             allow_unlabeled=self.allow_unlabeled,
             allow_non_finite=self.allow_non_finite,
+            # The CSV reader makes every missing-value marker null (readers._open_csv_reader).
+            markers_nulled=detect_format(raw.source, self.options.format) in ("csv", "tsv"),
         )
         return _Prepared(raw, batch, lines, converted, int(blank.sum()))
 

@@ -1,0 +1,88 @@
+"""Text columns are trimmed and searched for missing-value markers only where that can change
+a value (issue 24): the result is the full clean's, for any text and reader."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import shardlearn.data._convert as convert_module
+import shardlearn.data._ingest_run as ingest_run
+from shardlearn.data import ingest
+from shardlearn.data._convert import DEFAULT_NA_VALUES, _clean
+
+NA = pa.array(list(DEFAULT_NA_VALUES), pa.string())
+# Text with ASCII and Unicode spaces, control characters and the markers themselves.
+PIECES = st.sampled_from(["a", "NA", "?", "-", " ", "\t", "\u00a0", "\u3000", "\x1f", "é", "x1"])
+VALUES = st.lists(st.one_of(st.none(), st.lists(PIECES, max_size=4).map("".join)), max_size=30)
+
+
+def _full_clean(values: pa.Array, trim: bool) -> pa.Array:
+    """The clean as it was: trim every value, then null every marker."""
+    if trim:
+        values = pc.utf8_trim_whitespace(values)
+    missing = pc.is_in(values, value_set=NA)
+    return pc.if_else(missing, pa.scalar(None, values.type), values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=VALUES, trim=st.booleans(), offset=st.integers(0, 3))
+def test_clean_is_the_full_clean(values: list[str | None], trim: bool, offset: int) -> None:
+    array = pa.array(values, pa.string()).slice(min(offset, len(values)))
+    assert _clean(array, NA, trim).equals(_full_clean(array, trim))
+    # As the CSV reader delivers text (every marker already null), ``nulled`` changes nothing.
+    delivered = pc.if_else(pc.is_in(array, value_set=NA), pa.scalar(None, pa.string()), array)
+    assert _clean(delivered, NA, trim, nulled=True).equals(_full_clean(delivered, trim))
+
+
+def test_clean_csv_text_is_neither_trimmed_nor_searched(tmp_path: Path) -> None:
+    """A CSV text column without whitespace: no trim and no marker search when batches are
+    converted (both ran on every text column of every batch before); padded markers, and a
+    label that stripping makes a marker, are still missing."""
+    lines = ["x,colour,label"]
+    lines += [f"{i},{'red' if i % 3 else 'blue'},{'ab'[i % 2]}" for i in range(3000)]
+    path = tmp_path / "clean.csv"
+    path.write_text("\n".join(lines) + "\n")
+    converting = threading.local()
+    calls: list[str] = []
+    convert, trim, is_in = ingest_run.convert_batch, pc.utf8_trim_whitespace, pc.is_in
+
+    def counted(name: str, function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if getattr(converting, "on", False):
+                calls.append(name)
+            return function(*args, **kwargs)
+
+        return call
+
+    def converted(*args: Any, **kwargs: Any) -> Any:
+        converting.on = True
+        try:
+            return convert(*args, **kwargs)
+        finally:
+            converting.on = False
+
+    with (
+        mock.patch.object(ingest_run, "convert_batch", converted),
+        mock.patch.object(convert_module.pc, "utf8_trim_whitespace", counted("trim", trim)),
+        mock.patch.object(convert_module.pc, "is_in", counted("is_in", is_in)),
+    ):
+        ds = ingest(str(path), "label", str(tmp_path / "out"), partitions=2, progress=False)
+    assert calls == []
+    assert ds.manifest["rows_written"] == 3000
+
+    padded = tmp_path / "padded.csv"
+    padded.write_text("x,colour,label\n1, NA ,a\n2,red,NA.\n3,blue,b\n4,NA,a\n")
+    ds = ingest(
+        str(padded), "label", str(tmp_path / "out2"), partitions=1, split=(1.0, 0.0, 0.0),
+        progress=False, label_strip=".", max_reject_rate=1.0,
+    )  # fmt: skip
+    assert sorted(ds.read("train").column("colour").to_pylist(), key=str) == [None, None, "blue"]
+    assert ds.manifest["rows_rejected"] == 1  # the label "NA." is missing once stripped
