@@ -166,3 +166,32 @@ def test_shards_read_in_a_scope_give_what_the_files_give(small_dataset):
     assert warm[0].equals(plain[0]) and warm[1].equals(plain[1])
     assert [b.num_rows for b in warm[2]] == [b.num_rows for b in plain[2]]
     assert all(a.equals(b) for a, b in zip(warm[2], plain[2], strict=True))
+
+
+def test_read_ahead_reads_each_shard_once_into_the_scope_on_its_threads(small_dataset, monkeypatch):
+    """The preprocessing's shards are read ahead, several at once, into the calling code's
+    scope: each file once, on the read-ahead threads, and the fit's reads are hits; outside a
+    scope nothing is read."""
+    import threading
+
+    from shardlearn.data.dataset import Shard
+    from shardlearn.search._runner import read_ahead
+
+    shards = small_dataset.shards("train")
+    readers, real = [], Shard._warm_table
+
+    def warm_table(self):
+        readers.append(threading.current_thread().name)
+        return real(self)
+
+    monkeypatch.setattr(Shard, "_warm_table", warm_table)
+    read_ahead(shards)
+    assert readers == []  # no scope: nothing would be kept
+    with _warm.scope("read-ahead-test", budget=10**9) as counters:
+        read_ahead(shards)
+        tables = [shard.read() for shard in shards]
+    _warm.release("read-ahead-test")
+    assert counters.builds["shard_reads"] == len(shards) > 1
+    assert counters.hits["shard_reads"] == len(shards)
+    assert all(name.startswith("shardlearn-read") for name in readers[: len(shards)])
+    assert all(table.equals(shard.read()) for table, shard in zip(tables, shards, strict=True))

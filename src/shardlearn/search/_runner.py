@@ -34,6 +34,7 @@ trial on that fold; the trials' Pipelines use it as it is.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -169,6 +170,8 @@ class FoldPreprocessors:
                 with _warm.scope(
                     self.context.get("warm"), _warm.default_budget(processes)
                 ) as counters:
+                    if self.context.get("placement") in (ONE_PROCESS, IN_THREADS):
+                        read_ahead(view.shards("train"))  # the fit reads them in this process
                     fitted = pre.fit(view, engine=self.engine)
                 with self._lock:
                     self._fitted[key] = fitted
@@ -181,6 +184,26 @@ class FoldPreprocessors:
                         if refit:
                             self.refit_reads += zip(counters.readers, counters.shards, strict=True)
         return fitted
+
+
+#: Shard files :func:`read_ahead` reads at once.
+READ_AHEAD = 4
+
+
+def read_ahead(shards: list[Any]) -> None:
+    """Read ``shards`` into the warm scope of the calling code, :data:`READ_AHEAD` at once.
+
+    A preprocessor's fit reads its shards one after the other, and a file's read mostly waits
+    (for its footer and pages, and for Arrow's threads that decode them) while the trials that
+    need the fit wait too. Outside a scope nothing is kept, so nothing is read.
+    """
+    if len(shards) < 2 or not _warm.active():
+        return
+    # A thread of the pool runs in a copy of this thread's context: it reads into the scope.
+    contexts = [contextvars.copy_context() for _ in shards]
+    with ThreadPoolExecutor(min(READ_AHEAD, len(shards)), "shardlearn-read") as pool:
+        for _ in pool.map(lambda ctx, shard: ctx.run(shard.read), contexts, shards):
+            pass
 
 
 class TrialCores:
