@@ -28,7 +28,8 @@ on one core while the others wait. XGBoost's ``nthread`` changes no tree.
 Preprocessing is fitted once per fold (:class:`FoldPreprocessors`): the driver fits the
 preprocessor of each distinct trainer view -- the same training shards the trial's Pipeline
 would fit it on, so nothing from the scored shards enters -- and hands the fitted one to every
-trial on that fold; the trials' Pipelines use it as it is.
+trial on that fold; the trials' Pipelines use it as it is. Fitting in this process, it reads the
+view's shards ahead, several at once, into the search's warm scope (:func:`read_ahead`).
 """
 
 from __future__ import annotations
