@@ -867,6 +867,8 @@ def head_types(
             return None
     if reader.format not in ("csv", "tsv") or options.columns or not options.header:
         return None
+    if _split_extension(path)[1] is not None:
+        return None  # compressed (a .zst cut in frames): its first bytes are not the text
     try:
         with open(path, "rb") as handle:
             data = handle.read(HEAD_BYTES)
