@@ -372,7 +372,9 @@ class IngestRun:
         self._early_types = types
         self._early = {
             i: (plan[i], self._pool.submit(_ranges._parse_range, plan[i], self.options, types))
-            for i in range(min(self.parsers, len(plan)))
+            # One parser fewer than the threads: the sample and the inference keep a core of
+            # their own (the parse waits for them; on 2 cores all three slowed it down).
+            for i in range(min(self.parsers - 1, len(plan)))
         }
 
     def _early_parses(
