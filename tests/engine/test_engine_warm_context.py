@@ -122,3 +122,14 @@ def test_data_rewritten_in_place_within_a_block_is_read_afresh(dataset, tmp_path
         plain.close()
     assert model.preprocessor.fingerprint == fresh.preprocessor.fingerprint
     np.testing.assert_allclose(model.predict_proba(flipped), fresh.predict_proba(flipped))
+
+
+def test_a_preprocessor_whose_parameters_are_not_plain_json_is_fitted_afresh(dataset):
+    """A parameter only ``repr`` could describe (an object) gives no reuse key: two such
+    preprocessors could print alike and differ, so each Pipeline fit fits its own."""
+    from shardlearn.models.pipeline import _preprocessor_key
+
+    plain = Preprocessor.auto(dataset.schema)
+    assert _preprocessor_key(plain, dataset) is not None
+    odd = Preprocessor({**plain.columns, "x0": {"kind": "numeric", "note": object()}})
+    assert _preprocessor_key(odd, dataset) is None

@@ -122,13 +122,17 @@ def _preprocessor_key(pre: Any, data: Any) -> tuple | None:
 
     A Preprocessor's fit reads only the feature columns of the training split, shard by shard,
     merged in shard order (the worker count and the model's classes and sample weights do not
-    enter it): its parameters and the shards' digests decide it.
+    enter it): its parameters and the shards' digests decide it. One whose parameters are not
+    plain JSON is not reused: a ``repr`` may print two different objects alike.
     """
     from shardlearn.preprocess import Preprocessor
 
     if type(pre) is not Preprocessor or hasattr(pre, "transformers_"):
         return None
-    params = json.dumps(pre.get_params(deep=False), sort_keys=True, default=repr)
+    try:  # a value that is not plain JSON (an object) has no trustworthy key: no reuse
+        params = json.dumps(pre.get_params(deep=False), sort_keys=True)
+    except (TypeError, ValueError):
+        return None
     shards = tuple((s.index, s.uri, s.sha256, s.bytes) for s in data.shards("train"))
     return ("pipeline_preprocessor", params, str(data.uri), data.manifest_sha256, "train", shards)
 
