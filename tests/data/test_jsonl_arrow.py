@@ -313,3 +313,18 @@ def test_the_head_that_names_the_columns_ends_a_block() -> None:
         last = [int(part.lines[-1]) for part in reader.batches(pa.BufferReader(data))]
         assert 250 in last and last[-1] == 400
         assert _arrow(data, 1 << 20, None) == _reference(data, 1 << 20, None)
+
+
+def test_a_line_between_two_over_long_lines_is_its_own_row() -> None:
+    """What follows a skipped over-long line may hold whole lines before the next long one: a
+    short record there is a row with its own line number, not glued to the next long line
+    as one reject (found by the Hypothesis test above with 64-byte reads)."""
+    long_line = b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"
+    data = b"\n".join([long_line, b'{"a": 1}', long_line, b'{"a": 2}'])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_jsonl, "READ_BYTES", 64)
+        arrow = _arrow(data, 250, None)
+    assert arrow == _reference(data, 250, None)
+    _, (rows, lines, rejects) = arrow
+    assert rows == [("1",), ("2",)] and lines == [2, 4]
+    assert [line for line, _, _ in rejects] == [1, 3]

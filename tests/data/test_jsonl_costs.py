@@ -175,4 +175,5 @@ def test_json_lines_parse_early_with_the_head_guess_and_give_the_dataset_of_one_
         }
     assert prints[2] == prints[1] and prints[4] == prints[1]
     assert prints[1][1]["rows_read"] == 24_000 and prints[1][1]["rows_rejected"] == 9
-    assert used == ([2, 4] if stands else [0, 0])
+    # One range fewer than the parsers starts early: the sample keeps a core of its own.
+    assert used == ([1, 3] if stands else [0, 0])

@@ -372,20 +372,32 @@ class JsonLinesReader:
                 # the carry is a line's start, or what follows an over-long line.
                 data = b"".join((carry, memoryview(chunk)[:cut]))
                 ends = np.concatenate([_newlines(carry), newlines + len(carry)])
-                split = head - self.lines
-                if 0 < split < len(ends):
-                    end = int(ends[split - 1]) + 1
-                    yield self._block(data[:end], ends[:split])
-                    data, ends = data[end:], ends[split:] - end
-                yield self._block(data, ends)
+                yield from self._head_split(data, ends, head)
                 carry = chunk.slice(cut).to_pybytes()
             else:
                 carry += chunk.to_pybytes()
+            if len(carry) > self.limit:
+                # What followed a skipped line may hold whole lines before the long one.
+                ends = _newlines(carry)
+                if len(ends):
+                    cut = int(ends[-1]) + 1
+                    yield from self._head_split(carry[:cut], ends, head)
+                    carry = carry[cut:]
             if len(carry) > self.limit:
                 length, carry = self._skip_line(stream, len(carry))
                 yield self._refusal(length)
         if carry:
             yield self._block(carry)
+
+    def _head_split(self, data: bytes, ends: np.ndarray, head: int) -> Iterator[_Block]:
+        """The block of the whole lines ``data`` (newlines at ``ends``), cut after line
+        ``head`` when that line falls inside it."""
+        split = head - self.lines
+        if 0 < split < len(ends):
+            end = int(ends[split - 1]) + 1
+            yield self._block(data[:end], ends[:split])
+            data, ends = data[end:], ends[split:] - end
+        yield self._block(data, ends)
 
     @staticmethod
     def _skip_line(stream: pa.NativeFile, length: int) -> tuple[int, bytes]:
