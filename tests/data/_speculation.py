@@ -12,6 +12,7 @@ from unittest import mock
 
 import shardlearn.data._ranges as ranges_module
 from shardlearn.data import Dataset, ingest
+from shardlearn.data._ingest_run import IngestRun
 
 
 def ingest_in_ranges(
@@ -58,3 +59,18 @@ class RecordedPlans:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.speculative.append(bool(kwargs.get("speculate")))
         return self.plan(*args, **kwargs)
+
+
+def recording_early_parses(used: list[int]) -> Any:
+    """IngestRun._early_parses, appending to ``used`` how many early parses each call that had
+    some handed over (patch it in with ``mock.patch.object(IngestRun, "_early_parses", ...)``)."""
+    method = IngestRun._early_parses
+
+    def early_parses(run: IngestRun, *args: Any) -> Any:
+        started = len(run._early)
+        result = method(run, *args)
+        if started:
+            used.append(len(result))
+        return result
+
+    return early_parses

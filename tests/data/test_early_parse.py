@@ -15,7 +15,7 @@ import shardlearn.data._ingest_run as ingest_run
 import shardlearn.data._ranges as ranges_module
 from shardlearn.data._ingest_run import IngestRun
 
-from ._speculation import fingerprint, ingest_in_ranges
+from ._speculation import fingerprint, ingest_in_ranges, recording_early_parses
 
 ROWS = 24_000  # more than the schema sample (20,000 rows); the head guess sees about 6,000
 PAD = "v" * 30  # rows of about 40 bytes: the head's 256 KiB hold about 6,000 of them
@@ -32,21 +32,6 @@ def _csv(path: Path, floats_from: int | None) -> Path:
     return path
 
 
-def _recording(used: list[int]) -> Any:
-    """IngestRun._early_parses, appending to ``used`` how many early parses each call that had
-    some handed over."""
-    method = IngestRun._early_parses
-
-    def early_parses(run: IngestRun, *args: Any) -> Any:
-        started = len(run._early)
-        result = method(run, *args)
-        if started:
-            used.append(len(result))
-        return result
-
-    return early_parses
-
-
 @pytest.mark.parametrize(("floats_from", "stands"), [(None, True), (10_000, False)])
 def test_early_parses_give_the_dataset_of_one_parser(
     tmp_path: Path, floats_from: int | None, stands: bool
@@ -57,7 +42,7 @@ def test_early_parses_give_the_dataset_of_one_parser(
     path = _csv(tmp_path / "in.csv", floats_from)
     range_bytes = path.stat().st_size // 6 + 1
     used: list[int] = []
-    with mock.patch.object(IngestRun, "_early_parses", _recording(used)):
+    with mock.patch.object(IngestRun, "_early_parses", recording_early_parses(used)):
         prints = {
             n: fingerprint(ingest_in_ranges(path, tmp_path / f"o{n}", range_bytes, n))
             for n in (1, 2, 4)

@@ -7,7 +7,6 @@ import json
 import threading
 import tracemalloc
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from shardlearn.data import _jsonl, ingest
 from shardlearn.data._ingest_run import IngestRun
 
-from ._speculation import fingerprint, ingest_in_ranges
+from ._speculation import fingerprint, ingest_in_ranges, recording_early_parses
 
 
 @settings(max_examples=100, deadline=None)
@@ -136,21 +135,6 @@ def test_the_head_guesses_the_numeric_columns_from_the_lines_that_name_them() ->
     assert _jsonl.head_types(pa.BufferReader(b"\n\n"), 1 << 20) is None
 
 
-def _early_used(used: list[int]) -> Any:
-    """IngestRun._early_parses, appending to ``used`` how many early parses each call that had
-    some handed over."""
-    method = IngestRun._early_parses
-
-    def early_parses(run: IngestRun, *args: Any) -> Any:
-        started = len(run._early)
-        result = method(run, *args)
-        if started:
-            used.append(len(result))
-        return result
-
-    return early_parses
-
-
 @pytest.mark.parametrize(("floats_from", "stands"), [(None, True), (10_000, False)])
 def test_json_lines_parse_early_with_the_head_guess_and_give_the_dataset_of_one_parser(
     tmp_path: Path, floats_from: int | None, stands: bool
@@ -168,7 +152,7 @@ def test_json_lines_parse_early_with_the_head_guess_and_give_the_dataset_of_one_
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
     used: list[int] = []
-    with mock.patch.object(IngestRun, "_early_parses", _early_used(used)):
+    with mock.patch.object(IngestRun, "_early_parses", recording_early_parses(used)):
         prints = {
             n: fingerprint(ingest_in_ranges(path, tmp_path / f"o{n}", path.stat().st_size // 6, n))
             for n in (1, 2, 4)
