@@ -74,3 +74,20 @@ def recording_early_parses(used: list[int]) -> Any:
         return result
 
     return early_parses
+
+
+def numbered_lines(count: int) -> list[str]:
+    """A CSV's header and ``count`` rows ``i,vi,a|b`` (label alternating)."""
+    return ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(count))]
+
+
+def write_quoted_csv(folder: Path) -> Path:
+    """``quoted.csv`` in ``folder``: 400 rows whose middle lies in a quoted value of 200 lines
+    (physical lines 151-350), and a bad row at physical line 500."""
+    lines = numbered_lines(400)
+    value = "\n".join(f"part {k}" for k in range(200))
+    lines[150] = f'149,"{value}",b'
+    lines[300] = "299,bad"
+    path = folder / "quoted.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -25,13 +25,15 @@ from shardlearn.engine import engine
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
-from ._speculation import RecordedPlans, fingerprint, ingest_in_ranges
+from ._speculation import (
+    RecordedPlans,
+    fingerprint,
+    ingest_in_ranges,
+    numbered_lines,
+    write_quoted_csv,
+)
 
 pytestmark = pytest.mark.ray
-
-
-def _lines(count: int) -> list[str]:
-    return ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(count))]
 
 
 class _RecordedTasks:
@@ -75,7 +77,7 @@ def test_ray_parses_speculative_ranges_without_a_scan_first(
 ) -> None:
     """A clean CSV on Ray: every range task parses a speculative range and no scan task
     runs before them (the exact plan scanned every range in tasks first)."""
-    lines = _lines(3000)
+    lines = numbered_lines(3000)
     lines[1234] = "1233,bad"
     path = tmp_path / "clean.csv"
     path.write_text("\n".join(lines) + "\n")
@@ -95,12 +97,7 @@ def test_a_quoted_newline_across_a_cut_on_ray_plans_again_as_the_local_engine_do
     """The middle of the file lies in a value of 200 lines: the speculative cut there is found
     wrong from its range's scan on a node, the file is planned exactly (scan tasks) and parsed
     again; rejects keep their physical lines and the dataset is the local engine's."""
-    lines = _lines(400)
-    value = "\n".join(f"part {k}" for k in range(200))
-    lines[150] = f'149,"{value}",b'  # physical lines 151-350
-    lines[300] = "299,bad"  # physical line 301 + 199 = 500
-    path = tmp_path / "quoted.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_quoted_csv(tmp_path)
     range_bytes = path.stat().st_size // 2
     local = ingest_in_ranges(path, tmp_path / "local", range_bytes, 2)
     ds, plans, tasks = _on_ray(path, tmp_path / "ray", range_bytes)
@@ -121,7 +118,7 @@ def test_files_read_as_streams_are_read_by_tasks_largest_first(
     engine's and the manifest shows the rows each node read."""
     paths = []
     for name, count in (("a", 300), ("b", 200), ("c", 3000)):
-        lines = _lines(count)
+        lines = numbered_lines(count)
         lines[count // 2] = f"{count // 2 - 1},bad"
         path = tmp_path / f"{name}.csv.gz"
         path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
@@ -160,7 +157,7 @@ def test_files_read_as_streams_are_read_by_tasks_largest_first(
 def test_a_stream_tasks_error_is_the_local_engines(ray_cluster: Any, tmp_path: Path) -> None:
     """A .gz cut short: the task's error reaches the caller as the local engine raises it
     (same message, with the last good line), and nothing is written."""
-    lines = _lines(3000)
+    lines = numbered_lines(3000)
     packed = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(packed[: len(packed) * 2 // 3])

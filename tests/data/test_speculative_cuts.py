@@ -17,17 +17,19 @@ from shardlearn.data import ingest
 from shardlearn.exceptions import DataError
 
 from ._rejects import rejects
-from ._speculation import RecordedPlans, fingerprint, ingest_in_ranges
-
-
-def _lines(count: int) -> list[str]:
-    return ["x,s,label", *(f"{i},v{i},{'ab'[i % 2]}" for i in range(count))]
+from ._speculation import (
+    RecordedPlans,
+    fingerprint,
+    ingest_in_ranges,
+    numbered_lines,
+    write_quoted_csv,
+)
 
 
 def test_a_clean_csv_is_read_once_and_writes_the_single_stream_dataset(tmp_path: Path) -> None:
     """No pass over the bytes before the parse: each range is read once, by its parser (the
     plan used to read and scan every range first); rows, lines and rejects are unchanged."""
-    lines = _lines(3000)
+    lines = numbered_lines(3000)
     lines[1234] = "1233,bad"
     path = tmp_path / "clean.csv"
     path.write_text("\n".join(lines) + "\n")
@@ -58,12 +60,7 @@ def test_a_cut_inside_a_quoted_value_plans_again_and_keeps_every_line(tmp_path: 
     wrong, the file is planned exactly (its cut moves past the value) and the ingest runs
     again, leaving nothing of the first run; rejects after the value keep their physical
     lines, and the dataset is the single stream's."""
-    lines = _lines(400)
-    value = "\n".join(f"part {k}" for k in range(200))
-    lines[150] = f'149,"{value}",b'  # physical lines 151-350
-    lines[300] = "299,bad"  # physical line 301 + 199 = 500
-    path = tmp_path / "quoted.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_quoted_csv(tmp_path)
     whole = ingest_in_ranges(path, tmp_path / "whole", 1 << 30, 1)
     assert rejects(whole) == [(500, "wrong number of fields (expected 3)")]
     plans = RecordedPlans()
@@ -83,8 +80,8 @@ def test_a_wrong_cut_after_a_right_one_and_in_a_later_file(tmp_path: Path, parse
     second is planned again, and 1, 2 and 4 parsers write the dataset that one stream per
     file writes."""
     first = tmp_path / "a.csv"
-    first.write_text("\n".join(_lines(3000)) + "\n")
-    lines = _lines(600)
+    first.write_text("\n".join(numbered_lines(3000)) + "\n")
+    lines = numbered_lines(600)
     value = "\n".join(f"part {k}" for k in range(50))
     for i in range(420, 600):
         lines[i] = f'{i},"{value}",a'  # the last 30% of the rows: 98% of the bytes
@@ -115,7 +112,7 @@ def test_a_row_longer_than_a_block_at_a_cut_reads_the_file_as_the_stream_does(
     """A row longer than the block size decides its fate by where its stream ends (pyarrow
     takes it at the end of a stream only): at a speculative cut the file is planned again,
     which reads it as one stream; the outcome, rejects or error, is the single stream's."""
-    lines = _lines(60)
+    lines = numbered_lines(60)
     long = f'7,"{"w" * 200}",a'
     if where == "end of the file":
         lines.append(long)
