@@ -25,6 +25,11 @@ back to the OS within 10 ms, which costs much system time on a busy machine); ``
 jemalloc`` runs the peer on the same allocator, for a like-for-like parse.
 
 Reported: wall seconds, MB/s of CSV, rows/s, peak RSS, and the ratio shardlearn / pyarrow.
+With ``--repeat N`` every case runs N times, shardlearn and its peer alternating (ours first
+in odd runs, the peer first in even ones, so a slow spell of a shared machine hits both), each
+run still a whole ``ingest()`` (or peer call) in a fresh process; the table shows the median
+wall and CPU of each, the range of the walls, the largest peak RSS, and the ratio of the
+medians. One line per run goes to stderr.
 Targets (issue 2): throughput >= 70% of pyarrow's, peak RSS < 1.5 GB at every size; JSON Lines
 (issue 24) >= 60% of ``pyarrow.json.read_json``.
 
@@ -32,6 +37,7 @@ Usage::
 
     python benchmarks/ingest.py            # 5M and 20M rows (about 1.3 GB and 5.3 GB of CSV)
     python benchmarks/ingest.py --quick    # 500k rows
+    python benchmarks/ingest.py --quick --repeat 5   # medians of 5 alternating runs each
     python benchmarks/ingest.py --quick --formats jsonl   # JSON Lines only
     python benchmarks/ingest.py --rows 200000 --formats parquet csv.zst
     python benchmarks/ingest.py --quick --ray-nodes 3      # and on a 3-node Ray cluster
@@ -43,10 +49,13 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -220,9 +229,54 @@ def measure(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def fresh_out(data: Path, code: str, source: str, *args: str) -> dict:
+    """:func:`measure` of an ingest into a folder of its own, removed after the run (outside
+    the timed call): every run writes a new dataset, as a single run does, instead of
+    overwriting the last run's (which costs more system time)."""
+    with tempfile.TemporaryDirectory(dir=data) as tmp:
+        return measure(code, source, str(Path(tmp) / "ds"), *args)
+
+
+def alternating(cases: list[tuple[str, Callable[[], dict]]], repeat: int) -> dict[str, list[dict]]:
+    """Every case's figures from ``repeat`` runs, the cases run in turn: in input order in
+    odd runs and in reverse order in even ones (a drift of the machine's load hits each case
+    alike; the first case is not always the one that starts on an idle machine)."""
+    runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
+    for index in range(repeat):
+        for name, run in cases if index % 2 == 0 else cases[::-1]:
+            figures = run()
+            runs[name].append(figures)
+            print(f"#   run {index + 1}/{repeat} {name}: {figures['seconds']:.2f} s wall, "
+                  f"{figures['cpu']:.2f} s CPU", file=sys.stderr)  # fmt: skip
+    return runs
+
+
+def summary(runs: list[dict]) -> dict:
+    """One case's runs as one row: the median wall seconds and CPU, the fastest and slowest
+    wall, and the largest peak RSS (the memory target holds for every run); other figures
+    (parsers, ranges, nodes) from the run of median wall time."""
+    walls = sorted(r["seconds"] for r in runs)
+    middle = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+    return {
+        **middle,
+        "seconds": statistics.median(walls),
+        "cpu": statistics.median(r["cpu"] for r in runs),
+        "rss": max(r["rss"] for r in runs),
+        "fastest": walls[0],
+        "slowest": walls[-1],
+        "runs": len(runs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small size (500k rows)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each case, shardlearn and its peer alternating; medians are reported",
+    )
     parser.add_argument("--rows", type=int, nargs="*", help="row counts to measure")
     parser.add_argument(
         "--formats", nargs="*", choices=sorted(PEERS), default=["csv"], help="input formats"
@@ -243,6 +297,8 @@ def main() -> None:
         "jemalloc while it runs)",
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1; got {args.repeat}")
     sizes = args.rows or ([500_000] if args.quick else [5_000_000, 20_000_000])
     results = []
     for rows, kind in ((r, k) for r in sizes for k in args.formats):
@@ -252,29 +308,33 @@ def main() -> None:
         mb = path.stat().st_size / 1e6
         print(f"# {rows:,} rows, {mb:,.0f} MB ({time.perf_counter() - started:.0f} s to generate)",
               file=sys.stderr)  # fmt: skip
-        with tempfile.TemporaryDirectory(dir=args.data) as tmp:
-            ours = measure(_SHARDLEARN, str(path), str(Path(tmp) / "ds"))
-            on_ray = None
-            if args.ray_nodes:
-                range_bytes = str(int(args.range_mib * 2**20))
-                out = str(Path(tmp) / "ray")
-                on_ray = measure(_SHARDLEARN_RAY, str(path), out, str(args.ray_nodes), range_bytes)
         peer_name, peer_code = PEERS[kind]
         pool = {"ARROW_DEFAULT_MEMORY_POOL": args.peer_pool} if args.peer_pool else None
-        peer = measure(peer_code, str(path), env=pool)
+        range_bytes, nodes = str(int(args.range_mib * 2**20)), str(args.ray_nodes)
+        cases = [
+            ("ours", partial(fresh_out, args.data, _SHARDLEARN, str(path))),
+            ("peer", partial(measure, peer_code, str(path), env=pool)),
+        ]
+        if args.ray_nodes:
+            ray = partial(fresh_out, args.data, _SHARDLEARN_RAY, str(path), nodes, range_bytes)
+            cases.append(("ray", ray))
+        runs = alternating(cases, args.repeat)
+        ours, peer = summary(runs["ours"]), summary(runs["peer"])
+        on_ray = summary(runs["ray"]) if args.ray_nodes else None
         results.append((rows, mb, ours, peer, kind, peer_name, on_ray))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, pyarrow {pa.__version__}; load average at the end "
         f"{load:.1f} (other processes share the cores: compare the ratio, not the MB/s); "
-        f"peer allocator: {args.peer_pool or 'pyarrow default'}\n"
+        f"peer allocator: {args.peer_pool or 'pyarrow default'}; "
+        f"{_runs_text(args.repeat)}\n"
     )
     print(
-        "| rows | input | MB | tool | wall s | MB/s | rows/s | CPU s | peak RSS "
-        "| throughput vs pyarrow |"
+        "| rows | input | MB | tool | wall s | fastest-slowest s | MB/s | rows/s | CPU s "
+        "| peak RSS | throughput vs pyarrow |"
     )
-    print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for rows, mb, ours, peer, kind, peer_name, on_ray in results:
         ingest_name = f"shardlearn ingest ({ours['parsers']} parsers, {ours['ranges']} ranges)"
         cases = [(ingest_name, ours), (peer_name, peer)]
@@ -284,12 +344,22 @@ def main() -> None:
         for name, r in cases:
             ratio = peer["seconds"] / r["seconds"]
             print(
-                f"| {rows:,} | {kind} | {mb:,.0f} | {name} | {r['seconds']:.1f} "
-                f"| {mb / r['seconds']:.0f} "
-                f"| {rows / r['seconds'] / 1e6:.2f}M | {r['cpu']:.0f} | {r['rss'] / 2**30:.2f} GiB "
+                f"| {rows:,} | {kind} | {mb:,.0f} | {name} | {r['seconds']:.2f} "
+                f"| {r['fastest']:.2f}-{r['slowest']:.2f} | {mb / r['seconds']:.0f} "
+                f"| {rows / r['seconds'] / 1e6:.2f}M | {r['cpu']:.2f} | {r['rss'] / 2**30:.2f} GiB "
                 f"| {ratio:.0%} |"
             )
     _print_nodes(results)
+
+
+def _runs_text(repeat: int) -> str:
+    """How the table's figures were taken."""
+    if repeat == 1:
+        return "one run of each"
+    return (
+        f"{repeat} runs of each, alternating; wall and CPU are medians, the ratio is of the "
+        "median walls, peak RSS the largest"
+    )
 
 
 def _print_nodes(results: list) -> None:
