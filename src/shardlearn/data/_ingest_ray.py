@@ -24,7 +24,9 @@ A file read as one stream (a large ``.gz``, a ``.zst`` of one frame, a file with
 than the block size) is read by one Ray generator task (:meth:`RayParsers.streams`), up to one
 per parser at once, the largest of the next few first, each a few batches ahead of the driver;
 the driver consumes them file by file in input order, as it consumes the local engine's
-stream threads. Only a pipe or stdin, which another process cannot open, is read on the driver.
+stream threads. Each batch comes with the bytes of the file its task has read, so the progress
+bar moves while a file streams (:meth:`RayParsers.streamed_bytes`), as it does locally. Only a
+pipe or stdin, which another process cannot open, is read on the driver.
 
 A task whose worker process or node dies is retried by Ray on another worker (the engine's
 ``max_retries``); when the retries run out the ingest fails with a :class:`DataError` and
@@ -95,15 +97,15 @@ def _rows(raw: RawBatch) -> int:
 
 def stream_on_node(
     path: str, options: ReaderOptions, fast_types: dict[str, pa.DataType]
-) -> Iterator[tuple[str, tuple[int, list[str], RawBatch]]]:
+) -> Iterator[tuple[str, tuple[int, list[str], RawBatch, int]]]:
     """Runs in a Ray generator task: the batches of one file read as one stream, as the local
-    engine reads it, each with its node (as :func:`_call` gives it), its rows and the file's
-    column names."""
+    engine reads it, each with its node (as :func:`_call` gives it), its rows, the file's
+    column names and the bytes of the file read so far (the driver's progress bar)."""
     reader = SourceReader(path, options)
     reader.fast_types = fast_types
     node = _node_id()
     for raw in reader.batches():
-        yield node, (_rows(raw), list(reader.column_names), raw)
+        yield node, (_rows(raw), list(reader.column_names), raw, reader.position)
 
 
 @functools.cache
@@ -135,6 +137,8 @@ class RayParsers:
         self.max_retries = max_retries
         self.driver_node = _node_id()
         self.node_rows: Counter[str] = Counter()
+        # Bytes the stream tasks whose batches are being consumed have read, by file index.
+        self._streamed: dict[int, int] = {}
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         options = {
@@ -244,7 +248,7 @@ class RayParsers:
                         break
                     started[index] = self._stream(readers[index])
                 reader = readers[following]
-                yield reader, self._batches(reader, started.pop(following))
+                yield reader, self._batches(reader, started.pop(following), following)
                 following += 1
         finally:
             for generator in started.values():
@@ -270,21 +274,30 @@ class RayParsers:
             .remote(reader.path, reader.options, reader.fast_types)
         )
 
-    def _batches(self, reader: SourceReader, generator: Any) -> Iterator[RawBatch]:
+    def _batches(self, reader: SourceReader, generator: Any, index: int) -> Iterator[RawBatch]:
         """The batches of ``generator`` (None: of ``reader``, read here), the rows of each
-        counted for its node and the file's column names set on ``reader``."""
+        counted for its node, the file's column names set on ``reader`` and the bytes its
+        task read kept for :meth:`streamed_bytes` until the file ends."""
         if generator is None:
             yield from reader.batches()
             return
         what = f"reading {reader.path!r} as one stream"
         try:
             for ref in generator:
-                node, (rows, names, raw) = self._get(ref, what)
+                node, (rows, names, raw, position) = self._get(ref, what)
                 self.node_rows[node] += rows
+                self._streamed[index] = position
                 reader.column_names = names
                 yield raw
         finally:
+            self._streamed.pop(index, None)
             self._cancel(generator)
+
+    def streamed_bytes(self) -> int:
+        """Bytes read so far by the tasks of the files being consumed (:meth:`streams`), as
+        each reported with its last batch: progress while a file streams (a file's bytes
+        count as done once it ends, as locally)."""
+        return sum(self._streamed.values())
 
     @staticmethod
     def _cancel(task: Any) -> None:

@@ -536,8 +536,10 @@ class IngestRun:
             yield raw
             yield _SETTLE
         self.ranges_parsed += 1
-        self._progress_state["done_bytes"] = self._progress_state.get("done_bytes", 0) + reader.size
+        # Its position leaves the bar before its size joins the bytes done (the bar is drawn
+        # on another thread; it shows the larger figure it saw, never a count twice).
         readers.pop(id(reader), None)
+        self._progress_state["done_bytes"] = self._progress_state.get("done_bytes", 0) + reader.size
         yield _SETTLE_ALL
 
     def _check_columns(self, path: str, names: Sequence[str], schema: Schema) -> None:
@@ -766,15 +768,19 @@ class IngestRun:
         )
         state = self._progress_state
         started = time.monotonic()
+        shown = [0]  # bytes drawn so far: the bar never goes back
         with bar:
             task = bar.add_task("ingest", total=total or None)
 
             def advance() -> None:
                 readers = list(state.get("readers", {}).values())
                 position = sum(reader.position for reader in readers)
+                if self._ray is not None:  # the driver's readers of streams on nodes read nothing
+                    position += self._ray.streamed_bytes()
+                shown[0] = max(shown[0], state.get("done_bytes", 0) + position)
                 bar.update(
                     task,
-                    completed=state.get("done_bytes", 0) + position,
+                    completed=shown[0],
                     description=_progress_text(
                         self.rows_read, time.monotonic() - started, self.parsers_used
                     ),

@@ -277,6 +277,9 @@ class SourceReader:
         if isinstance(self.filesystem, pafs.LocalFileSystem) and not os.path.isfile(self._fs_path):
             # A named pipe cannot seek, which pyarrow's own file streams insist on.
             self._raw = pa.PythonFile(open(self._fs_path, "rb"), mode="r")  # noqa: SIM115
+        elif isinstance(self.filesystem, pafs.LocalFileSystem):
+            # A file, not a stream: a stream's tell() fails, and position (progress) with it.
+            self._raw = self.filesystem.open_input_file(self._fs_path)
         else:
             self._raw = self.filesystem.open_input_stream(self._fs_path, compression=None)
         _, compression = _split_extension(self.path)
