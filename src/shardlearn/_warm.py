@@ -10,6 +10,13 @@ serve it from here afterwards. Three kinds of block of work open one:
 * a pipeline run (its stages, on driver threads, each run in the run's scope);
 * a ``with engine(...)`` block (a script's consecutive fits), released when it exits.
 
+A scope lives in a context variable, so it reaches the thread (or task) that opened it and
+the code it calls. A ``with engine(...)`` block's scope is also *process-wide*: a thread of
+this process with no scope of its own (a user's thread pool or joblib threads running fits
+inside the block) works in the innermost such block still open; its own scope (a search's
+trial, a pipeline's stage) comes first. Blocks opened on two threads at once are two scopes,
+each released at its own end, and withdrawn as the fallback before that.
+
 They nest: :func:`session` inside an open scope works in that scope and releases nothing, so a
 pipeline in ``with engine(...)`` keeps the outer block's values (the outer block releases
 them); a search inside one :func:`join`\ s it under its own name and releases nothing. The values:
@@ -227,6 +234,20 @@ _RELEASE_HOOKS: list[Callable[[str], None]] = []
 _CURRENT: contextvars.ContextVar[tuple[_Store, Counters] | None] = contextvars.ContextVar(
     "shardlearn_warm_scope", default=None
 )
+#: The scopes of the ``with engine(...)`` blocks open in this process, in the order they were
+#: opened: the last one is the scope of a thread that has none of its own (see :func:`session`).
+#: A tuple, replaced whole under ``_STORE_LOCK``, so :func:`_bound` reads it without the lock.
+_PROCESS_WIDE: tuple[tuple[_Store, Counters], ...] = ()
+
+
+def _bound() -> tuple[_Store, Counters] | None:
+    """The scope the calling code works in: its thread's (or task's) own, else the innermost
+    process-wide one, else None."""
+    bound = _CURRENT.get()
+    if bound is not None:
+        return bound
+    process_wide = _PROCESS_WIDE
+    return process_wide[-1] if process_wide else None
 
 
 def default_budget(processes: int = 1) -> int:
@@ -275,7 +296,7 @@ def scope(name: str | None, budget: int | None = None) -> Iterator[Counters | No
 def _block(name: str, budget: int | None, workers_budget: int | None = None) -> Iterator[Counters]:
     """:func:`scope` of a named scope: its store bound to this context, with new counters."""
     global _STORE
-    bound = _CURRENT.get()
+    bound = _bound()
     parent = None
     with _STORE_LOCK:
         if bound is not None and bound[0].answers_to(name):
@@ -310,7 +331,11 @@ def worker_scope(spec: tuple[str, int | None] | None, processes: int) -> Iterato
 
 @contextlib.contextmanager
 def session(
-    name: str, budget: int | None = None, workers_budget: int | None = None
+    name: str,
+    budget: int | None = None,
+    workers_budget: int | None = None,
+    *,
+    process_wide: bool = False,
 ) -> Iterator[Counters]:
     """A block of work that keeps warm data: scope ``name``, released when the block ends; or,
     inside an open scope, a block of that scope (nothing released: the outer block owns it).
@@ -319,17 +344,51 @@ def session(
     in :func:`scope`. ``workers_budget``: the bytes each worker of the groups opened in the
     scope may keep (default: each takes its group's share, see :func:`worker_scope`); a
     pipeline run whose stages open several groups at once gives them a smaller share.
+
+    ``process_wide`` (a ``with engine(...)`` block): while the block is open, its scope is also
+    the scope of every thread of this process that has none of its own (a user's thread pool
+    running fits, joblib threads), innermost block first; a thread's own scope (a search's
+    trial, a pipeline's stage) still comes first. Such a block nests only in its own thread's
+    scope, and then is not made process-wide (the outer scope's owner decides where it
+    reaches); a block opened on another thread at the same time is a scope of its own,
+    released at its own end.
     """
-    bound = _CURRENT.get()
+    bound = _CURRENT.get() if process_wide else _bound()
     if bound is not None:
+        # Not made process-wide: the outer scope reaches where its owner decided (a trial's
+        # `with engine(...)` must not hand the trial's scope to every other thread).
         with _block(bound[0].name, None) as counters:
             yield counters
         return
+    store = None
     try:
-        with _block(name, budget, workers_budget) as counters:
+        with _block(name, budget, workers_budget) as counters, _process_wide(process_wide):
+            store = _bound_store()
             yield counters
     finally:
         release(name)
+        if store is not None:  # another scope may have replaced it as this process's since
+            _clear(store)
+
+
+@contextlib.contextmanager
+def _process_wide(enabled: bool) -> Iterator[None]:
+    """Make the calling block's scope the scope of threads without one, for the block (see
+    :func:`session`); withdrawn before the scope is released, so no thread takes it after."""
+    global _PROCESS_WIDE
+    entry = _CURRENT.get()
+    if not enabled or entry is None:
+        yield
+        return
+    with _STORE_LOCK:
+        _PROCESS_WIDE = (*_PROCESS_WIDE, entry)
+    try:
+        yield
+    finally:
+        with _STORE_LOCK:
+            # Blocks on several threads may end in any order: withdraw this one, not the last.
+            last = max(i for i, open_ in enumerate(_PROCESS_WIDE) if open_ is entry)
+            _PROCESS_WIDE = _PROCESS_WIDE[:last] + _PROCESS_WIDE[last + 1 :]
 
 
 def join(name: str) -> None:
@@ -337,7 +396,7 @@ def join(name: str) -> None:
     outside a scope): a search inside a pipeline run names its scope after its dataset (its
     trials' cache keys hold that name), and its trials on this process's threads then open the
     run's scope under it, keeping the run's values. Worker groups get the scope's own name."""
-    bound = _CURRENT.get()
+    bound = _bound()
     if bound is not None and name != bound[0].name:
         with _STORE_LOCK:
             bound[0].aliases.add(name)
@@ -352,12 +411,21 @@ def release(name: str) -> None:
         if released:
             _STORE = None
     if store is not None and released:  # also for blocks of it still open on other threads
-        with store.lock:
-            store.values.clear()
-            store.sizes.clear()
-            store.used = 0
+        _clear(store)
     for hook in list(_RELEASE_HOOKS):
         hook(name)
+
+
+def _clear(store: _Store) -> None:
+    with store.lock:
+        store.values.clear()
+        store.sizes.clear()
+        store.used = 0
+
+
+def _bound_store() -> _Store | None:
+    bound = _CURRENT.get()
+    return None if bound is None else bound[0]
 
 
 def on_release(hook: Callable[[str], None]) -> None:
@@ -369,12 +437,12 @@ def on_release(hook: Callable[[str], None]) -> None:
 
 def active() -> bool:
     """Whether the calling code runs inside a scope."""
-    return _CURRENT.get() is not None
+    return _bound() is not None
 
 
 def current() -> Handle | None:
     """The scope the calling code runs in, for a worker group opened now (None outside)."""
-    bound = _CURRENT.get()
+    bound = _bound()
     if bound is None:
         return None
     budget = (
@@ -391,7 +459,7 @@ def fetch(kind: str, key: Hashable, build: Callable[[], T], nbytes: Callable[[T]
     Outside a scope this is ``build()``. Two threads asking for one key wait for one build.
     ``nbytes(value)`` estimates what keeping the value costs.
     """
-    current = _CURRENT.get()
+    current = _bound()
     if current is None:
         return build()
     store, counters = current
@@ -422,7 +490,7 @@ def peek(kind: str, key: Hashable) -> Any:
     For values built elsewhere than in one call (:func:`keep`): XGBoost's collective matrices,
     built by every worker of a group together.
     """
-    current = _CURRENT.get()
+    current = _bound()
     if current is None:
         return None
     store, counters = current
@@ -436,7 +504,7 @@ def peek(kind: str, key: Hashable) -> Any:
 def keep(kind: str, key: Hashable, value: Any, nbytes: int) -> None:
     """Count ``value`` as built and keep it under ``key`` if the budget allows (see
     :func:`fetch`); outside a scope nothing happens."""
-    current = _CURRENT.get()
+    current = _bound()
     if current is None:
         return
     store, counters = current

@@ -4,6 +4,8 @@ and on the worker processes, and ending the block drops them everywhere."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -133,3 +135,72 @@ def test_a_preprocessor_whose_parameters_are_not_plain_json_is_fitted_afresh(dat
     assert _preprocessor_key(plain, dataset) is not None
     odd = Preprocessor({**plain.columns, "x0": {"kind": "numeric", "note": object()}})
     assert _preprocessor_key(odd, dataset) is None
+
+
+def test_fits_on_other_threads_of_an_engine_block_work_in_its_scope(dataset) -> None:
+    """A thread pool's fits inside the block (threads with no scope of their own) reuse the
+    block's shard tables and fitted preprocessor, give the models of fits without a scope, and
+    keep nothing after the block."""
+    strengths = [1.0, 0.5, 0.1, 0.05]
+    with engine("local", workers=1):
+        counters = _warm.current().counters
+        with ThreadPoolExecutor(2) as pool:
+            models = list(pool.map(lambda C: _fit(dataset, C), strengths))
+        assert _warm._STORE is not None and _warm._STORE.values
+    assert counters.builds["preprocessor_builds"] == 1
+    assert counters.hits["preprocessor_builds"] == len(strengths) - 1
+    assert counters.builds["shard_reads"] == len(set(counters.shards)) > 0  # each read once
+    assert counters.hits["shard_reads"] + counters.hits["block_builds"] > 0
+    # After the block nothing is kept and a thread's fit has no scope.
+    assert _warm._STORE is None and _warm._PROCESS_WIDE == ()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(_warm.current).result() is None
+    plain = create_engine("local", workers=1)
+    try:
+        rows = dataset.read("train")
+        for C, model in zip(strengths, models, strict=True):
+            fresh = _fit_outside_with(dataset, plain, C)
+            assert model.preprocessor.fingerprint == fresh.preprocessor.fingerprint
+            np.testing.assert_array_equal(model.predict_proba(rows), fresh.predict_proba(rows))
+    finally:
+        plain.close()
+
+
+def _fit_outside_with(dataset, eng, C: float) -> Pipeline:
+    assert _warm.current() is None
+    return Pipeline(Preprocessor.auto(dataset.schema), LogisticRegression(C=C)).fit(
+        dataset, engine=eng
+    )
+
+
+def _scope_name() -> str | None:
+    handle = _warm.current()
+    return None if handle is None else handle.name
+
+
+def _block_on_a_thread() -> tuple[str, str | None, str | None]:
+    """A block opened on a thread while another thread's block is open: its own scope, the
+    scope of threads without one while it is open."""
+    with engine("local", workers=1):
+        own = _scope_name()
+        with ThreadPoolExecutor(1) as pool:
+            seen = pool.submit(_scope_name).result()
+            with _warm.scope("a-search-trial"):  # a thread's own scope comes first
+                inner = _scope_name()
+            _warm.release("a-search-trial")  # as the search does at its end
+    return own, seen, inner
+
+
+def test_engine_blocks_on_two_threads_are_scopes_of_their_own() -> None:
+    with engine("local", workers=1):
+        outer, store = _scope_name(), _warm._STORE
+        with ThreadPoolExecutor(1) as pool:
+            own, seen, inner = pool.submit(_block_on_a_thread).result()
+            after = pool.submit(_scope_name).result()  # the inner block ended: the outer one
+        with _warm.session("a-pipeline-run") as run:  # nests: the block's scope, kept after
+            assert _scope_name() == outer
+            _warm.fetch("shard_reads", "k", lambda: "v", len)
+        assert _warm.fetch("shard_reads", "k", lambda: "rebuilt", len) == "v"
+    assert own not in (None, outer) and seen == own and after == outer
+    assert inner == "a-search-trial" and run.builds["shard_reads"] == 1
+    assert _warm._PROCESS_WIDE == () and _warm._STORE is None and not store.values

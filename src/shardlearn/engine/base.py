@@ -456,8 +456,10 @@ def engine(
     ``$SHARDLEARN_WARM_BUDGET`` (default a quarter of the memory, shared by the driver and
     the workers), the shard tables they read, their feature blocks and the preprocessors a
     ``Pipeline`` fitted, on the driver and on the worker processes, so the next fit on the same
-    data reuses them; they are dropped when the block ends. Inside another warm scope (a
-    pipeline run, a search) the block uses that scope.
+    data reuses them; they are dropped when the block ends. Fits started on other threads of
+    this process while the block is open (a thread pool running several fits) work in the
+    block's scope too, unless their thread has a scope of its own. Inside another warm scope
+    on this thread (a pipeline run, a search) the block uses that scope.
 
     Examples
     --------
@@ -476,8 +478,10 @@ def engine(
         _current.append(eng)
     try:
         # The block's fits keep their shard tables, feature blocks and fitted preprocessors
-        # for the next fit, on the driver and the workers, until the block ends (_warm).
-        with _warm.session(_scope_name(eng), _warm.default_budget(eng.n_workers + 1)):
+        # for the next fit, on the driver and the workers, until the block ends (_warm); fits
+        # on other threads of this process (a user's thread pool) work in its scope too.
+        budget = _warm.default_budget(eng.n_workers + 1)
+        with _warm.session(_scope_name(eng), budget, process_wide=True):
             yield eng
     finally:
         with _selection_lock:
