@@ -8,17 +8,29 @@ Layout while writing (``OUT`` is the dataset directory)::
 Each batch is put in shard order by one take, and every shard buffers a slice of it; a shard
 holding :data:`COMPACT_PIECES` slices copies them into one batch of its own rows (a slice keeps
 its whole batch alive; rows already copied are never copied again, so a slowly filling shard
-costs one copy of its rows, not one per compaction) unless its next slice will flush it, and a
+costs one copy of its rows, not one per compaction) unless its next slice will flush it. A
 shard is flushed as a row group, encoded from its slices, once its buffer holds
-``flush_bytes``, so peak memory is about ``(COMPACT_PIECES + 1) × batch + shards × flush_bytes``
-whatever the input size. The sort that puts a
+``flush_bytes``; and after every batch the fullest shards are flushed while all the buffers
+together hold more than ``buffer_bytes`` or an eighth of the rows so far (:data:`TAIL_SHARE`),
+never in row groups below ``flush_bytes`` x :data:`FLUSH_FLOOR`. So the rows are encoded while
+the parse goes on, a few row groups per batch, and what is left when the input ends (encoded
+after the parse, on the critical path) is at most an eighth of the rows (with few shards; at
+most ``shards × flush_bytes × FLUSH_FLOOR`` with many): the shards' final flush used to be half
+of all encoding at 500k rows. Small inputs get small row groups, large
+ones row groups up to ``flush_bytes``. Every flush depends only on the batches, so the row
+groups are the same however the input was parsed. Peak memory is about
+``(COMPACT_PIECES + 1) × batch + 2 × buffer_bytes`` (buffered, and flushed but waiting for a
+writer thread) whatever the input size, or ``shards × flush_bytes × FLUSH_FLOOR`` with very
+many shards. The sort that puts a
 batch in shard order has 16-bit keys when every shard fits (numpy sorts them by radix), and the
 take skips its bounds check (the order is a permutation). Row groups are encoded on
-:data:`WRITE_THREADS` background threads, each shard's in order; a shard's sha256 and size
-are taken from the bytes as they are written (no second read of the shards at the end, which
-at 20M rows was seconds of hashing after the last row), and the last row groups and the
-closing of the shards run on those threads too (one task per shard, largest first, so both
-threads encode).
+:data:`WRITE_THREADS` background threads, each shard's in order; float columns get no min/max
+statistics (over rows assigned at random they span the whole range, so no reader skips a row
+group by them; they were 15% of the encoding) unless they are a hash or range key. A shard's
+sha256 and size are taken from the bytes as they are written (no second read of the shards at
+the end, which at 20M rows was seconds of hashing after the last row), and the last row groups
+and the closing of the shards run on those threads too (one task per shard, largest first, so
+both threads encode).
 :meth:`DatasetWriter.commit` moves the staged directories into place and writes
 ``manifest.json`` last; a crash at any earlier point leaves no manifest, so nothing that looks
 like a complete dataset.
@@ -52,21 +64,37 @@ from shardlearn.data.dataset import (
     join_uri,
     resolve_filesystem,
 )
-from shardlearn.data.partition import SPLITS, UNLABELED_SPLIT, Partitioner, Rows
+from shardlearn.data.partition import (
+    SPLITS,
+    UNLABELED_SPLIT,
+    Partitioner,
+    Rows,
+    parse_strategy,
+)
 from shardlearn.data.schema import Schema
 from shardlearn.exceptions import DataError
 
 __all__ = ["DatasetWriter", "REJECTS_SCHEMA", "prepare_output"]
 
 STAGING_PREFIX = ".staging-"
-# A shard's buffered rows are written as one row group once they reach this size: large enough
-# for efficient Parquet, small enough that (splits × partitions) buffers stay well under 1 GB.
+# A shard's buffered rows are written as one row group once they reach this size (the largest
+# row group), whatever the other shards hold.
 DEFAULT_FLUSH_BYTES = 8 << 20
-# Row groups are encoded and compressed on background threads (Arrow releases the GIL), so
-# writing overlaps with parsing; at most this many flushed tables wait for them.
-MAX_PENDING_FLUSHES = 3
+# All shards together buffer at most this much after a batch, and at most 1/TAIL_SHARE of the
+# bytes written so far (beyond it the fullest shards are flushed, down to row groups of
+# FLUSH_FLOOR x flush_bytes); at most this much of flushed tables waits for the writer threads.
+# Whatever is buffered when the input ends is encoded after the parse, on the critical path:
+# the fixed flush_bytes alone left about 60 MB (half of all encoding at 500k rows, 8 partitions
+# per split) to the end, and flushed every train shard at the same batch (the parse waited for
+# the writer threads there). Small inputs get small row groups; 4 MB ones cost no more to
+# encode than 8 MB ones (1 MB ones about 15% more).
+DEFAULT_BUFFER_BYTES = 64 << 20
+TAIL_SHARE = 8
+# The smallest row group a flush to the budget writes, as a fraction of flush_bytes: with many
+# shards the budget gives way to this (memory is then about shards x flush_bytes x FLUSH_FLOOR).
+FLUSH_FLOOR = 1 / 8
 # Threads that encode row groups: two, so the final flush of every shard at the end of an ingest
-# (up to splits x partitions x flush_bytes) and the closing of the shards run side by side.
+# and the closing of the shards run side by side.
 WRITE_THREADS = 2
 # Slices of batches a shard buffer holds before it copies them into one batch of its own rows
 # (one more if that one flushes it): at most COMPACT_PIECES batches are kept alive by slices.
@@ -176,9 +204,17 @@ class DatasetWriter:
         Decides the split and shard of every row.
     overwrite : bool
         Replace an existing dataset at ``out``.
+    flush_bytes : int, optional
+        A shard's buffered rows are written as one row group once they reach this many bytes
+        (default :data:`DEFAULT_FLUSH_BYTES`).
     allow_unlabeled : bool
         Rows whose label is null go to the ``unlabeled`` split (instead of being an error);
         they count in ``rows_written`` and ``rows_unlabeled``, never in a class.
+    buffer_bytes : int, optional
+        After each batch, the fullest shards are flushed while all shards together buffer more
+        than this, or than 1/:data:`TAIL_SHARE` of the bytes so far (never a row group below
+        ``flush_bytes`` x :data:`FLUSH_FLOOR`); also the bytes of flushed tables that may wait
+        for the writer threads (default :data:`DEFAULT_BUFFER_BYTES`).
     """
 
     def __init__(
@@ -187,14 +223,19 @@ class DatasetWriter:
         schema: Schema,
         partitioner: Partitioner,
         overwrite: bool = False,
-        flush_bytes: int = DEFAULT_FLUSH_BYTES,
+        flush_bytes: int | None = None,
         allow_unlabeled: bool = False,
+        buffer_bytes: int | None = None,
     ) -> None:
         self.out = out
         self.schema = schema
         self.arrow_schema = schema.to_arrow()
         self.partitioner = partitioner
-        self.flush_bytes = flush_bytes
+        self.flush_bytes = DEFAULT_FLUSH_BYTES if flush_bytes is None else flush_bytes
+        self.buffer_bytes = DEFAULT_BUFFER_BYTES if buffer_bytes is None else buffer_bytes
+        self._floor = self.flush_bytes * FLUSH_FLOOR
+        self._buffered = 0  # pending_bytes over all shards
+        self._added = 0  # bytes of every row so far
         self.filesystem, self.root = prepare_output(out, overwrite)
         # A directory this writer creates is removed again by abort: nothing is left behind.
         self._created_root = self.filesystem.get_file_info(self.root).type == pafs.FileType.NotFound
@@ -203,7 +244,8 @@ class DatasetWriter:
         self._buffers: dict[tuple[int, int], _ShardBuffer] = {}
         self._rejects: pq.ParquetWriter | None = None
         self._io = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="shardlearn-write")
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[Future, int]] = deque()  # each flush and its bytes
+        self._pending_bytes = 0
         # A row's cell (split x partitions + shard) as int16 when every cell fits: numpy sorts
         # 16-bit keys by radix, 5x faster than int64 keys (the stable sort of every batch).
         cells = len(_SPLIT_DIRS) * self.partitioner.partitions
@@ -216,6 +258,13 @@ class DatasetWriter:
             f.name
             for f in self.arrow_schema
             if not (pa.types.is_floating(f.type) or pa.types.is_temporal(f.type))
+        ]
+        # Min and max of a float column over rows assigned at random span nearly its whole
+        # range, so no reader skips a row group by them; they cost about 15% of the encoding.
+        # Other columns, and the key of a hash or range strategy, keep their statistics.
+        key = parse_strategy(partitioner.strategy)[1]
+        self._statistics_columns = [
+            f.name for f in self.arrow_schema if f.name == key or not pa.types.is_floating(f.type)
         ]
         # Snappy barely shrinks float64 noise but costs time; compress everything else.
         self._compression = {
@@ -253,6 +302,20 @@ class DatasetWriter:
             self._write_rows(batch.filter(missing), unlabeled=True)
         else:
             self._write_rows(batch, unlabeled=False)
+        self._flush_to_budget()
+
+    def _flush_to_budget(self) -> None:
+        """Flush the fullest shards (the first created among equals) while the buffers hold
+        more than ``buffer_bytes`` or 1/:data:`TAIL_SHARE` of the rows so far: the rows are
+        encoded while the parse goes on, a few row groups per batch, instead of every shard's
+        at the same batch and the rest after the parse. The choice depends only on the
+        batches, so the row groups are the same however the input was parsed."""
+        budget = min(self.buffer_bytes, self._added // TAIL_SHARE)
+        while self._buffered > budget:
+            fullest = max(self._buffers.values(), key=lambda b: b.pending_bytes)
+            if fullest.pending_bytes < self._floor:
+                return
+            self._flush(fullest)
 
     def _write_rows(self, batch: Rows, unlabeled: bool) -> None:
         if batch.num_rows == 0:
@@ -325,6 +388,8 @@ class DatasetWriter:
         buffer.pending.append(rows)
         buffer.loose += 1
         buffer.pending_bytes += size
+        self._buffered += size
+        self._added += size
         if self._compacts(buffer, size):
             # Slices keep their whole batch alive: a shard that fills slowly would hold every
             # batch of the input. Copied into one batch, they hold only the shard's rows; the
@@ -349,19 +414,29 @@ class DatasetWriter:
             return False
         return buffer.loose > COMPACT_PIECES or buffer.pending_bytes + size < self.flush_bytes
 
-    def _flush(self, buffer: _ShardBuffer) -> None:
+    def _flush(self, buffer: _ShardBuffer, task: Callable[..., None] | None = None) -> None:
+        """Hand the shard's buffered rows to a writer thread as one row group (``task``: the
+        shard's last, which closes it)."""
         if not buffer.pending:
             return
         table = pa.Table.from_batches(buffer.pending, self.arrow_schema)
+        size = buffer.pending_bytes
+        self._buffered -= size
         buffer.pending, buffer.loose, buffer.pending_bytes = [], 0, 0
-        self._submit(buffer, self._write_row_group, table)
+        self._submit(buffer, task or self._write_row_group, table, size=size)
 
-    def _submit(self, buffer: _ShardBuffer, task: Callable[..., None], *args: Any) -> None:
-        """Run ``task(buffer, *args)`` on a writer thread after the shard's earlier tasks."""
-        while len(self._pending) >= MAX_PENDING_FLUSHES:
-            self._pending.popleft().result()
+    def _submit(
+        self, buffer: _ShardBuffer, task: Callable[..., None], *args: Any, size: int = 0
+    ) -> None:
+        """Run ``task(buffer, *args)`` on a writer thread after the shard's earlier tasks, once
+        the flushes waiting for the threads hold ``buffer_bytes`` or less (``size``: this
+        one's bytes)."""
+        while self._pending and self._pending_bytes + size > self.buffer_bytes:
+            self._pending_bytes -= self._pending[0][1]
+            self._pending.popleft()[0].result()
         buffer.last = self._io.submit(self._in_order, buffer.last, task, buffer, *args)
-        self._pending.append(buffer.last)
+        self._pending.append((buffer.last, size))
+        self._pending_bytes += size
 
     @staticmethod
     def _in_order(previous: Future | None, task: Callable[..., None], *args: Any) -> None:
@@ -384,6 +459,7 @@ class DatasetWriter:
                 self.arrow_schema,
                 compression=self._compression,
                 use_dictionary=self._dictionary_columns,
+                write_statistics=self._statistics_columns,
             )
         buffer.writer.write_table(table)
 
@@ -394,7 +470,8 @@ class DatasetWriter:
 
     def _drain(self) -> None:
         while self._pending:
-            self._pending.popleft().result()
+            self._pending.popleft()[0].result()
+        self._pending_bytes = 0
 
     def reject(self, rejects: pa.Table) -> None:
         """Append rejected rows (columns of :data:`REJECTS_SCHEMA`)."""
@@ -412,10 +489,11 @@ class DatasetWriter:
     # -- finishing ---------------------------------------------------------------------------
     def abort(self) -> None:
         """Close everything and delete the staged files (no dataset is left behind)."""
-        for future in self._pending:
+        for future, _ in self._pending:
             future.cancel()
         self._io.shutdown(wait=True)
         self._pending.clear()
+        self._pending_bytes = 0
         for buffer in self._buffers.values():
             try:
                 _close_files(buffer)
@@ -437,12 +515,10 @@ class DatasetWriter:
         entries = []
         # Each shard's last row group and its closing are one task, largest first: as two
         # tasks, a thread took a shard's close and waited for its write, so the final flushes
-        # (about half of all encoding at 500k rows) ran one at a time.
+        # ran one at a time.
         for buffer in sorted(self._buffers.values(), key=lambda b: -b.pending_bytes):
             if buffer.pending:
-                table = pa.Table.from_batches(buffer.pending, self.arrow_schema)
-                buffer.pending, buffer.loose, buffer.pending_bytes = [], 0, 0
-                self._submit(buffer, self._write_last, table)
+                self._flush(buffer, self._write_last)
             elif buffer.last is not None:
                 self._submit(buffer, _close_files)
         self._drain()
