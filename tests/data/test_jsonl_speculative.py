@@ -137,10 +137,13 @@ def test_rejects_right_after_the_cuts_keep_their_lines(tmp_path: Path, parsers: 
     assert fingerprint(split) == fingerprint(whole)
 
 
-def test_a_multi_frame_zst_is_still_planned_exactly(tmp_path: Path) -> None:
-    """A ``.zst`` is cut at its frames, which the plan decompresses anyway: its ranges are
-    exact (first lines known) even when the plan may speculate."""
-    text = ("\n".join(_records(600)) + "\n").encode()
+def test_a_multi_frame_zst_of_unsized_frames_is_cut_at_its_chunks(tmp_path: Path) -> None:
+    """A ``.zst`` whose frames do not state their sizes is cut speculatively at its chunks of
+    frames (the plan decompresses nothing, each parser its chunk); the dataset and its rejects
+    are the single stream's."""
+    records = _records(600)
+    records[300] = "{not json"
+    text = ("\n".join(records) + "\n").encode()
     path = tmp_path / "frames.jsonl.zst"
     frames = []
     for k in range(4):
@@ -154,5 +157,9 @@ def test_a_multi_frame_zst_is_still_planned_exactly(tmp_path: Path) -> None:
             str(path), ReaderOptions(), len(text) // 4, pool, whole=True, parsers=2, speculate=True
         )
     assert plan is not None and len(plan) >= 2
-    assert not any(r.speculative for r in plan)
-    assert [r.first_line for r in plan] == [text[: r.start].count(b"\n") + 1 for r in plan]
+    assert all(r.speculative for r in plan)
+    whole = ingest_in_ranges(path, tmp_path / "whole", 1 << 30, 1, block_size=BLOCK)
+    split, _ = _split_ingest(path, tmp_path / "split", len(text) // 4, 2)
+    assert split.manifest["ranges"] >= 2
+    assert rejects(split) == rejects(whole) and len(rejects(whole)) == 1
+    assert fingerprint(split) == fingerprint(whole)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pyarrow as pa
 import pytest
 
 import shardlearn.data._ingest_run as ingest_run
@@ -173,3 +174,30 @@ def test_a_stream_tasks_error_is_the_local_engines(ray_cluster: Any, tmp_path: P
         errors.append(str(caught.value))
         assert not (tmp_path / name).exists()
     assert errors[0] == errors[1] and "last good line" in errors[0]
+
+
+def test_a_zst_of_unsized_frames_is_cut_without_a_scan_on_ray(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """Six frames that do not state their data sizes (a streaming writer's): on Ray too the
+    file is cut at its chunks of frames without a scan task (each chunk was decompressed by a
+    scan task, then again by its parse task), and the dataset is the local engine's."""
+    lines = numbered_lines(3000)
+    lines[2000] = "1999,bad"
+    text = ("\n".join(lines) + "\n").encode()
+    frames = []
+    for k in range(6):
+        sink = pa.BufferOutputStream()
+        with pa.CompressedOutputStream(sink, "zstd") as stream:
+            stream.write(text[k * len(text) // 6 : (k + 1) * len(text) // 6])
+        frames.append(sink.getvalue().to_pybytes())
+    path = tmp_path / "frames.csv.zst"
+    path.write_bytes(b"".join(frames))
+    local = ingest_in_ranges(path, tmp_path / "local", len(text) // 6, 2)
+    ds, plans, tasks = _on_ray(path, tmp_path / "ray", len(text) // 6)
+    assert plans.speculative == [True]
+    assert tasks.scans == 0
+    assert len(tasks.speculative) == ds.manifest["ranges"] >= 3 and all(tasks.speculative)
+    assert rejects(ds) == [(2001, "wrong number of fields (expected 3)")]
+    assert fingerprint(ds) == fingerprint(local)
+    _node_rows_shown(ds)

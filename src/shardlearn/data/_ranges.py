@@ -61,7 +61,10 @@ ranges' bytes, is one stream. When every frame states its data size (``zstd``, `
 one-shot writers do) and the plan may speculate, the data offsets come from the headers and
 each range start from its chunk's head alone (:func:`_frame_cuts`): the ranges are those
 above, speculative, and each chunk is decompressed once, by its parser, which checks its cut
-as in a plain file.
+as in a plain file. When they do not (streaming writers), a speculative range is named by its
+chunk's stored bytes (:func:`_chunk_cuts`) and its parser decompresses the chunk and the next
+one's head (:func:`~shardlearn.data._zst.chunk_lines`): the same ranges, a chunk without a
+newline an empty one, each chunk decompressed once too.
 
 A Parquet file is cut at row groups, into runs of consecutive groups as even as the groups
 allow (as many as for a plain file of their bytes); a row's "line" is its row number. A row
@@ -82,6 +85,7 @@ among the next few ranges the largest start first (longest processing time first
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import dataclasses
 import functools
@@ -103,6 +107,7 @@ from shardlearn.data._jsonl import head_types as json_head_types
 from shardlearn.data._zst import (
     FrameIndex,
     check_unchanged,
+    chunk_lines,
     frame_index,
     line_starts,
     read_chunk,
@@ -161,18 +166,19 @@ class ByteRange:
     ``last``: the file's last range.
 
     A multi-frame ``.zst`` (``frames``): ``start`` and ``end`` are offsets in its decompressed
-    data. Parquet (``row_groups``, the row groups ``[a, b)``): ``start`` and ``end`` are row
-    numbers (0-based) and lines are row numbers (1-based). JSON Lines: ``names`` are the file's
-    column names (named from its first records, which a range may not hold). ``stored``: the
-    bytes of the file the range stands for (progress and scheduling; None: ``end - start``).
-    ``packed``: the whole of a small compressed file that cannot be cut (``.gz``, ``.bz2``, a
-    ``.zst`` of one frame), decompressed by its parser. ``speculative``: a CSV/TSV or JSON
-    Lines range (plain, or a ``.zst`` of sized frames) cut at a newline assumed to end a
-    row; :func:`parse_ranges` checks it from the range's own scan and raises
-    :class:`Misspeculated` if it does not
-    (``first_line`` is known only then). ``decompressed``: a ``.zst`` range's data as the
-    plan decompressed it (the first :data:`KEPT_CHUNKS` chunks of a local file), so its
-    parser does not decompress it again; emptied by the first parse.
+    data, or the stored bytes of a chunk when its frames do not state their sizes
+    (``frames.plain`` empty). Parquet (``row_groups``, the row groups ``[a, b)``): ``start``
+    and ``end`` are row numbers (0-based) and lines are row numbers (1-based). JSON Lines:
+    ``names`` are the file's column names (named from its first records, which a range may
+    not hold). ``stored``: the bytes of the file the range stands for (progress and
+    scheduling; None: ``end - start``). ``packed``: the whole of a small compressed file that
+    cannot be cut (``.gz``, ``.bz2``, a ``.zst`` of one frame), decompressed by its parser.
+    ``speculative``: a CSV/TSV or JSON Lines range (plain, or a multi-frame ``.zst``) cut at a
+    newline assumed to end a row; :func:`parse_ranges` checks it from the range's own scan and
+    raises :class:`Misspeculated` if it does not (``first_line`` is known only then).
+    ``decompressed``: a ``.zst`` range's data as the plan decompressed it (the first
+    :data:`KEPT_CHUNKS` chunks of a local file), so its parser does not decompress it again;
+    emptied by the first parse.
     """
 
     path: str
@@ -256,6 +262,13 @@ def _read(byte_range: ByteRange) -> bytes:
     if byte_range.decompressed and byte_range.frames is not None:
         check_unchanged(byte_range.frames, byte_range.start, byte_range.end)
         return byte_range.decompressed.pop()
+    if byte_range.frames is not None and not byte_range.frames.plain:
+        # Frames without stated sizes: the range is a chunk, at its stored bytes.
+        chunk = bisect.bisect_left(byte_range.frames.stored, byte_range.start)
+        data = chunk_lines(byte_range.frames, chunk, MERGED_RANGES * byte_range.frames.target)
+        if data is None:  # too long or corrupt: the exact plan decides (a stream reports it)
+            raise Misspeculated(byte_range.path)
+        return data
     if byte_range.frames is not None:
         return read_plain(byte_range.frames, byte_range.start, byte_range.end)
     with _open(byte_range.path) as handle:
@@ -705,14 +718,17 @@ def _frame_ranges(
 def _frame_cuts(
     reader: SourceReader, range_bytes: int, limit: int, pool: ThreadPoolExecutor, parsers: int
 ) -> list[ByteRange] | None:
-    """A multi-frame ``.zst`` whose frames state their data sizes, cut speculatively: its
-    ranges start where :func:`_frame_ranges` starts them, found from each chunk's head alone
-    (:func:`~shardlearn.data._zst.line_starts`, on the pool), so each chunk is decompressed
-    once, by the parser that checks its cut. None: not such a file, or one range, or a range
-    of more than ``limit`` bytes (the exact plan decides)."""
+    """A multi-frame ``.zst`` cut speculatively, each chunk decompressed once, by the parser
+    that checks its cut. Frames that state their data sizes: its ranges start where
+    :func:`_frame_ranges` starts them, found from each chunk's head alone
+    (:func:`~shardlearn.data._zst.line_starts`, on the pool); others: :func:`_chunk_cuts`.
+    None: not such a file, or one range, or a range of more than ``limit`` bytes (the exact
+    plan decides)."""
     if _split_extension(reader.path)[1] != "zstd":
         return None
     index = frame_index(reader.path, range_bytes, parsers)
+    if index is not None and not index.plain and index.chunks > 1:
+        return _chunk_cuts(reader.path, index)
     starts = None if index is None or not index.plain else line_starts(index, limit, pool.map)
     if index is None or starts is None or len(starts) < 2:
         return None
@@ -730,6 +746,28 @@ def _frame_cuts(
             frames=index,
             speculative=True,
             stored=index.size * (end - start) // max(size, 1),
+        )  # fmt: skip
+        for i, (start, end) in enumerate(bounds)
+    ]
+
+
+def _chunk_cuts(path: str, index: FrameIndex) -> list[ByteRange]:
+    """A multi-frame ``.zst`` whose frames do not state their data sizes, cut speculatively
+    at its chunks without reading it: range ``k`` is chunk ``k`` (``start`` and ``end``: its
+    stored bytes), the lines that start in it (:func:`~shardlearn.data._zst.chunk_lines`),
+    decompressed once, by its parser, which checks its cut as in a plain file (a chunk of
+    more than :data:`MERGED_RANGES` ranges' bytes makes the file planned exactly)."""
+    bounds = list(zip(index.stored, index.stored[1:], strict=False))
+    return [
+        ByteRange(
+            path,
+            i,
+            start,
+            end,
+            last=i == index.chunks - 1,
+            frames=index,
+            speculative=True,
+            stored=end - start,
         )  # fmt: skip
         for i, (start, end) in enumerate(bounds)
     ]
@@ -950,6 +988,18 @@ class _RangeReader(SourceReader):
             return super()._open_stream()
         self._raw = pa.BufferReader(self._data)
         return self._raw
+
+    def batches(self) -> Iterator[RawBatch]:
+        """The range's rows; none, with the file's column names, when it holds no bytes (a
+        ``.zst`` chunk without a newline: its data lies in the range before)."""
+        if self._whole_file or self.row_groups is not None or self._data.size:
+            yield from super().batches()
+        elif self.format == "jsonl":
+            self.column_names = list(self.json_names or self.options.columns or ())
+        else:
+            self._delimiter = self.options.delimiter or ("\t" if self.format == "tsv" else ",")
+            self._quote = False if self.format == "tsv" else '"'  # as SourceReader._csv sets
+            self.column_names = self._csv_names()[1]
 
     def _csv_names(self) -> tuple[list[str], list[str], bool]:
         if self.byte_range.index == 0 or self.options.columns or not self.options.header:

@@ -14,8 +14,12 @@ When every frame states its data size (``zstd``, ``pzstd`` and one-shot writers 
 zstd refuses a frame whose data is not that size), the index knows each chunk's data offset
 from the headers alone, and :func:`line_starts` places the ranges' starts from each chunk's
 head (decompressed up to its first newline): the plan then decompresses nothing else, and
-each chunk is decompressed once, by the parser of its range. Otherwise the plan decompresses
-the chunks (:func:`read_chunk`) to learn their sizes.
+each chunk is decompressed once, by the parser of its range. Otherwise a range is named by its
+chunk, not by data offsets: :func:`chunk_lines` gives the lines that start in a chunk (from
+the chunk's own data and the next chunk's head), so a parser decompresses its chunk without
+knowing where the chunk's data starts, and each chunk is still decompressed once. Only an
+exact plan (after a wrong cut) decompresses the chunks (:func:`read_chunk`) to learn their
+sizes, as it must to scan them.
 
 A file that is not a sequence of whole frames (truncated, corrupt headers, trailing bytes) has
 no index: it is read as one stream, whose reader reports the error with the last good line.
@@ -39,6 +43,7 @@ from shardlearn.exceptions import DataError
 __all__ = [
     "FrameIndex",
     "check_unchanged",
+    "chunk_lines",
     "frame_index",
     "line_starts",
     "read_chunk",
@@ -57,13 +62,14 @@ class FrameIndex:
     ``[stored[k], stored[k + 1])`` of the file and holds data bytes ``[plain[k], plain[k + 1])``
     (``plain``: from the frame headers when every frame states its size, else filled in once
     the chunks have been decompressed); ``modified``: the file's modification time (ns) when
-    it was indexed."""
+    it was indexed; ``target``: the data bytes a chunk was meant to hold."""
 
     path: str
     size: int
     stored: tuple[int, ...]
     plain: tuple[int, ...] = ()
     modified: int = 0
+    target: int = 0
 
     @property
     def chunks(self) -> int:
@@ -143,7 +149,7 @@ def frame_index(path: str, target: int, parsers: int = 1) -> FrameIndex | None:
         # data is not its stated size), so a range's bytes are where these offsets say.
         sums = [0, *itertools.accumulate(data)]
         plain = tuple(sums[b] for b in bounds)
-    return FrameIndex(path, frames[-1][0], tuple(stored), plain, modified)
+    return FrameIndex(path, frames[-1][0], tuple(stored), plain, modified, target)
 
 
 def line_starts(
@@ -218,6 +224,27 @@ def _read_plain(index: FrameIndex, start: int, end: int) -> bytes:
     return data
 
 
+def chunk_lines(index: FrameIndex, chunk: int, limit: int) -> bytes | None:
+    """The data of the lines that start in chunk ``chunk``: from the byte after its first
+    newline (from its start in chunk 0) through the next chunks' data up to their first
+    newline, the range :func:`line_starts` would start there; empty when the chunk holds no
+    newline (its data lies in the range before). Decompresses the chunk once and the next
+    one's head, without its data offset (frames that do not state their sizes). None when it
+    holds more than ``limit`` bytes or its data is corrupt (the caller plans exactly); a file
+    that changed since it was indexed is an error."""
+    stored = index.stored[chunk], index.stored[chunk + 1]
+    check_unchanged(index, *stored)
+    read = read_chunk(index, chunk, limit)
+    if read is None:
+        check_unchanged(index, *stored)
+        return None
+    data, head = read
+    start = 0 if chunk == 0 else data.find(b"\n") + 1
+    if chunk and not start:
+        return b""
+    return data[start:] + head
+
+
 def read_chunk(index: FrameIndex, chunk: int, limit: int) -> tuple[bytes, bytes] | None:
     """Chunk ``chunk``'s data, and the data after it up to its first newline (included); None
     when the chunk holds more than ``limit`` bytes or its data is corrupt (the one-stream
@@ -246,21 +273,24 @@ def _head(handle: BinaryIO, index: FrameIndex, chunk: int, limit: int) -> bytes:
     handle.seek(index.stored[chunk])
     stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "zstd")
     pieces: list[bytes] = []
-    held = 0
-    while piece := stream.read(1 << 16):
+    held, size = 0, 1 << 12  # a line is usually short: small reads first, then larger
+    while piece := stream.read(size):
         newline = piece.find(b"\n")
         if newline >= 0:
             pieces.append(piece[: newline + 1])
             break
         pieces.append(piece)
         held += len(piece)
+        size = min(2 * size, 1 << 16)
         if held > limit:
             raise OSError("no newline within the limit")
     return b"".join(pieces)
 
 
 def _changed(index: FrameIndex, start: int, end: int) -> DataError:
+    """The error for a file that changed; ``start``, ``end``: the planned bytes (data offsets,
+    or stored ones for a chunk of frames that do not state their sizes)."""
     return DataError(
-        f"{index.path!r} changed while it was being ingested (its data bytes {start}-{end} "
-        "were planned); nothing was written. Ingest it again once nothing writes to it."
+        f"{index.path!r} changed while it was being ingested (its bytes {start}-{end} were "
+        "planned); nothing was written. Ingest it again once nothing writes to it."
     )
