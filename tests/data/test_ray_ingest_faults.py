@@ -1,14 +1,14 @@
-"""A Ray task of an ingest whose worker process is killed (SIGKILL, for real) while it runs: a
-generator task reading a ``.gz`` as one stream, after the driver took some of its batches, and
-a task parsing a byte range, after it parsed and before its batches reached the driver. With a
-retry left the ingest writes the dataset an undisturbed ingest writes, byte for byte (no row
-twice, none lost: ``rows_read == rows_written + rows_rejected``); with none it fails with a
-clear error and writes nothing (no manifest).
+"""A Ray generator task reading a ``.gz`` as one stream whose worker process is killed (SIGKILL,
+for real) after the driver took some of its batches (a range task killed mid-ingest:
+tests/cluster/test_ray_ingest.py, on three nodes). With a retry left the ingest writes the
+dataset an undisturbed ingest writes, byte for byte (no row twice, none lost:
+``rows_read == rows_written + rows_rejected``); with none it fails with a clear error and
+writes nothing (no manifest).
 
-The session's real local Ray cluster (``ray_cluster``) runs the tasks. The tasks are the
-ingest's own (:func:`~shardlearn.data._ingest_ray.stream_on_node`, ``_call``), wrapped so that
-the first attempt of one of them announces its process id in a file and waits there to be
-killed: the kill lands at that point every time (no sleeps)."""
+The session's real local Ray cluster (``ray_cluster``) runs the task: the ingest's own
+(:func:`~shardlearn.data._ingest_ray.stream_on_node`), wrapped so that its first attempt
+announces its process id in a file and waits there to be killed: the kill lands at that point
+every time (no sleeps)."""
 
 from __future__ import annotations
 
@@ -71,19 +71,6 @@ def _dying_stream(workdir: str) -> Callable[..., Iterator[Any]]:
     return stream
 
 
-def _dying_parse(workdir: str) -> Callable[..., Any]:
-    """The range tasks' ``_call``: the first attempt of range 1's parse dies after it parsed,
-    before its batches are returned."""
-
-    def call(fn: Callable[..., Any], *args: Any) -> Any:
-        result = ingest_ray._call(fn, *args)
-        if fn is ingest_ray.parse_on_node and args[0].index == 1 and _first_attempt(workdir):
-            _announce_and_wait(workdir)
-        return result
-
-    return call
-
-
 def _ingest(path: Path, out: Path, eng: Any = None) -> Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The label column 'label' has a single class")
@@ -114,15 +101,13 @@ def _kill_during(run: Callable[[], Dataset], workdir: Path) -> Dataset:
     return outcome["dataset"]
 
 
-def _write_inputs(tmp_path: Path) -> tuple[Path, Path]:
-    """A .gz and a plain CSV of 3000 rows, each with two bad rows (lines 1001 and 2501)."""
+def _write_gz(tmp_path: Path) -> Path:
+    """A .gz CSV of 3000 rows with two bad rows (lines 1001 and 2501)."""
     lines = numbered_lines(3000)
     lines[1000], lines[2500] = "999,bad", "2499,bad"
-    text = "\n".join(lines) + "\n"
-    packed, plain = tmp_path / "in.csv.gz", tmp_path / "in.csv"
-    packed.write_bytes(gzip.compress(text.encode(), mtime=0))
-    plain.write_text(text)
-    return packed, plain
+    path = tmp_path / "in.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+    return path
 
 
 @pytest.mark.parametrize("retries", [1, 0], ids=["retried", "no-retry"])
@@ -130,7 +115,7 @@ def test_a_stream_task_killed_mid_stream(ray_cluster: Any, tmp_path: Path, retri
     """The .gz's task dies after the driver took part of its batches: retried, the dataset is
     the undisturbed one (no batch of the dead attempt twice); without a retry, a DataError
     saying what to do, and no dataset."""
-    path, _ = _write_inputs(tmp_path)
+    path = _write_gz(tmp_path)
     workdir = tmp_path / "sync"
     workdir.mkdir()
     with mock.patch.object(ranges_module, "RANGE_BYTES", 256):  # the .gz is one stream
@@ -163,39 +148,6 @@ def test_a_stream_task_killed_mid_stream(ray_cluster: Any, tmp_path: Path, retri
         _same_as(ds, undisturbed)
     else:
         assert "as one stream" in str(caught.value) and "max_retries" in str(caught.value)
-        assert not out.exists()
-
-
-@pytest.mark.parametrize("retries", [1, 0], ids=["retried", "no-retry"])
-def test_a_range_task_killed_mid_parse(ray_cluster: Any, tmp_path: Path, retries: int) -> None:
-    """The task parsing range 1 of a plain CSV dies before it returns: retried, the dataset is
-    the undisturbed one; without a retry, a DataError naming the range, and no dataset."""
-    _, path = _write_inputs(tmp_path)
-    workdir = tmp_path / "sync"
-    workdir.mkdir()
-    range_bytes = path.stat().st_size // 4
-    with mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes):
-        undisturbed = _ingest(path, tmp_path / "undisturbed")
-    import ray
-
-    out = tmp_path / "ray"
-    dying = ray.remote(_dying_parse(str(workdir)))
-    with (
-        engine("ray", max_retries=retries) as eng,
-        mock.patch.object(ranges_module, "RANGE_BYTES", range_bytes),
-        mock.patch.object(ingest_ray, "_remote", lambda: dying),
-    ):
-        run = lambda: _ingest(path, out, eng)  # noqa: E731
-        if retries:
-            ds = _kill_during(run, workdir)
-        else:
-            with pytest.raises(DataError, match="worker process or node died") as caught:
-                _kill_during(run, workdir)
-    if retries:
-        _same_as(ds, undisturbed)
-        assert ds.manifest["ranges"] >= 4
-    else:
-        assert "parsing bytes" in str(caught.value) and "max_retries" in str(caught.value)
         assert not out.exists()
 
 
