@@ -204,6 +204,32 @@ def test_one_worker_with_sampling_equals_the_same_scheme_in_one_process():
     assert np.array_equal(model.predict_proba(X_test)[:, 1], ref.predict(xgb.DMatrix(X_test)))
 
 
+def test_in_process_sampling_with_changing_threads_equals_a_reload_every_round():
+    # The in-process loop loads one saved configuration per round (not save + load each
+    # round) and saves it again when its thread count changes: the same trees as the scheme
+    # of a full reload every round, and the booster keeps XGBoost's parameter check.
+    import json
+
+    from shardlearn.models import sharing_cores
+
+    X, y, X_test, _ = _data(n=3000)
+    asked = []
+
+    def cores():
+        asked.append(1 if len(asked) < 8 else 2)
+        return asked[-1]
+
+    with sharing_cores(cores):
+        model = XGBoostClassifier(**{**SAMPLED, "execution": "in_process"}).fit(X, y)
+    assert model.execution_ == "in_process" and asked[7:9] == [1, 2]
+    ref = _single_process_sampled(
+        X, y, 20, 0.3, seed=5, subsample=0.7, colsample_bytree=0.7, colsample_bynode=0.8
+    )
+    assert np.array_equal(model.predict_proba(X_test)[:, 1], ref.predict(xgb.DMatrix(X_test)))
+    config = json.loads(model.booster_.save_config())["learner"]["generic_param"]
+    assert config["validate_parameters"] == "1" and config["nthread"] == "2"
+
+
 def _coarse_label_sorted(n: int = 3000):
     """Features on a 0.1 grid (fewer distinct values than bins: XGBoost's distributed sketch
     is then exact, so every worker count grows the same trees), rows sorted by label."""
@@ -354,22 +380,29 @@ def test_registered_as_xgboost():
     ("sampling", "reloads"),
     [
         ({}, 0),
-        ({"subsample": 0.7}, 12),
-        ({"colsample_bytree": 0.7}, 12),
-        ({"xgb_params": {"colsample_bynode": 0.8}}, 12),
+        ({"subsample": 0.7}, 11),
+        ({"colsample_bytree": 0.7}, 11),
+        ({"xgb_params": {"colsample_bynode": 0.8}}, 11),
     ],
 )
 def test_only_a_fit_that_samples_reloads_the_booster_every_round(monkeypatch, sampling, reloads):
     # The reload (a fresh updater, whose sampler is seeded from the round's RNG) is 15-25% of a
     # small fit's training; a fit that samples nothing draws no random number and skips it.
-    calls = []
-    load_config = xgb.Booster.load_config
+    # A sampling fit reloads before every round but the first (its booster's updater is new)
+    # and saves the configuration it reloads once.
+    calls, saves = [], []
+    load_config, save_config = xgb.Booster.load_config, xgb.Booster.save_config
 
     def counted(self, config):
         calls.append(config)
         return load_config(self, config)
 
+    def saved(self):
+        saves.append(1)
+        return save_config(self)
+
     monkeypatch.setattr(xgb.Booster, "load_config", counted)
+    monkeypatch.setattr(xgb.Booster, "save_config", saved)
     X, y, X_test, _ = _data(n=2000)
     with engine("local", workers=1):
         model = XGBoostClassifier(
@@ -377,6 +410,7 @@ def test_only_a_fit_that_samples_reloads_the_booster_every_round(monkeypatch, sa
         ).fit(X, y)
     assert model.execution_ == "in_process"
     assert len(calls) == reloads
+    assert len(saves) == min(reloads, 1)
     if not sampling:
         # Without the reload, still single-process XGBoost exactly.
         ref = xgb.train(

@@ -765,6 +765,8 @@ class _Reporter:
 
     def round(self, rounds: int, score: float | None) -> None:
         """One in-process round done (``score``: its validation score, None without)."""
+        if not self.bar.enabled and self.callback is None:
+            return  # nobody to tell (a search's trial): no text to format every round
         scores = {} if score is None or self.metric is None else {self.metric: score}
         self.checkpoint(rounds, scores, 0)
 
