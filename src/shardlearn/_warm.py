@@ -23,8 +23,9 @@ them); a search inside one :func:`join`\ s it under its own name and releases no
 
 * ``shard_reads`` (``data``): a shard file's table, read whole once
   (:meth:`shardlearn.data.Shard.read` / ``iter_batches`` then serve any columns from memory);
-* ``block_builds`` (``preprocess``): a worker's feature block of some shards, per fitted
-  preprocessor, classes, label and weight column;
+* ``block_builds`` (``preprocess``): a worker's feature block of some shards, or the block of
+  one shard (a fit whose every worker reads all shards: a forest), per fitted preprocessor,
+  classes, label and weight column;
 * ``matrix_builds`` (``models``): the in-process XGBoost matrices of a feature block, per
   ``max_bin``; on a worker group, each worker's share of the collective matrices (their bins
   come from all workers' rows, so every worker builds its share together:

@@ -8,6 +8,10 @@ reassigned shard set never sees a stale block, and a replacement worker (empty c
 Inside a warm scope (a search, :mod:`shardlearn._warm`) a block is also kept across fits in
 the process, keyed by the same things plus the shard files' digests.
 
+Per shard: :func:`iter_shard_blocks` yields one block per shard, for fits whose every worker
+reads all shards (a forest), kept per shard in a warm scope so the scope's next such fit does
+not transform them again.
+
 Out-of-core: :func:`iter_blocks` yields the cached block when it fits in the memory budget and
 streams one block per shard (never cached) when it does not. Iterating either way visits the
 same rows in the same order with the same values. The budget, in bytes, is the ``budget``
@@ -17,7 +21,7 @@ quarter of the machine's memory divided by the number of workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +33,14 @@ import scipy.sparse as sp
 from shardlearn import _warm
 from shardlearn.exceptions import DataError, EngineError
 
-__all__ = ["BUDGET_ENV", "FeatureBlock", "block_budget", "iter_blocks", "load_block"]
+__all__ = [
+    "BUDGET_ENV",
+    "FeatureBlock",
+    "block_budget",
+    "iter_blocks",
+    "iter_shard_blocks",
+    "load_block",
+]
 
 BUDGET_ENV = "SHARDLEARN_BLOCK_BUDGET"
 #: Share of physical memory the feature blocks of all workers may use by default.
@@ -243,6 +254,39 @@ def load_block(state: Any, split: str) -> FeatureBlock:
         )
         state.cache[key] = block
     return block
+
+
+def iter_shard_blocks(state: Any, split: str) -> Iterator[FeatureBlock]:
+    """One block per shard of ``split`` in ``state.shards``, in index order, never in
+    ``state.cache``; inside a warm scope each is kept in the process's scope.
+
+    For a fit whose every worker reads all shards (a forest, SGD's dealt rows): its next fit
+    in the scope (a search trial, a script's next fit in ``with engine(...)``) on the same
+    shards with the same fitted preprocessor takes the blocks instead of transforming the
+    shards again, so each shard is transformed once per process while the scope's budget
+    holds them (:func:`shardlearn._warm.fetch`; the rest are transformed on every pass, as
+    :func:`iter_blocks` streams them). The blocks are shared: callers must not modify them.
+    """
+    pre, classes = _context(state)
+    shards = _own_shards(state, split)
+    if not sum(s.rows for s in shards):  # no rows: one empty block, as iter_blocks gives
+        yield _transform_shards(shards, pre, classes, state)
+        return
+    extra = (state.context.get("label"), state.context.get("weight_column"))
+    for shard in shards:
+        key = ("shard_block", split, pre.fingerprint, repr(classes), extra, shard.uri, shard.sha256)
+        yield _warm.fetch("block_builds", key, _transformer(shard, pre, classes, state), _nbytes)
+
+
+def _transformer(
+    shard: Any, pre: Any, classes: list | None, state: Any
+) -> Callable[[], FeatureBlock]:
+    """The build of ``shard``'s block, for :func:`shardlearn._warm.fetch`."""
+    return lambda: _transform_shards([shard], pre, classes, state)
+
+
+def _nbytes(block: FeatureBlock) -> int:
+    return block.nbytes
 
 
 def block_budget(state: Any, budget: int | None = None) -> int:

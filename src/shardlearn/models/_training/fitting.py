@@ -49,7 +49,9 @@ DataFrame's string column names become the model's ``feature_names_in_``.
 All the rows on every worker: :func:`iter_all_training_blocks` reads the shards of *all* workers
 (listed by the driver), one block per shard in shard-index order, then their extra rows, so
 every worker sees the same rows in the same order whatever the assignment (forests: every tree
-draws its bootstrap from all rows). Nothing is cached; the caller keeps what it needs.
+draws its bootstrap from all rows). Nothing is cached in the worker; the caller keeps what it
+needs (in a warm scope each shard's block is kept in the process:
+:func:`shardlearn.preprocess.blocks.iter_shard_blocks`).
 
 A random share of all the rows on every worker: :func:`dealt_training_block` reads all the rows
 the same way and keeps those that :func:`deal_rows` deals to the worker's rank, a seeded deal of
@@ -687,9 +689,11 @@ def iter_all_training_blocks(
     FeatureBlock
         One per shard of ``split`` in shard-index order, then the extra training rows of all
         shards (see the module notes). The same rows in the same order on every worker, and
-        nothing is cached: a replacement worker reads them again like any other.
+        nothing is cached in the worker: a replacement worker reads them again like any other
+        (in a warm scope a process keeps each shard's block: ``iter_shard_blocks``).
     """
-    from shardlearn.preprocess import FeatureBlock, iter_blocks
+    from shardlearn.preprocess import FeatureBlock
+    from shardlearn.preprocess.blocks import iter_shard_blocks
 
     whole = dataclasses.replace(state, shards=list(shards), cache={})
     if state.context.get("source") == ARRAY_SOURCE:
@@ -698,8 +702,9 @@ def iter_all_training_blocks(
             X, y, w = load_array_part(shard.uri)
             yield FeatureBlock(X, y, w, names)
     else:
-        # A budget of 0 bytes streams one block per shard (in index order), never cached.
-        for block in iter_blocks(whole, split, budget=0):
+        # One block per shard (in index order), never in the worker's cache; in a warm
+        # scope kept in the process, so the scope's next such fit does not transform again.
+        for block in iter_shard_blocks(whole, split):
             yield _with_labels(block, split, whole)
     extra = extra_training_rows(whole, split)
     if extra is not None and extra.n_rows:
