@@ -55,7 +55,9 @@ class _RecordedTasks:
         return self._map(parsers, fn, items)
 
 
-def _on_ray(path: Path, out: Path, range_bytes: int) -> tuple[Any, RecordedPlans, _RecordedTasks]:
+def _on_ray(
+    path: Path | str, out: Path, range_bytes: int, **options: Any
+) -> tuple[Any, RecordedPlans, _RecordedTasks]:
     plans, tasks = RecordedPlans(), _RecordedTasks()
     with (
         engine("ray") as eng,
@@ -63,7 +65,7 @@ def _on_ray(path: Path, out: Path, range_bytes: int) -> tuple[Any, RecordedPlans
         mock.patch.object(RayParsers, "_submit", lambda s, fn, *a: tasks.submit(s, fn, *a)),
         mock.patch.object(RayParsers, "map", lambda s, fn, items: tasks.map(s, fn, items)),
     ):
-        ds = ingest_in_ranges(path, out, range_bytes, 2, engine=eng)
+        ds = ingest_in_ranges(path, out, range_bytes, 2, engine=eng, **options)
     return ds, plans, tasks
 
 
@@ -199,5 +201,39 @@ def test_a_zst_of_unsized_frames_is_cut_without_a_scan_on_ray(
     assert tasks.scans == 0
     assert len(tasks.speculative) == ds.manifest["ranges"] >= 3 and all(tasks.speculative)
     assert rejects(ds) == [(2001, "wrong number of fields (expected 3)")]
+    assert fingerprint(ds) == fingerprint(local)
+    _node_rows_shown(ds)
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["clean", "quoted-newline"])
+def test_an_s3_csv_is_cut_without_a_scan_on_ray(
+    ray_cluster: Any, tmp_path: Path, s3_endpoint: str, s3_bucket: Any, quoted: bool
+) -> None:
+    """A CSV in object storage (moto's S3 server) on Ray: cut at newlines without a scan task
+    (each range was read over the network by a scan task, then again by its parse task); with
+    a value of 200 lines across a cut, the cut is found wrong and the object planned exactly
+    (scan tasks) and parsed again. The dataset is the one the local engine writes reading it
+    as one stream. The credentials travel in the URI: the session's Ray workers may have
+    started before the server."""
+    if quoted:
+        text = write_quoted_csv(tmp_path).read_text()
+        bad = 500
+    else:
+        lines = numbered_lines(3000)
+        lines[1234] = "1233,bad"
+        text, bad = "\n".join(lines) + "\n", 1235
+    filesystem = s3_bucket("lake")
+    key = f"lake/{'quoted' if quoted else 'clean'}.csv"
+    with filesystem.open_output_stream(key) as stream:
+        stream.write(text.encode())
+    uri = f"s3://testing:testing@{key}?endpoint_override={s3_endpoint}&scheme=http"
+    range_bytes = len(text) // (2 if quoted else 6)
+    local = ingest_in_ranges(uri, tmp_path / "local", range_bytes, 2, format="csv")
+    assert local.manifest["ranges"] == 1  # one stream
+    ds, plans, tasks = _on_ray(uri, tmp_path / "ray", range_bytes, format="csv")
+    assert plans.speculative == ([True, False] if quoted else [True])
+    assert tasks.scans == int(quoted)
+    assert tasks.speculative[0] and ds.manifest["ranges"] >= (2 if quoted else 6)
+    assert rejects(ds) == [(bad, "wrong number of fields (expected 3)")]
     assert fingerprint(ds) == fingerprint(local)
     _node_rows_shown(ds)

@@ -2,17 +2,17 @@
 
 On the ``ray`` engine, :class:`RayParsers` takes the place of the local thread pool for the
 steps of :mod:`shardlearn.data._ranges` that read a file's bytes: the parse of each range and,
-when a plan must read before the parse (an exact plan after a wrong cut, a remote file), the
-plan's reads. Each is a Ray task scheduled with the ``SPREAD`` strategy (one CPU each), so
-every node parses, and each task reads its bytes itself: a local path must be on a filesystem
-every node mounts at the same path (a shared filesystem). The driver only finds the cut points
-(a few seeks), submits the range tasks in the thread pool's order (the largest of the next few
-ranges first, :func:`~shardlearn.data._ranges.next_range`) and consumes the parsed batches in
-input order, exactly as it consumes the thread pool's; so the rows, line numbers, rejects and
-shards are the local engine's, whichever node parsed what.
+when a plan must read before the parse (an exact plan: after a wrong cut, or beside an input
+that cannot be read twice), the plan's reads. Each is a Ray task scheduled with the ``SPREAD``
+strategy (one CPU each), so every node parses, and each task reads its bytes itself: a local
+path must be on a filesystem every node mounts at the same path (a shared filesystem). The
+driver only finds the cut points (a few seeks), submits the range tasks in the thread pool's
+order (the largest of the next few ranges first, :func:`~shardlearn.data._ranges.next_range`)
+and consumes the parsed batches in input order, exactly as it consumes the thread pool's; so
+the rows, line numbers, rejects and shards are the local engine's, whichever node parsed what.
 
-Speculative ranges (a plain local CSV/TSV or JSON Lines file cut at newlines, a multi-frame
-``.zst`` at its chunks of frames, without reading it) are checked as
+Speculative ranges (a plain CSV/TSV or JSON Lines file, local or in object storage, cut at
+newlines, a multi-frame ``.zst`` at its chunks of frames, without reading it) are checked as
 :func:`~shardlearn.data._ranges.parse_ranges` checks them: each task scans the bytes it parses
 (read once) and returns the check with its batches; the driver, handing the ranges over in
 input order, raises :class:`~shardlearn.data._ranges.Misspeculated` at the first range that

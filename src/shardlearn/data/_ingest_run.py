@@ -16,10 +16,10 @@ frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed 
 threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
 one parser a small file (a small ``.gz`` too) is one range, so consecutive small files are
 parsed side by side; cuts never fall inside a quoted value (they move to the next row end).
-A plain CSV/TSV or JSON Lines file is cut speculatively (nothing read before its parse, each
-cut checked as its range is handed over); a wrong cut (a quoted value holding a newline across
-it; never in JSON Lines) discards the run's staged files and runs the write again on exact
-plans, once. On
+A plain CSV/TSV or JSON Lines file (on Ray also one in object storage) is cut speculatively
+(nothing read before its parse, each cut checked as its range is handed over); a wrong cut (a
+quoted value holding a newline across it; never in JSON Lines) discards the run's staged files
+and runs the write again on exact plans, once. On
 the ``ray`` engine the ranges (speculative too, checked the same way) and any scans a plan
 needs are Ray tasks spread over every node instead (:mod:`shardlearn.data._ingest_ray`). Other
 inputs (large compressed files, pipes, remote text files) are read as one stream, on this
@@ -282,9 +282,9 @@ class IngestRun:
     # with the numeric types they guessed: kept only if the schema types those columns alike.
     _early: dict[int, tuple[_ranges.ByteRange, Future]] = field(default_factory=dict)
     _early_types: dict[str, pa.DataType] = field(default_factory=dict)
-    # Plain CSV/TSV and JSON Lines files are cut at newlines without reading them first (checked
-    # as they are parsed, on threads or Ray tasks); off for an input that cannot be read twice,
-    # and after a wrong cut.
+    # Plain CSV/TSV and JSON Lines files (local, or in object storage on Ray) are cut at
+    # newlines without reading them first (checked as they are parsed, on threads or Ray
+    # tasks); off for an input that cannot be read twice, and after a wrong cut.
     _speculate: bool = False
 
     # -- schema ---------------------------------------------------------------------------------
@@ -581,8 +581,12 @@ class IngestRun:
             self._pool, self._planner = pool, planner
             if is_ray_engine(self.engine):
                 self._ray = RayParsers(self.parsers, int(self.engine.max_retries))
-            # A wrong speculative cut makes the ingest run again: every input is read twice.
-            self._speculate = all(map(_regular_local_file, self.paths))
+            # A wrong speculative cut makes the ingest run again: every input is read twice
+            # (an object in storage can be; on Ray its ranges are cut, each read by its task).
+            on_ray = self._ray is not None
+            self._speculate = all(
+                _regular_local_file(p) or (on_ray and "://" in p) for p in self.paths
+            )
             try:
                 return self._execute()
             finally:
