@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ import shardlearn.data._convert as convert_module
 import shardlearn.data._ingest_run as ingest_run
 from shardlearn.data import ingest
 from shardlearn.data._convert import DEFAULT_NA_VALUES, _clean
+from shardlearn.data.schema import Column, Schema
 
 NA = pa.array(list(DEFAULT_NA_VALUES), pa.string())
 # Text with ASCII and Unicode spaces, control characters and the markers themselves.
@@ -86,3 +88,69 @@ def test_clean_csv_text_is_neither_trimmed_nor_searched(tmp_path: Path) -> None:
     )  # fmt: skip
     assert sorted(ds.read("train").column("colour").to_pylist(), key=str) == [None, None, "blue"]
     assert ds.manifest["rows_rejected"] == 1  # the label "NA." is missing once stripped
+
+
+def _full_non_finite(typed: pa.Array) -> tuple[pa.Array, Any]:
+    """The non-finite check as it was: a per-value test of every float column."""
+    finite = pc.is_finite(typed)
+    if pc.all(finite).as_py() is not False:
+        return typed, None
+    nan = pc.fill_null(pc.is_nan(typed), False)
+    if pc.any(nan).as_py():
+        typed = pc.if_else(nan, pa.scalar(None, typed.type), typed)
+    infinite = pc.and_(pc.invert(finite), pc.invert(nan))
+    return typed, pc.fill_null(infinite, False).to_numpy(zero_copy_only=False)
+
+
+FLOATS = st.lists(
+    st.one_of(
+        st.none(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([1e308, -1e308, 3e38, float("inf"), float("-inf"), float("nan")]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=FLOATS,
+    kind=st.sampled_from(["float64", "float32", "float16"]),
+    offset=st.integers(0, 3),
+)
+def test_the_non_finite_check_is_the_per_value_test(
+    values: list[float | None], kind: str, offset: int
+) -> None:
+    """Values that overflow the sum (or the type), NaN, both infinities, nulls, slices."""
+    with np.errstate(over="ignore"):
+        numbers = np.array([0.0 if v is None else v for v in values], dtype=kind)
+    array = pa.array(numbers, mask=np.array([v is None for v in values], dtype=bool))
+    array = array.slice(min(offset, len(values)))
+    typed, infinite = convert_module._non_finite(array)
+    expected_typed, expected_infinite = _full_non_finite(array)
+    assert typed.equals(expected_typed)
+    assert (infinite is None) == (expected_infinite is None)
+    if infinite is not None:
+        assert infinite.tolist() == expected_infinite.tolist()
+
+
+def test_finite_floats_are_checked_without_a_per_value_test() -> None:
+    """A clean float batch: one sum per column, no is_finite mask (it ran on every float
+    column of every batch before)."""
+    schema = Schema((Column("x", "numeric", "float64"), Column("y", "numeric", "float64")), None)
+    batch = pa.record_batch({"x": pa.array([0.5, -2.0, None] * 100), "y": pa.array([1e300] * 300)})
+    calls: list[str] = []
+    is_finite = pc.is_finite
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("is_finite")
+        return is_finite(*args, **kwargs)
+
+    with mock.patch.object(convert_module.pc, "is_finite", counted):
+        converted = convert_module.convert_batch(batch, schema, DEFAULT_NA_VALUES)
+    assert calls == []
+    assert not converted.bad.any() and converted.batch.equals(batch)
+    # An infinite value is still found (and its row a reject).
+    bad = pa.record_batch({"x": pa.array([1.0, float("inf")]), "y": pa.array([1.0, 2.0])})
+    converted = convert_module.convert_batch(bad, schema, DEFAULT_NA_VALUES)
+    assert converted.bad.tolist() == [False, True]

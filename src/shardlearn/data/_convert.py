@@ -7,7 +7,8 @@ slow path only for a column whose cast failed: trim, map missing-value markers t
 every value against the type's grammar, and mark the rest invalid. An invalid value makes its
 row a reject whose reason names the column. An infinite float (``inf``, ``-Infinity``,
 ``1e999``) is a reject too unless ``allow_non_finite``; a NaN is a missing value (null), as the
-default missing-value markers already make of the text ``NaN``. A date-time outside the range
+default missing-value markers already make of the text ``NaN`` (a column whose sum is finite
+holds neither: the per-value test runs only for the others). A date-time outside the range
 shardlearn can encode (:mod:`shardlearn.data.timestamps`, about 1684 to 2255) is a reject. A text
 column is trimmed only when one of its bytes can be whitespace, and searched for missing-value
 markers only when trimming ran or its reader did not null them itself (the CSV reader does:
@@ -19,6 +20,7 @@ from the bytes; the grammars' regexes decide every other column, with the same r
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -284,7 +286,17 @@ def _convert_column(
 
 
 def _non_finite(typed: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
-    """NaN made null, and the mask of infinite values (None when there is none)."""
+    """NaN made null, and the mask of infinite values (None when there is none).
+
+    A finite sum proves every value finite (a NaN or an infinity makes the sum one) in one
+    pass without a mask: about half the cost of the per-value test, which runs only when the
+    sum is not finite (an overflow of finite values too)."""
+    try:
+        total = pc.sum(typed).as_py()
+    except pa.ArrowNotImplementedError:  # float16 has no sum kernel: the per-value test
+        total = math.nan
+    if total is None or math.isfinite(total):
+        return typed, None
     finite = pc.is_finite(typed)
     if pc.all(finite).as_py() is not False:
         return typed, None
