@@ -14,12 +14,12 @@ One run, same machine, same data: synthetic tabular classification (deterministi
 - scikit-learn ``MLPClassifier`` (adam, same layers, batch, learning rate and epochs; BLAS
   limited to one thread, the same one core as shardlearn's single worker).
 
-Reported per trainer: seconds per epoch (for shardlearn, the median of the epochs after the
-first of the fit on warm workers: the steady speed, which a cold first fit's young worker
-processes do not reach at once; for scikit-learn, its one fit's mean), epochs/s, total fit
-seconds (incl. start-up: the workers' start and torch import are paid by the first fit of an
-interpreter), the same fit again on the warm workers, test
-accuracy, and the speed ratio to scikit-learn; then the first fit's phases (``fit_timings_``).
+Reported per trainer: seconds per epoch and per optimiser step (for shardlearn, the median of
+the epochs after the first of the fit on warm workers: the steady speed, which a cold first
+fit's young worker processes do not reach at once; for scikit-learn, its one fit's mean),
+epochs/s, total fit seconds (incl. start-up: the workers' start and torch import are paid by
+the first fit of an interpreter), the same fit again on the warm workers, test accuracy, and
+the speed ratio to scikit-learn; then the first fit's phases (``fit_timings_``).
 The closing note gives the scaling efficiency of 2 workers
 (``epochs/s(2) / (2 * epochs/s(1))``) and where ``auto`` trained.
 
@@ -149,15 +149,17 @@ def main() -> None:
         "shardlearn MLP, 2 workers, execution=auto": bench_shardlearn(data, 2, epochs, "auto"),
     }
     base = results["scikit-learn MLPClassifier"]["seconds_per_epoch"]
+    steps = -(-data[0].shape[0] // BATCH)  # optimiser steps per epoch
     print(
-        "| trainer | s/epoch | epochs/s | fit s (total) | fit s (warm) | test accuracy "
-        "| vs scikit-learn |"
+        "| trainer | s/epoch | ms/step | epochs/s | fit s (total) | fit s (warm) "
+        "| test accuracy | vs scikit-learn |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         warm = f"{r['warm']:.1f}" if "warm" in r else "-"
         print(
-            f"| {name} | {r['seconds_per_epoch']:.2f} | {1 / r['seconds_per_epoch']:.3f} | "
+            f"| {name} | {r['seconds_per_epoch']:.2f} | "
+            f"{1000 * r['seconds_per_epoch'] / steps:.3f} | {1 / r['seconds_per_epoch']:.3f} | "
             f"{r['total']:.1f} | {warm} | {r['accuracy']:.4f} | "
             f"{base / r['seconds_per_epoch']:.2f}x |"
         )
