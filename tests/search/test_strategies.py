@@ -136,3 +136,51 @@ def test_time_budget_stops_starting_new_trials():
     result = _run("random", linear_in_x, {"x": uniform(0, 1)}, trials=20, time_budget=1e-9)
     assert len(result.trials) == 1
     assert result.best_params is not None
+
+
+def _tpe_trials(tell_early: bool, n: int = 13) -> list[dict]:
+    """A TPE strategy's trials, told in trial order with made-up scores: each result as soon
+    as its trial is asked (``tell_early``), or only when the strategy has nothing to start."""
+    from shardlearn.search.space import ModelSpace
+    from shardlearn.search.strategies import make_strategy
+
+    space = ModelSpace("", {"x": uniform(0, 1), "y": uniform(0, 1)})
+    strategy = make_strategy("tpe", [space], n, 0, lambda result: result["score"])
+    asked, told = [], 0
+
+    def tell_next():
+        nonlocal told
+        spec = asked[told]
+        strategy.tell({**spec, "status": "ok", "score": spec["params"]["x"] - spec["params"]["y"]})
+        told += 1
+
+    while len(asked) < n:
+        spec = strategy.ask()
+        if spec is None:
+            assert told < len(asked), "the strategy waits for a result it was already given"
+            tell_next()
+            continue
+        asked.append(spec)
+        if tell_early:
+            tell_next()
+    return asked
+
+
+def test_tpe_asks_its_random_start_without_waiting_for_results():
+    from shardlearn.search.strategies import TPE_STARTUP
+
+    waiting = _tpe_trials(tell_early=False)
+    told = _tpe_trials(tell_early=True)
+    # The same configurations whether or not the results were in: the first TPE_STARTUP are
+    # random draws, and the later ones saw the same history (trials 0 .. i - TPE_BATCH).
+    assert [t["params"] for t in waiting] == [t["params"] for t in told]
+    assert len({t["params"]["x"] for t in told}) == len(told)
+
+    from shardlearn.search.space import ModelSpace
+    from shardlearn.search.strategies import make_strategy
+
+    strategy = make_strategy("tpe", [ModelSpace("", {"x": uniform(0, 1)})], 12, 0, None)
+    started = [strategy.ask() for _ in range(TPE_STARTUP)]
+    assert None not in started  # no result in yet, and no slot left idle
+    # Trial TPE_STARTUP is TPE's first guided one: it waits for trials 0 .. TPE_STARTUP - 4.
+    assert strategy.ask() is None

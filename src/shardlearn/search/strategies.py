@@ -19,7 +19,11 @@ there are no waves.
 - ``tpe``: Optuna's TPE sampler through its ask-and-tell interface. Trial ``i`` is asked
   once trials ``0 .. i - TPE_BATCH`` have finished, and results are told in trial order, so
   the sampler sees the same history on every run whatever the timing or the number of cores:
-  a seed gives one leaderboard. At most :data:`TPE_BATCH` TPE trials run at once.
+  a seed gives one leaderboard. The first :data:`TPE_STARTUP` trials are the exception: the
+  sampler draws them at random whatever it has been told (Optuna's ``n_startup_trials``:
+  fewer completed trials than that), so they are asked at once, without waiting for the
+  results they would not use -- the same configurations, with no slot left idle meanwhile.
+  From trial :data:`TPE_STARTUP` on, at most :data:`TPE_BATCH` TPE trials run at once.
 
 Budgets are fractions of the full budget: ``eta**-(rungs-1), ..., 1/eta, 1``. A promotion
 (``halving``, ``asha``) is the same configuration one rung up; when the budget is the model's
@@ -37,12 +41,15 @@ from shardlearn._validation import unknown_name_message
 from shardlearn.exceptions import SpecError
 from shardlearn.search.space import Distribution, ModelSpace, interleave, plain
 
-__all__ = ["STRATEGIES", "TPE_BATCH", "make_strategy"]
+__all__ = ["STRATEGIES", "TPE_BATCH", "TPE_STARTUP", "make_strategy"]
 
 STRATEGIES = ("grid", "random", "halving", "asha", "tpe")
 
 #: TPE trials that may run before the oldest one's result is in (see the module docstring).
 TPE_BATCH = 4
+#: TPE's random start (Optuna's ``n_startup_trials``, its default): trials drawn at random
+#: while fewer trials than this have completed, whatever their results.
+TPE_STARTUP = 10
 
 
 def _spec(trial: int, model: str, params: dict[str, Any], rung: int = 0, budget: Any = None):
@@ -156,13 +163,14 @@ def _suggest(trial: Any, label: str, dist: Distribution) -> Any:
 
 
 class _TPE:
-    """Optuna's TPE sampler; trial ``i`` sees the results of trials ``0 .. i - TPE_BATCH``."""
+    """Optuna's TPE sampler; trial ``i`` sees the results of trials ``0 .. i - TPE_BATCH``
+    (those below :data:`TPE_STARTUP` are drawn at random, and asked without waiting)."""
 
     def __init__(self, spaces: list[ModelSpace], n: int, seed: int, score_key) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP)
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         self.spaces, self.n, self.key = {s.model: s for s in spaces}, n, score_key
         self.asked = self.told = 0
@@ -193,7 +201,7 @@ class _TPE:
         if self.asked >= self.n:
             return None
         self._tell_upto(self.asked - TPE_BATCH)
-        if self.told <= self.asked - TPE_BATCH:
+        if self.asked >= TPE_STARTUP and self.told <= self.asked - TPE_BATCH:
             return None  # the history this trial must see is not complete yet
         trial = self.study.ask()
         model, params = self._suggest(trial)
