@@ -80,7 +80,10 @@ GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast 
 path, rejects: the same code as a whole file), shifts its line numbers by the lines before the
 range, and yields the batches in input order, so everything downstream sees the rows in the
 same order whatever the split. At most ``parsers + 1`` ranges are in flight (bounded memory);
-among the next few ranges the largest start first (longest processing time first).
+among the next few ranges a much larger one starts first (longest processing time first),
+ranges of about one size in input order (:func:`next_range`), and a parser that finishes starts
+the next range at once, on its own thread, not when the consumer next asks for a range (it
+holds the generator while it writes the rows of the last one).
 """
 
 from __future__ import annotations
@@ -90,8 +93,9 @@ import codecs
 import dataclasses
 import functools
 import os
+import threading
 from collections.abc import Callable, Container, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -1102,12 +1106,20 @@ def next_range(
 ) -> int | None:
     """The index of the range a free parser starts next (None: every range in the look-ahead
     has started): ``following``, the next to be consumed, if it has not started, else the
-    largest range not started among the :data:`LOOKAHEAD` times ``parsers + 1`` from it."""
+    first range not started among the :data:`LOOKAHEAD` times ``parsers + 1`` from it that
+    weighs at least half as much as the largest of them.
+
+    Ranges of about the same size start in input order: the one consumed next finishes first
+    and frees its place among the ranges held. Taking the largest by exact bytes started the
+    even ranges of one file in an order set by a few bytes (0, 2, 3, 1, 5, 7, 4, 6 on the
+    500k-row benchmark file), so that the ranges held, done but behind an unfinished earlier
+    one, filled the bound while a parser waited, and the last range ran alone."""
     if following < len(ranges) and following not in started:
         return following
     window = range(following, min(following + LOOKAHEAD * (parsers + 1), len(ranges)))
     waiting = [i for i in window if i not in started]
-    return max(waiting, key=lambda i: ranges[i].weight, default=None)
+    largest = max((ranges[i].weight for i in waiting), default=0)
+    return next((i for i in waiting if 2 * ranges[i].weight >= largest), None)
 
 
 def parse_ranges(
@@ -1123,11 +1135,13 @@ def parse_ranges(
     ``pool`` as :func:`_parse_range` of those ranges (at most ``parsers`` of them).
 
     Largest first (longest processing time first) within a look-ahead of
-    :data:`LOOKAHEAD` times ``parsers + 1`` ranges: a free parser takes the next range to be
-    consumed if it has not started, else the largest range not started in the look-ahead, so
-    a large file's ranges (or a large row group) behind small files start early instead of
-    running alone at the end. At most ``parsers`` ranges run and ``parsers + 1`` are held
-    (bounded memory); the order of the output does not change.
+    :data:`LOOKAHEAD` times ``parsers + 1`` ranges (:func:`next_range`), so a large file's
+    ranges (or a large row group) behind small files start early instead of running alone at
+    the end. At most ``parsers`` ranges run and ``parsers + 1`` are held (bounded memory); the
+    order of the output does not change. A parse is started whenever a parser is free and the
+    bound allows it: as a parse ends (on its thread) and as a range is handed over, not only
+    when the consumer asks for the next range (the consumer holds this generator while it
+    converts and writes a range's batches: a parser that finished then waited for it).
 
     A speculative range (its file's ranges are consecutive, the first with index 0) is
     checked before anything of it is handed over, rows or error: from its own scan, starting
@@ -1136,27 +1150,11 @@ def parse_ranges(
     first line follows from the lines of the ranges before it. The ranges handed over are
     then those an exact plan makes (and are handed over as such: no longer speculative).
     """
-    started = dict(started or {})
-    running: set[Future] = set(started.values())
-    following = 0  # the next range to hand over
+    schedule = _Schedule(ranges, options, fast_types, pool, parsers, started or {})
     line = 1  # the first line of the next speculative range
     try:
-        while following < len(ranges):
-            while len(running) < parsers and len(started) < parsers + 1:
-                index = next_range(ranges, started, following, parsers)
-                if index is None:
-                    break
-                future = pool.submit(_parse_range, ranges[index], options, fast_types)
-                started[index] = future
-                running.add(future)
-            head = started.get(following)
-            if head is None or not head.done():
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                running -= done
-                continue
-            running.discard(head)
-            names, batches, check, error = started.pop(following).result()
-            byte_range = ranges[following]
+        for byte_range, parsed in schedule.parsed():
+            names, batches, check, error = parsed
             if check is not None:
                 # A speculative cut: right if this range, starting between rows, ends between
                 # rows; its lines follow the lines of the ranges before it.
@@ -1170,7 +1168,85 @@ def parse_ranges(
             if error is not None:
                 raise error
             yield byte_range, names, batches
-            following += 1
     finally:
-        for future in started.values():
-            future.cancel()
+        schedule.close()
+
+
+class _Schedule:
+    """The parses of :func:`parse_ranges`: ``started`` holds every parse started and not yet
+    handed over (by range index; at most ``parsers + 1``), ``running`` those not finished (at
+    most ``parsers``), ``following`` the next range to hand over. :meth:`_fill` starts parses
+    while both bounds allow; it runs under ``_lock`` when a parse finishes (a callback, on the
+    parser's thread) and when a range is handed over, so a free parser never waits for the
+    consumer. A parse that finishes wakes the consumer waiting for its range."""
+
+    def __init__(
+        self,
+        ranges: list[ByteRange],
+        options: ReaderOptions,
+        fast_types: dict[str, pa.DataType],
+        pool: ThreadPoolExecutor,
+        parsers: int,
+        started: dict[int, Future],
+    ) -> None:
+        self.ranges, self.options, self.fast_types = ranges, options, fast_types
+        self.pool, self.parsers = pool, parsers
+        # Reentrant: a parse that has finished when its callback is added runs the callback
+        # at once, on the thread that holds the lock.
+        self._lock = threading.Condition(threading.RLock())
+        self.started = dict(started)
+        self.running = {i for i, future in self.started.items() if not future.done()}
+        self.following = 0
+        self.closed = False
+        with self._lock:
+            for index, future in list(self.started.items()):
+                future.add_done_callback(functools.partial(self._finished, index))
+            self._fill()
+
+    def parsed(self) -> Iterator[tuple[ByteRange, _Parsed]]:
+        """Each range with its parse's result, in input order."""
+        while self.following < len(self.ranges):
+            with self._lock:
+                while not self._ready():
+                    self._lock.wait()
+                future = self.started.pop(self.following)
+                self.following += 1
+                self._fill()
+            yield self.ranges[self.following - 1], future.result()
+
+    def close(self) -> None:
+        """Start nothing more; cancel the parses not running."""
+        with self._lock:
+            self.closed = True
+            for future in self.started.values():
+                future.cancel()
+
+    def _ready(self) -> bool:
+        future = self.started.get(self.following)
+        return future is not None and future.done()
+
+    def _fill(self) -> None:
+        while not self.closed and len(self.running) < self.parsers:
+            if len(self.started) >= self.parsers + 1:
+                return
+            index = next_range(self.ranges, self.started, self.following, self.parsers)
+            if index is None:
+                return
+            try:
+                future = self.pool.submit(
+                    _parse_range, self.ranges[index], self.options, self.fast_types
+                )
+            except RuntimeError:
+                # The pool is shut down: the ingest is over (its consumer stopped early); the
+                # parses of this schedule will never be handed over.
+                self.closed = True
+                return
+            self.started[index] = future
+            self.running.add(index)
+            future.add_done_callback(functools.partial(self._finished, index))
+
+    def _finished(self, index: int, _: Future) -> None:
+        with self._lock:
+            self.running.discard(index)
+            self._fill()
+            self._lock.notify_all()
