@@ -4,7 +4,8 @@ Why. Every rank of data-parallel training pays a fixed cost per optimiser step w
 share of the rows, and that cost bounds what 2 workers gain over 1 (issue #23). For issue #23's
 (64, 64) MLP most of it was autograd's bookkeeping, not arithmetic: building the graph
 (about 30 nodes), ``nn.Module`` calls, and accumulating every gradient into the flat buffer
-(``AccumulateGrad``) -- about 170 of the 370 us of a one-row step on one core. A network that
+(``AccumulateGrad``): a one-row step took 0.29-0.37 ms on one core with autograd, 0.19-0.21
+ms without (shared machine; the forward and backward alone 0.17-0.27 and 0.07). A network that
 is only ``Linear`` layers and elementwise activations has a backward pass short enough to write
 out, so :class:`DenseStep` runs the forward pass, the summed cross-entropy and the backward
 pass as a straight list of kernel calls, then copies each weight's and bias's gradient into
