@@ -3,8 +3,10 @@ cut at row boundaries, and Parquet row groups.
 
 :func:`plan_ranges` cuts a local file into even ranges of at most about ``range_bytes`` at
 newlines, a multiple of the parsers when there are several
-(:func:`~shardlearn.data._balance.range_count`: no parser idles in the last round; the search
-for a newline starts at each cut point; the first range owns the header line), then scans
+(:func:`~shardlearn.data._balance.range_count`: no parser idles in the last round; with several
+parsers the last round of a plain file is cut into quarter pieces, :func:`cut_targets`, so that
+parsers that started apart finish together; the search for a newline starts at each cut point;
+the first range owns the header line), then scans
 every range once on the parser threads, following pyarrow's CSV lexer with numpy
 (:func:`_scan`): for both possible states at the range start (between rows, or inside a quoted
 value) it finds whether the range ends inside a quoted value, its physical lines, and its
@@ -79,7 +81,8 @@ are parsed side by side, largest first; a larger one is read as one stream.
 GIL) with each range's own :class:`~shardlearn.data.readers.SourceReader` (fast path, slow
 path, rejects: the same code as a whole file), shifts its line numbers by the lines before the
 range, and yields the batches in input order, so everything downstream sees the rows in the
-same order whatever the split. At most ``parsers + 1`` ranges are in flight (bounded memory);
+same order whatever the split. The ranges in flight weigh at most ``parsers + 1`` of the largest
+(bounded memory: ``parsers + 1`` ranges of an even plan, more of a plan's small last pieces);
 among the next few ranges a much larger one starts first (longest processing time first),
 ranges of about one size in input order (:func:`next_range`), and a parser that finishes starts
 the next range at once, on its own thread, not when the consumer next asks for a range (it
@@ -131,6 +134,7 @@ __all__ = [
     "RANGE_BYTES",
     "ByteRange",
     "Misspeculated",
+    "cut_targets",
     "default_parsers",
     "head",
     "head_types",
@@ -148,6 +152,10 @@ _SEARCH_CHUNK = 1 << 16
 MERGED_RANGES = 4
 PACKED_RATIO = 4  # assumed bytes of text per compressed byte, for a whole compressed file
 LOOKAHEAD = 2  # parse_ranges looks this many times parsers + 1 ranges ahead for large ones
+# The last round of ranges of a plain file (one range per parser) is cut into this many pieces
+# per parser, of at least TAIL_PIECE_BYTES each (a parse has a fixed cost): see cut_targets.
+TAIL_PIECES = 4
+TAIL_PIECE_BYTES = 1 << 20
 # Chunks of a .zst whose data the plan keeps for the parsers (at most about range_bytes each:
 # 128 MiB by default), so that a small .zst is decompressed once; later chunks are decompressed
 # again.
@@ -238,12 +246,35 @@ def _open(path: str) -> Any:
     return filesystem.open_input_file(fs_path)
 
 
-def _cut_points(path: str, size: int, count: int) -> list[int]:
-    """Range starts: the byte after the first newline at or after each of ``count`` cuts."""
+def cut_targets(size: int, count: int, parsers: int = 1) -> list[int]:
+    """Where a plain file of ``size`` bytes planned as ``count`` ranges is cut (before each cut
+    moves to the next newline), from the second range on: ``count`` even ranges, except that
+    with several parsers the last round (the last ``parsers`` ranges' bytes) is cut into
+    :data:`TAIL_PIECES` pieces per parser, unless a piece would hold less than
+    :data:`TAIL_PIECE_BYTES`.
+
+    Why: parsers do not start together (one parses the first range while the schema is
+    inferred) and do not parse at one speed, so with even ranges the last range ran alone for
+    up to a whole range's parse (0.43-0.83 s of 3.4 s on the 500k-row benchmark file, shared
+    machine), and the consumer then converted and wrote all of it alone. Small pieces at the
+    end let the parser that arrives first take more of them: the parsers finish within about
+    a piece of each other, and the last range handed over is a piece."""
+    even = [k * size // count for k in range(1, count)]
+    if parsers < 2 or size // (count * TAIL_PIECES) < TAIL_PIECE_BYTES:
+        return even
+    body = max(count - parsers, 0)
+    start, pieces = body * size // count, parsers * TAIL_PIECES
+    tail = [start + k * (size - start) // pieces for k in range(1 if body == 0 else 0, pieces)]
+    return even[: max(body - 1, 0)] + tail
+
+
+def _cut_points(path: str, size: int, count: int, parsers: int = 1) -> list[int]:
+    """Range starts: the byte after the first newline at or after each cut of
+    :func:`cut_targets`."""
     bounds = [0]
     with _open(path) as handle:
-        for k in range(1, count):
-            target = max(k * size // count, bounds[-1] + 1)
+        for cut in cut_targets(size, count, parsers):
+            target = max(cut, bounds[-1] + 1)
             handle.seek(target - 1)  # a newline just before the cut makes the cut a boundary
             position = target - 1
             while chunk := handle.read(_SEARCH_CHUNK):
@@ -555,7 +586,8 @@ def plan_ranges(
     result). ``pool`` runs the reads of the plan (anything with a ``map`` method); ``remote``:
     on every node of a Ray cluster, so an ``s3://`` CSV/TSV is cut too. A file of more than
     one range is cut into even ranges (as even as its frames or row groups allow), a multiple
-    of ``parsers`` (the parses running at once: :func:`~shardlearn.data._balance.range_count`).
+    of ``parsers`` (the parses running at once: :func:`~shardlearn.data._balance.range_count`);
+    a plain file's last round of them into smaller pieces (:func:`cut_targets`).
     With ``speculate`` a plain CSV/TSV or JSON Lines file of several ranges is cut at newlines
     without reading it (``speculative`` ranges, checked by :func:`parse_ranges`; a JSON Lines
     file's column names are still read from its head)."""
@@ -582,7 +614,7 @@ def plan_ranges(
     else:
         size = reader.size
         count = range_count(size, range_bytes, parsers)
-        bounds = _cut_points(path, size, count) if count >= 2 else [0]
+        bounds = _cut_points(path, size, count, parsers) if count >= 2 else [0]
         if len(bounds) < 2:
             return [ByteRange(path, 0, 0, size, last=True)] if whole else None
         # A cut after a newline is a row boundary unless it lies in a quoted value: assumed,
@@ -1137,11 +1169,15 @@ def parse_ranges(
     Largest first (longest processing time first) within a look-ahead of
     :data:`LOOKAHEAD` times ``parsers + 1`` ranges (:func:`next_range`), so a large file's
     ranges (or a large row group) behind small files start early instead of running alone at
-    the end. At most ``parsers`` ranges run and ``parsers + 1`` are held (bounded memory); the
-    order of the output does not change. A parse is started whenever a parser is free and the
-    bound allows it: as a parse ends (on its thread) and as a range is handed over, not only
-    when the consumer asks for the next range (the consumer holds this generator while it
-    converts and writes a range's batches: a parser that finished then waited for it).
+    the end. At most ``parsers`` ranges run, and the ranges held (started, not handed over)
+    weigh at most ``parsers + 1`` times the largest range (bounded memory: ``parsers + 1``
+    ranges of an even plan; more of the small pieces that end a plan, :func:`cut_targets`,
+    whose parses are short and would otherwise wait for the consumer), but for the next range
+    to hand over, which may always start; the order of the output does not change. A parse is
+    started whenever a parser is free and the bounds allow it: as a parse ends (on its thread)
+    and as a range is handed over, not only when the consumer asks for the next range (the
+    consumer holds this generator while it converts and writes a range's batches: a parser
+    that finished then waited for it).
 
     A speculative range (its file's ranges are consecutive, the first with index 0) is
     checked before anything of it is handed over, rows or error: from its own scan, starting
@@ -1174,11 +1210,12 @@ def parse_ranges(
 
 class _Schedule:
     """The parses of :func:`parse_ranges`: ``started`` holds every parse started and not yet
-    handed over (by range index; at most ``parsers + 1``), ``running`` those not finished (at
-    most ``parsers``), ``following`` the next range to hand over. :meth:`_fill` starts parses
-    while both bounds allow; it runs under ``_lock`` when a parse finishes (a callback, on the
-    parser's thread) and when a range is handed over, so a free parser never waits for the
-    consumer. A parse that finishes wakes the consumer waiting for its range."""
+    handed over (by range index; weighing at most ``budget``, bar the next to hand over),
+    ``running`` those not finished (at most ``parsers``), ``following`` the next range to hand
+    over. :meth:`_fill` starts parses while both bounds allow; it runs under ``_lock`` when a
+    parse finishes (a callback, on the parser's thread) and when a range is handed over, so a
+    free parser never waits for the consumer. A parse that finishes wakes the consumer waiting
+    for its range."""
 
     def __init__(
         self,
@@ -1195,6 +1232,7 @@ class _Schedule:
         # at once, on the thread that holds the lock.
         self._lock = threading.Condition(threading.RLock())
         self.started = dict(started)
+        self.budget = (parsers + 1) * max((r.weight for r in ranges), default=0)
         self.running = {i for i, future in self.started.items() if not future.done()}
         self.following = 0
         self.closed = False
@@ -1227,10 +1265,11 @@ class _Schedule:
 
     def _fill(self) -> None:
         while not self.closed and len(self.running) < self.parsers:
-            if len(self.started) >= self.parsers + 1:
-                return
             index = next_range(self.ranges, self.started, self.following, self.parsers)
             if index is None:
+                return
+            held = sum(self.ranges[i].weight for i in self.started)
+            if index != self.following and held + self.ranges[index].weight > self.budget:
                 return
             try:
                 future = self.pool.submit(
