@@ -13,9 +13,11 @@ moved into place, and the manifest is the last thing written (by the DatasetWrit
 
 Parallel parsing: a local CSV/TSV or JSON Lines file (uncompressed, or a ``.zst`` of several
 frames) is cut into byte ranges, a Parquet file into runs of row groups, parsed on ``parsers``
-threads (:mod:`shardlearn.data._ranges`), largest first among the next few; with more than
-one parser a small file (a small ``.gz`` too) is one range, so consecutive small files are
-parsed side by side; cuts never fall inside a quoted value (they move to the next row end).
+threads (:mod:`shardlearn.data._ranges`) in input order, a much larger range among the next few
+first, a free parser starting the next range at once (the last round of a plain file is cut
+into small pieces, so the parsers finish together); with more than one parser a small file (a
+small ``.gz`` too) is one range, so consecutive small files are parsed side by side; cuts never
+fall inside a quoted value (they move to the next row end).
 A plain CSV/TSV or JSON Lines file (on Ray also one in object storage) is cut speculatively
 (nothing read before its parse, each cut checked as its range is handed over); a wrong cut (a
 quoted value holding a newline across it; never in JSON Lines) discards the run's staged files
