@@ -5,8 +5,9 @@ is not a multiple of ``p`` the last round leaves parsers idle (7 ranges on 2 par
 idles for a seventh of the parse). :func:`range_count` rounds the count up to a multiple of
 the parsers (ranges only get smaller, so memory stays bounded) and :func:`even_bounds` cuts a
 file made of units (``.zst`` frames, Parquet row groups) into that many runs of about the same
-size. Byte ranges of a plain file are cut at ``k * size / count`` (then at the next newline) by
-:mod:`shardlearn.data._ranges`.
+size. Byte ranges of a plain file are cut by :func:`shardlearn.data._ranges.cut_targets` (then
+at the next newline): evenly, except that with several parsers the last round is cut into
+smaller pieces, so the parsers finish together.
 """
 
 from __future__ import annotations

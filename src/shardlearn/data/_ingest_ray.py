@@ -7,7 +7,8 @@ that cannot be read twice), the plan's reads. Each is a Ray task scheduled with 
 strategy (one CPU each), so every node parses, and each task reads its bytes itself: a local
 path must be on a filesystem every node mounts at the same path (a shared filesystem). The
 driver only finds the cut points (a few seeks), submits the range tasks in the thread pool's
-order (the largest of the next few ranges first, :func:`~shardlearn.data._ranges.next_range`)
+order (:func:`~shardlearn.data._ranges.next_range`: ranges of about one size in input order, a
+much larger one among the next few first)
 and consumes the parsed batches in input order, exactly as it consumes the thread pool's; so
 the rows, line numbers, rejects and shards are the local engine's, whichever node parsed what.
 
@@ -22,7 +23,8 @@ runs before the nodes parse.
 
 A file read as one stream (a large ``.gz``, a ``.zst`` of one frame, a file with a row longer
 than the block size) is read by one Ray generator task (:meth:`RayParsers.streams`), up to one
-per parser at once, the largest of the next few first, each a few batches ahead of the driver;
+per parser at once (:func:`~shardlearn.data._ranges.next_range`'s order), each a few batches
+ahead of the driver;
 the driver consumes them file by file in input order, as it consumes the local engine's
 stream threads. Each batch comes with the bytes of the file its task has read, so the progress
 bar moves while a file streams (:meth:`RayParsers.streamed_bytes`), as it does locally. Only a
@@ -184,8 +186,9 @@ class RayParsers:
         rows of each node.
 
         Tasks are submitted in the local order (:func:`~shardlearn.data._ranges.next_range`:
-        the next range to consume, else the largest in the look-ahead), at most
-        ``parsers + 1`` of them unconsumed."""
+        ranges of about one size in input order, a much larger one in the look-ahead first), at
+        most ``parsers + 1`` of them unconsumed: unlike the thread pool, a task starts only when
+        the driver asks for the next range, and the bound counts ranges, not bytes."""
         import ray
 
         started: dict[int, Any] = {}  # range index -> its task's ref, until consumed
@@ -230,10 +233,10 @@ class RayParsers:
         """Files read as one stream each (``.gz``, large compressed files): each (``reader``,
         its batches) in input order, every file a Ray generator task (:func:`stream_on_node`,
         ``SPREAD``) that holds at most :data:`STREAM_AHEAD` batches the driver has not taken.
-        Up to ``parsers`` tasks run at once: the next file to consume, else the largest not
-        started among the next few (:func:`~shardlearn.data._ranges.next_range`), so large
-        files start early on their own nodes. A pipe or stdin, which no other process can
-        read, is read here (its rows count for the driver's node)."""
+        Up to ``parsers`` tasks run at once, in :func:`~shardlearn.data._ranges.next_range`'s
+        order (files of about one size in input order, a much larger one among the next few
+        first, so large files start early on their own nodes). A pipe or stdin, which no other
+        process can read, is read here (its rows count for the driver's node)."""
         sizes = [
             _ranges.ByteRange(r.path, i, 0, r.size if _readable_by_nodes(r.path) else 0)
             for i, r in enumerate(readers)
