@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,11 +138,20 @@ def test_the_cli_summary_and_json_show_the_parsers_and_the_rows_of_each_node(run
     root, local, result = run
     cli = result["cli"]
     assert cli["text_code"] == 0, cli["text"]
-    assert "parsed by 3 parsers" in cli["text"] and "on 3 Ray nodes (rows: " in cli["text"]
-    assert all(f"{node[:8]} " in cli["text"] for node in result["nodes"])
+    # Which nodes a run's tasks land on is Ray's SPREAD placement, best effort (that every
+    # node parses is test_the_ranges_are_parsed_on_all_three_nodes'); the summary must show
+    # the parsers and, for every node that parsed, its rows, adding up to the rows read.
+    shown = re.search(
+        r"parsed by 3 parsers \(\d+ ranges\) on (\d) Ray nodes? \(rows: ([^)]*)\)", cli["text"]
+    )
+    assert shown is not None, cli["text"]
+    per_node = dict(part.rsplit(" ", 1) for part in shown.group(2).split(", "))
+    assert len(per_node) == int(shown.group(1)) >= 1, cli["text"]
+    assert set(per_node) <= {node[:8] for node in result["nodes"]}, cli["text"]
+    assert sum(int(rows.replace(",", "")) for rows in per_node.values()) == 3200, cli["text"]
     summary = cli["json"]
     assert isinstance(summary, dict), summary
-    assert summary["parsers"] == 3 and sorted(summary["nodes"]) == result["nodes"]
+    assert summary["parsers"] == 3 and set(summary["nodes"]) <= set(result["nodes"])
     assert sum(summary["nodes"].values()) == summary["rows_read"] == 3200
 
 
